@@ -1,0 +1,69 @@
+//! The keeper: one small single-threaded process per container (`bosun __keeper <dir>`).
+//!
+//! It is the only place libcontainer's `build()`/`start()` run (they clone without exec, see
+//! NOTES.md). It mounts the overlay rootfs, writes the OCI `config.json`, builds and starts the
+//! container and stays its parent: it copies stdout/stderr into the CRI log (with rotation),
+//! waits for the exit through a pidfd, records it atomically in `exit.json`, then deletes the
+//! container, unmounts the rootfs and exits. It runs in its own session, so it outlives the agent.
+//!
+//! Files in the container folder `<run_dir>/containers/<id>/`:
+//! - `request.json`  [`KeeperRequest`], written by the agent before it spawns the keeper
+//! - `keeper.pid`    the keeper's pid (written first)
+//! - `bundle/`       `config.json` and `rootfs/` (overlay of the image layers)
+//! - `upper/`, `work/` the container's writable overlay layer
+//! - `state/`        libcontainer's root folder for this container
+//! - `started.json`  [`Started`] once the process runs
+//! - `exit.json`     [`crate::ExitInfo`] once it has exited (written with rename, never partial)
+//!
+//! The agent passes a pipe as fd 3; the keeper writes one line to it and closes it:
+//! `started <pid>` or `error <message>`.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ContainerSpec, Sandbox};
+
+pub const REQUEST_FILE: &str = "request.json";
+pub const PID_FILE: &str = "keeper.pid";
+pub const STARTED_FILE: &str = "started.json";
+pub const EXIT_FILE: &str = "exit.json";
+/// The fd on which the keeper reports `started <pid>` or `error <msg>`.
+pub const STATUS_FD: i32 = 3;
+
+/// What the agent asks a keeper to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeeperRequest {
+    pub spec: ContainerSpec,
+    pub sandbox: Sandbox,
+    /// Unpacked image layers, bottom first (overlay lowerdirs are given top first).
+    pub layers: Vec<PathBuf>,
+    /// CRI log file: `/var/log/pods/<ns>_<pod>_<uid>/<container>/<attempt>.log`.
+    pub log_path: PathBuf,
+    /// Rotate the log when it passes this size (containerLogMaxSize, default 10 MiB).
+    pub log_max_size: u64,
+    /// Keep at most this many log files per container (containerLogMaxFiles, default 5).
+    pub log_max_files: u32,
+    /// cgroup path of the container (`<sandbox.cgroup_parent>/<id>`).
+    pub cgroup_path: String,
+}
+
+/// Written by the keeper once the container's process runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub pid: i32,
+    pub started_at: SystemTime,
+}
+
+/// Entry point of `bosun __keeper <dir>`. Called by `main` before any thread or runtime exists.
+/// Returns the process exit code.
+pub fn main(dir: PathBuf) -> i32 {
+    let _ = dir;
+    todo_keeper()
+}
+
+fn todo_keeper() -> i32 {
+    eprintln!("keeper: not implemented yet");
+    1
+}

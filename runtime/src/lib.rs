@@ -1,0 +1,236 @@
+//! Containers on this host: images, pod sandboxes, cgroups, the libcontainer keeper and logs.
+//!
+//! This crate knows nothing of Kubernetes. The agent translates a Pod into the plain specs
+//! below ([`SandboxSpec`], [`ContainerSpec`]) and drives a [`HostRuntime`] with them.
+//!
+//! Process model (see ARCHITECTURE.md): libcontainer's `build()`/`start()` clone without exec,
+//! so they never run in the agent's (multi-threaded) process. Each container has a *keeper*:
+//! a single-threaded process of the same binary (`bosun __keeper`) that mounts the rootfs,
+//! builds and starts the container, stays its parent, writes its CRI log and records its exit in
+//! `exit.json` before cleaning up. Keepers outlive the agent, so a restarted agent adopts them.
+
+pub mod cgroups;
+pub mod container;
+pub mod exec;
+pub mod image;
+pub mod keeper;
+pub mod logs;
+pub mod reaper;
+pub mod sandbox;
+pub mod spec;
+pub mod sys;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+pub use container::HostRuntime;
+
+/// Where the runtime keeps its state and data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RuntimePaths {
+    /// Volatile state: keepers, container bundles, sandboxes (`/run/bosun`).
+    pub run_dir: PathBuf,
+    /// Persistent data: image and layer store (`/var/lib/bosun`).
+    pub data_dir: PathBuf,
+    /// Pod logs (`/var/log/pods`).
+    pub pod_logs_dir: PathBuf,
+    /// Symlinks for log shippers (`/var/log/containers`).
+    pub container_logs_dir: PathBuf,
+    /// The cgroup under which `kubepods` lives ("/" on a node; a private parent in tests).
+    pub cgroup_root: String,
+    /// The binary that runs keepers and helpers (normally `/proc/self/exe` resolved at start).
+    pub helper_binary: PathBuf,
+}
+
+/// Kubernetes QoS class, computed by the agent, used for the cgroup layout and OOM scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl QosClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QosClass::Guaranteed => "Guaranteed",
+            QosClass::Burstable => "Burstable",
+            QosClass::BestEffort => "BestEffort",
+        }
+    }
+}
+
+/// Limits of one cgroup (pod or container). `None` means unlimited / default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// cpu.shares (v1) / converted to cpu.weight (v2).
+    pub cpu_shares: Option<u64>,
+    /// CFS quota in microseconds per `cpu_period`.
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds (100000 when a quota is set).
+    pub cpu_period: Option<u64>,
+    /// memory limit in bytes.
+    pub memory_limit: Option<i64>,
+    /// pids limit.
+    pub pids_limit: Option<i64>,
+}
+
+/// The pod sandbox: namespaces created once and pinned as files, `/dev/shm`, the pod cgroup.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub pod_uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// Hostname set in the pod's uts namespace (ignored with host_network).
+    pub hostname: String,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    /// shareProcessNamespace: one pid namespace for all containers of the pod.
+    pub share_pid: bool,
+    pub qos: QosClass,
+    /// Pod-level cgroup limits (sum of containers where the kubelet would set them).
+    pub resources: Resources,
+    /// Size of the pod's /dev/shm tmpfs in bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+}
+
+/// A created sandbox. Everything in it is derivable from `dir`, so it can be reloaded after restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    pub pod_uid: String,
+    /// `<run_dir>/sandboxes/<pod_uid>`
+    pub dir: PathBuf,
+    /// Pinned namespace files (None = use the host's).
+    pub netns: Option<PathBuf>,
+    pub ipcns: Option<PathBuf>,
+    pub utsns: Option<PathBuf>,
+    /// Pinned pid namespace when the pod shares one (held by a tiny pod init process).
+    pub pidns: Option<PathBuf>,
+    /// The pod's /dev/shm (a tmpfs mounted at `<dir>/shm`, or the host's /dev/shm with hostIPC).
+    pub shm: PathBuf,
+    /// cgroup path of the pod relative to the hierarchy root, e.g. `/kubepods/burstable/pod<uid>`.
+    pub cgroup_parent: String,
+    pub host_pid: bool,
+}
+
+/// The user a container process runs as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum User {
+    /// Numeric ids, already known.
+    Id { uid: u32, gid: Option<u32> },
+    /// A name (or `name:group`) from the image's USER, resolved against the rootfs' /etc/passwd.
+    Name(String),
+}
+
+/// One mount into a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub destination: PathBuf,
+    pub source: PathBuf,
+    pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    #[default]
+    Private,
+    HostToContainer,
+    Bidirectional,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    pub privileged: bool,
+    /// Final capability set (names like `CAP_NET_BIND_SERVICE`), for bounding/effective/permitted.
+    pub capabilities: Vec<String>,
+    pub no_new_privileges: bool,
+    pub readonly_rootfs: bool,
+    /// Apply the default masked and read-only /proc paths (off for privileged or procMount Unmasked).
+    pub mask_paths: bool,
+    pub supplemental_groups: Vec<u32>,
+}
+
+/// Everything needed to run one container, already resolved by the agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Unique id on this host: `<pod_uid>-<name>-<attempt>` style, valid as a libcontainer id.
+    pub id: String,
+    /// Container name within the pod.
+    pub name: String,
+    pub pod_uid: String,
+    pub pod_namespace: String,
+    pub pod_name: String,
+    /// Restart count: names the log file `<restart>.log`.
+    pub attempt: u32,
+    /// Image reference as written in the pod and the resolved image id (config digest).
+    pub image: String,
+    pub image_id: String,
+    /// Final argv (entrypoint/cmd rules applied).
+    pub args: Vec<String>,
+    /// Final environment, in order.
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub user: User,
+    pub tty: bool,
+    pub stdin: bool,
+    pub mounts: Vec<Mount>,
+    pub resources: Resources,
+    pub oom_score_adj: i32,
+    pub security: Security,
+    /// Signal sent first on stop (the image's STOPSIGNAL or SIGTERM), as a number.
+    pub stop_signal: i32,
+    /// Host path of the termination message file, bind-mounted at the pod's terminationMessagePath.
+    pub termination_message_path: Option<PathBuf>,
+    /// Labels kept with the container (pod/container identity, restart count, hashes).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the runtime knows of a container, rebuilt from disk at any time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    pub image: String,
+    pub image_id: String,
+    pub log_path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// The keeper is setting it up.
+    Created,
+    Running {
+        pid: i32,
+        started_at: SystemTime,
+    },
+    Exited(ExitInfo),
+    /// The keeper vanished without recording an exit (it was killed): state unknown.
+    Unknown {
+        reason: String,
+    },
+}
+
+/// How a container ended, as recorded by its keeper in `exit.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Exit code (128 + signal for a signalled process).
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub oom_killed: bool,
+    pub started_at: Option<SystemTime>,
+    pub finished_at: SystemTime,
+    /// Set when the container never started; the error text.
+    pub start_error: Option<String>,
+}
+
+/// Published when a keeper observes its container exit (or disappears).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    Exited { id: String, info: ExitInfo },
+}
