@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{RuntimePaths, Sandbox, SandboxSpec};
+use crate::RuntimePaths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
