@@ -1,1 +1,268 @@
-fn main() {}
+//! The `bosun` binary.
+//!
+//! `main` decides the process's role before any thread or async runtime exists: the keeper, exec
+//! and sandbox helpers must stay single-threaded because libcontainer clones without exec
+//! (NOTES.md). Only then is the tokio runtime built.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use bosun::config::{Config, Flags};
+use bosun::{cli, pods};
+
+#[derive(Parser)]
+#[command(name = "bosun", version, about = "A lightweight Kubernetes node agent")]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone, Debug, Default)]
+struct Common {
+    /// KubeletConfiguration file (kubelet.config.k8s.io/v1beta1).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The kubelet's root folder: pod folders and volumes.
+    #[arg(long)]
+    root_dir: Option<PathBuf>,
+    /// bosun's volatile state: keepers, sandboxes, pod status.
+    #[arg(long, env = "BOSUN_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// bosun's persistent data: the image store.
+    #[arg(long, env = "BOSUN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Pod log folder (CRI layout).
+    #[arg(long, env = "BOSUN_POD_LOGS_DIR")]
+    pod_logs_dir: Option<PathBuf>,
+    /// Folder of /var/log/containers-style symlinks.
+    #[arg(long)]
+    container_logs_dir: Option<PathBuf>,
+    /// The cgroup under which `kubepods` is created.
+    #[arg(long)]
+    cgroup_root: Option<String>,
+    /// Node name (default: the hostname, lowercased).
+    #[arg(long)]
+    hostname_override: Option<String>,
+}
+
+impl Common {
+    fn flags(&self, manifests: Option<PathBuf>) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            manifests,
+            node_name: self.hostname_override.clone(),
+            root_dir: self.root_dir.clone(),
+            run_dir: self.run_dir.clone(),
+            data_dir: self.data_dir.clone(),
+            pod_logs_dir: self.pod_logs_dir.clone(),
+            container_logs_dir: self.container_logs_dir.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+        }
+    }
+
+    fn load(&self, manifests: Option<PathBuf>) -> anyhow::Result<Config> {
+        let (cfg, warnings) = Config::load(&self.flags(manifests))?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pods of a manifest folder (the kubelet's staticPodPath), without a cluster.
+    Standalone {
+        /// The manifest folder.
+        #[arg(long)]
+        manifests: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List pods with their containers, states, restart counts and exit codes.
+    Pods {
+        /// Print the full pod objects as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print a container's logs.
+    Logs {
+        /// Pod name (or namespace/name).
+        pod: String,
+        /// Container name (needed when the pod has several).
+        container: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// The previous attempt's log.
+        #[arg(short, long)]
+        previous: bool,
+        /// Prefix each line with its timestamp.
+        #[arg(long)]
+        timestamps: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List images in the local store.
+    Images {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Image operations.
+    Image {
+        #[command(subcommand)]
+        op: ImageOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageOp {
+    /// Import an OCI image layout folder into the store under a reference.
+    Import {
+        /// The OCI image layout folder.
+        layout: PathBuf,
+        /// The reference pods will use (e.g. `busybox` or `localhost/test:1`).
+        reference: String,
+        /// Which tag of the layout (its `org.opencontainers.image.ref.name`); default: the only one.
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> ExitCode {
+    // Helper roles first: no thread may exist in these processes.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(code) = helper_role(&args) {
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Standalone { manifests, common } => common
+            .load(Some(manifests))
+            .and_then(|cfg| block_on(standalone(cfg))),
+        Command::Pods { json, common } => {
+            common.load(None).and_then(|cfg| cli::pods(&cfg, json))
+        }
+        Command::Logs {
+            pod,
+            container,
+            namespace,
+            tail,
+            follow,
+            previous,
+            timestamps,
+            common,
+        } => common.load(None).and_then(|cfg| {
+            cli::logs(
+                &cfg,
+                &cli::LogsArgs {
+                    pod,
+                    container,
+                    namespace,
+                    tail,
+                    follow,
+                    previous,
+                    timestamps,
+                },
+            )
+        }),
+        Command::Images { common } => common.load(None).and_then(|cfg| cli::images(&cfg)),
+        Command::Image {
+            op:
+                ImageOp::Import {
+                    layout,
+                    reference,
+                    tag,
+                    common,
+                },
+        } => common
+            .load(None)
+            .and_then(|cfg| cli::import(&cfg, &layout, &reference, tag.as_deref())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bosun: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn helper_role(args: &[String]) -> Option<i32> {
+    match args.get(1).map(String::as_str) {
+        Some("__keeper") => Some(match args.get(2) {
+            Some(dir) => bosun_runtime::keeper::main(PathBuf::from(dir)),
+            None => 2,
+        }),
+        Some("__exec") => Some(bosun_runtime::exec::helper_main(args[2..].to_vec())),
+        Some("__sandbox") => Some(bosun_runtime::sandbox::helper_main(args[2..].to_vec())),
+        _ => None,
+    }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("tokio runtime")?
+        .block_on(f)
+}
+
+async fn standalone(cfg: Config) -> anyhow::Result<()> {
+    let ctx = Arc::new(cli::context(cfg).await?);
+    let manifests = ctx
+        .cfg
+        .manifests
+        .clone()
+        .context("no manifest folder (--manifests or staticPodPath)")?;
+    tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
+    let period = ctx.cfg.file_check_frequency;
+    let (dtx, mut drx) = tokio::sync::watch::channel(Default::default());
+    tokio::spawn(pods::source::run(src, period, dtx));
+    // Forward the source's sets as Some(..) once it has scanned.
+    tokio::spawn(async move {
+        loop {
+            let d = drx.borrow_and_update().clone();
+            let _ = tx.send(Some(d));
+            if drx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let manager = tokio::spawn(pods::run(ctx, rx));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = manager => { r.context("pod manager")?; }
+    }
+    // Pods keep running: a restarted bosun adopts them.
+    tracing::info!("bosun stopping; pods keep running");
+    Ok(())
+}

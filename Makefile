@@ -1,0 +1,11 @@
+# The two commands of the README. Everything else is in hack/.
+.PHONY: up down test
+
+up:    ## build bosun and the test image, run bosun on examples/, show pods and logs
+	bash hack/up.sh
+
+down:  ## remove the example pods and stop bosun (nothing left running)
+	bash hack/down.sh
+
+test:  ## the whole test suite (what .ci/run runs)
+	bash hack/test.sh

@@ -1,0 +1,256 @@
+//! The node-local subcommands: `bosun pods`, `bosun logs`, `bosun images`, `bosun image import`,
+//! and the shared agent context.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use bosun_runtime::image::ImageStore;
+use bosun_runtime::{HostRuntime, RuntimePaths};
+
+use crate::config::Config;
+use crate::pods::{status, Ctx};
+
+pub fn runtime_paths(cfg: &Config) -> anyhow::Result<RuntimePaths> {
+    Ok(RuntimePaths {
+        run_dir: cfg.run_dir.clone(),
+        data_dir: cfg.data_dir.clone(),
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        container_logs_dir: cfg.container_logs_dir.clone(),
+        cgroup_root: cfg.cgroup_root.clone(),
+        helper_binary: std::env::current_exe().context("cannot find my own binary")?,
+    })
+}
+
+/// Builds the agent's shared context: runtime (adopting what runs), image store, folders.
+pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
+    // Orphans re-parented to us (a keeper's helpers) are reaped by the reaper.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    bosun_runtime::reaper::install().context("installing the child reaper")?;
+    for dir in [&cfg.root_dir, &cfg.run_dir, &cfg.data_dir, &cfg.pod_logs_dir, &cfg.container_logs_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    bosun_volumes::ensure_shared_mount(&cfg.root_dir)
+        .with_context(|| format!("making {} a shared mount", cfg.root_dir.display()))?;
+    let paths = runtime_paths(&cfg)?;
+    let runtime = HostRuntime::new(
+        paths,
+        bosun_runtime::container::RuntimeOptions {
+            log_max_size: cfg.container_log_max_size,
+            log_max_files: cfg.container_log_max_files,
+        },
+    )
+    .await
+    .context("starting the runtime")?;
+    let images = ImageStore::open(&cfg.data_dir).context("opening the image store")?;
+    Ok(Ctx {
+        cfg,
+        runtime,
+        images,
+        node_memory: node_memory(),
+    })
+}
+
+fn node_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(1 << 30)
+}
+
+pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
+    let pods = status::read_all(&cfg.run_dir);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &pods)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "{:<12} {:<28} {:<10} {:<6} {:<9} UID", "NAMESPACE", "NAME", "PHASE", "READY", "RESTARTS")?;
+    for pod in &pods {
+        let st = pod.status.clone().unwrap_or_default();
+        let cs = st.container_statuses.clone().unwrap_or_default();
+        let ready = cs.iter().filter(|c| c.ready).count();
+        let restarts: i32 = cs.iter().map(|c| c.restart_count).sum();
+        writeln!(
+            out,
+            "{:<12} {:<28} {:<10} {:<6} {:<9} {}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or(""),
+            st.phase.as_deref().unwrap_or("Unknown"),
+            format!("{ready}/{}", cs.len()),
+            restarts,
+            pod.metadata.uid.as_deref().unwrap_or(""),
+        )?;
+        let inits = st.init_container_statuses.clone().unwrap_or_default();
+        for (kind, c) in inits.iter().map(|c| ("init", c)).chain(cs.iter().map(|c| ("", c))) {
+            writeln!(out, "  {:<4} {:<22} {}", kind, c.name, describe_state(c))?;
+        }
+    }
+    Ok(())
+}
+
+fn describe_state(c: &k8s_openapi::api::core::v1::ContainerStatus) -> String {
+    let st = c.state.clone().unwrap_or_default();
+    let mut s = if st.running.is_some() {
+        "Running".to_string()
+    } else if let Some(t) = &st.terminated {
+        format!(
+            "Terminated ({}, exit code {})",
+            t.reason.as_deref().unwrap_or(""),
+            t.exit_code
+        )
+    } else if let Some(w) = &st.waiting {
+        match &w.message {
+            Some(m) => format!("Waiting ({}: {m})", w.reason.as_deref().unwrap_or("")),
+            None => format!("Waiting ({})", w.reason.as_deref().unwrap_or("")),
+        }
+    } else {
+        "Unknown".to_string()
+    };
+    s.push_str(&format!("  restarts={}", c.restart_count));
+    if let Some(t) = c.last_state.as_ref().and_then(|l| l.terminated.as_ref()) {
+        s.push_str(&format!(
+            "  last: {} exit code {}",
+            t.reason.as_deref().unwrap_or(""),
+            t.exit_code
+        ));
+    }
+    s
+}
+
+pub struct LogsArgs {
+    pub pod: String,
+    pub container: Option<String>,
+    pub namespace: String,
+    pub tail: Option<usize>,
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+}
+
+/// Finds `/var/log/pods/<ns>_<name>_<uid>/<container>/<n>.log` for the newest uid.
+fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
+    let (ns, name) = match a.pod.split_once('/') {
+        Some((ns, n)) => (ns.to_string(), n.to_string()),
+        None => (a.namespace.clone(), a.pod.clone()),
+    };
+    let prefix = format!("{ns}_{name}_");
+    let mut pod_dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&cfg.pod_logs_dir)
+        .with_context(|| format!("reading {}", cfg.pod_logs_dir.display()))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path()))
+        .collect();
+    pod_dirs.sort();
+    let Some((_, pod_dir)) = pod_dirs.pop() else {
+        bail!("no logs for pod {ns}/{name}");
+    };
+    let containers: Vec<String> = std::fs::read_dir(&pod_dir)?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let container = match &a.container {
+        Some(c) => c.clone(),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => bail!(
+            "pod {ns}/{name} has several containers, name one of: {}",
+            containers.join(", ")
+        ),
+    };
+    let dir = pod_dir.join(&container);
+    let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
+        .with_context(|| format!("no logs for container {container} of pod {ns}/{name}"))?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    attempts.sort_unstable();
+    let pick = if a.previous {
+        attempts.iter().rev().nth(1)
+    } else {
+        attempts.last()
+    };
+    match pick {
+        Some(n) => Ok(dir.join(format!("{n}.log"))),
+        None if a.previous => bail!("previous terminated container {container} in pod {ns}/{name} not found"),
+        None => bail!("no logs for container {container} of pod {ns}/{name}"),
+    }
+}
+
+pub fn logs(cfg: &Config, a: &LogsArgs) -> anyhow::Result<()> {
+    let path = log_file(cfg, a)?;
+    let mut out = std::io::stdout().lock();
+    let lines = bosun_runtime::logs::read_lines(&path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    out.write_all(&bosun_runtime::logs::format_for_user(&lines, a.tail, a.timestamps))?;
+    out.flush()?;
+    if !a.follow {
+        return Ok(());
+    }
+    let mut seen = lines.len();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let lines = match bosun_runtime::logs::read_lines(&path) {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        if lines.len() < seen {
+            seen = 0; // rotated
+        }
+        if lines.len() > seen {
+            out.write_all(&bosun_runtime::logs::format_for_user(&lines[seen..], None, a.timestamps))?;
+            out.flush()?;
+            seen = lines.len();
+        }
+    }
+}
+
+pub fn images(cfg: &Config) -> anyhow::Result<()> {
+    let store = ImageStore::open(&cfg.data_dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<50} {:<20} {:>10}", "REFERENCE", "IMAGE ID", "SIZE")?;
+    for img in store.list()? {
+        writeln!(
+            out,
+            "{:<50} {:<20} {:>10}",
+            img.reference,
+            img.id.trim_start_matches("sha256:").chars().take(12).collect::<String>(),
+            human(img.size)
+        )?;
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    let mut v = bytes as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 {
+            return format!("{v:.1}{unit}");
+        }
+        v /= 1024.0;
+    }
+    format!("{v:.1}TiB")
+}
+
+pub fn import(cfg: &Config, layout: &Path, reference: &str, tag: Option<&str>) -> anyhow::Result<()> {
+    let store = ImageStore::open(&cfg.data_dir)?;
+    let img = store
+        .import_layout(layout, tag, reference)
+        .with_context(|| format!("importing {}", layout.display()))?;
+    println!("{} {}", img.reference, img.id);
+    Ok(())
+}

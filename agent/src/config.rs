@@ -1,0 +1,318 @@
+//! Flags + the KubeletConfiguration file -> one validated [`Config`].
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything the agent needs, validated. Defaults are the kubelet's where one exists.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    /// staticPodPath: the manifest folder.
+    pub manifests: Option<PathBuf>,
+    /// `--root-dir` (kubelet's `/var/lib/kubelet`): pod folders and volumes.
+    pub root_dir: PathBuf,
+    /// bosun's volatile state (keepers, sandboxes, pod status files).
+    pub run_dir: PathBuf,
+    /// bosun's persistent data (image store).
+    pub data_dir: PathBuf,
+    pub pod_logs_dir: PathBuf,
+    pub container_logs_dir: PathBuf,
+    /// cgroupRoot: the parent of `kubepods`.
+    pub cgroup_root: String,
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
+    /// How often the manifest folder is rescanned even without inotify events (fileCheckFrequency).
+    pub file_check_frequency: std::time::Duration,
+    /// How often every pod worker re-checks the runtime without an event (syncFrequency).
+    pub sync_frequency: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// The subset of `kubelet.config.k8s.io/v1beta1` KubeletConfiguration bosun reads. Unknown keys
+/// are kept in `rest` and warned about once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfigFile {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub static_pod_path: Option<PathBuf>,
+    pub cgroup_root: Option<String>,
+    pub container_log_max_size: Option<String>,
+    pub container_log_max_files: Option<u32>,
+    pub file_check_frequency: Option<String>,
+    pub sync_frequency: Option<String>,
+    pub pod_logs_dir: Option<PathBuf>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Values given on the command line (None = not given).
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub manifests: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub root_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub pod_logs_dir: Option<PathBuf>,
+    pub container_logs_dir: Option<PathBuf>,
+    pub cgroup_root: Option<String>,
+}
+
+/// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
+pub const KNOWN_KEYS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "cgroupRoot",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "fileCheckFrequency",
+    "syncFrequency",
+    "podLogsDir",
+];
+
+impl Config {
+    /// Flags win over the file, the file over defaults.
+    pub fn load(flags: &Flags) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let f: KubeletConfigFile =
+                    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                if let Some(kind) = &f.kind {
+                    if kind != "KubeletConfiguration" {
+                        return Err(ConfigError::Parse {
+                            path: path.clone(),
+                            message: format!("kind is {kind:?}, expected KubeletConfiguration"),
+                        });
+                    }
+                }
+                let unknown: BTreeSet<&String> = f.rest.keys().collect();
+                for key in unknown {
+                    warnings.push(format!(
+                        "config file {}: field {key} is not implemented by bosun and is ignored",
+                        path.display()
+                    ));
+                }
+                f
+            }
+            None => KubeletConfigFile::default(),
+        };
+        let node_name = match &flags.node_name {
+            Some(n) => n.clone(),
+            None => hostname(),
+        }
+        .to_lowercase();
+        let container_log_max_size = match &file.container_log_max_size {
+            Some(q) => parse_size(q).ok_or_else(|| ConfigError::Invalid {
+                field: "containerLogMaxSize".into(),
+                message: format!("{q:?} is not a quantity like 10Mi"),
+            })?,
+            None => 10 * 1024 * 1024,
+        };
+        let container_log_max_files = file.container_log_max_files.unwrap_or(5);
+        if container_log_max_files < 2 {
+            return Err(ConfigError::Invalid {
+                field: "containerLogMaxFiles".into(),
+                message: "must be at least 2".into(),
+            });
+        }
+        let duration = |field: &str, v: &Option<String>, default: u64| match v {
+            Some(s) => parse_duration(s).ok_or_else(|| ConfigError::Invalid {
+                field: field.into(),
+                message: format!("{s:?} is not a duration like 20s"),
+            }),
+            None => Ok(std::time::Duration::from_secs(default)),
+        };
+        let cfg = Config {
+            node_name,
+            manifests: flags.manifests.clone().or(file.static_pod_path.clone()),
+            root_dir: flags
+                .root_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/kubelet".into()),
+            run_dir: flags.run_dir.clone().unwrap_or_else(|| "/run/bosun".into()),
+            data_dir: flags
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/bosun".into()),
+            pod_logs_dir: flags
+                .pod_logs_dir
+                .clone()
+                .or(file.pod_logs_dir.clone())
+                .unwrap_or_else(|| "/var/log/pods".into()),
+            container_logs_dir: flags
+                .container_logs_dir
+                .clone()
+                .unwrap_or_else(|| "/var/log/containers".into()),
+            cgroup_root: flags
+                .cgroup_root
+                .clone()
+                .or(file.cgroup_root.clone())
+                .unwrap_or_else(|| "/".into()),
+            container_log_max_size,
+            container_log_max_files,
+            file_check_frequency: duration(
+                "fileCheckFrequency",
+                &file.file_check_frequency,
+                20,
+            )?,
+            sync_frequency: duration("syncFrequency", &file.sync_frequency, 10)?,
+        };
+        if !cfg.cgroup_root.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                field: "cgroupRoot".into(),
+                message: format!("{:?} must be an absolute cgroup path", cfg.cgroup_root),
+            });
+        }
+        Ok((cfg, warnings))
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `10Mi`, `1G`, `512Ki`, `1048576`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult): (&str, u64) = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ]
+    .iter()
+    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Go-style durations as the kubelet config uses them: `20s`, `1m`, `1m30s`, `500ms`, `2h`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = tail;
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+/// Is `p` below `dir` (lexically)?
+pub fn is_below(p: &Path, dir: &Path) -> bool {
+    p.starts_with(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10Mi"), Some(10 << 20));
+        assert_eq!(parse_size("1G"), Some(1_000_000_000));
+        assert_eq!(parse_size("42"), Some(42));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_duration("20s"), Some(Duration::from_secs(20)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn file_flags_and_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+             staticPodPath: /etc/kubernetes/manifests\ncontainerLogMaxSize: 1Mi\n\
+             containerLogMaxFiles: 3\nmaxPods: 50\nsyncFrequency: 30s\n",
+        )
+        .expect("write");
+        let flags = Flags {
+            config: Some(path),
+            cgroup_root: Some("/test".into()),
+            node_name: Some("Node-A".into()),
+            ..Flags::default()
+        };
+        let (cfg, warnings) = Config::load(&flags).expect("load");
+        assert_eq!(cfg.manifests, Some(PathBuf::from("/etc/kubernetes/manifests")));
+        assert_eq!(cfg.container_log_max_size, 1 << 20);
+        assert_eq!(cfg.container_log_max_files, 3);
+        assert_eq!(cfg.cgroup_root, "/test");
+        assert_eq!(cfg.node_name, "node-a");
+        assert_eq!(cfg.sync_frequency, Duration::from_secs(30));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("maxPods"));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, "kind: KubeletConfiguration\ncontainerLogMaxSize: lots\n")
+            .expect("write");
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let err = Config::load(&flags).expect_err("must fail");
+        assert!(err.to_string().contains("containerLogMaxSize"), "{err}");
+        std::fs::write(&path, "kind: Pod\n").expect("write");
+        let err = Config::load(&flags).expect_err("must fail");
+        assert!(err.to_string().contains("KubeletConfiguration"), "{err}");
+    }
+}

@@ -1,0 +1,11 @@
+//! bosun: a lightweight Kubernetes node agent.
+//!
+//! The agent is the only crate that knows Kubernetes. It reads pods from a source (a manifest
+//! folder now, the apiserver later), runs one worker per pod that drives the host runtime toward
+//! the newest spec, and writes pod status.
+
+pub mod cli;
+pub mod config;
+pub mod manifest;
+pub mod pods;
+pub mod translate;

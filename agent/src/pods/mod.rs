@@ -1,0 +1,186 @@
+//! Pods: the source of desired pods, the manager that keeps one worker per pod, and status.
+
+pub mod backoff;
+pub mod source;
+pub mod status;
+pub mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_runtime::image::ImageStore;
+use bosun_runtime::{HostRuntime, RuntimeEvent};
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::translate::VolumeKind;
+use source::DesiredPods;
+use worker::{Desired, WorkerHandle, LABEL_POD_UID};
+
+/// What every pod worker shares.
+pub struct Ctx {
+    pub cfg: Config,
+    pub runtime: HostRuntime,
+    pub images: ImageStore,
+    /// The node's memory in bytes (oom_score_adj of burstable containers).
+    pub node_memory: u64,
+}
+
+/// Maps the translated volume description to the volumes crate's source.
+pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, String> {
+    Ok(match kind {
+        VolumeKind::EmptyDir { memory, size_limit } => bosun_volumes::VolumeSource::EmptyDir {
+            medium: if *memory {
+                bosun_volumes::Medium::Memory
+            } else {
+                bosun_volumes::Medium::Disk
+            },
+            size_limit: *size_limit,
+        },
+        VolumeKind::HostPath { path, type_ } => bosun_volumes::VolumeSource::HostPath {
+            path: path.into(),
+            kind: type_
+                .parse()
+                .map_err(|e| format!("hostPath {path}: {e}"))?,
+        },
+    })
+}
+
+/// Removes the `/var/log/containers` symlinks that point into `pod_log_dir`.
+pub fn remove_log_links(container_logs_dir: &Path, pod_log_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(container_logs_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Ok(target) = std::fs::read_link(e.path()) {
+            if target.starts_with(pod_log_dir) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The uids of pods the node has anything of: state folders, containers, sandboxes.
+fn known_uids(ctx: &Ctx) -> HashSet<String> {
+    let mut uids = HashSet::new();
+    if let Ok(entries) = std::fs::read_dir(ctx.cfg.run_dir.join("pods")) {
+        uids.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
+    }
+    for c in ctx.runtime.list() {
+        if let Some(uid) = c.labels.get(LABEL_POD_UID) {
+            uids.insert(uid.clone());
+        }
+    }
+    uids.extend(bosun_runtime::sandbox::list(ctx.runtime.paths()));
+    uids
+}
+
+/// The last spec this node ran for `uid` (for terminating pods it no longer has a source for).
+fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
+    let path = status::pod_state_dir(&ctx.cfg.run_dir, uid).join("pod.json");
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| {
+            let mut p = Pod::default();
+            p.metadata.uid = Some(uid.to_string());
+            p.metadata.name = Some(format!("orphan-{uid}"));
+            p
+        })
+}
+
+/// Keeps one worker per desired pod and terminates the rest. Runs until the source closes.
+pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>>) {
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let mut events = ctx.runtime.subscribe();
+    // Wait for the source's first full answer before deciding what is an orphan.
+    let mut current = loop {
+        if let Some(d) = desired.borrow_and_update().clone() {
+            break d;
+        }
+        if desired.changed().await.is_err() {
+            return;
+        }
+    };
+    for uid in known_uids(&ctx) {
+        if !current.contains_key(&uid) {
+            let pod = stored_pod(&ctx, &uid);
+            tracing::info!(uid = %uid, pod = %worker::pod_key(&pod), "terminating pod that is no longer wanted");
+            workers.insert(
+                uid,
+                worker::spawn(ctx.clone(), Desired::Terminate { pod: Box::new(pod), grace: None }),
+            );
+        }
+    }
+    loop {
+        reconcile(&ctx, &mut workers, &current);
+        tokio::select! {
+            r = desired.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                if let Some(d) = desired.borrow_and_update().clone() {
+                    current = d;
+                }
+            }
+            ev = events.recv() => {
+                match ev {
+                    Ok(RuntimeEvent::Exited { id, .. }) => {
+                        let uid = ctx.runtime.status(&id).and_then(|s| s.labels.get(LABEL_POD_UID).cloned());
+                        if let Some(w) = uid.and_then(|u| workers.get(&u)) {
+                            w.wake.notify_one();
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        for w in workers.values() {
+                            w.wake.notify_one();
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+fn reconcile(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, desired: &DesiredPods) {
+    workers.retain(|_, w| !w.done.is_finished());
+    for (uid, pod) in desired {
+        match workers.get(uid) {
+            None => {
+                workers.insert(
+                    uid.clone(),
+                    worker::spawn(ctx.clone(), Desired::Run(Box::new(pod.clone()))),
+                );
+            }
+            Some(w) => {
+                w.tx.send_if_modified(|cur| match cur {
+                    Desired::Run(p) if **p != *pod => {
+                        *cur = Desired::Run(Box::new(pod.clone()));
+                        true
+                    }
+                    _ => false,
+                });
+            }
+        }
+    }
+    for (uid, w) in workers.iter() {
+        if desired.contains_key(uid) {
+            continue;
+        }
+        w.tx.send_if_modified(|cur| match cur {
+            Desired::Run(p) => {
+                *cur = Desired::Terminate {
+                    pod: p.clone(),
+                    grace: None,
+                };
+                true
+            }
+            Desired::Terminate { .. } => false,
+        });
+    }
+}

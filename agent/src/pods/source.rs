@@ -1,0 +1,242 @@
+//! The standalone pod source: the manifest folder (the kubelet's `staticPodPath`).
+//!
+//! Every regular file ending in `.yaml`, `.yml` or `.json` (hidden files skipped) holds one or
+//! more Pod documents. The folder is watched with inotify and rescanned every
+//! `fileCheckFrequency` anyway (events are hints). A file that stops parsing keeps its last good
+//! pods running and the error is reported once per change: a typo never kills a running pod.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::watch;
+
+use crate::manifest;
+
+/// The desired pods, keyed by uid.
+pub type DesiredPods = BTreeMap<String, Pod>;
+
+#[derive(Default)]
+struct FileState {
+    modified: Option<SystemTime>,
+    len: u64,
+    pods: Vec<Pod>,
+    error: Option<String>,
+}
+
+/// Scans the folder; keeps per-file state so unchanged files are not re-parsed.
+pub struct FolderSource {
+    dir: PathBuf,
+    node_name: String,
+    files: HashMap<PathBuf, FileState>,
+}
+
+impl FolderSource {
+    pub fn new(dir: PathBuf, node_name: String) -> Self {
+        Self {
+            dir,
+            node_name,
+            files: HashMap::new(),
+        }
+    }
+
+    /// Rescans the folder and returns the desired pods.
+    pub fn scan(&mut self) -> DesiredPods {
+        let mut seen = Vec::new();
+        match std::fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if !is_manifest(&path) {
+                        continue;
+                    }
+                    let Ok(meta) = std::fs::metadata(&path) else {
+                        continue;
+                    };
+                    if !meta.is_file() {
+                        continue;
+                    }
+                    seen.push(path.clone());
+                    let state = self.files.entry(path.clone()).or_default();
+                    let modified = meta.modified().ok();
+                    if state.modified == modified && state.len == meta.len() && state.modified.is_some() {
+                        continue;
+                    }
+                    state.modified = modified;
+                    state.len = meta.len();
+                    match read_file(&path, &self.node_name) {
+                        Ok(pods) => {
+                            if state.error.take().is_some() {
+                                tracing::info!(file = %path.display(), "manifest parses again");
+                            }
+                            state.pods = pods;
+                        }
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), error = %e, "invalid pod manifest; keeping its last good pods");
+                            state.error = Some(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read manifest folder");
+                // Keep the last known pods: an unreadable folder must not kill everything.
+                return self.collect();
+            }
+        }
+        self.files.retain(|p, _| seen.contains(p));
+        self.collect()
+    }
+
+    fn collect(&self) -> DesiredPods {
+        let mut out = DesiredPods::new();
+        let mut names: HashMap<(String, String), PathBuf> = HashMap::new();
+        let mut files: Vec<_> = self.files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(b.0));
+        for (path, state) in files {
+            for pod in &state.pods {
+                let key = (
+                    pod.metadata.namespace.clone().unwrap_or_default(),
+                    pod.metadata.name.clone().unwrap_or_default(),
+                );
+                if let Some(other) = names.get(&key) {
+                    tracing::error!(file = %path.display(), other = %other.display(), pod = %format!("{}/{}", key.0, key.1), "duplicate pod name; ignoring this one");
+                    continue;
+                }
+                names.insert(key, path.clone());
+                if let Some(uid) = pod.metadata.uid.clone() {
+                    out.insert(uid, pod.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Errors of files that currently fail to parse (file, message).
+    pub fn errors(&self) -> Vec<(PathBuf, String)> {
+        self.files
+            .iter()
+            .filter_map(|(p, s)| s.error.clone().map(|e| (p.clone(), e)))
+            .collect()
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
+}
+
+fn read_file(path: &Path, node_name: &str) -> Result<Vec<Pod>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut pods = manifest::parse_file(path, &text).map_err(|e| e.to_string())?;
+    for pod in &mut pods {
+        manifest::validate(pod).map_err(|e| format!("{}: {e}", path.display()))?;
+        manifest::default_static_pod(pod, path, node_name);
+    }
+    Ok(pods)
+}
+
+/// Runs the source: publishes the desired pods whenever they change. Never returns.
+pub async fn run(mut src: FolderSource, period: Duration, tx: watch::Sender<DesiredPods>) {
+    let inotify = watch_folder(&src.dir);
+    loop {
+        let desired = src.scan();
+        tx.send_if_modified(|cur| {
+            if *cur != desired {
+                *cur = desired;
+                true
+            } else {
+                false
+            }
+        });
+        match &inotify {
+            Some(fd) => {
+                tokio::select! {
+                    r = fd.readable() => {
+                        if let Ok(mut guard) = r {
+                            // Drain the events; a short pause lets editors finish writing.
+                            let _ = guard.get_inner().read_events();
+                            guard.clear_ready();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    _ = tokio::time::sleep(period) => {}
+                }
+            }
+            None => tokio::time::sleep(period.min(Duration::from_secs(2))).await,
+        }
+    }
+}
+
+fn watch_folder(dir: &Path) -> Option<tokio::io::unix::AsyncFd<nix::sys::inotify::Inotify>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let _ = std::fs::create_dir_all(dir);
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    ino.add_watch(
+        dir,
+        AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_ATTRIB,
+    )
+    .ok()?;
+    tracing::debug!(fd = ino.as_fd().as_raw_fd(), dir = %dir.display(), "watching manifest folder");
+    tokio::io::unix::AsyncFd::new(ino).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+
+    #[test]
+    fn scan_adds_changes_and_removes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut src = FolderSource::new(dir.path().into(), "node".into());
+        assert!(src.scan().is_empty());
+        std::fs::write(dir.path().join("a.yaml"), POD.replace("NAME", "a")).expect("write");
+        std::fs::write(dir.path().join(".hidden.yaml"), POD.replace("NAME", "h")).expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+        let first = src.scan();
+        assert_eq!(first.len(), 1);
+        let uid = first.keys().next().expect("uid").clone();
+        // Unchanged: same uid.
+        assert_eq!(src.scan().keys().next(), Some(&uid));
+        // Changed: replaced by a pod with a new uid.
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            POD.replace("NAME", "a").replace("busybox", "busybox:1"),
+        )
+        .expect("write");
+        let changed = src.scan();
+        assert_eq!(changed.len(), 1);
+        assert_ne!(changed.keys().next(), Some(&uid));
+        // Broken: the last good pod stays, the error is reported with the file name.
+        std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: Pod\nspec: [").expect("write");
+        let broken = src.scan();
+        assert_eq!(broken.keys().collect::<Vec<_>>(), changed.keys().collect::<Vec<_>>());
+        let errors = src.errors();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].1.contains("a.yaml"), "{}", errors[0].1);
+        // A second, valid file is unaffected by the broken one.
+        std::fs::write(dir.path().join("b.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"b"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#).expect("write");
+        assert_eq!(src.scan().len(), 2);
+        // Removed.
+        std::fs::remove_file(dir.path().join("a.yaml")).expect("rm");
+        let left = src.scan();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            left.values().next().and_then(|p| p.metadata.name.clone()).as_deref(),
+            Some("b")
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! Pod status, computed from what the runtime reports (pure functions), and the on-disk status
+//! store that `bosun pods` reads.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use bosun_runtime::{ContainerState, ExitInfo};
+use k8s_openapi::api::core::v1::{
+    ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus as KStatus, Pod, PodCondition, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// The prefix of containerID in status, like `containerd://`.
+pub const ID_SCHEME: &str = "bosun://";
+
+/// One attempt of a container as the runtime reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+    pub image: String,
+    pub image_id: String,
+    /// Termination message read after exit.
+    pub message: Option<String>,
+}
+
+/// Everything the worker knows of one container of the pod.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerView {
+    pub name: String,
+    pub image: String,
+    /// The newest attempt.
+    pub current: Option<Record>,
+    /// The attempt before it (for lastState).
+    pub previous: Option<Record>,
+    pub restart_count: u32,
+    /// Why the container is not running (`CrashLoopBackOff`, `ErrImagePull`, ...) and a message.
+    pub waiting: Option<(String, String)>,
+    pub ready: bool,
+}
+
+pub fn time(t: SystemTime) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::try_from(t).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+}
+
+/// Kubernetes' reason for a terminated container.
+pub fn exit_reason(info: &ExitInfo) -> &'static str {
+    if info.start_error.is_some() {
+        "StartError"
+    } else if info.oom_killed {
+        "OOMKilled"
+    } else if info.code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
+}
+
+fn terminated(rec: &Record) -> ContainerStateTerminated {
+    match &rec.state {
+        ContainerState::Exited(info) => ContainerStateTerminated {
+            exit_code: info.code,
+            signal: info.signal,
+            reason: Some(exit_reason(info).to_string()),
+            message: info.start_error.clone().or_else(|| rec.message.clone()),
+            started_at: info.started_at.map(time),
+            finished_at: Some(time(info.finished_at)),
+            container_id: Some(format!("{ID_SCHEME}{}", rec.id)),
+        },
+        ContainerState::Unknown { reason } => ContainerStateTerminated {
+            exit_code: 137,
+            reason: Some("ContainerStatusUnknown".into()),
+            message: Some(reason.clone()),
+            container_id: Some(format!("{ID_SCHEME}{}", rec.id)),
+            ..Default::default()
+        },
+        _ => ContainerStateTerminated::default(),
+    }
+}
+
+fn is_terminal(state: &ContainerState) -> bool {
+    matches!(state, ContainerState::Exited(_) | ContainerState::Unknown { .. })
+}
+
+/// The Kubernetes ContainerStatus of one container.
+pub fn container_status(v: &ContainerView) -> KStatus {
+    let mut s = KStatus {
+        name: v.name.clone(),
+        image: v.image.clone(),
+        restart_count: v.restart_count as i32,
+        ready: v.ready,
+        started: Some(false),
+        ..Default::default()
+    };
+    let waiting = |reason: &str, message: &str| KState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.to_string()),
+            message: (!message.is_empty()).then(|| message.to_string()),
+        }),
+        ..Default::default()
+    };
+    match &v.current {
+        None => {
+            let (reason, message) = v
+                .waiting
+                .clone()
+                .unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
+            s.state = Some(waiting(&reason, &message));
+        }
+        Some(rec) => {
+            s.container_id = Some(format!("{ID_SCHEME}{}", rec.id));
+            s.image_id = rec.image_id.clone();
+            match &rec.state {
+                ContainerState::Running { started_at, .. } => {
+                    s.state = Some(KState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(time(*started_at)),
+                        }),
+                        ..Default::default()
+                    });
+                    s.started = Some(true);
+                    if let Some(prev) = &v.previous {
+                        s.last_state = Some(KState {
+                            terminated: Some(terminated(prev)),
+                            ..Default::default()
+                        });
+                    }
+                }
+                ContainerState::Created => {
+                    s.state = Some(waiting("ContainerCreating", ""));
+                }
+                state if is_terminal(state) => match &v.waiting {
+                    // Exited and about to be restarted: waiting, with the exit as lastState.
+                    Some((reason, message)) => {
+                        s.state = Some(waiting(reason, message));
+                        s.last_state = Some(KState {
+                            terminated: Some(terminated(rec)),
+                            ..Default::default()
+                        });
+                    }
+                    None => {
+                        s.state = Some(KState {
+                            terminated: Some(terminated(rec)),
+                            ..Default::default()
+                        });
+                        if let Some(prev) = &v.previous {
+                            s.last_state = Some(KState {
+                                terminated: Some(terminated(prev)),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+    s
+}
+
+/// The pod phase, as the kubelet's getPhase computes it.
+pub fn phase(pod: &Pod, init_pending: bool, init_failed: bool, containers: &[KStatus]) -> &'static str {
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    if init_failed && policy == "Never" {
+        return "Failed";
+    }
+    if init_pending {
+        return "Pending";
+    }
+    let (mut waiting, mut running, mut stopped, mut succeeded, mut unknown) = (0, 0, 0, 0, 0);
+    for c in containers {
+        let st = c.state.clone().unwrap_or_default();
+        if st.running.is_some() {
+            running += 1;
+        } else if let Some(t) = &st.terminated {
+            if t.reason.as_deref() == Some("ContainerStatusUnknown") {
+                unknown += 1;
+            } else {
+                stopped += 1;
+                if t.exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+        } else if st.waiting.is_some() {
+            match c.last_state.as_ref().and_then(|l| l.terminated.as_ref()) {
+                Some(t) => {
+                    stopped += 1;
+                    if t.exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                None => waiting += 1,
+            }
+        } else {
+            unknown += 1;
+        }
+    }
+    if waiting > 0 {
+        return "Pending";
+    }
+    if running > 0 && unknown == 0 {
+        return "Running";
+    }
+    if running == 0 && stopped > 0 && unknown == 0 {
+        if policy == "Always" {
+            return "Running";
+        }
+        if stopped == succeeded {
+            return "Succeeded";
+        }
+        if policy == "Never" {
+            return "Failed";
+        }
+        return "Running";
+    }
+    if unknown > 0 && running == 0 && stopped + waiting == 0 {
+        return "Failed";
+    }
+    "Pending"
+}
+
+/// Builds the pod status. `previous` keeps transition times of conditions that did not change.
+#[allow(clippy::too_many_arguments)]
+pub fn pod_status(
+    pod: &Pod,
+    previous: Option<&PodStatus>,
+    sandbox_ready: bool,
+    init: &[ContainerView],
+    init_done: bool,
+    init_failed: bool,
+    containers: &[ContainerView],
+    start_time: SystemTime,
+    now: SystemTime,
+    qos: &str,
+) -> PodStatus {
+    let init_statuses: Vec<KStatus> = init.iter().map(container_status).collect();
+    let statuses: Vec<KStatus> = containers.iter().map(container_status).collect();
+    let phase = phase(pod, !init_done, init_failed, &statuses);
+    let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
+    let terminal = phase == "Succeeded" || phase == "Failed";
+    let mut conditions = Vec::new();
+    let mut cond = |ty: &str, ok: bool, reason: Option<&str>| {
+        let status = if ok { "True" } else { "False" };
+        let old = previous
+            .and_then(|p| p.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == ty));
+        let last_transition_time = match old {
+            Some(o) if o.status == status => o.last_transition_time.clone(),
+            _ => Some(time(now)),
+        };
+        conditions.push(PodCondition {
+            type_: ty.to_string(),
+            status: status.to_string(),
+            reason: reason.filter(|_| !ok).map(str::to_string),
+            last_transition_time,
+            ..Default::default()
+        });
+    };
+    cond("PodReadyToStartContainers", sandbox_ready && !terminal, None);
+    cond(
+        "Initialized",
+        init_done,
+        (!init_done).then_some("ContainersNotInitialized"),
+    );
+    let ready_reason = if terminal {
+        Some("PodCompleted")
+    } else {
+        Some("ContainersNotReady")
+    };
+    cond("Ready", all_ready && !terminal, ready_reason);
+    cond("ContainersReady", all_ready && !terminal, ready_reason);
+    cond("PodScheduled", true, None);
+    PodStatus {
+        phase: Some(phase.to_string()),
+        conditions: Some(conditions),
+        container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        start_time: Some(time(start_time)),
+        qos_class: Some(qos.to_string()),
+        host_ip: previous.and_then(|p| p.host_ip.clone()),
+        pod_ip: previous.and_then(|p| p.pod_ip.clone()),
+        ..Default::default()
+    }
+}
+
+/// Where the agent keeps each pod's desired spec and last status: `<run_dir>/pods/<uid>/`.
+pub fn pod_state_dir(run_dir: &Path, uid: &str) -> PathBuf {
+    run_dir.join("pods").join(uid)
+}
+
+/// Writes `<dir>/<name>` atomically.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Reads every pod status file (for `bosun pods`).
+pub fn read_all(run_dir: &Path) -> Vec<Pod> {
+    let mut pods = Vec::new();
+    let Ok(entries) = std::fs::read_dir(run_dir.join("pods")) else {
+        return pods;
+    };
+    for e in entries.flatten() {
+        if let Ok(text) = std::fs::read(e.path().join("status.json")) {
+            if let Ok(pod) = serde_json::from_slice::<Pod>(&text) {
+                pods.push(pod);
+            }
+        }
+    }
+    pods.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    pods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn exited(code: i32, oom: bool) -> ContainerState {
+        ContainerState::Exited(ExitInfo {
+            code,
+            signal: None,
+            oom_killed: oom,
+            started_at: Some(SystemTime::UNIX_EPOCH),
+            finished_at: SystemTime::UNIX_EPOCH + Duration::from_secs(5),
+            start_error: None,
+        })
+    }
+
+    fn view(name: &str, state: Option<ContainerState>, waiting: Option<&str>) -> ContainerView {
+        ContainerView {
+            name: name.into(),
+            image: "busybox".into(),
+            current: state.map(|state| Record {
+                id: format!("id-{name}"),
+                attempt: 0,
+                state,
+                image: "busybox".into(),
+                image_id: "sha256:x".into(),
+                message: None,
+            }),
+            waiting: waiting.map(|w| (w.to_string(), String::new())),
+            ..Default::default()
+        }
+    }
+
+    fn pod(policy: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"restartPolicy": policy, "containers": [{"name": "a"}]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn reasons_and_states() {
+        let s = container_status(&view("a", Some(exited(137, true)), None));
+        let t = s.state.and_then(|s| s.terminated).expect("terminated");
+        assert_eq!(t.reason.as_deref(), Some("OOMKilled"));
+        assert_eq!(t.exit_code, 137);
+        let s = container_status(&view("a", Some(exited(1, false)), Some("CrashLoopBackOff")));
+        assert_eq!(
+            s.state.and_then(|s| s.waiting).and_then(|w| w.reason).as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        let last = s.last_state.and_then(|l| l.terminated).expect("last");
+        assert_eq!(last.reason.as_deref(), Some("Error"));
+        let s = container_status(&view("a", None, Some("ErrImagePull")));
+        assert_eq!(
+            s.state.and_then(|s| s.waiting).and_then(|w| w.reason).as_deref(),
+            Some("ErrImagePull")
+        );
+    }
+
+    #[test]
+    fn phases() {
+        let run = ContainerState::Running {
+            pid: 1,
+            started_at: SystemTime::UNIX_EPOCH,
+        };
+        let st = |v: ContainerView| vec![container_status(&v)];
+        assert_eq!(phase(&pod("Always"), false, false, &st(view("a", Some(run), None))), "Running");
+        assert_eq!(phase(&pod("Never"), false, false, &st(view("a", Some(exited(0, false)), None))), "Succeeded");
+        assert_eq!(phase(&pod("Never"), false, false, &st(view("a", Some(exited(2, false)), None))), "Failed");
+        assert_eq!(phase(&pod("OnFailure"), false, false, &st(view("a", Some(exited(2, false)), Some("CrashLoopBackOff")))), "Running");
+        assert_eq!(phase(&pod("Always"), false, false, &st(view("a", None, None))), "Pending");
+        assert_eq!(phase(&pod("Always"), true, false, &[]), "Pending");
+        assert_eq!(phase(&pod("Never"), true, true, &[]), "Failed");
+    }
+}

@@ -1,0 +1,822 @@
+//! One worker per pod: drives the runtime toward the newest spec and writes the pod's status.
+//!
+//! The worker always acts on what the runtime reports now (`list`), never on remembered state:
+//! it is woken by spec changes, by container exits and by a timer, and each time compares the
+//! containers that exist with the ones the spec wants (STYLE habit 1). A restarted agent runs the
+//! same code over the containers it finds, which is how pods are adopted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bosun_runtime::{ContainerState, ContainerStatus, Mount, Propagation, Sandbox};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, PodStatus};
+use tokio::sync::{watch, Notify};
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::status::{self, ContainerView, Record};
+use super::Ctx;
+use crate::translate;
+
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_CONTAINER: &str = "io.kubernetes.container.name";
+pub const LABEL_ATTEMPT: &str = "io.kubernetes.container.restartCount";
+pub const LABEL_STOP_SIGNAL: &str = "bosun.stop-signal";
+pub const LABEL_HASH: &str = "bosun.container.hash";
+
+/// What the manager wants of a pod.
+#[derive(Clone, Debug)]
+pub enum Desired {
+    Run(Box<Pod>),
+    /// Terminate gracefully (grace override in seconds, e.g. from a deletion), then clean up.
+    Terminate { pod: Box<Pod>, grace: Option<i64> },
+}
+
+pub struct WorkerHandle {
+    pub tx: watch::Sender<Desired>,
+    pub wake: Arc<Notify>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+pub fn spawn(ctx: Arc<Ctx>, desired: Desired) -> WorkerHandle {
+    let pod = match &desired {
+        Desired::Run(p) | Desired::Terminate { pod: p, .. } => p.as_ref().clone(),
+    };
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let (tx, rx) = watch::channel(desired);
+    let wake = Arc::new(Notify::new());
+    let span = tracing::info_span!("pod", pod = %pod_key(&pod), uid = %uid);
+    let worker = Worker {
+        ctx,
+        uid,
+        pod,
+        rx,
+        wake: wake.clone(),
+        sandbox: None,
+        volume_paths: None,
+        backoff: Backoff::default(),
+        waiting: HashMap::new(),
+        messages: HashMap::new(),
+        last_status: None,
+        start_time: SystemTime::now(),
+        next_wakeup: None,
+        pod_error: None,
+    };
+    let done = tokio::spawn(worker.run().instrument(span));
+    WorkerHandle { tx, wake, done }
+}
+
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+struct Worker {
+    ctx: Arc<Ctx>,
+    uid: String,
+    pod: Pod,
+    rx: watch::Receiver<Desired>,
+    wake: Arc<Notify>,
+    sandbox: Option<Sandbox>,
+    /// Volume name -> host path, once every volume is set up.
+    volume_paths: Option<HashMap<String, PathBuf>>,
+    backoff: Backoff,
+    /// Why a container is not running: (reason, message).
+    waiting: HashMap<String, (String, String)>,
+    /// Termination messages read after exit, by container id.
+    messages: HashMap<String, Option<String>>,
+    last_status: Option<PodStatus>,
+    start_time: SystemTime,
+    next_wakeup: Option<SystemTime>,
+    /// A pod-level problem (sandbox, volumes): (reason, message).
+    pod_error: Option<(String, String)>,
+}
+
+/// What to do with one container after looking at its newest attempt.
+enum Step {
+    /// Running or being set up: nothing to do.
+    Keep,
+    /// Start attempt `n`.
+    Start(u32),
+    /// Exited and done (no restart).
+    Done { succeeded: bool },
+    /// Exited, will restart at this time.
+    Wait,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        if let Ok(state) = std::fs::read(self.state_dir().join("start-time")) {
+            if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
+                self.start_time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            }
+        }
+        loop {
+            let desired = self.rx.borrow_and_update().clone();
+            match desired {
+                Desired::Run(pod) => {
+                    self.pod = *pod;
+                    self.sync().await;
+                }
+                Desired::Terminate { pod, grace } => {
+                    self.pod = *pod;
+                    self.terminate(grace).await;
+                    return;
+                }
+            }
+            let resync = self.ctx.cfg.sync_frequency;
+            let wait = self
+                .next_wakeup
+                .take()
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                .map(|d| d.min(resync))
+                .unwrap_or(resync);
+            tokio::select! {
+                r = self.rx.changed() => {
+                    if r.is_err() {
+                        // The manager is gone (agent shutting down): leave pods running.
+                        return;
+                    }
+                }
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        status::pod_state_dir(&self.ctx.cfg.run_dir, &self.uid)
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.ctx.cfg.root_dir.join("pods").join(&self.uid)
+    }
+
+    fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        self.pod.spec.clone().unwrap_or_default()
+    }
+
+    fn event(&self, kind: &str, reason: &str, message: &str) {
+        if kind == "Warning" {
+            tracing::warn!(reason, "{message}");
+        } else {
+            tracing::info!(reason, "{message}");
+        }
+    }
+
+    /// Every attempt of every container of this pod, by container name, oldest first.
+    fn records(&mut self) -> BTreeMap<String, Vec<(Record, ContainerStatus)>> {
+        let mut out: BTreeMap<String, Vec<(Record, ContainerStatus)>> = BTreeMap::new();
+        for st in self.ctx.runtime.list() {
+            if st.labels.get(LABEL_POD_UID) != Some(&self.uid) {
+                continue;
+            }
+            let Some(name) = st.labels.get(LABEL_CONTAINER).cloned() else {
+                continue;
+            };
+            let attempt = st
+                .labels
+                .get(LABEL_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            let message = match &st.state {
+                ContainerState::Exited(info) => {
+                    let id = st.id.clone();
+                    if !self.messages.contains_key(&id) {
+                        let m = self.termination_message(&name, &id, info.code, &st);
+                        self.messages.insert(id.clone(), m);
+                    }
+                    self.messages.get(&id).cloned().flatten()
+                }
+                _ => None,
+            };
+            let rec = Record {
+                id: st.id.clone(),
+                attempt,
+                state: st.state.clone(),
+                image: st.image.clone(),
+                image_id: st.image_id.clone(),
+                message,
+            };
+            out.entry(name).or_default().push((rec, st));
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|(r, _)| r.attempt);
+        }
+        out
+    }
+
+    /// The termination message: the file the container wrote (at most 4096 bytes), or with
+    /// FallbackToLogsOnError the tail of its log when it failed.
+    fn termination_message(&self, name: &str, id: &str, code: i32, st: &ContainerStatus) -> Option<String> {
+        let file = self.pod_dir().join("containers").join(name).join(id);
+        let mut text = std::fs::read(&file).ok().unwrap_or_default();
+        text.truncate(4096);
+        if text.is_empty() && code != 0 {
+            let c = self.container(name)?;
+            if c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") {
+                let lines = bosun_runtime::logs::read_lines(&st.log_path).ok()?;
+                let out = bosun_runtime::logs::format_for_user(&lines, Some(80), false);
+                let start = out.len().saturating_sub(2048);
+                text = out[start..].to_vec();
+            }
+        }
+        (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
+    }
+
+    fn container(&self, name: &str) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    async fn ensure_sandbox(&mut self) -> bool {
+        if self.sandbox.is_some() {
+            return true;
+        }
+        let paths = self.ctx.runtime.paths().clone();
+        if let Some(sb) = bosun_runtime::sandbox::load(&paths, &self.uid) {
+            self.sandbox = Some(sb);
+            return true;
+        }
+        let spec = translate::sandbox_spec(&self.pod);
+        match bosun_runtime::sandbox::create(&paths, &spec).await {
+            Ok(sb) => {
+                self.sandbox = Some(sb);
+                self.pod_error = None;
+                true
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.event("Warning", "FailedCreatePodSandBox", &msg);
+                self.pod_error = Some(("FailedCreatePodSandBox".into(), msg));
+                false
+            }
+        }
+    }
+
+    fn ensure_volumes(&mut self) -> bool {
+        if self.volume_paths.is_some() {
+            return true;
+        }
+        let pod_dir = self.pod_dir();
+        let result = (|| -> Result<HashMap<String, PathBuf>, String> {
+            let sources = translate::volume_sources(&self.pod).map_err(|e| e.to_string())?;
+            let mut paths = HashMap::new();
+            for (name, kind) in sources {
+                let source = super::volume_source(&kind)?;
+                let path = bosun_volumes::setup(&pod_dir, &name, &source).map_err(|e| e.to_string())?;
+                paths.insert(name, path);
+            }
+            Ok(paths)
+        })();
+        match result {
+            Ok(p) => {
+                self.volume_paths = Some(p);
+                if self.pod_error.as_ref().map(|e| e.0.as_str()) == Some("FailedMount") {
+                    self.pod_error = None;
+                }
+                true
+            }
+            Err(msg) => {
+                self.event("Warning", "FailedMount", &msg);
+                self.pod_error = Some(("FailedMount".into(), msg));
+                false
+            }
+        }
+    }
+
+    async fn sync(&mut self) {
+        let _ = std::fs::create_dir_all(self.state_dir());
+        let start_file = self.state_dir().join("start-time");
+        if !start_file.exists() {
+            let secs = self
+                .start_time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let _ = status::write_atomic(&self.state_dir(), "start-time", secs.to_string().as_bytes());
+        }
+        if let Ok(bytes) = serde_json::to_vec(&self.pod) {
+            let _ = status::write_atomic(&self.state_dir(), "pod.json", &bytes);
+        }
+        let ready = self.ensure_sandbox().await && self.ensure_volumes();
+        if !ready {
+            self.next_wakeup = Some(SystemTime::now() + Duration::from_secs(5));
+            self.write_status(false, false, false);
+            return;
+        }
+        let spec = self.spec();
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let mut records = self.records();
+
+        // Init containers, in order. Sidecars (restartPolicy: Always) keep running.
+        let mut init_done = true;
+        let mut init_failed = false;
+        for c in spec.init_containers.iter().flatten() {
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            let latest = records.get(&c.name).and_then(|v| v.last()).map(|(r, _)| r.clone());
+            let step = self.step(c, latest.as_ref(), if sidecar { "Always" } else { init_policy(&policy) });
+            match step {
+                Step::Keep if sidecar && matches!(latest.as_ref().map(|r| &r.state), Some(ContainerState::Running { .. })) => continue,
+                Step::Keep => {
+                    init_done = false;
+                    break;
+                }
+                Step::Done { succeeded: true } if !sidecar => continue,
+                Step::Done { .. } => {
+                    init_done = false;
+                    init_failed = true;
+                    break;
+                }
+                Step::Wait => {
+                    if sidecar {
+                        continue;
+                    }
+                    init_done = false;
+                    break;
+                }
+                Step::Start(n) => {
+                    self.start(c, n).await;
+                    if sidecar {
+                        continue;
+                    }
+                    init_done = false;
+                    break;
+                }
+            }
+        }
+
+        let mut finished = true;
+        if init_done {
+            for c in &spec.containers {
+                let latest = records.get(&c.name).and_then(|v| v.last()).map(|(r, _)| r.clone());
+                match self.step(c, latest.as_ref(), &policy) {
+                    Step::Start(n) => {
+                        finished = false;
+                        self.start(c, n).await;
+                    }
+                    Step::Keep | Step::Wait => finished = false,
+                    Step::Done { .. } => {}
+                }
+            }
+        } else {
+            finished = init_failed && policy == "Never";
+        }
+        if finished {
+            // Every main container is done for good: stop sidecars, newest first.
+            let sidecars: Vec<Container> = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+                .cloned()
+                .collect();
+            for c in sidecars.iter().rev() {
+                self.stop_running(&c.name, None).await;
+            }
+        }
+        records = self.records();
+        self.gc(&records).await;
+        self.write_status(true, init_done, init_failed);
+    }
+
+    /// Decides the next step for one container from its newest attempt.
+    fn step(&mut self, c: &Container, latest: Option<&Record>, policy: &str) -> Step {
+        let now = SystemTime::now();
+        let Some(rec) = latest else {
+            return Step::Start(0);
+        };
+        let (code, finished_at) = match &rec.state {
+            ContainerState::Created | ContainerState::Running { .. } => {
+                self.waiting.remove(&c.name);
+                return Step::Keep;
+            }
+            ContainerState::Exited(info) => (info.code, info.finished_at),
+            ContainerState::Unknown { .. } => (137, now),
+        };
+        let restart = match policy {
+            "Always" => true,
+            "OnFailure" => code != 0,
+            _ => false,
+        };
+        if !restart {
+            self.waiting.remove(&c.name);
+            return Step::Done { succeeded: code == 0 };
+        }
+        let key = format!("{}/{}", c.name, "run");
+        if let Some(until) = self.backoff.in_backoff_until(&key, finished_at, now) {
+            let delay = self.backoff.delay(&key);
+            let msg = format!(
+                "back-off {}s restarting failed container={} pod={}",
+                delay.as_secs(),
+                c.name,
+                pod_key(&self.pod)
+            );
+            if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
+                self.event("Warning", "BackOff", &msg);
+            }
+            self.waiting.insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
+            self.wake_at(until);
+            return Step::Wait;
+        }
+        self.backoff.next(&key, finished_at, now);
+        Step::Start(rec.attempt + 1)
+    }
+
+    fn wake_at(&mut self, t: SystemTime) {
+        self.next_wakeup = Some(match self.next_wakeup {
+            Some(cur) if cur < t => cur,
+            _ => t,
+        });
+    }
+
+    /// Creates and starts attempt `attempt` of container `c`, then runs its postStart hook.
+    async fn start(&mut self, c: &Container, attempt: u32) {
+        let Some(sandbox) = self.sandbox.clone() else {
+            return;
+        };
+        let image_ref = c.image.clone().unwrap_or_default();
+        let image = match self.ctx.images.resolve(&image_ref) {
+            Ok(Some(i)) => i,
+            Ok(None) | Err(_) => {
+                let key = format!("{}/image", c.name);
+                let now = SystemTime::now();
+                let never = c.image_pull_policy.as_deref() == Some("Never");
+                let (reason, msg) = if never {
+                    (
+                        "ErrImageNeverPull",
+                        format!("container image {image_ref:?} is not present with pull policy of Never"),
+                    )
+                } else if self.backoff.in_backoff_until(&key, now, now).is_some()
+                    || self.waiting.get(&c.name).map(|w| w.0.as_str()) == Some("ErrImagePull")
+                {
+                    (
+                        "ImagePullBackOff",
+                        format!("back-off pulling image {image_ref:?}"),
+                    )
+                } else {
+                    (
+                        "ErrImagePull",
+                        format!(
+                            "image {image_ref:?} is not in the local image store (import it with `bosun image import`)"
+                        ),
+                    )
+                };
+                if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some(reason) {
+                    self.event("Warning", if never { "ErrImageNeverPull" } else { "Failed" }, &msg);
+                }
+                self.waiting.insert(c.name.clone(), (reason.into(), msg));
+                self.backoff.next(&key, now, now);
+                self.wake_at(now + self.backoff.delay(&key));
+                return;
+            }
+        };
+        let id = translate::container_id(&self.uid, &c.name, attempt);
+        let mounts = match self.mounts(c, &id) {
+            Ok(m) => m,
+            Err(msg) => {
+                self.event("Warning", "Failed", &msg);
+                self.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                self.wake_at(SystemTime::now() + Duration::from_secs(10));
+                return;
+            }
+        };
+        let ctx = translate::ContainerContext {
+            pod: &self.pod,
+            container: c,
+            image: &image.config,
+            image_ref: &image_ref,
+            image_id: &image.id,
+            attempt,
+            mounts,
+            node_memory_bytes: self.ctx.node_memory,
+            termination_message_path: None,
+        };
+        let mut spec = match translate::container_spec(&ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                self.event("Warning", "Failed", &format!("Error: {msg}"));
+                self.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                self.wake_at(SystemTime::now() + Duration::from_secs(10));
+                return;
+            }
+        };
+        spec.labels.insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
+        let _ = self.ctx.images.touch(&image.id);
+        self.waiting.remove(&c.name);
+        match self.ctx.runtime.start_container(&sandbox, &spec, &image.layers).await {
+            Ok(_) => {
+                self.event("Normal", "Started", &format!("Started container {}", c.name));
+                if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+                    if let Err(msg) = run_hook(&self.ctx, &id, &hook, Duration::from_secs(30)).await {
+                        let msg = format!("PostStartHook failed: {msg}");
+                        self.event("Warning", "FailedPostStartHook", &msg);
+                        let _ = self
+                            .ctx
+                            .runtime
+                            .stop_container(&id, libc::SIGKILL, Duration::from_secs(2))
+                            .await;
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.event("Warning", "Failed", &format!("Error: {msg}"));
+            }
+        }
+    }
+
+    /// The container's mounts: volumes (with safe subPaths) and the termination message file.
+    fn mounts(&self, c: &Container, id: &str) -> Result<Vec<Mount>, String> {
+        let vols = self.volume_paths.clone().unwrap_or_default();
+        let pod_dir = self.pod_dir();
+        let mut out = Vec::new();
+        for (i, r) in translate::mount_requests(&self.pod, c)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .enumerate()
+        {
+            let vol = vols
+                .get(&r.volume)
+                .ok_or_else(|| format!("volume {:?} is not set up", r.volume))?;
+            let source = match r.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sp) => bosun_volumes::prepare_subpath(&pod_dir, &r.volume, vol, sp, &c.name, i)
+                    .map_err(|e| e.to_string())?,
+                None => vol.clone(),
+            };
+            out.push(Mount {
+                destination: r.destination,
+                source,
+                readonly: r.readonly,
+                propagation: r.propagation,
+            });
+        }
+        let dir = pod_dir.join("containers").join(&c.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let file = dir.join(id);
+        std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666));
+        let dest = c
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
+        out.push(Mount {
+            destination: dest.into(),
+            source: file,
+            readonly: false,
+            propagation: Propagation::Private,
+        });
+        Ok(out)
+    }
+
+    /// Stops the running attempt of `name` (preStop, stop signal, SIGKILL at the deadline).
+    async fn stop_running(&mut self, name: &str, deadline: Option<SystemTime>) {
+        let grace = self.spec().termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        let deadline = deadline.unwrap_or_else(|| SystemTime::now() + Duration::from_secs(grace));
+        let records = self.records();
+        let Some((rec, st)) = records.get(name).and_then(|v| v.last()).cloned() else {
+            return;
+        };
+        if matches!(rec.state, ContainerState::Running { .. } | ContainerState::Created) {
+            let c = self.container(name);
+            kill_container(self.ctx.clone(), c, st, deadline).await;
+        }
+    }
+
+    /// Keeps the newest attempt and the one before it of every container; removes the rest.
+    async fn gc(&mut self, records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>) {
+        for (name, attempts) in records {
+            if attempts.len() <= 2 {
+                continue;
+            }
+            for (rec, _) in &attempts[..attempts.len() - 2] {
+                if matches!(rec.state, ContainerState::Exited(_) | ContainerState::Unknown { .. }) {
+                    if let Err(e) = self.ctx.runtime.remove_container(&rec.id).await {
+                        tracing::warn!(container = %rec.id, error = %e, "cannot remove old container");
+                    }
+                    self.messages.remove(&rec.id);
+                    let file = self.pod_dir().join("containers").join(name).join(&rec.id);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+        }
+    }
+
+    fn views(&mut self, containers: &[Container]) -> Vec<ContainerView> {
+        let records = self.records();
+        containers
+            .iter()
+            .map(|c| {
+                let attempts = records.get(&c.name);
+                let current = attempts.and_then(|v| v.last()).map(|(r, _)| r.clone());
+                let previous = attempts
+                    .filter(|v| v.len() >= 2)
+                    .and_then(|v| v.get(v.len() - 2))
+                    .map(|(r, _)| r.clone());
+                let running = matches!(current.as_ref().map(|r| &r.state), Some(ContainerState::Running { .. }));
+                let mut waiting = self.waiting.get(&c.name).cloned();
+                if running {
+                    waiting = None;
+                } else if waiting.is_none() && current.is_none() {
+                    if let Some((reason, msg)) = &self.pod_error {
+                        let r = if reason == "FailedMount" || reason == "FailedCreatePodSandBox" {
+                            "ContainerCreating"
+                        } else {
+                            reason.as_str()
+                        };
+                        waiting = Some((r.to_string(), msg.clone()));
+                    }
+                }
+                ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    restart_count: current.as_ref().map(|r| r.attempt).unwrap_or(0),
+                    ready: running,
+                    current,
+                    previous,
+                    waiting,
+                }
+            })
+            .collect()
+    }
+
+    fn write_status(&mut self, sandbox_ready: bool, init_done: bool, init_failed: bool) {
+        let spec = self.spec();
+        let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
+        let init_views = self.views(&inits);
+        let mut views = self.views(&spec.containers);
+        if !init_done {
+            for v in views.iter_mut().filter(|v| v.current.is_none() && v.waiting.is_none()) {
+                v.waiting = Some(("PodInitializing".into(), String::new()));
+            }
+        }
+        let qos = translate::qos_class(&self.pod);
+        let st = status::pod_status(
+            &self.pod,
+            self.last_status.as_ref(),
+            sandbox_ready,
+            &init_views,
+            init_done,
+            init_failed,
+            &views,
+            self.start_time,
+            SystemTime::now(),
+            qos.as_str(),
+        );
+        if self.last_status.as_ref() == Some(&st) {
+            return;
+        }
+        let mut pod = self.pod.clone();
+        pod.status = Some(st.clone());
+        if let Ok(bytes) = serde_json::to_vec_pretty(&pod) {
+            if let Err(e) = status::write_atomic(&self.state_dir(), "status.json", &bytes) {
+                tracing::warn!(error = %e, "cannot write pod status");
+            }
+        }
+        self.last_status = Some(st);
+    }
+
+    /// Terminates the pod: preStop and stop signal for every main container at once, then the
+    /// sidecars newest first, all within the grace period; then removes containers, sandbox,
+    /// volumes, logs and state.
+    async fn terminate(&mut self, grace: Option<i64>) {
+        let spec = self.spec();
+        let grace = grace
+            .or(spec.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64;
+        let deadline = SystemTime::now() + Duration::from_secs(grace);
+        self.event("Normal", "Killing", &format!("Stopping pod with grace period {grace}s"));
+        let records = self.records();
+        let sidecars: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+            .map(|c| c.name.clone())
+            .collect();
+        let mut set = tokio::task::JoinSet::new();
+        for (name, attempts) in &records {
+            if sidecars.contains(name) {
+                continue;
+            }
+            if let Some((rec, st)) = attempts.last() {
+                if matches!(rec.state, ContainerState::Running { .. } | ContainerState::Created) {
+                    set.spawn(kill_container(self.ctx.clone(), self.container(name), st.clone(), deadline));
+                }
+            }
+        }
+        while set.join_next().await.is_some() {}
+        for name in sidecars.iter().rev() {
+            self.stop_running(name, Some(deadline)).await;
+        }
+        self.cleanup().await;
+    }
+
+    async fn cleanup(&mut self) {
+        for attempts in self.records().values() {
+            for (rec, _) in attempts {
+                if let Err(e) = self.ctx.runtime.remove_container(&rec.id).await {
+                    tracing::warn!(container = %rec.id, error = %e, "cannot remove container");
+                }
+            }
+        }
+        let paths = self.ctx.runtime.paths().clone();
+        if let Err(e) = bosun_runtime::sandbox::remove(&paths, &self.uid).await {
+            tracing::warn!(error = %e, "cannot remove sandbox");
+        }
+        if let Err(e) = bosun_volumes::teardown_pod(&self.pod_dir()) {
+            tracing::warn!(error = %e, "cannot tear down volumes");
+        }
+        let _ = std::fs::remove_dir_all(self.pod_dir());
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let log_dir = self.ctx.cfg.pod_logs_dir.join(format!("{ns}_{name}_{}", self.uid));
+        let _ = std::fs::remove_dir_all(&log_dir);
+        super::remove_log_links(&self.ctx.cfg.container_logs_dir, &log_dir);
+        let _ = std::fs::remove_dir_all(self.state_dir());
+        self.event("Normal", "Removed", "pod terminated and cleaned up");
+    }
+}
+
+fn init_policy(pod_policy: &str) -> &'static str {
+    // A failed init container is retried unless the pod never restarts.
+    if pod_policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    }
+}
+
+/// preStop (bounded by the deadline), then the stop signal, then SIGKILL when the deadline passes.
+async fn kill_container(ctx: Arc<Ctx>, c: Option<Container>, st: ContainerStatus, deadline: SystemTime) {
+    let remaining = |min: u64| {
+        deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(min))
+    };
+    if let Some(hook) = c.as_ref().and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.pre_stop.clone()) {
+        tracing::info!(container = %st.id, "running preStop hook");
+        if let Err(msg) = run_hook(&ctx, &st.id, &hook, remaining(0)).await {
+            tracing::warn!(container = %st.id, reason = "FailedPreStopHook", "{msg}");
+        }
+    }
+    let signal = st
+        .labels
+        .get(LABEL_STOP_SIGNAL)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(libc::SIGTERM);
+    // The kubelet gives at least 2 s after a preStop hook that used the whole grace period.
+    let grace = remaining(2);
+    tracing::info!(container = %st.id, signal, grace_s = grace.as_secs_f32(), "stopping container");
+    if let Err(e) = ctx.runtime.stop_container(&st.id, signal, grace).await {
+        tracing::warn!(container = %st.id, error = %e, "cannot stop container");
+    }
+}
+
+/// Runs a lifecycle hook (exec or sleep; httpGet comes with pod networking).
+async fn run_hook(ctx: &Ctx, id: &str, hook: &LifecycleHandler, timeout: Duration) -> Result<(), String> {
+    if let Some(exec) = &hook.exec {
+        let argv = exec.command.clone().unwrap_or_default();
+        if argv.is_empty() {
+            return Err("exec hook has no command".into());
+        }
+        let out = ctx
+            .runtime
+            .exec(id, &argv, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.code != 0 {
+            return Err(format!(
+                "command {argv:?} exited with {}: {}",
+                out.code,
+                String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(sleep) = &hook.sleep {
+        let d = Duration::from_secs(sleep.seconds.max(0) as u64).min(timeout);
+        tokio::time::sleep(d).await;
+        return Ok(());
+    }
+    if hook.http_get.is_some() {
+        return Err("httpGet hooks are not supported yet".into());
+    }
+    if hook.tcp_socket.is_some() {
+        return Err("tcpSocket hooks are deprecated and not supported".into());
+    }
+    Err("hook has no handler".into())
+}

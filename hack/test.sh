@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests, then the privileged tier (real containers,
+# mounts and cgroups; needs root), one test at a time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/setup.sh
+source hack/env.sh
+echo "== fmt";    cargo fmt --all -- --check
+echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
+echo "== build";  cargo build --workspace --all-targets
+echo "== unit tests"
+cargo test --workspace
+if [ "$(id -u)" != 0 ]; then
+  echo "== privileged tier skipped: needs root" >&2
+  exit 0
+fi
+echo "== privileged tests"
+cargo test --workspace -- --ignored --test-threads=1

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds bosun and the busybox test image, imports the image, and runs bosun standalone on the
+# example manifests (copied to /etc/bosun/manifests). bosun keeps running in the background;
+# `make down` stops it and removes the pods.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/setup.sh
+source hack/env.sh
+cargo build --release -p bosun
+BOSUN="$CARGO_TARGET_DIR/release/bosun"
+install -m 0755 "$BOSUN" /usr/local/bin/bosun
+bash tests/images/build-busybox.sh "$BOSUN_CACHE/images/busybox-oci" >/dev/null
+bosun image import "$BOSUN_CACHE/images/busybox-oci" busybox
+mkdir -p /etc/bosun/manifests
+cp examples/*.yaml /etc/bosun/manifests/
+if pgrep -x bosun >/dev/null; then
+  echo "bosun is already running"
+else
+  nohup bosun standalone --manifests /etc/bosun/manifests >/var/log/bosun.log 2>&1 &
+  echo "bosun started (pid $!), log in /var/log/bosun.log"
+fi
+for _ in $(seq 1 100); do
+  running=$(bosun pods --json | jq '[.[] | select(.status.phase == "Running")] | length')
+  [ "$running" -ge 2 ] && break
+  sleep 0.2
+done
+bosun pods
+echo
+echo "--- bosun logs hello"
+bosun logs hello --tail 5
+cat <<'MSG'
+
+Try:
+  bosun pods                      # pods, containers, states, restarts, exit codes
+  bosun logs hello -f             # follow a container's log (Ctrl-C to stop)
+  bosun logs web web --tail 20
+  cp examples/hello.yaml /etc/bosun/manifests/hello2.yaml   # and edit: pods follow the folder
+  make down                       # remove the pods and stop bosun
+MSG

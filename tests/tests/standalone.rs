@@ -1,0 +1,306 @@
+//! End-to-end tests of standalone mode: real containers through the real keeper, libcontainer,
+//! cgroups and mounts. Privileged tier: each test says why it needs root. Run them one at a time
+//! (`--test-threads=1`): teardown reaps orphaned keepers with waitpid(-1).
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{ensure, Result};
+use bosun_tests::{container, is_running, phase, terminated, Node};
+
+const T: Duration = Duration::from_secs(60);
+
+fn pod(name: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+fn setup(name: &str) -> Result<Node> {
+    bosun_tests::become_subreaper();
+    let mut node = Node::new(name)?;
+    node.start()?;
+    Ok(node)
+}
+
+fn check_clean(mut node: Node) -> Result<()> {
+    let leaks = node.teardown();
+    ensure!(leaks.is_empty(), "leaked after pods were removed: {leaks:?}");
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: runs containers (namespaces, overlay mounts, cgroups)"]
+fn exit_code_env_args_and_logs() -> Result<()> {
+    let node = setup("exit")?;
+    node.apply(
+        "p.yaml",
+        &pod(
+            "exit",
+            "  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c]\n    args: ['echo \"greeting=$GREETING $(WHO)\"; echo to-stderr >&2; exit 3']\n    env:\n    - name: WHO\n      value: world\n    - name: GREETING\n      value: hello-$(WHO)\n",
+        ),
+    )?;
+    let p = node.wait_pod("exit", T, "phase Failed", |p| phase(p) == "Failed")?;
+    let t = terminated(&p, "main").expect("terminated");
+    ensure!(t["exitCode"] == 3, "exit code: {t}");
+    ensure!(t["reason"] == "Error", "reason: {t}");
+    let logs = node.logs("exit", "main", false)?;
+    ensure!(logs.contains("greeting=hello-world world"), "logs: {logs:?}");
+    ensure!(logs.contains("to-stderr"), "logs: {logs:?}");
+    // The raw CRI file has both streams in CRI format.
+    let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+    let file = node.path("pods-logs").join(format!("default_exit_{uid}/main/0.log"));
+    let raw = std::fs::read_to_string(&file)?;
+    ensure!(raw.lines().any(|l| l.contains(" stdout F greeting=hello-world world")), "{raw}");
+    ensure!(raw.lines().any(|l| l.contains(" stderr F to-stderr")), "{raw}");
+    // /var/log/containers-style symlink.
+    let links: Vec<_> = std::fs::read_dir(node.path("containers-logs"))?.flatten().collect();
+    ensure!(links.iter().any(|l| l.file_name().to_string_lossy().starts_with("exit_default_main-")), "links");
+    node.delete("p.yaml")?;
+    node.wait_gone("exit", T)?;
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: cgroup limits and the OOM killer"]
+fn limits_visible_inside_and_oom_killed() -> Result<()> {
+    let node = setup("limits")?;
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max; \
+                  cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu.weight";
+    node.apply(
+        "l.yaml",
+        &pod(
+            "limits",
+            &format!("  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, '{script}']\n    resources:\n      requests: {{cpu: 250m, memory: 32Mi}}\n      limits: {{cpu: 500m, memory: 64Mi}}\n"),
+        ),
+    )?;
+    node.apply(
+        "o.yaml",
+        &pod(
+            "oom",
+            "  restartPolicy: Never\n  containers:\n  - name: hog\n    image: busybox\n    command: [sh, -c, 'head -c 200m /dev/zero | tail > /dev/null']\n    resources:\n      limits: {memory: 32Mi}\n",
+        ),
+    )?;
+    let p = node.wait_pod("limits", T, "Succeeded", |p| phase(p) == "Succeeded")?;
+    ensure!(p["status"]["qosClass"] == "Burstable", "qos {}", p["status"]["qosClass"]);
+    let out = node.logs("limits", "main", false)?;
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(lines.len() == 3, "output {out:?}");
+    ensure!(lines[0] == (64u64 << 20).to_string(), "memory limit {out:?}");
+    ensure!(lines[1] == "50000" || lines[1] == "50000 100000", "cpu quota {out:?}");
+    // 250m -> 256 shares (v1) or weight 1 + (254*9999)/262142 = 10 (v2).
+    ensure!(lines[2] == "256" || lines[2] == "10", "cpu shares {out:?}");
+    let p = node.wait_pod("oom", T, "terminated", |p| terminated(p, "hog").is_some())?;
+    let t = terminated(&p, "hog").expect("terminated");
+    ensure!(t["reason"] == "OOMKilled", "reason {t}");
+    ensure!(t["exitCode"] == 137, "exit {t}");
+    node.delete("l.yaml")?;
+    node.delete("o.yaml")?;
+    node.wait_gone("limits", T)?;
+    node.wait_gone("oom", T)?;
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: runs containers that crash and are restarted"]
+fn restart_backoff_intervals() -> Result<()> {
+    let node = setup("backoff")?;
+    node.apply(
+        "b.yaml",
+        &pod("crash", "  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'date +%s; exit 1']\n"),
+    )?;
+    // Attempt 0 at t0, attempt 1 at once, attempt 2 about 10 s after attempt 1 ended, attempt 3
+    // about 20 s after attempt 2 ended.
+    let p = node.wait_pod("crash", Duration::from_secs(90), "3 restarts", |p| {
+        container(p, "c")["restartCount"].as_i64().unwrap_or(0) >= 3
+    })?;
+    let c = container(&p, "c");
+    ensure!(c["state"]["waiting"]["reason"] == "CrashLoopBackOff" || !c["state"]["running"].is_null() || !c["state"]["terminated"].is_null(), "{c}");
+    // The starts, from the logs of each attempt (each prints its start second).
+    let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+    let dir = node.path("pods-logs").join(format!("default_crash_{uid}/c"));
+    let mut starts = Vec::new();
+    for n in 0..4 {
+        let text = std::fs::read_to_string(dir.join(format!("{n}.log")))?;
+        let secs: i64 = text.split_whitespace().nth(3).unwrap_or("0").parse()?;
+        starts.push(secs);
+    }
+    let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    ensure!(gaps[0] <= 2, "first restart should be immediate: {gaps:?}");
+    ensure!((9..=13).contains(&gaps[1]), "second restart after ~10s: {gaps:?}");
+    ensure!((19..=24).contains(&gaps[2]), "third restart after ~20s: {gaps:?}");
+    // Older attempts are garbage collected: at most the current and the previous container exist.
+    let containers = std::fs::read_dir(node.path("run").join("containers"))?.count();
+    ensure!(containers <= 2, "{containers} containers kept");
+    node.delete("b.yaml")?;
+    node.wait_gone("crash", T)?;
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: graceful termination of real container processes"]
+fn graceful_termination_prestop_sigterm_sigkill() -> Result<()> {
+    let node = setup("grace")?;
+    let marks = node.path("host");
+    node.apply(
+        "g.yaml",
+        &pod(
+            "grace",
+            &format!(
+                "  terminationGracePeriodSeconds: 4\n  volumes:\n  - name: marks\n    hostPath: {{path: {}, type: Directory}}\n  containers:\n  - name: polite\n    image: busybox\n    command: [sh, -c, 'trap \"echo got-term; date +%s > /marks/polite-exit; exit 0\" TERM; while true; do sleep 0.1; done']\n    volumeMounts: [{{name: marks, mountPath: /marks}}]\n    lifecycle:\n      preStop:\n        exec:\n          command: [sh, -c, 'date +%s > /marks/prestop; sleep 1']\n  - name: stubborn\n    image: busybox\n    command: [sh, -c, 'trap \"\" TERM; while true; do sleep 0.1; done']\n",
+                marks.display()
+            ),
+        ),
+    )?;
+    node.wait_pod("grace", T, "running", |p| is_running(p, "polite") && is_running(p, "stubborn"))?;
+    let t0 = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64();
+    node.delete("g.yaml")?;
+    node.wait_gone("grace", T)?;
+    let took = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() - t0;
+    let prestop: f64 = std::fs::read_to_string(marks.join("prestop"))?.trim().parse()?;
+    let polite: f64 = std::fs::read_to_string(marks.join("polite-exit"))?.trim().parse()?;
+    ensure!(prestop <= polite, "preStop ({prestop}) must run before SIGTERM ({polite})");
+    ensure!(polite - prestop >= 0.9, "SIGTERM only after preStop finished: {prestop} {polite}");
+    // The stubborn one ignores SIGTERM and is SIGKILLed when the 4 s grace runs out.
+    ensure!((3.5..12.0).contains(&took), "pod removal took {took:.1}s with a 4s grace");
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: emptyDir and hostPath mounts into containers"]
+fn empty_dir_shared_and_host_path_types() -> Result<()> {
+    let node = setup("vols")?;
+    let host = node.path("host");
+    std::fs::create_dir_all(host.join("dir"))?;
+    std::fs::write(host.join("file"), "host-file-content")?;
+    let sock = host.join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock)?;
+    let h = host.display();
+    node.apply(
+        "v.yaml",
+        &pod(
+            "vols",
+            &format!(
+                "  restartPolicy: Never\n  initContainers:\n  - name: writer\n    image: busybox\n    command: [sh, -c, 'echo shared-bytes > /data/f']\n    volumeMounts: [{{name: scratch, mountPath: /data}}]\n  containers:\n  - name: reader\n    image: busybox\n    command: [sh, -c, 'cat /data/f; cat /hf; echo; test -d /hd && echo dir-ok; test -S /hs && echo sock-ok; test -c /hc && echo char-ok; test -d /created && echo created-ok; test -f /createdf && echo createdf-ok; df -t tmpfs /mem >/dev/null && echo tmpfs-ok']\n    volumeMounts:\n    - {{name: scratch, mountPath: /data}}\n    - {{name: hf, mountPath: /hf, readOnly: true}}\n    - {{name: hd, mountPath: /hd}}\n    - {{name: hs, mountPath: /hs}}\n    - {{name: hc, mountPath: /hc}}\n    - {{name: created, mountPath: /created}}\n    - {{name: createdf, mountPath: /createdf}}\n    - {{name: mem, mountPath: /mem}}\n  volumes:\n  - {{name: scratch, emptyDir: {{}}}}\n  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}\n  - {{name: hf, hostPath: {{path: {h}/file, type: File}}}}\n  - {{name: hd, hostPath: {{path: {h}/dir, type: Directory}}}}\n  - {{name: hs, hostPath: {{path: {h}/sock, type: Socket}}}}\n  - {{name: hc, hostPath: {{path: /dev/null, type: CharDevice}}}}\n  - {{name: created, hostPath: {{path: {h}/new/dir, type: DirectoryOrCreate}}}}\n  - {{name: createdf, hostPath: {{path: {h}/new/file, type: FileOrCreate}}}}\n"
+            ),
+        ),
+    )?;
+    node.apply(
+        "bad.yaml",
+        &pod(
+            "badtype",
+            &format!("  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '100']\n    volumeMounts: [{{name: x, mountPath: /x}}]\n  volumes:\n  - {{name: x, hostPath: {{path: {h}/file, type: Directory}}}}\n"),
+        ),
+    )?;
+    let p = node.wait_pod("vols", T, "Succeeded", |p| phase(p) == "Succeeded")?;
+    let out = node.logs("vols", "reader", false)?;
+    for want in ["shared-bytes", "host-file-content", "dir-ok", "sock-ok", "char-ok", "created-ok", "createdf-ok", "tmpfs-ok"] {
+        ensure!(out.contains(want), "missing {want} in {out:?} ({})", p["status"]);
+    }
+    ensure!(host.join("new/dir").is_dir() && host.join("new/file").is_file(), "OrCreate types");
+    // A type mismatch keeps the pod from starting, with the reason in its status.
+    let p = node.wait_pod("badtype", T, "a FailedMount message", |p| {
+        container(p, "c")["state"]["waiting"]["message"]
+            .as_str()
+            .map(|m| m.contains("not a directory") || m.contains("hostPath"))
+            .unwrap_or(false)
+    })?;
+    ensure!(phase(&p) == "Pending", "phase {}", phase(&p));
+    node.delete("v.yaml")?;
+    node.delete("bad.yaml")?;
+    node.wait_gone("vols", T)?;
+    node.wait_gone("badtype", T)?;
+    ensure!(host.join("file").exists() && host.join("new/file").exists(), "hostPath sources are never removed");
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: subPath bind mounts"]
+fn subpath_symlink_escape_refused() -> Result<()> {
+    let node = setup("subpath")?;
+    node.apply(
+        "s.yaml",
+        &pod(
+            "subpath",
+            "  initContainers:\n  - name: plant\n    image: busybox\n    command: [sh, -c, 'mkdir -p /v/ok && echo inside > /v/ok/f && ln -s /etc /v/escape']\n    volumeMounts: [{name: v, mountPath: /v}]\n  containers:\n  - name: good\n    image: busybox\n    command: [sh, -c, 'cat /sub/f; sleep 1000']\n    volumeMounts: [{name: v, mountPath: /sub, subPath: ok}]\n  - name: evil\n    image: busybox\n    command: [sh, -c, 'cat /sub/shadow; sleep 1000']\n    volumeMounts: [{name: v, mountPath: /sub, subPath: escape}]\n  volumes:\n  - {name: v, emptyDir: {}}\n",
+        ),
+    )?;
+    let p = node.wait_pod("subpath", T, "good running and evil refused", |p| {
+        is_running(p, "good")
+            && container(p, "evil")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })?;
+    let msg = container(&p, "evil")["state"]["waiting"]["message"].to_string();
+    ensure!(msg.contains("escape") || msg.contains("outside"), "message {msg}");
+    let out = node.logs("subpath", "good", false)?;
+    ensure!(out.contains("inside"), "{out:?}");
+    node.delete("s.yaml")?;
+    node.wait_gone("subpath", T)?;
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: kill -9 of the agent with live containers"]
+fn kill9_restart_adopts_pods_and_keeps_exit_codes() -> Result<()> {
+    let mut node = setup("adopt")?;
+    node.apply(
+        "a.yaml",
+        &pod("long", "  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']\n"),
+    )?;
+    node.apply(
+        "b.yaml",
+        &pod("short", "  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'sleep 3; echo done-while-agent-away; exit 7']\n"),
+    )?;
+    let before = node.wait_pod("long", T, "running", |p| is_running(p, "c"))?;
+    node.wait_pod("short", T, "running", |p| is_running(p, "c"))?;
+    let started = container(&before, "c")["state"]["running"]["startedAt"].clone();
+    let id = container(&before, "c")["containerID"].clone();
+    node.kill9();
+    std::thread::sleep(Duration::from_secs(5));
+    node.start()?;
+    let p = node.wait_pod("short", T, "exit 7 recorded", |p| {
+        terminated(p, "c").map(|t| t["exitCode"] == 7).unwrap_or(false)
+    })?;
+    ensure!(phase(&p) == "Failed", "phase {}", phase(&p));
+    let logs = node.logs("short", "c", false)?;
+    ensure!(logs.contains("done-while-agent-away"), "log line written while the agent was down: {logs:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = node.pod("long").expect("long");
+    let c = container(&after, "c");
+    ensure!(c["restartCount"] == 0, "no restart: {c}");
+    ensure!(c["containerID"] == id && c["state"]["running"]["startedAt"] == started, "same container: {c}");
+    // Log lines kept flowing across the agent's death.
+    let logs = node.logs("long", "c", false)?;
+    let ticks: Vec<i64> = logs.lines().filter_map(|l| l.strip_prefix("tick ")).filter_map(|n| n.parse().ok()).collect();
+    ensure!(ticks.len() > 30, "ticks {}", ticks.len());
+    ensure!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "no lost lines");
+    node.delete("a.yaml")?;
+    node.delete("b.yaml")?;
+    node.wait_gone("long", T)?;
+    node.wait_gone("short", T)?;
+    check_clean(node)
+}
+
+#[test]
+#[ignore = "needs root: runs containers"]
+fn bad_input_fails_only_that_pod() -> Result<()> {
+    let node = setup("bad")?;
+    node.apply("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n    - containerPort: not-a-number\n")?;
+    node.apply("noimage.yaml", &pod("noimage", "  containers:\n  - name: c\n    image: example.invalid/nothing:1\n"))?;
+    node.apply("nonroot.yaml", &pod("nonroot", "  securityContext: {runAsNonRoot: true}\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '100']\n"))?;
+    node.apply("ok.yaml", &pod("ok", "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '1000']\n"))?;
+    node.wait_pod("ok", T, "running", |p| is_running(p, "c"))?;
+    node.wait_pod("noimage", T, "ErrImagePull", |p| {
+        matches!(container(p, "c")["state"]["waiting"]["reason"].as_str(), Some("ErrImagePull") | Some("ImagePullBackOff"))
+    })?;
+    node.wait_pod("nonroot", T, "CreateContainerConfigError", |p| {
+        container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })?;
+    ensure!(node.pod("broken").is_none(), "a malformed manifest creates no pod");
+    let log = std::fs::read_to_string(node.path("bosun.log"))?;
+    ensure!(log.contains("broken.yaml") && log.contains("containerPort"), "the error names file and field");
+    for f in ["broken.yaml", "noimage.yaml", "nonroot.yaml", "ok.yaml"] {
+        node.delete(f)?;
+    }
+    node.wait_gone("ok", T)?;
+    node.wait_gone("noimage", T)?;
+    node.wait_gone("nonroot", T)?;
+    check_clean(node)
+}
