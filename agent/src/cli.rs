@@ -33,8 +33,6 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
     for dir in [&cfg.root_dir, &cfg.run_dir, &cfg.data_dir, &cfg.pod_logs_dir, &cfg.container_logs_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    bosun_volumes::ensure_shared_mount(&cfg.root_dir)
-        .with_context(|| format!("making {} a shared mount", cfg.root_dir.display()))?;
     let paths = runtime_paths(&cfg)?;
     let runtime = HostRuntime::new(
         paths,

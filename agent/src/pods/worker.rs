@@ -549,6 +549,12 @@ impl Worker {
             let vol = vols
                 .get(&r.volume)
                 .ok_or_else(|| format!("volume {:?} is not set up", r.volume))?;
+            if r.propagation == Propagation::Bidirectional {
+                // Mounts made in the container must reach the host: the kubelet's root folder has
+                // to be a shared mount (the kubelet makes it one at start; bosun only when needed).
+                bosun_volumes::ensure_shared_mount(&self.ctx.cfg.root_dir)
+                    .map_err(|e| format!("making {} a shared mount: {e}", self.ctx.cfg.root_dir.display()))?;
+            }
             let source = match r.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 Some(sp) => bosun_volumes::prepare_subpath(&pod_dir, &r.volume, vol, sp, &c.name, i)
                     .map_err(|e| e.to_string())?,
