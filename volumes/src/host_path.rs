@@ -20,7 +20,18 @@ pub(crate) fn setup(name: &str, path: &Path, kind: HostPathType) -> Result<PathB
         });
     }
     match kind {
-        HostPathType::Unset => {}
+        // No check. A missing path is created as a folder, as containerd's CRI plugin does for
+        // bind sources under the kubelet: manifests rely on it, and bosun has no CRI runtime.
+        HostPathType::Unset => {
+            if stat(name, path)?.is_none() && fs::symlink_metadata(path).is_err() {
+                info!(volume = name, path = %path.display(), "creating missing hostPath (no type)");
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(DIR_MODE)
+                    .create(path)
+                    .map_err(|source| create_err(name, path, source))?;
+            }
+        }
         HostPathType::DirectoryOrCreate => {
             if stat(name, path)?.is_none() {
                 info!(volume = name, path = %path.display(), "creating hostPath directory");
@@ -170,9 +181,15 @@ mod tests {
         );
         type_err(host(&file, HostPathType::CharDevice));
         type_err(host(&dir, HostPathType::BlockDevice));
-        // Unset checks nothing, not even existence.
+        // Unset checks nothing: a file is fine, a missing path becomes a folder (containerd's
+        // behaviour for bind sources), a dangling symlink is left alone.
+        host(&file, HostPathType::Unset).expect("unset file");
         assert_eq!(host(&missing, HostPathType::Unset).expect("unset"), missing);
-        assert!(!missing.exists());
+        assert!(missing.is_dir());
+        let dangling = td.path().join("dangling");
+        std::os::unix::fs::symlink(td.path().join("nowhere"), &dangling).expect("symlink");
+        host(&dangling, HostPathType::Unset).expect("unset dangling");
+        assert!(!td.path().join("nowhere").exists());
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub enum Medium {
 /// The kind a hostPath must be (Kubernetes `HostPathType`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostPathType {
-    /// `""`: no check at all.
+    /// `""`: no check at all (a missing path is created as a folder, as containerd does).
     #[default]
     Unset,
     DirectoryOrCreate,
@@ -183,7 +183,9 @@ pub enum SetupError {
 ///   the kubelet; with [`Medium::Memory`] mounts a tmpfs there (`size=` the size limit, mode
 ///   0777) unless one is already mounted.
 /// - hostPath: `DirectoryOrCreate` creates the folder (0755, with parents), `FileOrCreate` an
-///   empty file (0644, parents 0755); the other types check the kind, `Unset` checks nothing.
+///   empty file (0644, parents 0755); the other types check the kind (a missing path fails).
+///   `Unset` checks nothing, but a missing path is created as a folder (0755), as containerd
+///   does for the kubelet's bind sources.
 #[tracing::instrument(level = "debug", skip(source), fields(pod_dir = %pod_dir.display()))]
 pub fn setup(pod_dir: &Path, name: &str, source: &VolumeSource) -> Result<PathBuf, SetupError> {
     match source {
@@ -336,5 +338,51 @@ mod tests {
             HostVolumes.setup(td.path(), "v", &host).expect("hostPath"),
             td.path()
         );
+    }
+
+    #[test]
+    #[ignore = "needs root: bind mounts"]
+    fn plugin_teardown_removes_binds_and_keeps_host_content() {
+        let td = tempfile::tempdir().expect("tempdir");
+        let _guard = testutil::UnmountGuard::new(td.path());
+        let root = std::fs::canonicalize(td.path()).expect("canon");
+        let pod = root.join("pod");
+        let host = root.join("host");
+        let src = VolumeSource::HostPath {
+            path: host.clone(),
+            kind: HostPathType::DirectoryOrCreate,
+        };
+        let hp = HostPathPlugin.setup(&pod, "h", &src).expect("hostPath");
+        std::fs::create_dir(host.join("sub")).expect("mkdir");
+        std::fs::write(host.join("sub/marker"), b"keep").expect("marker");
+        let t = prepare_subpath(&pod, "h", &hp, "sub", "c", 0).expect("subPath");
+        let ed = EmptyDirPlugin
+            .setup(
+                &pod,
+                "e",
+                &VolumeSource::EmptyDir {
+                    medium: Medium::Memory,
+                    size_limit: Some(1 << 20),
+                },
+            )
+            .expect("emptyDir");
+        assert_eq!(mounts_below(&pod).len(), 2);
+
+        HostPathPlugin
+            .teardown(&pod, "h")
+            .expect("teardown hostPath");
+        assert_eq!(testutil::mount_count_at(&t), 0);
+        assert!(!pod.join("volume-subpaths/h").exists());
+        assert!(host.join("sub/marker").exists());
+        assert_eq!(
+            mounts_below(&pod),
+            vec![ed.clone()],
+            "the emptyDir is not touched"
+        );
+
+        HostVolumes.teardown(&pod, "e").expect("teardown emptyDir");
+        assert!(mounts_below(&pod).is_empty());
+        assert!(!ed.exists());
+        HostVolumes.teardown(&pod, "e").expect("idempotent");
     }
 }

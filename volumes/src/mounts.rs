@@ -255,4 +255,60 @@ mod tests {
             Some(27)
         );
     }
+
+    #[test]
+    #[ignore = "needs root: bind mounts and changes propagation"]
+    fn ensure_shared_mount_binds_once_and_shares() {
+        let td = tempfile::tempdir().expect("tempdir");
+        let _guard = crate::testutil::UnmountGuard::new(td.path());
+        let dir = canonical(td.path());
+        let shared_mounts_at = |p: &Path| -> Vec<MountInfo> {
+            read_mountinfo()
+                .expect("mountinfo")
+                .into_iter()
+                .filter(|m| m.mount_point == p)
+                .collect()
+        };
+        let holder_shared = containing_mount(&read_mountinfo().expect("mountinfo"), &dir)
+            .is_some_and(MountInfo::is_shared);
+        ensure_shared_mount(&dir).expect("first");
+        let at = shared_mounts_at(&dir);
+        if holder_shared {
+            // The host's mount is already shared (systemd hosts): nothing to do.
+            assert!(at.is_empty());
+        } else {
+            assert_eq!(at.len(), 1, "one bind of the folder onto itself");
+            assert!(at[0].is_shared(), "{:?}", at[0]);
+        }
+        ensure_shared_mount(&dir).expect("second");
+        assert_eq!(shared_mounts_at(&dir).len(), at.len(), "idempotent");
+
+        // A mount made below now propagates to a bind of the folder (Bidirectional's need).
+        if !holder_shared {
+            let peer = tempfile::tempdir().expect("tempdir");
+            let _peer_guard = crate::testutil::UnmountGuard::new(peer.path());
+            mount(
+                Some(&dir),
+                peer.path(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .expect("bind peer");
+            std::fs::create_dir(dir.join("sub")).expect("mkdir");
+            mount(
+                Some("tmpfs"),
+                &dir.join("sub"),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .expect("tmpfs below");
+            std::fs::write(dir.join("sub/seen"), b"x").expect("write");
+            assert!(
+                peer.path().join("sub/seen").exists(),
+                "propagated to the peer"
+            );
+        }
+    }
 }
