@@ -13,6 +13,24 @@
 //!   `volume-subpaths/`, so what a container gets is exactly what was checked.
 //! - teardown: unmount everything below the pod folder in reverse mount order, then delete
 //!   our own folders without following symlinks or crossing mounts.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use bosun_volumes::{layout, prepare_subpath, setup, teardown_pod, Medium, VolumeSource};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let root = Path::new(layout::DEFAULT_ROOT_DIR);
+//! bosun_volumes::ensure_shared_mount(root)?; // once, at agent start
+//! let pod = layout::pod_dir(root, "0c6f-uid")?;
+//! let cache = VolumeSource::EmptyDir { medium: Medium::Memory, size_limit: Some(64 << 20) };
+//! let host_path = setup(&pod, "cache", &cache)?; // bind this into the containers
+//! // volumeMount #1 of container "app" uses subPath "conf" of that volume:
+//! let bind_source = prepare_subpath(&pod, "cache", &host_path, "conf", "app", 1)?;
+//! # let _ = bind_source;
+//! // ... once every container of the pod is gone:
+//! teardown_pod(&pod)?;
+//! # Ok(()) }
+//! ```
 
 pub mod layout;
 pub mod mounts;
