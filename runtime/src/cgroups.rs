@@ -343,9 +343,8 @@ impl CgroupLayout {
             for rel in &chain {
                 let dir = mount.join(rel.trim_start_matches('/'));
                 let created = mkdir(&dir)?;
-                if *name == "cpuset" || mount.ends_with("cpuset") {
-                    copy_cpuset_from_parent(&dir)?;
-                }
+                // Only the cpuset hierarchy has these files (whatever it is joined with).
+                copy_cpuset_from_parent(&dir)?;
                 if created && *name == "cpu" && rel == &self.qos_path(QosClass::BestEffort) {
                     write_file(&dir.join("cpu.shares"), &BESTEFFORT_SHARES.to_string())?;
                 }

@@ -415,6 +415,13 @@ async fn stop_init(pid: i32) -> std::io::Result<()> {
 /// Unmounts `<run_dir>/sandboxes` (the shared mount point the helper made), once no sandbox is
 /// left in it. For tests with a temporary run_dir, and for uninstalling.
 pub fn release_root(paths: &RuntimePaths) -> Result<(), SandboxError> {
+    let left = list(paths);
+    if !left.is_empty() {
+        return Err(SandboxError::Helper {
+            pod_uid: left.join(","),
+            message: "sandboxes remain; not releasing the sandboxes mount point".into(),
+        });
+    }
     let root = sandboxes_root(paths);
     let root = root.canonicalize().unwrap_or(root);
     while sys::mount_points().contains(&root) {

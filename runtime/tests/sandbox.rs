@@ -107,6 +107,9 @@ async fn run_all(filter: Option<String>) -> i32 {
         ("pins_propagate_to_slave_namespaces", |c| {
             Box::pin(pins_propagate_to_slave_namespaces(c))
         }),
+        ("concurrent_creates_share_one_root_mount", |c| {
+            Box::pin(concurrent_creates_share_one_root_mount(c))
+        }),
         ("cgroup_v2_private_mount", |c| {
             Box::pin(cgroup_v2_private_mount(c))
         }),
@@ -538,6 +541,47 @@ async fn pins_propagate_to_slave_namespaces(c: Ctx) -> TestResult {
     .await;
     let _ = child.kill();
     result
+}
+
+/// Helpers running at once must not stack mounts on `<run_dir>/sandboxes`.
+async fn concurrent_creates_share_one_root_mount(c: Ctx) -> TestResult {
+    sandbox::release_root(&c.paths).map_err(|e| e.to_string())?;
+    let specs: Vec<SandboxSpec> = (0..4).map(|i| c.spec(&format!("conc{i}"))).collect();
+    let mut tasks = Vec::new();
+    for spec in specs.clone() {
+        let paths = c.paths.clone();
+        tasks.push(tokio::spawn(
+            async move { sandbox::create(&paths, &spec).await },
+        ));
+    }
+    let mut made = Vec::new();
+    for t in tasks {
+        made.push(
+            t.await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let root = c
+        .paths
+        .run_dir
+        .join("sandboxes")
+        .canonicalize()
+        .map_err(|e| e.to_string())?;
+    let n = mountinfo().iter().filter(|m| **m == root).count();
+    ensure!(n == 1, "{} mounted {n} times", root.display());
+    for (spec, s) in specs.iter().zip(&made) {
+        ensure!(
+            sandbox::load(&c.paths, &spec.pod_uid).as_ref() == Some(s),
+            "{} not recorded",
+            spec.pod_uid
+        );
+        sandbox::remove(&c.paths, &spec.pod_uid)
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_gone(&c.paths, &spec.pod_uid, &s.cgroup_parent)?;
+    }
+    Ok(())
 }
 
 /// cgroup v2 in a private mount namespace (the test binary re-run as `__cgroup-v2-test`, which

@@ -68,6 +68,11 @@ impl CreateArgs {
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
+        if let Some(h) = &out.uts {
+            if h.is_empty() || h.len() > 64 {
+                return Err(format!("hostname {h:?}: must be 1 to 64 bytes"));
+            }
+        }
         if out.dir.as_os_str().is_empty() {
             return Err("--dir is required".into());
         }
@@ -110,8 +115,21 @@ fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> 
 /// The bind onto itself first (when `dir` is not yet a mount point) joins the parent's peer
 /// group; MS_PRIVATE then MS_SHARED moves it into a new group, so our pins do not propagate
 /// back under the parent (e.g. /run) in other namespaces.
+///
+/// Helpers for two pods may run at once: an exclusive flock on `<dir>.lock` keeps them from
+/// both bind-mounting `dir` (stacked mounts).
 pub(super) fn ensure_shared_root(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(ctx(format!("mkdir {}", dir.display())))?;
+    let lock_path = dir.with_extension("lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(ctx(format!("open {}", lock_path.display())))?;
+    // Released when dropped at the end of this function.
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("flock {}: {e}", lock_path.display()))?;
     if sys::mount_points().iter().any(|m| m == dir) {
         return Ok(());
     }
@@ -273,5 +291,7 @@ mod tests {
         assert_eq!(CreateArgs::parse(&args[2..]), Ok(a));
         assert!(CreateArgs::parse(&["--bogus".into()]).is_err());
         assert!(CreateArgs::parse(&[]).is_err());
+        let long = "x".repeat(65);
+        assert!(CreateArgs::parse(&["--dir".into(), "/d".into(), "--uts".into(), long]).is_err());
     }
 }
