@@ -370,12 +370,25 @@ impl CgroupLayout {
                         &shares.clamp(2, 262_144).to_string(),
                     )?;
                 }
-                // Lift the quota first so a new period never conflicts with the old quota.
-                write_file(&dir.join("cpu.cfs_quota_us"), "-1")?;
-                if let Some(quota) = res.cpu_quota.filter(|q| *q > 0) {
-                    let period = res.cpu_period.unwrap_or(100_000);
-                    write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                    write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                let quota_file = dir.join("cpu.cfs_quota_us");
+                let period_file = dir.join("cpu.cfs_period_us");
+                let want = res
+                    .cpu_quota
+                    .filter(|q| *q > 0)
+                    .map(|q| (q.to_string(), res.cpu_period.unwrap_or(100_000).to_string()));
+                let current_quota = read_trimmed(&quota_file)?;
+                let unchanged = match &want {
+                    Some((q, p)) => *q == current_quota && *p == read_trimmed(&period_file)?,
+                    None => current_quota == "-1",
+                };
+                if !unchanged {
+                    // Lift the quota first so a new period never conflicts with the old quota
+                    // (a pod is never left more limited than asked, at worst briefly less).
+                    write_file(&quota_file, "-1")?;
+                    if let Some((quota, period)) = want {
+                        write_file(&period_file, &period)?;
+                        write_file(&quota_file, &quota)?;
+                    }
                 }
             }
             None if res.cpu_shares.is_some() || res.cpu_quota.is_some() => {
@@ -698,6 +711,39 @@ mod tests {
         l.remove_pod(QosClass::Burstable, "b").expect("remove");
         l.remove_pod(QosClass::Burstable, "b").expect("idempotent");
         assert_eq!(l.list_pods().len(), 2);
+    }
+
+    #[test]
+    fn v2_enable_controllers_on_a_fake_tree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let m = tmp.path();
+        let put = |d: &Path, f: &str, v: &str| {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::write(d.join(f), v).expect("write");
+        };
+        // The hierarchy root may hold processes; only available controllers are asked for.
+        put(m, "cgroup.controllers", "cpu io memory hugetlb\n");
+        put(m, "cgroup.subtree_control", "");
+        put(m, "cgroup.procs", "1\n");
+        enable_controllers(m, m, "/r").expect("root");
+        assert_eq!(
+            std::fs::read_to_string(m.join("cgroup.subtree_control")).expect("read"),
+            "+cpu +io +memory"
+        );
+        // Nothing left to enable: no write at all (the fake file keeps its content).
+        let done = m.join("done");
+        put(&done, "cgroup.controllers", "cpu");
+        put(&done, "cgroup.subtree_control", "cpu");
+        put(&done, "cgroup.procs", "7");
+        enable_controllers(m, &done, "/r").expect("already enabled");
+        // An ancestor we do not own with processes: refused, named, nothing moved.
+        let busy = m.join("busy");
+        put(&busy, "cgroup.controllers", "cpu");
+        put(&busy, "cgroup.subtree_control", "");
+        put(&busy, "cgroup.procs", "42\n");
+        let err = enable_controllers(m, &busy, "/r").expect_err("busy");
+        assert!(err.to_string().contains("no-internal-processes"), "{err}");
+        assert!(!busy.join(AGENT_LEAF).exists());
     }
 
     /// Removes a private root on drop, even when the test fails.
