@@ -1571,4 +1571,1090 @@ pub fn volume_sources(pod: &Pod) -> Result<Vec<(String, VolumeKind)>, TranslateE
 }
 
 #[cfg(test)]
-mod tests {}
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).expect("test pod parses")
+    }
+
+    /// A pod with one container per (requests, limits) pair, given as `cpu,memory` strings where
+    /// an empty field means unset.
+    fn pod_res(containers: &[(&str, &str)], init: &[(&str, &str)]) -> Pod {
+        fn list(s: &str) -> String {
+            let mut parts = s.split(',');
+            let cpu = parts.next().unwrap_or("");
+            let mem = parts.next().unwrap_or("");
+            let mut out = String::new();
+            if !cpu.is_empty() {
+                out.push_str(&format!("cpu: \"{cpu}\", "));
+            }
+            if !mem.is_empty() {
+                out.push_str(&format!("memory: \"{mem}\""));
+            }
+            format!("{{{}}}", out.trim_end_matches([',', ' ']))
+        }
+        let render = |cs: &[(&str, &str)], prefix: &str| {
+            cs.iter()
+                .enumerate()
+                .map(|(i, (req, lim))| {
+                    format!(
+                        "  - name: {prefix}{i}\n    image: busybox\n    resources:\n      requests: {}\n      limits: {}\n",
+                        list(req),
+                        list(lim)
+                    )
+                })
+                .collect::<String>()
+        };
+        let mut y = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: ns, uid: u1}}\nspec:\n  containers:\n{}",
+            render(containers, "c")
+        );
+        if !init.is_empty() {
+            y.push_str(&format!("  initContainers:\n{}", render(init, "i")));
+        }
+        pod(&y)
+    }
+
+    fn milli(s: &str) -> i128 {
+        parse_quantity(s).expect("quantity").milli_value()
+    }
+
+    // --- quantities -------------------------------------------------------------------------
+
+    #[test]
+    fn quantity_table() {
+        let cases: &[(&str, i128)] = &[
+            ("100m", 100),
+            ("0.5", 500),
+            ("2", 2000),
+            ("0", 0),
+            ("0m", 0),
+            ("1.5", 1500),
+            (".5", 500),
+            ("5.", 5000),
+            ("+3", 3000),
+            ("-1", -1000),
+            ("0.1m", 1),
+            ("0.0001", 1),
+            ("64Mi", 64 * 1024 * 1024 * 1000),
+            ("1Ki", 1024 * 1000),
+            ("1.5Gi", 1536 * 1024 * 1024 * 1000),
+            ("1G", 1_000_000_000 * 1000),
+            ("1k", 1_000_000),
+            ("1M", 1_000_000_000),
+            ("1e3", 1_000_000),
+            ("1E3", 1_000_000),
+            ("1e-3", 1),
+            ("1e+2", 100_000),
+            ("128974848", 128_974_848_000),
+            ("129e6", 129_000_000_000),
+            ("123Mi", 123 * 1024 * 1024 * 1000),
+            ("1E", 1_000_000_000_000_000_000_000),
+            ("1Ei", (1i128 << 60) * 1000),
+        ];
+        for (input, want) in cases {
+            assert_eq!(milli(input), *want, "{input}");
+        }
+        assert_eq!(parse_quantity("64Mi").unwrap().value(), 67_108_864);
+        assert_eq!(parse_quantity("0.5").unwrap().value(), 1);
+        assert_eq!(parse_quantity("100m").unwrap().value(), 1);
+    }
+
+    #[test]
+    fn quantity_errors_and_cap() {
+        for bad in [
+            "", "abc", "1x", "Mi", "1 Mi", "1e", "1.2.3", ".", "1KiB", "--1", "1e3.5",
+        ] {
+            assert!(parse_quantity(bad).is_err(), "{bad:?} should fail");
+        }
+        // Capped at 2^63-1 units like Kubernetes.
+        assert_eq!(parse_quantity("100Ei").unwrap().value(), i64::MAX as i128);
+    }
+
+    // --- QoS ---------------------------------------------------------------------------------
+
+    #[test]
+    fn qos_table() {
+        use QosClass::*;
+        type Res<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Res, Res, QosClass)] = &[
+            (&[("", "")], &[], BestEffort),
+            (&[("", ""), ("", "")], &[], BestEffort),
+            (&[("0,0", "")], &[], BestEffort),
+            (&[("1,1Gi", "1,1Gi")], &[], Guaranteed),
+            // Limits only: requests default to limits.
+            (&[("", "1,1Gi")], &[], Guaranteed),
+            (&[("", "100m,64Mi"), ("", "2,1Gi")], &[], Guaranteed),
+            (&[("1000m,1024Mi", "1,1Gi")], &[], Guaranteed),
+            (&[("500m,1Gi", "1,1Gi")], &[], Burstable),
+            (&[("1,", "1,")], &[], Burstable),
+            (&[(",1Gi", ",1Gi")], &[], Burstable),
+            (&[("100m,", "")], &[], Burstable),
+            (&[("1,1Gi", "1,1Gi"), ("", "")], &[], Burstable),
+            (&[("", "1,1Gi")], &[("", "")], Burstable),
+            (&[("", "1,1Gi")], &[("", "1,1Gi")], Guaranteed),
+            (&[("", "")], &[("100m,", "")], Burstable),
+            (&[("1,1Gi", "1,2Gi")], &[], Burstable),
+        ];
+        for (i, (cs, init, want)) in cases.iter().enumerate() {
+            assert_eq!(qos_class(&pod_res(cs, init)), *want, "case {i}");
+        }
+    }
+
+    // --- cgroup numbers -------------------------------------------------------------------------
+
+    #[test]
+    fn shares_and_quota_numbers() {
+        assert_eq!(milli_cpu_to_shares(100), 102);
+        assert_eq!(milli_cpu_to_shares(0), 2);
+        assert_eq!(milli_cpu_to_shares(1), 2);
+        assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_shares(250), 256);
+        assert_eq!(milli_cpu_to_shares(1_000_000), 262_144);
+        assert_eq!(milli_cpu_to_quota(100), Some(10_000));
+        assert_eq!(milli_cpu_to_quota(5), Some(1000));
+        assert_eq!(milli_cpu_to_quota(1500), Some(150_000));
+        assert_eq!(milli_cpu_to_quota(0), None);
+    }
+
+    #[test]
+    fn container_resources_numbers() {
+        let p = pod_res(&[("100m,64Mi", "500m,128Mi")], &[]);
+        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        assert_eq!(
+            r,
+            Resources {
+                cpu_shares: Some(102),
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(128 * 1024 * 1024),
+                pids_limit: None,
+            }
+        );
+        // Request defaults to the limit.
+        let p = pod_res(&[("", "250m,")], &[]);
+        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        assert_eq!(r.cpu_shares, Some(256));
+        assert_eq!(r.cpu_quota, Some(25_000));
+        assert_eq!(r.memory_limit, None);
+        // Nothing set.
+        let p = pod_res(&[("", "")], &[]);
+        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        assert_eq!(
+            r,
+            Resources {
+                cpu_shares: Some(2),
+                ..Resources::default()
+            }
+        );
+        // 0m request -> minimum shares.
+        let p = pod_res(&[("0m,", "")], &[]);
+        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        assert_eq!(r.cpu_shares, Some(2));
+    }
+
+    #[test]
+    fn pod_resources_numbers() {
+        // Guaranteed: everything set from the sums.
+        let p = pod_res(&[("", "1,1Gi"), ("", "500m,512Mi")], &[]);
+        assert_eq!(
+            pod_resources(&p),
+            Resources {
+                cpu_shares: Some(1536),
+                cpu_quota: Some(150_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(1536 * 1024 * 1024),
+                pids_limit: None,
+            }
+        );
+        // Burstable with a container lacking limits: shares only.
+        let p = pod_res(&[("100m,64Mi", "1,1Gi"), ("200m,", "")], &[]);
+        assert_eq!(
+            pod_resources(&p),
+            Resources {
+                cpu_shares: Some(307),
+                ..Resources::default()
+            }
+        );
+        // Burstable, all cpu limits but no memory limit.
+        let p = pod_res(&[("100m,", "1,"), ("100m,", "1,")], &[]);
+        let r = pod_resources(&p);
+        assert_eq!(r.cpu_quota, Some(200_000));
+        assert_eq!(r.memory_limit, None);
+        // Init containers: max of init vs sum of regular.
+        let p = pod_res(&[("100m,100Mi", "1,1Gi")], &[("", "2,2Gi")]);
+        let r = pod_resources(&p);
+        assert_eq!(r.cpu_shares, Some(2048));
+        assert_eq!(r.cpu_quota, Some(200_000));
+        assert_eq!(r.memory_limit, Some(2 * 1024 * 1024 * 1024));
+        // Init container without limits: limits undeclared.
+        let p = pod_res(&[("100m,100Mi", "1,1Gi")], &[("", "")]);
+        let r = pod_resources(&p);
+        assert_eq!(r.cpu_quota, None);
+        assert_eq!(r.memory_limit, None);
+        // BestEffort: minimal shares.
+        let p = pod_res(&[("", "")], &[]);
+        assert_eq!(
+            pod_resources(&p),
+            Resources {
+                cpu_shares: Some(2),
+                ..Resources::default()
+            }
+        );
+    }
+
+    #[test]
+    fn pod_resources_sidecars_add_up() {
+        let mut p = pod_res(&[("", "1,1Gi")], &[("", "500m,256Mi"), ("", "1,1Gi")]);
+        let init = p.spec.as_mut().unwrap().init_containers.as_mut().unwrap();
+        init[0].restart_policy = Some("Always".into());
+        let r = pod_resources(&p);
+        // regular 1 + sidecar 0.5 = 1.5 > init 1 + sidecar 0.5 = 1.5
+        assert_eq!(r.cpu_shares, Some(1536));
+        assert_eq!(r.memory_limit, Some(1280 * 1024 * 1024));
+    }
+
+    // --- oom score -------------------------------------------------------------------------------
+
+    #[test]
+    fn oom_score_adj_values() {
+        let gib: u64 = 1 << 30;
+        let node = 10 * gib;
+        let first = |p: &Pod| p.spec.as_ref().unwrap().containers[0].clone();
+        let g = pod_res(&[("", "1,1Gi")], &[]);
+        assert_eq!(oom_score_adj(&g, &first(&g), node), -997);
+        let be = pod_res(&[("", "")], &[]);
+        assert_eq!(oom_score_adj(&be, &first(&be), node), 1000);
+        // 1Gi of 10Gi -> 1000 - 100 = 900; of 3Gi -> 1000 - 333 = 667 (integer division).
+        let b = pod_res(&[("100m,1Gi", "")], &[]);
+        assert_eq!(oom_score_adj(&b, &first(&b), node), 900);
+        assert_eq!(oom_score_adj(&b, &first(&b), 3 * gib), 667);
+        // No memory request in a burstable pod -> 1000 -> 999.
+        let b = pod_res(&[("100m,", "")], &[]);
+        assert_eq!(oom_score_adj(&b, &first(&b), node), 999);
+        // Requesting all the memory -> clamped at 3.
+        let b = pod_res(&[("100m,10Gi", "")], &[]);
+        assert_eq!(oom_score_adj(&b, &first(&b), node), 3);
+        let b = pod_res(&[("100m,20Gi", "")], &[]);
+        assert_eq!(oom_score_adj(&b, &first(&b), node), 3);
+        // Node critical static pod.
+        let mut c = pod_res(&[("", "")], &[]);
+        c.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        assert_eq!(oom_score_adj(&c, &first(&c), node), 1000);
+        c.metadata.annotations = Some(
+            [(
+                "kubernetes.io/config.source".to_string(),
+                "file".to_string(),
+            )]
+            .into(),
+        );
+        assert_eq!(oom_score_adj(&c, &first(&c), node), -997);
+        let mut c = pod_res(&[("", "")], &[]);
+        c.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        c.spec.as_mut().unwrap().priority = Some(2_000_001_000);
+        assert_eq!(oom_score_adj(&c, &first(&c), node), -997);
+    }
+
+    #[test]
+    fn oom_score_adj_sidecar_follows_regular_containers() {
+        let gib: u64 = 1 << 30;
+        let mut p = pod_res(&[("100m,2Gi", "")], &[("100m,", "")]);
+        p.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0].restart_policy =
+            Some("Always".into());
+        let sidecar = p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0].clone();
+        assert_eq!(oom_score_adj(&p, &sidecar, 10 * gib), 800);
+    }
+
+    // --- sandbox ---------------------------------------------------------------------------------
+
+    #[test]
+    fn hostname_rules() {
+        let mk = |name: &str, hostname: Option<&str>| {
+            let mut p = pod_res(&[("", "")], &[]);
+            p.metadata.name = Some(name.to_string());
+            p.spec.as_mut().unwrap().hostname = hostname.map(String::from);
+            p
+        };
+        assert_eq!(pod_hostname(&mk("web", None)), "web");
+        assert_eq!(pod_hostname(&mk("web", Some("h1"))), "h1");
+        assert_eq!(pod_hostname(&mk("web", Some(""))), "web");
+        let long = "a".repeat(70);
+        assert_eq!(pod_hostname(&mk(&long, None)), "a".repeat(63));
+        let exact = "b".repeat(63);
+        assert_eq!(pod_hostname(&mk(&exact, None)), exact);
+        // Cut at 63, then trailing '-' and '.' trimmed.
+        let tricky = format!("{}-.-{}", "c".repeat(60), "d".repeat(10));
+        assert_eq!(pod_hostname(&mk(&tricky, None)), "c".repeat(60));
+        let dotted = format!("{}.{}", "e".repeat(62), "f".repeat(10));
+        assert_eq!(pod_hostname(&mk(&dotted, None)), "e".repeat(62));
+    }
+
+    #[test]
+    fn sandbox_spec_flags() {
+        let p = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: ns, uid: abc}\nspec:\n  hostNetwork: true\n  hostPID: true\n  shareProcessNamespace: true\n  containers: [{name: a, image: x}]\n",
+        );
+        let s = sandbox_spec(&p);
+        assert_eq!(s.pod_uid, "abc");
+        assert_eq!(s.namespace, "ns");
+        assert_eq!(s.name, "web");
+        assert_eq!(s.hostname, "web");
+        assert!(s.host_network && s.host_pid && s.share_pid && !s.host_ipc);
+        assert_eq!(s.qos, QosClass::BestEffort);
+        assert_eq!(s.resources.cpu_shares, Some(2));
+    }
+
+    #[test]
+    fn container_ids_are_valid_and_unique() {
+        let valid = |id: &str| {
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b))
+        };
+        let a = container_id("0f3c1c1e-8f7a-4b9e-9d3b-6f1d2c3b4a5e", "web", 0);
+        assert_eq!(a, "0f3c1c1e-8f7a-4b9e-9d3b-6f1d2c3b4a5e_web_0");
+        assert!(valid(&a));
+        assert_ne!(container_id("a-b", "c", 0), container_id("a", "b-c", 0));
+        assert_ne!(container_id("u", "web", 1), container_id("u", "web", 10));
+        let odd = container_id("uid/with space", "na_me", 3);
+        assert!(valid(&odd), "{odd}");
+        assert_ne!(odd, container_id("uid/with spacf", "na_me", 3));
+        let long = container_id(&"u".repeat(36), &"n".repeat(63), u32::MAX);
+        assert!(long.len() <= 36 + 63 + 12, "{}", long.len());
+    }
+
+    // --- expansion -------------------------------------------------------------------------------
+
+    #[test]
+    fn expansion_edge_cases() {
+        let vars: HashMap<String, String> = [
+            ("VAR_A", "A"),
+            ("VAR_B", "B"),
+            ("VAR_C", "C"),
+            ("VAR_REF", "$(VAR_A)"),
+            ("VAR_EMPTY", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // Cases from Kubernetes' expand_test.go.
+        let cases: &[(&str, &str)] = &[
+            ("$(VAR_A)", "A"),
+            ("___$(VAR_B)___", "___B___"),
+            ("$(VAR_A)-$(VAR_A)", "A-A"),
+            ("f000-$$VAR_A", "f000-$VAR_A"),
+            ("foo\\$(VAR_C)bar", "foo\\Cbar"),
+            ("foo\\\\$(VAR_C)bar", "foo\\\\Cbar"),
+            ("$(VAR_A)$(VAR_B)$(VAR_C)", "ABC"),
+            ("$(VAR_REF)", "$(VAR_A)"),
+            ("foo$(VAR_EMPTY)bar", "foobar"),
+            ("$(VAR_EMPTY)", ""),
+            ("$(VAR_DNE)", "$(VAR_DNE)"),
+            ("$(VAR_A", "$(VAR_A"),
+            ("$$(VAR_A)", "$(VAR_A)"),
+            ("$$$(VAR_A)", "$A"),
+            ("$$$$(VAR_A)", "$$(VAR_A)"),
+            ("$", "$"),
+            ("$$", "$"),
+            ("foo$", "foo$"),
+            ("$foo", "$foo"),
+            ("$(", "$("),
+            ("$()", "$()"),
+            ("$()$(VAR_A)", "$()A"),
+            ("$(VAR_A$(VAR_B))", "$(VAR_A$(VAR_B))"),
+            ("$(VAR_A)$(VAR_B", "A$(VAR_B"),
+            ("$(\u{e9})", "$(\u{e9})"),
+            ("x$\u{e9}y", "x$\u{e9}y"),
+            ("plain", "plain"),
+            ("", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand(input, mapping_for(&vars)), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn expansion_dollar_paren_inner_not_nested() {
+        // `$(VAR_A$(VAR_B))`: name is "VAR_A$(VAR_B", undefined, so kept; the ")" follows.
+        let vars: HashMap<String, String> = [("VAR_A$(VAR_B".to_string(), "x".to_string())].into();
+        assert_eq!(expand("$(VAR_A$(VAR_B))", mapping_for(&vars)), "x)");
+    }
+
+    // --- argv ------------------------------------------------------------------------------------
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
+        ImageConfig {
+            entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            ..ImageConfig::default()
+        }
+    }
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn argv_rules_table() {
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            Option<&'a [&'a str]>,
+        );
+        let cases: &[Case] = &[
+            // command, args, entrypoint, cmd -> argv
+            (
+                &[],
+                &[],
+                &["/ep"],
+                &["c1", "c2"],
+                Some(&["/ep", "c1", "c2"]),
+            ),
+            (&[], &[], &[], &["/bin/sh"], Some(&["/bin/sh"])),
+            (&[], &[], &["/ep"], &[], Some(&["/ep"])),
+            (&["/cmd"], &[], &["/ep"], &["c1"], Some(&["/cmd"])),
+            (&["/cmd"], &["a1"], &["/ep"], &["c1"], Some(&["/cmd", "a1"])),
+            (
+                &[],
+                &["a1", "a2"],
+                &["/ep"],
+                &["c1"],
+                Some(&["/ep", "a1", "a2"]),
+            ),
+            (&[], &["a1"], &[], &["c1"], Some(&["a1"])),
+            (&[], &[], &[""], &["c1"], Some(&["c1"])),
+            (&[], &["a1"], &[""], &[], Some(&["a1"])),
+            (&[], &[], &[], &[], None),
+            (&[], &[], &[""], &[], None),
+        ];
+        for (i, (command, args, ep, cmd, want)) in cases.iter().enumerate() {
+            let got = build_args(&v(command), &v(args), &image(ep, cmd));
+            assert_eq!(got, want.map(v), "case {i}");
+        }
+    }
+
+    // --- container spec --------------------------------------------------------------------------
+
+    struct Fixture {
+        pod: Pod,
+        image: ImageConfig,
+    }
+
+    impl Fixture {
+        fn new(container_yaml: &str) -> Self {
+            let y = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: ns\n  uid: uid-1\n  labels: {{app: web, tier: \"front\"}}\n  annotations: {{note: hello}}\nspec:\n  nodeName: node-1\n  serviceAccountName: sa\n  containers:\n  - {}\n",
+                container_yaml.replace('\n', "\n    ")
+            );
+            Fixture {
+                pod: pod(&y),
+                image: ImageConfig {
+                    entrypoint: v(&["/entry"]),
+                    cmd: v(&["default-cmd"]),
+                    env: v(&["PATH=/usr/bin:/bin", "IMG=1", "HOME=/root"]),
+                    working_dir: "/img".into(),
+                    user: String::new(),
+                    stop_signal: None,
+                },
+            }
+        }
+        fn spec(&self) -> Result<ContainerSpec, TranslateError> {
+            self.spec_with(0, None)
+        }
+        fn spec_with(
+            &self,
+            attempt: u32,
+            term: Option<PathBuf>,
+        ) -> Result<ContainerSpec, TranslateError> {
+            container_spec(&ContainerContext {
+                pod: &self.pod,
+                container: &self.pod.spec.as_ref().unwrap().containers[0],
+                image: &self.image,
+                image_ref: "busybox:1.36",
+                image_id: "sha256:abc",
+                attempt,
+                mounts: Vec::new(),
+                node_memory_bytes: 8 << 30,
+                node_cpu_millis: 4000,
+                termination_message_path: term,
+            })
+        }
+    }
+
+    fn env_of(spec: &ContainerSpec) -> Vec<(String, String)> {
+        spec.env.clone()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn container_spec_basics() {
+        let f = Fixture::new("name: app\nimage: busybox:1.36\ntty: true\nstdin: true");
+        let s = f.spec_with(2, Some(PathBuf::from("/host/term"))).unwrap();
+        assert_eq!(s.id, "uid-1_app_2");
+        assert_eq!(s.name, "app");
+        assert_eq!(s.pod_uid, "uid-1");
+        assert_eq!(s.pod_name, "web");
+        assert_eq!(s.pod_namespace, "ns");
+        assert_eq!(s.attempt, 2);
+        assert_eq!(s.image, "busybox:1.36");
+        assert_eq!(s.image_id, "sha256:abc");
+        assert_eq!(s.args, v(&["/entry", "default-cmd"]));
+        assert_eq!(s.cwd, "/img");
+        assert_eq!(s.user, User::Id { uid: 0, gid: None });
+        assert!(s.tty && s.stdin);
+        assert_eq!(s.stop_signal, 15);
+        assert_eq!(s.oom_score_adj, 1000);
+        assert_eq!(s.labels[LABEL_POD_NAME], "web");
+        assert_eq!(s.labels[LABEL_POD_NAMESPACE], "ns");
+        assert_eq!(s.labels[LABEL_POD_UID], "uid-1");
+        assert_eq!(s.labels[LABEL_CONTAINER_NAME], "app");
+        assert_eq!(s.labels[LABEL_RESTART_COUNT], "2");
+        assert_eq!(s.labels[LABEL_CONTAINER_HASH].len(), 16);
+        assert_eq!(
+            s.termination_message_path,
+            Some(PathBuf::from("/host/term"))
+        );
+        assert_eq!(
+            s.mounts,
+            vec![Mount {
+                destination: PathBuf::from("/dev/termination-log"),
+                source: PathBuf::from("/host/term"),
+                readonly: false,
+                propagation: Propagation::Private,
+            }]
+        );
+        assert_eq!(s.security.capabilities, v(&DEFAULT_CAPABILITIES));
+        assert!(s.security.mask_paths && !s.security.privileged && !s.security.no_new_privileges);
+    }
+
+    #[test]
+    fn working_dir_fallbacks() {
+        let f = Fixture::new("name: app\nimage: x\nworkingDir: /work");
+        assert_eq!(f.spec().unwrap().cwd, "/work");
+        let mut f = Fixture::new("name: app\nimage: x");
+        f.image.working_dir = String::new();
+        assert_eq!(f.spec().unwrap().cwd, "/");
+    }
+
+    #[test]
+    fn no_command_is_an_error() {
+        let mut f = Fixture::new("name: app\nimage: x");
+        f.image.entrypoint.clear();
+        f.image.cmd.clear();
+        assert_eq!(
+            f.spec().unwrap_err(),
+            TranslateError::NoCommand {
+                container: "app".into()
+            }
+        );
+        assert!(f
+            .spec()
+            .unwrap_err()
+            .to_string()
+            .contains("no command specified"));
+    }
+
+    #[test]
+    fn env_override_order_and_expansion() {
+        let f = Fixture::new(
+            "name: app\nimage: x\nenv:\n- {name: A, value: a}\n- {name: IMG, value: pod-$(A)}\n- {name: B, value: $(A)-$(C)-$(PATH)}\n- {name: C, value: c}\n- {name: A, value: again-$(A)}\n- {name: D, value: $(C)$$(A)}\ncommand: [/bin/echo, $(A), $(B)]\nargs: [$(C), $(MISSING), $$(A)]",
+        );
+        let s = f.spec().unwrap();
+        assert_eq!(
+            env_of(&s),
+            pairs(&[
+                ("PATH", "/usr/bin:/bin"),
+                ("IMG", "pod-a"),
+                ("HOME", "/root"),
+                ("A", "again-a"),
+                // C is not yet defined and image env is not visible to expansion.
+                ("B", "a-$(C)-$(PATH)"),
+                ("C", "c"),
+                ("D", "c$(A)"),
+            ])
+        );
+        assert_eq!(
+            s.args,
+            v(&[
+                "/bin/echo",
+                "again-a",
+                "a-$(C)-$(PATH)",
+                "c",
+                "$(MISSING)",
+                "$(A)"
+            ])
+        );
+    }
+
+    #[test]
+    fn field_refs() {
+        let f = Fixture::new(
+            "name: app\nimage: x\nenv:\n- {name: N, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n- {name: NS, valueFrom: {fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}}\n- {name: U, valueFrom: {fieldRef: {fieldPath: metadata.uid}}}\n- {name: L, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n- {name: LM, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['nope']\"}}}\n- {name: AN, valueFrom: {fieldRef: {fieldPath: \"metadata.annotations['note']\"}}}\n- {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n- {name: SA, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}\n- {name: HIP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n- {name: PIP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n- {name: X, value: $(N).$(NS)}",
+        );
+        let s = f.spec().unwrap();
+        let got: BTreeMap<_, _> = s.env.into_iter().collect();
+        assert_eq!(got["N"], "web");
+        assert_eq!(got["NS"], "ns");
+        assert_eq!(got["U"], "uid-1");
+        assert_eq!(got["L"], "web");
+        assert_eq!(got["LM"], "");
+        assert_eq!(got["AN"], "hello");
+        assert_eq!(got["NODE"], "node-1");
+        assert_eq!(got["SA"], "sa");
+        assert_eq!(got["HIP"], "");
+        assert_eq!(got["PIP"], "");
+        assert_eq!(got["X"], "web.ns");
+
+        let mut f = Fixture::new(
+            "name: app\nimage: x\nenv:\n- {name: HIP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n- {name: PIP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n- {name: PIPS, valueFrom: {fieldRef: {fieldPath: status.podIPs}}}",
+        );
+        f.pod.status = Some(
+            serde_yaml::from_str(
+                "hostIP: 10.0.0.1\npodIP: 10.1.0.5\npodIPs: [{ip: 10.1.0.5}, {ip: \"fd00::5\"}]",
+            )
+            .unwrap(),
+        );
+        let got: BTreeMap<_, _> = f.spec().unwrap().env.into_iter().collect();
+        assert_eq!(got["HIP"], "10.0.0.1");
+        assert_eq!(got["PIP"], "10.1.0.5");
+        assert_eq!(got["PIPS"], "10.1.0.5,fd00::5");
+    }
+
+    #[test]
+    fn field_ref_whole_maps_and_errors() {
+        let p = Fixture::new("name: app\nimage: x").pod;
+        let sel = |path: &str| ObjectFieldSelector {
+            api_version: None,
+            field_path: path.to_string(),
+        };
+        assert_eq!(
+            field_ref_value(&p, &sel("metadata.labels")).unwrap(),
+            "app=\"web\"\ntier=\"front\""
+        );
+        assert!(field_ref_value(&p, &sel("spec.containers")).is_err());
+        let bad_version = ObjectFieldSelector {
+            api_version: Some("v2".into()),
+            field_path: "metadata.name".into(),
+        };
+        assert!(field_ref_value(&p, &bad_version).is_err());
+        let f = Fixture::new(
+            "name: app\nimage: x\nenv:\n- {name: Z, valueFrom: {fieldRef: {fieldPath: status.phase}}}",
+        );
+        assert!(matches!(f.spec(), Err(TranslateError::Env { .. })));
+    }
+
+    #[test]
+    fn resource_field_refs() {
+        let f = Fixture::new(
+            "name: app\nimage: x\nresources:\n  requests: {cpu: 250m, memory: 64Mi}\n  limits: {cpu: \"1.5\", memory: 128Mi}\nenv:\n- {name: LC, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n- {name: LCM, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}\n- {name: RC, valueFrom: {resourceFieldRef: {resource: requests.cpu}}}\n- {name: RCM, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}\n- {name: LM, valueFrom: {resourceFieldRef: {resource: limits.memory}}}\n- {name: LMI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n- {name: RM, valueFrom: {resourceFieldRef: {resource: requests.memory, divisor: 1Gi}}}\n- {name: Z, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: \"0\"}}}",
+        );
+        let got: BTreeMap<_, _> = f.spec().unwrap().env.into_iter().collect();
+        assert_eq!(got["LC"], "2");
+        assert_eq!(got["LCM"], "1500");
+        assert_eq!(got["RC"], "1");
+        assert_eq!(got["RCM"], "250");
+        assert_eq!(got["LM"], "134217728");
+        assert_eq!(got["LMI"], "128");
+        assert_eq!(got["RM"], "1");
+        assert_eq!(got["Z"], "2");
+
+        // Unset limits resolve to the node's allocatable.
+        let f = Fixture::new(
+            "name: app\nimage: x\nenv:\n- {name: LC, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n- {name: LM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n- {name: RC, valueFrom: {resourceFieldRef: {resource: requests.cpu}}}",
+        );
+        let got: BTreeMap<_, _> = f.spec().unwrap().env.into_iter().collect();
+        assert_eq!(got["LC"], "4");
+        assert_eq!(got["LM"], "8192");
+        assert_eq!(got["RC"], "0");
+    }
+
+    #[test]
+    fn cluster_sources_are_unsupported() {
+        for src in [
+            "env:\n- {name: A, valueFrom: {configMapKeyRef: {name: cm, key: k}}}",
+            "env:\n- {name: A, valueFrom: {secretKeyRef: {name: s, key: k}}}",
+            "envFrom:\n- configMapRef: {name: cm}",
+            "envFrom:\n- secretRef: {name: s}",
+        ] {
+            let f = Fixture::new(&format!("name: app\nimage: x\n{src}"));
+            assert!(
+                matches!(f.spec(), Err(TranslateError::Unsupported { .. })),
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn capability_combos() {
+        let caps = |add: &[&str], drop: &[&str]| capabilities("c", &v(add), &v(drop)).unwrap();
+        assert_eq!(caps(&[], &[]), v(&DEFAULT_CAPABILITIES));
+        let mut with_admin = v(&DEFAULT_CAPABILITIES);
+        with_admin.push("CAP_NET_ADMIN".into());
+        assert_eq!(caps(&["NET_ADMIN"], &[]), with_admin);
+        assert_eq!(caps(&["CAP_NET_ADMIN"], &[]), with_admin);
+        assert_eq!(caps(&["net_admin", "NET_ADMIN"], &[]), with_admin);
+        assert_eq!(caps(&["CHOWN"], &[]), v(&DEFAULT_CAPABILITIES));
+        assert_eq!(caps(&[], &["ALL"]), Vec::<String>::new());
+        assert_eq!(caps(&[], &["all"]), Vec::<String>::new());
+        assert_eq!(
+            caps(&["NET_BIND_SERVICE"], &["ALL"]),
+            v(&["CAP_NET_BIND_SERVICE"])
+        );
+        assert_eq!(caps(&["ALL"], &[]), v(&ALL_CAPABILITIES));
+        let mut all_but_chown = v(&ALL_CAPABILITIES);
+        all_but_chown.retain(|c| c != "CAP_CHOWN");
+        assert_eq!(caps(&["ALL"], &["CHOWN"]), all_but_chown);
+        assert_eq!(caps(&["ALL"], &["ALL"]), Vec::<String>::new());
+        let mut without = v(&DEFAULT_CAPABILITIES);
+        without.retain(|c| c != "CAP_NET_RAW" && c != "CAP_KILL");
+        assert_eq!(caps(&[], &["NET_RAW", "CAP_KILL"]), without);
+        // Drop wins over add of the same capability.
+        assert_eq!(caps(&["SYS_TIME"], &["SYS_TIME"]), v(&DEFAULT_CAPABILITIES));
+        assert!(matches!(
+            capabilities("c", &v(&["NOT_A_CAP"]), &[]),
+            Err(TranslateError::Capability { .. })
+        ));
+    }
+
+    #[test]
+    fn security_contexts() {
+        let f = Fixture::new("name: app\nimage: x\nsecurityContext: {privileged: true}");
+        let s = f.spec().unwrap().security;
+        assert!(s.privileged && !s.mask_paths);
+        assert_eq!(s.capabilities, v(&ALL_CAPABILITIES));
+
+        let f = Fixture::new(
+            "name: app\nimage: x\nsecurityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, procMount: Unmasked, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}",
+        );
+        let s = f.spec().unwrap().security;
+        assert!(s.no_new_privileges && s.readonly_rootfs && !s.mask_paths && !s.privileged);
+        assert_eq!(s.capabilities, v(&["CAP_NET_BIND_SERVICE"]));
+
+        let f = Fixture::new(
+            "name: app\nimage: x\nsecurityContext: {allowPrivilegeEscalation: false, privileged: true}",
+        );
+        let e = f.spec().unwrap_err().to_string();
+        assert!(
+            e.contains("cannot set `allowPrivilegeEscalation` to false and `privileged` to true"),
+            "{e}"
+        );
+        let f = Fixture::new(
+            "name: app\nimage: x\nsecurityContext: {allowPrivilegeEscalation: false, capabilities: {add: [SYS_ADMIN]}}",
+        );
+        assert!(matches!(f.spec(), Err(TranslateError::Security { .. })));
+        let f =
+            Fixture::new("name: app\nimage: x\nsecurityContext: {allowPrivilegeEscalation: true}");
+        assert!(!f.spec().unwrap().security.no_new_privileges);
+    }
+
+    #[test]
+    fn users_and_groups() {
+        let mut f = Fixture::new("name: app\nimage: x");
+        f.pod.spec.as_mut().unwrap().security_context = Some(
+            serde_yaml::from_str("{runAsUser: 1000, runAsGroup: 2000, fsGroup: 3000, supplementalGroups: [4000, 5000]}")
+                .unwrap(),
+        );
+        let s = f.spec().unwrap();
+        assert_eq!(
+            s.user,
+            User::Id {
+                uid: 1000,
+                gid: Some(2000)
+            }
+        );
+        assert_eq!(s.security.supplemental_groups, vec![3000, 4000, 5000]);
+
+        // Container securityContext overrides the pod's.
+        let mut f = Fixture::new("name: app\nimage: x\nsecurityContext: {runAsUser: 7}");
+        f.pod.spec.as_mut().unwrap().security_context =
+            Some(serde_yaml::from_str("{runAsUser: 1000, runAsGroup: 2000}").unwrap());
+        assert_eq!(
+            f.spec().unwrap().user,
+            User::Id {
+                uid: 7,
+                gid: Some(2000)
+            }
+        );
+
+        // Image USER forms.
+        let user_for = |image_user: &str, sc: &str| {
+            let mut f = Fixture::new(&format!("name: app\nimage: x{sc}"));
+            f.image.user = image_user.to_string();
+            f.spec().map(|s| s.user)
+        };
+        assert_eq!(user_for("", ""), Ok(User::Id { uid: 0, gid: None }));
+        assert_eq!(
+            user_for("1000", ""),
+            Ok(User::Id {
+                uid: 1000,
+                gid: None
+            })
+        );
+        assert_eq!(
+            user_for("1000:50", ""),
+            Ok(User::Id {
+                uid: 1000,
+                gid: Some(50)
+            })
+        );
+        assert_eq!(user_for("nobody", ""), Ok(User::Name("nobody".into())));
+        assert_eq!(
+            user_for("app:staff", ""),
+            Ok(User::Name("app:staff".into()))
+        );
+        assert_eq!(
+            user_for("1000:50", "\nsecurityContext: {runAsGroup: 9}"),
+            Ok(User::Id {
+                uid: 1000,
+                gid: Some(9)
+            })
+        );
+        assert_eq!(
+            user_for("nobody", "\nsecurityContext: {runAsGroup: 9}"),
+            Ok(User::Name("nobody:9".into()))
+        );
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        let nr = "\nsecurityContext: {runAsNonRoot: true}";
+        let check = |image_user: &str, sc: &str| {
+            let mut f = Fixture::new(&format!("name: app\nimage: x{sc}"));
+            f.image.user = image_user.to_string();
+            f.spec().map(|s| s.user)
+        };
+        assert_eq!(
+            check("1000", nr),
+            Ok(User::Id {
+                uid: 1000,
+                gid: None
+            })
+        );
+        let e = check("", nr).unwrap_err().to_string();
+        assert!(
+            e.contains("container has runAsNonRoot and image will run as root"),
+            "{e}"
+        );
+        let e = check("0:0", nr).unwrap_err().to_string();
+        assert!(e.contains("image will run as root"), "{e}");
+        let e = check("nobody", nr).unwrap_err().to_string();
+        assert!(
+            e.contains("image has non-numeric user (nobody), cannot verify user is non-root"),
+            "{e}"
+        );
+        assert!(
+            e.contains("web_ns(uid-1)") && e.contains("container: app"),
+            "{e}"
+        );
+        let e = check(
+            "1000",
+            "\nsecurityContext: {runAsNonRoot: true, runAsUser: 0}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("container's runAsUser breaks non-root policy"),
+            "{e}"
+        );
+        assert_eq!(
+            check(
+                "nobody",
+                "\nsecurityContext: {runAsNonRoot: true, runAsUser: 5}"
+            ),
+            Ok(User::Id { uid: 5, gid: None })
+        );
+        // Pod-level runAsNonRoot applies too; the container can turn it off.
+        let mut f = Fixture::new("name: app\nimage: x");
+        f.pod.spec.as_mut().unwrap().security_context =
+            Some(serde_yaml::from_str("{runAsNonRoot: true}").unwrap());
+        assert!(matches!(f.spec(), Err(TranslateError::NonRoot { .. })));
+        let mut f = Fixture::new("name: app\nimage: x\nsecurityContext: {runAsNonRoot: false}");
+        f.pod.spec.as_mut().unwrap().security_context =
+            Some(serde_yaml::from_str("{runAsNonRoot: true}").unwrap());
+        assert!(f.spec().is_ok());
+    }
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("TERM"), Some(15));
+        assert_eq!(parse_signal("sigquit"), Some(3));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(37));
+        assert_eq!(parse_signal("RTMAX"), Some(64));
+        assert_eq!(parse_signal("SIGWINCH"), Some(28));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        let mut f = Fixture::new("name: app\nimage: x");
+        f.image.stop_signal = Some("SIGQUIT".into());
+        assert_eq!(f.spec().unwrap().stop_signal, 3);
+        f.image.stop_signal = Some("SIGBOGUS".into());
+        assert!(matches!(f.spec(), Err(TranslateError::StopSignal { .. })));
+        // The container's lifecycle.stopSignal wins over the image's.
+        let mut f = Fixture::new("name: app\nimage: x\nlifecycle: {stopSignal: SIGUSR1}");
+        f.image.stop_signal = Some("SIGQUIT".into());
+        assert_eq!(f.spec().unwrap().stop_signal, 10);
+    }
+
+    #[test]
+    fn container_hash_tracks_spec_not_resources() {
+        let a = Fixture::new("name: app\nimage: x:1");
+        let b = Fixture::new("name: app\nimage: x:2");
+        let c = Fixture::new("name: app\nimage: x:1\nresources: {limits: {cpu: 1}}");
+        let h = |f: &Fixture| f.spec().unwrap().labels[LABEL_CONTAINER_HASH].clone();
+        assert_ne!(h(&a), h(&b));
+        assert_eq!(h(&a), h(&c));
+        assert_eq!(h(&a), h(&Fixture::new("name: app\nimage: x:1")));
+    }
+
+    // --- mounts and volumes ----------------------------------------------------------------------
+
+    fn volume_pod(container: &str) -> Pod {
+        pod(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web, namespace: ns, uid: u}}\nspec:\n  volumes:\n  - {{name: data, emptyDir: {{}}}}\n  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 64Mi}}}}\n  - {{name: host, hostPath: {{path: /var/log, type: Directory}}}}\n  containers:\n  - {}\n",
+            container.replace('\n', "\n    ")
+        ))
+    }
+
+    fn requests(p: &Pod) -> Result<Vec<MountRequest>, TranslateError> {
+        mount_requests(p, &p.spec.as_ref().unwrap().containers[0])
+    }
+
+    #[test]
+    fn mount_requests_basic() {
+        let p = volume_pod(
+            "name: app\nimage: x\nenv: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]\nvolumeMounts:\n- {name: data, mountPath: /data}\n- {name: host, mountPath: /logs, readOnly: true, mountPropagation: HostToContainer}\n- {name: data, mountPath: /sub, subPath: a/b}\n- {name: data, mountPath: /expr, subPathExpr: logs/$(POD)}",
+        );
+        assert_eq!(
+            requests(&p).unwrap(),
+            vec![
+                MountRequest {
+                    volume: "data".into(),
+                    sub_path: None,
+                    destination: "/data".into(),
+                    readonly: false,
+                    propagation: Propagation::Private,
+                },
+                MountRequest {
+                    volume: "host".into(),
+                    sub_path: None,
+                    destination: "/logs".into(),
+                    readonly: true,
+                    propagation: Propagation::HostToContainer,
+                },
+                MountRequest {
+                    volume: "data".into(),
+                    sub_path: Some("a/b".into()),
+                    destination: "/sub".into(),
+                    readonly: false,
+                    propagation: Propagation::Private,
+                },
+                MountRequest {
+                    volume: "data".into(),
+                    sub_path: Some("logs/web".into()),
+                    destination: "/expr".into(),
+                    readonly: false,
+                    propagation: Propagation::Private,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn mount_request_errors() {
+        let err = |c: &str| {
+            requests(&volume_pod(&format!("name: app\nimage: x\n{c}")))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("volumeMounts: [{name: nope, mountPath: /x}]").contains("not found"));
+        assert!(
+            err("volumeMounts: [{name: data, mountPath: /x, subPath: /abs}]").contains("absolute")
+        );
+        assert!(
+            err("volumeMounts: [{name: data, mountPath: /x, subPath: a/../../b}]").contains("..")
+        );
+        assert!(
+            err("volumeMounts: [{name: data, mountPath: /x, subPathExpr: $(NOPE)/x}]")
+                .contains("missing value for NOPE")
+        );
+        assert!(err(
+            "volumeMounts: [{name: data, mountPath: /x, mountPropagation: Bidirectional}]"
+        )
+        .contains("privileged"));
+        assert!(
+            err("volumeMounts: [{name: data, mountPath: /x, mountPropagation: Sideways}]")
+                .contains("invalid MountPropagation")
+        );
+        let ok = requests(&volume_pod(
+            "name: app\nimage: x\nsecurityContext: {privileged: true}\nvolumeMounts: [{name: host, mountPath: /x, mountPropagation: Bidirectional}]",
+        ))
+        .unwrap();
+        assert_eq!(ok[0].propagation, Propagation::Bidirectional);
+    }
+
+    #[test]
+    fn volume_kinds() {
+        let p = volume_pod("name: app\nimage: x");
+        assert_eq!(
+            volume_sources(&p).unwrap(),
+            vec![
+                (
+                    "data".to_string(),
+                    VolumeKind::EmptyDir {
+                        memory: false,
+                        size_limit: None
+                    }
+                ),
+                (
+                    "mem".to_string(),
+                    VolumeKind::EmptyDir {
+                        memory: true,
+                        size_limit: Some(64 << 20)
+                    }
+                ),
+                (
+                    "host".to_string(),
+                    VolumeKind::HostPath {
+                        path: "/var/log".into(),
+                        type_: "Directory".into()
+                    }
+                ),
+            ]
+        );
+        for (src, kind) in [
+            ("configMap: {name: cm}", "configMap"),
+            ("secret: {secretName: s}", "secret"),
+            (
+                "persistentVolumeClaim: {claimName: c}",
+                "persistentVolumeClaim",
+            ),
+            ("downwardAPI: {items: []}", "downwardAPI"),
+            ("projected: {sources: []}", "projected"),
+            ("csi: {driver: d}", "csi"),
+        ] {
+            let p = pod(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: w}}\nspec:\n  volumes: [{{name: v, {src}}}]\n  containers: [{{name: a, image: x}}]\n"
+            ));
+            let e = volume_sources(&p).unwrap_err();
+            assert_eq!(
+                e,
+                TranslateError::UnsupportedVolume {
+                    volume: "v".into(),
+                    kind: kind.into()
+                }
+            );
+            assert!(e.to_string().starts_with(&format!(
+                "unsupported volume type in standalone mode: {kind}"
+            )));
+        }
+    }
+}
