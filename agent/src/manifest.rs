@@ -1,0 +1,1011 @@
+//! Static pod manifests: the files of the kubelet's `staticPodPath`.
+//!
+//! [`parse_file`] reads one file (YAML with one or more documents, or JSON) into Pods with
+//! errors that name the file, the document and the field; [`validate`] checks what the
+//! apiserver would reject and what bosun relies on; [`default_static_pod`] gives a pod the
+//! identity and defaults the kubelet gives a static pod.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Toleration};
+use sha2::{Digest, Sha256};
+
+use crate::translate::{parse_quantity, volume_type_names};
+
+pub const ANNOTATION_CONFIG_SOURCE: &str = "kubernetes.io/config.source";
+pub const ANNOTATION_CONFIG_HASH: &str = "kubernetes.io/config.hash";
+pub const ANNOTATION_CONFIG_SEEN: &str = "kubernetes.io/config.seen";
+/// The annotation the kubelet puts on mirror pods (the apiserver copy of a static pod).
+pub const ANNOTATION_CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
+
+/// One invalid field, as the apiserver would name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path like `spec.containers[0].image`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn join_errors(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The document is not well-formed YAML/JSON.
+    #[error("{}: document {document}: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        document: usize,
+        message: String,
+    },
+    #[error("{}: document {document}: expected apiVersion v1 and kind Pod, got apiVersion {api_version:?} and kind {kind:?}", file.display())]
+    NotAPod {
+        file: PathBuf,
+        document: usize,
+        api_version: String,
+        kind: String,
+    },
+    /// A field has the wrong type or value.
+    #[error("{}: document {document}: {path}: {message}", file.display())]
+    Field {
+        file: PathBuf,
+        document: usize,
+        path: String,
+        message: String,
+    },
+    /// The pod failed validation.
+    #[error("pod {pod:?} is invalid: {}", join_errors(errors))]
+    Invalid {
+        pod: String,
+        errors: Vec<FieldError>,
+    },
+}
+
+/// `.json` files are read as JSON (exact error positions); everything else as YAML, which also
+/// accepts JSON documents.
+fn is_json_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+}
+
+fn check_and_decode(
+    path: &Path,
+    document: usize,
+    value: serde_json::Value,
+) -> Result<Pod, ManifestError> {
+    let field = |name: &str| {
+        value
+            .get(name)
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_default()
+    };
+    if !value.is_object() {
+        return Err(ManifestError::Syntax {
+            file: path.to_path_buf(),
+            document,
+            message: format!("expected a mapping, got {}", value_kind(&value)),
+        });
+    }
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    if api_version != "v1" || kind != "Pod" {
+        return Err(ManifestError::NotAPod {
+            file: path.to_path_buf(),
+            document,
+            api_version,
+            kind,
+        });
+    }
+    serde_path_to_error::deserialize::<_, Pod>(value).map_err(|e| {
+        let path_str = e.path().to_string();
+        ManifestError::Field {
+            file: path.to_path_buf(),
+            document,
+            path: path_str,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn value_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a sequence",
+        serde_json::Value::Object(_) => "a mapping",
+    }
+}
+
+/// Parses one file: YAML (one or more `---` documents) or JSON; empty documents are skipped;
+/// every document must be `apiVersion: v1, kind: Pod`. Errors name the file, the document
+/// (counted from 1) and the field path, e.g.
+/// `pods/web.yaml: document 2: spec.containers[0].ports[0].containerPort: invalid type: string "x", expected i32`.
+pub fn parse_file(path: &Path, content: &str) -> Result<Vec<Pod>, ManifestError> {
+    let syntax = |document: usize, message: String| ManifestError::Syntax {
+        file: path.to_path_buf(),
+        document,
+        message,
+    };
+    if is_json_file(path) {
+        if content.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(content).map_err(|e| syntax(1, e.to_string()))?;
+        return Ok(vec![check_and_decode(path, 1, value)?]);
+    }
+    let mut pods = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(content).enumerate() {
+        let document = i + 1;
+        let value: serde_json::Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e: serde_yaml::Error| syntax(document, e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        pods.push(check_and_decode(path, document, value)?);
+    }
+    Ok(pods)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------------
+
+/// RFC 1123 label: at most 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: at most 253 characters, dot-separated labels.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    fn check_enum(&mut self, field: String, value: Option<&str>, allowed: &[&str]) {
+        if let Some(v) = value {
+            if !allowed.contains(&v) {
+                let list = allowed
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.add(
+                    field,
+                    format!("Unsupported value: \"{v}\": supported values: {list}"),
+                );
+            }
+        }
+    }
+}
+
+const DNS_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
+const DNS_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+
+fn validate_sub_path(errs: &mut Errors, field: String, p: &str) {
+    if p.starts_with('/') {
+        errs.add(field, "must be a relative path");
+    } else if p.split('/').any(|c| c == "..") {
+        errs.add(field, "must not contain '..'");
+    }
+}
+
+fn validate_container(
+    errs: &mut Errors,
+    base: &str,
+    c: &Container,
+    volumes: &HashSet<&str>,
+    init: bool,
+) {
+    if c.name.is_empty() {
+        errs.add(format!("{base}.name"), "Required value");
+    } else if !is_dns_label(&c.name) {
+        errs.add(
+            format!("{base}.name"),
+            format!("Invalid value: {:?}: {DNS_LABEL_MSG}", c.name),
+        );
+    }
+    if c.image.as_deref().unwrap_or("").trim().is_empty() {
+        errs.add(format!("{base}.image"), "Required value");
+    }
+    errs.check_enum(
+        format!("{base}.imagePullPolicy"),
+        c.image_pull_policy.as_deref(),
+        &["Always", "IfNotPresent", "Never"],
+    );
+    errs.check_enum(
+        format!("{base}.terminationMessagePolicy"),
+        c.termination_message_policy.as_deref(),
+        &["File", "FallbackToLogsOnError"],
+    );
+    if init {
+        errs.check_enum(
+            format!("{base}.restartPolicy"),
+            c.restart_policy.as_deref(),
+            &["Always"],
+        );
+    } else if c.restart_policy.is_some() {
+        errs.add(
+            format!("{base}.restartPolicy"),
+            "Forbidden: may not be set for non-init containers",
+        );
+    }
+    for (i, p) in c.ports.iter().flatten().enumerate() {
+        let f = format!("{base}.ports[{i}]");
+        if !(1..=65535).contains(&p.container_port) {
+            errs.add(
+                format!("{f}.containerPort"),
+                format!(
+                    "Invalid value: {}: must be between 1 and 65535, inclusive",
+                    p.container_port
+                ),
+            );
+        }
+        errs.check_enum(
+            format!("{f}.protocol"),
+            p.protocol.as_deref(),
+            &["TCP", "UDP", "SCTP"],
+        );
+    }
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        if e.name.is_empty() {
+            errs.add(format!("{base}.env[{i}].name"), "Required value");
+        }
+        if e.value.as_deref().is_some_and(|v| !v.is_empty()) && e.value_from.is_some() {
+            errs.add(
+                format!("{base}.env[{i}].valueFrom"),
+                "Invalid value: may not be specified when `value` is not empty",
+            );
+        }
+    }
+    if let Some(res) = &c.resources {
+        for (kind, list) in [("limits", &res.limits), ("requests", &res.requests)] {
+            for (name, q) in list.iter().flatten() {
+                match parse_quantity(&q.0) {
+                    Err(e) => errs.add(
+                        format!("{base}.resources.{kind}[{name}]"),
+                        format!("Invalid value: {:?}: {e}", q.0),
+                    ),
+                    Ok(v) if v.milli_value() < 0 => errs.add(
+                        format!("{base}.resources.{kind}[{name}]"),
+                        format!(
+                            "Invalid value: {:?}: must be greater than or equal to 0",
+                            q.0
+                        ),
+                    ),
+                    Ok(_) => {}
+                }
+            }
+        }
+        for name in ["cpu", "memory"] {
+            let get = |l: &Option<BTreeMap<String, _>>| {
+                l.as_ref()
+                    .and_then(
+                        |l: &BTreeMap<
+                            String,
+                            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                        >| l.get(name),
+                    )
+                    .and_then(|q| parse_quantity(&q.0).ok())
+            };
+            if let (Some(req), Some(lim)) = (get(&res.requests), get(&res.limits)) {
+                if req > lim {
+                    errs.add(
+                        format!("{base}.resources.requests"),
+                        format!("Invalid value: must be less than or equal to {name} limit"),
+                    );
+                }
+            }
+        }
+    }
+    let mut mount_paths = HashSet::new();
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let f = format!("{base}.volumeMounts[{i}]");
+        if m.name.is_empty() {
+            errs.add(format!("{f}.name"), "Required value");
+        } else if !volumes.contains(m.name.as_str()) {
+            errs.add(format!("{f}.name"), format!("Not found: {:?}", m.name));
+        }
+        if m.mount_path.is_empty() {
+            errs.add(format!("{f}.mountPath"), "Required value");
+        } else if !mount_paths.insert(m.mount_path.as_str()) {
+            errs.add(format!("{f}.mountPath"), "Invalid value: must be unique");
+        }
+        errs.check_enum(
+            format!("{f}.mountPropagation"),
+            m.mount_propagation.as_deref(),
+            &["None", "HostToContainer", "Bidirectional"],
+        );
+        let sub_path = m.sub_path.as_deref().filter(|s| !s.is_empty());
+        let sub_path_expr = m.sub_path_expr.as_deref().filter(|s| !s.is_empty());
+        if sub_path.is_some() && sub_path_expr.is_some() {
+            errs.add(
+                format!("{f}.subPathExpr"),
+                "Invalid value: subPathExpr and subPath are mutually exclusive",
+            );
+        }
+        if let Some(p) = sub_path {
+            validate_sub_path(errs, format!("{f}.subPath"), p);
+        }
+        if let Some(p) = sub_path_expr {
+            validate_sub_path(errs, format!("{f}.subPathExpr"), p);
+        }
+    }
+    if let Some(sc) = &c.security_context {
+        let f = format!("{base}.securityContext");
+        if sc.allow_privilege_escalation == Some(false) && sc.privileged == Some(true) {
+            errs.add(
+                f.clone(),
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            );
+        }
+        for (name, v) in [
+            ("runAsUser", sc.run_as_user),
+            ("runAsGroup", sc.run_as_group),
+        ] {
+            if let Some(v) = v.filter(|v| !(0..=i64::from(i32::MAX)).contains(v)) {
+                errs.add(
+                    format!("{f}.{name}"),
+                    format!("Invalid value: {v}: must be between 0 and 2147483647, inclusive"),
+                );
+            }
+        }
+        errs.check_enum(
+            format!("{f}.procMount"),
+            sc.proc_mount.as_deref(),
+            &["Default", "Unmasked"],
+        );
+    }
+}
+
+fn validate_spec(errs: &mut Errors, spec: &PodSpec) {
+    let mut volumes = HashSet::new();
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let f = format!("spec.volumes[{i}]");
+        if v.name.is_empty() {
+            errs.add(format!("{f}.name"), "Required value");
+        } else if !is_dns_label(&v.name) {
+            errs.add(
+                format!("{f}.name"),
+                format!("Invalid value: {:?}: {DNS_LABEL_MSG}", v.name),
+            );
+        } else if !volumes.insert(v.name.as_str()) {
+            errs.add(
+                format!("{f}.name"),
+                format!("Duplicate value: {:?}", v.name),
+            );
+        }
+        match volume_type_names(v).len() {
+            0 => errs.add(f.clone(), "Required value: must specify a volume type"),
+            1 => {}
+            _ => errs.add(
+                f.clone(),
+                "Forbidden: may not specify more than 1 volume type",
+            ),
+        }
+        if let Some(h) = &v.host_path {
+            if h.path.is_empty() {
+                errs.add(format!("{f}.hostPath.path"), "Required value");
+            }
+            errs.check_enum(
+                format!("{f}.hostPath.type"),
+                h.type_.as_deref(),
+                &[
+                    "",
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice",
+                ],
+            );
+        }
+        if let Some(e) = &v.empty_dir {
+            if let Some(q) = &e.size_limit {
+                if let Err(err) = parse_quantity(&q.0) {
+                    errs.add(
+                        format!("{f}.emptyDir.sizeLimit"),
+                        format!("Invalid value: {:?}: {err}", q.0),
+                    );
+                }
+            }
+        }
+    }
+    if spec.containers.is_empty() {
+        errs.add("spec.containers", "Required value");
+    }
+    let mut names = HashSet::new();
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c, true))
+        .chain(
+            spec.containers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("spec.containers[{i}]"), c, false)),
+        );
+    for (base, c, init) in all {
+        validate_container(errs, &base, c, &volumes, init);
+        if !c.name.is_empty() && !names.insert(c.name.as_str()) {
+            errs.add(
+                format!("{base}.name"),
+                format!("Duplicate value: {:?}", c.name),
+            );
+        }
+    }
+    errs.check_enum(
+        "spec.restartPolicy".into(),
+        spec.restart_policy.as_deref(),
+        &["Always", "OnFailure", "Never"],
+    );
+    errs.check_enum(
+        "spec.dnsPolicy".into(),
+        spec.dns_policy.as_deref(),
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+    );
+    if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
+        if !is_dns_label(h) {
+            errs.add(
+                "spec.hostname",
+                format!("Invalid value: {h:?}: {DNS_LABEL_MSG}"),
+            );
+        }
+    }
+    if let Some(s) = spec.subdomain.as_deref().filter(|h| !h.is_empty()) {
+        if !is_dns_label(s) {
+            errs.add(
+                "spec.subdomain",
+                format!("Invalid value: {s:?}: {DNS_LABEL_MSG}"),
+            );
+        }
+    }
+    if let Some(g) = spec.termination_grace_period_seconds {
+        if g < 0 {
+            errs.add(
+                "spec.terminationGracePeriodSeconds",
+                format!("Invalid value: {g}: must be greater than or equal to 0"),
+            );
+        }
+    }
+    if let Some(psc) = &spec.security_context {
+        for (name, v) in [
+            ("runAsUser", psc.run_as_user),
+            ("runAsGroup", psc.run_as_group),
+            ("fsGroup", psc.fs_group),
+        ] {
+            if let Some(v) = v.filter(|v| !(0..=i64::from(i32::MAX)).contains(v)) {
+                errs.add(
+                    format!("spec.securityContext.{name}"),
+                    format!("Invalid value: {v}: must be between 0 and 2147483647, inclusive"),
+                );
+            }
+        }
+    }
+}
+
+/// Validation the kubelet/apiserver would do for what bosun relies on. Unsupported (but valid)
+/// volume types pass here and fail at translate time.
+pub fn validate(pod: &Pod) -> Result<(), ManifestError> {
+    let mut errs = Errors(Vec::new());
+    match pod.metadata.name.as_deref() {
+        None | Some("") => errs.add("metadata.name", "Required value: name is required"),
+        Some(n) if !is_dns_subdomain(n) => errs.add(
+            "metadata.name",
+            format!("Invalid value: {n:?}: {DNS_SUBDOMAIN_MSG}"),
+        ),
+        Some(_) => {}
+    }
+    if let Some(ns) = pod.metadata.namespace.as_deref().filter(|n| !n.is_empty()) {
+        if !is_dns_label(ns) {
+            errs.add(
+                "metadata.namespace",
+                format!("Invalid value: {ns:?}: {DNS_LABEL_MSG}"),
+            );
+        }
+    }
+    match &pod.spec {
+        None => errs.add("spec", "Required value"),
+        Some(spec) => validate_spec(&mut errs, spec),
+    }
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ManifestError::Invalid {
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            errors: errs.0,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defaulting
+// ---------------------------------------------------------------------------------------------
+
+/// The tag of an image reference (`busybox:1.36` -> `1.36`, `busybox` -> None,
+/// `localhost:5000/busybox` -> None, `busybox@sha256:..` -> None).
+fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+/// The kubelet's default pull policy: Always for `:latest` or no tag, IfNotPresent otherwise
+/// (a digest without a tag counts as IfNotPresent).
+pub fn default_pull_policy(image: &str) -> &'static str {
+    match image_tag(image) {
+        Some("latest") => "Always",
+        Some(_) => "IfNotPresent",
+        None if image.contains('@') => "IfNotPresent",
+        None => "Always",
+    }
+}
+
+fn default_container(c: &mut Container) {
+    if c.termination_message_path
+        .as_deref()
+        .unwrap_or("")
+        .is_empty()
+    {
+        c.termination_message_path = Some("/dev/termination-log".into());
+    }
+    if c.termination_message_policy
+        .as_deref()
+        .unwrap_or("")
+        .is_empty()
+    {
+        c.termination_message_policy = Some("File".into());
+    }
+    if c.image_pull_policy.as_deref().unwrap_or("").is_empty() {
+        c.image_pull_policy = Some(default_pull_policy(c.image.as_deref().unwrap_or("")).into());
+    }
+    for p in c.ports.iter_mut().flatten() {
+        if p.protocol.as_deref().unwrap_or("").is_empty() {
+            p.protocol = Some("TCP".into());
+        }
+    }
+    // The apiserver copies limits into unset requests.
+    if let Some(res) = c.resources.as_mut() {
+        if let Some(limits) = res.limits.clone() {
+            let requests = res.requests.get_or_insert_with(BTreeMap::new);
+            for (k, v) in limits {
+                requests.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
+/// The uid of a static pod: a hash of the pod as written, the node and the source file, so an
+/// unchanged file keeps its uid and a changed one gets a new uid (32 hex characters).
+pub fn static_pod_uid(pod: &Pod, source: &Path, node_name: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&pod.metadata).unwrap_or_default());
+    h.update(serde_json::to_vec(&pod.spec).unwrap_or_default());
+    h.update(format!("host:{node_name}").as_bytes());
+    h.update(format!("file:{}", source.display()).as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// RFC 3339 UTC time with nanoseconds, like Go's `time.RFC3339Nano`.
+fn rfc3339_nano(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let nanos = d.subsec_nanos();
+    let frac = if nanos == 0 {
+        String::new()
+    } else {
+        format!(".{nanos:09}").trim_end_matches('0').to_string()
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{frac}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Kubelet-style identity and defaults for a static pod read from `source` (call it once, on a
+/// freshly parsed pod):
+/// uid (kept when the file sets one, else [`static_pod_uid`]), name suffixed with `-<node>`
+/// like the kubelet's mirror pods, namespace `default`, spec.nodeName, the config annotations,
+/// the NoExecute toleration, and the API defaults bosun relies on.
+pub fn default_static_pod(pod: &mut Pod, source: &Path, node_name: &str) {
+    if pod.metadata.uid.as_deref().unwrap_or("").is_empty() {
+        pod.metadata.uid = Some(static_pod_uid(pod, source, node_name));
+    }
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if let Some(name) = pod.metadata.name.as_mut() {
+        if !node_name.is_empty() {
+            name.push('-');
+            name.push_str(&node_name.to_ascii_lowercase());
+        }
+    }
+    if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
+        pod.metadata.namespace = Some("default".into());
+    }
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(ANNOTATION_CONFIG_SOURCE.into(), "file".into());
+    annotations.insert(ANNOTATION_CONFIG_HASH.into(), uid);
+    annotations.insert(
+        ANNOTATION_CONFIG_SEEN.into(),
+        rfc3339_nano(SystemTime::now()),
+    );
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    spec.node_name = Some(node_name.to_string());
+    let set = |f: &mut Option<String>, v: &str| {
+        if f.as_deref().unwrap_or("").is_empty() {
+            *f = Some(v.to_string());
+        }
+    };
+    set(&mut spec.restart_policy, "Always");
+    set(&mut spec.dns_policy, "ClusterFirst");
+    set(&mut spec.scheduler_name, "default-scheduler");
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.enable_service_links.get_or_insert(true);
+    spec.security_context.get_or_insert_with(Default::default);
+    for c in spec.containers.iter_mut() {
+        default_container(c);
+    }
+    for c in spec.init_containers.iter_mut().flatten() {
+        default_container(c);
+    }
+    let toleration = Toleration {
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        ..Toleration::default()
+    };
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    if !tolerations.contains(&toleration) {
+        tolerations.push(toleration);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const WEB: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  containers:\n  - name: app\n    image: busybox:1.36\n    command: [sleep, \"3600\"]\n";
+
+    fn parse(content: &str) -> Result<Vec<Pod>, ManifestError> {
+        parse_file(Path::new("pods/web.yaml"), content)
+    }
+
+    fn one(content: &str) -> Pod {
+        let mut pods = parse(content).expect("parses");
+        assert_eq!(pods.len(), 1);
+        pods.remove(0)
+    }
+
+    #[test]
+    fn parses_single_yaml() {
+        let p = one(WEB);
+        assert_eq!(p.metadata.name.as_deref(), Some("web"));
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some("busybox:1.36"));
+        assert_eq!(
+            spec.containers[0].command.as_deref(),
+            Some(&["sleep".to_string(), "3600".to_string()][..])
+        );
+        validate(&p).unwrap();
+    }
+
+    #[test]
+    fn parses_multi_document_yaml_skipping_empty_ones() {
+        let content = format!(
+            "---\n# leading comment\n---\n{WEB}---\n{}\n---\n",
+            WEB.replace("name: web", "name: other")
+        );
+        let pods = parse(&content).unwrap();
+        let names: Vec<_> = pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["web", "other"]);
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("---\n---\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn parses_json() {
+        let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"a","image":"x","resources":{"limits":{"cpu":1,"memory":"64Mi"}}}]}}"#;
+        let pods = parse_file(Path::new("pods/j.json"), json).unwrap();
+        assert_eq!(pods.len(), 1);
+        let c = &pods[0].spec.as_ref().unwrap().containers[0];
+        let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!(limits["cpu"].0, "1");
+        // JSON content without the extension goes through the YAML parser, which reads it too.
+        assert_eq!(parse_file(Path::new("pods/j"), json).unwrap().len(), 1);
+        let err = parse_file(Path::new("pods/j.json"), "{\"apiVersion\": ").unwrap_err();
+        assert!(
+            err.to_string().starts_with("pods/j.json: document 1: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn field_errors_name_file_document_and_path() {
+        let bad = "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\nspec:\n  containers:\n  - name: a\n    image: x\n    ports:\n    - containerPort: x\n";
+        let content = format!("{WEB}---\n{bad}");
+        let err = parse(&content).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pods/web.yaml: document 2: spec.containers[0].ports[0].containerPort: invalid type: string \"x\", expected i32"
+        );
+        let err = parse("apiVersion: v1\nkind: Pod\nspec: {containers: 3}\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pods/web.yaml: document 1: spec.containers: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_other_kinds_and_bad_syntax() {
+        let err =
+            parse("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n").unwrap_err();
+        assert!(
+            matches!(err, ManifestError::NotAPod { document: 1, .. }),
+            "{err}"
+        );
+        let err = parse(&format!("{WEB}---\nkind: Pod\n")).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::NotAPod { document: 2, .. }),
+            "{err}"
+        );
+        let err = parse(&format!("{WEB}---\n- a\n- b\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("document 2: expected a mapping"),
+            "{err}"
+        );
+        let err = parse("apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n").unwrap_err();
+        assert!(
+            matches!(err, ManifestError::Syntax { document: 1, .. }),
+            "{err}"
+        );
+    }
+
+    fn invalid_fields(yaml: &str) -> Vec<String> {
+        match validate(&one(yaml)) {
+            Ok(()) => Vec::new(),
+            Err(ManifestError::Invalid { errors, .. }) => {
+                errors.into_iter().map(|e| e.field).collect()
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+
+    fn pod_yaml(meta: &str, spec: &str) -> String {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {meta}\nspec:\n{spec}")
+    }
+
+    #[test]
+    fn validation_errors() {
+        let c = "  containers:\n  - {name: app, image: x}\n";
+        assert!(invalid_fields(&pod_yaml("{name: ok.name-1}", c)).is_empty());
+        assert_eq!(invalid_fields(&pod_yaml("{}", c)), ["metadata.name"]);
+        assert_eq!(
+            invalid_fields(&pod_yaml("{name: Bad_Name}", c)),
+            ["metadata.name"]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml("{name: p}", "  containers: []\n")),
+            ["spec.containers"]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  containers:\n  - {name: app, image: x}\n  - {name: app, image: \"\"}\n"
+            )),
+            ["spec.containers[1].image", "spec.containers[1].name"]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  initContainers:\n  - {name: app, image: x}\n  containers:\n  - {name: app, image: x}\n"
+            )),
+            ["spec.containers[0].name"]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  containers:\n  - {name: App, image: x}\n"
+            )),
+            ["spec.containers[0].name"]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  restartPolicy: Sometimes\n  dnsPolicy: Nope\n  containers:\n  - {name: a, image: x, imagePullPolicy: Maybe}\n"
+            )),
+            ["spec.containers[0].imagePullPolicy", "spec.restartPolicy", "spec.dnsPolicy"]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  volumes:\n  - {name: v, emptyDir: {}}\n  - {name: v, emptyDir: {}}\n  - {name: w}\n  - {name: z, emptyDir: {}, hostPath: {path: /x}}\n  containers:\n  - name: a\n    image: x\n    volumeMounts:\n    - {name: v, mountPath: /a}\n    - {name: missing, mountPath: /b}\n    - {name: v, mountPath: /a}\n"
+            )),
+            [
+                "spec.volumes[1].name",
+                "spec.volumes[2]",
+                "spec.volumes[3]",
+                "spec.containers[0].volumeMounts[1].name",
+                "spec.containers[0].volumeMounts[2].mountPath"
+            ]
+        );
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  containers:\n  - name: a\n    image: x\n    resources: {requests: {cpu: 2, memory: 1x}, limits: {cpu: 1}}\n"
+            )),
+            ["spec.containers[0].resources.requests[memory]", "spec.containers[0].resources.requests"]
+        );
+        // Unsupported but valid volume types pass validation.
+        assert!(invalid_fields(&pod_yaml(
+            "{name: p}",
+            "  volumes:\n  - {name: cm, configMap: {name: c}}\n  containers:\n  - {name: a, image: x, volumeMounts: [{name: cm, mountPath: /c}]}\n"
+        ))
+        .is_empty());
+        let err = validate(&one(&pod_yaml(
+            "{name: p}",
+            "  containers:\n  - {name: a}\n",
+        )))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod \"p\" is invalid: spec.containers[0].image: Required value"
+        );
+    }
+
+    #[test]
+    fn pull_policy_defaults() {
+        assert_eq!(default_pull_policy("busybox"), "Always");
+        assert_eq!(default_pull_policy("busybox:latest"), "Always");
+        assert_eq!(default_pull_policy("busybox:1.36"), "IfNotPresent");
+        assert_eq!(default_pull_policy("localhost:5000/busybox"), "Always");
+        assert_eq!(
+            default_pull_policy("localhost:5000/busybox:v1"),
+            "IfNotPresent"
+        );
+        assert_eq!(default_pull_policy("busybox@sha256:abcd"), "IfNotPresent");
+        assert_eq!(default_pull_policy("busybox:latest@sha256:abcd"), "Always");
+    }
+
+    #[test]
+    fn defaults_and_identity() {
+        let mut p = one(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  initContainers: [{name: init, image: x}]\n  containers:\n  - {name: a, image: busybox, resources: {limits: {cpu: 1}}, ports: [{containerPort: 80}]}\n  - {name: b, image: busybox:1.36, imagePullPolicy: Never}\n",
+        );
+        default_static_pod(
+            &mut p,
+            Path::new("/etc/kubernetes/manifests/web.yaml"),
+            "Node1",
+        );
+        let uid = p.metadata.uid.clone().unwrap();
+        assert_eq!(uid.len(), 32);
+        assert!(uid.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(p.metadata.name.as_deref(), Some("web-node1"));
+        assert_eq!(p.metadata.namespace.as_deref(), Some("default"));
+        let a = p.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a[ANNOTATION_CONFIG_SOURCE], "file");
+        assert_eq!(a[ANNOTATION_CONFIG_HASH], uid);
+        assert!(a[ANNOTATION_CONFIG_SEEN].ends_with('Z'));
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("Node1"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
+        assert_eq!(spec.scheduler_name.as_deref(), Some("default-scheduler"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(30));
+        assert_eq!(spec.enable_service_links, Some(true));
+        let (ca, cb) = (&spec.containers[0], &spec.containers[1]);
+        assert_eq!(
+            ca.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(ca.termination_message_policy.as_deref(), Some("File"));
+        assert_eq!(ca.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(cb.image_pull_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            ca.ports.as_ref().unwrap()[0].protocol.as_deref(),
+            Some("TCP")
+        );
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            ca.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+            "1"
+        );
+        assert_eq!(spec.tolerations.as_ref().unwrap().len(), 1);
+        validate(&p).unwrap();
+        assert!(is_dns_label(&uid));
+    }
+
+    #[test]
+    fn uid_is_stable_and_changes_with_the_manifest() {
+        let path = Path::new("/etc/kubernetes/manifests/web.yaml");
+        let uid = |content: &str, path: &Path, node: &str| {
+            let mut p = one(content);
+            default_static_pod(&mut p, path, node);
+            p.metadata.uid.unwrap()
+        };
+        let first = uid(WEB, path, "n1");
+        assert_eq!(first, uid(WEB, path, "n1"));
+        // Formatting-only changes keep the uid: it hashes the parsed pod.
+        let reformatted = WEB.replace(
+            "command: [sleep, \"3600\"]",
+            "command:\n    - sleep\n    - \"3600\"",
+        );
+        assert_eq!(first, uid(&reformatted, path, "n1"));
+        assert_ne!(first, uid(&WEB.replace("1.36", "1.37"), path, "n1"));
+        assert_ne!(
+            first,
+            uid(WEB, Path::new("/etc/kubernetes/manifests/other.yaml"), "n1")
+        );
+        assert_ne!(first, uid(WEB, path, "n2"));
+        // A uid written in the file is kept, like the kubelet.
+        let fixed = WEB.replace("name: web\n", "name: web\n  uid: my-uid\n");
+        assert_eq!(uid(&fixed, path, "n1"), "my-uid");
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        let t = UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_000_000);
+        assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339_nano(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = UNIX_EPOCH + std::time::Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339_nano(leap), "2000-02-29T00:00:00Z");
+    }
+}
