@@ -26,14 +26,15 @@ for _ in $(seq 1 100); do
 done
 bosun pods
 echo
-echo "--- bosun logs hello"
-bosun logs hello --tail 5
-cat <<'MSG'
+node=$(hostname | tr 'A-Z' 'a-z')
+echo "--- bosun logs hello-$node"
+bosun logs "hello-$node" --tail 5
+cat <<MSG
 
-Try:
-  bosun pods                      # pods, containers, states, restarts, exit codes
-  bosun logs hello -f             # follow a container's log (Ctrl-C to stop)
-  bosun logs web web --tail 20
+Static pods are named <manifest name>-<node name>, as with the kubelet. Try:
+  bosun pods                        # pods, containers, states, restarts, exit codes
+  bosun logs hello-$node -f         # follow a container's log (Ctrl-C to stop)
+  bosun logs web-$node web --tail 20
   cp examples/hello.yaml /etc/bosun/manifests/hello2.yaml   # and edit: pods follow the folder
-  make down                       # remove the pods and stop bosun
+  make down                         # remove the pods and stop bosun
 MSG

@@ -49,6 +49,9 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         runtime,
         images,
         node_memory: node_memory(),
+        node_cpu_millis: std::thread::available_parallelism()
+            .map(|n| n.get() as u64 * 1000)
+            .unwrap_or(1000),
     })
 }
 

@@ -255,6 +255,7 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
             }
         }
     });
+    let paths = ctx.runtime.paths().clone();
     let manager = tokio::spawn(pods::run(ctx, rx));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -262,7 +263,9 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
         _ = term.recv() => {}
         r = manager => { r.context("pod manager")?; }
     }
-    // Pods keep running: a restarted bosun adopts them.
+    // Pods keep running: a restarted bosun adopts them. With no pod left, unmount the
+    // sandboxes root too (it refuses while any sandbox remains).
+    let _ = bosun_runtime::sandbox::release_root(&paths);
     tracing::info!("bosun stopping; pods keep running");
     Ok(())
 }

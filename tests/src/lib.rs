@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+/// The node name every test node uses; static pods are named `<name>-<node>` like the kubelet's.
+pub const NODE: &str = "node1";
+
+/// The full name of a static pod from manifest name `name`.
+pub fn full_name(name: &str) -> String {
+    format!("{name}-{NODE}")
+}
+
 /// The `bosun` binary under test: `$BOSUN_BIN`, or `bosun` next to the test's `deps/` folder.
 pub fn bosun_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BOSUN_BIN") {
@@ -100,6 +108,8 @@ impl Node {
             self.path("containers-logs").display().to_string(),
             "--cgroup-root".into(),
             self.cgroup_root.clone(),
+            "--hostname-override".into(),
+            NODE.into(),
         ]
     }
 
@@ -155,8 +165,9 @@ impl Node {
         Ok(())
     }
 
-    /// The pod's last written status object (`<run>/pods/<uid>/status.json`), by name.
+    /// The pod's last written status object (`<run>/pods/<uid>/status.json`), by manifest name.
     pub fn pod(&self, name: &str) -> Option<Value> {
+        let name = full_name(name);
         let dir = std::fs::read_dir(self.path("run").join("pods")).ok()?;
         for e in dir.flatten() {
             let Ok(bytes) = std::fs::read(e.path().join("status.json")) else {
@@ -210,9 +221,10 @@ impl Node {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// `bosun logs` output.
+    /// `bosun logs` output, by manifest name.
     pub fn logs(&self, pod: &str, container: &str, previous: bool) -> Result<String> {
-        let mut args = vec!["logs", pod, container];
+        let full = full_name(pod);
+        let mut args = vec!["logs", full.as_str(), container];
         if previous {
             args.push("--previous");
         }

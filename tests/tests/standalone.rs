@@ -46,13 +46,13 @@ fn exit_code_env_args_and_logs() -> Result<()> {
     ensure!(logs.contains("to-stderr"), "logs: {logs:?}");
     // The raw CRI file has both streams in CRI format.
     let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
-    let file = node.path("pods-logs").join(format!("default_exit_{uid}/main/0.log"));
+    let file = node.path("pods-logs").join(format!("default_exit-node1_{uid}/main/0.log"));
     let raw = std::fs::read_to_string(&file)?;
     ensure!(raw.lines().any(|l| l.contains(" stdout F greeting=hello-world world")), "{raw}");
     ensure!(raw.lines().any(|l| l.contains(" stderr F to-stderr")), "{raw}");
     // /var/log/containers-style symlink.
     let links: Vec<_> = std::fs::read_dir(node.path("containers-logs"))?.flatten().collect();
-    ensure!(links.iter().any(|l| l.file_name().to_string_lossy().starts_with("exit_default_main-")), "links");
+    ensure!(links.iter().any(|l| l.file_name().to_string_lossy().starts_with("exit-node1_default_main-")), "links");
     node.delete("p.yaml")?;
     node.wait_gone("exit", T)?;
     check_clean(node)
@@ -116,7 +116,7 @@ fn restart_backoff_intervals() -> Result<()> {
     ensure!(c["state"]["waiting"]["reason"] == "CrashLoopBackOff" || !c["state"]["running"].is_null() || !c["state"]["terminated"].is_null(), "{c}");
     // The starts, from the logs of each attempt (each prints its start second).
     let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
-    let dir = node.path("pods-logs").join(format!("default_crash_{uid}/c"));
+    let dir = node.path("pods-logs").join(format!("default_crash-node1_{uid}/c"));
     let mut starts = Vec::new();
     for n in 0..4 {
         let text = std::fs::read_to_string(dir.join(format!("{n}.log")))?;

@@ -25,8 +25,10 @@ pub struct Ctx {
     pub cfg: Config,
     pub runtime: HostRuntime,
     pub images: ImageStore,
-    /// The node's memory in bytes (oom_score_adj of burstable containers).
+    /// The node's memory in bytes (oom_score_adj of burstable containers, resourceFieldRef).
     pub node_memory: u64,
+    /// The node's CPUs in millicores (resourceFieldRef of an unset cpu limit).
+    pub node_cpu_millis: u64,
 }
 
 /// Maps the translated volume description to the volumes crate's source.

@@ -20,11 +20,11 @@ use super::status::{self, ContainerView, Record};
 use super::Ctx;
 use crate::translate;
 
-pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
-pub const LABEL_CONTAINER: &str = "io.kubernetes.container.name";
-pub const LABEL_ATTEMPT: &str = "io.kubernetes.container.restartCount";
+pub use crate::translate::{
+    LABEL_CONTAINER_NAME as LABEL_CONTAINER, LABEL_POD_UID, LABEL_RESTART_COUNT as LABEL_ATTEMPT,
+};
+/// The stop signal the container was started with (the image's STOPSIGNAL or SIGTERM).
 pub const LABEL_STOP_SIGNAL: &str = "bosun.stop-signal";
-pub const LABEL_HASH: &str = "bosun.container.hash";
 
 /// What the manager wants of a pod.
 #[derive(Clone, Debug)]
@@ -481,7 +481,7 @@ impl Worker {
             }
         };
         let id = translate::container_id(&self.uid, &c.name, attempt);
-        let mounts = match self.mounts(c, &id) {
+        let (mounts, message_file) = match self.mounts(c, &id) {
             Ok(m) => m,
             Err(msg) => {
                 self.event("Warning", "Failed", &msg);
@@ -499,7 +499,8 @@ impl Worker {
             attempt,
             mounts,
             node_memory_bytes: self.ctx.node_memory,
-            termination_message_path: None,
+            node_cpu_millis: self.ctx.node_cpu_millis,
+            termination_message_path: Some(message_file),
         };
         let mut spec = match translate::container_spec(&ctx) {
             Ok(s) => s,
@@ -536,8 +537,8 @@ impl Worker {
         }
     }
 
-    /// The container's mounts: volumes (with safe subPaths) and the termination message file.
-    fn mounts(&self, c: &Container, id: &str) -> Result<Vec<Mount>, String> {
+    /// The container's volume mounts (with safe subPaths) and its termination message file.
+    fn mounts(&self, c: &Container, id: &str) -> Result<(Vec<Mount>, PathBuf), String> {
         let vols = self.volume_paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();
         let mut out = Vec::new();
@@ -573,17 +574,7 @@ impl Worker {
         std::fs::write(&file, b"").map_err(|e| format!("{}: {e}", file.display()))?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666));
-        let dest = c
-            .termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into());
-        out.push(Mount {
-            destination: dest.into(),
-            source: file,
-            readonly: false,
-            propagation: Propagation::Private,
-        });
-        Ok(out)
+        Ok((out, file))
     }
 
     /// Stops the running attempt of `name` (preStop, stop signal, SIGKILL at the deadline).
