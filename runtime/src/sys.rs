@@ -126,9 +126,9 @@ pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) 
 }
 
 fn overlay_escape(p: &Path) -> io::Result<String> {
-    let s = p.to_str().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "overlay path is not utf-8")
-    })?;
+    let s = p
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "overlay path is not utf-8"))?;
     if s.contains([',', ':']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -167,9 +167,9 @@ pub fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
                 + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
