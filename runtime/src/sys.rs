@@ -233,6 +233,18 @@ pub fn set_cloexec_raw(fd: RawFd) -> io::Result<bool> {
     }
 }
 
+/// Opens /dev/null on any of fds 0, 1, 2 that is closed, so that no file of ours can land on
+/// a standard fd (and be handed to a container as its stdio). The fds are kept open on purpose.
+pub fn ensure_std_fds() {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    for fd in 0..=2 {
+        if fcntl(fd, FcntlArg::F_GETFD) == Err(nix::errno::Errno::EBADF) {
+            // Lowest free fd: this one, since the lower ones are open. Leaked on purpose.
+            let _ = open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty());
+        }
+    }
+}
+
 /// Readiness of one fd after [`poll`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
