@@ -97,6 +97,7 @@ impl LogWriter {
         pending.extend_from_slice(bytes);
         let mut start = 0;
         let mut out = Vec::new();
+        let mut result = Ok(());
         loop {
             let rest = &pending[start..];
             match rest.iter().position(|b| *b == b'\n') {
@@ -110,10 +111,19 @@ impl LogWriter {
                 }
                 _ => break,
             }
+            // Rotate between records, not only after a whole batch.
+            if self.max_size > 0 && self.size + out.len() as u64 > self.max_size {
+                result = self.emit(&out);
+                out.clear();
+                if result.is_err() {
+                    break;
+                }
+            }
         }
         pending.drain(..start);
         self.pending[stream.index()] = pending;
-        self.emit(&out, now)
+        result?;
+        self.emit(&out)
     }
 
     /// End of `stream`: what is left without a newline is written as a partial record.
@@ -125,10 +135,10 @@ impl LogWriter {
         }
         let mut out = Vec::new();
         format_record(&mut out, now, stream, true, &pending);
-        self.emit(&out, now)
+        self.emit(&out)
     }
 
-    fn emit(&mut self, out: &[u8], now: SystemTime) -> Result<(), LogError> {
+    fn emit(&mut self, out: &[u8]) -> Result<(), LogError> {
         if out.is_empty() {
             return Ok(());
         }
@@ -138,20 +148,28 @@ impl LogWriter {
         })?;
         self.size += out.len() as u64;
         if self.max_size > 0 && self.size > self.max_size {
-            self.rotate(now)?;
+            self.rotate()?;
         }
         Ok(())
     }
 
-    fn rotate(&mut self, now: SystemTime) -> Result<(), LogError> {
+    fn rotate(&mut self) -> Result<(), LogError> {
         let err = |source| LogError::Rotate {
             path: self.path.clone(),
             source,
         };
-        let mut rotated = self.path.as_os_str().to_owned();
-        rotated.push(".");
-        rotated.push(rotation_suffix(now));
-        let rotated = PathBuf::from(rotated);
+        // A unique name even for two rotations within one clock tick.
+        let mut now = SystemTime::now();
+        let rotated = loop {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(".");
+            name.push(rotation_suffix(now));
+            let candidate = PathBuf::from(name);
+            if !candidate.exists() {
+                break candidate;
+            }
+            now += std::time::Duration::from_nanos(1);
+        };
         if self.max_files >= 2 {
             std::fs::rename(&self.path, &rotated).map_err(err)?;
         } else {

@@ -53,26 +53,69 @@ pub fn set_child_subreaper() -> io::Result<()> {
 
 /// Resets every signal disposition to the default and unblocks every signal, so processes
 /// cloned from here (containers) do not inherit Rust's ignored SIGPIPE or a blocked mask.
+/// The raw `rt_sigaction` is used because glibc refuses to touch the two real-time signals it
+/// reserves (32, 33), which can still arrive here ignored from whoever started us.
 pub fn reset_signals() -> io::Result<()> {
-    for sig in 1..=libc::SIGRTMAX() {
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: `sa` is a zeroed sigaction (valid: empty mask, no flags) with SIG_DFL as the
-        // handler, so no Rust code can be run as a handler; the old action pointer is NULL.
-        // Failures (EINVAL for numbers the libc reserves) are ignored on purpose.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = libc::SIG_DFL;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+        // Failures (numbers the kernel refuses) are ignored on purpose.
+        let _ = set_default_raw(sig);
     }
     // SAFETY: `set` is initialised by sigemptyset before use; the old set pointer is NULL.
     let ret = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn set_default_raw(sig: i32) -> io::Result<()> {
+    /// The kernel's `struct sigaction` on these architectures (both have sa_restorer).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let sa = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: `sa` is a valid kernel sigaction with SIG_DFL (no handler and so no restorer
+    // is needed), the old-action pointer is NULL and the sigset size is the kernel's (8).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &sa as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn set_default_raw(sig: i32) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction (empty mask, no flags) with SIG_DFL: no handler code runs.
+    let ret = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut())
     };
     if ret != 0 {
         return Err(io::Error::last_os_error());

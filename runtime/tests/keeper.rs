@@ -54,6 +54,13 @@ fn main() {
         ("memory_limit_oom_kill", memory_limit_oom_kill),
         ("start_failure_records_error", start_failure_records_error),
         ("sigterm_is_delivered", sigterm_is_delivered),
+        ("signals_default_and_nofile", signals_default_and_nofile),
+        ("log_rotation_while_running", log_rotation_while_running),
+        ("host_pid_lingering_child", host_pid_lingering_child),
+        (
+            "readonly_rootfs_and_bind_mount",
+            readonly_rootfs_and_bind_mount,
+        ),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -266,7 +273,8 @@ fn make_busybox_layer(layer: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&bin)?;
     std::fs::copy("/bin/busybox", bin.join("busybox"))?;
     for tool in [
-        "sh", "echo", "cat", "sleep", "head", "tail", "id", "env", "ls", "true", "false",
+        "sh", "echo", "cat", "sleep", "head", "tail", "id", "env", "ls", "true", "false", "grep",
+        "seq",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(tool))?;
     }
@@ -560,5 +568,123 @@ fn sigterm_is_delivered(env: &Env) -> TestResult {
     check!(exit.code == 42, "code {} ({exit:?})", exit.code);
     let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
     check!(out == ["ready", "got term"], "log {out:?}");
+    Ok(())
+}
+
+fn signals_default_and_nofile(env: &Env) -> TestResult {
+    let name = "signals_default_and_nofile";
+    let req = env.request(
+        name,
+        &[
+            "sh",
+            "-c",
+            "ulimit -n; exec grep -E '^(SigIgn|SigBlk)' /proc/self/status",
+        ],
+    );
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(exit.code == 0, "code {}", exit.code);
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_err(|e| e.to_string())?
+        .1
+        .min(bosun_runtime::spec::WANTED_NOFILE);
+    check!(
+        out == [
+            hard.to_string(),
+            "SigBlk:\t0000000000000000".to_string(),
+            "SigIgn:\t0000000000000000".to_string()
+        ],
+        "output {out:?}"
+    );
+    Ok(())
+}
+
+fn log_rotation_while_running(env: &Env) -> TestResult {
+    let name = "log_rotation_while_running";
+    let mut req = env.request(
+        name,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 1000 1499); do echo line $i; done",
+        ],
+    );
+    req.log_max_size = 4096;
+    req.log_max_files = 3;
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(exit.code == 0, "code {}", exit.code);
+    let rotated = logs::rotated_files(&req.log_path).map_err(|e| e.to_string())?;
+    check!(rotated.len() == 2, "rotated files {rotated:?}");
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    check!(
+        out.last().map(String::as_str) == Some("line 1499"),
+        "last {:?}",
+        out.last()
+    );
+    let mut sorted = out.clone();
+    sorted.sort();
+    check!(
+        out == sorted && out.len() > 50,
+        "records out of order or too few: {}",
+        out.len()
+    );
+    Ok(())
+}
+
+fn host_pid_lingering_child(env: &Env) -> TestResult {
+    let name = "host_pid_lingering_child";
+    let mut req = env.request(name, &["sh", "-c", "sleep 30 & echo bye"]);
+    req.sandbox.host_pid = true;
+    let t0 = Instant::now();
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let exit = k.wait(Duration::from_secs(20))?;
+    check!(exit.code == 0, "code {}", exit.code);
+    check!(
+        t0.elapsed() < Duration::from_secs(10),
+        "keeper waited for the lingering child: {:?}",
+        t0.elapsed()
+    );
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    check!(out == ["bye"], "log {out:?}");
+    Ok(())
+}
+
+fn readonly_rootfs_and_bind_mount(env: &Env) -> TestResult {
+    let name = "readonly_rootfs_and_bind_mount";
+    let data = env.base.path().join("data").join(name);
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let mut req = env.request(
+        name,
+        &[
+            "sh",
+            "-c",
+            "if (echo x > /x) 2>/dev/null; then echo rootfs-rw; else echo rootfs-ro; fi; \
+             echo hi > /data/f && echo data-ok; echo x > /dev/shm/s && echo shm-ok",
+        ],
+    );
+    req.spec.security.readonly_rootfs = true;
+    req.spec.mounts.push(bosun_runtime::Mount {
+        destination: "/data".into(),
+        source: data.clone(),
+        readonly: false,
+        propagation: bosun_runtime::Propagation::Private,
+    });
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(exit.code == 0, "code {}", exit.code);
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    check!(out == ["rootfs-ro", "data-ok", "shm-ok"], "log {out:?}");
+    let f = std::fs::read_to_string(data.join("f")).map_err(|e| e.to_string())?;
+    check!(f == "hi\n", "data file {f:?}");
+    check!(
+        req.sandbox.shm.join("s").exists(),
+        "/dev/shm is not the sandbox's"
+    );
     Ok(())
 }
