@@ -61,7 +61,8 @@ pub struct Started {
 
 /// Entry point of `bosun __keeper <dir>`. Called by `main` before any thread or runtime exists.
 /// Returns the process exit code: 0 once an exit (or a start error) was recorded in
-/// `exit.json`, 1 if even that failed.
+/// `exit.json`, 1 if even that failed, 2 if the folder already had a keeper (`keeper.pid`
+/// exists; nothing was touched).
 pub fn main(dir: PathBuf) -> i32 {
     run::main(dir)
 }

@@ -463,6 +463,19 @@ fn exit_code_env_args_and_log(env: &Env) -> TestResult {
         !dir.join("state").join(container_id(name)).exists(),
         "libcontainer state left"
     );
+    // A second keeper on the same folder refuses and leaves exit.json alone.
+    let before = std::fs::read(dir.join(EXIT_FILE)).map_err(|e| e.to_string())?;
+    let again = spawn_keeper(env, name, &req)?;
+    check!(
+        again.status_line.starts_with("error ") && again.status_line.contains("already"),
+        "second keeper: {:?}",
+        again.status_line
+    );
+    let mut child = again.child;
+    let st = child.wait().map_err(|e| e.to_string())?;
+    check!(st.code() == Some(2), "second keeper exit {st}");
+    let after = std::fs::read(dir.join(EXIT_FILE)).map_err(|e| e.to_string())?;
+    check!(before == after, "exit.json changed");
     Ok(())
 }
 

@@ -162,11 +162,29 @@ pub(super) fn main(dir: PathBuf) -> i32 {
     sys::ensure_std_fds();
     // libcontainer chdirs into its state folder: every path must be absolute.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
-    if let Err(e) = write_atomic(
-        &dir.join(PID_FILE),
-        format!("{}\n", std::process::id()).as_bytes(),
-    ) {
-        eprintln!("keeper: write {PID_FILE}: {e}");
+    // keeper.pid is created exclusively: a second keeper for the same folder (a confused or
+    // retried spawn) must not touch the first one's container, mount or exit.json.
+    let pid_file = dir.join(PID_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&pid_file)
+    {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(format!("{}\n", std::process::id()).as_bytes()) {
+                eprintln!("keeper: write {}: {e}", pid_file.display());
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let msg = format!(
+                "{} exists: this folder already has a keeper",
+                pid_file.display()
+            );
+            eprintln!("keeper: {msg}");
+            status.report(&format!("error {msg}"));
+            return 2;
+        }
+        Err(e) => eprintln!("keeper: write {}: {e}", pid_file.display()),
     }
     let mut k = Keeper {
         dir,
