@@ -975,3 +975,407 @@ fn decompressor(file: File, digest: &str, path: &Path) -> Result<Box<dyn Read>, 
         Ok(Box::new(reader))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::unpack::tests::TarBuilder;
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn put_blob(layout: &Path, bytes: &[u8]) -> String {
+        let digest = sha(bytes);
+        let dir = layout.join("blobs/sha256");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(&digest[7..]), bytes).unwrap();
+        digest
+    }
+
+    fn descriptor(media_type: &str, digest: &str, size: usize) -> serde_json::Value {
+        serde_json::json!({ "mediaType": media_type, "digest": digest, "size": size })
+    }
+
+    /// Writes an image (manifest + config + layers) into the layout's blobs; returns the
+    /// manifest descriptor.
+    fn write_image(layout: &Path, layer_tars: &[Vec<u8>], cmd: &str) -> serde_json::Value {
+        let mut layers = Vec::new();
+        let mut diff_ids = Vec::new();
+        for tar in layer_tars {
+            diff_ids.push(sha(tar));
+            let gz = gzip(tar);
+            let digest = put_blob(layout, &gz);
+            layers.push(descriptor(
+                layout::MT_OCI_MANIFEST
+                    .replace("manifest.v1+json", "layer.v1.tar+gzip")
+                    .as_str(),
+                &digest,
+                gz.len(),
+            ));
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": layout::host_arch(),
+            "os": "linux",
+            "config": { "Cmd": [cmd], "Env": ["PATH=/bin"], "User": "1000", "WorkingDir": "/w", "StopSignal": "SIGQUIT" },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        }))
+        .unwrap();
+        let config_digest = put_blob(layout, &config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": layout::MT_OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config_digest, config.len()),
+            "layers": layers,
+        }))
+        .unwrap();
+        let digest = put_blob(layout, &manifest);
+        descriptor(layout::MT_OCI_MANIFEST, &digest, manifest.len())
+    }
+
+    fn write_index(layout: &Path, manifests: Vec<serde_json::Value>) {
+        fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "manifests": manifests }))
+                .unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn tagged(mut desc: serde_json::Value, tag: &str) -> serde_json::Value {
+        desc["annotations"] = serde_json::json!({ layout::REF_NAME_ANNOTATION: tag });
+        desc
+    }
+
+    fn base_layer() -> Vec<u8> {
+        TarBuilder::new()
+            .dir("bin/", 0o755)
+            .file("bin/busybox", b"binary")
+            .link(tar::EntryType::Symlink, "bin/sh", "busybox")
+            .finish()
+    }
+
+    fn app_layer(content: &[u8]) -> Vec<u8> {
+        TarBuilder::new().file("app", content).finish()
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: ImageStore,
+        layout: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&dir.path().join("data")).unwrap();
+        let layout = dir.path().join("layout");
+        fs::create_dir(&layout).unwrap();
+        Fixture {
+            store,
+            layout,
+            _dir: dir,
+        }
+    }
+
+    fn count(dir: &Path) -> usize {
+        fs::read_dir(dir).unwrap().count()
+    }
+
+    #[test]
+    fn import_resolve_list_touch_remove() {
+        let f = fixture();
+        let desc = write_image(&f.layout, &[base_layer(), app_layer(b"v1")], "sh");
+        write_index(&f.layout, vec![tagged(desc.clone(), "latest")]);
+        let image = f
+            .store
+            .import_layout(&f.layout, Some("latest"), "busybox")
+            .unwrap();
+        assert_eq!(image.reference, "docker.io/library/busybox:latest");
+        assert_eq!(image.digest, desc["digest"].as_str().unwrap());
+        assert_eq!(image.config.cmd, vec!["sh"]);
+        assert_eq!(image.config.user, "1000");
+        assert_eq!(image.config.working_dir, "/w");
+        assert_eq!(image.config.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!(image.size, 6 + 2);
+        assert_eq!(image.layers.len(), 2);
+        assert_eq!(
+            fs::read(image.layers[0].join("bin/busybox")).unwrap(),
+            b"binary"
+        );
+        assert_eq!(fs::read(image.layers[1].join("app")).unwrap(), b"v1");
+
+        let by_ref = f
+            .store
+            .resolve("docker.io/library/busybox")
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_ref, image);
+        let by_id = f.store.resolve(&image.id).unwrap().unwrap();
+        assert_eq!(by_id, image);
+        let by_digest = f
+            .store
+            .resolve(&format!("busybox@{}", image.digest))
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_digest.id, image.id);
+        assert!(f.store.resolve("other").unwrap().is_none());
+        assert!(f.store.resolve(&sha(b"nothing")).unwrap().is_none());
+
+        let listed = f.store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].references, vec![image.reference.clone()]);
+        assert_eq!(listed[0].size, image.size);
+        let before = listed[0].last_used;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        f.store.touch(&image.id).unwrap();
+        assert!(f.store.list().unwrap()[0].last_used > before);
+        assert!(f.store.touch(&sha(b"nothing")).is_err());
+
+        // Importing again is idempotent; a second reference shares everything.
+        f.store
+            .import_layout(&f.layout, None, "localhost:5000/bb:1")
+            .unwrap();
+        assert_eq!(f.store.list().unwrap()[0].references.len(), 2);
+        f.store.remove("busybox").unwrap();
+        assert!(f.store.resolve("busybox").unwrap().is_none());
+        assert!(f.store.resolve("localhost:5000/bb:1").unwrap().is_some());
+        assert!(image.layers[0].exists());
+        f.store.remove("localhost:5000/bb:1").unwrap();
+        assert!(f.store.list().unwrap().is_empty());
+        assert_eq!(count(&f.store.root().join("blobs/sha256")), 0);
+        assert_eq!(count(&f.store.root().join("layers/sha256")), 0);
+        assert_eq!(count(&f.store.root().join("tmp")), 0);
+        f.store.remove("busybox").unwrap();
+    }
+
+    #[test]
+    fn shared_layers_survive_until_the_last_image_goes() {
+        let f = fixture();
+        let one = write_image(&f.layout, &[base_layer(), app_layer(b"one")], "one");
+        let two = write_image(&f.layout, &[base_layer(), app_layer(b"two")], "two");
+        write_index(&f.layout, vec![tagged(one, "one"), tagged(two, "two")]);
+        let a = f
+            .store
+            .import_layout(&f.layout, Some("one"), "app:one")
+            .unwrap();
+        let b = f
+            .store
+            .import_layout(&f.layout, Some("two"), "app:two")
+            .unwrap();
+        assert_eq!(a.config.cmd, vec!["one"]);
+        assert_eq!(b.config.cmd, vec!["two"]);
+        assert_eq!(a.layers[0], b.layers[0]);
+        assert_eq!(count(&f.store.root().join("layers/sha256")), 3);
+        f.store.remove(&a.id).unwrap();
+        assert!(b.layers[0].join("bin/busybox").exists());
+        assert!(!a.layers[1].exists());
+        assert_eq!(count(&f.store.root().join("layers/sha256")), 2);
+        // manifest + config + 2 layer blobs of the remaining image.
+        assert_eq!(count(&f.store.root().join("blobs/sha256")), 4);
+    }
+
+    #[test]
+    fn retagging_leaves_the_old_image_dangling_until_removed_by_id() {
+        let f = fixture();
+        let one = write_image(&f.layout, &[app_layer(b"one")], "one");
+        let two = write_image(&f.layout, &[app_layer(b"two")], "two");
+        write_index(&f.layout, vec![tagged(one, "one"), tagged(two, "two")]);
+        let old = f
+            .store
+            .import_layout(&f.layout, Some("one"), "app")
+            .unwrap();
+        let new = f
+            .store
+            .import_layout(&f.layout, Some("two"), "app")
+            .unwrap();
+        assert_eq!(f.store.resolve("app").unwrap().unwrap().id, new.id);
+        let listed = f.store.list().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed
+            .iter()
+            .any(|s| s.id == old.id && s.references.is_empty()));
+        assert_eq!(f.store.resolve(&old.id).unwrap().unwrap().reference, old.id);
+        f.store.remove(&old.id).unwrap();
+        assert_eq!(f.store.list().unwrap().len(), 1);
+        assert!(new.layers[0].exists());
+    }
+
+    #[test]
+    fn tampered_blobs_are_refused_with_their_digest() {
+        let f = fixture();
+        let desc = write_image(&f.layout, &[base_layer()], "sh");
+        write_index(&f.layout, vec![tagged(desc.clone(), "latest")]);
+        let manifest: Manifest = serde_json::from_slice(
+            &fs::read(
+                f.layout
+                    .join("blobs/sha256")
+                    .join(&desc["digest"].as_str().unwrap()[7..]),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let layer_path = f
+            .layout
+            .join("blobs/sha256")
+            .join(&manifest.layers[0].digest[7..]);
+        let good = fs::read(&layer_path).unwrap();
+
+        // Same size, different bytes.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        fs::write(&layer_path, &bad).unwrap();
+        let err = f.store.import_layout(&f.layout, None, "x").unwrap_err();
+        assert!(
+            matches!(&err, ImportError::Tampered { digest, .. } if *digest == manifest.layers[0].digest),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&manifest.layers[0].digest),
+            "{err}"
+        );
+        // Longer than its descriptor.
+        let mut long = good.clone();
+        long.push(0);
+        fs::write(&layer_path, &long).unwrap();
+        let err = f.store.import_layout(&f.layout, None, "x").unwrap_err();
+        assert!(err.to_string().contains("size"), "{err}");
+        fs::write(&layer_path, &good).unwrap();
+
+        // A tampered config.
+        let config_path = f
+            .layout
+            .join("blobs/sha256")
+            .join(&manifest.config.digest[7..]);
+        let config = fs::read(&config_path).unwrap();
+        fs::write(&config_path, config.to_ascii_uppercase()).unwrap();
+        let err = f.store.import_layout(&f.layout, None, "x").unwrap_err();
+        assert!(err.to_string().contains(&manifest.config.digest), "{err}");
+        fs::write(&config_path, &config).unwrap();
+
+        // Nothing was recorded, nothing left behind.
+        assert!(f.store.list().unwrap().is_empty());
+        assert_eq!(count(&f.store.root().join("layers/sha256")), 0);
+        assert_eq!(count(&f.store.root().join("tmp")), 0);
+        f.store.import_layout(&f.layout, None, "x").unwrap();
+    }
+
+    #[test]
+    fn a_wrong_diff_id_is_refused() {
+        let f = fixture();
+        let tar = base_layer();
+        let gz = gzip(&tar);
+        let layer_digest = put_blob(&f.layout, &gz);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": layout::host_arch(), "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [sha(b"something else")] },
+        }))
+        .unwrap();
+        let config_digest = put_blob(&f.layout, &config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config_digest, config.len()),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip", &layer_digest, gz.len())],
+        }))
+        .unwrap();
+        let manifest_digest = put_blob(&f.layout, &manifest);
+        write_index(
+            &f.layout,
+            vec![descriptor(
+                layout::MT_OCI_MANIFEST,
+                &manifest_digest,
+                manifest.len(),
+            )],
+        );
+        let err = f.store.import_layout(&f.layout, None, "x").unwrap_err();
+        assert!(matches!(err, ImportError::DiffId { .. }), "{err}");
+        assert_eq!(count(&f.store.root().join("layers/sha256")), 0);
+    }
+
+    #[test]
+    fn uncompressed_layers_and_nested_indexes() {
+        let f = fixture();
+        // An uncompressed layer, by hand.
+        let tar = app_layer(b"plain");
+        let layer_digest = put_blob(&f.layout, &tar);
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": layout::host_arch(), "os": "linux",
+            "rootfs": { "type": "layers", "diff_ids": [sha(&tar)] },
+        }))
+        .unwrap();
+        let config_digest = put_blob(&f.layout, &config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config_digest, config.len()),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer_digest, tar.len())],
+        }))
+        .unwrap();
+        let manifest_digest = put_blob(&f.layout, &manifest);
+        let mut host = descriptor(layout::MT_OCI_MANIFEST, &manifest_digest, manifest.len());
+        host["platform"] =
+            serde_json::json!({ "os": "linux", "architecture": layout::host_arch() });
+        let mut other = descriptor(layout::MT_OCI_MANIFEST, &sha(b"absent"), 10);
+        other["platform"] = serde_json::json!({ "os": "linux", "architecture": "not-an-arch" });
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": layout::MT_OCI_INDEX, "manifests": [other, host],
+        }))
+        .unwrap();
+        let index_digest = put_blob(&f.layout, &index);
+        write_index(
+            &f.layout,
+            vec![tagged(
+                descriptor(layout::MT_OCI_INDEX, &index_digest, index.len()),
+                "multi",
+            )],
+        );
+        let image = f
+            .store
+            .import_layout(&f.layout, Some("multi"), "multi")
+            .unwrap();
+        assert_eq!(image.digest, manifest_digest);
+        assert_eq!(fs::read(image.layers[0].join("app")).unwrap(), b"plain");
+        let err = f
+            .store
+            .import_layout(&f.layout, Some("nope"), "multi")
+            .unwrap_err();
+        assert!(matches!(err, ImportError::NoManifest { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_a_bad_layout() {
+        let f = fixture();
+        let err = f.store.import_layout(&f.layout, None, "x").unwrap_err();
+        assert!(matches!(err, ImportError::Layout { .. }), "{err}");
+        let err = f
+            .store
+            .import_layout(&f.layout, None, "Bad Ref")
+            .unwrap_err();
+        assert!(
+            matches!(err, ImportError::Store(StoreError::Reference { .. })),
+            "{err}"
+        );
+        // A digest that would escape the blobs folder.
+        write_index(
+            &f.layout,
+            vec![descriptor(
+                layout::MT_OCI_MANIFEST,
+                "sha256:../../etc/passwd",
+                10,
+            )],
+        );
+        let err = f.store.import_layout(&f.layout, None, "x").unwrap_err();
+        assert!(matches!(err, ImportError::Unsupported { .. }), "{err}");
+    }
+}

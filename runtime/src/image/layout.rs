@@ -152,6 +152,7 @@ pub(crate) fn select_platform(index: &Index) -> Option<&Descriptor> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
