@@ -127,7 +127,16 @@ impl HostRuntime {
             if disk::read_exit(&dir).is_some() {
                 continue;
             }
-            match proc::open_keeper(&dir) {
+            let keeper = proc::open_keeper(&dir);
+            if keeper.is_none() && disk::read_request(&dir).is_none() {
+                // A start interrupted before its request was written: nothing ran, drop it.
+                tracing::info!(container = %id, "removing the folder of an interrupted start");
+                if disk::unmount_all_under(&dir).is_ok() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                continue;
+            }
+            match keeper {
                 Some(keeper) => {
                     tracing::info!(container = %id, pid = keeper.pid, "adopting keeper");
                     inner.monitor(id, Some(keeper));

@@ -230,4 +230,187 @@ mod tests {
         assert!(!dir.path().join("tenant-notify-123.sock").exists());
         assert!(dir.path().join("notify.sock").exists());
     }
+
+    /// Removes the test container and its cgroups even when the test fails.
+    struct ContainerGuard {
+        state_root: PathBuf,
+        id: String,
+        cgroup_parent: String,
+    }
+
+    impl Drop for ContainerGuard {
+        fn drop(&mut self) {
+            if let Ok(mut c) = Container::load(self.state_root.join(&self.id)) {
+                let _ = c.kill(nix::sys::signal::Signal::SIGKILL, true);
+                if let Some(pid) = c.pid() {
+                    let _ = waitpid(pid, None);
+                }
+                let _ = c.delete(true);
+            }
+            if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir(e.path().join(&self.cgroup_parent));
+                }
+            }
+            let _ =
+                std::fs::remove_dir(Path::new("/sys/fs/cgroup/unified").join(&self.cgroup_parent));
+        }
+    }
+
+    /// Forks; the child runs `f` and exits with its result. Test only: the child of a
+    /// multi-threaded process may only be trusted because the other test threads are idle.
+    fn in_child(f: impl FnOnce() -> i32) -> nix::unistd::Pid {
+        // SAFETY: the child only runs `f` and exits without returning into the test harness.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let code = f();
+                // SAFETY: _exit ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        }
+    }
+
+    fn wait_code(pid: nix::unistd::Pid) -> i32 {
+        match waitpid(pid, None).expect("waitpid") {
+            WaitStatus::Exited(_, c) => c,
+            other => panic!("child ended with {other:?}"),
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root: creates a container (namespaces, cgroups)"]
+    fn exec_in_a_real_container() {
+        use libcontainer::oci_spec::runtime::{ProcessBuilder, RootBuilder, UserBuilder};
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, OwnedFd};
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bundle = tmp.path().join("bundle");
+        let rootfs = bundle.join("rootfs");
+        for d in ["bin", "proc", "dev", "sys", "tmp", "work"] {
+            std::fs::create_dir_all(rootfs.join(d)).expect("mkdir");
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox");
+        for tool in ["sh", "sleep", "id", "pwd", "echo"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).expect("link");
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .subsec_nanos();
+        let cgroup_parent = format!("bosun-test-{}-{nanos}", std::process::id());
+        let mut spec = Spec::default();
+        spec.set_root(Some(
+            RootBuilder::default()
+                .path(&rootfs)
+                .readonly(false)
+                .build()
+                .expect("root"),
+        ));
+        let process = ProcessBuilder::default()
+            .args(s(&["sleep", "1000"]))
+            .env(s(&["PATH=/bin", "FOO=bar"]))
+            .cwd("/work")
+            .user(
+                UserBuilder::default()
+                    .uid(0u32)
+                    .gid(0u32)
+                    .build()
+                    .expect("user"),
+            )
+            .no_new_privileges(true)
+            .build()
+            .expect("process");
+        spec.set_process(Some(process));
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/{cgroup_parent}/c1"))));
+        }
+        spec.save(bundle.join("config.json")).expect("config.json");
+        let state_root = tmp.path().join("state");
+        std::fs::create_dir_all(&state_root).expect("state root");
+        let _guard = ContainerGuard {
+            state_root: state_root.clone(),
+            id: "c1".into(),
+            cgroup_parent: cgroup_parent.clone(),
+        };
+
+        // Create and start it from a single-threaded child, as the keeper would.
+        let (sr, b) = (state_root.clone(), bundle.clone());
+        let creator = in_child(move || {
+            let null = || File::options().read(true).write(true).open("/dev/null");
+            let r = (|| -> Result<(), String> {
+                let mut c = ContainerBuilder::new("c1".into(), SyscallType::default())
+                    .with_root_path(&sr)
+                    .map_err(|e| e.to_string())?
+                    .with_stdin(null().map_err(|e| e.to_string())?)
+                    .with_stdout(null().map_err(|e| e.to_string())?)
+                    .with_stderr(null().map_err(|e| e.to_string())?)
+                    .validate_id()
+                    .map_err(|e| e.to_string())?
+                    .as_init(&b)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                c.start().map_err(|e| e.to_string())
+            })();
+            match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("create: {e}");
+                    1
+                }
+            }
+        });
+        assert_eq!(wait_code(creator), 0, "container created and started");
+
+        let (out_r, out_w) = nix::unistd::pipe().expect("pipe");
+        let (err_r, err_w) = nix::unistd::pipe().expect("pipe");
+        let (st_r, st_w) = nix::unistd::pipe().expect("pipe");
+        let args = vec![
+            state_root.to_string_lossy().into_owned(),
+            "c1".to_string(),
+            String::new(),
+            "--".to_string(),
+            "sh".to_string(),
+            "-c".to_string(),
+            "echo $FOO; pwd; id -u; exit 7".to_string(),
+        ];
+        let helper = in_child(move || {
+            // SAFETY: plain dup2 calls on descriptors this child owns.
+            unsafe {
+                libc::dup2(out_w.as_raw_fd(), 1);
+                libc::dup2(err_w.as_raw_fd(), 2);
+                libc::dup2(st_w.as_raw_fd(), STATUS_FD);
+            }
+            helper_main(args)
+        });
+        // The write ends were moved into the closure, dropped (closed) here in the parent.
+        let read_all = |fd: OwnedFd| {
+            let mut s = String::new();
+            File::from(fd).read_to_string(&mut s).expect("read");
+            s
+        };
+        let status = read_all(st_r);
+        let out = read_all(out_r);
+        let err = read_all(err_r);
+        let code = wait_code(helper);
+        assert!(
+            status.starts_with("pid "),
+            "status {status:?}, stderr {err:?}"
+        );
+        assert_eq!(code, 7, "stderr {err:?}");
+        assert_eq!(out, "bar\n/work\n0\n");
+        let leftovers: Vec<_> = std::fs::read_dir(state_root.join("c1"))
+            .expect("state")
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("tenant-notify-")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }

@@ -427,3 +427,12 @@ fn ids() {
     }
     let _ = QosClass::Guaranteed;
 }
+
+#[tokio::test]
+async fn interrupted_start_folder_is_dropped() {
+    let env = Env::new(&fake_keeper(SLEEPER));
+    std::fs::create_dir_all(env.dir("half")).expect("mkdir");
+    let rt = env.runtime().await;
+    assert!(!env.dir("half").exists());
+    assert!(rt.list().is_empty());
+}
