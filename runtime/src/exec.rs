@@ -78,10 +78,16 @@ pub fn helper_main(args: Vec<String>) -> i32 {
     };
     reset_signals();
     let container_dir = args.state_root.join(&args.id);
-    let pid = match run(&args, &container_dir) {
+    // Execs into one container take turns through build(): each leaves a notify socket that is
+    // only in use during its own build(), so while holding the lock every socket present is a
+    // leftover that can go.
+    let lock = exec_lock(&args.state_root, &args.id);
+    let started = run(&args, &container_dir);
+    remove_tenant_sockets(&container_dir);
+    drop(lock);
+    let pid = match started {
         Ok(pid) => pid,
         Err(e) => {
-            remove_tenant_sockets(&container_dir);
             report(&format!("error {}", e.replace('\n', " ")));
             eprintln!("exec: {e}");
             return HELPER_FAILED;
@@ -101,8 +107,28 @@ pub fn helper_main(args: Vec<String>) -> i32 {
             }
         }
     };
-    remove_tenant_sockets(&container_dir);
     code
+}
+
+/// An exclusive `flock` on `<state_root>/.<id>.exec.lock` (released on drop or exit); `None`
+/// if it cannot be taken, in which case the exec goes ahead unserialised.
+fn exec_lock(state_root: &Path, id: &str) -> Option<File> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_root.join(format!(".{id}.exec.lock")))
+        .ok()?;
+    loop {
+        // SAFETY: flock on a descriptor owned by `f`, which outlives the call.
+        let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+        if r == 0 {
+            return Some(f);
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
 }
 
 /// Fd 3 as a close-on-exec file, if it is open.
@@ -402,6 +428,25 @@ mod tests {
         );
         assert_eq!(code, 7, "stderr {err:?}");
         assert_eq!(out, "bar\n/work\n0\n");
+        // Concurrent execs into the same container all succeed (build() takes turns).
+        let sr = state_root.to_string_lossy().into_owned();
+        let helpers: Vec<_> = (0..4)
+            .map(|i| {
+                let argv = vec![
+                    sr.clone(),
+                    "c1".to_string(),
+                    "/".to_string(),
+                    "--".to_string(),
+                    "sh".to_string(),
+                    "-c".to_string(),
+                    format!("exit {}", 10 + i),
+                ];
+                in_child(move || helper_main(argv))
+            })
+            .collect();
+        for (i, h) in helpers.into_iter().enumerate() {
+            assert_eq!(wait_code(h), 10 + i as i32);
+        }
         let leftovers: Vec<_> = std::fs::read_dir(state_root.join("c1"))
             .expect("state")
             .flatten()
