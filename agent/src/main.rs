@@ -162,9 +162,7 @@ fn main() -> ExitCode {
         Command::Standalone { manifests, common } => common
             .load(Some(manifests))
             .and_then(|cfg| block_on(standalone(cfg))),
-        Command::Pods { json, common } => {
-            common.load(None).and_then(|cfg| cli::pods(&cfg, json))
-        }
+        Command::Pods { json, common } => common.load(None).and_then(|cfg| cli::pods(&cfg, json)),
         Command::Logs {
             pod,
             container,

@@ -2,47 +2,13 @@
 //! and waiting for a process to exit without being its reaper.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::unix::AsyncFd;
 
-// (temporary until sys.rs lands)
-// Private copies of `crate::sys::pidfd_open` / `crate::sys::pidfd_send_signal`; replace the two
-// functions below by those once the sys.rs branch is merged.
-
-/// Opens a pidfd for `pid` (`pidfd_open(2)`, close-on-exec).
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1; no memory is
-    // shared with the kernel.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the syscall succeeded, so `fd` is a fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Sends `sig` to the process behind `fd` (`pidfd_send_signal(2)`).
-pub(crate) fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
-    // SAFETY: the fd is borrowed and valid for the call; info is NULL (the kernel fills a default
-    // siginfo) and flags are 0.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-// (end of temporary section)
+pub(crate) use crate::sys::{pidfd_open, pidfd_send_signal};
 
 /// Sends a signal through a pidfd, treating "already gone" as success.
 pub(crate) fn signal_pidfd(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
