@@ -269,7 +269,7 @@ mod tests {
                 .next()
                 .and_then(|p| p.metadata.name.clone())
                 .as_deref(),
-            Some("b")
+            Some("b-node")
         );
     }
 }
