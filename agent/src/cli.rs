@@ -181,10 +181,26 @@ fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
-    let container = match &a.container {
-        Some(c) => c.clone(),
-        None if containers.len() == 1 => containers[0].clone(),
-        None => bail!(
+    // Like kubectl: without a name, the default-container annotation or the first container.
+    let default = status::read_all(&cfg.run_dir)
+        .into_iter()
+        .find(|p| {
+            p.metadata.name.as_deref() == Some(name.as_str())
+                && p.metadata.namespace.as_deref().unwrap_or("default") == ns
+        })
+        .and_then(|p| {
+            let ann = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubectl.kubernetes.io/default-container").cloned());
+            ann.or_else(|| p.spec.and_then(|s| s.containers.first().map(|c| c.name.clone())))
+        });
+    let container = match (&a.container, default) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) => c,
+        (None, None) if containers.len() == 1 => containers[0].clone(),
+        (None, None) => bail!(
             "pod {ns}/{name} has several containers, name one of: {}",
             containers.join(", ")
         ),
