@@ -194,7 +194,10 @@ fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get("kubectl.kubernetes.io/default-container").cloned());
-            ann.or_else(|| p.spec.and_then(|s| s.containers.first().map(|c| c.name.clone())))
+            ann.or_else(|| {
+                p.spec
+                    .and_then(|s| s.containers.first().map(|c| c.name.clone()))
+            })
         });
     let container = match (&a.container, default) {
         (Some(c), _) => c.clone(),
