@@ -206,7 +206,7 @@ fn run(args: &Args, container_dir: &Path) -> Result<i32, String> {
 }
 
 /// libcontainer leaves a `tenant-notify-*.sock` per exec in the container's state folder.
-fn remove_tenant_sockets(container_dir: &Path) {
+pub(crate) fn remove_tenant_sockets(container_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(container_dir) else {
         return;
     };

@@ -5,8 +5,8 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn cstring(path: &Path) -> io::Result<CString> {
@@ -202,6 +202,26 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
             .nth(4)
             .is_some_and(|m| unescape_mountinfo(m).as_slice() == want)
     }))
+}
+
+/// Every mount point (decoded, absolute) from `/proc/self/mountinfo`, in mount order.
+pub fn mount_points() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(p))))
+        .collect()
+}
+
+/// Mount points at or below `dir`, deepest first (the order to unmount them in).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -408,6 +428,7 @@ mod tests {
         assert_eq!(unescape_mountinfo("/a\\040b"), b"/a b");
         assert_eq!(unescape_mountinfo("/plain"), b"/plain");
         assert_eq!(unescape_mountinfo("/x\\134"), b"/x\\");
+        assert_eq!(unescape_mountinfo("/end\\"), b"/end\\");
     }
 
     #[test]

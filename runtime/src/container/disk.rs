@@ -106,53 +106,16 @@ pub fn status(dir: &Path, id: &str, starting: bool) -> Option<ContainerStatus> {
     })
 }
 
-/// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let oct = std::str::from_utf8(&b[i + 1..i + 4]).ok();
-            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Unmounts everything at or below `dir` (lazily). Errors if something stays mounted.
 pub fn unmount_all_under(dir: &Path) -> io::Result<()> {
-    for m in mounts_under(dir) {
+    for m in crate::sys::mounts_under(dir) {
         tracing::debug!(mount = %m.display(), "unmounting");
         match nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(io::Error::from(e)),
         }
     }
-    match mounts_under(dir).first() {
+    match crate::sys::mounts_under(dir).first() {
         Some(m) => Err(io::Error::other(format!(
             "{} is still mounted",
             m.display()
@@ -165,13 +128,6 @@ pub fn unmount_all_under(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn unescapes_mountinfo_paths() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
-    }
 
     #[test]
     fn exit_file_round_trips_in_serde_default_time_format() {

@@ -516,16 +516,7 @@ impl Keeper {
     /// the delete already).
     fn remove_leftovers(&self) {
         let Some(id) = &self.id else { return };
-        let Ok(entries) = std::fs::read_dir(self.state_dir().join(id)) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("tenant-notify-") && name.ends_with(".sock") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
+        crate::exec::remove_tenant_sockets(&self.state_dir().join(id));
     }
 
     /// After a failed start: nothing may be left running, mounted or in a cgroup.
