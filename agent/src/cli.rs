@@ -58,10 +58,11 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         node_cpu_millis: std::thread::available_parallelism()
             .map(|n| n.get() as u64 * 1000)
             .unwrap_or(1000),
+        status_tx: None,
     })
 }
 
-fn node_memory() -> u64 {
+pub fn node_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

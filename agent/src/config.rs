@@ -27,6 +27,17 @@ pub struct Config {
     pub file_check_frequency: std::time::Duration,
     /// How often every pod worker re-checks the runtime without an event (syncFrequency).
     pub sync_frequency: std::time::Duration,
+    /// Cluster mode: the node's kubeconfig (written by the TLS bootstrap when missing).
+    pub kubeconfig: Option<PathBuf>,
+    /// Cluster mode: a bootstrap kubeconfig (bootstrap token) for the TLS bootstrap.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Client certificate and key folder (`--cert-dir`, default `<root-dir>/pki`).
+    pub cert_dir: PathBuf,
+    pub node_ip: Option<String>,
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    pub register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// maxPods (110).
+    pub max_pods: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +67,7 @@ pub struct KubeletConfigFile {
     pub file_check_frequency: Option<String>,
     pub sync_frequency: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
+    pub max_pods: Option<u32>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -72,6 +84,14 @@ pub struct Flags {
     pub pod_logs_dir: Option<PathBuf>,
     pub container_logs_dir: Option<PathBuf>,
     pub cgroup_root: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    pub cert_dir: Option<PathBuf>,
+    pub node_ip: Option<String>,
+    /// `k=v,k2=v2`
+    pub node_labels: Option<String>,
+    /// `key=value:Effect,...`
+    pub register_with_taints: Option<String>,
 }
 
 /// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
@@ -85,6 +105,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "fileCheckFrequency",
     "syncFrequency",
     "podLogsDir",
+    "maxPods",
 ];
 
 impl Config {
@@ -147,13 +168,42 @@ impl Config {
             }),
             None => Ok(std::time::Duration::from_secs(default)),
         };
+        let root_dir: PathBuf = flags
+            .root_dir
+            .clone()
+            .unwrap_or_else(|| "/var/lib/kubelet".into());
+        let node_labels = match &flags.node_labels {
+            Some(l) => {
+                crate::cluster::node::parse_labels(l).map_err(|message| ConfigError::Invalid {
+                    field: "--node-labels".into(),
+                    message,
+                })?
+            }
+            None => Default::default(),
+        };
+        let register_with_taints = match &flags.register_with_taints {
+            Some(t) => {
+                crate::cluster::node::parse_taints(t).map_err(|message| ConfigError::Invalid {
+                    field: "--register-with-taints".into(),
+                    message,
+                })?
+            }
+            None => Vec::new(),
+        };
         let cfg = Config {
+            kubeconfig: flags.kubeconfig.clone(),
+            bootstrap_kubeconfig: flags.bootstrap_kubeconfig.clone(),
+            cert_dir: flags
+                .cert_dir
+                .clone()
+                .unwrap_or_else(|| root_dir.join("pki")),
+            node_ip: flags.node_ip.clone(),
+            node_labels,
+            register_with_taints,
+            max_pods: file.max_pods.unwrap_or(110),
             node_name,
             manifests: flags.manifests.clone().or(file.static_pod_path.clone()),
-            root_dir: flags
-                .root_dir
-                .clone()
-                .unwrap_or_else(|| "/var/lib/kubelet".into()),
+            root_dir,
             run_dir: flags.run_dir.clone().unwrap_or_else(|| "/run/bosun".into()),
             data_dir: flags
                 .data_dir

@@ -5,6 +5,7 @@
 //! the newest spec, and writes pod status.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod manifest;
 pub mod pods;

@@ -15,13 +15,53 @@ use bosun::config::{Config, Flags};
 use bosun::{cli, pods};
 
 #[derive(Parser)]
-#[command(name = "bosun", version, about = "A lightweight Kubernetes node agent")]
+#[command(
+    name = "bosun",
+    version,
+    about = "A lightweight Kubernetes node agent",
+    long_about = "A lightweight Kubernetes node agent. Without a subcommand, bosun joins a cluster \
+                  like a kubelet (--kubeconfig / --bootstrap-kubeconfig, --config ...).",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax); RUST_LOG wins when set.
     #[arg(long, global = true, default_value = "info")]
     log: String,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// The kubelet flags of cluster mode.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct NodeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The node's kubeconfig (written by the TLS bootstrap when missing).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// A kubeconfig with a bootstrap token, for the TLS bootstrap.
+    #[arg(long)]
+    bootstrap_kubeconfig: Option<PathBuf>,
+    /// Folder of the client certificate and key (default <root-dir>/pki).
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// The node's InternalIP (default: the address of the default route's interface).
+    #[arg(long)]
+    node_ip: Option<String>,
+    /// Labels added at registration: k=v,k2=v2.
+    #[arg(long)]
+    node_labels: Option<String>,
+    /// Taints added at registration: key=value:Effect,...
+    #[arg(long)]
+    register_with_taints: Option<String>,
+    /// Static pod folder in cluster mode (staticPodPath).
+    #[arg(long)]
+    pod_manifest_path: Option<PathBuf>,
+    /// Accepted for kubelet compatibility; bosun logs with --log / RUST_LOG.
+    #[arg(short = 'v', long = "v")]
+    verbosity: Option<u8>,
 }
 
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -55,6 +95,12 @@ struct Common {
 impl Common {
     fn flags(&self, manifests: Option<PathBuf>) -> Flags {
         Flags {
+            kubeconfig: None,
+            bootstrap_kubeconfig: None,
+            cert_dir: None,
+            node_ip: None,
+            node_labels: None,
+            register_with_taints: None,
             config: self.config.clone(),
             manifests,
             node_name: self.hostname_override.clone(),
@@ -160,11 +206,31 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Standalone { manifests, common } => common
+        None => {
+            let n = cli.node;
+            let mut flags = n.common.flags(n.pod_manifest_path.clone());
+            flags.kubeconfig = n.kubeconfig;
+            flags.bootstrap_kubeconfig = n.bootstrap_kubeconfig;
+            flags.cert_dir = n.cert_dir;
+            flags.node_ip = n.node_ip;
+            flags.node_labels = n.node_labels;
+            flags.register_with_taints = n.register_with_taints;
+            Config::load(&flags)
+                .map_err(anyhow::Error::from)
+                .and_then(|(cfg, warnings)| {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    block_on(bosun::cluster::run(cfg))
+                })
+        }
+        Some(Command::Standalone { manifests, common }) => common
             .load(Some(manifests))
             .and_then(|cfg| block_on(standalone(cfg))),
-        Command::Pods { json, common } => common.load(None).and_then(|cfg| cli::pods(&cfg, json)),
-        Command::Logs {
+        Some(Command::Pods { json, common }) => {
+            common.load(None).and_then(|cfg| cli::pods(&cfg, json))
+        }
+        Some(Command::Logs {
             pod,
             container,
             namespace,
@@ -173,7 +239,7 @@ fn main() -> ExitCode {
             previous,
             timestamps,
             common,
-        } => common.load(None).and_then(|cfg| {
+        }) => common.load(None).and_then(|cfg| {
             cli::logs(
                 &cfg,
                 &cli::LogsArgs {
@@ -187,8 +253,8 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Command::Images { common } => common.load(None).and_then(|cfg| cli::images(&cfg)),
-        Command::Image {
+        Some(Command::Images { common }) => common.load(None).and_then(|cfg| cli::images(&cfg)),
+        Some(Command::Image {
             op:
                 ImageOp::Import {
                     layout,
@@ -196,7 +262,7 @@ fn main() -> ExitCode {
                     tag,
                     common,
                 },
-        } => common
+        }) => common
             .load(None)
             .and_then(|cfg| cli::import(&cfg, &layout, &reference, tag.as_deref())),
     };

@@ -20,6 +20,25 @@ use crate::translate::VolumeKind;
 use source::DesiredPods;
 use worker::{Desired, WorkerHandle, LABEL_POD_UID};
 
+/// A pod status for the apiserver (cluster mode), or `status: None` once the pod is terminated
+/// and cleaned up: then the pod object is deleted (grace 0, uid precondition).
+#[derive(Clone, Debug)]
+pub struct StatusUpdate {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: Option<k8s_openapi::api::core::v1::PodStatus>,
+}
+
+/// Is this pod from the apiserver (not a static pod from a file)?
+pub fn from_api(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubernetes.io/config.source"))
+        .is_none()
+}
+
 /// What every pod worker shares.
 pub struct Ctx {
     pub cfg: Config,
@@ -29,6 +48,8 @@ pub struct Ctx {
     pub node_memory: u64,
     /// The node's CPUs in millicores (resourceFieldRef of an unset cpu limit).
     pub node_cpu_millis: u64,
+    /// Cluster mode: where pod statuses and final deletions go.
+    pub status_tx: Option<tokio::sync::mpsc::UnboundedSender<StatusUpdate>>,
 }
 
 /// Maps the translated volume description to the volumes crate's source.
@@ -160,6 +181,29 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
 fn reconcile(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, desired: &DesiredPods) {
     workers.retain(|_, w| !w.done.is_finished());
     for (uid, pod) in desired {
+        // Deleted in the API: terminate with the deletion's grace period.
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod.metadata.deletion_grace_period_seconds;
+            let terminate = Desired::Terminate {
+                pod: Box::new(pod.clone()),
+                grace,
+            };
+            match workers.get(uid) {
+                None => {
+                    workers.insert(uid.clone(), worker::spawn(ctx.clone(), terminate));
+                }
+                Some(w) => {
+                    w.tx.send_if_modified(|cur| match cur {
+                        Desired::Run(_) => {
+                            *cur = terminate;
+                            true
+                        }
+                        Desired::Terminate { .. } => false,
+                    });
+                }
+            }
+            continue;
+        }
         match workers.get(uid) {
             None => {
                 workers.insert(

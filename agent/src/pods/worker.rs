@@ -760,6 +760,19 @@ impl Worker {
         if self.last_status.as_ref() == Some(&st) {
             return;
         }
+        if let (Some(tx), true) = (&self.ctx.status_tx, super::from_api(&self.pod)) {
+            let _ = tx.send(super::StatusUpdate {
+                uid: self.uid.clone(),
+                namespace: self
+                    .pod
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                name: self.pod.metadata.name.clone().unwrap_or_default(),
+                status: Some(st.clone()),
+            });
+        }
         let mut pod = self.pod.clone();
         pod.status = Some(st.clone());
         if let Ok(bytes) = serde_json::to_vec_pretty(&pod) {
@@ -851,6 +864,14 @@ impl Worker {
         super::remove_log_links(&self.ctx.cfg.container_logs_dir, &log_dir);
         let _ = std::fs::remove_dir_all(self.state_dir());
         self.event("Normal", "Removed", "pod terminated and cleaned up");
+        if let (Some(tx), true) = (&self.ctx.status_tx, super::from_api(&self.pod)) {
+            let _ = tx.send(super::StatusUpdate {
+                uid: self.uid.clone(),
+                namespace: ns,
+                name,
+                status: None,
+            });
+        }
     }
 }
 

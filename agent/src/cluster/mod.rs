@@ -1,0 +1,169 @@
+//! Cluster mode: bosun as the node agent of a real cluster (TLS bootstrap, Node and Lease, the
+//! pods bound to this node, their status and final deletion).
+
+pub mod bootstrap;
+pub mod node;
+pub mod source;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::pods;
+use crate::pods::source::DesiredPods;
+
+/// Runs bosun as a cluster node until SIGTERM/SIGINT (pods keep running after).
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let kubeconfig = cfg.kubeconfig.clone().context(
+        "cluster mode needs --kubeconfig (and --bootstrap-kubeconfig for a TLS bootstrap)",
+    )?;
+    let creds = bootstrap::Paths {
+        kubeconfig,
+        bootstrap_kubeconfig: cfg.bootstrap_kubeconfig.clone(),
+        cert_dir: cfg.cert_dir.clone(),
+    };
+    let node_name = cfg.node_name.clone();
+    // The apiserver may not be up yet: retry with backoff, never give up.
+    let mut delay = Duration::from_secs(1);
+    let (client, rotate_at) = loop {
+        match bootstrap::client(&creds, &node_name).await {
+            Ok(c) => break c,
+            Err(e @ bootstrap::BootstrapError::NoCredentials { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot get node credentials");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let facts = node::NodeFacts::gather(
+        &node_name,
+        cfg.node_ip.clone(),
+        &cfg.node_labels,
+        cfg.register_with_taints.clone(),
+        &cfg.root_dir,
+        cfg.max_pods,
+    );
+    let mut delay = Duration::from_secs(1);
+    while let Err(e) = node::register(&client, &facts).await {
+        tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut ctx = crate::cli::context(cfg).await?;
+    ctx.status_tx = Some(status_tx);
+    let ctx = Arc::new(ctx);
+    tokio::spawn(node::lease_loop(client.clone(), node_name.clone()));
+    let images_ctx = ctx.clone();
+    tokio::spawn(node::status_loop(client.clone(), facts, move || {
+        images_ctx
+            .images
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !i.references.is_empty())
+            .map(|i| k8s_openapi::api::core::v1::ContainerImage {
+                names: Some(i.references),
+                size_bytes: Some(i.size as i64),
+            })
+            .collect()
+    }));
+    tokio::spawn(status::run(client.clone(), status_rx));
+    if let Some(at) = rotate_at {
+        tokio::spawn(rotate(client.clone(), creds, node_name.clone(), at));
+    }
+
+    // Desired pods: the apiserver's, plus static pods from the manifest folder when configured.
+    let (api_tx, api_rx) = watch::channel(None);
+    tokio::spawn(source::run(client.clone(), node_name.clone(), api_tx));
+    let file_rx = match ctx.cfg.manifests.clone() {
+        Some(dir) => {
+            let (ftx, frx) = watch::channel(DesiredPods::new());
+            let src = pods::source::FolderSource::new(dir, node_name.clone());
+            tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, ftx));
+            Some(frx)
+        }
+        None => None,
+    };
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(merge(api_rx, file_rx, tx));
+    let paths = ctx.runtime.paths().clone();
+    let manager = tokio::spawn(pods::run(ctx, rx));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = manager => { r.context("pod manager")?; }
+    }
+    if bosun_runtime::sandbox::list(&paths).is_empty() {
+        let _ = bosun_runtime::sandbox::release_root(&paths);
+    }
+    tracing::info!("bosun stopping; pods keep running");
+    Ok(())
+}
+
+/// Publishes the union of the apiserver's pods and the static pods, once the apiserver's first
+/// list is in (so nothing is taken for an orphan before that).
+async fn merge(
+    mut api: watch::Receiver<Option<DesiredPods>>,
+    mut file: Option<watch::Receiver<DesiredPods>>,
+    tx: watch::Sender<Option<DesiredPods>>,
+) {
+    loop {
+        if let Some(a) = api.borrow_and_update().clone() {
+            let mut all = a;
+            if let Some(f) = file.as_mut() {
+                all.extend(f.borrow_and_update().clone());
+            }
+            tx.send_if_modified(|cur| {
+                if cur.as_ref() != Some(&all) {
+                    *cur = Some(all);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        let file_changed = async {
+            match file.as_mut() {
+                Some(f) => f.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = api.changed() => if r.is_err() { return; },
+            ok = file_changed => if !ok { return; },
+        }
+    }
+}
+
+/// Rotates the client certificate at 80 % of its lifetime, then restarts bosun in place
+/// (restart is the recovery path: pods are adopted, nothing is lost).
+async fn rotate(client: kube::Client, creds: bootstrap::Paths, node: String, at: SystemTime) {
+    if let Ok(wait) = at.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    loop {
+        match bootstrap::request_certificate(&client, &creds, &node).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "client certificate rotation failed; retrying");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }
+    }
+    tracing::info!("client certificate rotated; restarting bosun to use it");
+    let exe = std::path::PathBuf::from("/proc/self/exe");
+    let args: Vec<std::ffi::CString> = std::env::args()
+        .filter_map(|a| std::ffi::CString::new(a).ok())
+        .collect();
+    if let Ok(path) = std::ffi::CString::new(exe.as_os_str().as_encoded_bytes()) {
+        let _ = nix::unistd::execv(&path, &args);
+    }
+    std::process::exit(0);
+}

@@ -1,0 +1,477 @@
+//! The Node object: registration with everything the kubelet fills in, the Lease heartbeat
+//! (renewed every 10 s, 40 s duration) and node status (computed every 10 s, posted when it
+//! changed or every 5 minutes).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::Client;
+
+use crate::pods::status::time;
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub const LEASE_DURATION_SECONDS: i32 = 40;
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(300);
+/// The Kubernetes version bosun speaks for (build metadata names bosun).
+pub const KUBELET_VERSION: &str = concat!("v1.36.0+bosun-", env!("CARGO_PKG_VERSION"));
+
+/// What the node reports about itself; gathered once at start (and capacity on every status).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeFacts {
+    pub name: String,
+    pub addresses: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub ephemeral_storage_bytes: u64,
+    pub max_pods: u32,
+    pub machine_id: String,
+    pub system_uuid: String,
+    pub boot_id: String,
+    pub kernel: String,
+    pub os_image: String,
+    pub arch: String,
+    pub port: i32,
+}
+
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn os_image() -> String {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// The first IPv4 address of the interface of the default route (what the kubelet picks when
+/// `--node-ip` is not given).
+pub fn default_node_ip() -> Option<String> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let iface = routes
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().nth(1) == Some("00000000"))?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &iface])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next().map(str::to_string))
+}
+
+impl NodeFacts {
+    pub fn gather(
+        name: &str,
+        node_ip: Option<String>,
+        extra_labels: &BTreeMap<String, String>,
+        taints: Vec<Taint>,
+        root_dir: &std::path::Path,
+        max_pods: u32,
+    ) -> NodeFacts {
+        let arch = go_arch().to_string();
+        let mut labels = BTreeMap::new();
+        labels.insert("kubernetes.io/hostname".into(), name.to_string());
+        labels.insert("kubernetes.io/os".into(), "linux".into());
+        labels.insert("kubernetes.io/arch".into(), arch.clone());
+        labels.insert("beta.kubernetes.io/os".into(), "linux".into());
+        labels.insert("beta.kubernetes.io/arch".into(), arch.clone());
+        labels.extend(extra_labels.clone());
+        let mut addresses = Vec::new();
+        if let Some(ip) = node_ip.or_else(default_node_ip) {
+            addresses.push(("InternalIP".to_string(), ip));
+        }
+        addresses.push(("Hostname".to_string(), name.to_string()));
+        let storage = nix::sys::statvfs::statvfs(root_dir)
+            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .unwrap_or(0);
+        let machine_id = read_trim("/etc/machine-id");
+        let uuid = read_trim("/sys/class/dmi/id/product_uuid");
+        NodeFacts {
+            name: name.to_string(),
+            addresses,
+            labels,
+            taints,
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u64)
+                .unwrap_or(1),
+            memory_bytes: crate::cli::node_memory(),
+            ephemeral_storage_bytes: storage,
+            max_pods,
+            system_uuid: if uuid.is_empty() {
+                machine_id.clone()
+            } else {
+                uuid
+            },
+            machine_id,
+            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            os_image: os_image(),
+            arch,
+            port: 10250,
+        }
+    }
+
+    fn resources(&self) -> BTreeMap<String, Quantity> {
+        let mut r = BTreeMap::new();
+        r.insert("cpu".into(), Quantity(self.cpus.to_string()));
+        r.insert(
+            "memory".into(),
+            Quantity(format!("{}Ki", self.memory_bytes / 1024)),
+        );
+        r.insert("pods".into(), Quantity(self.max_pods.to_string()));
+        r.insert(
+            "ephemeral-storage".into(),
+            Quantity(format!("{}Ki", self.ephemeral_storage_bytes / 1024)),
+        );
+        r.insert("hugepages-2Mi".into(), Quantity("0".into()));
+        r.insert("hugepages-1Gi".into(), Quantity("0".into()));
+        r
+    }
+
+    /// The Node object to register.
+    pub fn node(&self) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(self.labels.clone()),
+                annotations: Some(BTreeMap::from([(
+                    "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                    "true".to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
+                ..Default::default()
+            }),
+            status: Some(self.status(SystemTime::now(), None, Vec::new())),
+        }
+    }
+
+    /// Node status: capacity, conditions (keeping transition times), node info, images.
+    pub fn status(
+        &self,
+        now: SystemTime,
+        previous: Option<&NodeStatus>,
+        images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
+    ) -> NodeStatus {
+        let cond = |ty: &str, status: &str, reason: &str, message: &str| {
+            let old = previous
+                .and_then(|p| p.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.type_ == ty));
+            let transition = match old {
+                Some(o) if o.status == status => o.last_transition_time.clone(),
+                _ => Some(time(now)),
+            };
+            NodeCondition {
+                type_: ty.to_string(),
+                status: status.to_string(),
+                reason: Some(reason.to_string()),
+                message: Some(message.to_string()),
+                last_heartbeat_time: Some(time(now)),
+                last_transition_time: transition,
+            }
+        };
+        NodeStatus {
+            addresses: Some(
+                self.addresses
+                    .iter()
+                    .map(|(t, a)| NodeAddress {
+                        type_: t.clone(),
+                        address: a.clone(),
+                    })
+                    .collect(),
+            ),
+            capacity: Some(self.resources()),
+            allocatable: Some(self.resources()),
+            conditions: Some(vec![
+                cond(
+                    "MemoryPressure",
+                    "False",
+                    "KubeletHasSufficientMemory",
+                    "kubelet has sufficient memory available",
+                ),
+                cond(
+                    "DiskPressure",
+                    "False",
+                    "KubeletHasNoDiskPressure",
+                    "kubelet has no disk pressure",
+                ),
+                cond(
+                    "PIDPressure",
+                    "False",
+                    "KubeletHasSufficientPID",
+                    "kubelet has sufficient PID available",
+                ),
+                cond(
+                    "Ready",
+                    "True",
+                    "KubeletReady",
+                    "kubelet is posting ready status",
+                ),
+            ]),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint { port: self.port }),
+            }),
+            node_info: Some(NodeSystemInfo {
+                architecture: self.arch.clone(),
+                boot_id: self.boot_id.clone(),
+                container_runtime_version: format!("bosun://{}", env!("CARGO_PKG_VERSION")),
+                kernel_version: self.kernel.clone(),
+                kube_proxy_version: String::new(),
+                kubelet_version: KUBELET_VERSION.to_string(),
+                machine_id: self.machine_id.clone(),
+                operating_system: "linux".into(),
+                os_image: self.os_image.clone(),
+                system_uuid: self.system_uuid.clone(),
+                ..Default::default()
+            }),
+            images: (!images.is_empty()).then_some(images),
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates the Node, or brings an existing one's labels up to date (the kubelet's
+/// registerWithAPIServer).
+pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    match api.create(&PostParams::default(), &facts.node()).await {
+        Ok(_) => {
+            tracing::info!(node = %facts.name, "node registered");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let patch = serde_json::json!({"metadata": {"labels": facts.labels}});
+            api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            tracing::info!(node = %facts.name, "node already registered; labels updated");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renews the node's Lease every 10 s, creating it when missing. Never returns.
+pub async fn lease_loop(client: Client, name: String) {
+    let api: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    loop {
+        let now = MicroTime(time(SystemTime::now()).0);
+        let result = match api.get_opt(&name).await {
+            Ok(Some(mut lease)) => {
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                spec.holder_identity = Some(name.clone());
+                spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
+                spec.renew_time = Some(now);
+                api.replace(&name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+            Ok(None) => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(LEASE_NAMESPACE.into()),
+                        ..Default::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(name.clone()),
+                        lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+                        renew_time: Some(now),
+                        ..Default::default()
+                    }),
+                };
+                api.create(&PostParams::default(), &lease).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot renew the node lease");
+        }
+        tokio::time::sleep(RENEW_INTERVAL).await;
+    }
+}
+
+/// Computes node status every 10 s; posts it when it changed (ignoring heartbeat times) or every
+/// 5 minutes. Never returns.
+pub async fn status_loop(
+    client: Client,
+    facts: NodeFacts,
+    images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
+) {
+    let api: Api<Node> = Api::all(client);
+    let mut last: Option<NodeStatus> = None;
+    let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
+    loop {
+        let status = facts.status(SystemTime::now(), last.as_ref(), images());
+        let changed = last
+            .as_ref()
+            .map(|l| !same_ignoring_heartbeats(l, &status))
+            .unwrap_or(true);
+        if changed || last_post.elapsed() >= STATUS_REPORT_INTERVAL {
+            let patch = serde_json::json!({ "status": status });
+            match api
+                .patch_status(
+                    &facts.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    last = Some(status);
+                    last_post = Instant::now();
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot update node status"),
+            }
+        }
+        tokio::time::sleep(STATUS_INTERVAL).await;
+    }
+}
+
+fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
+    let strip = |s: &NodeStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+        }
+        s
+    };
+    strip(a) == strip(b)
+}
+
+/// `--node-labels k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `--register-with-taints key=value:Effect,key:Effect`.
+pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kv, effect) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            return Err(format!("taint {part:?}: unknown effect {effect}"));
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (kv.to_string(), None),
+        };
+        out.push(Taint {
+            key,
+            value,
+            effect: effect.to_string(),
+            time_added: None,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_taints_parse() {
+        let l = parse_labels("a=b, c=d").expect("labels");
+        assert_eq!(l.get("c").map(String::as_str), Some("d"));
+        assert!(parse_labels("nope").is_err());
+        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].value.as_deref(), Some("gpu"));
+        assert_eq!(t[1].key, "spot");
+        assert!(parse_taints("x:Sometimes").is_err());
+    }
+
+    #[test]
+    fn status_keeps_transition_times_and_reports_everything() {
+        let facts = NodeFacts {
+            name: "n1".into(),
+            addresses: vec![("InternalIP".into(), "10.0.0.5".into())],
+            labels: BTreeMap::new(),
+            taints: vec![],
+            cpus: 2,
+            memory_bytes: 4 << 30,
+            ephemeral_storage_bytes: 10 << 30,
+            max_pods: 110,
+            machine_id: "m".into(),
+            system_uuid: "u".into(),
+            boot_id: "b".into(),
+            kernel: "6.1".into(),
+            os_image: "Debian".into(),
+            arch: "amd64".into(),
+            port: 10250,
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let s0 = facts.status(t0, None, vec![]);
+        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![]);
+        assert!(same_ignoring_heartbeats(&s0, &s1));
+        let ready = |s: &NodeStatus| {
+            s.conditions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .expect("ready")
+        };
+        assert_eq!(
+            ready(&s1).last_transition_time,
+            ready(&s0).last_transition_time
+        );
+        assert_ne!(
+            ready(&s1).last_heartbeat_time,
+            ready(&s0).last_heartbeat_time
+        );
+        let cap = s0.capacity.expect("capacity");
+        assert_eq!(cap["pods"].0, "110");
+        assert_eq!(cap["memory"].0, format!("{}Ki", 4u64 << 20));
+        let info = s0.node_info.expect("info");
+        assert!(info.container_runtime_version.starts_with("bosun://"));
+        assert!(info.kubelet_version.starts_with("v1.36"));
+    }
+}
