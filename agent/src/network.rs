@@ -84,12 +84,7 @@ fn host_aliases(pod: &Pod) -> String {
 }
 
 /// /etc/hosts in the kubelet's format. With hostNetwork the host's file (`host_hosts`) is used.
-pub fn hosts_file(
-    pod: &Pod,
-    pod_ips: &[String],
-    cluster_domain: &str,
-    host_hosts: &str,
-) -> String {
+pub fn hosts_file(pod: &Pod, pod_ips: &[String], cluster_domain: &str, host_hosts: &str) -> String {
     if host_network(pod) {
         let mut out = String::from("# Kubernetes-managed hosts file (host network).\n");
         out.push_str(host_hosts);
@@ -188,16 +183,21 @@ pub fn resolv(pod: &Pod, dns: &DnsSettings) -> Resolv {
         _ => r = host.clone(),
     }
     if let Some(cfg) = &spec.dns_config {
-        push_unique(&mut r.nameservers, cfg.nameservers.clone().unwrap_or_default());
+        push_unique(
+            &mut r.nameservers,
+            cfg.nameservers.clone().unwrap_or_default(),
+        );
         push_unique(&mut r.searches, cfg.searches.clone().unwrap_or_default());
         merge_options(
             &mut r.options,
-            cfg.options.clone().unwrap_or_default().into_iter().map(|o| {
-                match o.value.filter(|v| !v.is_empty()) {
+            cfg.options
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| match o.value.filter(|v| !v.is_empty()) {
                     Some(v) => format!("{}:{v}", o.name.unwrap_or_default()),
                     None => o.name.unwrap_or_default(),
-                }
-            }),
+                }),
         );
     }
     r.nameservers.truncate(MAX_NAMESERVERS);
@@ -350,7 +350,12 @@ mod tests {
     fn hosts_host_network_uses_host_file() {
         let p = pod("metadata: {name: web}\nspec: {hostNetwork: true, containers: []}");
         assert_eq!(
-            hosts_file(&p, &["10.0.0.1".into()], "cluster.local", "127.0.0.1 localhost"),
+            hosts_file(
+                &p,
+                &["10.0.0.1".into()],
+                "cluster.local",
+                "127.0.0.1 localhost"
+            ),
             "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n"
         );
     }
@@ -396,8 +401,13 @@ mod tests {
 
     #[test]
     fn hostname_as_fqdn() {
-        let p = pod("metadata: {name: web}\nspec: {subdomain: s, setHostnameAsFQDN: true, containers: []}");
-        assert_eq!(uts_hostname(&p, "cluster.local"), "web.s.ns1.svc.cluster.local");
+        let p = pod(
+            "metadata: {name: web}\nspec: {subdomain: s, setHostnameAsFQDN: true, containers: []}",
+        );
+        assert_eq!(
+            uts_hostname(&p, "cluster.local"),
+            "web.s.ns1.svc.cluster.local"
+        );
         let p = pod("metadata: {name: web}\nspec: {setHostnameAsFQDN: true, containers: []}");
         assert_eq!(uts_hostname(&p, "cluster.local"), "web");
     }
@@ -407,8 +417,14 @@ mod tests {
         let p = pod("metadata: {name: web}\nspec:\n  containers:\n  - name: a\n    ports:\n    - {containerPort: 80, hostPort: 8080}\n    - {containerPort: 53, hostPort: 5353, protocol: UDP, hostIP: 127.0.0.1}\n    - {containerPort: 81}");
         let m = port_mappings(&p);
         assert_eq!(m.len(), 2);
-        assert_eq!((m[0].host_port, m[0].container_port, m[0].protocol.as_str()), (8080, 80, "tcp"));
-        assert_eq!((m[1].protocol.as_str(), m[1].host_ip.as_str()), ("udp", "127.0.0.1"));
+        assert_eq!(
+            (m[0].host_port, m[0].container_port, m[0].protocol.as_str()),
+            (8080, 80, "tcp")
+        );
+        assert_eq!(
+            (m[1].protocol.as_str(), m[1].host_ip.as_str()),
+            ("udp", "127.0.0.1")
+        );
     }
 
     #[test]

@@ -114,11 +114,20 @@ pub type ExecFn = Arc<dyn Fn(Vec<String>, Duration) -> ExecFuture + Send + Sync>
 /// What a probe checks.
 #[derive(Clone)]
 pub enum Check {
-    Exec { command: Vec<String>, exec: ExecFn },
+    Exec {
+        command: Vec<String>,
+        exec: ExecFn,
+    },
     Http(HttpGet),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     /// grpc.health.v1 is not implemented: always a failure with a clear message.
-    Grpc { host: String, port: u16 },
+    Grpc {
+        host: String,
+        port: u16,
+    },
 }
 
 impl std::fmt::Debug for Check {
@@ -255,11 +264,7 @@ pub struct Spec {
 /// period. `on_change(result, last_message)` is called when the tracker's result changes (and
 /// again each time the failure threshold is reached while failing); return `false` from it to
 /// stop the loop.
-pub async fn run(
-    spec: Spec,
-    initial: bool,
-    mut on_change: impl FnMut(bool, &str) -> bool,
-) {
+pub async fn run(spec: Spec, initial: bool, mut on_change: impl FnMut(bool, &str) -> bool) {
     tokio::time::sleep(spec.timing.initial_delay).await;
     let mut tracker = Tracker::new(spec.timing, initial);
     let mut tick = tokio::time::interval(spec.timing.period.max(Duration::from_millis(100)));

@@ -143,10 +143,7 @@ pub fn default_conflist(
 
 /// Writes `10-bosun.conflist` with [`default_conflist`] when `conf_dir` holds no config.
 /// Returns the file written, if any.
-pub fn ensure_default_conflist(
-    conf_dir: &Path,
-    subnet: &str,
-) -> Result<Option<PathBuf>, CniError> {
+pub fn ensure_default_conflist(conf_dir: &Path, subnet: &str) -> Result<Option<PathBuf>, CniError> {
     if find_config(conf_dir)?.is_some() {
         return Ok(None);
     }
@@ -591,7 +588,9 @@ mod tests {
         assert_eq!(pm["prevResult"], prev);
         assert_eq!(pm["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
         assert_eq!(pm["runtimeConfig"]["portMappings"][0]["containerPort"], 80);
-        assert!(pm["runtimeConfig"]["portMappings"][0].get("hostIP").is_none());
+        assert!(pm["runtimeConfig"]["portMappings"][0]
+            .get("hostIP")
+            .is_none());
     }
 
     #[test]

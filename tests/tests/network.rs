@@ -23,7 +23,10 @@ fn setup(name: &str) -> Result<Node> {
 }
 
 fn pod_ip(p: &serde_json::Value) -> String {
-    p["status"]["podIP"].as_str().unwrap_or_default().to_string()
+    p["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn http_get(addr: &str) -> Result<String> {
@@ -57,8 +60,16 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
     })?;
     let ip = pod_ip(&p);
     let subnet_prefix = node.net.gateway.trim_end_matches('1');
-    ensure!(ip.starts_with(subnet_prefix), "pod ip {ip} not in {}", node.net.subnet);
-    ensure!(p["status"]["podIPs"][0]["ip"] == ip.as_str(), "{}", p["status"]);
+    ensure!(
+        ip.starts_with(subnet_prefix),
+        "pod ip {ip} not in {}",
+        node.net.subnet
+    );
+    ensure!(
+        p["status"]["podIPs"][0]["ip"] == ip.as_str(),
+        "{}",
+        p["status"]
+    );
 
     // A second pod fetches from the first by pod IP over the bridge.
     node.apply(
@@ -78,7 +89,10 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
         c["status"]
     );
     let client_ip = pod_ip(&c);
-    ensure!(!client_ip.is_empty() && client_ip != ip, "client ip {client_ip}");
+    ensure!(
+        !client_ip.is_empty() && client_ip != ip,
+        "client ip {client_ip}"
+    );
 
     // hostPort through portmap: from the host, on the bridge address and on 127.0.0.1.
     let mut last = String::new();
@@ -110,7 +124,10 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
     // Inside the container: the same files are mounted, and the env has the pod IP.
     let proc_env = container_env(&node, &p, "web")?;
     ensure!(proc_env.contains(&format!("MY_IP={ip}")), "env: {proc_env}");
-    ensure!(proc_env.contains(&format!("MY_NAME={}", bosun_tests::full_name("server"))), "env: {proc_env}");
+    ensure!(
+        proc_env.contains(&format!("MY_NAME={}", bosun_tests::full_name("server"))),
+        "env: {proc_env}"
+    );
     let in_hosts = container_file(&node, &p, "web", "/etc/hosts")?;
     ensure!(in_hosts == hosts, "container /etc/hosts: {in_hosts}");
     let in_hostname = container_file(&node, &p, "web", "/etc/hostname")?;
@@ -123,12 +140,20 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
     }
 
     // DEL on removal: host-local's store is empty again.
-    ensure!(node.net.allocated().len() == 2, "allocated: {:?}", node.net.allocated());
+    ensure!(
+        node.net.allocated().len() == 2,
+        "allocated: {:?}",
+        node.net.allocated()
+    );
     node.delete("client.yaml")?;
     node.delete("server.yaml")?;
     node.wait_gone("server", T)?;
     node.wait_gone("client", T)?;
-    ensure!(node.net.allocated().is_empty(), "leaked IPs: {:?}", node.net.allocated());
+    ensure!(
+        node.net.allocated().is_empty(),
+        "leaked IPs: {:?}",
+        node.net.allocated()
+    );
     let mut node = node;
     let leaks = node.teardown();
     ensure!(leaks.is_empty(), "leaks: {leaks:?}");
@@ -154,7 +179,11 @@ fn main_pid(node: &Node, p: &serde_json::Value, name: &str) -> Result<i32> {
         .unwrap_or_default()
         .trim_start_matches("bosun://")
         .to_string();
-    let started = node.path("run").join("containers").join(&id).join("started.json");
+    let started = node
+        .path("run")
+        .join("containers")
+        .join(&id)
+        .join("started.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&started)?)?;
     match v["pid"].as_i64() {
         Some(pid) => Ok(pid as i32),
@@ -168,17 +197,28 @@ fn del_runs_for_pods_removed_while_the_agent_was_down() -> Result<()> {
     let mut node = setup("netcrash")?;
     node.apply(
         "p.yaml",
-        &pod("p", "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n"),
+        &pod(
+            "p",
+            "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n",
+        ),
     )?;
     node.wait_pod("p", T, "running with an IP", |p| {
         is_running(p, "c") && !pod_ip(p).is_empty()
     })?;
-    ensure!(node.net.allocated().len() == 1, "allocated: {:?}", node.net.allocated());
+    ensure!(
+        node.net.allocated().len() == 1,
+        "allocated: {:?}",
+        node.net.allocated()
+    );
     node.kill9();
     node.delete("p.yaml")?;
     node.start()?;
     node.wait_gone("p", T)?;
-    ensure!(node.net.allocated().is_empty(), "leaked IPs: {:?}", node.net.allocated());
+    ensure!(
+        node.net.allocated().is_empty(),
+        "leaked IPs: {:?}",
+        node.net.allocated()
+    );
     let leaks = node.teardown();
     ensure!(leaks.is_empty(), "leaks: {leaks:?}");
     Ok(())

@@ -81,12 +81,7 @@ impl Probes {
             }
             let id = t.id.clone();
             let state = Arc::new(Mutex::new(initial));
-            let task = tokio::spawn(probe_container(
-                ctx.clone(),
-                wake.clone(),
-                t,
-                state.clone(),
-            ));
+            let task = tokio::spawn(probe_container(ctx.clone(), wake.clone(), t, state.clone()));
             self.entries.insert(id, Entry { task, state });
         }
     }
@@ -104,13 +99,9 @@ impl Probes {
 }
 
 /// Translates a Kubernetes probe. `exec` runs commands in the container.
-pub fn spec(
-    p: &Probe,
-    c: &Container,
-    pod_ip: &str,
-    exec: ExecFn,
-) -> Result<Spec, String> {
-    let secs = |v: Option<i32>, d: u64| Duration::from_secs(v.map(|v| v.max(0) as u64).unwrap_or(d));
+pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec, String> {
+    let secs =
+        |v: Option<i32>, d: u64| Duration::from_secs(v.map(|v| v.max(0) as u64).unwrap_or(d));
     let timing = Timing {
         initial_delay: secs(p.initial_delay_seconds, 0),
         period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
@@ -138,7 +129,11 @@ pub fn spec(
     } else if let Some(h) = &p.http_get {
         Check::Http(HttpGet {
             scheme: h.scheme.clone().unwrap_or_else(|| "HTTP".into()),
-            host: h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string()),
+            host: h
+                .host
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| pod_ip.to_string()),
             port: port(&h.port)?,
             path: h.path.clone().unwrap_or_else(|| "/".into()),
             headers: h
@@ -150,7 +145,11 @@ pub fn spec(
         })
     } else if let Some(t) = &p.tcp_socket {
         Check::Tcp {
-            host: t.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| pod_ip.to_string()),
+            host: t
+                .host
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| pod_ip.to_string()),
             port: port(&t.port)?,
         }
     } else if let Some(g) = &p.grpc {

@@ -755,7 +755,10 @@ impl Worker {
                 ("/etc/hostname", &files.hostname),
                 ("/etc/resolv.conf", &files.resolv),
             ] {
-                if out.iter().any(|m| m.destination == std::path::Path::new(dest)) {
+                if out
+                    .iter()
+                    .any(|m| m.destination == std::path::Path::new(dest))
+                {
                     continue;
                 }
                 out.push(Mount {
