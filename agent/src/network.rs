@@ -313,6 +313,7 @@ pub fn set_ips(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -288,6 +288,7 @@ pub async fn run(spec: Spec, initial: bool, mut on_change: impl FnMut(bool, &str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -548,6 +548,7 @@ pub async fn teardown(sandbox_dir: &Path) -> Result<(), CniError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
