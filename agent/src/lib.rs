@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod config;
 pub mod manifest;
+pub mod network;
 pub mod pods;
 pub mod translate;
