@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stops the control plane that up.sh started in DIR (default /tmp/bosun-cluster): every process
-# in DIR/pids, kube-proxy's iptables rules (kube-proxy --cleanup), the blackhole route and the
-# dummy interface. Keeps DIR (logs, certificates) unless --purge is given. Safe to run twice.
+# in DIR/pids, kube-proxy's iptables rules (kube-proxy --cleanup), the service CIDR route and the
+# advertise-address interface. Keeps DIR (logs, certificates) unless --purge is given. Safe to run twice.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
@@ -59,10 +59,11 @@ fi
 
 if [ -f "$DIR/state/route" ]; then
   cidr=$(cat "$DIR/state/route")
-  if ip route show type blackhole "$cidr" | grep -q .; then
-    ip route del blackhole "$cidr" || rc=1
+  iface=$(cat "$DIR/state/iface" 2>/dev/null || echo none)
+  if ip route show "$cidr" dev "$iface" 2>/dev/null | grep -q .; then
+    ip route del "$cidr" dev "$iface" || rc=1
   fi
-  ip route show type blackhole "$cidr" | grep -q . || { rm -f "$DIR/state/route"; log "removed route $cidr"; }
+  ip route show "$cidr" dev "$iface" 2>/dev/null | grep -q . || { rm -f "$DIR/state/route"; log "removed route $cidr"; }
 fi
 
 if [ -f "$DIR/state/iface" ]; then

@@ -3,11 +3,11 @@
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kube-proxy, with the TLS,
 # RBAC and bootstrap-token setup kubeadm would do. Everything lives in DIR (default
 # /tmp/bosun-cluster): pki/, logs/, pids/, data, admin.kubeconfig and bootstrap.kubeconfig.
-# Stop it with down.sh DIR. Needs root (dummy interface, route, iptables).
+# Stop it with down.sh DIR. Needs root (an interface, a route, iptables).
 #
 # Environment overrides (defaults in brackets):
-#   BOSUN_CP_IF [bosun-cp0]          dummy interface carrying the advertise address
-#   BOSUN_CP_IP [10.250.0.1]         apiserver advertise address (a /32 on the dummy interface)
+#   BOSUN_CP_IF [bosun-cp0]          port-less bridge carrying the advertise address
+#   BOSUN_CP_IP [10.250.0.1]         apiserver advertise address (a /32 on BOSUN_CP_IF)
 #   BOSUN_CP_SERVICE_CIDR [10.96.0.0/16]
 #   BOSUN_CP_NODE_NAME [$(hostname)] node name kube-proxy uses (bosun's node)
 #   BOSUN_CP_KUBE_PROXY [1]          0 to not run kube-proxy
@@ -34,7 +34,7 @@ KUBECTL=$K8S_BIN/kubectl
 log() { echo "up: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "needs root (dummy interface, route, iptables)"
+[ "$(id -u)" = 0 ] || die "needs root (an interface, a route, iptables)"
 for c in ip openssl ss; do command -v "$c" >/dev/null || die "$c is not installed"; done
 
 # A previous run in this DIR that is still alive: refuse rather than fight over ports.
@@ -71,19 +71,22 @@ cleanup_on_error() {
 trap cleanup_on_error ERR
 
 # ---------- network: advertise address and service CIDR ----------
-# The advertise address is a /32 on a dummy interface: the kernel treats it as a local address
-# (local routing table), so packets to it are delivered on this host, and a dummy device drops
-# everything sent out of it, so nothing addressed through it ever reaches a wire. It is not the
-# VM's external address, and pods (in their own network namespaces) reach it through their
-# default route to the host.
-ip link add "$IFACE" type dummy
+# The advertise address is a /32 on an interface of its own: a Linux bridge with no ports (this
+# VM's kernel has no `dummy` driver; a port-less bridge behaves the same: it is up, and whatever
+# is routed out of it is dropped because there is nowhere to forward it). The kernel treats the
+# /32 as a local address (local routing table), so packets to it are delivered on this host,
+# from the host itself and from pods (they come in through their veth and the host's route).
+# It is not the VM's external address and no route points anywhere off the machine.
+ip link add "$IFACE" type bridge
 echo "$IFACE" >"$DIR/state/iface"
 ip addr add "$ADV_IP/32" dev "$IFACE"
 ip link set "$IFACE" up
-# The service CIDR: a blackhole route, so a ClusterIP that kube-proxy did not translate is
-# dropped here instead of following the default route off the machine. kube-proxy's DNAT in
-# PREROUTING (pods) and OUTPUT (host) happens before the final routing decision.
-ip route add blackhole "$SERVICE_CIDR"
+# The service CIDR is routed into the same port-less bridge: a ClusterIP that kube-proxy did not
+# translate is dropped here instead of following the default route off the machine. Not a
+# `blackhole` route: with one, the host's own connect() to a ClusterIP fails with EINVAL at the
+# first route lookup, before kube-proxy's OUTPUT DNAT can rewrite the destination; pods would
+# be fine (their DNAT is in PREROUTING), the host would not.
+ip route add "$SERVICE_CIDR" dev "$IFACE"
 echo "$SERVICE_CIDR" >"$DIR/state/route"
 
 # ---------- ports ----------
