@@ -187,6 +187,7 @@ K="$KUBECTL --kubeconfig=$DIR/admin.kubeconfig"
 # ---------- processes ----------
 start() { # name cmd...: detached in its own session, pid in pids/, output in logs/
   local name=$1; shift
+  printf '%q ' "$@" >"$DIR/state/cmd.$name"
   setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
   echo $! >"$PIDS/$name.pid"
   log "started $name (pid $!)"
