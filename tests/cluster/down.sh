@@ -48,6 +48,14 @@ for name in kube-proxy kube-scheduler kube-controller-manager kube-apiserver etc
 done
 
 if [ -f "$DIR/state/kube-proxy" ]; then
+  # kube-proxy --cleanup leaves the KUBE-FIREWALL chain: kube-proxy creates it as a copy of the
+  # kubelet's, and cleanup treats it as the kubelet's. There is no kubelet here: remove it too.
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    while "$ipt" -w -t filter -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+    while "$ipt" -w -t filter -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+    "$ipt" -w -t filter -F KUBE-FIREWALL 2>/dev/null && "$ipt" -w -t filter -X KUBE-FIREWALL 2>/dev/null
+  done
   if "$K8S_BIN/kube-proxy" --cleanup >>"$DIR/logs/kube-proxy-cleanup.log" 2>&1; then
     rm -f "$DIR/state/kube-proxy"
     log "removed kube-proxy's rules"

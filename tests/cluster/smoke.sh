@@ -96,6 +96,6 @@ done
 check "no control plane process left ($(echo $pids | wc -w) were running)" test "$left" = 0
 check "interface $IFACE is gone" bash -c "! ip link show $IFACE >/dev/null 2>&1"
 check "route $SERVICE_CIDR is gone" test -z "$(ip route show "$SERVICE_CIDR")"
-check "no KUBE- iptables chains left" bash -c "! iptables-save | grep -q KUBE-"
+check "no KUBE- iptables chains left" bash -c "! iptables-save | grep -q KUBE- && ! ip6tables-save | grep -q KUBE-"
 [ "$failed" = 0 ] && [ -z "${1:-}" ] && rm -rf "$DIR"
 finish
