@@ -14,7 +14,7 @@ ok() { passed=$((passed + 1)); echo "ok   - $*"; }
 bad() { failed=$((failed + 1)); echo "FAIL - $*"; }
 check() { # description cmd...
   local what=$1; shift
-  if "$@"; then ok "$what"; else bad "$what"; fi
+  if "$@" >/dev/null; then ok "$what"; else bad "$what"; fi
 }
 eventually() { # seconds cmd...: retries once a second
   local end=$((SECONDS + $1)); shift
