@@ -38,7 +38,22 @@ pub struct Config {
     pub register_with_taints: Vec<k8s_openapi::api::core::v1::Taint>,
     /// maxPods (110).
     pub max_pods: u32,
+    /// clusterDNS: nameservers of ClusterFirst pods (empty: ClusterFirst falls back to Default).
+    pub cluster_dns: Vec<String>,
+    /// clusterDomain: the DNS domain of the cluster (`cluster.local`).
+    pub cluster_domain: String,
+    /// resolvConf: the host resolv.conf that Default pods get (`/etc/resolv.conf`).
+    pub resolv_conf: PathBuf,
+    /// podCIDR / `--pod-cidr`: the subnet of the default CNI network bosun writes when none exists.
+    pub pod_cidr: String,
+    /// `--cni-conf-dir`: CNI network configs (`/etc/cni/net.d`).
+    pub cni_conf_dir: PathBuf,
+    /// `--cni-bin-dir`: folders of CNI plugins, in order (`/opt/cni/bin:/usr/lib/cni`).
+    pub cni_bin_dirs: Vec<PathBuf>,
 }
+
+/// The default pod subnet (unlikely to clash with podman's 10.88.0.0/16 or docker's 172.17/16).
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/24";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +83,12 @@ pub struct KubeletConfigFile {
     pub sync_frequency: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
     pub max_pods: Option<u32>,
+    #[serde(rename = "clusterDNS")]
+    pub cluster_dns: Option<Vec<String>>,
+    pub cluster_domain: Option<String>,
+    pub resolv_conf: Option<PathBuf>,
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Option<String>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -92,6 +113,10 @@ pub struct Flags {
     pub node_labels: Option<String>,
     /// `key=value:Effect,...`
     pub register_with_taints: Option<String>,
+    pub pod_cidr: Option<String>,
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Colon-separated folders.
+    pub cni_bin_dir: Option<String>,
 }
 
 /// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
@@ -106,6 +131,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "syncFrequency",
     "podLogsDir",
     "maxPods",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
+    "podCIDR",
 ];
 
 impl Config {
@@ -227,7 +256,47 @@ impl Config {
             container_log_max_files,
             file_check_frequency: duration("fileCheckFrequency", &file.file_check_frequency, 20)?,
             sync_frequency: duration("syncFrequency", &file.sync_frequency, 10)?,
+            cluster_dns: file.cluster_dns.clone().unwrap_or_default(),
+            cluster_domain: file
+                .cluster_domain
+                .clone()
+                .unwrap_or_else(|| "cluster.local".into()),
+            resolv_conf: file
+                .resolv_conf
+                .clone()
+                .unwrap_or_else(|| "/etc/resolv.conf".into()),
+            pod_cidr: flags
+                .pod_cidr
+                .clone()
+                .or(file.pod_cidr.clone())
+                .unwrap_or_else(|| DEFAULT_POD_CIDR.into()),
+            cni_conf_dir: flags
+                .cni_conf_dir
+                .clone()
+                .unwrap_or_else(|| "/etc/cni/net.d".into()),
+            cni_bin_dirs: flags
+                .cni_bin_dir
+                .as_deref()
+                .unwrap_or("/opt/cni/bin:/usr/lib/cni")
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect(),
         };
+        for ip in &cfg.cluster_dns {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    field: "clusterDNS".into(),
+                    message: format!("{ip:?} is not an IP address"),
+                });
+            }
+        }
+        if !cfg.pod_cidr.contains('/') {
+            return Err(ConfigError::Invalid {
+                field: "podCIDR".into(),
+                message: format!("{:?} is not a CIDR like 10.244.0.0/24", cfg.pod_cidr),
+            });
+        }
         if !cfg.cgroup_root.starts_with('/') {
             return Err(ConfigError::Invalid {
                 field: "cgroupRoot".into(),

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod manifest;
+pub mod network;
 pub mod pods;
 pub mod translate;

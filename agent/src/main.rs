@@ -90,6 +90,15 @@ struct Common {
     /// Node name (default: the hostname, lowercased).
     #[arg(long)]
     hostname_override: Option<String>,
+    /// Subnet of the default CNI network bosun writes when the conf folder has none.
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// Folder of CNI network configs (default /etc/cni/net.d).
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
+    /// Colon-separated folders of CNI plugins (default /opt/cni/bin:/usr/lib/cni).
+    #[arg(long)]
+    cni_bin_dir: Option<String>,
 }
 
 impl Common {
@@ -110,6 +119,9 @@ impl Common {
             pod_logs_dir: self.pod_logs_dir.clone(),
             container_logs_dir: self.container_logs_dir.clone(),
             cgroup_root: self.cgroup_root.clone(),
+            pod_cidr: self.pod_cidr.clone(),
+            cni_conf_dir: self.cni_conf_dir.clone(),
+            cni_bin_dir: self.cni_bin_dir.clone(),
         }
     }
 

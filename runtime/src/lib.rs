@@ -10,6 +10,7 @@
 //! `exit.json` before cleaning up. Keepers outlive the agent, so a restarted agent adopts them.
 
 pub mod cgroups;
+pub mod cni;
 pub mod container;
 pub mod exec;
 pub mod image;

@@ -70,7 +70,65 @@ pub struct Node {
     pub name: String,
     pub dir: tempfile::TempDir,
     pub cgroup_root: String,
+    /// This node's own CNI network (conf dir under `dir`, own bridge, subnet and IPAM store).
+    pub net: TestNetwork,
     child: Option<Child>,
+}
+
+/// A private CNI network per test node so nodes never collide with each other or the host.
+#[derive(Clone, Debug)]
+pub struct TestNetwork {
+    pub name: String,
+    pub bridge: String,
+    /// e.g. `10.213.57.0/24`; the gateway (bridge address) is `.1`.
+    pub subnet: String,
+    pub gateway: String,
+    /// host-local's private dataDir.
+    pub ipam_dir: PathBuf,
+}
+
+impl TestNetwork {
+    fn new(dir: &Path) -> TestNetwork {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid = std::process::id();
+        let a = 200 + (pid / 250 + n) % 50;
+        let b = pid % 250;
+        TestNetwork {
+            name: format!("bosun-e2e-{pid}-{n}"),
+            bridge: format!("bt{}x{n}", pid % 1_000_000),
+            subnet: format!("10.{a}.{b}.0/24"),
+            gateway: format!("10.{a}.{b}.1"),
+            ipam_dir: dir.join("cni-ipam"),
+        }
+    }
+
+    /// The conflist: bridge (no masquerade: test traffic stays here) + host-local + portmap.
+    pub fn conflist(&self) -> Value {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "plugins": [
+                {"type": "bridge", "bridge": self.bridge, "isGateway": true, "ipMasq": false,
+                 "hairpinMode": true,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": self.subnet}]],
+                          "dataDir": self.ipam_dir}},
+                {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
+            ]
+        })
+    }
+
+    /// IPs host-local still holds (files other than `last_reserved_ip.*` and `lock`).
+    pub fn allocated(&self) -> Vec<String> {
+        std::fs::read_dir(self.ipam_dir.join(&self.name))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with("last_reserved_ip") && n != "lock")
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Node {
@@ -79,9 +137,11 @@ impl Node {
         let dir = tempfile::Builder::new()
             .prefix(&format!("bosun-{name}-"))
             .tempdir()?;
+        let net = TestNetwork::new(dir.path());
         let node = Node {
             name: name.to_string(),
             cgroup_root: format!("/bosun-e2e-{name}-{}", std::process::id()),
+            net,
             dir,
             child: None,
         };
@@ -93,9 +153,14 @@ impl Node {
             "pods-logs",
             "containers-logs",
             "host",
+            "cni",
         ] {
             std::fs::create_dir_all(node.path(d))?;
         }
+        std::fs::write(
+            node.path("cni").join("10-test.conflist"),
+            serde_json::to_vec_pretty(&node.net.conflist())?,
+        )?;
         let layout = busybox_layout()?;
         for reference in ["busybox", "localhost/busybox:test"] {
             let out = node.bosun(&[
@@ -131,6 +196,8 @@ impl Node {
             self.cgroup_root.clone(),
             "--hostname-override".into(),
             NODE.into(),
+            "--cni-conf-dir".into(),
+            self.path("cni").display().to_string(),
         ]
     }
 
@@ -360,6 +427,11 @@ impl Node {
                 let _ = Command::new("umount").arg("-l").arg(&m).status();
             }
         }
+        // The bridge plugin leaves its bridge behind by design; it is this node's own.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.net.bridge])
+            .stderr(Stdio::null())
+            .status();
         let cgroups = self.cgroups();
         if !cgroups.is_empty() {
             leaks.push(format!("cgroups {cgroups:?}"));

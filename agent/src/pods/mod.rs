@@ -1,6 +1,7 @@
 //! Pods: the source of desired pods, the manager that keeps one worker per pod, and status.
 
 pub mod backoff;
+pub mod probing;
 pub mod source;
 pub mod status;
 pub mod worker;

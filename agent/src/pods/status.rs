@@ -39,6 +39,8 @@ pub struct ContainerView {
     /// Why the container is not running (`CrashLoopBackOff`, `ErrImagePull`, ...) and a message.
     pub waiting: Option<(String, String)>,
     pub ready: bool,
+    /// Running and past its startup probe (if any).
+    pub started: bool,
 }
 
 pub fn time(t: SystemTime) -> Time {
@@ -127,7 +129,7 @@ pub fn container_status(v: &ContainerView) -> KStatus {
                         }),
                         ..Default::default()
                     });
-                    s.started = Some(true);
+                    s.started = Some(v.started);
                     if let Some(prev) = &v.previous {
                         s.last_state = Some(KState {
                             terminated: Some(terminated(prev)),

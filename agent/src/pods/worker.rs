@@ -66,6 +66,10 @@ pub fn spawn(ctx: Arc<Ctx>, desired: Desired) -> WorkerHandle {
         start_time: SystemTime::now(),
         next_wakeup: None,
         pod_error: None,
+        pod_ips: Vec::new(),
+        host_ip: None,
+        pod_files: None,
+        probes: super::probing::Probes::default(),
     };
     let done = tokio::spawn(worker.run().instrument(span));
     WorkerHandle { tx, wake, done }
@@ -98,6 +102,13 @@ struct Worker {
     next_wakeup: Option<SystemTime>,
     /// A pod-level problem (sandbox, volumes): (reason, message).
     pod_error: Option<(String, String)>,
+    /// The pod's addresses (CNI result, or the host's with hostNetwork), IPv4 first.
+    pod_ips: Vec<String>,
+    host_ip: Option<String>,
+    /// /etc/hosts, /etc/resolv.conf, /etc/hostname of the pod, once the network is set up.
+    pod_files: Option<crate::network::PodFiles>,
+    /// Probe tasks and their results.
+    probes: super::probing::Probes,
 }
 
 /// What to do with one container after looking at its newest attempt.
@@ -252,6 +263,109 @@ impl Worker {
     }
 
     async fn ensure_sandbox(&mut self) -> bool {
+        self.ensure_sandbox_ns().await && self.ensure_network().await
+    }
+
+    fn host_network(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false)
+    }
+
+    /// CNI ADD (once; the result is kept in the sandbox folder), then the hosts/resolv.conf/hostname
+    /// files. hostNetwork pods skip CNI and get the host's address.
+    async fn ensure_network(&mut self) -> bool {
+        if self.pod_files.is_some() {
+            return true;
+        }
+        let Some(sb) = self.sandbox.clone() else {
+            return false;
+        };
+        self.host_ip = crate::network::host_ip();
+        if self.host_network() || sb.netns.is_none() {
+            self.pod_ips = self.host_ip.clone().into_iter().collect();
+        } else if let Some(st) = bosun_runtime::cni::status(&sb.dir) {
+            self.pod_ips = st.ips;
+        } else {
+            match self.cni_add(&sb).await {
+                Ok(ips) => self.pod_ips = ips,
+                Err(msg) => {
+                    self.event("Warning", "FailedCreatePodSandBox", &msg);
+                    self.pod_error = Some(("FailedCreatePodSandBox".into(), msg));
+                    return false;
+                }
+            }
+        }
+        let dns = crate::network::DnsSettings {
+            cluster_dns: self.ctx.cfg.cluster_dns.clone(),
+            cluster_domain: self.ctx.cfg.cluster_domain.clone(),
+            host_resolv: std::fs::read_to_string(&self.ctx.cfg.resolv_conf).unwrap_or_default(),
+        };
+        let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        match crate::network::write_pod_files(
+            &self.pod_dir(),
+            &self.pod,
+            &self.pod_ips,
+            &dns,
+            &host_hosts,
+        ) {
+            Ok(f) => {
+                self.pod_files = Some(f);
+                true
+            }
+            Err(e) => {
+                let msg = format!("writing the pod's hosts and resolv.conf: {e}");
+                self.event("Warning", "FailedCreatePodSandBox", &msg);
+                self.pod_error = Some(("FailedCreatePodSandBox".into(), msg));
+                false
+            }
+        }
+    }
+
+    async fn cni_add(&mut self, sb: &Sandbox) -> Result<Vec<String>, String> {
+        let netns = sb.netns.clone().ok_or("sandbox has no network namespace")?;
+        if bosun_runtime::cni::has_state(&sb.dir) {
+            // An ADD interrupted by a crash: undo what it did before trying again.
+            bosun_runtime::cni::teardown(&sb.dir)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let cfg = &self.ctx.cfg;
+        bosun_runtime::cni::ensure_default_conflist(&cfg.cni_conf_dir, &cfg.pod_cidr)
+            .map_err(|e| e.to_string())?;
+        let spec = bosun_runtime::cni::PodNetworkSpec {
+            namespace: self
+                .pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: self.pod.metadata.name.clone().unwrap_or_default(),
+            uid: self.uid.clone(),
+            netns,
+            port_mappings: crate::network::port_mappings(&self.pod),
+        };
+        let cni = bosun_runtime::cni::CniConfig {
+            conf_dir: cfg.cni_conf_dir.clone(),
+            bin_dirs: cfg.cni_bin_dirs.clone(),
+        };
+        let st = bosun_runtime::cni::setup(&cni, &sb.dir, &spec)
+            .await
+            .map_err(|e| format!("failed to set up the pod network: {e}"))?;
+        Ok(st.ips)
+    }
+
+    /// The pod with status.podIP(s)/hostIP(s) filled in (for downward-API env).
+    fn pod_with_ips(&self) -> Pod {
+        let mut pod = self.pod.clone();
+        let st = pod.status.get_or_insert_with(Default::default);
+        crate::network::set_ips(st, &self.pod_ips, self.host_ip.as_deref());
+        pod
+    }
+
+    async fn ensure_sandbox_ns(&mut self) -> bool {
         if self.sandbox.is_some() {
             return true;
         }
@@ -260,7 +374,8 @@ impl Worker {
             self.sandbox = Some(sb);
             return true;
         }
-        let spec = translate::sandbox_spec(&self.pod);
+        let mut spec = translate::sandbox_spec(&self.pod);
+        spec.hostname = crate::network::uts_hostname(&self.pod, &self.ctx.cfg.cluster_domain);
         match bosun_runtime::sandbox::create(&paths, &spec).await {
             Ok(sb) => {
                 self.sandbox = Some(sb);
@@ -426,6 +541,7 @@ impl Worker {
         }
         records = self.records();
         self.gc(&records).await;
+        self.sync_probes(&records);
         self.write_status(true, init_done, init_failed);
     }
 
@@ -538,8 +654,9 @@ impl Worker {
                 return;
             }
         };
+        let pod_with_ips = self.pod_with_ips();
         let ctx = translate::ContainerContext {
-            pod: &self.pod,
+            pod: &pod_with_ips,
             container: c,
             image: &image.config,
             image_ref: &image_ref,
@@ -578,7 +695,9 @@ impl Worker {
                     &format!("Started container {}", c.name),
                 );
                 if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
-                    if let Err(msg) = run_hook(&self.ctx, &id, &hook, Duration::from_secs(30)).await
+                    let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
+                    if let Err(msg) =
+                        run_hook(&self.ctx, &id, c, &pod_ip, &hook, Duration::from_secs(30)).await
                     {
                         let msg = format!("PostStartHook failed: {msg}");
                         self.event("Warning", "FailedPostStartHook", &msg);
@@ -634,6 +753,26 @@ impl Worker {
                 propagation: r.propagation,
             });
         }
+        if let Some(files) = &self.pod_files {
+            for (dest, source) in [
+                ("/etc/hosts", &files.hosts),
+                ("/etc/hostname", &files.hostname),
+                ("/etc/resolv.conf", &files.resolv),
+            ] {
+                if out
+                    .iter()
+                    .any(|m| m.destination == std::path::Path::new(dest))
+                {
+                    continue;
+                }
+                out.push(Mount {
+                    destination: dest.into(),
+                    source: source.clone(),
+                    readonly: false,
+                    propagation: Propagation::Private,
+                });
+            }
+        }
         let dir = pod_dir.join("containers").join(&c.name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let file = dir.join(id);
@@ -660,7 +799,8 @@ impl Worker {
             ContainerState::Running { .. } | ContainerState::Created
         ) {
             let c = self.container(name);
-            kill_container(self.ctx.clone(), c, st, deadline).await;
+            let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
+            kill_container(self.ctx.clone(), c, pod_ip, st, deadline).await;
         }
     }
 
@@ -686,6 +826,40 @@ impl Worker {
         }
     }
 
+    /// Probe tasks follow the running containers (main containers and sidecars).
+    fn sync_probes(&mut self, records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>) {
+        let spec = self.spec();
+        let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+        let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
+        let mut running = Vec::new();
+        let sidecars = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+        for c in spec.containers.iter().chain(sidecars) {
+            let Some((rec, st)) = records.get(&c.name).and_then(|v| v.last()) else {
+                continue;
+            };
+            if !matches!(rec.state, ContainerState::Running { .. }) {
+                continue;
+            }
+            running.push(super::probing::Target {
+                id: rec.id.clone(),
+                container: c.clone(),
+                pod_ip: pod_ip.clone(),
+                pod_grace: grace,
+                stop_signal: st
+                    .labels
+                    .get(LABEL_STOP_SIGNAL)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(libc::SIGTERM),
+            });
+        }
+        let wake = self.wake.clone();
+        self.probes.sync(&self.ctx, &wake, running);
+    }
+
     fn views(
         &self,
         containers: &[Container],
@@ -704,6 +878,10 @@ impl Worker {
                     current.as_ref().map(|r| &r.state),
                     Some(ContainerState::Running { .. })
                 );
+                let probe = current
+                    .as_ref()
+                    .map(|r| self.probes.state(&r.id, c))
+                    .unwrap_or_default();
                 let mut waiting = self.waiting.get(&c.name).cloned();
                 if running {
                     waiting = None;
@@ -721,7 +899,8 @@ impl Worker {
                     name: c.name.clone(),
                     image: c.image.clone().unwrap_or_default(),
                     restart_count: current.as_ref().map(|r| r.attempt).unwrap_or(0),
-                    ready: running,
+                    ready: running && probe.ready,
+                    started: running && probe.started,
                     current,
                     previous,
                     waiting,
@@ -757,6 +936,8 @@ impl Worker {
             SystemTime::now(),
             qos.as_str(),
         );
+        let mut st = st;
+        crate::network::set_ips(&mut st, &self.pod_ips, self.host_ip.as_deref());
         if self.last_status.as_ref() == Some(&st) {
             return;
         }
@@ -819,6 +1000,7 @@ impl Worker {
                     set.spawn(kill_container(
                         self.ctx.clone(),
                         self.container(name),
+                        self.pod_ips.first().cloned().unwrap_or_default(),
                         st.clone(),
                         deadline,
                     ));
@@ -841,6 +1023,10 @@ impl Worker {
             }
         }
         let paths = self.ctx.runtime.paths().clone();
+        let sb_dir = bosun_runtime::sandbox::dir(&paths, &self.uid);
+        if let Err(e) = bosun_runtime::cni::teardown(&sb_dir).await {
+            tracing::warn!(error = %e, "cannot tear down the pod network");
+        }
         if let Err(e) = bosun_runtime::sandbox::remove(&paths, &self.uid).await {
             tracing::warn!(error = %e, "cannot remove sandbox");
         }
@@ -888,6 +1074,7 @@ fn init_policy(pod_policy: &str) -> &'static str {
 async fn kill_container(
     ctx: Arc<Ctx>,
     c: Option<Container>,
+    pod_ip: String,
     st: ContainerStatus,
     deadline: SystemTime,
 ) {
@@ -897,13 +1084,12 @@ async fn kill_container(
             .unwrap_or(Duration::ZERO)
             .max(Duration::from_secs(min))
     };
-    if let Some(hook) = c
+    if let Some((c, hook)) = c
         .as_ref()
-        .and_then(|c| c.lifecycle.as_ref())
-        .and_then(|l| l.pre_stop.clone())
+        .and_then(|c| Some((c, c.lifecycle.as_ref()?.pre_stop.clone()?)))
     {
         tracing::info!(container = %st.id, "running preStop hook");
-        if let Err(msg) = run_hook(&ctx, &st.id, &hook, remaining(0)).await {
+        if let Err(msg) = run_hook(&ctx, &st.id, c, &pod_ip, &hook, remaining(0)).await {
             tracing::warn!(container = %st.id, reason = "FailedPreStopHook", "{msg}");
         }
     }
@@ -920,10 +1106,12 @@ async fn kill_container(
     }
 }
 
-/// Runs a lifecycle hook (exec or sleep; httpGet comes with pod networking).
+/// Runs a lifecycle hook (exec, sleep or httpGet against the pod IP).
 async fn run_hook(
     ctx: &Ctx,
     id: &str,
+    c: &Container,
+    pod_ip: &str,
     hook: &LifecycleHandler,
     timeout: Duration,
 ) -> Result<(), String> {
@@ -951,8 +1139,22 @@ async fn run_hook(
         tokio::time::sleep(d).await;
         return Ok(());
     }
-    if hook.http_get.is_some() {
-        return Err("httpGet hooks are not supported yet".into());
+    if let Some(h) = &hook.http_get {
+        let probe = k8s_openapi::api::core::v1::Probe {
+            http_get: Some(h.clone()),
+            ..Default::default()
+        };
+        let noop: bosun_probes::ExecFn =
+            Arc::new(|_, _| Box::pin(async { Err("not an exec hook".to_string()) }));
+        let spec = super::probing::spec(&probe, c, pod_ip, noop)?;
+        let bosun_probes::Check::Http(get) = spec.check else {
+            return Err("httpGet hook".into());
+        };
+        return match tokio::time::timeout(timeout, bosun_probes::http_get(&get)).await {
+            Ok(bosun_probes::Outcome::Success) => Ok(()),
+            Ok(bosun_probes::Outcome::Failure(m)) => Err(format!("httpGet hook failed: {m}")),
+            Err(_) => Err(format!("httpGet hook timed out after {timeout:?}")),
+        };
     }
     if hook.tcp_socket.is_some() {
         return Err("tcpSocket hooks are deprecated and not supported".into());
