@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ContainerSpec, Sandbox};
 
+mod run;
+pub mod user;
+
 pub const REQUEST_FILE: &str = "request.json";
 pub const PID_FILE: &str = "keeper.pid";
 pub const STARTED_FILE: &str = "started.json";
@@ -57,13 +60,9 @@ pub struct Started {
 }
 
 /// Entry point of `bosun __keeper <dir>`. Called by `main` before any thread or runtime exists.
-/// Returns the process exit code.
+/// Returns the process exit code: 0 once an exit (or a start error) was recorded in
+/// `exit.json`, 1 if even that failed, 2 if the folder already had a keeper (`keeper.pid`
+/// exists; nothing was touched).
 pub fn main(dir: PathBuf) -> i32 {
-    let _ = dir;
-    todo_keeper()
-}
-
-fn todo_keeper() -> i32 {
-    eprintln!("keeper: not implemented yet");
-    1
+    run::main(dir)
 }

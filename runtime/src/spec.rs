@@ -1,2 +1,725 @@
 //! [`crate::ContainerSpec`] + [`crate::Sandbox`] -> OCI runtime spec (`config.json`).
-//! Pure functions: no I/O except reading the agent's own rlimits.
+//! Pure functions: no I/O except reading the agent's own rlimits (and the kernel's last
+//! capability, for privileged containers) once, in [`HostFacts::read`].
+//!
+//! The layout follows what containerd's CRI plugin gives a Kubernetes container: the usual
+//! pseudo filesystems, the pod's `/dev/shm`, the pod's namespaces by path, a devices cgroup that
+//! denies everything but the default devices, containerd's masked and read-only paths.
+
+use std::sync::OnceLock;
+
+use libcontainer::oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use crate::keeper::KeeperRequest;
+use crate::Propagation;
+
+/// RLIMIT_NOFILE wanted for containers (containerd/systemd's usual 1048576), clamped to what
+/// the agent itself may use: without CAP_SYS_RESOURCE no limit can be raised past our hard one.
+pub const WANTED_NOFILE: u64 = 1_048_576;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("container {id}: invalid spec: {source}")]
+    Invalid {
+        id: String,
+        source: serde_json::Error,
+    },
+    #[error("container {id}: {reason}")]
+    Bad { id: String, reason: String },
+}
+
+/// Facts about the host the spec depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFacts {
+    /// Our own hard RLIMIT_NOFILE.
+    pub nofile_hard: u64,
+    /// `/proc/sys/kernel/cap_last_cap`: the highest capability this kernel knows.
+    pub cap_last_cap: u32,
+}
+
+impl HostFacts {
+    /// Reads the facts once per process.
+    pub fn read() -> HostFacts {
+        static FACTS: OnceLock<HostFacts> = OnceLock::new();
+        *FACTS.get_or_init(|| HostFacts {
+            nofile_hard: crate::sys::nofile_limit().map(|l| l.1).unwrap_or(1024),
+            cap_last_cap: std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(40),
+        })
+    }
+}
+
+/// Every capability, by number (index = capability number).
+pub const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// containerd's default masked paths.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+    "/proc/scsi",
+];
+
+/// containerd's default read-only paths.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Builds the OCI spec for `req`, running as `uid:gid` with `additional_gids`.
+pub fn build(
+    req: &KeeperRequest,
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<u32>,
+) -> Result<Spec, SpecError> {
+    build_with(req, uid, gid, additional_gids, HostFacts::read())
+}
+
+/// [`build`] with the host facts given (pure).
+pub fn build_with(
+    req: &KeeperRequest,
+    uid: u32,
+    gid: u32,
+    additional_gids: Vec<u32>,
+    host: HostFacts,
+) -> Result<Spec, SpecError> {
+    let spec = &req.spec;
+    let sec = &spec.security;
+    let sb = &req.sandbox;
+    let bad = |reason: String| SpecError::Bad {
+        id: spec.id.clone(),
+        reason,
+    };
+    if spec.args.is_empty() {
+        return Err(bad("no command to run".into()));
+    }
+    if spec.tty {
+        // The keeper does not set up a console socket yet.
+        return Err(bad("tty containers are not supported yet".into()));
+    }
+
+    let caps: Vec<String> = if sec.privileged {
+        ALL_CAPS
+            .iter()
+            .take(host.cap_last_cap as usize + 1)
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        let mut v: Vec<String> = Vec::new();
+        for c in &sec.capabilities {
+            let n = normalize_cap(c);
+            if !ALL_CAPS.contains(&n.as_str()) {
+                return Err(bad(format!("unknown capability {c}")));
+            }
+            if !v.contains(&n) {
+                v.push(n);
+            }
+        }
+        v
+    };
+    let nofile = WANTED_NOFILE.min(host.nofile_hard);
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+
+    let process = json!({
+        "terminal": false,
+        "user": {"uid": uid, "gid": gid, "additionalGids": additional_gids},
+        "args": spec.args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "noNewPrivileges": sec.no_new_privileges,
+        // Always set: otherwise the container inherits the keeper's (the agent's) score.
+        "oomScoreAdj": spec.oom_score_adj,
+    });
+
+    let sys_opt = if sec.privileged { "rw" } else { "ro" };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", sys_opt]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", sys_opt]}),
+        json!({"destination": "/dev/shm", "type": "bind", "source": sb.shm,
+               "options": ["rbind", "nosuid", "nodev", "noexec"]}),
+    ];
+    for m in &spec.mounts {
+        if !m.destination.is_absolute() {
+            return Err(bad(format!(
+                "mount destination {} is not absolute",
+                m.destination.display()
+            )));
+        }
+        let mut opts = vec!["rbind"];
+        opts.push(match m.propagation {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        });
+        if m.readonly {
+            opts.push("ro");
+        }
+        mounts.push(json!({"destination": m.destination, "type": "bind",
+                           "source": m.source, "options": opts}));
+    }
+
+    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    if !sb.host_pid {
+        match &sb.pidns {
+            Some(p) => namespaces.push(json!({"type": "pid", "path": p})),
+            None => namespaces.push(json!({"type": "pid"})),
+        }
+    }
+    for (typ, path) in [
+        ("network", &sb.netns),
+        ("ipc", &sb.ipcns),
+        ("uts", &sb.utsns),
+    ] {
+        if let Some(p) = path {
+            namespaces.push(json!({"type": typ, "path": p}));
+        }
+    }
+
+    let device_rules = if sec.privileged {
+        vec![json!({"allow": true, "access": "rwm"})]
+    } else {
+        let mut v = vec![json!({"allow": false, "access": "rwm"})];
+        // mknod of any device (what is reachable is limited by the rules below and /dev).
+        v.push(json!({"allow": true, "type": "c", "access": "m"}));
+        v.push(json!({"allow": true, "type": "b", "access": "m"}));
+        for (major, minor) in [
+            (1, Some(3)), // null
+            (1, Some(5)), // zero
+            (1, Some(7)), // full
+            (1, Some(8)), // random
+            (1, Some(9)), // urandom
+            (5, Some(0)), // tty
+            (5, Some(1)), // console
+            (5, Some(2)), // ptmx
+            (136, None),  // /dev/pts/*
+        ] {
+            let mut r = json!({"allow": true, "type": "c", "major": major, "access": "rwm"});
+            if let Some(m) = minor {
+                r["minor"] = json!(m);
+            }
+            v.push(r);
+        }
+        v
+    };
+    let mut resources = json!({"devices": device_rules});
+    let res = &spec.resources;
+    if let Some(l) = res.memory_limit {
+        resources["memory"] = json!({"limit": l});
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(s) = res.cpu_shares {
+        cpu.insert("shares".into(), json!(s));
+    }
+    if let Some(q) = res.cpu_quota {
+        cpu.insert("quota".into(), json!(q));
+        cpu.insert("period".into(), json!(res.cpu_period.unwrap_or(100_000)));
+    } else if let Some(p) = res.cpu_period {
+        cpu.insert("period".into(), json!(p));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(p) = res.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+
+    let devices: Vec<Value> = [
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/random", 1, 8),
+        ("/dev/urandom", 1, 9),
+        ("/dev/tty", 5, 0),
+    ]
+    .iter()
+    .map(|(path, major, minor)| {
+        json!({"path": path, "type": "c", "major": major, "minor": minor,
+               "fileMode": 0o666, "uid": 0, "gid": 0})
+    })
+    .collect();
+
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": req.cgroup_path,
+        "resources": resources,
+        "devices": devices,
+    });
+    if sec.mask_paths {
+        linux["maskedPaths"] = json!(MASKED_PATHS);
+        linux["readonlyPaths"] = json!(READONLY_PATHS);
+    }
+
+    let mut annotations = serde_json::Map::new();
+    for (k, v) in &spec.labels {
+        annotations.insert(k.clone(), json!(v));
+    }
+
+    let doc = json!({
+        "ociVersion": "1.0.2",
+        "process": process,
+        "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": annotations,
+    });
+    serde_json::from_value(doc).map_err(|source| SpecError::Invalid {
+        id: spec.id.clone(),
+        source,
+    })
+}
+
+/// `net_admin` / `NET_ADMIN` / `CAP_NET_ADMIN` -> `CAP_NET_ADMIN`.
+fn normalize_cap(c: &str) -> String {
+    let up = c.trim().to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ContainerSpec, Mount, Resources, Sandbox, Security, User};
+    use libcontainer::oci_spec::runtime::{Capability, LinuxNamespaceType};
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    const HOST: HostFacts = HostFacts {
+        nofile_hard: 20_000,
+        cap_last_cap: 40,
+    };
+
+    fn req() -> KeeperRequest {
+        KeeperRequest {
+            spec: ContainerSpec {
+                id: "pod1-app-0".into(),
+                name: "app".into(),
+                pod_uid: "pod1".into(),
+                pod_namespace: "default".into(),
+                pod_name: "p".into(),
+                attempt: 0,
+                image: "busybox".into(),
+                image_id: "sha256:1".into(),
+                args: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                env: vec![("A".into(), "1".into()), ("PATH".into(), "/bin".into())],
+                cwd: String::new(),
+                user: User::Id { uid: 0, gid: None },
+                tty: false,
+                stdin: false,
+                mounts: vec![],
+                resources: Resources::default(),
+                oom_score_adj: 0,
+                security: Security {
+                    capabilities: vec!["CAP_CHOWN".into(), "net_bind_service".into()],
+                    mask_paths: true,
+                    ..Default::default()
+                },
+                stop_signal: 15,
+                termination_message_path: None,
+                labels: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            },
+            sandbox: Sandbox {
+                pod_uid: "pod1".into(),
+                dir: "/run/bosun/sandboxes/pod1".into(),
+                netns: Some("/run/bosun/sandboxes/pod1/net".into()),
+                ipcns: Some("/run/bosun/sandboxes/pod1/ipc".into()),
+                utsns: Some("/run/bosun/sandboxes/pod1/uts".into()),
+                pidns: None,
+                shm: "/run/bosun/sandboxes/pod1/shm".into(),
+                cgroup_parent: "/kubepods/pod1".into(),
+                host_pid: false,
+            },
+            layers: vec![],
+            log_path: "/var/log/pods/x/app/0.log".into(),
+            log_max_size: 1 << 20,
+            log_max_files: 5,
+            cgroup_path: "/kubepods/pod1/pod1-app-0".into(),
+        }
+    }
+
+    fn ns(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|n| (n.typ(), n.path().clone()))
+            .collect()
+    }
+
+    #[test]
+    fn process_fields() {
+        let s = build_with(&req(), 1000, 1000, vec![1000, 10], HOST).expect("build");
+        let p = s.process().as_ref().expect("process");
+        assert_eq!(p.args().as_ref().expect("args"), &["sh", "-c", "echo hi"]);
+        assert_eq!(p.env().as_ref().expect("env"), &["A=1", "PATH=/bin"]);
+        assert_eq!(p.cwd(), &PathBuf::from("/"));
+        assert_eq!(p.user().uid(), 1000);
+        assert_eq!(p.user().gid(), 1000);
+        assert_eq!(
+            p.user().additional_gids().as_ref().expect("gids"),
+            &[1000, 10]
+        );
+        assert_eq!(p.no_new_privileges(), Some(false));
+        assert_eq!(p.oom_score_adj(), Some(0));
+        assert!(!p.terminal().unwrap_or(false));
+        assert!(s.hostname().is_none(), "the sandbox owns the hostname");
+        let root = s.root().as_ref().expect("root");
+        assert_eq!(root.path(), &PathBuf::from("rootfs"));
+        assert_eq!(root.readonly(), Some(false));
+        assert_eq!(
+            s.annotations()
+                .as_ref()
+                .and_then(|a| a.get("k"))
+                .map(String::as_str),
+            Some("v")
+        );
+    }
+
+    #[test]
+    fn capabilities_are_the_final_list() {
+        let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        let c = s
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("caps");
+        let want = [Capability::Chown, Capability::NetBindService]
+            .into_iter()
+            .collect();
+        assert_eq!(c.bounding().as_ref(), Some(&want));
+        assert_eq!(c.effective().as_ref(), Some(&want));
+        assert_eq!(c.permitted().as_ref(), Some(&want));
+        assert!(c.inheritable().as_ref().is_none_or(|i| i.is_empty()));
+        assert!(c.ambient().as_ref().is_none_or(|i| i.is_empty()));
+
+        let mut r = req();
+        r.spec.security.capabilities = vec!["CAP_NOPE".into()];
+        assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+    }
+
+    #[test]
+    fn privileged_gets_everything() {
+        let mut r = req();
+        r.spec.security.privileged = true;
+        r.spec.security.mask_paths = false;
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let c = s
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("caps");
+        assert_eq!(c.bounding().as_ref().map(|b| b.len()), Some(41));
+        let older = HostFacts {
+            cap_last_cap: 37,
+            ..HOST
+        };
+        let s2 = build_with(&r, 0, 0, vec![], older).expect("build");
+        let c2 = s2
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("caps");
+        assert_eq!(c2.bounding().as_ref().map(|b| b.len()), Some(38));
+        let linux = s.linux().as_ref().expect("linux");
+        let devs = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .expect("devices");
+        assert_eq!(devs.len(), 1);
+        assert!(devs[0].allow());
+        assert!(linux.masked_paths().as_ref().is_none_or(|m| m.is_empty()));
+        let sys = s
+            .mounts()
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.destination() == &PathBuf::from("/sys"))
+            .cloned()
+            .expect("sys");
+        assert!(sys
+            .options()
+            .as_ref()
+            .expect("opts")
+            .contains(&"rw".to_string()));
+    }
+
+    #[test]
+    fn nofile_is_clamped_to_our_hard_limit() {
+        let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        let rl = s
+            .process()
+            .as_ref()
+            .and_then(|p| p.rlimits().clone())
+            .expect("rlimits");
+        assert_eq!(rl.len(), 1);
+        assert_eq!(rl[0].hard(), 20_000);
+        assert_eq!(rl[0].soft(), 20_000);
+        let big = HostFacts {
+            nofile_hard: u64::MAX,
+            ..HOST
+        };
+        let s = build_with(&req(), 0, 0, vec![], big).expect("build");
+        let rl = s
+            .process()
+            .as_ref()
+            .and_then(|p| p.rlimits().clone())
+            .expect("rlimits");
+        assert_eq!(rl[0].hard(), WANTED_NOFILE);
+    }
+
+    #[test]
+    fn mounts_in_order_with_options() {
+        let mut r = req();
+        r.spec.mounts = vec![
+            Mount {
+                destination: "/data".into(),
+                source: "/var/lib/kubelet/pods/pod1/volumes/x".into(),
+                readonly: true,
+                propagation: Propagation::Private,
+            },
+            Mount {
+                destination: "/host".into(),
+                source: "/".into(),
+                readonly: false,
+                propagation: Propagation::HostToContainer,
+            },
+            Mount {
+                destination: "/shared".into(),
+                source: "/mnt".into(),
+                readonly: false,
+                propagation: Propagation::Bidirectional,
+            },
+        ];
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let m = s.mounts().as_ref().expect("mounts");
+        let dests: Vec<String> = m
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/dev/shm",
+                "/data",
+                "/host",
+                "/shared"
+            ]
+        );
+        let opts = |i: usize| m[i].options().clone().unwrap_or_default();
+        assert!(opts(4).contains(&"ro".to_string()));
+        assert_eq!(m[5].typ().as_deref(), Some("cgroup"));
+        assert!(opts(5).contains(&"ro".to_string()));
+        assert_eq!(
+            m[6].source().as_ref(),
+            Some(&PathBuf::from("/run/bosun/sandboxes/pod1/shm"))
+        );
+        assert_eq!(opts(7), ["rbind", "rprivate", "ro"]);
+        assert_eq!(opts(8), ["rbind", "rslave"]);
+        assert_eq!(opts(9), ["rbind", "rshared"]);
+        assert_eq!(m[7].typ().as_deref(), Some("bind"));
+
+        r.spec.mounts[0].destination = "relative".into();
+        assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+    }
+
+    #[test]
+    fn namespaces_by_path() {
+        let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        let n = ns(&s);
+        use LinuxNamespaceType as T;
+        assert_eq!(
+            n,
+            vec![
+                (T::Mount, None),
+                (T::Cgroup, None),
+                (T::Pid, None),
+                (T::Network, Some("/run/bosun/sandboxes/pod1/net".into())),
+                (T::Ipc, Some("/run/bosun/sandboxes/pod1/ipc".into())),
+                (T::Uts, Some("/run/bosun/sandboxes/pod1/uts".into())),
+            ]
+        );
+        // Host namespaces: omitted. Host pid: no pid namespace. Shared pid: by path.
+        let mut r = req();
+        r.sandbox.netns = None;
+        r.sandbox.ipcns = None;
+        r.sandbox.utsns = None;
+        r.sandbox.host_pid = true;
+        let n = ns(&build_with(&r, 0, 0, vec![], HOST).expect("build"));
+        assert_eq!(n, vec![(T::Mount, None), (T::Cgroup, None)]);
+        r.sandbox.host_pid = false;
+        r.sandbox.pidns = Some("/run/x/pid".into());
+        let n = ns(&build_with(&r, 0, 0, vec![], HOST).expect("build"));
+        assert_eq!(n[2], (T::Pid, Some("/run/x/pid".into())));
+    }
+
+    #[test]
+    fn resources_and_devices() {
+        let mut r = req();
+        r.spec.resources = Resources {
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            cpu_period: None,
+            memory_limit: Some(16 << 20),
+            pids_limit: Some(100),
+        };
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let linux = s.linux().as_ref().expect("linux");
+        assert_eq!(
+            linux.cgroups_path(),
+            &Some(PathBuf::from("/kubepods/pod1/pod1-app-0"))
+        );
+        let res = linux.resources().as_ref().expect("resources");
+        assert_eq!(
+            res.memory().as_ref().and_then(|m| m.limit()),
+            Some(16 << 20)
+        );
+        let cpu = res.cpu().as_ref().expect("cpu");
+        assert_eq!(cpu.shares(), Some(512));
+        assert_eq!(cpu.quota(), Some(50_000));
+        assert_eq!(cpu.period(), Some(100_000));
+        assert_eq!(res.pids().as_ref().map(|p| p.limit()), Some(100));
+        let devs = res.devices().as_ref().expect("devices");
+        assert!(!devs[0].allow(), "deny-all comes first");
+        assert_eq!(devs[0].access().as_deref(), Some("rwm"));
+        assert!(devs[0].major().is_none() && devs[0].minor().is_none());
+        let allowed: Vec<(i64, Option<i64>)> = devs
+            .iter()
+            .filter(|d| d.allow() && d.access().as_deref() == Some("rwm"))
+            .map(|d| (d.major().unwrap_or(-1), d.minor()))
+            .collect();
+        for want in [
+            (1, Some(3)),
+            (1, Some(5)),
+            (5, Some(2)),
+            (136, None),
+            (5, Some(1)),
+        ] {
+            assert!(allowed.contains(&want), "{want:?} in {allowed:?}");
+        }
+        let ldevs = linux.devices().as_ref().expect("devices");
+        assert!(ldevs
+            .iter()
+            .any(|d| d.path() == &PathBuf::from("/dev/null")));
+        assert_eq!(
+            linux.masked_paths().as_ref().map(|m| m.len()),
+            Some(MASKED_PATHS.len())
+        );
+        assert!(linux
+            .readonly_paths()
+            .as_ref()
+            .is_some_and(|m| m.contains(&"/proc/sys".to_string())));
+        // No limits: no cpu/memory/pids sections.
+        let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        let res = s
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .expect("res");
+        assert!(res.memory().is_none() && res.cpu().is_none() && res.pids().is_none());
+    }
+
+    #[test]
+    fn security_flags() {
+        let mut r = req();
+        r.spec.security.readonly_rootfs = true;
+        r.spec.security.no_new_privileges = true;
+        r.spec.oom_score_adj = 1000;
+        r.spec.cwd = "/work".into();
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        assert_eq!(s.root().as_ref().and_then(|r| r.readonly()), Some(true));
+        let p = s.process().as_ref().expect("process");
+        assert_eq!(p.no_new_privileges(), Some(true));
+        assert_eq!(p.oom_score_adj(), Some(1000));
+        assert_eq!(p.cwd(), &PathBuf::from("/work"));
+        r.spec.args.clear();
+        assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+    }
+
+    #[test]
+    fn serializes_to_json_runc_understands() {
+        let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], json!(false));
+        assert_eq!(v["process"]["user"]["uid"], json!(0));
+        assert!(v.get("hostname").is_none());
+    }
+}

@@ -1,0 +1,650 @@
+//! The keeper's life: set up, start, copy the logs, wait, record the exit, clean up.
+//!
+//! Order that must hold at the end (NOTES.md): the container is dead (reaped), then deleted
+//! (its cgroup removed), then the rootfs is unmounted, then leftovers are removed, and only then
+//! is `exit.json` written, so that an agent seeing `exit.json` knows nothing is left behind.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::user;
+use super::{KeeperRequest, Started, EXIT_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE, STATUS_FD};
+use crate::logs::{LogWriter, Stream};
+use crate::sys::{self, WaitResult};
+use crate::ExitInfo;
+
+/// How long the pipes are drained after the container's init exited. Other processes can hold
+/// them (a pod sharing the host pid namespace): they are killed by the delete that follows.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
+/// How long the pipes are drained after the delete.
+const DRAIN_AFTER_DELETE: Duration = Duration::from_millis(200);
+/// Reads per pipe and wake-up, so that a chatty container cannot hide its own exit.
+const READS_PER_WAKE: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error("read request {path}: {source}")]
+    ReadRequest {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse request {path}: {source}")]
+    ParseRequest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("prepare {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mount rootfs {path}: {source}")]
+    MountRootfs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    User(#[from] user::UserError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] crate::logs::LogError),
+    #[error("create log pipes: {0}")]
+    Pipes(std::io::Error),
+    #[error("create container {id}: {}", chain(source))]
+    Create {
+        id: String,
+        source: LibcontainerError,
+    },
+    #[error("start container {id}: {}", chain(source))]
+    Start {
+        id: String,
+        source: LibcontainerError,
+    },
+    #[error("container {id}: no pid after start")]
+    NoPid { id: String },
+    #[error("container {id}: pidfd of {pid}: {source}")]
+    Pidfd {
+        id: String,
+        pid: i32,
+        source: std::io::Error,
+    },
+}
+
+/// An error and its sources, joined: libcontainer's top-level messages alone say little.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The status pipe on fd 3 (absent when the spawner did not give one).
+struct StatusPipe(Option<File>);
+
+impl StatusPipe {
+    /// Takes fd 3. Must run before this process opens any file, so that fd 3 is not some
+    /// file of ours when the spawner gave none.
+    fn take() -> StatusPipe {
+        match sys::set_cloexec_raw(STATUS_FD) {
+            // SAFETY: fd 3 is open (fcntl succeeded); it was handed to us by the spawner and
+            // nothing else in this process owns it, since no file has been opened yet.
+            Ok(true) => StatusPipe(Some(unsafe { File::from_raw_fd(STATUS_FD) })),
+            _ => StatusPipe(None),
+        }
+    }
+
+    /// Writes one line and closes the pipe. A reader that went away is not an error.
+    fn report(&mut self, line: &str) {
+        if let Some(mut f) = self.0.take() {
+            let one_line: String = line
+                .chars()
+                .map(|c| if c == '\n' { ' ' } else { c })
+                .collect();
+            if let Err(e) = f.write_all(format!("{one_line}\n").as_bytes()) {
+                eprintln!("keeper: report status: {e}");
+            }
+        }
+    }
+}
+
+/// Writes `path` through a temporary file and a rename, so readers never see it partial.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+struct Running {
+    req: KeeperRequest,
+    log: LogWriter,
+    pipes: [Option<File>; 2],
+    pidfd: OwnedFd,
+    pid: i32,
+    started_at: SystemTime,
+}
+
+struct Keeper {
+    dir: PathBuf,
+    id: Option<String>,
+    container: Option<Container>,
+    /// The container's init pid once built (reaped on cleanup).
+    pid: Option<i32>,
+    mounted: bool,
+}
+
+pub(super) fn main(dir: PathBuf) -> i32 {
+    let mut status = StatusPipe::take();
+    sys::ensure_std_fds();
+    // libcontainer chdirs into its state folder: every path must be absolute.
+    let dir = std::path::absolute(&dir).unwrap_or(dir);
+    // keeper.pid is created exclusively: a second keeper for the same folder (a confused or
+    // retried spawn) must not touch the first one's container, mount or exit.json.
+    let pid_file = dir.join(PID_FILE);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&pid_file)
+    {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(format!("{}\n", std::process::id()).as_bytes()) {
+                eprintln!("keeper: write {}: {e}", pid_file.display());
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let msg = format!(
+                "{} exists: this folder already has a keeper",
+                pid_file.display()
+            );
+            eprintln!("keeper: {msg}");
+            status.report(&format!("error {msg}"));
+            return 2;
+        }
+        Err(e) => eprintln!("keeper: write {}: {e}", pid_file.display()),
+    }
+    let mut k = Keeper {
+        dir,
+        id: None,
+        container: None,
+        pid: None,
+        mounted: false,
+    };
+    match k.start() {
+        Ok(running) => {
+            status.report(&format!("started {}", running.pid));
+            drop(status);
+            let info = k.supervise(running);
+            record(&k.dir, &info)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            eprintln!("keeper: {msg}");
+            k.cleanup();
+            let info = ExitInfo {
+                code: 128,
+                signal: None,
+                oom_killed: false,
+                started_at: None,
+                finished_at: SystemTime::now(),
+                start_error: Some(msg.clone()),
+            };
+            let rc = record(&k.dir, &info);
+            status.report(&format!("error {msg}"));
+            rc
+        }
+    }
+}
+
+fn record(dir: &Path, info: &ExitInfo) -> i32 {
+    let path = dir.join(EXIT_FILE);
+    let res = serde_json::to_vec(info)
+        .map_err(std::io::Error::other)
+        .and_then(|b| write_atomic(&path, &b));
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("keeper: write {}: {e}", path.display());
+            1
+        }
+    }
+}
+
+impl Keeper {
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("bundle").join("rootfs")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn start(&mut self) -> Result<Running, KeeperError> {
+        let req_path = self.dir.join(REQUEST_FILE);
+        let text = std::fs::read(&req_path).map_err(|source| KeeperError::ReadRequest {
+            path: req_path.clone(),
+            source,
+        })?;
+        let req: KeeperRequest =
+            serde_json::from_slice(&text).map_err(|source| KeeperError::ParseRequest {
+                path: req_path.clone(),
+                source,
+            })?;
+        let id = req.spec.id.clone();
+        self.id = Some(id.clone());
+
+        if let Err(e) = sys::set_child_subreaper() {
+            eprintln!("keeper: set child subreaper: {e}");
+        }
+        if let Err(e) = sys::reset_signals() {
+            eprintln!("keeper: reset signals: {e}");
+        }
+
+        let bundle = self.dir.join("bundle");
+        let rootfs = self.rootfs();
+        let upper = self.dir.join("upper");
+        let work = self.dir.join("work");
+        let state = self.state_dir();
+        for d in [&rootfs, &upper, &work, &state] {
+            std::fs::create_dir_all(d).map_err(|source| KeeperError::Prepare {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let lower: Vec<&Path> = req.layers.iter().rev().map(PathBuf::as_path).collect();
+        sys::mount_overlay(&lower, &upper, &work, &rootfs).map_err(|source| {
+            KeeperError::MountRootfs {
+                path: rootfs.clone(),
+                source,
+            }
+        })?;
+        self.mounted = true;
+
+        let who = user::resolve_in_root(
+            &rootfs,
+            &req.spec.user,
+            &req.spec.security.supplemental_groups,
+        )?;
+        let spec = crate::spec::build(&req, who.uid, who.gid, who.additional_gids)?;
+        let config = bundle.join("config.json");
+        serde_json::to_vec_pretty(&spec)
+            .map_err(std::io::Error::other)
+            .and_then(|b| write_atomic(&config, &b))
+            .map_err(|source| KeeperError::Write {
+                path: config.clone(),
+                source,
+            })?;
+
+        let log = LogWriter::open(&req.log_path, req.log_max_size, req.log_max_files)?;
+        let (out_r, out_w) = sys::pipe().map_err(KeeperError::Pipes)?;
+        let (err_r, err_w) = sys::pipe().map_err(KeeperError::Pipes)?;
+        let stdin = File::open("/dev/null").map_err(|source| KeeperError::Prepare {
+            path: "/dev/null".into(),
+            source,
+        })?;
+        let own_oom = sys::own_oom_score_adj().ok();
+
+        let built = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(&state)
+            .and_then(|b| {
+                b.with_stdin(stdin)
+                    .with_stdout(out_w)
+                    .with_stderr(err_w)
+                    .validate_id()
+            })
+            .and_then(|b| {
+                b.as_init(&bundle)
+                    .with_systemd(false)
+                    .with_detach(true)
+                    .build()
+            });
+        // The clone is done: from here on the keeper must not die of a closed status pipe.
+        if let Err(e) = sys::ignore_signal(libc::SIGPIPE) {
+            eprintln!("keeper: ignore SIGPIPE: {e}");
+        }
+        // libcontainer wrote the container's oomScoreAdj into our own; put ours back where
+        // allowed (lowering needs CAP_SYS_RESOURCE).
+        if let Some(v) = own_oom {
+            if sys::own_oom_score_adj().ok() != Some(v) {
+                if let Err(e) = sys::set_own_oom_score_adj(v) {
+                    eprintln!("keeper: restore own oom_score_adj {v}: {e}");
+                }
+            }
+        }
+        let container = built.map_err(|source| KeeperError::Create {
+            id: id.clone(),
+            source,
+        })?;
+        self.pid = container.pid().map(|p| p.as_raw());
+        let container = self.container.insert(container);
+        container.start().map_err(|source| KeeperError::Start {
+            id: id.clone(),
+            source,
+        })?;
+        let pid = container
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| KeeperError::NoPid { id: id.clone() })?;
+        self.pid = Some(pid);
+        let pidfd = sys::pidfd_open(pid).map_err(|source| KeeperError::Pidfd {
+            id: id.clone(),
+            pid,
+            source,
+        })?;
+        let started_at = SystemTime::now();
+        let started = self.dir.join(STARTED_FILE);
+        serde_json::to_vec(&Started { pid, started_at })
+            .map_err(std::io::Error::other)
+            .and_then(|b| write_atomic(&started, &b))
+            .map_err(|source| KeeperError::Write {
+                path: started.clone(),
+                source,
+            })?;
+        let pipes = [Some(File::from(out_r)), Some(File::from(err_r))];
+        for f in pipes.iter().flatten() {
+            if let Err(e) = sys::set_nonblocking(f.as_fd()) {
+                eprintln!("keeper: non-blocking pipe: {e}");
+            }
+        }
+        Ok(Running {
+            req,
+            log,
+            pipes,
+            pidfd,
+            pid,
+            started_at,
+        })
+    }
+
+    /// Copies the output until the container's init exits, then records and cleans up.
+    fn supervise(&mut self, run: Running) -> ExitInfo {
+        let Running {
+            req,
+            mut log,
+            mut pipes,
+            pidfd,
+            pid,
+            started_at,
+        } = run;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut log_failed = false;
+        let result = loop {
+            let open: Vec<usize> = (0..2).filter(|i| pipes[*i].is_some()).collect();
+            let mut fds: Vec<BorrowedFd> = vec![pidfd.as_fd()];
+            fds.extend(
+                open.iter()
+                    .filter_map(|i| pipes[*i].as_ref().map(|f| f.as_fd())),
+            );
+            // The timeout also reaps orphans re-parented to us (we are a subreaper).
+            let ready = match sys::poll(&fds, Some(Duration::from_secs(5))) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("keeper: poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    vec![sys::Ready::default(); fds.len()]
+                }
+            };
+            for (n, i) in open.iter().enumerate() {
+                let r = ready[n + 1];
+                if r.readable || r.hangup {
+                    pump(&mut pipes, *i, &mut log, &mut buf, &mut log_failed);
+                }
+            }
+            if let Some(r) = reap(pid) {
+                break r;
+            }
+        };
+        drop(pidfd);
+        let finished_at = SystemTime::now();
+        drain(
+            &mut pipes,
+            &mut log,
+            &mut buf,
+            &mut log_failed,
+            DRAIN_AFTER_EXIT,
+        );
+
+        let (code, signal) = match result {
+            WaitResult::Exited(c) => (c, None),
+            WaitResult::Signaled(s) => (128 + s, Some(s)),
+            WaitResult::Running => (255, None),
+        };
+        // Read before the delete removes the cgroup. A shell that relays its child's SIGKILL
+        // exits with 137 as well: both count.
+        let ooms = crate::cgroups::oom_kill_count(&req.cgroup_path).unwrap_or(0);
+        let oom_killed = ooms > 0 && code == 128 + libc::SIGKILL;
+
+        self.delete();
+        drain(
+            &mut pipes,
+            &mut log,
+            &mut buf,
+            &mut log_failed,
+            DRAIN_AFTER_DELETE,
+        );
+        for s in [Stream::Stdout, Stream::Stderr] {
+            if let Err(e) = log.finish(s) {
+                eprintln!("keeper: {e}");
+            }
+        }
+        drop(pipes);
+        self.unmount();
+        self.remove_leftovers();
+        reap_orphans();
+        ExitInfo {
+            code,
+            signal,
+            oom_killed,
+            started_at: Some(started_at),
+            finished_at,
+            start_error: None,
+        }
+    }
+
+    /// Deletes the container (killing what is left in its cgroup, removing the cgroup and its
+    /// state folder) and reaps its init if it was never waited for.
+    fn delete(&mut self) {
+        if let Some(mut c) = self.container.take() {
+            if let Err(e) = c.delete(true) {
+                eprintln!("keeper: delete container {}: {}", c.id(), chain(&e));
+            }
+        } else if let Some(id) = &self.id {
+            // A build that failed before libcontainer could clean up after itself.
+            let root = self.state_dir().join(id);
+            if root.exists() {
+                match Container::load(root.clone()) {
+                    Ok(mut c) => {
+                        if let Err(e) = c.delete(true) {
+                            eprintln!("keeper: delete container {id}: {}", chain(&e));
+                        }
+                    }
+                    Err(e) => eprintln!("keeper: load container {id}: {}", chain(&e)),
+                }
+                if root.exists() {
+                    let _ = std::fs::remove_dir_all(&root);
+                }
+            }
+        }
+        if let Some(pid) = self.pid.take() {
+            // Bounded: the delete sent SIGKILL.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                match sys::try_wait(pid) {
+                    Ok(Some((_, WaitResult::Running))) => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    fn unmount(&mut self) {
+        if self.mounted {
+            let rootfs = self.rootfs();
+            match sys::unmount(&rootfs) {
+                Ok(()) => self.mounted = false,
+                Err(e) => eprintln!("keeper: unmount {}: {e}", rootfs.display()),
+            }
+        }
+    }
+
+    /// Removes `tenant-notify-*.sock` files exec left in the state folder (normally gone with
+    /// the delete already).
+    fn remove_leftovers(&self) {
+        let Some(id) = &self.id else { return };
+        let Ok(entries) = std::fs::read_dir(self.state_dir().join(id)) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("tenant-notify-") && name.ends_with(".sock") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// After a failed start: nothing may be left running, mounted or in a cgroup.
+    fn cleanup(&mut self) {
+        self.delete();
+        self.unmount();
+        self.remove_leftovers();
+        reap_orphans();
+    }
+}
+
+/// Reads what a pipe has now into the log; closes it at EOF.
+fn pump(
+    pipes: &mut [Option<File>; 2],
+    i: usize,
+    log: &mut LogWriter,
+    buf: &mut [u8],
+    log_failed: &mut bool,
+) {
+    let stream = if i == 0 {
+        Stream::Stdout
+    } else {
+        Stream::Stderr
+    };
+    let Some(f) = pipes[i].as_mut() else { return };
+    let mut eof = false;
+    for _ in 0..READS_PER_WAKE {
+        match f.read(buf) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => {
+                if let Err(e) = log.write(stream, &buf[..n]) {
+                    // Keep reading (or the container blocks on a full pipe); say it once.
+                    if !*log_failed {
+                        eprintln!("keeper: {e}");
+                        *log_failed = true;
+                    }
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("keeper: read {}: {e}", stream.as_str());
+                eof = true;
+                break;
+            }
+        }
+    }
+    if eof {
+        pipes[i] = None;
+        if let Err(e) = log.finish(stream) {
+            eprintln!("keeper: {e}");
+        }
+    }
+}
+
+/// Reads the pipes until both reach EOF or `bound` has passed.
+fn drain(
+    pipes: &mut [Option<File>; 2],
+    log: &mut LogWriter,
+    buf: &mut [u8],
+    log_failed: &mut bool,
+    bound: Duration,
+) {
+    let deadline = Instant::now() + bound;
+    loop {
+        let open: Vec<usize> = (0..2).filter(|i| pipes[*i].is_some()).collect();
+        let now = Instant::now();
+        if open.is_empty() || now >= deadline {
+            return;
+        }
+        let fds: Vec<BorrowedFd> = open
+            .iter()
+            .filter_map(|i| pipes[*i].as_ref().map(|f| f.as_fd()))
+            .collect();
+        let ready = sys::poll(&fds, Some(deadline - now)).unwrap_or_default();
+        for (n, i) in open.iter().enumerate() {
+            if ready.get(n).is_some_and(|r| r.readable || r.hangup) {
+                pump(pipes, *i, log, buf, log_failed);
+            }
+        }
+    }
+}
+
+/// Reaps every exited child; returns how the container's init ended if it was among them.
+fn reap(pid: i32) -> Option<WaitResult> {
+    let mut found = None;
+    loop {
+        match sys::try_wait(-1) {
+            Ok(Some((p, r))) if r != WaitResult::Running => {
+                if p == pid {
+                    found = Some(r);
+                }
+            }
+            Ok(Some(_)) => return found,
+            Ok(None) => {
+                // No child at all: the init was reaped without us, which cannot happen unless
+                // something else waits in this process. Record an unknown exit.
+                if found.is_none() {
+                    eprintln!("keeper: container pid {pid} is no longer our child");
+                    return Some(WaitResult::Running);
+                }
+                return found;
+            }
+            Err(e) => {
+                eprintln!("keeper: waitpid: {e}");
+                return found;
+            }
+        }
+    }
+}
+
+/// Reaps orphans that already exited (we are a subreaper).
+fn reap_orphans() {
+    while let Ok(Some((_, r))) = sys::try_wait(-1) {
+        if r == WaitResult::Running {
+            break;
+        }
+    }
+}
