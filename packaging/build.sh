@@ -34,8 +34,10 @@ bin="$CARGO_TARGET_DIR/release/bosun"
 SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 export SOURCE_DATE_EPOCH
 
-# cargo-deb strips the binary itself; the release profile already drops debuginfo.
-cargo deb -p bosun --no-build --output "$out" >&2
+# Strip the symbols once so that both packages ship the very same binary (cargo-deb would strip
+# its copy only, cargo-generate-rpm none).
+strip --strip-all "$bin"
+cargo deb -p bosun --no-build --no-strip --output "$out" >&2
 cargo generate-rpm -p agent --output "$out" >&2
 
 deb=$(ls -t "$out"/bosun_*.deb | head -1)
