@@ -86,6 +86,8 @@ for m in "${boot_mods[@]}"; do
         echo "${f#"$mods"}" >> "$ir/modules.load"
     done
 done
+# Shared dependencies (virtio_ring, ...) once, in first-needed order.
+awk '!seen[$0]++' "$ir/modules.load" > "$ir/modules.load.new" && mv "$ir/modules.load.new" "$ir/modules.load"
 cp "$here/guest/init" "$ir/init"
 chmod 755 "$ir/init"
 (cd "$ir" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
@@ -113,7 +115,7 @@ install -m 0644 "$here/guest/vmtest.service" "$rootfs/etc/systemd/system/vmtest.
 mkdir -p "$rootfs/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/vmtest.service "$rootfs/etc/systemd/system/multi-user.target.wants/vmtest.service"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-mke2fs -q -t ext4 -L rootfs -d "$rootfs" "$work/rootfs.ext4" 2G
+mke2fs -q -t ext4 -L rootfs -d "$rootfs" "$work/rootfs.ext4" 2G >&2
 
 mkdir -p "$out"
 mv "$work/vmlinux" "$work/initramfs.gz" "$work/rootfs.ext4" "$out/"
