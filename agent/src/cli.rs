@@ -30,7 +30,13 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     bosun_runtime::reaper::install().context("installing the child reaper")?;
-    for dir in [&cfg.root_dir, &cfg.run_dir, &cfg.data_dir, &cfg.pod_logs_dir, &cfg.container_logs_dir] {
+    for dir in [
+        &cfg.root_dir,
+        &cfg.run_dir,
+        &cfg.data_dir,
+        &cfg.pod_logs_dir,
+        &cfg.container_logs_dir,
+    ] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let paths = runtime_paths(&cfg)?;
@@ -75,7 +81,11 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    writeln!(out, "{:<12} {:<28} {:<10} {:<6} {:<9} UID", "NAMESPACE", "NAME", "PHASE", "READY", "RESTARTS")?;
+    writeln!(
+        out,
+        "{:<12} {:<28} {:<10} {:<6} {:<9} UID",
+        "NAMESPACE", "NAME", "PHASE", "READY", "RESTARTS"
+    )?;
     for pod in &pods {
         let st = pod.status.clone().unwrap_or_default();
         let cs = st.container_statuses.clone().unwrap_or_default();
@@ -92,7 +102,11 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
             pod.metadata.uid.as_deref().unwrap_or(""),
         )?;
         let inits = st.init_container_statuses.clone().unwrap_or_default();
-        for (kind, c) in inits.iter().map(|c| ("init", c)).chain(cs.iter().map(|c| ("", c))) {
+        for (kind, c) in inits
+            .iter()
+            .map(|c| ("init", c))
+            .chain(cs.iter().map(|c| ("", c)))
+        {
             writeln!(out, "  {:<4} {:<22} {}", kind, c.name, describe_state(c))?;
         }
     }
@@ -149,7 +163,14 @@ fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("reading {}", cfg.pod_logs_dir.display()))?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), e.path()))
+        .map(|e| {
+            (
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                e.path(),
+            )
+        })
         .collect();
     pod_dirs.sort();
     let Some((_, pod_dir)) = pod_dirs.pop() else {
@@ -160,10 +181,29 @@ fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
-    let container = match &a.container {
-        Some(c) => c.clone(),
-        None if containers.len() == 1 => containers[0].clone(),
-        None => bail!(
+    // Like kubectl: without a name, the default-container annotation or the first container.
+    let default = status::read_all(&cfg.run_dir)
+        .into_iter()
+        .find(|p| {
+            p.metadata.name.as_deref() == Some(name.as_str())
+                && p.metadata.namespace.as_deref().unwrap_or("default") == ns
+        })
+        .and_then(|p| {
+            let ann = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubectl.kubernetes.io/default-container").cloned());
+            ann.or_else(|| {
+                p.spec
+                    .and_then(|s| s.containers.first().map(|c| c.name.clone()))
+            })
+        });
+    let container = match (&a.container, default) {
+        (Some(c), _) => c.clone(),
+        (None, Some(c)) => c,
+        (None, None) if containers.len() == 1 => containers[0].clone(),
+        (None, None) => bail!(
             "pod {ns}/{name} has several containers, name one of: {}",
             containers.join(", ")
         ),
@@ -187,7 +227,9 @@ fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
     };
     match pick {
         Some(n) => Ok(dir.join(format!("{n}.log"))),
-        None if a.previous => bail!("previous terminated container {container} in pod {ns}/{name} not found"),
+        None if a.previous => {
+            bail!("previous terminated container {container} in pod {ns}/{name} not found")
+        }
         None => bail!("no logs for container {container} of pod {ns}/{name}"),
     }
 }
@@ -197,7 +239,11 @@ pub fn logs(cfg: &Config, a: &LogsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let lines = bosun_runtime::logs::read_lines(&path)
         .with_context(|| format!("reading {}", path.display()))?;
-    out.write_all(&bosun_runtime::logs::format_for_user(&lines, a.tail, a.timestamps))?;
+    out.write_all(&bosun_runtime::logs::format_for_user(
+        &lines,
+        a.tail,
+        a.timestamps,
+    ))?;
     out.flush()?;
     if !a.follow {
         return Ok(());
@@ -213,7 +259,11 @@ pub fn logs(cfg: &Config, a: &LogsArgs) -> anyhow::Result<()> {
             seen = 0; // rotated
         }
         if lines.len() > seen {
-            out.write_all(&bosun_runtime::logs::format_for_user(&lines[seen..], None, a.timestamps))?;
+            out.write_all(&bosun_runtime::logs::format_for_user(
+                &lines[seen..],
+                None,
+                a.timestamps,
+            ))?;
             out.flush()?;
             seen = lines.len();
         }
@@ -225,11 +275,20 @@ pub fn images(cfg: &Config) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<50} {:<20} {:>10}", "REFERENCE", "IMAGE ID", "SIZE")?;
     for img in store.list()? {
+        let reference = if img.references.is_empty() {
+            "<none>".to_string()
+        } else {
+            img.references.join(",")
+        };
         writeln!(
             out,
             "{:<50} {:<20} {:>10}",
-            img.reference,
-            img.id.trim_start_matches("sha256:").chars().take(12).collect::<String>(),
+            reference,
+            img.id
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>(),
             human(img.size)
         )?;
     }
@@ -247,7 +306,12 @@ fn human(bytes: u64) -> String {
     format!("{v:.1}TiB")
 }
 
-pub fn import(cfg: &Config, layout: &Path, reference: &str, tag: Option<&str>) -> anyhow::Result<()> {
+pub fn import(
+    cfg: &Config,
+    layout: &Path,
+    reference: &str,
+    tag: Option<&str>,
+) -> anyhow::Result<()> {
     let store = ImageStore::open(&cfg.data_dir)?;
     let img = store
         .import_layout(layout, tag, reference)

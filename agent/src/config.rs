@@ -175,11 +175,7 @@ impl Config {
                 .unwrap_or_else(|| "/".into()),
             container_log_max_size,
             container_log_max_files,
-            file_check_frequency: duration(
-                "fileCheckFrequency",
-                &file.file_check_frequency,
-                20,
-            )?,
+            file_check_frequency: duration("fileCheckFrequency", &file.file_check_frequency, 20)?,
             sync_frequency: duration("syncFrequency", &file.sync_frequency, 10)?,
         };
         if !cfg.cgroup_root.starts_with('/') {
@@ -289,7 +285,10 @@ mod tests {
             ..Flags::default()
         };
         let (cfg, warnings) = Config::load(&flags).expect("load");
-        assert_eq!(cfg.manifests, Some(PathBuf::from("/etc/kubernetes/manifests")));
+        assert_eq!(
+            cfg.manifests,
+            Some(PathBuf::from("/etc/kubernetes/manifests"))
+        );
         assert_eq!(cfg.container_log_max_size, 1 << 20);
         assert_eq!(cfg.container_log_max_files, 3);
         assert_eq!(cfg.cgroup_root, "/test");
@@ -303,8 +302,11 @@ mod tests {
     fn bad_values_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, "kind: KubeletConfiguration\ncontainerLogMaxSize: lots\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "kind: KubeletConfiguration\ncontainerLogMaxSize: lots\n",
+        )
+        .expect("write");
         let flags = Flags {
             config: Some(path.clone()),
             ..Flags::default()

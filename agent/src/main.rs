@@ -157,14 +157,13 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Standalone { manifests, common } => common
             .load(Some(manifests))
             .and_then(|cfg| block_on(standalone(cfg))),
-        Command::Pods { json, common } => {
-            common.load(None).and_then(|cfg| cli::pods(&cfg, json))
-        }
+        Command::Pods { json, common } => common.load(None).and_then(|cfg| cli::pods(&cfg, json)),
         Command::Logs {
             pod,
             container,
@@ -203,6 +202,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `bosun logs | head`: a closed pipe is the reader's choice, not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(|io| io.kind())
+                == Some(std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("bosun: {e:#}");
             ExitCode::FAILURE
@@ -263,9 +269,16 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
         _ = term.recv() => {}
         r = manager => { r.context("pod manager")?; }
     }
-    // Pods keep running: a restarted bosun adopts them. With no pod left, unmount the
-    // sandboxes root too (it refuses while any sandbox remains).
-    let _ = bosun_runtime::sandbox::release_root(&paths);
+    // Pods keep running: a restarted bosun adopts them. With no pod left, leave nothing behind:
+    // the sandboxes root mount and the empty kubepods cgroups.
+    if bosun_runtime::sandbox::list(&paths).is_empty() {
+        let _ = bosun_runtime::sandbox::release_root(&paths);
+        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::detect(&paths.cgroup_root) {
+            if let Err(e) = layout.remove_all() {
+                tracing::debug!(error = %e, "kubepods cgroups left in place");
+            }
+        }
+    }
     tracing::info!("bosun stopping; pods keep running");
     Ok(())
 }

@@ -32,7 +32,10 @@ pub fn bosun_bin() -> PathBuf {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_path_buf()
 }
 
 /// Builds (once per process, cached under `$BOSUN_CACHE` or ~/.cache/bosun) the busybox test
@@ -45,7 +48,10 @@ pub fn busybox_layout() -> Result<PathBuf> {
     }
     let cache = std::env::var_os("BOSUN_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/bosun"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/bosun")
+        });
     let out = cache.join("images/busybox-oci");
     let status = Command::new("bash")
         .arg(repo_root().join("tests/images/build-busybox.sh"))
@@ -70,19 +76,34 @@ pub struct Node {
 impl Node {
     /// A node with the busybox image imported as `busybox` and `localhost/busybox:test`.
     pub fn new(name: &str) -> Result<Node> {
-        let dir = tempfile::Builder::new().prefix(&format!("bosun-{name}-")).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("bosun-{name}-"))
+            .tempdir()?;
         let node = Node {
             name: name.to_string(),
             cgroup_root: format!("/bosun-e2e-{name}-{}", std::process::id()),
             dir,
             child: None,
         };
-        for d in ["manifests", "root", "run", "data", "pods-logs", "containers-logs", "host"] {
+        for d in [
+            "manifests",
+            "root",
+            "run",
+            "data",
+            "pods-logs",
+            "containers-logs",
+            "host",
+        ] {
             std::fs::create_dir_all(node.path(d))?;
         }
         let layout = busybox_layout()?;
         for reference in ["busybox", "localhost/busybox:test"] {
-            let out = node.bosun(&["image", "import", layout.to_str().unwrap_or_default(), reference])?;
+            let out = node.bosun(&[
+                "image",
+                "import",
+                layout.to_str().unwrap_or_default(),
+                reference,
+            ])?;
             if !out.status.success() {
                 bail!("image import: {}", String::from_utf8_lossy(&out.stderr));
             }
@@ -184,7 +205,13 @@ impl Node {
     }
 
     /// Waits until the pod exists and `pred` holds; fails with the bosun log tail on timeout.
-    pub fn wait_pod(&self, name: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let start = Instant::now();
         loop {
             if let Some(p) = self.pod(name) {
@@ -208,7 +235,10 @@ impl Node {
         let start = Instant::now();
         while self.pod(name).is_some() {
             if start.elapsed() > timeout {
-                bail!("pod {name} still present after {timeout:?}\n{}", self.log_tail(40));
+                bail!(
+                    "pod {name} still present after {timeout:?}\n{}",
+                    self.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -230,7 +260,10 @@ impl Node {
         }
         let out = self.bosun(&args)?;
         if !out.status.success() {
-            bail!("bosun logs {pod} {container}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "bosun logs {pod} {container}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -250,7 +283,9 @@ impl Node {
     pub fn cgroups(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for base in cgroup_bases() {
-            let root = base.join(self.cgroup_root.trim_start_matches('/')).join("kubepods");
+            let root = base
+                .join(self.cgroup_root.trim_start_matches('/'))
+                .join("kubepods");
             collect_dirs(&root, &mut out);
         }
         out

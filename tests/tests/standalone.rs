@@ -22,7 +22,10 @@ fn setup(name: &str) -> Result<Node> {
 
 fn check_clean(mut node: Node) -> Result<()> {
     let leaks = node.teardown();
-    ensure!(leaks.is_empty(), "leaked after pods were removed: {leaks:?}");
+    ensure!(
+        leaks.is_empty(),
+        "leaked after pods were removed: {leaks:?}"
+    );
     Ok(())
 }
 
@@ -42,17 +45,37 @@ fn exit_code_env_args_and_logs() -> Result<()> {
     ensure!(t["exitCode"] == 3, "exit code: {t}");
     ensure!(t["reason"] == "Error", "reason: {t}");
     let logs = node.logs("exit", "main", false)?;
-    ensure!(logs.contains("greeting=hello-world world"), "logs: {logs:?}");
+    ensure!(
+        logs.contains("greeting=hello-world world"),
+        "logs: {logs:?}"
+    );
     ensure!(logs.contains("to-stderr"), "logs: {logs:?}");
     // The raw CRI file has both streams in CRI format.
     let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
-    let file = node.path("pods-logs").join(format!("default_exit-node1_{uid}/main/0.log"));
+    let file = node
+        .path("pods-logs")
+        .join(format!("default_exit-node1_{uid}/main/0.log"));
     let raw = std::fs::read_to_string(&file)?;
-    ensure!(raw.lines().any(|l| l.contains(" stdout F greeting=hello-world world")), "{raw}");
-    ensure!(raw.lines().any(|l| l.contains(" stderr F to-stderr")), "{raw}");
+    ensure!(
+        raw.lines()
+            .any(|l| l.contains(" stdout F greeting=hello-world world")),
+        "{raw}"
+    );
+    ensure!(
+        raw.lines().any(|l| l.contains(" stderr F to-stderr")),
+        "{raw}"
+    );
     // /var/log/containers-style symlink.
-    let links: Vec<_> = std::fs::read_dir(node.path("containers-logs"))?.flatten().collect();
-    ensure!(links.iter().any(|l| l.file_name().to_string_lossy().starts_with("exit-node1_default_main-")), "links");
+    let links: Vec<_> = std::fs::read_dir(node.path("containers-logs"))?
+        .flatten()
+        .collect();
+    ensure!(
+        links.iter().any(|l| l
+            .file_name()
+            .to_string_lossy()
+            .starts_with("exit-node1_default_main-")),
+        "links"
+    );
     node.delete("p.yaml")?;
     node.wait_gone("exit", T)?;
     check_clean(node)
@@ -80,12 +103,22 @@ fn limits_visible_inside_and_oom_killed() -> Result<()> {
         ),
     )?;
     let p = node.wait_pod("limits", T, "Succeeded", |p| phase(p) == "Succeeded")?;
-    ensure!(p["status"]["qosClass"] == "Burstable", "qos {}", p["status"]["qosClass"]);
+    ensure!(
+        p["status"]["qosClass"] == "Burstable",
+        "qos {}",
+        p["status"]["qosClass"]
+    );
     let out = node.logs("limits", "main", false)?;
     let lines: Vec<&str> = out.lines().collect();
     ensure!(lines.len() == 3, "output {out:?}");
-    ensure!(lines[0] == (64u64 << 20).to_string(), "memory limit {out:?}");
-    ensure!(lines[1] == "50000" || lines[1] == "50000 100000", "cpu quota {out:?}");
+    ensure!(
+        lines[0] == (64u64 << 20).to_string(),
+        "memory limit {out:?}"
+    );
+    ensure!(
+        lines[1] == "50000" || lines[1] == "50000 100000",
+        "cpu quota {out:?}"
+    );
     // 250m -> 256 shares (v1) or weight 1 + (254*9999)/262142 = 10 (v2).
     ensure!(lines[2] == "256" || lines[2] == "10", "cpu shares {out:?}");
     let p = node.wait_pod("oom", T, "terminated", |p| terminated(p, "hog").is_some())?;
@@ -113,10 +146,17 @@ fn restart_backoff_intervals() -> Result<()> {
         container(p, "c")["restartCount"].as_i64().unwrap_or(0) >= 3
     })?;
     let c = container(&p, "c");
-    ensure!(c["state"]["waiting"]["reason"] == "CrashLoopBackOff" || !c["state"]["running"].is_null() || !c["state"]["terminated"].is_null(), "{c}");
+    ensure!(
+        c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            || !c["state"]["running"].is_null()
+            || !c["state"]["terminated"].is_null(),
+        "{c}"
+    );
     // The starts, from the logs of each attempt (each prints its start second).
     let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
-    let dir = node.path("pods-logs").join(format!("default_crash-node1_{uid}/c"));
+    let dir = node
+        .path("pods-logs")
+        .join(format!("default_crash-node1_{uid}/c"));
     let mut starts = Vec::new();
     for n in 0..4 {
         let text = std::fs::read_to_string(dir.join(format!("{n}.log")))?;
@@ -125,8 +165,14 @@ fn restart_backoff_intervals() -> Result<()> {
     }
     let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
     ensure!(gaps[0] <= 2, "first restart should be immediate: {gaps:?}");
-    ensure!((9..=13).contains(&gaps[1]), "second restart after ~10s: {gaps:?}");
-    ensure!((19..=24).contains(&gaps[2]), "third restart after ~20s: {gaps:?}");
+    ensure!(
+        (9..=13).contains(&gaps[1]),
+        "second restart after ~10s: {gaps:?}"
+    );
+    ensure!(
+        (19..=24).contains(&gaps[2]),
+        "third restart after ~20s: {gaps:?}"
+    );
     // Older attempts are garbage collected: at most the current and the previous container exist.
     let containers = std::fs::read_dir(node.path("run").join("containers"))?.count();
     ensure!(containers <= 2, "{containers} containers kept");
@@ -150,17 +196,37 @@ fn graceful_termination_prestop_sigterm_sigkill() -> Result<()> {
             ),
         ),
     )?;
-    node.wait_pod("grace", T, "running", |p| is_running(p, "polite") && is_running(p, "stubborn"))?;
-    let t0 = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64();
+    node.wait_pod("grace", T, "running", |p| {
+        is_running(p, "polite") && is_running(p, "stubborn")
+    })?;
+    let t0 = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs_f64();
     node.delete("g.yaml")?;
     node.wait_gone("grace", T)?;
-    let took = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() - t0;
-    let prestop: f64 = std::fs::read_to_string(marks.join("prestop"))?.trim().parse()?;
-    let polite: f64 = std::fs::read_to_string(marks.join("polite-exit"))?.trim().parse()?;
-    ensure!(prestop <= polite, "preStop ({prestop}) must run before SIGTERM ({polite})");
-    ensure!(polite - prestop >= 0.9, "SIGTERM only after preStop finished: {prestop} {polite}");
+    let took = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs_f64()
+        - t0;
+    let prestop: f64 = std::fs::read_to_string(marks.join("prestop"))?
+        .trim()
+        .parse()?;
+    let polite: f64 = std::fs::read_to_string(marks.join("polite-exit"))?
+        .trim()
+        .parse()?;
+    ensure!(
+        prestop <= polite,
+        "preStop ({prestop}) must run before SIGTERM ({polite})"
+    );
+    ensure!(
+        polite - prestop >= 0.9,
+        "SIGTERM only after preStop finished: {prestop} {polite}"
+    );
     // The stubborn one ignores SIGTERM and is SIGKILLed when the 4 s grace runs out.
-    ensure!((3.5..12.0).contains(&took), "pod removal took {took:.1}s with a 4s grace");
+    ensure!(
+        (3.5..12.0).contains(&took),
+        "pod removal took {took:.1}s with a 4s grace"
+    );
     check_clean(node)
 }
 
@@ -192,10 +258,26 @@ fn empty_dir_shared_and_host_path_types() -> Result<()> {
     )?;
     let p = node.wait_pod("vols", T, "Succeeded", |p| phase(p) == "Succeeded")?;
     let out = node.logs("vols", "reader", false)?;
-    for want in ["shared-bytes", "host-file-content", "dir-ok", "sock-ok", "char-ok", "created-ok", "createdf-ok", "tmpfs-ok"] {
-        ensure!(out.contains(want), "missing {want} in {out:?} ({})", p["status"]);
+    for want in [
+        "shared-bytes",
+        "host-file-content",
+        "dir-ok",
+        "sock-ok",
+        "char-ok",
+        "created-ok",
+        "createdf-ok",
+        "tmpfs-ok",
+    ] {
+        ensure!(
+            out.contains(want),
+            "missing {want} in {out:?} ({})",
+            p["status"]
+        );
     }
-    ensure!(host.join("new/dir").is_dir() && host.join("new/file").is_file(), "OrCreate types");
+    ensure!(
+        host.join("new/dir").is_dir() && host.join("new/file").is_file(),
+        "OrCreate types"
+    );
     // A type mismatch keeps the pod from starting, with the reason in its status.
     let p = node.wait_pod("badtype", T, "a FailedMount message", |p| {
         container(p, "c")["state"]["waiting"]["message"]
@@ -208,7 +290,10 @@ fn empty_dir_shared_and_host_path_types() -> Result<()> {
     node.delete("bad.yaml")?;
     node.wait_gone("vols", T)?;
     node.wait_gone("badtype", T)?;
-    ensure!(host.join("file").exists() && host.join("new/file").exists(), "hostPath sources are never removed");
+    ensure!(
+        host.join("file").exists() && host.join("new/file").exists(),
+        "hostPath sources are never removed"
+    );
     check_clean(node)
 }
 
@@ -228,7 +313,10 @@ fn subpath_symlink_escape_refused() -> Result<()> {
             && container(p, "evil")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
     })?;
     let msg = container(&p, "evil")["state"]["waiting"]["message"].to_string();
-    ensure!(msg.contains("escape") || msg.contains("outside"), "message {msg}");
+    ensure!(
+        msg.contains("escape") || msg.contains("outside"),
+        "message {msg}"
+    );
     let out = node.logs("subpath", "good", false)?;
     ensure!(out.contains("inside"), "{out:?}");
     node.delete("s.yaml")?;
@@ -256,19 +344,31 @@ fn kill9_restart_adopts_pods_and_keeps_exit_codes() -> Result<()> {
     std::thread::sleep(Duration::from_secs(5));
     node.start()?;
     let p = node.wait_pod("short", T, "exit 7 recorded", |p| {
-        terminated(p, "c").map(|t| t["exitCode"] == 7).unwrap_or(false)
+        terminated(p, "c")
+            .map(|t| t["exitCode"] == 7)
+            .unwrap_or(false)
     })?;
     ensure!(phase(&p) == "Failed", "phase {}", phase(&p));
     let logs = node.logs("short", "c", false)?;
-    ensure!(logs.contains("done-while-agent-away"), "log line written while the agent was down: {logs:?}");
+    ensure!(
+        logs.contains("done-while-agent-away"),
+        "log line written while the agent was down: {logs:?}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let after = node.pod("long").expect("long");
     let c = container(&after, "c");
     ensure!(c["restartCount"] == 0, "no restart: {c}");
-    ensure!(c["containerID"] == id && c["state"]["running"]["startedAt"] == started, "same container: {c}");
+    ensure!(
+        c["containerID"] == id && c["state"]["running"]["startedAt"] == started,
+        "same container: {c}"
+    );
     // Log lines kept flowing across the agent's death.
     let logs = node.logs("long", "c", false)?;
-    let ticks: Vec<i64> = logs.lines().filter_map(|l| l.strip_prefix("tick ")).filter_map(|n| n.parse().ok()).collect();
+    let ticks: Vec<i64> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|n| n.parse().ok())
+        .collect();
     ensure!(ticks.len() > 30, "ticks {}", ticks.len());
     ensure!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "no lost lines");
     node.delete("a.yaml")?;
@@ -283,19 +383,40 @@ fn kill9_restart_adopts_pods_and_keeps_exit_codes() -> Result<()> {
 fn bad_input_fails_only_that_pod() -> Result<()> {
     let node = setup("bad")?;
     node.apply("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n    - containerPort: not-a-number\n")?;
-    node.apply("noimage.yaml", &pod("noimage", "  containers:\n  - name: c\n    image: example.invalid/nothing:1\n"))?;
+    node.apply(
+        "noimage.yaml",
+        &pod(
+            "noimage",
+            "  containers:\n  - name: c\n    image: example.invalid/nothing:1\n",
+        ),
+    )?;
     node.apply("nonroot.yaml", &pod("nonroot", "  securityContext: {runAsNonRoot: true}\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '100']\n"))?;
-    node.apply("ok.yaml", &pod("ok", "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '1000']\n"))?;
+    node.apply(
+        "ok.yaml",
+        &pod(
+            "ok",
+            "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '1000']\n",
+        ),
+    )?;
     node.wait_pod("ok", T, "running", |p| is_running(p, "c"))?;
     node.wait_pod("noimage", T, "ErrImagePull", |p| {
-        matches!(container(p, "c")["state"]["waiting"]["reason"].as_str(), Some("ErrImagePull") | Some("ImagePullBackOff"))
+        matches!(
+            container(p, "c")["state"]["waiting"]["reason"].as_str(),
+            Some("ErrImagePull") | Some("ImagePullBackOff")
+        )
     })?;
     node.wait_pod("nonroot", T, "CreateContainerConfigError", |p| {
         container(p, "c")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
     })?;
-    ensure!(node.pod("broken").is_none(), "a malformed manifest creates no pod");
+    ensure!(
+        node.pod("broken").is_none(),
+        "a malformed manifest creates no pod"
+    );
     let log = std::fs::read_to_string(node.path("bosun.log"))?;
-    ensure!(log.contains("broken.yaml") && log.contains("containerPort"), "the error names file and field");
+    ensure!(
+        log.contains("broken.yaml") && log.contains("containerPort"),
+        "the error names file and field"
+    );
     for f in ["broken.yaml", "noimage.yaml", "nonroot.yaml", "ok.yaml"] {
         node.delete(f)?;
     }

@@ -47,7 +47,12 @@ impl Backoff {
 
     /// If `key` is backing off since `event` (the container's finish time), the time it may
     /// restart at.
-    pub fn in_backoff_until(&self, key: &str, event: SystemTime, now: SystemTime) -> Option<SystemTime> {
+    pub fn in_backoff_until(
+        &self,
+        key: &str,
+        event: SystemTime,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
         let entry = self.entries.get(key)?;
         if self.expired(event, entry.last_update) {
             return None;
@@ -79,7 +84,10 @@ impl Backoff {
 
     /// The current delay for `key` (for messages like "back-off 20s restarting ...").
     pub fn delay(&self, key: &str) -> Duration {
-        self.entries.get(key).map(|e| e.delay).unwrap_or(Duration::ZERO)
+        self.entries
+            .get(key)
+            .map(|e| e.delay)
+            .unwrap_or(Duration::ZERO)
     }
 
     pub fn forget(&mut self, key: &str) {

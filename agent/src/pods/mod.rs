@@ -44,9 +44,7 @@ pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, S
         },
         VolumeKind::HostPath { path, type_ } => bosun_volumes::VolumeSource::HostPath {
             path: path.into(),
-            kind: type_
-                .parse()
-                .map_err(|e| format!("hostPath {path}: {e}"))?,
+            kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
         },
     })
 }
@@ -69,7 +67,11 @@ pub fn remove_log_links(container_logs_dir: &Path, pod_log_dir: &Path) {
 fn known_uids(ctx: &Ctx) -> HashSet<String> {
     let mut uids = HashSet::new();
     if let Ok(entries) = std::fs::read_dir(ctx.cfg.run_dir.join("pods")) {
-        uids.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
+        uids.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok()),
+        );
     }
     for c in ctx.runtime.list() {
         if let Some(uid) = c.labels.get(LABEL_POD_UID) {
@@ -113,7 +115,13 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
             tracing::info!(uid = %uid, pod = %worker::pod_key(&pod), "terminating pod that is no longer wanted");
             workers.insert(
                 uid,
-                worker::spawn(ctx.clone(), Desired::Terminate { pod: Box::new(pod), grace: None }),
+                worker::spawn(
+                    ctx.clone(),
+                    Desired::Terminate {
+                        pod: Box::new(pod),
+                        grace: None,
+                    },
+                ),
             );
         }
     }

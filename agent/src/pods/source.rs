@@ -61,7 +61,10 @@ impl FolderSource {
                     seen.push(path.clone());
                     let state = self.files.entry(path.clone()).or_default();
                     let modified = meta.modified().ok();
-                    if state.modified == modified && state.len == meta.len() && state.modified.is_some() {
+                    if state.modified == modified
+                        && state.len == meta.len()
+                        && state.modified.is_some()
+                    {
                         continue;
                     }
                     state.modified = modified;
@@ -173,7 +176,22 @@ pub async fn run(mut src: FolderSource, period: Duration, tx: watch::Sender<Desi
     }
 }
 
-fn watch_folder(dir: &Path) -> Option<tokio::io::unix::AsyncFd<nix::sys::inotify::Inotify>> {
+/// An inotify instance that tokio can poll (nix's `Inotify` only implements `AsFd`).
+struct Watch(nix::sys::inotify::Inotify);
+
+impl AsRawFd for Watch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Watch {
+    fn read_events(&self) -> nix::Result<Vec<nix::sys::inotify::InotifyEvent>> {
+        self.0.read_events()
+    }
+}
+
+fn watch_folder(dir: &Path) -> Option<tokio::io::unix::AsyncFd<Watch>> {
     use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
     let _ = std::fs::create_dir_all(dir);
     let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
@@ -189,7 +207,12 @@ fn watch_folder(dir: &Path) -> Option<tokio::io::unix::AsyncFd<nix::sys::inotify
     )
     .ok()?;
     tracing::debug!(fd = ino.as_fd().as_raw_fd(), dir = %dir.display(), "watching manifest folder");
-    tokio::io::unix::AsyncFd::new(ino).ok()
+    // SAFETY: the inotify fd is owned by `Watch`, which the AsyncFd owns; it stays open and is the
+    // same fd until the AsyncFd is dropped.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(Watch(ino), tokio::io::Interest::READABLE)
+    }
+    .ok()
 }
 
 #[cfg(test)]
@@ -221,9 +244,16 @@ mod tests {
         assert_eq!(changed.len(), 1);
         assert_ne!(changed.keys().next(), Some(&uid));
         // Broken: the last good pod stays, the error is reported with the file name.
-        std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: Pod\nspec: [").expect("write");
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: v1\nkind: Pod\nspec: [",
+        )
+        .expect("write");
         let broken = src.scan();
-        assert_eq!(broken.keys().collect::<Vec<_>>(), changed.keys().collect::<Vec<_>>());
+        assert_eq!(
+            broken.keys().collect::<Vec<_>>(),
+            changed.keys().collect::<Vec<_>>()
+        );
         let errors = src.errors();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].1.contains("a.yaml"), "{}", errors[0].1);
@@ -235,8 +265,11 @@ mod tests {
         let left = src.scan();
         assert_eq!(left.len(), 1);
         assert_eq!(
-            left.values().next().and_then(|p| p.metadata.name.clone()).as_deref(),
-            Some("b")
+            left.values()
+                .next()
+                .and_then(|p| p.metadata.name.clone())
+                .as_deref(),
+            Some("b-node")
         );
     }
 }

@@ -42,7 +42,11 @@ pub struct ContainerView {
 }
 
 pub fn time(t: SystemTime) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::try_from(t).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Time(
+        k8s_openapi::jiff::Timestamp::new(d.as_secs() as i64, d.subsec_nanos() as i32)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// Kubernetes' reason for a terminated container.
@@ -81,7 +85,10 @@ fn terminated(rec: &Record) -> ContainerStateTerminated {
 }
 
 fn is_terminal(state: &ContainerState) -> bool {
-    matches!(state, ContainerState::Exited(_) | ContainerState::Unknown { .. })
+    matches!(
+        state,
+        ContainerState::Exited(_) | ContainerState::Unknown { .. }
+    )
 }
 
 /// The Kubernetes ContainerStatus of one container.
@@ -161,7 +168,12 @@ pub fn container_status(v: &ContainerView) -> KStatus {
 }
 
 /// The pod phase, as the kubelet's getPhase computes it.
-pub fn phase(pod: &Pod, init_pending: bool, init_failed: bool, containers: &[KStatus]) -> &'static str {
+pub fn phase(
+    pod: &Pod,
+    init_pending: bool,
+    init_failed: bool,
+    containers: &[KStatus],
+) -> &'static str {
     let policy = pod
         .spec
         .as_ref()
@@ -262,7 +274,11 @@ pub fn pod_status(
             ..Default::default()
         });
     };
-    cond("PodReadyToStartContainers", sandbox_ready && !terminal, None);
+    cond(
+        "PodReadyToStartContainers",
+        sandbox_ready && !terminal,
+        None,
+    );
     cond(
         "Initialized",
         init_done,
@@ -370,14 +386,20 @@ mod tests {
         assert_eq!(t.exit_code, 137);
         let s = container_status(&view("a", Some(exited(1, false)), Some("CrashLoopBackOff")));
         assert_eq!(
-            s.state.and_then(|s| s.waiting).and_then(|w| w.reason).as_deref(),
+            s.state
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .as_deref(),
             Some("CrashLoopBackOff")
         );
         let last = s.last_state.and_then(|l| l.terminated).expect("last");
         assert_eq!(last.reason.as_deref(), Some("Error"));
         let s = container_status(&view("a", None, Some("ErrImagePull")));
         assert_eq!(
-            s.state.and_then(|s| s.waiting).and_then(|w| w.reason).as_deref(),
+            s.state
+                .and_then(|s| s.waiting)
+                .and_then(|w| w.reason)
+                .as_deref(),
             Some("ErrImagePull")
         );
     }
@@ -389,11 +411,46 @@ mod tests {
             started_at: SystemTime::UNIX_EPOCH,
         };
         let st = |v: ContainerView| vec![container_status(&v)];
-        assert_eq!(phase(&pod("Always"), false, false, &st(view("a", Some(run), None))), "Running");
-        assert_eq!(phase(&pod("Never"), false, false, &st(view("a", Some(exited(0, false)), None))), "Succeeded");
-        assert_eq!(phase(&pod("Never"), false, false, &st(view("a", Some(exited(2, false)), None))), "Failed");
-        assert_eq!(phase(&pod("OnFailure"), false, false, &st(view("a", Some(exited(2, false)), Some("CrashLoopBackOff")))), "Running");
-        assert_eq!(phase(&pod("Always"), false, false, &st(view("a", None, None))), "Pending");
+        assert_eq!(
+            phase(
+                &pod("Always"),
+                false,
+                false,
+                &st(view("a", Some(run), None))
+            ),
+            "Running"
+        );
+        assert_eq!(
+            phase(
+                &pod("Never"),
+                false,
+                false,
+                &st(view("a", Some(exited(0, false)), None))
+            ),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase(
+                &pod("Never"),
+                false,
+                false,
+                &st(view("a", Some(exited(2, false)), None))
+            ),
+            "Failed"
+        );
+        assert_eq!(
+            phase(
+                &pod("OnFailure"),
+                false,
+                false,
+                &st(view("a", Some(exited(2, false)), Some("CrashLoopBackOff")))
+            ),
+            "Running"
+        );
+        assert_eq!(
+            phase(&pod("Always"), false, false, &st(view("a", None, None))),
+            "Pending"
+        );
         assert_eq!(phase(&pod("Always"), true, false, &[]), "Pending");
         assert_eq!(phase(&pod("Never"), true, true, &[]), "Failed");
     }

@@ -31,7 +31,10 @@ pub const LABEL_STOP_SIGNAL: &str = "bosun.stop-signal";
 pub enum Desired {
     Run(Box<Pod>),
     /// Terminate gracefully (grace override in seconds, e.g. from a deletion), then clean up.
-    Terminate { pod: Box<Pod>, grace: Option<i64> },
+    Terminate {
+        pod: Box<Pod>,
+        grace: Option<i64>,
+    },
 }
 
 pub struct WorkerHandle {
@@ -213,7 +216,13 @@ impl Worker {
 
     /// The termination message: the file the container wrote (at most 4096 bytes), or with
     /// FallbackToLogsOnError the tail of its log when it failed.
-    fn termination_message(&self, name: &str, id: &str, code: i32, st: &ContainerStatus) -> Option<String> {
+    fn termination_message(
+        &self,
+        name: &str,
+        id: &str,
+        code: i32,
+        st: &ContainerStatus,
+    ) -> Option<String> {
         let file = self.pod_dir().join("containers").join(name).join(id);
         let mut text = std::fs::read(&file).ok().unwrap_or_default();
         text.truncate(4096);
@@ -273,7 +282,8 @@ impl Worker {
             let mut paths = HashMap::new();
             for (name, kind) in sources {
                 let source = super::volume_source(&kind)?;
-                let path = bosun_volumes::setup(&pod_dir, &name, &source).map_err(|e| e.to_string())?;
+                let path =
+                    bosun_volumes::setup(&pod_dir, &name, &source).map_err(|e| e.to_string())?;
                 paths.insert(name, path);
             }
             Ok(paths)
@@ -303,7 +313,8 @@ impl Worker {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            let _ = status::write_atomic(&self.state_dir(), "start-time", secs.to_string().as_bytes());
+            let _ =
+                status::write_atomic(&self.state_dir(), "start-time", secs.to_string().as_bytes());
         }
         if let Ok(bytes) = serde_json::to_vec(&self.pod) {
             let _ = status::write_atomic(&self.state_dir(), "pod.json", &bytes);
@@ -315,7 +326,10 @@ impl Worker {
             return;
         }
         let spec = self.spec();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         let mut records = self.records();
 
         // Init containers, in order. Sidecars (restartPolicy: Always) keep running.
@@ -323,10 +337,29 @@ impl Worker {
         let mut init_failed = false;
         for c in spec.init_containers.iter().flatten() {
             let sidecar = c.restart_policy.as_deref() == Some("Always");
-            let latest = records.get(&c.name).and_then(|v| v.last()).map(|(r, _)| r.clone());
-            let step = self.step(c, latest.as_ref(), if sidecar { "Always" } else { init_policy(&policy) });
+            let latest = records
+                .get(&c.name)
+                .and_then(|v| v.last())
+                .map(|(r, _)| r.clone());
+            let step = self.step(
+                c,
+                latest.as_ref(),
+                if sidecar {
+                    "Always"
+                } else {
+                    init_policy(&policy)
+                },
+            );
             match step {
-                Step::Keep if sidecar && matches!(latest.as_ref().map(|r| &r.state), Some(ContainerState::Running { .. })) => continue,
+                Step::Keep
+                    if sidecar
+                        && matches!(
+                            latest.as_ref().map(|r| &r.state),
+                            Some(ContainerState::Running { .. })
+                        ) =>
+                {
+                    continue
+                }
                 Step::Keep => {
                     init_done = false;
                     break;
@@ -358,7 +391,10 @@ impl Worker {
         let mut finished = true;
         if init_done {
             for c in &spec.containers {
-                let latest = records.get(&c.name).and_then(|v| v.last()).map(|(r, _)| r.clone());
+                let latest = records
+                    .get(&c.name)
+                    .and_then(|v| v.last())
+                    .map(|(r, _)| r.clone());
                 match self.step(c, latest.as_ref(), &policy) {
                     Step::Start(n) => {
                         finished = false;
@@ -410,7 +446,9 @@ impl Worker {
         };
         if !restart {
             self.waiting.remove(&c.name);
-            return Step::Done { succeeded: code == 0 };
+            return Step::Done {
+                succeeded: code == 0,
+            };
         }
         let key = format!("{}/{}", c.name, "run");
         if let Some(until) = self.backoff.in_backoff_until(&key, finished_at, now) {
@@ -424,7 +462,8 @@ impl Worker {
             if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
                 self.event("Warning", "BackOff", &msg);
             }
-            self.waiting.insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
+            self.waiting
+                .insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
             self.wake_at(until);
             return Step::Wait;
         }
@@ -472,7 +511,11 @@ impl Worker {
                     )
                 };
                 if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some(reason) {
-                    self.event("Warning", if never { "ErrImageNeverPull" } else { "Failed" }, &msg);
+                    self.event(
+                        "Warning",
+                        if never { "ErrImageNeverPull" } else { "Failed" },
+                        &msg,
+                    );
                 }
                 self.waiting.insert(c.name.clone(), (reason.into(), msg));
                 self.backoff.next(&key, now, now);
@@ -485,7 +528,8 @@ impl Worker {
             Ok(m) => m,
             Err(msg) => {
                 self.event("Warning", "Failed", &msg);
-                self.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
                 self.wake_at(SystemTime::now() + Duration::from_secs(10));
                 return;
             }
@@ -507,19 +551,31 @@ impl Worker {
             Err(e) => {
                 let msg = e.to_string();
                 self.event("Warning", "Failed", &format!("Error: {msg}"));
-                self.waiting.insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
                 self.wake_at(SystemTime::now() + Duration::from_secs(10));
                 return;
             }
         };
-        spec.labels.insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
+        spec.labels
+            .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         let _ = self.ctx.images.touch(&image.id);
         self.waiting.remove(&c.name);
-        match self.ctx.runtime.start_container(&sandbox, &spec, &image.layers).await {
+        match self
+            .ctx
+            .runtime
+            .start_container(&sandbox, &spec, &image.layers)
+            .await
+        {
             Ok(_) => {
-                self.event("Normal", "Started", &format!("Started container {}", c.name));
+                self.event(
+                    "Normal",
+                    "Started",
+                    &format!("Started container {}", c.name),
+                );
                 if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
-                    if let Err(msg) = run_hook(&self.ctx, &id, &hook, Duration::from_secs(30)).await {
+                    if let Err(msg) = run_hook(&self.ctx, &id, &hook, Duration::from_secs(30)).await
+                    {
                         let msg = format!("PostStartHook failed: {msg}");
                         self.event("Warning", "FailedPostStartHook", &msg);
                         let _ = self
@@ -553,12 +609,18 @@ impl Worker {
             if r.propagation == Propagation::Bidirectional {
                 // Mounts made in the container must reach the host: the kubelet's root folder has
                 // to be a shared mount (the kubelet makes it one at start; bosun only when needed).
-                bosun_volumes::ensure_shared_mount(&self.ctx.cfg.root_dir)
-                    .map_err(|e| format!("making {} a shared mount: {e}", self.ctx.cfg.root_dir.display()))?;
+                bosun_volumes::ensure_shared_mount(&self.ctx.cfg.root_dir).map_err(|e| {
+                    format!(
+                        "making {} a shared mount: {e}",
+                        self.ctx.cfg.root_dir.display()
+                    )
+                })?;
             }
             let source = match r.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                Some(sp) => bosun_volumes::prepare_subpath(&pod_dir, &r.volume, vol, sp, &c.name, i)
-                    .map_err(|e| e.to_string())?,
+                Some(sp) => {
+                    bosun_volumes::prepare_subpath(&pod_dir, &r.volume, vol, sp, &c.name, i)
+                        .map_err(|e| e.to_string())?
+                }
                 None => vol.clone(),
             };
             out.push(Mount {
@@ -579,13 +641,20 @@ impl Worker {
 
     /// Stops the running attempt of `name` (preStop, stop signal, SIGKILL at the deadline).
     async fn stop_running(&mut self, name: &str, deadline: Option<SystemTime>) {
-        let grace = self.spec().termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        let grace = self
+            .spec()
+            .termination_grace_period_seconds
+            .unwrap_or(30)
+            .max(0) as u64;
         let deadline = deadline.unwrap_or_else(|| SystemTime::now() + Duration::from_secs(grace));
         let records = self.records();
         let Some((rec, st)) = records.get(name).and_then(|v| v.last()).cloned() else {
             return;
         };
-        if matches!(rec.state, ContainerState::Running { .. } | ContainerState::Created) {
+        if matches!(
+            rec.state,
+            ContainerState::Running { .. } | ContainerState::Created
+        ) {
             let c = self.container(name);
             kill_container(self.ctx.clone(), c, st, deadline).await;
         }
@@ -598,7 +667,10 @@ impl Worker {
                 continue;
             }
             for (rec, _) in &attempts[..attempts.len() - 2] {
-                if matches!(rec.state, ContainerState::Exited(_) | ContainerState::Unknown { .. }) {
+                if matches!(
+                    rec.state,
+                    ContainerState::Exited(_) | ContainerState::Unknown { .. }
+                ) {
                     if let Err(e) = self.ctx.runtime.remove_container(&rec.id).await {
                         tracing::warn!(container = %rec.id, error = %e, "cannot remove old container");
                     }
@@ -621,7 +693,10 @@ impl Worker {
                     .filter(|v| v.len() >= 2)
                     .and_then(|v| v.get(v.len() - 2))
                     .map(|(r, _)| r.clone());
-                let running = matches!(current.as_ref().map(|r| &r.state), Some(ContainerState::Running { .. }));
+                let running = matches!(
+                    current.as_ref().map(|r| &r.state),
+                    Some(ContainerState::Running { .. })
+                );
                 let mut waiting = self.waiting.get(&c.name).cloned();
                 if running {
                     waiting = None;
@@ -654,7 +729,10 @@ impl Worker {
         let init_views = self.views(&inits);
         let mut views = self.views(&spec.containers);
         if !init_done {
-            for v in views.iter_mut().filter(|v| v.current.is_none() && v.waiting.is_none()) {
+            for v in views
+                .iter_mut()
+                .filter(|v| v.current.is_none() && v.waiting.is_none())
+            {
                 v.waiting = Some(("PodInitializing".into(), String::new()));
             }
         }
@@ -694,7 +772,11 @@ impl Worker {
             .unwrap_or(30)
             .max(0) as u64;
         let deadline = SystemTime::now() + Duration::from_secs(grace);
-        self.event("Normal", "Killing", &format!("Stopping pod with grace period {grace}s"));
+        self.event(
+            "Normal",
+            "Killing",
+            &format!("Stopping pod with grace period {grace}s"),
+        );
         let records = self.records();
         let sidecars: Vec<String> = spec
             .init_containers
@@ -709,8 +791,16 @@ impl Worker {
                 continue;
             }
             if let Some((rec, st)) = attempts.last() {
-                if matches!(rec.state, ContainerState::Running { .. } | ContainerState::Created) {
-                    set.spawn(kill_container(self.ctx.clone(), self.container(name), st.clone(), deadline));
+                if matches!(
+                    rec.state,
+                    ContainerState::Running { .. } | ContainerState::Created
+                ) {
+                    set.spawn(kill_container(
+                        self.ctx.clone(),
+                        self.container(name),
+                        st.clone(),
+                        deadline,
+                    ));
                 }
             }
         }
@@ -737,9 +827,18 @@ impl Worker {
             tracing::warn!(error = %e, "cannot tear down volumes");
         }
         let _ = std::fs::remove_dir_all(self.pod_dir());
-        let ns = self.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = self
+            .pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = self.pod.metadata.name.clone().unwrap_or_default();
-        let log_dir = self.ctx.cfg.pod_logs_dir.join(format!("{ns}_{name}_{}", self.uid));
+        let log_dir = self
+            .ctx
+            .cfg
+            .pod_logs_dir
+            .join(format!("{ns}_{name}_{}", self.uid));
         let _ = std::fs::remove_dir_all(&log_dir);
         super::remove_log_links(&self.ctx.cfg.container_logs_dir, &log_dir);
         let _ = std::fs::remove_dir_all(self.state_dir());
@@ -757,14 +856,23 @@ fn init_policy(pod_policy: &str) -> &'static str {
 }
 
 /// preStop (bounded by the deadline), then the stop signal, then SIGKILL when the deadline passes.
-async fn kill_container(ctx: Arc<Ctx>, c: Option<Container>, st: ContainerStatus, deadline: SystemTime) {
+async fn kill_container(
+    ctx: Arc<Ctx>,
+    c: Option<Container>,
+    st: ContainerStatus,
+    deadline: SystemTime,
+) {
     let remaining = |min: u64| {
         deadline
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .max(Duration::from_secs(min))
     };
-    if let Some(hook) = c.as_ref().and_then(|c| c.lifecycle.as_ref()).and_then(|l| l.pre_stop.clone()) {
+    if let Some(hook) = c
+        .as_ref()
+        .and_then(|c| c.lifecycle.as_ref())
+        .and_then(|l| l.pre_stop.clone())
+    {
         tracing::info!(container = %st.id, "running preStop hook");
         if let Err(msg) = run_hook(&ctx, &st.id, &hook, remaining(0)).await {
             tracing::warn!(container = %st.id, reason = "FailedPreStopHook", "{msg}");
@@ -784,7 +892,12 @@ async fn kill_container(ctx: Arc<Ctx>, c: Option<Container>, st: ContainerStatus
 }
 
 /// Runs a lifecycle hook (exec or sleep; httpGet comes with pod networking).
-async fn run_hook(ctx: &Ctx, id: &str, hook: &LifecycleHandler, timeout: Duration) -> Result<(), String> {
+async fn run_hook(
+    ctx: &Ctx,
+    id: &str,
+    hook: &LifecycleHandler,
+    timeout: Duration,
+) -> Result<(), String> {
     if let Some(exec) = &hook.exec {
         let argv = exec.command.clone().unwrap_or_default();
         if argv.is_empty() {
