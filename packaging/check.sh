@@ -81,7 +81,7 @@ if diff -u "$t/deb.conf" "$t/rpm.conf" >/dev/null; then
 else
     bad "conffiles differ: deb [$(tr '\n' ' ' < "$t/deb.conf")] rpm [$(tr '\n' ' ' < "$t/rpm.conf")]"
 fi
-noreplace=$(rpm -qp --nosignature --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpmf" | awk '$1 ~ /c/ && $1 ~ /n/ {print $2}' | sort)
+noreplace=$(rpm -qp --nosignature --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpmf" | awk 'NF == 2 && $1 ~ /c/ && $1 ~ /n/ {print $2}' | sort)
 [[ $noreplace == "$(cat "$t/rpm.conf")" ]] || bad "rpm config files are not all noreplace: $noreplace"
 
 # Dependencies: the C library in both, the CNI plugins as a weak dependency in both.
