@@ -166,6 +166,12 @@ spec:
 
 # Shared by the two adoption tests: a long-running pod and its container's identity.
 identity() { pod steady | jq -r '.status.containerStatuses[0] | "\(.containerID) \(.state.running.startedAt) \(.restartCount)"'; }
+same_identity() { # same_identity BEFORE AFTER: equal, or print what bosun recorded
+    [ "$1" = "$2" ] && return 0
+    find /run/bosun -name started.json -exec sh -c 'echo "    $1: $(cat "$1")"' _ {} \; 2>/dev/null
+    journalctl -u bosun --no-pager -n 25 | sed 's/^/    journal: /'
+    return 1
+}
 sleeper_pid() { pgrep -xf 'sleep 3601' | head -1; }
 
 test_restart_adopts() {
@@ -186,10 +192,15 @@ spec:
     systemctl restart bosun
     wait_for "bosun active again" bash -c '[ "$(systemctl is-active bosun)" = active ]'
     check "a new agent process" [ "$(systemctl show -P MainPID bosun)" != "$main_before" ]
-    sleep 15   # more than syncFrequency (10s): the new agent has looked at the pod
+    # Twice, 15 s apart: each time more than syncFrequency (10s) after the new agent started.
+    sleep 15
     after=$(identity)
     say "  after:  $after pid=$(sleeper_pid)"
-    check "same container, same start time, restartCount 0" [ "$after" = "$before" ]
+    check "same container, same start time, restartCount 0" same_identity "$before" "$after"
+    sleep 15
+    after=$(identity)
+    say "  later:  $after pid=$(sleeper_pid)"
+    check "still the same container, start time and restartCount" same_identity "$before" "$after"
     check "restartCount 0" [ "${after##* }" = 0 ]
     check "same process still running" [ "$(sleeper_pid)" = "$pid" ]
     check "still running" running steady
@@ -199,6 +210,7 @@ test_stop_leaves_pods() {
     wait_for "steady running" running steady
     local before pid after
     before=$(identity); pid=$(sleeper_pid)
+    say "  before: $before pid=$pid"
     systemctl stop bosun
     check "bosun inactive after stop ($(systemctl is-active bosun))" [ "$(systemctl is-active bosun)" = inactive ]
     sleep 5
@@ -209,7 +221,7 @@ test_stop_leaves_pods() {
     sleep 15
     after=$(identity)
     say "  after stop/start: $after"
-    check "same container after stop and start" [ "$after" = "$before" ]
+    check "same container after stop and start" same_identity "$before" "$after"
     check "same process" [ "$(sleeper_pid)" = "$pid" ]
     rm "$MANIFESTS/steady.yaml"
     wait_for "steady gone" gone steady
