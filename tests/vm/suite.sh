@@ -44,7 +44,10 @@ run_test() {
     local name=$1 t0
     t0=$(now)
     say "RUN $name"
-    if ( set -e; "test_$name" ); then
+    # Not inside an if: bash ignores set -e in a tested context, and a failed check must end the
+    # test.
+    ( set -e; "test_$name" )
+    if [ $? -eq 0 ]; then
         passed=$((passed + 1)); say "PASS $name ($(elapsed "$t0")s)"
     else
         failed=$((failed + 1)); say "FAIL $name ($(elapsed "$t0")s)"
