@@ -225,6 +225,10 @@ test_stop_leaves_pods() {
     after=$(identity)
     say "  after stop/start: $after"
     check "same container after stop and start" same_identity "$before" "$after"
+    sleep 15
+    after=$(identity)
+    say "  later: $after"
+    check "still the same container after stop and start" same_identity "$before" "$after"
     check "same process" [ "$(sleeper_pid)" = "$pid" ]
     rm "$MANIFESTS/steady.yaml"
     wait_for "steady gone" gone steady
