@@ -529,19 +529,29 @@ pub fn sandbox_spec(pod: &Pod) -> SandboxSpec {
 /// a static pod) and the container name (a DNS label) are kept when they fit, else replaced by a
 /// hash so that ids stay unique. '_' never appears in either part, so the id is unambiguous.
 pub fn container_id(pod_uid: &str, container: &str, attempt: u32) -> String {
-    fn part(s: &str, max: usize) -> String {
-        let ok = !s.is_empty()
-            && s.len() <= max
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'+');
-        if ok {
-            s.to_string()
-        } else {
-            let digest = Sha256::digest(s.as_bytes());
-            format!("h{}", &hex::encode(digest)[..31])
-        }
+    format!(
+        "{}{}_{attempt}",
+        container_id_prefix(pod_uid),
+        id_part(container, 63)
+    )
+}
+
+/// The prefix every container id of a pod starts with (`<pod uid>_`).
+pub fn container_id_prefix(pod_uid: &str) -> String {
+    format!("{}_", id_part(pod_uid, 64))
+}
+
+fn id_part(s: &str, max: usize) -> String {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'+');
+    if ok {
+        s.to_string()
+    } else {
+        let digest = Sha256::digest(s.as_bytes());
+        format!("h{}", &hex::encode(digest)[..31])
     }
-    format!("{}_{}_{attempt}", part(pod_uid, 64), part(container, 63))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -177,6 +177,22 @@ impl HostRuntime {
         out
     }
 
+    /// The containers whose id starts with `prefix` (the agent names containers
+    /// `<pod uid>_<name>_<attempt>`, so a pod's are found without reading everyone else's).
+    pub fn list_prefix(&self, prefix: &str) -> Vec<ContainerStatus> {
+        let Ok(entries) = std::fs::read_dir(self.inner.containers_dir()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ContainerStatus> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| id.starts_with(prefix))
+            .filter_map(|id| self.status(&id))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// The state of one container, `None` if it does not exist.
     pub fn status(&self, id: &str) -> Option<ContainerStatus> {
         self.inner.status(id)

@@ -35,6 +35,14 @@ fn main() {
     if args.len() >= 3 && args[1] == "__keeper" {
         std::process::exit(bosun_runtime::keeper::main(PathBuf::from(&args[2])));
     }
+    // The privileged tier runs with `-- --ignored` (or `--include-ignored`), like the #[ignore]d tests.
+    if !args
+        .iter()
+        .any(|a| a == "--ignored" || a == "--include-ignored")
+    {
+        println!("keeper tests are in the privileged tier: run with -- --ignored");
+        return;
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         println!("keeper tests skipped: needs root (overlay mounts, namespaces, cgroups)");

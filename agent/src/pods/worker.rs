@@ -175,7 +175,11 @@ impl Worker {
     /// Every attempt of every container of this pod, by container name, oldest first.
     fn records(&mut self) -> BTreeMap<String, Vec<(Record, ContainerStatus)>> {
         let mut out: BTreeMap<String, Vec<(Record, ContainerStatus)>> = BTreeMap::new();
-        for st in self.ctx.runtime.list() {
+        for st in self
+            .ctx
+            .runtime
+            .list_prefix(&translate::container_id_prefix(&self.uid))
+        {
             if st.labels.get(LABEL_POD_UID) != Some(&self.uid) {
                 continue;
             }
@@ -682,8 +686,11 @@ impl Worker {
         }
     }
 
-    fn views(&mut self, containers: &[Container]) -> Vec<ContainerView> {
-        let records = self.records();
+    fn views(
+        &self,
+        containers: &[Container],
+        records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>,
+    ) -> Vec<ContainerView> {
         containers
             .iter()
             .map(|c| {
@@ -726,8 +733,9 @@ impl Worker {
     fn write_status(&mut self, sandbox_ready: bool, init_done: bool, init_failed: bool) {
         let spec = self.spec();
         let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
-        let init_views = self.views(&inits);
-        let mut views = self.views(&spec.containers);
+        let records = self.records();
+        let init_views = self.views(&inits, &records);
+        let mut views = self.views(&spec.containers, &records);
         if !init_done {
             for v in views
                 .iter_mut()
