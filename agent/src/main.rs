@@ -260,19 +260,7 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
     let (tx, rx) = tokio::sync::watch::channel(None);
     let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
-    let period = ctx.cfg.file_check_frequency;
-    let (dtx, mut drx) = tokio::sync::watch::channel(Default::default());
-    tokio::spawn(pods::source::run(src, period, dtx));
-    // Forward the source's sets as Some(..) once it has scanned.
-    tokio::spawn(async move {
-        loop {
-            let d = drx.borrow_and_update().clone();
-            let _ = tx.send(Some(d));
-            if drx.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
     let paths = ctx.runtime.paths().clone();
     let manager = tokio::spawn(pods::run(ctx, rx));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
