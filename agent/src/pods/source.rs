@@ -164,10 +164,11 @@ pub async fn run(mut src: FolderSource, period: Duration, tx: watch::Sender<Opti
                 tokio::select! {
                     r = fd.readable() => {
                         if let Ok(mut guard) = r {
-                            // Drain the events; a short pause lets editors finish writing.
+                            // Drain the events and rescan at once: a file still being written
+                            // fails to parse (its last good pods stay) and its close brings
+                            // another event.
                             let _ = guard.get_inner().read_events();
                             guard.clear_ready();
-                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
                     _ = tokio::time::sleep(period) => {}
