@@ -27,6 +27,17 @@ pub struct Config {
     pub file_check_frequency: std::time::Duration,
     /// How often every pod worker re-checks the runtime without an event (syncFrequency).
     pub sync_frequency: std::time::Duration,
+    /// `--registry-config`: mirrors, plain-HTTP registries, private CAs (YAML).
+    pub registry_config: PathBuf,
+    /// `--image-credentials`: docker-style `auth.json` for registry logins.
+    pub image_credentials: PathBuf,
+    /// serializeImagePulls (default true): one pull at a time.
+    pub serialize_image_pulls: bool,
+    /// maxParallelImagePulls (only with serializeImagePulls false; None = no limit).
+    pub max_parallel_image_pulls: Option<u32>,
+    pub image_gc_high_threshold_percent: u8,
+    pub image_gc_low_threshold_percent: u8,
+    pub image_minimum_gc_age: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +67,14 @@ pub struct KubeletConfigFile {
     pub file_check_frequency: Option<String>,
     pub sync_frequency: Option<String>,
     pub pod_logs_dir: Option<PathBuf>,
+    pub serialize_image_pulls: Option<bool>,
+    pub max_parallel_image_pulls: Option<u32>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    pub image_gc_high_threshold_percent: Option<u8>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    pub image_gc_low_threshold_percent: Option<u8>,
+    #[serde(rename = "imageMinimumGCAge")]
+    pub image_minimum_gc_age: Option<String>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -72,6 +91,8 @@ pub struct Flags {
     pub pod_logs_dir: Option<PathBuf>,
     pub container_logs_dir: Option<PathBuf>,
     pub cgroup_root: Option<String>,
+    pub registry_config: Option<PathBuf>,
+    pub image_credentials: Option<PathBuf>,
 }
 
 /// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
@@ -85,6 +106,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "fileCheckFrequency",
     "syncFrequency",
     "podLogsDir",
+    "serializeImagePulls",
+    "maxParallelImagePulls",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "imageMinimumGCAge",
 ];
 
 impl Config {
@@ -177,7 +203,37 @@ impl Config {
             container_log_max_files,
             file_check_frequency: duration("fileCheckFrequency", &file.file_check_frequency, 20)?,
             sync_frequency: duration("syncFrequency", &file.sync_frequency, 10)?,
+            registry_config: flags
+                .registry_config
+                .clone()
+                .unwrap_or_else(|| "/etc/bosun/registries.yaml".into()),
+            image_credentials: flags
+                .image_credentials
+                .clone()
+                .unwrap_or_else(|| "/etc/bosun/auth.json".into()),
+            serialize_image_pulls: file.serialize_image_pulls.unwrap_or(true),
+            max_parallel_image_pulls: file.max_parallel_image_pulls,
+            image_gc_high_threshold_percent: file.image_gc_high_threshold_percent.unwrap_or(85),
+            image_gc_low_threshold_percent: file.image_gc_low_threshold_percent.unwrap_or(80),
+            image_minimum_gc_age: duration("imageMinimumGCAge", &file.image_minimum_gc_age, 120)?,
         };
+        if cfg.image_gc_high_threshold_percent > 100
+            || cfg.image_gc_low_threshold_percent > cfg.image_gc_high_threshold_percent
+        {
+            return Err(ConfigError::Invalid {
+                field: "imageGCLowThresholdPercent".into(),
+                message: format!(
+                    "need low ({}) <= high ({}) <= 100",
+                    cfg.image_gc_low_threshold_percent, cfg.image_gc_high_threshold_percent
+                ),
+            });
+        }
+        if cfg.serialize_image_pulls && cfg.max_parallel_image_pulls.is_some_and(|n| n > 1) {
+            return Err(ConfigError::Invalid {
+                field: "maxParallelImagePulls".into(),
+                message: "must be unset or 1 when serializeImagePulls is true".into(),
+            });
+        }
         if !cfg.cgroup_root.starts_with('/') {
             return Err(ConfigError::Invalid {
                 field: "cgroupRoot".into(),
