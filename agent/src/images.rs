@@ -216,12 +216,7 @@ pub fn images_in_use_on_disk(run_dir: &Path) -> BTreeSet<String> {
 pub async fn gc_loop(ctx: Arc<crate::pods::Ctx>, period: Duration) {
     loop {
         tokio::time::sleep(period).await;
-        let in_use: BTreeSet<String> = ctx
-            .runtime
-            .list()
-            .into_iter()
-            .map(|c| c.image_id)
-            .collect();
+        let in_use: BTreeSet<String> = ctx.runtime.list().into_iter().map(|c| c.image_id).collect();
         let mgr = ctx.image_manager.clone();
         match tokio::task::spawn_blocking(move || mgr.collect(&in_use)).await {
             Ok(Ok(report)) if !report.removed.is_empty() => tracing::info!(
@@ -253,7 +248,10 @@ mod tests {
         assert_eq!(PullPolicy::of(None, &d), IfNotPresent);
         assert_eq!(PullPolicy::of(Some("Never"), "busybox"), Never);
         assert_eq!(PullPolicy::of(Some("Always"), "busybox:1"), Always);
-        assert_eq!(PullPolicy::of(Some("IfNotPresent"), "busybox"), IfNotPresent);
+        assert_eq!(
+            PullPolicy::of(Some("IfNotPresent"), "busybox"),
+            IfNotPresent
+        );
     }
 
     #[test]

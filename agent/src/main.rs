@@ -159,6 +159,8 @@ enum ImagesOp {
         /// Minimum age since last use (default: imageMinimumGCAge), e.g. `0s`.
         #[arg(long)]
         min_age: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -220,12 +222,16 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Command::Images { op: None, common } => {
-            common.load(None).and_then(|cfg| cli::images(&cfg))
-        }
+        Command::Images { op: None, common } => common.load(None).and_then(|cfg| cli::images(&cfg)),
         Command::Images {
-            op: Some(ImagesOp::Gc { high, low, min_age }),
-            common,
+            op:
+                Some(ImagesOp::Gc {
+                    high,
+                    low,
+                    min_age,
+                    common,
+                }),
+            ..
         } => common
             .load(None)
             .and_then(|cfg| cli::images_gc(&cfg, high, low, min_age.as_deref())),

@@ -32,8 +32,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use layout::{ConfigFile, Descriptor, Index, Manifest, OciLayoutFile};
 pub use gc::{GcError, GcReport};
+use layout::{ConfigFile, Descriptor, Index, Manifest, OciLayoutFile};
 pub use pull::{PullError, PullProgress, Puller};
 pub use reference::normalize_reference;
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};
@@ -1063,11 +1063,12 @@ fn decompressor(file: File, digest: &str, path: &Path) -> Result<Box<dyn Read>, 
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(reader)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let decoder =
-            zstd::stream::read::Decoder::with_buffer(reader).map_err(|source| ImportError::Read {
+        let decoder = zstd::stream::read::Decoder::with_buffer(reader).map_err(|source| {
+            ImportError::Read {
                 path: path.to_path_buf(),
                 source,
-            })?;
+            }
+        })?;
         let _ = digest;
         Ok(Box::new(decoder))
     } else {

@@ -56,7 +56,9 @@ fn bcrypt(password: &str) -> Result<String> {
 impl Registry {
     /// Starts a registry; with `auth`, clients must log in with that user and password.
     pub fn start(auth: Option<(&str, &str)>) -> Result<Registry> {
-        let dir = tempfile::Builder::new().prefix("bosun-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("bosun-registry-")
+            .tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
@@ -169,7 +171,11 @@ fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -216,7 +222,9 @@ impl LayoutBuilder {
     pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Result<Value> {
         let hex = sha256_hex(bytes);
         std::fs::write(self.dir.join("blobs/sha256").join(&hex), bytes)?;
-        Ok(json!({ "mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len() }))
+        Ok(
+            json!({ "mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len() }),
+        )
     }
 
     /// Copies the busybox layer blob from the busybox layout; returns it with its config.
@@ -231,8 +239,9 @@ impl LayoutBuilder {
         let index: Value = serde_json::from_slice(&std::fs::read(busybox.join("index.json"))?)?;
         let mdigest = index["manifests"][0]["digest"].as_str().context("index")?;
         let manifest: Value = serde_json::from_slice(&read(mdigest)?)?;
-        let config: Value =
-            serde_json::from_slice(&read(manifest["config"]["digest"].as_str().context("cfg")?)?)?;
+        let config: Value = serde_json::from_slice(&read(
+            manifest["config"]["digest"].as_str().context("cfg")?,
+        )?)?;
         let layer = manifest["layers"][0].clone();
         let bytes = read(layer["digest"].as_str().context("layer")?)?;
         self.blob(layer["mediaType"].as_str().unwrap_or_default(), &bytes)?;

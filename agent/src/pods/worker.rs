@@ -513,7 +513,15 @@ impl Worker {
                 let reason = e.reason();
                 let msg = e.to_string();
                 if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some(reason) {
-                    self.event("Warning", if reason == "ErrImagePull" { "Failed" } else { reason }, &msg);
+                    self.event(
+                        "Warning",
+                        if reason == "ErrImagePull" {
+                            "Failed"
+                        } else {
+                            reason
+                        },
+                        &msg,
+                    );
                 }
                 self.waiting.insert(c.name.clone(), (reason.into(), msg));
                 let now = SystemTime::now();

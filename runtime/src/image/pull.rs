@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, Certificate, CertificateEncoding, ClientConfig};
 use oci_client::client::ClientProtocol;
+use oci_client::client::{BlobResponse, Certificate, CertificateEncoding, ClientConfig};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -130,7 +130,8 @@ fn registry_error(reference: &str, ep: &Endpoint, e: OciDistributionError) -> Pu
         OciDistributionError::ServerError { code, .. } => *code == 404,
         _ => false,
     };
-    let unreachable = matches!(&e, OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout());
+    let unreachable =
+        matches!(&e, OciDistributionError::RequestError(r) if r.is_connect() || r.is_timeout());
     // reqwest hides the cause behind "error sending request": show the chain.
     let mut message = e.to_string();
     let mut source = std::error::Error::source(&e);
@@ -608,8 +609,7 @@ fn media_type_of(bytes: &[u8]) -> String {
             ..
         }) => mt,
         Ok(Probe {
-            manifests: Some(_),
-            ..
+            manifests: Some(_), ..
         }) => layout::MT_OCI_INDEX.to_string(),
         _ => layout::MT_OCI_MANIFEST.to_string(),
     }

@@ -289,7 +289,12 @@ registries:
     #[test]
     fn local_registries_are_plain_http() {
         let cfg = RegistryConfig::default();
-        for host in ["localhost:5000", "127.0.0.1:34567", "localhost", "[::1]:5000"] {
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:34567",
+            "localhost",
+            "[::1]:5000",
+        ] {
             assert!(cfg.endpoints(host)[0].plain_http, "{host}");
         }
         for host in ["docker.io", "ghcr.io", "localhost.example.com:5000"] {
