@@ -279,8 +279,8 @@ pub fn images(cfg: &Config) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<50} {:<14} {:>10}  {}",
-        "REFERENCE", "IMAGE ID", "SIZE", "LAST USED"
+        "{:<50} {:<14} {:>10}  LAST USED",
+        "REFERENCE", "IMAGE ID", "SIZE"
     )?;
     let now = std::time::SystemTime::now();
     for img in store.list()? {
