@@ -26,6 +26,8 @@ pub struct Ctx {
     pub cfg: Config,
     pub runtime: HostRuntime,
     pub images: ImageStore,
+    /// Pulls with policies, shared pulls and GC (the images issue).
+    pub image_manager: Arc<crate::images::ImageManager>,
     /// The node's memory in bytes (oom_score_adj of burstable containers, resourceFieldRef).
     pub node_memory: u64,
     /// The node's CPUs in millicores (resourceFieldRef of an unset cpu limit).
