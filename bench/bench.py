@@ -42,7 +42,10 @@ def log(msg):
 
 
 def manifest(name, image=IMAGE):
-    """The one pod every measurement uses: one busybox container sleeping, Guaranteed QoS."""
+    """The one pod every measurement uses: one busybox container sleeping, Burstable QoS.
+
+    Not Guaranteed: bosun gives Guaranteed containers oom_score_adj -997 like the kubelet, and
+    without CAP_SYS_RESOURCE (this VM) the write fails and the container never starts."""
     return f"""apiVersion: v1
 kind: Pod
 metadata:
@@ -56,7 +59,7 @@ spec:
     imagePullPolicy: IfNotPresent
     command: [sleep, "1000000"]
     resources:
-      requests: {{cpu: 100m, memory: 32Mi}}
+      requests: {{cpu: 50m, memory: 16Mi}}
       limits: {{cpu: 100m, memory: 32Mi}}
 """
 
@@ -565,6 +568,8 @@ def run_bosun(args, p):
             log(f"bosun remove: {e}")
         b.stop()
         res["leaks"] = b.leaks()
+        for leak in res["leaks"]:
+            log(f"LEAK (bosun): {leak}")
     return res
 
 
@@ -618,6 +623,8 @@ def run_podman(args, p, workdir):
         pm.remove_all()
     finally:
         res["leaks"] = pm.cleanup()
+        for leak in res["leaks"]:
+            log(f"LEAK (podman): {leak}")
     return res
 
 
