@@ -397,6 +397,7 @@ class Podman:
             ["podman", "image", "exists", IMAGE], capture_output=True
         ).returncode == 0
         self.had_pause = self.pause_images()
+        self.had_networks = os.path.exists("/etc/containers/networks")
         subprocess.run(
             ["skopeo", "copy", "--quiet", f"oci:{layout}:latest", f"containers-storage:{IMAGE}"],
             check=True, capture_output=True,
@@ -496,6 +497,9 @@ class Podman:
             subprocess.run(["podman", "rmi", "-f"] + made, capture_output=True)
         if self.wrote_conf:
             os.remove(CONTAINERS_CONF)
+        nets = "/etc/containers/networks"
+        if not self.had_networks and os.path.isdir(nets) and set(os.listdir(nets)) <= {"netavark.lock"}:
+            shutil.rmtree(nets)  # podman made it (netavark's lock) for this run
         return found
 
 
@@ -567,6 +571,9 @@ def run_bosun(args, p):
         except Exception as e:  # noqa: BLE001 - reported as a leak below
             log(f"bosun remove: {e}")
         b.stop()
+        keep = os.environ.get("BENCH_KEEP_LOG")
+        if keep:  # for a look at where the time goes (bosun's own log timestamps)
+            shutil.copy(b.path("bosun.log"), keep)
         res["leaks"] = b.leaks()
         for leak in res["leaks"]:
             log(f"LEAK (bosun): {leak}")
