@@ -611,7 +611,7 @@ def run_podman(args, p, workdir):
         reap()
         mem_idle = settle_meminfo()
         lat, lat_play = [], []
-        for i in range(1, p["fill"] + 1):
+        for i in range(1, p["peer_fill"] + 1):
             play, running = pm.play([f"f{i}"])
             lat.append(running)
             lat_play.append(play)
@@ -683,9 +683,11 @@ def report(p, bo, pm, mach, command, quick, busy):
     for k in p["marks"]:
         if k <= len(bo["fill"]):
             lo = max(0, k - 5)
-            rows.append((f"start of pod #{k} with {k-1} running (ms)", ms(bo["fill"][k - 1]), ms(pm["fill"][k - 1]), ""))
+            have = k <= len(pm["fill"])
+            rows.append((f"start of pod #{k} with {k-1} running (ms)", ms(bo["fill"][k - 1]),
+                         ms(pm["fill"][k - 1]) if have else float("nan"), ""))
             rows.append((f"  median of pods #{lo+1}-#{k} (ms)", ms(statistics.median(bo["fill"][lo:k])),
-                         ms(statistics.median(pm["fill"][lo:k])), ""))
+                         ms(statistics.median(pm["fill"][lo:k])) if have else float("nan"), ""))
     fb, fp = bo["foot"], pm["foot"]
     n = fb["pods"]
     rows.append(("agent RSS idle, no pods (MiB)", bo["idle_rss"] / 1024, None, "< 15 MiB"))
@@ -721,6 +723,7 @@ Podman: {pm.get('version', '')}, `podman kube play --network none` (bosun pods h
 runc, cgroupfs; start time measured until {'`podman kube play` returned (it starts the containers before it returns; `podman ps` confirmed every container running right after each play)' if pm.get('play_implied_running') else 'podman ps showed every container running'}.
 bosun: release build, default log level, start time measured from the rename of the manifest into the
 watched folder until `<run-dir>/pods/<uid>/status.json` shows the container running (polled every 5 ms).
+Fill: bosun {p['fill']} pods one after another, podman {p['peer_fill']}{' (fewer to keep the run short: rows beyond it are n/a)' if p['peer_fill'] < p['fill'] else ''}.
 
 {head}{body}"""
     return text
@@ -734,6 +737,7 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--busy", action="store_true", help="note that the machine was shared")
+    ap.add_argument("--peer-fill", type=int, help="podman pods in the fill phase (default: as bosun)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: must run as root")
@@ -741,6 +745,7 @@ def main():
         p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0}
     else:
         p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0}
+    p["peer_fill"] = max(p["foot"], min(args.peer_fill or p["fill"], p["fill"]))
     become_subreaper()
     mach = machine()
     mach["load_start"] = mach["load"]

@@ -14,12 +14,15 @@ source hack/env.sh
 
 quick=
 busy=
-for a in "$@"; do
-    case $a in
+peer=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
         --quick) quick=--quick ;;
         --busy) busy=--busy ;;
-        *) echo "usage: $0 [--quick] [--busy]" >&2; exit 2 ;;
+        --peer-fill) peer=(--peer-fill "$2"); shift ;;
+        *) echo "usage: $0 [--quick] [--busy] [--peer-fill N]" >&2; exit 2 ;;
     esac
+    shift
 done
 [[ $(id -u) == 0 ]] || { echo "$0: run as root" >&2; exit 1; }
 for tool in python3 podman runc skopeo jq; do
@@ -35,8 +38,8 @@ bash tests/images/build-busybox.sh "$work/busybox-oci" >/dev/null
 
 out=()
 [[ -n $quick ]] || out=(--out BENCHMARKS.table.md)
-python3 bench/bench.py --bosun "$bosun_bin" --layout "$work/busybox-oci" $quick $busy \
-    --command "bench/run.sh${quick:+ --quick}${busy:+ --busy}" "${out[@]}"
+python3 bench/bench.py --bosun "$bosun_bin" --layout "$work/busybox-oci" $quick $busy "${peer[@]}" \
+    --command "bench/run.sh${quick:+ --quick}${busy:+ --busy}${peer[*]:+ ${peer[*]}}" "${out[@]}"
 
 if [[ -z $quick ]]; then
     # BENCHMARKS.md = its fixed preamble (up to the marker) + the latest table.
