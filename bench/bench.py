@@ -737,6 +737,8 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--busy", action="store_true", help="note that the machine was shared")
+    ap.add_argument("--fill", type=int, help="pods in the fill phase (default 250)")
+    ap.add_argument("--burst", type=int, help="pods in the burst (default 100)")
     ap.add_argument("--peer-fill", type=int, help="podman pods in the fill phase (default: as bosun)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -745,6 +747,12 @@ def main():
         p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0}
     else:
         p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0}
+    if args.fill:
+        p["fill"] = args.fill
+        p["foot"] = min(p["foot"], args.fill)
+        p["seq"] = min(p["seq"], args.fill)
+    if args.burst:
+        p["burst"] = args.burst
     p["peer_fill"] = max(p["foot"], min(args.peer_fill or p["fill"], p["fill"]))
     become_subreaper()
     mach = machine()

@@ -19,8 +19,8 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=--quick ;;
         --busy) busy=--busy ;;
-        --peer-fill) peer=(--peer-fill "$2"); shift ;;
-        *) echo "usage: $0 [--quick] [--busy] [--peer-fill N]" >&2; exit 2 ;;
+        --peer-fill|--fill|--burst) peer+=("$1" "$2"); shift ;;
+        *) echo "usage: $0 [--quick] [--busy] [--peer-fill N] [--fill N] [--burst N]" >&2; exit 2 ;;
     esac
     shift
 done
