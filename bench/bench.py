@@ -385,6 +385,8 @@ class Podman:
         self.dir = workdir
         self.prefix = f"bench{os.getpid()}"
         self.wrote_conf = False
+        # Before any podman command: podman itself creates it (netavark's lock).
+        self.had_networks = os.path.exists("/etc/containers/networks")
         self.had_image = False
         if not os.path.exists(CONTAINERS_CONF):
             os.makedirs(os.path.dirname(CONTAINERS_CONF), exist_ok=True)
@@ -397,7 +399,6 @@ class Podman:
             ["podman", "image", "exists", IMAGE], capture_output=True
         ).returncode == 0
         self.had_pause = self.pause_images()
-        self.had_networks = os.path.exists("/etc/containers/networks")
         subprocess.run(
             ["skopeo", "copy", "--quiet", f"oci:{layout}:latest", f"containers-storage:{IMAGE}"],
             check=True, capture_output=True,
