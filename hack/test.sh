@@ -16,3 +16,5 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "== privileged tests"
 cargo test --workspace -- --ignored --test-threads=1
+echo "== benchmark harness (quick run, no figures checked)"
+bash bench/check.sh

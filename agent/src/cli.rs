@@ -50,10 +50,14 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
     .await
     .context("starting the runtime")?;
     let images = ImageStore::open(&cfg.data_dir).context("opening the image store")?;
+    let image_manager = std::sync::Arc::new(
+        crate::images::ImageManager::new(&cfg).context("setting up image pulls")?,
+    );
     Ok(Ctx {
         cfg,
         runtime,
         images,
+        image_manager,
         node_memory: node_memory(),
         node_cpu_millis: std::thread::available_parallelism()
             .map(|n| n.get() as u64 * 1000)
@@ -274,25 +278,93 @@ pub fn logs(cfg: &Config, a: &LogsArgs) -> anyhow::Result<()> {
 pub fn images(cfg: &Config) -> anyhow::Result<()> {
     let store = ImageStore::open(&cfg.data_dir)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<50} {:<20} {:>10}", "REFERENCE", "IMAGE ID", "SIZE")?;
+    writeln!(
+        out,
+        "{:<50} {:<14} {:>10}  LAST USED",
+        "REFERENCE", "IMAGE ID", "SIZE"
+    )?;
+    let now = std::time::SystemTime::now();
     for img in store.list()? {
         let reference = if img.references.is_empty() {
             "<none>".to_string()
         } else {
             img.references.join(",")
         };
+        let ago = now
+            .duration_since(img.last_used)
+            .map(|d| format!("{} ago", age(d)))
+            .unwrap_or_else(|_| "just now".into());
         writeln!(
             out,
-            "{:<50} {:<20} {:>10}",
+            "{:<50} {:<14} {:>10}  {}",
             reference,
             img.id
                 .trim_start_matches("sha256:")
                 .chars()
                 .take(12)
                 .collect::<String>(),
-            human(img.size)
+            human(img.size),
+            ago
         )?;
     }
+    Ok(())
+}
+
+fn age(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// `bosun pull REF`: pulls into the store, printing the reference and image id.
+pub async fn pull(cfg: Config, reference: String) -> anyhow::Result<()> {
+    let mgr = crate::images::ImageManager::new(&cfg).context("setting up image pulls")?;
+    let img = mgr
+        .pull(&reference)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{} {} {}", img.reference, img.id, img.digest);
+    Ok(())
+}
+
+/// `bosun images gc`: one collection with the configured or given thresholds; images of every
+/// container recorded under the run folder are kept.
+pub fn images_gc(
+    cfg: &Config,
+    high: Option<u8>,
+    low: Option<u8>,
+    min_age: Option<&str>,
+) -> anyhow::Result<()> {
+    let store = ImageStore::open(&cfg.data_dir)?;
+    let high = high.unwrap_or(cfg.image_gc_high_threshold_percent);
+    let low = low.unwrap_or(cfg.image_gc_low_threshold_percent).min(high);
+    let min_age = match min_age {
+        Some(s) => crate::config::parse_duration(s)
+            .with_context(|| format!("{s:?} is not a duration like 2m"))?,
+        None => cfg.image_minimum_gc_age,
+    };
+    let in_use = crate::images::images_in_use_on_disk(&cfg.run_dir);
+    let report = store.gc(&in_use, high, low, min_age)?;
+    for img in &report.removed {
+        println!(
+            "removed {} {}",
+            img.id,
+            if img.references.is_empty() {
+                "<none>".to_string()
+            } else {
+                img.references.join(",")
+            }
+        );
+    }
+    println!(
+        "usage {}% (high {high}%, low {low}%), freed {}",
+        report.usage_percent,
+        human(report.freed)
+    );
     Ok(())
 }
 

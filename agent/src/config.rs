@@ -50,6 +50,17 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// `--cni-bin-dir`: folders of CNI plugins, in order (`/opt/cni/bin:/usr/lib/cni`).
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// `--registry-config`: mirrors, plain-HTTP registries, private CAs (YAML).
+    pub registry_config: PathBuf,
+    /// `--image-credentials`: docker-style `auth.json` for registry logins.
+    pub image_credentials: PathBuf,
+    /// serializeImagePulls (default true): one pull at a time.
+    pub serialize_image_pulls: bool,
+    /// maxParallelImagePulls (only with serializeImagePulls false; None = no limit).
+    pub max_parallel_image_pulls: Option<u32>,
+    pub image_gc_high_threshold_percent: u8,
+    pub image_gc_low_threshold_percent: u8,
+    pub image_minimum_gc_age: std::time::Duration,
 }
 
 /// The default pod subnet (unlikely to clash with podman's 10.88.0.0/16 or docker's 172.17/16).
@@ -89,6 +100,14 @@ pub struct KubeletConfigFile {
     pub resolv_conf: Option<PathBuf>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    pub serialize_image_pulls: Option<bool>,
+    pub max_parallel_image_pulls: Option<u32>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    pub image_gc_high_threshold_percent: Option<u8>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    pub image_gc_low_threshold_percent: Option<u8>,
+    #[serde(rename = "imageMinimumGCAge")]
+    pub image_minimum_gc_age: Option<String>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -117,6 +136,8 @@ pub struct Flags {
     pub cni_conf_dir: Option<PathBuf>,
     /// Colon-separated folders.
     pub cni_bin_dir: Option<String>,
+    pub registry_config: Option<PathBuf>,
+    pub image_credentials: Option<PathBuf>,
 }
 
 /// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
@@ -135,6 +156,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "clusterDomain",
     "resolvConf",
     "podCIDR",
+    "serializeImagePulls",
+    "maxParallelImagePulls",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "imageMinimumGCAge",
 ];
 
 impl Config {
@@ -282,6 +308,19 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
                 .collect(),
+            registry_config: flags
+                .registry_config
+                .clone()
+                .unwrap_or_else(|| "/etc/bosun/registries.yaml".into()),
+            image_credentials: flags
+                .image_credentials
+                .clone()
+                .unwrap_or_else(|| "/etc/bosun/auth.json".into()),
+            serialize_image_pulls: file.serialize_image_pulls.unwrap_or(true),
+            max_parallel_image_pulls: file.max_parallel_image_pulls,
+            image_gc_high_threshold_percent: file.image_gc_high_threshold_percent.unwrap_or(85),
+            image_gc_low_threshold_percent: file.image_gc_low_threshold_percent.unwrap_or(80),
+            image_minimum_gc_age: duration("imageMinimumGCAge", &file.image_minimum_gc_age, 120)?,
         };
         for ip in &cfg.cluster_dns {
             if ip.parse::<std::net::IpAddr>().is_err() {
@@ -295,6 +334,23 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "podCIDR".into(),
                 message: format!("{:?} is not a CIDR like 10.244.0.0/24", cfg.pod_cidr),
+            });
+        }
+        if cfg.image_gc_high_threshold_percent > 100
+            || cfg.image_gc_low_threshold_percent > cfg.image_gc_high_threshold_percent
+        {
+            return Err(ConfigError::Invalid {
+                field: "imageGCLowThresholdPercent".into(),
+                message: format!(
+                    "need low ({}) <= high ({}) <= 100",
+                    cfg.image_gc_low_threshold_percent, cfg.image_gc_high_threshold_percent
+                ),
+            });
+        }
+        if cfg.serialize_image_pulls && cfg.max_parallel_image_pulls.is_some_and(|n| n > 1) {
+            return Err(ConfigError::Invalid {
+                field: "maxParallelImagePulls".into(),
+                message: "must be unset or 1 when serializeImagePulls is true".into(),
             });
         }
         if !cfg.cgroup_root.starts_with('/') {

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod images;
 pub mod manifest;
 pub mod network;
 pub mod pods;

@@ -99,6 +99,12 @@ struct Common {
     /// Colon-separated folders of CNI plugins (default /opt/cni/bin:/usr/lib/cni).
     #[arg(long)]
     cni_bin_dir: Option<String>,
+    /// Registry config (YAML): mirrors, plain-HTTP registries, private CAs.
+    #[arg(long, env = "BOSUN_REGISTRY_CONFIG")]
+    registry_config: Option<PathBuf>,
+    /// Docker-style credentials file (`{"auths": {...}}`) for registry logins.
+    #[arg(long, env = "BOSUN_IMAGE_CREDENTIALS")]
+    image_credentials: Option<PathBuf>,
 }
 
 impl Common {
@@ -122,6 +128,8 @@ impl Common {
             pod_cidr: self.pod_cidr.clone(),
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
+            registry_config: self.registry_config.clone(),
+            image_credentials: self.image_credentials.clone(),
         }
     }
 
@@ -134,6 +142,8 @@ impl Common {
     }
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the pods of a manifest folder (the kubelet's staticPodPath), without a cluster.
@@ -175,8 +185,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// List images in the local store.
+    /// List images in the local store (size, last use); `images gc` collects unused ones.
     Images {
+        #[command(subcommand)]
+        op: Option<ImagesOp>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Pull an image from its registry into the local store.
+    Pull {
+        /// The image reference, as in a pod (`busybox`, `127.0.0.1:5000/app:v1`, `x@sha256:...`).
+        reference: String,
         #[command(flatten)]
         common: Common,
     },
@@ -184,6 +203,24 @@ enum Command {
     Image {
         #[command(subcommand)]
         op: ImageOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesOp {
+    /// Remove unused images (least recently used first) when usage is over the high threshold.
+    Gc {
+        /// High threshold in percent (default: imageGCHighThresholdPercent).
+        #[arg(long)]
+        high: Option<u8>,
+        /// Low threshold in percent (default: imageGCLowThresholdPercent).
+        #[arg(long)]
+        low: Option<u8>,
+        /// Minimum age since last use (default: imageMinimumGCAge), e.g. `0s`.
+        #[arg(long)]
+        min_age: Option<String>,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -265,7 +302,22 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Some(Command::Images { common }) => common.load(None).and_then(|cfg| cli::images(&cfg)),
+        Some(Command::Images { op: None, common }) => common.load(None).and_then(|cfg| cli::images(&cfg)),
+        Some(Command::Images {
+            op:
+                Some(ImagesOp::Gc {
+                    high,
+                    low,
+                    min_age,
+                    common,
+                }),
+            ..
+        }) => common
+            .load(None)
+            .and_then(|cfg| cli::images_gc(&cfg, high, low, min_age.as_deref())),
+        Some(Command::Pull { reference, common }) => common
+            .load(None)
+            .and_then(|cfg| block_on(cli::pull(cfg, reference))),
         Some(Command::Image {
             op:
                 ImageOp::Import {
@@ -326,20 +378,13 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
     let (tx, rx) = tokio::sync::watch::channel(None);
     let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
-    let period = ctx.cfg.file_check_frequency;
-    let (dtx, mut drx) = tokio::sync::watch::channel(Default::default());
-    tokio::spawn(pods::source::run(src, period, dtx));
-    // Forward the source's sets as Some(..) once it has scanned.
-    tokio::spawn(async move {
-        loop {
-            let d = drx.borrow_and_update().clone();
-            let _ = tx.send(Some(d));
-            if drx.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
     let paths = ctx.runtime.paths().clone();
+    // Image GC every 5 minutes, as the kubelet.
+    tokio::spawn(bosun::images::gc_loop(
+        ctx.clone(),
+        std::time::Duration::from_secs(300),
+    ));
     let manager = tokio::spawn(pods::run(ctx, rx));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

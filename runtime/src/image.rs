@@ -14,8 +14,11 @@
 //! a half-written blob or a half-unpacked layer visible. Mutations hold an exclusive `flock` on
 //! `lock`; readers (`resolve`, `list`) need none.
 
+mod gc;
 mod layout;
+mod pull;
 mod reference;
+pub mod registry;
 mod sys;
 mod unpack;
 
@@ -29,7 +32,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub use gc::{GcError, GcReport};
 use layout::{ConfigFile, Descriptor, Index, Manifest, OciLayoutFile};
+pub use pull::{PullError, PullProgress, Puller};
 pub use reference::normalize_reference;
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};
 
@@ -158,6 +163,7 @@ struct LayerRecord {
 }
 
 /// Content store under `<data_dir>/images`.
+#[derive(Clone, Debug)]
 pub struct ImageStore {
     root: PathBuf,
 }
@@ -364,6 +370,7 @@ impl ImageStore {
             root.join("layers/sha256"),
             root.join("meta"),
             root.join("tmp"),
+            root.join("downloads"),
         ] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -552,7 +559,27 @@ impl ImageStore {
         let manifest_bytes = manifest_bytes
             .ok_or_else(|| bad_layout("image indexes nested too deeply".to_string()))?;
         let manifest_desc = desc;
-        let manifest: Manifest = parse_json("manifest", &manifest_desc.digest, &manifest_bytes)?;
+        self.commit(
+            reference,
+            &manifest_desc,
+            &manifest_bytes,
+            |manifest| src.read_verified(&manifest.config),
+            |store, layer| store.store_blob_from(&src, layer),
+        )
+    }
+
+    /// Validates a manifest and its config, stores the layer blobs (`fetch_layer` puts each one
+    /// into the content store, verified), unpacks them and records the image under `reference`
+    /// (already normalized). The manifest bytes are verified by the caller.
+    fn commit(
+        &self,
+        reference: String,
+        manifest_desc: &Descriptor,
+        manifest_bytes: &[u8],
+        fetch_config: impl FnOnce(&Manifest) -> Result<Vec<u8>, ImportError>,
+        mut fetch_layer: impl FnMut(&Self, &Descriptor) -> Result<(), ImportError>,
+    ) -> Result<Image, ImportError> {
+        let manifest: Manifest = parse_json("manifest", &manifest_desc.digest, manifest_bytes)?;
         if let Some(mt) = manifest.media_type.as_deref() {
             if mt != layout::MT_OCI_MANIFEST && mt != layout::MT_DOCKER_MANIFEST {
                 return Err(ImportError::Unsupported {
@@ -562,7 +589,7 @@ impl ImageStore {
                 });
             }
         }
-        let config_bytes = src.read_verified(&manifest.config)?;
+        let config_bytes = fetch_config(&manifest)?;
         let config: ConfigFile =
             parse_json("image config", &manifest.config.digest, &config_bytes)?;
         if !config.os.is_empty() && config.os != "linux" {
@@ -602,11 +629,11 @@ impl ImageStore {
 
         let mut size = 0;
         for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            self.store_blob_from(&src, layer)?;
+            fetch_layer(self, layer)?;
             size += self.ensure_layer(layer, diff_id)?.size;
         }
         self.store_blob_bytes(&manifest.config, &config_bytes)?;
-        self.store_blob_bytes(&manifest_desc, &manifest_bytes)?;
+        self.store_blob_bytes(manifest_desc, manifest_bytes)?;
 
         let now = SystemTime::now();
         let c = config.config.unwrap_or_default();
@@ -922,6 +949,76 @@ impl ImageStore {
         self.sweep()
     }
 
+    /// If the store already has the image with manifest `digest` (layers unpacked), points
+    /// `reference` (normalized) at it, marks it used and returns it.
+    pub(crate) fn tag_existing(
+        &self,
+        reference: &str,
+        digest: &str,
+    ) -> Result<Option<Image>, StoreError> {
+        let _lock = self.lock()?;
+        let Some(mut record) = self.load_record(digest)? else {
+            return Ok(None);
+        };
+        let Ok(image) = self.image_of(&record, reference.to_string()) else {
+            return Ok(None);
+        };
+        let mut refs = self.load_refs()?;
+        if refs.get(reference).map(String::as_str) != Some(digest) {
+            refs.insert(reference.to_string(), digest.to_string());
+            self.save_refs(&refs)?;
+        }
+        record.last_used = SystemTime::now();
+        self.save_record(&record)?;
+        Ok(Some(image))
+    }
+
+    /// Records a pulled image: the manifest (verified by the caller), its config (verified) and
+    /// layer blobs already downloaded and verified into `downloads/`.
+    pub(crate) fn commit_pulled(
+        &self,
+        reference: String,
+        manifest_desc: &Descriptor,
+        manifest_bytes: &[u8],
+        config_bytes: Vec<u8>,
+    ) -> Result<Image, ImportError> {
+        self.commit(
+            reference,
+            manifest_desc,
+            manifest_bytes,
+            |manifest| {
+                check_blob(
+                    &manifest.config,
+                    &format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes))),
+                    config_bytes.len() as u64,
+                )?;
+                Ok(config_bytes)
+            },
+            |store, layer| {
+                let hex = digest_hex(&layer.digest).map_err(|value| ImportError::Unsupported {
+                    digest: layer.digest.clone(),
+                    what: "digest",
+                    value,
+                })?;
+                let dest = store.blob_path(hex);
+                if dest.exists() {
+                    return Ok(());
+                }
+                let done = store.root.join("downloads").join(hex);
+                fs::rename(&done, &dest).map_err(|source| {
+                    if source.kind() == io::ErrorKind::NotFound {
+                        ImportError::MissingBlob {
+                            digest: layer.digest.clone(),
+                            path: done.clone(),
+                        }
+                    } else {
+                        ImportError::Store(io_err(&dest)(source))
+                    }
+                })
+            },
+        )
+    }
+
     /// Deletes blobs and layers that no image record uses; call with the lock held.
     fn sweep(&self) -> Result<(), StoreError> {
         let mut blobs: BTreeSet<String> = BTreeSet::new();
@@ -966,11 +1063,14 @@ fn decompressor(file: File, digest: &str, path: &Path) -> Result<Box<dyn Read>, 
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(reader)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(ImportError::Unsupported {
-            digest: digest.to_string(),
-            what: "layer compression",
-            value: "zstd".to_string(),
-        })
+        let decoder = zstd::stream::read::Decoder::with_buffer(reader).map_err(|source| {
+            ImportError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let _ = digest;
+        Ok(Box::new(decoder))
     } else {
         Ok(Box::new(reader))
     }

@@ -36,6 +36,10 @@ pub struct HostFacts {
     pub nofile_hard: u64,
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability this kernel knows.
     pub cap_last_cap: u32,
+    /// The lowest oom_score_adj we may give: without CAP_SYS_RESOURCE a process can only raise
+    /// its score above its own (the Guaranteed pods' -997 would fail the create), so we clamp to
+    /// our own value, as we clamp rlimits.
+    pub min_oom_score_adj: i32,
 }
 
 impl HostFacts {
@@ -48,8 +52,24 @@ impl HostFacts {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
+            min_oom_score_adj: if has_cap_sys_resource() {
+                -1000
+            } else {
+                crate::sys::own_oom_score_adj().unwrap_or(0)
+            },
         })
     }
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .map(|caps| caps & (1 << 24) != 0)
+        .unwrap_or(false)
 }
 
 /// Every capability, by number (index = capability number).
@@ -187,7 +207,7 @@ pub fn build_with(
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
         "noNewPrivileges": sec.no_new_privileges,
         // Always set: otherwise the container inherits the keeper's (the agent's) score.
-        "oomScoreAdj": spec.oom_score_adj,
+        "oomScoreAdj": spec.oom_score_adj.max(host.min_oom_score_adj),
     });
 
     let sys_opt = if sec.privileged { "rw" } else { "ro" };
@@ -358,7 +378,28 @@ mod tests {
     const HOST: HostFacts = HostFacts {
         nofile_hard: 20_000,
         cap_last_cap: 40,
+        min_oom_score_adj: -1000,
     };
+
+    #[test]
+    fn oom_score_adj_is_clamped_to_what_we_may_set() {
+        let mut r = req();
+        r.spec.oom_score_adj = -997;
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        assert_eq!(
+            s.process().as_ref().and_then(|p| p.oom_score_adj()),
+            Some(-997)
+        );
+        let weak = HostFacts {
+            min_oom_score_adj: 0,
+            ..HOST
+        };
+        let s = build_with(&r, 0, 0, vec![], weak).expect("build");
+        assert_eq!(
+            s.process().as_ref().and_then(|p| p.oom_score_adj()),
+            Some(0)
+        );
+    }
 
     fn req() -> KeeperRequest {
         KeeperRequest {

@@ -5,6 +5,8 @@
 //! Privileged: everything here runs real containers, so tests using it are marked
 //! `#[ignore = "needs root: ..."]` and run in the privileged tier (`make test`).
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

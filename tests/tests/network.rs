@@ -38,7 +38,7 @@ fn http_get(addr: &str) -> Result<String> {
     Ok(out)
 }
 
-const SERVER: &str = "  containers:\n  - name: web\n    image: busybox\n    command: [sh, -c, 'mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports:\n    - {containerPort: 8080, hostPort: HOSTPORT}\n    env:\n    - name: MY_IP\n      valueFrom: {fieldRef: {fieldPath: status.podIP}}\n    - name: MY_NAME\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n";
+const SERVER: &str = "  containers:\n  - name: web\n    image: localhost/busybox:test\n    command: [sh, -c, 'mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www']\n    ports:\n    - {containerPort: 8080, hostPort: HOSTPORT}\n    env:\n    - name: MY_IP\n      valueFrom: {fieldRef: {fieldPath: status.podIP}}\n    - name: MY_NAME\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n";
 
 #[test]
 #[ignore = "needs root: creates network namespaces, a bridge, veths and iptables rules through CNI"]
@@ -76,7 +76,7 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
         "client.yaml",
         &pod(
             "client",
-            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'for i in 1 2 3 4 5 6 7 8 9 10; do printf \"GET /index.html HTTP/1.0\\r\\n\\r\\n\" | nc -w 2 {ip} 8080 | grep hello && exit 0; sleep 0.5; done; exit 1']\n"),
+            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'for i in 1 2 3 4 5 6 7 8 9 10; do printf \"GET /index.html HTTP/1.0\\r\\n\\r\\n\" | nc -w 2 {ip} 8080 | grep hello && exit 0; sleep 0.5; done; exit 1']\n"),
         ),
     )?;
     let c = node.wait_pod("client", T, "client done", |p| {
@@ -199,7 +199,7 @@ fn del_runs_for_pods_removed_while_the_agent_was_down() -> Result<()> {
         "p.yaml",
         &pod(
             "p",
-            "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '3600']\n",
+            "  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sleep, '3600']\n",
         ),
     )?;
     node.wait_pod("p", T, "running with an IP", |p| {

@@ -57,7 +57,7 @@ fn security_context_from_inside() -> Result<()> {
         &pod(
             "sec",
             &format!(
-                "  restartPolicy: Never\n  hostname: custom-host\n  securityContext:\n    runAsUser: 1000\n    runAsGroup: 2000\n    supplementalGroups: [3000]\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, \"{script}\"]\n    securityContext:\n      allowPrivilegeEscalation: false\n      readOnlyRootFilesystem: true\n      capabilities:\n        drop: [ALL]\n        add: [NET_BIND_SERVICE]\n    volumeMounts: [{{name: tmp, mountPath: /tmp}}]\n  volumes:\n  - {{name: tmp, emptyDir: {{}}}}\n"
+                "  restartPolicy: Never\n  hostname: custom-host\n  securityContext:\n    runAsUser: 1000\n    runAsGroup: 2000\n    supplementalGroups: [3000]\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, \"{script}\"]\n    securityContext:\n      allowPrivilegeEscalation: false\n      readOnlyRootFilesystem: true\n      capabilities:\n        drop: [ALL]\n        add: [NET_BIND_SERVICE]\n    volumeMounts: [{{name: tmp, mountPath: /tmp}}]\n  volumes:\n  - {{name: tmp, emptyDir: {{}}}}\n"
             ),
         ),
     )?;
@@ -65,7 +65,7 @@ fn security_context_from_inside() -> Result<()> {
         "r.yaml",
         &pod(
             "root",
-            "  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo capeff=$(grep CapEff /proc/self/status | cut -f2); echo uid=$(id -u); echo hostname=$(hostname)']\n",
+            "  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'echo capeff=$(grep CapEff /proc/self/status | cut -f2); echo uid=$(id -u); echo hostname=$(hostname)']\n",
         ),
     )?;
     let p = node.wait_pod("sec", T, "Succeeded", |p| phase(p) == "Succeeded")?;
@@ -129,14 +129,14 @@ fn shared_and_host_namespaces() -> Result<()> {
         "share.yaml",
         &pod(
             "share",
-            "  shareProcessNamespace: true\n  containers:\n  - name: sleeper\n    image: busybox\n    command: [sh, -c, 'exec sleep 1001']\n  - name: looker\n    image: busybox\n    command: [sh, -c, 'while ! ps | grep -q \"[s]leep 1001\"; do sleep 0.2; done; echo saw-sleeper; echo netns=$(readlink /proc/self/ns/net); sleep 1000']\n",
+            "  shareProcessNamespace: true\n  containers:\n  - name: sleeper\n    image: localhost/busybox:test\n    command: [sh, -c, 'exec sleep 1001']\n  - name: looker\n    image: localhost/busybox:test\n    command: [sh, -c, 'while ! ps | grep -q \"[s]leep 1001\"; do sleep 0.2; done; echo saw-sleeper; echo netns=$(readlink /proc/self/ns/net); sleep 1000']\n",
         ),
     )?;
     node.apply(
         "host.yaml",
         &pod(
             "host",
-            "  hostNetwork: true\n  hostPID: true\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'echo netns=$(readlink /proc/self/ns/net); echo pid1=$(cat /proc/1/comm); sleep 1000']\n",
+            "  hostNetwork: true\n  hostPID: true\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'echo netns=$(readlink /proc/self/ns/net); echo pid1=$(cat /proc/1/comm); sleep 1000']\n",
         ),
     )?;
     node.wait_pod("share", T, "running", |p| is_running(p, "looker"))?;
@@ -186,7 +186,7 @@ fn hooks_sidecars_and_termination_messages() -> Result<()> {
         "h.yaml",
         &pod(
             "hooks",
-            "  restartPolicy: Never\n  initContainers:\n  - name: side\n    image: busybox\n    restartPolicy: Always\n    command: [sh, -c, 'echo side-up > /shared/side; trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n    volumeMounts: [{name: shared, mountPath: /shared}]\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, 'sleep 0.5; cat /shared/side; cat /shared/poststart; echo custom-message > /dev/termination-log; exit 4']\n    volumeMounts: [{name: shared, mountPath: /shared}]\n    lifecycle:\n      postStart:\n        exec:\n          command: [sh, -c, 'echo hook-ran > /shared/poststart']\n  - name: fallback\n    image: busybox\n    terminationMessagePolicy: FallbackToLogsOnError\n    command: [sh, -c, 'echo last-words; exit 2']\n  volumes:\n  - {name: shared, emptyDir: {}}\n",
+            "  restartPolicy: Never\n  initContainers:\n  - name: side\n    image: localhost/busybox:test\n    restartPolicy: Always\n    command: [sh, -c, 'echo side-up > /shared/side; trap \"exit 0\" TERM; while true; do sleep 0.1; done']\n    volumeMounts: [{name: shared, mountPath: /shared}]\n  containers:\n  - name: main\n    image: localhost/busybox:test\n    command: [sh, -c, 'sleep 0.5; cat /shared/side; cat /shared/poststart; echo custom-message > /dev/termination-log; exit 4']\n    volumeMounts: [{name: shared, mountPath: /shared}]\n    lifecycle:\n      postStart:\n        exec:\n          command: [sh, -c, 'echo hook-ran > /shared/poststart']\n  - name: fallback\n    image: localhost/busybox:test\n    terminationMessagePolicy: FallbackToLogsOnError\n    command: [sh, -c, 'echo last-words; exit 2']\n  volumes:\n  - {name: shared, emptyDir: {}}\n",
         ),
     )?;
     let p = node.wait_pod("hooks", T, "main and fallback done", |p| {

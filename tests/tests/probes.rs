@@ -32,7 +32,7 @@ fn liveness_restarts_and_readiness_flips() -> Result<()> {
         "p.yaml",
         &pod(
             "probed",
-            "  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'touch /tmp/ready; sleep 3600']\n    readinessProbe:\n      exec: {command: [test, -f, /tmp/ready]}\n      periodSeconds: 1\n      failureThreshold: 1\n    livenessProbe:\n      exec: {command: [sh, -c, 'test ! -f /tmp/dead']}\n      periodSeconds: 1\n      failureThreshold: 2\n      terminationGracePeriodSeconds: 1\n",
+            "  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'touch /tmp/ready; sleep 3600']\n    readinessProbe:\n      exec: {command: [test, -f, /tmp/ready]}\n      periodSeconds: 1\n      failureThreshold: 1\n    livenessProbe:\n      exec: {command: [sh, -c, 'test ! -f /tmp/dead']}\n      periodSeconds: 1\n      failureThreshold: 2\n      terminationGracePeriodSeconds: 1\n",
         ),
     )?;
     let p = node.wait_pod("probed", T, "ready", |p| {

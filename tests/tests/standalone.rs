@@ -37,7 +37,7 @@ fn exit_code_env_args_and_logs() -> Result<()> {
         "p.yaml",
         &pod(
             "exit",
-            "  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c]\n    args: ['echo \"greeting=$GREETING $(WHO)\"; echo to-stderr >&2; exit 3']\n    env:\n    - name: WHO\n      value: world\n    - name: GREETING\n      value: hello-$(WHO)\n",
+            "  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c]\n    args: ['echo \"greeting=$GREETING $(WHO)\"; echo to-stderr >&2; exit 3']\n    env:\n    - name: WHO\n      value: world\n    - name: GREETING\n      value: hello-$(WHO)\n",
         ),
     )?;
     let p = node.wait_pod("exit", T, "phase Failed", |p| phase(p) == "Failed")?;
@@ -92,14 +92,14 @@ fn limits_visible_inside_and_oom_killed() -> Result<()> {
         "l.yaml",
         &pod(
             "limits",
-            &format!("  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    command: [sh, -c, '{script}']\n    resources:\n      requests: {{cpu: 250m, memory: 32Mi}}\n      limits: {{cpu: 500m, memory: 64Mi}}\n"),
+            &format!("  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{script}']\n    resources:\n      requests: {{cpu: 250m, memory: 32Mi}}\n      limits: {{cpu: 500m, memory: 64Mi}}\n"),
         ),
     )?;
     node.apply(
         "o.yaml",
         &pod(
             "oom",
-            "  restartPolicy: Never\n  containers:\n  - name: hog\n    image: busybox\n    command: [sh, -c, 'head -c 200m /dev/zero | tail > /dev/null']\n    resources:\n      limits: {memory: 32Mi}\n",
+            "  restartPolicy: Never\n  containers:\n  - name: hog\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'head -c 200m /dev/zero | tail > /dev/null']\n    resources:\n      limits: {memory: 32Mi}\n",
         ),
     )?;
     let p = node.wait_pod("limits", T, "Succeeded", |p| phase(p) == "Succeeded")?;
@@ -138,7 +138,7 @@ fn restart_backoff_intervals() -> Result<()> {
     let node = setup("backoff")?;
     node.apply(
         "b.yaml",
-        &pod("crash", "  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'date +%s; exit 1']\n"),
+        &pod("crash", "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'date +%s; exit 1']\n"),
     )?;
     // Attempt 0 at t0, attempt 1 at once, attempt 2 about 10 s after attempt 1 ended, attempt 3
     // about 20 s after attempt 2 ended.
@@ -191,7 +191,7 @@ fn graceful_termination_prestop_sigterm_sigkill() -> Result<()> {
         &pod(
             "grace",
             &format!(
-                "  terminationGracePeriodSeconds: 4\n  volumes:\n  - name: marks\n    hostPath: {{path: {}, type: Directory}}\n  containers:\n  - name: polite\n    image: busybox\n    command: [sh, -c, 'trap \"echo got-term; date +%s > /marks/polite-exit; exit 0\" TERM; while true; do sleep 0.1; done']\n    volumeMounts: [{{name: marks, mountPath: /marks}}]\n    lifecycle:\n      preStop:\n        exec:\n          command: [sh, -c, 'date +%s > /marks/prestop; sleep 1']\n  - name: stubborn\n    image: busybox\n    command: [sh, -c, 'trap \"\" TERM; while true; do sleep 0.1; done']\n",
+                "  terminationGracePeriodSeconds: 4\n  volumes:\n  - name: marks\n    hostPath: {{path: {}, type: Directory}}\n  containers:\n  - name: polite\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'trap \"echo got-term; date +%s > /marks/polite-exit; exit 0\" TERM; while true; do sleep 0.1; done']\n    volumeMounts: [{{name: marks, mountPath: /marks}}]\n    lifecycle:\n      preStop:\n        exec:\n          command: [sh, -c, 'date +%s > /marks/prestop; sleep 1']\n  - name: stubborn\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'trap \"\" TERM; while true; do sleep 0.1; done']\n",
                 marks.display()
             ),
         ),
@@ -245,7 +245,7 @@ fn empty_dir_shared_and_host_path_types() -> Result<()> {
         &pod(
             "vols",
             &format!(
-                "  restartPolicy: Never\n  initContainers:\n  - name: writer\n    image: busybox\n    command: [sh, -c, 'echo shared-bytes > /data/f']\n    volumeMounts: [{{name: scratch, mountPath: /data}}]\n  containers:\n  - name: reader\n    image: busybox\n    command: [sh, -c, 'cat /data/f; cat /hf; echo; test -d /hd && echo dir-ok; test -S /hs && echo sock-ok; test -c /hc && echo char-ok; test -d /created && echo created-ok; test -f /createdf && echo createdf-ok; df -t tmpfs /mem >/dev/null && echo tmpfs-ok']\n    volumeMounts:\n    - {{name: scratch, mountPath: /data}}\n    - {{name: hf, mountPath: /hf, readOnly: true}}\n    - {{name: hd, mountPath: /hd}}\n    - {{name: hs, mountPath: /hs}}\n    - {{name: hc, mountPath: /hc}}\n    - {{name: created, mountPath: /created}}\n    - {{name: createdf, mountPath: /createdf}}\n    - {{name: mem, mountPath: /mem}}\n  volumes:\n  - {{name: scratch, emptyDir: {{}}}}\n  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}\n  - {{name: hf, hostPath: {{path: {h}/file, type: File}}}}\n  - {{name: hd, hostPath: {{path: {h}/dir, type: Directory}}}}\n  - {{name: hs, hostPath: {{path: {h}/sock, type: Socket}}}}\n  - {{name: hc, hostPath: {{path: /dev/null, type: CharDevice}}}}\n  - {{name: created, hostPath: {{path: {h}/new/dir, type: DirectoryOrCreate}}}}\n  - {{name: createdf, hostPath: {{path: {h}/new/file, type: FileOrCreate}}}}\n"
+                "  restartPolicy: Never\n  initContainers:\n  - name: writer\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo shared-bytes > /data/f']\n    volumeMounts: [{{name: scratch, mountPath: /data}}]\n  containers:\n  - name: reader\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'cat /data/f; cat /hf; echo; test -d /hd && echo dir-ok; test -S /hs && echo sock-ok; test -c /hc && echo char-ok; test -d /created && echo created-ok; test -f /createdf && echo createdf-ok; df -t tmpfs /mem >/dev/null && echo tmpfs-ok']\n    volumeMounts:\n    - {{name: scratch, mountPath: /data}}\n    - {{name: hf, mountPath: /hf, readOnly: true}}\n    - {{name: hd, mountPath: /hd}}\n    - {{name: hs, mountPath: /hs}}\n    - {{name: hc, mountPath: /hc}}\n    - {{name: created, mountPath: /created}}\n    - {{name: createdf, mountPath: /createdf}}\n    - {{name: mem, mountPath: /mem}}\n  volumes:\n  - {{name: scratch, emptyDir: {{}}}}\n  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}\n  - {{name: hf, hostPath: {{path: {h}/file, type: File}}}}\n  - {{name: hd, hostPath: {{path: {h}/dir, type: Directory}}}}\n  - {{name: hs, hostPath: {{path: {h}/sock, type: Socket}}}}\n  - {{name: hc, hostPath: {{path: /dev/null, type: CharDevice}}}}\n  - {{name: created, hostPath: {{path: {h}/new/dir, type: DirectoryOrCreate}}}}\n  - {{name: createdf, hostPath: {{path: {h}/new/file, type: FileOrCreate}}}}\n"
             ),
         ),
     )?;
@@ -253,7 +253,7 @@ fn empty_dir_shared_and_host_path_types() -> Result<()> {
         "bad.yaml",
         &pod(
             "badtype",
-            &format!("  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '100']\n    volumeMounts: [{{name: x, mountPath: /x}}]\n  volumes:\n  - {{name: x, hostPath: {{path: {h}/file, type: Directory}}}}\n"),
+            &format!("  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '100']\n    volumeMounts: [{{name: x, mountPath: /x}}]\n  volumes:\n  - {{name: x, hostPath: {{path: {h}/file, type: Directory}}}}\n"),
         ),
     )?;
     let p = node.wait_pod("vols", T, "Succeeded", |p| phase(p) == "Succeeded")?;
@@ -305,7 +305,7 @@ fn subpath_symlink_escape_refused() -> Result<()> {
         "s.yaml",
         &pod(
             "subpath",
-            "  initContainers:\n  - name: plant\n    image: busybox\n    command: [sh, -c, 'mkdir -p /v/ok && echo inside > /v/ok/f && ln -s /etc /v/escape']\n    volumeMounts: [{name: v, mountPath: /v}]\n  containers:\n  - name: good\n    image: busybox\n    command: [sh, -c, 'cat /sub/f; sleep 1000']\n    volumeMounts: [{name: v, mountPath: /sub, subPath: ok}]\n  - name: evil\n    image: busybox\n    command: [sh, -c, 'cat /sub/shadow; sleep 1000']\n    volumeMounts: [{name: v, mountPath: /sub, subPath: escape}]\n  volumes:\n  - {name: v, emptyDir: {}}\n",
+            "  initContainers:\n  - name: plant\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'mkdir -p /v/ok && echo inside > /v/ok/f && ln -s /etc /v/escape']\n    volumeMounts: [{name: v, mountPath: /v}]\n  containers:\n  - name: good\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'cat /sub/f; sleep 1000']\n    volumeMounts: [{name: v, mountPath: /sub, subPath: ok}]\n  - name: evil\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'cat /sub/shadow; sleep 1000']\n    volumeMounts: [{name: v, mountPath: /sub, subPath: escape}]\n  volumes:\n  - {name: v, emptyDir: {}}\n",
         ),
     )?;
     let p = node.wait_pod("subpath", T, "good running and evil refused", |p| {
@@ -330,11 +330,11 @@ fn kill9_restart_adopts_pods_and_keeps_exit_codes() -> Result<()> {
     let mut node = setup("adopt")?;
     node.apply(
         "a.yaml",
-        &pod("long", "  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']\n"),
+        &pod("long", "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done']\n"),
     )?;
     node.apply(
         "b.yaml",
-        &pod("short", "  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, 'sleep 3; echo done-while-agent-away; exit 7']\n"),
+        &pod("short", "  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'sleep 3; echo done-while-agent-away; exit 7']\n"),
     )?;
     let before = node.wait_pod("long", T, "running", |p| is_running(p, "c"))?;
     node.wait_pod("short", T, "running", |p| is_running(p, "c"))?;
@@ -382,7 +382,7 @@ fn kill9_restart_adopts_pods_and_keeps_exit_codes() -> Result<()> {
 #[ignore = "needs root: runs containers"]
 fn bad_input_fails_only_that_pod() -> Result<()> {
     let node = setup("bad")?;
-    node.apply("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers:\n  - name: c\n    image: busybox\n    ports:\n    - containerPort: not-a-number\n")?;
+    node.apply("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    ports:\n    - containerPort: not-a-number\n")?;
     node.apply(
         "noimage.yaml",
         &pod(
@@ -390,12 +390,12 @@ fn bad_input_fails_only_that_pod() -> Result<()> {
             "  containers:\n  - name: c\n    image: example.invalid/nothing:1\n",
         ),
     )?;
-    node.apply("nonroot.yaml", &pod("nonroot", "  securityContext: {runAsNonRoot: true}\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '100']\n"))?;
+    node.apply("nonroot.yaml", &pod("nonroot", "  securityContext: {runAsNonRoot: true}\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '100']\n"))?;
     node.apply(
         "ok.yaml",
         &pod(
             "ok",
-            "  containers:\n  - name: c\n    image: busybox\n    command: [sleep, '1000']\n",
+            "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n",
         ),
     )?;
     node.wait_pod("ok", T, "running", |p| is_running(p, "c"))?;

@@ -18,6 +18,8 @@ use crate::pods::source::DesiredPods;
 
 /// Runs bosun as a cluster node until SIGTERM/SIGINT (pods keep running after).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Two TLS stacks are linked (ring for kube, aws-lc-rs through oci-client): pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = cfg.kubeconfig.clone().context(
         "cluster mode needs --kubeconfig (and --bootstrap-kubeconfig for a TLS bootstrap)",
     )?;
@@ -83,7 +85,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(source::run(client.clone(), node_name.clone(), api_tx));
     let file_rx = match ctx.cfg.manifests.clone() {
         Some(dir) => {
-            let (ftx, frx) = watch::channel(DesiredPods::new());
+            let (ftx, frx) = watch::channel(None);
             let src = pods::source::FolderSource::new(dir, node_name.clone());
             tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, ftx));
             Some(frx)
@@ -111,14 +113,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// list is in (so nothing is taken for an orphan before that).
 async fn merge(
     mut api: watch::Receiver<Option<DesiredPods>>,
-    mut file: Option<watch::Receiver<DesiredPods>>,
+    mut file: Option<watch::Receiver<Option<DesiredPods>>>,
     tx: watch::Sender<Option<DesiredPods>>,
 ) {
     loop {
         if let Some(a) = api.borrow_and_update().clone() {
             let mut all = a;
             if let Some(f) = file.as_mut() {
-                all.extend(f.borrow_and_update().clone());
+                all.extend(f.borrow_and_update().clone().unwrap_or_default());
             }
             tx.send_if_modified(|cur| {
                 if cur.as_ref() != Some(&all) {

@@ -45,6 +45,8 @@ pub struct Ctx {
     pub cfg: Config,
     pub runtime: HostRuntime,
     pub images: ImageStore,
+    /// Pulls with policies, shared pulls and GC (the images issue).
+    pub image_manager: Arc<crate::images::ImageManager>,
     /// The node's memory in bytes (oom_score_adj of burstable containers, resourceFieldRef).
     pub node_memory: u64,
     /// The node's CPUs in millicores (resourceFieldRef of an unset cpu limit).
@@ -147,8 +149,9 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
             );
         }
     }
+    let mut terminated: HashSet<String> = HashSet::new();
     loop {
-        reconcile(&ctx, &mut workers, &current);
+        reconcile(&ctx, &mut workers, &mut terminated, &current);
         tokio::select! {
             r = desired.changed() => {
                 if r.is_err() {
@@ -179,11 +182,28 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     }
 }
 
-fn reconcile(ctx: &Arc<Ctx>, workers: &mut HashMap<String, WorkerHandle>, desired: &DesiredPods) {
-    workers.retain(|_, w| !w.done.is_finished());
+fn reconcile(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    terminated: &mut HashSet<String>,
+    desired: &DesiredPods,
+) {
+    workers.retain(|uid, w| {
+        let finished = w.done.is_finished();
+        if finished && matches!(*w.tx.borrow(), Desired::Terminate { .. }) {
+            terminated.insert(uid.clone());
+        }
+        !finished
+    });
+    // Forget terminated pods once their source no longer lists them.
+    terminated.retain(|uid| desired.contains_key(uid));
     for (uid, pod) in desired {
-        // Deleted in the API: terminate with the deletion's grace period.
+        // Deleted in the API: terminate with the deletion's grace period (once: until the API's
+        // delete event arrives, a pod already cleaned up is not terminated again).
         if pod.metadata.deletion_timestamp.is_some() {
+            if terminated.contains(uid) && !workers.contains_key(uid) {
+                continue;
+            }
             let grace = pod.metadata.deletion_grace_period_seconds;
             let terminate = Desired::Terminate {
                 pod: Box::new(pod.clone()),

@@ -144,14 +144,16 @@ fn read_file(path: &Path, node_name: &str) -> Result<Vec<Pod>, String> {
     Ok(pods)
 }
 
-/// Runs the source: publishes the desired pods whenever they change. Never returns.
-pub async fn run(mut src: FolderSource, period: Duration, tx: watch::Sender<DesiredPods>) {
+/// Runs the source: publishes the desired pods after the first scan and whenever they change
+/// (`None` until the folder has been read once, so nothing is taken for an orphan before).
+/// Never returns.
+pub async fn run(mut src: FolderSource, period: Duration, tx: watch::Sender<Option<DesiredPods>>) {
     let inotify = watch_folder(&src.dir);
     loop {
         let desired = src.scan();
         tx.send_if_modified(|cur| {
-            if *cur != desired {
-                *cur = desired;
+            if cur.as_ref() != Some(&desired) {
+                *cur = Some(desired);
                 true
             } else {
                 false
@@ -162,10 +164,11 @@ pub async fn run(mut src: FolderSource, period: Duration, tx: watch::Sender<Desi
                 tokio::select! {
                     r = fd.readable() => {
                         if let Ok(mut guard) = r {
-                            // Drain the events; a short pause lets editors finish writing.
+                            // Drain the events and rescan at once: a file still being written
+                            // fails to parse (its last good pods stay) and its close brings
+                            // another event.
                             let _ = guard.get_inner().read_events();
                             guard.clear_ready();
-                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
                     _ = tokio::time::sleep(period) => {}
@@ -271,5 +274,32 @@ mod tests {
                 .as_deref(),
             Some("b-node")
         );
+    }
+
+    /// The first value the manager sees is the folder's real content, never an empty set sent
+    /// before the scan (which would make a restarted agent take every pod for an orphan).
+    #[tokio::test]
+    async fn first_published_set_is_the_scanned_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), POD.replace("NAME", "a")).expect("write");
+        let (tx, mut rx) = watch::channel(None);
+        assert!(rx.borrow_and_update().is_none());
+        let src = FolderSource::new(dir.path().into(), "node".into());
+        let task = tokio::spawn(run(src, Duration::from_secs(60), tx));
+        rx.changed().await.expect("published");
+        let first = rx.borrow_and_update().clone().expect("some");
+        assert_eq!(first.len(), 1);
+        // An empty folder is published too (the manager must not wait forever).
+        let empty = tempfile::tempdir().expect("tempdir");
+        let (tx2, mut rx2) = watch::channel(None);
+        let task2 = tokio::spawn(run(
+            FolderSource::new(empty.path().into(), "node".into()),
+            Duration::from_secs(60),
+            tx2,
+        ));
+        rx2.changed().await.expect("published");
+        assert_eq!(rx2.borrow_and_update().clone().map(|d| d.len()), Some(0));
+        task.abort();
+        task2.abort();
     }
 }

@@ -604,42 +604,50 @@ impl Worker {
             return;
         };
         let image_ref = c.image.clone().unwrap_or_default();
-        let image = match self.ctx.images.resolve(&image_ref) {
-            Ok(Some(i)) => i,
-            Ok(None) | Err(_) => {
-                let key = format!("{}/image", c.name);
-                let now = SystemTime::now();
-                let never = c.image_pull_policy.as_deref() == Some("Never");
-                let (reason, msg) = if never {
-                    (
-                        "ErrImageNeverPull",
-                        format!("container image {image_ref:?} is not present with pull policy of Never"),
-                    )
-                } else if self.backoff.in_backoff_until(&key, now, now).is_some()
-                    || self.waiting.get(&c.name).map(|w| w.0.as_str()) == Some("ErrImagePull")
-                {
-                    (
-                        "ImagePullBackOff",
-                        format!("back-off pulling image {image_ref:?}"),
-                    )
-                } else {
-                    (
-                        "ErrImagePull",
-                        format!(
-                            "image {image_ref:?} is not in the local image store (import it with `bosun image import`)"
-                        ),
-                    )
-                };
+        // Image: pull policy, shared pulls and back-off (crate::images).
+        let key = format!("{}/image", c.name);
+        let now = SystemTime::now();
+        if self.backoff.in_backoff_until(&key, now, now).is_some()
+            && self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("ErrImageNeverPull")
+        {
+            let msg = format!("Back-off pulling image {image_ref:?}");
+            if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("ImagePullBackOff") {
+                self.event("Normal", "BackOff", &msg);
+            }
+            let prev = self.waiting.get(&c.name).map(|w| w.1.clone());
+            let msg = match prev {
+                Some(p) if !p.starts_with("Back-off") => format!("{msg}: {p}"),
+                _ => msg,
+            };
+            self.waiting
+                .insert(c.name.clone(), ("ImagePullBackOff".into(), msg));
+            if let Some(until) = self.backoff.in_backoff_until(&key, now, now) {
+                self.wake_at(until);
+            }
+            return;
+        }
+        let policy = crate::images::PullPolicy::of(c.image_pull_policy.as_deref(), &image_ref);
+        let image = match self.ctx.image_manager.ensure(&image_ref, policy).await {
+            Ok(i) => i,
+            Err(e) => {
+                let reason = e.reason();
+                let msg = e.to_string();
                 if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some(reason) {
                     self.event(
                         "Warning",
-                        if never { "ErrImageNeverPull" } else { "Failed" },
+                        if reason == "ErrImagePull" {
+                            "Failed"
+                        } else {
+                            reason
+                        },
                         &msg,
                     );
                 }
                 self.waiting.insert(c.name.clone(), (reason.into(), msg));
+                let now = SystemTime::now();
                 self.backoff.next(&key, now, now);
-                self.wake_at(now + self.backoff.delay(&key));
+                // Show ImagePullBackOff soon, retry when the back-off ends.
+                self.wake_at(now + Duration::from_secs(2));
                 return;
             }
         };

@@ -1,0 +1,269 @@
+//! The image manager: pull policies, one pull per image at a time (concurrent callers share its
+//! result), a limit on parallel pulls (`serializeImagePulls` / `maxParallelImagePulls`), and
+//! image garbage collection (`imageGCHighThresholdPercent` and friends).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bosun_runtime::image::registry::{Credentials, RegistryConfig};
+use bosun_runtime::image::{
+    normalize_reference, GcError, GcReport, Image, ImageStore, PullError, Puller,
+};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::config::Config;
+
+/// `imagePullPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The container's policy, or the kubelet's default for the image when it has none
+    /// (`:latest` or no tag: Always; otherwise IfNotPresent).
+    pub fn of(policy: Option<&str>, image: &str) -> PullPolicy {
+        let p = match policy {
+            Some(p) if !p.is_empty() => p,
+            _ => crate::manifest::default_pull_policy(image),
+        };
+        match p {
+            "Always" => PullPolicy::Always,
+            "Never" => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
+}
+
+/// Why an image could not be made available; the waiting reason follows from the variant.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum EnsureError {
+    /// `ErrImageNeverPull`.
+    #[error("container image {image:?} is not present with pull policy of Never")]
+    NeverPull { image: String },
+    /// `InvalidImageName`.
+    #[error("failed to apply default image tag {image:?}: {message}")]
+    InvalidName { image: String, message: String },
+    /// `ErrImagePull`: the message carries the registry's.
+    #[error("failed to pull image {image:?}: {message}")]
+    Pull { image: String, message: String },
+}
+
+impl EnsureError {
+    /// The container's waiting reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EnsureError::NeverPull { .. } => "ErrImageNeverPull",
+            EnsureError::InvalidName { .. } => "InvalidImageName",
+            EnsureError::Pull { .. } => "ErrImagePull",
+        }
+    }
+}
+
+type Shared = Arc<OnceCell<Result<Image, EnsureError>>>;
+
+/// GC settings from the config.
+#[derive(Clone, Copy, Debug)]
+pub struct GcSettings {
+    pub high: u8,
+    pub low: u8,
+    pub min_age: Duration,
+}
+
+pub struct ImageManager {
+    store: ImageStore,
+    puller: Puller,
+    inflight: Mutex<HashMap<String, Shared>>,
+    permits: Arc<Semaphore>,
+    pub gc: GcSettings,
+    pulls: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Registry(#[from] bosun_runtime::image::registry::RegistryConfigError),
+    #[error(transparent)]
+    Store(#[from] bosun_runtime::image::StoreError),
+}
+
+impl ImageManager {
+    pub fn new(cfg: &Config) -> Result<Self, ManagerError> {
+        let store = ImageStore::open(&cfg.data_dir)?;
+        let registries = RegistryConfig::load(&cfg.registry_config)?;
+        let credentials = Credentials::load(&cfg.image_credentials)?;
+        let permits = if cfg.serialize_image_pulls {
+            1
+        } else {
+            cfg.max_parallel_image_pulls
+                .map(|n| n.max(1) as usize)
+                .unwrap_or(Semaphore::MAX_PERMITS)
+        };
+        Ok(Self {
+            puller: Puller::new(store.clone(), registries, credentials),
+            store,
+            inflight: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(permits)),
+            gc: GcSettings {
+                high: cfg.image_gc_high_threshold_percent,
+                low: cfg.image_gc_low_threshold_percent,
+                min_age: cfg.image_minimum_gc_age,
+            },
+            pulls: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    /// Pulls started by this manager (shared pulls count once).
+    pub fn pull_count(&self) -> u64 {
+        self.pulls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes `image` available according to `policy` and returns it.
+    pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<Image, EnsureError> {
+        let present = match self.store.resolve(image) {
+            Ok(found) => found,
+            Err(e) => {
+                return Err(EnsureError::InvalidName {
+                    image: image.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        match (policy, present) {
+            (PullPolicy::Never, Some(img)) | (PullPolicy::IfNotPresent, Some(img)) => Ok(img),
+            (PullPolicy::Never, None) => Err(EnsureError::NeverPull {
+                image: image.to_string(),
+            }),
+            _ => self.pull(image).await,
+        }
+    }
+
+    /// Pulls `image`; concurrent calls for the same reference share one pull.
+    pub async fn pull(&self, image: &str) -> Result<Image, EnsureError> {
+        let key = normalize_reference(image).map_err(|e| EnsureError::InvalidName {
+            image: image.to_string(),
+            message: e.to_string(),
+        })?;
+        let cell: Shared = {
+            let mut map = self
+                .inflight
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let result = cell
+            .get_or_init(|| async {
+                let _permit = self.permits.clone().acquire_owned().await;
+                self.pulls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let r = self.puller.pull(image).await.map_err(|e| {
+                    tracing::warn!(image, error = %e, "image pull failed");
+                    EnsureError::Pull {
+                        image: image.to_string(),
+                        message: pull_message(&e),
+                    }
+                });
+                // Later callers start a new pull.
+                self.inflight
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .remove(&key);
+                r
+            })
+            .await
+            .clone();
+        result
+    }
+
+    /// One garbage collection; `in_use` are image ids of existing containers.
+    pub fn collect(&self, in_use: &BTreeSet<String>) -> Result<GcReport, GcError> {
+        self.store
+            .gc(in_use, self.gc.high, self.gc.low, self.gc.min_age)
+    }
+}
+
+fn pull_message(e: &PullError) -> String {
+    e.to_string()
+}
+
+/// Image ids of every container recorded under `<run_dir>/containers` (for the CLI, which has
+/// no runtime): what GC must keep.
+pub fn images_in_use_on_disk(run_dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(bytes) = std::fs::read(e.path().join("request.json")) else {
+            continue;
+        };
+        if let Ok(req) = serde_json::from_slice::<bosun_runtime::keeper::KeeperRequest>(&bytes) {
+            out.insert(req.spec.image_id);
+        }
+    }
+    out
+}
+
+/// Runs GC every `period` (the kubelet's is 5 minutes) with the runtime's containers in use.
+pub async fn gc_loop(ctx: Arc<crate::pods::Ctx>, period: Duration) {
+    loop {
+        tokio::time::sleep(period).await;
+        let in_use: BTreeSet<String> = ctx.runtime.list().into_iter().map(|c| c.image_id).collect();
+        let mgr = ctx.image_manager.clone();
+        match tokio::task::spawn_blocking(move || mgr.collect(&in_use)).await {
+            Ok(Ok(report)) if !report.removed.is_empty() => tracing::info!(
+                removed = report.removed.len(),
+                freed = report.freed,
+                "image garbage collection"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "image garbage collection failed"),
+            Err(e) => tracing::warn!(error = %e, "image garbage collection task failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_defaulting() {
+        use PullPolicy::*;
+        assert_eq!(PullPolicy::of(None, "busybox"), Always);
+        assert_eq!(PullPolicy::of(Some(""), "busybox:latest"), Always);
+        assert_eq!(PullPolicy::of(None, "busybox:1.36"), IfNotPresent);
+        assert_eq!(PullPolicy::of(None, "localhost:5000/x"), Always);
+        assert_eq!(PullPolicy::of(None, "localhost:5000/x:v1"), IfNotPresent);
+        let d = format!("x@sha256:{}", "a".repeat(64));
+        assert_eq!(PullPolicy::of(None, &d), IfNotPresent);
+        assert_eq!(PullPolicy::of(Some("Never"), "busybox"), Never);
+        assert_eq!(PullPolicy::of(Some("Always"), "busybox:1"), Always);
+        assert_eq!(
+            PullPolicy::of(Some("IfNotPresent"), "busybox"),
+            IfNotPresent
+        );
+    }
+
+    #[test]
+    fn error_reasons() {
+        let never = EnsureError::NeverPull { image: "x".into() };
+        assert_eq!(never.reason(), "ErrImageNeverPull");
+        assert!(never.to_string().contains("pull policy of Never"));
+        let pull = EnsureError::Pull {
+            image: "x".into(),
+            message: "manifest unknown".into(),
+        };
+        assert_eq!(pull.reason(), "ErrImagePull");
+        assert!(pull.to_string().contains("manifest unknown"));
+    }
+}

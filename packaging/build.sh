@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds the release binary and both packages (.deb with cargo-deb, .rpm with cargo-generate-rpm)
+# into $CARGO_TARGET_DIR/packages/ and prints their paths (one per line, on stdout).
+#
+#   packaging/build.sh            # build (installs the two cargo tools into ~/.cargo/bin if missing)
+#   NO_BUILD=1 packaging/build.sh # package the release binary already built
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source hack/env.sh
+
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
+
+have_tool() { # have_tool BIN VERSION: the installed tool reports VERSION
+    command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -qF "$2"
+}
+have_tool cargo-deb "$CARGO_DEB_VERSION" ||
+    cargo install --locked --quiet "cargo-deb@$CARGO_DEB_VERSION" >&2
+have_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION" ||
+    cargo install --locked --quiet "cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION" >&2
+
+out="$CARGO_TARGET_DIR/packages"
+mkdir -p "$out"
+rm -f "$out"/bosun_*.deb "$out"/bosun-*.rpm
+
+if [[ -z ${NO_BUILD:-} ]]; then
+    echo "build.sh: cargo build --release -p bosun" >&2
+    cargo build --release --locked -p bosun >&2
+fi
+bin="$CARGO_TARGET_DIR/release/bosun"
+[[ -x $bin ]] || { echo "build.sh: $bin missing (run without NO_BUILD)" >&2; exit 1; }
+
+# Reproducible timestamps inside both packages: the last commit's time.
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
+
+# Strip the symbols once so that both packages ship the very same binary (cargo-deb would strip
+# its copy only, cargo-generate-rpm none).
+strip --strip-all "$bin"
+cargo deb -p bosun --no-build --no-strip --output "$out" >&2
+cargo generate-rpm -p agent --output "$out" >&2
+
+deb=$(ls -t "$out"/bosun_*.deb | head -1)
+rpm=$(ls -t "$out"/bosun-*.rpm | head -1)
+echo "$deb"
+echo "$rpm"

@@ -1,0 +1,247 @@
+#!/bin/bash
+# The VM tier's focused suite, run as root inside the guest (systemd, pure cgroup v2) with the
+# payload in /vmtest: bosun.deb, busybox/ (an OCI layout). Prints "VMTEST: PASS|FAIL name" lines
+# and a final "N passed, M failed" line; exits non-zero if anything failed.
+set -u
+P=/vmtest
+NODE=$(hostname)
+MANIFESTS=/etc/kubernetes/manifests
+MARKS=/var/tmp/vmtest-marks
+T=${VMTEST_WAIT:-240}     # seconds: process creation is ~30x slower under software emulation
+passed=0 failed=0
+
+say() { echo "VMTEST: $*"; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# pod NAME: its JSON object from `bosun pods --json` (static pods are named <name>-<node>).
+pod() { bosun pods --json 2>/dev/null | jq -c --arg n "$1-$NODE" '.[] | select(.metadata.name == $n)'; }
+# wait_for DESCRIPTION COMMAND...: retry COMMAND every second for up to $T seconds.
+wait_for() {
+    local what=$1; shift
+    local i
+    for ((i = 0; i < T; i++)); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 1
+    done
+    say "timed out after ${T}s waiting for $what"
+    bosun pods 2>&1 | sed 's/^/    /'
+    journalctl -u bosun --no-pager -n 30 2>&1 | sed 's/^/    journal: /'
+    return 1
+}
+phase_is() { [[ $(pod "$1" | jq -r '.status.phase') == "$2" ]]; }
+running() { [[ $(pod "$1" | jq -r '.status.containerStatuses[0].state.running != null') == true ]]; }
+terminated() { [[ $(pod "$1" | jq -r '.status.containerStatuses[0].state.terminated != null') == true ]]; }
+gone() { [[ -z $(pod "$1") ]]; }
+check() { # check DESCRIPTION CONDITION...: fail the current test with DESCRIPTION unless CONDITION
+    local what=$1; shift
+    if ! "$@"; then say "check failed: $what"; return 1; fi
+}
+apply() { # apply NAME YAML-BODY: write a manifest atomically
+    printf '%s' "$2" > "$MANIFESTS/.$1.tmp" && mv "$MANIFESTS/.$1.tmp" "$MANIFESTS/$1.yaml"
+}
+run_test() {
+    local name=$1 t0
+    t0=$(now)
+    say "RUN $name"
+    # Not inside an if: bash ignores set -e in a tested context, and a failed check must end the
+    # test.
+    ( set -e; "test_$name" )
+    if [ $? -eq 0 ]; then
+        passed=$((passed + 1)); say "PASS $name ($(elapsed "$t0")s)"
+    else
+        failed=$((failed + 1)); say "FAIL $name ($(elapsed "$t0")s)"
+    fi
+}
+
+test_cgroup_v2() {
+    check "/sys/fs/cgroup is cgroup2 ($(stat -fc %T /sys/fs/cgroup))" [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]
+    check "no cgroup v1 hierarchy mounted" [ -z "$(awk '$3 == "cgroup"' /proc/mounts)" ]
+    say "  controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+}
+
+test_install_enabled_but_idle() {
+    dpkg -i "$P/bosun.deb" 2>&1 | sed 's/^/    dpkg: /'
+    check "dpkg -i succeeded" [ "${PIPESTATUS[0]}" -eq 0 ]
+    check "installed" dpkg -s bosun
+    check "unit enabled ($(systemctl is-enabled bosun))" [ "$(systemctl is-enabled bosun)" = enabled ]
+    check "unit not started without a kubeconfig or marker ($(systemctl is-active bosun))" \
+        [ "$(systemctl is-active bosun)" != active ]
+    check "start condition unmet" [ "$(systemctl show -P ConditionResult bosun)" = no ]
+    for f in /etc/bosun/config.yaml /etc/default/bosun; do
+        check "conffile $f" grep -qx "$f .*" <(dpkg-query -W -f='${Conffiles}\n' bosun | sed 's/^ //')
+    done
+    for d in /etc/kubernetes/manifests /var/lib/bosun /var/log/pods /var/log/containers; do
+        check "folder $d" [ -d "$d" ]
+    done
+    check "KillMode=process" [ "$(systemctl show -P KillMode bosun)" = process ]
+    check "Delegate=yes" [ "$(systemctl show -P Delegate bosun)" = yes ]
+    check "LimitNOFILE=1048576" [ "$(systemctl show -P LimitNOFILE bosun)" = 1048576 ]
+}
+
+test_start_standalone() {
+    bosun image import "$P/busybox" busybox
+    touch /etc/bosun/standalone
+    systemctl start bosun
+    wait_for "bosun active" bash -c '[ "$(systemctl is-active bosun)" = active ]'
+    sleep 2
+    check "still active after 2s ($(systemctl is-active bosun))" [ "$(systemctl is-active bosun)" = active ]
+    check "nofile limit of the agent" grep -q '^Max open files *1048576' "/proc/$(systemctl show -P MainPID bosun)/limits"
+}
+
+test_limits_in_cgroup_v2_files() {
+    apply limits "apiVersion: v1
+kind: Pod
+metadata: {name: limits}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; grep -c . /proc/self/cgroup']
+    resources:
+      requests: {cpu: 250m, memory: 32Mi}
+      limits: {cpu: 500m, memory: 64Mi}
+"
+    wait_for "limits Succeeded" phase_is limits Succeeded
+    local out
+    out=$(bosun logs "limits-$NODE" main)
+    echo "$out" | sed 's/^/    container: /'
+    mapfile -t l <<< "$out"
+    check "memory.max = 64Mi" [ "${l[0]}" = 67108864 ]
+    check "cpu.max = 50000 100000" [ "${l[1]}" = "50000 100000" ]
+    check "one cgroup v2 line in /proc/self/cgroup" [ "${l[3]}" = 1 ]
+    check "qosClass Burstable" [ "$(pod limits | jq -r .status.qosClass)" = Burstable ]
+    rm "$MANIFESTS/limits.yaml"
+    wait_for "limits gone" gone limits
+}
+
+test_oom_killed() {
+    apply oom "apiVersion: v1
+kind: Pod
+metadata: {name: oom}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox
+    command: [sh, -c, 'head -c 200m /dev/zero | tail > /dev/null']
+    resources:
+      limits: {memory: 32Mi}
+"
+    wait_for "oom terminated" terminated oom
+    local t
+    t=$(pod oom | jq -c '.status.containerStatuses[0].state.terminated')
+    say "  $t"
+    check "reason OOMKilled" [ "$(jq -r .reason <<< "$t")" = OOMKilled ]
+    check "exit code 137" [ "$(jq -r .exitCode <<< "$t")" = 137 ]
+    check "bosun still active" [ "$(systemctl is-active bosun)" = active ]
+    rm "$MANIFESTS/oom.yaml"
+    wait_for "oom gone" gone oom
+}
+
+test_graceful_termination() {
+    rm -rf "$MARKS"; mkdir -p "$MARKS"
+    apply grace "apiVersion: v1
+kind: Pod
+metadata: {name: grace}
+spec:
+  terminationGracePeriodSeconds: 90
+  volumes:
+  - name: marks
+    hostPath: {path: $MARKS, type: Directory}
+  containers:
+  - name: polite
+    image: busybox
+    command: [sh, -c, 'trap \"echo got-term > /marks/polite; exit 0\" TERM; while true; do sleep 0.2; done']
+    volumeMounts: [{name: marks, mountPath: /marks}]
+"
+    wait_for "grace running" running grace
+    local t0 took
+    t0=$(now)
+    rm "$MANIFESTS/grace.yaml"
+    wait_for "grace gone" gone grace
+    took=$(elapsed "$t0")
+    say "  removal took ${took}s with a 90s grace period"
+    check "SIGTERM handler ran" grep -qx got-term "$MARKS/polite"
+    check "ended by SIGTERM, well before the grace period" awk -v t="$took" 'BEGIN { exit !(t < 60) }'
+}
+
+# Shared by the two adoption tests: a long-running pod and its container's identity.
+identity() { pod steady | jq -r '.status.containerStatuses[0] | "\(.containerID) \(.state.running.startedAt) \(.restartCount)"'; }
+same_identity() { # same_identity BEFORE AFTER: equal, or print what bosun recorded
+    [ "$1" = "$2" ] && return 0
+    find /run/bosun -name started.json -exec sh -c 'echo "    $1: $(cat "$1")"' _ {} \; 2>/dev/null
+    journalctl -u bosun --no-pager -n 25 | sed 's/^/    journal: /'
+    return 1
+}
+sleeper_pid() { pgrep -xf 'sleep 3601' | head -1; }
+
+test_restart_adopts() {
+    apply steady "apiVersion: v1
+kind: Pod
+metadata: {name: steady}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, '3601']
+"
+    wait_for "steady running" running steady
+    local before pid after main_before
+    before=$(identity); pid=$(sleeper_pid); main_before=$(systemctl show -P MainPID bosun)
+    say "  before: $before pid=$pid agent=$main_before"
+    check "container process found" [ -n "$pid" ]
+    systemctl restart bosun
+    wait_for "bosun active again" bash -c '[ "$(systemctl is-active bosun)" = active ]'
+    check "a new agent process" [ "$(systemctl show -P MainPID bosun)" != "$main_before" ]
+    # Twice, 15 s apart: each time more than syncFrequency (10s) after the new agent started.
+    sleep 15
+    after=$(identity)
+    say "  after:  $after pid=$(sleeper_pid)"
+    check "same container, same start time, restartCount 0" same_identity "$before" "$after"
+    sleep 15
+    after=$(identity)
+    say "  later:  $after pid=$(sleeper_pid)"
+    check "still the same container, start time and restartCount" same_identity "$before" "$after"
+    check "restartCount 0" [ "${after##* }" = 0 ]
+    check "same process still running" [ "$(sleeper_pid)" = "$pid" ]
+    check "still running" running steady
+}
+
+test_stop_leaves_pods() {
+    wait_for "steady running" running steady
+    local before pid after
+    before=$(identity); pid=$(sleeper_pid)
+    say "  before: $before pid=$pid"
+    systemctl stop bosun
+    check "bosun inactive after stop ($(systemctl is-active bosun))" [ "$(systemctl is-active bosun)" = inactive ]
+    sleep 5
+    check "container process alive with bosun stopped" kill -0 "$pid"
+    check "no bosun agent left" [ -z "$(pgrep -xf '/usr/bin/bosun standalone.*')" ]
+    systemctl start bosun
+    wait_for "bosun active again" bash -c '[ "$(systemctl is-active bosun)" = active ]'
+    sleep 15
+    after=$(identity)
+    say "  after stop/start: $after"
+    check "same container after stop and start" same_identity "$before" "$after"
+    sleep 15
+    after=$(identity)
+    say "  later: $after"
+    check "still the same container after stop and start" same_identity "$before" "$after"
+    check "same process" [ "$(sleeper_pid)" = "$pid" ]
+    rm "$MANIFESTS/steady.yaml"
+    wait_for "steady gone" gone steady
+    check "container process ended" bash -c "! kill -0 $pid 2>/dev/null"
+}
+
+say "suite on $(uname -r), $(nproc) cpus, systemd $(systemctl --version | head -1 | cut -d' ' -f2)"
+for t in cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_files oom_killed \
+         graceful_termination restart_adopts stop_leaves_pods; do
+    run_test "$t"
+done
+if [ "$failed" -gt 0 ]; then
+    journalctl -u bosun --no-pager -n 60 2>&1 | sed 's/^/    journal: /'
+fi
+say "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
