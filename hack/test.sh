@@ -16,5 +16,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "== privileged tests"
 cargo test --workspace -- --ignored --test-threads=1
+echo "== cluster end to end (real control plane from tests/cluster, cached build)"
+bash tests/cluster/e2e-node.sh
 echo "== benchmark harness (quick run, no figures checked)"
 bash bench/check.sh

@@ -302,7 +302,9 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Some(Command::Images { op: None, common }) => common.load(None).and_then(|cfg| cli::images(&cfg)),
+        Some(Command::Images { op: None, common }) => {
+            common.load(None).and_then(|cfg| cli::images(&cfg))
+        }
         Some(Command::Images {
             op:
                 Some(ImagesOp::Gc {
