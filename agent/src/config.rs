@@ -450,7 +450,7 @@ mod tests {
             &path,
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
              staticPodPath: /etc/kubernetes/manifests\ncontainerLogMaxSize: 1Mi\n\
-             containerLogMaxFiles: 3\nmaxPods: 50\nsyncFrequency: 30s\n",
+             containerLogMaxFiles: 3\nmaxPods: 50\nevictionHard: {}\nsyncFrequency: 30s\n",
         )
         .expect("write");
         let flags = Flags {
@@ -470,7 +470,8 @@ mod tests {
         assert_eq!(cfg.node_name, "node-a");
         assert_eq!(cfg.sync_frequency, Duration::from_secs(30));
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("maxPods"));
+        assert!(warnings[0].contains("evictionHard"));
+        assert_eq!(cfg.max_pods, 50);
     }
 
     #[test]

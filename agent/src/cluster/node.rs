@@ -116,7 +116,7 @@ impl NodeFacts {
         }
         addresses.push(("Hostname".to_string(), name.to_string()));
         let storage = nix::sys::statvfs::statvfs(root_dir)
-            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);
         let machine_id = read_trim("/etc/machine-id");
         let uuid = read_trim("/sys/class/dmi/id/product_uuid");
