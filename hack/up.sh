@@ -6,14 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
 source hack/env.sh
-cargo build --release -p bosun
-BOSUN="$CARGO_TARGET_DIR/release/bosun"
+# The debug build is the one the tests use (shared, quick to rebuild); packaging/build.sh makes
+# the release binary.
+cargo build -p bosun
+BOSUN="$CARGO_TARGET_DIR/debug/bosun"
 install -m 0755 "$BOSUN" /usr/local/bin/bosun
 bash tests/images/build-busybox.sh "$BOSUN_CACHE/images/busybox-oci" >/dev/null
 bosun image import "$BOSUN_CACHE/images/busybox-oci" busybox
 mkdir -p /etc/bosun/manifests
 cp examples/*.yaml /etc/bosun/manifests/
-if pgrep -x bosun >/dev/null; then
+if pgrep -f "bosun standalone" >/dev/null; then
   echo "bosun is already running"
 else
   nohup bosun standalone --manifests /etc/bosun/manifests >/var/log/bosun.log 2>&1 &
