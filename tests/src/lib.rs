@@ -530,3 +530,26 @@ pub fn terminated<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
 pub fn phase(pod: &Value) -> &str {
     pod["status"]["phase"].as_str().unwrap_or("")
 }
+
+/// A Pod manifest named `name` with the given (indented) spec body.
+pub fn pod(name: &str, spec: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
+}
+
+/// A started node for one test (the test process becomes the subreaper of its keepers).
+pub fn setup(name: &str) -> Result<Node> {
+    become_subreaper();
+    let mut node = Node::new(name)?;
+    node.start()?;
+    Ok(node)
+}
+
+/// Tears the node down and fails if anything had leaked (mounts, cgroups, processes).
+pub fn check_clean(mut node: Node) -> Result<()> {
+    let leaks = node.teardown();
+    anyhow::ensure!(
+        leaks.is_empty(),
+        "leaked after pods were removed: {leaks:?}"
+    );
+    Ok(())
+}

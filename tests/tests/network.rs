@@ -7,20 +7,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use bosun_tests::{is_running, Node};
+use bosun_tests::{is_running, pod, setup, Node};
 
 const T: Duration = Duration::from_secs(60);
-
-fn pod(name: &str, spec: &str) -> String {
-    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
-}
-
-fn setup(name: &str) -> Result<Node> {
-    bosun_tests::become_subreaper();
-    let mut node = Node::new(name)?;
-    node.start()?;
-    Ok(node)
-}
 
 fn pod_ip(p: &serde_json::Value) -> String {
     p["status"]["podIP"]

@@ -6,29 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use bosun_tests::{container, is_running, phase, terminated, Node};
+use bosun_tests::{check_clean, container, is_running, phase, pod, setup, terminated};
 
 const T: Duration = Duration::from_secs(60);
-
-fn pod(name: &str, spec: &str) -> String {
-    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
-}
-
-fn setup(name: &str) -> Result<Node> {
-    bosun_tests::become_subreaper();
-    let mut node = Node::new(name)?;
-    node.start()?;
-    Ok(node)
-}
-
-fn check_clean(mut node: Node) -> Result<()> {
-    let leaks = node.teardown();
-    ensure!(
-        leaks.is_empty(),
-        "leaked after pods were removed: {leaks:?}"
-    );
-    Ok(())
-}
 
 /// Reads "key=value" lines a container printed.
 fn kv(out: &str, key: &str) -> String {

@@ -3,13 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use bosun_tests::{container, is_running, Node};
+use bosun_tests::{container, is_running, pod, Node};
 
 const T: Duration = Duration::from_secs(60);
-
-fn pod(name: &str, spec: &str) -> String {
-    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{spec}")
-}
 
 fn cond(p: &serde_json::Value, ty: &str) -> String {
     p["status"]["conditions"]
