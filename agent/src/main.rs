@@ -381,29 +381,5 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
     tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
-    let paths = ctx.runtime.paths().clone();
-    // Image GC every 5 minutes, as the kubelet.
-    tokio::spawn(bosun::images::gc_loop(
-        ctx.clone(),
-        std::time::Duration::from_secs(300),
-    ));
-    let manager = tokio::spawn(pods::run(ctx, rx));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        r = manager => { r.context("pod manager")?; }
-    }
-    // Pods keep running: a restarted bosun adopts them. With no pod left, leave nothing behind:
-    // the sandboxes root mount and the empty kubepods cgroups.
-    if bosun_runtime::sandbox::list(&paths).is_empty() {
-        let _ = bosun_runtime::sandbox::release_root(&paths);
-        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::detect(&paths.cgroup_root) {
-            if let Err(e) = layout.remove_all() {
-                tracing::debug!(error = %e, "kubepods cgroups left in place");
-            }
-        }
-    }
-    tracing::info!("bosun stopping; pods keep running");
-    Ok(())
+    pods::serve(ctx, rx).await
 }

@@ -11,7 +11,7 @@
 //! Plugins are run through [`crate::reaper`] (never `tokio::process`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -413,52 +413,12 @@ async fn run_plugin(
     serde_json::from_slice(&out).map_err(|e| fail(format!("bad result: {e}")))
 }
 
-/// Like [`crate::reaper::output`], but feeds `input` on stdin.
+/// Runs a plugin with its config on stdin; the exit code and both streams.
 async fn output_with_stdin(
     cmd: &mut Command,
     input: Vec<u8>,
 ) -> std::io::Result<(i32, Vec<u8>, Vec<u8>)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (mut child, rx) = crate::reaper::spawn(cmd)?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let write = async {
-        if let Some(s) = stdin {
-            let mut p = tokio::net::unix::pipe::Sender::from_owned_fd(s.into())?;
-            p.write_all(&input).await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let read_out = async {
-        if let Some(s) = stdout {
-            let mut p = tokio::net::unix::pipe::Receiver::from_owned_fd(s.into())?;
-            p.read_to_end(&mut out).await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let read_err = async {
-        if let Some(s) = stderr {
-            let mut p = tokio::net::unix::pipe::Receiver::from_owned_fd(s.into())?;
-            p.read_to_end(&mut err).await?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let (w, a, b) = tokio::join!(write, read_out, read_err);
-    // A plugin that exits without reading stdin closes the pipe: not an error by itself.
-    if let Err(e) = w {
-        tracing::debug!(error = %e, "writing cni plugin stdin");
-    }
-    a?;
-    b?;
-    let exit = rx
-        .await
-        .map_err(|_| std::io::Error::other("reaper dropped the child"))?;
+    let (exit, out, err) = crate::reaper::output_with_input(cmd, Some(&input)).await?;
     Ok((exit.code(), out, err))
 }
 

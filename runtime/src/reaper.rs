@@ -109,33 +109,48 @@ pub fn install() -> std::io::Result<()> {
 
 /// Runs `cmd` to completion, collecting stdout and stderr (for short-lived helpers).
 pub async fn output(cmd: &mut Command) -> std::io::Result<(Exit, Vec<u8>, Vec<u8>)> {
+    output_with_input(cmd, None).await
+}
+
+/// Like [`output`], feeding `input` on stdin (None: stdin is /dev/null). A child that exits
+/// without reading its stdin is not an error by itself.
+pub async fn output_with_input(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+) -> std::io::Result<(Exit, Vec<u8>, Vec<u8>)> {
     use std::process::Stdio;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(Stdio::null());
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     let (mut child, rx) = spawn(cmd)?;
-    let mut out = Vec::new();
-    let mut err = Vec::new();
+    let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let read_out = async {
-        if let Some(s) = stdout {
-            let mut p = tokio::net::unix::pipe::Receiver::from_owned_fd(s.into())?;
-            p.read_to_end(&mut out).await?;
+    let write = async {
+        if let (Some(s), Some(input)) = (stdin, input) {
+            let mut p = tokio::net::unix::pipe::Sender::from_owned_fd(s.into())?;
+            p.write_all(input).await?;
         }
         Ok::<_, std::io::Error>(())
     };
-    let read_err = async {
-        if let Some(s) = stderr {
+    async fn read_all(pipe: Option<impl Into<std::os::fd::OwnedFd>>) -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        if let Some(s) = pipe {
             let mut p = tokio::net::unix::pipe::Receiver::from_owned_fd(s.into())?;
-            p.read_to_end(&mut err).await?;
+            p.read_to_end(&mut buf).await?;
         }
-        Ok::<_, std::io::Error>(())
-    };
-    let (a, b) = tokio::join!(read_out, read_err);
-    a?;
-    b?;
+        Ok(buf)
+    }
+    let (w, out, err) = tokio::join!(write, read_all(stdout), read_all(stderr));
+    if let Err(e) = w {
+        tracing::debug!(error = %e, "writing a child's stdin");
+    }
+    let (out, err) = (out?, err?);
     let exit = rx
         .await
         .map_err(|_| std::io::Error::other("reaper dropped the child"))?;

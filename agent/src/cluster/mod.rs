@@ -94,19 +94,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let (tx, rx) = watch::channel(None);
     tokio::spawn(merge(api_rx, file_rx, tx));
-    let paths = ctx.runtime.paths().clone();
-    let manager = tokio::spawn(pods::run(ctx, rx));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        r = manager => { r.context("pod manager")?; }
-    }
-    if bosun_runtime::sandbox::list(&paths).is_empty() {
-        let _ = bosun_runtime::sandbox::release_root(&paths);
-    }
-    tracing::info!("bosun stopping; pods keep running");
-    Ok(())
+    pods::serve(ctx, rx).await
 }
 
 /// Publishes the union of the apiserver's pods and the static pods, once the apiserver's first

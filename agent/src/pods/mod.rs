@@ -120,6 +120,39 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
         })
 }
 
+/// The agent's main loop in both modes: image GC, the pod manager, until SIGTERM/SIGINT. Pods
+/// keep running after (a restarted bosun adopts them); with no pod left, nothing is left behind:
+/// the sandboxes root mount and the empty kubepods cgroups are removed.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    desired: watch::Receiver<Option<DesiredPods>>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let paths = ctx.runtime.paths().clone();
+    // Image GC every 5 minutes, as the kubelet.
+    tokio::spawn(crate::images::gc_loop(
+        ctx.clone(),
+        Duration::from_secs(300),
+    ));
+    let manager = tokio::spawn(run(ctx, desired));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = manager => { r.context("pod manager")?; }
+    }
+    if bosun_runtime::sandbox::list(&paths).is_empty() {
+        let _ = bosun_runtime::sandbox::release_root(&paths);
+        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::detect(&paths.cgroup_root) {
+            if let Err(e) = layout.remove_all() {
+                tracing::debug!(error = %e, "kubepods cgroups left in place");
+            }
+        }
+    }
+    tracing::info!("bosun stopping; pods keep running");
+    Ok(())
+}
+
 /// Keeps one worker per desired pod and terminates the rest. Runs until the source closes.
 pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>>) {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
