@@ -63,6 +63,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
             .map(|n| n.get() as u64 * 1000)
             .unwrap_or(1000),
         status_tx: None,
+        objects: None,
     })
 }
 

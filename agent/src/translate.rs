@@ -18,6 +18,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};
 
+use crate::projection::ApiObjects;
+
 /// Why a pod (or one of its containers) cannot be turned into runtime specs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
@@ -26,8 +28,16 @@ pub enum TranslateError {
     /// Something that needs the cluster (configMaps, secrets ...) in standalone mode.
     #[error("container {container}: {what} is not supported in standalone mode")]
     Unsupported { container: String, what: String },
-    #[error("unsupported volume type in standalone mode: {kind} (volume {volume})")]
-    UnsupportedVolume { volume: String, kind: String },
+    #[error(
+        "unsupported volume type{}: {kind} (volume {volume})",
+        if *standalone { " in standalone mode" } else { "" }
+    )]
+    UnsupportedVolume {
+        volume: String,
+        kind: String,
+        /// Whether the cluster would have made it (configMap, secret ...).
+        standalone: bool,
+    },
     #[error("volume {volume}: {reason}")]
     Volume { volume: String, reason: String },
     #[error("container {container}: env {name}: {reason}")]
@@ -59,6 +69,9 @@ pub enum TranslateError {
         mount_path: String,
         reason: String,
     },
+    /// A configMap or secret the environment needs is missing (CreateContainerConfigError).
+    #[error("{reason}")]
+    EnvSource { container: String, reason: String },
     #[error("pod has no spec")]
     NoSpec,
 }
@@ -811,26 +824,44 @@ pub fn resource_field_value(
 /// The container's own environment (pod env only, no image env), in order, each value expanded
 /// against the ones defined before it, like the kubelet's `makeEnvironmentVariables`.
 /// A name defined twice keeps its first position and its last value.
+///
+/// `objects`: the configMaps and secrets the pod refers to (cluster mode); `None` in standalone
+/// mode, where `envFrom` and key refs are refused. `envFrom` comes first, like the kubelet's.
 pub fn container_env(
     pod: &Pod,
     container: &Container,
     node: NodeAllocatable,
+    objects: Option<&ApiObjects>,
 ) -> Result<Vec<(String, String)>, TranslateError> {
     let cname = &container.name;
     let unsupported = |what: String| TranslateError::Unsupported {
         container: cname.clone(),
         what,
     };
-    for from in container.env_from.iter().flatten() {
-        if from.config_map_ref.is_some() {
-            return Err(unsupported("envFrom configMapRef".into()));
-        }
-        if from.secret_ref.is_some() {
-            return Err(unsupported("envFrom secretRef".into()));
-        }
-    }
+    let config_err = |reason: String| TranslateError::EnvSource {
+        container: cname.clone(),
+        reason,
+    };
     let mut order: Vec<String> = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
+    match objects {
+        None => {
+            for from in container.env_from.iter().flatten() {
+                if from.config_map_ref.is_some() {
+                    return Err(unsupported("envFrom configMapRef".into()));
+                }
+                if from.secret_ref.is_some() {
+                    return Err(unsupported("envFrom secretRef".into()));
+                }
+            }
+        }
+        Some(o) => {
+            for (k, v) in crate::projection::env_from(pod, container, o).map_err(config_err)? {
+                order.push(k.clone());
+                vars.insert(k, v);
+            }
+        }
+    }
     for var in container.env.iter().flatten() {
         let env_err = |reason: String| TranslateError::Env {
             container: cname.clone(),
@@ -844,10 +875,20 @@ pub fn container_env(
                     field_ref_value(pod, f).map_err(env_err)?
                 } else if let Some(r) = &from.resource_field_ref {
                     resource_field_value(pod, container, r, node).map_err(env_err)?
-                } else if from.config_map_key_ref.is_some() {
-                    return Err(unsupported(format!("env {}: configMapKeyRef", var.name)));
-                } else if from.secret_key_ref.is_some() {
-                    return Err(unsupported(format!("env {}: secretKeyRef", var.name)));
+                } else if from.config_map_key_ref.is_some() || from.secret_key_ref.is_some() {
+                    let Some(o) = objects else {
+                        let what = if from.config_map_key_ref.is_some() {
+                            "configMapKeyRef"
+                        } else {
+                            "secretKeyRef"
+                        };
+                        return Err(unsupported(format!("env {}: {what}", var.name)));
+                    };
+                    match crate::projection::env_key_ref(pod, from, o).map_err(config_err)? {
+                        Some(v) => v,
+                        // Optional and missing: the variable is not set at all.
+                        None => continue,
+                    }
                 } else if from.file_key_ref.is_some() {
                     return Err(unsupported(format!("env {}: fileKeyRef", var.name)));
                 } else {
@@ -1234,6 +1275,8 @@ pub struct ContainerContext<'a> {
     pub node_cpu_millis: u64,
     /// Host file bind-mounted at the container's terminationMessagePath.
     pub termination_message_path: Option<PathBuf>,
+    /// configMaps and secrets for the environment (cluster mode only).
+    pub objects: Option<&'a ApiObjects>,
 }
 
 /// The runtime spec of one container run.
@@ -1244,7 +1287,7 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         memory_bytes: ctx.node_memory_bytes,
         cpu_millis: ctx.node_cpu_millis,
     };
-    let pod_env = container_env(pod, c, node)?;
+    let pod_env = container_env(pod, c, node, ctx.objects)?;
     let vars: HashMap<String, String> = pod_env.iter().cloned().collect();
     let command: Vec<String> = c
         .command
@@ -1371,10 +1414,20 @@ fn check_sub_path(p: &str) -> Result<(), String> {
 pub fn mount_requests(
     pod: &Pod,
     container: &Container,
+    objects: Option<&ApiObjects>,
 ) -> Result<Vec<MountRequest>, TranslateError> {
     let volumes: Vec<&str> = spec_of(pod)
         .and_then(|s| s.volumes.as_ref())
         .map(|v| v.iter().map(|v| v.name.as_str()).collect())
+        .unwrap_or_default();
+    let api_data: Vec<&str> = spec_of(pod)
+        .and_then(|s| s.volumes.as_ref())
+        .map(|v| {
+            v.iter()
+                .filter(|v| crate::projection::api_data_plugin(v).is_some())
+                .map(|v| v.name.as_str())
+                .collect()
+        })
         .unwrap_or_default();
     let privileged = container
         .security_context
@@ -1416,7 +1469,7 @@ pub fn mount_requests(
             (None, Some(expr)) => {
                 if env.is_none() {
                     env = Some(
-                        container_env(pod, container, NodeAllocatable::default())?
+                        container_env(pod, container, NodeAllocatable::default(), objects)?
                             .into_iter()
                             .collect(),
                     );
@@ -1449,7 +1502,8 @@ pub fn mount_requests(
             volume: m.name.clone(),
             sub_path,
             destination: PathBuf::from(&m.mount_path),
-            readonly: m.read_only.unwrap_or(false),
+            // API data is always mounted read-only, as the kubelet does.
+            readonly: m.read_only.unwrap_or(false) || api_data.contains(&m.name.as_str()),
             propagation,
         });
     }
@@ -1469,6 +1523,8 @@ pub enum VolumeKind {
         /// The hostPath type as written ("" when unset).
         type_: String,
     },
+    /// configMap, secret, downwardAPI or projected: files written from API data.
+    ApiData(bosun_volumes::ApiDataPlugin),
 }
 
 /// The type name of a volume as written in the pod (`emptyDir`, `configMap`, ...), or None when
@@ -1484,8 +1540,9 @@ pub fn volume_type_names(volume: &k8s_openapi::api::core::v1::Volume) -> Vec<Str
     }
 }
 
-/// Every volume of the pod with what to make of it.
-pub fn volume_sources(pod: &Pod) -> Result<Vec<(String, VolumeKind)>, TranslateError> {
+/// Every volume of the pod with what to make of it. Without the cluster (`cluster` false),
+/// volumes that need API objects are refused; downwardAPI works anywhere.
+pub fn volume_sources(pod: &Pod, cluster: bool) -> Result<Vec<(String, VolumeKind)>, TranslateError> {
     let mut out = Vec::new();
     for v in spec_of(pod)
         .and_then(|s| s.volumes.as_ref())
@@ -1504,6 +1561,7 @@ pub fn volume_sources(pod: &Pod) -> Result<Vec<(String, VolumeKind)>, TranslateE
                     return Err(TranslateError::UnsupportedVolume {
                         volume: v.name.clone(),
                         kind: format!("emptyDir medium {other}"),
+                        standalone: false,
                     })
                 }
             };
@@ -1524,14 +1582,20 @@ pub fn volume_sources(pod: &Pod) -> Result<Vec<(String, VolumeKind)>, TranslateE
                     type_: h.type_.clone().unwrap_or_default(),
                 },
             ));
+        } else if let Some(plugin) = crate::projection::api_data_plugin(v)
+            .filter(|_| cluster || !crate::projection::volume_needs_api(v))
+        {
+            out.push((v.name.clone(), VolumeKind::ApiData(plugin)));
         } else {
             let kind = volume_type_names(v)
                 .into_iter()
                 .next()
                 .ok_or_else(|| verr("must specify a volume type".into()))?;
+            let standalone = !cluster && crate::projection::api_data_plugin(v).is_some();
             return Err(TranslateError::UnsupportedVolume {
                 volume: v.name.clone(),
                 kind,
+                standalone,
             });
         }
     }
@@ -2048,6 +2112,7 @@ mod tests {
                 node_memory_bytes: 8 << 30,
                 node_cpu_millis: 4000,
                 termination_message_path: term,
+                objects: None,
             })
         }
     }
@@ -2242,6 +2307,44 @@ mod tests {
         assert_eq!(got["LC"], "4");
         assert_eq!(got["LM"], "8192");
         assert_eq!(got["RC"], "0");
+    }
+
+    #[test]
+    fn cluster_env_from_config_maps_and_secrets() {
+        let p = pod(r#"
+metadata: {name: w, namespace: ns}
+spec:
+  containers:
+  - name: c
+    image: x
+    envFrom: [{configMapRef: {name: cm}, prefix: P_}]
+    env:
+    - {name: A, valueFrom: {secretKeyRef: {name: s, key: k}}}
+    - {name: B, value: "$(P_x)-$(A)"}
+    - {name: GONE, valueFrom: {configMapKeyRef: {name: cm, key: nope, optional: true}}}
+    - {name: P_x, value: override}
+"#);
+        let mut o = ApiObjects::default();
+        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+        cm.data = Some([("x".to_string(), "1".to_string())].into());
+        o.config_maps.insert("cm".into(), Some(cm));
+        let mut s = k8s_openapi::api::core::v1::Secret::default();
+        s.data = Some([("k".to_string(), k8s_openapi::ByteString(b"sec".to_vec()))].into());
+        o.secrets.insert("s".into(), Some(s));
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let env = container_env(&p, c, NodeAllocatable::default(), Some(&o)).unwrap();
+        assert_eq!(
+            env,
+            [
+                ("P_x".to_string(), "override".to_string()),
+                ("A".into(), "sec".into()),
+                ("B".into(), "1-sec".into()),
+            ]
+        );
+        o.secrets.insert("s".into(), None);
+        let e = container_env(&p, c, NodeAllocatable::default(), Some(&o)).unwrap_err();
+        assert_eq!(e.to_string(), "secret \"s\" not found");
+        assert!(matches!(e, TranslateError::EnvSource { .. }));
     }
 
     #[test]
@@ -2493,7 +2596,7 @@ mod tests {
     }
 
     fn requests(p: &Pod) -> Result<Vec<MountRequest>, TranslateError> {
-        mount_requests(p, &p.spec.as_ref().unwrap().containers[0])
+        mount_requests(p, &p.spec.as_ref().unwrap().containers[0], None)
     }
 
     #[test]
@@ -2573,7 +2676,7 @@ mod tests {
     fn volume_kinds() {
         let p = volume_pod("name: app\nimage: x");
         assert_eq!(
-            volume_sources(&p).unwrap(),
+            volume_sources(&p, false).unwrap(),
             vec![
                 (
                     "data".to_string(),
@@ -2598,31 +2701,55 @@ mod tests {
                 ),
             ]
         );
+        let with = |src: &str| {
+            pod(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: w}}\nspec:\n  volumes: [{{name: v, {src}}}]\n  containers: [{{name: a, image: x}}]\n"
+            ))
+        };
         for (src, kind) in [
             ("configMap: {name: cm}", "configMap"),
             ("secret: {secretName: s}", "secret"),
             (
-                "persistentVolumeClaim: {claimName: c}",
-                "persistentVolumeClaim",
+                "projected: {sources: [{serviceAccountToken: {path: t}}]}",
+                "projected",
             ),
-            ("downwardAPI: {items: []}", "downwardAPI"),
-            ("projected: {sources: []}", "projected"),
-            ("csi: {driver: d}", "csi"),
         ] {
-            let p = pod(&format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: w}}\nspec:\n  volumes: [{{name: v, {src}}}]\n  containers: [{{name: a, image: x}}]\n"
-            ));
-            let e = volume_sources(&p).unwrap_err();
+            let e = volume_sources(&with(src), false).unwrap_err();
             assert_eq!(
                 e,
                 TranslateError::UnsupportedVolume {
                     volume: "v".into(),
-                    kind: kind.into()
+                    kind: kind.into(),
+                    standalone: true,
                 }
             );
             assert!(e.to_string().starts_with(&format!(
                 "unsupported volume type in standalone mode: {kind}"
             )));
+            assert!(volume_sources(&with(src), true).is_ok(), "{src}");
+        }
+        // downwardAPI needs nothing from the API: fine in standalone mode too.
+        for src in [
+            "downwardAPI: {items: []}",
+            "projected: {sources: [{downwardAPI: {items: []}}]}",
+        ] {
+            assert!(matches!(
+                volume_sources(&with(src), false).unwrap()[0].1,
+                VolumeKind::ApiData(_)
+            ));
+        }
+        for (src, kind) in [
+            (
+                "persistentVolumeClaim: {claimName: c}",
+                "persistentVolumeClaim",
+            ),
+            ("csi: {driver: d}", "csi"),
+        ] {
+            let e = volume_sources(&with(src), true).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("unsupported volume type: {kind} (volume v)")
+            );
         }
     }
 }

@@ -24,18 +24,30 @@ pub(crate) fn setup(
     size_limit: Option<u64>,
 ) -> Result<PathBuf, SetupError> {
     let path = layout::empty_dir_path(pod_dir, name)?;
+    setup_at(&layout::empty_dir_root(pod_dir), &path, name, medium, size_limit)
+}
+
+/// An emptyDir-like folder at `path` (below `parent`): what the kubelet's configMap, secret,
+/// downwardAPI and projected plugins wrap too.
+pub(crate) fn setup_at(
+    parent: &Path,
+    path: &Path,
+    name: &str,
+    medium: Medium,
+    size_limit: Option<u64>,
+) -> Result<PathBuf, SetupError> {
+    let path = path.to_path_buf();
     let volume = || name.to_string();
     let create_err = |path: &Path, source| SetupError::Create {
         volume: volume(),
         path: path.to_path_buf(),
         source,
     };
-    let parent = layout::empty_dir_root(pod_dir);
     DirBuilder::new()
         .recursive(true)
         .mode(PARENT_MODE)
-        .create(&parent)
-        .map_err(|e| create_err(&parent, e))?;
+        .create(parent)
+        .map_err(|e| create_err(parent, e))?;
     match fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {

@@ -4,6 +4,8 @@
 //! ```text
 //! <root_dir>/pods/<uid>/                                         the pod folder
 //! <pod_dir>/volumes/kubernetes.io~empty-dir/<name>               an emptyDir
+//! <pod_dir>/volumes/kubernetes.io~configmap/<name>               a configMap (also ~secret,
+//!                                                                ~downward-api, ~projected)
 //! <pod_dir>/volume-subpaths/<volume>/<container>/<mount index>   a subPath bind mount
 //! ```
 
@@ -19,6 +21,12 @@ pub const VOLUMES_DIR: &str = "volumes";
 pub const VOLUME_SUBPATHS_DIR: &str = "volume-subpaths";
 /// The emptyDir plugin's folder name (plugin name with `/` escaped as `~`).
 pub const EMPTY_DIR_PLUGIN_DIR: &str = "kubernetes.io~empty-dir";
+
+/// The folder name of the plugin of each API data volume type.
+pub const CONFIG_MAP_PLUGIN_DIR: &str = "kubernetes.io~configmap";
+pub const SECRET_PLUGIN_DIR: &str = "kubernetes.io~secret";
+pub const DOWNWARD_API_PLUGIN_DIR: &str = "kubernetes.io~downward-api";
+pub const PROJECTED_PLUGIN_DIR: &str = "kubernetes.io~projected";
 
 /// A name that would not be exactly one path component below its folder.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +67,16 @@ pub fn empty_dir_root(pod_dir: &Path) -> PathBuf {
 pub fn empty_dir_path(pod_dir: &Path, name: &str) -> Result<PathBuf, InvalidName> {
     check_name("volume name", name)?;
     Ok(empty_dir_root(pod_dir).join(name))
+}
+
+/// `<pod_dir>/volumes/<plugin_dir>/<name>`.
+pub fn plugin_volume_path(
+    pod_dir: &Path,
+    plugin_dir: &str,
+    name: &str,
+) -> Result<PathBuf, InvalidName> {
+    check_name("volume name", name)?;
+    Ok(pod_dir.join(VOLUMES_DIR).join(plugin_dir).join(name))
 }
 
 /// `<pod_dir>/volume-subpaths/<volume>`.

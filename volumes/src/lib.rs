@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod atomic;
 pub mod layout;
 pub mod mounts;
 pub mod subpath;
@@ -128,6 +129,37 @@ pub enum VolumeSource {
         path: PathBuf,
         kind: HostPathType,
     },
+    /// The folder of a configMap, secret, downwardAPI or projected volume; its files are
+    /// written by [`atomic::write`].
+    ApiData { plugin: ApiDataPlugin },
+}
+
+/// The volume types whose files come from the API (and are written by [`atomic::write`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiDataPlugin {
+    ConfigMap,
+    Secret,
+    DownwardApi,
+    Projected,
+}
+
+impl ApiDataPlugin {
+    /// The plugin's folder under `<pod>/volumes`.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ApiDataPlugin::ConfigMap => layout::CONFIG_MAP_PLUGIN_DIR,
+            ApiDataPlugin::Secret => layout::SECRET_PLUGIN_DIR,
+            ApiDataPlugin::DownwardApi => layout::DOWNWARD_API_PLUGIN_DIR,
+            ApiDataPlugin::Projected => layout::PROJECTED_PLUGIN_DIR,
+        }
+    }
+    /// Secrets and projected volumes (which carry tokens) never touch the disk: a tmpfs.
+    pub fn medium(self) -> Medium {
+        match self {
+            ApiDataPlugin::Secret | ApiDataPlugin::Projected => Medium::Memory,
+            ApiDataPlugin::ConfigMap | ApiDataPlugin::DownwardApi => Medium::Disk,
+        }
+    }
 }
 
 /// Why a volume could not be set up.
@@ -211,6 +243,11 @@ pub fn setup(pod_dir: &Path, name: &str, source: &VolumeSource) -> Result<PathBu
             empty_dir::setup(pod_dir, name, *medium, *size_limit)
         }
         VolumeSource::HostPath { path, kind } => host_path::setup(name, path, *kind),
+        VolumeSource::ApiData { plugin } => {
+            let path = layout::plugin_volume_path(pod_dir, plugin.dir(), name)?;
+            let parent = pod_dir.join(layout::VOLUMES_DIR).join(plugin.dir());
+            empty_dir::setup_at(&parent, &path, name, plugin.medium(), None)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod node;
+pub mod objects;
 pub mod source;
 pub mod status;
 
@@ -59,6 +60,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut ctx = crate::cli::context(cfg).await?;
     ctx.status_tx = Some(status_tx);
+    ctx.objects = Some(Arc::new(objects::ClusterObjects::new(client.clone())));
     let ctx = Arc::new(ctx);
     tokio::spawn(node::lease_loop(client.clone(), node_name.clone()));
     let images_ctx = ctx.clone();

@@ -53,6 +53,20 @@ pub struct Ctx {
     pub node_cpu_millis: u64,
     /// Cluster mode: where pod statuses and final deletions go.
     pub status_tx: Option<tokio::sync::mpsc::UnboundedSender<StatusUpdate>>,
+    /// Cluster mode: configMaps, secrets and tokens for volumes and env.
+    pub objects: Option<Arc<dyn ObjectSource>>,
+}
+
+/// Where the configMaps, secrets and service account tokens a pod refers to come from
+/// (the apiserver in cluster mode: [`crate::cluster::objects`]; fakes in tests).
+pub trait ObjectSource: Send + Sync {
+    /// Everything in `refs`, for `pod`: missing objects as `None`, an error when the API
+    /// cannot answer (and nothing was read before).
+    fn fetch<'a>(
+        &'a self,
+        pod: &'a Pod,
+        refs: &'a crate::projection::References,
+    ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, String>>;
 }
 
 /// Maps the translated volume description to the volumes crate's source.
@@ -70,6 +84,7 @@ pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, S
             path: path.into(),
             kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
         },
+        VolumeKind::ApiData(plugin) => bosun_volumes::VolumeSource::ApiData { plugin: *plugin },
     })
 }
 

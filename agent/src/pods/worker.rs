@@ -59,6 +59,8 @@ pub fn spawn(ctx: Arc<Ctx>, desired: Desired) -> WorkerHandle {
         wake: wake.clone(),
         sandbox: None,
         volume_paths: None,
+        api_objects: None,
+        objects_at: None,
         backoff: Backoff::default(),
         waiting: HashMap::new(),
         messages: HashMap::new(),
@@ -92,6 +94,10 @@ struct Worker {
     sandbox: Option<Sandbox>,
     /// Volume name -> host path, once every volume is set up.
     volume_paths: Option<HashMap<String, PathBuf>>,
+    /// The configMaps, secrets and tokens last read for volumes and env (cluster mode), and
+    /// when.
+    api_objects: Option<crate::projection::ApiObjects>,
+    objects_at: Option<SystemTime>,
     backoff: Backoff,
     /// Why a container is not running: (reason, message).
     waiting: HashMap<String, (String, String)>,
@@ -391,36 +397,91 @@ impl Worker {
         }
     }
 
-    fn ensure_volumes(&mut self) -> bool {
-        if self.volume_paths.is_some() {
-            return true;
-        }
-        let pod_dir = self.pod_dir();
-        let result = (|| -> Result<HashMap<String, PathBuf>, String> {
-            let sources = translate::volume_sources(&self.pod).map_err(|e| e.to_string())?;
-            let mut paths = HashMap::new();
-            for (name, kind) in sources {
-                let source = super::volume_source(&kind)?;
-                let path =
-                    bosun_volumes::setup(&pod_dir, &name, &source).map_err(|e| e.to_string())?;
-                paths.insert(name, path);
-            }
-            Ok(paths)
-        })();
+    /// Sets every volume up once, and (re)writes the files of the configMap, secret,
+    /// downwardAPI and projected volumes from the API at most once per sync period.
+    async fn ensure_volumes(&mut self) -> bool {
+        let first = self.volume_paths.is_none();
+        let result = self.setup_volumes(first).await;
         match result {
-            Ok(p) => {
-                self.volume_paths = Some(p);
+            Ok(()) => {
                 if self.pod_error.as_ref().map(|e| e.0.as_str()) == Some("FailedMount") {
                     self.pod_error = None;
                 }
                 true
             }
+            // A refresh that fails keeps the files the containers already see.
+            Err(msg) if !first => {
+                tracing::warn!(error = %msg, "cannot refresh the pod's API volumes");
+                true
+            }
             Err(msg) => {
-                self.event("Warning", "FailedMount", &msg);
+                self.volume_paths = None;
+                if self.pod_error.as_ref().map(|e| &e.1) != Some(&msg) {
+                    self.event("Warning", "FailedMount", &msg);
+                }
                 self.pod_error = Some(("FailedMount".into(), msg));
                 false
             }
         }
+    }
+
+    async fn setup_volumes(&mut self, first: bool) -> Result<(), String> {
+        let pod_dir = self.pod_dir();
+        let cluster = self.ctx.objects.is_some();
+        let sources = translate::volume_sources(&self.pod, cluster).map_err(|e| e.to_string())?;
+        if first {
+            let mut paths = HashMap::new();
+            for (name, kind) in &sources {
+                let source = super::volume_source(kind)?;
+                let path = bosun_volumes::setup(&pod_dir, name, &source)
+                    .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
+                paths.insert(name.clone(), path);
+            }
+            self.volume_paths = Some(paths);
+        }
+        let due = self
+            .objects_at
+            .is_none_or(|at| at.elapsed().unwrap_or_default() >= self.ctx.cfg.sync_frequency);
+        if !first && !due {
+            return Ok(());
+        }
+        // Only what the API must give (configMaps, secrets, tokens) is fetched.
+        let refs = crate::projection::references(&self.pod);
+        let objects = match (&self.ctx.objects, refs.is_empty()) {
+            (Some(src), false) => src.fetch(&self.pod, &refs).await?,
+            _ => crate::projection::ApiObjects::default(),
+        };
+        self.objects_at = Some(SystemTime::now());
+        let node = translate::NodeAllocatable {
+            memory_bytes: self.ctx.node_memory,
+            cpu_millis: self.ctx.node_cpu_millis,
+        };
+        let pod = self.pod_with_ips();
+        let fs_group = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u32::try_from(g).ok());
+        let paths = self.volume_paths.clone().unwrap_or_default();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if crate::projection::api_data_plugin(v).is_none() {
+                continue;
+            }
+            let Some(path) = paths.get(&v.name) else {
+                continue;
+            };
+            let set_up_err =
+                |e: String| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name);
+            let payload = crate::projection::payload(&pod, v, &objects, node).map_err(set_up_err)?;
+            match bosun_volumes::atomic::write(path, &payload, fs_group) {
+                Ok(true) if !first => tracing::info!(volume = %v.name, "volume files updated"),
+                Ok(_) => {}
+                Err(e) => return Err(set_up_err(e.to_string())),
+            }
+        }
+        self.api_objects = Some(objects);
+        Ok(())
     }
 
     async fn sync(&mut self) {
@@ -438,7 +499,7 @@ impl Worker {
         if let Ok(bytes) = serde_json::to_vec(&self.pod) {
             let _ = status::write_atomic(&self.state_dir(), "pod.json", &bytes);
         }
-        let ready = self.ensure_sandbox().await && self.ensure_volumes();
+        let ready = self.ensure_sandbox().await && self.ensure_volumes().await;
         if !ready {
             self.next_wakeup = Some(SystemTime::now() + Duration::from_secs(5));
             self.write_status(false, false, false);
@@ -674,6 +735,11 @@ impl Worker {
             node_memory_bytes: self.ctx.node_memory,
             node_cpu_millis: self.ctx.node_cpu_millis,
             termination_message_path: Some(message_file),
+            objects: self
+                .ctx
+                .objects
+                .as_ref()
+                .and(self.api_objects.as_ref()),
         };
         let mut spec = match translate::container_spec(&ctx) {
             Ok(s) => s,
@@ -729,7 +795,8 @@ impl Worker {
         let vols = self.volume_paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();
         let mut out = Vec::new();
-        for (i, r) in translate::mount_requests(&self.pod, c)
+        let objects = self.ctx.objects.as_ref().and(self.api_objects.as_ref());
+        for (i, r) in translate::mount_requests(&self.pod, c, objects)
             .map_err(|e| e.to_string())?
             .into_iter()
             .enumerate()

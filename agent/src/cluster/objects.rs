@@ -1,0 +1,274 @@
+//! configMaps, secrets and service account tokens for the pods of this node, as the Node
+//! authorizer allows them: only objects that pods bound to this node refer to, and tokens bound
+//! to those pods.
+//!
+//! Objects are read with GET and kept for [`OBJECT_TTL`] (the kubelet's `Cache` change
+//! detection strategy): the pod workers re-read them every sync, so an update reaches the
+//! volumes within a sync period plus the TTL. When the apiserver cannot be reached the last
+//! value read is used, so an outage never empties a running pod's volumes.
+//!
+//! Tokens come from TokenRequest, bound to the pod, and are requested again when 80 % of their
+//! lifetime has passed or they are 24 hours old (the kubelet's token manager).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{
+    BoundObjectReference, TokenRequest, TokenRequestSpec,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::pods::ObjectSource;
+use crate::projection::{ApiObjects, References, TokenKey};
+
+/// How long a configMap or secret read from the API is used before it is read again.
+pub const OBJECT_TTL: Duration = Duration::from_secs(5);
+/// A token is never kept longer than this, whatever its expiry.
+const TOKEN_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ObjectKey {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TokenCacheKey {
+    namespace: String,
+    service_account: String,
+    pod_uid: String,
+    key: TokenKey,
+}
+
+#[derive(Clone)]
+enum Cached {
+    ConfigMap(Option<ConfigMap>),
+    Secret(Option<Secret>),
+}
+
+struct Token {
+    value: String,
+    issued: SystemTime,
+    expires: SystemTime,
+}
+
+impl Token {
+    /// Past 80 % of its lifetime, or older than a day.
+    fn needs_refresh(&self, now: SystemTime) -> bool {
+        let life = self
+            .expires
+            .duration_since(self.issued)
+            .unwrap_or_default();
+        let refresh_at = self.issued + life.mul_f64(0.8).min(TOKEN_MAX_AGE);
+        now >= refresh_at
+    }
+}
+
+/// The apiserver-backed [`ObjectSource`].
+pub struct ClusterObjects {
+    client: Client,
+    objects: Mutex<HashMap<ObjectKey, (Instant, Cached)>>,
+    tokens: Mutex<HashMap<TokenCacheKey, Token>>,
+}
+
+impl ClusterObjects {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            objects: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, key: &ObjectKey, fresh_only: bool) -> Option<Cached> {
+        let map = self.objects.lock().ok()?;
+        let (at, v) = map.get(key)?;
+        (!fresh_only || at.elapsed() < OBJECT_TTL).then(|| v.clone())
+    }
+
+    fn store(&self, key: ObjectKey, v: Cached) {
+        if let Ok(mut map) = self.objects.lock() {
+            // Entries nobody asked for in a while go, so deleted pods leave nothing behind.
+            map.retain(|_, (at, _)| at.elapsed() < OBJECT_TTL * 60);
+            map.insert(key, (Instant::now(), v));
+        }
+    }
+
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
+        let key = ObjectKey {
+            kind: "configmap",
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        if let Some(Cached::ConfigMap(v)) = self.cached(&key, true) {
+            return Ok(v);
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(v) => {
+                self.store(key, Cached::ConfigMap(v.clone()));
+                Ok(v)
+            }
+            Err(e) => match self.cached(&key, false) {
+                Some(Cached::ConfigMap(v)) => {
+                    tracing::debug!(error = %e, configmap = name, "using the last value read");
+                    Ok(v)
+                }
+                _ => Err(format!("cannot get configmap {ns}/{name}: {e}")),
+            },
+        }
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+        let key = ObjectKey {
+            kind: "secret",
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        if let Some(Cached::Secret(v)) = self.cached(&key, true) {
+            return Ok(v);
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await {
+            Ok(v) => {
+                self.store(key, Cached::Secret(v.clone()));
+                Ok(v)
+            }
+            Err(e) => match self.cached(&key, false) {
+                Some(Cached::Secret(v)) => {
+                    tracing::debug!(error = %e, secret = name, "using the last value read");
+                    Ok(v)
+                }
+                _ => Err(format!("cannot get secret {ns}/{name}: {e}")),
+            },
+        }
+    }
+
+    async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, String> {
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let sa = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let cache_key = TokenCacheKey {
+            namespace: ns.clone(),
+            service_account: sa.clone(),
+            pod_uid: uid.clone(),
+            key: key.clone(),
+        };
+        let now = SystemTime::now();
+        if let Ok(map) = self.tokens.lock() {
+            if let Some(t) = map.get(&cache_key).filter(|t| !t.needs_refresh(now)) {
+                return Ok(t.value.clone());
+            }
+        }
+        let req = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: (!key.audience.is_empty()).then(|| vec![key.audience.clone()]),
+                expiration_seconds: Some(key.expiration_seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(name),
+                    uid: Some(uid),
+                }),
+            }),
+            ..Default::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        let result = api
+            .create_token_request(&sa, &PostParams::default(), &req)
+            .await;
+        let mut map = self
+            .tokens
+            .lock()
+            .map_err(|_| "token cache poisoned".to_string())?;
+        map.retain(|_, t| t.expires > now);
+        match result {
+            Ok(tr) => {
+                let status = tr.status.ok_or("TokenRequest returned no status")?;
+                let token = status.token.ok_or("TokenRequest returned no token")?;
+                let expires: SystemTime = status
+                    .expiration_timestamp
+                    .map(|t| t.0.into())
+                    .unwrap_or(now + Duration::from_secs(key.expiration_seconds.max(0) as u64));
+                map.insert(
+                    cache_key,
+                    Token {
+                        value: token.clone(),
+                        issued: now,
+                        expires,
+                    },
+                );
+                Ok(token)
+            }
+            // The old token still works until it expires: keep using it.
+            Err(e) => match map.get(&cache_key) {
+                Some(t) => {
+                    tracing::warn!(error = %e, "cannot refresh a service account token");
+                    Ok(t.value.clone())
+                }
+                None => Err(format!(
+                    "cannot get a token for service account {ns}/{sa}: {e}"
+                )),
+            },
+        }
+    }
+}
+
+impl ObjectSource for ClusterObjects {
+    fn fetch<'a>(
+        &'a self,
+        pod: &'a Pod,
+        refs: &'a References,
+    ) -> BoxFuture<'a, Result<ApiObjects, String>> {
+        Box::pin(async move {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let mut out = ApiObjects::default();
+            for name in &refs.config_maps {
+                out.config_maps
+                    .insert(name.clone(), self.config_map(ns, name).await?);
+            }
+            for name in &refs.secrets {
+                out.secrets.insert(name.clone(), self.secret(ns, name).await?);
+            }
+            for key in &refs.tokens {
+                out.tokens.insert(key.clone(), self.token(pod, key).await?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_refresh_at_80_percent_or_a_day() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let t = Token {
+            value: String::new(),
+            issued: t0,
+            expires: t0 + Duration::from_secs(3600),
+        };
+        assert!(!t.needs_refresh(t0 + Duration::from_secs(2879)));
+        assert!(t.needs_refresh(t0 + Duration::from_secs(2880)));
+        let year = Token {
+            value: String::new(),
+            issued: t0,
+            expires: t0 + Duration::from_secs(365 * 86400),
+        };
+        assert!(!year.needs_refresh(t0 + Duration::from_secs(86399)));
+        assert!(year.needs_refresh(t0 + TOKEN_MAX_AGE));
+    }
+}
