@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
-# Removes the example pods (gracefully, through bosun) and stops bosun.
+# Undoes `make up`: deletes the pods through the API (gracefully, bosun runs their preStop hooks),
+# removes the static pods, stops bosun, and stops the control plane. Nothing is left running.
 set -uo pipefail
+cd "$(dirname "$0")/.."
+source hack/env.sh
+source tests/cluster/env.sh
+CP=/var/lib/bosun/cluster
+export KUBECONFIG=$CP/admin.kubeconfig
 rm -f /etc/bosun/manifests/*.yaml /etc/bosun/manifests/*.json
-if pgrep -f "bosun standalone" >/dev/null; then
+agent() { pgrep -f "^bosun --kubeconfig"; }
+if agent >/dev/null && [ -f "$KUBECONFIG" ]; then
+  "$K8S_BIN/kubectl" delete -f examples/cluster/ --ignore-not-found --wait=false >/dev/null 2>&1
+  "$K8S_BIN/kubectl" delete pods --all -A --wait=false >/dev/null 2>&1
   for _ in $(seq 1 300); do
     n=$(ls /run/bosun/pods 2>/dev/null | wc -l)
     [ "$n" = 0 ] && break
     sleep 0.2
   done
-  pkill -TERM -f "bosun standalone"
-  for _ in $(seq 1 50); do pgrep -f "bosun standalone" >/dev/null || break; sleep 0.1; done
 fi
+if agent >/dev/null; then
+  pkill -TERM -f "^bosun --kubeconfig"
+  for _ in $(seq 1 50); do agent >/dev/null || break; sleep 0.1; done
+fi
+# A standalone bosun from an older `make up`.
+pkill -TERM -f "bosun standalone" 2>/dev/null
+[ -d "$CP" ] && bash tests/cluster/down.sh --purge "$CP"
+ip link del bosun0 2>/dev/null
 echo "pods left: $(ls /run/bosun/pods 2>/dev/null | wc -l)"

@@ -1,42 +1,64 @@
 #!/usr/bin/env bash
-# Builds bosun and the busybox test image, imports the image, and runs bosun standalone on the
-# example manifests (copied to /etc/bosun/manifests). bosun keeps running in the background;
-# `make down` stops it and removes the pods.
+# The README's first command: a local Kubernetes cluster with bosun joined as its node.
+#
+# Builds bosun and the busybox test image, starts the real control plane of tests/cluster
+# (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, built once from
+# the Go modules and cached), joins bosun to it through a TLS bootstrap (as a packaged node
+# would), runs the example static pods of examples/ (with their mirror pods) and the Deployment
+# of examples/cluster/, and prints how to use kubectl. bosun keeps running in the background
+# (log: /var/log/bosun.log); `make down` removes the pods and stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 bash hack/setup.sh
 source hack/env.sh
+source tests/cluster/env.sh
 # The debug build is the one the tests use (shared, quick to rebuild); packaging/build.sh makes
 # the release binary.
 cargo build -p bosun
 BOSUN="$CARGO_TARGET_DIR/debug/bosun"
 install -m 0755 "$BOSUN" /usr/local/bin/bosun
-bash tests/images/build-busybox.sh "$BOSUN_CACHE/images/busybox-oci" >/dev/null
-bosun image import "$BOSUN_CACHE/images/busybox-oci" busybox
-mkdir -p /etc/bosun/manifests
-cp examples/*.yaml /etc/bosun/manifests/
-if pgrep -f "bosun standalone" >/dev/null; then
-  echo "bosun is already running"
-else
-  nohup bosun standalone --manifests /etc/bosun/manifests >/var/log/bosun.log 2>&1 &
-  echo "bosun started (pid $!), log in /var/log/bosun.log"
+
+CP=/var/lib/bosun/cluster          # the control plane's folder (certificates, logs, kubeconfigs)
+NODE=$(hostname | tr '[:upper:]' '[:lower:]')
+if pgrep -f "^bosun --kubeconfig" >/dev/null; then
+  echo "bosun is already running (make down first)"; exit 1
 fi
-for _ in $(seq 1 100); do
-  running=$(bosun pods --json | jq '[.[] | select(.status.phase == "Running")] | length')
-  [ "$running" -ge 2 ] && break
-  sleep 0.2
-done
-bosun pods
+BOSUN_CP_NODE_NAME=$NODE bash tests/cluster/up.sh "$CP"
+ln -sf "$K8S_BIN/kubectl" /usr/local/bin/kubectl
+export KUBECONFIG=$CP/admin.kubeconfig
+
+bash tests/images/build-busybox.sh "$BOSUN_CACHE/images/busybox-oci" >/dev/null
+bosun image import "$BOSUN_CACHE/images/busybox-oci" busybox >/dev/null
+
+# The pod network: an empty CNI folder of bosun's own (this machine's /etc/cni/net.d may belong
+# to podman), where bosun writes its default network: bridge + host-local IPAM on the pod CIDR.
+mkdir -p /etc/bosun/net.d /etc/bosun/manifests
+cp examples/*.yaml /etc/bosun/manifests/
+nohup bosun --kubeconfig /var/lib/kubelet/kubeconfig \
+  --bootstrap-kubeconfig "$CP/bootstrap.kubeconfig" --cert-dir /var/lib/kubelet/pki \
+  --pod-manifest-path /etc/bosun/manifests --cni-conf-dir /etc/bosun/net.d \
+  --pod-cidr 10.244.0.0/24 >/var/log/bosun.log 2>&1 &
+echo "bosun started (pid $!), log in /var/log/bosun.log"
+
+ready() { [ "$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
+for _ in $(seq 1 120); do ready && break; sleep 1; done
+ready || { echo "the node did not turn Ready; see /var/log/bosun.log"; exit 1; }
+kubectl apply -f examples/cluster/ >/dev/null
+kubectl rollout status deployment/hello --timeout=120s
 echo
-node=$(hostname | tr 'A-Z' 'a-z')
-echo "--- bosun logs hello-$node"
-bosun logs "hello-$node" --tail 5
+kubectl get nodes -o wide
+echo
+kubectl get pods -A -o wide
 cat <<MSG
 
-Static pods are named <manifest name>-<node name>, as with the kubelet. Try:
-  bosun pods                        # pods, containers, states, restarts, exit codes
-  bosun logs hello-$node -f         # follow a container's log (Ctrl-C to stop)
-  bosun logs web-$node web --tail 20
-  cp examples/hello.yaml /etc/bosun/manifests/hello2.yaml   # and edit: pods follow the folder
-  make down                         # remove the pods and stop bosun
+A local cluster with bosun as its node "$NODE". Try:
+  export KUBECONFIG=$CP/admin.kubeconfig
+  kubectl get pods -A -o wide                 # the Deployment's pods and the mirror pods of
+                                              # the static pods in /etc/bosun/manifests
+  kubectl scale deployment hello --replicas=5
+  kubectl get events --sort-by=.lastTimestamp
+  bosun pods                                  # what bosun itself runs
+  bosun logs hello-<tab>                      # a container's log
+  make down                                   # remove the pods, stop bosun and the cluster
 MSG

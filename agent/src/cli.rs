@@ -64,6 +64,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
             .unwrap_or(1000),
         status_tx: None,
         objects: None,
+        events_tx: None,
     })
 }
 

@@ -48,6 +48,79 @@ pub struct ApiObjects {
     pub config_maps: BTreeMap<String, Option<ConfigMap>>,
     pub secrets: BTreeMap<String, Option<Secret>>,
     pub tokens: BTreeMap<TokenKey, String>,
+    /// The service link variables of the pod ([`service_env`]).
+    pub service_env: Vec<(String, String)>,
+}
+
+fn env_name(s: &str) -> String {
+    s.replace('-', "_").to_uppercase()
+}
+
+/// The kubelet's service environment (`getServiceEnvVarMap` + `envvars.FromServices`): the
+/// `kubernetes` Service of the `default` namespace always, and with `enableServiceLinks` every
+/// Service of the pod's namespace that has a cluster IP. Sorted by name.
+pub fn service_env(
+    services: &[k8s_openapi::api::core::v1::Service],
+    namespace: &str,
+    enable_links: bool,
+) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<String, &k8s_openapi::api::core::v1::Service> = BTreeMap::new();
+    for svc in services {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.as_deref().unwrap_or("");
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        if ns == "default" && name == "kubernetes" {
+            chosen.entry(name).or_insert(svc);
+        } else if ns == namespace && enable_links {
+            chosen.insert(name, svc);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, svc) in chosen {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else {
+            continue;
+        };
+        let prefix = env_name(&name);
+        out.insert(format!("{prefix}_SERVICE_HOST"), ip.clone());
+        out.insert(format!("{prefix}_SERVICE_PORT"), first.port.to_string());
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.insert(
+                    format!("{prefix}_SERVICE_PORT_{}", env_name(pn)),
+                    p.port.to_string(),
+                );
+            }
+        }
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.clone()
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let url = format!("{}://{host}:{}", proto.to_lowercase(), p.port);
+            if i == 0 {
+                out.insert(format!("{prefix}_PORT"), url.clone());
+            }
+            let pp = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.insert(format!("{pp}_PROTO"), proto.to_lowercase());
+            out.insert(format!("{pp}_PORT"), p.port.to_string());
+            out.insert(format!("{pp}_ADDR"), ip.clone());
+            out.insert(pp, url);
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Everything the pod's volumes and env refer to.
@@ -584,6 +657,45 @@ spec:
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn service_links_like_the_kubelet() {
+        let svc = |ns: &str, name: &str, ip: &str, ports: &str| {
+            serde_yaml::from_str::<k8s_openapi::api::core::v1::Service>(&format!(
+                "metadata: {{name: {name}, namespace: {ns}}}\nspec: {{clusterIP: {ip}, ports: {ports}}}"
+            ))
+            .unwrap()
+        };
+        let all = [
+            svc("default", "kubernetes", "10.96.0.1", "[{name: https, port: 443}]"),
+            svc(
+                "app",
+                "my-db",
+                "10.96.0.9",
+                "[{port: 5432}, {name: metrics, port: 9100, protocol: UDP}]",
+            ),
+            svc("app", "headless", "None", "[{port: 80}]"),
+            svc("other", "x", "10.96.0.7", "[{port: 80}]"),
+        ];
+        let env: BTreeMap<String, String> = service_env(&all, "app", true).into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT_HTTPS"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://10.96.0.1:443");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_ADDR"], "10.96.0.1");
+        assert_eq!(env["MY_DB_SERVICE_HOST"], "10.96.0.9");
+        assert_eq!(env["MY_DB_SERVICE_PORT"], "5432");
+        assert_eq!(env["MY_DB_SERVICE_PORT_METRICS"], "9100");
+        assert_eq!(env["MY_DB_PORT"], "tcp://10.96.0.9:5432");
+        assert_eq!(env["MY_DB_PORT_9100_UDP"], "udp://10.96.0.9:9100");
+        assert_eq!(env["MY_DB_PORT_9100_UDP_PROTO"], "udp");
+        assert!(!env.keys().any(|k| k.starts_with("HEADLESS") || k.starts_with("X_")));
+        assert_eq!(env.len(), 8 + 12);
+        // Without service links only the master service stays.
+        let env = service_env(&all, "app", false);
+        assert!(env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")));
+        assert_eq!(env.len(), 8);
     }
 
     #[test]

@@ -856,6 +856,8 @@ pub fn container_env(
             }
         }
         Some(o) => {
+            // Service links are the base: usable in $(VAR), overridden by the pod's own.
+            vars.extend(o.service_env.iter().cloned());
             for (k, v) in crate::projection::env_from(pod, container, o).map_err(config_err)? {
                 order.push(k.clone());
                 vars.insert(k, v);
@@ -897,18 +899,25 @@ pub fn container_env(
             }
             _ => String::new(),
         };
-        if !vars.contains_key(&var.name) {
+        if !order.contains(&var.name) {
             order.push(var.name.clone());
         }
         vars.insert(var.name.clone(), value);
     }
-    Ok(order
+    let mut out: Vec<(String, String)> = order
         .into_iter()
         .map(|k| {
             let v = vars.remove(&k).unwrap_or_default();
             (k, v)
         })
-        .collect())
+        .collect();
+    // Then the service variables the pod did not set itself.
+    for (k, v) in objects.iter().flat_map(|o| o.service_env.iter()) {
+        if !out.iter().any(|(name, _)| name == k) {
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    Ok(out)
 }
 
 /// containerd's `replaceOrAppendEnvValues`: image env first, a pod variable of the same name
@@ -2331,6 +2340,10 @@ spec:
         let mut s = k8s_openapi::api::core::v1::Secret::default();
         s.data = Some([("k".to_string(), k8s_openapi::ByteString(b"sec".to_vec()))].into());
         o.secrets.insert("s".into(), Some(s));
+        o.service_env = vec![
+            ("A".into(), "from-service".into()),
+            ("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into()),
+        ];
         let c = &p.spec.as_ref().unwrap().containers[0];
         let env = container_env(&p, c, NodeAllocatable::default(), Some(&o)).unwrap();
         assert_eq!(
@@ -2339,6 +2352,7 @@ spec:
                 ("P_x".to_string(), "override".to_string()),
                 ("A".into(), "sec".into()),
                 ("B".into(), "1-sec".into()),
+                ("KUBERNETES_SERVICE_HOST".into(), "10.96.0.1".into()),
             ]
         );
         o.secrets.insert("s".into(), None);

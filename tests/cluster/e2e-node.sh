@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end: bosun joins the real test control plane as its node (TLS bootstrap from a
-# bootstrap token only), turns Ready with a Lease, runs a 3-replica Deployment with pod IPs, and
-# removes the pods gracefully when it is scaled to 0. Starts and stops its own control plane and
+# bootstrap token only), turns Ready with a Lease, runs a 3-replica Deployment with pod IPs
+# (with their service account volumes), a static pod with its mirror pod, pods that use
+# configMaps, secrets and their token against the API through the `kubernetes` Service, a
+# configMap update inside a running pod, a Job, a DaemonSet, graceful deletion with preStop,
+# Events, a kill -9 of bosun with every container adopted, and removes everything gracefully. Starts and stops its own control plane and
 # leaves nothing running. Prints `N passed, M failed`. Needs root.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,9 +21,9 @@ check() { # name, command...
     if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
 }
 wait_for() { # seconds, command...
-    local t=$1; shift
-    for _ in $(seq 1 $((t*5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-    return 1
+    local end=$((SECONDS + $1)); shift
+    while [ "$SECONDS" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    "$@" >/dev/null 2>&1
 }
 cleanup() {
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
@@ -39,16 +42,30 @@ trap cleanup EXIT
 bash "$here/up.sh" "$D" >"$W.up.log" 2>&1 || { cat "$W.up.log"; echo "0 passed, 1 failed"; exit 1; }
 export KUBECONFIG="$D/admin.kubeconfig"
 bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
-A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
+mkdir -p "$W/manifests"
+cat >"$W/manifests/static.yaml" <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: static-web, namespace: kube-system, labels: {tier: static}}
+spec:
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
+YAML
+A=(--pod-manifest-path "$W/manifests"
+   --root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
    --container-logs-dir "$W/clogs" --cgroup-root /bosun-e2e-node --hostname-override "$NODE"
    --cni-conf-dir "$W/cni" --pod-cidr 10.246.0.0/24)
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null
+# busybox plus the control plane's own (static) kubectl: pods that talk to the apiserver.
+EXTRA_BINS="$KUBECTL" bash "$root/tests/images/build-busybox.sh" "$W/kubectl-oci" >/dev/null
+"$BOSUN" image import "$W/kubectl-oci" kubectl --data-dir "$W/data" >/dev/null
 # A network of this test's own (bridge, subnet, IPAM store), so nothing else can collide.
 mkdir -p "$W/cni"
 cat >"$W/cni/10-e2e.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "bosun-e2e", "plugins": [
   {"type": "bridge", "bridge": "bosune2e", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.246.0.0/24"}]], "dataDir": "$W/ipam"}},
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.246.0.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$W/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
 "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
@@ -81,7 +98,6 @@ spec:
   template:
     metadata: {labels: {app: e2e}}
     spec:
-      automountServiceAccountToken: false
       terminationGracePeriodSeconds: 5
       containers:
       - name: c
@@ -95,10 +111,208 @@ three_running() {
     [ "$(grep -c '^Running 10\.246\.0\.[0-9]* true$' <<<"$out")" = 3 ]
 }
 check "deployment: 3 pods Running and Ready with pod IPs" wait_for 90 three_running
+
+# A static pod from the manifest folder, and its mirror pod in the API with its status.
+mirror_running() {
+    local m
+    m=$("$KUBECTL" -n kube-system get pod "static-web-$NODE" -o jsonpath='{.metadata.annotations.kubernetes\.io/config\.mirror} {.metadata.ownerReferences[0].kind} {.status.phase}') || return 1
+    [[ "$m" == ?*" Node Running" ]]
+}
+check "static pod: mirror pod owned by the Node shows Running" wait_for 60 mirror_running
+
+# The log of a container, as the container wrote it (CRI lines without their prefix).
+clog() { # pod container
+    local uid
+    uid=$("$KUBECTL" get pod "$1" -o jsonpath='{.metadata.uid}') || return 1
+    cat "$W/logs/default_$1_$uid/$2/"*.log 2>/dev/null | cut -d' ' -f4-
+}
+phase() { "$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null; }
+
+# configMap, secret, downwardAPI and the service account volume, env from both, service links,
+# and a token the apiserver accepts, over the `kubernetes` Service (kube-proxy on this host).
+"$KUBECTL" create configmap e2e-conf --from-literal=greeting=hello >/dev/null
+"$KUBECTL" create secret generic e2e-secret --from-literal=pass=s3cret >/dev/null
+"$KUBECTL" create rolebinding e2e-view --clusterrole=view --serviceaccount=default:default >/dev/null
+cat <<'YAML' | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, labels: {app: reader}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: kubectl
+    imagePullPolicy: Never
+    env:
+    - {name: PASS, valueFrom: {secretKeyRef: {name: e2e-secret, key: pass}}}
+    envFrom: [{configMapRef: {name: e2e-conf}, prefix: CONF_}]
+    command: [sh, -c, 'echo "pass=$PASS greeting=$CONF_greeting host=$KUBERNETES_SERVICE_HOST";
+      echo "ns=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)";
+      echo "mode=$(stat -Lc %a /var/run/secrets/kubernetes.io/serviceaccount/token)";
+      echo "ro=$(touch /var/run/secrets/kubernetes.io/serviceaccount/x 2>&1 | grep -c Read-only)";
+      echo "whoami=$(kubectl auth whoami -o jsonpath={.status.userInfo.username})";
+      kubectl get pods -o name']
+YAML
+reader_done() { [ "$(phase reader)" = Succeeded ]; }
+check "pod using configMap/secret env and the API through its token succeeds" wait_for 60 reader_done
+reader=$(clog reader c)
+for want in "pass=s3cret greeting=hello host=10.96.0.1" "ns=default" "mode=644" "ro=1" \
+    "whoami=system:serviceaccount:default:default" "pod/reader"; do
+    check "reader saw: $want" grep -qxF "$want" <<<"$reader"
+done
+[ "$failed" = 0 ] || { echo "--- reader log:"; echo "$reader"; }
+reasons() {
+    "$KUBECTL" get events --field-selector "involvedObject.name=$1" \
+        -o jsonpath='{.items[*].reason}' | tr ' ' '\n' | sort -u | tr '\n' ' '
+}
+for r in Pulled Created Started; do
+    check "Event $r for the reader ($(reasons reader))" grep -qw "$r" <<<"$(reasons reader)"
+done
+
+cat <<'YAML' | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: watcher}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'while true; do echo "greeting=$(cat /conf/greeting)"; sleep 1; done']
+    volumeMounts: [{name: conf, mountPath: /conf}]
+  volumes:
+  - name: conf
+    configMap: {name: e2e-conf}
+YAML
+says() { clog "$1" c | grep -qxF "$2"; }
+check "configMap volume inside the pod" wait_for 60 says watcher greeting=hello
+"$KUBECTL" patch configmap e2e-conf -p '{"data":{"greeting":"bonjour"}}' >/dev/null
+check "configMap update reaches the running pod" wait_for 90 says watcher greeting=bonjour
+cat <<'YAML' | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: nocm}
+spec:
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, volumeMounts: [{name: v, mountPath: /v}]}
+  volumes: [{name: v, configMap: {name: absent}}]
+YAML
+failed_mount() {
+    "$KUBECTL" get events --field-selector involvedObject.name=nocm,reason=FailedMount \
+        -o jsonpath='{.items[*].message}' | grep -qF 'configmap "absent" not found'
+}
+check "missing configMap: FailedMount event" wait_for 60 failed_mount
+"$KUBECTL" delete pod nocm --wait=false >/dev/null
+
+# A Job runs to completion; a DaemonSet's pod lands on this node.
+cat <<'YAML' | "$KUBECTL" apply -f - >/dev/null
+apiVersion: batch/v1
+kind: Job
+metadata: {name: e2e-job}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'echo done']}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: e2e-ds}
+spec:
+  selector: {matchLabels: {app: e2e-ds}}
+  template:
+    metadata: {labels: {app: e2e-ds}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
+YAML
+job_done() { [ "$("$KUBECTL" get job e2e-job -o jsonpath='{.status.succeeded}')" = 1 ]; }
+check "job runs to Succeeded" wait_for 90 job_done
+ds_running() {
+    [ "$("$KUBECTL" get pods -l app=e2e-ds -o jsonpath='{.items[0].spec.nodeName} {.items[0].status.phase}')" = "$NODE Running" ]
+}
+check "daemonset pod Running on the node" wait_for 90 ds_running
+
+# Deleting a pod with a 5 s grace runs preStop, then SIGTERM, and the pod is gone.
+mkdir -p "$W/hook"
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: graceful}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{name: h, hostPath: {path: "$W/hook", type: Directory}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: h, mountPath: /h}]
+    command: [sh, -c, 'trap "echo term >> /h/log; exit 0" TERM; echo up > /h/up; while true; do sleep 0.2; done']
+    lifecycle: {preStop: {exec: {command: [sh, -c, 'echo prestop >> /h/log']}}}
+YAML
+graceful_up() { [ "$(phase graceful)" = Running ] && [ -f "$W/hook/up" ]; }
+check "graceful pod Running" wait_for 60 graceful_up
+t0=$(date +%s)
+"$KUBECTL" delete pod graceful --grace-period=5 --wait=true --timeout=60s >/dev/null 2>&1
+t1=$(date +%s)
+hook_log=$(tr '\n' ' ' <"$W/hook/log" 2>/dev/null)
+check "delete with grace 5 s: preStop then SIGTERM ($hook_log)" [ "$hook_log" = "prestop term " ]
+gone() { ! "$KUBECTL" get pod graceful >/dev/null 2>&1; }
+check "delete with grace 5 s: gone from the API in $((t1 - t0)) s" gone
+check "  ... within the grace period" [ $((t1 - t0)) -le 8 ]
+
+# kill -9 of bosun and a restart: the running containers are adopted, not restarted.
+restarts() { "$KUBECTL" get pods -l app=e2e -o jsonpath='{range .items[*]}{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}{"\n"}{end}' | sort; }
+before=$(restarts)
+kill -KILL "$bosun_pid"; wait "$bosun_pid" 2>/dev/null
+"$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
+    --cert-dir "$W/pki" "${A[@]}" >>"$W/bosun.log" 2>&1 &
+bosun_pid=$!
+sleep 15
+same_containers() { [ "$before" = "$(restarts)" ] && three_running; }
+check "bosun kill -9 + restart: same containers, no restarts" same_containers
+check "  ... (3 containers with restartCount 0 before)" [ "$(grep -c ' 0$' <<<"$before")" = 3 ]
+# The control plane stopped for a minute: pods keep running, a container that dies meanwhile is
+# restarted, and its status reaches the API once the apiserver is back.
+bash "$here/component.sh" "$D" stop kube-apiserver >/dev/null
+loops() { # pids of the deployment's shells
+    for p in /proc/[0-9]*; do
+        cat "$p/cmdline" 2>/dev/null | tr '\0' ' ' | grep -q '^sh -c trap "exit 0" TERM' && basename "$p"
+    done
+}
+victim=$(loops | head -1)
+[ -n "$victim" ] && kill -KILL "$victim"
+sleep 60
+running_during=$(loops | wc -l)
+bash "$here/component.sh" "$D" start kube-apiserver >/dev/null
+check "apiserver down 60 s: the 3 pods kept running (and the killed one came back: $running_during)" \
+    [ "$running_during" = 3 ]
+api_up() { "$KUBECTL" get --raw /readyz >/dev/null 2>&1; }
+wait_for 120 api_up
+restarted_once() {
+    [ "$("$KUBECTL" get pods -l app=e2e -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{"\n"}{end}' | sort | tr '\n' ' ')" = "0 0 1 " ]
+}
+check "after the outage: the restart is in the API (restartCounts 0 0 1)" wait_for 90 restarted_once
+healthy() { node_ready && three_running; }
+check "after the outage: node Ready, pods Running" wait_for 60 healthy
 "$KUBECTL" scale deploy e2e --replicas=0 >/dev/null
 no_pods() { [ -z "$("$KUBECTL" get pods -l app=e2e -o name)" ]; }
 check "scaled to 0: pods terminated and deleted from the API" wait_for 60 no_pods
-check "nothing of the pods left on the node" bash -c "[ -z \"\$(ls '$W/run/containers' '$W/run/sandboxes' 2>/dev/null | grep -v : | grep -v '^\$')\" ]"
+check "finished pods stay in the API (reader Succeeded)" [ "$(phase reader)" = Succeeded ]
+rm "$W/manifests/static.yaml"
+mirror_gone() { ! "$KUBECTL" -n kube-system get pod "static-web-$NODE" >/dev/null 2>&1; }
+check "static pod removed: mirror pod deleted" wait_for 60 mirror_gone
+"$KUBECTL" delete ds e2e-ds --wait=false >/dev/null
+"$KUBECTL" delete job e2e-job --cascade=foreground --wait=false >/dev/null
+"$KUBECTL" delete pod --all --grace-period=2 --wait=false >/dev/null
+empty() { [ -z "$("$KUBECTL" get pods -A --field-selector spec.nodeName="$NODE" -o name)" ]; }
+check "every pod deleted from the API" wait_for 90 empty
+left=$(ls "$W/run/containers" "$W/run/sandboxes" "$W/root/pods" 2>/dev/null | grep -v : | grep -v '^$' | tr '\n' ' ')
+check "nothing of the pods left on the node ($left)" [ -z "$left" ]
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

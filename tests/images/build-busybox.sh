@@ -8,7 +8,8 @@
 # /sys. Config: Cmd ["sh"], a default PATH, os linux, the host's architecture. The tar and gzip
 # streams are deterministic (sorted names, owner 0, mtime 0, no gzip name or time), so the same
 # busybox binary always gives the same digests. Running it again on the same OUTDIR adds or
-# replaces TAG (default `latest`) in index.json.
+# replaces TAG (default `latest`) in index.json. EXTRA_BINS (space-separated host paths of static
+# binaries) are added as /usr/local/bin/<name> (the cluster tests put kubectl in an image).
 set -euo pipefail
 
 usage() { echo "usage: $0 OUTDIR [TAG]" >&2; exit 2; }
@@ -46,6 +47,11 @@ chmod 0755 "$root" "$root"/{bin,sbin,usr,usr/bin,usr/sbin,etc,dev,proc,sys}
 chmod 1777 "$root/tmp"
 chmod 0700 "$root/root"
 install -m 0755 "$busybox" "$root/bin/busybox"
+for extra in ${EXTRA_BINS:-}; do
+    mkdir -p "$root/usr/local/bin"
+    chmod 0755 "$root/usr/local" "$root/usr/local/bin"
+    install -m 0755 "$extra" "$root/usr/local/bin/$(basename "$extra")"
+done
 
 # A relative symlink per applet: bin/sh -> busybox, usr/bin/env -> ../../bin/busybox.
 while IFS= read -r applet; do

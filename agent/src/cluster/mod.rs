@@ -2,6 +2,8 @@
 //! pods bound to this node, their status and final deletion).
 
 pub mod bootstrap;
+pub mod events;
+pub mod mirror;
 pub mod node;
 pub mod objects;
 pub mod source;
@@ -61,6 +63,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut ctx = crate::cli::context(cfg).await?;
     ctx.status_tx = Some(status_tx);
     ctx.objects = Some(Arc::new(objects::ClusterObjects::new(client.clone())));
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.events_tx = Some(events_tx);
+    tokio::spawn(events::run(client.clone(), node_name.clone(), events_rx));
     let ctx = Arc::new(ctx);
     tokio::spawn(node::lease_loop(client.clone(), node_name.clone()));
     let images_ctx = ctx.clone();
@@ -84,7 +89,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Desired pods: the apiserver's, plus static pods from the manifest folder when configured.
     let (api_tx, api_rx) = watch::channel(None);
-    tokio::spawn(source::run(client.clone(), node_name.clone(), api_tx));
+    let (mirror_tx, mirror_rx) = watch::channel(None);
+    tokio::spawn(source::run(
+        client.clone(),
+        node_name.clone(),
+        api_tx,
+        mirror_tx,
+    ));
     let file_rx = match ctx.cfg.manifests.clone() {
         Some(dir) => {
             let (ftx, frx) = watch::channel(None);
@@ -94,6 +105,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let static_rx = file_rx.clone().unwrap_or_else(|| {
+        let (ftx, frx) = watch::channel(Some(DesiredPods::default()));
+        // Kept open for the life of the agent: "no static pods" never changes.
+        std::mem::forget(ftx);
+        frx
+    });
+    tokio::spawn(mirror::run(
+        client.clone(),
+        node_name.clone(),
+        static_rx,
+        mirror_rx,
+    ));
     let (tx, rx) = watch::channel(None);
     tokio::spawn(merge(api_rx, file_rx, tx));
     pods::serve(ctx, rx).await

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, GetParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 
 use crate::pods::status::time;
@@ -340,10 +340,19 @@ pub async fn status_loop(
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
     loop {
         let status = facts.status(SystemTime::now(), last.as_ref(), images());
+        // Compared with what the API holds too: the node lifecycle controller sets the
+        // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
+        // brings them back.
+        let in_api = api
+            .get_with(&facts.name, &GetParams::any())
+            .await
+            .ok()
+            .and_then(|n| n.status);
         let changed = last
             .as_ref()
             .map(|l| !same_ignoring_heartbeats(l, &status))
-            .unwrap_or(true);
+            .unwrap_or(true)
+            || in_api.is_some_and(|a| !same_conditions(&a, &status));
         if changed || last_post.elapsed() >= STATUS_REPORT_INTERVAL {
             let patch = serde_json::json!({ "status": status });
             match api
@@ -363,6 +372,21 @@ pub async fn status_loop(
         }
         tokio::time::sleep(STATUS_INTERVAL).await;
     }
+}
+
+/// The conditions' types, statuses and reasons are the same.
+fn same_conditions(a: &NodeStatus, b: &NodeStatus) -> bool {
+    let key = |s: &NodeStatus| {
+        let mut v: Vec<(String, String, Option<String>)> = s
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    key(a) == key(b)
 }
 
 fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
@@ -415,6 +439,24 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conditions_set_to_unknown_by_the_controller_are_a_change() {
+        let st = |ready: &str| -> NodeStatus {
+            serde_json::from_value(serde_json::json!({"conditions": [
+                {"type": "Ready", "status": ready, "reason": "KubeletReady",
+                 "lastHeartbeatTime": "2026-01-01T00:00:00Z"},
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"}
+            ]}))
+            .expect("status")
+        };
+        let mut beat = st("True");
+        if let Some(c) = beat.conditions.as_mut() {
+            c[0].last_heartbeat_time = None;
+        }
+        assert!(same_conditions(&st("True"), &beat));
+        assert!(!same_conditions(&st("Unknown"), &st("True")));
+    }
 
     #[test]
     fn labels_and_taints_parse() {

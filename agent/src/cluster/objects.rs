@@ -18,8 +18,10 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, TokenRequest, TokenRequestSpec,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use kube::api::PostParams;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 use crate::pods::ObjectSource;
@@ -72,14 +74,32 @@ impl Token {
 /// The apiserver-backed [`ObjectSource`].
 pub struct ClusterObjects {
     client: Client,
+    /// Every Service of the cluster (the Node authorizer lets nodes watch them), for the
+    /// service link variables.
+    services: reflector::Store<Service>,
     objects: Mutex<HashMap<ObjectKey, (Instant, Cached)>>,
     tokens: Mutex<HashMap<TokenCacheKey, Token>>,
 }
 
 impl ClusterObjects {
+    /// Also starts the Service reflector (it runs as long as the runtime).
     pub fn new(client: Client) -> Self {
+        let (services, writer) = reflector::store();
+        let api: Api<Service> = Api::all(client.clone());
+        let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Err(e) = ev {
+                    tracing::warn!(error = %e, "service watch failed; retrying");
+                }
+            }
+        });
         Self {
             client,
+            services,
             objects: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         }
@@ -234,6 +254,24 @@ impl ObjectSource for ClusterObjects {
         Box::pin(async move {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let mut out = ApiObjects::default();
+            // The kubelet refuses to start containers before it has seen the Services once.
+            if tokio::time::timeout(Duration::from_secs(10), self.services.wait_until_ready())
+                .await
+                .is_err()
+            {
+                return Err(
+                    "services have not yet been read at least once, cannot construct envvars"
+                        .into(),
+                );
+            }
+            let services: Vec<Service> =
+                self.services.state().iter().map(|s| (**s).clone()).collect();
+            let links = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.enable_service_links)
+                .unwrap_or(true);
+            out.service_env = crate::projection::service_env(&services, ns, links);
             for name in &refs.config_maps {
                 out.config_maps
                     .insert(name.clone(), self.config_map(ns, name).await?);

@@ -10,10 +10,17 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
+use super::mirror::{is_mirror, MirrorPods};
 use crate::pods::source::DesiredPods;
 
-/// Watches this node's pods forever and publishes them (keyed by uid) on `tx`.
-pub async fn run(client: Client, node: String, tx: watch::Sender<Option<DesiredPods>>) {
+/// Watches this node's pods forever and publishes them (keyed by uid) on `tx`; mirror pods
+/// (which bosun never runs: their static pods are the real ones) go to `mirrors` instead.
+pub async fn run(
+    client: Client,
+    node: String,
+    tx: watch::Sender<Option<DesiredPods>>,
+    mirrors: watch::Sender<Option<MirrorPods>>,
+) {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher::watcher(api, cfg).boxed();
@@ -30,19 +37,19 @@ pub async fn run(client: Client, node: String, tx: watch::Sender<Option<DesiredP
             Ok(Event::InitDone) => {
                 if let Some(m) = init.take() {
                     cache = m;
-                    publish(&tx, &cache);
+                    publish(&tx, &mirrors, &cache);
                 }
             }
             Ok(Event::Apply(pod)) => {
                 if let Some(uid) = pod.metadata.uid.clone() {
                     cache.insert(uid, pod);
-                    publish(&tx, &cache);
+                    publish(&tx, &mirrors, &cache);
                 }
             }
             Ok(Event::Delete(pod)) => {
                 if let Some(uid) = pod.metadata.uid.clone() {
                     cache.remove(&uid);
-                    publish(&tx, &cache);
+                    publish(&tx, &mirrors, &cache);
                 }
             }
             Err(e) => {
@@ -53,15 +60,36 @@ pub async fn run(client: Client, node: String, tx: watch::Sender<Option<DesiredP
     }
 }
 
-fn publish(tx: &watch::Sender<Option<DesiredPods>>, cache: &BTreeMap<String, Pod>) {
+fn publish(
+    tx: &watch::Sender<Option<DesiredPods>>,
+    mirror_tx: &watch::Sender<Option<MirrorPods>>,
+    cache: &BTreeMap<String, Pod>,
+) {
+    let mirrors: MirrorPods = cache
+        .values()
+        .filter(|p| is_mirror(p))
+        .map(|p| {
+            let key = format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or("")
+            );
+            (key, p.clone())
+        })
+        .collect();
+    mirror_tx.send_if_modified(|cur| {
+        if cur.as_ref() != Some(&mirrors) {
+            *cur = Some(mirrors);
+            true
+        } else {
+            false
+        }
+    });
+    // Pods that ended stay: their workers keep their logs until the pod is deleted, and never
+    // run them again (`pods::api_terminal`).
     let desired: DesiredPods = cache
         .iter()
-        .filter(|(_, p)| {
-            // A pod that ended before this node saw it never runs again.
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            !matches!(phase, Some("Succeeded") | Some("Failed"))
-                || p.metadata.deletion_timestamp.is_some()
-        })
+        .filter(|(_, p)| !is_mirror(p))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     tx.send_if_modified(|cur| {

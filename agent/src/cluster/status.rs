@@ -11,47 +11,83 @@ use tokio::sync::mpsc;
 
 use crate::pods::StatusUpdate;
 
-/// Applies status updates and final deletions. Never returns while the sender lives.
+/// Applies status updates and final deletions. Never returns while the sender lives. A write
+/// that fails stays queued (unless a newer one for the pod replaces it) and is retried with
+/// backoff, so statuses catch up after an apiserver outage.
 pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) {
     let mut pending: HashMap<String, StatusUpdate> = HashMap::new();
+    let mut backoff = RETRY_MIN;
     loop {
-        // Coalesce: take everything queued, keep the newest per pod.
-        match rx.recv().await {
-            Some(u) => {
-                pending.insert(u.uid.clone(), u);
+        // Some(update), Some(None) when the channel closed, None when the retry timer fired.
+        let next = if pending.is_empty() {
+            Some(rx.recv().await)
+        } else {
+            tokio::select! {
+                u = rx.recv() => Some(u),
+                _ = tokio::time::sleep(backoff) => None,
             }
-            None => return,
+        };
+        let closed = matches!(next, Some(None));
+        if let Some(Some(u)) = next {
+            pending.insert(u.uid.clone(), u);
         }
+        if closed && pending.is_empty() {
+            return;
+        }
+        // Coalesce: take everything queued, keep the newest per pod.
         while let Ok(u) = rx.try_recv() {
             pending.insert(u.uid.clone(), u);
         }
-        let mut failed = Vec::new();
-        for (_, u) in pending.drain() {
+        let mut failed = false;
+        for (uid, u) in std::mem::take(&mut pending) {
             if let Err(e) = apply(&client, &u).await {
-                tracing::warn!(pod = %format!("{}/{}", u.namespace, u.name), error = %e, "cannot write pod status; will retry");
-                failed.push(u);
+                tracing::warn!(pod = %format!("{}/{}", u.namespace, u.name), error = %e, retry_in = ?backoff, "cannot write pod status; will retry");
+                pending.insert(uid, u);
+                failed = true;
             }
         }
-        if !failed.is_empty() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            for u in failed {
-                pending.entry(u.uid.clone()).or_insert(u);
-            }
-            // Put them back through the loop by re-sending to ourselves is not possible; retry now.
-            for (_, u) in pending.drain() {
-                if let Err(e) = apply(&client, &u).await {
-                    tracing::warn!(error = %e, "pod status retry failed");
-                }
-            }
+        // Newer updates that came in meanwhile replace the failed ones.
+        while let Ok(u) = rx.try_recv() {
+            pending.insert(u.uid.clone(), u);
         }
+        if closed {
+            // Shutting down: one last attempt was made.
+            return;
+        }
+        backoff = if failed {
+            (backoff * 2).min(RETRY_MAX)
+        } else {
+            RETRY_MIN
+        };
     }
 }
 
-async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), kube::Error> {
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a status write must be retried.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("its mirror pod does not exist yet")]
+    NoMirror,
+}
+
+async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), ApplyError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
     match &u.status {
         Some(status) => {
-            let patch = status_patch(&u.uid, status);
+            let uid = if u.mirror {
+                match api.get_opt(&u.name).await? {
+                    Some(p) if super::mirror::is_mirror(&p) => p.metadata.uid.unwrap_or_default(),
+                    // No mirror pod yet: retried until the mirror manager made it.
+                    _ => return Err(ApplyError::NoMirror),
+                }
+            } else {
+                u.uid.clone()
+            };
+            let patch = status_patch(&uid, status);
             match api
                 .patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -59,9 +95,10 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), kube::Error> {
                 Ok(_) => Ok(()),
                 // Gone, or another pod of that name: nothing to report to.
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
+        None if u.mirror => Ok(()),
         None => {
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
@@ -77,7 +114,7 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), kube::Error> {
                     Ok(())
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
     }

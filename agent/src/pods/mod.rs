@@ -29,6 +29,67 @@ pub struct StatusUpdate {
     pub namespace: String,
     pub name: String,
     pub status: Option<k8s_openapi::api::core::v1::PodStatus>,
+    /// A static pod: the status goes to its mirror pod (whatever the mirror's uid), and the
+    /// mirror pod is deleted by the mirror manager, not here.
+    pub mirror: bool,
+}
+
+/// One Kubernetes Event about a pod (or one of its containers, by `field_path`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `spec.containers{name}` or `spec.initContainers{name}` for container events.
+    pub field_path: Option<String>,
+    /// `Normal` or `Warning`.
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The Event's `involvedObject.fieldPath` of a container of `pod`.
+pub fn container_field_path(pod: &Pod, container: &str) -> String {
+    let init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|i| i.iter().any(|c| c.name == container));
+    if init {
+        format!("spec.initContainers{{{container}}}")
+    } else {
+        format!("spec.containers{{{container}}}")
+    }
+}
+
+/// Logs an event about `pod` and, in cluster mode, sends it to the apiserver.
+pub fn emit(ctx: &Ctx, pod: &Pod, container: Option<&str>, type_: &str, reason: &str, msg: &str) {
+    if type_ == "Warning" {
+        tracing::warn!(reason, container, "{msg}");
+    } else {
+        tracing::info!(reason, container, "{msg}");
+    }
+    if let Some(tx) = &ctx.events_tx {
+        let _ = tx.send(EventRecord {
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            field_path: container.map(|c| container_field_path(pod, c)),
+            type_: type_.to_string(),
+            reason: reason.to_string(),
+            message: msg.to_string(),
+        });
+    }
+}
+
+/// Has the API recorded that this pod ended (phase Succeeded or Failed, not being deleted)?
+pub fn api_terminal(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Succeeded") | Some("Failed")) && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Is this pod from the apiserver (not a static pod from a file)?
@@ -55,6 +116,8 @@ pub struct Ctx {
     pub status_tx: Option<tokio::sync::mpsc::UnboundedSender<StatusUpdate>>,
     /// Cluster mode: configMaps, secrets and tokens for volumes and env.
     pub objects: Option<Arc<dyn ObjectSource>>,
+    /// Cluster mode: where Events go.
+    pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
 }
 
 /// Where the configMaps, secrets and service account tokens a pod refers to come from

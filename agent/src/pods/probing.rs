@@ -45,6 +45,8 @@ impl Drop for Probes {
 
 /// A running container to probe.
 pub struct Target {
+    /// The pod, for Events.
+    pub pod: Arc<k8s_openapi::api::core::v1::Pod>,
     pub id: String,
     pub container: Container,
     pub pod_ip: String,
@@ -180,20 +182,30 @@ fn exec_fn(ctx: &Arc<Ctx>, id: &str) -> ExecFn {
 }
 
 async fn kill_unhealthy(ctx: &Ctx, t: &Target, p: &Probe, kind: &str, msg: &str) {
-    tracing::info!(
-        container = %t.id,
-        reason = "Unhealthy",
-        "{kind} probe failed: {msg}"
+    let name = Some(t.container.name.as_str());
+    super::emit(
+        ctx,
+        &t.pod,
+        name,
+        "Warning",
+        "Unhealthy",
+        &format!("{kind} probe failed: {msg}"),
     );
     let grace = p
         .termination_grace_period_seconds
         .unwrap_or(t.pod_grace)
         .max(1) as u64;
-    tracing::info!(
-        container = %t.id,
-        reason = "Killing",
-        "Container {} failed {kind} probe, will be restarted",
-        t.container.name
+    super::emit(
+        ctx,
+        &t.pod,
+        name,
+        "Normal",
+        "Killing",
+        &format!(
+            "Container {} failed {} probe, will be restarted",
+            t.container.name,
+            kind.to_lowercase()
+        ),
     );
     if let Err(e) = ctx
         .runtime
@@ -270,7 +282,14 @@ async fn probe_container(
             if let Some(s) = translate(p, "Readiness") {
                 bosun_probes::run(s, false, |ok, msg| {
                     if !ok {
-                        tracing::info!(container = %t.id, reason = "Unhealthy", "Readiness probe failed: {msg}");
+                        super::emit(
+                            &ctx,
+                            &t.pod,
+                            Some(&t.container.name),
+                            "Warning",
+                            "Unhealthy",
+                            &format!("Readiness probe failed: {msg}"),
+                        );
                     }
                     set(&|st| st.ready = ok);
                     true

@@ -72,6 +72,7 @@ pub fn spawn(ctx: Arc<Ctx>, desired: Desired) -> WorkerHandle {
         host_ip: None,
         pod_files: None,
         probes: super::probing::Probes::default(),
+        released: false,
     };
     let done = tokio::spawn(worker.run().instrument(span));
     WorkerHandle { tx, wake, done }
@@ -115,6 +116,8 @@ struct Worker {
     pod_files: Option<crate::network::PodFiles>,
     /// Probe tasks and their results.
     probes: super::probing::Probes,
+    /// The pod ended and its resources were released.
+    released: bool,
 }
 
 /// What to do with one container after looking at its newest attempt.
@@ -182,11 +185,12 @@ impl Worker {
     }
 
     fn event(&self, kind: &str, reason: &str, message: &str) {
-        if kind == "Warning" {
-            tracing::warn!(reason, "{message}");
-        } else {
-            tracing::info!(reason, "{message}");
-        }
+        super::emit(&self.ctx, &self.pod, None, kind, reason, message);
+    }
+
+    /// An event about one container of the pod.
+    fn cevent(&self, container: &str, kind: &str, reason: &str, message: &str) {
+        super::emit(&self.ctx, &self.pod, Some(container), kind, reason, message);
     }
 
     /// Every attempt of every container of this pod, by container name, oldest first.
@@ -445,11 +449,11 @@ impl Worker {
         if !first && !due {
             return Ok(());
         }
-        // Only what the API must give (configMaps, secrets, tokens) is fetched.
+        // configMaps, secrets and tokens, and the service links (cluster mode).
         let refs = crate::projection::references(&self.pod);
-        let objects = match (&self.ctx.objects, refs.is_empty()) {
-            (Some(src), false) => src.fetch(&self.pod, &refs).await?,
-            _ => crate::projection::ApiObjects::default(),
+        let objects = match &self.ctx.objects {
+            Some(src) => src.fetch(&self.pod, &refs).await?,
+            None => crate::projection::ApiObjects::default(),
         };
         self.objects_at = Some(SystemTime::now());
         let node = translate::NodeAllocatable {
@@ -485,6 +489,16 @@ impl Worker {
     }
 
     async fn sync(&mut self) {
+        // A pod the API says has ended never runs again (also one that ended before this node
+        // saw it, or before a restart lost its records): release it and keep its logs.
+        if super::api_terminal(&self.pod) {
+            if !self.released {
+                self.stop_all_now().await;
+                self.release().await;
+                self.released = true;
+            }
+            return;
+        }
         let _ = std::fs::create_dir_all(self.state_dir());
         let start_file = self.state_dir().join("start-time");
         if !start_file.exists() {
@@ -641,7 +655,7 @@ impl Worker {
                 pod_key(&self.pod)
             );
             if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("CrashLoopBackOff") {
-                self.event("Warning", "BackOff", &msg);
+                self.cevent(&c.name, "Warning", "BackOff", &msg);
             }
             self.waiting
                 .insert(c.name.clone(), ("CrashLoopBackOff".into(), msg));
@@ -673,7 +687,7 @@ impl Worker {
         {
             let msg = format!("Back-off pulling image {image_ref:?}");
             if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some("ImagePullBackOff") {
-                self.event("Normal", "BackOff", &msg);
+                self.cevent(&c.name, "Normal", "BackOff", &msg);
             }
             let prev = self.waiting.get(&c.name).map(|w| w.1.clone());
             let msg = match prev {
@@ -688,13 +702,39 @@ impl Worker {
             return;
         }
         let policy = crate::images::PullPolicy::of(c.image_pull_policy.as_deref(), &image_ref);
+        let present = matches!(self.ctx.images.resolve(&image_ref), Ok(Some(_)));
+        let pulls = match policy {
+            crate::images::PullPolicy::Always => true,
+            crate::images::PullPolicy::IfNotPresent => !present,
+            crate::images::PullPolicy::Never => false,
+        };
+        if pulls {
+            self.cevent(
+                &c.name,
+                "Normal",
+                "Pulling",
+                &format!("Pulling image {image_ref:?}"),
+            );
+        }
+        let pull_start = std::time::Instant::now();
         let image = match self.ctx.image_manager.ensure(&image_ref, policy).await {
-            Ok(i) => i,
+            Ok(i) => {
+                let msg = if pulls {
+                    format!(
+                        "Successfully pulled image {image_ref:?} in {:.3}s",
+                        pull_start.elapsed().as_secs_f64()
+                    )
+                } else {
+                    format!("Container image {image_ref:?} already present on machine")
+                };
+                self.cevent(&c.name, "Normal", "Pulled", &msg);
+                i
+            }
             Err(e) => {
                 let reason = e.reason();
                 let msg = e.to_string();
                 if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some(reason) {
-                    self.event(
+                    self.cevent(&c.name, 
                         "Warning",
                         if reason == "ErrImagePull" {
                             "Failed"
@@ -716,7 +756,7 @@ impl Worker {
         let (mounts, message_file) = match self.mounts(c, &id) {
             Ok(m) => m,
             Err(msg) => {
-                self.event("Warning", "Failed", &msg);
+                self.cevent(&c.name, "Warning", "Failed", &msg);
                 self.waiting
                     .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
                 self.wake_at(SystemTime::now() + Duration::from_secs(10));
@@ -745,7 +785,7 @@ impl Worker {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
-                self.event("Warning", "Failed", &format!("Error: {msg}"));
+                self.cevent(&c.name, "Warning", "Failed", &format!("Error: {msg}"));
                 self.waiting
                     .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
                 self.wake_at(SystemTime::now() + Duration::from_secs(10));
@@ -756,6 +796,12 @@ impl Worker {
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         let _ = self.ctx.images.touch(&image.id);
         self.waiting.remove(&c.name);
+        self.cevent(
+            &c.name,
+            "Normal",
+            "Created",
+            &format!("Created container: {}", c.name),
+        );
         match self
             .ctx
             .runtime
@@ -763,7 +809,7 @@ impl Worker {
             .await
         {
             Ok(_) => {
-                self.event(
+                self.cevent(&c.name, 
                     "Normal",
                     "Started",
                     &format!("Started container {}", c.name),
@@ -774,7 +820,7 @@ impl Worker {
                         run_hook(&self.ctx, &id, c, &pod_ip, &hook, Duration::from_secs(30)).await
                     {
                         let msg = format!("PostStartHook failed: {msg}");
-                        self.event("Warning", "FailedPostStartHook", &msg);
+                        self.cevent(&c.name, "Warning", "FailedPostStartHook", &msg);
                         let _ = self
                             .ctx
                             .runtime
@@ -785,7 +831,7 @@ impl Worker {
             }
             Err(e) => {
                 let msg = e.to_string();
-                self.event("Warning", "Failed", &format!("Error: {msg}"));
+                self.cevent(&c.name, "Warning", "Failed", &format!("Error: {msg}"));
             }
         }
     }
@@ -904,6 +950,7 @@ impl Worker {
     /// Probe tasks follow the running containers (main containers and sidecars).
     fn sync_probes(&mut self, records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>) {
         let spec = self.spec();
+        let pod = Arc::new(self.pod.clone());
         let grace = spec.termination_grace_period_seconds.unwrap_or(30);
         let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
         let mut running = Vec::new();
@@ -920,6 +967,7 @@ impl Worker {
                 continue;
             }
             running.push(super::probing::Target {
+                pod: pod.clone(),
                 id: rec.id.clone(),
                 container: c.clone(),
                 pod_ip: pod_ip.clone(),
@@ -1016,7 +1064,8 @@ impl Worker {
         if self.last_status.as_ref() == Some(&st) {
             return;
         }
-        if let (Some(tx), true) = (&self.ctx.status_tx, super::from_api(&self.pod)) {
+        // Static pods report through their mirror pods.
+        if let Some(tx) = &self.ctx.status_tx {
             let _ = tx.send(super::StatusUpdate {
                 uid: self.uid.clone(),
                 namespace: self
@@ -1027,6 +1076,7 @@ impl Worker {
                     .unwrap_or_else(|| "default".into()),
                 name: self.pod.metadata.name.clone().unwrap_or_default(),
                 status: Some(st.clone()),
+                mirror: !super::from_api(&self.pod),
             });
         }
         let mut pod = self.pod.clone();
@@ -1037,6 +1087,24 @@ impl Worker {
             }
         }
         self.last_status = Some(st);
+    }
+
+    /// Kills whatever still runs in a pod that ended (nothing should).
+    async fn stop_all_now(&mut self) {
+        for attempts in self.records().values() {
+            if let Some((rec, _)) = attempts.last() {
+                if matches!(
+                    rec.state,
+                    ContainerState::Running { .. } | ContainerState::Created
+                ) {
+                    let _ = self
+                        .ctx
+                        .runtime
+                        .stop_container(&rec.id, libc::SIGKILL, Duration::from_secs(2))
+                        .await;
+                }
+            }
+        }
     }
 
     /// Terminates the pod: preStop and stop signal for every main container at once, then the
@@ -1089,7 +1157,9 @@ impl Worker {
         self.cleanup().await;
     }
 
-    async fn cleanup(&mut self) {
+    /// Releases what a pod that ended holds (containers, network, sandbox, volumes) and keeps
+    /// its logs, which users still read (`kubectl logs` of a finished Job).
+    async fn release(&mut self) {
         for attempts in self.records().values() {
             for (rec, _) in attempts {
                 if let Err(e) = self.ctx.runtime.remove_container(&rec.id).await {
@@ -1109,6 +1179,12 @@ impl Worker {
             tracing::warn!(error = %e, "cannot tear down volumes");
         }
         let _ = std::fs::remove_dir_all(self.pod_dir());
+        self.sandbox = None;
+        self.volume_paths = None;
+    }
+
+    async fn cleanup(&mut self) {
+        self.release().await;
         let ns = self
             .pod
             .metadata
@@ -1125,12 +1201,16 @@ impl Worker {
         super::remove_log_links(&self.ctx.cfg.container_logs_dir, &log_dir);
         let _ = std::fs::remove_dir_all(self.state_dir());
         self.event("Normal", "Removed", "pod terminated and cleaned up");
-        if let (Some(tx), true) = (&self.ctx.status_tx, super::from_api(&self.pod)) {
+        // Only a deletion is confirmed by deleting the pod object: a pod that ended, or that
+        // the API no longer has, stays as it is.
+        let deleted = self.pod.metadata.deletion_timestamp.is_some();
+        if let (Some(tx), true, true) = (&self.ctx.status_tx, super::from_api(&self.pod), deleted) {
             let _ = tx.send(super::StatusUpdate {
                 uid: self.uid.clone(),
                 namespace: ns,
                 name,
                 status: None,
+                mirror: false,
             });
         }
     }
