@@ -445,3 +445,78 @@ async fn csi_node_side_against_a_real_driver() {
     assert!(drivers.list().is_empty());
     discovery.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a real CSI driver process (Go build)"]
+async fn a_failed_registration_is_reported_to_the_plugin() {
+    let Some(bin) = peers() else {
+        eprintln!("SKIPPED: go is not installed, cannot build the CSI test driver");
+        return;
+    };
+    let td = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::canonicalize(td.path()).expect("canonicalize");
+    let registry = base.join("plugins_registry");
+    std::fs::create_dir_all(&registry).expect("mkdir");
+    let sock = base.join("csi.sock");
+    let sock_s = sock.to_str().expect("utf-8");
+    let _driver = spawn(
+        &bin,
+        &[
+            "driver",
+            "--endpoint",
+            &format!("unix://{sock_s}"),
+            "--nodeid",
+            NODE_ID,
+            "--drivername",
+            DRIVER,
+            "--statedir",
+            base.join("state").to_str().expect("utf-8"),
+        ],
+        &base.join("driver.log"),
+        "driver",
+    );
+    // The registrar announces an endpoint where nothing listens, as after a wrong
+    // --kubelet-registration-path.
+    let reg_log = base.join("registrar.log");
+    let mut registrar = spawn(
+        &bin,
+        &[
+            "registrar",
+            "--csi-address",
+            sock_s,
+            "--kubelet-registration-path",
+            base.join("wrong.sock").to_str().expect("utf-8"),
+            "--plugin-registration-path",
+            registry.to_str().expect("utf-8"),
+        ],
+        &reg_log,
+        "registrar",
+    );
+    let reg_sock = registry.join(format!("{DRIVER}-reg.sock"));
+    for _ in 0..100 {
+        if reg_sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = csi::registry::register(&reg_sock)
+        .await
+        .expect_err("the endpoint does not answer");
+    assert!(matches!(err, csi::RegisterError::Dial(_)), "{err}");
+    // node-driver-registrar exits 1 when told the registration failed; so does its stand-in.
+    let child = registrar.0.as_mut().expect("child");
+    let mut status = None;
+    for _ in 0..50 {
+        status = child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+    let log = std::fs::read_to_string(&reg_log).expect("log");
+    assert!(
+        log.contains("registered=false") && log.contains("wrong.sock"),
+        "{log}"
+    );
+}

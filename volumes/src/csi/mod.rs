@@ -35,7 +35,8 @@ pub use node::{
     RpcFailure, StageError, StatsError, UnpublishError, UnstageError, VolumeStats, VolumeUsage,
 };
 pub use registry::{
-    run_discovery, DiscoveryOptions, Driver, DriverChange, Drivers, NodeCapabilities, RegisterError,
+    register, run_discovery, DiscoveryOptions, Driver, DriverChange, Drivers, NodeCapabilities,
+    RegisterError,
 };
 pub use voldata::{
     published_volumes, staged_volumes, PublishedVolume, StagedVolume, VolData, VolDataError,
