@@ -192,6 +192,24 @@ impl CsiVolume {
     }
 }
 
+/// The volume handle the kubelet makes for a CSI inline (ephemeral) volume:
+/// `csi-<sha256 hex of pod uid + volume name>`.
+pub fn ephemeral_volume_handle(pod_uid: &str, volume_name: &str) -> String {
+    format!(
+        "csi-{}",
+        layout::volume_handle_hash(&format!("{pod_uid}{volume_name}"))
+    )
+}
+
+/// The VolumeAttachment name the kubelet and the external-attacher use for a PV on a node:
+/// `csi-<sha256 hex of pv name + driver + node name>` (the `attachmentID` of `vol_data.json`).
+pub fn attachment_name(pv_name: &str, driver: &str, node_name: &str) -> String {
+    format!(
+        "csi-{}",
+        layout::volume_handle_hash(&format!("{pv_name}{driver}{node_name}"))
+    )
+}
+
 /// The pod, for the volume context keys of `podInfoOnMount` and `tokenRequests`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodInfo {
@@ -289,7 +307,8 @@ pub async fn stage(
             volume_handle: vol.volume_handle.clone(),
         });
     }
-    if !driver.capabilities.stage_unstage {
+    // Inline ephemeral volumes are never staged (the kubelet has no device mount for them).
+    if !driver.capabilities.stage_unstage || vol.lifecycle == LifecycleMode::Ephemeral {
         return Ok(None);
     }
     let dir = layout::csi_stage_dir(root, &vol.driver, &vol.volume_handle)?;
@@ -374,7 +393,8 @@ pub async fn publish(
         source,
     })?;
     voldata::write(&dir, &VolData::for_publish(vol))?;
-    let staging = if driver.capabilities.stage_unstage {
+    let staging = if driver.capabilities.stage_unstage && vol.lifecycle == LifecycleMode::Persistent
+    {
         path_string(&layout::csi_staging_path(
             root,
             &vol.driver,
@@ -821,6 +841,24 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn ephemeral_handles_are_the_kubelets() {
+        // sha256("uid-1vol") as `printf uid-1vol | sha256sum` gives it.
+        assert_eq!(
+            ephemeral_volume_handle("uid-1", "vol"),
+            "csi-67efd08187334bc4caecc2244debc613d2dae49b3b82338caf725c10f4e8a821"
+        );
+    }
+
+    #[test]
+    fn attachment_names_are_the_kubelets() {
+        // sha256("pv-1dnode-a") as `printf pv-1dnode-a | sha256sum` gives it.
+        assert_eq!(
+            attachment_name("pv-1", "d", "node-a"),
+            "csi-387a9a47aaac7ffdc371f4804178ce01d16f27587bf37c14069ce1de2385dafe"
+        );
     }
 
     #[test]
