@@ -11,6 +11,8 @@
 //! - subPath: resolved inside the volume through file descriptors (`openat2` with
 //!   `RESOLVE_BENEATH`), then the checked fd itself is bind-mounted into
 //!   `volume-subpaths/`, so what a container gets is exactly what was checked.
+//! - CSI (module [`csi`]): plugin discovery through the registration folder and the node calls
+//!   (stage, publish, unpublish, unstage, stats, expand) at the kubelet's paths.
 //! - teardown: unmount everything below the pod folder in reverse mount order, then delete
 //!   our own folders without following symlinks or crossing mounts.
 //!
@@ -33,6 +35,7 @@
 //! ```
 
 pub mod atomic;
+pub mod csi;
 pub mod layout;
 pub mod mounts;
 pub mod subpath;

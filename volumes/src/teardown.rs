@@ -49,6 +49,10 @@ pub enum TeardownError {
         #[source]
         source: io::Error,
     },
+    /// A CSI volume is still published in the pod: unpublish it first
+    /// (`csi::unpublish`, which finds it from its `vol_data.json`). Nothing was touched.
+    #[error("CSI volume {} is still published: unpublish it before removing the pod", path.display())]
+    CsiVolumePublished { path: PathBuf },
 }
 
 /// Keeps the first error and logs the others.
@@ -76,10 +80,23 @@ impl FirstError {
 /// returns the first.
 #[tracing::instrument(level = "debug", fields(pod_dir = %pod_dir.display()))]
 pub fn teardown_pod(pod_dir: &Path) -> Result<(), TeardownError> {
+    // A CSI volume's mount belongs to its driver: unmounting it here would leave the driver's
+    // state behind (and a staged volume in use). The agent unpublishes first; an empty or
+    // missing `kubernetes.io~csi` folder is the normal case.
+    if let Some(path) = csi_volume_left(pod_dir) {
+        return Err(TeardownError::CsiVolumePublished { path });
+    }
     let mut errs = FirstError::default();
     unmount_below(pod_dir, &mut errs);
     remove_tree(pod_dir, &mut errs);
     errs.into_result()
+}
+
+/// The first entry left in `<pod_dir>/volumes/kubernetes.io~csi/`, if any.
+fn csi_volume_left(pod_dir: &Path) -> Option<PathBuf> {
+    let root = layout::csi_publish_root(pod_dir);
+    let first = std::fs::read_dir(&root).ok()?.flatten().next()?;
+    Some(first.path())
 }
 
 /// Tears one volume of a pod down: unmounts and removes its subPath binds
@@ -350,6 +367,25 @@ mod tests {
         assert_eq!(fs::read(outside.join("keep")).expect("kept"), b"precious");
         // Idempotent.
         teardown_pod(&pod).expect("teardown again");
+    }
+
+    #[test]
+    fn a_published_csi_volume_blocks_teardown_until_it_is_gone() {
+        let td = tempfile::tempdir().expect("tempdir");
+        let pod = td.path().join("pod");
+        let csi = layout::csi_publish_dir(&pod, "pv-1").expect("dir");
+        fs::create_dir_all(csi.join("mount")).expect("mkdir");
+        fs::write(csi.join("vol_data.json"), b"{}").expect("write");
+        let err = teardown_pod(&pod).expect_err("published");
+        assert!(
+            matches!(err, TeardownError::CsiVolumePublished { .. }),
+            "{err}"
+        );
+        assert!(csi.join("mount").exists(), "nothing touched");
+        // What unpublish leaves: an empty kubernetes.io~csi folder.
+        fs::remove_dir_all(&csi).expect("rm");
+        teardown_pod(&pod).expect("teardown");
+        assert!(!pod.exists());
     }
 
     #[test]

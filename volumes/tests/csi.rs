@@ -1,0 +1,522 @@
+//! Privileged: bosun's CSI node side against a real CSI driver process and a real registration
+//! sidecar, everything below one tempdir (root dir, plugins registry, driver state).
+//!
+//! The peers are built by `tests/csi/build.sh` (cached under `~/.cache/bosun/csi/<version>/`).
+//! They are `csi-testdriver` (tests/csi/testdriver), built from the upstream CSI spec and
+//! kubelet plugin-registration Go modules, because the Go module proxy does not serve
+//! csi-driver-host-path and node-driver-registrar (see tests/csi/build.sh).
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bosun_volumes::csi::proto::csi as pb;
+use bosun_volumes::csi::{self, CsiVolume, DiscoveryOptions, Drivers, PodInfo, UnstageError};
+use bosun_volumes::{layout, mounts_below, teardown_pod, TeardownError};
+use nix::mount::{umount2, MntFlags};
+
+const DRIVER: &str = "csi-test.bosun.dev";
+const NODE_ID: &str = "bosun-test-node";
+
+/// Kills (SIGTERM, then SIGKILL) and reaps a child when dropped.
+struct Proc(Option<Child>, &'static str);
+
+impl Proc {
+    fn terminate(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            for _ in 0..50 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("{} did not exit on SIGTERM; killing it", self.1);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Lazily unmounts everything below a folder when dropped (declare it after the TempDir).
+struct UnmountGuard(PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        for _ in 0..8 {
+            let m = mounts_below(&self.0);
+            if m.is_empty() {
+                return;
+            }
+            for p in m {
+                let _ = umount2(&p, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Builds (or finds cached) the test peers; `None` when Go is not installed.
+fn peers() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/csi/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/csi/build.sh");
+    if out.status.code() == Some(2) {
+        return None;
+    }
+    assert!(out.status.success(), "tests/csi/build.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bin = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh prints the bin folder")
+            .trim(),
+    );
+    assert!(bin.join("csi-testdriver").is_file(), "{}", bin.display());
+    Some(bin)
+}
+
+fn spawn(bin: &Path, args: &[&str], log: &Path, what: &'static str) -> Proc {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = Command::new(bin.join("csi-testdriver"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn csi-testdriver");
+    Proc(Some(child), what)
+}
+
+fn last_request(state: &Path, method: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(state.join("requests.jsonl")).expect("requests.jsonl");
+    text.lines()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .find(|v| v["method"] == method)
+        .unwrap_or_else(|| panic!("no {method} in requests.jsonl"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts and a real CSI driver process (Go build)"]
+async fn csi_node_side_against_a_real_driver() {
+    let Some(bin) = peers() else {
+        eprintln!("SKIPPED: go is not installed, cannot build the CSI test driver");
+        return;
+    };
+    let td = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::canonicalize(td.path()).expect("canonicalize");
+    let _unmount = UnmountGuard(base.clone());
+    let root = base.join("root");
+    let registry = base.join("plugins_registry");
+    let state = base.join("state");
+    let plugin_dir = root.join("plugins").join(DRIVER);
+    std::fs::create_dir_all(&plugin_dir).expect("mkdir");
+    std::fs::create_dir_all(&registry).expect("mkdir");
+    let sock = plugin_dir.join("csi.sock");
+    let sock_s = sock.to_str().expect("utf-8");
+    let endpoint = format!("unix://{sock_s}");
+
+    let _driver = spawn(
+        &bin,
+        &[
+            "driver",
+            "--endpoint",
+            &endpoint,
+            "--nodeid",
+            NODE_ID,
+            "--drivername",
+            DRIVER,
+            "--statedir",
+            state.to_str().expect("utf-8"),
+            "--maxvolumespernode",
+            "17",
+        ],
+        &base.join("driver.log"),
+        "driver",
+    );
+    let reg_log = base.join("registrar.log");
+    let mut registrar = spawn(
+        &bin,
+        &[
+            "registrar",
+            "--csi-address",
+            sock_s,
+            "--kubelet-registration-path",
+            sock_s,
+            "--plugin-registration-path",
+            registry.to_str().expect("utf-8"),
+        ],
+        &reg_log,
+        "registrar",
+    );
+
+    // Discovery finds the driver through the registration socket.
+    let drivers = Drivers::default();
+    let mut changes = drivers.subscribe();
+    let discovery = tokio::spawn(csi::run_discovery(
+        registry.clone(),
+        drivers.clone(),
+        DiscoveryOptions {
+            rescan: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+        },
+    ));
+    let d = drivers
+        .wait_for(DRIVER, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "driver never registered; registrar log:\n{}",
+                std::fs::read_to_string(&reg_log).unwrap_or_default()
+            )
+        });
+    assert_eq!(d.node_id, NODE_ID);
+    assert_eq!(d.max_volumes_per_node, 17);
+    assert_eq!(
+        d.topology_keys(),
+        vec!["topology.hostpath.csi/node".to_string()]
+    );
+    assert_eq!(d.endpoint, sock);
+    assert_eq!(
+        d.registration_socket,
+        registry.join(format!("{DRIVER}-reg.sock"))
+    );
+    assert!(d.capabilities.stage_unstage);
+    assert!(d.capabilities.get_volume_stats);
+    assert!(d.capabilities.expand_volume);
+    assert!(d.capabilities.single_node_multi_writer);
+    assert!(!d.capabilities.volume_mount_group);
+    assert!(changes.borrow_and_update().contains_key(DRIVER));
+    let log = std::fs::read_to_string(&reg_log).expect("registrar log");
+    assert!(
+        log.contains("NotifyRegistrationStatus: registered=true"),
+        "{log}"
+    );
+
+    // A volume from the Controller service.
+    let created = pb::controller_client::ControllerClient::new(d.channel())
+        .create_volume(pb::CreateVolumeRequest {
+            name: "pvc-0001".into(),
+            capacity_range: Some(pb::CapacityRange {
+                required_bytes: 1 << 20,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![pb::VolumeCapability {
+                access_mode: Some(pb::volume_capability::AccessMode {
+                    mode: pb::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
+                }),
+                access_type: Some(pb::volume_capability::AccessType::Mount(
+                    pb::volume_capability::MountVolume::default(),
+                )),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let handle = created.volume_id.clone();
+    let backing = state.join("volumes").join(&handle);
+    assert!(backing.is_dir());
+
+    let mut vol = CsiVolume::new(DRIVER, &handle, "pv-0001");
+    vol.node_name = NODE_ID.into();
+    vol.volume_context = created
+        .volume_context
+        .into_iter()
+        .collect::<BTreeMap<_, _>>();
+    vol.access_type = csi::AccessType::Mount {
+        fs_type: "ext4".into(),
+        mount_flags: vec!["noatime".into()],
+        volume_mount_group: String::new(),
+    };
+    vol.stage_secrets
+        .insert("key".into(), "stage-secret".into());
+
+    // Stage: globalmount at the kubelet's path, vol_data.json beside it.
+    let staging = csi::stage(&root, &drivers, &vol)
+        .await
+        .expect("stage")
+        .expect("the driver stages");
+    assert_eq!(
+        staging,
+        layout::csi_staging_path(&root, DRIVER, &handle).expect("path")
+    );
+    assert!(bosun_volumes::mounts::is_mount_point(&staging).expect("mountinfo"));
+    let sdata = csi::voldata::read(staging.parent().expect("parent"))
+        .expect("vol_data")
+        .expect("present");
+    assert_eq!(
+        (sdata.driver_name.as_str(), sdata.volume_handle.as_str()),
+        (DRIVER, handle.as_str())
+    );
+    let req = last_request(&state, "NodeStageVolume");
+    assert_eq!(req["capability"]["fsType"], "ext4");
+    assert_eq!(req["capability"]["mountFlags"][0], "noatime");
+    assert_eq!(req["secrets"]["key"], "stage-secret");
+    // Idempotent.
+    csi::stage(&root, &drivers, &vol)
+        .await
+        .expect("stage again");
+
+    // Publish to pod A with podInfoOnMount.
+    let pod_a = PodInfo {
+        name: "web-0".into(),
+        namespace: "default".into(),
+        uid: "pod-a".into(),
+        service_account: "web".into(),
+        ephemeral: false,
+        pod_info_on_mount: true,
+        service_account_tokens: None,
+    };
+    let target_a = csi::publish(&root, "pod-a", &drivers, &vol, Some(&pod_a))
+        .await
+        .expect("publish a");
+    let pod_a_dir = layout::pod_dir(&root, "pod-a").expect("pod dir");
+    assert_eq!(
+        target_a,
+        pod_a_dir.join("volumes/kubernetes.io~csi/pv-0001/mount")
+    );
+    assert!(bosun_volumes::mounts::is_mount_point(&target_a).expect("mountinfo"));
+    let req = last_request(&state, "NodePublishVolume");
+    assert_eq!(req["volumeContext"]["csi.storage.k8s.io/pod.name"], "web-0");
+    assert_eq!(
+        req["volumeContext"]["csi.storage.k8s.io/pod.namespace"],
+        "default"
+    );
+    assert_eq!(req["volumeContext"]["csi.storage.k8s.io/pod.uid"], "pod-a");
+    assert_eq!(
+        req["volumeContext"]["csi.storage.k8s.io/serviceAccount.name"],
+        "web"
+    );
+    assert_eq!(
+        req["volumeContext"]["csi.storage.k8s.io/ephemeral"],
+        "false"
+    );
+    assert_eq!(
+        req["volumeContext"]["storage.kubernetes.io/csiProvisionerIdentity"],
+        "csi-testdriver"
+    );
+    assert_eq!(req["stagingTargetPath"], staging.to_str().expect("utf-8"));
+    assert_eq!(req["readonly"], false);
+    csi::publish(&root, "pod-a", &drivers, &vol, Some(&pod_a))
+        .await
+        .expect("publish again is idempotent");
+
+    // A write through the pod's path is seen through staging and the driver's backing folder.
+    std::fs::write(target_a.join("hello"), b"from pod a").expect("write through publish");
+    assert_eq!(
+        std::fs::read(staging.join("hello")).expect("via staging"),
+        b"from pod a"
+    );
+    assert_eq!(
+        std::fs::read(backing.join("hello")).expect("via driver"),
+        b"from pod a"
+    );
+
+    // Read-only to pod B: reads work, writes fail.
+    let mut ro = vol.clone();
+    ro.read_only = true;
+    let target_b = csi::publish(&root, "pod-b", &drivers, &ro, None)
+        .await
+        .expect("publish b");
+    assert_eq!(last_request(&state, "NodePublishVolume")["readonly"], true);
+    assert!(last_request(&state, "NodePublishVolume")["volumeContext"]
+        .get("csi.storage.k8s.io/pod.name")
+        .is_none());
+    assert_eq!(
+        std::fs::read(target_b.join("hello")).expect("read b"),
+        b"from pod a"
+    );
+    let err = std::fs::write(target_b.join("nope"), b"x").expect_err("read-only");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+
+    // Stats and expand.
+    let stats = csi::volume_stats(&drivers, DRIVER, &handle, &target_a, Some(&staging))
+        .await
+        .expect("stats");
+    assert!(stats.bytes.expect("bytes").total > 0);
+    assert!(stats.inodes.is_some());
+    assert_eq!(stats.condition, Some((false, "ok".to_string())));
+    assert_eq!(
+        csi::expand(&drivers, &vol, &target_a, Some(&staging), 2 << 20)
+            .await
+            .expect("expand"),
+        2 << 20
+    );
+
+    // Still in use: no unstage, no pod teardown.
+    assert_eq!(
+        csi::published_count(&root, DRIVER, &handle).expect("count"),
+        2
+    );
+    match csi::unstage(&root, &drivers, DRIVER, &handle).await {
+        Err(UnstageError::InUse { count: 2, .. }) => {}
+        other => panic!("unstage while published: {other:?}"),
+    }
+    match teardown_pod(&pod_a_dir) {
+        Err(TeardownError::CsiVolumePublished { .. }) => {}
+        other => panic!("teardown of a pod with a published CSI volume: {other:?}"),
+    }
+    assert!(bosun_volumes::mounts::is_mount_point(&target_a).expect("mountinfo"));
+
+    // Reconstruction from disk alone, then unpublish what was found.
+    for uid in ["pod-a", "pod-b"] {
+        let pod_dir = layout::pod_dir(&root, uid).expect("pod dir");
+        let found = csi::published_volumes(&pod_dir).expect("reconstruct");
+        assert_eq!(found.len(), 1, "{uid}");
+        assert_eq!(found[0].spec_name, "pv-0001");
+        assert_eq!(found[0].data.volume_handle, handle);
+        assert_eq!(found[0].data.driver_name, DRIVER);
+        assert_eq!(found[0].data.node_name, NODE_ID);
+        assert!(found[0].mounted);
+        for v in found {
+            csi::unpublish(&root, uid, &v.spec_name, &drivers)
+                .await
+                .expect("unpublish");
+        }
+        csi::unpublish(&root, uid, "pv-0001", &drivers)
+            .await
+            .expect("unpublish again is idempotent");
+        assert!(!pod_dir.join("volumes/kubernetes.io~csi/pv-0001").exists());
+        teardown_pod(&pod_dir).expect("teardown after unpublish");
+        assert!(!pod_dir.exists());
+    }
+    assert_eq!(
+        std::fs::read(backing.join("hello")).expect("data kept"),
+        b"from pod a"
+    );
+
+    csi::unstage(&root, &drivers, DRIVER, &handle)
+        .await
+        .expect("unstage");
+    assert!(!staging.exists());
+    assert!(!staging.parent().expect("parent").exists());
+    csi::unstage(&root, &drivers, DRIVER, &handle)
+        .await
+        .expect("unstage again is idempotent");
+    assert_eq!(
+        mounts_below(&base),
+        Vec::<PathBuf>::new(),
+        "mounts left below the tempdir"
+    );
+
+    pb::controller_client::ControllerClient::new(d.channel())
+        .delete_volume(pb::DeleteVolumeRequest {
+            volume_id: handle.clone(),
+            secrets: Default::default(),
+        })
+        .await
+        .expect("DeleteVolume");
+    assert!(!backing.exists());
+
+    // The registrar goes away (its socket with it): the driver is dropped.
+    registrar.terminate();
+    match std::fs::symlink_metadata(registry.join(format!("{DRIVER}-reg.sock"))) {
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        other => panic!("registration socket still there: {other:?}"),
+    }
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        changes.wait_for(|m| !m.contains_key(DRIVER)),
+    )
+    .await
+    .expect("driver dropped within 15 s")
+    .expect("watch open");
+    assert!(drivers.get(DRIVER).is_none());
+    assert!(drivers.list().is_empty());
+    discovery.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: a real CSI driver process (Go build)"]
+async fn a_failed_registration_is_reported_to_the_plugin() {
+    let Some(bin) = peers() else {
+        eprintln!("SKIPPED: go is not installed, cannot build the CSI test driver");
+        return;
+    };
+    let td = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::canonicalize(td.path()).expect("canonicalize");
+    let registry = base.join("plugins_registry");
+    std::fs::create_dir_all(&registry).expect("mkdir");
+    let sock = base.join("csi.sock");
+    let sock_s = sock.to_str().expect("utf-8");
+    let _driver = spawn(
+        &bin,
+        &[
+            "driver",
+            "--endpoint",
+            &format!("unix://{sock_s}"),
+            "--nodeid",
+            NODE_ID,
+            "--drivername",
+            DRIVER,
+            "--statedir",
+            base.join("state").to_str().expect("utf-8"),
+        ],
+        &base.join("driver.log"),
+        "driver",
+    );
+    // The registrar announces an endpoint where nothing listens, as after a wrong
+    // --kubelet-registration-path.
+    let reg_log = base.join("registrar.log");
+    let mut registrar = spawn(
+        &bin,
+        &[
+            "registrar",
+            "--csi-address",
+            sock_s,
+            "--kubelet-registration-path",
+            base.join("wrong.sock").to_str().expect("utf-8"),
+            "--plugin-registration-path",
+            registry.to_str().expect("utf-8"),
+        ],
+        &reg_log,
+        "registrar",
+    );
+    let reg_sock = registry.join(format!("{DRIVER}-reg.sock"));
+    for _ in 0..100 {
+        if reg_sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = csi::registry::register(&reg_sock)
+        .await
+        .expect_err("the endpoint does not answer");
+    assert!(matches!(err, csi::RegisterError::Dial(_)), "{err}");
+    // node-driver-registrar exits 1 when told the registration failed; so does its stand-in.
+    let child = registrar.0.as_mut().expect("child");
+    let mut status = None;
+    for _ in 0..50 {
+        status = child.try_wait().expect("try_wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+    let log = std::fs::read_to_string(&reg_log).expect("log");
+    assert!(
+        log.contains("registered=false") && log.contains("wrong.sock"),
+        "{log}"
+    );
+}
