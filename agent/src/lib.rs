@@ -4,6 +4,7 @@
 //! folder now, the apiserver later), runs one worker per pod that drives the host runtime toward
 //! the newest spec, and writes pod status.
 
+pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -346,7 +346,11 @@ fn downward_payload(
             let c: Container = pod
                 .spec
                 .iter()
-                .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+                .flat_map(|s| {
+                    s.containers
+                        .iter()
+                        .chain(s.init_containers.iter().flatten())
+                })
                 .find(|c| c.name == name)
                 .cloned()
                 .ok_or_else(|| format!("container {name:?} not found in pod"))?;
@@ -440,9 +444,10 @@ pub fn payload(
                     audience: t.audience.clone().unwrap_or_default(),
                     expiration_seconds: t.expiration_seconds.unwrap_or(3600),
                 };
-                let token = objects.tokens.get(&key).ok_or_else(|| {
-                    "service account token was not requested".to_string()
-                })?;
+                let token = objects
+                    .tokens
+                    .get(&key)
+                    .ok_or_else(|| "service account token was not requested".to_string())?;
                 let mode = if fs_group.is_some() {
                     0o600
                 } else {
@@ -623,8 +628,10 @@ spec:
             Some(cm("kube-root-ca.crt", &[("ca.crt", "PEM")])),
         );
         o.config_maps.insert("nothere".into(), None);
-        o.secrets
-            .insert("creds".into(), Some(secret("creds", &[("pass", "hunter2")])));
+        o.secrets.insert(
+            "creds".into(),
+            Some(secret("creds", &[("pass", "hunter2")])),
+        );
         o.tokens.insert(
             TokenKey {
                 audience: String::new(),
@@ -668,7 +675,12 @@ spec:
             .unwrap()
         };
         let all = [
-            svc("default", "kubernetes", "10.96.0.1", "[{name: https, port: 443}]"),
+            svc(
+                "default",
+                "kubernetes",
+                "10.96.0.1",
+                "[{name: https, port: 443}]",
+            ),
             svc(
                 "app",
                 "my-db",
@@ -690,7 +702,9 @@ spec:
         assert_eq!(env["MY_DB_PORT"], "tcp://10.96.0.9:5432");
         assert_eq!(env["MY_DB_PORT_9100_UDP"], "udp://10.96.0.9:9100");
         assert_eq!(env["MY_DB_PORT_9100_UDP_PROTO"], "udp");
-        assert!(!env.keys().any(|k| k.starts_with("HEADLESS") || k.starts_with("X_")));
+        assert!(!env
+            .keys()
+            .any(|k| k.starts_with("HEADLESS") || k.starts_with("X_")));
         assert_eq!(env.len(), 8 + 12);
         // Without service links only the master service stays.
         let env = service_env(&all, "app", false);

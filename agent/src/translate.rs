@@ -1429,11 +1429,17 @@ pub fn mount_requests(
         .and_then(|s| s.volumes.as_ref())
         .map(|v| v.iter().map(|v| v.name.as_str()).collect())
         .unwrap_or_default();
+    // API data is always mounted read-only, as the kubelet does; so are read-only claims.
     let api_data: Vec<&str> = spec_of(pod)
         .and_then(|s| s.volumes.as_ref())
         .map(|v| {
             v.iter()
-                .filter(|v| crate::projection::api_data_plugin(v).is_some())
+                .filter(|v| {
+                    crate::projection::api_data_plugin(v).is_some()
+                        || v.persistent_volume_claim
+                            .as_ref()
+                            .is_some_and(|c| c.read_only == Some(true))
+                })
                 .map(|v| v.name.as_str())
                 .collect()
         })
@@ -1511,7 +1517,6 @@ pub fn mount_requests(
             volume: m.name.clone(),
             sub_path,
             destination: PathBuf::from(&m.mount_path),
-            // API data is always mounted read-only, as the kubelet does.
             readonly: m.read_only.unwrap_or(false) || api_data.contains(&m.name.as_str()),
             propagation,
         });
@@ -1534,6 +1539,8 @@ pub enum VolumeKind {
     },
     /// configMap, secret, downwardAPI or projected: files written from API data.
     ApiData(bosun_volumes::ApiDataPlugin),
+    /// A PersistentVolumeClaim, resolved to its bound PV when the pod's volumes are set up.
+    Claim { claim: String },
 }
 
 /// The type name of a volume as written in the pod (`emptyDir`, `configMap`, ...), or None when
@@ -1551,7 +1558,10 @@ pub fn volume_type_names(volume: &k8s_openapi::api::core::v1::Volume) -> Vec<Str
 
 /// Every volume of the pod with what to make of it. Without the cluster (`cluster` false),
 /// volumes that need API objects are refused; downwardAPI works anywhere.
-pub fn volume_sources(pod: &Pod, cluster: bool) -> Result<Vec<(String, VolumeKind)>, TranslateError> {
+pub fn volume_sources(
+    pod: &Pod,
+    cluster: bool,
+) -> Result<Vec<(String, VolumeKind)>, TranslateError> {
     let mut out = Vec::new();
     for v in spec_of(pod)
         .and_then(|s| s.volumes.as_ref())
@@ -1591,6 +1601,13 @@ pub fn volume_sources(pod: &Pod, cluster: bool) -> Result<Vec<(String, VolumeKin
                     type_: h.type_.clone().unwrap_or_default(),
                 },
             ));
+        } else if let Some(c) = v.persistent_volume_claim.as_ref().filter(|_| cluster) {
+            out.push((
+                v.name.clone(),
+                VolumeKind::Claim {
+                    claim: c.claim_name.clone(),
+                },
+            ));
         } else if let Some(plugin) = crate::projection::api_data_plugin(v)
             .filter(|_| cluster || !crate::projection::volume_needs_api(v))
         {
@@ -1600,7 +1617,9 @@ pub fn volume_sources(pod: &Pod, cluster: bool) -> Result<Vec<(String, VolumeKin
                 .into_iter()
                 .next()
                 .ok_or_else(|| verr("must specify a volume type".into()))?;
-            let standalone = !cluster && crate::projection::api_data_plugin(v).is_some();
+            let standalone = !cluster
+                && (crate::projection::api_data_plugin(v).is_some()
+                    || v.persistent_volume_claim.is_some());
             return Err(TranslateError::UnsupportedVolume {
                 volume: v.name.clone(),
                 kind,
@@ -2334,11 +2353,15 @@ spec:
     - {name: P_x, value: override}
 "#);
         let mut o = ApiObjects::default();
-        let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
-        cm.data = Some([("x".to_string(), "1".to_string())].into());
+        let cm = k8s_openapi::api::core::v1::ConfigMap {
+            data: Some([("x".to_string(), "1".to_string())].into()),
+            ..Default::default()
+        };
         o.config_maps.insert("cm".into(), Some(cm));
-        let mut s = k8s_openapi::api::core::v1::Secret::default();
-        s.data = Some([("k".to_string(), k8s_openapi::ByteString(b"sec".to_vec()))].into());
+        let s = k8s_openapi::api::core::v1::Secret {
+            data: Some([("k".to_string(), k8s_openapi::ByteString(b"sec".to_vec()))].into()),
+            ..Default::default()
+        };
         o.secrets.insert("s".into(), Some(s));
         o.service_env = vec![
             ("A".into(), "from-service".into()),
@@ -2752,18 +2775,17 @@ spec:
                 VolumeKind::ApiData(_)
             ));
         }
-        for (src, kind) in [
-            (
-                "persistentVolumeClaim: {claimName: c}",
-                "persistentVolumeClaim",
-            ),
-            ("csi: {driver: d}", "csi"),
-        ] {
-            let e = volume_sources(&with(src), true).unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("unsupported volume type: {kind} (volume v)")
-            );
-        }
+        assert_eq!(
+            volume_sources(&with("persistentVolumeClaim: {claimName: c}"), true).unwrap()[0].1,
+            VolumeKind::Claim { claim: "c".into() }
+        );
+        assert!(
+            volume_sources(&with("persistentVolumeClaim: {claimName: c}"), false)
+                .unwrap_err()
+                .to_string()
+                .starts_with("unsupported volume type in standalone mode: persistentVolumeClaim")
+        );
+        let e = volume_sources(&with("csi: {driver: d}"), true).unwrap_err();
+        assert_eq!(e.to_string(), "unsupported volume type: csi (volume v)");
     }
 }

@@ -237,6 +237,85 @@ ds_running() {
 }
 check "daemonset pod Running on the node" wait_for 90 ds_running
 
+# A PersistentVolumeClaim bound to a local PV of this node: the pod writes through it. A pod put
+# on this node by hand with a claim on another node's local PV is refused with a clear reason.
+mkdir -p "$W/disk" "$W/otherdisk"
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-local}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  local: {path: "$W/disk"}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE]}]
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: e2e-elsewhere}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  local: {path: "$W/otherdisk"}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [some-other-node]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: e2e-local
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: elsewhere}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: e2e-elsewhere
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pvc-writer}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo persisted > /data/file']
+    volumeMounts: [{name: d, mountPath: /data}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pvc-elsewhere}
+spec:
+  nodeName: $NODE
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, volumeMounts: [{name: d, mountPath: /data}]}
+  volumes: [{name: d, persistentVolumeClaim: {claimName: elsewhere}}]
+YAML
+pvc_written() { [ "$(phase pvc-writer)" = Succeeded ] && [ "$(cat "$W/disk/file" 2>/dev/null)" = persisted ]; }
+check "PVC on a local PV: the pod's write is in the node's folder" wait_for 90 pvc_written
+refused() {
+    "$KUBECTL" get events --field-selector involvedObject.name=pvc-elsewhere,reason=FailedMount \
+        -o jsonpath='{.items[*].message}' | grep -q 'does not select node'
+}
+check "PVC on another node's local PV: FailedMount with the reason" wait_for 60 refused
+"$KUBECTL" delete pod pvc-elsewhere pvc-writer --wait=false >/dev/null
+
 # Deleting a pod with a 5 s grace runs preStop, then SIGTERM, and the pod is gone.
 mkdir -p "$W/hook"
 cat <<YAML | "$KUBECTL" apply -f - >/dev/null

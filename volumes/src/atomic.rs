@@ -87,7 +87,9 @@ pub fn validate_path(path: &str) -> Result<(), WriteError> {
 
 /// The first component of a payload path: the name a user sees at the volume's top.
 fn top_level(path: &str) -> &str {
-    path.split('/').find(|s| !s.is_empty() && *s != ".").unwrap_or(path)
+    path.split('/')
+        .find(|s| !s.is_empty() && *s != ".")
+        .unwrap_or(path)
 }
 
 /// Writes `payload` into `dir` atomically (see the module docs). Returns whether anything
@@ -152,8 +154,7 @@ fn new_version_dir(dir: &Path) -> Result<PathBuf, WriteError> {
         let path = dir.join(name);
         match DirBuilder::new().mode(0o755).create(&path) {
             Ok(()) => {
-                fs::set_permissions(&path, Permissions::from_mode(0o755))
-                    .map_err(io_err(&path))?;
+                fs::set_permissions(&path, Permissions::from_mode(0o755)).map_err(io_err(&path))?;
                 return Ok(path);
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
@@ -398,7 +399,10 @@ mod tests {
             let mut p = Payload::new();
             p.insert(bad.into(), file("x", 0o644));
             assert!(
-                matches!(write(td.path(), &p, None), Err(WriteError::InvalidPath { .. })),
+                matches!(
+                    write(td.path(), &p, None),
+                    Err(WriteError::InvalidPath { .. })
+                ),
                 "{bad:?}"
             );
         }

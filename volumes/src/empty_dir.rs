@@ -24,7 +24,13 @@ pub(crate) fn setup(
     size_limit: Option<u64>,
 ) -> Result<PathBuf, SetupError> {
     let path = layout::empty_dir_path(pod_dir, name)?;
-    setup_at(&layout::empty_dir_root(pod_dir), &path, name, medium, size_limit)
+    setup_at(
+        &layout::empty_dir_root(pod_dir),
+        &path,
+        name,
+        medium,
+        size_limit,
+    )
 }
 
 /// An emptyDir-like folder at `path` (below `parent`): what the kubelet's configMap, secret,

@@ -134,7 +134,9 @@ pub enum VolumeSource {
     },
     /// The folder of a configMap, secret, downwardAPI or projected volume; its files are
     /// written by [`atomic::write`].
-    ApiData { plugin: ApiDataPlugin },
+    ApiData {
+        plugin: ApiDataPlugin,
+    },
 }
 
 /// The volume types whose files come from the API (and are written by [`atomic::write`]).

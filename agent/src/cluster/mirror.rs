@@ -239,9 +239,8 @@ mod tests {
         );
         // A mirror pod being deleted (by a user) is recreated once it is gone.
         let mut deleting = pod("a", "h1", true);
-        deleting.metadata.deletion_timestamp = Some(crate::pods::status::time(
-            std::time::SystemTime::UNIX_EPOCH,
-        ));
+        deleting.metadata.deletion_timestamp =
+            Some(crate::pods::status::time(std::time::SystemTime::UNIX_EPOCH));
         mirrors.insert("kube-system/a".into(), deleting);
         assert!(!plan(&statics, &mirrors)
             .iter()

@@ -15,11 +15,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::BoxFuture;
-use k8s_openapi::api::authentication::v1::{
-    BoundObjectReference, TokenRequest, TokenRequestSpec,
-};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use kube::api::PostParams;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -62,10 +62,7 @@ struct Token {
 impl Token {
     /// Past 80 % of its lifetime, or older than a day.
     fn needs_refresh(&self, now: SystemTime) -> bool {
-        let life = self
-            .expires
-            .duration_since(self.issued)
-            .unwrap_or_default();
+        let life = self.expires.duration_since(self.issued).unwrap_or_default();
         let refresh_at = self.issued + life.mul_f64(0.8).min(TOKEN_MAX_AGE);
         now >= refresh_at
     }
@@ -86,9 +83,10 @@ impl ClusterObjects {
     pub fn new(client: Client) -> Self {
         let (services, writer) = reflector::store();
         let api: Api<Service> = Api::all(client.clone());
-        let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .applied_objects();
+        let stream =
+            reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .applied_objects();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(ev) = stream.next().await {
@@ -170,7 +168,11 @@ impl ClusterObjects {
     }
 
     async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, String> {
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let sa = pod
             .spec
             .as_ref()
@@ -246,6 +248,41 @@ impl ClusterObjects {
 }
 
 impl ObjectSource for ClusterObjects {
+    fn claim<'a>(
+        &'a self,
+        pod: &'a Pod,
+        claim: &'a str,
+    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
+        Box::pin(async move {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+            let pvc = pvcs
+                .get_opt(claim)
+                .await
+                .map_err(|e| format!("cannot get persistentvolumeclaim {ns}/{claim}: {e}"))?;
+            let pv_name = crate::claims::bound_volume(claim, pvc.as_ref())?;
+            let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+            let pv = pvs
+                .get(&pv_name)
+                .await
+                .map_err(|e| format!("cannot get persistentvolume {pv_name}: {e}"))?;
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            let labels = nodes
+                .get(&node)
+                .await
+                .map_err(|e| format!("cannot get node {node}: {e}"))?
+                .metadata
+                .labels
+                .unwrap_or_default();
+            crate::claims::volume_kind(&pv, &node, &labels)
+        })
+    }
+
     fn fetch<'a>(
         &'a self,
         pod: &'a Pod,
@@ -264,8 +301,12 @@ impl ObjectSource for ClusterObjects {
                         .into(),
                 );
             }
-            let services: Vec<Service> =
-                self.services.state().iter().map(|s| (**s).clone()).collect();
+            let services: Vec<Service> = self
+                .services
+                .state()
+                .iter()
+                .map(|s| (**s).clone())
+                .collect();
             let links = pod
                 .spec
                 .as_ref()
@@ -277,7 +318,8 @@ impl ObjectSource for ClusterObjects {
                     .insert(name.clone(), self.config_map(ns, name).await?);
             }
             for name in &refs.secrets {
-                out.secrets.insert(name.clone(), self.secret(ns, name).await?);
+                out.secrets
+                    .insert(name.clone(), self.secret(ns, name).await?);
             }
             for key in &refs.tokens {
                 out.tokens.insert(key.clone(), self.token(pod, key).await?);

@@ -130,6 +130,13 @@ pub trait ObjectSource: Send + Sync {
         pod: &'a Pod,
         refs: &'a crate::projection::References,
     ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, String>>;
+
+    /// What to mount for claim `claim` of `pod`: its bound PersistentVolume's source.
+    fn claim<'a>(
+        &'a self,
+        pod: &'a Pod,
+        claim: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
 }
 
 /// Maps the translated volume description to the volumes crate's source.
@@ -148,6 +155,11 @@ pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, S
             kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
         },
         VolumeKind::ApiData(plugin) => bosun_volumes::VolumeSource::ApiData { plugin: *plugin },
+        VolumeKind::Claim { claim } => {
+            return Err(format!(
+                "persistentvolumeclaim {claim:?} must be resolved to its volume first"
+            ))
+        }
     })
 }
 

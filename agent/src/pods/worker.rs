@@ -436,6 +436,16 @@ impl Worker {
         if first {
             let mut paths = HashMap::new();
             for (name, kind) in &sources {
+                let resolved;
+                let kind = match (kind, &self.ctx.objects) {
+                    (translate::VolumeKind::Claim { claim }, Some(src)) => {
+                        resolved = src.claim(&self.pod, claim).await.map_err(|e| {
+                            format!("MountVolume.SetUp failed for volume {name:?} : {e}")
+                        })?;
+                        &resolved
+                    }
+                    _ => kind,
+                };
                 let source = super::volume_source(kind)?;
                 let path = bosun_volumes::setup(&pod_dir, name, &source)
                     .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
@@ -477,7 +487,8 @@ impl Worker {
             };
             let set_up_err =
                 |e: String| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name);
-            let payload = crate::projection::payload(&pod, v, &objects, node).map_err(set_up_err)?;
+            let payload =
+                crate::projection::payload(&pod, v, &objects, node).map_err(set_up_err)?;
             match bosun_volumes::atomic::write(path, &payload, fs_group) {
                 Ok(true) if !first => tracing::info!(volume = %v.name, "volume files updated"),
                 Ok(_) => {}
@@ -734,7 +745,8 @@ impl Worker {
                 let reason = e.reason();
                 let msg = e.to_string();
                 if self.waiting.get(&c.name).map(|w| w.0.as_str()) != Some(reason) {
-                    self.cevent(&c.name, 
+                    self.cevent(
+                        &c.name,
                         "Warning",
                         if reason == "ErrImagePull" {
                             "Failed"
@@ -775,11 +787,7 @@ impl Worker {
             node_memory_bytes: self.ctx.node_memory,
             node_cpu_millis: self.ctx.node_cpu_millis,
             termination_message_path: Some(message_file),
-            objects: self
-                .ctx
-                .objects
-                .as_ref()
-                .and(self.api_objects.as_ref()),
+            objects: self.ctx.objects.as_ref().and(self.api_objects.as_ref()),
         };
         let mut spec = match translate::container_spec(&ctx) {
             Ok(s) => s,
@@ -809,7 +817,8 @@ impl Worker {
             .await
         {
             Ok(_) => {
-                self.cevent(&c.name, 
+                self.cevent(
+                    &c.name,
                     "Normal",
                     "Started",
                     &format!("Started container {}", c.name),

@@ -1,0 +1,244 @@
+//! PersistentVolumeClaims: from a bound PersistentVolume to what the node mounts (pure).
+//!
+//! `hostPath` PVs are the host path with its type check; `local` PVs are a folder of this node,
+//! refused with a clear reason when the PV's node affinity does not select this node (the
+//! scheduler should never let that happen; a hand-made pod can).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    NodeSelector, NodeSelectorRequirement, PersistentVolume, PersistentVolumeClaim,
+};
+
+use crate::translate::VolumeKind;
+
+/// The PV name a claim is bound to, or why it cannot be used yet.
+pub fn bound_volume(
+    claim_name: &str,
+    pvc: Option<&PersistentVolumeClaim>,
+) -> Result<String, String> {
+    let pvc = pvc.ok_or_else(|| format!("persistentvolumeclaim {claim_name:?} not found"))?;
+    if pvc.metadata.deletion_timestamp.is_some() {
+        return Err(format!(
+            "persistentvolumeclaim {claim_name:?} is being deleted"
+        ));
+    }
+    let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
+    let volume = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty());
+    match (phase, volume) {
+        (Some("Bound"), Some(v)) => Ok(v),
+        _ => Err(format!("persistentvolumeclaim {claim_name:?} is not bound")),
+    }
+}
+
+/// What to mount for a bound PV on node `node` (with its labels).
+pub fn volume_kind(
+    pv: &PersistentVolume,
+    node: &str,
+    node_labels: &BTreeMap<String, String>,
+) -> Result<VolumeKind, String> {
+    let name = pv.metadata.name.as_deref().unwrap_or("");
+    let spec = pv
+        .spec
+        .as_ref()
+        .ok_or_else(|| format!("persistentvolume {name:?} has no spec"))?;
+    if spec.volume_mode.as_deref() == Some("Block") {
+        return Err(format!(
+            "persistentvolume {name:?}: volumeMode Block is not supported"
+        ));
+    }
+    if let Some(h) = &spec.host_path {
+        return Ok(VolumeKind::HostPath {
+            path: h.path.clone(),
+            type_: h.type_.clone().unwrap_or_default(),
+        });
+    }
+    if let Some(l) = &spec.local {
+        let selects = spec
+            .node_affinity
+            .as_ref()
+            .and_then(|a| a.required.as_ref())
+            .is_none_or(|sel| selector_matches(sel, node, node_labels));
+        if !selects {
+            return Err(format!(
+                "persistentvolume {name:?} is local to other nodes: its node affinity does not select node {node:?}"
+            ));
+        }
+        return Ok(VolumeKind::HostPath {
+            path: l.path.clone(),
+            type_: "Directory".into(),
+        });
+    }
+    if spec.csi.is_some() {
+        return Err(format!(
+            "persistentvolume {name:?}: CSI volumes are not mounted by this node yet"
+        ));
+    }
+    Err(format!(
+        "persistentvolume {name:?}: unsupported volume source"
+    ))
+}
+
+/// A required node selector: any term matches; in a term every requirement matches.
+pub fn selector_matches(sel: &NodeSelector, node: &str, labels: &BTreeMap<String, String>) -> bool {
+    sel.node_selector_terms.iter().any(|t| {
+        let exprs = t.match_expressions.iter().flatten();
+        let fields = t.match_fields.iter().flatten();
+        let empty = t.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+            && t.match_fields.as_ref().is_none_or(|f| f.is_empty());
+        !empty
+            && exprs
+                .into_iter()
+                .all(|r| requirement(r, labels.get(&r.key)))
+            && fields.into_iter().all(|r| {
+                let value = (r.key == "metadata.name").then(|| node.to_string());
+                requirement(r, value.as_ref())
+            })
+    })
+}
+
+fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    let int = |s: &str| s.parse::<i64>().ok();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => match (
+            value.and_then(|v| int(v)),
+            values.first().and_then(|v| int(v)),
+        ) {
+            (Some(a), Some(b)) => a > b,
+            _ => false,
+        },
+        "Lt" => match (
+            value.and_then(|v| int(v)),
+            values.first().and_then(|v| int(v)),
+        ) {
+            (Some(a), Some(b)) => a < b,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pv(yaml: &str) -> PersistentVolume {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn labels(node: &str) -> BTreeMap<String, String> {
+        [
+            ("kubernetes.io/hostname".to_string(), node.to_string()),
+            ("disk".to_string(), "ssd".to_string()),
+            ("gen".to_string(), "5".to_string()),
+        ]
+        .into()
+    }
+
+    const LOCAL: &str = r#"
+metadata: {name: pv1}
+spec:
+  local: {path: /mnt/disks/a}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [node1]}
+"#;
+
+    #[test]
+    fn local_volumes_only_on_their_nodes() {
+        assert_eq!(
+            volume_kind(&pv(LOCAL), "node1", &labels("node1")).unwrap(),
+            VolumeKind::HostPath {
+                path: "/mnt/disks/a".into(),
+                type_: "Directory".into()
+            }
+        );
+        let e = volume_kind(&pv(LOCAL), "node2", &labels("node2")).unwrap_err();
+        assert!(e.contains("does not select node \"node2\""), "{e}");
+    }
+
+    #[test]
+    fn host_path_and_unsupported_sources() {
+        let h = pv("metadata: {name: h}\nspec: {hostPath: {path: /data, type: DirectoryOrCreate}}");
+        assert_eq!(
+            volume_kind(&h, "n", &BTreeMap::new()).unwrap(),
+            VolumeKind::HostPath {
+                path: "/data".into(),
+                type_: "DirectoryOrCreate".into()
+            }
+        );
+        let nfs = pv("metadata: {name: n}\nspec: {nfs: {server: s, path: /}}");
+        assert!(volume_kind(&nfs, "n", &BTreeMap::new())
+            .unwrap_err()
+            .contains("unsupported volume source"));
+    }
+
+    #[test]
+    fn selector_operators() {
+        let sel = |yaml: &str| -> NodeSelector { serde_yaml::from_str(yaml).unwrap() };
+        let l = labels("node1");
+        let m = |y: &str| selector_matches(&sel(y), "node1", &l);
+        assert!(m(
+            "nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: Exists}]}]"
+        ));
+        assert!(!m(
+            "nodeSelectorTerms: [{matchExpressions: [{key: gpu, operator: Exists}]}]"
+        ));
+        assert!(m(
+            "nodeSelectorTerms: [{matchExpressions: [{key: gpu, operator: DoesNotExist}]}]"
+        ));
+        assert!(m(
+            "nodeSelectorTerms: [{matchExpressions: [{key: gen, operator: Gt, values: ['4']}]}]"
+        ));
+        assert!(!m(
+            "nodeSelectorTerms: [{matchExpressions: [{key: gen, operator: Lt, values: ['4']}]}]"
+        ));
+        assert!(m("nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: NotIn, values: [hdd]}]}]"));
+        assert!(m("nodeSelectorTerms: [{matchFields: [{key: metadata.name, operator: In, values: [node1]}]}]"));
+        // Terms are ORed, requirements ANDed; an empty term selects nothing.
+        assert!(m("nodeSelectorTerms: [{matchExpressions: [{key: gpu, operator: Exists}]}, {matchExpressions: [{key: disk, operator: In, values: [ssd]}]}]"));
+        assert!(!m("nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: Exists}, {key: gpu, operator: Exists}]}]"));
+        assert!(!m("nodeSelectorTerms: [{}]"));
+    }
+
+    #[test]
+    fn claims_must_be_bound() {
+        let pvc = |y: &str| -> PersistentVolumeClaim { serde_yaml::from_str(y).unwrap() };
+        assert_eq!(
+            bound_volume(
+                "c",
+                Some(&pvc(
+                    "metadata: {name: c}\nspec: {volumeName: pv1}\nstatus: {phase: Bound}"
+                ))
+            )
+            .unwrap(),
+            "pv1"
+        );
+        assert_eq!(
+            bound_volume(
+                "c",
+                Some(&pvc(
+                    "metadata: {name: c}\nspec: {}\nstatus: {phase: Pending}"
+                ))
+            )
+            .unwrap_err(),
+            "persistentvolumeclaim \"c\" is not bound"
+        );
+        assert_eq!(
+            bound_volume("c", None).unwrap_err(),
+            "persistentvolumeclaim \"c\" not found"
+        );
+    }
+}
