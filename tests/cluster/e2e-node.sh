@@ -30,6 +30,11 @@ cleanup() {
     # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
     pkill -KILL -f "$W/run/containers" 2>/dev/null
     grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    # Containers still running (a failed run) are killed through their cgroups.
+    for c in /sys/fs/cgroup/*/bosun-e2e-node /sys/fs/cgroup/bosun-e2e-node; do
+        [ -d "$c" ] && find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+    done
+    sleep 0.5
     for c in /sys/fs/cgroup/*/bosun-e2e-node /sys/fs/cgroup/bosun-e2e-node; do
         [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
@@ -48,6 +53,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: static-web, namespace: kube-system, labels: {tier: static}}
 spec:
+  terminationGracePeriodSeconds: 2
   containers:
   - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
 YAML
@@ -358,9 +364,11 @@ check "  ... (3 containers with restartCount 0 before)" [ "$(grep -c ' 0$' <<<"$
 # The control plane stopped for a minute: pods keep running, a container that dies meanwhile is
 # restarted, and its status reaches the API once the apiserver is back.
 bash "$here/component.sh" "$D" stop kube-apiserver >/dev/null
-loops() { # pids of the deployment's shells
+loops() { # pids of the deployment's shells (in this test's cgroup root)
     for p in /proc/[0-9]*; do
-        cat "$p/cmdline" 2>/dev/null | tr '\0' ' ' | grep -q '^sh -c trap "exit 0" TERM' && basename "$p"
+        grep -q bosun-e2e-node "$p/cgroup" 2>/dev/null &&
+            cat "$p/cmdline" 2>/dev/null | tr '\0' ' ' | grep -q '^sh -c trap "exit 0" TERM' &&
+            basename "$p"
     done
 }
 victim=$(loops | head -1)
@@ -390,8 +398,10 @@ check "static pod removed: mirror pod deleted" wait_for 60 mirror_gone
 "$KUBECTL" delete pod --all --grace-period=2 --wait=false >/dev/null
 empty() { [ -z "$("$KUBECTL" get pods -A --field-selector spec.nodeName="$NODE" -o name)" ]; }
 check "every pod deleted from the API" wait_for 90 empty
-left=$(ls "$W/run/containers" "$W/run/sandboxes" "$W/root/pods" 2>/dev/null | grep -v : | grep -v '^$' | tr '\n' ' ')
-check "nothing of the pods left on the node ($left)" [ -z "$left" ]
+leftovers() { ls "$W/run/containers" "$W/run/sandboxes" "$W/root/pods" 2>/dev/null | grep -v : | grep -v '^$' | tr '\n' ' '; }
+nothing_left() { [ -z "$(leftovers)" ]; }
+wait_for 30 nothing_left
+check "nothing of the pods left on the node ($(leftovers))" nothing_left
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -2,6 +2,7 @@
 //! pods bound to this node, their status and final deletion).
 
 pub mod bootstrap;
+pub mod csi;
 pub mod events;
 pub mod mirror;
 pub mod node;
@@ -62,7 +63,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut ctx = crate::cli::context(cfg).await?;
     ctx.status_tx = Some(status_tx);
-    ctx.objects = Some(Arc::new(objects::ClusterObjects::new(client.clone())));
+    let csi = csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
+    ctx.objects = Some(Arc::new(objects::ClusterObjects::new(
+        client.clone(),
+        Some(csi),
+    )));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.events_tx = Some(events_tx);
     tokio::spawn(events::run(client.clone(), node_name.clone(), events_rx));

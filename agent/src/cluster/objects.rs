@@ -71,6 +71,8 @@ impl Token {
 /// The apiserver-backed [`ObjectSource`].
 pub struct ClusterObjects {
     client: Client,
+    /// CSI drivers and mounts (None: no CSI, e.g. in tests).
+    csi: Option<super::csi::Csi>,
     /// Every Service of the cluster (the Node authorizer lets nodes watch them), for the
     /// service link variables.
     services: reflector::Store<Service>,
@@ -80,7 +82,7 @@ pub struct ClusterObjects {
 
 impl ClusterObjects {
     /// Also starts the Service reflector (it runs as long as the runtime).
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, csi: Option<super::csi::Csi>) -> Self {
         let (services, writer) = reflector::store();
         let api: Api<Service> = Api::all(client.clone());
         let stream =
@@ -97,6 +99,7 @@ impl ClusterObjects {
         });
         Self {
             client,
+            csi,
             services,
             objects: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -279,7 +282,33 @@ impl ObjectSource for ClusterObjects {
                 .metadata
                 .labels
                 .unwrap_or_default();
+            if pv.spec.as_ref().is_some_and(|s| s.csi.is_some()) {
+                let csi = self
+                    .csi
+                    .as_ref()
+                    .ok_or("CSI volumes are not enabled on this node")?;
+                let read_only = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.volumes.iter().flatten())
+                    .filter_map(|v| v.persistent_volume_claim.as_ref())
+                    .any(|c| c.claim_name == claim && c.read_only == Some(true));
+                let path = csi.mount(pod, &pv, read_only).await?;
+                return Ok(crate::translate::VolumeKind::HostPath {
+                    path: path.to_string_lossy().into_owned(),
+                    type_: "Directory".into(),
+                });
+            }
             crate::claims::volume_kind(&pv, &node, &labels)
+        })
+    }
+
+    fn release<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match &self.csi {
+                Some(csi) => csi.unmount_pod(pod_uid).await,
+                None => Ok(()),
+            }
         })
     }
 

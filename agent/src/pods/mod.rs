@@ -137,6 +137,13 @@ pub trait ObjectSource: Send + Sync {
         pod: &'a Pod,
         claim: &'a str,
     ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+
+    /// Undoes what [`ObjectSource::claim`] did outside the pod folder (CSI unpublish and
+    /// unstage), before the pod folder is torn down.
+    fn release<'a>(
+        &'a self,
+        pod_uid: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
 }
 
 /// Maps the translated volume description to the volumes crate's source.

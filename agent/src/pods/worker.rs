@@ -1184,6 +1184,11 @@ impl Worker {
         if let Err(e) = bosun_runtime::sandbox::remove(&paths, &self.uid).await {
             tracing::warn!(error = %e, "cannot remove sandbox");
         }
+        if let Some(src) = &self.ctx.objects {
+            if let Err(e) = src.release(&self.uid).await {
+                tracing::warn!(error = %e, "cannot unmount the pod's CSI volumes");
+            }
+        }
         if let Err(e) = bosun_volumes::teardown_pod(&self.pod_dir()) {
             tracing::warn!(error = %e, "cannot tear down volumes");
         }

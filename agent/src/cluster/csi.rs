@@ -1,0 +1,314 @@
+//! CSI in cluster mode: driver discovery, the node's CSINode object, and mounting CSI
+//! persistent volumes for pods (through `bosun_volumes::csi`, at the kubelet's paths).
+//!
+//! For a CSI PV the worker gets: the CSIDriver's `attachRequired` (default true) honoured by
+//! waiting for the VolumeAttachment the attach/detach controller creates (its
+//! `attachmentMetadata` becomes the publish context), the stage and publish secrets the PV
+//! names, `podInfoOnMount`, then NodeStageVolume (once per volume on the node) and
+//! NodePublishVolume (once per pod). When a pod goes, its volumes are unpublished and a volume
+//! no pod uses any more is unstaged.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bosun_volumes::csi::{self, AccessMode, AccessType, CsiVolume, Drivers, PodInfo};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Secret};
+use k8s_openapi::api::storage::v1::{
+    CSIDriver, CSINode, CSINodeDriver, CSINodeSpec, VolumeAttachment, VolumeNodeResources,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, PostParams};
+use kube::Client;
+
+/// Drivers, their discovery and the CSINode object of this node.
+pub struct Csi {
+    client: Client,
+    node: String,
+    root: PathBuf,
+    pub drivers: Drivers,
+}
+
+impl Csi {
+    /// Starts discovery in `<root>/plugins_registry` and the CSINode sync.
+    pub fn start(client: Client, node: String, root: PathBuf) -> Self {
+        let drivers = Drivers::default();
+        let registry = root.join("plugins_registry");
+        let _ = std::fs::create_dir_all(&registry);
+        tokio::spawn(csi::run_discovery(
+            registry,
+            drivers.clone(),
+            csi::DiscoveryOptions::default(),
+        ));
+        tokio::spawn(sync_csinode(client.clone(), node.clone(), drivers.clone()));
+        Csi {
+            client,
+            node,
+            root,
+            drivers,
+        }
+    }
+
+    /// The CSI volume of PV `pv` for `pod`, as the driver will see it.
+    async fn volume(
+        &self,
+        pod: &Pod,
+        pv: &PersistentVolume,
+        read_only: bool,
+    ) -> Result<(CsiVolume, CSIDriver), String> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let spec = pv.spec.as_ref().ok_or("persistentvolume has no spec")?;
+        let source = spec.csi.as_ref().ok_or("not a CSI volume")?;
+        let drivers: Api<CSIDriver> = Api::all(self.client.clone());
+        let driver_obj = drivers
+            .get_opt(&source.driver)
+            .await
+            .map_err(|e| format!("cannot get CSIDriver {}: {e}", source.driver))?
+            .unwrap_or_default();
+        let mut vol = CsiVolume::new(&source.driver, &source.volume_handle, &name);
+        vol.node_name = self.node.clone();
+        vol.read_only = read_only || source.read_only.unwrap_or(false);
+        vol.volume_context = source.volume_attributes.clone().unwrap_or_default();
+        vol.access_type = AccessType::Mount {
+            fs_type: source.fs_type.clone().unwrap_or_default(),
+            mount_flags: spec.mount_options.clone().unwrap_or_default(),
+            volume_mount_group: String::new(),
+        };
+        vol.access_mode = access_mode(spec.access_modes.as_deref().unwrap_or_default());
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        if let Some(r) = &source.node_stage_secret_ref {
+            vol.stage_secrets = self
+                .secret(
+                    r.namespace.as_deref().unwrap_or(ns),
+                    r.name.as_deref().unwrap_or(""),
+                )
+                .await?;
+        }
+        if let Some(r) = &source.node_publish_secret_ref {
+            vol.publish_secrets = self
+                .secret(
+                    r.namespace.as_deref().unwrap_or(ns),
+                    r.name.as_deref().unwrap_or(""),
+                )
+                .await?;
+        }
+        let attach = driver_obj.spec.attach_required.unwrap_or(true);
+        if attach {
+            let id = csi::node::attachment_name(&name, &source.driver, &self.node);
+            let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
+            let va = vas
+                .get_opt(&id)
+                .await
+                .map_err(|e| format!("cannot get VolumeAttachment {id}: {e}"))?;
+            let status = va.and_then(|v| v.status);
+            match status {
+                Some(s) if s.attached => {
+                    vol.publish_context = s.attachment_metadata.unwrap_or_default();
+                    vol.attachment_id = id;
+                }
+                _ => {
+                    return Err(format!(
+                        "volume {name} is not attached to node {} yet (VolumeAttachment {id})",
+                        self.node
+                    ))
+                }
+            }
+        }
+        Ok((vol, driver_obj))
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let s = api
+            .get(name)
+            .await
+            .map_err(|e| format!("cannot get secret {ns}/{name}: {e}"))?;
+        Ok(s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect())
+    }
+
+    /// Stages (when the driver does) and publishes PV `pv` for `pod`; returns the path to bind
+    /// into its containers.
+    pub async fn mount(
+        &self,
+        pod: &Pod,
+        pv: &PersistentVolume,
+        read_only: bool,
+    ) -> Result<PathBuf, String> {
+        let (vol, driver) = self.volume(pod, pv, read_only).await?;
+        if self
+            .drivers
+            .wait_for(&vol.driver, Duration::from_secs(5))
+            .await
+            .is_none()
+        {
+            return Err(format!(
+                "driver name {} not found in the list of registered CSI drivers",
+                vol.driver
+            ));
+        }
+        csi::stage(&self.root, &self.drivers, &vol)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = PodInfo {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            service_account: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+            ephemeral: false,
+            pod_info_on_mount: driver.spec.pod_info_on_mount.unwrap_or(false),
+            service_account_tokens: None,
+        };
+        let uid = info.uid.clone();
+        csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Unpublishes every CSI volume of the pod (found on disk, so it works after a restart)
+    /// and unstages the ones no other pod uses.
+    pub async fn unmount_pod(&self, pod_uid: &str) -> Result<(), String> {
+        let pod_dir =
+            bosun_volumes::layout::pod_dir(&self.root, pod_uid).map_err(|e| e.to_string())?;
+        let published = csi::published_volumes(&pod_dir).map_err(|e| e.to_string())?;
+        for p in published {
+            csi::unpublish(&self.root, pod_uid, &p.spec_name, &self.drivers)
+                .await
+                .map_err(|e| e.to_string())?;
+            let users =
+                csi::published_count(&self.root, &p.data.driver_name, &p.data.volume_handle)
+                    .map_err(|e| e.to_string())?;
+            if users == 0 {
+                csi::unstage(
+                    &self.root,
+                    &self.drivers,
+                    &p.data.driver_name,
+                    &p.data.volume_handle,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kubelet's mapping of PV access modes to the CSI access mode.
+pub fn access_mode(modes: &[String]) -> AccessMode {
+    let has = |m: &str| modes.iter().any(|x| x == m);
+    if has("ReadWriteOncePod") {
+        AccessMode::SingleNodeSingleWriter
+    } else if has("ReadWriteMany") {
+        AccessMode::MultiNodeMultiWriter
+    } else if has("ReadOnlyMany") && !has("ReadWriteOnce") {
+        AccessMode::MultiNodeReaderOnly
+    } else {
+        AccessMode::SingleNodeWriter
+    }
+}
+
+/// The CSINode object this node should have for `drivers`.
+pub fn csinode(node: &str, node_uid: &str, drivers: &[csi::Driver]) -> CSINode {
+    CSINode {
+        metadata: ObjectMeta {
+            name: Some(node.to_string()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: node.to_string(),
+                uid: node_uid.to_string(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: CSINodeSpec {
+            drivers: drivers
+                .iter()
+                .map(|d| CSINodeDriver {
+                    name: d.name.clone(),
+                    node_id: d.node_id.clone(),
+                    topology_keys: Some(d.topology_keys()),
+                    allocatable: (d.max_volumes_per_node > 0).then_some(VolumeNodeResources {
+                        count: Some(d.max_volumes_per_node as i32),
+                    }),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// Keeps the CSINode object (and the Node's topology labels) in step with the drivers.
+async fn sync_csinode(client: Client, node: String, drivers: Drivers) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let api: Api<CSINode> = Api::all(client.clone());
+    let mut rx = drivers.subscribe();
+    loop {
+        let list: Vec<csi::Driver> = rx.borrow_and_update().values().cloned().collect();
+        let result = async {
+            let n = nodes.get(&node).await?;
+            let uid = n.metadata.uid.clone().unwrap_or_default();
+            let want = csinode(&node, &uid, &list);
+            match api.get_opt(&node).await? {
+                None => {
+                    api.create(&PostParams::default(), &want).await?;
+                }
+                Some(cur) if cur.spec != want.spec => {
+                    let mut next = want.clone();
+                    next.metadata.resource_version = cur.metadata.resource_version;
+                    api.replace(&node, &PostParams::default(), &next).await?;
+                }
+                Some(_) => {}
+            }
+            // Topology segments become node labels, as the kubelet does.
+            let mut labels = BTreeMap::new();
+            for d in &list {
+                for (k, v) in &d.topology {
+                    labels.insert(k.clone(), v.clone());
+                }
+            }
+            let current = n.metadata.labels.unwrap_or_default();
+            if labels.iter().any(|(k, v)| current.get(k) != Some(v)) {
+                let patch = serde_json::json!({"metadata": {"labels": labels}});
+                nodes
+                    .patch(
+                        &node,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await?;
+            }
+            Ok::<(), kube::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot update the CSINode object; retrying");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_modes_like_the_kubelet() {
+        let m = |v: &[&str]| access_mode(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(m(&["ReadWriteOnce"]), AccessMode::SingleNodeWriter);
+        assert_eq!(m(&["ReadOnlyMany"]), AccessMode::MultiNodeReaderOnly);
+        assert_eq!(m(&["ReadWriteMany"]), AccessMode::MultiNodeMultiWriter);
+        assert_eq!(m(&["ReadWriteOncePod"]), AccessMode::SingleNodeSingleWriter);
+        assert_eq!(m(&[]), AccessMode::SingleNodeWriter);
+    }
+}
