@@ -11,4 +11,5 @@ pub mod images;
 pub mod manifest;
 pub mod network;
 pub mod pods;
+pub mod server;
 pub mod translate;

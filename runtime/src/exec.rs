@@ -1,10 +1,11 @@
 //! Running a command inside a running container (exec hooks and probes) through the
 //! single-threaded helper `bosun __exec` (libcontainer's tenant path clones without exec).
 //!
-//! `bosun __exec <state_root> <id> <cwd-or-empty> -- argv...`: joins container `id` whose
-//! libcontainer state lives in `<state_root>/<id>`, runs `argv` there with the container's own
-//! environment, user and (unless `cwd` is given) working folder, stdin `/dev/null` and the
-//! helper's stdout/stderr, waits for it and exits with its code (128 + signal if signalled).
+//! `bosun __exec [--stdin] <state_root> <id> <cwd-or-empty> -- argv...`: joins container `id`
+//! whose libcontainer state lives in `<state_root>/<id>`, runs `argv` there with the container's
+//! own environment, user and (unless `cwd` is given) working folder, stdin `/dev/null` (the
+//! helper's own stdin with `--stdin`) and the helper's stdout/stderr, waits for it and exits with
+//! its code (128 + signal if signalled).
 //! If fd 3 is open it receives one line: `pid <host pid>` once the command runs (so the agent
 //! can kill it on timeout) or `error <message>`.
 
@@ -33,12 +34,21 @@ struct Args {
     id: String,
     cwd: Option<PathBuf>,
     argv: Vec<String>,
+    /// Give the command the helper's stdin instead of `/dev/null`.
+    stdin: bool,
 }
+
+/// The flag of `__exec` that passes the helper's stdin to the command.
+pub const STDIN_FLAG: &str = "--stdin";
 
 fn parse_args(mut args: Vec<String>) -> Result<Args, String> {
     // Accept the full argv too: skip a program name and the subcommand if present.
     if let Some(i) = args.iter().take(2).position(|a| a == EXEC_SUBCOMMAND) {
         args.drain(..=i);
+    }
+    let stdin = args.first().is_some_and(|a| a == STDIN_FLAG);
+    if stdin {
+        args.remove(0);
     }
     let sep = args
         .iter()
@@ -56,6 +66,7 @@ fn parse_args(mut args: Vec<String>) -> Result<Args, String> {
         id: args[1].clone(),
         cwd: (!args[2].is_empty()).then(|| PathBuf::from(&args[2])),
         argv,
+        stdin,
     })
 }
 
@@ -173,7 +184,16 @@ fn run(args: &Args, container_dir: &Path) -> Result<i32, String> {
         .cwd
         .clone()
         .or_else(|| process.map(|p| p.cwd().clone()));
-    let stdin = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    let stdin: std::os::fd::OwnedFd = if args.stdin {
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("dup stdin: {e}"))?
+    } else {
+        File::open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?
+            .into()
+    };
     let stdout = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
@@ -237,8 +257,12 @@ mod tests {
                 id: "c1".into(),
                 cwd: None,
                 argv: s(&["sh", "-c", "echo hi"]),
+                stdin: false,
             }
         );
+        let a = parse_args(s(&["__exec", "--stdin", "/st", "c1", "", "--", "cat"])).expect("parse");
+        assert!(a.stdin);
+        assert_eq!(a.argv, s(&["cat"]));
         let a =
             parse_args(s(&["bosun", "__exec", "/st", "c1", "/tmp", "--", "ls"])).expect("parse");
         assert_eq!(a.cwd, Some(PathBuf::from("/tmp")));
