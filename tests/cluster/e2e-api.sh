@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# End-to-end: the kubelet HTTP API of bosun against the real test control plane. bosun joins as
+# node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
+# ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
+# (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
+# code, stdin); an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403.
+# Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
+# Needs root.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+source "$here/env.sh"
+D=${1:-/tmp/bosun-e2e-api-cluster}
+W=$(mktemp -d /tmp/bosun-e2e-api-XXXXXX)
+BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
+KUBECTL="$K8S_BIN/kubectl"
+NODE=e2e-api
+# A control plane of its own, beside the one e2e-node.sh starts (bosun-cp0, 10.250.0.1).
+export BOSUN_CP_IF=bosun-cp1 BOSUN_CP_IP=10.250.1.1 BOSUN_CP_SERVICE_CIDR=10.97.0.0/16
+export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
+NODE_IP=$BOSUN_CP_IP
+passed=0; failed=0
+check() { # name, command...
+    local name=$1; shift
+    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
+}
+wait_for() { # seconds, command...
+    local t=$1; shift
+    for _ in $(seq 1 $((t*5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    return 1
+}
+cleanup() {
+    [ -n "${follow_pid:-}" ] && kill "$follow_pid" 2>/dev/null
+    [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
+    # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
+    pkill -KILL -f "$W/run/containers" 2>/dev/null
+    grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    for c in /sys/fs/cgroup/*/bosun-e2e-api /sys/fs/cgroup/bosun-e2e-api; do
+        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    ip link del bosune2eapi 2>/dev/null
+    bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
+    [ -n "${KEEP_LOGS:-}" ] && cp "$W/bosun.log" "$KEEP_LOGS" 2>/dev/null
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+bash "$here/up.sh" "$D" >"$W.up.log" 2>&1 || { cat "$W.up.log"; echo "0 passed, 1 failed"; exit 1; }
+rm -f "$W.up.log"
+export KUBECONFIG="$D/admin.kubeconfig"
+bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
+
+# Free ports for the API and healthz (a running kubelet or another e2e may hold 10250/10248).
+used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
+free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }
+PORT=$(free_port 20250)
+HPORT=$(free_port 20248 "$PORT")
+cat >"$W/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+port: $PORT
+healthzPort: $HPORT
+authentication:
+  x509: {clientCAFile: $D/pki/ca.crt}
+YAML
+
+A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
+   --container-logs-dir "$W/clogs" --cgroup-root /bosun-e2e-api --hostname-override "$NODE"
+   --cni-conf-dir "$W/cni" --pod-cidr 10.247.0.0/24)
+"$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
+mkdir -p "$W/cni"
+cat >"$W/cni/10-e2e-api.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "bosun-e2e-api", "plugins": [
+  {"type": "bridge", "bridge": "bosune2eapi", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.247.0.0/24"}]], "dataDir": "$W/ipam"}}]}
+JSON
+"$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
+    --cert-dir "$W/pki" --node-ip "$NODE_IP" --config "$W/config.yaml" "${A[@]}" \
+    >"$W/bosun.log" 2>&1 &
+bosun_pid=$!
+
+healthz() { [ "$(curl -s "http://127.0.0.1:$HPORT/healthz")" = ok ]; }
+check "plain healthz on 127.0.0.1:$HPORT says ok" wait_for 30 healthz
+node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+check "node registers and turns Ready" wait_for 60 node_ready
+endpoint=$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.daemonEndpoints.kubeletEndpoint.Port} {.status.declaredFeatures}')
+check "node reports port $PORT and ExtendWebSocketsToKubelet ($endpoint)" \
+    bash -c "[[ '$endpoint' == '$PORT '*ExtendWebSocketsToKubelet* ]]"
+check "serving certificate written under --cert-dir" test -s "$W/pki/kubelet.crt" -a -s "$W/pki/kubelet.key"
+
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: api-a}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo line-1; echo line-2; echo line-3; trap "exit 0" TERM;
+      while true; do if [ -f /tmp/next ]; then echo next-line; rm /tmp/next; fi; sleep 0.2; done']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-b}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: d, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: d, mountPath: /data}]
+    command: [sh, -c, 'if [ -f /data/once ]; then echo second-run; trap "exit 0" TERM;
+      while true; do sleep 0.2; done; else touch /data/once; echo first-run; exit 1; fi']
+YAML
+running() { [ "$("$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
+check "pod api-a runs" wait_for 60 running api-a
+
+logs=$("$KUBECTL" logs api-a 2>&1)
+check "kubectl logs ($(tr '\n' ' ' <<<"$logs"))" bash -c "[ \"\$(printf 'line-1\nline-2\nline-3')\" = '$logs' ]"
+tail=$("$KUBECTL" logs api-a --tail=1 2>&1)
+check "kubectl logs --tail=1 ($tail)" [ "$tail" = line-3 ]
+ts=$("$KUBECTL" logs api-a --timestamps --limit-bytes=200 2>&1 | head -1)
+check "kubectl logs --timestamps ($ts)" bash -c "[[ '$ts' =~ ^20[0-9-]+T[0-9:.]+Z\ line-1$ ]]"
+
+out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
+check "kubectl exec cat /etc/hostname ($out)" [ "$out" = api-a ]
+"$KUBECTL" exec api-a -- sh -c 'exit 3' >/dev/null 2>&1
+code=$?
+check "kubectl exec exit code ($code)" [ "$code" = 3 ]
+out=$(echo hi | "$KUBECTL" exec -i api-a -- cat 2>&1)
+check "kubectl exec -i with stdin ($out)" [ "$out" = hi ]
+out=$("$KUBECTL" exec api-a -- sh -c 'echo to-out; echo to-err >&2' 2>/dev/null)
+check "kubectl exec stdout apart from stderr ($out)" [ "$out" = to-out ]
+
+"$KUBECTL" logs -f api-a >"$W/follow.out" 2>&1 &
+follow_pid=$!
+sleep 1
+"$KUBECTL" exec api-a -- touch /tmp/next >/dev/null 2>&1
+check "kubectl logs -f sees a new line" wait_for 15 grep -q next-line "$W/follow.out"
+kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+
+restarted() { [ "$("$KUBECTL" get pod api-b -o jsonpath='{.status.containerStatuses[0].restartCount}')" -ge 1 ] && running api-b; }
+check "pod api-b restarted once" wait_for 60 restarted
+prev=$("$KUBECTL" logs api-b --previous 2>&1)
+cur=$("$KUBECTL" logs api-b 2>&1)
+check "kubectl logs --previous ($prev) and current ($cur)" bash -c "[ '$prev' = first-run ] && [ '$cur' = second-run ]"
+
+code=$(curl -sk -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "anonymous request gets 401 ($code)" [ "$code" = 401 ]
+# A user with a certificate of the cluster CA but no RBAC on nodes/proxy.
+openssl req -newkey rsa:2048 -nodes -keyout "$W/nobody.key" -out "$W/nobody.csr" -subj "/CN=nobody" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' >"$W/nobody.ext"
+openssl x509 -req -in "$W/nobody.csr" -CA "$D/pki/ca.crt" -CAkey "$D/pki/ca.key" -CAcreateserial \
+    -out "$W/nobody.crt" -days 1 -extfile "$W/nobody.ext" 2>/dev/null
+code=$(curl -sk --cert "$W/nobody.crt" --key "$W/nobody.key" -o "$W/forbidden.out" -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/pods")
+check "certificate without RBAC gets 403 ($code: $(cat "$W/forbidden.out" 2>/dev/null))" [ "$code" = 403 ]
+code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/pods.json" -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/pods")
+check "admin certificate gets /pods ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items[] | select(.metadata.name==\"api-a\")' '$W/pods.json' >/dev/null"
+code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/running.json" -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/runningpods/")
+check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 2' '$W/running.json' >/dev/null"
+# Bearer tokens go through TokenReview: a valid service account token without RBAC, then garbage.
+token=$("$KUBECTL" create token default --duration=10m 2>/dev/null)
+code=$(curl -sk -H "Authorization: Bearer $token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "service account token without RBAC gets 403 ($code)" [ "$code" = 403 ]
+code=$(curl -sk -H "Authorization: Bearer not-a-token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "invalid token gets 401 ($code)" [ "$code" = 401 ]
+
+"$KUBECTL" delete pod api-a api-b --wait=false >/dev/null 2>&1
+gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }
+check "pods deleted" wait_for 60 gone
+kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
