@@ -134,6 +134,13 @@ code=$?
 check "kubectl exec exit code ($code)" [ "$code" = 3 ]
 out=$(echo hi | "$KUBECTL" exec -i api-a -- cat 2>&1)
 check "kubectl exec -i with stdin ($out)" [ "$out" = hi ]
+# A terminal for kubectl (script(1)), so `-it` really asks for a TTY.
+out=$(script -qec "$KUBECTL exec -it api-a -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; exit 4'" \
+    /dev/null </dev/null 2>&1 | tr -d '\r')
+check "kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx is-a-tty <<<'$out'"
+script -qec "$KUBECTL exec -it api-a -- sh -c 'exit 4'" /dev/null </dev/null >/dev/null 2>&1
+code=$?
+check "kubectl exec -it exit code ($code)" [ "$code" = 4 ]
 out=$("$KUBECTL" exec api-a -- sh -c 'echo to-out; echo to-err >&2' 2>/dev/null)
 check "kubectl exec stdout apart from stderr ($out)" [ "$out" = to-out ]
 

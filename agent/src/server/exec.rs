@@ -81,6 +81,45 @@ async fn pump(fd: Option<OwnedFd>, channel: u8, wanted: bool, tx: mpsc::Sender<M
     }
 }
 
+/// Where the client's stdin goes.
+enum Input {
+    Pipe(tokio::net::unix::pipe::Sender),
+    Terminal(tokio::fs::File),
+}
+
+impl Input {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Input::Pipe(p) => p.write_all(b).await,
+            Input::Terminal(f) => {
+                f.write_all(b).await?;
+                f.flush().await
+            }
+        }
+    }
+}
+
+/// Copies a terminal's output into `channel` messages until it ends (EIO once the command
+/// and the helper have closed it).
+async fn pump_file(file: std::fs::File, channel: u8, tx: mpsc::Sender<Message>) {
+    let mut f = tokio::fs::File::from_std(file);
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match f.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx
+                    .send(Message::binary(ws::frame(channel, &buf[..n])))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Runs one exec session on an upgraded connection.
 pub async fn serve(
     ctx: Arc<Ctx>,
@@ -149,29 +188,53 @@ async fn run<S>(
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
-    let mut session = match ctx.runtime.exec_streaming(id, &req.command, req.stdin) {
+    let mut session = match ctx
+        .runtime
+        .exec_streaming(id, &req.command, req.stdin, req.tty)
+    {
         Ok(s) => s,
         Err(e) => return ws::error_status(&e.to_string()),
     };
-    let stdout = tokio::spawn(pump(
-        session.stdout.take(),
-        ws::STDOUT,
-        req.stdout,
-        tx.clone(),
-    ));
-    let stderr = tokio::spawn(pump(
-        session.stderr.take(),
-        ws::STDERR,
-        req.stderr,
-        tx.clone(),
-    ));
-    let mut stdin = session
-        .stdin
-        .take()
-        .and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok());
+    let terminal = match session.terminal() {
+        Ok(t) => t,
+        Err(e) => return ws::error_status(&format!("terminal: {e}")),
+    };
+    let (stdout, stderr, mut stdin): (_, _, Option<Input>) = match terminal {
+        // A terminal: its output is the command's stdout (and stderr); input goes to it.
+        Some((reader, writer)) => (
+            tokio::spawn(pump_file(reader, ws::STDOUT, tx.clone())),
+            tokio::spawn(async {}),
+            req.stdin
+                .then(|| Input::Terminal(tokio::fs::File::from_std(writer))),
+        ),
+        None => (
+            tokio::spawn(pump(
+                session.stdout.take(),
+                ws::STDOUT,
+                req.stdout,
+                tx.clone(),
+            )),
+            tokio::spawn(pump(
+                session.stderr.take(),
+                ws::STDERR,
+                req.stderr,
+                tx.clone(),
+            )),
+            session
+                .stdin
+                .take()
+                .and_then(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(fd).ok())
+                .map(Input::Pipe),
+        ),
+    };
     if let Err(e) = session.started().await {
         return ws::error_status(&e.to_string());
     }
+    let resizer = session.resizer();
+    let session_resize = |w: u16, h: u16| match &resizer {
+        Some(r) => r.resize(w, h),
+        None => Ok(()),
+    };
     // Feeds stdin until the client goes away; returns when it does.
     let client = async {
         while let Some(Ok(m)) = incoming.next().await {
@@ -188,8 +251,14 @@ where
                         }
                     }
                 }
-                ws::Incoming::CloseStdin => stdin = None,
-                ws::Incoming::Resize { .. } | ws::Incoming::Ignored => {}
+                // A terminal's input stays open: the command ends on its own (^D, exit).
+                ws::Incoming::CloseStdin if !req.tty => stdin = None,
+                ws::Incoming::Resize { width, height } => {
+                    if let Err(e) = session_resize(width, height) {
+                        tracing::debug!(error = %e, "terminal resize");
+                    }
+                }
+                ws::Incoming::CloseStdin | ws::Incoming::Ignored => {}
             }
         }
     };

@@ -1,7 +1,7 @@
 //! Running a command in a running container through `bosun __exec` (see [`crate::exec`]).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -104,6 +104,8 @@ pub struct ExecSession {
     helper_pid: i32,
     error: Option<String>,
     done: bool,
+    /// The master side of the command's terminal (TTY sessions).
+    terminal: Option<OwnedFd>,
 }
 
 impl ExecSession {
@@ -155,6 +157,29 @@ impl ExecSession {
         }
     }
 
+    /// For a TTY session: the terminal's master, twice (one to read the command's output, one
+    /// to write its input); `None` without a terminal.
+    pub fn terminal(&self) -> io::Result<Option<(std::fs::File, std::fs::File)>> {
+        match &self.terminal {
+            Some(m) => Ok(Some((m.try_clone()?.into(), m.try_clone()?.into()))),
+            None => Ok(None),
+        }
+    }
+
+    /// A handle that resizes a TTY session's terminal while the session is waited on.
+    pub fn resizer(&self) -> Option<TerminalResizer> {
+        let fd = self.terminal.as_ref()?.try_clone().ok()?;
+        Some(TerminalResizer { fd })
+    }
+
+    /// Sets the window size of a TTY session's terminal (no-op without one).
+    pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
+        match &self.terminal {
+            Some(m) => crate::sys::set_winsize(m.as_fd(), cols, rows),
+            None => Ok(()),
+        }
+    }
+
     /// Kills the command and the helper.
     pub fn kill(&self) {
         if let Some(t) = &self.target {
@@ -163,6 +188,17 @@ impl ExecSession {
         if let Some(h) = &self.helper {
             let _ = h.signal(libc::SIGKILL);
         }
+    }
+}
+
+/// Resizes the terminal of a TTY exec session.
+pub struct TerminalResizer {
+    fd: OwnedFd,
+}
+
+impl TerminalResizer {
+    pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
+        crate::sys::set_winsize(self.fd.as_fd(), cols, rows)
     }
 }
 
@@ -176,14 +212,16 @@ impl Drop for ExecSession {
 
 impl HostRuntime {
     /// Starts `argv` in the running container `id` with stdout and stderr as pipes and, when
-    /// `stdin`, a pipe for its stdin too. Nothing bounds its run time: the caller kills it
-    /// (or drops the session) when its client goes away.
+    /// `stdin`, a pipe for its stdin too; with `tty`, a terminal for all three instead (see
+    /// [`ExecSession::terminal`]). Nothing bounds its run time: the caller kills it (or drops
+    /// the session) when its client goes away.
     #[tracing::instrument(skip(self, argv), fields(container = %id))]
     pub fn exec_streaming(
         &self,
         id: &str,
         argv: &[String],
         stdin: bool,
+        tty: bool,
     ) -> Result<ExecSession, ExecError> {
         let inner = &self.inner;
         let status = inner
@@ -198,7 +236,9 @@ impl HostRuntime {
         let dir = inner.containers_dir().join(id);
         let mut cmd = Command::new(&inner.paths.helper_binary);
         cmd.arg(EXEC_SUBCOMMAND);
-        if stdin {
+        if tty {
+            cmd.arg(crate::exec::TTY_FLAG);
+        } else if stdin {
             cmd.arg(crate::exec::STDIN_FLAG);
         }
         cmd.arg(dir.join("state"))
@@ -206,7 +246,15 @@ impl HostRuntime {
             .arg("")
             .arg("--")
             .args(argv);
-        spawn_streaming(id, cmd, stdin)
+        let terminal = if tty {
+            Some(crate::sys::openpty().map_err(|source| ExecError::Spawn {
+                id: id.to_string(),
+                source,
+            })?)
+        } else {
+            None
+        };
+        spawn_streaming(id, cmd, stdin, terminal)
     }
 }
 
@@ -215,6 +263,7 @@ pub(crate) fn spawn_streaming(
     id: &str,
     mut cmd: Command,
     stdin: bool,
+    terminal: Option<(OwnedFd, OwnedFd)>,
 ) -> Result<ExecSession, ExecError> {
     let spawn_err = |source| ExecError::Spawn {
         id: id.to_string(),
@@ -223,9 +272,19 @@ pub(crate) fn spawn_streaming(
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| spawn_err(io::Error::from(e)))?;
     let wr_raw = wr.as_raw_fd();
-    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let master = match terminal {
+        Some((master, slave)) => {
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(spawn_err);
+            cmd.stdin(dup(&slave)?).stdout(dup(&slave)?).stderr(slave);
+            Some(master)
+        }
+        None => {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            None
+        }
+    };
     // SAFETY: as in `run_helper`: only async-signal-safe dup2/fcntl in the forked child.
     unsafe {
         cmd.pre_exec(move || {
@@ -241,11 +300,15 @@ pub(crate) fn spawn_streaming(
     }
     let (mut child, exit_rx) = crate::reaper::spawn(&mut cmd).map_err(spawn_err)?;
     drop(wr);
+    // The slave's copies in `cmd` are closed with it, so the master sees EOF (EIO) once the
+    // command and the helper are gone.
+    drop(cmd);
     let helper_pid = child.id() as i32;
     let helper = proc::pidfd_open(helper_pid)
         .ok()
         .and_then(|fd| ProcHandle::new(helper_pid, fd).ok());
     Ok(ExecSession {
+        terminal: master,
         id: id.to_string(),
         stdin: child.stdin.take().map(OwnedFd::from),
         stdout: child.stdout.take().map(OwnedFd::from),
@@ -501,6 +564,7 @@ mod tests {
             "c1",
             sh("echo pid $$ >&3; exec 3>&-; read x; echo got $x; echo err >&2; exit 5"),
             true,
+            None,
         )
         .expect("spawn");
         s.started().await.expect("started");
@@ -519,9 +583,46 @@ mod tests {
             "c1",
             sh("echo 'error no such container' >&3; exit 126"),
             false,
+            None,
         )
         .expect("spawn");
         assert!(matches!(s.started().await, Err(ExecError::Helper { .. })));
+    }
+
+    #[tokio::test]
+    async fn streaming_session_with_a_terminal() {
+        use std::io::{Read, Write};
+        crate::reaper::install().expect("reaper");
+        let pty = crate::sys::openpty().expect("pty");
+        let mut s = spawn_streaming(
+            "c1",
+            sh("echo pid $$ >&3; exec 3>&-; [ -t 0 ] && echo is-a-tty; stty size; read x; echo got-$x"),
+            true,
+            Some(pty),
+        )
+        .expect("spawn");
+        s.resize(100, 30).expect("resize");
+        s.started().await.expect("started");
+        let (mut r, mut w) = s.terminal().expect("dup").expect("terminal");
+        w.write_all(b"abc\n").expect("write");
+        let out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 1024];
+            // EIO once the slave is closed everywhere: the end of the output.
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        assert_eq!(s.wait().await.expect("wait"), 0);
+        drop(s);
+        let out = out.await.expect("join");
+        assert!(out.contains("is-a-tty"), "{out:?}");
+        assert!(out.contains("30 100"), "{out:?}");
+        assert!(out.contains("got-abc"), "{out:?}");
     }
 
     #[tokio::test]
