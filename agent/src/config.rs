@@ -92,7 +92,8 @@ pub struct ServerConfig {
     /// authorization.webhook.cacheAuthorizedTTL (5m) / cacheUnauthorizedTTL (30s).
     pub authz_cache_authorized_ttl: std::time::Duration,
     pub authz_cache_unauthorized_ttl: std::time::Duration,
-    /// serverTLSBootstrap (false): a `kubernetes.io/kubelet-serving` CSR (not yet: self-signed).
+    /// serverTLSBootstrap (false): the serving certificate from a `kubernetes.io/kubelet-serving`
+    /// CSR instead of a self-signed one.
     pub server_tls_bootstrap: bool,
 }
 

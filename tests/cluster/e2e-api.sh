@@ -3,7 +3,9 @@
 # node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
 # ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
 # (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
-# code, stdin); an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403.
+# code, stdin, -it); an anonymous request gets 401 and a certificate without RBAC on
+# nodes/proxy 403; after a restart with serverTLSBootstrap, the serving certificate comes from
+# an approved CSR.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root.
 set -uo pipefail
@@ -74,10 +76,13 @@ cat >"$W/cni/10-e2e-api.conflist" <<JSON
   {"type": "bridge", "bridge": "bosune2eapi", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.247.0.0/24"}]], "dataDir": "$W/ipam"}}]}
 JSON
-"$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
-    --cert-dir "$W/pki" --node-ip "$NODE_IP" --config "$W/config.yaml" "${A[@]}" \
-    >"$W/bosun.log" 2>&1 &
-bosun_pid=$!
+start_bosun() {
+    "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
+        --cert-dir "$W/pki" --node-ip "$NODE_IP" --config "$W/config.yaml" "${A[@]}" \
+        >>"$W/bosun.log" 2>&1 &
+    bosun_pid=$!
+}
+start_bosun
 
 healthz() { [ "$(curl -s "http://127.0.0.1:$HPORT/healthz")" = ok ]; }
 check "plain healthz on 127.0.0.1:$HPORT says ok" wait_for 30 healthz
@@ -179,6 +184,21 @@ code=$(curl -sk -H "Authorization: Bearer $token" -o /dev/null -w '%{http_code}'
 check "service account token without RBAC gets 403 ($code)" [ "$code" = 403 ]
 code=$(curl -sk -H "Authorization: Bearer not-a-token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
 check "invalid token gets 401 ($code)" [ "$code" = 401 ]
+
+# serverTLSBootstrap: bosun restarted (pods are adopted) asks for a serving certificate.
+kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
+echo "serverTLSBootstrap: true" >>"$W/config.yaml"
+start_bosun
+serving_csr() {
+    "$KUBECTL" get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.metadata.name} {.spec.username}{"\n"}{end}' |
+        awk -v u="system:node:$NODE" '$2 == u {print $1; exit}' | grep .
+}
+check "serving CSR (kubernetes.io/kubelet-serving) requested after a restart" wait_for 30 serving_csr
+"$KUBECTL" certificate approve "$(serving_csr)" >/dev/null 2>&1
+verified() { [ "$(curl -s --cacert "$D/pki/ca.crt" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")" = 401 ]; }
+check "approved: the API serves a certificate of the cluster CA" wait_for 30 verified
+out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
+check "kubectl exec after the restart ($out)" [ "$out" = api-a ]
 
 "$KUBECTL" delete pod api-a api-b --wait=false >/dev/null 2>&1
 gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }

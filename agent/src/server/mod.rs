@@ -7,6 +7,7 @@
 //! instead of translating them to SPDY).
 
 pub mod auth;
+pub mod csr;
 pub mod exec;
 pub mod logs;
 pub mod routes;
@@ -71,21 +72,6 @@ pub async fn start(
     addresses: Vec<String>,
 ) -> Result<(), ServerError> {
     let cfg = ctx.cfg.server.clone();
-    if cfg.server_tls_bootstrap {
-        tracing::warn!(
-            "serverTLSBootstrap is not implemented yet; serving a self-signed certificate"
-        );
-    }
-    let (cert, key) = tls::serving_files(&cfg, &ctx.cfg.cert_dir, &node_name, &addresses)?;
-    let tls_cfg = tls::server_config(&cert, &key, cfg.client_ca_file.as_deref())?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
-    let addr = join_host_port(&cfg.address, cfg.port);
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
     if cfg.healthz_port != 0 {
         let haddr = join_host_port(&cfg.healthz_bind_address, cfg.healthz_port);
         let hl = TcpListener::bind(&haddr)
@@ -97,6 +83,21 @@ pub async fn start(
         tracing::info!(addr = %haddr, "healthz listening");
         tokio::spawn(serve_healthz(hl));
     }
+    let (cert, key) = if cfg.server_tls_bootstrap && cfg.tls_cert_file.is_none() {
+        let f = csr::serving_file(&client, &node_name, &addresses, &ctx.cfg.cert_dir).await?;
+        (f.clone(), f)
+    } else {
+        tls::serving_files(&cfg, &ctx.cfg.cert_dir, &node_name, &addresses)?
+    };
+    let tls_cfg = tls::server_config(&cert, &key, cfg.client_ca_file.as_deref())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
+    let addr = join_host_port(&cfg.address, cfg.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
     tracing::info!(%addr, client_ca = ?cfg.client_ca_file, "kubelet API listening");
     let server = Arc::new(Server {
         auth: auth::Auth::new(client, node_name.clone(), cfg),
