@@ -90,7 +90,7 @@ pub async fn serving_file(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         waited += Duration::from_secs(1);
-        if waited.as_secs() % 60 == 0 {
+        if waited.as_secs().is_multiple_of(60) {
             tracing::info!(csr = %name, "still waiting for the serving CSR to be approved");
         }
     };
