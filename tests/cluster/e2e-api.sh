@@ -178,6 +178,18 @@ check "admin certificate gets /pods ($code)" bash -c "[ '$code' = 200 ] && jq -e
 code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/running.json" -w '%{http_code}' \
     "https://$NODE_IP:$PORT/runningpods/")
 check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 2' '$W/running.json' >/dev/null"
+admin_get() { curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" "https://$NODE_IP:$PORT$1"; }
+admin_get /metrics/resource >"$W/metrics.txt"
+check "/metrics/resource has api-a's container CPU and memory" bash -c "
+    grep -q '^container_cpu_usage_seconds_total{container=\"c\",namespace=\"default\",pod=\"api-a\"} [0-9.e-]* [0-9]*\$' '$W/metrics.txt' &&
+    grep -q '^container_memory_working_set_bytes{container=\"c\",namespace=\"default\",pod=\"api-a\"} [1-9]' '$W/metrics.txt' &&
+    grep -q '^node_cpu_usage_seconds_total [1-9]' '$W/metrics.txt'"
+admin_get /stats/summary >"$W/summary.json"
+jq_true() { jq -e "$@" >/dev/null; }
+check "/stats/summary has pod api-a with CPU used" jq_true \
+    '.node.cpu.usageCoreNanoSeconds > 0 and ([.pods[] | select(.podRef.name=="api-a") | .containers[0].cpu.usageCoreNanoSeconds > 0] == [true])' \
+    "$W/summary.json"
+check "/configz names the port" bash -c "[ \"\$(jq -r .kubeletconfig.port <<<'$(admin_get /configz)')\" = $PORT ]"
 # Bearer tokens go through TokenReview: a valid service account token without RBAC, then garbage.
 token=$("$KUBECTL" create token default --duration=10m 2>/dev/null)
 code=$(curl -sk -H "Authorization: Bearer $token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::ObjectMeta;
 
 use super::auth::{self, Authn, User};
-use super::{exec, logs, ws, Body, Server};
+use super::{exec, logs, stats, ws, Body, Server};
 use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -139,12 +139,76 @@ fn route(
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             exec_endpoint(server, req, websocket, &ns, &pod, &container)
         }
+        ["metrics", "resource"] => {
+            let samples = stats::sample(&server.ctx);
+            let body = stats::resource_metrics(stats::node_now(), &samples, SystemTime::now());
+            full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            )
+        }
+        ["stats", "summary"] => {
+            let samples = stats::sample(&server.ctx);
+            json(&stats::summary(
+                &server.node_name,
+                stats::node_now(),
+                &samples,
+                SystemTime::now(),
+            ))
+        }
+        ["configz"] => json(&configz(&server)),
         ["attach", ..] | ["portForward", ..] => text(
             StatusCode::NOT_IMPLEMENTED,
             "attach and port-forward are not implemented by bosun yet",
         ),
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
+}
+
+/// `/configz`: the settings bosun runs with, in KubeletConfiguration terms.
+fn configz(server: &Server) -> serde_json::Value {
+    let c = &server.ctx.cfg;
+    let s = &c.server;
+    serde_json::json!({"kubeletconfig": {
+        "kind": "KubeletConfiguration",
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "staticPodPath": c.manifests,
+        "syncFrequency": format!("{}s", c.sync_frequency.as_secs()),
+        "fileCheckFrequency": format!("{}s", c.file_check_frequency.as_secs()),
+        "address": s.address,
+        "port": s.port,
+        "healthzBindAddress": s.healthz_bind_address,
+        "healthzPort": s.healthz_port,
+        "tlsCertFile": s.tls_cert_file,
+        "tlsPrivateKeyFile": s.tls_private_key_file,
+        "serverTLSBootstrap": s.server_tls_bootstrap,
+        "authentication": {
+            "x509": {"clientCAFile": s.client_ca_file},
+            "webhook": {"enabled": s.webhook_authn,
+                        "cacheTTL": format!("{}s", s.authn_cache_ttl.as_secs())},
+            "anonymous": {"enabled": s.anonymous_auth},
+        },
+        "authorization": {
+            "mode": if s.authz_webhook { "Webhook" } else { "AlwaysAllow" },
+            "webhook": {
+                "cacheAuthorizedTTL": format!("{}s", s.authz_cache_authorized_ttl.as_secs()),
+                "cacheUnauthorizedTTL": format!("{}s", s.authz_cache_unauthorized_ttl.as_secs()),
+            },
+        },
+        "cgroupRoot": c.cgroup_root,
+        "podLogsDir": c.pod_logs_dir,
+        "containerLogMaxSize": c.container_log_max_size.to_string(),
+        "containerLogMaxFiles": c.container_log_max_files,
+        "maxPods": c.max_pods,
+        "clusterDNS": c.cluster_dns,
+        "clusterDomain": c.cluster_domain,
+        "resolvConf": c.resolv_conf,
+        "podCIDR": c.pod_cidr,
+        "serializeImagePulls": c.serialize_image_pulls,
+        "imageGCHighThresholdPercent": c.image_gc_high_threshold_percent,
+        "imageGCLowThresholdPercent": c.image_gc_low_threshold_percent,
+    }})
 }
 
 fn list_of(items: Vec<Pod>) -> serde_json::Value {
