@@ -3,9 +3,9 @@
 # node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
 # ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
 # (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
-# code, stdin, -it); an anonymous request gets 401 and a certificate without RBAC on
-# nodes/proxy 403; after a restart with serverTLSBootstrap, the serving certificate comes from
-# an approved CSR.
+# code, stdin, -it); `kubectl attach` (output); /metrics, /metrics/resource, /stats/summary,
+# /configz; an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403;
+# after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root.
 set -uo pipefail
@@ -155,6 +155,12 @@ sleep 1
 "$KUBECTL" exec api-a -- touch /tmp/next >/dev/null 2>&1
 check "kubectl logs -f sees a new line" wait_for 15 grep -q next-line "$W/follow.out"
 kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+"$KUBECTL" attach api-a -c c >"$W/attach.out" 2>&1 &
+follow_pid=$!
+sleep 2
+"$KUBECTL" exec api-a -- touch /tmp/next >/dev/null 2>&1
+check "kubectl attach streams the container's new output" wait_for 15 grep -q next-line "$W/attach.out"
+kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
 
 restarted() { [ "$("$KUBECTL" get pod api-b -o jsonpath='{.status.containerStatuses[0].restartCount}')" -ge 1 ] && running api-b; }
 check "pod api-b restarted once" wait_for 60 restarted
@@ -184,8 +190,9 @@ check "/metrics/resource has api-a's container CPU and memory" bash -c "
     grep -q '^container_cpu_usage_seconds_total{container=\"c\",namespace=\"default\",pod=\"api-a\"} [0-9.e-]* [0-9]*\$' '$W/metrics.txt' &&
     grep -q '^container_memory_working_set_bytes{container=\"c\",namespace=\"default\",pod=\"api-a\"} [1-9]' '$W/metrics.txt' &&
     grep -q '^node_cpu_usage_seconds_total [1-9]' '$W/metrics.txt'"
+check "/metrics counts the running pods" bash -c "[ \"\$(grep '^kubelet_running_pods ' <<<'$(admin_get /metrics)')\" = 'kubelet_running_pods 2' ]"
 admin_get /stats/summary >"$W/summary.json"
-jq_true() { jq -e "$@" >/dev/null; }
+jq_true() { [ -s "${*: -1}" ] && jq -e "$@" >/dev/null; }
 check "/stats/summary has pod api-a with CPU used" jq_true \
     '.node.cpu.usageCoreNanoSeconds > 0 and ([.pods[] | select(.podRef.name=="api-a") | .containers[0].cpu.usageCoreNanoSeconds > 0] == [true])' \
     "$W/summary.json"

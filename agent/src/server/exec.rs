@@ -44,6 +44,14 @@ pub fn parse_request(pairs: &[(String, String)]) -> Result<ExecRequest, String> 
     if command.is_empty() {
         return Err("missing command".into());
     }
+    parse_streams(pairs, command)
+}
+
+/// The streams of an exec or attach request.
+pub fn parse_streams(
+    pairs: &[(String, String)],
+    command: Vec<String>,
+) -> Result<ExecRequest, String> {
     let r = ExecRequest {
         command,
         stdin: flag(pairs, "input") || flag(pairs, "stdin"),
@@ -120,13 +128,23 @@ async fn pump_file(file: std::fs::File, channel: u8, tx: mpsc::Sender<Message>) 
     }
 }
 
-/// Runs one exec session on an upgraded connection.
+/// What a streaming session does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Runs the request's command.
+    Exec,
+    /// Streams the container's output (`kubectl attach`); `log` is its current log file.
+    Attach { log: std::path::PathBuf },
+}
+
+/// Runs one exec or attach session on an upgraded connection.
 pub async fn serve(
     ctx: Arc<Ctx>,
     upgraded: hyper::upgrade::Upgraded,
     protocol: &'static str,
     id: String,
     req: ExecRequest,
+    kind: Kind,
 ) {
     let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
     let (mut sink, mut incoming) = socket.split();
@@ -150,7 +168,10 @@ pub async fn serve(
     };
     let _ = tx.send(Message::binary(ws::frame(first, b""))).await;
 
-    let status = run(&ctx, &id, &req, protocol, &tx, &mut incoming).await;
+    let status = match kind {
+        Kind::Exec => run(&ctx, &id, &req, protocol, &tx, &mut incoming).await,
+        Kind::Attach { log } => attach(&ctx, &id, &log, &req, &tx, &mut incoming).await,
+    };
     let _ = tx
         .send(Message::binary(ws::frame(
             ws::ERROR,
@@ -174,6 +195,67 @@ pub async fn serve(
         }
     })
     .await;
+}
+
+/// An attach without stdin: the container's output from now on, read from its log, until it
+/// stops running or the client goes away.
+async fn attach<S>(
+    ctx: &Arc<Ctx>,
+    id: &str,
+    log: &std::path::Path,
+    req: &ExecRequest,
+    tx: &mpsc::Sender<Message>,
+    incoming: &mut S,
+) -> serde_json::Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut tail = super::logs::Tail::open_at_end(log);
+    let output = async {
+        loop {
+            let running = matches!(
+                ctx.runtime.status(id).map(|s| s.state),
+                Some(bosun_runtime::ContainerState::Running { .. })
+            );
+            for rec in tail.read() {
+                let (channel, wanted) = match rec.stream {
+                    bosun_runtime::logs::Stream::Stdout => (ws::STDOUT, req.stdout),
+                    // With a terminal both streams are the terminal's output.
+                    bosun_runtime::logs::Stream::Stderr if req.tty => (ws::STDOUT, req.stdout),
+                    bosun_runtime::logs::Stream::Stderr => (ws::STDERR, req.stderr),
+                };
+                if !wanted {
+                    continue;
+                }
+                let mut data = rec.msg;
+                if !rec.partial {
+                    data.push(b'\n');
+                }
+                if tx
+                    .send(Message::binary(ws::frame(channel, &data)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let client = async {
+        while let Some(Ok(m)) = incoming.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = output => ws::exit_status(0, &[]),
+        _ = client => ws::error_status("client went away"),
+    }
 }
 
 /// The session proper; returns the status for the error channel.

@@ -229,7 +229,7 @@ pub fn find_log(
 }
 
 /// An open log file being read to its end.
-struct Tail {
+pub(crate) struct Tail {
     path: PathBuf,
     file: Option<std::fs::File>,
     ino: u64,
@@ -238,7 +238,7 @@ struct Tail {
 }
 
 impl Tail {
-    fn open(path: &Path) -> Tail {
+    pub(crate) fn open(path: &Path) -> Tail {
         let file = std::fs::File::open(path).ok();
         let ino = file
             .as_ref()
@@ -254,7 +254,16 @@ impl Tail {
     }
 
     /// New complete records; follows the path to a new file once the old one is drained.
-    fn read(&mut self) -> Vec<LogLine> {
+    /// Opens the file positioned at its end (only records written from now on are read).
+    pub(crate) fn open_at_end(path: &Path) -> Tail {
+        let mut t = Tail::open(path);
+        if let Some(f) = t.file.as_mut() {
+            let _ = f.seek(SeekFrom::End(0));
+        }
+        t
+    }
+
+    pub(crate) fn read(&mut self) -> Vec<LogLine> {
         let mut data = std::mem::take(&mut self.carry);
         if let Some(f) = self.file.as_mut() {
             let _ = f.read_to_end(&mut data);

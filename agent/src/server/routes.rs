@@ -139,6 +139,11 @@ fn route(
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             exec_endpoint(server, req, websocket, &ns, &pod, &container)
         }
+        ["metrics"] => full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            stats::agent_metrics(&server.ctx.runtime.list()),
+        ),
         ["metrics", "resource"] => {
             let samples = stats::sample(&server.ctx);
             let body = stats::resource_metrics(stats::node_now(), &samples, SystemTime::now());
@@ -158,9 +163,13 @@ fn route(
             ))
         }
         ["configz"] => json(&configz(&server)),
-        ["attach", ..] | ["portForward", ..] => text(
+        ["attach", ns, pod, container] | ["attach", ns, pod, _, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            attach_endpoint(server, req, websocket, &ns, &pod, &container)
+        }
+        ["portForward", ..] => text(
             StatusCode::NOT_IMPLEMENTED,
-            "attach and port-forward are not implemented by bosun yet",
+            "port-forward is not implemented by bosun yet",
         ),
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
@@ -292,21 +301,54 @@ fn container_logs(
 
 fn exec_endpoint(
     server: Arc<Server>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     websocket: bool,
     ns: &str,
     pod: &str,
     container: &str,
 ) -> Response<Body> {
     let pairs = logs::query_pairs(req.uri().query());
-    let ereq = match exec::parse_request(&pairs) {
-        Ok(r) => r,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
-    };
+    match exec::parse_request(&pairs) {
+        Ok(r) => streaming(server, req, websocket, ns, pod, container, r, false),
+        Err(e) => text(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn attach_endpoint(
+    server: Arc<Server>,
+    req: Request<Incoming>,
+    websocket: bool,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Response<Body> {
+    let pairs = logs::query_pairs(req.uri().query());
+    match exec::parse_streams(&pairs, Vec::new()) {
+        Ok(r) if r.stdin => text(
+            StatusCode::BAD_REQUEST,
+            "bosun attaches to a container's output only (stdin is not supported yet)",
+        ),
+        Ok(r) => streaming(server, req, websocket, ns, pod, container, r, true),
+        Err(e) => text(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Upgrades an exec or attach request to a WebSocket session.
+#[allow(clippy::too_many_arguments)]
+fn streaming(
+    server: Arc<Server>,
+    mut req: Request<Incoming>,
+    websocket: bool,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    ereq: exec::ExecRequest,
+    attach: bool,
+) -> Response<Body> {
     if !websocket {
         return text(
             StatusCode::BAD_REQUEST,
-            "bosun serves exec over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io)",
+            "bosun serves exec and attach over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io)",
         );
     }
     let offered: Vec<&str> = req
@@ -334,11 +376,18 @@ fn exec_endpoint(
             format!("container \"{container}\" in pod \"{pod}\" is not running"),
         );
     };
+    let kind = if attach {
+        exec::Kind::Attach {
+            log: target.log_path.clone(),
+        }
+    } else {
+        exec::Kind::Exec
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ctx = server.ctx.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(up) => exec::serve(ctx, up, protocol, target.id, ereq).await,
+            Ok(up) => exec::serve(ctx, up, protocol, target.id, ereq, kind).await,
             Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
         }
     });

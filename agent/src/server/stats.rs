@@ -358,6 +358,47 @@ pub fn resource_metrics(node: Usage, samples: &[ContainerSample], now: SystemTim
     s
 }
 
+/// `/metrics`: bosun's own figures in the Prometheus text format (running pods and
+/// containers by state for now).
+pub fn agent_metrics(containers: &[bosun_runtime::ContainerStatus]) -> String {
+    let mut pods = std::collections::BTreeSet::new();
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in containers {
+        let state = match &c.state {
+            ContainerState::Created => "created",
+            ContainerState::Running { .. } => {
+                if let Some(uid) = c.labels.get(LABEL_POD_UID) {
+                    pods.insert(uid.clone());
+                }
+                "running"
+            }
+            ContainerState::Exited(_) => "exited",
+            ContainerState::Unknown { .. } => "unknown",
+        };
+        *states.entry(state).or_default() += 1;
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox"
+    );
+    let _ = writeln!(s, "# TYPE kubelet_running_pods gauge");
+    let _ = writeln!(s, "kubelet_running_pods {}", pods.len());
+    let _ = writeln!(
+        s,
+        "# HELP kubelet_running_containers [ALPHA] Number of containers currently running"
+    );
+    let _ = writeln!(s, "# TYPE kubelet_running_containers gauge");
+    for state in ["created", "exited", "running", "unknown"] {
+        let _ = writeln!(
+            s,
+            "kubelet_running_containers{{container_state=\"{state}\"}} {}",
+            states.get(state).copied().unwrap_or(0)
+        );
+    }
+    s
+}
+
 fn cpu_json(u: &Usage, time: &str) -> serde_json::Value {
     serde_json::json!({"time": time, "usageCoreNanoSeconds": u.cpu_nanos})
 }
@@ -471,6 +512,31 @@ mod tests {
         );
         assert_eq!(u.cpu_nanos, 131 * 10_000_000);
         assert_eq!(u.working_set, 1024 * 1024);
+    }
+
+    #[test]
+    fn counts_running_pods_and_containers() {
+        let c = |uid: &str, state: ContainerState| bosun_runtime::ContainerStatus {
+            id: format!("{uid}_c"),
+            labels: [(LABEL_POD_UID.to_string(), uid.to_string())].into(),
+            state,
+            image: String::new(),
+            image_id: String::new(),
+            log_path: PathBuf::new(),
+        };
+        let running = || ContainerState::Running {
+            pid: 1,
+            started_at: UNIX_EPOCH,
+        };
+        let text = agent_metrics(&[
+            c("a", running()),
+            c("a", running()),
+            c("b", running()),
+            c("c", ContainerState::Created),
+        ]);
+        assert!(text.contains("kubelet_running_pods 2\n"), "{text}");
+        assert!(text.contains("kubelet_running_containers{container_state=\"running\"} 3\n"));
+        assert!(text.contains("kubelet_running_containers{container_state=\"created\"} 1\n"));
     }
 
     #[test]
