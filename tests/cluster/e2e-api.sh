@@ -62,6 +62,7 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 port: $PORT
 healthzPort: $HPORT
+containerLogMaxSize: 2Ki
 authentication:
   x509: {clientCAFile: $D/pki/ca.crt}
 YAML
@@ -121,6 +122,18 @@ spec:
     volumeMounts: [{name: d, mountPath: /data}]
     command: [sh, -c, 'if [ -f /data/once ]; then echo second-run; trap "exit 0" TERM;
       while true; do sleep 0.2; done; else touch /data/once; echo first-run; exit 1; fi']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-c}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'trap "exit 0" TERM; i=0; while true; do i=\$((i+1)); echo "seq \$i"; sleep 0.05; done']
 YAML
 running() { [ "$("$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
 check "pod api-a runs" wait_for 60 running api-a
@@ -155,6 +168,27 @@ sleep 1
 "$KUBECTL" exec api-a -- touch /tmp/next >/dev/null 2>&1
 check "kubectl logs -f sees a new line" wait_for 15 grep -q next-line "$W/follow.out"
 kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+# A client that goes away: its command is killed, not left running in the container.
+timeout 3 "$KUBECTL" exec api-a -- sleep 1234 >/dev/null 2>&1
+no_sleeper() { ! "$KUBECTL" exec api-a -- ps | grep -q 'sleep 1234'; }
+check "exec of a client that went away is killed" wait_for 10 no_sleeper
+
+# Follow across rotations (containerLogMaxSize 2Ki: api-c's log rotates every second or so).
+running api-c || wait_for 30 running api-c
+timeout 8 "$KUBECTL" logs -f api-c >"$W/rotate.out" 2>/dev/null
+gapless() {
+    local n first last
+    n=$(grep -c '^seq [0-9]*$' "$W/rotate.out")
+    first=$(grep -m1 '^seq ' "$W/rotate.out" | cut -d' ' -f2)
+    last=$(grep '^seq ' "$W/rotate.out" | tail -1 | cut -d' ' -f2)
+    [ "$n" -gt 60 ] && [ $((last - first + 1)) = "$n" ] &&
+        awk '$1 == "seq" { if (prev && $2 != prev + 1) exit 1; prev = $2 }' "$W/rotate.out"
+}
+rotations=$(ls "$W"/logs/default_api-c_*/c/ 2>/dev/null | grep -c '\.log\.')
+rotated_gapless() { [ "$rotations" -ge 2 ] && gapless; }
+check "kubectl logs -f across $rotations rotations: $(grep -c '^seq ' "$W/rotate.out") lines, none lost" \
+    rotated_gapless
+
 "$KUBECTL" attach api-a -c c >"$W/attach.out" 2>&1 &
 follow_pid=$!
 sleep 2
@@ -183,14 +217,14 @@ code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/pods.j
 check "admin certificate gets /pods ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items[] | select(.metadata.name==\"api-a\")' '$W/pods.json' >/dev/null"
 code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/running.json" -w '%{http_code}' \
     "https://$NODE_IP:$PORT/runningpods/")
-check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 2' '$W/running.json' >/dev/null"
+check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 3' '$W/running.json' >/dev/null"
 admin_get() { curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" "https://$NODE_IP:$PORT$1"; }
 admin_get /metrics/resource >"$W/metrics.txt"
 check "/metrics/resource has api-a's container CPU and memory" bash -c "
     grep -q '^container_cpu_usage_seconds_total{container=\"c\",namespace=\"default\",pod=\"api-a\"} [0-9.e-]* [0-9]*\$' '$W/metrics.txt' &&
     grep -q '^container_memory_working_set_bytes{container=\"c\",namespace=\"default\",pod=\"api-a\"} [1-9]' '$W/metrics.txt' &&
     grep -q '^node_cpu_usage_seconds_total [1-9]' '$W/metrics.txt'"
-check "/metrics counts the running pods" bash -c "[ \"\$(grep '^kubelet_running_pods ' <<<'$(admin_get /metrics)')\" = 'kubelet_running_pods 2' ]"
+check "/metrics counts the running pods" bash -c "[ \"\$(grep '^kubelet_running_pods ' <<<'$(admin_get /metrics)')\" = 'kubelet_running_pods 3' ]"
 admin_get /stats/summary >"$W/summary.json"
 jq_true() { [ -s "${*: -1}" ] && jq -e "$@" >/dev/null; }
 check "/stats/summary has pod api-a with CPU used" jq_true \
@@ -219,7 +253,7 @@ check "approved: the API serves a certificate of the cluster CA" wait_for 30 ver
 out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
 check "kubectl exec after the restart ($out)" [ "$out" = api-a ]
 
-"$KUBECTL" delete pod api-a api-b --wait=false >/dev/null 2>&1
+"$KUBECTL" delete pod api-a api-b api-c --wait=false >/dev/null 2>&1
 gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }
 check "pods deleted" wait_for 60 gone
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=

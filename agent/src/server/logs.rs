@@ -270,9 +270,22 @@ impl Tail {
         }
         let current = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
         if current.is_some() && current != Some(self.ino) {
-            // Rotated (or created): what the old file had is read; continue with the new one.
+            // Rotated (or created): what the old file had is read; files rotated after it
+            // (several rotations between two reads) come next, then the new current file.
             if !data.is_empty() && !data.ends_with(b"\n") {
                 data.push(b'\n');
+            }
+            let rotated = rotated_files(&self.path).unwrap_or_default();
+            let ino = |p: &PathBuf| std::fs::metadata(p).map(|m| m.ino()).ok();
+            if let Some(pos) = rotated.iter().position(|p| ino(p) == Some(self.ino)) {
+                for p in &rotated[pos + 1..] {
+                    if let Ok(more) = std::fs::read(p) {
+                        data.extend_from_slice(&more);
+                        if !data.is_empty() && !data.ends_with(b"\n") {
+                            data.push(b'\n');
+                        }
+                    }
+                }
             }
             *self = Tail::open(&self.path);
             if let Some(f) = self.file.as_mut() {
@@ -529,6 +542,19 @@ mod tests {
         let msgs: Vec<Vec<u8>> = t.read().into_iter().map(|l| l.msg).collect();
         assert_eq!(msgs, vec![b"bb".to_vec(), b"c".to_vec()]);
         assert!(t.read().is_empty());
+        // Two rotations between reads: the file in between is not skipped.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("open");
+        f.write_all(b"2024-01-01T00:00:04Z stdout F d\n")
+            .expect("w");
+        std::fs::rename(&p, dir.path().join("0.log.20240101-000001.000000000")).expect("mv");
+        std::fs::write(&p, "2024-01-01T00:00:05Z stdout F e\n").expect("w");
+        std::fs::rename(&p, dir.path().join("0.log.20240101-000002.000000000")).expect("mv");
+        std::fs::write(&p, "2024-01-01T00:00:06Z stdout F f\n").expect("w");
+        let msgs: Vec<Vec<u8>> = t.read().into_iter().map(|l| l.msg).collect();
+        assert_eq!(msgs, vec![b"d".to_vec(), b"e".to_vec(), b"f".to_vec()]);
     }
 
     #[test]
