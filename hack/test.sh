@@ -18,5 +18,6 @@ echo "== privileged tests"
 cargo test --workspace -- --ignored --test-threads=1
 echo "== cluster end to end (real control plane from tests/cluster, cached build)"
 bash tests/cluster/e2e-node.sh
+bash tests/cluster/e2e-api.sh
 echo "== benchmark harness (quick run, no figures checked)"
 bash bench/check.sh

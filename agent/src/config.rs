@@ -61,6 +61,164 @@ pub struct Config {
     pub image_gc_high_threshold_percent: u8,
     pub image_gc_low_threshold_percent: u8,
     pub image_minimum_gc_age: std::time::Duration,
+    /// The kubelet HTTP API (port, TLS, authentication, authorization).
+    pub server: ServerConfig,
+}
+
+/// The kubelet HTTP API's settings, with the kubelet's defaults (KubeletConfiguration v1beta1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// port (10250): HTTPS.
+    pub port: u16,
+    /// address (0.0.0.0).
+    pub address: String,
+    /// healthzPort (10248; 0 disables the plain healthz endpoint).
+    pub healthz_port: u16,
+    /// healthzBindAddress (127.0.0.1).
+    pub healthz_bind_address: String,
+    /// tlsCertFile / tlsPrivateKeyFile; without them a self-signed pair under `--cert-dir`.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    /// authentication.x509.clientCAFile: client certificates signed by it are users.
+    pub client_ca_file: Option<PathBuf>,
+    /// authentication.anonymous.enabled (false).
+    pub anonymous_auth: bool,
+    /// authentication.webhook.enabled (true): bearer tokens through TokenReview.
+    pub webhook_authn: bool,
+    /// authentication.webhook.cacheTTL (2m).
+    pub authn_cache_ttl: std::time::Duration,
+    /// authorization.mode: `Webhook` (SubjectAccessReview, default) or `AlwaysAllow`.
+    pub authz_webhook: bool,
+    /// authorization.webhook.cacheAuthorizedTTL (5m) / cacheUnauthorizedTTL (30s).
+    pub authz_cache_authorized_ttl: std::time::Duration,
+    pub authz_cache_unauthorized_ttl: std::time::Duration,
+    /// serverTLSBootstrap (false): the serving certificate from a `kubernetes.io/kubelet-serving`
+    /// CSR instead of a self-signed one.
+    pub server_tls_bootstrap: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationFile {
+    pub x509: Option<X509File>,
+    pub webhook: Option<WebhookAuthnFile>,
+    pub anonymous: Option<AnonymousFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct X509File {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAuthnFile {
+    pub enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    pub cache_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AnonymousFile {
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationFile {
+    pub mode: Option<String>,
+    pub webhook: Option<WebhookAuthzFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookAuthzFile {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    pub cache_authorized_ttl: Option<String>,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    pub cache_unauthorized_ttl: Option<String>,
+}
+
+impl ServerConfig {
+    fn from_file(f: &KubeletConfigFile) -> Result<ServerConfig, ConfigError> {
+        let duration = |field: &str, v: Option<&String>, default: u64| match v {
+            Some(s) => parse_duration(s).ok_or_else(|| ConfigError::Invalid {
+                field: field.into(),
+                message: format!("{s:?} is not a duration like 2m"),
+            }),
+            None => Ok(std::time::Duration::from_secs(default)),
+        };
+        let authn = f.authentication.as_ref();
+        let webhook = authn.and_then(|a| a.webhook.as_ref());
+        let authz = f.authorization.as_ref();
+        let authz_webhook = authz.and_then(|a| a.webhook.as_ref());
+        let authz_mode = match authz.and_then(|a| a.mode.as_deref()) {
+            None | Some("Webhook") => true,
+            Some("AlwaysAllow") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    field: "authorization.mode".into(),
+                    message: format!("{other:?} is not Webhook or AlwaysAllow"),
+                })
+            }
+        };
+        let cfg = ServerConfig {
+            port: f.port.unwrap_or(10250),
+            address: f.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
+            healthz_port: f.healthz_port.unwrap_or(10248),
+            healthz_bind_address: f
+                .healthz_bind_address
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            tls_cert_file: f.tls_cert_file.clone(),
+            tls_private_key_file: f.tls_private_key_file.clone(),
+            client_ca_file: authn
+                .and_then(|a| a.x509.as_ref())
+                .and_then(|x| x.client_ca_file.clone()),
+            anonymous_auth: authn
+                .and_then(|a| a.anonymous.as_ref())
+                .and_then(|a| a.enabled)
+                .unwrap_or(false),
+            webhook_authn: webhook.and_then(|w| w.enabled).unwrap_or(true),
+            authn_cache_ttl: duration(
+                "authentication.webhook.cacheTTL",
+                webhook.and_then(|w| w.cache_ttl.as_ref()),
+                120,
+            )?,
+            authz_webhook: authz_mode,
+            authz_cache_authorized_ttl: duration(
+                "authorization.webhook.cacheAuthorizedTTL",
+                authz_webhook.and_then(|w| w.cache_authorized_ttl.as_ref()),
+                300,
+            )?,
+            authz_cache_unauthorized_ttl: duration(
+                "authorization.webhook.cacheUnauthorizedTTL",
+                authz_webhook.and_then(|w| w.cache_unauthorized_ttl.as_ref()),
+                30,
+            )?,
+            server_tls_bootstrap: f.server_tls_bootstrap.unwrap_or(false),
+        };
+        for (field, addr) in [
+            ("address", &cfg.address),
+            ("healthzBindAddress", &cfg.healthz_bind_address),
+        ] {
+            if addr.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::Invalid {
+                    field: field.into(),
+                    message: format!("{addr:?} is not an IP address"),
+                });
+            }
+        }
+        if cfg.tls_cert_file.is_some() != cfg.tls_private_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                field: "tlsCertFile".into(),
+                message: "tlsCertFile and tlsPrivateKeyFile go together".into(),
+            });
+        }
+        Ok(cfg)
+    }
 }
 
 /// The default pod subnet (unlikely to clash with podman's 10.88.0.0/16 or docker's 172.17/16).
@@ -108,6 +266,16 @@ pub struct KubeletConfigFile {
     pub image_gc_low_threshold_percent: Option<u8>,
     #[serde(rename = "imageMinimumGCAge")]
     pub image_minimum_gc_age: Option<String>,
+    pub port: Option<u16>,
+    pub address: Option<String>,
+    pub healthz_port: Option<u16>,
+    pub healthz_bind_address: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_private_key_file: Option<PathBuf>,
+    pub authentication: Option<AuthenticationFile>,
+    pub authorization: Option<AuthorizationFile>,
+    #[serde(rename = "serverTLSBootstrap")]
+    pub server_tls_bootstrap: Option<bool>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -161,6 +329,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "imageGCHighThresholdPercent",
     "imageGCLowThresholdPercent",
     "imageMinimumGCAge",
+    "port",
+    "address",
+    "healthzPort",
+    "healthzBindAddress",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
+    "serverTLSBootstrap",
 ];
 
 impl Config {
@@ -321,6 +498,7 @@ impl Config {
             image_gc_high_threshold_percent: file.image_gc_high_threshold_percent.unwrap_or(85),
             image_gc_low_threshold_percent: file.image_gc_low_threshold_percent.unwrap_or(80),
             image_minimum_gc_age: duration("imageMinimumGCAge", &file.image_minimum_gc_age, 120)?,
+            server: ServerConfig::from_file(&file)?,
         };
         for ip in &cfg.cluster_dns {
             if ip.parse::<std::net::IpAddr>().is_err() {
@@ -472,6 +650,49 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("evictionHard"));
         assert_eq!(cfg.max_pods, 50);
+    }
+
+    #[test]
+    fn server_keys_and_defaults() {
+        let (cfg, _) = Config::load(&Flags::default()).expect("load");
+        let d = &cfg.server;
+        assert_eq!((d.port, d.address.as_str()), (10250, "0.0.0.0"));
+        assert_eq!(
+            (d.healthz_port, d.healthz_bind_address.as_str()),
+            (10248, "127.0.0.1")
+        );
+        assert!(!d.anonymous_auth && d.webhook_authn && d.authz_webhook);
+        assert_eq!(d.authn_cache_ttl, Duration::from_secs(120));
+        assert_eq!(d.authz_cache_authorized_ttl, Duration::from_secs(300));
+        assert_eq!(d.authz_cache_unauthorized_ttl, Duration::from_secs(30));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "kind: KubeletConfiguration\nport: 20250\nhealthzPort: 20248\n\
+             authentication:\n  x509: {clientCAFile: /ca.crt}\n  anonymous: {enabled: true}\n\
+             \x20 webhook: {enabled: false, cacheTTL: 10s}\n\
+             authorization:\n  mode: AlwaysAllow\n  webhook: {cacheAuthorizedTTL: 1m}\n",
+        )
+        .expect("write");
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Flags::default()
+        };
+        let (cfg, warnings) = Config::load(&flags).expect("load");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let s = &cfg.server;
+        assert_eq!((s.port, s.healthz_port), (20250, 20248));
+        assert_eq!(s.client_ca_file, Some(PathBuf::from("/ca.crt")));
+        assert!(s.anonymous_auth && !s.webhook_authn && !s.authz_webhook);
+        assert_eq!(s.authn_cache_ttl, Duration::from_secs(10));
+        assert_eq!(s.authz_cache_authorized_ttl, Duration::from_secs(60));
+        std::fs::write(
+            &path,
+            "kind: KubeletConfiguration\nauthorization: {mode: RBAC}\n",
+        )
+        .expect("write");
+        assert!(Config::load(&flags).is_err());
     }
 
     #[test]

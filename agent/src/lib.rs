@@ -13,4 +13,5 @@ pub mod manifest;
 pub mod network;
 pub mod pods;
 pub mod projection;
+pub mod server;
 pub mod translate;

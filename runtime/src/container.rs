@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 
-pub use exec::{ExecError, ExecOutput};
+pub use exec::{ExecError, ExecOutput, ExecSession, TerminalResizer};
 pub use remove::RemoveError;
 pub use start::StartError;
 pub use stop::StopError;

@@ -1,10 +1,11 @@
 //! Running a command inside a running container (exec hooks and probes) through the
 //! single-threaded helper `bosun __exec` (libcontainer's tenant path clones without exec).
 //!
-//! `bosun __exec <state_root> <id> <cwd-or-empty> -- argv...`: joins container `id` whose
-//! libcontainer state lives in `<state_root>/<id>`, runs `argv` there with the container's own
-//! environment, user and (unless `cwd` is given) working folder, stdin `/dev/null` and the
-//! helper's stdout/stderr, waits for it and exits with its code (128 + signal if signalled).
+//! `bosun __exec [--stdin] [--tty] <state_root> <id> <cwd-or-empty> -- argv...`: joins container `id`
+//! whose libcontainer state lives in `<state_root>/<id>`, runs `argv` there with the container's
+//! own environment, user and (unless `cwd` is given) working folder, stdin `/dev/null` (the
+//! helper's own stdin with `--stdin`) and the helper's stdout/stderr, waits for it and exits with
+//! its code (128 + signal if signalled).
 //! If fd 3 is open it receives one line: `pid <host pid>` once the command runs (so the agent
 //! can kill it on timeout) or `error <message>`.
 
@@ -33,12 +34,32 @@ struct Args {
     id: String,
     cwd: Option<PathBuf>,
     argv: Vec<String>,
+    /// Give the command the helper's stdin instead of `/dev/null`.
+    stdin: bool,
+    /// The helper's stdin is a terminal: make it the controlling terminal of a new session
+    /// first, so the terminal's signals (^C) reach the command.
+    tty: bool,
 }
+
+/// The flag of `__exec` for a terminal on stdin/stdout/stderr (implies `--stdin`).
+pub const TTY_FLAG: &str = "--tty";
+
+/// The flag of `__exec` that passes the helper's stdin to the command.
+pub const STDIN_FLAG: &str = "--stdin";
 
 fn parse_args(mut args: Vec<String>) -> Result<Args, String> {
     // Accept the full argv too: skip a program name and the subcommand if present.
     if let Some(i) = args.iter().take(2).position(|a| a == EXEC_SUBCOMMAND) {
         args.drain(..=i);
+    }
+    let (mut stdin, mut tty) = (false, false);
+    while let Some(flag) = args.first() {
+        match flag.as_str() {
+            STDIN_FLAG => stdin = true,
+            TTY_FLAG => tty = true,
+            _ => break,
+        }
+        args.remove(0);
     }
     let sep = args
         .iter()
@@ -56,6 +77,8 @@ fn parse_args(mut args: Vec<String>) -> Result<Args, String> {
         id: args[1].clone(),
         cwd: (!args[2].is_empty()).then(|| PathBuf::from(&args[2])),
         argv,
+        stdin: stdin || tty,
+        tty,
     })
 }
 
@@ -77,6 +100,12 @@ pub fn helper_main(args: Vec<String>) -> i32 {
         }
     };
     reset_signals();
+    if args.tty {
+        if let Err(e) = crate::sys::make_controlling_tty(std::io::stdin().as_fd()) {
+            report(&format!("error controlling terminal: {e}"));
+            return HELPER_FAILED;
+        }
+    }
     let container_dir = args.state_root.join(&args.id);
     // Execs into one container take turns through build(): each leaves a notify socket that is
     // only in use during its own build(), so while holding the lock every socket present is a
@@ -95,6 +124,12 @@ pub fn helper_main(args: Vec<String>) -> i32 {
     };
     report(&format!("pid {pid}"));
     drop(status);
+    if args.tty {
+        // ^C and friends on the terminal are for the command, not for this helper.
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGTSTP] {
+            let _ = crate::sys::ignore_signal(sig);
+        }
+    }
     let code = loop {
         match waitpid(nix::unistd::Pid::from_raw(pid), None) {
             Ok(WaitStatus::Exited(_, code)) => break code,
@@ -173,7 +208,16 @@ fn run(args: &Args, container_dir: &Path) -> Result<i32, String> {
         .cwd
         .clone()
         .or_else(|| process.map(|p| p.cwd().clone()));
-    let stdin = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    let stdin: std::os::fd::OwnedFd = if args.stdin {
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("dup stdin: {e}"))?
+    } else {
+        File::open("/dev/null")
+            .map_err(|e| format!("open /dev/null: {e}"))?
+            .into()
+    };
     let stdout = std::io::stdout()
         .as_fd()
         .try_clone_to_owned()
@@ -237,8 +281,15 @@ mod tests {
                 id: "c1".into(),
                 cwd: None,
                 argv: s(&["sh", "-c", "echo hi"]),
+                stdin: false,
+                tty: false,
             }
         );
+        let a = parse_args(s(&["__exec", "--stdin", "/st", "c1", "", "--", "cat"])).expect("parse");
+        assert!(a.stdin && !a.tty);
+        assert_eq!(a.argv, s(&["cat"]));
+        let a = parse_args(s(&["--tty", "/st", "c1", "", "--", "sh"])).expect("parse");
+        assert!(a.stdin && a.tty);
         let a =
             parse_args(s(&["bosun", "__exec", "/st", "c1", "/tmp", "--", "ls"])).expect("parse");
         assert_eq!(a.cwd, Some(PathBuf::from("/tmp")));

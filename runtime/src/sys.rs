@@ -139,6 +139,47 @@ pub fn ignore_signal(sig: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// A new pseudo-terminal: (master, slave), both close-on-exec.
+pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
+    for fd in [&pty.master, &pty.slave] {
+        set_cloexec_raw(fd.as_raw_fd())?;
+    }
+    Ok((pty.master, pty.slave))
+}
+
+/// Sets the window size of the terminal `fd` (TIOCSWINSZ).
+pub fn set_winsize(fd: BorrowedFd, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid for the call; the
+    // descriptor is borrowed and open.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts a new session and makes the terminal on `fd` its controlling terminal (for a TTY
+/// exec helper, so the terminal's signals reach the command).
+pub fn make_controlling_tty(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and only changes this process's session.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCSCTTY takes an int argument (0: do not steal); the descriptor is open.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Mounts an overlay at `target`. `lower` is given top layer first (overlayfs order).
 pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
     if lower.is_empty() {

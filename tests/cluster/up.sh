@@ -220,6 +220,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --client-ca-file="$PKI/ca.crt" \
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
   --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types=InternalIP,Hostname \
   --authorization-mode=Node,RBAC \
   --enable-admission-plugins=NodeRestriction \
   --enable-bootstrap-token-auth=true \

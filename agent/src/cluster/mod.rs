@@ -46,7 +46,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let facts = node::NodeFacts::gather(
+    let mut facts = node::NodeFacts::gather(
         &node_name,
         cfg.node_ip.clone(),
         &cfg.node_labels,
@@ -54,6 +54,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.root_dir,
         cfg.max_pods,
     );
+    facts.port = i32::from(cfg.server.port);
     let mut delay = Duration::from_secs(1);
     while let Err(e) = node::register(&client, &facts).await {
         tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
@@ -72,6 +73,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ctx.events_tx = Some(events_tx);
     tokio::spawn(events::run(client.clone(), node_name.clone(), events_rx));
     let ctx = Arc::new(ctx);
+    let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
+    crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
     tokio::spawn(node::lease_loop(client.clone(), node_name.clone()));
     let images_ctx = ctx.clone();
     tokio::spawn(node::status_loop(client.clone(), facts, move || {

@@ -263,6 +263,8 @@ impl NodeFacts {
                 ..Default::default()
             }),
             images: (!images.is_empty()).then_some(images),
+            // What bosun's API serves: WebSockets for exec straight from the apiserver.
+            declared_features: Some(vec![crate::server::WEBSOCKET_FEATURE.to_string()]),
             ..Default::default()
         }
     }

@@ -1,7 +1,7 @@
 //! Running a command in a running container through `bosun __exec` (see [`crate::exec`]).
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -87,6 +87,240 @@ impl HostRuntime {
             .args(argv);
         run_helper(id, cmd, timeout).await
     }
+}
+
+/// A command running in a container with its stdio as pipes (`kubectl exec`), started by
+/// [`HostRuntime::exec_streaming`]. Dropping it kills the command if it still runs.
+pub struct ExecSession {
+    id: String,
+    /// The command's stdin (when asked for); drop it to close the command's stdin.
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    status: Option<OwnedFd>,
+    exit: Option<tokio::sync::oneshot::Receiver<crate::reaper::Exit>>,
+    helper: Option<ProcHandle>,
+    target: Option<ProcHandle>,
+    helper_pid: i32,
+    error: Option<String>,
+    done: bool,
+    /// The master side of the command's terminal (TTY sessions).
+    terminal: Option<OwnedFd>,
+}
+
+impl ExecSession {
+    /// Waits until the command runs; an error if the helper could not start it.
+    pub async fn started(&mut self) -> Result<(), ExecError> {
+        if let Some(rd) = self.status.take() {
+            let line = read_line(rd).await.unwrap_or_default();
+            if let Some(pid) = line
+                .strip_prefix("pid ")
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                if let Ok(fd) = proc::pidfd_open(pid) {
+                    if parent_of(pid) == Some(self.helper_pid) {
+                        self.target = ProcHandle::new(pid, fd).ok();
+                    }
+                }
+            } else {
+                let message = line.strip_prefix("error").unwrap_or(&line).trim();
+                self.error = Some(if message.is_empty() {
+                    "the exec helper did not start the command".to_string()
+                } else {
+                    message.to_string()
+                });
+            }
+        }
+        match &self.error {
+            Some(message) => Err(ExecError::Helper {
+                id: self.id.clone(),
+                message: message.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the command's exit code (128 + signal when signalled).
+    pub async fn wait(&mut self) -> Result<i32, ExecError> {
+        self.started().await?;
+        let exit = match self.exit.take() {
+            Some(rx) => rx.await.ok(),
+            None => None,
+        };
+        self.done = true;
+        match exit {
+            Some(e) => Ok(e.code()),
+            None => Err(ExecError::Helper {
+                id: self.id.clone(),
+                message: "helper exit status lost".to_string(),
+            }),
+        }
+    }
+
+    /// For a TTY session: the terminal's master, twice (one to read the command's output, one
+    /// to write its input); `None` without a terminal.
+    pub fn terminal(&self) -> io::Result<Option<(std::fs::File, std::fs::File)>> {
+        match &self.terminal {
+            Some(m) => Ok(Some((m.try_clone()?.into(), m.try_clone()?.into()))),
+            None => Ok(None),
+        }
+    }
+
+    /// A handle that resizes a TTY session's terminal while the session is waited on.
+    pub fn resizer(&self) -> Option<TerminalResizer> {
+        let fd = self.terminal.as_ref()?.try_clone().ok()?;
+        Some(TerminalResizer { fd })
+    }
+
+    /// Sets the window size of a TTY session's terminal (no-op without one).
+    pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
+        match &self.terminal {
+            Some(m) => crate::sys::set_winsize(m.as_fd(), cols, rows),
+            None => Ok(()),
+        }
+    }
+
+    /// Kills the command and the helper.
+    pub fn kill(&self) {
+        if let Some(t) = &self.target {
+            let _ = t.signal(libc::SIGKILL);
+        }
+        if let Some(h) = &self.helper {
+            let _ = h.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// Resizes the terminal of a TTY exec session.
+pub struct TerminalResizer {
+    fd: OwnedFd,
+}
+
+impl TerminalResizer {
+    pub fn resize(&self, cols: u16, rows: u16) -> io::Result<()> {
+        crate::sys::set_winsize(self.fd.as_fd(), cols, rows)
+    }
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        if !self.done {
+            self.kill();
+        }
+    }
+}
+
+impl HostRuntime {
+    /// Starts `argv` in the running container `id` with stdout and stderr as pipes and, when
+    /// `stdin`, a pipe for its stdin too; with `tty`, a terminal for all three instead (see
+    /// [`ExecSession::terminal`]). Nothing bounds its run time: the caller kills it (or drops
+    /// the session) when its client goes away.
+    #[tracing::instrument(skip(self, argv), fields(container = %id))]
+    pub fn exec_streaming(
+        &self,
+        id: &str,
+        argv: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> Result<ExecSession, ExecError> {
+        let inner = &self.inner;
+        let status = inner
+            .status(id)
+            .ok_or_else(|| ExecError::NotFound { id: id.to_string() })?;
+        if !matches!(status.state, ContainerState::Running { .. }) {
+            return Err(ExecError::NotRunning { id: id.to_string() });
+        }
+        if argv.is_empty() {
+            return Err(ExecError::EmptyCommand { id: id.to_string() });
+        }
+        let dir = inner.containers_dir().join(id);
+        let mut cmd = Command::new(&inner.paths.helper_binary);
+        cmd.arg(EXEC_SUBCOMMAND);
+        if tty {
+            cmd.arg(crate::exec::TTY_FLAG);
+        } else if stdin {
+            cmd.arg(crate::exec::STDIN_FLAG);
+        }
+        cmd.arg(dir.join("state"))
+            .arg(id)
+            .arg("")
+            .arg("--")
+            .args(argv);
+        let terminal = if tty {
+            Some(crate::sys::openpty().map_err(|source| ExecError::Spawn {
+                id: id.to_string(),
+                source,
+            })?)
+        } else {
+            None
+        };
+        spawn_streaming(id, cmd, stdin, terminal)
+    }
+}
+
+/// Spawns the exec helper `cmd` with pipes for its stdio and the status pipe on fd 3.
+pub(crate) fn spawn_streaming(
+    id: &str,
+    mut cmd: Command,
+    stdin: bool,
+    terminal: Option<(OwnedFd, OwnedFd)>,
+) -> Result<ExecSession, ExecError> {
+    let spawn_err = |source| ExecError::Spawn {
+        id: id.to_string(),
+        source,
+    };
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| spawn_err(io::Error::from(e)))?;
+    let wr_raw = wr.as_raw_fd();
+    let master = match terminal {
+        Some((master, slave)) => {
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(spawn_err);
+            cmd.stdin(dup(&slave)?).stdout(dup(&slave)?).stderr(slave);
+            Some(master)
+        }
+        None => {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            None
+        }
+    };
+    // SAFETY: as in `run_helper`: only async-signal-safe dup2/fcntl in the forked child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if wr_raw == STATUS_FD {
+                if libc::fcntl(wr_raw, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(wr_raw, STATUS_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (mut child, exit_rx) = crate::reaper::spawn(&mut cmd).map_err(spawn_err)?;
+    drop(wr);
+    // The slave's copies in `cmd` are closed with it, so the master sees EOF (EIO) once the
+    // command and the helper are gone.
+    drop(cmd);
+    let helper_pid = child.id() as i32;
+    let helper = proc::pidfd_open(helper_pid)
+        .ok()
+        .and_then(|fd| ProcHandle::new(helper_pid, fd).ok());
+    Ok(ExecSession {
+        terminal: master,
+        id: id.to_string(),
+        stdin: child.stdin.take().map(OwnedFd::from),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+        status: Some(rd),
+        exit: Some(exit_rx),
+        helper,
+        target: None,
+        helper_pid,
+        error: None,
+        done: false,
+    })
 }
 
 /// Runs the exec helper `cmd` with a status pipe on fd 3 (`pid <n>` or `error <msg>`),
@@ -320,6 +554,75 @@ mod tests {
         assert_eq!(out.code, 4);
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn streaming_session_pipes_and_code() {
+        use tokio::io::AsyncWriteExt;
+        crate::reaper::install().expect("reaper");
+        let mut s = spawn_streaming(
+            "c1",
+            sh("echo pid $$ >&3; exec 3>&-; read x; echo got $x; echo err >&2; exit 5"),
+            true,
+            None,
+        )
+        .expect("spawn");
+        s.started().await.expect("started");
+        let stdin = s.stdin.take().expect("stdin");
+        let mut tx = tokio::net::unix::pipe::Sender::from_owned_fd(stdin).expect("pipe");
+        tx.write_all(b"hello\n").await.expect("write");
+        drop(tx);
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        read_capped(s.stdout.take(), &mut out).await.expect("out");
+        read_capped(s.stderr.take(), &mut err).await.expect("err");
+        assert_eq!(out, b"got hello\n");
+        assert_eq!(err, b"err\n");
+        assert_eq!(s.wait().await.expect("wait"), 5);
+        let mut s = spawn_streaming(
+            "c1",
+            sh("echo 'error no such container' >&3; exit 126"),
+            false,
+            None,
+        )
+        .expect("spawn");
+        assert!(matches!(s.started().await, Err(ExecError::Helper { .. })));
+    }
+
+    #[tokio::test]
+    async fn streaming_session_with_a_terminal() {
+        use std::io::{Read, Write};
+        crate::reaper::install().expect("reaper");
+        let pty = crate::sys::openpty().expect("pty");
+        let mut s = spawn_streaming(
+            "c1",
+            sh("echo pid $$ >&3; exec 3>&-; [ -t 0 ] && echo is-a-tty; stty size; read x; echo got-$x"),
+            true,
+            Some(pty),
+        )
+        .expect("spawn");
+        s.resize(100, 30).expect("resize");
+        s.started().await.expect("started");
+        let (mut r, mut w) = s.terminal().expect("dup").expect("terminal");
+        w.write_all(b"abc\n").expect("write");
+        let out = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 1024];
+            // EIO once the slave is closed everywhere: the end of the output.
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        assert_eq!(s.wait().await.expect("wait"), 0);
+        drop(s);
+        let out = out.await.expect("join");
+        assert!(out.contains("is-a-tty"), "{out:?}");
+        assert!(out.contains("30 100"), "{out:?}");
+        assert!(out.contains("got-abc"), "{out:?}");
     }
 
     #[tokio::test]

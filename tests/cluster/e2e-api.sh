@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# End-to-end: the kubelet HTTP API of bosun against the real test control plane. bosun joins as
+# node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
+# ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
+# (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
+# code, stdin, -it); `kubectl attach` (output); /metrics, /metrics/resource, /stats/summary,
+# /configz; an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403;
+# after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
+# Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
+# Needs root.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+source "$here/env.sh"
+D=${1:-/tmp/bosun-e2e-api-cluster}
+W=$(mktemp -d /tmp/bosun-e2e-api-XXXXXX)
+BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
+KUBECTL="$K8S_BIN/kubectl"
+NODE=e2e-api
+# A control plane of its own, beside the one e2e-node.sh starts (bosun-cp0, 10.250.0.1).
+export BOSUN_CP_IF=bosun-cp1 BOSUN_CP_IP=10.250.1.1 BOSUN_CP_SERVICE_CIDR=10.97.0.0/16
+export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
+NODE_IP=$BOSUN_CP_IP
+passed=0; failed=0
+check() { # name, command...
+    local name=$1; shift
+    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
+}
+wait_for() { # seconds, command...
+    local t=$1; shift
+    for _ in $(seq 1 $((t*5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    return 1
+}
+cleanup() {
+    [ -n "${follow_pid:-}" ] && kill "$follow_pid" 2>/dev/null
+    [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
+    # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
+    pkill -KILL -f "$W/run/containers" 2>/dev/null
+    grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    for c in /sys/fs/cgroup/*/bosun-e2e-api /sys/fs/cgroup/bosun-e2e-api; do
+        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    ip link del bosune2eapi 2>/dev/null
+    bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
+    [ -n "${KEEP_LOGS:-}" ] && cp "$W/bosun.log" "$KEEP_LOGS" 2>/dev/null
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+bash "$here/up.sh" "$D" >"$W.up.log" 2>&1 || { cat "$W.up.log"; echo "0 passed, 1 failed"; exit 1; }
+rm -f "$W.up.log"
+export KUBECONFIG="$D/admin.kubeconfig"
+bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
+
+# Free ports for the API and healthz (a running kubelet or another e2e may hold 10250/10248).
+used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
+free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }
+PORT=$(free_port 20250)
+HPORT=$(free_port 20248 "$PORT")
+cat >"$W/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+port: $PORT
+healthzPort: $HPORT
+containerLogMaxSize: 2Ki
+authentication:
+  x509: {clientCAFile: $D/pki/ca.crt}
+YAML
+
+A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
+   --container-logs-dir "$W/clogs" --cgroup-root /bosun-e2e-api --hostname-override "$NODE"
+   --cni-conf-dir "$W/cni" --pod-cidr 10.247.0.0/24)
+"$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
+mkdir -p "$W/cni"
+cat >"$W/cni/10-e2e-api.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "bosun-e2e-api", "plugins": [
+  {"type": "bridge", "bridge": "bosune2eapi", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.247.0.0/24"}]], "dataDir": "$W/ipam"}}]}
+JSON
+start_bosun() {
+    "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
+        --cert-dir "$W/pki" --node-ip "$NODE_IP" --config "$W/config.yaml" "${A[@]}" \
+        >>"$W/bosun.log" 2>&1 &
+    bosun_pid=$!
+}
+start_bosun
+
+healthz() { [ "$(curl -s "http://127.0.0.1:$HPORT/healthz")" = ok ]; }
+check "plain healthz on 127.0.0.1:$HPORT says ok" wait_for 30 healthz
+node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+check "node registers and turns Ready" wait_for 60 node_ready
+endpoint=$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.daemonEndpoints.kubeletEndpoint.Port} {.status.declaredFeatures}')
+check "node reports port $PORT and ExtendWebSocketsToKubelet ($endpoint)" \
+    bash -c "[[ '$endpoint' == '$PORT '*ExtendWebSocketsToKubelet* ]]"
+check "serving certificate written under --cert-dir" test -s "$W/pki/kubelet.crt" -a -s "$W/pki/kubelet.key"
+
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: api-a}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo line-1; echo line-2; echo line-3; trap "exit 0" TERM;
+      while true; do if [ -f /tmp/next ]; then echo next-line; rm /tmp/next; fi; sleep 0.2; done']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-b}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: d, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: d, mountPath: /data}]
+    command: [sh, -c, 'if [ -f /data/once ]; then echo second-run; trap "exit 0" TERM;
+      while true; do sleep 0.2; done; else touch /data/once; echo first-run; exit 1; fi']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-c}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'trap "exit 0" TERM; i=0; while true; do i=\$((i+1)); echo "seq \$i"; sleep 0.05; done']
+YAML
+running() { [ "$("$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
+check "pod api-a runs" wait_for 60 running api-a
+
+logs=$("$KUBECTL" logs api-a 2>&1)
+check "kubectl logs ($(tr '\n' ' ' <<<"$logs"))" bash -c "[ \"\$(printf 'line-1\nline-2\nline-3')\" = '$logs' ]"
+tail=$("$KUBECTL" logs api-a --tail=1 2>&1)
+check "kubectl logs --tail=1 ($tail)" [ "$tail" = line-3 ]
+ts=$("$KUBECTL" logs api-a --timestamps --limit-bytes=200 2>&1 | head -1)
+check "kubectl logs --timestamps ($ts)" bash -c "[[ '$ts' =~ ^20[0-9-]+T[0-9:.]+Z\ line-1$ ]]"
+
+out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
+check "kubectl exec cat /etc/hostname ($out)" [ "$out" = api-a ]
+"$KUBECTL" exec api-a -- sh -c 'exit 3' >/dev/null 2>&1
+code=$?
+check "kubectl exec exit code ($code)" [ "$code" = 3 ]
+out=$(echo hi | "$KUBECTL" exec -i api-a -- cat 2>&1)
+check "kubectl exec -i with stdin ($out)" [ "$out" = hi ]
+# A terminal for kubectl (script(1)), so `-it` really asks for a TTY.
+out=$(script -qec "$KUBECTL exec -it api-a -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; exit 4'" \
+    /dev/null </dev/null 2>&1 | tr -d '\r')
+check "kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx is-a-tty <<<'$out'"
+script -qec "$KUBECTL exec -it api-a -- sh -c 'exit 4'" /dev/null </dev/null >/dev/null 2>&1
+code=$?
+check "kubectl exec -it exit code ($code)" [ "$code" = 4 ]
+out=$("$KUBECTL" exec api-a -- sh -c 'echo to-out; echo to-err >&2' 2>/dev/null)
+check "kubectl exec stdout apart from stderr ($out)" [ "$out" = to-out ]
+
+"$KUBECTL" logs -f api-a >"$W/follow.out" 2>&1 &
+follow_pid=$!
+sleep 1
+"$KUBECTL" exec api-a -- touch /tmp/next >/dev/null 2>&1
+check "kubectl logs -f sees a new line" wait_for 15 grep -q next-line "$W/follow.out"
+kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+# A client that goes away: its command is killed, not left running in the container.
+timeout 3 "$KUBECTL" exec api-a -- sleep 1234 >/dev/null 2>&1
+no_sleeper() { ! "$KUBECTL" exec api-a -- ps | grep -q 'sleep 1234'; }
+check "exec of a client that went away is killed" wait_for 10 no_sleeper
+
+# Follow across rotations (containerLogMaxSize 2Ki: api-c's log rotates every second or so).
+running api-c || wait_for 30 running api-c
+timeout 8 "$KUBECTL" logs -f api-c >"$W/rotate.out" 2>/dev/null
+gapless() {
+    local n first last
+    n=$(grep -c '^seq [0-9]*$' "$W/rotate.out")
+    first=$(grep -m1 '^seq ' "$W/rotate.out" | cut -d' ' -f2)
+    last=$(grep '^seq ' "$W/rotate.out" | tail -1 | cut -d' ' -f2)
+    [ "$n" -gt 60 ] && [ $((last - first + 1)) = "$n" ] &&
+        awk '$1 == "seq" { if (prev && $2 != prev + 1) exit 1; prev = $2 }' "$W/rotate.out"
+}
+rotations=$(ls "$W"/logs/default_api-c_*/c/ 2>/dev/null | grep -c '\.log\.')
+rotated_gapless() { [ "$rotations" -ge 2 ] && gapless; }
+check "kubectl logs -f across $rotations rotations: $(grep -c '^seq ' "$W/rotate.out") lines, none lost" \
+    rotated_gapless
+
+"$KUBECTL" attach api-a -c c >"$W/attach.out" 2>&1 &
+follow_pid=$!
+sleep 2
+"$KUBECTL" exec api-a -- touch /tmp/next >/dev/null 2>&1
+check "kubectl attach streams the container's new output" wait_for 15 grep -q next-line "$W/attach.out"
+kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+
+restarted() { [ "$("$KUBECTL" get pod api-b -o jsonpath='{.status.containerStatuses[0].restartCount}')" -ge 1 ] && running api-b; }
+check "pod api-b restarted once" wait_for 60 restarted
+prev=$("$KUBECTL" logs api-b --previous 2>&1)
+cur=$("$KUBECTL" logs api-b 2>&1)
+check "kubectl logs --previous ($prev) and current ($cur)" bash -c "[ '$prev' = first-run ] && [ '$cur' = second-run ]"
+
+code=$(curl -sk -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "anonymous request gets 401 ($code)" [ "$code" = 401 ]
+# A user with a certificate of the cluster CA but no RBAC on nodes/proxy.
+openssl req -newkey rsa:2048 -nodes -keyout "$W/nobody.key" -out "$W/nobody.csr" -subj "/CN=nobody" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' >"$W/nobody.ext"
+openssl x509 -req -in "$W/nobody.csr" -CA "$D/pki/ca.crt" -CAkey "$D/pki/ca.key" -CAcreateserial \
+    -out "$W/nobody.crt" -days 1 -extfile "$W/nobody.ext" 2>/dev/null
+code=$(curl -sk --cert "$W/nobody.crt" --key "$W/nobody.key" -o "$W/forbidden.out" -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/pods")
+check "certificate without RBAC gets 403 ($code: $(cat "$W/forbidden.out" 2>/dev/null))" [ "$code" = 403 ]
+code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/pods.json" -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/pods")
+check "admin certificate gets /pods ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items[] | select(.metadata.name==\"api-a\")' '$W/pods.json' >/dev/null"
+code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/running.json" -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/runningpods/")
+check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 3' '$W/running.json' >/dev/null"
+admin_get() { curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" "https://$NODE_IP:$PORT$1"; }
+admin_get /metrics/resource >"$W/metrics.txt"
+check "/metrics/resource has api-a's container CPU and memory" bash -c "
+    grep -q '^container_cpu_usage_seconds_total{container=\"c\",namespace=\"default\",pod=\"api-a\"} [0-9.e-]* [0-9]*\$' '$W/metrics.txt' &&
+    grep -q '^container_memory_working_set_bytes{container=\"c\",namespace=\"default\",pod=\"api-a\"} [1-9]' '$W/metrics.txt' &&
+    grep -q '^node_cpu_usage_seconds_total [1-9]' '$W/metrics.txt'"
+check "/metrics counts the running pods" bash -c "[ \"\$(grep '^kubelet_running_pods ' <<<'$(admin_get /metrics)')\" = 'kubelet_running_pods 3' ]"
+admin_get /stats/summary >"$W/summary.json"
+jq_true() { [ -s "${*: -1}" ] && jq -e "$@" >/dev/null; }
+check "/stats/summary has pod api-a with CPU used" jq_true \
+    '.node.cpu.usageCoreNanoSeconds > 0 and ([.pods[] | select(.podRef.name=="api-a") | .containers[0].cpu.usageCoreNanoSeconds > 0] == [true])' \
+    "$W/summary.json"
+check "/configz names the port" bash -c "[ \"\$(jq -r .kubeletconfig.port <<<'$(admin_get /configz)')\" = $PORT ]"
+# Bearer tokens go through TokenReview: a valid service account token without RBAC, then garbage.
+token=$("$KUBECTL" create token default --duration=10m 2>/dev/null)
+code=$(curl -sk -H "Authorization: Bearer $token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "service account token without RBAC gets 403 ($code)" [ "$code" = 403 ]
+code=$(curl -sk -H "Authorization: Bearer not-a-token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "invalid token gets 401 ($code)" [ "$code" = 401 ]
+
+# serverTLSBootstrap: bosun restarted (pods are adopted) asks for a serving certificate.
+kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
+echo "serverTLSBootstrap: true" >>"$W/config.yaml"
+start_bosun
+serving_csr() {
+    "$KUBECTL" get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.metadata.name} {.spec.username}{"\n"}{end}' |
+        awk -v u="system:node:$NODE" '$2 == u {print $1; exit}' | grep .
+}
+check "serving CSR (kubernetes.io/kubelet-serving) requested after a restart" wait_for 30 serving_csr
+"$KUBECTL" certificate approve "$(serving_csr)" >/dev/null 2>&1
+verified() { [ "$(curl -s --cacert "$D/pki/ca.crt" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")" = 401 ]; }
+check "approved: the API serves a certificate of the cluster CA" wait_for 30 verified
+out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
+check "kubectl exec after the restart ($out)" [ "$out" = api-a ]
+
+"$KUBECTL" delete pod api-a api-b api-c --wait=false >/dev/null 2>&1
+gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }
+check "pods deleted" wait_for 60 gone
+kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
