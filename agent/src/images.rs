@@ -128,6 +128,18 @@ impl ImageManager {
 
     /// Makes `image` available according to `policy` and returns it.
     pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<Image, EnsureError> {
+        self.ensure_with(image, policy, &Credentials::default())
+            .await
+    }
+
+    /// [`ImageManager::ensure`] with a pod's pull credentials (its `imagePullSecrets`), tried
+    /// before the node's.
+    pub async fn ensure_with(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        creds: &Credentials,
+    ) -> Result<Image, EnsureError> {
         let present = match self.store.resolve(image) {
             Ok(found) => found,
             Err(e) => {
@@ -142,16 +154,31 @@ impl ImageManager {
             (PullPolicy::Never, None) => Err(EnsureError::NeverPull {
                 image: image.to_string(),
             }),
-            _ => self.pull(image).await,
+            _ => self.pull_with(image, creds).await,
         }
     }
 
     /// Pulls `image`; concurrent calls for the same reference share one pull.
     pub async fn pull(&self, image: &str) -> Result<Image, EnsureError> {
+        self.pull_with(image, &Credentials::default()).await
+    }
+
+    /// Pulls `image` with extra credentials; concurrent calls for the same reference and the
+    /// same credentials share one pull (a pod without the secret never gets another's image
+    /// through a shared pull).
+    pub async fn pull_with(&self, image: &str, creds: &Credentials) -> Result<Image, EnsureError> {
         let key = normalize_reference(image).map_err(|e| EnsureError::InvalidName {
             image: image.to_string(),
             message: e.to_string(),
         })?;
+        let key = if creds.is_empty() {
+            key
+        } else {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            creds.hash(&mut h);
+            format!("{key}#{:x}", h.finish())
+        };
         let cell: Shared = {
             let mut map = self
                 .inflight
@@ -164,7 +191,7 @@ impl ImageManager {
                 let _permit = self.permits.clone().acquire_owned().await;
                 self.pulls
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let r = self.puller.pull(image).await.map_err(|e| {
+                let r = self.puller.pull_with(image, creds).await.map_err(|e| {
                     tracing::warn!(image, error = %e, "image pull failed");
                     EnsureError::Pull {
                         image: image.to_string(),

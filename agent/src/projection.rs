@@ -178,6 +178,9 @@ pub fn references(pod: &Pod) -> References {
             }
         }
     }
+    for s in spec.image_pull_secrets.iter().flatten() {
+        r.secrets.insert(s.name.clone());
+    }
     r.config_maps.retain(|n| !n.is_empty());
     r.secrets.retain(|n| !n.is_empty());
     r
@@ -470,6 +473,42 @@ pub fn payload(
     Ok(out)
 }
 
+/// The pull credentials of the pod's `imagePullSecrets` (`kubernetes.io/dockerconfigjson` and
+/// `kubernetes.io/dockercfg` secrets), and the names of those that could not be used (the
+/// kubelet goes on without them).
+pub fn pull_credentials(
+    pod: &Pod,
+    objects: &ApiObjects,
+) -> (bosun_runtime::image::registry::Credentials, Vec<String>) {
+    use bosun_runtime::image::registry::Credentials;
+    let mut creds = Credentials::default();
+    let mut bad = Vec::new();
+    for r in pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten())
+    {
+        let parsed = match objects.secrets.get(&r.name) {
+            Some(Some(s)) => {
+                let data = s.data.clone().unwrap_or_default();
+                if let Some(v) = data.get(".dockerconfigjson") {
+                    Credentials::parse(&String::from_utf8_lossy(&v.0)).ok()
+                } else if let Some(v) = data.get(".dockercfg") {
+                    Credentials::parse_dockercfg(&String::from_utf8_lossy(&v.0)).ok()
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(c) => creds.extend(&c),
+            None => bad.push(r.name.clone()),
+        }
+    }
+    (creds, bad)
+}
+
 /// Environment variables from `envFrom` (in order, later sources win), keyed by name: the
 /// kubelet's first pass of `makeEnvironmentVariables`.
 pub fn env_from(
@@ -710,6 +749,49 @@ spec:
         let env = service_env(&all, "app", false);
         assert!(env.iter().all(|(k, _)| k.starts_with("KUBERNETES_")));
         assert_eq!(env.len(), 8);
+    }
+
+    #[test]
+    fn pull_secrets_become_credentials() {
+        let p = pod(
+            "metadata: {name: a}\nspec:\n  imagePullSecrets: [{name: reg}, {name: legacy}, {name: missing}, {name: other}]\n  containers: [{name: c, image: i}]",
+        );
+        assert!(references(&p).secrets.contains("reg"));
+        let mut o = ApiObjects::default();
+        // base64("u:p") = dTpw
+        o.secrets.insert(
+            "reg".into(),
+            Some(secret(
+                "reg",
+                &[(
+                    ".dockerconfigjson",
+                    r#"{"auths":{"reg.example:5000":{"auth":"dTpw"}}}"#,
+                )],
+            )),
+        );
+        o.secrets.insert(
+            "legacy".into(),
+            Some(secret(
+                "legacy",
+                &[(
+                    ".dockercfg",
+                    r#"{"https://index.docker.io/v1/":{"username":"d","password":"x"}}"#,
+                )],
+            )),
+        );
+        o.secrets.insert("missing".into(), None);
+        o.secrets
+            .insert("other".into(), Some(secret("other", &[("token", "t")])));
+        let (creds, bad) = pull_credentials(&p, &o);
+        assert_eq!(
+            creds.lookup("reg.example:5000"),
+            Some(("u".to_string(), "p".to_string()))
+        );
+        assert_eq!(
+            creds.lookup("docker.io"),
+            Some(("d".to_string(), "x".to_string()))
+        );
+        assert_eq!(bad, ["missing", "other"]);
     }
 
     #[test]

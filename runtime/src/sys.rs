@@ -442,13 +442,18 @@ mod tests {
 
     #[test]
     fn pidfd_of_self_child_becomes_readable_on_exit() {
-        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        // A child that lives long enough to be opened: another test of this process may run
+        // a reaper (waitpid(-1)) that takes an exited child before pidfd_open could.
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .expect("spawn");
         let fd = pidfd_open(child.id() as i32).expect("pidfd_open");
         let ready = poll(&[fd.as_fd()], Some(Duration::from_secs(5))).expect("poll");
         assert!(ready[0].readable);
         // Signalling a zombie is fine (ESRCH is not returned before it is reaped).
         let _ = pidfd_send_signal(fd.as_fd(), 0);
-        child.wait().expect("wait");
+        let _ = child.wait();
     }
 
     #[test]

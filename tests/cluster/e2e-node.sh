@@ -27,6 +27,7 @@ wait_for() { # seconds, command...
 }
 cleanup() {
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
+    [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null
     # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
     pkill -KILL -f "$W/run/containers" 2>/dev/null
     grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
@@ -210,6 +211,53 @@ failed_mount() {
 }
 check "missing configMap: FailedMount event" wait_for 60 failed_mount
 "$KUBECTL" delete pod nocm --wait=false >/dev/null
+
+# imagePullSecrets: an image in a registry that wants a login (Debian's docker-registry with
+# htpasswd, on 127.0.0.1) runs for a pod with the secret; without it the pod is ImagePullBackOff.
+REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$W/registry"
+hash=$(python3 -W ignore -c 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))' s3cret)
+echo "puller:$hash" >"$W/registry/htpasswd"
+cat >"$W/registry/config.yml" <<YAML
+version: 0.1
+storage: {filesystem: {rootdirectory: $W/registry/data}}
+http: {addr: 127.0.0.1:$REG_PORT}
+auth: {htpasswd: {realm: bosun-e2e, path: $W/registry/htpasswd}}
+YAML
+docker-registry serve "$W/registry/config.yml" >"$W/registry/log" 2>&1 &
+registry_pid=$!
+reg_up() { (exec 3<>"/dev/tcp/127.0.0.1/$REG_PORT") 2>/dev/null; }
+wait_for 20 reg_up
+skopeo copy --quiet --dest-tls-verify=false --dest-creds=puller:s3cret \
+    "oci:$W/busybox-oci:latest" "docker://127.0.0.1:$REG_PORT/private/busybox:v1" >/dev/null
+"$KUBECTL" create secret docker-registry e2e-pull --docker-server="127.0.0.1:$REG_PORT" \
+    --docker-username=puller --docker-password=s3cret >/dev/null
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: private}
+spec:
+  imagePullSecrets: [{name: e2e-pull}]
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: "127.0.0.1:$REG_PORT/private/busybox:v1", command: [sleep, '3600']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nosecret}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: "127.0.0.1:$REG_PORT/private/busybox:v1", imagePullPolicy: Always, command: [sleep, '3600']}
+YAML
+check "imagePullSecrets: the private image is pulled and runs" wait_for 90 bash -c "[ \"\$('$KUBECTL' get pod private -o jsonpath='{.status.phase}')\" = Running ]"
+backoff() {
+    "$KUBECTL" get pod nosecret -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' |
+        grep -qE 'ErrImagePull|ImagePullBackOff'
+}
+check "no pull secret: ErrImagePull / ImagePullBackOff" wait_for 60 backoff
+"$KUBECTL" delete pod private nosecret --wait=false >/dev/null
+kill "$registry_pid" 2>/dev/null
 
 # A Job runs to completion; a DaemonSet's pod lands on this node.
 cat <<'YAML' | "$KUBECTL" apply -f - >/dev/null

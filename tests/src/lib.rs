@@ -32,12 +32,14 @@ pub fn bosun_bin() -> PathBuf {
     dir.join("bosun")
 }
 
-/// The repository root.
+/// The repository root. From the environment cargo gives the test process, not the one the
+/// binary was compiled in: a build directory shared by two checkouts (CI's and a developer's)
+/// may hand this checkout a test binary compiled for the other one.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("root")
-        .to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().expect("root").to_path_buf()
 }
 
 /// Builds (once per process, cached under `$BOSUN_CACHE` or ~/.cache/bosun) the busybox test

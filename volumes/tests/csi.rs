@@ -70,7 +70,12 @@ impl Drop for UnmountGuard {
 
 /// Builds (or finds cached) the test peers; `None` when Go is not installed.
 fn peers() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/csi/build.sh");
+    // The runtime CARGO_MANIFEST_DIR: a shared build folder may hold a binary compiled in
+    // another checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    let script = manifest_dir.join("../tests/csi/build.sh");
     let out = Command::new("bash")
         .arg(&script)
         .stderr(Stdio::inherit())

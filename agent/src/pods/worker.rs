@@ -728,7 +728,26 @@ impl Worker {
             );
         }
         let pull_start = std::time::Instant::now();
-        let image = match self.ctx.image_manager.ensure(&image_ref, policy).await {
+        let creds = match &self.api_objects {
+            Some(o) if pulls => {
+                let (creds, bad) = crate::projection::pull_credentials(&self.pod, o);
+                for name in bad {
+                    self.event(
+                        "Warning",
+                        "FailedToRetrieveImagePullSecret",
+                        &format!("Unable to retrieve some image pull secrets ({name}); attempting to pull the image may not succeed."),
+                    );
+                }
+                creds
+            }
+            _ => Default::default(),
+        };
+        let image = match self
+            .ctx
+            .image_manager
+            .ensure_with(&image_ref, policy, &creds)
+            .await
+        {
             Ok(i) => {
                 let msg = if pulls {
                     format!(

@@ -172,13 +172,23 @@ impl Puller {
     /// Pulls `reference` (as users write it) and records it in the store; returns the image.
     /// Mirrors are tried first, then the registry; the last error is returned.
     pub async fn pull(&self, reference: &str) -> Result<Image, PullError> {
+        self.pull_with(reference, &Credentials::default()).await
+    }
+
+    /// [`Puller::pull`] with credentials tried before the node's own (a pod's
+    /// `imagePullSecrets`).
+    pub async fn pull_with(
+        &self,
+        reference: &str,
+        extra: &Credentials,
+    ) -> Result<Image, PullError> {
         let parsed = reference::parse(reference)?;
         let normalized = parsed.to_string();
         let span = tracing::info_span!("pull", image = %normalized);
         let _enter = span.enter();
         let mut last = None;
         for ep in self.registries.endpoints(&parsed.domain) {
-            match self.pull_from(&parsed, &normalized, &ep).await {
+            match self.pull_from(&parsed, &normalized, &ep, extra).await {
                 Ok(image) => return Ok(image),
                 Err(e) => {
                     let next = ep.mirror
@@ -222,14 +232,12 @@ impl Puller {
         }))
     }
 
-    fn auth(&self, ep: &Endpoint, domain: &str) -> RegistryAuth {
-        let found = self.credentials.lookup(&ep.host).or_else(|| {
-            if ep.mirror {
-                None
-            } else {
-                self.credentials.lookup(domain)
-            }
-        });
+    fn auth(&self, ep: &Endpoint, domain: &str, extra: &Credentials) -> RegistryAuth {
+        let lookup = |c: &Credentials| {
+            c.lookup(&ep.host)
+                .or_else(|| if ep.mirror { None } else { c.lookup(domain) })
+        };
+        let found = lookup(extra).or_else(|| lookup(&self.credentials));
         match found {
             Some((user, password)) => RegistryAuth::Basic(user, password),
             None => RegistryAuth::Anonymous,
@@ -241,9 +249,10 @@ impl Puller {
         parsed: &reference::Reference,
         normalized: &str,
         ep: &Endpoint,
+        extra: &Credentials,
     ) -> Result<Image, PullError> {
         let client = self.client(ep)?;
-        let auth = self.auth(ep, &parsed.domain);
+        let auth = self.auth(ep, &parsed.domain, extra);
         let oci_ref = match (&parsed.digest, &parsed.tag) {
             (Some(d), _) => {
                 OciReference::with_digest(ep.host.clone(), parsed.path.clone(), d.clone())

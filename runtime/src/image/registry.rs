@@ -165,7 +165,7 @@ fn strip_scheme(m: &str) -> (&str, Option<&str>) {
 
 /// Docker-style credentials: `{"auths": {"host[:port]": {"auth": base64("user:pass")}}}` (or
 /// `username` / `password` fields). Keys may be URLs (`https://index.docker.io/v1/`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Credentials {
     by_host: BTreeMap<String, (String, String)>,
 }
@@ -203,6 +203,24 @@ impl Credentials {
             path: path.to_path_buf(),
             message,
         })
+    }
+
+    /// The legacy `.dockercfg` format: the `auths` map itself (`kubernetes.io/dockercfg`
+    /// secrets).
+    pub fn parse_dockercfg(text: &str) -> Result<Self, String> {
+        let auths: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Self::parse(&serde_json::json!({ "auths": auths }).to_string())
+    }
+
+    /// Adds `other`'s hosts that this one does not have.
+    pub fn extend(&mut self, other: &Credentials) {
+        for (k, v) in &other.by_host {
+            self.by_host.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_host.is_empty()
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
