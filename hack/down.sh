@@ -26,4 +26,8 @@ fi
 pkill -TERM -f "bosun standalone" 2>/dev/null
 [ -d "$CP" ] && bash tests/cluster/down.sh --purge "$CP"
 ip link del bosun0 2>/dev/null
+if [ -f /run/bosun-registry.pid ]; then
+  kill "$(cat /run/bosun-registry.pid)" 2>/dev/null
+  rm -f /run/bosun-registry.pid
+fi
 echo "pods left: $(ls /run/bosun/pods 2>/dev/null | wc -l)"

@@ -28,8 +28,24 @@ BOSUN_CP_NODE_NAME=$NODE bash tests/cluster/up.sh "$CP"
 ln -sf "$K8S_BIN/kubectl" /usr/local/bin/kubectl
 export KUBECONFIG=$CP/admin.kubeconfig
 
+# A local registry (Debian's docker-registry on 127.0.0.1:5000, plain HTTP as docker and
+# containerd allow for localhost) holding the busybox test image built from busybox-static: the
+# examples pull from it, so they run on a machine without internet.
 bash tests/images/build-busybox.sh "$BOSUN_CACHE/images/busybox-oci" >/dev/null
-bosun image import "$BOSUN_CACHE/images/busybox-oci" busybox >/dev/null
+if ! [ -f /run/bosun-registry.pid ] || ! kill -0 "$(cat /run/bosun-registry.pid)" 2>/dev/null; then
+  mkdir -p /var/lib/bosun/registry
+  cat >/var/lib/bosun/registry/config.yml <<'YAML'
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: /var/lib/bosun/registry/data}}
+http: {addr: 127.0.0.1:5000}
+YAML
+  nohup docker-registry serve /var/lib/bosun/registry/config.yml >/var/log/bosun-registry.log 2>&1 &
+  echo $! >/run/bosun-registry.pid
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/5000) 2>/dev/null && break; sleep 0.1; done
+fi
+skopeo copy --quiet --dest-tls-verify=false "oci:$BOSUN_CACHE/images/busybox-oci:latest" \
+  docker://127.0.0.1:5000/busybox:1.36
 
 # The pod network: an empty CNI folder of bosun's own (this machine's /etc/cni/net.d may belong
 # to podman), where bosun writes its default network: bridge + host-local IPAM on the pod CIDR.

@@ -41,6 +41,8 @@ cleanup() {
     done
     ip link del bosune2e 2>/dev/null
     bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
+    # bosun's log of a failed run stays for a look.
+    [ "$failed" = 0 ] || cp "$W/bosun.log" /tmp/bosun-e2e-node.failed.log 2>/dev/null
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -216,8 +218,7 @@ check "missing configMap: FailedMount event" wait_for 60 failed_mount
 # htpasswd, on 127.0.0.1) runs for a pod with the secret; without it the pod is ImagePullBackOff.
 REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$W/registry"
-hash=$(python3 -W ignore -c 'import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))' s3cret)
-echo "puller:$hash" >"$W/registry/htpasswd"
+htpasswd -nbB puller s3cret >"$W/registry/htpasswd"
 cat >"$W/registry/config.yml" <<YAML
 version: 0.1
 storage: {filesystem: {rootdirectory: $W/registry/data}}
@@ -436,7 +437,9 @@ healthy() { node_ready && three_running; }
 check "after the outage: node Ready, pods Running" wait_for 60 healthy
 "$KUBECTL" scale deploy e2e --replicas=0 >/dev/null
 no_pods() { [ -z "$("$KUBECTL" get pods -l app=e2e -o name)" ]; }
-check "scaled to 0: pods terminated and deleted from the API" wait_for 60 no_pods
+# (the controller-manager reconnects to the restarted apiserver with its own backoff first)
+wait_for 120 no_pods
+check "scaled to 0: pods terminated and deleted from the API ($("$KUBECTL" get pods -l app=e2e -o jsonpath='{range .items[*]}{.metadata.name}:{.metadata.deletionTimestamp} {end}'))" no_pods
 check "finished pods stay in the API (reader Succeeded)" [ "$(phase reader)" = Succeeded ]
 rm "$W/manifests/static.yaml"
 mirror_gone() { ! "$KUBECTL" -n kube-system get pod "static-web-$NODE" >/dev/null 2>&1; }
