@@ -96,10 +96,13 @@ impl Csi {
         if attach {
             let id = csi::node::attachment_name(&name, &source.driver, &self.node);
             let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
-            let va = vas
-                .get_opt(&id)
-                .await
-                .map_err(|e| format!("cannot get VolumeAttachment {id}: {e}"))?;
+            // The Node authorizer lets a node read only the VolumeAttachments that name it: one
+            // the attacher has not created yet is Forbidden, not NotFound.
+            let va = match vas.get_opt(&id).await {
+                Ok(va) => va,
+                Err(kube::Error::Api(s)) if s.code == 403 => None,
+                Err(e) => return Err(format!("cannot get VolumeAttachment {id}: {e}")),
+            };
             let status = va.and_then(|v| v.status);
             match status {
                 Some(s) if s.attached => {
