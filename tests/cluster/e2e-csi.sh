@@ -16,7 +16,9 @@
 #      with the attachment metadata as the publish context;
 #   5. bosun killed (-9) and restarted while that pod runs: the pod keeps running, its volume
 #      is not mounted twice;
-#   6. everything deleted: nothing left mounted, staged or running.
+#   6. a pod deleted while its driver is down: the volume's data survives, the mount stays until
+#      the driver is back, then it is unpublished and unstaged;
+#   7. nothing left mounted, staged or running.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root and Go (for the test driver).
 #
@@ -342,9 +344,23 @@ check "the staging path is mounted once ($(count_mounts "$staging2"))" [ "$(coun
 out=$("$KUBECTL" exec csi-attached -- cat /data/hello 2>&1)
 check "the volume is still seen inside the container ($out)" [ "$out" = attached ]
 
-# 6. Everything deleted: nothing left.
+# 6. The pod deleted while its driver is down (its DaemonSet pod restarting): the volume's data
+# survives, the mount stays until the driver is back, then it is unpublished and unstaged.
+drv2_pid=${csi_pids[2]}
+kill -TERM "$drv2_pid"; wait "$drv2_pid" 2>/dev/null
 "$KUBECTL" delete pod csi-attached --wait=false >/dev/null 2>&1
-check "pod csi-attached deleted" wait_for 60 gone csi-attached
+check "pod csi-attached deleted while its driver is down" wait_for 60 gone csi-attached
+check "the volume's data survived ($(cat "$W/state2/volumes/$VOL2/hello" 2>/dev/null))" \
+    bash -c "[ \"\$(cat '$W/state2/volumes/$VOL2/hello' 2>/dev/null)\" = attached ]"
+check "the publish path stays mounted while the driver is down ($(count_mounts "$target"))" [ "$(count_mounts "$target")" = 1 ]
+"$TD" driver --endpoint "unix://$(sock "$DRV2")" --nodeid "$NODE" --drivername "$DRV2" \
+    --statedir "$W/state2" >>"$W/driver-$DRV2.log" 2>&1 &
+csi_pids+=($!)
+check "driver back: unpublished and unstaged ($(wait_for 30 no_mounts; mounts_below_root) mounts left)" no_mounts
+# Not checked: the attach/detach controller's own attach/detach. In this control plane it logs
+# "AttachVolume started" but neither creates the VolumeAttachment nor, later, deletes it.
+
+# 7. Nothing left.
 check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
 leftover() { find "$W/root/plugins/kubernetes.io" -name globalmount -o -name vol_data.json 2>/dev/null; ls "$W/root/pods" 2>/dev/null; }
 check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z \"\$($(declare -f leftover); W='$W'; leftover)\" ]"
