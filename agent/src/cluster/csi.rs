@@ -8,8 +8,9 @@
 //! NodePublishVolume (once per pod). When a pod goes, its volumes are unpublished and a volume
 //! no pod uses any more is unstaged.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bosun_volumes::csi::{self, AccessMode, AccessType, CsiVolume, Drivers, PodInfo};
@@ -27,6 +28,8 @@ pub struct Csi {
     node: String,
     root: PathBuf,
     pub drivers: Drivers,
+    /// Pods whose CSI volumes a background task is still trying to unmount.
+    retrying: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Csi {
@@ -46,6 +49,7 @@ impl Csi {
             node,
             root,
             drivers,
+            retrying: Arc::default(),
         }
     }
 
@@ -96,10 +100,13 @@ impl Csi {
         if attach {
             let id = csi::node::attachment_name(&name, &source.driver, &self.node);
             let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
-            let va = vas
-                .get_opt(&id)
-                .await
-                .map_err(|e| format!("cannot get VolumeAttachment {id}: {e}"))?;
+            // The Node authorizer lets a node read only the VolumeAttachments that name it: one
+            // the attacher has not created yet is Forbidden, not NotFound.
+            let va = match vas.get_opt(&id).await {
+                Ok(va) => va,
+                Err(kube::Error::Api(s)) if s.code == 403 => None,
+                Err(e) => return Err(format!("cannot get VolumeAttachment {id}: {e}")),
+            };
             let status = va.and_then(|v| v.status);
             match status {
                 Some(s) if s.attached => {
@@ -173,31 +180,85 @@ impl Csi {
     }
 
     /// Unpublishes every CSI volume of the pod (found on disk, so it works after a restart)
-    /// and unstages the ones no other pod uses.
+    /// and unstages the ones no other pod uses. When that fails (the driver is down, e.g. its
+    /// DaemonSet pod restarting), it is retried in the background until it works, and only then
+    /// is the pod folder removed, as the kubelet's volume manager does for an orphaned pod: the
+    /// mount must neither leak nor have the pod folder's removal delete the volume's data.
     pub async fn unmount_pod(&self, pod_uid: &str) -> Result<(), String> {
-        let pod_dir =
-            bosun_volumes::layout::pod_dir(&self.root, pod_uid).map_err(|e| e.to_string())?;
-        let published = csi::published_volumes(&pod_dir).map_err(|e| e.to_string())?;
-        for p in published {
-            csi::unpublish(&self.root, pod_uid, &p.spec_name, &self.drivers)
-                .await
-                .map_err(|e| e.to_string())?;
-            let users =
-                csi::published_count(&self.root, &p.data.driver_name, &p.data.volume_handle)
-                    .map_err(|e| e.to_string())?;
-            if users == 0 {
-                csi::unstage(
-                    &self.root,
-                    &self.drivers,
-                    &p.data.driver_name,
-                    &p.data.volume_handle,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            }
+        let Err(e) = unmount_pod_volumes(&self.root, &self.drivers, pod_uid).await else {
+            return Ok(());
+        };
+        let first = self
+            .retrying
+            .lock()
+            .map(|mut s| s.insert(pod_uid.to_string()))
+            .unwrap_or(false);
+        if first {
+            let (root, drivers, retrying) = (
+                self.root.clone(),
+                self.drivers.clone(),
+                self.retrying.clone(),
+            );
+            let uid = pod_uid.to_string();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(UNMOUNT_RETRY).await;
+                    match unmount_pod_volumes(&root, &drivers, &uid).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::debug!(pod_uid = %uid, error = %e, "CSI unmount retry failed")
+                        }
+                    }
+                }
+                match bosun_volumes::layout::pod_dir(&root, &uid) {
+                    Ok(dir) => match bosun_volumes::teardown_pod(&dir) {
+                        Ok(()) => {
+                            tracing::info!(pod_uid = %uid, "CSI volumes unmounted on retry; pod folder removed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod_uid = %uid, error = %e, "cannot remove the pod folder")
+                        }
+                    },
+                    Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "invalid pod folder"),
+                }
+                if let Ok(mut s) = retrying.lock() {
+                    s.remove(&uid);
+                }
+            });
         }
-        Ok(())
+        Err(format!("{e} (retrying every {}s)", UNMOUNT_RETRY.as_secs()))
     }
+}
+
+/// How often an unmount that failed is tried again.
+const UNMOUNT_RETRY: Duration = Duration::from_secs(5);
+
+/// Unpublishes the pod's CSI volumes and unstages the ones no pod uses any more; goes on past
+/// errors and returns the first.
+async fn unmount_pod_volumes(root: &Path, drivers: &Drivers, pod_uid: &str) -> Result<(), String> {
+    let pod_dir = bosun_volumes::layout::pod_dir(root, pod_uid).map_err(|e| e.to_string())?;
+    let published = csi::published_volumes(&pod_dir).map_err(|e| e.to_string())?;
+    let mut first = None;
+    for p in published {
+        let result = async {
+            csi::unpublish(root, pod_uid, &p.spec_name, drivers)
+                .await
+                .map_err(|e| e.to_string())?;
+            let users = csi::published_count(root, &p.data.driver_name, &p.data.volume_handle)
+                .map_err(|e| e.to_string())?;
+            if users == 0 {
+                csi::unstage(root, drivers, &p.data.driver_name, &p.data.volume_handle)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(e) = result {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// The kubelet's mapping of PV access modes to the CSI access mode.

@@ -1208,10 +1208,12 @@ impl Worker {
                 tracing::warn!(error = %e, "cannot unmount the pod's CSI volumes");
             }
         }
+        // teardown_pod removes the pod folder itself, never entering a mount. No
+        // remove_dir_all after it: when a CSI volume is still published (its driver down), that
+        // would delete the volume's data through the mount.
         if let Err(e) = bosun_volumes::teardown_pod(&self.pod_dir()) {
             tracing::warn!(error = %e, "cannot tear down volumes");
         }
-        let _ = std::fs::remove_dir_all(self.pod_dir());
         self.sandbox = None;
         self.volume_paths = None;
     }

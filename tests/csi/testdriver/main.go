@@ -8,6 +8,7 @@
 //	csi-testdriver driver    --endpoint unix:///x.sock --nodeid N --drivername D --statedir DIR
 //	csi-testdriver registrar --csi-address /x.sock --kubelet-registration-path /x.sock \
 //	                         --plugin-registration-path /var/lib/kubelet/plugins_registry
+//	csi-testdriver create-volume --endpoint unix:///x.sock --name pvc-1 [--size BYTES]
 //
 // The driver behaves like hostpathplugin: CreateVolume makes a folder under --statedir; it
 // stages by bind-mounting that folder on the staging path and publishes by bind-mounting the
@@ -15,7 +16,9 @@
 // line to <statedir>/requests.jsonl so tests can check what the CO sent. The registrar behaves
 // like node-driver-registrar: it asks the driver its name, serves GetInfo on
 // <plugin-registration-path>/<driver>-reg.sock, exits 1 when told registration failed, and
-// removes its socket on SIGTERM.
+// removes its socket on SIGTERM. create-volume plays the external-provisioner's part: it calls
+// the Controller service's CreateVolume on the endpoint and prints the volume id (one line),
+// then the volume context as JSON (second line).
 package main
 
 import (
@@ -57,6 +60,8 @@ func main() {
 		runDriver(os.Args[2:])
 	case "registrar":
 		runRegistrar(os.Args[2:])
+	case "create-volume":
+		runCreateVolume(os.Args[2:])
 	default:
 		log.Fatalf("unknown mode %q", os.Args[1])
 	}
@@ -456,4 +461,38 @@ func runRegistrar(args []string) {
 	if err := srv.Serve(l); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// ---- create-volume ----
+
+func runCreateVolume(args []string) {
+	fs := flag.NewFlagSet("create-volume", flag.ExitOnError)
+	endpoint := fs.String("endpoint", "", "unix:///path/to/csi.sock")
+	name := fs.String("name", "", "the volume name (the external-provisioner uses the PV name)")
+	size := fs.Int64("size", 1<<20, "required bytes")
+	_ = fs.Parse(args)
+	if *name == "" || !strings.HasPrefix(*endpoint, "unix://") {
+		log.Fatal("--endpoint unix://... and --name are required")
+	}
+	conn, err := grpc.NewClient(*endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := csi.NewControllerClient(conn).CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name:          *name,
+		CapacityRange: &csi.CapacityRange{RequiredBytes: *size},
+		VolumeCapabilities: []*csi.VolumeCapability{{
+			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+		}},
+	})
+	if err != nil {
+		log.Fatalf("CreateVolume: %v", err)
+	}
+	b, _ := json.Marshal(resp.GetVolume().GetVolumeContext())
+	fmt.Println(resp.GetVolume().GetVolumeId())
+	fmt.Println(string(b))
 }

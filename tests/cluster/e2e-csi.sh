@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# End-to-end: CSI persistent volumes on a bosun node against the real test control plane.
+# bosun joins as node e2e-csi (its own root/run/data folders, cgroup root, CNI bridge, pod
+# subnet and free API ports, and a control plane of its own, so e2e-node.sh and e2e-api.sh can
+# run beside it). Two CSI drivers run as a DaemonSet would run them on a real node: the driver
+# with its endpoint at <root-dir>/plugins/<driver>/csi.sock and a registrar that puts its
+# registration socket in <root-dir>/plugins_registry/. Then:
+#   1. the CSINode object lists both drivers with their node id; the node has their topology label;
+#   2. a CSIDriver with attachRequired: false and podInfoOnMount: true, a PV on a volume created
+#      through the driver's Controller service, a PVC bound to it, a pod that writes a file
+#      through the claim: it Succeeds, the file is in the driver's state folder, the driver got
+#      the pod info keys and the PV's volumeAttributes;
+#   3. the pod deleted: unpublished and unstaged (no mount below the root dir, no globalmount);
+#   4. a driver with attachRequired: true: the pod waits with FailedMount (not attached) until
+#      the test plays the external-attacher (VolumeAttachment status.attached=true), then runs
+#      with the attachment metadata as the publish context;
+#   5. bosun killed (-9) and restarted while that pod runs: the pod keeps running, its volume
+#      is not mounted twice;
+#   6. a pod deleted while its driver is down: the volume's data survives, the mount stays until
+#      the driver is back, then it is unpublished and unstaged;
+#   7. nothing left mounted, staged or running.
+# Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
+# Needs root and Go (for the test driver).
+#
+# THE CSI DRIVER IS A STAND-IN. The real csi-driver-host-path (hostpathplugin) and
+# node-driver-registrar cannot be fetched here: the Go module proxy answers 403 for every
+# version of github.com/kubernetes-csi/csi-driver-host-path and .../node-driver-registrar. So
+# this test runs `csi-testdriver` (tests/csi/testdriver, built by tests/csi/build.sh from the
+# upstream CSI spec and kubelet plugin-registration Go modules): `driver` behaves like
+# hostpathplugin (bind mounts from its state folder, every node call logged to
+# <statedir>/requests.jsonl), `registrar` like node-driver-registrar, and `create-volume` plays
+# the external-provisioner's CreateVolume call. The external-attacher is played by kubectl.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+source "$here/env.sh"
+D=${1:-/tmp/bosun-e2e-csi-cluster}
+W=$(mktemp -d /tmp/bosun-e2e-csi-XXXXXX)
+BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
+KUBECTL="$K8S_BIN/kubectl"
+NODE=e2e-csi
+CG=bosun-e2e-csi
+BRIDGE=bosune2ecsi
+# A control plane of its own, beside e2e-node.sh's (bosun-cp0) and e2e-api.sh's (bosun-cp1).
+export BOSUN_CP_IF=bosun-cp2 BOSUN_CP_IP=10.250.2.1 BOSUN_CP_SERVICE_CIDR=10.98.0.0/16
+export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
+NODE_IP=$BOSUN_CP_IP
+DRV1=csi-e2e.bosun.dev          # attachRequired: false, podInfoOnMount: true
+DRV2=csi-e2e-attach.bosun.dev   # attachRequired: true
+passed=0; failed=0
+check() { # name, command...
+    local name=$1; shift
+    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
+}
+wait_for() { # seconds, command...
+    local end=$((SECONDS + $1)); shift
+    while [ "$SECONDS" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    "$@" >/dev/null 2>&1
+}
+csi_pids=()
+cleanup() {
+    [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
+    # Containers still running (a failed run) are killed through their cgroups, keepers by path.
+    for c in /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG; do
+        [ -d "$c" ] && find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+    done
+    pkill -KILL -f "$W/run/containers" 2>/dev/null
+    # The CSI drivers and registrars (SIGTERM: they remove their sockets).
+    for p in "${csi_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${csi_pids[@]}"; do wait "$p" 2>/dev/null; done
+    sleep 0.5
+    for _ in 1 2 3; do
+        grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    done
+    for c in /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG; do
+        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    ip link del "$BRIDGE" 2>/dev/null
+    [ -n "${KEEP_LOGS:-}" ] && mkdir -p "$KEEP_LOGS" && cp "$W"/*.log "$D"/logs/kube-controller-manager.log "$KEEP_LOGS" 2>/dev/null &&
+        for i in 1 2; do cp "$W/state$i/requests.jsonl" "$KEEP_LOGS/requests-$i.jsonl" 2>/dev/null; done
+    bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+bin=$(bash "$root/tests/csi/build.sh" 2>"$W/csi-build.log" | tail -1)
+TD="$bin/csi-testdriver"
+[ -x "$TD" ] || { cat "$W/csi-build.log"; echo "0 passed, 1 failed"; exit 1; }
+bash "$here/up.sh" "$D" >"$W.up.log" 2>&1 || { cat "$W.up.log"; rm -f "$W.up.log"; echo "0 passed, 1 failed"; exit 1; }
+rm -f "$W.up.log"
+export KUBECONFIG="$D/admin.kubeconfig"
+bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
+
+# Free ports for the API and healthz (a running kubelet or another e2e may hold 10250/10248).
+used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
+free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }
+PORT=$(free_port 21250)
+HPORT=$(free_port 21248 "$PORT")
+cat >"$W/config.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+port: $PORT
+healthzPort: $HPORT
+authentication:
+  x509: {clientCAFile: $D/pki/ca.crt}
+YAML
+A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
+   --container-logs-dir "$W/clogs" --cgroup-root "/$CG" --hostname-override "$NODE"
+   --cni-conf-dir "$W/cni" --pod-cidr 10.248.0.0/24)
+"$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
+mkdir -p "$W/cni"
+cat >"$W/cni/10-e2e-csi.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "bosun-e2e-csi", "plugins": [
+  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.248.0.0/24"}]], "dataDir": "$W/ipam"}}]}
+JSON
+start_bosun() {
+    "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
+        --cert-dir "$W/pki" --node-ip "$NODE_IP" --config "$W/config.yaml" "${A[@]}" \
+        >>"$W/bosun.log" 2>&1 &
+    bosun_pid=$!
+}
+start_bosun
+node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+check "node registers and turns Ready" wait_for 90 node_ready
+
+# The drivers, as their DaemonSet would start them on this node.
+sock() { echo "$W/root/plugins/$1/csi.sock"; }
+start_driver() { # driver-name state-folder
+    mkdir -p "$(dirname "$(sock "$1")")" "$W/root/plugins_registry"
+    "$TD" driver --endpoint "unix://$(sock "$1")" --nodeid "$NODE" --drivername "$1" \
+        --statedir "$2" >>"$W/driver-$1.log" 2>&1 &
+    csi_pids+=($!)
+    "$TD" registrar --csi-address "$(sock "$1")" --kubelet-registration-path "$(sock "$1")" \
+        --plugin-registration-path "$W/root/plugins_registry" >>"$W/registrar-$1.log" 2>&1 &
+    csi_pids+=($!)
+}
+start_driver "$DRV1" "$W/state1"
+start_driver "$DRV2" "$W/state2"
+check "both registrars are told registration succeeded" \
+    wait_for 30 bash -c "grep -q registered=true '$W/registrar-$DRV1.log' && grep -q registered=true '$W/registrar-$DRV2.log'"
+
+# 1. CSINode and topology labels.
+csinode_ok() {
+    local out
+    out=$("$KUBECTL" get csinode "$NODE" -o jsonpath='{range .spec.drivers[*]}{.name}={.nodeID} {.topologyKeys[*]}{"\n"}{end}') || return 1
+    grep -qx "$DRV1=$NODE topology.hostpath.csi/node" <<<"$out" &&
+        grep -qx "$DRV2=$NODE topology.hostpath.csi/node" <<<"$out"
+}
+check "CSINode $NODE lists both drivers with node id $NODE and topology key" wait_for 30 csinode_ok
+csinode_owner=$("$KUBECTL" get csinode "$NODE" -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}' 2>/dev/null)
+check "CSINode is owned by the Node ($csinode_owner)" [ "$csinode_owner" = "Node/$NODE" ]
+label() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.metadata.labels.topology\.hostpath\.csi/node}')" = "$NODE" ]; }
+check "node has the drivers' topology label topology.hostpath.csi/node=$NODE" wait_for 30 label
+
+# Volumes through the Controller service (the external-provisioner's part).
+create_volume() { # driver pv-name -> "id context-json"
+    "$TD" create-volume --endpoint "unix://$(sock "$1")" --name "$2" 2>>"$W/create-volume.log" | paste -sd' '
+}
+read -r VOL1 CTX1 <<<"$(create_volume "$DRV1" pv-e2e-1)"
+read -r VOL2 _ <<<"$(create_volume "$DRV2" pv-e2e-2)"
+check "volumes created through CreateVolume ($VOL1, $VOL2)" \
+    test -n "$VOL1" -a -n "$VOL2" -a -d "$W/state1/volumes/$VOL1" -a -d "$W/state2/volumes/$VOL2"
+ident=$(jq -r '."storage.kubernetes.io/csiProvisionerIdentity" // empty' <<<"${CTX1:-{\}}")
+
+cat <<YAML | "$KUBECTL" apply -f - >"$W/apply.log" 2>&1
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: $DRV1}
+spec: {attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: [Persistent]}
+---
+apiVersion: storage.k8s.io/v1
+kind: CSIDriver
+metadata: {name: $DRV2}
+spec: {attachRequired: true, podInfoOnMount: false, volumeLifecycleModes: [Persistent]}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-1}
+spec:
+  capacity: {storage: 1Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: claim-1}
+  csi:
+    driver: $DRV1
+    volumeHandle: $VOL1
+    fsType: ext4
+    volumeAttributes: {storage.kubernetes.io/csiProvisionerIdentity: "$ident", e2e/color: blue}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim-1}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-e2e-1
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-2}
+spec:
+  capacity: {storage: 1Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: claim-2}
+  csi: {driver: $DRV2, volumeHandle: $VOL2, fsType: ext4}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim-2}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-e2e-2
+  resources: {requests: {storage: 1Mi}}
+YAML
+bound() { [ "$("$KUBECTL" get pvc "$1" -o jsonpath='{.status.phase}')" = Bound ]; }
+check "claims bound to their PVs" wait_for 60 bash -c "$(declare -f bound); KUBECTL='$KUBECTL'; bound claim-1 && bound claim-2"
+
+# 2. A pod writes through claim-1 and Succeeds.
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: Pod
+metadata: {name: csi-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{name: data, persistentVolumeClaim: {claimName: claim-1}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, 'echo written-by-pod > /data/hello && grep -q " /data " /proc/mounts']
+YAML
+phase() { "$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null; }
+succeeded() { [ "$(phase "$1")" = Succeeded ]; }
+check "pod csi-writer Succeeds (phase $(wait_for 90 succeeded csi-writer; phase csi-writer))" succeeded csi-writer
+check "the pod's file is in the driver's state folder ($(cat "$W/state1/volumes/$VOL1/hello" 2>/dev/null))" \
+    bash -c "[ \"\$(cat '$W/state1/volumes/$VOL1/hello' 2>/dev/null)\" = written-by-pod ]"
+writer_uid=$("$KUBECTL" get pod csi-writer -o jsonpath='{.metadata.uid}')
+request() { # state-folder method jq-filter: the filter holds for the last such request
+    [ -s "$1/requests.jsonl" ] && jq -s -e "[.[] | select(.method == \"$2\")] | last | $3" "$1/requests.jsonl" >/dev/null
+}
+check "NodePublishVolume got the pod info keys" request "$W/state1" NodePublishVolume "
+    .volumeContext[\"csi.storage.k8s.io/pod.name\"] == \"csi-writer\" and
+    .volumeContext[\"csi.storage.k8s.io/pod.namespace\"] == \"default\" and
+    .volumeContext[\"csi.storage.k8s.io/pod.uid\"] == \"$writer_uid\" and
+    .volumeContext[\"csi.storage.k8s.io/serviceAccount.name\"] == \"default\" and
+    .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"false\""
+check "NodePublishVolume got the PV's volumeAttributes, fsType and the staging path" \
+    request "$W/state1" NodePublishVolume "
+    .volumeContext[\"e2e/color\"] == \"blue\" and
+    .volumeContext[\"storage.kubernetes.io/csiProvisionerIdentity\"] == \"csi-testdriver\" and
+    .capability.fsType == \"ext4\" and .capability.accessMode == \"SINGLE_NODE_WRITER\" and
+    (.stagingTargetPath | endswith(\"/globalmount\")) and
+    (.targetPath == \"$W/root/pods/$writer_uid/volumes/kubernetes.io~csi/pv-e2e-1/mount\")"
+check "NodeStageVolume got no pod info (stage is per volume)" request "$W/state1" NodeStageVolume \
+    '.volumeId != null and (.volumeContext | has("csi.storage.k8s.io/pod.name") | not)'
+
+# 3. Deleting the pod: unpublished and unstaged.
+"$KUBECTL" delete pod csi-writer --wait=false >/dev/null 2>&1
+gone() { ! "$KUBECTL" get pod "$1" >/dev/null 2>&1; }
+check "pod csi-writer deleted" wait_for 60 gone csi-writer
+mounts_below_root() { grep -c " $W/root/" /proc/self/mountinfo; }
+no_mounts() { [ "$(mounts_below_root)" = 0 ]; }
+check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
+stage_dir="$W/root/plugins/kubernetes.io/csi/$DRV1/$(printf %s "$VOL1" | sha256sum | cut -d' ' -f1)"
+check "the globalmount folder is gone" bash -c "! test -e '$stage_dir/globalmount' && ! test -e '$stage_dir'"
+check "the driver got NodeUnpublishVolume and NodeUnstageVolume" bash -c \
+    "grep -q '\"method\":\"NodeUnpublishVolume\"' '$W/state1/requests.jsonl' && grep -q '\"method\":\"NodeUnstageVolume\"' '$W/state1/requests.jsonl'"
+
+# 4. attachRequired: the pod waits for the VolumeAttachment.
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: Pod
+metadata: {name: csi-attached}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: data, persistentVolumeClaim: {claimName: claim-2}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, 'echo attached > /data/hello; trap "exit 0" TERM; while true; do sleep 0.2; done']
+YAML
+failed_mount() {
+    "$KUBECTL" get events --field-selector involvedObject.name=csi-attached,reason=FailedMount \
+        -o jsonpath='{.items[*].message}' 2>/dev/null | grep -q 'not attached'
+}
+check "pod csi-attached waits with a FailedMount event (not attached)" wait_for 60 failed_mount
+running() { [ "$(phase "$1")" = Running ]; }
+check "pod csi-attached is not Running before the attach ($(phase csi-attached))" bash -c "! [ '$(phase csi-attached)' = Running ]"
+va=csi-$(printf %s "pv-e2e-2$DRV2$NODE" | sha256sum | cut -d' ' -f1)
+# The attach/detach controller may have created it already (the node is controller-managed).
+cat <<YAML | "$KUBECTL" create -f - >>"$W/apply.log" 2>&1
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttachment
+metadata: {name: $va}
+spec:
+  attacher: $DRV2
+  nodeName: $NODE
+  source: {persistentVolumeName: pv-e2e-2}
+YAML
+"$KUBECTL" patch volumeattachment "$va" --subresource=status --type=merge \
+    -p '{"status": {"attached": true, "attachmentMetadata": {"devicePath": "/dev/e2e-csi"}}}' >>"$W/apply.log" 2>&1
+check "VolumeAttachment $va attached" bash -c "[ \"\$('$KUBECTL' get volumeattachment $va -o jsonpath='{.status.attached}')\" = true ]"
+check "pod csi-attached runs once attached" wait_for 90 running csi-attached
+check "the attachment metadata is the publish context of stage and publish" bash -c "
+    $(declare -f request); request '$W/state2' NodeStageVolume '.publishContext.devicePath == \"/dev/e2e-csi\"' &&
+    request '$W/state2' NodePublishVolume '.publishContext.devicePath == \"/dev/e2e-csi\"'"
+check "the pod's file is in the second driver's state folder" \
+    wait_for 10 bash -c "[ \"\$(cat '$W/state2/volumes/$VOL2/hello' 2>/dev/null)\" = attached ]"
+
+# 5. bosun killed (-9) and restarted while the CSI pod runs.
+att_uid=$("$KUBECTL" get pod csi-attached -o jsonpath='{.metadata.uid}')
+target="$W/root/pods/$att_uid/volumes/kubernetes.io~csi/pv-e2e-2/mount"
+count_mounts() { awk -v p="$1" '$5 == p' /proc/self/mountinfo | wc -l; }
+before=$(count_mounts "$target")
+cid_before=$("$KUBECTL" get pod csi-attached -o jsonpath='{.status.containerStatuses[0].containerID}')
+publishes_before=$(grep -c '"method":"NodePublishVolume"' "$W/state2/requests.jsonl")
+kill -KILL "$bosun_pid"; wait "$bosun_pid" 2>/dev/null
+start_bosun
+healthz() { [ "$(curl -s "http://127.0.0.1:$HPORT/healthz")" = ok ]; }
+wait_for 30 healthz
+# The restarted worker sets the pod's volumes up again (NodePublishVolume is idempotent).
+republished() { [ "$(grep -c '"method":"NodePublishVolume"' "$W/state2/requests.jsonl")" -gt "$publishes_before" ]; }
+wait_for 30 republished
+sleep 3
+after=$(count_mounts "$target")
+cid_after=$("$KUBECTL" get pod csi-attached -o jsonpath='{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount} {.status.phase}')
+check "after kill -9 + restart the pod runs on, same container ($cid_after)" [ "$cid_after" = "$cid_before 0 Running" ]
+check "the publish path is mounted once before and after the restart ($before, $after)" \
+    bash -c "[ '$before' = 1 ] && [ '$after' = 1 ]"
+staging2="$W/root/plugins/kubernetes.io/csi/$DRV2/$(printf %s "$VOL2" | sha256sum | cut -d' ' -f1)/globalmount"
+check "the staging path is mounted once ($(count_mounts "$staging2"))" [ "$(count_mounts "$staging2")" = 1 ]
+out=$("$KUBECTL" exec csi-attached -- cat /data/hello 2>&1)
+check "the volume is still seen inside the container ($out)" [ "$out" = attached ]
+
+# 6. The pod deleted while its driver is down (its DaemonSet pod restarting): the volume's data
+# survives, the mount stays until the driver is back, then it is unpublished and unstaged.
+drv2_pid=${csi_pids[2]}
+kill -TERM "$drv2_pid"; wait "$drv2_pid" 2>/dev/null
+"$KUBECTL" delete pod csi-attached --wait=false >/dev/null 2>&1
+check "pod csi-attached deleted while its driver is down" wait_for 60 gone csi-attached
+check "the volume's data survived ($(cat "$W/state2/volumes/$VOL2/hello" 2>/dev/null))" \
+    bash -c "[ \"\$(cat '$W/state2/volumes/$VOL2/hello' 2>/dev/null)\" = attached ]"
+check "the publish path stays mounted while the driver is down ($(count_mounts "$target"))" [ "$(count_mounts "$target")" = 1 ]
+"$TD" driver --endpoint "unix://$(sock "$DRV2")" --nodeid "$NODE" --drivername "$DRV2" \
+    --statedir "$W/state2" >>"$W/driver-$DRV2.log" 2>&1 &
+csi_pids+=($!)
+check "driver back: unpublished and unstaged ($(wait_for 30 no_mounts; mounts_below_root) mounts left)" no_mounts
+# Not checked: the attach/detach controller's own attach/detach. In this control plane it logs
+# "AttachVolume started" but neither creates the VolumeAttachment nor, later, deletes it.
+
+# 7. Nothing left.
+check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
+leftover() { find "$W/root/plugins/kubernetes.io" -name globalmount -o -name vol_data.json 2>/dev/null; ls "$W/root/pods" 2>/dev/null; }
+check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z \"\$($(declare -f leftover); W='$W'; leftover)\" ]"
+kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
+no_containers() { [ -z "$(find /sys/fs/cgroup/*/$CG -name cgroup.procs -exec cat {} + 2>/dev/null)" ]; }
+check "no container process left in the cgroup root" no_containers
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
