@@ -25,6 +25,8 @@ fi
 # A standalone bosun from an older `make up`.
 pkill -TERM -f "bosun standalone" 2>/dev/null
 [ -d "$CP" ] && bash tests/cluster/down.sh --purge "$CP"
+# The node identity belonged to that control plane.
+rm -rf /var/lib/kubelet/kubeconfig /var/lib/kubelet/pki
 ip link del bosun0 2>/dev/null
 if [ -f /run/bosun-registry.pid ]; then
   kill "$(cat /run/bosun-registry.pid)" 2>/dev/null

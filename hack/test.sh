@@ -19,5 +19,6 @@ cargo test --workspace -- --ignored --test-threads=1
 echo "== cluster end to end (real control plane from tests/cluster, cached build)"
 bash tests/cluster/e2e-node.sh
 bash tests/cluster/e2e-api.sh
+bash tests/cluster/e2e-csi.sh
 echo "== benchmark harness (quick run, no figures checked)"
 bash bench/check.sh

@@ -51,6 +51,8 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$BOSUN_CACHE/images/busybox-oci
 # to podman), where bosun writes its default network: bridge + host-local IPAM on the pod CIDR.
 mkdir -p /etc/bosun/net.d /etc/bosun/manifests
 cp examples/*.yaml /etc/bosun/manifests/
+# A new control plane has a new CA: the node identity of an earlier `make up` is useless.
+rm -rf /var/lib/kubelet/kubeconfig /var/lib/kubelet/pki
 nohup bosun --kubeconfig /var/lib/kubelet/kubeconfig \
   --bootstrap-kubeconfig "$CP/bootstrap.kubeconfig" --cert-dir /var/lib/kubelet/pki \
   --pod-manifest-path /etc/bosun/manifests --cni-conf-dir /etc/bosun/net.d \
