@@ -8,7 +8,7 @@ source tests/cluster/env.sh
 CP=/var/lib/bosun/cluster
 export KUBECONFIG=$CP/admin.kubeconfig
 rm -f /etc/bosun/manifests/*.yaml /etc/bosun/manifests/*.json
-agent() { pgrep -f "^bosun --kubeconfig"; }
+agent() { pgrep -f "^bosun --config /etc/bosun/config.yaml"; }
 if agent >/dev/null && [ -f "$KUBECONFIG" ]; then
   "$K8S_BIN/kubectl" delete -f examples/cluster/ --ignore-not-found --wait=false >/dev/null 2>&1
   "$K8S_BIN/kubectl" delete pods --all -A --wait=false >/dev/null 2>&1
@@ -19,7 +19,7 @@ if agent >/dev/null && [ -f "$KUBECONFIG" ]; then
   done
 fi
 if agent >/dev/null; then
-  pkill -TERM -f "^bosun --kubeconfig"
+  pkill -TERM -f "^bosun --config /etc/bosun/config.yaml"
   for _ in $(seq 1 50); do agent >/dev/null || break; sleep 0.1; done
 fi
 # A standalone bosun from an older `make up`.

@@ -21,7 +21,7 @@ install -m 0755 "$BOSUN" /usr/local/bin/bosun
 
 CP=/var/lib/bosun/cluster          # the control plane's folder (certificates, logs, kubeconfigs)
 NODE=$(hostname | tr '[:upper:]' '[:lower:]')
-if pgrep -f "^bosun --kubeconfig" >/dev/null; then
+if pgrep -f "^bosun --config /etc/bosun/config.yaml" >/dev/null; then
   echo "bosun is already running (make down first)"; exit 1
 fi
 BOSUN_CP_NODE_NAME=$NODE bash tests/cluster/up.sh "$CP"
@@ -53,7 +53,18 @@ mkdir -p /etc/bosun/net.d /etc/bosun/manifests
 cp examples/*.yaml /etc/bosun/manifests/
 # A new control plane has a new CA: the node identity of an earlier `make up` is useless.
 rm -rf /var/lib/kubelet/kubeconfig /var/lib/kubelet/pki
-nohup bosun --kubeconfig /var/lib/kubelet/kubeconfig \
+# The kubelet configuration: the cluster CA authenticates the apiserver's client certificate
+# (kubectl logs/exec go through the node's HTTPS API).
+cat >/etc/bosun/config.yaml <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  x509: {clientCAFile: $CP/pki/ca.crt}
+  webhook: {enabled: true}
+  anonymous: {enabled: false}
+authorization: {mode: Webhook}
+YAML
+nohup bosun --config /etc/bosun/config.yaml --kubeconfig /var/lib/kubelet/kubeconfig \
   --bootstrap-kubeconfig "$CP/bootstrap.kubeconfig" --cert-dir /var/lib/kubelet/pki \
   --pod-manifest-path /etc/bosun/manifests --cni-conf-dir /etc/bosun/net.d \
   --pod-cidr 10.244.0.0/24 >/var/log/bosun.log 2>&1 &
@@ -77,6 +88,7 @@ A local cluster with bosun as its node "$NODE". Try:
   kubectl scale deployment hello --replicas=5
   kubectl get events --sort-by=.lastTimestamp
   bosun pods                                  # what bosun itself runs
-  bosun logs hello-<tab>                      # a container's log
+  kubectl logs deploy/hello                   # through bosun's HTTPS API, as with a kubelet
+  kubectl exec -it deploy/hello -- sh
   make down                                   # remove the pods, stop bosun and the cluster
 MSG
