@@ -261,6 +261,25 @@ async fn unmount_pod_volumes(root: &Path, drivers: &Drivers, pod_uid: &str) -> R
     first.map_or(Ok(()), Err)
 }
 
+/// The node's `volumesInUse`: every CSI volume staged on the node or published into a pod
+/// folder, as `kubernetes.io/csi/<driver>^<volume handle>` (the kubelet's unique volume name),
+/// sorted. Read from disk, so it is right after a restart too.
+pub fn volumes_in_use(root: &std::path::Path) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let name = |driver: &str, handle: &str| format!("kubernetes.io/csi/{driver}^{handle}");
+    for s in csi::staged_volumes(root).unwrap_or_default() {
+        out.insert(name(&s.data.driver_name, &s.data.volume_handle));
+    }
+    if let Ok(pods) = std::fs::read_dir(root.join("pods")) {
+        for p in pods.flatten() {
+            for v in csi::published_volumes(&p.path()).unwrap_or_default() {
+                out.insert(name(&v.data.driver_name, &v.data.volume_handle));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// The kubelet's mapping of PV access modes to the CSI access mode.
 pub fn access_mode(modes: &[String]) -> AccessMode {
     let has = |m: &str| modes.iter().any(|x| x == m);
@@ -362,6 +381,31 @@ async fn sync_csinode(client: Client, node: String, drivers: Drivers) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volumes_in_use_from_disk() {
+        let td = tempfile::tempdir().expect("tempdir");
+        let root = td.path();
+        let vol = |driver: &str, handle: &str| csi::VolData {
+            driver_name: driver.into(),
+            volume_handle: handle.into(),
+            ..Default::default()
+        };
+        let stage = bosun_volumes::layout::csi_stage_dir(root, "d1", "h1").expect("stage dir");
+        std::fs::create_dir_all(&stage).expect("mkdir");
+        csi::voldata::write(&stage, &vol("d1", "h1")).expect("write");
+        for (pod, handle) in [("p1", "h1"), ("p2", "h2")] {
+            let pod_dir = bosun_volumes::layout::pod_dir(root, pod).expect("pod dir");
+            let dir = bosun_volumes::layout::csi_publish_dir(&pod_dir, "pv").expect("dir");
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            csi::voldata::write(&dir, &vol("d1", handle)).expect("write");
+        }
+        assert_eq!(
+            volumes_in_use(root),
+            ["kubernetes.io/csi/d1^h1", "kubernetes.io/csi/d1^h2"]
+        );
+        assert!(volumes_in_use(&root.join("nothing")).is_empty());
+    }
 
     #[test]
     fn access_modes_like_the_kubelet() {

@@ -77,19 +77,27 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
     tokio::spawn(node::lease_loop(client.clone(), node_name.clone()));
     let images_ctx = ctx.clone();
-    tokio::spawn(node::status_loop(client.clone(), facts, move || {
-        images_ctx
-            .images
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|i| !i.references.is_empty())
-            .map(|i| k8s_openapi::api::core::v1::ContainerImage {
-                names: Some(i.references),
-                size_bytes: Some(i.size as i64),
-            })
-            .collect()
-    }));
+    tokio::spawn(node::status_loop(
+        client.clone(),
+        facts,
+        move || {
+            images_ctx
+                .images
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| !i.references.is_empty())
+                .map(|i| k8s_openapi::api::core::v1::ContainerImage {
+                    names: Some(i.references),
+                    size_bytes: Some(i.size as i64),
+                })
+                .collect()
+        },
+        {
+            let root = ctx.cfg.root_dir.clone();
+            move || csi::volumes_in_use(&root)
+        },
+    ));
     tokio::spawn(status::run(client.clone(), status_rx));
     if let Some(at) = rotate_at {
         tokio::spawn(rotate(client.clone(), creds, node_name.clone(), at));

@@ -180,7 +180,7 @@ impl NodeFacts {
                 taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
                 ..Default::default()
             }),
-            status: Some(self.status(SystemTime::now(), None, Vec::new())),
+            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new())),
         }
     }
 
@@ -190,6 +190,7 @@ impl NodeFacts {
         now: SystemTime,
         previous: Option<&NodeStatus>,
         images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
+        volumes_in_use: Vec<String>,
     ) -> NodeStatus {
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             let old = previous
@@ -263,6 +264,8 @@ impl NodeFacts {
                 ..Default::default()
             }),
             images: (!images.is_empty()).then_some(images),
+            // Mounted attachable volumes: the attach/detach controller never detaches these.
+            volumes_in_use: Some(volumes_in_use),
             // What bosun's API serves: WebSockets for exec straight from the apiserver.
             declared_features: Some(vec![crate::server::WEBSOCKET_FEATURE.to_string()]),
             ..Default::default()
@@ -336,12 +339,13 @@ pub async fn status_loop(
     client: Client,
     facts: NodeFacts,
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
+    volumes_in_use: impl Fn() -> Vec<String>,
 ) {
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
     loop {
-        let status = facts.status(SystemTime::now(), last.as_ref(), images());
+        let status = facts.status(SystemTime::now(), last.as_ref(), images(), volumes_in_use());
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
         // brings them back.
@@ -492,8 +496,8 @@ mod tests {
             port: 10250,
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let s0 = facts.status(t0, None, vec![]);
-        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![]);
+        let s0 = facts.status(t0, None, vec![], vec![]);
+        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![]);
         assert!(same_ignoring_heartbeats(&s0, &s1));
         let ready = |s: &NodeStatus| {
             s.conditions
