@@ -1,5 +1,5 @@
 //! Probes: the Kubernetes timing and threshold state machine ([`Tracker`]), the network checkers
-//! ([`http_get`], [`tcp`]) and the probe loop ([`run`]). Free of Kubernetes types: the agent
+//! ([`http_get`] over HTTP or HTTPS, [`tcp`], [`grpc`]) and the probe loop ([`run`]). Free of Kubernetes types: the agent
 //! translates a Probe into a [`Spec`] and runs exec checks itself (they need the runtime's
 //! single-threaded exec helper) through the [`Check::Exec`] callback.
 //!
@@ -10,8 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod grpc;
+mod tls;
+
+pub use grpc::grpc;
 
 /// Timing of one probe (Kubernetes defaults in [`Timing::default`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,10 +128,12 @@ pub enum Check {
         host: String,
         port: u16,
     },
-    /// grpc.health.v1 is not implemented: always a failure with a clear message.
+    /// `grpc.health.v1.Health/Check` over plaintext HTTP/2.
     Grpc {
         host: String,
         port: u16,
+        /// The `service` of the request (empty: the server as a whole).
+        service: String,
     },
 }
 
@@ -136,7 +143,11 @@ impl std::fmt::Debug for Check {
             Check::Exec { command, .. } => write!(f, "exec {command:?}"),
             Check::Http(h) => write!(f, "http-get {}:{}{}", h.host, h.port, h.path),
             Check::Tcp { host, port } => write!(f, "tcp-socket {host}:{port}"),
-            Check::Grpc { host, port } => write!(f, "grpc {host}:{port}"),
+            Check::Grpc {
+                host,
+                port,
+                service,
+            } => write!(f, "grpc {host}:{port} service {service:?}"),
         }
     }
 }
@@ -152,12 +163,17 @@ pub async fn check(c: &Check, timeout: Duration) -> Outcome {
             },
             Check::Http(h) => http_get(h).await,
             Check::Tcp { host, port } => tcp(host, *port).await,
-            Check::Grpc { .. } => Outcome::Failure("grpc probes are not supported by bosun".into()),
+            Check::Grpc {
+                host,
+                port,
+                service,
+            } => grpc(host, *port, service, timeout).await,
         }
     };
-    // Exec gets a little slack: the helper enforces the timeout itself and reports it.
+    // Exec and grpc get a little slack: they enforce the timeout themselves and report it
+    // with their own messages.
     let bound = match c {
-        Check::Exec { .. } => timeout + Duration::from_secs(1),
+        Check::Exec { .. } | Check::Grpc { .. } => timeout + Duration::from_secs(1),
         _ => timeout,
     };
     match tokio::time::timeout(bound, fut).await {
@@ -218,39 +234,62 @@ pub fn parse_status(head: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// httpGet: success for a status in 200..400 (redirects are not followed). HTTPS is not
-/// supported (no TLS stack in bosun yet) and fails with a clear message.
+/// httpGet: success for a status in 200..400 (redirects are not followed). `HTTPS` connects
+/// with TLS without verifying the server's certificate (the kubelet's InsecureSkipVerify), with
+/// SNI from the host when it is a name.
 pub async fn http_get(h: &HttpGet) -> Outcome {
-    if h.scheme.eq_ignore_ascii_case("https") {
-        return Outcome::Failure("https probes are not supported by bosun yet".into());
-    }
+    let https = h.scheme.eq_ignore_ascii_case("https");
     let target = addr(&h.host, h.port);
-    let mut s = match TcpStream::connect(&target).await {
+    let url = format!(
+        "{}://{target}{}",
+        if https { "https" } else { "http" },
+        h.path
+    );
+    let fail = |e: &dyn std::fmt::Display| Outcome::Failure(format!("get {url}: {e}"));
+    let s = match TcpStream::connect(&target).await {
         Ok(s) => s,
-        Err(e) => return Outcome::Failure(format!("get http://{target}{}: {e}", h.path)),
+        Err(e) => return fail(&e),
     };
-    if let Err(e) = s.write_all(http_request(h).as_bytes()).await {
-        return Outcome::Failure(format!("get http://{target}{}: {e}", h.path));
+    let head = if https {
+        match tls::connect(&h.host, s).await {
+            Ok(s) => exchange(s, h).await,
+            Err(e) => return fail(&e),
+        }
+    } else {
+        exchange(s, h).await
+    };
+    match head {
+        Err(e) => fail(&e),
+        Ok(head) => match parse_status(&head) {
+            Some(code) if (200..400).contains(&code) => Outcome::Success,
+            Some(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+            None => fail(&"bad response"),
+        },
     }
+}
+
+/// Sends the probe's request and reads the first line of the response.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    h: &HttpGet,
+) -> std::io::Result<Vec<u8>> {
+    s.write_all(http_request(h).as_bytes()).await?;
+    s.flush().await?;
     let mut buf = vec![0u8; 1024];
     let mut n = 0;
     while n < buf.len() {
-        match s.read(&mut buf[n..]).await {
-            Ok(0) => break,
-            Ok(k) => {
+        match s.read(&mut buf[n..]).await? {
+            0 => break,
+            k => {
                 n += k;
                 if buf[..n].contains(&b'\n') {
                     break;
                 }
             }
-            Err(e) => return Outcome::Failure(format!("get http://{target}{}: {e}", h.path)),
         }
     }
-    match parse_status(&buf[..n]) {
-        Some(code) if (200..400).contains(&code) => Outcome::Success,
-        Some(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-        None => Outcome::Failure(format!("get http://{target}{}: bad response", h.path)),
-    }
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// A probe: what and when.
@@ -363,6 +402,168 @@ mod tests {
         assert_eq!(http_get(&h).await, Outcome::Success);
         assert!(matches!(http_get(&h).await, Outcome::Failure(_)));
         assert_eq!(tcp("127.0.0.1", port).await, Outcome::Success);
+    }
+
+    /// A TLS server with a fresh self-signed certificate for `localhost`; answers 200 and
+    /// sends the SNI it saw (or "-") on `sni`.
+    async fn tls_server(sni: tokio::sync::mpsc::UnboundedSender<String>) -> u16 {
+        use tokio_rustls::rustls;
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let name = s.get_ref().1.server_name().unwrap_or("-").to_string();
+                let _ = sni.send(name);
+                let mut b = [0u8; 512];
+                let _ = s.read(&mut b).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                let _ = s.shutdown().await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_accepts_a_self_signed_certificate_with_sni() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let port = tls_server(tx).await;
+        let mut h = HttpGet {
+            scheme: "HTTPS".into(),
+            host: "localhost".into(),
+            port,
+            path: "/healthz".into(),
+            headers: vec![],
+        };
+        assert_eq!(http_get(&h).await, Outcome::Success);
+        assert_eq!(rx.recv().await.unwrap(), "localhost");
+        // By IP address: no SNI, still accepted.
+        h.host = "127.0.0.1".into();
+        assert_eq!(http_get(&h).await, Outcome::Success);
+        assert_eq!(rx.recv().await.unwrap(), "-");
+        // Plain HTTP against the TLS port fails; HTTPS against nothing fails.
+        h.scheme = "HTTP".into();
+        assert!(matches!(http_get(&h).await, Outcome::Failure(_)));
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        h.scheme = "https".into();
+        h.port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(matches!(http_get(&h).await, Outcome::Failure(m) if m.starts_with("get https://")));
+    }
+
+    /// A grpc.health.v1 server written with h2: service "" is SERVING, "down" NOT_SERVING,
+    /// "slow" never answers, anything else is Unimplemented.
+    async fn health_server() -> u16 {
+        use prost::Message;
+        use tonic::codegen::http;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(s).await.unwrap();
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        tokio::spawn(async move {
+                            assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                            let mut body = req.into_body();
+                            let mut bytes = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                bytes.extend_from_slice(&chunk);
+                            }
+                            let req = grpc::HealthCheckRequest::decode(&bytes[5..]).unwrap();
+                            let head = |status: Option<&str>| {
+                                let mut r = http::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/grpc");
+                                if let Some(s) = status {
+                                    r = r.header("grpc-status", s).header("grpc-message", "nope");
+                                }
+                                r.body(()).unwrap()
+                            };
+                            let status = match req.service.as_str() {
+                                "" => grpc::ServingStatus::Serving,
+                                "down" => grpc::ServingStatus::NotServing,
+                                "slow" => {
+                                    tokio::time::sleep(Duration::from_secs(30)).await;
+                                    return;
+                                }
+                                _ => {
+                                    let _ = respond.send_response(head(Some("12")), true);
+                                    return;
+                                }
+                            };
+                            let msg = grpc::HealthCheckResponse {
+                                status: status as i32,
+                            }
+                            .encode_to_vec();
+                            let mut frame = vec![0u8];
+                            frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                            frame.extend_from_slice(&msg);
+                            let mut stream = respond.send_response(head(None), false).unwrap();
+                            stream.send_data(frame.into(), false).unwrap();
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            stream.send_trailers(trailers).unwrap();
+                        });
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_health_checks() {
+        let port = health_server().await;
+        let t = Duration::from_secs(2);
+        assert_eq!(grpc("127.0.0.1", port, "", t).await, Outcome::Success);
+        assert_eq!(
+            grpc("127.0.0.1", port, "down", t).await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        let o = grpc("127.0.0.1", port, "other", t).await;
+        assert!(
+            matches!(&o, Outcome::Failure(m) if m.starts_with("error: this server does not implement the grpc health protocol (grpc.health.v1.Health): nope")),
+            "{o:?}"
+        );
+        let o = grpc("127.0.0.1", port, "slow", Duration::from_millis(300)).await;
+        assert!(
+            matches!(&o, Outcome::Failure(m) if m.starts_with("timeout: health rpc did not complete within")),
+            "{o:?}"
+        );
+        // Through `check`, as the probe loop calls it.
+        let c = Check::Grpc {
+            host: "127.0.0.1".into(),
+            port,
+            service: String::new(),
+        };
+        assert_eq!(check(&c, t).await, Outcome::Success);
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = closed.local_addr().unwrap().port();
+        drop(closed);
+        let o = grpc("127.0.0.1", dead, "", t).await;
+        assert!(
+            matches!(&o, Outcome::Failure(m) if m.starts_with("error: failed to connect service at \"127.0.0.1:")),
+            "{o:?}"
+        );
     }
 
     #[tokio::test]

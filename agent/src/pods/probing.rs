@@ -158,6 +158,7 @@ pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec
         Check::Grpc {
             host: pod_ip.to_string(),
             port: u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?,
+            service: g.service.clone().unwrap_or_default(),
         }
     } else {
         return Err("probe has no handler".into());
