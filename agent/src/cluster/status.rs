@@ -89,7 +89,7 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), ApplyError> {
             };
             let patch = status_patch(&uid, status);
             match api
-                .patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch_status(&u.name, &PatchParams::default(), &Patch::Strategic(&patch))
                 .await
             {
                 Ok(_) => Ok(()),
@@ -120,11 +120,49 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), ApplyError> {
     }
 }
 
-/// A merge patch of the status, guarded by the uid (a recreated pod of the same name is never
-/// given the old one's status).
+/// A strategic merge patch of the status, guarded by the uid (a recreated pod of the same name
+/// is never given the old one's status). Conditions merge by type, and only the kubelet's own
+/// are sent: those set by other writers (readiness gates, DisruptionTarget) stay as the API
+/// has them, even when they changed since the worker last saw the pod.
 pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
+    let mut status = status.clone();
+    if let Some(cs) = status.conditions.as_mut() {
+        cs.retain(|c| crate::pods::status::is_kubelet_condition(&c.type_));
+    }
     serde_json::json!({
         "metadata": { "uid": uid },
         "status": status,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodCondition;
+
+    #[test]
+    fn patch_leaves_foreign_conditions_alone() {
+        let cond = |ty: &str| PodCondition {
+            type_: ty.into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        let st = PodStatus {
+            conditions: Some(vec![
+                cond("Ready"),
+                cond("example.com/lb"),
+                cond("PodScheduled"),
+            ]),
+            ..Default::default()
+        };
+        let p = status_patch("u1", &st);
+        assert_eq!(p["metadata"]["uid"], "u1");
+        let types: Vec<&str> = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(types, ["Ready", "PodScheduled"]);
+    }
 }

@@ -239,6 +239,55 @@ pub fn phase(
     "Pending"
 }
 
+/// The pod conditions the kubelet owns; every other type belongs to other writers and is kept.
+pub const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodScheduled",
+    "Ready",
+    "Initialized",
+    "ContainersReady",
+    "PodReadyToStartContainers",
+];
+
+/// Whether bosun (as the kubelet) owns a pod condition of this type.
+pub fn is_kubelet_condition(ty: &str) -> bool {
+    KUBELET_CONDITIONS.contains(&ty)
+}
+
+/// The conditions of the pod's status as the API holds it (set by controllers).
+fn api_conditions(pod: &Pod) -> &[PodCondition] {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
+}
+
+/// Why the pod's readiness gates hold Ready back (`None`: every gate's condition is True), in
+/// the kubelet's words (GeneratePodReadyCondition).
+pub fn readiness_gates_message(pod: &Pod) -> Option<String> {
+    let gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_deref())?;
+    let conditions = api_conditions(pod);
+    let unready: Vec<String> = gates
+        .iter()
+        .filter_map(|g| {
+            let ty = &g.condition_type;
+            match conditions.iter().find(|c| &c.type_ == ty) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {ty:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {ty:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    (!unready.is_empty()).then(|| unready.join(", "))
+}
+
 /// Builds the pod status. `previous` keeps transition times of conditions that did not change.
 #[allow(clippy::too_many_arguments)]
 pub fn pod_status(
@@ -259,7 +308,7 @@ pub fn pod_status(
     let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
     let terminal = phase == "Succeeded" || phase == "Failed";
     let mut conditions = Vec::new();
-    let mut cond = |ty: &str, ok: bool, reason: Option<&str>| {
+    let mut cond = |ty: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
         let status = if ok { "True" } else { "False" };
         let old = previous
             .and_then(|p| p.conditions.as_ref())
@@ -272,6 +321,7 @@ pub fn pod_status(
             type_: ty.to_string(),
             status: status.to_string(),
             reason: reason.filter(|_| !ok).map(str::to_string),
+            message: message.filter(|_| !ok),
             last_transition_time,
             ..Default::default()
         });
@@ -280,20 +330,61 @@ pub fn pod_status(
         "PodReadyToStartContainers",
         sandbox_ready && !terminal,
         None,
+        None,
     );
     cond(
         "Initialized",
         init_done,
         (!init_done).then_some("ContainersNotInitialized"),
+        None,
     );
-    let ready_reason = if terminal {
-        Some("PodCompleted")
+    let containers_ready = all_ready && !terminal;
+    let (ready_reason, ready_message) = if terminal {
+        ("PodCompleted", None)
     } else {
-        Some("ContainersNotReady")
+        let unready: Vec<&str> = statuses
+            .iter()
+            .filter(|s| !s.ready)
+            .map(|s| s.name.as_str())
+            .collect();
+        (
+            "ContainersNotReady",
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        )
     };
-    cond("Ready", all_ready && !terminal, ready_reason);
-    cond("ContainersReady", all_ready && !terminal, ready_reason);
-    cond("PodScheduled", true, None);
+    let gates = readiness_gates_message(pod);
+    match (&gates, containers_ready) {
+        (Some(msg), true) => cond(
+            "Ready",
+            false,
+            Some("ReadinessGatesNotReady"),
+            Some(msg.clone()),
+        ),
+        _ => cond(
+            "Ready",
+            containers_ready,
+            Some(ready_reason),
+            ready_message.clone(),
+        ),
+    }
+    cond(
+        "ContainersReady",
+        containers_ready,
+        Some(ready_reason),
+        ready_message,
+    );
+    cond("PodScheduled", true, None, None);
+    // Conditions set by others (readiness gates, DisruptionTarget, ...) are kept as the API
+    // has them, as the kubelet's mergePodStatus does.
+    conditions.extend(
+        api_conditions(pod)
+            .iter()
+            .filter(|c| !is_kubelet_condition(&c.type_))
+            .cloned(),
+    );
     PodStatus {
         phase: Some(phase.to_string()),
         conditions: Some(conditions),
@@ -455,5 +546,111 @@ mod tests {
         );
         assert_eq!(phase(&pod("Always"), true, false, &[]), "Pending");
         assert_eq!(phase(&pod("Never"), true, true, &[]), "Failed");
+    }
+
+    fn ready_cond(st: &PodStatus, ty: &str) -> PodCondition {
+        st.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == ty)
+            .cloned()
+            .expect("condition")
+    }
+
+    fn gated_pod(conditions: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "a"}],
+                "readinessGates": [{"conditionType": "example.com/lb"}, {"conditionType": "example.com/dns"}]
+            },
+            "status": {"conditions": conditions}
+        }))
+        .expect("pod")
+    }
+
+    fn status_of(pod: &Pod, ready: bool) -> PodStatus {
+        let mut v = view(
+            "a",
+            Some(ContainerState::Running {
+                pid: 1,
+                started_at: SystemTime::UNIX_EPOCH,
+            }),
+            None,
+        );
+        v.ready = ready;
+        v.started = true;
+        pod_status(
+            pod,
+            None,
+            true,
+            &[],
+            true,
+            false,
+            &[v],
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+            "BestEffort",
+        )
+    }
+
+    #[test]
+    fn readiness_gates() {
+        // No gate conditions yet: Ready is False with the kubelet's reason and message.
+        let pod = gated_pod(serde_json::json!([{"type": "PodScheduled", "status": "True"}]));
+        let st = status_of(&pod, true);
+        assert_eq!(ready_cond(&st, "ContainersReady").status, "True");
+        let r = ready_cond(&st, "Ready");
+        assert_eq!(r.status, "False");
+        assert_eq!(r.reason.as_deref(), Some("ReadinessGatesNotReady"));
+        assert_eq!(
+            r.message.as_deref(),
+            Some(
+                "corresponding condition of pod readiness gate \"example.com/lb\" does not exist., corresponding condition of pod readiness gate \"example.com/dns\" does not exist."
+            )
+        );
+        // One gate False, one True.
+        let pod = gated_pod(serde_json::json!([
+            {"type": "example.com/lb", "status": "False"},
+            {"type": "example.com/dns", "status": "True"}
+        ]));
+        let r = ready_cond(&status_of(&pod, true), "Ready");
+        assert_eq!(r.status, "False");
+        assert_eq!(
+            r.message.as_deref(),
+            Some("the status of pod readiness gate \"example.com/lb\" is not \"True\", but False")
+        );
+        // Every gate True: Ready follows ContainersReady, and the gates' conditions are kept.
+        let pod = gated_pod(serde_json::json!([
+            {"type": "example.com/lb", "status": "True", "reason": "Registered"},
+            {"type": "example.com/dns", "status": "True"},
+            {"type": "Ready", "status": "False"}
+        ]));
+        let st = status_of(&pod, true);
+        assert_eq!(ready_cond(&st, "Ready").status, "True");
+        assert_eq!(
+            ready_cond(&st, "example.com/lb").reason.as_deref(),
+            Some("Registered")
+        );
+        assert_eq!(ready_cond(&st, "example.com/dns").status, "True");
+        let readies = st
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| c.type_ == "Ready")
+            .count();
+        assert_eq!(readies, 1, "the API's own Ready is replaced, not kept");
+        // Containers not ready: the containers' reason wins over the gates'.
+        let r = ready_cond(&status_of(&pod, false), "Ready");
+        assert_eq!(r.status, "False");
+        assert_eq!(r.reason.as_deref(), Some("ContainersNotReady"));
+        assert_eq!(
+            r.message.as_deref(),
+            Some("containers with unready status: [a]")
+        );
+        // Without gates nothing changes.
+        let st = status_of(&self::pod("Always"), true);
+        assert_eq!(ready_cond(&st, "Ready").status, "True");
+        assert_eq!(st.conditions.as_ref().map(Vec::len), Some(5));
     }
 }
