@@ -202,15 +202,20 @@ def cpu_percent(pid, seconds):
 def helpers(run_dir, bosun_pid):
     """Processes started from bosun's run folder (the keepers), except bosun itself."""
     n = 0
+    kinds = {}
     for p in os.listdir("/proc"):
-        if not p.isdigit() or int(p) == bosun_pid:
+        if not p.isdigit() or int(p) in (bosun_pid, os.getpid()):
             continue
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
-                if run_dir.encode() in f.read():
-                    n += 1
+                cmd = f.read()
+            if run_dir.encode() in cmd:
+                n += 1
+                k = " ".join(a.decode(errors="replace") for a in cmd.split(b"\0")[:2])
+                kinds[k] = kinds.get(k, 0) + 1
         except OSError:
             pass
+    log(f"helpers: {kinds}")
     return n
 
 

@@ -53,7 +53,7 @@ our_pids() {
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
         [[ $p == "$$" || $p == "$BASHPID" ]] && continue
-        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$W/" && echo "$p"
+        { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF "$W/" && echo "$p"
     done
 }
 
