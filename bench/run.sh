@@ -86,7 +86,8 @@ if [[ -z $quick ]]; then
     fi
     # BENCHMARKS.md = its fixed preamble (up to the marker) + the latest table.
     marker='<!-- latest run below: written by bench/run.sh -->'
-    { sed "/^$marker\$/q" BENCHMARKS.md; echo; cat BENCHMARKS.table.md; } >BENCHMARKS.md.new
+    # (awk, not sed: the marker holds a '/' that ended sed's address and kept every older run.)
+    { awk -v m="$marker" '{ print } $0 == m { exit }' BENCHMARKS.md; echo; cat BENCHMARKS.table.md; } >BENCHMARKS.md.new
     mv BENCHMARKS.md.new BENCHMARKS.md
     rm -f BENCHMARKS.table.md
     echo "BENCHMARKS.md updated"
