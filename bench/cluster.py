@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Cluster pod start (issue 6 item 3): the Kubernetes pod-startup SLI on a bosun node.
+
+Driven by bench/cluster.sh, which starts the control plane and joins bosun as NODE first:
+
+    cluster.py --kubectl K --kubeconfig F --node NODE --bosun-pid PID --run-dir DIR
+               --image IMG --replicas N [--cpu-window S] [--out FILE]
+
+It talks to the apiserver through `kubectl proxy --unix-socket` (Python standard library only),
+opens a watch on the Deployment's pods before it creates the Deployment, and stamps every watch
+event with the observer's own clock (time.time() when the line arrives) — never with the
+status times bosun writes. Per pod:
+
+- SLI: from `metadata.creationTimestamp` (apiserver clock, same host; whole seconds, so it
+  overstates by 0-1 s) until a watch event shows phase Running with every container
+  `state.running` and `started: true`. This is the upstream SLI's definition.
+- the same end point from the first watch event that showed the pod (ADDED, observer clock,
+  millisecond precision; the apiserver sends it right after the pod is stored).
+- Ready: the first event with condition Ready=True; "all Ready" is measured from just before
+  the Deployment is POSTed.
+
+Then bosun's RSS and CPU with the N pods, then scale to 0 and wait until the API has no pod of
+ours left and bosun's `<run-dir>/pods` is empty. The Deployment is deleted at the end whatever
+happened. Prints a markdown fragment (and writes it to --out).
+"""
+
+import argparse
+import calendar
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+NS = "default"
+NAME = "bosun-bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"[cluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=None):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.timeout is not None:
+            s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+class Api:
+    def __init__(self, sock):
+        self.sock = sock
+
+    def call(self, method, path, body=None, ctype="application/json", ok=(200, 201, 202)):
+        c = UnixHTTPConnection(self.sock, timeout=30)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": ctype} if data is not None else {}
+            c.request(method, path, body=data, headers=headers)
+            r = c.getresponse()
+            text = r.read()
+            if r.status not in ok:
+                raise RuntimeError(f"{method} {path}: HTTP {r.status}: {text[:300]!r}")
+            return json.loads(text) if text else {}
+        finally:
+            c.close()
+
+
+def parse_time(s):
+    """RFC 3339 (the apiserver writes whole seconds, Z) to a Unix time."""
+    s = s.rstrip("Z")
+    frac = 0.0
+    if "." in s:
+        s, f = s.split(".", 1)
+        frac = float("0." + f)
+    return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%S")) + frac
+
+
+def started(pod):
+    st = pod.get("status", {})
+    if st.get("phase") != "Running":
+        return False
+    want = len(pod.get("spec", {}).get("containers", []))
+    cs = st.get("containerStatuses") or []
+    return len(cs) == want and all("running" in (c.get("state") or {}) and c.get("started") for c in cs)
+
+
+def ready(pod):
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in pod.get("status", {}).get("conditions") or [])
+
+
+class Watcher(threading.Thread):
+    """Follows the Deployment's pods; records the observer time of each transition per uid."""
+
+    def __init__(self, api, selector, rv):
+        super().__init__(daemon=True)
+        self.api, self.selector, self.rv = api, selector, rv
+        self.pods = {}  # uid -> {name, created, seen, running, ready, deleted, node}
+        self.lock = threading.Lock()
+        self.stop = False
+        self.error = None
+
+    def run(self):
+        while not self.stop:
+            q = urllib.parse.urlencode({"watch": "1", "labelSelector": self.selector,
+                                        "resourceVersion": self.rv, "timeoutSeconds": "3600",
+                                        "allowWatchBookmarks": "true"})
+            c = UnixHTTPConnection(self.api.sock, timeout=None)
+            try:
+                c.request("GET", f"/api/v1/namespaces/{NS}/pods?{q}")
+                r = c.getresponse()
+                if r.status != 200:
+                    raise RuntimeError(f"watch: HTTP {r.status}: {r.read()[:300]!r}")
+                while not self.stop:
+                    line = r.readline()
+                    now = time.time()
+                    if not line:
+                        break
+                    self.event(json.loads(line), now)
+            except Exception as e:  # noqa: BLE001 - reported by the main thread
+                if not self.stop:
+                    self.error = e
+                    log(f"watch failed: {e}; reconnecting")
+                    time.sleep(0.5)
+            finally:
+                c.close()
+
+    def event(self, ev, now):
+        obj = ev.get("object", {})
+        if ev.get("type") == "ERROR":
+            raise RuntimeError(f"watch error event: {obj}")
+        md = obj.get("metadata", {})
+        if md.get("resourceVersion"):
+            self.rv = md["resourceVersion"]
+        if ev.get("type") == "BOOKMARK":
+            return
+        uid = md["uid"]
+        with self.lock:
+            p = self.pods.setdefault(uid, {"name": md.get("name"), "seen": now,
+                                           "created": parse_time(md["creationTimestamp"]),
+                                           "running": None, "ready": None, "deleted": None})
+            p["node"] = obj.get("spec", {}).get("nodeName")
+            if p["running"] is None and started(obj):
+                p["running"] = now
+            if p["ready"] is None and ready(obj):
+                p["ready"] = now
+            if ev.get("type") == "DELETED":
+                p["deleted"] = now
+
+    def snapshot(self):
+        with self.lock:
+            return {u: dict(p) for u, p in self.pods.items()}
+
+
+def pct(values, p):
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def proc_status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except OSError:
+        return 0
+
+
+def cpu_percent(pid, seconds):
+    a = cpu_ticks(pid)
+    time.sleep(seconds)
+    return 100.0 * (cpu_ticks(pid) - a) / CLK_TCK / seconds
+
+
+def helpers(run_dir, bosun_pid):
+    """Processes started from bosun's run folder (the keepers), except bosun itself."""
+    n = 0
+    kinds = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) in (bosun_pid, os.getpid()):
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+            if run_dir.encode() in cmd:
+                n += 1
+                k = " ".join(a.decode(errors="replace") for a in cmd.split(b"\0")[:2])
+                kinds[k] = kinds.get(k, 0) + 1
+        except OSError:
+            pass
+    log(f"helpers: {kinds}")
+    return n
+
+
+def deployment(name, image, replicas, node):
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            # Every replica at once (the default 25% surge only matters for updates).
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "sleep", "image": image, "imagePullPolicy": "Never",
+                        "command": ["sleep", "1000000"],
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                                      "limits": {"cpu": "100m", "memory": "32Mi"}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def wait(cond, timeout, what, step=0.2):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    log(f"timed out after {timeout:.0f} s waiting for {what}")
+    return False
+
+
+def run(args, api, tmp):
+    res = {"replicas": args.replicas}
+    # Idle figures: the node is registered and Ready, no pod yet.
+    time.sleep(2)
+    res["idle_rss"] = proc_status_kib(args.bosun_pid, "VmRSS")
+    res["idle_cpu"] = cpu_percent(args.bosun_pid, args.cpu_window)
+
+    selector = f"app={NAME}"
+    lst = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
+    if lst.get("items"):
+        raise RuntimeError(f"pods labelled {selector} exist already")
+    w = Watcher(api, selector, lst["metadata"]["resourceVersion"])
+    w.start()
+    time.sleep(0.5)
+
+    log(f"creating Deployment {NAME} with {args.replicas} replicas on {args.node}")
+    t0 = time.time()
+    api.call("POST", f"/apis/apps/v1/namespaces/{NS}/deployments",
+             deployment(NAME, args.image, args.replicas, args.node))
+    res["created_at"] = t0
+
+    def all_ready():
+        s = w.snapshot()
+        return len(s) >= args.replicas and sum(1 for p in s.values() if p["ready"]) >= args.replicas
+    ok = wait(all_ready, args.timeout, f"{args.replicas} pods Ready")
+    snap = w.snapshot()
+    pods = [p for p in snap.values() if p["deleted"] is None]
+    res["timed_out"] = not ok
+    res["sli"] = [p["running"] - p["created"] for p in pods if p["running"]]
+    res["from_seen"] = [p["running"] - p["seen"] for p in pods if p["running"]]
+    res["first_seen"] = [p["seen"] - t0 for p in pods]
+    res["running"] = sum(1 for p in pods if p["running"])
+    res["ready"] = sum(1 for p in pods if p["ready"])
+    res["all_running"] = max((p["running"] for p in pods if p["running"]), default=t0) - t0
+    res["all_ready"] = max((p["ready"] for p in pods if p["ready"]), default=t0) - t0 if ok else None
+    res["other_node"] = sum(1 for p in pods if p.get("node") not in (None, args.node))
+    log(f"{res['running']} running, {res['ready']} ready after {time.time() - t0:.1f} s")
+
+    time.sleep(2)
+    res["rss"] = proc_status_kib(args.bosun_pid, "VmRSS")
+    res["cpu"] = cpu_percent(args.bosun_pid, args.cpu_window)
+    res["helpers"] = helpers(args.run_dir, args.bosun_pid)
+
+    log("scaling to 0")
+    t1 = time.time()
+    api.call("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}",
+             {"spec": {"replicas": 0}}, ctype="application/merge-patch+json")
+    pods_dir = os.path.join(args.run_dir, "pods")
+
+    def gone():
+        left = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
+        on_disk = os.listdir(pods_dir) if os.path.isdir(pods_dir) else []
+        return not left.get("items") and not on_disk
+    res["removed"] = wait(gone, args.timeout, "the node to have no pod left", step=0.5)
+    res["remove_time"] = time.time() - t1
+    w.stop = True
+    return res
+
+
+def fmt(v, unit=""):
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.2f}{unit}" if abs(v) < 10 else f"{v:.1f}{unit}" if abs(v) < 100 else f"{v:.0f}{unit}"
+    return f"{v}{unit}"
+
+
+def report(r, args):
+    n = r["replicas"]
+    ms = lambda v: v * 1000.0  # noqa: E731
+    rows = [
+        (f"pods Running (all containers started) / Ready, of {n}", f"{r['running']} / {r['ready']}", ""),
+        ("pod-startup SLI p50: creationTimestamp to Running seen by a watch (ms)", fmt(ms(pct(r["sli"], 50))), "well under 1 s"),
+        ("pod-startup SLI p99 (ms)", fmt(ms(pct(r["sli"], 99))), ""),
+        ("  same end, from the pod's first watch event (ms precision), p50 (ms)", fmt(ms(pct(r["from_seen"], 50))), ""),
+        ("  same, p99 (ms)", fmt(ms(pct(r["from_seen"], 99))), ""),
+        (f"Deployment created to all {n} Running, seen by the watch (s)", fmt(r["all_running"]), ""),
+        (f"Deployment created to all {n} Ready (s)", fmt(r["all_ready"]) if r["all_ready"] is not None else "not reached", ""),
+        (f"Deployment created to the last pod's first watch event (s)", fmt(max(r["first_seen"], default=float("nan"))), ""),
+        ("bosun RSS, node Ready, no pods (MiB)", fmt(r["idle_rss"] / 1024 if r["idle_rss"] else None), "< 15 MiB"),
+        ("bosun CPU, node Ready, no pods (% of a core)", fmt(r["idle_cpu"]), ""),
+        (f"bosun RSS with {n} cluster pods (MiB)", fmt(r["rss"] / 1024 if r["rss"] else None), ""),
+        (f"bosun CPU with {n} cluster pods (% of a core)", fmt(r["cpu"]), ""),
+        (f"helper processes (keepers) for {n} pods", fmt(r["helpers"]), ""),
+        (f"scale to 0 until the API and the node have no pod left (s)", fmt(r["remove_time"]) if r["removed"] else "not reached", ""),
+    ]
+    body = "| measure | bosun | goal |\n| --- | ---: | --- |\n" + "".join(f"| {a} | {b} | {g} |\n" for a, b, g in rows)
+    return body
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for a in ("--kubectl", "--kubeconfig", "--node", "--run-dir", "--image"):
+        ap.add_argument(a, required=True)
+    ap.add_argument("--bosun-pid", type=int, required=True)
+    ap.add_argument("--replicas", type=int, default=100)
+    ap.add_argument("--cpu-window", type=float, default=10.0)
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bosun-bench-proxy-")
+    sock = os.path.join(tmp, "api.sock")
+    proxy = subprocess.Popen([args.kubectl, "--kubeconfig", args.kubeconfig, "proxy", f"--unix-socket={sock}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = Api(sock)
+    res = None
+    try:
+        if not wait(lambda: os.path.exists(sock), 30, "kubectl proxy"):
+            raise RuntimeError("kubectl proxy did not start")
+        res = run(args, api, tmp)
+    finally:
+        try:
+            api.call("DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}", ok=(200, 202, 404))
+        except Exception as e:  # noqa: BLE001
+            log(f"deleting the Deployment: {e}")
+        proxy.terminate()
+        try:
+            proxy.wait(10)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait()
+        try:
+            os.unlink(sock)
+        except OSError:
+            pass
+        os.rmdir(tmp)
+    text = report(res, args)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    bad = res["timed_out"] or not res["removed"] or res["other_node"]
+    if bad:
+        log("FAILED: " + ", ".join(k for k in ("timed_out", "other_node") if res[k]) +
+            ("" if res["removed"] else " pods left after scaling to 0"))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
