@@ -125,6 +125,13 @@ async fn create_inner(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbo
         tracing::warn!("sandbox is broken; recreating it");
     }
     if dir(paths, uid).exists() {
+        // A pod network set up in it is given back first (CNI DEL releases its IP in the
+        // IPAM store even when the namespace is gone), or the rebuilt sandbox leaks an IP.
+        if crate::cni::has_state(&dir(paths, uid)) {
+            if let Err(e) = crate::cni::teardown(&dir(paths, uid)).await {
+                tracing::warn!(error = %e, "cannot tear down the broken sandbox's network");
+            }
+        }
         remove(paths, uid).await?;
     }
 
