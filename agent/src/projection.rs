@@ -59,8 +59,8 @@ fn env_name(s: &str) -> String {
 /// The kubelet's service environment (`getServiceEnvVarMap` + `envvars.FromServices`): the
 /// `kubernetes` Service of the `default` namespace always, and with `enableServiceLinks` every
 /// Service of the pod's namespace that has a cluster IP. Sorted by name.
-pub fn service_env(
-    services: &[k8s_openapi::api::core::v1::Service],
+pub fn service_env<'a>(
+    services: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::Service>,
     namespace: &str,
     enable_links: bool,
 ) -> Vec<(String, String)> {
@@ -301,36 +301,65 @@ fn namespace(pod: &Pod) -> &str {
 }
 
 /// A configMap by name: its data, `None` when optional and missing, the kubelet's error when
-/// required and missing.
-fn lookup_config_map(
+/// Where key/value data comes from.
+#[derive(Clone, Copy)]
+enum Keys {
+    ConfigMap,
+    Secret,
+}
+
+/// The data of a configMap or secret by name: `None` when optional and missing, the kubelet's
+/// error when required and missing.
+fn lookup(
     pod: &Pod,
     objects: &ApiObjects,
+    keys: Keys,
     name: &str,
     optional: bool,
 ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-    match objects.config_maps.get(name) {
-        Some(Some(cm)) => Ok(Some(config_map_data(cm))),
+    let (kind, found) = match keys {
+        Keys::ConfigMap => (
+            "configmap",
+            objects
+                .config_maps
+                .get(name)
+                .map(|o| o.as_ref().map(config_map_data)),
+        ),
+        Keys::Secret => (
+            "secret",
+            objects
+                .secrets
+                .get(name)
+                .map(|o| o.as_ref().map(secret_data)),
+        ),
+    };
+    match found {
+        Some(Some(data)) => Ok(Some(data)),
         Some(None) if optional => Ok(None),
-        Some(None) => Err(format!("configmap {name:?} not found")),
-        None => Err(format!(
-            "configmap {}/{name} was not fetched",
-            namespace(pod)
-        )),
+        Some(None) => Err(format!("{kind} {name:?} not found")),
+        None => Err(format!("{kind} {}/{name} was not fetched", namespace(pod))),
     }
 }
 
-fn lookup_secret(
+/// The files of a configMap or secret source (a volume or a projected source).
+fn project_keys(
     pod: &Pod,
     objects: &ApiObjects,
-    name: &str,
-    optional: bool,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-    match objects.secrets.get(name) {
-        Some(Some(s)) => Ok(Some(secret_data(s))),
-        Some(None) if optional => Ok(None),
-        Some(None) => Err(format!("secret {name:?} not found")),
-        None => Err(format!("secret {}/{name} was not fetched", namespace(pod))),
+    (keys, name): (Keys, &str),
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: Option<i32>,
+    optional: Option<bool>,
+    out: &mut Payload,
+) -> Result<(), String> {
+    let optional = optional.unwrap_or(false);
+    let kind = match keys {
+        Keys::ConfigMap => "configmap",
+        Keys::Secret => "secret",
+    };
+    if let Some(data) = lookup(pod, objects, keys, name, optional)? {
+        key_payload(kind, &data, items, default_mode, optional, out)?;
     }
+    Ok(())
 }
 
 /// The downwardAPI items of a volume (or projected source).
@@ -382,30 +411,28 @@ pub fn payload(
 ) -> Result<Payload, String> {
     let mut out = Payload::new();
     if let Some(cm) = &v.config_map {
-        let optional = cm.optional.unwrap_or(false);
-        if let Some(data) = lookup_config_map(pod, objects, &cm.name, optional)? {
-            key_payload(
-                "configmap",
-                &data,
-                cm.items.as_ref(),
-                cm.default_mode,
-                optional,
-                &mut out,
-            )?;
-        }
+        let (items, mode) = (cm.items.as_ref(), cm.default_mode);
+        project_keys(
+            pod,
+            objects,
+            (Keys::ConfigMap, &cm.name),
+            items,
+            mode,
+            cm.optional,
+            &mut out,
+        )?;
     } else if let Some(s) = &v.secret {
-        let optional = s.optional.unwrap_or(false);
-        let name = s.secret_name.clone().unwrap_or_default();
-        if let Some(data) = lookup_secret(pod, objects, &name, optional)? {
-            key_payload(
-                "secret",
-                &data,
-                s.items.as_ref(),
-                s.default_mode,
-                optional,
-                &mut out,
-            )?;
-        }
+        let name = s.secret_name.as_deref().unwrap_or_default();
+        let (items, mode) = (s.items.as_ref(), s.default_mode);
+        project_keys(
+            pod,
+            objects,
+            (Keys::Secret, name),
+            items,
+            mode,
+            s.optional,
+            &mut out,
+        )?;
     } else if let Some(d) = &v.downward_api {
         downward_payload(pod, d.items.as_ref(), d.default_mode, node, &mut out)?;
     } else if let Some(p) = &v.projected {
@@ -417,29 +444,28 @@ pub fn payload(
             .and_then(|s| s.fs_group);
         for src in p.sources.iter().flatten() {
             if let Some(cm) = &src.config_map {
-                let optional = cm.optional.unwrap_or(false);
-                if let Some(data) = lookup_config_map(pod, objects, &cm.name, optional)? {
-                    key_payload(
-                        "configmap",
-                        &data,
-                        cm.items.as_ref(),
-                        default_mode,
-                        optional,
-                        &mut out,
-                    )?;
-                }
+                let items = cm.items.as_ref();
+                let name = &cm.name;
+                project_keys(
+                    pod,
+                    objects,
+                    (Keys::ConfigMap, name),
+                    items,
+                    default_mode,
+                    cm.optional,
+                    &mut out,
+                )?;
             } else if let Some(s) = &src.secret {
-                let optional = s.optional.unwrap_or(false);
-                if let Some(data) = lookup_secret(pod, objects, &s.name, optional)? {
-                    key_payload(
-                        "secret",
-                        &data,
-                        s.items.as_ref(),
-                        default_mode,
-                        optional,
-                        &mut out,
-                    )?;
-                }
+                let items = s.items.as_ref();
+                project_keys(
+                    pod,
+                    objects,
+                    (Keys::Secret, &s.name),
+                    items,
+                    default_mode,
+                    s.optional,
+                    &mut out,
+                )?;
             } else if let Some(d) = &src.downward_api {
                 downward_payload(pod, d.items.as_ref(), default_mode, node, &mut out)?;
             } else if let Some(t) = &src.service_account_token {
@@ -525,10 +551,10 @@ pub fn env_from(
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(cm) = &from.config_map_ref {
             let optional = cm.optional.unwrap_or(false);
-            lookup_config_map(pod, objects, &cm.name, optional)?
+            lookup(pod, objects, Keys::ConfigMap, &cm.name, optional)?
         } else if let Some(s) = &from.secret_ref {
             let optional = s.optional.unwrap_or(false);
-            lookup_secret(pod, objects, &s.name, optional)?
+            lookup(pod, objects, Keys::Secret, &s.name, optional)?
         } else {
             None
         };
@@ -551,7 +577,7 @@ pub fn env_key_ref(
     let ns = namespace(pod);
     if let Some(k) = &from.config_map_key_ref {
         let optional = k.optional.unwrap_or(false);
-        let Some(data) = lookup_config_map(pod, objects, &k.name, optional)? else {
+        let Some(data) = lookup(pod, objects, Keys::ConfigMap, &k.name, optional)? else {
             return Ok(None);
         };
         match data.get(&k.key) {
@@ -564,7 +590,7 @@ pub fn env_key_ref(
         }
     } else if let Some(k) = &from.secret_key_ref {
         let optional = k.optional.unwrap_or(false);
-        let Some(data) = lookup_secret(pod, objects, &k.name, optional)? else {
+        let Some(data) = lookup(pod, objects, Keys::Secret, &k.name, optional)? else {
             return Ok(None);
         };
         match data.get(&k.key) {

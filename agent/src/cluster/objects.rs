@@ -330,18 +330,15 @@ impl ObjectSource for ClusterObjects {
                         .into(),
                 );
             }
-            let services: Vec<Service> = self
-                .services
-                .state()
-                .iter()
-                .map(|s| (**s).clone())
-                .collect();
+            // The reflector's objects as they are: no copy of every Service per pod sync.
+            let services = self.services.state();
             let links = pod
                 .spec
                 .as_ref()
                 .and_then(|s| s.enable_service_links)
                 .unwrap_or(true);
-            out.service_env = crate::projection::service_env(&services, ns, links);
+            out.service_env =
+                crate::projection::service_env(services.iter().map(|s| s.as_ref()), ns, links);
             for name in &refs.config_maps {
                 out.config_maps
                     .insert(name.clone(), self.config_map(ns, name).await?);
