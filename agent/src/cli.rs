@@ -362,6 +362,9 @@ pub fn images_gc(
             }
         );
     }
+    for path in &report.swept {
+        println!("removed stale download {}", path.display());
+    }
     println!(
         "usage {}% (high {high}%, low {low}%), freed {}",
         report.usage_percent,

@@ -192,6 +192,29 @@ fn pull_by_tag_and_digest_and_platform_and_whiteouts() -> Result<()> {
     ensure!(lines == ["keep", "replace", "new", "c"], "{log:?}");
     let log = run_once(&node, "user", &user, "IfNotPresent", "id -u")?;
     ensure!(log.trim() == "1000", "{log}");
+
+    // The image's StopSignal (SIGUSR1) ends the container on delete, not SIGTERM; the
+    // container runs as the image's User (1000), so the marks folder is open to all.
+    let marks = node.path("marks");
+    std::fs::create_dir_all(&marks)?;
+    std::fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    node.apply(
+        "stopsig.yaml",
+        &pod(
+            "stopsig",
+            &format!("  terminationGracePeriodSeconds: 30\n  volumes:\n  - name: marks\n    hostPath: {{path: {}, type: Directory}}\n  containers:\n  - name: c\n    image: {user}\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'trap \"echo usr1 > /marks/sig; exit 0\" USR1; trap \"echo term > /marks/sig; exit 0\" TERM; echo up > /marks/up; while true; do sleep 0.1; done']\n    volumeMounts: [{{name: marks, mountPath: /marks}}]\n", marks.display()),
+        ),
+    )?;
+    node.wait_pod("stopsig", T, "running", |p| {
+        bosun_tests::is_running(p, "c") && marks.join("up").exists()
+    })?;
+    let t0 = Instant::now();
+    node.delete("stopsig.yaml")?;
+    node.wait_gone("stopsig", T)?;
+    let sig = std::fs::read_to_string(marks.join("sig")).unwrap_or_default();
+    ensure!(sig.trim() == "usr1", "stop signal seen by the container: {sig:?}");
+    // Ended by its own trap, well before the 30 s grace period would have run out.
+    ensure!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! at the low threshold. Images in use and images used more recently than the minimum age stay.
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +30,13 @@ pub struct GcReport {
     /// Unpacked bytes of the removed images.
     pub freed: u64,
     pub removed: Vec<ImageSummary>,
+    /// Downloads left by abandoned pulls (see [`STALE_DOWNLOAD`]) that were deleted.
+    pub swept: Vec<PathBuf>,
 }
+
+/// A download (`downloads/<hex>` or `<hex>.partial`) untouched for this long and held by no pull
+/// is a leftover: of a pull killed and never retried, or of an image nobody wants any more.
+pub const STALE_DOWNLOAD: Duration = Duration::from_secs(3600);
 
 impl ImageStore {
     /// Used and total bytes of the filesystem holding the store.
@@ -53,10 +60,12 @@ impl ImageStore {
         low: u8,
         min_age: Duration,
     ) -> Result<GcReport, GcError> {
+        let swept = self.sweep_downloads(STALE_DOWNLOAD);
         let (used, total) = self.fs_usage()?;
         let usage_percent = used.saturating_mul(100) / total.max(1);
         let mut report = GcReport {
             usage_percent,
+            swept,
             ..GcReport::default()
         };
         if high >= 100 || usage_percent < u64::from(high) {
@@ -93,5 +102,89 @@ impl ImageStore {
             report.removed.push(image);
         }
         Ok(report)
+    }
+
+    /// Deletes downloads not modified for `older_than` that no pull holds (a pull keeps an
+    /// `flock` on its `.partial` file while it writes; a younger file may still be resumed).
+    pub fn sweep_downloads(&self, older_than: Duration) -> Vec<PathBuf> {
+        let mut swept = Vec::new();
+        let Ok(entries) = fs::read_dir(self.root().join("downloads")) else {
+            return swept;
+        };
+        let now = SystemTime::now();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= older_than);
+            if !stale {
+                continue;
+            }
+            let Ok(file) = fs::File::open(&path) else {
+                continue;
+            };
+            // Held by a pull (this process or another): leave it.
+            let Ok(_lock) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            else {
+                continue;
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a stale download");
+                    swept.push(path);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing a stale download")
+                }
+            }
+        }
+        swept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &std::path::Path, secs: u64) {
+        let t = SystemTime::now() - Duration::from_secs(secs);
+        let f = fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn sweep_removes_old_unheld_downloads_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let downloads = store.root().join("downloads");
+        fs::create_dir_all(&downloads).unwrap();
+        let old = downloads.join("aa.partial");
+        let young = downloads.join("bb.partial");
+        let held = downloads.join("cc.partial");
+        let verified = downloads.join("dd");
+        for p in [&old, &young, &held, &verified] {
+            fs::write(p, b"bytes").unwrap();
+        }
+        age(&old, 7200);
+        age(&held, 7200);
+        age(&verified, 7200);
+        let lock = nix::fcntl::Flock::lock(
+            fs::File::open(&held).unwrap(),
+            nix::fcntl::FlockArg::LockExclusiveNonblock,
+        )
+        .unwrap();
+
+        let mut swept = store.sweep_downloads(STALE_DOWNLOAD);
+        swept.sort();
+        assert_eq!(swept, vec![old.clone(), verified.clone()]);
+        assert!(!old.exists() && !verified.exists());
+        assert!(young.exists(), "a recent partial may still be resumed");
+        assert!(held.exists(), "a partial a pull holds is never removed");
+        drop(lock);
+        assert_eq!(store.sweep_downloads(STALE_DOWNLOAD), vec![held]);
     }
 }
