@@ -8,7 +8,7 @@
 #   bench/run.sh --no-cluster   skips the cluster part (bench/cluster.sh: control plane, bosun as a
 #                               node, a 100-replica Deployment; 3 replicas with --quick)
 #
-# Needs root, python3, podman, runc, skopeo (hack/setup.sh). Everything runs in private folders
+# Needs root, python3, podman, runc, skopeo, umoci, docker-registry (hack/setup.sh). Everything runs in private folders
 # and a private cgroup root; everything is removed at the end, and the run fails if anything leaked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 [[ $(id -u) == 0 ]] || { echo "$0: run as root" >&2; exit 1; }
-for tool in python3 podman runc skopeo jq; do
+for tool in python3 podman runc skopeo umoci jq docker-registry; do
     command -v "$tool" >/dev/null || { echo "$0: $tool is required (hack/setup.sh)" >&2; exit 1; }
 done
 
@@ -50,6 +50,17 @@ out=()
 [[ -n $quick ]] || out=(--out BENCHMARKS.table.md)
 python3 bench/bench.py --bosun "$bosun_bin" --layout "$work/busybox-oci" $quick $busy "${peer[@]}" \
     --command "bench/run.sh${quick:+ --quick}${busy:+ --busy}${peer[*]:+ ${peer[*]}}" "${out[@]}"
+
+# Issue 3's benchmark: cold pull + unpack of a ~100 MB multi-layer image, bosun next to skopeo +
+# umoci and podman, from one local registry.
+pull_out=()
+[[ -n $quick ]] || pull_out=(--out BENCHMARKS.pull.md)
+python3 bench/pull.py --bosun "$bosun_bin" --base "$work/busybox-oci" $quick "${pull_out[@]}" \
+    --command "bench/run.sh${quick:+ --quick}"
+if [[ -z $quick ]]; then
+    { echo; echo "### Image pull (issue 3): cold pull + unpack"; echo; cat BENCHMARKS.pull.md; } >>BENCHMARKS.table.md
+    rm -f BENCHMARKS.pull.md
+fi
 
 # Item 3: the cluster pod-startup SLI, after the standalone part (never at the same time).
 cluster_rc=0

@@ -84,19 +84,16 @@ fi
 noreplace=$(rpm -qp --nosignature --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpmf" | awk 'NF == 2 && $1 ~ /c/ && $1 ~ /n/ {print $2}' | sort)
 [[ $noreplace == "$(cat "$t/rpm.conf")" ]] || bad "rpm config files are not all noreplace: $noreplace"
 
-# Dependencies: the C library in both, the CNI plugins as a weak dependency in both.
+# Dependencies: the C library and the CNI plugins (called for every pod not on the host network)
+# in both.
 depends=$(dpkg-deb -f "$deb" Depends)
-recommends=$(dpkg-deb -f "$deb" Recommends)
 requires=$(rpm -qpR --nosignature "$rpmf" | tr '\n' ' ')
-weak=$(rpm -qp --recommends --nosignature "$rpmf" | tr '\n' ' ')
-echo "deb Depends: $depends | Recommends: $recommends"
-echo "rpm Requires: $requires| Recommends: $weak"
+echo "deb Depends: $depends"
+echo "rpm Requires: $requires"
 [[ $depends == *libc6* ]] || bad "deb does not depend on libc6"
 [[ $requires == *libc.so.6* || $requires == *glibc* ]] || bad "rpm does not require the C library"
-[[ $recommends == *containernetworking-plugins* ]] || bad "deb does not recommend containernetworking-plugins"
-[[ $weak == *containernetworking-plugins* ]] || bad "rpm does not recommend containernetworking-plugins"
-[[ $depends != *containernetworking-plugins* && $requires != *containernetworking-plugins* ]] ||
-    bad "CNI plugins must stay a weak dependency"
+[[ $depends == *containernetworking-plugins* ]] || bad "deb does not depend on containernetworking-plugins"
+[[ $requires == *containernetworking-plugins* ]] || bad "rpm does not require containernetworking-plugins"
 
 # Maintainer scripts: enable/start on install, stop on removal, in both formats.
 for s in postinst prerm postrm; do [[ -x $t/control/$s ]] || bad "deb has no $s"; done

@@ -12,6 +12,8 @@
 #   BOSUN_CP_NODE_NAME [$(hostname)] node name kube-proxy uses (bosun's node)
 #   BOSUN_CP_KUBE_PROXY [1]          0 to not run kube-proxy
 #   BOSUN_CP_TIMEOUT [240]           seconds to wait for readiness
+#   BOSUN_CP_EXTRA_SANS []           more subjectAltNames for the apiserver's certificate
+#                                    (e.g. IP:10.0.2.100, the address a VM guest reaches it at)
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
@@ -26,6 +28,7 @@ SERVICE_CIDR=${BOSUN_CP_SERVICE_CIDR:-10.96.0.0/16}
 NODE_NAME=${BOSUN_CP_NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
 RUN_PROXY=${BOSUN_CP_KUBE_PROXY:-1}
 TIMEOUT=${BOSUN_CP_TIMEOUT:-240}
+EXTRA_SANS=${BOSUN_CP_EXTRA_SANS:+,$BOSUN_CP_EXTRA_SANS}
 PKI=$DIR/pki
 LOGS=$DIR/logs
 PIDS=$DIR/pids
@@ -146,7 +149,7 @@ umask 077
 new_ca ca bosun-test-ca
 new_ca front-proxy-ca bosun-test-front-proxy-ca
 new_cert ca apiserver /CN=kube-apiserver serverAuth \
-  "IP:127.0.0.1,IP:$ADV_IP,IP:$FIRST_SVC_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "IP:127.0.0.1,IP:$ADV_IP,IP:$FIRST_SVC_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local$EXTRA_SANS"
 new_cert ca apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
 new_cert front-proxy-ca front-proxy-client /CN=front-proxy-client clientAuth
 new_cert ca admin "/O=system:masters/CN=kubernetes-admin" clientAuth

@@ -9,7 +9,7 @@
 # Any cached guest of the current RECIPE is reused, even if Debian has a newer kernel since.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-RECIPE=r1                      # bump when this script or guest/ changes what is built
+RECIPE=r2                      # bump when this script or guest/ changes what is built
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cache=${BOSUN_CACHE:-$HOME/.cache/bosun}/vm
@@ -53,7 +53,13 @@ fi
 
 # 2. Modules: only what the guest needs, with their dependencies, for initramfs and rootfs.
 boot_mods=(virtio_pci virtio_blk ext4)
-run_mods=(overlay veth)
+# Pods: overlay rootfs, veth pairs on a bridge (the CNI bridge plugin), iptables-nft for ipMasq and
+# portmap (all of netfilter: the kernel asks modprobe for what a rule needs), and the NIC of the
+# cluster part (QEMU user networking).
+run_mods=(overlay veth bridge br_netfilter virtio_net)
+while read -r ko; do
+    m=$(basename "$ko"); run_mods+=("${m%.ko*}")
+done < <(cd "$work/k/lib/modules/$kver/kernel" && find net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/bridge -name '*.ko*')
 mods="$work/mods"
 mkdir -p "$mods/lib/modules/$kver"
 cp "$work/k/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$mods/lib/modules/$kver/"
@@ -65,7 +71,7 @@ resolve() { # resolve ROOT MODULE: the module's files, dependencies first
     echo "$files"
 }
 for m in "${boot_mods[@]}" "${run_mods[@]}"; do
-    files=$(resolve "$work/k" "$m")
+    files=$(resolve "$work/k" "$m") || { [[ " ${boot_mods[*]} " != *" $m "* ]] || exit 1; continue; }
     for f in $files; do
         rel=${f#"$work/k"}
         mkdir -p "$mods$(dirname "$rel")"
@@ -96,14 +102,14 @@ chmod 755 "$ir/init"
 rootfs="$work/rootfs"
 log "debootstrap $SUITE (minbase + systemd)"
 debootstrap --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,iproute2,util-linux,kmod,busybox,procps,jq \
+    --include=systemd,systemd-sysv,dbus,iproute2,util-linux,kmod,busybox,procps,jq,containernetworking-plugins,iptables \
     "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log" >&2; log "debootstrap failed"; exit 1; }
 cp -a "$mods/lib/modules" "$rootfs/lib/"
 echo bosun-vm > "$rootfs/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 bosun-vm\n' > "$rootfs/etc/hosts"
 : > "$rootfs/etc/fstab"
-printf 'overlay\nveth\n' > "$rootfs/etc/modules-load.d/bosun-vm.conf"
+printf 'overlay\nveth\nbridge\nbr_netfilter\nvirtio_net\n' > "$rootfs/etc/modules-load.d/bosun-vm.conf"
 # No udev in the guest: nothing would ever announce the tty devices, so no gettys; no timers.
 for u in serial-getty@ttyS0.service getty@tty1.service getty.target apt-daily.timer \
          apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer \

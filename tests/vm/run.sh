@@ -5,6 +5,7 @@
 #
 #   tests/vm/run.sh                 # build packages + guest (cached) + busybox layout, boot, test
 #   BOSUN_DEB=path.deb tests/vm/run.sh   # test that .deb instead of building one
+#   VM_CLUSTER=0 tests/vm/run.sh     # without the cluster part (no control plane on the host)
 #   VM_TIMEOUT=1200 VM_MEM=2048 VM_CPUS=2 KEEP=1 (keep the work folder with serial.log)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,7 +30,14 @@ if ((${#need[@]})); then
 fi
 
 work=$(mktemp -d /tmp/bosun-vm.XXXXXX)
-if [[ -z ${KEEP:-} ]]; then trap 'rm -rf "$work"' EXIT; else log "keeping $work"; fi
+cluster=${VM_CLUSTER:-1}
+cp_dir="$work/cluster"
+cleanup() {
+    if [[ $cluster == 1 && -d $cp_dir ]]; then bash tests/cluster/down.sh "$cp_dir" --purge >/dev/null 2>&1; fi
+    if [[ -z ${KEEP:-} ]]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+[[ -z ${KEEP:-} ]] || log "keeping $work"
 payload="$work/payload"
 mkdir -p "$payload"
 
@@ -44,6 +52,43 @@ cp "$deb" "$payload/bosun.deb"
 # 2. The test image and the suite.
 tests/images/build-busybox.sh "$payload/busybox" >/dev/null
 cp "$here/suite.sh" "$payload/suite.sh"
+# The cluster part: a test control plane on the host (its own interface and addresses, no
+# kube-proxy), reached by the guest at 10.0.2.100:6443 through QEMU user networking (restrict=on:
+# the guest reaches nothing else; each connection is relayed by busybox nc to the apiserver).
+if [[ $cluster == 1 ]]; then
+    log "control plane for the cluster part ($(secs))"
+    BOSUN_CP_IF=bosun-cp4 BOSUN_CP_IP=10.250.4.1 BOSUN_CP_SERVICE_CIDR=10.100.0.0/16 BOSUN_CP_KUBE_PROXY=0 \
+        BOSUN_CP_NODE_NAME=bosun-vm BOSUN_CP_EXTRA_SANS=IP:10.0.2.100 \
+        bash tests/cluster/up.sh "$cp_dir" >"$work/cp-up.log" 2>&1 ||
+        { tail -20 "$work/cp-up.log" >&2; log "the control plane did not come up"; exit 1; }
+    api_port=$(. "$cp_dir/state/env"; echo "$API_PORT")
+    k() { "$K8S_BIN/kubectl" --kubeconfig "$cp_dir/admin.kubeconfig" "$@"; }
+    mkdir -p "$payload/cluster"
+    "$K8S_BIN/kubectl" --kubeconfig "$cp_dir/bootstrap.kubeconfig" config view --raw --flatten -o json |
+        jq '.clusters[0].cluster.server = "https://10.0.2.100:6443"' >"$payload/cluster/bootstrap-kubeconfig"
+    # The pod for the guest node, created before it exists: the scheduler binds it once the node
+    # has registered and is Ready. The default service account appears shortly after startup.
+    for _ in $(seq 1 60); do k get serviceaccount default >/dev/null 2>&1 && break; sleep 1; done
+    k apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: vm-pod, namespace: default}
+spec:
+  nodeSelector: {kubernetes.io/hostname: bosun-vm}
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'ip -4 -o addr show eth0 > /marks/.cluster-pod; mv /marks/.cluster-pod /marks/cluster-pod; exec sleep 3600']
+    volumeMounts: [{name: marks, mountPath: /marks}]
+  volumes:
+  - {name: marks, hostPath: {path: /var/tmp/vmtest-marks, type: DirectoryOrCreate}}
+YAML
+    nic=(-nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:6443-cmd:/bin/busybox nc 10.250.4.1 $api_port")
+else
+    nic=(-nic none)
+fi
 tar -cf "$work/payload.tar" -C "$payload" .
 # 3. The guest (cached under ~/.cache/bosun/vm/<version>).
 log "guest ($(secs))"
@@ -67,23 +112,46 @@ timeout --foreground -k 10 "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -nodefaults 
     -append "console=ttyS0 loglevel=4 panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 systemd.show_status=auto" \
     -drive "file=$guest/rootfs.ext4,if=virtio,format=raw,snapshot=on" \
     -drive "file=$work/payload.tar,if=virtio,format=raw,readonly=on" \
-    -nic none -display none -serial "file:$serial" -no-reboot
+    "${nic[@]}" -display none -serial "file:$serial" -no-reboot
 qrc=$?
 set -e
 log "qemu exited with $qrc after $(($(date +%s) - boot))s (total $(secs))"
 
 grep -a '^VMTEST' "$serial" | sed 's/\r$//' || true
-if ! grep -aq '^VMTEST-DONE rc=0' "$serial"; then
+# The cluster part as the API saw it: the guest registered as a Node, the scheduler bound the pod
+# to it and its Running status with an address on the guest's bridge reached the apiserver.
+host_failed=0
+if [[ $cluster == 1 ]]; then
+    node=$(k get node bosun-vm -o json 2>/dev/null || true)
+    pod=$(k get pod vm-pod -o json 2>/dev/null || echo '{}')
+    bound=$(jq -r '.spec.nodeName // ""' <<<"$pod")
+    running=$(jq -r '.status.containerStatuses[0].state.running != null' <<<"$pod")
+    ip=$(jq -r '.status.podIP // ""' <<<"$pod")
+    if [[ -n $node && $bound == bosun-vm && $running == true && $ip == 10.244.* ]]; then
+        echo "HOST: PASS cluster_pod_in_api (node bosun-vm registered, pod bound to it, Running, podIP $ip)"
+    else
+        host_failed=1
+        echo "HOST: FAIL cluster_pod_in_api (node: ${node:+registered}${node:-missing}, nodeName '$bound', running $running, podIP '$ip')"
+        k get nodes -o wide 2>&1 | sed 's/^/    /'
+        k get events -A 2>&1 | tail -15 | sed 's/^/    /'
+    fi
+fi
+summary=$(grep -a 'VMTEST: [0-9]* passed, [0-9]* failed' "$serial" | tail -1 | sed 's/^VMTEST: //; s/\r$//')
+summary=${summary:-0 passed, 1 failed}
+if [[ $cluster == 1 ]]; then
+    p=${summary%% passed*}; f=${summary#*passed, }; f=${f%% failed*}
+    summary="$((p + 1 - host_failed)) passed, $((f + host_failed)) failed"
+fi
+if ! grep -aq '^VMTEST-DONE rc=0' "$serial" || ((host_failed)); then
     if ! grep -aq '^VMTEST-DONE' "$serial"; then
         log "the suite did not finish (qemu rc $qrc); last serial lines:"
         tail -40 "$serial" >&2
     fi
-    summary=$(grep -a 'VMTEST: [0-9]* passed, [0-9]* failed' "$serial" | tail -1 | sed 's/^VMTEST: //; s/\r$//')
-    echo "${summary:-0 passed, 1 failed}"
+    echo "$summary"
     if [[ -z ${KEEP:-} ]]; then
         cp "$serial" /tmp/bosun-vm-serial.log
         log "serial log: /tmp/bosun-vm-serial.log"
     fi
     exit 1
 fi
-grep -a 'VMTEST: [0-9]* passed, [0-9]* failed' "$serial" | tail -1 | sed 's/^VMTEST: //; s/\r$//'
+echo "$summary"
