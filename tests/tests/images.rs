@@ -212,7 +212,10 @@ fn pull_by_tag_and_digest_and_platform_and_whiteouts() -> Result<()> {
     node.delete("stopsig.yaml")?;
     node.wait_gone("stopsig", T)?;
     let sig = std::fs::read_to_string(marks.join("sig")).unwrap_or_default();
-    ensure!(sig.trim() == "usr1", "stop signal seen by the container: {sig:?}");
+    ensure!(
+        sig.trim() == "usr1",
+        "stop signal seen by the container: {sig:?}"
+    );
     // Ended by its own trap, well before the 30 s grace period would have run out.
     ensure!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     Ok(())
