@@ -1378,6 +1378,7 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         user,
         tty: c.tty.unwrap_or(false),
         stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
         mounts,
         resources: container_resources(c),
         oom_score_adj: oom_score_adj(pod, c, ctx.node_memory_bytes),
