@@ -13,7 +13,8 @@ use bosun_runtime::{
     ContainerSpec, Mount, Propagation, QosClass, Resources, SandboxSpec, Security, User,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EphemeralContainer, ObjectFieldSelector, Pod, PodSpec, ResourceFieldSelector, SecurityContext,
+    Container, EphemeralContainer, ObjectFieldSelector, Pod, PodSpec, ResourceFieldSelector,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};

@@ -242,7 +242,7 @@ check "invalid token gets 401 ($code)" [ "$code" = 401 ]
 # --- debug_checks: attach with stdin, ephemeral containers, node debugging (kubectl run -i,
 # kubectl debug). Self-contained: creates and deletes its own pods.
 debug_checks() {
-    local out name code
+    local out code dbg_pod  # not `name`: check() has a local of that name
     out=$(echo hello | timeout 90 "$KUBECTL" run dbg-run -i --rm --restart=Never --image=busybox \
         --image-pull-policy=Never -- cat 2>/dev/null)
     check "kubectl run -i --rm: stdin reaches cat ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx hello <<<'$out'"
@@ -257,8 +257,9 @@ debug_checks() {
     out=$( (sleep 8; printf 'typed\r') | timeout 90 script -qec "$KUBECTL run dbg-tty -it --rm --restart=Never \
         --image=busybox --image-pull-policy=Never -- sh -c '[ -t 0 ] && echo is-a-tty; read x; echo got-\$x'" \
         /dev/null 2>&1 | tr -d '\r')
-    check "kubectl run -it --rm: a terminal, typed input ($(tr '\n' ' ' <<<"$out" | cut -c1-200))" \
-        bash -c "grep -q got-typed <<<'$out'"
+    printf '%s\n' "$out" >"$W/dbg-tty.out"
+    check "kubectl run -it --rm: a terminal, typed input ($(grep -E 'is-a-tty|got-' "$W/dbg-tty.out" | tr '\n' ' '))" \
+        bash -c "grep -qx is-a-tty '$W/dbg-tty.out' && grep -qx got-typed '$W/dbg-tty.out'"
 
     cat <<YAML | "$KUBECTL" apply -f - >/dev/null
 apiVersion: v1
@@ -288,8 +289,9 @@ YAML
     # Interactive: kubectl debug -i waits for the container to run, then attaches stdin.
     out=$(printf 'ps; exit\n' | timeout 90 "$KUBECTL" debug -i dbg-t --image=busybox \
         --image-pull-policy=Never --target=c -c dbg2 -- sh 2>/dev/null)
-    check "kubectl debug -i: stdin reaches the ephemeral shell ($(tr '\n' ' ' <<<"$out" | cut -c1-200))" \
-        bash -c "grep -q 'sleep 3600' <<<'$out'"
+    printf '%s\n' "$out" >"$W/dbg-i.out"
+    check "kubectl debug -i: stdin reaches the ephemeral shell ($(grep -c . "$W/dbg-i.out") lines)" \
+        grep -q 'sleep 3600' "$W/dbg-i.out"
     eph2_running_or_done() { [ -n "$("$KUBECTL" get pod dbg-t -o jsonpath='{.status.ephemeralContainerStatuses[?(@.name=="dbg2")].state.terminated}')" ]; }
     check "ephemeral container dbg2 ended" wait_for 30 eph2_running_or_done
     # An ephemeral container mounting a volume of the pod (through the subresource directly).
@@ -304,16 +306,22 @@ YAML
 
     # Node debugging: a pod with the host's namespaces and / at /host.
     echo "node-marker-$$" >"$W/host-marker"
+    # It keeps running: bosun releases a pod that ended at once, and its logs with it from the API.
     out=$("$KUBECTL" debug "node/$NODE" --image=busybox --image-pull-policy=Never \
-        -- sh -c "cat /host$W/host-marker; [ -d /proc/$bosun_pid ] && echo sees-host-pids" 2>&1)
-    name=$(grep -o 'node-debugger-[a-z0-9-]*' <<<"$out" | head -1)
-    node_dbg_done() { [ "$("$KUBECTL" get pod "$name" -o jsonpath='{.status.phase}')" = Succeeded ]; }
-    check "kubectl debug node/$NODE: pod ${name:-?} runs to completion" wait_for 60 node_dbg_done
-    out=$("$KUBECTL" logs "$name" 2>&1)
-    check "node debugger reads the host's files under /host and sees host pids ($(tr '\n' ' ' <<<"$out"))" \
-        bash -c "grep -qx 'node-marker-$$' <<<'$out' && grep -qx sees-host-pids <<<'$out'"
-    "$KUBECTL" delete pod dbg-t "$name" --wait=false >/dev/null 2>&1
-    dbg_gone() { ! "$KUBECTL" get pod dbg-t >/dev/null 2>&1 && ! "$KUBECTL" get pod "$name" >/dev/null 2>&1; }
+        -- sh -c "cat /host$W/host-marker; [ -d /proc/$bosun_pid ] && echo sees-host-pids; exec sleep 3600" 2>&1)
+    dbg_pod=$(grep -o 'node-debugger-[a-z0-9-]*' <<<"$out" | head -1)
+    check "kubectl debug node/$NODE: pod ${dbg_pod:-?} runs" wait_for 60 running "$dbg_pod"
+    node_dbg_out() {
+        "$KUBECTL" logs "$dbg_pod" >"$W/dbg-node.out" 2>&1 &&
+            grep -qx "node-marker-$$" "$W/dbg-node.out" && grep -qx sees-host-pids "$W/dbg-node.out"
+    }
+    wait_for 30 node_dbg_out
+    check "node debugger reads the host's files under /host and sees host pids ($(tr '\n' ' ' <"$W/dbg-node.out"))" \
+        node_dbg_out
+    out=$("$KUBECTL" get pod "$dbg_pod" -o jsonpath='{.spec.hostPID} {.spec.hostIPC} {.spec.hostNetwork}')
+    check "node debugger pod has the host's namespaces ($out)" [ "$out" = "true true true" ]
+    "$KUBECTL" delete pod dbg-t "$dbg_pod" --wait=false >/dev/null 2>&1
+    dbg_gone() { ! "$KUBECTL" get pod dbg-t >/dev/null 2>&1 && ! "$KUBECTL" get pod "$dbg_pod" >/dev/null 2>&1; }
     check "debug pods deleted" wait_for 60 dbg_gone
 }
 debug_checks

@@ -1341,9 +1341,7 @@ fn target_pid_namespace(
         Some(ContainerState::Running { pid, .. }) => {
             Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
         }
-        _ => Err(format!(
-            "the target container {target:?} is not running"
-        )),
+        _ => Err(format!("the target container {target:?} is not running")),
     }
 }
 
