@@ -13,7 +13,8 @@ use bosun_runtime::{
     ContainerSpec, Mount, Propagation, QosClass, Resources, SandboxSpec, Security, User,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ObjectFieldSelector, Pod, PodSpec, ResourceFieldSelector, SecurityContext,
+    Container, EphemeralContainer, ObjectFieldSelector, Pod, PodSpec, ResourceFieldSelector,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};
@@ -541,6 +542,19 @@ pub fn sandbox_spec(pod: &Pod) -> SandboxSpec {
 /// Only `[A-Za-z0-9_.+-]` is valid for libcontainer; the pod uid (a UUID, or the 32 hex chars of
 /// a static pod) and the container name (a DNS label) are kept when they fit, else replaced by a
 /// hash so that ids stay unique. '_' never appears in either part, so the id is unambiguous.
+/// An ephemeral container as a [`Container`] (the fields they share; the API rejects ports,
+/// probes, resources and lifecycle on ephemeral containers) and its `targetContainerName`.
+pub fn ephemeral_container(e: &EphemeralContainer) -> Option<(Container, Option<String>)> {
+    let mut v = serde_json::to_value(e).ok()?;
+    let target = v
+        .as_object_mut()?
+        .remove("targetContainerName")
+        .and_then(|t| t.as_str().map(str::to_string))
+        .filter(|t| !t.is_empty());
+    let c: Container = serde_json::from_value(v).ok()?;
+    Some((c, target))
+}
+
 pub fn container_id(pod_uid: &str, container: &str, attempt: u32) -> String {
     format!(
         "{}{}_{attempt}",
@@ -1378,6 +1392,7 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         user,
         tty: c.tty.unwrap_or(false),
         stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
         mounts,
         resources: container_resources(c),
         oom_score_adj: oom_score_adj(pod, c, ctx.node_memory_bytes),
@@ -2787,5 +2802,25 @@ spec:
         );
         let e = volume_sources(&with("csi: {driver: d}"), true).unwrap_err();
         assert_eq!(e.to_string(), "unsupported volume type: csi (volume v)");
+    }
+
+    #[test]
+    fn ephemeral_containers_become_containers_with_their_target() {
+        let e: EphemeralContainer = serde_yaml::from_str(
+            "name: debugger\nimage: busybox\nstdin: true\ntty: true\ntargetContainerName: app\nvolumeMounts: [{name: data, mountPath: /data}]\n",
+        )
+        .expect("parse");
+        let (c, target) = ephemeral_container(&e).expect("convert");
+        assert_eq!(c.name, "debugger");
+        assert_eq!(c.image.as_deref(), Some("busybox"));
+        assert_eq!(c.stdin, Some(true));
+        assert_eq!(c.tty, Some(true));
+        assert_eq!(c.volume_mounts.map(|v| v.len()), Some(1));
+        assert_eq!(target.as_deref(), Some("app"));
+        let e = EphemeralContainer {
+            name: "d".into(),
+            ..Default::default()
+        };
+        assert_eq!(ephemeral_container(&e).expect("convert").1, None);
     }
 }

@@ -8,6 +8,7 @@
 //! (or, if the keeper died without one, finalises the container itself) and publishes
 //! [`RuntimeEvent::Exited`].
 
+mod attach;
 mod disk;
 mod exec;
 mod monitor;

@@ -14,6 +14,8 @@
 //! - `state/`        libcontainer's root folder for this container
 //! - `started.json`  [`Started`] once the process runs
 //! - `exit.json`     [`crate::ExitInfo`] once it has exited (written with rename, never partial)
+//! - `attach.sock`   with `stdin`/`tty`: hands out the container's stdin ([`attach`])
+//! - `console.sock`  with `tty`: where libcontainer sends the terminal's master (during start)
 //!
 //! The agent passes a pipe as fd 3; the keeper writes one line to it and closes it:
 //! `started <pid>` or `error <message>`.
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ContainerSpec, Sandbox};
 
+pub mod attach;
 mod run;
 pub mod user;
 

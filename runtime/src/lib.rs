@@ -179,6 +179,9 @@ pub struct ContainerSpec {
     pub user: User,
     pub tty: bool,
     pub stdin: bool,
+    /// stdinOnce: the container's stdin closes when the first attach session ends.
+    #[serde(default)]
+    pub stdin_once: bool,
     pub mounts: Vec<Mount>,
     pub resources: Resources,
     pub oom_score_adj: i32,

@@ -169,11 +169,6 @@ pub fn build_with(
     if spec.args.is_empty() {
         return Err(bad("no command to run".into()));
     }
-    if spec.tty {
-        // The keeper does not set up a console socket yet.
-        return Err(bad("tty containers are not supported yet".into()));
-    }
-
     let caps: Vec<String> = if sec.privileged {
         ALL_CAPS
             .iter()
@@ -198,7 +193,8 @@ pub fn build_with(
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
 
     let process = json!({
-        "terminal": false,
+        // With a terminal the keeper passes a console socket (see keeper::attach).
+        "terminal": spec.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": additional_gids},
         "args": spec.args,
         "env": env,
@@ -418,6 +414,7 @@ mod tests {
                 user: User::Id { uid: 0, gid: None },
                 tty: false,
                 stdin: false,
+                stdin_once: false,
                 mounts: vec![],
                 resources: Resources::default(),
                 oom_score_adj: 0,

@@ -69,6 +69,8 @@ fn main() {
             "readonly_rootfs_and_bind_mount",
             readonly_rootfs_and_bind_mount,
         ),
+        ("stdin_once_pipe", stdin_once_pipe),
+        ("tty_stdin_and_resize", tty_stdin_and_resize),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -152,6 +154,7 @@ impl Env {
                 user: User::Id { uid: 0, gid: None },
                 tty: false,
                 stdin: false,
+                stdin_once: false,
                 mounts: vec![],
                 resources: Resources::default(),
                 oom_score_adj: 0,
@@ -707,5 +710,71 @@ fn readonly_rootfs_and_bind_mount(env: &Env) -> TestResult {
         req.sandbox.shm.join("s").exists(),
         "/dev/shm is not the sandbox's"
     );
+    Ok(())
+}
+
+/// stdin + stdinOnce: the first attach gets the pipe, a second one nothing, and the container
+/// sees EOF when the first session closes its copy.
+fn stdin_once_pipe(env: &Env) -> TestResult {
+    let name = "stdin_once_pipe";
+    let mut req = env.request(name, &["sh", "-c", "read x; echo got-$x; cat; echo eof"]);
+    req.spec.stdin = true;
+    req.spec.stdin_once = true;
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let fd = bosun_runtime::keeper::attach::stdin_of(&k.dir)
+        .map_err(|e| e.to_string())?
+        .ok_or("no stdin handed out")?;
+    let second = bosun_runtime::keeper::attach::stdin_of(&k.dir).map_err(|e| e.to_string())?;
+    check!(second.is_none(), "a second session got the stdinOnce stdin");
+    let mut f = File::from(fd);
+    std::io::Write::write_all(&mut f, b"hello\nrest\n").map_err(|e| e.to_string())?;
+    drop(f);
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(exit.code == 0, "code {}", exit.code);
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    check!(out == ["got-hello", "rest", "eof"], "output {out:?}");
+    Ok(())
+}
+
+/// tty: the container gets a terminal (libcontainer's console socket); its master is handed
+/// out for input and window sizes; output lands in the log as stdout.
+fn tty_stdin_and_resize(env: &Env) -> TestResult {
+    let name = "tty_stdin_and_resize";
+    let mut req = env.request(
+        name,
+        &[
+            "sh",
+            "-c",
+            "test -t 0 && echo is-a-tty; read x; stty size; echo got-$x",
+        ],
+    );
+    req.spec.stdin = true;
+    req.spec.stdin_once = true;
+    req.spec.tty = true;
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let fd = bosun_runtime::keeper::attach::stdin_of(&k.dir)
+        .map_err(|e| e.to_string())?
+        .ok_or("no terminal handed out")?;
+    bosun_runtime::sys::set_winsize(fd.as_fd(), 100, 30).map_err(|e| e.to_string())?;
+    let mut f = File::from(fd);
+    std::io::Write::write_all(&mut f, b"hi\r").map_err(|e| e.to_string())?;
+    let exit = k.wait(Duration::from_secs(30))?;
+    drop(f);
+    check!(exit.code == 0, "code {}", exit.code);
+    let recs = records(&req.log_path)?;
+    check!(
+        recs.iter().all(|r| r.0 == Stream::Stdout),
+        "terminal output on stderr: {recs:?}"
+    );
+    let text: String = recs
+        .iter()
+        .map(|r| r.2.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    check!(text.contains("is-a-tty"), "output {text:?}");
+    check!(text.contains("30 100"), "output {text:?}");
+    check!(text.contains("got-hi"), "output {text:?}");
     Ok(())
 }

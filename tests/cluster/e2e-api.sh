@@ -3,7 +3,8 @@
 # node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
 # ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
 # (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
-# code, stdin, -it); `kubectl attach` (output); /metrics, /metrics/resource, /stats/summary,
+# code, stdin, -it); `kubectl attach` (output); `kubectl run -i/-it --rm`, `kubectl debug` with
+# an ephemeral container (--target) and `kubectl debug node/...` (debug_checks); /metrics, /metrics/resource, /stats/summary,
 # /configz; an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403;
 # after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
@@ -237,6 +238,93 @@ code=$(curl -sk -H "Authorization: Bearer $token" -o /dev/null -w '%{http_code}'
 check "service account token without RBAC gets 403 ($code)" [ "$code" = 403 ]
 code=$(curl -sk -H "Authorization: Bearer not-a-token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
 check "invalid token gets 401 ($code)" [ "$code" = 401 ]
+
+# --- debug_checks: attach with stdin, ephemeral containers, node debugging (kubectl run -i,
+# kubectl debug). Self-contained: creates and deletes its own pods.
+debug_checks() {
+    local out code dbg_pod  # not `name`: check() has a local of that name
+    out=$(echo hello | timeout 90 "$KUBECTL" run dbg-run -i --rm --restart=Never --image=busybox \
+        --image-pull-policy=Never -- cat 2>/dev/null)
+    check "kubectl run -i --rm: stdin reaches cat ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx hello <<<'$out'"
+    dbg_run_gone() { ! "$KUBECTL" get pod dbg-run >/dev/null 2>&1; }
+    check "kubectl run --rm deletes its pod" wait_for 30 dbg_run_gone
+    out=$(echo world | timeout 90 "$KUBECTL" run dbg-read -i --rm --restart=Never --image=busybox \
+        --image-pull-policy=Never -- sh -c 'read x; echo got-$x; exit 3' 2>/dev/null)
+    code=$?
+    check "kubectl run -i: read from stdin, exit code ($(tr '\n' ' ' <<<"$out") $code)" \
+        bash -c "grep -qx got-world <<<'$out' && [ $code = 3 ]"
+    # -it through a terminal (script(1)): the container gets a tty, input typed on it arrives.
+    out=$( (sleep 8; printf 'typed\r') | timeout 90 script -qec "$KUBECTL run dbg-tty -it --rm --restart=Never \
+        --image=busybox --image-pull-policy=Never -- sh -c '[ -t 0 ] && echo is-a-tty; read x; echo got-\$x'" \
+        /dev/null 2>&1 | tr -d '\r')
+    printf '%s\n' "$out" >"$W/dbg-tty.out"
+    check "kubectl run -it --rm: a terminal, typed input ($(grep -E 'is-a-tty|got-' "$W/dbg-tty.out" | tr '\n' ' '))" \
+        bash -c "grep -qx is-a-tty '$W/dbg-tty.out' && grep -qx got-typed '$W/dbg-tty.out'"
+
+    cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: dbg-t}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: d, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: d, mountPath: /data}]
+    command: [sh, -c, 'echo shared > /data/f; exec sleep 3600']
+YAML
+    check "pod dbg-t runs" wait_for 60 running dbg-t
+    "$KUBECTL" debug dbg-t --image=busybox --image-pull-policy=Never --target=c -c dbg1 \
+        -- sh -c 'ps; echo pid1=$(cat /proc/1/cmdline | tr "\0" " ")' >/dev/null 2>&1
+    eph_done() { [ -n "$("$KUBECTL" get pod dbg-t -o jsonpath='{.status.ephemeralContainerStatuses[?(@.name=="dbg1")].state.terminated.exitCode}')" ]; }
+    check "ephemeral container dbg1 runs and ends (ephemeralContainerStatuses)" wait_for 60 eph_done
+    out=$("$KUBECTL" logs dbg-t -c dbg1 2>&1)
+    check "ephemeral container with --target sees the target's processes ($(tr '\n' ' ' <<<"$out" | cut -c1-200))" \
+        bash -c "grep -q 'sleep 3600' <<<'$out'"
+    out=$("$KUBECTL" get pod dbg-t -o jsonpath='{.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount} {.status.ephemeralContainerStatuses[0].restartCount}')
+    check "the pod's own container is untouched ($out)" [ "$out" = "true 0 0" ]
+    # Interactive: kubectl debug -i waits for the container to run, then attaches stdin.
+    out=$(printf 'ps; exit\n' | timeout 90 "$KUBECTL" debug -i dbg-t --image=busybox \
+        --image-pull-policy=Never --target=c -c dbg2 -- sh 2>/dev/null)
+    printf '%s\n' "$out" >"$W/dbg-i.out"
+    check "kubectl debug -i: stdin reaches the ephemeral shell ($(grep -c . "$W/dbg-i.out") lines)" \
+        grep -q 'sleep 3600' "$W/dbg-i.out"
+    eph2_running_or_done() { [ -n "$("$KUBECTL" get pod dbg-t -o jsonpath='{.status.ephemeralContainerStatuses[?(@.name=="dbg2")].state.terminated}')" ]; }
+    check "ephemeral container dbg2 ended" wait_for 30 eph2_running_or_done
+    # An ephemeral container mounting a volume of the pod (through the subresource directly).
+    "$KUBECTL" patch pod dbg-t --subresource=ephemeralcontainers --type=strategic -p \
+        '{"spec":{"ephemeralContainers":[{"name":"dbg3","image":"busybox","imagePullPolicy":"Never",
+          "command":["cat","/data/f"],"volumeMounts":[{"name":"d","mountPath":"/data"}],
+          "terminationMessagePolicy":"File"}]}}' >/dev/null 2>&1
+    eph3_done() { [ "$("$KUBECTL" get pod dbg-t -o jsonpath='{.status.ephemeralContainerStatuses[?(@.name=="dbg3")].state.terminated.exitCode}')" = 0 ]; }
+    check "ephemeral container dbg3 ends with 0" wait_for 60 eph3_done
+    out=$("$KUBECTL" logs dbg-t -c dbg3 2>&1)
+    check "ephemeral container dbg3 mounts the pod's volume ($out)" [ "$out" = shared ]
+
+    # Node debugging: a pod with the host's namespaces and / at /host.
+    echo "node-marker-$$" >"$W/host-marker"
+    # It keeps running: bosun releases a pod that ended at once, and its logs with it from the API.
+    out=$("$KUBECTL" debug "node/$NODE" --image=busybox --image-pull-policy=Never \
+        -- sh -c "cat /host$W/host-marker; [ -d /proc/$bosun_pid ] && echo sees-host-pids; exec sleep 3600" 2>&1)
+    dbg_pod=$(grep -o 'node-debugger-[a-z0-9-]*' <<<"$out" | head -1)
+    check "kubectl debug node/$NODE: pod ${dbg_pod:-?} runs" wait_for 60 running "$dbg_pod"
+    node_dbg_out() {
+        "$KUBECTL" logs "$dbg_pod" >"$W/dbg-node.out" 2>&1 &&
+            grep -qx "node-marker-$$" "$W/dbg-node.out" && grep -qx sees-host-pids "$W/dbg-node.out"
+    }
+    wait_for 30 node_dbg_out
+    check "node debugger reads the host's files under /host and sees host pids ($(tr '\n' ' ' <"$W/dbg-node.out"))" \
+        node_dbg_out
+    out=$("$KUBECTL" get pod "$dbg_pod" -o jsonpath='{.spec.hostPID} {.spec.hostIPC} {.spec.hostNetwork}')
+    check "node debugger pod has the host's namespaces ($out)" [ "$out" = "true true true" ]
+    "$KUBECTL" delete pod dbg-t "$dbg_pod" --wait=false >/dev/null 2>&1
+    dbg_gone() { ! "$KUBECTL" get pod dbg-t >/dev/null 2>&1 && ! "$KUBECTL" get pod "$dbg_pod" >/dev/null 2>&1; }
+    check "debug pods deleted" wait_for 60 dbg_gone
+}
+debug_checks
 
 # serverTLSBootstrap: bosun restarted (pods are adopted) asks for a serving certificate.
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=

@@ -270,6 +270,51 @@ impl Worker {
             .chain(spec.init_containers.iter().flatten())
             .find(|c| c.name == name)
             .cloned()
+            .or_else(|| {
+                self.ephemeral_containers()
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .find(|c| c.name == name)
+            })
+    }
+
+    /// The pod's ephemeral containers (`kubectl debug`) as containers, with their targets.
+    fn ephemeral_containers(&self) -> Vec<(Container, Option<String>)> {
+        self.pod
+            .spec
+            .iter()
+            .flat_map(|s| s.ephemeral_containers.iter().flatten())
+            .filter_map(translate::ephemeral_container)
+            .collect()
+    }
+
+    /// Starts the ephemeral containers that never ran. They are never restarted, and start
+    /// whether or not the init containers are done (as with the kubelet).
+    async fn start_ephemeral(
+        &mut self,
+        records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>,
+    ) {
+        for (c, target) in self.ephemeral_containers() {
+            if records.contains_key(&c.name) {
+                continue;
+            }
+            let Some(mut sandbox) = self.sandbox.clone() else {
+                return;
+            };
+            if let Some(t) = target.as_deref() {
+                match target_pid_namespace(&sandbox, records, t) {
+                    Ok(Some(ns)) => sandbox.pidns = Some(ns),
+                    Ok(None) => {}
+                    Err(msg) => {
+                        self.waiting
+                            .insert(c.name.clone(), ("ContainerCreating".into(), msg));
+                        self.wake_at(SystemTime::now() + Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            self.start_in(&c, 0, sandbox).await;
+        }
     }
 
     async fn ensure_sandbox(&mut self) -> bool {
@@ -612,6 +657,7 @@ impl Worker {
         } else {
             finished = init_failed && policy == "Never";
         }
+        self.start_ephemeral(&records).await;
         if finished {
             // Every main container is done for good: stop sidecars, newest first.
             let sidecars: Vec<Container> = spec
@@ -689,6 +735,12 @@ impl Worker {
         let Some(sandbox) = self.sandbox.clone() else {
             return;
         };
+        self.start_in(c, attempt, sandbox).await;
+    }
+
+    /// [`Worker::start`] with the sandbox given (an ephemeral container's may join its
+    /// target's pid namespace).
+    async fn start_in(&mut self, c: &Container, attempt: u32, sandbox: Sandbox) {
         let image_ref = c.image.clone().unwrap_or_default();
         // Image: pull policy, shared pulls and back-off (crate::images).
         let key = format!("{}/image", c.name);
@@ -1088,6 +1140,26 @@ impl Worker {
             qos.as_str(),
         );
         let mut st = st;
+        let ephemeral: Vec<Container> = self
+            .ephemeral_containers()
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        if !ephemeral.is_empty() {
+            let views = self.views(&ephemeral, &records);
+            st.ephemeral_container_statuses = Some(
+                views
+                    .iter()
+                    .map(|v| {
+                        // Never ready, never restarted: only the state counts.
+                        let mut s = status::container_status(v);
+                        s.ready = false;
+                        s.started = None;
+                        s
+                    })
+                    .collect(),
+            );
+        }
         crate::network::set_ips(&mut st, &self.pod_ips, self.host_ip.as_deref());
         if self.last_status.as_ref() == Some(&st) {
             return;
@@ -1248,6 +1320,28 @@ impl Worker {
                 mirror: false,
             });
         }
+    }
+}
+
+/// The pid namespace an ephemeral container targeting `target` joins: the target's own, unless
+/// the pod shares one (or the host's) anyway. An error while the target is not running.
+fn target_pid_namespace(
+    sandbox: &Sandbox,
+    records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>,
+    target: &str,
+) -> Result<Option<PathBuf>, String> {
+    if sandbox.pidns.is_some() || sandbox.host_pid {
+        return Ok(None);
+    }
+    match records
+        .get(target)
+        .and_then(|v| v.last())
+        .map(|(r, _)| &r.state)
+    {
+        Some(ContainerState::Running { pid, .. }) => {
+            Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
+        }
+        _ => Err(format!("the target container {target:?} is not running")),
     }
 }
 

@@ -170,7 +170,7 @@ pub async fn serve(
 
     let status = match kind {
         Kind::Exec => run(&ctx, &id, &req, protocol, &tx, &mut incoming).await,
-        Kind::Attach { log } => attach(&ctx, &id, &log, &req, &tx, &mut incoming).await,
+        Kind::Attach { log } => attach(&ctx, &id, &log, &req, protocol, &tx, &mut incoming).await,
     };
     let _ = tx
         .send(Message::binary(ws::frame(
@@ -197,13 +197,15 @@ pub async fn serve(
     .await;
 }
 
-/// An attach without stdin: the container's output from now on, read from its log, until it
-/// stops running or the client goes away.
+/// An attach: the container's output from now on, read from its log, until it stops running
+/// or the client goes away; with `stdin`, the client's input goes to the container's stdin
+/// (handed out by its keeper), and with `tty` resizes go to its terminal.
 async fn attach<S>(
     ctx: &Arc<Ctx>,
     id: &str,
     log: &std::path::Path,
     req: &ExecRequest,
+    protocol: &'static str,
     tx: &mpsc::Sender<Message>,
     incoming: &mut S,
 ) -> serde_json::Value
@@ -211,6 +213,26 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let mut tail = super::logs::Tail::open_at_end(log);
+    let mut input = None;
+    if req.stdin || req.tty {
+        let (c, cid) = (ctx.clone(), id.to_string());
+        match tokio::task::spawn_blocking(move || c.runtime.attach_stdin(&cid)).await {
+            Ok(Ok(Some(fd))) => match StdinWriter::new(fd) {
+                Ok(w) => input = Some(w),
+                Err(e) => tracing::debug!(container = %id, error = %e, "container stdin"),
+            },
+            Ok(Ok(None)) => {
+                tracing::debug!(container = %id, "the container has no stdin to attach to")
+            }
+            Ok(Err(e)) => tracing::warn!(container = %id, error = %e, "cannot attach to stdin"),
+            Err(e) => tracing::warn!(container = %id, error = %e, "cannot attach to stdin"),
+        }
+    }
+    let poll = if input.is_some() {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(200)
+    };
     let output = async {
         loop {
             let running = matches!(
@@ -242,13 +264,34 @@ where
             if !running {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(poll).await;
         }
     };
     let client = async {
         while let Some(Ok(m)) = incoming.next().await {
-            if matches!(m, Message::Close(_)) {
-                break;
+            let data = match &m {
+                Message::Binary(b) => b.as_ref(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            match ws::parse(protocol, data) {
+                ws::Incoming::Stdin(bytes) if req.stdin => {
+                    if let Some(w) = input.as_ref() {
+                        if w.write_all(bytes).await.is_err() {
+                            input = None;
+                        }
+                    }
+                }
+                // Closing our copy is what ends a stdinOnce container's input.
+                ws::Incoming::CloseStdin if !req.tty => input = None,
+                ws::Incoming::Resize { width, height } if req.tty => {
+                    if let Some(w) = input.as_ref() {
+                        if let Err(e) = w.resize(width, height) {
+                            tracing::debug!(error = %e, "terminal resize");
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     };
@@ -256,6 +299,52 @@ where
         _ = output => ws::exit_status(0, &[]),
         _ = client => ws::error_status("client went away"),
     }
+}
+
+/// Writes to a container's stdin (a pipe or a terminal's master) without blocking the runtime.
+struct StdinWriter {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl StdinWriter {
+    fn new(fd: OwnedFd) -> std::io::Result<StdinWriter> {
+        set_nonblocking(&fd)?;
+        // SAFETY: the AsyncFd owns `fd` and never closes or replaces it while registered; it is
+        // deregistered when the writer (and with it the descriptor) is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)?
+        };
+        Ok(StdinWriter { fd })
+    }
+
+    async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from))
+            {
+                Ok(Ok(n)) => buf = &buf[n..],
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn resize(&self, cols: u16, rows: u16) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        bosun_runtime::sys::set_winsize(self.fd.get_ref().as_fd(), cols, rows)
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsRawFd;
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    Ok(())
 }
 
 /// The session proper; returns the status for the error channel.

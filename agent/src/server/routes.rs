@@ -324,10 +324,6 @@ fn attach_endpoint(
 ) -> Response<Body> {
     let pairs = logs::query_pairs(req.uri().query());
     match exec::parse_streams(&pairs, Vec::new()) {
-        Ok(r) if r.stdin => text(
-            StatusCode::BAD_REQUEST,
-            "bosun attaches to a container's output only (stdin is not supported yet)",
-        ),
         Ok(r) => streaming(server, req, websocket, ns, pod, container, r, true),
         Err(e) => text(StatusCode::BAD_REQUEST, e),
     }

@@ -115,6 +115,7 @@ fn spec(id: &str) -> ContainerSpec {
         user: User::Id { uid: 0, gid: None },
         tty: false,
         stdin: false,
+        stdin_once: false,
         mounts: vec![],
         resources: Resources::default(),
         oom_score_adj: 0,

@@ -6,7 +6,8 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +16,7 @@ use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 
-use super::user;
+use super::{attach, user};
 use super::{KeeperRequest, Started, EXIT_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE, STATUS_FD};
 use crate::logs::{LogWriter, Stream};
 use crate::sys::{self, WaitResult};
@@ -74,6 +75,8 @@ pub enum KeeperError {
         id: String,
         source: LibcontainerError,
     },
+    #[error("container {id}: receive the terminal: {source}")]
+    Console { id: String, source: std::io::Error },
     #[error("container {id}: no pid after start")]
     NoPid { id: String },
     #[error("container {id}: pidfd of {pid}: {source}")]
@@ -146,6 +149,54 @@ struct Running {
     pidfd: OwnedFd,
     pid: i32,
     started_at: SystemTime,
+    stdin: Stdin,
+}
+
+/// The container's stdin and the socket it is handed out on (see [`attach`]).
+struct Stdin {
+    listener: Option<UnixListener>,
+    /// The writing end of the stdin pipe, or the terminal's master.
+    fd: Option<OwnedFd>,
+    /// stdinOnce without a terminal: give our copy up after the first hand-out.
+    once: bool,
+    dir: PathBuf,
+}
+
+impl Stdin {
+    /// Answers every pending connection with the stdin descriptor (or nothing once it is gone).
+    fn serve(&mut self) {
+        let Some(l) = &self.listener else { return };
+        loop {
+            let conn = match l.accept() {
+                Ok((c, _)) => c,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("keeper: accept on attach socket: {e}");
+                    return;
+                }
+            };
+            let Some(fd) = &self.fd else {
+                continue;
+            };
+            if let Err(e) = attach::send_fd(&conn, fd.as_raw_fd()) {
+                eprintln!("keeper: hand out stdin: {e}");
+                continue;
+            }
+            if self.once {
+                self.close();
+                return;
+            }
+        }
+    }
+
+    /// Gives the stdin up: no more sessions get it.
+    fn close(&mut self) {
+        self.fd = None;
+        if self.listener.take().is_some() {
+            let _ = std::fs::remove_file(self.dir.join(attach::ATTACH_SOCKET));
+        }
+    }
 }
 
 struct Keeper {
@@ -299,21 +350,49 @@ impl Keeper {
             })?;
 
         let log = LogWriter::open(&req.log_path, req.log_max_size, req.log_max_files)?;
-        let (out_r, out_w) = sys::pipe().map_err(KeeperError::Pipes)?;
-        let (err_r, err_w) = sys::pipe().map_err(KeeperError::Pipes)?;
-        let stdin = File::open("/dev/null").map_err(|source| KeeperError::Prepare {
-            path: "/dev/null".into(),
-            source,
-        })?;
+        let tty = req.spec.tty;
+        let prepare = |path: PathBuf| move |source| KeeperError::Prepare { path, source };
+        // stdio: pipes to the log (and for stdin, a pipe the keeper hands out), or a terminal
+        // that libcontainer creates inside the container and sends us through a socket.
+        let (stdio, console, stdin_w) = if tty {
+            let l = attach::bind(&self.dir, attach::CONSOLE_SOCKET)
+                .map_err(prepare(self.dir.join(attach::CONSOLE_SOCKET)))?;
+            (None, Some(l), None)
+        } else {
+            let (out_r, out_w) = sys::pipe().map_err(KeeperError::Pipes)?;
+            let (err_r, err_w) = sys::pipe().map_err(KeeperError::Pipes)?;
+            let (stdin, stdin_w) = if req.spec.stdin {
+                let (r, w) = sys::pipe().map_err(KeeperError::Pipes)?;
+                (r, Some(w))
+            } else {
+                let f = File::open("/dev/null").map_err(prepare("/dev/null".into()))?;
+                (OwnedFd::from(f), None)
+            };
+            (Some((stdin, out_w, err_w, out_r, err_r)), None, stdin_w)
+        };
+        let attach_listener = if req.spec.stdin || tty {
+            Some(
+                attach::bind(&self.dir, attach::ATTACH_SOCKET)
+                    .map_err(prepare(self.dir.join(attach::ATTACH_SOCKET)))?,
+            )
+        } else {
+            None
+        };
+        let (child_stdio, out_pipes) = match stdio {
+            Some((i, o, e, out_r, err_r)) => (Some((i, o, e)), Some((out_r, err_r))),
+            None => (None, None),
+        };
+        let console_path = self.dir.join(attach::CONSOLE_SOCKET);
         let own_oom = sys::own_oom_score_adj().ok();
 
         let built = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&state)
             .and_then(|b| {
-                b.with_stdin(stdin)
-                    .with_stdout(out_w)
-                    .with_stderr(err_w)
-                    .validate_id()
+                match child_stdio {
+                    Some((i, o, e)) => b.with_stdin(i).with_stdout(o).with_stderr(e),
+                    None => b.with_console_socket(Some(&console_path)),
+                }
+                .validate_id()
             })
             .and_then(|b| {
                 b.as_init(&bundle)
@@ -340,6 +419,18 @@ impl Keeper {
         })?;
         self.pid = container.pid().map(|p| p.as_raw());
         let container = self.container.insert(container);
+        // The terminal's master arrived during build(), before the process runs.
+        let master = match console {
+            Some(l) => {
+                let m = receive_console(&l).map_err(|source| KeeperError::Console {
+                    id: id.clone(),
+                    source,
+                })?;
+                let _ = std::fs::remove_file(&console_path);
+                Some(m)
+            }
+            None => None,
+        };
         container.start().map_err(|source| KeeperError::Start {
             id: id.clone(),
             source,
@@ -363,10 +454,34 @@ impl Keeper {
                 path: started.clone(),
                 source,
             })?;
-        let pipes = [Some(File::from(out_r)), Some(File::from(err_r))];
+        // With a terminal, its master is the output (stdout) and the stdin handed out.
+        let (pipes, stdin) = match (out_pipes, master) {
+            (Some((out_r, err_r)), _) => {
+                ([Some(File::from(out_r)), Some(File::from(err_r))], stdin_w)
+            }
+            (None, Some(m)) => {
+                let input = m.try_clone().map_err(|source| KeeperError::Console {
+                    id: id.clone(),
+                    source,
+                })?;
+                ([Some(File::from(m)), None], Some(input))
+            }
+            (None, None) => ([None, None], None),
+        };
         for f in pipes.iter().flatten() {
             if let Err(e) = sys::set_nonblocking(f.as_fd()) {
                 eprintln!("keeper: non-blocking pipe: {e}");
+            }
+        }
+        let stdin = Stdin {
+            listener: attach_listener,
+            fd: stdin,
+            once: req.spec.stdin_once && !tty,
+            dir: self.dir.clone(),
+        };
+        if let Some(l) = &stdin.listener {
+            if let Err(e) = l.set_nonblocking(true) {
+                eprintln!("keeper: non-blocking attach socket: {e}");
             }
         }
         Ok(Running {
@@ -376,6 +491,7 @@ impl Keeper {
             pidfd,
             pid,
             started_at,
+            stdin,
         })
     }
 
@@ -388,6 +504,7 @@ impl Keeper {
             pidfd,
             pid,
             started_at,
+            mut stdin,
         } = run;
         let mut buf = vec![0u8; 64 * 1024];
         let mut log_failed = false;
@@ -398,6 +515,10 @@ impl Keeper {
                 open.iter()
                     .filter_map(|i| pipes[*i].as_ref().map(|f| f.as_fd())),
             );
+            let attach_at = fds.len();
+            if let Some(l) = &stdin.listener {
+                fds.push(l.as_fd());
+            }
             // The timeout also reaps orphans re-parented to us (we are a subreaper).
             let ready = match sys::poll(&fds, Some(Duration::from_secs(5))) {
                 Ok(r) => r,
@@ -413,10 +534,14 @@ impl Keeper {
                     pump(&mut pipes, *i, &mut log, &mut buf, &mut log_failed);
                 }
             }
+            if ready.get(attach_at).is_some_and(|r| r.readable) {
+                stdin.serve();
+            }
             if let Some(r) = reap(pid) {
                 break r;
             }
         };
+        stdin.close();
         drop(pidfd);
         let finished_at = SystemTime::now();
         drain(
@@ -560,6 +685,11 @@ fn pump(
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // A terminal's master reads EIO once no process holds the terminal: its EOF.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                eof = true;
+                break;
+            }
             Err(e) => {
                 eprintln!("keeper: read {}: {e}", stream.as_str());
                 eof = true;
@@ -636,6 +766,36 @@ fn reap_orphans() {
     while let Ok(Some((_, r))) = sys::try_wait(-1) {
         if r == WaitResult::Running {
             break;
+        }
+    }
+}
+
+/// Accepts libcontainer's connection on the console socket and takes the terminal's master
+/// from it (sent during `build()`, so it is already queued; bounded all the same).
+fn receive_console(l: &UnixListener) -> std::io::Result<OwnedFd> {
+    l.set_nonblocking(true)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match l.accept() {
+            Ok((conn, _)) => {
+                conn.set_nonblocking(false)?;
+                conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+                return attach::recv_fd(&conn)?.ok_or_else(|| {
+                    std::io::Error::other("the console socket closed without a terminal")
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "no terminal on the console socket",
+                    ));
+                }
+                let _ = sys::poll(&[l.as_fd()], Some(deadline - now));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
