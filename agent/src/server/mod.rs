@@ -11,6 +11,7 @@ pub mod csr;
 pub mod exec;
 pub mod logs;
 pub mod routes;
+pub mod spdy;
 pub mod stats;
 pub mod tls;
 pub mod ws;
