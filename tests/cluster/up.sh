@@ -12,6 +12,8 @@
 #   BOSUN_CP_NODE_NAME [$(hostname)] node name kube-proxy uses (bosun's node)
 #   BOSUN_CP_KUBE_PROXY [1]          0 to not run kube-proxy
 #   BOSUN_CP_TIMEOUT [240]           seconds to wait for readiness
+#   BOSUN_CP_APISERVER_FLAGS []      extra kube-apiserver flags, space-separated
+#                                    (e.g. --feature-gates=ExtendWebSocketsToKubelet=false)
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
@@ -26,6 +28,7 @@ SERVICE_CIDR=${BOSUN_CP_SERVICE_CIDR:-10.96.0.0/16}
 NODE_NAME=${BOSUN_CP_NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
 RUN_PROXY=${BOSUN_CP_KUBE_PROXY:-1}
 TIMEOUT=${BOSUN_CP_TIMEOUT:-240}
+read -r -a APISERVER_FLAGS <<<"${BOSUN_CP_APISERVER_FLAGS:-}"
 PKI=$DIR/pki
 LOGS=$DIR/logs
 PIDS=$DIR/pids
@@ -236,7 +239,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User \
   --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
   --proxy-client-key-file="$PKI/front-proxy-client.key" \
-  --profiling=false
+  --profiling=false ${APISERVER_FLAGS[@]+"${APISERVER_FLAGS[@]}"}
 wait_for "kube-apiserver /readyz" "$TIMEOUT" bash -c "kill -0 $(cat "$PIDS/kube-apiserver.pid") && \
   [ \"\$($K get --raw /readyz 2>/dev/null)\" = ok ]"
 

@@ -167,10 +167,12 @@ fn route(
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             attach_endpoint(server, req, websocket, &ns, &pod, &container)
         }
-        ["portForward", ..] => text(
-            StatusCode::NOT_IMPLEMENTED,
-            "port-forward is not implemented by bosun yet",
-        ),
+        ["portForward", ns, pod] => {
+            super::portforward::endpoint(server.ctx.clone(), req, websocket, ns, pod, None)
+        }
+        ["portForward", ns, pod, uid] => {
+            super::portforward::endpoint(server.ctx.clone(), req, websocket, ns, pod, Some(uid))
+        }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
