@@ -14,6 +14,7 @@ pub mod portforward;
 pub mod routes;
 pub mod spdy;
 pub mod spdy_conn;
+pub mod spdy_exec;
 pub mod stats;
 pub mod tls;
 pub mod ws;

@@ -348,10 +348,7 @@ fn streaming(
     attach: bool,
 ) -> Response<Body> {
     if !websocket {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "bosun serves exec and attach over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io)",
-        );
+        return super::spdy_exec::endpoint(server, req, ns, pod, container, ereq, attach);
     }
     let offered: Vec<&str> = req
         .headers()
