@@ -3,12 +3,16 @@
 # node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
 # ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
 # (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
-# code, stdin, -it); `kubectl attach` (output); `kubectl run -i/-it --rm`, `kubectl debug` with
-# an ephemeral container (--target) and `kubectl debug node/...` (debug_checks); /metrics, /metrics/resource, /stats/summary,
+# code, stdin, -it); `kubectl attach` (output); `kubectl port-forward` (a file of known bytes
+# from busybox httpd, twice, and the error of a closed port); `kubectl run -i/-it --rm`,
+# `kubectl debug` with an ephemeral container (--target) and `kubectl debug node/...`
+# (debug_checks); /metrics, /metrics/resource, /stats/summary,
 # /configz; an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403;
 # after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
-# Needs root.
+# Needs root. BOSUN_CP_APISERVER_FLAGS=--feature-gates=ExtendWebSocketsToKubelet=false makes the
+# apiserver talk SPDY/3.1 to bosun (it translates kubectl's WebSockets) instead of passing the
+# WebSockets through.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -135,6 +139,18 @@ spec:
     image: busybox
     imagePullPolicy: Never
     command: [sh, -c, 'trap "exit 0" TERM; i=0; while true; do i=\$((i+1)); echo "seq \$i"; sleep 0.05; done']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-d}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'mkdir -p /www && seq 1 30000 >/www/f && exec httpd -f -p 8080 -h /www']
 YAML
 running() { [ "$("$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
 check "pod api-a runs" wait_for 60 running api-a
@@ -197,6 +213,28 @@ sleep 2
 check "kubectl attach streams the container's new output" wait_for 15 grep -q next-line "$W/attach.out"
 kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
 
+# port-forward: a file of known bytes (~160 KB, many SPDY data frames) through busybox httpd
+# inside the pod's network namespace, over two connections of one kubectl port-forward.
+running api-d || wait_for 30 running api-d
+LPORT=$(free_port 21080)
+"$KUBECTL" port-forward pod/api-d "$LPORT:8080" >"$W/pf.out" 2>&1 &
+follow_pid=$!
+check "kubectl port-forward listens" wait_for 20 grep -q "Forwarding from 127.0.0.1:$LPORT" "$W/pf.out"
+want=$(seq 1 30000 | sha256sum | cut -d' ' -f1)
+fetched() { [ "$(curl -s --max-time 10 "http://127.0.0.1:$LPORT/f" | sha256sum | cut -d' ' -f1)" = "$want" ]; }
+check "kubectl port-forward fetches the file intact" fetched
+check "kubectl port-forward fetches it again (second connection)" fetched
+kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+# A port nothing listens on: the error comes back on the error stream.
+LPORT2=$(free_port 21180)
+"$KUBECTL" port-forward pod/api-d "$LPORT2:9" >"$W/pf2.out" 2>&1 &
+follow_pid=$!
+wait_for 20 grep -q "Forwarding from 127.0.0.1:$LPORT2" "$W/pf2.out"
+curl -s --max-time 5 "http://127.0.0.1:$LPORT2/" >/dev/null 2>&1
+refused() { grep -q "error forwarding port 9 to pod default/api-d.*failed to connect to localhost:9" "$W/pf2.out"; }
+check "kubectl port-forward to a closed port reports the error" wait_for 10 refused
+kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+
 restarted() { [ "$("$KUBECTL" get pod api-b -o jsonpath='{.status.containerStatuses[0].restartCount}')" -ge 1 ] && running api-b; }
 check "pod api-b restarted once" wait_for 60 restarted
 prev=$("$KUBECTL" logs api-b --previous 2>&1)
@@ -218,14 +256,14 @@ code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/pods.j
 check "admin certificate gets /pods ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items[] | select(.metadata.name==\"api-a\")' '$W/pods.json' >/dev/null"
 code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o "$W/running.json" -w '%{http_code}' \
     "https://$NODE_IP:$PORT/runningpods/")
-check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 3' '$W/running.json' >/dev/null"
+check "admin certificate gets /runningpods/ ($code)" bash -c "[ '$code' = 200 ] && jq -e '.items | length >= 4' '$W/running.json' >/dev/null"
 admin_get() { curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" "https://$NODE_IP:$PORT$1"; }
 admin_get /metrics/resource >"$W/metrics.txt"
 check "/metrics/resource has api-a's container CPU and memory" bash -c "
     grep -q '^container_cpu_usage_seconds_total{container=\"c\",namespace=\"default\",pod=\"api-a\"} [0-9.e-]* [0-9]*\$' '$W/metrics.txt' &&
     grep -q '^container_memory_working_set_bytes{container=\"c\",namespace=\"default\",pod=\"api-a\"} [1-9]' '$W/metrics.txt' &&
     grep -q '^node_cpu_usage_seconds_total [1-9]' '$W/metrics.txt'"
-check "/metrics counts the running pods" bash -c "[ \"\$(grep '^kubelet_running_pods ' <<<'$(admin_get /metrics)')\" = 'kubelet_running_pods 3' ]"
+check "/metrics counts the running pods" bash -c "[ \"\$(grep '^kubelet_running_pods ' <<<'$(admin_get /metrics)')\" = 'kubelet_running_pods 4' ]"
 admin_get /stats/summary >"$W/summary.json"
 jq_true() { [ -s "${*: -1}" ] && jq -e "$@" >/dev/null; }
 check "/stats/summary has pod api-a with CPU used" jq_true \
@@ -341,7 +379,7 @@ check "approved: the API serves a certificate of the cluster CA" wait_for 30 ver
 out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
 check "kubectl exec after the restart ($out)" [ "$out" = api-a ]
 
-"$KUBECTL" delete pod api-a api-b api-c --wait=false >/dev/null 2>&1
+"$KUBECTL" delete pod api-a api-b api-c api-d --wait=false >/dev/null 2>&1
 gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }
 check "pods deleted" wait_for 60 gone
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=

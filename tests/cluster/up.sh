@@ -14,6 +14,8 @@
 #   BOSUN_CP_TIMEOUT [240]           seconds to wait for readiness
 #   BOSUN_CP_EXTRA_SANS []           more subjectAltNames for the apiserver's certificate
 #                                    (e.g. IP:10.0.2.100, the address a VM guest reaches it at)
+#   BOSUN_CP_APISERVER_FLAGS []      extra kube-apiserver flags, space-separated
+#                                    (e.g. --feature-gates=ExtendWebSocketsToKubelet=false)
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
@@ -29,6 +31,7 @@ NODE_NAME=${BOSUN_CP_NODE_NAME:-$(hostname | tr '[:upper:]' '[:lower:]')}
 RUN_PROXY=${BOSUN_CP_KUBE_PROXY:-1}
 TIMEOUT=${BOSUN_CP_TIMEOUT:-240}
 EXTRA_SANS=${BOSUN_CP_EXTRA_SANS:+,$BOSUN_CP_EXTRA_SANS}
+read -r -a APISERVER_FLAGS <<<"${BOSUN_CP_APISERVER_FLAGS:-}"
 PKI=$DIR/pki
 LOGS=$DIR/logs
 PIDS=$DIR/pids
@@ -239,7 +242,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User \
   --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
   --proxy-client-key-file="$PKI/front-proxy-client.key" \
-  --profiling=false
+  --profiling=false ${APISERVER_FLAGS[@]+"${APISERVER_FLAGS[@]}"}
 wait_for "kube-apiserver /readyz" "$TIMEOUT" bash -c "kill -0 $(cat "$PIDS/kube-apiserver.pid") && \
   [ \"\$($K get --raw /readyz 2>/dev/null)\" = ok ]"
 

@@ -168,10 +168,7 @@ pub async fn serve(
     };
     let _ = tx.send(Message::binary(ws::frame(first, b""))).await;
 
-    let status = match kind {
-        Kind::Exec => run(&ctx, &id, &req, protocol, &tx, &mut incoming).await,
-        Kind::Attach { log } => attach(&ctx, &id, &log, &req, protocol, &tx, &mut incoming).await,
-    };
+    let status = session(&ctx, protocol, &id, &req, kind, &tx, &mut incoming).await;
     let _ = tx
         .send(Message::binary(ws::frame(
             ws::ERROR,
@@ -195,6 +192,27 @@ pub async fn serve(
         }
     })
     .await;
+}
+
+/// The session proper in channel-protocol terms (`protocol` is one of [`ws::V5`], [`ws::V4`]):
+/// `incoming` carries the client's messages, `tx` takes ours. Returns the status for the error
+/// channel. The SPDY transport (`spdy_exec`) drives it through the same messages.
+pub async fn session<S>(
+    ctx: &Arc<Ctx>,
+    protocol: &'static str,
+    id: &str,
+    req: &ExecRequest,
+    kind: Kind,
+    tx: &mpsc::Sender<Message>,
+    incoming: &mut S,
+) -> serde_json::Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    match kind {
+        Kind::Exec => run(ctx, id, req, protocol, tx, incoming).await,
+        Kind::Attach { log } => attach(ctx, id, &log, req, protocol, tx, incoming).await,
+    }
 }
 
 /// An attach: the container's output from now on, read from its log, until it stops running

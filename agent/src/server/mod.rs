@@ -2,15 +2,21 @@
 //! authorization, and plain `/healthz` on `healthzBindAddress:healthzPort` (127.0.0.1:10248).
 //!
 //! Endpoints: `/healthz`, `/pods`, `/runningpods/`, `/containerLogs/{ns}/{pod}/{container}`,
-//! `/exec/{ns}/{pod}/{container}` over WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`;
-//! the node declares `ExtendWebSocketsToKubelet` so 1.36+ apiservers proxy WebSockets here
-//! instead of translating them to SPDY).
+//! `/exec/{ns}/{pod}/{container}` and `/attach/...` over WebSocket (`v5.channel.k8s.io`,
+//! `v4.channel.k8s.io`; the node declares `ExtendWebSocketsToKubelet` so 1.36+ apiservers proxy
+//! WebSockets here instead of translating them to SPDY) or SPDY/3.1 (what the apiserver sends
+//! when it translates), `/portForward/{ns}/{pod}[/{uid}]` (SPDY `portforward.k8s.io` tunneled in
+//! a WebSocket or not, WebSocket `v4.channel.k8s.io`).
 
 pub mod auth;
 pub mod csr;
 pub mod exec;
 pub mod logs;
+pub mod portforward;
 pub mod routes;
+pub mod spdy;
+pub mod spdy_conn;
+pub mod spdy_exec;
 pub mod stats;
 pub mod tls;
 pub mod ws;

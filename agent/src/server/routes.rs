@@ -167,10 +167,12 @@ fn route(
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             attach_endpoint(server, req, websocket, &ns, &pod, &container)
         }
-        ["portForward", ..] => text(
-            StatusCode::NOT_IMPLEMENTED,
-            "port-forward is not implemented by bosun yet",
-        ),
+        ["portForward", ns, pod] => {
+            super::portforward::endpoint(server.ctx.clone(), req, websocket, ns, pod, None)
+        }
+        ["portForward", ns, pod, uid] => {
+            super::portforward::endpoint(server.ctx.clone(), req, websocket, ns, pod, Some(uid))
+        }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
@@ -342,10 +344,7 @@ fn streaming(
     attach: bool,
 ) -> Response<Body> {
     if !websocket {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "bosun serves exec and attach over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io)",
-        );
+        return super::spdy_exec::endpoint(server, req, ns, pod, container, ereq, attach);
     }
     let offered: Vec<&str> = req
         .headers()
