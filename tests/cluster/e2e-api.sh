@@ -3,7 +3,7 @@
 # node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
 # ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
 # (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
-# code, stdin, -it); `kubectl attach` (output); `kubectl port-forward` (a file of known bytes
+# code, stdin, -it); `kubectl cp` both ways; `kubectl attach` (output); `kubectl port-forward` (a file of known bytes
 # from busybox httpd, twice, and the error of a closed port); `kubectl run -i/-it --rm`,
 # `kubectl debug` with an ephemeral container (--target) and `kubectl debug node/...`
 # (debug_checks); /metrics, /metrics/resource, /stats/summary,
@@ -178,6 +178,14 @@ code=$?
 check "kubectl exec -it exit code ($code)" [ "$code" = 4 ]
 out=$("$KUBECTL" exec api-a -- sh -c 'echo to-out; echo to-err >&2' 2>/dev/null)
 check "kubectl exec stdout apart from stderr ($out)" [ "$out" = to-out ]
+
+# kubectl cp both ways (tar through exec): known bytes in, the same bytes back out.
+head -c 200000 /dev/urandom >"$W/cp-in"
+"$KUBECTL" cp "$W/cp-in" default/api-a:/tmp/cp-in >"$W/cp.out" 2>&1
+out=$("$KUBECTL" exec api-a -- sha256sum /tmp/cp-in 2>&1 | cut -d' ' -f1)
+check "kubectl cp into the pod ($out $(head -c 200 "$W/cp.out"))" [ "$out" = "$(sha256sum <"$W/cp-in" | cut -d' ' -f1)" ]
+"$KUBECTL" cp default/api-a:/tmp/cp-in "$W/cp-out" >"$W/cp.out" 2>&1
+check "kubectl cp out of the pod ($(head -c 200 "$W/cp.out"))" cmp -s "$W/cp-in" "$W/cp-out"
 
 "$KUBECTL" logs -f api-a >"$W/follow.out" 2>&1 &
 follow_pid=$!
