@@ -396,8 +396,7 @@ def rows(r):
     n = r["replicas"]
     ms = lambda v: v * 1000.0  # noqa: E731
     mib = lambda v: v / 1024.0 if v is not None else None  # noqa: E731
-    h = r.get("helpers") or 0
-    per_pod = lambda v: v / h if h and v is not None else None  # noqa: E731
+    per_pod = lambda v: v / n if n and v is not None else None  # noqa: E731
     return [
         (f"pods Running (all containers started) / Ready, of {n}", None, f"{r['running']} / {r['ready']}", ""),
         ("pod-startup SLI p50: creationTimestamp to Running seen by a watch (ms)", ms(pct(r["sli"], 50)), None, "well under 1 s"),
@@ -410,13 +409,17 @@ def rows(r):
         ("node agent RSS, node Ready, no pods (MiB)", mib(r["idle_rss"]), None, "< 15 MiB"),
         ("node agent CPU, node Ready, no pods (% of a core)", r["idle_cpu"], None, ""),
         (f"node agent RSS with {n} cluster pods (MiB)", mib(r["rss"]), None, ""),
+        ("  per process (MiB; the peer: kubelet + containerd)", None,
+         " + ".join(fmt(mib(v)) for v in r.get("rss_each") or []) or "n/a", ""),
         (f"node agent CPU with {n} cluster pods (% of a core)", r["cpu"], None, ""),
         (f"stack CPU with {n} pods: agent + helpers (% of a core)", r.get("stack_cpu"), None, ""),
         (f"helper processes for {n} pods (bosun: keepers; peer: shims)", r["helpers"], None, ""),
-        ("per pod, helpers' anonymous + page tables (KiB)", per_pod(r.get("helpers_anon")), None, ""),
-        ("per pod, helpers' RSS incl. shared pages (KiB)", per_pod(r.get("helpers_rss")), None, ""),
-        ("per pod, node agent growth: anon + page tables (KiB)", r["agent_growth"] / n if r.get("agent_growth") is not None else None, None, ""),
-        ("per pod, sandbox process (pause): anon + page tables (KiB)", r["sandboxes_anon"] / r["sandboxes"] if r.get("sandboxes") else 0.0, None, ""),
+        ("per pod, user space the node adds: helpers + sandbox + agent growth, anon + PTE (KiB)",
+         (r["helpers_anon"] + r["sandboxes_anon"] + r["agent_growth"]) / n if r.get("helpers_anon") is not None else None, None, "< 1024 KiB"),
+        ("  of which helpers' anonymous + page tables (KiB)", per_pod(r.get("helpers_anon")), None, ""),
+        ("  helpers' RSS incl. shared pages, per pod (KiB)", per_pod(r.get("helpers_rss")), None, ""),
+        ("  of which node agent growth since idle, anon + page tables (KiB)", r["agent_growth"] / n if r.get("agent_growth") is not None else None, None, ""),
+        ("  of which the sandbox process (pause), anon + page tables (KiB)", r["sandboxes_anon"] / r["sandboxes"] if r.get("sandboxes") else 0.0, None, ""),
         ("scale to 0 until the API and the node have no pod left (s)", r["remove_time"] if r["removed"] else None, None if r["removed"] else "not reached", ""),
     ]
 
@@ -433,7 +436,7 @@ def report(r, label):
 
 def compare(a, b, la, lb):
     """Both nodes side by side, with la/lb ratios."""
-    body = f"| measure | {la} | {lb} | {la}/{lb} | goal |\n| --- | ---: | ---: | ---: | --- |\n"
+    body = f"| measure | {la} | {lb} | {la}/peer | goal |\n| --- | ---: | ---: | ---: | --- |\n"
     for (t, va, xa, g), (_, vb, xb, _) in zip(rows(a), rows(b)):
         ok = isinstance(va, (int, float)) and isinstance(vb, (int, float)) and vb and va == va and vb == vb
         ratio = fmt(va / vb) if ok and xa is None and xb is None else "n/a"
