@@ -308,7 +308,7 @@ def wait(cond, timeout, what, step=0.2):
 
 
 def run(args, api, tmp):
-    res = {"replicas": args.replicas}
+    res = {"replicas": args.replicas, "load_start": os.getloadavg()[0]}
     # Idle figures: the node is registered and Ready, no pod yet.
     time.sleep(2)
     res["idle_rss"] = agents_rss(args.agent_pid)
@@ -379,6 +379,7 @@ def run(args, api, tmp):
         return not left.get("items") and not on_node
     res["removed"] = wait(gone, args.timeout, "the node to have no pod left", step=0.5)
     res["remove_time"] = time.time() - t1
+    res["load_end"] = os.getloadavg()[0]
     w.stop = True
     return res
 
@@ -421,6 +422,8 @@ def rows(r):
         ("  of which node agent growth since idle, anon + page tables (KiB)", r["agent_growth"] / n if r.get("agent_growth") is not None else None, None, ""),
         ("  of which the sandbox process (pause), anon + page tables (KiB)", r["sandboxes_anon"] / r["sandboxes"] if r.get("sandboxes") else 0.0, None, ""),
         ("scale to 0 until the API and the node have no pod left (s)", r["remove_time"] if r["removed"] else None, None if r["removed"] else "not reached", ""),
+        ("machine load average (1 min) when this node's part started / ended", None,
+         f"{fmt(r.get('load_start'))} / {fmt(r.get('load_end'))}", "(2 cores, shared)"),
     ]
 
 
