@@ -316,7 +316,8 @@ for h in /sys/fs/cgroup/*/; do
 done
 
 # ---------- containerd ----------
-unshare --mount --propagation private -- bash "$W/ns.sh" </dev/null >>"$W/ns.log" 2>&1 &
+# Its own session: a Ctrl-C for the script must not reach the daemons before the orderly cleanup.
+setsid unshare --mount --propagation private -- bash "$W/ns.sh" </dev/null >>"$W/ns.log" 2>&1 &
 ns_pid=$!
 sleep 0.2
 ns_ino=$(readlink "/proc/$ns_pid/ns/mnt")
