@@ -29,6 +29,7 @@ import calendar
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -475,6 +476,9 @@ def main_compare(argv):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "compare":
         return main_compare(sys.argv[2:])
+    # SIGTERM (the driver's cleanup, a group kill) runs the finally below: the Deployment is
+    # deleted, kubectl proxy stopped, its socket folder removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     for a in ("--kubectl", "--kubeconfig", "--node", "--image"):
         ap.add_argument(a, required=True)
