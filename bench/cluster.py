@@ -29,6 +29,7 @@ import calendar
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -199,24 +200,77 @@ def cpu_percent(pid, seconds):
     return 100.0 * (cpu_ticks(pid) - a) / CLK_TCK / seconds
 
 
-def helpers(run_dir, bosun_pid):
-    """Processes started from bosun's run folder (the keepers), except bosun itself."""
-    n = 0
+def helpers(match, agent_pids):
+    """Processes whose command line names MATCH, except the agents: bosun's keepers (its run
+    folder), or containerd's shims (its socket). Returns their pids."""
+    pids = []
     kinds = {}
     for p in os.listdir("/proc"):
-        if not p.isdigit() or int(p) in (bosun_pid, os.getpid()):
+        if not p.isdigit() or int(p) in agent_pids or int(p) == os.getpid():
             continue
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 cmd = f.read()
-            if run_dir.encode() in cmd:
-                n += 1
-                k = " ".join(a.decode(errors="replace") for a in cmd.split(b"\0")[:2])
+            if match.encode() in cmd:
+                pids.append(int(p))
+                k = os.path.basename(cmd.split(b"\0")[0].decode(errors="replace"))
                 kinds[k] = kinds.get(k, 0) + 1
         except OSError:
             pass
     log(f"helpers: {kinds}")
-    return n
+    return pids
+
+
+def smaps_kib(pid):
+    """Anonymous + page tables (KiB) of one process, and its RSS."""
+    anon = pte = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    anon = int(line.split()[1])
+        pte = proc_status_kib(pid, "VmPTE") or 0
+        rss = proc_status_kib(pid, "VmRSS") or 0
+    except OSError:
+        pass
+    return anon + pte, rss
+
+
+def cgroup_pids(cgroup_root):
+    """Processes in the pods' cgroups below CGROUP_ROOT (memory hierarchy, v1 or v2)."""
+    out = set()
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"):
+        top = base + cgroup_root
+        if not os.path.isdir(top):
+            continue
+        for d, _, files in os.walk(top):
+            if "cgroup.procs" in files:
+                try:
+                    with open(os.path.join(d, "cgroup.procs")) as f:
+                        out.update(int(x) for x in f.read().split())
+                except OSError:
+                    pass
+        break
+    return sorted(out)
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def agents_rss(pids):
+    vals = [proc_status_kib(p, "VmRSS") for p in pids]
+    return None if any(v is None for v in vals) else sum(vals)
+
+
+def agents_cpu(pids, seconds):
+    a = sum(cpu_ticks(p) for p in pids)
+    time.sleep(seconds)
+    return 100.0 * (sum(cpu_ticks(p) for p in pids) - a) / CLK_TCK / seconds
 
 
 def deployment(name, image, replicas, node):
@@ -255,11 +309,14 @@ def wait(cond, timeout, what, step=0.2):
 
 
 def run(args, api, tmp):
-    res = {"replicas": args.replicas}
+    res = {"replicas": args.replicas, "load_start": os.getloadavg()[0]}
     # Idle figures: the node is registered and Ready, no pod yet.
     time.sleep(2)
-    res["idle_rss"] = proc_status_kib(args.bosun_pid, "VmRSS")
-    res["idle_cpu"] = cpu_percent(args.bosun_pid, args.cpu_window)
+    res["idle_rss"] = agents_rss(args.agent_pid)
+    res["idle_rss_each"] = [proc_status_kib(p, "VmRSS") for p in args.agent_pid]
+    res["idle_cpu"] = agents_cpu(args.agent_pid, args.cpu_window)
+    res["idle_helpers"] = len(helpers(args.helpers_match, args.agent_pid))
+    anon0 = sum(smaps_kib(p)[0] for p in args.agent_pid)
 
     selector = f"app={NAME}"
     lst = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
@@ -293,22 +350,37 @@ def run(args, api, tmp):
     log(f"{res['running']} running, {res['ready']} ready after {time.time() - t0:.1f} s")
 
     time.sleep(2)
-    res["rss"] = proc_status_kib(args.bosun_pid, "VmRSS")
-    res["cpu"] = cpu_percent(args.bosun_pid, args.cpu_window)
-    res["helpers"] = helpers(args.run_dir, args.bosun_pid)
+    subprocess.run(["sync"], check=False)
+    res["rss"] = agents_rss(args.agent_pid)
+    res["rss_each"] = [proc_status_kib(p, "VmRSS") for p in args.agent_pid]
+    res["agent_growth"] = sum(smaps_kib(p)[0] for p in args.agent_pid) - anon0
+    hp = helpers(args.helpers_match, args.agent_pid)
+    res["helpers"] = len(hp)
+    res["helpers_anon"] = sum(smaps_kib(p)[0] for p in hp)
+    res["helpers_rss"] = sum(smaps_kib(p)[1] for p in hp)
+    res["cpu"] = agents_cpu(args.agent_pid, args.cpu_window)
+    res["stack_cpu"] = agents_cpu(args.agent_pid + hp, args.cpu_window)
+    # The pods' own processes: pause (the peer's sandboxes; bosun has none) and the containers.
+    sandbox = [p for p in cgroup_pids(args.cgroup_root) if comm(p) == "pause"] if args.cgroup_root else []
+    res["sandboxes"] = len(sandbox)
+    res["sandboxes_anon"] = sum(smaps_kib(p)[0] for p in sandbox)
 
     log("scaling to 0")
     t1 = time.time()
     api.call("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}",
              {"spec": {"replicas": 0}}, ctype="application/merge-patch+json")
-    pods_dir = os.path.join(args.run_dir, "pods")
+    pods_dir = os.path.join(args.run_dir, "pods") if args.run_dir else None
 
     def gone():
         left = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
-        on_disk = os.listdir(pods_dir) if os.path.isdir(pods_dir) else []
-        return not left.get("items") and not on_disk
+        if pods_dir:  # bosun: its run folder lists the pods it has
+            on_node = os.listdir(pods_dir) if os.path.isdir(pods_dir) else []
+        else:  # the peer: no pod process (pause, containers) left in the pods' cgroups
+            on_node = cgroup_pids(args.cgroup_root)
+        return not left.get("items") and not on_node
     res["removed"] = wait(gone, args.timeout, "the node to have no pod left", step=0.5)
     res["remove_time"] = time.time() - t1
+    res["load_end"] = os.getloadavg()[0]
     w.stop = True
     return res
 
@@ -321,39 +393,113 @@ def fmt(v, unit=""):
     return f"{v}{unit}"
 
 
-def report(r, args):
+def rows(r):
+    """(title, number or None, shown text or None, goal) per row; numbers give the ratios."""
     n = r["replicas"]
     ms = lambda v: v * 1000.0  # noqa: E731
-    rows = [
-        (f"pods Running (all containers started) / Ready, of {n}", f"{r['running']} / {r['ready']}", ""),
-        ("pod-startup SLI p50: creationTimestamp to Running seen by a watch (ms)", fmt(ms(pct(r["sli"], 50))), "well under 1 s"),
-        ("pod-startup SLI p99 (ms)", fmt(ms(pct(r["sli"], 99))), ""),
-        ("  same end, from the pod's first watch event (ms precision), p50 (ms)", fmt(ms(pct(r["from_seen"], 50))), ""),
-        ("  same, p99 (ms)", fmt(ms(pct(r["from_seen"], 99))), ""),
-        (f"Deployment created to all {n} Running, seen by the watch (s)", fmt(r["all_running"]), ""),
-        (f"Deployment created to all {n} Ready (s)", fmt(r["all_ready"]) if r["all_ready"] is not None else "not reached", ""),
-        (f"Deployment created to the last pod's first watch event (s)", fmt(max(r["first_seen"], default=float("nan"))), ""),
-        ("bosun RSS, node Ready, no pods (MiB)", fmt(r["idle_rss"] / 1024 if r["idle_rss"] else None), "< 15 MiB"),
-        ("bosun CPU, node Ready, no pods (% of a core)", fmt(r["idle_cpu"]), ""),
-        (f"bosun RSS with {n} cluster pods (MiB)", fmt(r["rss"] / 1024 if r["rss"] else None), ""),
-        (f"bosun CPU with {n} cluster pods (% of a core)", fmt(r["cpu"]), ""),
-        (f"helper processes (keepers) for {n} pods", fmt(r["helpers"]), ""),
-        (f"scale to 0 until the API and the node have no pod left (s)", fmt(r["remove_time"]) if r["removed"] else "not reached", ""),
+    mib = lambda v: v / 1024.0 if v is not None else None  # noqa: E731
+    per_pod = lambda v: v / n if n and v is not None else None  # noqa: E731
+    return [
+        (f"pods Running (all containers started) / Ready, of {n}", None, f"{r['running']} / {r['ready']}", ""),
+        ("pod-startup SLI p50: creationTimestamp to Running seen by a watch (ms)", ms(pct(r["sli"], 50)), None, "well under 1 s"),
+        ("pod-startup SLI p99 (ms)", ms(pct(r["sli"], 99)), None, ""),
+        ("  same end, from the pod's first watch event (ms precision), p50 (ms)", ms(pct(r["from_seen"], 50)), None, ""),
+        ("  same, p99 (ms)", ms(pct(r["from_seen"], 99)), None, ""),
+        (f"Deployment created to all {n} Running, seen by the watch (s)", r["all_running"], None, ""),
+        (f"Deployment created to all {n} Ready (s)", r["all_ready"], None if r["all_ready"] is not None else "not reached", ""),
+        ("Deployment created to the last pod's first watch event (s)", max(r["first_seen"], default=float("nan")), None, ""),
+        ("node agent RSS, node Ready, no pods (MiB)", mib(r["idle_rss"]), None, "< 15 MiB"),
+        ("node agent CPU, node Ready, no pods (% of a core)", r["idle_cpu"], None, ""),
+        (f"node agent RSS with {n} cluster pods (MiB)", mib(r["rss"]), None, ""),
+        ("  per process (MiB; the peer: kubelet + containerd)", None,
+         " + ".join(fmt(mib(v)) for v in r.get("rss_each") or []) or "n/a", ""),
+        (f"node agent CPU with {n} cluster pods (% of a core)", r["cpu"], None, ""),
+        (f"stack CPU with {n} pods: agent + helpers (% of a core)", r.get("stack_cpu"), None, ""),
+        (f"helper processes for {n} pods (bosun: keepers; peer: shims)", r["helpers"], None, ""),
+        ("per pod, user space the node adds: helpers + sandbox + agent growth, anon + PTE (KiB)",
+         (r["helpers_anon"] + r["sandboxes_anon"] + r["agent_growth"]) / n if r.get("helpers_anon") is not None else None, None, "< 1024 KiB"),
+        ("  of which helpers' anonymous + page tables (KiB)", per_pod(r.get("helpers_anon")), None, ""),
+        ("  helpers' RSS incl. shared pages, per pod (KiB)", per_pod(r.get("helpers_rss")), None, ""),
+        ("  of which node agent growth since idle, anon + page tables (KiB)", r["agent_growth"] / n if r.get("agent_growth") is not None else None, None, ""),
+        ("  of which the sandbox process (pause), anon + page tables (KiB)", r["sandboxes_anon"] / r["sandboxes"] if r.get("sandboxes") else 0.0, None, ""),
+        ("scale to 0 until the API and the node have no pod left (s)", r["remove_time"] if r["removed"] else None, None if r["removed"] else "not reached", ""),
+        ("machine load average (1 min) when this node's part started / ended", None,
+         f"{fmt(r.get('load_start'))} / {fmt(r.get('load_end'))}", "(2 cores, shared)"),
     ]
-    body = "| measure | bosun | goal |\n| --- | ---: | --- |\n" + "".join(f"| {a} | {b} | {g} |\n" for a, b, g in rows)
+
+
+def cell(num, text):
+    return text if text is not None else fmt(num)
+
+
+def report(r, label):
+    body = f"| measure | {label} | goal |\n| --- | ---: | --- |\n"
+    body += "".join(f"| {t} | {cell(v, x)} | {g} |\n" for t, v, x, g in rows(r))
     return body
 
 
+def compare(a, b, la, lb):
+    """Both nodes side by side, with la/lb ratios."""
+    body = f"| measure | {la} | {lb} | {la}/peer | goal |\n| --- | ---: | ---: | ---: | --- |\n"
+    for (t, va, xa, g), (_, vb, xb, _) in zip(rows(a), rows(b)):
+        ok = isinstance(va, (int, float)) and isinstance(vb, (int, float)) and vb and va == va and vb == vb
+        ratio = fmt(va / vb) if ok and xa is None and xb is None else "n/a"
+        body += f"| {t} | {cell(va, xa)} | {cell(vb, xb)} | {ratio} | {g} |\n"
+    return body
+
+
+def main_compare(argv):
+    ap = argparse.ArgumentParser(prog="cluster.py compare")
+    ap.add_argument("--bosun", required=True, help="JSON written by cluster.py --json for bosun")
+    ap.add_argument("--peer", help="the same for kubelet+containerd (missing: bosun only)")
+    ap.add_argument("--peer-note", default="", help="why the peer column is missing")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    with open(args.bosun) as f:
+        a = json.load(f)
+    b = None
+    if args.peer and os.path.exists(args.peer):
+        with open(args.peer) as f:
+            b = json.load(f)
+    if b is not None:
+        text = compare(a, b, "bosun", "kubelet+containerd")
+    else:
+        text = report(a, "bosun")
+        if args.peer_note:
+            text += f"\nNo peer column: {args.peer_note}\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        return main_compare(sys.argv[2:])
+    # SIGTERM (the driver's cleanup, a group kill) runs the finally below: the Deployment is
+    # deleted, kubectl proxy stopped, its socket folder removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
-    for a in ("--kubectl", "--kubeconfig", "--node", "--run-dir", "--image"):
+    for a in ("--kubectl", "--kubeconfig", "--node", "--image"):
         ap.add_argument(a, required=True)
-    ap.add_argument("--bosun-pid", type=int, required=True)
+    ap.add_argument("--agent-pid", type=int, action="append", default=[],
+                    help="the node agent's processes (bosun; or the kubelet and containerd)")
+    ap.add_argument("--bosun-pid", type=int, help="same as --agent-pid")
+    ap.add_argument("--run-dir", help="bosun's run folder (keepers name it; <run-dir>/pods)")
+    ap.add_argument("--helpers-match", help="string in the helpers' command lines (default: --run-dir)")
+    ap.add_argument("--cgroup-root", help="the pods' cgroup root (pause processes; the peer's 'no pod left')")
+    ap.add_argument("--label", default="bosun")
     ap.add_argument("--replicas", type=int, default=100)
     ap.add_argument("--cpu-window", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--out")
+    ap.add_argument("--json", help="also write the raw results there (for `cluster.py compare`)")
     args = ap.parse_args()
+    if args.bosun_pid:
+        args.agent_pid.append(args.bosun_pid)
+    args.helpers_match = args.helpers_match or args.run_dir
+    if not args.agent_pid or not args.helpers_match or not (args.run_dir or args.cgroup_root):
+        ap.error("--agent-pid (or --bosun-pid), --run-dir or --helpers-match, and --run-dir or --cgroup-root are required")
     tmp = tempfile.mkdtemp(prefix="bosun-bench-proxy-")
     sock = os.path.join(tmp, "api.sock")
     proxy = subprocess.Popen([args.kubectl, "--kubeconfig", args.kubeconfig, "proxy", f"--unix-socket={sock}"],
@@ -380,11 +526,14 @@ def main():
         except OSError:
             pass
         os.rmdir(tmp)
-    text = report(res, args)
+    text = report(res, args.label)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f)
     bad = res["timed_out"] or not res["removed"] or res["other_node"]
     if bad:
         log("FAILED: " + ", ".join(k for k in ("timed_out", "other_node") if res[k]) +

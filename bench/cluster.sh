@@ -3,7 +3,7 @@
 # joined as node `bench-node`, a Deployment of N busybox `sleep` replicas, the pod-startup SLI
 # seen through a watch (bench/cluster.py says exactly what is measured).
 #
-#   bench/cluster.sh --bosun BIN --layout OCI-LAYOUT [--quick] [--out FILE]
+#   bench/cluster.sh --bosun BIN --layout OCI-LAYOUT [--quick] [--out FILE] [--json FILE]
 #
 # --quick: 3 replicas and 1 s CPU windows (bench/check.sh, through run.sh --quick).
 # Everything is private so it never collides with the test suite's control planes: interface
@@ -18,14 +18,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 source "$root/tests/cluster/env.sh"
 
-bosun= layout= quick= out=
+bosun= layout= quick= out= json=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --bosun) bosun=$2; shift ;;
         --layout) layout=$2; shift ;;
         --quick) quick=1 ;;
         --out) out=$2; shift ;;
-        *) echo "usage: $0 --bosun BIN --layout DIR [--quick] [--out FILE]" >&2; exit 2 ;;
+        --json) json=$2; shift ;;
+        *) echo "usage: $0 --bosun BIN --layout DIR [--quick] [--out FILE] [--json FILE]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -160,4 +161,4 @@ log "node $NODE Ready"
 
 python3 "$here/cluster.py" --kubectl "$KUBECTL" --kubeconfig "$D/admin.kubeconfig" --node "$NODE" \
     --bosun-pid "$bosun_pid" --run-dir "$W/run" --image "$IMAGE" --replicas "$replicas" \
-    --cpu-window "$cpu_window" ${out:+--out "$out"}
+    --cpu-window "$cpu_window" --cgroup-root "$CGROOT" ${out:+--out "$out"} ${json:+--json "$json"}

@@ -7,6 +7,9 @@
 #   bench/run.sh --busy    (with the full run) notes in BENCHMARKS.md that the machine was shared
 #   bench/run.sh --no-cluster   skips the cluster part (bench/cluster.sh: control plane, bosun as a
 #                               node, a 100-replica Deployment; 3 replicas with --quick)
+#   bench/run.sh --no-peer      the cluster part without its peer (bench/peer.sh: the same on the
+#                               real kubelet + containerd, built by bench/peer-build.sh; a full run
+#                               builds them if missing, --quick runs the peer only if already built)
 #
 # Needs root, python3, podman, runc, skopeo, umoci, docker-registry (hack/setup.sh). Everything runs in private folders
 # and a private cgroup root; everything is removed at the end, and the run fails if anything leaked.
@@ -17,14 +20,16 @@ source hack/env.sh
 quick=
 busy=
 cluster=1
+peer_node=1
 peer=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=--quick ;;
         --busy) busy=--busy ;;
         --no-cluster) cluster= ;;
+        --no-peer) peer_node= ;;
         --peer-fill|--fill|--burst) peer+=("$1" "$2"); shift ;;
-        *) echo "usage: $0 [--quick] [--busy] [--no-cluster] [--peer-fill N] [--fill N] [--burst N]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--busy] [--no-cluster] [--no-peer] [--peer-fill N] [--fill N] [--burst N]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -62,34 +67,61 @@ if [[ -z $quick ]]; then
     rm -f BENCHMARKS.pull.md
 fi
 
-# Item 3: the cluster pod-startup SLI, after the standalone part (never at the same time).
+# Item 3: the cluster pod-startup SLI, after the standalone part (never at the same time); item 4:
+# the same on the peer node (kubelet + containerd), after bosun's, then both side by side.
 cluster_rc=0
+peer_note=
 if [[ -n $cluster ]]; then
-    cluster_out=()
-    [[ -n $quick ]] || cluster_out=(--out BENCHMARKS.cluster.md)
-    bash bench/cluster.sh --bosun "$bosun_bin" --layout "$work/busybox-oci" $quick "${cluster_out[@]}" ||
+    bash bench/cluster.sh --bosun "$bosun_bin" --layout "$work/busybox-oci" $quick --json "$work/bosun.json" ||
         cluster_rc=$?
+    if [[ -z $peer_node ]]; then
+        peer_note="skipped (--no-peer)."
+    elif [[ -n $quick ]] && ! bash bench/peer-build.sh --check; then
+        peer_note="not built (the quick run does not build it; bench/peer-build.sh does)."
+    elif ! bash bench/peer-build.sh >"$work/peer-build.log" 2>&1; then
+        tail -20 "$work/peer-build.log" >&2
+        peer_note="bench/peer-build.sh failed: $(tail -1 "$work/peer-build.log")"
+    else
+        peer_rc=0
+        bash bench/peer.sh --layout "$work/busybox-oci" $quick --json "$work/peer.json" || peer_rc=$?
+        if [[ $peer_rc != 0 ]]; then
+            peer_note="bench/peer.sh failed (exit $peer_rc)."
+            rm -f "$work/peer.json"
+            [[ $cluster_rc == 0 ]] && cluster_rc=$peer_rc
+        fi
+    fi
+    [[ -n $peer_note ]] && echo "run.sh: peer node (kubelet + containerd): $peer_note" >&2
+    if [[ -s $work/bosun.json ]]; then
+        cluster_out=()
+        [[ -n $quick ]] || cluster_out=(--out BENCHMARKS.cluster.md)
+        python3 bench/cluster.py compare --bosun "$work/bosun.json" --peer "$work/peer.json" \
+            --peer-note "$peer_note" "${cluster_out[@]}"
+    fi
 fi
 
 if [[ -z $quick ]]; then
     if [[ -n $cluster ]]; then
         {
             echo
-            echo "### Cluster pod start (item 3): the pod-startup SLI on the bosun node"
+            echo "### Cluster pod start (items 3 and 4): the pod-startup SLI, bosun vs kubelet + containerd"
             echo
-            echo "The test control plane (tests/cluster/up.sh, Kubernetes $(. tests/cluster/env.sh; echo "$K8S_VERSION"), no kube-proxy) on this"
-            echo "machine, bosun (the same release build) joined as its only node with a CNI bridge; one"
-            echo "Deployment of 100 replicas of the same busybox \`sleep\` (\`imagePullPolicy: Never\`, image imported"
-            echo "with \`bosun image import\`; requests 10m/16Mi, limits 100m/32Mi; the default service account"
-            echo "token volume mounted). Times are taken by the observer (\`bench/cluster.py\`, a watch through"
-            echo "\`kubectl proxy\`), never from status fields bosun writes. \`creationTimestamp\` has whole seconds,"
-            echo "so the SLI rows overstate by 0-1 s; the rows from the pod's first watch event do not. No peer in"
-            echo "this part: item 4 (kubelet + containerd) is not measured, see above."
+            k8s=$(. tests/cluster/env.sh; echo "$K8S_VERSION")
+            echo "The test control plane (tests/cluster/up.sh, Kubernetes $k8s, no kube-proxy) on this"
+            echo "machine, one node joined through a bootstrap token with a CNI bridge: first bosun (the same"
+            echo "release build), then, on a fresh control plane, the peer: the kubelet $k8s with containerd"
+            echo "${CONTAINERD_VERSION:-v2.4.2} and runc $(runc --version | awk 'NR==1{print $3}') (bench/peer.sh: cgroupfs, a locally built pause image). One"
+            echo "Deployment of 100 replicas of the same busybox \`sleep\` (\`imagePullPolicy: Never\`, the image imported"
+            echo "beforehand; requests 10m/16Mi, limits 100m/32Mi; the default service account token volume"
+            echo "mounted). Times are taken by the observer (\`bench/cluster.py\`, a watch through"
+            echo "\`kubectl proxy\`), never from status fields the node writes. \`creationTimestamp\` has whole seconds,"
+            echo "so the SLI rows overstate by 0-1 s; the rows from the pod's first watch event do not. \"Node"
+            echo "agent\" is bosun, or the kubelet + containerd; helpers are bosun's keepers, or the"
+            echo "containerd-shim-runc-v2 processes."
             echo
             if [[ $cluster_rc == 0 && -s BENCHMARKS.cluster.md ]]; then
                 cat BENCHMARKS.cluster.md
             else
-                echo "**The cluster part failed in this run (bench/cluster.sh exit $cluster_rc).**"
+                echo "**The cluster part failed in this run (exit $cluster_rc).${peer_note:+ Peer: $peer_note}**"
                 if [[ -s BENCHMARKS.cluster.md ]]; then echo; cat BENCHMARKS.cluster.md; fi
             fi
         } >>BENCHMARKS.table.md

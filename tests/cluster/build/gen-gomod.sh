@@ -17,7 +17,7 @@ gomod=$(cd "$tmp" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$
   echo
   echo "require k8s.io/kubernetes $ver"
   echo
-  for t in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do
+  for t in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet; do
     echo "tool k8s.io/kubernetes/cmd/$t"
   done
   echo "tool go.etcd.io/etcd/server/v3"
