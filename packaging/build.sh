@@ -4,6 +4,8 @@
 #
 #   packaging/build.sh            # build (installs the two cargo tools into ~/.cargo/bin if missing)
 #   NO_BUILD=1 packaging/build.sh # package the release binary already built
+#   PROFILE=debug packaging/build.sh   # only a .deb, of the debug binary the test command built
+#                                      (stripped): the VM tier's CI subset, without a release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/env.sh
@@ -21,6 +23,22 @@ have_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION" ||
 
 out="$CARGO_TARGET_DIR/packages"
 mkdir -p "$out"
+
+# Reproducible timestamps inside both packages: the last commit's time.
+SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
+
+if [[ ${PROFILE:-release} == debug ]]; then
+    # cargo-deb takes the binary from <target dir>/release/: give it a target dir of its own
+    # holding the stripped debug binary there.
+    dbg="$out/debug-profile"
+    rm -rf "$dbg"; mkdir -p "$dbg/target/release"
+    cargo build --locked -p bosun >&2
+    strip --strip-all -o "$dbg/target/release/bosun" "$CARGO_TARGET_DIR/debug/bosun"
+    CARGO_TARGET_DIR="$dbg/target" cargo deb -p bosun --no-build --no-strip --output "$dbg" >&2
+    ls -t "$dbg"/bosun_*.deb | head -1
+    exit 0
+fi
 rm -f "$out"/bosun_*.deb "$out"/bosun-*.rpm
 
 if [[ -z ${NO_BUILD:-} ]]; then
@@ -29,10 +47,6 @@ if [[ -z ${NO_BUILD:-} ]]; then
 fi
 bin="$CARGO_TARGET_DIR/release/bosun"
 [[ -x $bin ]] || { echo "build.sh: $bin missing (run without NO_BUILD)" >&2; exit 1; }
-
-# Reproducible timestamps inside both packages: the last commit's time.
-SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
-export SOURCE_DATE_EPOCH
 
 # Strip the symbols once so that both packages ship the very same binary (cargo-deb would strip
 # its copy only, cargo-generate-rpm none).

@@ -12,6 +12,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/vm"
 cd "$root"
 source hack/env.sh
+source tests/cluster/env.sh
 start=$(date +%s)
 log() { echo "vm: $*" >&2; }
 secs() { echo "$(($(date +%s) - start))s"; }
