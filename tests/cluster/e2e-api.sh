@@ -480,6 +480,7 @@ spec:
         imagePullPolicy: Never
         command: [sh, -c, 'trap "exit 0" TERM; while :; do :; done']
         resources: {requests: {cpu: 100m}, limits: {cpu: 200m}}
+        readinessProbe: {exec: {command: ["true"]}, periodSeconds: 2}
 ---
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -495,6 +496,16 @@ YAML
     scaled() { [ "$("$KUBECTL" get deploy burn -o jsonpath='{.spec.replicas}')" = 2 ]; }
     check "HPA scales Deployment burn from 1 to 2 replicas on CPU ($(wait_for 180 scaled;
         "$KUBECTL" get hpa burn --no-headers 2>&1 | tr -s ' '))" scaled
+    # bosun's own figures on /metrics, named as the kubelet's.
+    admin_get /metrics >"$W/metrics-agent.txt"
+    check "/metrics has the pod start SLI, pod worker and runtime operation histograms" bash -c "
+        grep -Eq '^kubelet_pod_start_sli_duration_seconds_count [1-9]' '$W/metrics-agent.txt' &&
+        grep -q '^kubelet_pod_start_sli_duration_seconds_bucket{le=\"0.5\"} ' '$W/metrics-agent.txt' &&
+        grep -Eq '^kubelet_pod_worker_duration_seconds_count\{operation_type=\"sync\"\} [1-9]' '$W/metrics-agent.txt' &&
+        grep -Eq '^kubelet_runtime_operations_duration_seconds_count\{operation_type=\"start_container\"\} [1-9]' '$W/metrics-agent.txt'"
+    check "/metrics counts burn's readiness probes (prober_probe_total)" \
+        grep -Eq '^prober_probe_total\{container="c",namespace="default",pod="burn-[^"]*",pod_uid="[^"]+",probe_type="Readiness",result="successful"\} [1-9]' \
+        "$W/metrics-agent.txt"
     "$KUBECTL" delete hpa burn >/dev/null 2>&1
     "$KUBECTL" delete deploy burn --wait=false >/dev/null 2>&1
     burn_gone() { [ -z "$("$KUBECTL" get pods -l app=burn -o name 2>/dev/null)" ]; }

@@ -11,6 +11,7 @@ pub mod csr;
 pub mod exec;
 pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod routes;
 pub mod stats;
 pub mod tls;

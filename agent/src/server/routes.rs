@@ -146,7 +146,7 @@ fn route(
         ["metrics"] => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            stats::agent_metrics(&server.ctx.runtime.list()),
+            stats::agent_metrics(&server.ctx.runtime.list()) + &super::metrics::render(),
         ),
         ["metrics", "resource"] => {
             let samples = stats::sample(&server.ctx);
