@@ -303,7 +303,17 @@ pub struct Spec {
 /// period. `on_change(result, last_message)` is called when the tracker's result changes (and
 /// again each time the failure threshold is reached while failing); return `false` from it to
 /// stop the loop.
-pub async fn run(spec: Spec, initial: bool, mut on_change: impl FnMut(bool, &str) -> bool) {
+pub async fn run(spec: Spec, initial: bool, on_change: impl FnMut(bool, &str) -> bool) {
+    run_observed(spec, initial, |_| {}, on_change).await
+}
+
+/// [`run`], with `on_result(ok)` called after every single check (probe counters).
+pub async fn run_observed(
+    spec: Spec,
+    initial: bool,
+    mut on_result: impl FnMut(bool),
+    mut on_change: impl FnMut(bool, &str) -> bool,
+) {
     tokio::time::sleep(spec.timing.initial_delay).await;
     let mut tracker = Tracker::new(spec.timing, initial);
     let mut tick = tokio::time::interval(spec.timing.period.max(Duration::from_millis(100)));
@@ -318,6 +328,7 @@ pub async fn run(spec: Spec, initial: bool, mut on_change: impl FnMut(bool, &str
         if !ok {
             tracing::debug!(check = ?spec.check, "probe failed: {msg}");
         }
+        on_result(ok);
         if let Some(r) = tracker.record(ok) {
             if !on_change(r, &msg) {
                 return;

@@ -3,11 +3,12 @@
 # node e2e-api (its own root/run/data folders, cgroup root, CNI bridge and pod subnet, and free
 # ports for its API, so e2e-node.sh can run beside it), then: plain healthz; `kubectl logs`
 # (whole, --tail, --previous after a restart, -f sees a new line); `kubectl exec` (output, exit
-# code, stdin, -it); `kubectl cp` both ways; `kubectl attach` (output); `kubectl port-forward` (a file of known bytes
-# from busybox httpd, twice, and the error of a closed port); `kubectl run -i/-it --rm`,
-# `kubectl debug` with an ephemeral container (--target) and `kubectl debug node/...`
-# (debug_checks); /metrics, /metrics/resource, /stats/summary,
-# /configz; an anonymous request gets 401 and a certificate without RBAC on nodes/proxy 403;
+# code, stdin, -it); `kubectl cp` both ways; `kubectl attach` (output); `kubectl port-forward` (a
+# file of known bytes from busybox httpd, twice, and the error of a closed port); `kubectl run
+# -i/-it --rm`, `kubectl debug` with an ephemeral container (--target) and `kubectl debug node/...`
+# (debug_checks); /metrics, /metrics/resource, /stats/summary, /configz; logs of an ended pod,
+# healthz checks, metrics-server with `kubectl top` and an HPA (top_checks); an anonymous request
+# gets 401 and a certificate without RBAC on nodes/proxy 403;
 # after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root. BOSUN_CP_APISERVER_FLAGS=--feature-gates=ExtendWebSocketsToKubelet=false makes the
@@ -38,6 +39,7 @@ wait_for() { # seconds, command...
 }
 cleanup() {
     [ -n "${follow_pid:-}" ] && kill "$follow_pid" 2>/dev/null
+    [ -n "${ms_pid:-}" ] && kill "$ms_pid" 2>/dev/null
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
     # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
     pkill -KILL -f "$W/run/containers" 2>/dev/null
@@ -371,6 +373,194 @@ YAML
     check "debug pods deleted" wait_for 60 dbg_gone
 }
 debug_checks
+# --- top_checks: logs of an ended pod, the kubelet's healthz checks, metrics-server (built from
+# its Go module, run as a host process behind the aggregation layer) with `kubectl top` and a
+# HorizontalPodAutoscaler scaling on CPU. Self-contained: creates and deletes its own objects.
+top_checks() {
+    local out code ms_bin ms_port ms_token apiserver
+    # A pod that ended: bosun releases its containers, its log files stay.
+    cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: api-done}
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo done-1; echo done-line-$$']
+YAML
+    succeeded() { [ "$("$KUBECTL" get pod api-done -o jsonpath='{.status.phase}')" = Succeeded ]; }
+    check "pod api-done (restartPolicy Never) succeeds" wait_for 60 succeeded
+    sleep 3
+    out=$("$KUBECTL" logs api-done 2>&1)
+    check "kubectl logs of a Succeeded pod ($(tr '\n' ' ' <<<"$out"))" \
+        bash -c "[ \"\$(printf 'done-1\ndone-line-$$')\" = '$out' ]"
+    out=$(timeout 20 "$KUBECTL" logs -f --tail=1 api-done 2>&1)
+    check "kubectl logs -f --tail=1 of a Succeeded pod ends at once ($out)" [ "$out" = "done-line-$$" ]
+    "$KUBECTL" delete pod api-done --wait=false >/dev/null 2>&1
+
+    # healthz as the kubelet serves it.
+    out=$(curl -s "http://127.0.0.1:$HPORT/healthz?verbose")
+    check "healthz?verbose lists ping, log and syncloop ($(tr '\n' ' ' <<<"$out"))" \
+        [ "$out" = "$(printf '[+]ping ok\n[+]log ok\n[+]syncloop ok\nhealthz check passed')" ]
+    out=$(curl -s "http://127.0.0.1:$HPORT/healthz/syncloop")/$(curl -s "http://127.0.0.1:$HPORT/healthz/log")/$(curl -s "http://127.0.0.1:$HPORT/healthz/ping")
+    check "healthz/syncloop, /log and /ping ($out)" [ "$out" = ok/ok/ok ]
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HPORT/healthz/nope")
+    check "healthz/nope is 404 ($code)" [ "$code" = 404 ]
+
+    # metrics-server: built once per version, serving on the advertise address; the apiserver
+    # reaches it through an APIService, a Service without selector and its endpoints.
+    ms_bin=$(bash "$here/metrics-server/build.sh" 2>"$W/ms-build.log" | tail -1)
+    check "metrics-server built ($ms_bin)" test -x "$ms_bin"
+    used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
+    ms_port=$(free_port 20443)
+    cat <<YAML | "$KUBECTL" apply -f - >"$W/ms-apply.log" 2>&1
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: metrics-server, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:metrics-server"}
+rules:
+- apiGroups: [""]
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:metrics-server"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:metrics-server"}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "metrics-server:system:auth-delegator"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: metrics-server-auth-reader, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec:
+  ports: [{name: https, port: 443, targetPort: $ms_port, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: metrics-server, namespace: kube-system}
+subsets: [{addresses: [{ip: $NODE_IP}], ports: [{name: https, port: $ms_port, protocol: TCP}]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: metrics-server-host
+  namespace: kube-system
+  labels: {kubernetes.io/service-name: metrics-server}
+addressType: IPv4
+ports: [{name: https, port: $ms_port, protocol: TCP}]
+endpoints: [{addresses: [$NODE_IP], conditions: {ready: true}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+YAML
+    ms_token=$("$KUBECTL" -n kube-system create token metrics-server --duration=1h 2>/dev/null)
+    apiserver=$("$KUBECTL" config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+    KUBECONFIG="$W/ms.kubeconfig" "$KUBECTL" config set-cluster c --server="$apiserver" \
+        --certificate-authority="$D/pki/ca.crt" --embed-certs=true >/dev/null
+    KUBECONFIG="$W/ms.kubeconfig" "$KUBECTL" config set-credentials ms --token="$ms_token" >/dev/null
+    KUBECONFIG="$W/ms.kubeconfig" "$KUBECTL" config set-context c --cluster=c --user=ms >/dev/null
+    KUBECONFIG="$W/ms.kubeconfig" "$KUBECTL" config use-context c >/dev/null
+    if [ -x "$ms_bin" ]; then
+        "$ms_bin" --secure-port="$ms_port" --bind-address="$NODE_IP" --cert-dir="$W/ms-certs" \
+            --kubeconfig="$W/ms.kubeconfig" --authentication-kubeconfig="$W/ms.kubeconfig" \
+            --authorization-kubeconfig="$W/ms.kubeconfig" --kubelet-insecure-tls \
+            --kubelet-preferred-address-types=InternalIP --kubelet-use-node-status-port \
+            --metric-resolution=15s >"$W/metrics-server.log" 2>&1 &
+        ms_pid=$!
+    fi
+    ms_available() { [ "$("$KUBECTL" get apiservice v1beta1.metrics.k8s.io -o jsonpath='{.status.conditions[?(@.type=="Available")].status}')" = True ]; }
+    check "APIService v1beta1.metrics.k8s.io Available" wait_for 90 ms_available
+    top_node() { "$KUBECTL" top node "$NODE" --no-headers >"$W/top-node.out" 2>&1 &&
+        grep -Eq "^$NODE +[0-9]+m +[0-9]+% +[0-9]+Mi +[0-9]+%" "$W/top-node.out"; }
+    check "kubectl top node ($(wait_for 90 top_node; cat "$W/top-node.out"))" top_node
+    top_pod() { "$KUBECTL" top pod api-a --no-headers >"$W/top-pod.out" 2>&1 &&
+        grep -Eq '^api-a +[0-9]+m +[0-9]+Mi' "$W/top-pod.out"; }
+    check "kubectl top pod ($(wait_for 60 top_pod; cat "$W/top-pod.out"))" top_pod
+
+    # A HorizontalPodAutoscaler (CPU 50% of 100m) on a Deployment whose pod burns its 200m limit.
+    cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: burn}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: burn}}
+  template:
+    metadata: {labels: {app: burn}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        imagePullPolicy: Never
+        command: [sh, -c, 'trap "exit 0" TERM; while :; do :; done']
+        resources: {requests: {cpu: 100m}, limits: {cpu: 200m}}
+        readinessProbe: {exec: {command: ["true"]}, periodSeconds: 2}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: burn}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: burn}
+  minReplicas: 1
+  maxReplicas: 2
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+YAML
+    scaled() { [ "$("$KUBECTL" get deploy burn -o jsonpath='{.spec.replicas}')" = 2 ]; }
+    check "HPA scales Deployment burn from 1 to 2 replicas on CPU ($(wait_for 180 scaled;
+        "$KUBECTL" get hpa burn --no-headers 2>&1 | tr -s ' '))" scaled
+    # bosun's own figures on /metrics, named as the kubelet's.
+    admin_get /metrics >"$W/metrics-agent.txt"
+    check "/metrics has the pod start SLI, pod worker and runtime operation histograms" bash -c "
+        grep -Eq '^kubelet_pod_start_sli_duration_seconds_count [1-9]' '$W/metrics-agent.txt' &&
+        grep -q '^kubelet_pod_start_sli_duration_seconds_bucket{le=\"0.5\"} ' '$W/metrics-agent.txt' &&
+        grep -Eq '^kubelet_pod_worker_duration_seconds_count\{operation_type=\"sync\"\} [1-9]' '$W/metrics-agent.txt' &&
+        grep -Eq '^kubelet_runtime_operations_duration_seconds_count\{operation_type=\"start_container\"\} [1-9]' '$W/metrics-agent.txt'"
+    check "/metrics counts burn's readiness probes (prober_probe_total)" \
+        grep -Eq '^prober_probe_total\{container="c",namespace="default",pod="burn-[^"]*",pod_uid="[^"]+",probe_type="Readiness",result="successful"\} [1-9]' \
+        "$W/metrics-agent.txt"
+    "$KUBECTL" delete hpa burn >/dev/null 2>&1
+    "$KUBECTL" delete deploy burn --wait=false >/dev/null 2>&1
+    burn_gone() { [ -z "$("$KUBECTL" get pods -l app=burn -o name 2>/dev/null)" ]; }
+    check "Deployment burn's pods deleted" wait_for 60 burn_gone
+    [ -n "${ms_pid:-}" ] && kill "$ms_pid" 2>/dev/null && wait "$ms_pid" 2>/dev/null
+    ms_pid=
+    "$KUBECTL" delete apiservice v1beta1.metrics.k8s.io >/dev/null 2>&1
+}
+top_checks
 
 # serverTLSBootstrap: bosun restarted (pods are adopted) asks for a serving certificate.
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=

@@ -242,6 +242,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User \
   --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
   --proxy-client-key-file="$PKI/front-proxy-client.key" \
+  --enable-aggregator-routing=true \
   --profiling=false ${APISERVER_FLAGS[@]+"${APISERVER_FLAGS[@]}"}
 wait_for "kube-apiserver /readyz" "$TIMEOUT" bash -c "kill -0 $(cat "$PIDS/kube-apiserver.pid") && \
   [ \"\$($K get --raw /readyz 2>/dev/null)\" = ok ]"

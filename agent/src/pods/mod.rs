@@ -281,6 +281,7 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     }
     let mut terminated: HashSet<String> = HashSet::new();
     loop {
+        crate::server::health::sync_loop_tick();
         reconcile(&ctx, &mut workers, &mut terminated, &current);
         tokio::select! {
             r = desired.changed() => {

@@ -233,6 +233,25 @@ async fn probe_container(
             wake.notify_one();
         }
     };
+    // prober_probe_total of /metrics.
+    let meta = &t.pod.metadata;
+    let (pod_name, pod_ns, pod_uid) = (
+        meta.name.clone().unwrap_or_default(),
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.uid.clone().unwrap_or_default(),
+    );
+    let count = |kind: &'static str| {
+        let (container, pod, ns, uid) = (
+            c.name.clone(),
+            pod_name.clone(),
+            pod_ns.clone(),
+            pod_uid.clone(),
+        );
+        move |ok: bool| {
+            let result = if ok { "successful" } else { "failed" };
+            crate::server::metrics::count_probe(kind, result, &container, &pod, &ns, &uid);
+        }
+    };
     let translate = |p: &Probe, kind: &str| match spec(p, &c, &t.pod_ip, exec.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -243,7 +262,7 @@ async fn probe_container(
     if let Some(p) = &c.startup_probe {
         if let Some(s) = translate(p, "Startup") {
             let mut failed = None;
-            bosun_probes::run(s, false, |ok, msg| {
+            bosun_probes::run_observed(s, false, count("Startup"), |ok, msg| {
                 if !ok {
                     failed = Some(msg.to_string());
                 }
@@ -264,7 +283,7 @@ async fn probe_container(
         if let Some(p) = &c.liveness_probe {
             if let Some(s) = translate(p, "Liveness") {
                 let mut failed = None;
-                bosun_probes::run(s, true, |ok, msg| {
+                bosun_probes::run_observed(s, true, count("Liveness"), |ok, msg| {
                     if !ok {
                         failed = Some(msg.to_string());
                         return false;
@@ -281,7 +300,7 @@ async fn probe_container(
     let readiness = async {
         if let Some(p) = &c.readiness_probe {
             if let Some(s) = translate(p, "Readiness") {
-                bosun_probes::run(s, false, |ok, msg| {
+                bosun_probes::run_observed(s, false, count("Readiness"), |ok, msg| {
                     if !ok {
                         super::emit(
                             &ctx,

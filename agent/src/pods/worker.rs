@@ -139,12 +139,16 @@ impl Worker {
                 self.start_time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
             }
         }
+        // kubelet_pod_worker_duration_seconds: the first sync creates, a new spec updates.
+        let mut operation = "create";
         loop {
             let desired = self.rx.borrow_and_update().clone();
             match desired {
                 Desired::Run(pod) => {
                     self.pod = *pod;
+                    let t0 = std::time::Instant::now();
                     self.sync().await;
+                    crate::server::metrics::observe_pod_worker(operation, t0.elapsed());
                 }
                 Desired::Terminate { pod, grace } => {
                     self.pod = *pod;
@@ -159,12 +163,14 @@ impl Worker {
                 .and_then(|t| t.duration_since(SystemTime::now()).ok())
                 .map(|d| d.min(resync))
                 .unwrap_or(resync);
+            operation = "sync";
             tokio::select! {
                 r = self.rx.changed() => {
                     if r.is_err() {
                         // The manager is gone (agent shutting down): leave pods running.
                         return;
                     }
+                    operation = "update";
                 }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -672,6 +678,25 @@ impl Worker {
             }
         }
         records = self.records();
+        let all_running = !spec.containers.is_empty()
+            && spec.containers.iter().all(|c| {
+                matches!(
+                    records
+                        .get(&c.name)
+                        .and_then(|v| v.last())
+                        .map(|(r, _)| &r.state),
+                    Some(ContainerState::Running { .. })
+                )
+            });
+        if all_running {
+            let created = self
+                .pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| SystemTime::from(t.0));
+            crate::server::metrics::pod_running(&self.uid, created);
+        }
         self.gc(&records).await;
         self.sync_probes(&records);
         self.write_status(true, init_done, init_failed);
@@ -801,6 +826,13 @@ impl Worker {
             .await
         {
             Ok(i) => {
+                if pulls {
+                    crate::server::metrics::pod_image_pulled(&self.uid, pull_start.elapsed());
+                    crate::server::metrics::observe_runtime_operation(
+                        "pull_image",
+                        pull_start.elapsed(),
+                    );
+                }
                 let msg = if pulls {
                     format!(
                         "Successfully pulled image {image_ref:?} in {:.3}s",
@@ -881,13 +913,16 @@ impl Worker {
             "Created",
             &format!("Created container: {}", c.name),
         );
-        match self
+        let t0 = std::time::Instant::now();
+        let started = self
             .ctx
             .runtime
             .start_container(&sandbox, &spec, &image.layers)
-            .await
-        {
+            .await;
+        crate::server::metrics::observe_runtime_operation("start_container", t0.elapsed());
+        match started {
             Ok(_) => {
+                crate::server::metrics::pod_container_started(&self.uid);
                 self.cevent(
                     &c.name,
                     "Normal",
@@ -1291,6 +1326,7 @@ impl Worker {
     }
 
     async fn cleanup(&mut self) {
+        crate::server::metrics::forget_pod(&self.uid);
         self.release().await;
         let ns = self
             .pod
@@ -1385,7 +1421,10 @@ async fn kill_container(
     // The kubelet gives at least 2 s after a preStop hook that used the whole grace period.
     let grace = remaining(2);
     tracing::info!(container = %st.id, signal, grace_s = grace.as_secs_f32(), "stopping container");
-    if let Err(e) = ctx.runtime.stop_container(&st.id, signal, grace).await {
+    let t0 = std::time::Instant::now();
+    let stopped = ctx.runtime.stop_container(&st.id, signal, grace).await;
+    crate::server::metrics::observe_runtime_operation("stop_container", t0.elapsed());
+    if let Err(e) = stopped {
         tracing::warn!(container = %st.id, error = %e, "cannot stop container");
     }
 }

@@ -2,6 +2,8 @@
 //! it, with `follow`, `tailLines`, `sinceSeconds`/`sinceTime`, `timestamps`, `limitBytes` and
 //! `previous`. A follow reads the open file to its end, notices a rotation (the path names
 //! another inode) and goes on with the new file, and ends when the container no longer runs.
+//! Containers the runtime has released (an ended pod's) are read from the pod's log folder
+//! (`<podLogsDir>/<ns>_<pod>_<uid>/<container>/<attempt>.log`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -203,7 +205,9 @@ pub fn attempts(ctx: &Ctx, ns: &str, pod: &str, container: &str) -> Vec<Containe
     v
 }
 
-/// Where the log of the asked-for attempt is, and that attempt's container id.
+/// Where the log of the asked-for attempt is, and that attempt's container id (empty when the
+/// runtime no longer has the container: its log is read from the pod's log folder, and a follow
+/// ends at once).
 pub fn find_log(
     ctx: &Ctx,
     ns: &str,
@@ -217,8 +221,21 @@ pub fn find_log(
     } else {
         all.last()
     };
-    match pick {
-        Some(c) => Ok((c.log_path.clone(), c.id.clone())),
+    if let Some(c) = pick {
+        return Ok((c.log_path.clone(), c.id.clone()));
+    }
+    // Released containers (an ended pod's, or an attempt the runtime forgot) keep their files.
+    let uid = crate::pods::status::read_all(&ctx.cfg.run_dir)
+        .into_iter()
+        .find(|p| {
+            p.metadata.name.as_deref() == Some(pod)
+                && p.metadata.namespace.as_deref().unwrap_or("default") == ns
+        })
+        .and_then(|p| p.metadata.uid);
+    let from_folder = pod_log_dir(&ctx.cfg.pod_logs_dir, ns, pod, uid.as_deref())
+        .and_then(|dir| attempt_log(&dir.join(container), previous));
+    match from_folder {
+        Some(path) => Ok((path, String::new())),
         None if previous => Err(format!(
             "previous terminated container \"{container}\" in pod \"{pod}\" not found"
         )),
@@ -226,6 +243,56 @@ pub fn find_log(
             "container \"{container}\" in pod \"{pod}\" is not available"
         )),
     }
+}
+
+/// The log folder of pod `ns/pod` under `root` (`<ns>_<pod>_<uid>`): `uid`'s when given and
+/// present, else the most recently changed one of that name.
+pub fn pod_log_dir(root: &Path, ns: &str, pod: &str, uid: Option<&str>) -> Option<PathBuf> {
+    if let Some(uid) = uid {
+        let d = root.join(format!("{ns}_{pod}_{uid}"));
+        if d.is_dir() {
+            return Some(d);
+        }
+    }
+    let prefix = format!("{ns}_{pod}_");
+    std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                // A uid has no `_`: `ns_pod_x_uid` is another pod's folder.
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('_'))
+        })
+        .filter_map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+            Some((modified, e.path()))
+        })
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// `<n>.log` in a container's log folder: the highest `n` (the current attempt), or with
+/// `previous` the one before it.
+pub fn attempt_log(dir: &Path, previous: bool) -> Option<PathBuf> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    numbers.sort_unstable();
+    let n = if previous {
+        numbers.iter().rev().nth(1)
+    } else {
+        numbers.last()
+    }?;
+    Some(dir.join(format!("{n}.log")))
 }
 
 /// An open log file being read to its end.
@@ -342,10 +409,11 @@ pub async fn stream(
         ..o.clone()
     };
     loop {
-        let running = matches!(
-            ctx.runtime.status(&id).map(|s| s.state),
-            Some(ContainerState::Running { .. }) | Some(ContainerState::Created)
-        );
+        let running = !id.is_empty()
+            && matches!(
+                ctx.runtime.status(&id).map(|s| s.state),
+                Some(ContainerState::Running { .. }) | Some(ContainerState::Created)
+            );
         waiting.extend(tail.read());
         let (done, rest) = split_complete(std::mem::take(&mut waiting));
         waiting = rest;
@@ -555,6 +623,40 @@ mod tests {
         std::fs::write(&p, "2024-01-01T00:00:06Z stdout F f\n").expect("w");
         let msgs: Vec<Vec<u8>> = t.read().into_iter().map(|l| l.msg).collect();
         assert_eq!(msgs, vec![b"d".to_vec(), b"e".to_vec(), b"f".to_vec()]);
+    }
+
+    #[test]
+    fn ended_pod_logs_from_the_folder() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let old = root.path().join("ns_job-x_uid1");
+        let new = root.path().join("ns_job-x_uid2");
+        let other = root.path().join("ns_job-x_y_uid3");
+        for (d, n) in [(&old, 0), (&new, 0), (&new, 1), (&new, 10), (&other, 5)] {
+            std::fs::create_dir_all(d.join("c")).expect("mkdir");
+            std::fs::write(d.join(format!("c/{n}.log")), "").expect("w");
+        }
+        std::fs::write(new.join("c/1.log.20240101-000000.000000000"), "").expect("w");
+        // The asked-for uid wins; without it (or when absent) the newest folder of that pod.
+        assert_eq!(
+            pod_log_dir(root.path(), "ns", "job-x", Some("uid1")),
+            Some(old.clone())
+        );
+        let t = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::open(&new)
+            .and_then(|f| f.set_modified(t))
+            .expect("touch");
+        assert_eq!(
+            pod_log_dir(root.path(), "ns", "job-x", Some("gone")),
+            Some(new.clone())
+        );
+        assert_eq!(pod_log_dir(root.path(), "ns", "job", None), None);
+        assert_eq!(
+            attempt_log(&new.join("c"), false),
+            Some(new.join("c/10.log"))
+        );
+        assert_eq!(attempt_log(&new.join("c"), true), Some(new.join("c/1.log")));
+        assert_eq!(attempt_log(&old.join("c"), true), None);
+        assert_eq!(attempt_log(&old.join("missing"), false), None);
     }
 
     #[test]

@@ -11,7 +11,9 @@
 pub mod auth;
 pub mod csr;
 pub mod exec;
+pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod portforward;
 pub mod routes;
 pub mod spdy;
@@ -88,7 +90,7 @@ pub async fn start(
                 source,
             })?;
         tracing::info!(addr = %haddr, "healthz listening");
-        tokio::spawn(serve_healthz(hl));
+        tokio::spawn(serve_healthz(hl, ctx.cfg.sync_frequency));
     }
     let (cert, key) = if cfg.server_tls_bootstrap && cfg.tls_cert_file.is_none() {
         let f = csr::serving_file(&client, &node_name, &addresses, &ctx.cfg.cert_dir).await?;
@@ -170,16 +172,22 @@ async fn serve_https(
     }
 }
 
-async fn serve_healthz(listener: TcpListener) {
+async fn serve_healthz(listener: TcpListener, sync_frequency: Duration) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         tokio::spawn(async move {
-            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                Ok::<_, Infallible>(routes::healthz(req.uri().path()))
-            });
+            let svc = service_fn(
+                move |req: hyper::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, Infallible>(routes::healthz(
+                        req.uri().path(),
+                        req.uri().query(),
+                        sync_frequency,
+                    ))
+                },
+            );
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), svc)
                 .await;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bosun_runtime::ContainerState;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::ObjectMeta;
 
 use super::auth::{self, Authn, User};
-use super::{exec, logs, stats, ws, Body, Server};
+use super::{exec, health, logs, stats, ws, Body, Server};
 use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -45,12 +45,16 @@ fn json(value: &impl serde::Serialize) -> Response<Body> {
     }
 }
 
-/// `/healthz` (and `/healthz/ping`, `/healthz/log`, `/healthz/syncloop`) on the plain port.
-pub fn healthz(path: &str) -> Response<Body> {
-    if path == "/healthz" || path.starts_with("/healthz/") {
-        text(StatusCode::OK, "ok")
-    } else {
-        text(StatusCode::NOT_FOUND, "404 page not found")
+/// `/healthz` (and `/healthz/ping`, `/healthz/log`, `/healthz/syncloop`), also on the plain port.
+pub fn healthz(path: &str, query: Option<&str>, sync_frequency: Duration) -> Response<Body> {
+    let pairs = logs::query_pairs(query);
+    match health::answer(path, &pairs, sync_frequency) {
+        Some(a) => full(
+            StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "text/plain; charset=utf-8",
+            a.body,
+        ),
+        None => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
 
@@ -131,7 +135,7 @@ fn route(
 ) -> Response<Body> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["healthz", ..] => healthz(path),
+        ["healthz", ..] => healthz(path, req.uri().query(), server.ctx.cfg.sync_frequency),
         ["pods"] | ["pods", ""] => json(&pod_list(&server)),
         ["runningpods"] | ["runningpods", ""] => json(&running_pods(&server)),
         ["containerLogs", ns, pod, container] => container_logs(&server, &req, ns, pod, container),
@@ -142,7 +146,7 @@ fn route(
         ["metrics"] => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            stats::agent_metrics(&server.ctx.runtime.list()),
+            stats::agent_metrics(&server.ctx.runtime.list()) + &super::metrics::render(),
         ),
         ["metrics", "resource"] => {
             let samples = stats::sample(&server.ctx);
@@ -425,8 +429,9 @@ mod tests {
 
     #[test]
     fn healthz_paths() {
-        assert_eq!(healthz("/healthz").status(), StatusCode::OK);
-        assert_eq!(healthz("/healthz/ping").status(), StatusCode::OK);
-        assert_eq!(healthz("/other").status(), StatusCode::NOT_FOUND);
+        let f = Duration::from_secs(60);
+        assert_eq!(healthz("/healthz", None, f).status(), StatusCode::OK);
+        assert_eq!(healthz("/healthz/ping", None, f).status(), StatusCode::OK);
+        assert_eq!(healthz("/other", None, f).status(), StatusCode::NOT_FOUND);
     }
 }
