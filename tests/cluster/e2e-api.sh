@@ -8,7 +8,8 @@
 # -i/-it --rm`, `kubectl debug` with an ephemeral container (--target) and `kubectl debug node/...`
 # (debug_checks); /metrics, /metrics/resource, /stats/summary, /configz; logs of an ended pod,
 # healthz checks, metrics-server with `kubectl top` and an HPA (top_checks); an anonymous request
-# gets 401 and a certificate without RBAC on nodes/proxy 403;
+# gets 401 and a certificate without RBAC on nodes/proxy 403; exec, logs and port-forward again
+# with the apiserver restarted with ExtendWebSocketsToKubelet off (SPDY/3.1 to bosun, spdy_checks);
 # after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root. BOSUN_CP_APISERVER_FLAGS=--feature-gates=ExtendWebSocketsToKubelet=false makes the
@@ -561,6 +562,51 @@ YAML
     "$KUBECTL" delete apiservice v1beta1.metrics.k8s.io >/dev/null 2>&1
 }
 top_checks
+
+# The SPDY path (for control planes that do not send WebSockets to nodes): the same apiserver
+# restarted with ExtendWebSocketsToKubelet off translates kubectl's WebSockets into SPDY/3.1
+# toward bosun. exec (output, exit code, stdin, -it), logs, attach and port-forward again.
+spdy_checks() {
+    local cmdf=$D/state/cmd.kube-apiserver out code
+    cp "$cmdf" "$W/cmd.kube-apiserver.orig"
+    printf ' %q' --feature-gates=ExtendWebSocketsToKubelet=false >>"$cmdf"
+    bash "$here/component.sh" "$D" stop kube-apiserver >/dev/null 2>&1
+    bash "$here/component.sh" "$D" start kube-apiserver >/dev/null 2>&1
+    check "apiserver back with the WebSocket gate off" wait_for 90 "$KUBECTL" get --raw /readyz
+    local before
+    before=$(grep -c 'over SPDY/3.1' "$W/bosun.log")
+    out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
+    check "SPDY: kubectl exec ($out)" [ "$out" = api-a ]
+    "$KUBECTL" exec api-a -- sh -c 'exit 5' >/dev/null 2>&1
+    code=$?
+    check "SPDY: kubectl exec exit code ($code)" [ "$code" = 5 ]
+    out=$(echo via-spdy | "$KUBECTL" exec -i api-a -- cat 2>&1)
+    check "SPDY: kubectl exec -i with stdin ($out)" [ "$out" = via-spdy ]
+    out=$(script -qec "$KUBECTL exec -it api-a -- sh -c '[ -t 0 ] && echo is-a-tty'" /dev/null </dev/null 2>&1 | tr -d '\r\0')
+    check "SPDY: kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx is-a-tty <<<'$out'"
+    check "SPDY: bosun served those over SPDY/3.1" [ "$(grep -c 'over SPDY/3.1' "$W/bosun.log")" -ge $((before + 4)) ]
+    out=$("$KUBECTL" logs api-a --tail=1 2>&1)
+    check "SPDY gate off: kubectl logs ($out)" [ -n "$out" ]
+    local lport
+    lport=$(free_port 21280)
+    "$KUBECTL" port-forward pod/api-d "$lport:8080" >"$W/pf3.out" 2>&1 &
+    follow_pid=$!
+    wait_for 20 grep -q "Forwarding from 127.0.0.1:$lport" "$W/pf3.out"
+    local want
+    want=$(seq 1 30000 | sha256sum | cut -d' ' -f1)
+    spdy_fetched() { [ "$(curl -s --max-time 10 "http://127.0.0.1:$lport/f" | sha256sum | cut -d' ' -f1)" = "$want" ]; }
+    check "SPDY: kubectl port-forward fetches the file intact" spdy_fetched
+    check "SPDY: port-forward arrived as plain SPDY" grep -q 'port-forward.*Spdy' "$W/bosun.log"
+    kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
+    cp "$W/cmd.kube-apiserver.orig" "$cmdf"
+    bash "$here/component.sh" "$D" stop kube-apiserver >/dev/null 2>&1
+    bash "$here/component.sh" "$D" start kube-apiserver >/dev/null 2>&1
+    check "apiserver back with its usual flags" wait_for 90 "$KUBECTL" get --raw /readyz
+}
+case "${BOSUN_CP_APISERVER_FLAGS:-}" in
+    *ExtendWebSocketsToKubelet=false*) ;;   # the whole run is already the SPDY path
+    *) spdy_checks ;;
+esac
 
 # serverTLSBootstrap: bosun restarted (pods are adopted) asks for a serving certificate.
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=

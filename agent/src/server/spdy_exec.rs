@@ -286,6 +286,7 @@ pub fn endpoint(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let ctx = server.ctx.clone();
+    tracing::info!(container = %target.id, attach, "exec/attach over SPDY/3.1");
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(up) => serve(ctx, spdy_conn::raw_io(up), target.id, ereq, kind).await,
