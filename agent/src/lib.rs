@@ -14,4 +14,5 @@ pub mod network;
 pub mod pods;
 pub mod projection;
 pub mod server;
+pub mod tls_roots;
 pub mod translate;

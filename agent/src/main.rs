@@ -254,6 +254,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Still single-threaded: may set SSL_CERT_FILE (see the module).
+    bosun::tls_roots::ensure();
     let result = match cli.command {
         None => {
             let n = cli.node;

@@ -207,8 +207,14 @@ impl Node {
 
     /// Runs a bosun subcommand with this node's folders.
     pub fn bosun(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.bosun_env(args, &[])
+    }
+
+    /// [`Node::bosun`] with extra environment variables.
+    pub fn bosun_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<std::process::Output> {
         let mut cmd = Command::new(bosun_bin());
         cmd.args(args).args(self.common_args());
+        cmd.envs(env.iter().copied());
         Ok(cmd.output()?)
     }
 

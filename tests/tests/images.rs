@@ -149,6 +149,26 @@ fn pull_by_tag_and_digest_and_platform_and_whiteouts() -> Result<()> {
         "pull by digest: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A node without CA certificates (no ca-certificates package, like the VM tier's guest):
+    // a plain-HTTP registry still works, and an HTTPS one fails with a clear error, never a
+    // crash (reqwest's Client::new() used to panic there).
+    let no_cas = [
+        ("SSL_CERT_FILE", "/dev/null"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let out = node.bosun_env(&["pull", &bb], &no_cas)?;
+    ensure!(
+        out.status.success(),
+        "pull without system CAs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = node.bosun_env(&["pull", "registry.invalid/x:v1"], &no_cas)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && err.contains("CA certificates"),
+        "https pull without system CAs: {:?} {err}",
+        out.status
+    );
     // The index of a wrong platform only: a clear error naming what it has.
     let out = node.bosun(&["pull", &noarch])?;
     let err = String::from_utf8_lossy(&out.stderr);

@@ -204,32 +204,68 @@ impl Puller {
         Err(last.unwrap_or_else(|| PullError::Join("no endpoint".into())))
     }
 
-    fn client(&self, ep: &Endpoint) -> Result<Client, PullError> {
-        let mut extra = Vec::new();
-        if let Some(path) = &ep.ca {
-            let data = fs::read(path).map_err(|source| PullError::Ca {
+    /// The HTTP client for one endpoint. Never panics: `oci_client::Client::new` falls back to
+    /// `reqwest::Client::new()`, which panics on a node without CA certificates (no
+    /// ca-certificates package: found by the VM tier).
+    fn client(&self, ep: &Endpoint, normalized: &str) -> Result<Client, PullError> {
+        let ca = match &ep.ca {
+            Some(path) => Some(fs::read(path).map_err(|source| PullError::Ca {
                 path: path.clone(),
                 source,
-            })?;
-            extra.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-        Ok(Client::new(ClientConfig {
+            })?),
+            None => None,
+        };
+        let pem = |data: &Vec<u8>| Certificate {
+            encoding: CertificateEncoding::Pem,
+            data: data.clone(),
+        };
+        let config = |certs_only: bool, accept_invalid: bool| ClientConfig {
             protocol: if ep.plain_http {
                 ClientProtocol::Http
             } else {
                 ClientProtocol::Https
             },
-            accept_invalid_certificates: ep.skip_verify,
-            extra_root_certificates: extra,
+            accept_invalid_certificates: ep.skip_verify || accept_invalid,
+            extra_root_certificates: if certs_only {
+                Vec::new()
+            } else {
+                ca.iter().map(pem).collect()
+            },
+            tls_certs_only: if certs_only {
+                ca.iter().map(pem).collect()
+            } else {
+                Vec::new()
+            },
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(15)),
             read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("bosun/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
-        }))
+        };
+        let system_roots = match Client::try_from(config(false, false)) {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        // The system's roots could not be loaded. A registry with a CA of its own is verified
+        // against that CA alone; a plain-HTTP registry makes no TLS connection (its blobs are
+        // still checked against their digests); anything else cannot be verified here.
+        let fallback = if ca.is_some() {
+            Client::try_from(config(true, false)).ok()
+        } else if ep.plain_http {
+            Client::try_from(config(false, true)).ok()
+        } else {
+            None
+        };
+        fallback.ok_or_else(|| PullError::Registry {
+            reference: normalized.to_string(),
+            endpoint: ep.host.clone(),
+            message: format!(
+                "no TLS client: {system_roots} (install the CA certificates of this system, e.g. \
+                 the ca-certificates package, or give the registry a CA in the registry config)"
+            ),
+            not_found: false,
+            unreachable: true,
+        })
     }
 
     fn auth(&self, ep: &Endpoint, domain: &str, extra: &Credentials) -> RegistryAuth {
@@ -251,7 +287,7 @@ impl Puller {
         ep: &Endpoint,
         extra: &Credentials,
     ) -> Result<Image, PullError> {
-        let client = self.client(ep)?;
+        let client = self.client(ep, normalized)?;
         let auth = self.auth(ep, &parsed.domain, extra);
         let oci_ref = match (&parsed.digest, &parsed.tag) {
             (Some(d), _) => {
