@@ -47,7 +47,7 @@ fn placeholder_pem() -> Option<String> {
 mod tests {
     #[test]
     fn placeholder_is_a_certificate() {
-        let pem = super::placeholder_pem().unwrap();
+        let pem = super::placeholder_pem().expect("placeholder");
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
     }
 }
