@@ -22,3 +22,6 @@ bash tests/cluster/e2e-api.sh
 bash tests/cluster/e2e-csi.sh
 echo "== benchmark harness (quick run, no figures checked)"
 bash bench/check.sh
+echo "== VM tier, short subset (the .deb of the debug build on a pure cgroup v2 systemd guest;"
+echo "   tests/vm/run.sh runs the whole tier with the release build and the cluster part)"
+VM_SUBSET=ci bash tests/vm/run.sh

@@ -6,6 +6,9 @@
 #   tests/vm/run.sh                 # build packages + guest (cached) + busybox layout, boot, test
 #   BOSUN_DEB=path.deb tests/vm/run.sh   # test that .deb instead of building one
 #   VM_CLUSTER=0 tests/vm/run.sh     # without the cluster part (no control plane on the host)
+#   VM_PROFILE=debug tests/vm/run.sh # package the debug binary the test command built (no release build)
+#   VM_SUBSET=ci tests/vm/run.sh     # the short subset the test command runs: debug package, no
+#                                    # cluster part, the tests in CI_TESTS below
 #   VM_TIMEOUT=1200 VM_MEM=2048 VM_CPUS=2 KEEP=1 (keep the work folder with serial.log)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,8 +33,12 @@ if ((${#need[@]})); then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 
-work=$(mktemp -d /tmp/bosun-vm.XXXXXX)
+CI_TESTS="cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_files restart_adopts"
+subset=${VM_SUBSET:-}
+profile=${VM_PROFILE:-release}
 cluster=${VM_CLUSTER:-1}
+if [[ $subset == ci ]]; then profile=debug; cluster=0; fi
+work=$(mktemp -d /tmp/bosun-vm.XXXXXX)
 cp_dir="$work/cluster"
 cleanup() {
     if [[ $cluster == 1 && -d $cp_dir ]]; then bash tests/cluster/down.sh "$cp_dir" --purge >/dev/null 2>&1; fi
@@ -46,10 +53,11 @@ mkdir -p "$payload"
 if [[ -n ${BOSUN_DEB:-} ]]; then
     deb=$BOSUN_DEB
 else
-    log "building packages ($(secs))"
-    deb=$(packaging/build.sh | grep '\.deb$')
+    log "building packages ($profile, $(secs))"
+    deb=$(PROFILE=$profile packaging/build.sh | grep '\.deb$')
 fi
 cp "$deb" "$payload/bosun.deb"
+[[ $subset != ci ]] || echo "$CI_TESTS" >"$payload/tests"
 # 2. The test image and the suite.
 tests/images/build-busybox.sh "$payload/busybox" >/dev/null
 cp "$here/suite.sh" "$payload/suite.sh"
