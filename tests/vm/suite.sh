@@ -98,6 +98,7 @@ spec:
   containers:
   - name: main
     image: busybox
+    imagePullPolicy: Never
     command: [sh, -c, 'cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; grep -c . /proc/self/cgroup']
     resources:
       requests: {cpu: 250m, memory: 32Mi}
@@ -125,6 +126,7 @@ spec:
   containers:
   - name: hog
     image: busybox
+    imagePullPolicy: Never
     command: [sh, -c, 'head -c 200m /dev/zero | tail > /dev/null']
     resources:
       limits: {memory: 32Mi}
@@ -153,6 +155,7 @@ spec:
   containers:
   - name: polite
     image: busybox
+    imagePullPolicy: Never
     command: [sh, -c, 'trap \"echo got-term > /marks/polite; exit 0\" TERM; while true; do sleep 0.2; done']
     volumeMounts: [{name: marks, mountPath: /marks}]
 "
@@ -185,6 +188,7 @@ spec:
   containers:
   - name: main
     image: busybox
+    imagePullPolicy: Never
     command: [sleep, '3601']
 "
     wait_for "steady running" running steady
