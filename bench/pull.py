@@ -92,7 +92,7 @@ def build_image(base, out, scale):
     small = int(3000 * scale)
     layers = [[(f"usr/share/bench/small/{i // 100:02d}/f{i}.txt", text(rng, rng.randrange(512, 4096)))
                for i in range(small)]]
-    per_big = int(96 * scale) or 1
+    per_big = int(128 * scale) or 1
     for n in range(3):
         files = []
         for i in range(per_big):
