@@ -216,24 +216,12 @@ fn log_file(cfg: &Config, a: &LogsArgs) -> anyhow::Result<PathBuf> {
         ),
     };
     let dir = pod_dir.join(&container);
-    let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
-        .with_context(|| format!("no logs for container {container} of pod {ns}/{name}"))?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".log"))
-                .and_then(|n| n.parse().ok())
-        })
-        .collect();
-    attempts.sort_unstable();
-    let pick = if a.previous {
-        attempts.iter().rev().nth(1)
-    } else {
-        attempts.last()
-    };
+    if !dir.is_dir() {
+        bail!("no logs for container {container} of pod {ns}/{name}");
+    }
+    let pick = crate::server::logs::attempt_log(&dir, a.previous);
     match pick {
-        Some(n) => Ok(dir.join(format!("{n}.log"))),
+        Some(path) => Ok(path),
         None if a.previous => {
             bail!("previous terminated container {container} in pod {ns}/{name} not found")
         }

@@ -348,12 +348,7 @@ pub async fn serve_websocket(upgraded: hyper::upgrade::Upgraded, target: Target,
             })))
             .await;
     });
-    let frame = |ch: usize, data: &[u8]| {
-        let mut v = Vec::with_capacity(data.len() + 1);
-        v.push(ch as u8);
-        v.extend_from_slice(data);
-        Message::binary(v)
-    };
+    let frame = |ch: usize, data: &[u8]| Message::binary(super::ws::frame(ch as u8, data));
     let mut inputs = Vec::new();
     let mut tasks = JoinSet::new();
     for (i, &port) in ports.iter().enumerate() {
