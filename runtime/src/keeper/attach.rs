@@ -127,7 +127,12 @@ pub fn stdin_of(dir: &Path) -> io::Result<Option<OwnedFd>> {
         Err(e) => return Err(e),
     };
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    recv_fd(&stream)
+    match recv_fd(&stream) {
+        // The keeper closed the socket with our connection still queued: it gave the stdin up
+        // (stdinOnce) or the container ended.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(None),
+        r => r,
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +169,19 @@ mod tests {
         server.join().expect("join");
         // No socket: no stdin.
         assert!(stdin_of(tmp.path()).expect("none").is_none());
+    }
+
+    #[test]
+    fn a_listener_closed_with_our_connection_queued_means_no_stdin() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let listener = bind(tmp.path(), ATTACH_SOCKET).expect("bind");
+        // The keeper gives the stdin up (closes its listener) while our connection waits in
+        // its queue, never accepted: the kernel resets it.
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(listener);
+        });
+        assert!(stdin_of(tmp.path()).expect("no error").is_none());
+        closer.join().expect("join");
     }
 }

@@ -190,11 +190,22 @@ impl Stdin {
         }
     }
 
-    /// Gives the stdin up: no more sessions get it.
+    /// Gives the stdin up: no more sessions get it. The socket file goes first (no new
+    /// connection finds it), then the connections already queued are answered with nothing (a
+    /// clean EOF: "no stdin") before the listener closes; closing it with connections still
+    /// queued would reset them.
     fn close(&mut self) {
         self.fd = None;
-        if self.listener.take().is_some() {
-            let _ = std::fs::remove_file(self.dir.join(attach::ATTACH_SOCKET));
+        let Some(l) = self.listener.take() else {
+            return;
+        };
+        let _ = std::fs::remove_file(self.dir.join(attach::ATTACH_SOCKET));
+        loop {
+            match l.accept() {
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
         }
     }
 }
