@@ -596,7 +596,9 @@ mod tests {
         let pty = crate::sys::openpty().expect("pty");
         let mut s = spawn_streaming(
             "c1",
-            sh("echo pid $$ >&3; exec 3>&-; [ -t 0 ] && echo is-a-tty; stty size; read x; echo got-$x"),
+            // `stty size` after the read: the size is set before our input is written, but
+            // the shell may reach its first commands before `resize` runs.
+            sh("echo pid $$ >&3; exec 3>&-; [ -t 0 ] && echo is-a-tty; read x; stty size; echo got-$x"),
             true,
             Some(pty),
         )
