@@ -41,8 +41,16 @@ def log(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def manifest(name, image=IMAGE):
-    """The one pod every measurement uses: one busybox container sleeping, Burstable QoS.
+# The pod network of bosun's pods: a CNI bridge of its own (the standard plugins, as on a node).
+# Podman's pods get podman's default bridge network (netavark) in the same run.
+BOSUN_BRIDGE = "bosunbench1"
+BOSUN_POD_SUBNET = "10.238.0.0/16"
+HOST_NET_PODS = 20  # pods of the host-network sequence (no pod network: the runtime alone)
+
+
+def manifest(name, image=IMAGE, host_network=False):
+    """The one pod every measurement uses: one busybox container sleeping, Burstable QoS, on
+    the pod network (or, for the host-network rows, the host's).
 
     Not Guaranteed: bosun gives Guaranteed containers oom_score_adj -997 like the kubelet, and
     without CAP_SYS_RESOURCE (this VM) the write fails and the container never starts."""
@@ -51,6 +59,7 @@ kind: Pod
 metadata:
   name: {name}
 spec:
+  hostNetwork: {'true' if host_network else 'false'}
   terminationGracePeriodSeconds: 0
   restartPolicy: Always
   containers:
@@ -198,8 +207,14 @@ class Bosun:
         self.bin = binary
         self.dir = tempfile.mkdtemp(prefix="bosun-bench-")
         self.cgroup_root = f"/bosun-bench-{os.getpid()}"
-        for d in ("manifests", "staging", "root", "run", "data", "pods-logs", "containers-logs"):
+        for d in ("manifests", "staging", "root", "run", "data", "pods-logs", "containers-logs", "cni"):
             os.makedirs(self.path(d))
+        with open(self.path("cni/10-bench.conflist"), "w") as f:
+            json.dump({"cniVersion": "1.0.0", "name": "bench", "plugins": [
+                {"type": "bridge", "bridge": BOSUN_BRIDGE, "isGateway": True, "ipMasq": False,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": BOSUN_POD_SUBNET}]],
+                          "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.path("ipam")}},
+                {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
         self.proc = None
         self.known = {}  # uid -> pod name
         out = self.cli(["image", "import", layout, IMAGE])
@@ -218,6 +233,7 @@ class Bosun:
             "--container-logs-dir", self.path("containers-logs"),
             "--cgroup-root", self.cgroup_root,
             "--hostname-override", "bench",
+            "--cni-conf-dir", self.path("cni"),
         ]
 
     def cli(self, args):
@@ -234,11 +250,11 @@ class Bosun:
     def log_tail(self, n=30):
         return "\n".join(read(self.path("bosun.log")).splitlines()[-n:])
 
-    def stage(self, name):
+    def stage(self, name, host_network=False):
         """Writes the manifest next to the folder; `release` renames it in."""
         f = self.path(f"staging/{name}.yaml")
         with open(f, "w") as fh:
-            fh.write(manifest(name))
+            fh.write(manifest(name, host_network=host_network))
         return f
 
     def release(self, name):
@@ -370,6 +386,13 @@ class Bosun:
                     found.append(f"cgroup {d} cannot be removed: {e}")
         if cg_left:
             found.append(f"pod cgroups left: {cg_left[:5]} ({len(cg_left)})")
+        ipam = self.path("ipam/bench")
+        held = [f for f in (os.listdir(ipam) if os.path.isdir(ipam) else [])
+                if f not in ("lock",) and not f.startswith("last_reserved_ip")]
+        if held:
+            found.append(f"pod IPs still allocated (no CNI DEL): {held[:5]} ({len(held)})")
+        # The bridge itself stays after its last pod, as on a node: ours, removed.
+        subprocess.run(["ip", "link", "del", BOSUN_BRIDGE], capture_output=True)
         if not mounts:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
@@ -413,22 +436,23 @@ class Podman:
     def name(self, n):
         return f"{self.prefix}-{n}"
 
-    def write(self, names, file):
+    def write(self, names, file, host_network=False):
         with open(file, "w") as f:
-            f.write("---\n".join(manifest(self.name(n)) for n in names))
+            f.write("---\n".join(manifest(self.name(n), host_network=host_network) for n in names))
 
     def running(self, names):
         run = {n for c in self.ours() if c.get("State") == "running" for n in c.get("Names") or []}
         return all(f"{self.name(n)}-sleep" in run for n in names)
 
-    def play(self, names, timeout=600):
-        """`podman kube play` of these pods; returns (seconds until play returned,
-        seconds until podman showed every container running: the same if play's return implied it)."""
+    def play(self, names, timeout=600, host_network=False):
+        """`podman kube play` of these pods (on podman's default network, or the host's);
+        returns (seconds until play returned, seconds until podman showed every container
+        running: the same if play's return implied it)."""
         f = os.path.join(self.dir, f"podman-{names[0]}.yaml")
-        self.write(names, f)
+        self.write(names, f, host_network)
         t0 = time.perf_counter()
         r = subprocess.run(
-            ["podman", "kube", "play", "--network", "none", f], capture_output=True, text=True,
+            ["podman", "kube", "play", f], capture_output=True, text=True,
             timeout=timeout,
         )
         t1 = time.perf_counter()
@@ -566,6 +590,19 @@ def run_bosun(args, p):
         res["burst_each"] = sorted(v - t0 for v in done.values())
         log(f"bosun burst of {len(names)}: {res['burst']:.2f} s")
         b.remove_all()
+
+        # Host network: the same pods without a pod network (the runtime's own path).
+        lat = []
+        for i in range(1, p["hostnet"] + 1):
+            name = f"h{i}"
+            b.stage(name, host_network=True)
+            t0 = time.perf_counter()
+            b.release(name)
+            done = b.wait_running([name], 60)
+            lat.append(done[name] - t0)
+        res["hostnet"] = lat
+        log(f"bosun host network: p50 {pct(lat, 50)*1000:.0f} ms")
+        b.remove_all()
     finally:
         try:
             b.remove_all(timeout=120)
@@ -629,6 +666,14 @@ def run_podman(args, p, workdir):
         res["burst"] = running
         log(f"podman burst of {len(names)}: {running:.2f} s")
         pm.remove_all()
+        lat = []
+        for i in range(1, p["hostnet"] + 1):
+            _, running = pm.play([f"h{i}"], host_network=True)
+            lat.append(running)
+            reap()
+        res["hostnet"] = lat
+        log(f"podman host network: p50 {pct(lat, 50)*1000:.0f} ms")
+        pm.remove_all()
     finally:
         res["leaks"] = pm.cleanup()
         for leak in res["leaks"]:
@@ -679,6 +724,8 @@ def report(p, bo, pm, mach, command, quick, busy):
     seq_b, seq_p = bo["fill"][: p["seq"]], pm["fill"][: p["seq"]]
     rows.append((f"sequential start p50, first {len(seq_b)} pods (ms)", ms(pct(seq_b, 50)), ms(pct(seq_p, 50)), "< 50 ms"))
     rows.append((f"sequential start p99, first {len(seq_b)} pods (ms)", ms(pct(seq_b, 99)), ms(pct(seq_p, 99)), ""))
+    rows.append((f"sequential start p50, host network, {len(bo['hostnet'])} pods (ms)", ms(pct(bo["hostnet"], 50)), ms(pct(pm["hostnet"], 50)), "< 50 ms"))
+    rows.append((f"sequential start p99, host network, {len(bo['hostnet'])} pods (ms)", ms(pct(bo["hostnet"], 99)), ms(pct(pm["hostnet"], 99)), ""))
     rows.append((f"burst of {p['burst']}: time until all running (s)", bo["burst"], pm["burst"], ""))
     rows.append((f"burst of {p['burst']}: pods per second", p["burst"] / bo["burst"], p["burst"] / pm["burst"], ">= 3x peer"))
     for k in p["marks"]:
@@ -720,8 +767,10 @@ load average at the start {m['load_start']}, at the end {m['load']}.{' The machi
 
 Command: `{command}`
 
-Podman: {pm.get('version', '')}, `podman kube play --network none` (bosun pods have only loopback too),
-runc, cgroupfs; start time measured until {'`podman kube play` returned (it starts the containers before it returns; `podman ps` confirmed every container running right after each play)' if pm.get('play_implied_running') else 'podman ps showed every container running'}.
+Pod network: bosun's pods on a CNI bridge of their own (Debian's bridge, host-local and portmap
+plugins), podman's on its default bridge network (netavark); the host-network rows run the same
+pods with `hostNetwork: true` in both (no pod network: the runtimes alone).
+Podman: {pm.get('version', '')}, `podman kube play`, runc, cgroupfs; start time measured until {'`podman kube play` returned (it starts the containers before it returns; `podman ps` confirmed every container running right after each play)' if pm.get('play_implied_running') else 'podman ps showed every container running'}.
 bosun: release build, default log level, start time measured from the rename of the manifest into the
 watched folder until `<run-dir>/pods/<uid>/status.json` shows the container running (polled every 5 ms).
 Fill: bosun {p['fill']} pods one after another, podman {p['peer_fill']}{' (fewer to keep the run short: rows beyond it are n/a)' if p['peer_fill'] < p['fill'] else ''}.
@@ -745,9 +794,10 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: must run as root")
     if args.quick:
-        p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0}
+        p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3}
     else:
-        p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0}
+        p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0,
+             "hostnet": HOST_NET_PODS}
     if args.fill:
         p["fill"] = args.fill
         p["foot"] = min(p["foot"], args.fill)

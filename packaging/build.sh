@@ -34,7 +34,9 @@ if [[ ${PROFILE:-release} == debug ]]; then
     dbg="$out/debug-profile"
     rm -rf "$dbg"; mkdir -p "$dbg/target/release"
     cargo build --locked -p bosun >&2
-    strip --strip-all -o "$dbg/target/release/bosun" "$CARGO_TARGET_DIR/debug/bosun"
+    for b in bosun bosun-keeper; do
+        strip --strip-all -o "$dbg/target/release/$b" "$CARGO_TARGET_DIR/debug/$b"
+    done
     CARGO_TARGET_DIR="$dbg/target" cargo deb -p bosun --no-build --no-strip --output "$dbg" >&2
     ls -t "$dbg"/bosun_*.deb | head -1
     exit 0
@@ -45,12 +47,14 @@ if [[ -z ${NO_BUILD:-} ]]; then
     echo "build.sh: cargo build --release -p bosun" >&2
     cargo build --release --locked -p bosun >&2
 fi
-bin="$CARGO_TARGET_DIR/release/bosun"
-[[ -x $bin ]] || { echo "build.sh: $bin missing (run without NO_BUILD)" >&2; exit 1; }
-
-# Strip the symbols once so that both packages ship the very same binary (cargo-deb would strip
-# its copy only, cargo-generate-rpm none).
-strip --strip-all "$bin"
+# The agent and its per-container keeper (agent/src/bin/keeper.rs).
+for b in bosun bosun-keeper; do
+    bin="$CARGO_TARGET_DIR/release/$b"
+    [[ -x $bin ]] || { echo "build.sh: $bin missing (run without NO_BUILD)" >&2; exit 1; }
+    # Strip the symbols once so that both packages ship the very same binaries (cargo-deb would
+    # strip its copy only, cargo-generate-rpm none).
+    strip --strip-all "$bin"
+done
 cargo deb -p bosun --no-build --no-strip --output "$out" >&2
 cargo generate-rpm -p agent --output "$out" >&2
 

@@ -53,6 +53,17 @@ for f in $(awk '{print $2}' "$t/deb.files"); do
 done
 [[ $fail == 0 ]] && ok "same contents (binary, unit, config, flags file, docs)"
 
+# Both binaries, executable: the agent and the keeper it runs for every container (a fixed-address
+# executable, so that its data stays shared between keepers).
+for b in bosun bosun-keeper; do
+    [[ -x $t/deb/usr/bin/$b ]] || bad "no executable /usr/bin/$b in the deb"
+done
+if readelf -h "$t/deb/usr/bin/bosun-keeper" 2>/dev/null | grep -q 'Type: *EXEC'; then
+    ok "bosun-keeper is a fixed-address executable"
+else
+    bad "bosun-keeper is not linked -no-pie (agent/build.rs)"
+fi
+
 # The unit: present in both, identical (checked above), and valid.
 unit=/usr/lib/systemd/system/bosun.service
 [[ -f $t/deb$unit ]] || bad "no $unit in the deb"

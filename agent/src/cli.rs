@@ -12,14 +12,36 @@ use crate::config::Config;
 use crate::pods::{status, Ctx};
 
 pub fn runtime_paths(cfg: &Config) -> anyhow::Result<RuntimePaths> {
+    let exe = std::env::current_exe().context("cannot find my own binary")?;
     Ok(RuntimePaths {
         run_dir: cfg.run_dir.clone(),
         data_dir: cfg.data_dir.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         container_logs_dir: cfg.container_logs_dir.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
-        helper_binary: std::env::current_exe().context("cannot find my own binary")?,
+        keeper_binary: keeper_binary(&exe),
+        helper_binary: exe,
     })
+}
+
+/// The keeper binary: `bosun-keeper` next to the agent (both packages install it there; cargo
+/// builds it next to `bosun`). Without one the agent's own binary serves (`bosun __keeper`),
+/// at the cost of the agent's relocated data in every keeper.
+pub fn keeper_binary(exe: &Path) -> PathBuf {
+    let keeper = exe.with_file_name(KEEPER_BINARY);
+    if is_executable(&keeper) {
+        keeper
+    } else {
+        exe.to_path_buf()
+    }
+}
+
+/// The file name of the keeper binary.
+pub const KEEPER_BINARY: &str = "bosun-keeper";
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Builds the agent's shared context: runtime (adopting what runs), image store, folders.
@@ -40,6 +62,13 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let paths = runtime_paths(&cfg)?;
+    if paths.keeper_binary == paths.helper_binary {
+        tracing::warn!(
+            missing = %paths.helper_binary.with_file_name(KEEPER_BINARY).display(),
+            "no bosun-keeper next to the agent: containers are kept by the agent's own binary, \
+             which costs each one more memory"
+        );
+    }
     let runtime = HostRuntime::new(
         paths,
         bosun_runtime::container::RuntimeOptions {
@@ -384,4 +413,26 @@ pub fn import(
         .with_context(|| format!("importing {}", layout.display()))?;
     println!("{} {}", img.reference, img.id);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod keeper_binary_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_keeper_next_to_the_agent_when_it_is_executable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = tmp.path().join("bosun");
+        std::fs::write(&agent, "").unwrap();
+        // None next to it: the agent's own binary serves.
+        assert_eq!(keeper_binary(&agent), agent);
+        let keeper = tmp.path().join(KEEPER_BINARY);
+        std::fs::write(&keeper, "").unwrap();
+        std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(keeper_binary(&agent), agent, "not executable");
+        std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(keeper_binary(&agent), keeper);
+    }
 }

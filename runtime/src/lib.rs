@@ -42,8 +42,13 @@ pub struct RuntimePaths {
     pub container_logs_dir: PathBuf,
     /// The cgroup under which `kubepods` lives ("/" on a node; a private parent in tests).
     pub cgroup_root: String,
-    /// The binary that runs keepers and helpers (normally `/proc/self/exe` resolved at start).
+    /// The binary that runs the short-lived helpers (`__exec`, `__sandbox`): normally
+    /// `/proc/self/exe` resolved at start.
     pub helper_binary: PathBuf,
+    /// The binary that runs keepers (`<keeper_binary> __keeper <dir>`, one per running
+    /// container): normally the small `bosun-keeper` next to the agent, which costs a
+    /// container far less memory than a copy of the agent would (see `agent/src/bin/keeper.rs`).
+    pub keeper_binary: PathBuf,
 }
 
 /// Kubernetes QoS class, computed by the agent, used for the cgroup layout and OOM scores.

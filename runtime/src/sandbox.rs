@@ -473,6 +473,7 @@ mod tests {
             container_logs_dir: tmp.path().into(),
             cgroup_root: "/".into(),
             helper_binary: "/bin/false".into(),
+            keeper_binary: "/bin/false".into(),
         };
         let d = dir(&paths, "u1");
         std::fs::create_dir_all(&d).expect("mkdir");

@@ -339,6 +339,17 @@ pub fn set_cloexec_raw(fd: RawFd) -> io::Result<bool> {
 
 /// Opens /dev/null on any of fds 0, 1, 2 that is closed, so that no file of ours can land on
 /// a standard fd (and be handed to a container as its stdio). The fds are kept open on purpose.
+/// Gives the C heap's free memory back to the kernel (glibc's `malloc_trim`): a keeper's
+/// start-up (libcontainer, the spec, serde) leaves free heap behind that its long supervision
+/// never reuses.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes a plain size and only walks glibc's own arenas under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn ensure_std_fds() {
     use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
     for fd in 0..=2 {

@@ -93,6 +93,7 @@ async fn run_all(filter: Option<String>) -> i32 {
         container_logs_dir: tmp.path().join("containers"),
         cgroup_root: format!("/bosun-test-sbx-{pid}"),
         helper_binary: std::env::current_exe().expect("current_exe"),
+        keeper_binary: std::env::current_exe().expect("current_exe"),
     };
     let ctx = Ctx {
         paths: paths.clone(),

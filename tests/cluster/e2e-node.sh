@@ -120,6 +120,13 @@ three_running() {
     [ "$(grep -c '^Running 10\.246\.0\.[0-9]* true$' <<<"$out")" = 3 ]
 }
 check "deployment: 3 pods Running and Ready with pod IPs" wait_for 90 three_running
+# Every container has its keeper, run by the small bosun-keeper binary next to bosun (not a copy
+# of the agent): at least the 3 deployment pods'.
+keepers() {
+    [ "$(pgrep -cf "/bosun-keeper __keeper $W/run/containers/")" -ge 3 ] &&
+        [ "$(pgrep -cf "/bosun __keeper $W/run/containers/")" = 0 ]
+}
+check "containers are kept by bosun-keeper processes" keepers
 
 # A static pod from the manifest folder, and its mirror pod in the API with its status.
 mirror_running() {

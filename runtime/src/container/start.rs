@@ -196,9 +196,9 @@ impl HostRuntime {
         prepare_logs(&inner.paths, spec, &log)?;
 
         let (child_pid, status_rx) =
-            spawn_keeper(&inner.paths.helper_binary, dir).map_err(|source| StartError::Spawn {
+            spawn_keeper(&inner.paths.keeper_binary, dir).map_err(|source| StartError::Spawn {
                 id: id.to_string(),
-                binary: inner.paths.helper_binary.clone(),
+                binary: inner.paths.keeper_binary.clone(),
                 source,
             })?;
         // The keeper's own pid (it writes keeper.pid first); our child if it does not fork.

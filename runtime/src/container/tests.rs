@@ -64,7 +64,8 @@ impl Env {
             pod_logs_dir: tmp.path().join("pods"),
             container_logs_dir: tmp.path().join("containers"),
             cgroup_root: "/bosun-test".into(),
-            helper_binary: script,
+            helper_binary: script.clone(),
+            keeper_binary: script,
         };
         Env { tmp, paths }
     }

@@ -259,6 +259,8 @@ pub(super) fn main(dir: PathBuf) -> i32 {
         Ok(running) => {
             status.report(&format!("started {}", running.pid));
             drop(status);
+            // Every container keeps its keeper for its whole life: hand back what start-up used.
+            sys::trim_heap();
             let info = k.supervise(running);
             record(&k.dir, &info)
         }
