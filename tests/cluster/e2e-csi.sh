@@ -39,10 +39,14 @@ W=$(mktemp -d /tmp/bosun-e2e-csi-XXXXXX)
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
 KUBECTL="$K8S_BIN/kubectl"
 NODE=e2e-csi
-CG=bosun-e2e-csi
-BRIDGE=bosune2ecsi
+CG=${E2E_CSI_CGROUP:-bosun-e2e-csi}
+BRIDGE=${E2E_CSI_BRIDGE:-bosune2ecsi}
+POD_SUBNET=${E2E_CSI_POD_SUBNET:-10.248.0.0/24}
 # A control plane of its own, beside e2e-node.sh's (bosun-cp0) and e2e-api.sh's (bosun-cp1).
-export BOSUN_CP_IF=bosun-cp2 BOSUN_CP_IP=10.250.2.1 BOSUN_CP_SERVICE_CIDR=10.98.0.0/16
+# Every name and range can be overridden, so two runs of this test can share the machine:
+#   BOSUN_CP_IF BOSUN_CP_IP BOSUN_CP_SERVICE_CIDR E2E_CSI_BRIDGE E2E_CSI_POD_SUBNET E2E_CSI_CGROUP
+export BOSUN_CP_IF=${BOSUN_CP_IF:-bosun-cp2} BOSUN_CP_IP=${BOSUN_CP_IP:-10.250.2.1}
+export BOSUN_CP_SERVICE_CIDR=${BOSUN_CP_SERVICE_CIDR:-10.98.0.0/16}
 export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
 NODE_IP=$BOSUN_CP_IP
 DRV1=csi-e2e.bosun.dev          # attachRequired: false, podInfoOnMount: true
@@ -106,13 +110,13 @@ authentication:
 YAML
 A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
    --container-logs-dir "$W/clogs" --cgroup-root "/$CG" --hostname-override "$NODE"
-   --cni-conf-dir "$W/cni" --pod-cidr 10.248.0.0/24)
+   --cni-conf-dir "$W/cni" --pod-cidr "$POD_SUBNET")
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
 mkdir -p "$W/cni"
 cat >"$W/cni/10-e2e-csi.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "bosun-e2e-csi", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.248.0.0/24"}]], "dataDir": "$W/ipam"}}]}
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]], "dataDir": "$W/ipam"}}]}
 JSON
 start_bosun() {
     "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
