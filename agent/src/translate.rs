@@ -1444,7 +1444,8 @@ pub fn mount_requests(
         .and_then(|s| s.volumes.as_ref())
         .map(|v| v.iter().map(|v| v.name.as_str()).collect())
         .unwrap_or_default();
-    // API data is always mounted read-only, as the kubelet does; so are read-only claims.
+    // API data is always mounted read-only, as the kubelet does; so are read-only claims and
+    // read-only CSI inline volumes.
     let api_data: Vec<&str> = spec_of(pod)
         .and_then(|s| s.volumes.as_ref())
         .map(|v| {
@@ -1454,6 +1455,7 @@ pub fn mount_requests(
                         || v.persistent_volume_claim
                             .as_ref()
                             .is_some_and(|c| c.read_only == Some(true))
+                        || v.csi.as_ref().is_some_and(|c| c.read_only == Some(true))
                 })
                 .map(|v| v.name.as_str())
                 .collect()
@@ -1556,6 +1558,19 @@ pub enum VolumeKind {
     ApiData(bosun_volumes::ApiDataPlugin),
     /// A PersistentVolumeClaim, resolved to its bound PV when the pod's volumes are set up.
     Claim { claim: String },
+    /// A generic ephemeral volume (`ephemeral.volumeClaimTemplate`): the claim
+    /// `<pod name>-<volume name>` the ephemeral volume controller creates, used only when the
+    /// pod is its controller (the kubelet's `ephemeral.VolumeIsForPod`).
+    EphemeralClaim { claim: String },
+    /// A CSI ephemeral inline volume (`csi:` in the pod spec), published by the driver when the
+    /// pod's volumes are set up.
+    CsiInline { driver: String },
+}
+
+/// The name of the claim the ephemeral volume controller makes for volume `volume` of pod
+/// `pod`: `<pod name>-<volume name>`.
+pub fn ephemeral_claim_name(pod: &str, volume: &str) -> String {
+    format!("{pod}-{volume}")
 }
 
 /// The type name of a volume as written in the pod (`emptyDir`, `configMap`, ...), or None when
@@ -1623,6 +1638,21 @@ pub fn volume_sources(
                     claim: c.claim_name.clone(),
                 },
             ));
+        } else if v.ephemeral.is_some() && cluster {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            out.push((
+                v.name.clone(),
+                VolumeKind::EphemeralClaim {
+                    claim: ephemeral_claim_name(pod_name, &v.name),
+                },
+            ));
+        } else if let Some(c) = v.csi.as_ref().filter(|_| cluster) {
+            out.push((
+                v.name.clone(),
+                VolumeKind::CsiInline {
+                    driver: c.driver.clone(),
+                },
+            ));
         } else if let Some(plugin) = crate::projection::api_data_plugin(v)
             .filter(|_| cluster || !crate::projection::volume_needs_api(v))
         {
@@ -1634,7 +1664,9 @@ pub fn volume_sources(
                 .ok_or_else(|| verr("must specify a volume type".into()))?;
             let standalone = !cluster
                 && (crate::projection::api_data_plugin(v).is_some()
-                    || v.persistent_volume_claim.is_some());
+                    || v.persistent_volume_claim.is_some()
+                    || v.ephemeral.is_some()
+                    || v.csi.is_some());
             return Err(TranslateError::UnsupportedVolume {
                 volume: v.name.clone(),
                 kind,
@@ -2800,8 +2832,30 @@ spec:
                 .to_string()
                 .starts_with("unsupported volume type in standalone mode: persistentVolumeClaim")
         );
-        let e = volume_sources(&with("csi: {driver: d}"), true).unwrap_err();
-        assert_eq!(e.to_string(), "unsupported volume type: csi (volume v)");
+        assert_eq!(
+            volume_sources(&with("csi: {driver: d}"), true).unwrap()[0].1,
+            VolumeKind::CsiInline { driver: "d".into() }
+        );
+        let e = volume_sources(&with("csi: {driver: d}"), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("unsupported volume type in standalone mode: csi"),
+            "{e}"
+        );
+        // A generic ephemeral volume is the claim `<pod>-<volume>`.
+        let eph = "ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Mi}}}}}";
+        let mut p = with(eph);
+        p.metadata.name = Some("web".into());
+        assert_eq!(
+            volume_sources(&p, true).unwrap()[0].1,
+            VolumeKind::EphemeralClaim {
+                claim: "web-v".into()
+            }
+        );
+        assert!(volume_sources(&p, false)
+            .unwrap_err()
+            .to_string()
+            .starts_with("unsupported volume type in standalone mode: ephemeral"));
     }
 
     #[test]

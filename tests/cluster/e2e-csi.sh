@@ -18,7 +18,14 @@
 #      is not mounted twice;
 #   6. a pod deleted while its driver is down: the volume's data survives, the mount stays until
 #      the driver is back, then it is unpublished and unstaged;
-#   7. nothing left mounted, staged or running.
+#   7. a generic ephemeral volume (ephemeral.volumeClaimTemplate on a StorageClass whose PV
+#      exists): the ephemeral volume controller's claim is used and the pod's file lands in the
+#      volume; a pod whose <pod>-<volume> claim it does not own is refused (FailedMount);
+#   8. a CSI ephemeral inline volume: published without staging, with the kubelet's volume
+#      handle, the pod's volumeAttributes, the ephemeral and pod info keys and the
+#      nodePublishSecretRef's data; unpublished with the pod; refused (FailedMount) for a driver
+#      whose CSIDriver does not list the Ephemeral lifecycle mode;
+#   9. nothing left mounted, staged or running.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root and Go (for the test driver).
 #
@@ -171,7 +178,7 @@ cat <<YAML | "$KUBECTL" apply -f - >"$W/apply.log" 2>&1
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: $DRV1}
-spec: {attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: [Persistent]}
+spec: {attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: [Persistent, Ephemeral]}
 ---
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
@@ -364,7 +371,162 @@ check "driver back: unpublished and unstaged ($(wait_for 30 no_mounts; mounts_be
 # Not checked: the attach/detach controller's own attach/detach. In this control plane it logs
 # "AttachVolume started" but neither creates the VolumeAttachment nor, later, deletes it.
 
-# 7. Nothing left.
+# 7. Generic ephemeral volumes. The test plays the provisioner: a PV of the StorageClass exists.
+read -r VOLE _ <<<"$(create_volume "$DRV1" pv-e2e-eph)"
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: e2e-eph}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-eph}
+spec:
+  capacity: {storage: 1Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: e2e-eph
+  csi: {driver: $DRV1, volumeHandle: $VOLE}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: eph-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes:
+  - name: scratch
+    ephemeral:
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          storageClassName: e2e-eph
+          resources: {requests: {storage: 1Mi}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    command: [sh, -c, 'echo ephemeral-claim > /scratch/hello && grep -q " /scratch " /proc/mounts']
+YAML
+check "pod eph-writer Succeeds (phase $(wait_for 120 succeeded eph-writer; phase eph-writer))" succeeded eph-writer
+eph_owner=$("$KUBECTL" get pvc eph-writer-scratch -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].controller} {.spec.volumeName}' 2>/dev/null)
+check "claim eph-writer-scratch made by the controller, owned by the pod, bound ($eph_owner)" [ "$eph_owner" = "Pod/eph-writer/true pv-e2e-eph" ]
+check "the pod's file is in the ephemeral claim's volume ($(cat "$W/state1/volumes/$VOLE/hello" 2>/dev/null))" \
+    bash -c "[ \"\$(cat '$W/state1/volumes/$VOLE/hello' 2>/dev/null)\" = ephemeral-claim ]"
+eph_uid=$("$KUBECTL" get pod eph-writer -o jsonpath='{.metadata.uid}')
+check "NodePublishVolume of the claim's PV (pv-e2e-eph, not ephemeral)" request "$W/state1" NodePublishVolume "
+    .volumeId == \"$VOLE\" and .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"false\" and
+    .targetPath == \"$W/root/pods/$eph_uid/volumes/kubernetes.io~csi/pv-e2e-eph/mount\""
+"$KUBECTL" delete pod eph-writer --wait=false >/dev/null 2>&1
+check "pod eph-writer deleted, its volume unpublished" wait_for 60 bash -c "$(declare -f gone); KUBECTL='$KUBECTL'; gone eph-writer && ! test -e '$W/root/pods/$eph_uid'"
+# A claim named <pod>-<volume> the pod does not own: never used (bound to nodeName directly,
+# as the scheduler refuses it too).
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: eph-foreign-scratch}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: e2e-none
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: eph-foreign}
+spec:
+  nodeName: $NODE
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: scratch
+    ephemeral:
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          storageClassName: e2e-none
+          resources: {requests: {storage: 1Mi}}
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, "3600"], volumeMounts: [{name: scratch, mountPath: /scratch}]}
+YAML
+event_says() { # pod reason text
+    "$KUBECTL" get events --field-selector "involvedObject.name=$1,reason=$2" \
+        -o jsonpath='{.items[*].message}' 2>/dev/null | grep -qF "$3"
+}
+check "a pod not owning its <pod>-<volume> claim gets FailedMount (pod is not owner)" \
+    wait_for 60 event_says eph-foreign FailedMount "PVC default/eph-foreign-scratch was not created for pod default/eph-foreign (pod is not owner)"
+check "... and does not run ($(phase eph-foreign))" bash -c "[ '$(phase eph-foreign)' = Pending ]"
+"$KUBECTL" delete pod eph-foreign --wait=false >/dev/null 2>&1
+"$KUBECTL" delete pvc eph-foreign-scratch --wait=false >/dev/null 2>&1
+
+# 8. CSI ephemeral inline volumes.
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: Secret
+metadata: {name: inline-secret}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inline-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: data
+    csi:
+      driver: $DRV1
+      volumeAttributes: {e2e/inline: "yes"}
+      nodePublishSecretRef: {name: inline-secret}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, 'echo inline > /data/hello; trap "exit 0" TERM; while true; do sleep 0.2; done']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inline-refused}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: data, csi: {driver: $DRV2}}]
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}
+YAML
+check "pod inline-writer runs" wait_for 90 running inline-writer
+inl_uid=$("$KUBECTL" get pod inline-writer -o jsonpath='{.metadata.uid}')
+inl_handle=csi-$(printf %s "${inl_uid}data" | sha256sum | cut -d' ' -f1)
+check "the inline volume holds the pod's file ($(cat "$W/state1/ephemeral/$inl_handle/hello" 2>/dev/null))" \
+    wait_for 10 bash -c "[ \"\$(cat '$W/state1/ephemeral/$inl_handle/hello' 2>/dev/null)\" = inline ]"
+check "NodePublishVolume: kubelet's handle, no staging, attributes, ephemeral and pod keys, secret" \
+    request "$W/state1" NodePublishVolume "
+    .volumeId == \"$inl_handle\" and .stagingTargetPath == \"\" and
+    .volumeContext[\"e2e/inline\"] == \"yes\" and
+    .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"true\" and
+    .volumeContext[\"csi.storage.k8s.io/pod.name\"] == \"inline-writer\" and
+    .volumeContext[\"csi.storage.k8s.io/pod.uid\"] == \"$inl_uid\" and
+    .secrets.password == \"s3cret\" and
+    .targetPath == \"$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/mount\""
+inl_vd="$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/vol_data.json"
+check "vol_data.json says Ephemeral ($(jq -c '[.volumeLifecycleMode, .specVolID]' "$inl_vd" 2>/dev/null))" \
+    bash -c "[ \"\$(jq -r .volumeLifecycleMode '$inl_vd')\" = Ephemeral ]"
+check "NodeStageVolume never called for the inline volume" bash -c \
+    "! jq -e -s '[.[] | select(.method == \"NodeStageVolume\" and .volumeId == \"$inl_handle\")] | length > 0' '$W/state1/requests.jsonl' >/dev/null"
+check "a driver without the Ephemeral lifecycle mode is refused with FailedMount" \
+    wait_for 60 event_says inline-refused FailedMount "volume mode \"Ephemeral\" not supported by driver $DRV2"
+check "... and the refused pod does not run ($(phase inline-refused))" bash -c "[ '$(phase inline-refused)' = Pending ]"
+"$KUBECTL" delete pod inline-writer inline-refused --wait=false >/dev/null 2>&1
+check "inline pods deleted" wait_for 60 bash -c "$(declare -f gone); KUBECTL='$KUBECTL'; gone inline-writer && gone inline-refused"
+check "the inline volume is unpublished and its folders removed" wait_for 20 bash -c \
+    "! test -e '$W/root/pods/$inl_uid' && ! test -e '$W/state1/ephemeral/$inl_handle' &&
+     jq -e -s '[.[] | select(.method == \"NodeUnpublishVolume\" and .volumeId == \"$inl_handle\")] | length == 1' '$W/state1/requests.jsonl' >/dev/null"
+
+# 9. Nothing left.
 check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
 leftover() { find "$W/root/plugins/kubernetes.io" -name globalmount -o -name vol_data.json 2>/dev/null; ls "$W/root/pods" 2>/dev/null; }
 check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z \"\$($(declare -f leftover); W='$W'; leftover)\" ]"

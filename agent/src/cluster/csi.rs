@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bosun_volumes::csi::{self, AccessMode, AccessType, CsiVolume, Drivers, PodInfo};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Secret};
+use k8s_openapi::api::core::v1::{CSIVolumeSource, Node, PersistentVolume, Pod, Secret};
 use k8s_openapi::api::storage::v1::{
     CSIDriver, CSINode, CSINodeDriver, CSINodeSpec, VolumeAttachment, VolumeNodeResources,
 };
@@ -137,6 +137,48 @@ impl Csi {
             .collect())
     }
 
+    /// Publishes the CSI ephemeral inline volume `volume` (source `source`) of `pod`: only when
+    /// the CSIDriver lists the `Ephemeral` lifecycle mode; never staged; the volume handle is
+    /// the kubelet's (`csi-<sha256(pod uid + volume name)>`). Returns the path to bind.
+    pub async fn mount_inline(
+        &self,
+        pod: &Pod,
+        volume: &str,
+        source: &CSIVolumeSource,
+    ) -> Result<PathBuf, String> {
+        let drivers: Api<CSIDriver> = Api::all(self.client.clone());
+        let driver_obj = drivers
+            .get_opt(&source.driver)
+            .await
+            .map_err(|e| format!("cannot get CSIDriver {}: {e}", source.driver))?;
+        let mut vol = inline_volume(pod, volume, source, driver_obj.as_ref(), &self.node)?;
+        if let Some(r) = &source.node_publish_secret_ref {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            vol.publish_secrets = self.secret(ns, &r.name).await?;
+        }
+        self.wait_for_driver(&vol.driver).await?;
+        let mut info = pod_info(pod, driver_obj.as_ref());
+        info.ephemeral = true;
+        let uid = info.uid.clone();
+        csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn wait_for_driver(&self, driver: &str) -> Result<(), String> {
+        if self
+            .drivers
+            .wait_for(driver, Duration::from_secs(5))
+            .await
+            .is_none()
+        {
+            return Err(format!(
+                "driver name {driver} not found in the list of registered CSI drivers"
+            ));
+        }
+        Ok(())
+    }
+
     /// Stages (when the driver does) and publishes PV `pv` for `pod`; returns the path to bind
     /// into its containers.
     pub async fn mount(
@@ -146,33 +188,11 @@ impl Csi {
         read_only: bool,
     ) -> Result<PathBuf, String> {
         let (vol, driver) = self.volume(pod, pv, read_only).await?;
-        if self
-            .drivers
-            .wait_for(&vol.driver, Duration::from_secs(5))
-            .await
-            .is_none()
-        {
-            return Err(format!(
-                "driver name {} not found in the list of registered CSI drivers",
-                vol.driver
-            ));
-        }
+        self.wait_for_driver(&vol.driver).await?;
         csi::stage(&self.root, &self.drivers, &vol)
             .await
             .map_err(|e| e.to_string())?;
-        let info = PodInfo {
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
-            service_account: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
-            ephemeral: false,
-            pod_info_on_mount: driver.spec.pod_info_on_mount.unwrap_or(false),
-            service_account_tokens: None,
-        };
+        let info = pod_info(pod, Some(&driver));
         let uid = info.uid.clone();
         csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
             .await
@@ -228,6 +248,66 @@ impl Csi {
         }
         Err(format!("{e} (retrying every {}s)", UNMOUNT_RETRY.as_secs()))
     }
+}
+
+/// The pod, for the volume context keys the CSIDriver asks for (`podInfoOnMount`).
+fn pod_info(pod: &Pod, driver: Option<&CSIDriver>) -> PodInfo {
+    PodInfo {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        service_account: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into()),
+        ephemeral: false,
+        pod_info_on_mount: driver
+            .and_then(|d| d.spec.pod_info_on_mount)
+            .unwrap_or(false),
+        service_account_tokens: None,
+    }
+}
+
+/// The CSI volume of inline volume `volume` of `pod` (pure): refused unless the CSIDriver
+/// lists the `Ephemeral` lifecycle mode (without a CSIDriver object only `Persistent` is, as in
+/// the kubelet), with the kubelet's volume handle, the volume's attributes as the context and
+/// the single-node-writer access mode the kubelet uses for inline volumes.
+pub fn inline_volume(
+    pod: &Pod,
+    volume: &str,
+    source: &CSIVolumeSource,
+    driver: Option<&CSIDriver>,
+    node: &str,
+) -> Result<CsiVolume, String> {
+    let modes = driver
+        .and_then(|d| d.spec.volume_lifecycle_modes.clone())
+        .unwrap_or_else(|| vec!["Persistent".to_string()]);
+    if !modes.iter().any(|m| m == "Ephemeral") {
+        let list = modes
+            .iter()
+            .map(|m| format!("{m:?}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(format!(
+            "volume mode \"Ephemeral\" not supported by driver {} (only supports [{list}])",
+            source.driver
+        ));
+    }
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let handle = csi::node::ephemeral_volume_handle(uid, volume);
+    let mut vol = CsiVolume::new(&source.driver, &handle, volume);
+    vol.lifecycle = csi::LifecycleMode::Ephemeral;
+    vol.node_name = node.to_string();
+    vol.read_only = source.read_only.unwrap_or(false);
+    vol.volume_context = source.volume_attributes.clone().unwrap_or_default();
+    vol.access_type = AccessType::Mount {
+        fs_type: source.fs_type.clone().unwrap_or_default(),
+        mount_flags: Vec::new(),
+        volume_mount_group: String::new(),
+    };
+    vol.access_mode = AccessMode::SingleNodeWriter;
+    Ok(vol)
 }
 
 /// How often an unmount that failed is tried again.
@@ -405,6 +485,56 @@ mod tests {
             ["kubernetes.io/csi/d1^h1", "kubernetes.io/csi/d1^h2"]
         );
         assert!(volumes_in_use(&root.join("nothing")).is_empty());
+    }
+
+    #[test]
+    fn inline_volumes_need_the_ephemeral_mode() {
+        let pod: Pod = serde_yaml::from_str(
+            "metadata: {name: p, namespace: ns, uid: uid-1}\nspec: {containers: []}",
+        )
+        .expect("pod");
+        let source: CSIVolumeSource = serde_yaml::from_str(
+            "{driver: d.csi, readOnly: true, fsType: ext4, volumeAttributes: {size: 1Mi}}",
+        )
+        .expect("source");
+        let driver = |modes: &str| -> CSIDriver {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: d.csi}}\nspec: {{volumeLifecycleModes: {modes}}}"
+            ))
+            .expect("driver")
+        };
+        let e = inline_volume(&pod, "v", &source, None, "n").expect_err("no CSIDriver");
+        assert_eq!(
+            e,
+            "volume mode \"Ephemeral\" not supported by driver d.csi (only supports [\"Persistent\"])"
+        );
+        let e = inline_volume(&pod, "v", &source, Some(&driver("[Persistent]")), "n")
+            .expect_err("persistent only");
+        assert!(e.contains("not supported by driver d.csi"), "{e}");
+        let v = inline_volume(
+            &pod,
+            "v",
+            &source,
+            Some(&driver("[Persistent, Ephemeral]")),
+            "n",
+        )
+        .expect("ephemeral");
+        assert_eq!(
+            v.volume_handle,
+            csi::node::ephemeral_volume_handle("uid-1", "v")
+        );
+        assert!(v.volume_handle.starts_with("csi-"));
+        assert_eq!(v.spec_name, "v");
+        assert_eq!(v.lifecycle, csi::LifecycleMode::Ephemeral);
+        assert!(v.read_only);
+        assert_eq!(
+            v.volume_context.get("size").map(String::as_str),
+            Some("1Mi")
+        );
+        assert_eq!(v.access_mode, AccessMode::SingleNodeWriter);
+        assert!(
+            matches!(v.access_type, AccessType::Mount { ref fs_type, .. } if fs_type == "ext4")
+        );
     }
 
     #[test]

@@ -255,6 +255,7 @@ impl ObjectSource for ClusterObjects {
         &'a self,
         pod: &'a Pod,
         claim: &'a str,
+        ephemeral: bool,
     ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
         Box::pin(async move {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -263,6 +264,18 @@ impl ObjectSource for ClusterObjects {
                 .get_opt(claim)
                 .await
                 .map_err(|e| format!("cannot get persistentvolumeclaim {ns}/{claim}: {e}"))?;
+            if ephemeral {
+                // Not created yet by the ephemeral volume controller: wait (retried).
+                let pvc = pvc.as_ref().ok_or_else(|| {
+                    format!("persistentvolumeclaim {claim:?} not found (the ephemeral volume controller has not created it yet)")
+                })?;
+                crate::claims::check_ephemeral_owner(
+                    ns,
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    pod.metadata.uid.as_deref().unwrap_or_default(),
+                    pvc,
+                )?;
+            }
             let pv_name = crate::claims::bound_volume(claim, pvc.as_ref())?;
             let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
             let pv = pvs
@@ -300,6 +313,31 @@ impl ObjectSource for ClusterObjects {
                 });
             }
             crate::claims::volume_kind(&pv, &node, &labels)
+        })
+    }
+
+    fn csi_inline<'a>(
+        &'a self,
+        pod: &'a Pod,
+        volume: &'a str,
+    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
+        Box::pin(async move {
+            let csi = self
+                .csi
+                .as_ref()
+                .ok_or("CSI volumes are not enabled on this node")?;
+            let source = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .find(|v| v.name == volume)
+                .and_then(|v| v.csi.as_ref())
+                .ok_or_else(|| format!("volume {volume:?} is not a CSI inline volume"))?;
+            let path = csi.mount_inline(pod, volume, source).await?;
+            Ok(crate::translate::VolumeKind::HostPath {
+                path: path.to_string_lossy().into_owned(),
+                type_: "Directory".into(),
+            })
         })
     }
 

@@ -488,11 +488,25 @@ impl Worker {
             let mut paths = HashMap::new();
             for (name, kind) in &sources {
                 let resolved;
+                let set_up_err =
+                    |e: String| format!("MountVolume.SetUp failed for volume {name:?} : {e}");
                 let kind = match (kind, &self.ctx.objects) {
                     (translate::VolumeKind::Claim { claim }, Some(src)) => {
-                        resolved = src.claim(&self.pod, claim).await.map_err(|e| {
-                            format!("MountVolume.SetUp failed for volume {name:?} : {e}")
-                        })?;
+                        resolved = src
+                            .claim(&self.pod, claim, false)
+                            .await
+                            .map_err(set_up_err)?;
+                        &resolved
+                    }
+                    (translate::VolumeKind::EphemeralClaim { claim }, Some(src)) => {
+                        resolved = src
+                            .claim(&self.pod, claim, true)
+                            .await
+                            .map_err(set_up_err)?;
+                        &resolved
+                    }
+                    (translate::VolumeKind::CsiInline { .. }, Some(src)) => {
+                        resolved = src.csi_inline(&self.pod, name).await.map_err(set_up_err)?;
                         &resolved
                     }
                     _ => kind,
