@@ -10,6 +10,7 @@
 #      through the driver's Controller service, a PVC bound to it, a pod that writes a file
 #      through the claim: it Succeeds, the file is in the driver's state folder, the driver got
 #      the pod info keys and the PV's volumeAttributes;
+#      and the pod's fsGroup applied (default fsGroupPolicy, fsType ext4, RWO);
 #   3. the pod deleted: unpublished and unstaged (no mount below the root dir, no globalmount);
 #   4. a driver with attachRequired: true: the pod waits with FailedMount (not attached) until
 #      the test plays the external-attacher (VolumeAttachment status.attached=true), then runs
@@ -238,6 +239,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: csi-writer}
 spec:
+  securityContext: {fsGroup: 2345}
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 1
   restartPolicy: Never
@@ -254,6 +256,11 @@ succeeded() { [ "$(phase "$1")" = Succeeded ]; }
 check "pod csi-writer Succeeds (phase $(wait_for 90 succeeded csi-writer; phase csi-writer))" succeeded csi-writer
 check "the pod's file is in the driver's state folder ($(cat "$W/state1/volumes/$VOL1/hello" 2>/dev/null))" \
     bash -c "[ \"\$(cat '$W/state1/volumes/$VOL1/hello' 2>/dev/null)\" = written-by-pod ]"
+# fsGroup (the CSIDriver's default fsGroupPolicy ReadWriteOnceWithFSType: fsType ext4, RWO):
+# the node gave the volume the group and setgid, so the pod's new file has the group too.
+gids=$(stat -c %g "$W/state1/volumes/$VOL1" "$W/state1/volumes/$VOL1/hello" 2>/dev/null | paste -sd' ')
+check "fsGroup applied to the CSI volume: group 2345 with setgid, the pod's file in it ($gids)" \
+    bash -c "[ '$gids' = '2345 2345' ] && [ -g '$W/state1/volumes/$VOL1' ]"
 writer_uid=$("$KUBECTL" get pod csi-writer -o jsonpath='{.metadata.uid}')
 request() { # state-folder method jq-filter: the filter holds for the last such request
     [ -s "$1/requests.jsonl" ] && jq -s -e "[.[] | select(.method == \"$2\")] | last | $3" "$1/requests.jsonl" >/dev/null
@@ -473,6 +480,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: inline-writer}
 spec:
+  securityContext: {fsGroup: 3456}
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 1
   volumes:
@@ -512,6 +520,9 @@ check "NodePublishVolume: kubelet's handle, no staging, attributes, ephemeral an
     .volumeContext[\"csi.storage.k8s.io/pod.uid\"] == \"$inl_uid\" and
     .secrets.password == \"s3cret\" and
     .targetPath == \"$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/mount\""
+inl_gid=$(stat -c %g "$W/state1/ephemeral/$inl_handle" 2>/dev/null)
+check "no fsGroup on an inline volume without fsType (ReadWriteOnceWithFSType; group $inl_gid)" \
+    bash -c "[ -n '$inl_gid' ] && [ '$inl_gid' != 3456 ]"
 inl_vd="$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/vol_data.json"
 check "vol_data.json says Ephemeral ($(jq -c '[.volumeLifecycleMode, .specVolID]' "$inl_vd" 2>/dev/null))" \
     bash -c "[ \"\$(jq -r .volumeLifecycleMode '$inl_vd')\" = Ephemeral ]"

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bosun_volumes::csi::{self, AccessMode, AccessType, CsiVolume, Drivers, PodInfo};
+use bosun_volumes::ownership;
 use k8s_openapi::api::core::v1::{CSIVolumeSource, Node, PersistentVolume, Pod, Secret};
 use k8s_openapi::api::storage::v1::{
     CSIDriver, CSINode, CSINodeDriver, CSINodeSpec, VolumeAttachment, VolumeNodeResources,
@@ -157,12 +158,15 @@ impl Csi {
             vol.publish_secrets = self.secret(ns, &r.name).await?;
         }
         self.wait_for_driver(&vol.driver).await?;
+        let fs_group = self.fs_group_plan(pod, &mut vol, driver_obj.as_ref(), None);
         let mut info = pod_info(pod, driver_obj.as_ref());
         info.ephemeral = true;
         let uid = info.uid.clone();
-        csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
+        let target = csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        apply_fs_group(&target, &vol, fs_group).await?;
+        Ok(target)
     }
 
     async fn wait_for_driver(&self, driver: &str) -> Result<(), String> {
@@ -187,16 +191,70 @@ impl Csi {
         pv: &PersistentVolume,
         read_only: bool,
     ) -> Result<PathBuf, String> {
-        let (vol, driver) = self.volume(pod, pv, read_only).await?;
+        let (mut vol, driver) = self.volume(pod, pv, read_only).await?;
         self.wait_for_driver(&vol.driver).await?;
+        let modes = pv.spec.as_ref().and_then(|s| s.access_modes.clone());
+        let fs_group = self.fs_group_plan(
+            pod,
+            &mut vol,
+            Some(&driver),
+            Some(modes.unwrap_or_default()),
+        );
         csi::stage(&self.root, &self.drivers, &vol)
             .await
             .map_err(|e| e.to_string())?;
         let info = pod_info(pod, Some(&driver));
         let uid = info.uid.clone();
-        csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
+        let target = csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        apply_fs_group(&target, &vol, fs_group).await?;
+        Ok(target)
+    }
+
+    /// How the pod's fsGroup reaches the volume (the kubelet's rules): through the driver
+    /// (`volume_mount_group` set on `vol`) when the CSIDriver's fsGroupPolicy is `File` and the
+    /// driver has VOLUME_MOUNT_GROUP; by the node after publishing (the returned group and
+    /// policy) when [`applies_fs_group`] says so; not at all otherwise.
+    fn fs_group_plan(
+        &self,
+        pod: &Pod,
+        vol: &mut CsiVolume,
+        driver: Option<&CSIDriver>,
+        pv_access_modes: Option<Vec<String>>,
+    ) -> Option<(u32, ownership::ChangePolicy)> {
+        let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+        let gid = psc
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u32::try_from(g).ok())?;
+        let change = ownership::ChangePolicy::from_api(
+            psc.and_then(|s| s.fs_group_change_policy.as_deref()),
+        );
+        let policy = driver.and_then(|d| d.spec.fs_group_policy.clone());
+        let mount_group = self
+            .drivers
+            .get(&vol.driver)
+            .is_some_and(|d| d.capabilities.volume_mount_group);
+        if mount_group && policy.as_deref() == Some("File") {
+            if let AccessType::Mount {
+                volume_mount_group, ..
+            } = &mut vol.access_type
+            {
+                *volume_mount_group = gid.to_string();
+            }
+            return None;
+        }
+        let fs_type = match &vol.access_type {
+            AccessType::Mount { fs_type, .. } => fs_type.as_str(),
+            AccessType::Block => return None,
+        };
+        applies_fs_group(
+            policy.as_deref(),
+            fs_type,
+            vol.read_only,
+            pv_access_modes.as_deref(),
+        )
+        .then_some((gid, change))
     }
 
     /// Unpublishes every CSI volume of the pod (found on disk, so it works after a restart)
@@ -248,6 +306,50 @@ impl Csi {
         }
         Err(format!("{e} (retrying every {}s)", UNMOUNT_RETRY.as_secs()))
     }
+}
+
+/// Whether the node applies the pod's fsGroup to a CSI volume itself (the kubelet's
+/// `supportsFSGroup`), given the CSIDriver's `fsGroupPolicy` (unset:
+/// `ReadWriteOnceWithFSType`), the volume's fs type, whether it is read-only and the PV's access
+/// modes (`None` for an inline volume, which is always mounted read-write-once). Never for
+/// read-only volumes or policy `None`; always for `File`; for `ReadWriteOnceWithFSType` only
+/// with an fs type and (for a PV) a `ReadWriteOnce` access mode.
+pub fn applies_fs_group(
+    policy: Option<&str>,
+    fs_type: &str,
+    read_only: bool,
+    pv_access_modes: Option<&[String]>,
+) -> bool {
+    if read_only {
+        return false;
+    }
+    match policy.unwrap_or("ReadWriteOnceWithFSType") {
+        "None" => false,
+        "File" => true,
+        _ => {
+            !fs_type.is_empty()
+                && pv_access_modes.is_none_or(|m| m.iter().any(|m| m == "ReadWriteOnce"))
+        }
+    }
+}
+
+/// Applies the fsGroup the plan asked for to a published volume (a walk: off the async threads).
+async fn apply_fs_group(
+    target: &Path,
+    vol: &CsiVolume,
+    plan: Option<(u32, ownership::ChangePolicy)>,
+) -> Result<(), String> {
+    let Some((gid, change)) = plan else {
+        return Ok(());
+    };
+    let (dir, read_only) = (target.to_path_buf(), vol.read_only);
+    tokio::task::spawn_blocking(move || {
+        ownership::set_volume_ownership(&dir, gid, change, read_only)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map(|_| ())
+    .map_err(|e| format!("applyFSGroup failed for vol {}: {e}", vol.volume_handle))
 }
 
 /// The pod, for the volume context keys the CSIDriver asks for (`podInfoOnMount`).
@@ -535,6 +637,27 @@ mod tests {
         assert!(
             matches!(v.access_type, AccessType::Mount { ref fs_type, .. } if fs_type == "ext4")
         );
+    }
+
+    #[test]
+    fn fs_group_policies_like_the_kubelet() {
+        let rwo = vec!["ReadWriteOnce".to_string()];
+        let rox = vec!["ReadOnlyMany".to_string()];
+        // Default (ReadWriteOnceWithFSType): an fs type and RWO needed; inline counts as RWO.
+        assert!(applies_fs_group(None, "ext4", false, Some(&rwo)));
+        assert!(applies_fs_group(
+            Some("ReadWriteOnceWithFSType"),
+            "ext4",
+            false,
+            None
+        ));
+        assert!(!applies_fs_group(None, "", false, Some(&rwo)));
+        assert!(!applies_fs_group(None, "ext4", false, Some(&rox)));
+        assert!(!applies_fs_group(None, "ext4", false, Some(&[])));
+        // File: always; None: never; read-only: never.
+        assert!(applies_fs_group(Some("File"), "", false, Some(&rox)));
+        assert!(!applies_fs_group(Some("None"), "ext4", false, Some(&rwo)));
+        assert!(!applies_fs_group(Some("File"), "ext4", true, Some(&rwo)));
     }
 
     #[test]
