@@ -15,6 +15,7 @@
 #   4. a driver with attachRequired: true: the pod waits with FailedMount (not attached) until
 #      the test plays the external-attacher (VolumeAttachment status.attached=true), then runs
 #      with the attachment metadata as the publish context;
+#      its volume's NodeGetVolumeStats figures in /stats/summary and /metrics;
 #   5. bosun killed (-9) and restarted while that pod runs: the pod keeps running, its volume
 #      is not mounted twice;
 #   6. a pod deleted while its driver is down: the volume's data survives, the mount stays until
@@ -337,6 +338,26 @@ check "the attachment metadata is the publish context of stage and publish" bash
 check "the pod's file is in the second driver's state folder" \
     wait_for 10 bash -c "[ \"\$(cat '$W/state2/volumes/$VOL2/hello' 2>/dev/null)\" = attached ]"
 
+# Volume stats: NodeGetVolumeStats (the driver reports the size CreateVolume recorded) in
+# /stats/summary and /metrics, read through the apiserver's node proxy.
+summary_volume() { # pod volume -> the volume's entry
+    "$KUBECTL" get --raw "/api/v1/nodes/$NODE/proxy/stats/summary" 2>/dev/null |
+        jq -c --arg p "$1" --arg v "$2" '.pods[] | select(.podRef.name == $p) | .volume[]? | select(.name == $v)'
+}
+stats_ok() {
+    summary_volume csi-attached data | jq -e '.capacityBytes == 1048576 and .usedBytes == 9 and
+        .availableBytes == 1048567 and .pvcRef.name == "claim-2" and .pvcRef.namespace == "default" and
+        .inodes > 0' >/dev/null
+}
+check "/stats/summary: csi-attached's volume with the driver's capacityBytes ($(wait_for 30 stats_ok; summary_volume csi-attached data))" stats_ok
+check "NodeGetVolumeStats was called on the publish path with the staging path" \
+    request "$W/state2" NodeGetVolumeStats "
+    .volumeId == \"$VOL2\" and (.volumePath | endswith(\"/volumes/kubernetes.io~csi/pv-e2e-2/mount\")) and
+    (.stagingTargetPath | endswith(\"/globalmount\"))"
+metric_line='kubelet_volume_stats_capacity_bytes{namespace="default",persistentvolumeclaim="claim-2"} 1048576'
+check "/metrics: $metric_line" bash -c \
+    "'$KUBECTL' get --raw /api/v1/nodes/$NODE/proxy/metrics 2>/dev/null | grep -qxF '$metric_line'"
+
 # 5. bosun killed (-9) and restarted while the CSI pod runs.
 att_uid=$("$KUBECTL" get pod csi-attached -o jsonpath='{.metadata.uid}')
 target="$W/root/pods/$att_uid/volumes/kubernetes.io~csi/pv-e2e-2/mount"
@@ -523,6 +544,8 @@ check "NodePublishVolume: kubelet's handle, no staging, attributes, ephemeral an
 inl_gid=$(stat -c %g "$W/state1/ephemeral/$inl_handle" 2>/dev/null)
 check "no fsGroup on an inline volume without fsType (ReadWriteOnceWithFSType; group $inl_gid)" \
     bash -c "[ -n '$inl_gid' ] && [ '$inl_gid' != 3456 ]"
+inline_stats() { summary_volume inline-writer data | jq -e '.capacityBytes > 0 and (has("pvcRef") | not)' >/dev/null; }
+check "/stats/summary: the inline volume, without pvcRef ($(wait_for 20 inline_stats; summary_volume inline-writer data))" inline_stats
 inl_vd="$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/vol_data.json"
 check "vol_data.json says Ephemeral ($(jq -c '[.volumeLifecycleMode, .specVolID]' "$inl_vd" 2>/dev/null))" \
     bash -c "[ \"\$(jq -r .volumeLifecycleMode '$inl_vd')\" = Ephemeral ]"

@@ -31,6 +31,23 @@ pub struct Csi {
     pub drivers: Drivers,
     /// Pods whose CSI volumes a background task is still trying to unmount.
     retrying: Arc<Mutex<HashSet<String>>>,
+    /// The CSI volumes set up for pods since this agent started, by (pod uid, spec name): what
+    /// stats and expansion need (a restarted agent fills it again as workers set up volumes).
+    mounted: Arc<Mutex<BTreeMap<(String, String), Mounted>>>,
+}
+
+/// A CSI volume published for a pod.
+#[derive(Clone, Debug)]
+pub struct Mounted {
+    pub pod_uid: String,
+    pub namespace: String,
+    /// The volume's name in the pod spec.
+    pub volume: String,
+    /// The claim (PVs; generic ephemeral volumes included); `None` for inline volumes.
+    pub claim: Option<String>,
+    pub vol: CsiVolume,
+    pub target: PathBuf,
+    pub staging: Option<PathBuf>,
 }
 
 impl Csi {
@@ -51,6 +68,7 @@ impl Csi {
             root,
             drivers,
             retrying: Arc::default(),
+            mounted: Arc::default(),
         }
     }
 
@@ -166,7 +184,59 @@ impl Csi {
             .await
             .map_err(|e| e.to_string())?;
         apply_fs_group(&target, &vol, fs_group).await?;
+        self.remember(Mounted {
+            pod_uid: uid,
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            volume: volume.to_string(),
+            claim: None,
+            vol,
+            target: target.clone(),
+            staging: None,
+        });
         Ok(target)
+    }
+
+    fn remember(&self, m: Mounted) {
+        if let Ok(mut map) = self.mounted.lock() {
+            map.insert((m.pod_uid.clone(), m.vol.spec_name.clone()), m);
+        }
+    }
+
+    /// NodeGetVolumeStats of every volume mounted for a pod, from drivers with the
+    /// GET_VOLUME_STATS capability (5 s each at most; failures leave the volume out).
+    pub async fn volume_samples(&self) -> Vec<crate::server::stats::VolumeSample> {
+        let list: Vec<Mounted> = self
+            .mounted
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for m in list {
+            let call = csi::volume_stats(
+                &self.drivers,
+                &m.vol.driver,
+                &m.vol.volume_handle,
+                &m.target,
+                m.staging.as_deref(),
+            );
+            match tokio::time::timeout(Duration::from_secs(5), call).await {
+                Ok(Ok(s)) => out.push(crate::server::stats::VolumeSample {
+                    pod_uid: m.pod_uid.clone(),
+                    name: m.volume.clone(),
+                    pvc: m.claim.clone().map(|c| (m.namespace.clone(), c)),
+                    bytes: s.bytes.map(|b| (b.total, b.available, b.used)),
+                    inodes: s.inodes.map(|i| (i.total, i.available, i.used)),
+                    abnormal: s.condition.map(|c| c.0),
+                }),
+                Ok(Err(e)) => {
+                    tracing::debug!(volume = %m.vol.spec_name, error = %e, "no volume stats")
+                }
+                Err(_) => {
+                    tracing::debug!(volume = %m.vol.spec_name, "NodeGetVolumeStats timed out")
+                }
+            }
+        }
+        out
     }
 
     async fn wait_for_driver(&self, driver: &str) -> Result<(), String> {
@@ -190,6 +260,8 @@ impl Csi {
         pod: &Pod,
         pv: &PersistentVolume,
         read_only: bool,
+        volume: &str,
+        claim: &str,
     ) -> Result<PathBuf, String> {
         let (mut vol, driver) = self.volume(pod, pv, read_only).await?;
         self.wait_for_driver(&vol.driver).await?;
@@ -200,7 +272,7 @@ impl Csi {
             Some(&driver),
             Some(modes.unwrap_or_default()),
         );
-        csi::stage(&self.root, &self.drivers, &vol)
+        let staging = csi::stage(&self.root, &self.drivers, &vol)
             .await
             .map_err(|e| e.to_string())?;
         let info = pod_info(pod, Some(&driver));
@@ -209,6 +281,15 @@ impl Csi {
             .await
             .map_err(|e| e.to_string())?;
         apply_fs_group(&target, &vol, fs_group).await?;
+        self.remember(Mounted {
+            pod_uid: uid,
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            volume: volume.to_string(),
+            claim: Some(claim.to_string()),
+            vol,
+            target: target.clone(),
+            staging,
+        });
         Ok(target)
     }
 
@@ -263,6 +344,9 @@ impl Csi {
     /// is the pod folder removed, as the kubelet's volume manager does for an orphaned pod: the
     /// mount must neither leak nor have the pod folder's removal delete the volume's data.
     pub async fn unmount_pod(&self, pod_uid: &str) -> Result<(), String> {
+        if let Ok(mut map) = self.mounted.lock() {
+            map.retain(|(uid, _), _| uid != pod_uid);
+        }
         let Err(e) = unmount_pod_volumes(&self.root, &self.drivers, pod_uid).await else {
             return Ok(());
         };

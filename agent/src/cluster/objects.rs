@@ -300,13 +300,24 @@ impl ObjectSource for ClusterObjects {
                     .csi
                     .as_ref()
                     .ok_or("CSI volumes are not enabled on this node")?;
-                let read_only = pod
-                    .spec
-                    .iter()
-                    .flat_map(|s| s.volumes.iter().flatten())
+                let volumes = || pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+                let read_only = volumes()
                     .filter_map(|v| v.persistent_volume_claim.as_ref())
                     .any(|c| c.claim_name == claim && c.read_only == Some(true));
-                let path = csi.mount(pod, &pv, read_only).await?;
+                // The pod's volume that names this claim (for stats and expansion).
+                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                let volume = volumes()
+                    .find(|v| {
+                        v.persistent_volume_claim
+                            .as_ref()
+                            .is_some_and(|c| c.claim_name == claim)
+                            || (v.ephemeral.is_some()
+                                && crate::translate::ephemeral_claim_name(pod_name, &v.name)
+                                    == claim)
+                    })
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default();
+                let path = csi.mount(pod, &pv, read_only, &volume, claim).await?;
                 return Ok(crate::translate::VolumeKind::HostPath {
                     path: path.to_string_lossy().into_owned(),
                     type_: "Directory".into(),
@@ -338,6 +349,15 @@ impl ObjectSource for ClusterObjects {
                 path: path.to_string_lossy().into_owned(),
                 type_: "Directory".into(),
             })
+        })
+    }
+
+    fn volume_samples(&self) -> BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
+        Box::pin(async move {
+            match &self.csi {
+                Some(csi) => csi.volume_samples().await,
+                None => Vec::new(),
+            }
         })
     }
 

@@ -148,6 +148,14 @@ pub trait ObjectSource: Send + Sync {
         volume: &'a str,
     ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
 
+    /// The figures of the volumes mounted for pods that a driver measures (CSI
+    /// NodeGetVolumeStats), for `/stats/summary` and `/metrics`.
+    fn volume_samples(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// Undoes what [`ObjectSource::claim`] did outside the pod folder (CSI unpublish and
     /// unstage), before the pod folder is torn down.
     fn release<'a>(
