@@ -15,7 +15,9 @@
 #   4. a driver with attachRequired: true: the pod waits with FailedMount (not attached) until
 #      the test plays the external-attacher (VolumeAttachment status.attached=true), then runs
 #      with the attachment metadata as the publish context;
-#      its volume's NodeGetVolumeStats figures in /stats/summary and /metrics;
+#      its volume's NodeGetVolumeStats figures in /stats/summary and /metrics; the claim grown
+#      while in use (the test plays the external-resizer): NodeExpandVolume, then the claim's
+#      status capacity updated and its resize status cleared;
 #   5. bosun killed (-9) and restarted while that pod runs: the pod keeps running, its volume
 #      is not mounted twice;
 #   6. a pod deleted while its driver is down: the volume's data survives, the mount stays until
@@ -357,6 +359,21 @@ check "NodeGetVolumeStats was called on the publish path with the staging path" 
 metric_line='kubelet_volume_stats_capacity_bytes{namespace="default",persistentvolumeclaim="claim-2"} 1048576'
 check "/metrics: $metric_line" bash -c \
     "'$KUBECTL' get --raw /api/v1/nodes/$NODE/proxy/metrics 2>/dev/null | grep -qxF '$metric_line'"
+
+# Online expansion. The test plays the external-resizer after ControllerExpandVolume: the PV
+# grows to 2Mi and the claim's status asks for the node's part (NodeResizePending).
+"$KUBECTL" patch pv pv-e2e-2 --type=merge -p '{"spec": {"capacity": {"storage": "2Mi"}}}' >>"$W/apply.log" 2>&1
+"$KUBECTL" patch pvc claim-2 --subresource=status --type=merge \
+    -p '{"status": {"allocatedResources": {"storage": "2Mi"}, "allocatedResourceStatuses": {"storage": "NodeResizePending"}}}' >>"$W/apply.log" 2>&1
+pvc_status() { "$KUBECTL" get pvc claim-2 -o jsonpath='{.status.capacity.storage} {.status.allocatedResourceStatuses}' 2>/dev/null; }
+resized() { [ "$(pvc_status)" = "2Mi " ]; }
+check "claim-2 grown by the node: status capacity 2Mi, resize status cleared ($(wait_for 60 resized; pvc_status))" resized
+check "NodeExpandVolume on the publish path with the PV's new size" request "$W/state2" NodeExpandVolume "
+    .volumeId == \"$VOL2\" and .requiredBytes == 2097152 and
+    (.volumePath | endswith(\"/volumes/kubernetes.io~csi/pv-e2e-2/mount\"))"
+grown() { summary_volume csi-attached data | jq -e '.capacityBytes == 2097152' >/dev/null; }
+check "/stats/summary shows the grown capacity ($(wait_for 20 grown; summary_volume csi-attached data | jq -c .capacityBytes))" grown
+check "the pod ran on through the expansion ($(phase csi-attached))" running csi-attached
 
 # 5. bosun killed (-9) and restarted while the CSI pod runs.
 att_uid=$("$KUBECTL" get pod csi-attached -o jsonpath='{.metadata.uid}')
