@@ -1400,6 +1400,8 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         stop_signal,
         termination_message_path: ctx.termination_message_path.clone(),
         labels,
+        // volumeDevices: resolved by the worker from the pod's block volumes.
+        devices: Vec::new(),
     })
 }
 
@@ -1565,6 +1567,36 @@ pub enum VolumeKind {
     /// A CSI ephemeral inline volume (`csi:` in the pod spec), published by the driver when the
     /// pod's volumes are set up.
     CsiInline { driver: String },
+}
+
+/// The device node a container gets for a block volume whose device file is `host` (what
+/// NodePublishVolume made): its type and numbers, read-write or read-only.
+pub fn block_device(
+    host: &std::path::Path,
+    container_path: &str,
+    read_only: bool,
+) -> Result<bosun_runtime::Device, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::metadata(host)
+        .map_err(|e| format!("volumeDevice {container_path}: {}: {e}", host.display()))?;
+    let kind = if md.file_type().is_block_device() {
+        "b"
+    } else if md.file_type().is_char_device() {
+        "c"
+    } else {
+        return Err(format!(
+            "volumeDevice {container_path}: {} is not a device",
+            host.display()
+        ));
+    };
+    let rdev = md.rdev();
+    Ok(bosun_runtime::Device {
+        container_path: container_path.to_string(),
+        kind: kind.to_string(),
+        major: i64::from(nix::sys::stat::major(rdev) as u32),
+        minor: i64::from(nix::sys::stat::minor(rdev) as u32),
+        access: if read_only { "rm" } else { "rwm" }.to_string(),
+    })
 }
 
 /// The name of the claim the ephemeral volume controller makes for volume `volume` of pod
@@ -2856,6 +2888,20 @@ spec:
             .unwrap_err()
             .to_string()
             .starts_with("unsupported volume type in standalone mode: ephemeral"));
+    }
+
+    #[test]
+    fn block_devices_from_device_files() {
+        let d = block_device(std::path::Path::new("/dev/null"), "/dev/xvda", false).unwrap();
+        assert_eq!(
+            (d.kind.as_str(), d.major, d.minor, d.access.as_str()),
+            ("c", 1, 3, "rwm")
+        );
+        assert_eq!(d.container_path, "/dev/xvda");
+        let ro = block_device(std::path::Path::new("/dev/null"), "/dev/x", true).unwrap();
+        assert_eq!(ro.access, "rm");
+        let e = block_device(std::path::Path::new("/"), "/dev/x", false).unwrap_err();
+        assert!(e.contains("is not a device"), "{e}");
     }
 
     #[test]

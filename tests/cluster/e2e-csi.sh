@@ -29,7 +29,10 @@
 #      handle, the pod's volumeAttributes, the ephemeral and pod info keys and the
 #      nodePublishSecretRef's data; unpublished with the pod; refused (FailedMount) for a driver
 #      whose CSIDriver does not list the Ephemeral lifecycle mode;
-#   9. nothing left mounted, staged or running.
+#   9. a raw block volume (volumeMode: Block, volumeDevices): staged and published at the
+#      kubelet's volumeDevices paths, the container reads and writes the device; unpublished
+#      and unstaged with the pod;
+#  10. nothing left mounted, staged or running.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root and Go (for the test driver).
 #
@@ -84,6 +87,10 @@ cleanup() {
     for p in "${csi_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${csi_pids[@]}"; do wait "$p" 2>/dev/null; done
     sleep 0.5
+    # Loop devices the stand-in driver attached for block volumes (a failed run).
+    for img in "$W"/state*/block/*.img; do
+        [ -e "$img" ] && losetup -j "$img" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
+    done
     for _ in 1 2 3; do
         grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
     done
@@ -577,7 +584,60 @@ check "the inline volume is unpublished and its folders removed" wait_for 20 bas
     "! test -e '$W/root/pods/$inl_uid' && ! test -e '$W/state1/ephemeral/$inl_handle' &&
      jq -e -s '[.[] | select(.method == \"NodeUnpublishVolume\" and .volumeId == \"$inl_handle\")] | length == 1' '$W/state1/requests.jsonl' >/dev/null"
 
-# 9. Nothing left.
+# 9. A raw block volume (volumeMode: Block): the stand-in driver's volume is a loop device.
+read -r VOLB _ <<<"$(create_volume "$DRV1" pv-e2e-block)"
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-block}
+spec:
+  capacity: {storage: 1Mi}
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: claim-block}
+  csi: {driver: $DRV1, volumeHandle: $VOLB}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim-block}
+spec:
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-e2e-block
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: block-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{name: raw, persistentVolumeClaim: {claimName: claim-block}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeDevices: [{name: raw, devicePath: /dev/xvda}]
+    command: [sh, -c, '[ -b /dev/xvda ] && printf block-data | dd of=/dev/xvda conv=fsync 2>/dev/null && [ "\$(dd if=/dev/xvda bs=10 count=1 2>/dev/null)" = block-data ]']
+YAML
+check "pod block-writer writes and reads its block device (phase $(wait_for 90 succeeded block-writer; phase block-writer))" succeeded block-writer
+check "the data is on the volume's backing storage ($(head -c 10 "$W/state1/block/$VOLB.img" 2>/dev/null))" \
+    bash -c "[ \"\$(head -c 10 '$W/state1/block/$VOLB.img' 2>/dev/null)\" = block-data ]"
+blk_uid=$("$KUBECTL" get pod block-writer -o jsonpath='{.metadata.uid}')
+BD="$W/root/plugins/kubernetes.io/csi/volumeDevices"
+check "block NodeStageVolume and NodePublishVolume at the kubelet's volumeDevices paths" bash -c "
+    $(declare -f request); request '$W/state1' NodeStageVolume '.capability.block == true and .stagingTargetPath == \"$BD/staging/pv-e2e-block\"' &&
+    request '$W/state1' NodePublishVolume '.capability.block == true and .targetPath == \"$BD/publish/pv-e2e-block/$blk_uid\" and .stagingTargetPath == \"$BD/staging/pv-e2e-block\"'"
+"$KUBECTL" delete pod block-writer --wait=false >/dev/null 2>&1
+check "pod block-writer deleted" wait_for 60 gone block-writer
+blk_gone() { [ -z "$(losetup -j "$W/state1/block/$VOLB.img" 2>/dev/null)" ] && ! test -e "$BD/pv-e2e-block" && ! test -e "$BD/publish/pv-e2e-block" && ! test -e "$BD/staging/pv-e2e-block"; }
+check "block volume unpublished and unstaged: loop device detached, folders gone" wait_for 20 blk_gone
+
+# 10. Nothing left.
 check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
 leftover() { find "$W/root/plugins/kubernetes.io" -name globalmount -o -name vol_data.json 2>/dev/null; ls "$W/root/pods" 2>/dev/null; }
 check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z \"\$($(declare -f leftover); W='$W'; leftover)\" ]"

@@ -100,10 +100,14 @@ impl Csi {
         vol.node_name = self.node.clone();
         vol.read_only = read_only || source.read_only.unwrap_or(false);
         vol.volume_context = source.volume_attributes.clone().unwrap_or_default();
-        vol.access_type = AccessType::Mount {
-            fs_type: source.fs_type.clone().unwrap_or_default(),
-            mount_flags: spec.mount_options.clone().unwrap_or_default(),
-            volume_mount_group: String::new(),
+        vol.access_type = if spec.volume_mode.as_deref() == Some("Block") {
+            AccessType::Block
+        } else {
+            AccessType::Mount {
+                fs_type: source.fs_type.clone().unwrap_or_default(),
+                mount_flags: spec.mount_options.clone().unwrap_or_default(),
+                volume_mount_group: String::new(),
+            }
         };
         vol.access_mode = access_mode(spec.access_modes.as_deref().unwrap_or_default());
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -643,6 +647,23 @@ async fn unmount_pod_volumes(root: &Path, drivers: &Drivers, pod_uid: &str) -> R
     let pod_dir = bosun_volumes::layout::pod_dir(root, pod_uid).map_err(|e| e.to_string())?;
     let published = csi::published_volumes(&pod_dir).map_err(|e| e.to_string())?;
     let mut first = None;
+    for spec in csi::block::published(&pod_dir) {
+        let result = async {
+            csi::block::unpublish(root, pod_uid, &spec, drivers)
+                .await
+                .map_err(|e| e.to_string())?;
+            if csi::block::published_count(root, &spec).map_err(|e| e.to_string())? == 0 {
+                csi::block::unstage(root, drivers, &spec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(e) = result {
+            first.get_or_insert(e);
+        }
+    }
     for p in published {
         let result = async {
             csi::unpublish(root, pod_uid, &p.spec_name, drivers)
@@ -673,6 +694,9 @@ pub fn volumes_in_use(root: &std::path::Path) -> Vec<String> {
     let name = |driver: &str, handle: &str| format!("kubernetes.io/csi/{driver}^{handle}");
     for s in csi::staged_volumes(root).unwrap_or_default() {
         out.insert(name(&s.data.driver_name, &s.data.volume_handle));
+    }
+    for d in csi::block::volumes(root) {
+        out.insert(name(&d.driver_name, &d.volume_handle));
     }
     if let Ok(pods) = std::fs::read_dir(root.join("pods")) {
         for p in pods.flatten() {

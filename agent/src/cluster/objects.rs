@@ -318,9 +318,14 @@ impl ObjectSource for ClusterObjects {
                     .map(|v| v.name.clone())
                     .unwrap_or_default();
                 let path = csi.mount(pod, &pv, read_only, &volume, claim).await?;
+                let block = pv
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.volume_mode.as_deref() == Some("Block"));
                 return Ok(crate::translate::VolumeKind::HostPath {
                     path: path.to_string_lossy().into_owned(),
-                    type_: "Directory".into(),
+                    // A block volume is the device file NodePublishVolume made.
+                    type_: if block { "BlockDevice" } else { "Directory" }.into(),
                 });
             }
             crate::claims::volume_kind(&pv, &node, &labels)

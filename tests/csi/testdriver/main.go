@@ -16,7 +16,9 @@
 // context csi.storage.k8s.io/ephemeral=true, from podInfoOnMount) is a fresh folder under
 // <statedir>/ephemeral/, bind-mounted on the target and removed at unpublish. Volume sizes are
 // recorded (<statedir>/capacity/<id>) by CreateVolume and NodeExpandVolume and reported by
-// NodeGetVolumeStats. Every node call is appended as one JSON
+// NodeGetVolumeStats. A block volume (volumeMode Block) is a loop device over
+// <statedir>/block/<id>.img, attached at NodeStageVolume, bind-mounted on the target file at
+// NodePublishVolume and detached at NodeUnstageVolume. Every node call is appended as one JSON
 // line to <statedir>/requests.jsonl so tests can check what the CO sent. The registrar behaves
 // like node-driver-registrar: it asks the driver its name, serves GetInfo on
 // <plugin-registration-path>/<driver>-reg.sock, exits 1 when told registration failed, and
@@ -36,6 +38,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -301,12 +304,15 @@ func (d *driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	if req.GetVolumeId() == "" || req.GetStagingTargetPath() == "" || req.GetVolumeCapability() == nil {
 		return nil, status.Error(codes.InvalidArgument, "volume id, staging target path and capability are required")
 	}
-	if req.GetVolumeCapability().GetBlock() != nil {
-		return nil, status.Error(codes.InvalidArgument, "block access is not supported by this driver")
-	}
 	src := d.volDir(req.GetVolumeId())
 	if _, err := os.Stat(src); err != nil {
 		return nil, status.Errorf(codes.NotFound, "volume %s not found", req.GetVolumeId())
+	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		if _, err := d.attachLoop(req.GetVolumeId()); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		return &csi.NodeStageVolumeResponse{}, nil
 	}
 	st, err := os.Stat(req.GetStagingTargetPath())
 	if err != nil || !st.IsDir() {
@@ -334,6 +340,9 @@ func (d *driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolume
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		if !m {
+			if err := d.detachLoop(req.GetVolumeId()); err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
 			return &csi.NodeUnstageVolumeResponse{}, nil
 		}
 		if err := unix.Unmount(req.GetStagingTargetPath(), 0); err != nil {
@@ -353,7 +362,7 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 		return nil, status.Error(codes.InvalidArgument, "volume id, target path and capability are required")
 	}
 	if req.GetVolumeCapability().GetBlock() != nil {
-		return nil, status.Error(codes.InvalidArgument, "block access is not supported by this driver")
+		return d.publishBlock(req)
 	}
 	// A CSI ephemeral inline volume (as hostpathplugin: the pod info says so): no staging, a
 	// fresh folder per volume id, removed at unpublish.
@@ -393,6 +402,82 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 			_ = unix.Unmount(target, 0)
 			return nil, status.Errorf(codes.Internal, "remount %s read-only: %v", target, err)
 		}
+	}
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// ---- raw block volumes: a loop device over <statedir>/block/<id>.img ----
+
+func (d *driver) blockImage(id string) string { return filepath.Join(d.stateDir, "block", id+".img") }
+func (d *driver) loopRecord(id string) string { return filepath.Join(d.stateDir, "block", id+".loop") }
+
+// attachLoop: the volume's loop device, attached at staging (idempotent).
+func (d *driver) attachLoop(id string) (string, error) {
+	if b, err := os.ReadFile(d.loopRecord(id)); err == nil {
+		dev := strings.TrimSpace(string(b))
+		if out, err := exec.Command("losetup", "-j", d.blockImage(id)).Output(); err == nil && strings.HasPrefix(string(out), dev+":") {
+			return dev, nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(d.blockImage(id)), 0o750); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(d.blockImage(id)); errors.Is(err, os.ErrNotExist) {
+		size := d.capacity(id)
+		if size < 1<<20 {
+			size = 1 << 20
+		}
+		f, err := os.Create(d.blockImage(id))
+		if err != nil {
+			return "", err
+		}
+		err = f.Truncate(size)
+		_ = f.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	out, err := exec.Command("losetup", "-f", "--show", d.blockImage(id)).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("losetup %s: %v: %s", d.blockImage(id), err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	return dev, os.WriteFile(d.loopRecord(id), []byte(dev), 0o640)
+}
+
+func (d *driver) detachLoop(id string) error {
+	b, err := os.ReadFile(d.loopRecord(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if out, err := exec.Command("losetup", "-d", strings.TrimSpace(string(b))).CombinedOutput(); err != nil {
+		return fmt.Errorf("losetup -d: %v: %s", err, out)
+	}
+	return os.Remove(d.loopRecord(id))
+}
+
+// publishBlock: the target is a file the driver makes and bind-mounts the device on.
+func (d *driver) publishBlock(req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	target := req.GetTargetPath()
+	b, err := os.ReadFile(d.loopRecord(req.GetVolumeId()))
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "block volume %s is not staged", req.GetVolumeId())
+	}
+	dev := strings.TrimSpace(string(b))
+	if m, err := isMountPoint(target); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	} else if m {
+		return &csi.NodePublishVolumeResponse{}, nil
+	}
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_RDWR, 0o660)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	_ = f.Close()
+	if err := unix.Mount(dev, target, "", unix.MS_BIND, ""); err != nil {
+		return nil, status.Errorf(codes.Internal, "bind %s on %s: %v", dev, target, err)
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
 }
