@@ -9,7 +9,7 @@
 #   2. a CSIDriver with attachRequired: false and podInfoOnMount: true, a PV on a volume created
 #      through the driver's Controller service, a PVC bound to it, a pod that writes a file
 #      through the claim: it Succeeds, the file is in the driver's state folder, the driver got
-#      the pod info keys and the PV's volumeAttributes;
+#      the pod info keys, a token for its tokenRequests audience and the PV's volumeAttributes;
 #      and the pod's fsGroup applied (default fsGroupPolicy, fsType ext4, RWO);
 #   3. the pod deleted: unpublished and unstaged (no mount below the root dir, no globalmount);
 #   4. a driver with attachRequired: true: the pod waits with FailedMount (not attached) until
@@ -189,7 +189,11 @@ cat <<YAML | "$KUBECTL" apply -f - >"$W/apply.log" 2>&1
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: $DRV1}
-spec: {attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: [Persistent, Ephemeral]}
+spec:
+  attachRequired: false
+  podInfoOnMount: true
+  volumeLifecycleModes: [Persistent, Ephemeral]
+  tokenRequests: [{audience: e2e-audience, expirationSeconds: 3600}]
 ---
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
@@ -281,6 +285,10 @@ check "NodePublishVolume got the pod info keys" request "$W/state1" NodePublishV
     .volumeContext[\"csi.storage.k8s.io/pod.uid\"] == \"$writer_uid\" and
     .volumeContext[\"csi.storage.k8s.io/serviceAccount.name\"] == \"default\" and
     .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"false\""
+check "NodePublishVolume got a service account token for the CSIDriver's tokenRequests audience" \
+    request "$W/state1" NodePublishVolume '
+    .volumeContext["csi.storage.k8s.io/serviceAccount.tokens"] | fromjson | .["e2e-audience"] |
+    (.token | length > 20) and (.expirationTimestamp | test("^20[0-9-]+T[0-9:]+Z$"))'
 check "NodePublishVolume got the PV's volumeAttributes, fsType and the staging path" \
     request "$W/state1" NodePublishVolume "
     .volumeContext[\"e2e/color\"] == \"blue\" and

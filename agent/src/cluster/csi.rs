@@ -176,6 +176,7 @@ impl Csi {
         pod: &Pod,
         volume: &str,
         source: &CSIVolumeSource,
+        tokens: Option<ServiceAccountTokens>,
     ) -> Result<PathBuf, String> {
         let drivers: Api<CSIDriver> = Api::all(self.client.clone());
         let driver_obj = drivers
@@ -191,6 +192,7 @@ impl Csi {
         let fs_group = self.fs_group_plan(pod, &mut vol, driver_obj.as_ref(), None);
         let mut info = pod_info(pod, driver_obj.as_ref());
         info.ephemeral = true;
+        give_tokens(&mut vol, &mut info, tokens);
         let uid = info.uid.clone();
         let target = csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
             .await
@@ -274,6 +276,7 @@ impl Csi {
         read_only: bool,
         volume: &str,
         claim: &str,
+        tokens: Option<ServiceAccountTokens>,
     ) -> Result<PathBuf, String> {
         let (mut vol, driver) = self.volume(pod, pv, read_only).await?;
         self.wait_for_driver(&vol.driver).await?;
@@ -287,7 +290,8 @@ impl Csi {
         let staging = csi::stage(&self.root, &self.drivers, &vol)
             .await
             .map_err(|e| e.to_string())?;
-        let info = pod_info(pod, Some(&driver));
+        let mut info = pod_info(pod, Some(&driver));
+        give_tokens(&mut vol, &mut info, tokens);
         let uid = info.uid.clone();
         let target = csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
             .await
@@ -576,6 +580,43 @@ async fn apply_fs_group(
     .map_err(|e| e.to_string())?
     .map(|_| ())
     .map_err(|e| format!("applyFSGroup failed for vol {}: {e}", vol.volume_handle))
+}
+
+/// The service account tokens a CSIDriver asked for (`tokenRequests`), as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAccountTokens {
+    pub json: String,
+    /// `serviceAccountTokenInSecrets`: in NodePublishVolume's secrets, not its volume context.
+    pub in_secrets: bool,
+}
+
+/// The kubelet's `csi.storage.k8s.io/serviceAccount.tokens` value: a JSON object of audience
+/// -> `{token, expirationTimestamp}` (RFC 3339, seconds).
+pub fn tokens_json(tokens: &[(String, String, std::time::SystemTime)]) -> String {
+    let mut m = serde_json::Map::new();
+    for (audience, token, expires) in tokens {
+        let at = k8s_openapi::jiff::Timestamp::try_from(*expires)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        m.insert(
+            audience.clone(),
+            serde_json::json!({"token": token, "expirationTimestamp": at}),
+        );
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+/// Hands the tokens to the driver where the CSIDriver wants them.
+fn give_tokens(vol: &mut CsiVolume, info: &mut PodInfo, tokens: Option<ServiceAccountTokens>) {
+    let Some(t) = tokens else { return };
+    if t.in_secrets {
+        vol.publish_secrets.insert(
+            csi::pod_info_keys::SERVICE_ACCOUNT_TOKENS.to_string(),
+            t.json,
+        );
+    } else {
+        info.service_account_tokens = Some(t.json);
+    }
 }
 
 /// The pod, for the volume context keys the CSIDriver asks for (`podInfoOnMount`).
@@ -938,6 +979,44 @@ mod tests {
             .filter_map(|c| c["type"].as_str())
             .collect();
         assert_eq!(types, ["ModifyingVolume"]);
+    }
+
+    #[test]
+    fn service_account_tokens_like_the_kubelet() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let json = tokens_json(&[
+            ("vault".into(), "t1".into(), at),
+            ("".into(), "t2".into(), at),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(v["vault"]["token"], "t1");
+        assert_eq!(v["vault"]["expirationTimestamp"], "2027-01-15T08:00:00Z");
+        assert_eq!(v[""]["token"], "t2");
+        let t = ServiceAccountTokens {
+            json: json.clone(),
+            in_secrets: false,
+        };
+        let mut vol = CsiVolume::new("d", "h", "pv");
+        let mut info = PodInfo::default();
+        give_tokens(&mut vol, &mut info, Some(t.clone()));
+        assert_eq!(info.service_account_tokens.as_deref(), Some(json.as_str()));
+        assert!(vol.publish_secrets.is_empty());
+        let mut info = PodInfo::default();
+        give_tokens(
+            &mut vol,
+            &mut info,
+            Some(ServiceAccountTokens {
+                in_secrets: true,
+                ..t
+            }),
+        );
+        assert!(info.service_account_tokens.is_none());
+        assert_eq!(
+            vol.publish_secrets
+                .get("csi.storage.k8s.io/serviceAccount.tokens")
+                .map(String::as_str),
+            Some(json.as_str())
+        );
     }
 
     #[test]
