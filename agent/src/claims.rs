@@ -71,9 +71,10 @@ pub fn volume_kind(
         .spec
         .as_ref()
         .ok_or_else(|| format!("persistentvolume {name:?} has no spec"))?;
-    if spec.volume_mode.as_deref() == Some("Block") {
+    let block = spec.volume_mode.as_deref() == Some("Block");
+    if block && spec.local.is_none() {
         return Err(format!(
-            "persistentvolume {name:?}: volumeMode Block is not supported"
+            "persistentvolume {name:?}: volumeMode Block is supported for local and CSI volumes only"
         ));
     }
     if let Some(h) = &spec.host_path {
@@ -93,9 +94,10 @@ pub fn volume_kind(
                 "persistentvolume {name:?} is local to other nodes: its node affinity does not select node {node:?}"
             ));
         }
+        // A block local PV is a device of this node, given to containers by `volumeDevices`.
         return Ok(VolumeKind::HostPath {
             path: l.path.clone(),
-            type_: "Directory".into(),
+            type_: if block { "BlockDevice" } else { "Directory" }.into(),
         });
     }
     if spec.csi.is_some() {
@@ -192,6 +194,29 @@ spec:
         );
         let e = volume_kind(&pv(LOCAL), "node2", &labels("node2")).unwrap_err();
         assert!(e.contains("does not select node \"node2\""), "{e}");
+    }
+
+    #[test]
+    fn block_local_volumes_are_devices() {
+        let mut p = pv(LOCAL);
+        if let Some(s) = p.spec.as_mut() {
+            s.volume_mode = Some("Block".into());
+            if let Some(l) = s.local.as_mut() {
+                l.path = "/dev/loop7".into();
+            }
+        }
+        assert_eq!(
+            volume_kind(&p, "node1", &labels("node1")).unwrap(),
+            VolumeKind::HostPath {
+                path: "/dev/loop7".into(),
+                type_: "BlockDevice".into()
+            }
+        );
+        assert!(volume_kind(&p, "node2", &labels("node2")).is_err());
+        let h = pv("metadata: {name: h}\nspec: {volumeMode: Block, hostPath: {path: /dev/sda}}");
+        assert!(volume_kind(&h, "n", &BTreeMap::new())
+            .unwrap_err()
+            .contains("Block is supported for local and CSI volumes only"));
     }
 
     #[test]

@@ -31,7 +31,7 @@
 #      whose CSIDriver does not list the Ephemeral lifecycle mode;
 #   9. a raw block volume (volumeMode: Block, volumeDevices): staged and published at the
 #      kubelet's volumeDevices paths, the container reads and writes the device; unpublished
-#      and unstaged with the pod;
+#      and unstaged with the pod; a block local PV (a loop device) given the same way;
 #  10. nothing left mounted, staged or running.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root and Go (for the test driver).
@@ -88,7 +88,7 @@ cleanup() {
     for p in "${csi_pids[@]}"; do wait "$p" 2>/dev/null; done
     sleep 0.5
     # Loop devices the stand-in driver attached for block volumes (a failed run).
-    for img in "$W"/state*/block/*.img; do
+    for img in "$W"/state*/block/*.img "$W/local-block.img"; do
         [ -e "$img" ] && losetup -j "$img" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
     done
     for _ in 1 2 3; do
@@ -644,6 +644,58 @@ check "block NodeStageVolume and NodePublishVolume at the kubelet's volumeDevice
 check "pod block-writer deleted" wait_for 60 gone block-writer
 blk_gone() { [ -z "$(losetup -j "$W/state1/block/$VOLB.img" 2>/dev/null)" ] && ! test -e "$BD/pv-e2e-block" && ! test -e "$BD/publish/pv-e2e-block" && ! test -e "$BD/staging/pv-e2e-block"; }
 check "block volume unpublished and unstaged: loop device detached, folders gone" wait_for 20 blk_gone
+
+# A block local PV: a loop device of this node, given to the container through volumeDevices.
+truncate -s 1M "$W/local-block.img"
+LOOP=$(losetup -f --show "$W/local-block.img")
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-local-block}
+spec:
+  capacity: {storage: 1Mi}
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: claim-local-block}
+  local: {path: $LOOP}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim-local-block}
+spec:
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-e2e-local-block
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: local-block-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{name: raw, persistentVolumeClaim: {claimName: claim-local-block}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeDevices: [{name: raw, devicePath: /dev/xvdb}]
+    command: [sh, -c, '[ -b /dev/xvdb ] && printf local-blk | dd of=/dev/xvdb conv=fsync 2>/dev/null']
+YAML
+check "pod local-block-writer writes its local block PV (phase $(wait_for 90 succeeded local-block-writer; phase local-block-writer))" succeeded local-block-writer
+check "the data is on the loop device's file ($(head -c 9 "$W/local-block.img"))" \
+    bash -c "[ \"\$(head -c 9 '$W/local-block.img')\" = local-blk ]"
+"$KUBECTL" delete pod local-block-writer --wait=false >/dev/null 2>&1
+check "pod local-block-writer deleted" wait_for 60 gone local-block-writer
+losetup -d "$LOOP" 2>/dev/null
 
 # 10. Nothing left.
 check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
