@@ -36,7 +36,16 @@ pub struct Csi {
     /// The CSI volumes set up for pods since this agent started, by (pod uid, spec name): what
     /// stats and expansion need (a restarted agent fills it again as workers set up volumes).
     mounted: Arc<Mutex<BTreeMap<(String, String), Mounted>>>,
+    /// The last volume figures and when they were taken: scrapes within [`STATS_TTL`] reuse
+    /// them instead of asking every driver again (the kubelet caches them too).
+    stats: Arc<tokio::sync::Mutex<Option<StatsCache>>>,
 }
+
+/// Volume figures and when they were taken.
+type StatsCache = (std::time::Instant, Vec<crate::server::stats::VolumeSample>);
+
+/// How long volume figures are reused.
+const STATS_TTL: Duration = Duration::from_secs(10);
 
 /// A CSI volume published for a pod.
 #[derive(Clone, Debug)]
@@ -77,6 +86,7 @@ impl Csi {
             drivers,
             retrying: Arc::default(),
             mounted,
+            stats: Arc::default(),
         }
     }
 
@@ -217,8 +227,21 @@ impl Csi {
     }
 
     /// NodeGetVolumeStats of every volume mounted for a pod, from drivers with the
-    /// GET_VOLUME_STATS capability (5 s each at most; failures leave the volume out).
+    /// GET_VOLUME_STATS capability (5 s each at most; failures leave the volume out), reused
+    /// for [`STATS_TTL`].
     pub async fn volume_samples(&self) -> Vec<crate::server::stats::VolumeSample> {
+        // One measurement at a time; concurrent scrapes wait for it and share it.
+        let mut cache = self.stats.lock().await;
+        if let Some((at, v)) = cache.as_ref().filter(|(at, _)| at.elapsed() < STATS_TTL) {
+            tracing::trace!(age = ?at.elapsed(), "volume stats from the cache");
+            return v.clone();
+        }
+        let out = self.measure_volumes().await;
+        *cache = Some((std::time::Instant::now(), out.clone()));
+        out
+    }
+
+    async fn measure_volumes(&self) -> Vec<crate::server::stats::VolumeSample> {
         let list: Vec<Mounted> = self
             .mounted
             .lock()
