@@ -35,6 +35,31 @@ pub fn bound_volume(
     }
 }
 
+/// A generic ephemeral volume's claim may be used only by the pod that controls it (the
+/// kubelet's `ephemeral.VolumeIsForPod`): a claim of that name made by someone else must never
+/// hand its data to this pod. The message is the kubelet's.
+pub fn check_ephemeral_owner(
+    pod_namespace: &str,
+    pod_name: &str,
+    pod_uid: &str,
+    pvc: &PersistentVolumeClaim,
+) -> Result<(), String> {
+    let controlled = pvc
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && r.uid == pod_uid && !pod_uid.is_empty());
+    if controlled {
+        return Ok(());
+    }
+    Err(format!(
+        "PVC {}/{} was not created for pod {pod_namespace}/{pod_name} (pod is not owner)",
+        pvc.metadata.namespace.as_deref().unwrap_or(pod_namespace),
+        pvc.metadata.name.as_deref().unwrap_or_default()
+    ))
+}
+
 /// What to mount for a bound PV on node `node` (with its labels).
 pub fn volume_kind(
     pv: &PersistentVolume,
@@ -46,9 +71,10 @@ pub fn volume_kind(
         .spec
         .as_ref()
         .ok_or_else(|| format!("persistentvolume {name:?} has no spec"))?;
-    if spec.volume_mode.as_deref() == Some("Block") {
+    let block = spec.volume_mode.as_deref() == Some("Block");
+    if block && spec.local.is_none() {
         return Err(format!(
-            "persistentvolume {name:?}: volumeMode Block is not supported"
+            "persistentvolume {name:?}: volumeMode Block is supported for local and CSI volumes only"
         ));
     }
     if let Some(h) = &spec.host_path {
@@ -68,9 +94,10 @@ pub fn volume_kind(
                 "persistentvolume {name:?} is local to other nodes: its node affinity does not select node {node:?}"
             ));
         }
+        // A block local PV is a device of this node, given to containers by `volumeDevices`.
         return Ok(VolumeKind::HostPath {
             path: l.path.clone(),
-            type_: "Directory".into(),
+            type_: if block { "BlockDevice" } else { "Directory" }.into(),
         });
     }
     if spec.csi.is_some() {
@@ -170,6 +197,29 @@ spec:
     }
 
     #[test]
+    fn block_local_volumes_are_devices() {
+        let mut p = pv(LOCAL);
+        if let Some(s) = p.spec.as_mut() {
+            s.volume_mode = Some("Block".into());
+            if let Some(l) = s.local.as_mut() {
+                l.path = "/dev/loop7".into();
+            }
+        }
+        assert_eq!(
+            volume_kind(&p, "node1", &labels("node1")).unwrap(),
+            VolumeKind::HostPath {
+                path: "/dev/loop7".into(),
+                type_: "BlockDevice".into()
+            }
+        );
+        assert!(volume_kind(&p, "node2", &labels("node2")).is_err());
+        let h = pv("metadata: {name: h}\nspec: {volumeMode: Block, hostPath: {path: /dev/sda}}");
+        assert!(volume_kind(&h, "n", &BTreeMap::new())
+            .unwrap_err()
+            .contains("Block is supported for local and CSI volumes only"));
+    }
+
+    #[test]
     fn host_path_and_unsupported_sources() {
         let h = pv("metadata: {name: h}\nspec: {hostPath: {path: /data, type: DirectoryOrCreate}}");
         assert_eq!(
@@ -211,6 +261,37 @@ spec:
         assert!(m("nodeSelectorTerms: [{matchExpressions: [{key: gpu, operator: Exists}]}, {matchExpressions: [{key: disk, operator: In, values: [ssd]}]}]"));
         assert!(!m("nodeSelectorTerms: [{matchExpressions: [{key: disk, operator: Exists}, {key: gpu, operator: Exists}]}]"));
         assert!(!m("nodeSelectorTerms: [{}]"));
+    }
+
+    #[test]
+    fn ephemeral_claims_must_be_controlled_by_the_pod() {
+        let pvc = |refs: &str| -> PersistentVolumeClaim {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: web-data, namespace: ns, ownerReferences: {refs}}}\nspec: {{}}"
+            ))
+            .unwrap()
+        };
+        let owned = pvc("[{apiVersion: v1, kind: Pod, name: web, uid: u1, controller: true}]");
+        assert!(check_ephemeral_owner("ns", "web", "u1", &owned).is_ok());
+        // Another pod's (an earlier pod of the same name), not the controller, or no owner.
+        for refs in [
+            "[{apiVersion: v1, kind: Pod, name: web, uid: u0, controller: true}]",
+            "[{apiVersion: v1, kind: Pod, name: web, uid: u1}]",
+            "[]",
+        ] {
+            assert_eq!(
+                check_ephemeral_owner("ns", "web", "u1", &pvc(refs)).unwrap_err(),
+                "PVC ns/web-data was not created for pod ns/web (pod is not owner)",
+                "{refs}"
+            );
+        }
+        assert!(check_ephemeral_owner(
+            "ns",
+            "web",
+            "",
+            &pvc("[{apiVersion: v1, kind: Pod, name: web, uid: '', controller: true}]")
+        )
+        .is_err());
     }
 
     #[test]

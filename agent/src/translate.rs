@@ -1400,6 +1400,8 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         stop_signal,
         termination_message_path: ctx.termination_message_path.clone(),
         labels,
+        // volumeDevices: resolved by the worker from the pod's block volumes.
+        devices: Vec::new(),
     })
 }
 
@@ -1444,7 +1446,8 @@ pub fn mount_requests(
         .and_then(|s| s.volumes.as_ref())
         .map(|v| v.iter().map(|v| v.name.as_str()).collect())
         .unwrap_or_default();
-    // API data is always mounted read-only, as the kubelet does; so are read-only claims.
+    // API data is always mounted read-only, as the kubelet does; so are read-only claims and
+    // read-only CSI inline volumes.
     let api_data: Vec<&str> = spec_of(pod)
         .and_then(|s| s.volumes.as_ref())
         .map(|v| {
@@ -1454,6 +1457,7 @@ pub fn mount_requests(
                         || v.persistent_volume_claim
                             .as_ref()
                             .is_some_and(|c| c.read_only == Some(true))
+                        || v.csi.as_ref().is_some_and(|c| c.read_only == Some(true))
                 })
                 .map(|v| v.name.as_str())
                 .collect()
@@ -1556,6 +1560,49 @@ pub enum VolumeKind {
     ApiData(bosun_volumes::ApiDataPlugin),
     /// A PersistentVolumeClaim, resolved to its bound PV when the pod's volumes are set up.
     Claim { claim: String },
+    /// A generic ephemeral volume (`ephemeral.volumeClaimTemplate`): the claim
+    /// `<pod name>-<volume name>` the ephemeral volume controller creates, used only when the
+    /// pod is its controller (the kubelet's `ephemeral.VolumeIsForPod`).
+    EphemeralClaim { claim: String },
+    /// A CSI ephemeral inline volume (`csi:` in the pod spec), published by the driver when the
+    /// pod's volumes are set up.
+    CsiInline { driver: String },
+}
+
+/// The device node a container gets for a block volume whose device file is `host` (what
+/// NodePublishVolume made): its type and numbers, read-write or read-only.
+pub fn block_device(
+    host: &std::path::Path,
+    container_path: &str,
+    read_only: bool,
+) -> Result<bosun_runtime::Device, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::metadata(host)
+        .map_err(|e| format!("volumeDevice {container_path}: {}: {e}", host.display()))?;
+    let kind = if md.file_type().is_block_device() {
+        "b"
+    } else if md.file_type().is_char_device() {
+        "c"
+    } else {
+        return Err(format!(
+            "volumeDevice {container_path}: {} is not a device",
+            host.display()
+        ));
+    };
+    let rdev = md.rdev();
+    Ok(bosun_runtime::Device {
+        container_path: container_path.to_string(),
+        kind: kind.to_string(),
+        major: i64::from(nix::sys::stat::major(rdev) as u32),
+        minor: i64::from(nix::sys::stat::minor(rdev) as u32),
+        access: if read_only { "rm" } else { "rwm" }.to_string(),
+    })
+}
+
+/// The name of the claim the ephemeral volume controller makes for volume `volume` of pod
+/// `pod`: `<pod name>-<volume name>`.
+pub fn ephemeral_claim_name(pod: &str, volume: &str) -> String {
+    format!("{pod}-{volume}")
 }
 
 /// The type name of a volume as written in the pod (`emptyDir`, `configMap`, ...), or None when
@@ -1623,6 +1670,21 @@ pub fn volume_sources(
                     claim: c.claim_name.clone(),
                 },
             ));
+        } else if v.ephemeral.is_some() && cluster {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            out.push((
+                v.name.clone(),
+                VolumeKind::EphemeralClaim {
+                    claim: ephemeral_claim_name(pod_name, &v.name),
+                },
+            ));
+        } else if let Some(c) = v.csi.as_ref().filter(|_| cluster) {
+            out.push((
+                v.name.clone(),
+                VolumeKind::CsiInline {
+                    driver: c.driver.clone(),
+                },
+            ));
         } else if let Some(plugin) = crate::projection::api_data_plugin(v)
             .filter(|_| cluster || !crate::projection::volume_needs_api(v))
         {
@@ -1634,7 +1696,9 @@ pub fn volume_sources(
                 .ok_or_else(|| verr("must specify a volume type".into()))?;
             let standalone = !cluster
                 && (crate::projection::api_data_plugin(v).is_some()
-                    || v.persistent_volume_claim.is_some());
+                    || v.persistent_volume_claim.is_some()
+                    || v.ephemeral.is_some()
+                    || v.csi.is_some());
             return Err(TranslateError::UnsupportedVolume {
                 volume: v.name.clone(),
                 kind,
@@ -2800,8 +2864,44 @@ spec:
                 .to_string()
                 .starts_with("unsupported volume type in standalone mode: persistentVolumeClaim")
         );
-        let e = volume_sources(&with("csi: {driver: d}"), true).unwrap_err();
-        assert_eq!(e.to_string(), "unsupported volume type: csi (volume v)");
+        assert_eq!(
+            volume_sources(&with("csi: {driver: d}"), true).unwrap()[0].1,
+            VolumeKind::CsiInline { driver: "d".into() }
+        );
+        let e = volume_sources(&with("csi: {driver: d}"), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("unsupported volume type in standalone mode: csi"),
+            "{e}"
+        );
+        // A generic ephemeral volume is the claim `<pod>-<volume>`.
+        let eph = "ephemeral: {volumeClaimTemplate: {spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Mi}}}}}";
+        let mut p = with(eph);
+        p.metadata.name = Some("web".into());
+        assert_eq!(
+            volume_sources(&p, true).unwrap()[0].1,
+            VolumeKind::EphemeralClaim {
+                claim: "web-v".into()
+            }
+        );
+        assert!(volume_sources(&p, false)
+            .unwrap_err()
+            .to_string()
+            .starts_with("unsupported volume type in standalone mode: ephemeral"));
+    }
+
+    #[test]
+    fn block_devices_from_device_files() {
+        let d = block_device(std::path::Path::new("/dev/null"), "/dev/xvda", false).unwrap();
+        assert_eq!(
+            (d.kind.as_str(), d.major, d.minor, d.access.as_str()),
+            ("c", 1, 3, "rwm")
+        );
+        assert_eq!(d.container_path, "/dev/xvda");
+        let ro = block_device(std::path::Path::new("/dev/null"), "/dev/x", true).unwrap();
+        assert_eq!(ro.access, "rm");
+        let e = block_device(std::path::Path::new("/"), "/dev/x", false).unwrap_err();
+        assert!(e.contains("is not a device"), "{e}");
     }
 
     #[test]

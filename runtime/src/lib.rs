@@ -197,6 +197,22 @@ pub struct ContainerSpec {
     pub termination_message_path: Option<PathBuf>,
     /// Labels kept with the container (pod/container identity, restart count, hashes).
     pub labels: BTreeMap<String, String>,
+    /// Host devices given to the container (a pod's `volumeDevices`: raw block volumes).
+    #[serde(default)]
+    pub devices: Vec<Device>,
+}
+
+/// A host device node made in the container, with a devices-cgroup rule allowing it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// Where the node appears in the container (`volumeDevices[].devicePath`).
+    pub container_path: String,
+    /// `b` (block) or `c` (character).
+    pub kind: String,
+    pub major: i64,
+    pub minor: i64,
+    /// Devices-cgroup access: `rwm`, or `rm` for read-only.
+    pub access: String,
 }
 
 /// What the runtime knows of a container, rebuilt from disk at any time.

@@ -286,6 +286,17 @@ pub fn build_with(
         }
         v
     };
+    let mut device_rules = device_rules;
+    for d in &spec.devices {
+        if d.kind != "b" && d.kind != "c" {
+            return Err(bad(format!(
+                "device {}: type {:?} is neither b nor c",
+                d.container_path, d.kind
+            )));
+        }
+        device_rules.push(json!({"allow": true, "type": d.kind, "major": d.major,
+                                 "minor": d.minor, "access": d.access}));
+    }
     let mut resources = json!({"devices": device_rules});
     let res = &spec.resources;
     if let Some(l) = res.memory_limit {
@@ -321,6 +332,10 @@ pub fn build_with(
         json!({"path": path, "type": "c", "major": major, "minor": minor,
                "fileMode": 0o666, "uid": 0, "gid": 0})
     })
+    .chain(spec.devices.iter().map(|d| {
+        json!({"path": d.container_path, "type": d.kind, "major": d.major,
+               "minor": d.minor, "fileMode": 0o660, "uid": 0, "gid": 0})
+    }))
     .collect();
 
     let mut linux = json!({
@@ -426,6 +441,7 @@ mod tests {
                 stop_signal: 15,
                 termination_message_path: None,
                 labels: BTreeMap::from([("k".to_string(), "v".to_string())]),
+                devices: Vec::new(),
             },
             sandbox: Sandbox {
                 pod_uid: "pod1".into(),
@@ -667,6 +683,42 @@ mod tests {
         r.sandbox.pidns = Some("/run/x/pid".into());
         let n = ns(&build_with(&r, 0, 0, vec![], HOST).expect("build"));
         assert_eq!(n[2], (T::Pid, Some("/run/x/pid".into())));
+    }
+
+    #[test]
+    fn volume_devices_become_nodes_and_rules() {
+        let mut r = req();
+        r.spec.devices = vec![crate::Device {
+            container_path: "/dev/xvda".into(),
+            kind: "b".into(),
+            major: 7,
+            minor: 3,
+            access: "rwm".into(),
+        }];
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let linux = s.linux().as_ref().expect("linux");
+        let node = linux
+            .devices()
+            .iter()
+            .flatten()
+            .find(|d| d.path() == &PathBuf::from("/dev/xvda"))
+            .expect("device node");
+        assert_eq!((node.major(), node.minor()), (7, 3));
+        assert_eq!(
+            node.typ(),
+            libcontainer::oci_spec::runtime::LinuxDeviceType::B
+        );
+        let rules = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .expect("rules");
+        let last = rules.last().expect("rule");
+        assert!(last.allow());
+        assert_eq!((last.major(), last.minor()), (Some(7), Some(3)));
+        assert_eq!(last.access().as_deref(), Some("rwm"));
+        r.spec.devices[0].kind = "x".into();
+        assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
     }
 
     #[test]

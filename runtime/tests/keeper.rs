@@ -171,6 +171,7 @@ impl Env {
                 stop_signal: libc::SIGTERM,
                 termination_message_path: None,
                 labels: BTreeMap::new(),
+                devices: Vec::new(),
             },
             sandbox: Sandbox {
                 pod_uid: "pod".into(),

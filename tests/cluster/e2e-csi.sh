@@ -9,16 +9,30 @@
 #   2. a CSIDriver with attachRequired: false and podInfoOnMount: true, a PV on a volume created
 #      through the driver's Controller service, a PVC bound to it, a pod that writes a file
 #      through the claim: it Succeeds, the file is in the driver's state folder, the driver got
-#      the pod info keys and the PV's volumeAttributes;
+#      the pod info keys, a token for its tokenRequests audience and the PV's volumeAttributes;
+#      and the pod's fsGroup applied (default fsGroupPolicy, fsType ext4, RWO);
 #   3. the pod deleted: unpublished and unstaged (no mount below the root dir, no globalmount);
 #   4. a driver with attachRequired: true: the pod waits with FailedMount (not attached) until
 #      the test plays the external-attacher (VolumeAttachment status.attached=true), then runs
 #      with the attachment metadata as the publish context;
+#      its volume's NodeGetVolumeStats figures in /stats/summary and /metrics; the claim grown
+#      while in use (the test plays the external-resizer): NodeExpandVolume, then the claim's
+#      status capacity updated and its resize status cleared;
 #   5. bosun killed (-9) and restarted while that pod runs: the pod keeps running, its volume
 #      is not mounted twice;
 #   6. a pod deleted while its driver is down: the volume's data survives, the mount stays until
 #      the driver is back, then it is unpublished and unstaged;
-#   7. nothing left mounted, staged or running.
+#   7. a generic ephemeral volume (ephemeral.volumeClaimTemplate on a StorageClass whose PV
+#      exists): the ephemeral volume controller's claim is used and the pod's file lands in the
+#      volume; a pod whose <pod>-<volume> claim it does not own is refused (FailedMount);
+#   8. a CSI ephemeral inline volume: published without staging, with the kubelet's volume
+#      handle, the pod's volumeAttributes, the ephemeral and pod info keys and the
+#      nodePublishSecretRef's data; unpublished with the pod; refused (FailedMount) for a driver
+#      whose CSIDriver does not list the Ephemeral lifecycle mode;
+#   9. a raw block volume (volumeMode: Block, volumeDevices): staged and published at the
+#      kubelet's volumeDevices paths, the container reads and writes the device; unpublished
+#      and unstaged with the pod; a block local PV (a loop device) given the same way;
+#  10. nothing left mounted, staged or running.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root and Go (for the test driver).
 #
@@ -39,10 +53,14 @@ W=$(mktemp -d /tmp/bosun-e2e-csi-XXXXXX)
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
 KUBECTL="$K8S_BIN/kubectl"
 NODE=e2e-csi
-CG=bosun-e2e-csi
-BRIDGE=bosune2ecsi
+CG=${E2E_CSI_CGROUP:-bosun-e2e-csi}
+BRIDGE=${E2E_CSI_BRIDGE:-bosune2ecsi}
+POD_SUBNET=${E2E_CSI_POD_SUBNET:-10.248.0.0/24}
 # A control plane of its own, beside e2e-node.sh's (bosun-cp0) and e2e-api.sh's (bosun-cp1).
-export BOSUN_CP_IF=bosun-cp2 BOSUN_CP_IP=10.250.2.1 BOSUN_CP_SERVICE_CIDR=10.98.0.0/16
+# Every name and range can be overridden, so two runs of this test can share the machine:
+#   BOSUN_CP_IF BOSUN_CP_IP BOSUN_CP_SERVICE_CIDR E2E_CSI_BRIDGE E2E_CSI_POD_SUBNET E2E_CSI_CGROUP
+export BOSUN_CP_IF=${BOSUN_CP_IF:-bosun-cp2} BOSUN_CP_IP=${BOSUN_CP_IP:-10.250.2.1}
+export BOSUN_CP_SERVICE_CIDR=${BOSUN_CP_SERVICE_CIDR:-10.98.0.0/16}
 export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
 NODE_IP=$BOSUN_CP_IP
 DRV1=csi-e2e.bosun.dev          # attachRequired: false, podInfoOnMount: true
@@ -69,6 +87,10 @@ cleanup() {
     for p in "${csi_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${csi_pids[@]}"; do wait "$p" 2>/dev/null; done
     sleep 0.5
+    # Loop devices the stand-in driver attached for block volumes (a failed run).
+    for img in "$W"/state*/block/*.img "$W/local-block.img"; do
+        [ -e "$img" ] && losetup -j "$img" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
+    done
     for _ in 1 2 3; do
         grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
     done
@@ -106,13 +128,13 @@ authentication:
 YAML
 A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
    --container-logs-dir "$W/clogs" --cgroup-root "/$CG" --hostname-override "$NODE"
-   --cni-conf-dir "$W/cni" --pod-cidr 10.248.0.0/24)
+   --cni-conf-dir "$W/cni" --pod-cidr "$POD_SUBNET")
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
 mkdir -p "$W/cni"
 cat >"$W/cni/10-e2e-csi.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "bosun-e2e-csi", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.248.0.0/24"}]], "dataDir": "$W/ipam"}}]}
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]], "dataDir": "$W/ipam"}}]}
 JSON
 start_bosun() {
     "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
@@ -167,7 +189,11 @@ cat <<YAML | "$KUBECTL" apply -f - >"$W/apply.log" 2>&1
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
 metadata: {name: $DRV1}
-spec: {attachRequired: false, podInfoOnMount: true, volumeLifecycleModes: [Persistent]}
+spec:
+  attachRequired: false
+  podInfoOnMount: true
+  volumeLifecycleModes: [Persistent, Ephemeral]
+  tokenRequests: [{audience: e2e-audience, expirationSeconds: 3600}]
 ---
 apiVersion: storage.k8s.io/v1
 kind: CSIDriver
@@ -227,6 +253,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: csi-writer}
 spec:
+  securityContext: {fsGroup: 2345}
   automountServiceAccountToken: false
   terminationGracePeriodSeconds: 1
   restartPolicy: Never
@@ -243,6 +270,11 @@ succeeded() { [ "$(phase "$1")" = Succeeded ]; }
 check "pod csi-writer Succeeds (phase $(wait_for 90 succeeded csi-writer; phase csi-writer))" succeeded csi-writer
 check "the pod's file is in the driver's state folder ($(cat "$W/state1/volumes/$VOL1/hello" 2>/dev/null))" \
     bash -c "[ \"\$(cat '$W/state1/volumes/$VOL1/hello' 2>/dev/null)\" = written-by-pod ]"
+# fsGroup (the CSIDriver's default fsGroupPolicy ReadWriteOnceWithFSType: fsType ext4, RWO):
+# the node gave the volume the group and setgid, so the pod's new file has the group too.
+gids=$(stat -c %g "$W/state1/volumes/$VOL1" "$W/state1/volumes/$VOL1/hello" 2>/dev/null | paste -sd' ')
+check "fsGroup applied to the CSI volume: group 2345 with setgid, the pod's file in it ($gids)" \
+    bash -c "[ '$gids' = '2345 2345' ] && [ -g '$W/state1/volumes/$VOL1' ]"
 writer_uid=$("$KUBECTL" get pod csi-writer -o jsonpath='{.metadata.uid}')
 request() { # state-folder method jq-filter: the filter holds for the last such request
     [ -s "$1/requests.jsonl" ] && jq -s -e "[.[] | select(.method == \"$2\")] | last | $3" "$1/requests.jsonl" >/dev/null
@@ -253,6 +285,10 @@ check "NodePublishVolume got the pod info keys" request "$W/state1" NodePublishV
     .volumeContext[\"csi.storage.k8s.io/pod.uid\"] == \"$writer_uid\" and
     .volumeContext[\"csi.storage.k8s.io/serviceAccount.name\"] == \"default\" and
     .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"false\""
+check "NodePublishVolume got a service account token for the CSIDriver's tokenRequests audience" \
+    request "$W/state1" NodePublishVolume '
+    .volumeContext["csi.storage.k8s.io/serviceAccount.tokens"] | fromjson | .["e2e-audience"] |
+    (.token | length > 20) and (.expirationTimestamp | test("^20[0-9-]+T[0-9:]+Z$"))'
 check "NodePublishVolume got the PV's volumeAttributes, fsType and the staging path" \
     request "$W/state1" NodePublishVolume "
     .volumeContext[\"e2e/color\"] == \"blue\" and
@@ -319,6 +355,41 @@ check "the attachment metadata is the publish context of stage and publish" bash
 check "the pod's file is in the second driver's state folder" \
     wait_for 10 bash -c "[ \"\$(cat '$W/state2/volumes/$VOL2/hello' 2>/dev/null)\" = attached ]"
 
+# Volume stats: NodeGetVolumeStats (the driver reports the size CreateVolume recorded) in
+# /stats/summary and /metrics, read through the apiserver's node proxy.
+summary_volume() { # pod volume -> the volume's entry
+    "$KUBECTL" get --raw "/api/v1/nodes/$NODE/proxy/stats/summary" 2>/dev/null |
+        jq -c --arg p "$1" --arg v "$2" '.pods[] | select(.podRef.name == $p) | .volume[]? | select(.name == $v)'
+}
+stats_ok() {
+    summary_volume csi-attached data | jq -e '.capacityBytes == 1048576 and .usedBytes == 9 and
+        .availableBytes == 1048567 and .pvcRef.name == "claim-2" and .pvcRef.namespace == "default" and
+        .inodes > 0' >/dev/null
+}
+check "/stats/summary: csi-attached's volume with the driver's capacityBytes ($(wait_for 30 stats_ok; summary_volume csi-attached data))" stats_ok
+check "NodeGetVolumeStats was called on the publish path with the staging path" \
+    request "$W/state2" NodeGetVolumeStats "
+    .volumeId == \"$VOL2\" and (.volumePath | endswith(\"/volumes/kubernetes.io~csi/pv-e2e-2/mount\")) and
+    (.stagingTargetPath | endswith(\"/globalmount\"))"
+metric_line='kubelet_volume_stats_capacity_bytes{namespace="default",persistentvolumeclaim="claim-2"} 1048576'
+check "/metrics: $metric_line" bash -c \
+    "'$KUBECTL' get --raw /api/v1/nodes/$NODE/proxy/metrics 2>/dev/null | grep -qxF '$metric_line'"
+
+# Online expansion. The test plays the external-resizer after ControllerExpandVolume: the PV
+# grows to 2Mi and the claim's status asks for the node's part (NodeResizePending).
+"$KUBECTL" patch pv pv-e2e-2 --type=merge -p '{"spec": {"capacity": {"storage": "2Mi"}}}' >>"$W/apply.log" 2>&1
+"$KUBECTL" patch pvc claim-2 --subresource=status --type=merge \
+    -p '{"status": {"allocatedResources": {"storage": "2Mi"}, "allocatedResourceStatuses": {"storage": "NodeResizePending"}}}' >>"$W/apply.log" 2>&1
+pvc_status() { "$KUBECTL" get pvc claim-2 -o jsonpath='{.status.capacity.storage} {.status.allocatedResourceStatuses}' 2>/dev/null; }
+resized() { [ "$(pvc_status)" = "2Mi " ]; }
+check "claim-2 grown by the node: status capacity 2Mi, resize status cleared ($(wait_for 60 resized; pvc_status))" resized
+check "NodeExpandVolume on the publish path with the PV's new size" request "$W/state2" NodeExpandVolume "
+    .volumeId == \"$VOL2\" and .requiredBytes == 2097152 and
+    (.volumePath | endswith(\"/volumes/kubernetes.io~csi/pv-e2e-2/mount\"))"
+grown() { summary_volume csi-attached data | jq -e '.capacityBytes == 2097152' >/dev/null; }
+check "/stats/summary shows the grown capacity ($(wait_for 20 grown; summary_volume csi-attached data | jq -c .capacityBytes))" grown
+check "the pod ran on through the expansion ($(phase csi-attached))" running csi-attached
+
 # 5. bosun killed (-9) and restarted while the CSI pod runs.
 att_uid=$("$KUBECTL" get pod csi-attached -o jsonpath='{.metadata.uid}')
 target="$W/root/pods/$att_uid/volumes/kubernetes.io~csi/pv-e2e-2/mount"
@@ -360,7 +431,273 @@ check "driver back: unpublished and unstaged ($(wait_for 30 no_mounts; mounts_be
 # Not checked: the attach/detach controller's own attach/detach. In this control plane it logs
 # "AttachVolume started" but neither creates the VolumeAttachment nor, later, deletes it.
 
-# 7. Nothing left.
+# 7. Generic ephemeral volumes. The test plays the provisioner: a PV of the StorageClass exists.
+read -r VOLE _ <<<"$(create_volume "$DRV1" pv-e2e-eph)"
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: e2e-eph}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-eph}
+spec:
+  capacity: {storage: 1Mi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: e2e-eph
+  csi: {driver: $DRV1, volumeHandle: $VOLE}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: eph-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes:
+  - name: scratch
+    ephemeral:
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          storageClassName: e2e-eph
+          resources: {requests: {storage: 1Mi}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+    command: [sh, -c, 'echo ephemeral-claim > /scratch/hello && grep -q " /scratch " /proc/mounts']
+YAML
+check "pod eph-writer Succeeds (phase $(wait_for 120 succeeded eph-writer; phase eph-writer))" succeeded eph-writer
+eph_owner=$("$KUBECTL" get pvc eph-writer-scratch -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].controller} {.spec.volumeName}' 2>/dev/null)
+check "claim eph-writer-scratch made by the controller, owned by the pod, bound ($eph_owner)" [ "$eph_owner" = "Pod/eph-writer/true pv-e2e-eph" ]
+check "the pod's file is in the ephemeral claim's volume ($(cat "$W/state1/volumes/$VOLE/hello" 2>/dev/null))" \
+    bash -c "[ \"\$(cat '$W/state1/volumes/$VOLE/hello' 2>/dev/null)\" = ephemeral-claim ]"
+eph_uid=$("$KUBECTL" get pod eph-writer -o jsonpath='{.metadata.uid}')
+check "NodePublishVolume of the claim's PV (pv-e2e-eph, not ephemeral)" request "$W/state1" NodePublishVolume "
+    .volumeId == \"$VOLE\" and .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"false\" and
+    .targetPath == \"$W/root/pods/$eph_uid/volumes/kubernetes.io~csi/pv-e2e-eph/mount\""
+"$KUBECTL" delete pod eph-writer --wait=false >/dev/null 2>&1
+check "pod eph-writer deleted, its volume unpublished" wait_for 60 bash -c "$(declare -f gone); KUBECTL='$KUBECTL'; gone eph-writer && ! test -e '$W/root/pods/$eph_uid'"
+# A claim named <pod>-<volume> the pod does not own: never used (bound to nodeName directly,
+# as the scheduler refuses it too).
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: eph-foreign-scratch}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: e2e-none
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: eph-foreign}
+spec:
+  nodeName: $NODE
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: scratch
+    ephemeral:
+      volumeClaimTemplate:
+        spec:
+          accessModes: [ReadWriteOnce]
+          storageClassName: e2e-none
+          resources: {requests: {storage: 1Mi}}
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, "3600"], volumeMounts: [{name: scratch, mountPath: /scratch}]}
+YAML
+event_says() { # pod reason text
+    "$KUBECTL" get events --field-selector "involvedObject.name=$1,reason=$2" \
+        -o jsonpath='{.items[*].message}' 2>/dev/null | grep -qF "$3"
+}
+check "a pod not owning its <pod>-<volume> claim gets FailedMount (pod is not owner)" \
+    wait_for 60 event_says eph-foreign FailedMount "PVC default/eph-foreign-scratch was not created for pod default/eph-foreign (pod is not owner)"
+check "... and does not run ($(phase eph-foreign))" bash -c "[ '$(phase eph-foreign)' = Pending ]"
+"$KUBECTL" delete pod eph-foreign --wait=false >/dev/null 2>&1
+"$KUBECTL" delete pvc eph-foreign-scratch --wait=false >/dev/null 2>&1
+
+# 8. CSI ephemeral inline volumes.
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: Secret
+metadata: {name: inline-secret}
+stringData: {password: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inline-writer}
+spec:
+  securityContext: {fsGroup: 3456}
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: data
+    csi:
+      driver: $DRV1
+      volumeAttributes: {e2e/inline: "yes"}
+      nodePublishSecretRef: {name: inline-secret}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: data, mountPath: /data}]
+    command: [sh, -c, 'echo inline > /data/hello; trap "exit 0" TERM; while true; do sleep 0.2; done']
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: inline-refused}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: data, csi: {driver: $DRV2}}]
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}
+YAML
+check "pod inline-writer runs" wait_for 90 running inline-writer
+inl_uid=$("$KUBECTL" get pod inline-writer -o jsonpath='{.metadata.uid}')
+inl_handle=csi-$(printf %s "${inl_uid}data" | sha256sum | cut -d' ' -f1)
+check "the inline volume holds the pod's file ($(cat "$W/state1/ephemeral/$inl_handle/hello" 2>/dev/null))" \
+    wait_for 10 bash -c "[ \"\$(cat '$W/state1/ephemeral/$inl_handle/hello' 2>/dev/null)\" = inline ]"
+check "NodePublishVolume: kubelet's handle, no staging, attributes, ephemeral and pod keys, secret" \
+    request "$W/state1" NodePublishVolume "
+    .volumeId == \"$inl_handle\" and .stagingTargetPath == \"\" and
+    .volumeContext[\"e2e/inline\"] == \"yes\" and
+    .volumeContext[\"csi.storage.k8s.io/ephemeral\"] == \"true\" and
+    .volumeContext[\"csi.storage.k8s.io/pod.name\"] == \"inline-writer\" and
+    .volumeContext[\"csi.storage.k8s.io/pod.uid\"] == \"$inl_uid\" and
+    .secrets.password == \"s3cret\" and
+    .targetPath == \"$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/mount\""
+inl_gid=$(stat -c %g "$W/state1/ephemeral/$inl_handle" 2>/dev/null)
+check "no fsGroup on an inline volume without fsType (ReadWriteOnceWithFSType; group $inl_gid)" \
+    bash -c "[ -n '$inl_gid' ] && [ '$inl_gid' != 3456 ]"
+inline_stats() { summary_volume inline-writer data | jq -e '.capacityBytes > 0 and (has("pvcRef") | not)' >/dev/null; }
+check "/stats/summary: the inline volume, without pvcRef ($(wait_for 20 inline_stats; summary_volume inline-writer data))" inline_stats
+inl_vd="$W/root/pods/$inl_uid/volumes/kubernetes.io~csi/data/vol_data.json"
+check "vol_data.json says Ephemeral ($(jq -c '[.volumeLifecycleMode, .specVolID]' "$inl_vd" 2>/dev/null))" \
+    bash -c "[ \"\$(jq -r .volumeLifecycleMode '$inl_vd')\" = Ephemeral ]"
+check "NodeStageVolume never called for the inline volume" bash -c \
+    "! jq -e -s '[.[] | select(.method == \"NodeStageVolume\" and .volumeId == \"$inl_handle\")] | length > 0' '$W/state1/requests.jsonl' >/dev/null"
+check "a driver without the Ephemeral lifecycle mode is refused with FailedMount" \
+    wait_for 60 event_says inline-refused FailedMount "volume mode \"Ephemeral\" not supported by driver $DRV2"
+check "... and the refused pod does not run ($(phase inline-refused))" bash -c "[ '$(phase inline-refused)' = Pending ]"
+"$KUBECTL" delete pod inline-writer inline-refused --wait=false >/dev/null 2>&1
+check "inline pods deleted" wait_for 60 bash -c "$(declare -f gone); KUBECTL='$KUBECTL'; gone inline-writer && gone inline-refused"
+check "the inline volume is unpublished and its folders removed" wait_for 20 bash -c \
+    "! test -e '$W/root/pods/$inl_uid' && ! test -e '$W/state1/ephemeral/$inl_handle' &&
+     jq -e -s '[.[] | select(.method == \"NodeUnpublishVolume\" and .volumeId == \"$inl_handle\")] | length == 1' '$W/state1/requests.jsonl' >/dev/null"
+
+# 9. A raw block volume (volumeMode: Block): the stand-in driver's volume is a loop device.
+read -r VOLB _ <<<"$(create_volume "$DRV1" pv-e2e-block)"
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-block}
+spec:
+  capacity: {storage: 1Mi}
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: claim-block}
+  csi: {driver: $DRV1, volumeHandle: $VOLB}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim-block}
+spec:
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-e2e-block
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: block-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{name: raw, persistentVolumeClaim: {claimName: claim-block}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeDevices: [{name: raw, devicePath: /dev/xvda}]
+    command: [sh, -c, '[ -b /dev/xvda ] && printf block-data | dd of=/dev/xvda conv=fsync 2>/dev/null && [ "\$(dd if=/dev/xvda bs=10 count=1 2>/dev/null)" = block-data ]']
+YAML
+check "pod block-writer writes and reads its block device (phase $(wait_for 90 succeeded block-writer; phase block-writer))" succeeded block-writer
+check "the data is on the volume's backing storage ($(head -c 10 "$W/state1/block/$VOLB.img" 2>/dev/null))" \
+    bash -c "[ \"\$(head -c 10 '$W/state1/block/$VOLB.img' 2>/dev/null)\" = block-data ]"
+blk_uid=$("$KUBECTL" get pod block-writer -o jsonpath='{.metadata.uid}')
+BD="$W/root/plugins/kubernetes.io/csi/volumeDevices"
+check "block NodeStageVolume and NodePublishVolume at the kubelet's volumeDevices paths" bash -c "
+    $(declare -f request); request '$W/state1' NodeStageVolume '.capability.block == true and .stagingTargetPath == \"$BD/staging/pv-e2e-block\"' &&
+    request '$W/state1' NodePublishVolume '.capability.block == true and .targetPath == \"$BD/publish/pv-e2e-block/$blk_uid\" and .stagingTargetPath == \"$BD/staging/pv-e2e-block\"'"
+"$KUBECTL" delete pod block-writer --wait=false >/dev/null 2>&1
+check "pod block-writer deleted" wait_for 60 gone block-writer
+blk_gone() { [ -z "$(losetup -j "$W/state1/block/$VOLB.img" 2>/dev/null)" ] && ! test -e "$BD/pv-e2e-block" && ! test -e "$BD/publish/pv-e2e-block" && ! test -e "$BD/staging/pv-e2e-block"; }
+check "block volume unpublished and unstaged: loop device detached, folders gone" wait_for 20 blk_gone
+
+# A block local PV: a loop device of this node, given to the container through volumeDevices.
+truncate -s 1M "$W/local-block.img"
+LOOP=$(losetup -f --show "$W/local-block.img")
+cat <<YAML | "$KUBECTL" apply -f - >>"$W/apply.log" 2>&1
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pv-e2e-local-block}
+spec:
+  capacity: {storage: 1Mi}
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: default, name: claim-local-block}
+  local: {path: $LOOP}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [$NODE]}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: claim-local-block}
+spec:
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: pv-e2e-local-block
+  resources: {requests: {storage: 1Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: local-block-writer}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  volumes: [{name: raw, persistentVolumeClaim: {claimName: claim-local-block}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeDevices: [{name: raw, devicePath: /dev/xvdb}]
+    command: [sh, -c, '[ -b /dev/xvdb ] && printf local-blk | dd of=/dev/xvdb conv=fsync 2>/dev/null']
+YAML
+check "pod local-block-writer writes its local block PV (phase $(wait_for 90 succeeded local-block-writer; phase local-block-writer))" succeeded local-block-writer
+check "the data is on the loop device's file ($(head -c 9 "$W/local-block.img"))" \
+    bash -c "[ \"\$(head -c 9 '$W/local-block.img')\" = local-blk ]"
+"$KUBECTL" delete pod local-block-writer --wait=false >/dev/null 2>&1
+check "pod local-block-writer deleted" wait_for 60 gone local-block-writer
+losetup -d "$LOOP" 2>/dev/null
+
+# 10. Nothing left.
 check "no mount left below the root dir ($(wait_for 20 no_mounts; mounts_below_root))" no_mounts
 leftover() { find "$W/root/plugins/kubernetes.io" -name globalmount -o -name vol_data.json 2>/dev/null; ls "$W/root/pods" 2>/dev/null; }
 check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z \"\$($(declare -f leftover); W='$W'; leftover)\" ]"

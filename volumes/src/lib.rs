@@ -38,6 +38,7 @@ pub mod atomic;
 pub mod csi;
 pub mod layout;
 pub mod mounts;
+pub mod ownership;
 pub mod subpath;
 pub mod teardown;
 

@@ -525,3 +525,208 @@ async fn a_failed_registration_is_reported_to_the_plugin() {
         "{log}"
     );
 }
+
+/// Detaches the loop devices the driver attached for block volumes below a folder (dropped
+/// before the driver: declare it after it).
+struct LoopGuard(PathBuf);
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        for img in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if let Ok(out) = Command::new("losetup").arg("-j").arg(img.path()).output() {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    if let Some(dev) = line.split(':').next() {
+                        let _ = Command::new("losetup").arg("-d").arg(dev).status();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn loops_of(img: &Path) -> String {
+    let out = Command::new("losetup")
+        .arg("-j")
+        .arg(img)
+        .output()
+        .expect("losetup");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts, loop devices and a real CSI driver process (Go build)"]
+async fn block_and_inline_ephemeral_volumes_against_a_real_driver() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::FileTypeExt;
+    let Some(bin) = peers() else {
+        eprintln!("SKIPPED: go is not installed, cannot build the CSI test driver");
+        return;
+    };
+    let td = tempfile::tempdir().expect("tempdir");
+    let base = std::fs::canonicalize(td.path()).expect("canonicalize");
+    let _unmount = UnmountGuard(base.clone());
+    let root = base.join("root");
+    let registry = base.join("plugins_registry");
+    let state = base.join("state");
+    let plugin_dir = root.join("plugins").join(DRIVER);
+    std::fs::create_dir_all(&plugin_dir).expect("mkdir");
+    std::fs::create_dir_all(&registry).expect("mkdir");
+    let sock = plugin_dir.join("csi.sock");
+    let sock_s = sock.to_str().expect("utf-8");
+    let endpoint = format!("unix://{sock_s}");
+    let _driver = spawn(
+        &bin,
+        &[
+            "driver",
+            "--endpoint",
+            &endpoint,
+            "--nodeid",
+            NODE_ID,
+            "--drivername",
+            DRIVER,
+            "--statedir",
+            state.to_str().expect("utf-8"),
+        ],
+        &base.join("driver.log"),
+        "driver",
+    );
+    let _loops = LoopGuard(state.join("block"));
+    let _registrar = spawn(
+        &bin,
+        &[
+            "registrar",
+            "--csi-address",
+            sock_s,
+            "--kubelet-registration-path",
+            sock_s,
+            "--plugin-registration-path",
+            registry.to_str().expect("utf-8"),
+        ],
+        &base.join("registrar.log"),
+        "registrar",
+    );
+    let drivers = Drivers::default();
+    let discovery = tokio::spawn(csi::run_discovery(
+        registry.clone(),
+        drivers.clone(),
+        DiscoveryOptions {
+            rescan: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+        },
+    ));
+    let d = drivers
+        .wait_for(DRIVER, Duration::from_secs(30))
+        .await
+        .expect("driver registered");
+    let created = pb::controller_client::ControllerClient::new(d.channel())
+        .create_volume(pb::CreateVolumeRequest {
+            name: "pvc-block".into(),
+            capacity_range: Some(pb::CapacityRange {
+                required_bytes: 1 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .expect("volume");
+    let id = created.volume_id;
+
+    // Block: staged and published at the kubelet's volumeDevices paths; the target is a device.
+    let mut vol = CsiVolume::new(DRIVER, &id, "pv-block");
+    vol.access_type = csi::AccessType::Block;
+    let staging = csi::stage(&root, &drivers, &vol).await.expect("stage");
+    assert_eq!(
+        staging,
+        Some(csi::block::staging_path(&root, "pv-block").expect("path"))
+    );
+    let target = csi::publish(&root, "uid-b", &drivers, &vol, None)
+        .await
+        .expect("publish");
+    assert_eq!(
+        target,
+        csi::block::publish_path(&root, "pv-block", "uid-b").expect("path")
+    );
+    assert!(std::fs::metadata(&target)
+        .expect("stat")
+        .file_type()
+        .is_block_device());
+    let pod_dir = layout::pod_dir(&root, "uid-b").expect("pod");
+    assert_eq!(csi::block::published(&pod_dir), ["pv-block"]);
+    let req = last_request(&state, "NodePublishVolume");
+    assert_eq!(req["capability"]["block"], true);
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .expect("open device");
+        f.write_all(b"raw-bytes").expect("write");
+        f.sync_all().expect("sync");
+    }
+    let img = state.join("block").join(format!("{id}.img"));
+    let mut head = [0u8; 9];
+    std::fs::File::open(&img)
+        .expect("image")
+        .read_exact(&mut head)
+        .expect("read");
+    assert_eq!(&head, b"raw-bytes");
+    assert!(matches!(
+        csi::block::unstage(&root, &drivers, "pv-block").await,
+        Err(UnstageError::InUse { count: 1, .. })
+    ));
+    csi::block::unpublish(&root, "uid-b", "pv-block", &drivers)
+        .await
+        .expect("unpublish");
+    assert!(!target.exists());
+    assert!(csi::block::published(&pod_dir).is_empty());
+    csi::block::unstage(&root, &drivers, "pv-block")
+        .await
+        .expect("unstage");
+    assert_eq!(loops_of(&img), "", "loop device detached");
+    assert!(!csi::block::block_root(&root).join("pv-block").exists());
+    assert!(!csi::block::staging_path(&root, "pv-block")
+        .expect("path")
+        .exists());
+    // Idempotent.
+    csi::block::unstage(&root, &drivers, "pv-block")
+        .await
+        .expect("again");
+
+    // Inline ephemeral: never staged, the pod's keys, the volume gone at unpublish.
+    let handle = csi::node::ephemeral_volume_handle("uid-e", "scratch");
+    let mut eph = CsiVolume::new(DRIVER, &handle, "scratch");
+    eph.lifecycle = csi::LifecycleMode::Ephemeral;
+    assert_eq!(
+        csi::stage(&root, &drivers, &eph).await.expect("stage"),
+        None
+    );
+    let pod = PodInfo {
+        name: "p".into(),
+        namespace: "ns".into(),
+        uid: "uid-e".into(),
+        service_account: "default".into(),
+        ephemeral: true,
+        pod_info_on_mount: true,
+        service_account_tokens: None,
+    };
+    let target = csi::publish(&root, "uid-e", &drivers, &eph, Some(&pod))
+        .await
+        .expect("publish inline");
+    let req = last_request(&state, "NodePublishVolume");
+    assert_eq!(req["volumeId"], handle.as_str());
+    assert_eq!(req["stagingTargetPath"], "");
+    assert_eq!(req["volumeContext"]["csi.storage.k8s.io/ephemeral"], "true");
+    std::fs::write(target.join("f"), b"x").expect("write into the volume");
+    assert!(state.join("ephemeral").join(&handle).join("f").exists());
+    let published =
+        csi::published_volumes(&layout::pod_dir(&root, "uid-e").expect("pod")).expect("list");
+    assert_eq!(published[0].data.lifecycle_mode, "Ephemeral");
+    csi::unpublish(&root, "uid-e", "scratch", &drivers)
+        .await
+        .expect("unpublish inline");
+    assert!(!state.join("ephemeral").join(&handle).exists());
+    assert!(mounts_below(&root).is_empty());
+    discovery.abort();
+}

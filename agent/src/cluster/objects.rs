@@ -53,6 +53,7 @@ enum Cached {
     Secret(Option<Secret>),
 }
 
+#[derive(Clone)]
 struct Token {
     value: String,
     issued: SystemTime,
@@ -171,6 +172,45 @@ impl ClusterObjects {
     }
 
     async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, String> {
+        self.token_entry(pod, key).await.map(|t| t.value)
+    }
+
+    /// The service account tokens a CSIDriver asks for (`tokenRequests`), bound to the pod, as
+    /// the kubelet hands them to the driver: JSON `{audience: {token, expirationTimestamp}}`.
+    /// `None` when the driver asks for none (or has no CSIDriver object).
+    async fn csi_tokens(
+        &self,
+        pod: &Pod,
+        driver: &str,
+    ) -> Result<Option<super::csi::ServiceAccountTokens>, String> {
+        let api: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(self.client.clone());
+        let Some(d) = api
+            .get_opt(driver)
+            .await
+            .map_err(|e| format!("cannot get CSIDriver {driver}: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let requests = d.spec.token_requests.unwrap_or_default();
+        if requests.is_empty() {
+            return Ok(None);
+        }
+        let mut tokens = Vec::new();
+        for r in requests {
+            let key = TokenKey {
+                audience: r.audience.clone(),
+                expiration_seconds: r.expiration_seconds.unwrap_or(3600),
+            };
+            let t = self.token_entry(pod, &key).await?;
+            tokens.push((r.audience, t.value, t.expires));
+        }
+        Ok(Some(super::csi::ServiceAccountTokens {
+            json: super::csi::tokens_json(&tokens),
+            in_secrets: d.spec.service_account_token_in_secrets == Some(true),
+        }))
+    }
+
+    async fn token_entry(&self, pod: &Pod, key: &TokenKey) -> Result<Token, String> {
         let ns = pod
             .metadata
             .namespace
@@ -193,7 +233,7 @@ impl ClusterObjects {
         let now = SystemTime::now();
         if let Ok(map) = self.tokens.lock() {
             if let Some(t) = map.get(&cache_key).filter(|t| !t.needs_refresh(now)) {
-                return Ok(t.value.clone());
+                return Ok(t.clone());
             }
         }
         let req = TokenRequest {
@@ -226,21 +266,19 @@ impl ClusterObjects {
                     .expiration_timestamp
                     .map(|t| t.0.into())
                     .unwrap_or(now + Duration::from_secs(key.expiration_seconds.max(0) as u64));
-                map.insert(
-                    cache_key,
-                    Token {
-                        value: token.clone(),
-                        issued: now,
-                        expires,
-                    },
-                );
-                Ok(token)
+                let t = Token {
+                    value: token,
+                    issued: now,
+                    expires,
+                };
+                map.insert(cache_key, t.clone());
+                Ok(t)
             }
             // The old token still works until it expires: keep using it.
             Err(e) => match map.get(&cache_key) {
                 Some(t) => {
                     tracing::warn!(error = %e, "cannot refresh a service account token");
-                    Ok(t.value.clone())
+                    Ok(t.clone())
                 }
                 None => Err(format!(
                     "cannot get a token for service account {ns}/{sa}: {e}"
@@ -255,6 +293,7 @@ impl ObjectSource for ClusterObjects {
         &'a self,
         pod: &'a Pod,
         claim: &'a str,
+        ephemeral: bool,
     ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
         Box::pin(async move {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
@@ -263,6 +302,18 @@ impl ObjectSource for ClusterObjects {
                 .get_opt(claim)
                 .await
                 .map_err(|e| format!("cannot get persistentvolumeclaim {ns}/{claim}: {e}"))?;
+            if ephemeral {
+                // Not created yet by the ephemeral volume controller: wait (retried).
+                let pvc = pvc.as_ref().ok_or_else(|| {
+                    format!("persistentvolumeclaim {claim:?} not found (the ephemeral volume controller has not created it yet)")
+                })?;
+                crate::claims::check_ephemeral_owner(
+                    ns,
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    pod.metadata.uid.as_deref().unwrap_or_default(),
+                    pvc,
+                )?;
+            }
             let pv_name = crate::claims::bound_volume(claim, pvc.as_ref())?;
             let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
             let pv = pvs
@@ -287,19 +338,79 @@ impl ObjectSource for ClusterObjects {
                     .csi
                     .as_ref()
                     .ok_or("CSI volumes are not enabled on this node")?;
-                let read_only = pod
-                    .spec
-                    .iter()
-                    .flat_map(|s| s.volumes.iter().flatten())
+                let volumes = || pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+                let read_only = volumes()
                     .filter_map(|v| v.persistent_volume_claim.as_ref())
                     .any(|c| c.claim_name == claim && c.read_only == Some(true));
-                let path = csi.mount(pod, &pv, read_only).await?;
+                // The pod's volume that names this claim (for stats and expansion).
+                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+                let volume = volumes()
+                    .find(|v| {
+                        v.persistent_volume_claim
+                            .as_ref()
+                            .is_some_and(|c| c.claim_name == claim)
+                            || (v.ephemeral.is_some()
+                                && crate::translate::ephemeral_claim_name(pod_name, &v.name)
+                                    == claim)
+                    })
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default();
+                let driver = pv
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.csi.as_ref())
+                    .map(|c| c.driver.clone())
+                    .unwrap_or_default();
+                let tokens = self.csi_tokens(pod, &driver).await?;
+                let path = csi
+                    .mount(pod, &pv, read_only, &volume, claim, tokens)
+                    .await?;
+                let block = pv
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.volume_mode.as_deref() == Some("Block"));
                 return Ok(crate::translate::VolumeKind::HostPath {
                     path: path.to_string_lossy().into_owned(),
-                    type_: "Directory".into(),
+                    // A block volume is the device file NodePublishVolume made.
+                    type_: if block { "BlockDevice" } else { "Directory" }.into(),
                 });
             }
             crate::claims::volume_kind(&pv, &node, &labels)
+        })
+    }
+
+    fn csi_inline<'a>(
+        &'a self,
+        pod: &'a Pod,
+        volume: &'a str,
+    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
+        Box::pin(async move {
+            let csi = self
+                .csi
+                .as_ref()
+                .ok_or("CSI volumes are not enabled on this node")?;
+            let source = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .find(|v| v.name == volume)
+                .and_then(|v| v.csi.as_ref())
+                .ok_or_else(|| format!("volume {volume:?} is not a CSI inline volume"))?;
+            let tokens = self.csi_tokens(pod, &source.driver).await?;
+            let path = csi.mount_inline(pod, volume, source, tokens).await?;
+            Ok(crate::translate::VolumeKind::HostPath {
+                path: path.to_string_lossy().into_owned(),
+                type_: "Directory".into(),
+            })
+        })
+    }
+
+    fn volume_samples(&self) -> BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
+        Box::pin(async move {
+            match &self.csi {
+                Some(csi) => csi.volume_samples().await,
+                None => Vec::new(),
+            }
         })
     }
 

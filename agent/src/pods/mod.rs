@@ -131,12 +131,30 @@ pub trait ObjectSource: Send + Sync {
         refs: &'a crate::projection::References,
     ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, String>>;
 
-    /// What to mount for claim `claim` of `pod`: its bound PersistentVolume's source.
+    /// What to mount for claim `claim` of `pod`: its bound PersistentVolume's source. With
+    /// `ephemeral` (a generic ephemeral volume's claim) the claim must be controlled by the pod.
     fn claim<'a>(
         &'a self,
         pod: &'a Pod,
         claim: &'a str,
+        ephemeral: bool,
     ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+
+    /// Publishes the CSI ephemeral inline volume `volume` of `pod` (a `csi:` volume source) and
+    /// says what to mount.
+    fn csi_inline<'a>(
+        &'a self,
+        pod: &'a Pod,
+        volume: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+
+    /// The figures of the volumes mounted for pods that a driver measures (CSI
+    /// NodeGetVolumeStats), for `/stats/summary` and `/metrics`.
+    fn volume_samples(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
+        Box::pin(async { Vec::new() })
+    }
 
     /// Undoes what [`ObjectSource::claim`] did outside the pod folder (CSI unpublish and
     /// unstage), before the pod folder is torn down.
@@ -162,9 +180,14 @@ pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, S
             kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
         },
         VolumeKind::ApiData(plugin) => bosun_volumes::VolumeSource::ApiData { plugin: *plugin },
-        VolumeKind::Claim { claim } => {
+        VolumeKind::Claim { claim } | VolumeKind::EphemeralClaim { claim } => {
             return Err(format!(
                 "persistentvolumeclaim {claim:?} must be resolved to its volume first"
+            ))
+        }
+        VolumeKind::CsiInline { driver } => {
+            return Err(format!(
+                "CSI inline volume of driver {driver} must be published first"
             ))
         }
     })

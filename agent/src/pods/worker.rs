@@ -488,11 +488,25 @@ impl Worker {
             let mut paths = HashMap::new();
             for (name, kind) in &sources {
                 let resolved;
+                let set_up_err =
+                    |e: String| format!("MountVolume.SetUp failed for volume {name:?} : {e}");
                 let kind = match (kind, &self.ctx.objects) {
                     (translate::VolumeKind::Claim { claim }, Some(src)) => {
-                        resolved = src.claim(&self.pod, claim).await.map_err(|e| {
-                            format!("MountVolume.SetUp failed for volume {name:?} : {e}")
-                        })?;
+                        resolved = src
+                            .claim(&self.pod, claim, false)
+                            .await
+                            .map_err(set_up_err)?;
+                        &resolved
+                    }
+                    (translate::VolumeKind::EphemeralClaim { claim }, Some(src)) => {
+                        resolved = src
+                            .claim(&self.pod, claim, true)
+                            .await
+                            .map_err(set_up_err)?;
+                        &resolved
+                    }
+                    (translate::VolumeKind::CsiInline { .. }, Some(src)) => {
+                        resolved = src.csi_inline(&self.pod, name).await.map_err(set_up_err)?;
                         &resolved
                     }
                     _ => kind,
@@ -903,6 +917,16 @@ impl Worker {
                 return;
             }
         };
+        match self.devices(c) {
+            Ok(d) => spec.devices = d,
+            Err(msg) => {
+                self.cevent(&c.name, "Warning", "Failed", &format!("Error: {msg}"));
+                self.waiting
+                    .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+                self.wake_at(SystemTime::now() + Duration::from_secs(10));
+                return;
+            }
+        }
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         let _ = self.ctx.images.touch(&image.id);
@@ -952,6 +976,36 @@ impl Worker {
     }
 
     /// The container's volume mounts (with safe subPaths) and its termination message file.
+    /// The container's `volumeDevices`: each names a block volume of the pod, whose device file
+    /// (set up with the pod's volumes) becomes a node at `devicePath`.
+    fn devices(&self, c: &Container) -> Result<Vec<bosun_runtime::Device>, String> {
+        let vols = self.volume_paths.clone().unwrap_or_default();
+        let spec = self.spec();
+        let read_only: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.read_only == Some(true))
+            })
+            .map(|v| v.name.as_str())
+            .collect();
+        let mut out = Vec::new();
+        for d in c.volume_devices.iter().flatten() {
+            let path = vols
+                .get(&d.name)
+                .ok_or_else(|| format!("volumeDevice {:?}: no such volume", d.name))?;
+            out.push(translate::block_device(
+                path,
+                &d.device_path,
+                read_only.contains(&d.name.as_str()),
+            )?);
+        }
+        Ok(out)
+    }
+
     fn mounts(&self, c: &Container, id: &str) -> Result<(Vec<Mount>, PathBuf), String> {
         let vols = self.volume_paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();

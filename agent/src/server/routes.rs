@@ -124,7 +124,12 @@ pub async fn handle(
         }
     }
     tracing::debug!(user = %user.name, %method, %path, "request");
-    route(server, req, &path, websocket)
+    // Volume figures come from the drivers (NodeGetVolumeStats): asked only where they are shown.
+    let volumes = match (path.as_str(), &server.ctx.objects) {
+        ("/stats/summary" | "/metrics", Some(objects)) => objects.volume_samples().await,
+        _ => Vec::new(),
+    };
+    route(server, req, &path, websocket, &volumes)
 }
 
 fn route(
@@ -132,6 +137,7 @@ fn route(
     req: Request<Incoming>,
     path: &str,
     websocket: bool,
+    volumes: &[stats::VolumeSample],
 ) -> Response<Body> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
@@ -146,7 +152,9 @@ fn route(
         ["metrics"] => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            stats::agent_metrics(&server.ctx.runtime.list()) + &super::metrics::render(),
+            stats::agent_metrics(&server.ctx.runtime.list())
+                + &super::metrics::render()
+                + &stats::volume_metrics(volumes),
         ),
         ["metrics", "resource"] => {
             let samples = stats::sample(&server.ctx);
@@ -163,6 +171,7 @@ fn route(
                 &server.node_name,
                 stats::node_now(),
                 &samples,
+                volumes,
                 SystemTime::now(),
             ))
         }

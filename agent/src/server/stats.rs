@@ -407,11 +407,113 @@ fn memory_json(u: &Usage, time: &str) -> serde_json::Value {
     serde_json::json!({"time": time, "usageBytes": u.usage, "workingSetBytes": u.working_set})
 }
 
-/// `/stats/summary`: the node, and each pod with its containers.
+/// One volume of a pod as its driver measured it (NodeGetVolumeStats), for `/stats/summary`
+/// and the `kubelet_volume_stats_*` metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeSample {
+    pub pod_uid: String,
+    /// The volume's name in the pod spec.
+    pub name: String,
+    /// `(namespace, claim)` for a volume from a PersistentVolumeClaim.
+    pub pvc: Option<(String, String)>,
+    /// `(capacity, available, used)` bytes.
+    pub bytes: Option<(i64, i64, i64)>,
+    /// `(inodes, free, used)`.
+    pub inodes: Option<(i64, i64, i64)>,
+    /// The driver's volume condition, when it reports one.
+    pub abnormal: Option<bool>,
+}
+
+fn volume_json(v: &VolumeSample, time: &str) -> serde_json::Value {
+    let mut j = serde_json::json!({"time": time, "name": v.name});
+    if let Some((capacity, available, used)) = v.bytes {
+        j["capacityBytes"] = capacity.into();
+        j["availableBytes"] = available.into();
+        j["usedBytes"] = used.into();
+    }
+    if let Some((inodes, free, used)) = v.inodes {
+        j["inodes"] = inodes.into();
+        j["inodesFree"] = free.into();
+        j["inodesUsed"] = used.into();
+    }
+    if let Some((ns, claim)) = &v.pvc {
+        j["pvcRef"] = serde_json::json!({"name": claim, "namespace": ns});
+    }
+    if let Some(abnormal) = v.abnormal {
+        j["volumeHealthStats"] = serde_json::json!({"abnormal": abnormal});
+    }
+    j
+}
+
+/// The kubelet's `kubelet_volume_stats_*` gauges of the volumes that come from claims.
+pub fn volume_metrics(volumes: &[VolumeSample]) -> String {
+    type Field = fn(&VolumeSample) -> Option<i64>;
+    let gauges: [(&str, &str, Field); 7] = [
+        (
+            "kubelet_volume_stats_available_bytes",
+            "[ALPHA] Number of available bytes in the volume",
+            |v| v.bytes.map(|b| b.1),
+        ),
+        (
+            "kubelet_volume_stats_capacity_bytes",
+            "[ALPHA] Capacity in bytes of the volume",
+            |v| v.bytes.map(|b| b.0),
+        ),
+        (
+            "kubelet_volume_stats_health_status_abnormal",
+            "[ALPHA] Abnormal volume health status. The count is either 1 or 0. 1 indicates the volume is unhealthy, 0 indicates volume is healthy",
+            |v| v.abnormal.map(i64::from),
+        ),
+        (
+            "kubelet_volume_stats_inodes",
+            "[ALPHA] Maximum number of inodes in the volume",
+            |v| v.inodes.map(|i| i.0),
+        ),
+        (
+            "kubelet_volume_stats_inodes_free",
+            "[ALPHA] Number of free inodes in the volume",
+            |v| v.inodes.map(|i| i.1),
+        ),
+        (
+            "kubelet_volume_stats_inodes_used",
+            "[ALPHA] Number of used inodes in the volume",
+            |v| v.inodes.map(|i| i.2),
+        ),
+        (
+            "kubelet_volume_stats_used_bytes",
+            "[ALPHA] Number of used bytes in the volume",
+            |v| v.bytes.map(|b| b.2),
+        ),
+    ];
+    let mut s = String::new();
+    for (name, help, field) in gauges {
+        let lines: BTreeMap<(String, String), i64> = volumes
+            .iter()
+            .filter_map(|v| Some((v.pvc.clone()?, field(v)?)))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} gauge");
+        for ((ns, claim), value) in lines {
+            let _ = writeln!(
+                s,
+                "{name}{{namespace=\"{}\",persistentvolumeclaim=\"{}\"}} {value}",
+                esc(&ns),
+                esc(&claim)
+            );
+        }
+    }
+    s
+}
+
+/// `/stats/summary`: the node, and each pod with its containers and volumes.
 pub fn summary(
     node_name: &str,
     node: Usage,
     samples: &[ContainerSample],
+    volumes: &[VolumeSample],
     now: SystemTime,
 ) -> serde_json::Value {
     let time = bosun_runtime::logs::rfc3339_nano(now);
@@ -436,6 +538,16 @@ pub fn summary(
                 "cpu": cpu_json(&c.usage, &time),
                 "memory": memory_json(&c.usage, &time),
             }));
+        }
+    }
+    for v in volumes {
+        if let Some(pod) = pods.get_mut(&v.pod_uid) {
+            let list = pod
+                .as_object_mut()
+                .map(|o| o.entry("volume").or_insert_with(|| serde_json::json!([])));
+            if let Some(serde_json::Value::Array(list)) = list {
+                list.push(volume_json(v, &time));
+            }
         }
     }
     serde_json::json!({
@@ -563,8 +675,47 @@ mod tests {
         assert!(
             text.contains("pod_memory_working_set_bytes{namespace=\"default\",pod=\"p\"} 0 2000")
         );
-        let s = summary("n", Usage::default(), &[c], now);
+        let vols = [
+            VolumeSample {
+                pod_uid: "u".into(),
+                name: "data".into(),
+                pvc: Some(("default".into(), "claim-1".into())),
+                bytes: Some((1048576, 1048000, 576)),
+                inodes: Some((100, 90, 10)),
+                abnormal: Some(false),
+            },
+            // A pod without a running container is not in the summary.
+            VolumeSample {
+                pod_uid: "gone".into(),
+                name: "x".into(),
+                ..Default::default()
+            },
+        ];
+        let s = summary("n", Usage::default(), &[c], &vols, now);
         assert_eq!(s["pods"][0]["podRef"]["name"], "p");
+        let v = &s["pods"][0]["volume"][0];
+        assert_eq!(v["name"], "data");
+        assert_eq!(v["capacityBytes"], 1048576);
+        assert_eq!(v["availableBytes"], 1048000);
+        assert_eq!(v["usedBytes"], 576);
+        assert_eq!(v["inodesFree"], 90);
+        assert_eq!(v["pvcRef"]["name"], "claim-1");
+        assert_eq!(v["pvcRef"]["namespace"], "default");
+        assert_eq!(s["pods"].as_array().map(Vec::len), Some(1));
+        let m = volume_metrics(&vols);
+        assert!(
+            m.contains("# TYPE kubelet_volume_stats_capacity_bytes gauge\n"),
+            "{m}"
+        );
+        assert!(m.contains(
+            "kubelet_volume_stats_capacity_bytes{namespace=\"default\",persistentvolumeclaim=\"claim-1\"} 1048576\n"
+        ));
+        assert!(m.contains(
+            "kubelet_volume_stats_health_status_abnormal{namespace=\"default\",persistentvolumeclaim=\"claim-1\"} 0\n"
+        ));
+        // Inline volumes (no claim) have no metrics; no volumes, no lines.
+        assert!(!m.contains("\"x\""));
+        assert!(volume_metrics(&[]).is_empty());
         assert_eq!(
             s["pods"][0]["containers"][0]["cpu"]["usageCoreNanoSeconds"],
             1_500_000_000

@@ -124,6 +124,7 @@ fn spec(id: &str) -> ContainerSpec {
         stop_signal: libc::SIGTERM,
         termination_message_path: None,
         labels,
+        devices: Vec::new(),
     }
 }
 

@@ -12,7 +12,13 @@
 //
 // The driver behaves like hostpathplugin: CreateVolume makes a folder under --statedir; it
 // stages by bind-mounting that folder on the staging path and publishes by bind-mounting the
-// staging path on the target (read-only when asked). Every node call is appended as one JSON
+// staging path on the target (read-only when asked); a CSI ephemeral inline volume (volume
+// context csi.storage.k8s.io/ephemeral=true, from podInfoOnMount) is a fresh folder under
+// <statedir>/ephemeral/, bind-mounted on the target and removed at unpublish. Volume sizes are
+// recorded (<statedir>/capacity/<id>) by CreateVolume and NodeExpandVolume and reported by
+// NodeGetVolumeStats. A block volume (volumeMode Block) is a loop device over
+// <statedir>/block/<id>.img, attached at NodeStageVolume, bind-mounted on the target file at
+// NodePublishVolume and detached at NodeUnstageVolume. Every node call is appended as one JSON
 // line to <statedir>/requests.jsonl so tests can check what the CO sent. The registrar behaves
 // like node-driver-registrar: it asks the driver its name, serves GetInfo on
 // <plugin-registration-path>/<driver>-reg.sock, exits 1 when told registration failed, and
@@ -32,6 +38,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -153,6 +160,31 @@ func (d *driver) record(method string, v map[string]any) {
 
 func (d *driver) volDir(id string) string { return filepath.Join(d.stateDir, "volumes", id) }
 
+func (d *driver) ephemeralDir(id string) string { return filepath.Join(d.stateDir, "ephemeral", id) }
+
+// capacityFile records a volume's size (CreateVolume, NodeExpandVolume) for NodeGetVolumeStats.
+func (d *driver) capacityFile(id string) string {
+	return filepath.Join(d.stateDir, "capacity", id)
+}
+
+func (d *driver) setCapacity(id string, bytes int64) error {
+	if err := os.MkdirAll(filepath.Dir(d.capacityFile(id)), 0o750); err != nil {
+		return err
+	}
+	return os.WriteFile(d.capacityFile(id), []byte(fmt.Sprint(bytes)), 0o640)
+}
+
+// capacity: the recorded size of a volume, 0 when unknown.
+func (d *driver) capacity(id string) int64 {
+	b, err := os.ReadFile(d.capacityFile(id))
+	if err != nil {
+		return 0
+	}
+	var n int64
+	_, _ = fmt.Sscan(string(b), &n)
+	return n
+}
+
 func (d *driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
 	return &csi.GetPluginInfoResponse{Name: d.name, VendorVersion: version}, nil
 }
@@ -180,6 +212,9 @@ func (d *driver) CreateVolume(_ context.Context, req *csi.CreateVolumeRequest) (
 	sum := sha256.Sum256([]byte(req.GetName()))
 	id := "vol-" + hex.EncodeToString(sum[:8])
 	if err := os.MkdirAll(d.volDir(id), 0o777); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := d.setCapacity(id, req.GetCapacityRange().GetRequiredBytes()); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
@@ -269,12 +304,15 @@ func (d *driver) NodeStageVolume(_ context.Context, req *csi.NodeStageVolumeRequ
 	if req.GetVolumeId() == "" || req.GetStagingTargetPath() == "" || req.GetVolumeCapability() == nil {
 		return nil, status.Error(codes.InvalidArgument, "volume id, staging target path and capability are required")
 	}
-	if req.GetVolumeCapability().GetBlock() != nil {
-		return nil, status.Error(codes.InvalidArgument, "block access is not supported by this driver")
-	}
 	src := d.volDir(req.GetVolumeId())
 	if _, err := os.Stat(src); err != nil {
 		return nil, status.Errorf(codes.NotFound, "volume %s not found", req.GetVolumeId())
+	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		if _, err := d.attachLoop(req.GetVolumeId()); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		return &csi.NodeStageVolumeResponse{}, nil
 	}
 	st, err := os.Stat(req.GetStagingTargetPath())
 	if err != nil || !st.IsDir() {
@@ -302,6 +340,9 @@ func (d *driver) NodeUnstageVolume(_ context.Context, req *csi.NodeUnstageVolume
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		if !m {
+			if err := d.detachLoop(req.GetVolumeId()); err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
 			return &csi.NodeUnstageVolumeResponse{}, nil
 		}
 		if err := unix.Unmount(req.GetStagingTargetPath(), 0); err != nil {
@@ -320,14 +361,30 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	if req.GetVolumeId() == "" || target == "" || req.GetVolumeCapability() == nil {
 		return nil, status.Error(codes.InvalidArgument, "volume id, target path and capability are required")
 	}
-	if req.GetStagingTargetPath() == "" {
-		return nil, status.Error(codes.FailedPrecondition, "staging target path missing: this driver stages")
-	}
 	if req.GetVolumeCapability().GetBlock() != nil {
-		return nil, status.Error(codes.InvalidArgument, "block access is not supported by this driver")
+		return d.publishBlock(req)
 	}
-	if m, err := isMountPoint(req.GetStagingTargetPath()); err != nil || !m {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", req.GetVolumeId(), req.GetStagingTargetPath())
+	// A CSI ephemeral inline volume (as hostpathplugin: the pod info says so): no staging, a
+	// fresh folder per volume id, removed at unpublish.
+	src := req.GetStagingTargetPath()
+	if req.GetVolumeContext()["csi.storage.k8s.io/ephemeral"] == "true" {
+		if src != "" {
+			return nil, status.Error(codes.InvalidArgument, "ephemeral volumes are never staged")
+		}
+		src = d.ephemeralDir(req.GetVolumeId())
+		if err := os.MkdirAll(src, 0o777); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		if err := os.Chmod(src, 0o777); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	} else {
+		if src == "" {
+			return nil, status.Error(codes.FailedPrecondition, "staging target path missing: this driver stages")
+		}
+		if m, err := isMountPoint(src); err != nil || !m {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", req.GetVolumeId(), src)
+		}
 	}
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -337,7 +394,7 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 	} else if m {
 		return &csi.NodePublishVolumeResponse{}, nil
 	}
-	if err := unix.Mount(req.GetStagingTargetPath(), target, "", unix.MS_BIND, ""); err != nil {
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
 		return nil, status.Errorf(codes.Internal, "bind on %s: %v", target, err)
 	}
 	if req.GetReadonly() {
@@ -345,6 +402,82 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csi.NodePublishVolume
 			_ = unix.Unmount(target, 0)
 			return nil, status.Errorf(codes.Internal, "remount %s read-only: %v", target, err)
 		}
+	}
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// ---- raw block volumes: a loop device over <statedir>/block/<id>.img ----
+
+func (d *driver) blockImage(id string) string { return filepath.Join(d.stateDir, "block", id+".img") }
+func (d *driver) loopRecord(id string) string { return filepath.Join(d.stateDir, "block", id+".loop") }
+
+// attachLoop: the volume's loop device, attached at staging (idempotent).
+func (d *driver) attachLoop(id string) (string, error) {
+	if b, err := os.ReadFile(d.loopRecord(id)); err == nil {
+		dev := strings.TrimSpace(string(b))
+		if out, err := exec.Command("losetup", "-j", d.blockImage(id)).Output(); err == nil && strings.HasPrefix(string(out), dev+":") {
+			return dev, nil
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(d.blockImage(id)), 0o750); err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(d.blockImage(id)); errors.Is(err, os.ErrNotExist) {
+		size := d.capacity(id)
+		if size < 1<<20 {
+			size = 1 << 20
+		}
+		f, err := os.Create(d.blockImage(id))
+		if err != nil {
+			return "", err
+		}
+		err = f.Truncate(size)
+		_ = f.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	out, err := exec.Command("losetup", "-f", "--show", d.blockImage(id)).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("losetup %s: %v: %s", d.blockImage(id), err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	return dev, os.WriteFile(d.loopRecord(id), []byte(dev), 0o640)
+}
+
+func (d *driver) detachLoop(id string) error {
+	b, err := os.ReadFile(d.loopRecord(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if out, err := exec.Command("losetup", "-d", strings.TrimSpace(string(b))).CombinedOutput(); err != nil {
+		return fmt.Errorf("losetup -d: %v: %s", err, out)
+	}
+	return os.Remove(d.loopRecord(id))
+}
+
+// publishBlock: the target is a file the driver makes and bind-mounts the device on.
+func (d *driver) publishBlock(req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	target := req.GetTargetPath()
+	b, err := os.ReadFile(d.loopRecord(req.GetVolumeId()))
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "block volume %s is not staged", req.GetVolumeId())
+	}
+	dev := strings.TrimSpace(string(b))
+	if m, err := isMountPoint(target); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	} else if m {
+		return &csi.NodePublishVolumeResponse{}, nil
+	}
+	f, err := os.OpenFile(target, os.O_CREATE|os.O_RDWR, 0o660)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	_ = f.Close()
+	if err := unix.Mount(dev, target, "", unix.MS_BIND, ""); err != nil {
+		return nil, status.Errorf(codes.Internal, "bind %s on %s: %v", dev, target, err)
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
 }
@@ -370,6 +503,10 @@ func (d *driver) NodeUnpublishVolume(_ context.Context, req *csi.NodeUnpublishVo
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	// An ephemeral volume ends with its only publication.
+	if err := os.RemoveAll(d.ephemeralDir(req.GetVolumeId())); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
 	return &csi.NodeUnpublishVolumeResponse{}, nil
 }
 
@@ -384,10 +521,24 @@ func (d *driver) NodeGetVolumeStats(_ context.Context, req *csi.NodeGetVolumeSta
 		}
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	d.record("NodeGetVolumeStats", map[string]any{"volumeId": req.GetVolumeId(), "volumePath": req.GetVolumePath(), "stagingTargetPath": req.GetStagingTargetPath()})
 	bs := int64(s.Bsize)
+	total, avail, used := int64(s.Blocks)*bs, int64(s.Bavail)*bs, int64(s.Blocks-s.Bfree)*bs
+	// A volume with a recorded size reports it (as a quota'd volume would): the bytes of its
+	// files are the used part.
+	if c := d.capacity(req.GetVolumeId()); c > 0 {
+		used = 0
+		_ = filepath.Walk(req.GetVolumePath(), func(_ string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				used += fi.Size()
+			}
+			return nil
+		})
+		total, avail = c, max(c-used, 0)
+	}
 	return &csi.NodeGetVolumeStatsResponse{
 		Usage: []*csi.VolumeUsage{
-			{Unit: csi.VolumeUsage_BYTES, Total: int64(s.Blocks) * bs, Available: int64(s.Bavail) * bs, Used: int64(s.Blocks-s.Bfree) * bs},
+			{Unit: csi.VolumeUsage_BYTES, Total: total, Available: avail, Used: used},
 			{Unit: csi.VolumeUsage_INODES, Total: int64(s.Files), Available: int64(s.Ffree), Used: int64(s.Files - s.Ffree)},
 		},
 		VolumeCondition: &csi.VolumeCondition{Abnormal: false, Message: "ok"},
@@ -398,6 +549,12 @@ func (d *driver) NodeExpandVolume(_ context.Context, req *csi.NodeExpandVolumeRe
 	d.record("NodeExpandVolume", map[string]any{"volumeId": req.GetVolumeId(), "volumePath": req.GetVolumePath(), "requiredBytes": req.GetCapacityRange().GetRequiredBytes()})
 	if req.GetVolumeId() == "" || req.GetVolumePath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume id and volume path are required")
+	}
+	if m, err := isMountPoint(req.GetVolumePath()); err != nil || !m {
+		return nil, status.Errorf(codes.NotFound, "volume path %s is not mounted", req.GetVolumePath())
+	}
+	if err := d.setCapacity(req.GetVolumeId(), req.GetCapacityRange().GetRequiredBytes()); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
 	}
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: req.GetCapacityRange().GetRequiredBytes()}, nil
 }

@@ -23,6 +23,7 @@
 //! # let _ = target; Ok(()) }
 //! ```
 
+pub mod block;
 pub mod conn;
 pub mod node;
 pub mod registry;

@@ -61,8 +61,8 @@ pub enum AccessType {
         /// fsGroupPolicy is `File`.
         volume_mount_group: String,
     },
-    /// A raw block device (`volumeMode: Block`). Not supported yet: the kubelet's block layout
-    /// (`plugins/kubernetes.io/csi/volumeDevices/...`) is not implemented.
+    /// A raw block device (`volumeMode: Block`): staged and published at the kubelet's block
+    /// paths (module [`super::block`]).
     Block,
 }
 
@@ -167,7 +167,7 @@ impl CsiVolume {
         }
     }
 
-    fn capability(&self) -> pb::VolumeCapability {
+    pub(crate) fn capability(&self) -> pb::VolumeCapability {
         use pb::volume_capability::{
             AccessMode as PbMode, AccessType as PbType, BlockVolume, MountVolume,
         };
@@ -263,8 +263,6 @@ pub enum StageError {
     InvalidName(#[from] InvalidName),
     #[error("CSI driver {driver} is not registered on this node")]
     DriverNotRegistered { driver: String },
-    #[error("volume {volume_handle}: block volumes are not supported yet")]
-    BlockNotSupported { volume_handle: String },
     #[error("cannot create {}: {source}", path.display())]
     Create {
         path: PathBuf,
@@ -303,9 +301,7 @@ pub async fn stage(
         StageError::DriverNotRegistered { driver }
     })?;
     if vol.access_type == AccessType::Block {
-        return Err(StageError::BlockNotSupported {
-            volume_handle: vol.volume_handle.clone(),
-        });
+        return super::block::stage(root, drivers, vol).await;
     }
     // Inline ephemeral volumes are never staged (the kubelet has no device mount for them).
     if !driver.capabilities.stage_unstage || vol.lifecycle == LifecycleMode::Ephemeral {
@@ -346,8 +342,6 @@ pub enum PublishError {
     InvalidName(#[from] InvalidName),
     #[error("CSI driver {driver} is not registered on this node")]
     DriverNotRegistered { driver: String },
-    #[error("volume {volume_handle}: block volumes are not supported yet")]
-    BlockNotSupported { volume_handle: String },
     #[error("cannot create {}: {source}", path.display())]
     Create {
         path: PathBuf,
@@ -381,9 +375,7 @@ pub async fn publish(
         PublishError::DriverNotRegistered { driver }
     })?;
     if vol.access_type == AccessType::Block {
-        return Err(PublishError::BlockNotSupported {
-            volume_handle: vol.volume_handle.clone(),
-        });
+        return super::block::publish(root, pod_uid, drivers, vol, pod).await;
     }
     let pod_dir = layout::pod_dir(root, pod_uid)?;
     let dir = layout::csi_publish_dir(&pod_dir, &vol.spec_name)?;
