@@ -17,6 +17,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 source "$root/tests/cluster/env.sh"
+source "$here/lib.sh"
 
 bosun= layout= quick= out= json=
 while [[ $# -gt 0 ]]; do
@@ -106,32 +107,18 @@ cleanup() {
         log "bosun's last log lines:"; tail -20 "$W/bosun.log" >&2
     fi
     rm -rf "$W"
-    if [[ ${#leaks[@]} -gt 0 ]]; then
-        log "LEAKED (cleaned up by force):"
-        printf '  %s\n' "${leaks[@]}" >&2
-        rc=1
-    fi
-    exit "$rc"
+    exit_with_leaks "$rc" "${leaks[@]}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "control plane in $D (interface $BOSUN_CP_IF, $BOSUN_CP_IP, no kube-proxy)"
-t_up=$SECONDS
-if ! bash "$root/tests/cluster/up.sh" "$D" >"$W/up.log" 2>&1; then
-    cat "$W/up.log" >&2
-    log "up.sh failed"
-    exit 1
-fi
-log "control plane up in $((SECONDS - t_up)) s"
+start_control_plane
 
 "$bosun" image import "$layout" "$IMAGE" --data-dir "$W/data" >/dev/null 2>&1 ||
     { log "bosun image import failed"; exit 1; }
 
-used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }
-PORT=$(free_port 21250)
-HPORT=$(free_port 21248 "$PORT")
+free_port PORT 21250
+free_port HPORT 21248
 cat >"$W/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

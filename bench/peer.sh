@@ -25,6 +25,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 source "$root/tests/cluster/env.sh"
+source "$here/lib.sh"
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 CONTAINERD_BIN=${CONTAINERD_BIN:-$HOME/.cache/bosun/containerd/$CONTAINERD_VERSION/bin}
 RUNC=${RUNC:-$(command -v runc || echo /usr/sbin/runc)}
@@ -167,25 +168,13 @@ cleanup() {
     fi
     rm -rf "$W"
     rmdir /var/lib/bosun-peer 2>/dev/null
-    if [[ ${#leaks[@]} -gt 0 ]]; then
-        log "LEAKED (cleaned up by force):"
-        printf '  %s\n' "${leaks[@]}" >&2
-        [[ $rc == 0 ]] && rc=1
-    fi
-    exit "$rc"
+    exit_with_leaks "$rc" "${leaks[@]}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------- the control plane ----------
-log "control plane in $D (interface $BOSUN_CP_IF, $BOSUN_CP_IP, no kube-proxy)"
-t_up=$SECONDS
-if ! bash "$root/tests/cluster/up.sh" "$D" >"$W/up.log" 2>&1; then
-    cat "$W/up.log" >&2
-    log "up.sh failed"
-    exit 1
-fi
-log "control plane up in $((SECONDS - t_up)) s"
+start_control_plane
 
 # ---------- images ----------
 bash "$here/peer/build-pause-image.sh" "$W/pause-oci" >/dev/null || { log "building the pause image failed"; exit 1; }
@@ -194,12 +183,9 @@ tar -C "$W/pause-oci" -cf "$W/pause.tar" . && tar -C "$layout" -cf "$W/busybox.t
 rm -rf "$W/pause-oci"
 
 # ---------- configuration ----------
-used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-taken=" "
-free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [[ $taken == *" $p "* ]]; do p=$((p + 1)); done; taken+="$p "; echo "$p"; }
-PORT=$(free_port 22250)
-HPORT=$(free_port 22248)
-STREAM_PORT=$(free_port 22260)
+free_port PORT 22250
+free_port HPORT 22248
+free_port STREAM_PORT 22260
 
 cat >"$W/containerd.toml" <<TOML
 version = 4

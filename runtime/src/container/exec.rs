@@ -67,6 +67,17 @@ impl HostRuntime {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, ExecError> {
+        let cmd = self.exec_command(id, argv, None)?;
+        run_helper(id, cmd, timeout).await
+    }
+
+    /// `<helper> __exec [flag] <state> <id> "" -- argv` for the running container `id`.
+    fn exec_command(
+        &self,
+        id: &str,
+        argv: &[String],
+        flag: Option<&str>,
+    ) -> Result<Command, ExecError> {
         let inner = &self.inner;
         let status = inner
             .status(id)
@@ -79,13 +90,16 @@ impl HostRuntime {
         }
         let dir = inner.containers_dir().join(id);
         let mut cmd = Command::new(&inner.paths.helper_binary);
-        cmd.arg(EXEC_SUBCOMMAND)
-            .arg(dir.join("state"))
+        cmd.arg(EXEC_SUBCOMMAND);
+        if let Some(flag) = flag {
+            cmd.arg(flag);
+        }
+        cmd.arg(dir.join("state"))
             .arg(id)
             .arg("")
             .arg("--")
             .args(argv);
-        run_helper(id, cmd, timeout).await
+        Ok(cmd)
     }
 }
 
@@ -223,29 +237,14 @@ impl HostRuntime {
         stdin: bool,
         tty: bool,
     ) -> Result<ExecSession, ExecError> {
-        let inner = &self.inner;
-        let status = inner
-            .status(id)
-            .ok_or_else(|| ExecError::NotFound { id: id.to_string() })?;
-        if !matches!(status.state, ContainerState::Running { .. }) {
-            return Err(ExecError::NotRunning { id: id.to_string() });
-        }
-        if argv.is_empty() {
-            return Err(ExecError::EmptyCommand { id: id.to_string() });
-        }
-        let dir = inner.containers_dir().join(id);
-        let mut cmd = Command::new(&inner.paths.helper_binary);
-        cmd.arg(EXEC_SUBCOMMAND);
-        if tty {
-            cmd.arg(crate::exec::TTY_FLAG);
+        let flag = if tty {
+            Some(crate::exec::TTY_FLAG)
         } else if stdin {
-            cmd.arg(crate::exec::STDIN_FLAG);
-        }
-        cmd.arg(dir.join("state"))
-            .arg(id)
-            .arg("")
-            .arg("--")
-            .args(argv);
+            Some(crate::exec::STDIN_FLAG)
+        } else {
+            None
+        };
+        let cmd = self.exec_command(id, argv, flag)?;
         let terminal = if tty {
             Some(crate::sys::openpty().map_err(|source| ExecError::Spawn {
                 id: id.to_string(),
