@@ -531,6 +531,15 @@ async fn expand_one(client: &Client, drivers: &Drivers, m: &Mounted) -> Result<(
     };
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &m.namespace);
     let pvc = pvcs.get(claim).await.map_err(|e| e.to_string())?;
+    // Most rounds end here, with one read: the resizer has asked nothing of the node.
+    let asked = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.allocated_resource_statuses.as_ref()?.get("storage"))
+        .is_some_and(|r| r == "NodeResizePending" || r == "NodeResizeInProgress");
+    if !asked {
+        return Ok(());
+    }
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let pv = pvs.get(&m.vol.spec_name).await.map_err(|e| e.to_string())?;
     let Expansion::Expand { bytes, quantity } = expansion(&pvc, &pv) else {

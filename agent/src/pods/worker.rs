@@ -975,10 +975,12 @@ impl Worker {
         }
     }
 
-    /// The container's volume mounts (with safe subPaths) and its termination message file.
     /// The container's `volumeDevices`: each names a block volume of the pod, whose device file
     /// (set up with the pod's volumes) becomes a node at `devicePath`.
     fn devices(&self, c: &Container) -> Result<Vec<bosun_runtime::Device>, String> {
+        if c.volume_devices.as_ref().is_none_or(|d| d.is_empty()) {
+            return Ok(Vec::new());
+        }
         let vols = self.volume_paths.clone().unwrap_or_default();
         let spec = self.spec();
         let read_only: Vec<&str> = spec
@@ -1006,6 +1008,7 @@ impl Worker {
         Ok(out)
     }
 
+    /// The container's volume mounts (with safe subPaths) and its termination message file.
     fn mounts(&self, c: &Container, id: &str) -> Result<(Vec<Mount>, PathBuf), String> {
         let vols = self.volume_paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();
