@@ -24,20 +24,23 @@ have_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION" ||
 out="$CARGO_TARGET_DIR/packages"
 mkdir -p "$out"
 
-# Reproducible timestamps inside both packages: the last commit's time.
-SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || date +%s)
-export SOURCE_DATE_EPOCH
+# Reproducible timestamps inside both packages: the last commit's time. Given to the packaging
+# tools only: cc-rs reruns every C build script (aws-lc-sys, ring, zstd-sys...) when
+# SOURCE_DATE_EPOCH changes, so exporting it to cargo build rebuilt those at every new commit.
+epoch=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 
 if [[ ${PROFILE:-release} == debug ]]; then
     # cargo-deb takes the binary from <target dir>/release/: give it a target dir of its own
     # holding the stripped debug binary there.
     dbg="$out/debug-profile"
     rm -rf "$dbg"; mkdir -p "$dbg/target/release"
-    cargo build --locked -p bosun >&2
+    # The very build the test command makes (`-p bosun` alone would unify features differently
+    # and compile a second copy of many crates).
+    cargo build --locked --workspace --all-targets >&2
     for b in bosun bosun-keeper; do
         strip --strip-all -o "$dbg/target/release/$b" "$CARGO_TARGET_DIR/debug/$b"
     done
-    CARGO_TARGET_DIR="$dbg/target" cargo deb -p bosun --no-build --no-strip --output "$dbg" >&2
+    SOURCE_DATE_EPOCH=$epoch CARGO_TARGET_DIR="$dbg/target" cargo deb -p bosun --no-build --no-strip --output "$dbg" >&2
     ls -t "$dbg"/bosun_*.deb | head -1
     exit 0
 fi
@@ -55,8 +58,8 @@ for b in bosun bosun-keeper; do
     # strip its copy only, cargo-generate-rpm none).
     strip --strip-all "$bin"
 done
-cargo deb -p bosun --no-build --no-strip --output "$out" >&2
-cargo generate-rpm -p agent --output "$out" >&2
+SOURCE_DATE_EPOCH=$epoch cargo deb -p bosun --no-build --no-strip --output "$out" >&2
+SOURCE_DATE_EPOCH=$epoch cargo generate-rpm -p agent --output "$out" >&2
 
 deb=$(ls -t "$out"/bosun_*.deb | head -1)
 rpm=$(ls -t "$out"/bosun-*.rpm | head -1)
