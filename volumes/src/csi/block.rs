@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 use super::node::{
-    self, CsiVolume, LifecycleMode, PodInfo, PublishError, StageError, UnpublishError, UnstageError,
+    self, mkdir, CsiVolume, LifecycleMode, PodInfo, PublishError, StageError, UnpublishError,
+    UnstageError,
 };
-use super::proto::csi as pb;
 use super::registry::Drivers;
 use super::voldata::{self, VolData, VolDataError};
 use crate::layout::{self, InvalidName};
@@ -70,22 +70,8 @@ pub fn pod_devices_root(pod_dir: &Path) -> PathBuf {
     pod_dir.join("volumeDevices").join(layout::CSI_PLUGIN_DIR)
 }
 
-fn mkdir(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(path)
-}
-
 fn path_string(p: &Path) -> String {
     p.to_string_lossy().into_owned()
-}
-
-fn timed<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(node::NODE_CALL_TIMEOUT);
-    r
 }
 
 /// Stages a block volume: writes `vol_data.json`, then NodeStageVolume on the staging folder
@@ -114,23 +100,7 @@ pub async fn stage(
         path: staging.clone(),
         source,
     })?;
-    let req = pb::NodeStageVolumeRequest {
-        volume_id: vol.volume_handle.clone(),
-        publish_context: vol.publish_context.clone().into_iter().collect(),
-        staging_target_path: path_string(&staging),
-        volume_capability: Some(vol.capability()),
-        secrets: vol.stage_secrets.clone().into_iter().collect(),
-        volume_context: vol.volume_context.clone().into_iter().collect(),
-    };
-    driver
-        .node()
-        .node_stage_volume(timed(req))
-        .await
-        .map_err(|s| StageError::Rpc {
-            driver: vol.driver.clone(),
-            volume_handle: vol.volume_handle.clone(),
-            failure: s.into(),
-        })?;
+    node::stage_rpc(&driver, vol, &staging).await?;
     info!(staging = %staging.display(), "block volume staged");
     Ok(Some(staging))
 }
@@ -177,29 +147,7 @@ pub async fn publish(
     } else {
         String::new()
     };
-    let mut context = vol.volume_context.clone();
-    if let Some(p) = pod {
-        context.extend(node::pod_info_context(p));
-    }
-    let req = pb::NodePublishVolumeRequest {
-        volume_id: vol.volume_handle.clone(),
-        publish_context: vol.publish_context.clone().into_iter().collect(),
-        staging_target_path: staging,
-        target_path: path_string(&target),
-        volume_capability: Some(vol.capability()),
-        readonly: vol.read_only,
-        secrets: vol.publish_secrets.clone().into_iter().collect(),
-        volume_context: context.into_iter().collect(),
-    };
-    driver
-        .node()
-        .node_publish_volume(timed(req))
-        .await
-        .map_err(|s| PublishError::Rpc {
-            driver: vol.driver.clone(),
-            volume_handle: vol.volume_handle.clone(),
-            failure: s.into(),
-        })?;
+    node::publish_rpc(&driver, vol, pod, staging, &target).await?;
     info!(target = %target.display(), "block volume published");
     Ok(target)
 }
@@ -253,19 +201,7 @@ pub async fn unpublish(
                 .ok_or_else(|| UnpublishError::DriverNotRegistered {
                     driver: data.driver_name.clone(),
                 })?;
-        let req = pb::NodeUnpublishVolumeRequest {
-            volume_id: data.volume_handle.clone(),
-            target_path: path_string(&target),
-        };
-        driver
-            .node()
-            .node_unpublish_volume(timed(req))
-            .await
-            .map_err(|s| UnpublishError::Rpc {
-                driver: data.driver_name.clone(),
-                volume_handle: data.volume_handle.clone(),
-                failure: s.into(),
-            })?;
+        node::unpublish_rpc(&driver, &data.driver_name, &data.volume_handle, &target).await?;
     }
     if mounts::is_mount_point(&target).unwrap_or(false) {
         return Err(UnpublishError::StillMounted { path: target });
@@ -322,19 +258,7 @@ pub async fn unstage(root: &Path, drivers: &Drivers, spec_name: &str) -> Result<
                 driver: data.driver_name.clone(),
             })?;
     if driver.capabilities.stage_unstage && staging.exists() {
-        let req = pb::NodeUnstageVolumeRequest {
-            volume_id: data.volume_handle.clone(),
-            staging_target_path: path_string(&staging),
-        };
-        driver
-            .node()
-            .node_unstage_volume(timed(req))
-            .await
-            .map_err(|s| UnstageError::Rpc {
-                driver: data.driver_name.clone(),
-                volume_handle: data.volume_handle.clone(),
-                failure: s.into(),
-            })?;
+        node::unstage_rpc(&driver, &data.driver_name, &data.volume_handle, &staging).await?;
     }
     if mounts::is_mount_point(&staging).unwrap_or(false) {
         return Err(UnstageError::StillMounted { path: staging });

@@ -279,7 +279,7 @@ pub enum StageError {
     },
 }
 
-fn driver_for<E>(
+pub(super) fn driver_for<E>(
     drivers: &Drivers,
     name: &str,
     err: impl FnOnce(String) -> E,
@@ -314,23 +314,7 @@ pub async fn stage(
         source,
     })?;
     voldata::write(&dir, &VolData::for_stage(vol))?;
-    let req = pb::NodeStageVolumeRequest {
-        volume_id: vol.volume_handle.clone(),
-        publish_context: vol.publish_context.clone().into_iter().collect(),
-        staging_target_path: path_string(&staging),
-        volume_capability: Some(vol.capability()),
-        secrets: vol.stage_secrets.clone().into_iter().collect(),
-        volume_context: vol.volume_context.clone().into_iter().collect(),
-    };
-    driver
-        .node()
-        .node_stage_volume(timed(req))
-        .await
-        .map_err(|s| StageError::Rpc {
-            driver: vol.driver.clone(),
-            volume_handle: vol.volume_handle.clone(),
-            failure: s.into(),
-        })?;
+    stage_rpc(&driver, vol, &staging).await?;
     info!(staging = %staging.display(), "staged");
     Ok(Some(staging))
 }
@@ -395,29 +379,7 @@ pub async fn publish(
     } else {
         String::new()
     };
-    let mut context = vol.volume_context.clone();
-    if let Some(p) = pod {
-        context.extend(pod_info_context(p));
-    }
-    let req = pb::NodePublishVolumeRequest {
-        volume_id: vol.volume_handle.clone(),
-        publish_context: vol.publish_context.clone().into_iter().collect(),
-        staging_target_path: staging,
-        target_path: path_string(&target),
-        volume_capability: Some(vol.capability()),
-        readonly: vol.read_only,
-        secrets: vol.publish_secrets.clone().into_iter().collect(),
-        volume_context: context.into_iter().collect(),
-    };
-    driver
-        .node()
-        .node_publish_volume(timed(req))
-        .await
-        .map_err(|s| PublishError::Rpc {
-            driver: vol.driver.clone(),
-            volume_handle: vol.volume_handle.clone(),
-            failure: s.into(),
-        })?;
+    publish_rpc(&driver, vol, pod, staging, &target).await?;
     info!(target = %target.display(), read_only = vol.read_only, "published");
     Ok(target)
 }
@@ -472,19 +434,7 @@ pub async fn unpublish(
     let driver = driver_for(drivers, &data.driver_name, |driver| {
         UnpublishError::DriverNotRegistered { driver }
     })?;
-    let req = pb::NodeUnpublishVolumeRequest {
-        volume_id: data.volume_handle.clone(),
-        target_path: path_string(&target),
-    };
-    driver
-        .node()
-        .node_unpublish_volume(timed(req))
-        .await
-        .map_err(|s| UnpublishError::Rpc {
-            driver: data.driver_name.clone(),
-            volume_handle: data.volume_handle.clone(),
-            failure: s.into(),
-        })?;
+    unpublish_rpc(&driver, &data.driver_name, &data.volume_handle, &target).await?;
     if mounts::is_mount_point(&target).unwrap_or(false) {
         return Err(UnpublishError::StillMounted { path: target });
     }
@@ -595,18 +545,7 @@ pub async fn unstage(
         UnstageError::DriverNotRegistered { driver }
     })?;
     if d.capabilities.stage_unstage {
-        let req = pb::NodeUnstageVolumeRequest {
-            volume_id: volume_handle.to_string(),
-            staging_target_path: path_string(&staging),
-        };
-        d.node()
-            .node_unstage_volume(timed(req))
-            .await
-            .map_err(|s| UnstageError::Rpc {
-                driver: driver.to_string(),
-                volume_handle: volume_handle.to_string(),
-                failure: s.into(),
-            })?;
+        unstage_rpc(&d, driver, volume_handle, &staging).await?;
     }
     if mounts::is_mount_point(&staging).unwrap_or(false) {
         return Err(UnstageError::StillMounted { path: staging });
@@ -765,8 +704,115 @@ pub async fn expand(
     Ok(resp.capacity_bytes)
 }
 
+/// NodeStageVolume of `vol` at `staging` (file system and block volumes alike).
+pub(super) async fn stage_rpc(
+    driver: &Driver,
+    vol: &CsiVolume,
+    staging: &Path,
+) -> Result<(), StageError> {
+    let req = pb::NodeStageVolumeRequest {
+        volume_id: vol.volume_handle.clone(),
+        publish_context: vol.publish_context.clone().into_iter().collect(),
+        staging_target_path: path_string(staging),
+        volume_capability: Some(vol.capability()),
+        secrets: vol.stage_secrets.clone().into_iter().collect(),
+        volume_context: vol.volume_context.clone().into_iter().collect(),
+    };
+    driver
+        .node()
+        .node_stage_volume(timed(req))
+        .await
+        .map_err(|s| StageError::Rpc {
+            driver: vol.driver.clone(),
+            volume_handle: vol.volume_handle.clone(),
+            failure: s.into(),
+        })?;
+    Ok(())
+}
+
+/// NodePublishVolume of `vol` at `target`; `staging` is empty when the driver does not stage,
+/// and the pod's keys join the volume context when `pod` is given.
+pub(super) async fn publish_rpc(
+    driver: &Driver,
+    vol: &CsiVolume,
+    pod: Option<&PodInfo>,
+    staging: String,
+    target: &Path,
+) -> Result<(), PublishError> {
+    let mut context = vol.volume_context.clone();
+    if let Some(p) = pod {
+        context.extend(pod_info_context(p));
+    }
+    let req = pb::NodePublishVolumeRequest {
+        volume_id: vol.volume_handle.clone(),
+        publish_context: vol.publish_context.clone().into_iter().collect(),
+        staging_target_path: staging,
+        target_path: path_string(target),
+        volume_capability: Some(vol.capability()),
+        readonly: vol.read_only,
+        secrets: vol.publish_secrets.clone().into_iter().collect(),
+        volume_context: context.into_iter().collect(),
+    };
+    driver
+        .node()
+        .node_publish_volume(timed(req))
+        .await
+        .map_err(|s| PublishError::Rpc {
+            driver: vol.driver.clone(),
+            volume_handle: vol.volume_handle.clone(),
+            failure: s.into(),
+        })?;
+    Ok(())
+}
+
+/// NodeUnpublishVolume of the volume `volume_handle` of `driver_name` at `target`.
+pub(super) async fn unpublish_rpc(
+    driver: &Driver,
+    driver_name: &str,
+    volume_handle: &str,
+    target: &Path,
+) -> Result<(), UnpublishError> {
+    let req = pb::NodeUnpublishVolumeRequest {
+        volume_id: volume_handle.to_string(),
+        target_path: path_string(target),
+    };
+    driver
+        .node()
+        .node_unpublish_volume(timed(req))
+        .await
+        .map_err(|s| UnpublishError::Rpc {
+            driver: driver_name.to_string(),
+            volume_handle: volume_handle.to_string(),
+            failure: s.into(),
+        })?;
+    Ok(())
+}
+
+/// NodeUnstageVolume of the volume `volume_handle` of `driver_name` at `staging`.
+pub(super) async fn unstage_rpc(
+    driver: &Driver,
+    driver_name: &str,
+    volume_handle: &str,
+    staging: &Path,
+) -> Result<(), UnstageError> {
+    let req = pb::NodeUnstageVolumeRequest {
+        volume_id: volume_handle.to_string(),
+        staging_target_path: path_string(staging),
+    };
+    driver
+        .node()
+        .node_unstage_volume(timed(req))
+        .await
+        .map_err(|s| UnstageError::Rpc {
+            driver: driver_name.to_string(),
+            volume_handle: volume_handle.to_string(),
+            failure: s.into(),
+        })?;
+    Ok(())
+}
+
 /// `mkdir -p` with 0750 for new folders, as the kubelet does.
-fn mkdir(path: &Path) -> io::Result<()> {
+pub(super) fn mkdir(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
