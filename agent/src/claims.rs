@@ -95,9 +95,9 @@ pub fn volume_kind(
             ));
         }
         // A block local PV is a device of this node, given to containers by `volumeDevices`.
-        return Ok(VolumeKind::HostPath {
+        return Ok(VolumeKind::Local {
             path: l.path.clone(),
-            type_: if block { "BlockDevice" } else { "Directory" }.into(),
+            block,
         });
     }
     if spec.csi.is_some() {
@@ -187,9 +187,9 @@ spec:
     fn local_volumes_only_on_their_nodes() {
         assert_eq!(
             volume_kind(&pv(LOCAL), "node1", &labels("node1")).unwrap(),
-            VolumeKind::HostPath {
+            VolumeKind::Local {
                 path: "/mnt/disks/a".into(),
-                type_: "Directory".into()
+                block: false
             }
         );
         let e = volume_kind(&pv(LOCAL), "node2", &labels("node2")).unwrap_err();
@@ -207,9 +207,9 @@ spec:
         }
         assert_eq!(
             volume_kind(&p, "node1", &labels("node1")).unwrap(),
-            VolumeKind::HostPath {
+            VolumeKind::Local {
                 path: "/dev/loop7".into(),
-                type_: "BlockDevice".into()
+                block: true
             }
         );
         assert!(volume_kind(&p, "node2", &labels("node2")).is_err());

@@ -1556,6 +1556,10 @@ pub enum VolumeKind {
         /// The hostPath type as written ("" when unset).
         type_: String,
     },
+    /// A `local` PV: a folder (or, with `block`, a device) of this node. Mounted like a
+    /// hostPath, but the pod's fsGroup applies to a writable folder (the kubelet's local
+    /// volume plugin does that; its hostPath plugin does not).
+    Local { path: String, block: bool },
     /// configMap, secret, downwardAPI or projected: files written from API data.
     ApiData(bosun_volumes::ApiDataPlugin),
     /// A PersistentVolumeClaim, resolved to its bound PV when the pod's volumes are set up.

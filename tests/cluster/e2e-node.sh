@@ -352,6 +352,7 @@ kind: Pod
 metadata: {name: pvc-writer}
 spec:
   restartPolicy: Never
+  securityContext: {fsGroup: 2468}
   containers:
   - name: c
     image: busybox
@@ -371,6 +372,10 @@ spec:
 YAML
 pvc_written() { [ "$(phase pvc-writer)" = Succeeded ] && [ "$(cat "$W/disk/file" 2>/dev/null)" = persisted ]; }
 check "PVC on a local PV: the pod's write is in the node's folder" wait_for 90 pvc_written
+# fsGroup on a writable local PV (the kubelet's local volume plugin): the folder's group with
+# setgid, so the pod's new file has that group too.
+check "fsGroup on the local PV: folder and the pod's file in group 2468 ($(stat -c '%g %A' "$W/disk" "$W/disk/file" 2>&1 | tr '\n' ' '))" \
+    bash -c "[ \"\$(stat -c '%g %A' '$W/disk')\" = '2468 drwxrwsr-x' ] && [ \"\$(stat -c %g '$W/disk/file')\" = 2468 ]"
 refused() {
     "$KUBECTL" get events --field-selector involvedObject.name=pvc-elsewhere,reason=FailedMount \
         -o jsonpath='{.items[*].message}' | grep -q 'does not select node'

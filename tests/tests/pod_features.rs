@@ -30,6 +30,7 @@ fn security_context_from_inside() -> Result<()> {
                   if touch /rootfs-write 2>/dev/null; then echo rootfs=rw; else echo rootfs=ro; fi; \
                   if touch /tmp/ok 2>/dev/null; then echo tmp=rw; else echo tmp=ro; fi; \
                   echo hostname=$(hostname); \
+                  echo tmpgroup=$(stat -c %g /tmp); echo tmpmode=$(stat -c %A /tmp); \
                   echo kcore=$(cat /proc/kcore 2>&1 | head -c 0; test -s /proc/kcore && echo visible || echo masked); \
                   echo devs=$(ls /dev | tr '\\n' ' ')";
     node.apply(
@@ -37,7 +38,7 @@ fn security_context_from_inside() -> Result<()> {
         &pod(
             "sec",
             &format!(
-                "  restartPolicy: Never\n  hostname: custom-host\n  securityContext:\n    runAsUser: 1000\n    runAsGroup: 2000\n    supplementalGroups: [3000]\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, \"{script}\"]\n    securityContext:\n      allowPrivilegeEscalation: false\n      readOnlyRootFilesystem: true\n      capabilities:\n        drop: [ALL]\n        add: [NET_BIND_SERVICE]\n    volumeMounts: [{{name: tmp, mountPath: /tmp}}]\n  volumes:\n  - {{name: tmp, emptyDir: {{}}}}\n"
+                "  restartPolicy: Never\n  hostname: custom-host\n  securityContext:\n    runAsUser: 1000\n    runAsGroup: 2000\n    supplementalGroups: [3000]\n    fsGroup: 4000\n    fsGroupChangePolicy: OnRootMismatch\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, \"{script}\"]\n    securityContext:\n      allowPrivilegeEscalation: false\n      readOnlyRootFilesystem: true\n      capabilities:\n        drop: [ALL]\n        add: [NET_BIND_SERVICE]\n    volumeMounts: [{{name: tmp, mountPath: /tmp}}]\n  volumes:\n  - {{name: tmp, emptyDir: {{}}}}\n"
             ),
         ),
     )?;
@@ -62,6 +63,10 @@ fn security_context_from_inside() -> Result<()> {
         "{out}"
     );
     ensure!(kv(&out, "hostname") == "custom-host", "{out}");
+    // fsGroup: a supplementary group of the process, and the emptyDir's group with setgid.
+    ensure!(kv(&out, "groups").split(' ').any(|g| g == "4000"), "{out}");
+    ensure!(kv(&out, "tmpgroup") == "4000", "{out}");
+    ensure!(kv(&out, "tmpmode") == "drwxrwsrwx", "{out}");
     ensure!(kv(&out, "kcore") == "masked", "{out}");
     for d in ["null", "zero", "urandom", "tty", "shm", "pts"] {
         ensure!(

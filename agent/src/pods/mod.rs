@@ -179,6 +179,14 @@ pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, S
             path: path.into(),
             kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
         },
+        VolumeKind::Local { path, block } => bosun_volumes::VolumeSource::HostPath {
+            path: path.into(),
+            kind: if *block {
+                bosun_volumes::HostPathType::BlockDevice
+            } else {
+                bosun_volumes::HostPathType::Directory
+            },
+        },
         VolumeKind::ApiData(plugin) => bosun_volumes::VolumeSource::ApiData { plugin: *plugin },
         VolumeKind::Claim { claim } | VolumeKind::EphemeralClaim { claim } => {
             return Err(format!(

@@ -480,6 +480,59 @@ impl Worker {
         }
     }
 
+    /// The pod's fsGroup on a volume the kubelet gives it to: emptyDir and writable `local`
+    /// PVs (hostPath never; CSI volumes by their driver's fsGroupPolicy, in `cluster::csi`; API
+    /// data volumes when their files are written), honouring `fsGroupChangePolicy`.
+    async fn apply_fs_group(
+        &self,
+        name: &str,
+        kind: &translate::VolumeKind,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        let psc = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref());
+        let Some(gid) = psc
+            .and_then(|s| s.fs_group)
+            .and_then(|g| u32::try_from(g).ok())
+        else {
+            return Ok(());
+        };
+        let applies = match kind {
+            translate::VolumeKind::EmptyDir { .. } => true,
+            translate::VolumeKind::Local { block, .. } => !*block && !self.claim_read_only(name),
+            _ => false,
+        };
+        if !applies {
+            return Ok(());
+        }
+        let policy = bosun_volumes::ownership::ChangePolicy::from_api(
+            psc.and_then(|s| s.fs_group_change_policy.as_deref()),
+        );
+        let path = path.to_path_buf();
+        // A walk of a whole volume: off the async threads.
+        tokio::task::spawn_blocking(move || {
+            bosun_volumes::ownership::set_volume_ownership(&path, gid, policy, false)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    /// Whether the pod mounts the claim of volume `name` read-only (`persistentVolumeClaim.readOnly`).
+    fn claim_read_only(&self, name: &str) -> bool {
+        self.spec()
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .is_some_and(|c| c.read_only == Some(true))
+    }
+
     async fn setup_volumes(&mut self, first: bool) -> Result<(), String> {
         let pod_dir = self.pod_dir();
         let cluster = self.ctx.objects.is_some();
@@ -514,6 +567,9 @@ impl Worker {
                 let source = super::volume_source(kind)?;
                 let path = bosun_volumes::setup(&pod_dir, name, &source)
                     .map_err(|e| format!("MountVolume.SetUp failed for volume {name:?} : {e}"))?;
+                self.apply_fs_group(name, kind, &path)
+                    .await
+                    .map_err(set_up_err)?;
                 paths.insert(name.clone(), path);
             }
             self.volume_paths = Some(paths);
