@@ -39,8 +39,10 @@ for tool in python3 podman runc skopeo umoci jq docker-registry; do
 done
 
 if [[ -n $quick ]]; then
-    # The quick run only checks that the harness works: the debug build the tests use will do.
-    cargo build -p bosun
+    # The quick run only checks that the harness works: the debug build the tests use will do
+    # (the same command as the tests' build: `-p bosun` alone unifies features differently and
+    # would compile the workspace's crates again).
+    cargo build --workspace --all-targets
     bosun_bin="$CARGO_TARGET_DIR/debug/bosun"
 else
     cargo build --release -p bosun
