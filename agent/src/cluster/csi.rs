@@ -203,21 +203,7 @@ impl Csi {
         let mut info = pod_info(pod, driver_obj.as_ref());
         info.ephemeral = true;
         give_tokens(&mut vol, &mut info, tokens);
-        let uid = info.uid.clone();
-        let target = csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
-            .await
-            .map_err(|e| e.to_string())?;
-        apply_fs_group(&target, &vol, fs_group).await?;
-        self.remember(Mounted {
-            pod_uid: uid,
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            volume: volume.to_string(),
-            claim: None,
-            vol,
-            target: target.clone(),
-            staging: None,
-        });
-        Ok(target)
+        self.publish(volume, None, vol, &info, fs_group, None).await
     }
 
     fn remember(&self, m: Mounted) {
@@ -315,16 +301,30 @@ impl Csi {
             .map_err(|e| e.to_string())?;
         let mut info = pod_info(pod, Some(&driver));
         give_tokens(&mut vol, &mut info, tokens);
-        let uid = info.uid.clone();
-        let target = csi::publish(&self.root, &uid, &self.drivers, &vol, Some(&info))
+        self.publish(volume, Some(claim), vol, &info, fs_group, staging)
+            .await
+    }
+
+    /// NodePublishVolume of a staged (or never staged) volume for the pod, the fsGroup the plan
+    /// asked for, and the volume remembered for stats, expansion and release.
+    async fn publish(
+        &self,
+        volume: &str,
+        claim: Option<&str>,
+        vol: CsiVolume,
+        info: &PodInfo,
+        fs_group: Option<(u32, ownership::ChangePolicy)>,
+        staging: Option<PathBuf>,
+    ) -> Result<PathBuf, String> {
+        let target = csi::publish(&self.root, &info.uid, &self.drivers, &vol, Some(info))
             .await
             .map_err(|e| e.to_string())?;
         apply_fs_group(&target, &vol, fs_group).await?;
         self.remember(Mounted {
-            pod_uid: uid,
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            pod_uid: info.uid.clone(),
+            namespace: info.namespace.clone(),
             volume: volume.to_string(),
-            claim: Some(claim.to_string()),
+            claim: claim.map(str::to_string),
             vol,
             target: target.clone(),
             staging,

@@ -81,11 +81,9 @@ pub async fn stage(
     drivers: &Drivers,
     vol: &CsiVolume,
 ) -> Result<Option<PathBuf>, StageError> {
-    let driver = drivers
-        .get(&vol.driver)
-        .ok_or_else(|| StageError::DriverNotRegistered {
-            driver: vol.driver.clone(),
-        })?;
+    let driver = node::driver_for(drivers, &vol.driver, |driver| {
+        StageError::DriverNotRegistered { driver }
+    })?;
     let data = data_dir(root, &vol.spec_name)?;
     mkdir(&data).map_err(|source| StageError::Create {
         path: data.clone(),
@@ -114,11 +112,9 @@ pub async fn publish(
     vol: &CsiVolume,
     pod: Option<&PodInfo>,
 ) -> Result<PathBuf, PublishError> {
-    let driver = drivers
-        .get(&vol.driver)
-        .ok_or_else(|| PublishError::DriverNotRegistered {
-            driver: vol.driver.clone(),
-        })?;
+    let driver = node::driver_for(drivers, &vol.driver, |driver| {
+        PublishError::DriverNotRegistered { driver }
+    })?;
     let dir = publish_dir(root, &vol.spec_name)?;
     let target = publish_path(root, &vol.spec_name, pod_uid)?;
     let pod_dir = layout::pod_dir(root, pod_uid)?;
@@ -195,12 +191,9 @@ pub async fn unpublish(
     let link = pod_devices_root(&layout::pod_dir(root, pod_uid)?).join(checked(spec_name)?);
     let data = voldata::read(&data_dir(root, spec_name)?)?;
     if let Some(data) = data.filter(|_| target.symlink_metadata().is_ok()) {
-        let driver =
-            drivers
-                .get(&data.driver_name)
-                .ok_or_else(|| UnpublishError::DriverNotRegistered {
-                    driver: data.driver_name.clone(),
-                })?;
+        let driver = node::driver_for(drivers, &data.driver_name, |driver| {
+            UnpublishError::DriverNotRegistered { driver }
+        })?;
         node::unpublish_rpc(&driver, &data.driver_name, &data.volume_handle, &target).await?;
     }
     if mounts::is_mount_point(&target).unwrap_or(false) {
@@ -251,12 +244,9 @@ pub async fn unstage(root: &Path, drivers: &Drivers, spec_name: &str) -> Result<
         });
     }
     let staging = staging_path(root, spec_name)?;
-    let driver =
-        drivers
-            .get(&data.driver_name)
-            .ok_or_else(|| UnstageError::DriverNotRegistered {
-                driver: data.driver_name.clone(),
-            })?;
+    let driver = node::driver_for(drivers, &data.driver_name, |driver| {
+        UnstageError::DriverNotRegistered { driver }
+    })?;
     if driver.capabilities.stage_unstage && staging.exists() {
         node::unstage_rpc(&driver, &data.driver_name, &data.volume_handle, &staging).await?;
     }
