@@ -64,6 +64,80 @@ pub fn cpu_shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+/// A CPU limit as CFS bandwidth: `quota` microseconds of CPU time in every `period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuQuota {
+    pub quota: u64,
+    pub period: u64,
+}
+
+impl CpuQuota {
+    /// The limit in `res` (a quota above zero; the period defaults to 100 ms), if any.
+    pub fn of(res: &Resources) -> Option<CpuQuota> {
+        let quota = res.cpu_quota.filter(|q| *q > 0)? as u64;
+        Some(CpuQuota {
+            quota,
+            period: res.cpu_period.unwrap_or(100_000),
+        })
+    }
+}
+
+/// The CPU quota in the cgroup folder `dir` (v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us`, v2
+/// `cpu.max`); `None` when unlimited.
+fn read_quota(dir: &Path, v2: bool) -> Result<Option<CpuQuota>, CgroupError> {
+    let (quota, period) = if v2 {
+        let path = dir.join("cpu.max");
+        let text = read_trimmed(&path)?;
+        let mut it = text.split_whitespace();
+        let q = it.next().unwrap_or("max").to_string();
+        let p = it.next().unwrap_or("100000").to_string();
+        (q, p)
+    } else {
+        (
+            read_trimmed(&dir.join("cpu.cfs_quota_us"))?,
+            read_trimmed(&dir.join("cpu.cfs_period_us"))?,
+        )
+    };
+    if quota == "max" || quota.starts_with('-') {
+        return Ok(None);
+    }
+    let num = |v: &str| {
+        v.parse::<u64>().map_err(|_| {
+            other(
+                dir,
+                format!("unreadable CPU quota {quota:?} / period {period:?}"),
+            )
+        })
+    };
+    Ok(Some(CpuQuota {
+        quota: num(&quota)?,
+        period: num(&period)?,
+    }))
+}
+
+/// Sets (or lifts, `None`) the CPU quota in the cgroup folder `dir`; writes nothing when it is
+/// already so. On v1 the quota is lifted first so that a new period never conflicts with the old
+/// quota (a cgroup is never left more limited than asked, at worst briefly less).
+fn write_quota(dir: &Path, v2: bool, want: Option<CpuQuota>) -> Result<(), CgroupError> {
+    if read_quota(dir, v2)? == want {
+        return Ok(());
+    }
+    if v2 {
+        let value = match want {
+            Some(q) => format!("{} {}", q.quota, q.period),
+            None => "max".to_string(),
+        };
+        return write_file(&dir.join("cpu.max"), &value);
+    }
+    let quota_file = dir.join("cpu.cfs_quota_us");
+    write_file(&quota_file, "-1")?;
+    if let Some(q) = want {
+        write_file(&dir.join("cpu.cfs_period_us"), &q.period.to_string())?;
+        write_file(&quota_file, &q.quota.to_string())?;
+    }
+    Ok(())
+}
+
 /// v1 controllers a pod cgroup is created in (where mounted).
 const V1_CONTROLLERS: [&str; 8] = [
     "cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer",
@@ -307,6 +381,43 @@ impl CgroupLayout {
         out
     }
 
+    /// The folder of the cgroup at `path` (cgroupsPath form) in the hierarchy that has the cpu
+    /// controller; `None` when no hierarchy has it.
+    fn cpu_dir(&self, path: &str) -> Option<PathBuf> {
+        let rel = path.trim_start_matches('/');
+        match &self.kind {
+            Kind::V1 { controllers, .. } => controllers
+                .iter()
+                .find(|(n, _)| *n == "cpu")
+                .map(|(_, m)| m.join(rel)),
+            Kind::V2 { mount } => {
+                let dir = mount.join(rel);
+                dir.join("cpu.max").exists().then_some(dir)
+            }
+        }
+    }
+
+    /// The CPU quota of the cgroup at `path` (cgroupsPath form); `None`: unlimited, or no cpu
+    /// controller here.
+    pub fn cpu_quota(&self, path: &str) -> Result<Option<CpuQuota>, CgroupError> {
+        match self.cpu_dir(path) {
+            Some(dir) => read_quota(&dir, self.is_v2()),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the CPU quota of the cgroup at `path` (cgroupsPath form), or lifts it (`None`).
+    pub fn set_cpu_quota(&self, path: &str, want: Option<CpuQuota>) -> Result<(), CgroupError> {
+        match self.cpu_dir(path) {
+            Some(dir) => write_quota(&dir, self.is_v2(), want),
+            None if want.is_none() => Ok(()),
+            None => Err(CgroupError::Other {
+                path: path.to_string(),
+                reason: "a CPU limit needs the cpu controller, which is not available here".into(),
+            }),
+        }
+    }
+
     /// Creates kubepods, the qos parent and the pod cgroup in every controller needed, writes the
     /// pod limits and returns the pod's cgroupsPath. Idempotent; updates limits if they changed.
     pub fn ensure_pod(
@@ -370,26 +481,7 @@ impl CgroupLayout {
                         &shares.clamp(2, 262_144).to_string(),
                     )?;
                 }
-                let quota_file = dir.join("cpu.cfs_quota_us");
-                let period_file = dir.join("cpu.cfs_period_us");
-                let want = res
-                    .cpu_quota
-                    .filter(|q| *q > 0)
-                    .map(|q| (q.to_string(), res.cpu_period.unwrap_or(100_000).to_string()));
-                let current_quota = read_trimmed(&quota_file)?;
-                let unchanged = match &want {
-                    Some((q, p)) => *q == current_quota && *p == read_trimmed(&period_file)?,
-                    None => current_quota == "-1",
-                };
-                if !unchanged {
-                    // Lift the quota first so a new period never conflicts with the old quota
-                    // (a pod is never left more limited than asked, at worst briefly less).
-                    write_file(&quota_file, "-1")?;
-                    if let Some((quota, period)) = want {
-                        write_file(&period_file, &period)?;
-                        write_file(&quota_file, &quota)?;
-                    }
-                }
+                write_quota(&dir, false, CpuQuota::of(res))?;
             }
             None if res.cpu_shares.is_some() || res.cpu_quota.is_some() => {
                 return Err(missing("cpu"))
@@ -462,10 +554,11 @@ impl CgroupLayout {
         if let Some(shares) = res.cpu_shares {
             put("cpu.weight", cpu_shares_to_weight(shares).to_string(), true)?;
         }
-        let period = res.cpu_period.unwrap_or(100_000);
-        match res.cpu_quota.filter(|q| *q > 0) {
-            Some(q) => put("cpu.max", format!("{q} {period}"), true)?,
-            None => put("cpu.max", format!("max {period}"), false)?,
+        let quota = CpuQuota::of(res);
+        if dir.join("cpu.max").exists() {
+            write_quota(&dir, true, quota)?;
+        } else if quota.is_some() {
+            put("cpu.max", String::new(), true)?;
         }
         match res.memory_limit.filter(|m| *m > 0) {
             Some(m) => put("memory.max", m.to_string(), true)?,
@@ -785,6 +878,22 @@ mod tests {
         };
         assert_eq!(read("cpu", "cpu.shares"), "512");
         assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        let half = CpuQuota {
+            quota: 50_000,
+            period: 100_000,
+        };
+        assert_eq!(layout.cpu_quota(&pod).expect("quota"), Some(half));
+        layout.set_cpu_quota(&pod, None).expect("lift");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "-1");
+        assert_eq!(layout.cpu_quota(&pod).expect("quota"), None);
+        let tenth = CpuQuota {
+            quota: 5_000,
+            period: 50_000,
+        };
+        layout.set_cpu_quota(&pod, Some(tenth)).expect("set");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "50000");
+        assert_eq!(layout.cpu_quota(&pod).expect("quota"), Some(tenth));
+        layout.set_cpu_quota(&pod, Some(half)).expect("set back");
         assert_eq!(
             read("memory", "memory.limit_in_bytes"),
             (64u64 << 20).to_string()

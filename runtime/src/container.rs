@@ -83,6 +83,8 @@ pub(crate) struct Inner {
     /// Serialises finalising containers whose keeper vanished.
     finalize: tokio::sync::Mutex<()>,
     shutdown: watch::Receiver<()>,
+    /// Pod CPU quotas lifted while containers of the pod are set up (see `start`).
+    lifts: start::QuotaLifts,
 }
 
 /// Capacity of the event channel; a lagging subscriber gets `Lagged` and must re-list.
@@ -111,6 +113,7 @@ impl HostRuntime {
             monitored: Mutex::default(),
             finalize: tokio::sync::Mutex::new(()),
             shutdown,
+            lifts: start::QuotaLifts::default(),
         });
         let entries = std::fs::read_dir(&containers).map_err(|source| InitError::Scan {
             path: containers.clone(),

@@ -60,6 +60,7 @@ fn main() {
         ("exit_code_env_args_and_log", exit_code_env_args_and_log),
         ("user_name_resolves", user_name_resolves),
         ("memory_limit_oom_kill", memory_limit_oom_kill),
+        ("cpu_limit_from_the_start", cpu_limit_from_the_start),
         ("start_failure_records_error", start_failure_records_error),
         ("sigterm_is_delivered", sigterm_is_delivered),
         ("signals_default_and_nofile", signals_default_and_nofile),
@@ -521,6 +522,30 @@ fn memory_limit_oom_kill(env: &Env) -> TestResult {
     let exit = k.wait(Duration::from_secs(60))?;
     check!(exit.code == 137, "code {} ({exit:?})", exit.code);
     check!(exit.oom_killed, "not marked oom killed: {exit:?}");
+    Ok(())
+}
+
+/// The CPU limit holds for the container (its cgroup has the quota once it runs), but
+/// libcontainer's set-up of it, in the same cgroup, is not throttled: with 5 ms of CPU in every
+/// 100 ms that set-up alone would be (it takes more), and `nr_throttled` would count it.
+fn cpu_limit_from_the_start(env: &Env) -> TestResult {
+    let name = "cpu_limit_from_the_start";
+    let script = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null \
+                    || cut -d' ' -f1 /sys/fs/cgroup/cpu.max; \
+                  grep nr_throttled /sys/fs/cgroup/cpu/cpu.stat 2>/dev/null \
+                    || grep nr_throttled /sys/fs/cgroup/cpu.stat";
+    let mut req = env.request(name, &["sh", "-c", script]);
+    req.spec.resources.cpu_quota = Some(5_000);
+    req.spec.resources.cpu_period = Some(100_000);
+    let k = spawn_keeper(env, name, &req)?;
+    check!(k.status_line.starts_with("started "), "{}", k.status_line);
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(exit.code == 0, "code {} ({exit:?})", exit.code);
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    check!(
+        out == ["5000", "nr_throttled 0"],
+        "quota and throttling seen by the container: {out:?}"
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The container folder `<run_dir>/containers/<id>/` as files: reading what the keeper wrote and
 //! deriving a [`ContainerStatus`] from it, plus the few files the runtime itself writes.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -28,15 +28,12 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename).
+/// Writes `value` as JSON to `path` atomically for readers (temporary file, rename). No fsync:
+/// a container folder describes this boot only (see `keeper::run::write_atomic`).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let data = serde_json::to_vec(value).map_err(io::Error::other)?;
     let tmp = tmp_path(path);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-    }
+    std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
 }
 

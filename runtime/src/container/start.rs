@@ -10,8 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::io::AsyncReadExt;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use super::proc::{self, ProcHandle};
 use super::{disk, valid_id, HostRuntime};
+use crate::cgroups::{CgroupLayout, CpuQuota};
 use crate::keeper::{KeeperRequest, REQUEST_FILE, STATUS_FD};
 use crate::{ContainerSpec, ContainerState, ContainerStatus, RuntimePaths, Sandbox};
 
@@ -70,6 +74,76 @@ pub enum StartError {
     NoStatus { id: String },
     #[error("container {id} failed to start: {message}")]
     Keeper { id: String, message: String },
+}
+
+/// The pod cgroups whose CPU quota is lifted while one of their containers is being set up:
+/// libcontainer's set-up runs in the pod's cgroup, and throttled to the pod's limit (100m: 10 ms
+/// of CPU in every 100 ms) it took longer than everything else in a start. The container's own
+/// quota is applied by its keeper just before the container runs (its set-up is over by then),
+/// so what runs unthrottled for those milliseconds is the runtime's work, never the pod's code:
+/// every container of a pod with a pod-level quota has a quota of its own (the kubelet sets one
+/// on the pod only when all containers have CPU limits). Counted per pod, so that overlapping
+/// starts put the quota back once, when the last one is done.
+#[derive(Default)]
+pub(crate) struct QuotaLifts {
+    layout: std::sync::OnceLock<Option<CgroupLayout>>,
+    pods: Mutex<HashMap<String, (usize, Option<CpuQuota>)>>,
+}
+
+/// A pod's quota lifted; put back when the last lift of the pod is dropped.
+pub(crate) struct Lift<'a> {
+    lifts: &'a QuotaLifts,
+    pod: String,
+}
+
+impl QuotaLifts {
+    fn layout(&self) -> Option<&CgroupLayout> {
+        self.layout
+            .get_or_init(|| CgroupLayout::detect("/").ok())
+            .as_ref()
+    }
+
+    /// Lifts the CPU quota of the pod cgroup `pod` (cgroupsPath form) until the guard drops.
+    pub(crate) fn lift(&self, pod: &str) -> Lift<'_> {
+        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pods.entry(pod.to_string()).or_insert((0, None));
+        if entry.0 == 0 {
+            if let Some(layout) = self.layout() {
+                match layout.cpu_quota(pod) {
+                    Ok(Some(q)) => match layout.set_cpu_quota(pod, None) {
+                        Ok(()) => entry.1 = Some(q),
+                        Err(e) => tracing::warn!(error = %e, "cannot lift the pod's CPU quota"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "no pod CPU quota to lift"),
+                }
+            }
+        }
+        entry.0 += 1;
+        Lift {
+            lifts: self,
+            pod: pod.to_string(),
+        }
+    }
+}
+
+impl Drop for Lift<'_> {
+    fn drop(&mut self) {
+        let mut pods = self.lifts.pods.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = pods.get_mut(&self.pod) else {
+            return;
+        };
+        entry.0 -= 1;
+        if entry.0 > 0 {
+            return;
+        }
+        if let (Some(q), Some(layout)) = (entry.1, self.lifts.layout()) {
+            if let Err(e) = layout.set_cpu_quota(&self.pod, Some(q)) {
+                tracing::warn!(error = %e, pod = %self.pod, "cannot put the pod's CPU quota back");
+            }
+        }
+        pods.remove(&self.pod);
+    }
 }
 
 /// `<pod_logs_dir>/<ns>_<name>_<uid>/<container>/<attempt>.log`
@@ -155,7 +229,10 @@ impl HostRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_string());
-        let result = self.start_in(&dir, sandbox, spec, layers).await;
+        let result = {
+            let _lift = inner.lifts.lift(&sandbox.cgroup_parent);
+            self.start_in(&dir, sandbox, spec, layers).await
+        };
         inner
             .starting
             .lock()

@@ -439,3 +439,62 @@ async fn interrupted_start_folder_is_dropped() {
     assert!(!env.dir("half").exists());
     assert!(rt.list().is_empty());
 }
+
+#[tokio::test]
+#[ignore = "needs root: creates a pod cgroup with a CPU quota"]
+async fn pod_cpu_quota_is_lifted_while_a_container_starts() {
+    use crate::cgroups::{CgroupLayout, CpuQuota};
+    let layout =
+        CgroupLayout::detect(&format!("/bosun-test-lift-{}", std::process::id())).expect("detect");
+    struct Cleanup(CgroupLayout);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Err(e) = self.0.remove_all() {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+    let _cleanup = Cleanup(layout.clone());
+    let res = Resources {
+        cpu_quota: Some(20_000),
+        cpu_period: Some(100_000),
+        ..Resources::default()
+    };
+    let pod = layout
+        .ensure_pod(QosClass::Burstable, "uid1", &res)
+        .expect("pod cgroup");
+    let limit = Some(CpuQuota {
+        quota: 20_000,
+        period: 100_000,
+    });
+    assert_eq!(layout.cpu_quota(&pod).expect("read"), limit);
+    // The keeper records the pod's quota as it sees it while it sets the container up.
+    let seen = tempfile::NamedTempFile::new().expect("tmp");
+    let file = if layout.is_v2() {
+        format!("/sys/fs/cgroup{pod}/cpu.max")
+    } else {
+        format!("/sys/fs/cgroup/cpu{pod}/cpu.cfs_quota_us")
+    };
+    let script = fake_keeper(SLEEPER).replacen(
+        "dir=\"$2\"\n",
+        &format!("dir=\"$2\"\ncat {file} > {}\n", seen.path().display()),
+        1,
+    );
+    let env = Env::new(&script);
+    let rt = env.runtime().await;
+    let mut sb = sandbox(env.tmp.path());
+    sb.cgroup_parent = pod.clone();
+    rt.start_container(&sb, &spec("c1"), &[])
+        .await
+        .expect("start");
+    let during = std::fs::read_to_string(seen.path()).expect("recorded");
+    let lifted = if layout.is_v2() { "max" } else { "-1" };
+    assert!(
+        during.starts_with(lifted),
+        "quota during set-up: {during:?}"
+    );
+    assert_eq!(layout.cpu_quota(&pod).expect("read"), limit, "put back");
+    rt.stop_container("c1", libc::SIGKILL, Duration::from_secs(5))
+        .await
+        .expect("stop");
+}
