@@ -13,20 +13,27 @@ use crate::pods::{status, Ctx};
 
 pub fn runtime_paths(cfg: &Config) -> anyhow::Result<RuntimePaths> {
     let exe = std::env::current_exe().context("cannot find my own binary")?;
-    Ok(RuntimePaths {
+    Ok(runtime_paths_for(cfg, &exe))
+}
+
+/// [`runtime_paths`] for the agent binary `exe`: keepers and helpers both run `bosun-keeper`.
+fn runtime_paths_for(cfg: &Config, exe: &Path) -> RuntimePaths {
+    let keeper = keeper_binary(exe);
+    RuntimePaths {
         run_dir: cfg.run_dir.clone(),
         data_dir: cfg.data_dir.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         container_logs_dir: cfg.container_logs_dir.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
-        keeper_binary: keeper_binary(&exe),
-        helper_binary: exe,
-    })
+        helper_binary: keeper.clone(),
+        keeper_binary: keeper,
+    }
 }
 
-/// The keeper binary: `bosun-keeper` next to the agent (both packages install it there; cargo
-/// builds it next to `bosun`). Without one the agent's own binary serves (`bosun __keeper`),
-/// at the cost of the agent's relocated data in every keeper.
+/// The keeper and helper binary: `bosun-keeper` next to the agent (both packages install it
+/// there; cargo builds it next to `bosun`). Without one the agent's own binary serves
+/// (`bosun __keeper`, `bosun __sandbox`, ...), at the cost of the agent's relocated data in every
+/// keeper and a slower start of each helper.
 pub fn keeper_binary(exe: &Path) -> PathBuf {
     let keeper = exe.with_file_name(KEEPER_BINARY);
     if is_executable(&keeper) {
@@ -62,9 +69,9 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let paths = runtime_paths(&cfg)?;
-    if paths.keeper_binary == paths.helper_binary {
+    if paths.keeper_binary.file_name() != Some(std::ffi::OsStr::new(KEEPER_BINARY)) {
         tracing::warn!(
-            missing = %paths.helper_binary.with_file_name(KEEPER_BINARY).display(),
+            missing = %paths.keeper_binary.with_file_name(KEEPER_BINARY).display(),
             "no bosun-keeper next to the agent: containers are kept by the agent's own binary, \
              which costs each one more memory"
         );
@@ -434,5 +441,10 @@ mod keeper_binary_tests {
         assert_eq!(keeper_binary(&agent), agent, "not executable");
         std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(keeper_binary(&agent), keeper);
+        // The short-lived helpers (sandbox, exec) and pod inits run it too.
+        let (cfg, _) = Config::load(&crate::config::Flags::default()).unwrap();
+        let paths = runtime_paths_for(&cfg, &agent);
+        assert_eq!(paths.keeper_binary, keeper);
+        assert_eq!(paths.helper_binary, keeper);
     }
 }

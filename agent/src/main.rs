@@ -243,7 +243,7 @@ enum ImageOp {
 fn main() -> ExitCode {
     // Helper roles first: no thread may exist in these processes.
     let args: Vec<String> = std::env::args().collect();
-    if let Some(code) = helper_role(&args) {
+    if let Some(code) = bosun_runtime::helper_role(&args) {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let cli = Cli::parse();
@@ -347,18 +347,6 @@ fn main() -> ExitCode {
             eprintln!("bosun: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn helper_role(args: &[String]) -> Option<i32> {
-    match args.get(1).map(String::as_str) {
-        Some("__keeper") => Some(match args.get(2) {
-            Some(dir) => bosun_runtime::keeper::main(PathBuf::from(dir)),
-            None => 2,
-        }),
-        Some("__exec") => Some(bosun_runtime::exec::helper_main(args[2..].to_vec())),
-        Some("__sandbox") => Some(bosun_runtime::sandbox::helper_main(args[2..].to_vec())),
-        _ => None,
     }
 }
 
