@@ -545,7 +545,9 @@ def run_bosun(args, p):
     try:
         mem0 = settle_meminfo()
         b.start()
-        time.sleep(2 if not args.quick else 1)  # let it scan, adopt nothing, settle
+        # Let it scan, adopt nothing and settle: bosun pages its start-up code out 5 s after its
+        # first sync (the idle figure is the steady state, as for a node that has been up a while).
+        time.sleep(10 if not args.quick else 1)
         agent = b.proc.pid
         a, t, rss = proc_mem(agent)
         res["idle_rss"] = rss

@@ -41,6 +41,8 @@ import urllib.parse
 NS = "default"
 NAME = "bosun-bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Seconds between the node turning Ready and the idle sample.
+IDLE_SETTLE = 10
 
 
 def log(msg):
@@ -310,8 +312,9 @@ def wait(cond, timeout, what, step=0.2):
 
 def run(args, api, tmp):
     res = {"replicas": args.replicas, "load_start": os.getloadavg()[0]}
-    # Idle figures: the node is registered and Ready, no pod yet.
-    time.sleep(2)
+    # Idle figures: the node is registered and Ready, no pod yet, and its start-up settled (the
+    # same wait for every node agent; bosun pages its start-up code out 5 s after its first sync).
+    time.sleep(IDLE_SETTLE)
     res["idle_rss"] = agents_rss(args.agent_pid)
     res["idle_rss_each"] = [proc_status_kib(p, "VmRSS") for p in args.agent_pid]
     res["idle_cpu"] = agents_cpu(args.agent_pid, args.cpu_window)

@@ -281,6 +281,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long after the first full set of desired pods the agent gives back what only its
+/// start-up used: long enough for the first node status, lease and pod syncs to be done.
+const STARTUP_SETTLE: Duration = Duration::from_secs(5);
+
+/// Once, [`STARTUP_SETTLE`] after start-up: the free C heap and the resident pages of the
+/// agent's own code and constants go back to the kernel (`bosun_runtime::sys::
+/// release_startup_memory`); what the steady state runs (sync loop, lease, status, pod starts)
+/// is read back in on its first use, the rest (configuration, TLS bootstrap, registration)
+/// stays out. Most of an idle agent's RSS was start-up code.
+async fn release_startup_memory() {
+    tokio::time::sleep(STARTUP_SETTLE).await;
+    match tokio::task::spawn_blocking(bosun_runtime::sys::release_startup_memory).await {
+        Ok(bytes) => tracing::debug!(kib = bytes / 1024, "paged out start-up code"),
+        Err(e) => tracing::debug!(error = %e, "releasing start-up memory"),
+    }
+}
+
 /// Keeps one worker per desired pod and terminates the rest. Runs until the source closes.
 pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>>) {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
@@ -294,6 +311,7 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
             return;
         }
     };
+    tokio::spawn(release_startup_memory());
     for uid in known_uids(&ctx) {
         if !current.contains_key(&uid) {
             let pod = stored_pod(&ctx, &uid);
