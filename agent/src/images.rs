@@ -81,7 +81,14 @@ pub struct ImageManager {
     permits: Arc<Semaphore>,
     pub gc: GcSettings,
     pulls: std::sync::atomic::AtomicU64,
+    /// When each image's last-used time was last written (see [`ImageManager::used`]).
+    used: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How often an image's last-used time is written to its record: image GC orders by it and
+/// spares images younger than minutes, so a minute is precision enough, and a burst of pod
+/// starts from one image does not rewrite the record (under the store's lock) for each.
+const USED_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -107,6 +114,7 @@ impl ImageManager {
             puller: Puller::new(store.clone(), registries, credentials),
             store,
             inflight: Mutex::new(HashMap::new()),
+            used: std::sync::Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(permits)),
             gc: GcSettings {
                 high: cfg.image_gc_high_threshold_percent,
@@ -119,6 +127,26 @@ impl ImageManager {
 
     pub fn store(&self) -> &ImageStore {
         &self.store
+    }
+
+    /// Records that a container starts from image `id` (the image's last-used time, for GC):
+    /// written at most once per [`USED_WRITE_INTERVAL`] per image. Returns whether it wrote.
+    pub fn used(&self, id: &str) -> bool {
+        let now = std::time::Instant::now();
+        {
+            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            if used
+                .get(id)
+                .is_some_and(|t| now.duration_since(*t) < USED_WRITE_INTERVAL)
+            {
+                return false;
+            }
+            used.insert(id.to_string(), now);
+        }
+        if let Err(e) = self.store.touch(id) {
+            tracing::debug!(image = id, error = %e, "cannot record the image's last use");
+        }
+        true
     }
 
     /// Pulls started by this manager (shared pulls count once).
@@ -262,6 +290,23 @@ pub async fn gc_loop(ctx: Arc<crate::pods::Ctx>, period: Duration) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_use_is_written_once_a_minute_per_image() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let flags = crate::config::Flags {
+            data_dir: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (cfg, _) = Config::load(&flags).expect("config");
+        let m = ImageManager::new(&cfg).expect("manager");
+        assert!(m.used("sha256:aaa"), "first start from an image writes");
+        assert!(
+            !m.used("sha256:aaa"),
+            "the next ones within a minute do not"
+        );
+        assert!(m.used("sha256:bbb"), "another image writes");
+    }
 
     #[test]
     fn policy_defaulting() {

@@ -321,6 +321,24 @@ impl CgroupLayout {
         })
     }
 
+    /// [`CgroupLayout::detect`], with the host's hierarchies detected once per process: reading
+    /// mountinfo costs time in proportion to the mounts (a few per pod), and every pod sync needs
+    /// the layout; hierarchies are not remounted under a running agent. A failed detection is
+    /// not remembered.
+    pub fn host(cgroup_root: &str) -> Result<Self, CgroupError> {
+        static KIND: std::sync::Mutex<Option<Kind>> = std::sync::Mutex::new(None);
+        let mut known = KIND.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kind) = &*known {
+            return Ok(CgroupLayout {
+                root: normalise_root(cgroup_root),
+                kind: kind.clone(),
+            });
+        }
+        let layout = Self::detect(cgroup_root)?;
+        *known = Some(layout.kind.clone());
+        Ok(layout)
+    }
+
     /// A v2 layout on an explicit cgroup2 mount (for tests with a private mount).
     pub fn v2_at(mount: impl Into<PathBuf>, cgroup_root: &str) -> Self {
         CgroupLayout {

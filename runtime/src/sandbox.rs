@@ -105,11 +105,10 @@ pub async fn create(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbox,
 async fn create_inner(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
     let uid = spec.pod_uid.as_str();
     check_uid(uid)?;
-    let layout =
-        CgroupLayout::detect(&paths.cgroup_root).map_err(|source| SandboxError::Cgroup {
-            pod_uid: uid.into(),
-            source,
-        })?;
+    let layout = CgroupLayout::host(&paths.cgroup_root).map_err(|source| SandboxError::Cgroup {
+        pod_uid: uid.into(),
+        source,
+    })?;
 
     if let Some(existing) = load(paths, uid) {
         if is_intact(&existing) {
@@ -351,7 +350,7 @@ async fn remove_inner(paths: &RuntimePaths, pod_uid: &str) -> Result<(), Sandbox
     }
 
     // 3. The pod cgroup (the recorded QoS class, or every class for a partial sandbox).
-    match CgroupLayout::detect(&paths.cgroup_root) {
+    match CgroupLayout::host(&paths.cgroup_root) {
         Ok(layout) => {
             let classes = match &record {
                 Some(r) => vec![r.qos],

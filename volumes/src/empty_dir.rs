@@ -73,20 +73,34 @@ pub(crate) fn setup_at(
     }
 
     if medium == Medium::Memory {
-        let mounts = mounts::read_mountinfo().map_err(|source| SetupError::Mountinfo {
-            volume: volume(),
-            path: path.clone(),
-            source,
-        })?;
-        match top_mount_at(&mounts, &mounts::canonical(&path)) {
-            Some(m) if m.fs_type == "tmpfs" => {
+        // What is mounted at the folder: asked of the folder itself (every pod sync comes here
+        // for its token and API data volumes), mountinfo only on kernels before 5.8.
+        let mounted: Option<String> = match mounts::mount_root_type(&path) {
+            Ok(t) => t.map(|t| {
+                if t == libc::TMPFS_MAGIC {
+                    "tmpfs".to_string()
+                } else {
+                    format!("filesystem type {t:#x}")
+                }
+            }),
+            Err(_) => {
+                let mounts = mounts::read_mountinfo().map_err(|source| SetupError::Mountinfo {
+                    volume: volume(),
+                    path: path.clone(),
+                    source,
+                })?;
+                top_mount_at(&mounts, &mounts::canonical(&path)).map(|m| m.fs_type.clone())
+            }
+        };
+        match mounted {
+            Some(fs_type) if fs_type == "tmpfs" => {
                 debug!(path = %path.display(), "tmpfs already mounted");
             }
-            Some(m) => {
+            Some(fs_type) => {
                 return Err(SetupError::ForeignMount {
                     volume: volume(),
                     path,
-                    fs_type: m.fs_type.clone(),
+                    fs_type,
                 })
             }
             None => {
@@ -215,6 +229,26 @@ mod tests {
         setup_volume(&pod, "mem", &src).expect("setup again");
         assert_eq!(testutil::mount_count_at(&p), 1);
         assert!(p.join("f").exists());
+        // Another filesystem already mounted where a memory emptyDir goes: refused, named.
+        let other = p.parent().expect("parent").join("other");
+        let disk_dir = td.path().join("disk");
+        fs::create_dir_all(&other).expect("mkdir other");
+        fs::create_dir_all(&disk_dir).expect("mkdir disk");
+        mount(
+            Some(&disk_dir),
+            &other,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind");
+        match setup_volume(&pod, "other", &src) {
+            Err(SetupError::ForeignMount { fs_type, .. }) => {
+                assert!(fs_type.contains("filesystem type"), "{fs_type}")
+            }
+            other => panic!("expected a foreign mount, got {other:?}"),
+        }
+        assert_eq!(testutil::mount_count_at(&other), 1);
 
         crate::teardown_pod(&pod).expect("teardown");
         assert_eq!(testutil::mount_count_at(&p), 0);

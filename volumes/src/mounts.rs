@@ -138,6 +138,44 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// The filesystem type (statfs magic) of the mount whose root is `path`, or `None` when `path`
+/// is not a mount root; asked of the path itself (`statx`'s `STATX_ATTR_MOUNT_ROOT`, Linux
+/// 5.8), which costs nothing like reading mountinfo (a few lines per pod on a busy node).
+/// `Err(Unsupported)` when the kernel does not say: read mountinfo then. The path is not
+/// followed if it is a symlink.
+pub fn mount_root_type(path: &Path) -> io::Result<Option<i64>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    // SAFETY: statx is the plain C struct the kernel fills; all zeroes is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string that outlives the call and `stx` is a writable statx.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
+            0,
+            &mut stx,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & root == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "statx does not report mount roots here",
+        ));
+    }
+    if stx.stx_attributes & root == 0 {
+        return Ok(None);
+    }
+    let fs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+    Ok(Some(fs.filesystem_type().0 as i64))
+}
+
 /// Whether `path` itself is a mount point (per mountinfo).
 pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     let p = canonical(path);
@@ -239,6 +277,15 @@ mod tests {
                 Some("cache".into())
             ]
         );
+    }
+
+    #[test]
+    fn mount_roots_are_told_by_the_path() {
+        let proc_type = mount_root_type(Path::new("/proc")).expect("statx /proc");
+        assert_eq!(proc_type, Some(libc::PROC_SUPER_MAGIC));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert_eq!(mount_root_type(tmp.path()).expect("statx tempdir"), None);
+        assert!(mount_root_type(&tmp.path().join("missing")).is_err());
     }
 
     #[test]

@@ -271,7 +271,7 @@ pub async fn serve(
     }
     if bosun_runtime::sandbox::list(&paths).is_empty() {
         let _ = bosun_runtime::sandbox::release_root(&paths);
-        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::detect(&paths.cgroup_root) {
+        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::host(&paths.cgroup_root) {
             if let Err(e) = layout.remove_all() {
                 tracing::debug!(error = %e, "kubepods cgroups left in place");
             }

@@ -985,7 +985,7 @@ impl Worker {
         }
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
-        let _ = self.ctx.images.touch(&image.id);
+        self.ctx.image_manager.used(&image.id);
         self.waiting.remove(&c.name);
         self.cevent(
             &c.name,

@@ -86,7 +86,6 @@ pub enum StartError {
 /// starts put the quota back once, when the last one is done.
 #[derive(Default)]
 pub(crate) struct QuotaLifts {
-    layout: std::sync::OnceLock<Option<CgroupLayout>>,
     pods: Mutex<HashMap<String, (usize, Option<CpuQuota>)>>,
 }
 
@@ -97,10 +96,8 @@ pub(crate) struct Lift<'a> {
 }
 
 impl QuotaLifts {
-    fn layout(&self) -> Option<&CgroupLayout> {
-        self.layout
-            .get_or_init(|| CgroupLayout::detect("/").ok())
-            .as_ref()
+    fn layout(&self) -> Option<CgroupLayout> {
+        CgroupLayout::host("/").ok()
     }
 
     /// Lifts the CPU quota of the pod cgroup `pod` (cgroupsPath form) until the guard drops.
