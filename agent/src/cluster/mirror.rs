@@ -136,7 +136,7 @@ pub async fn run(
         let m = mirrors.borrow_and_update().clone();
         let mut retry = false;
         if let (Some(s), Some(m)) = (s, m) {
-            let by_key: BTreeMap<String, &Pod> = s.values().map(|p| (key(p), p)).collect();
+            let by_key: BTreeMap<String, &Pod> = s.values().map(|p| (key(p), p.as_ref())).collect();
             for action in plan(&s, &m) {
                 let result = match &action {
                     Action::Create(k) => {
@@ -218,9 +218,9 @@ mod tests {
     #[test]
     fn mirror_pods_follow_static_pods() {
         let statics: DesiredPods = [
-            ("a".to_string(), pod("a", "h1", false)),
-            ("b".to_string(), pod("b", "h2", false)),
-            ("c".to_string(), pod("c", "h3", false)),
+            ("a".to_string(), pod("a", "h1", false).into()),
+            ("b".to_string(), pod("b", "h2", false).into()),
+            ("c".to_string(), pod("c", "h3", false).into()),
         ]
         .into();
         let mut mirrors: MirrorPods = [

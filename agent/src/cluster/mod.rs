@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::pods;
-use crate::pods::source::DesiredPods;
+use crate::pods::source::{same_pods, DesiredPods};
 
 /// Runs bosun as a cluster node until SIGTERM/SIGINT (pods keep running after).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -152,7 +152,7 @@ async fn merge(
                 all.extend(f.borrow_and_update().clone().unwrap_or_default());
             }
             tx.send_if_modified(|cur| {
-                if cur.as_ref() != Some(&all) {
+                if !cur.as_ref().is_some_and(|c| same_pods(c, &all)) {
                     *cur = Some(all);
                     true
                 } else {

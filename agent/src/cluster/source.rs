@@ -3,6 +3,7 @@
 //! disconnects, so a restarted apiserver is caught up with (kube-runtime's watcher semantics).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -11,7 +12,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use super::mirror::{is_mirror, MirrorPods};
-use crate::pods::source::DesiredPods;
+use crate::pods::source::{same_pods, DesiredPods};
 
 /// Watches this node's pods forever and publishes them (keyed by uid) on `tx`; mirror pods
 /// (which bosun never runs: their static pods are the real ones) go to `mirrors` instead.
@@ -24,14 +25,14 @@ pub async fn run(
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut stream = watcher::watcher(api, cfg).boxed();
-    let mut cache: BTreeMap<String, Pod> = BTreeMap::new();
-    let mut init: Option<BTreeMap<String, Pod>> = None;
+    let mut cache: DesiredPods = BTreeMap::new();
+    let mut init: Option<DesiredPods> = None;
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(Event::Init) => init = Some(BTreeMap::new()),
             Ok(Event::InitApply(pod)) => {
                 if let (Some(m), Some(uid)) = (init.as_mut(), pod.metadata.uid.clone()) {
-                    m.insert(uid, pod);
+                    m.insert(uid, Arc::new(pod));
                 }
             }
             Ok(Event::InitDone) => {
@@ -42,7 +43,7 @@ pub async fn run(
             }
             Ok(Event::Apply(pod)) => {
                 if let Some(uid) = pod.metadata.uid.clone() {
-                    cache.insert(uid, pod);
+                    cache.insert(uid, Arc::new(pod));
                     publish(&tx, &mirrors, &cache);
                 }
             }
@@ -63,7 +64,7 @@ pub async fn run(
 fn publish(
     tx: &watch::Sender<Option<DesiredPods>>,
     mirror_tx: &watch::Sender<Option<MirrorPods>>,
-    cache: &BTreeMap<String, Pod>,
+    cache: &DesiredPods,
 ) {
     let mirrors: MirrorPods = cache
         .values()
@@ -74,7 +75,7 @@ fn publish(
                 p.metadata.namespace.as_deref().unwrap_or("default"),
                 p.metadata.name.as_deref().unwrap_or("")
             );
-            (key, p.clone())
+            (key, Pod::clone(p))
         })
         .collect();
     mirror_tx.send_if_modified(|cur| {
@@ -93,7 +94,7 @@ fn publish(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     tx.send_if_modified(|cur| {
-        if cur.as_ref() != Some(&desired) {
+        if !cur.as_ref().is_some_and(|c| same_pods(c, &desired)) {
             *cur = Some(desired);
             true
         } else {

@@ -321,7 +321,7 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
                 worker::spawn(
                     ctx.clone(),
                     Desired::Terminate {
-                        pod: Box::new(pod),
+                        pod: Arc::new(pod),
                         grace: None,
                     },
                 ),
@@ -386,7 +386,7 @@ fn reconcile(
             }
             let grace = pod.metadata.deletion_grace_period_seconds;
             let terminate = Desired::Terminate {
-                pod: Box::new(pod.clone()),
+                pod: pod.clone(),
                 grace,
             };
             match workers.get(uid) {
@@ -409,13 +409,13 @@ fn reconcile(
             None => {
                 workers.insert(
                     uid.clone(),
-                    worker::spawn(ctx.clone(), Desired::Run(Box::new(pod.clone()))),
+                    worker::spawn(ctx.clone(), Desired::Run(pod.clone())),
                 );
             }
             Some(w) => {
                 w.tx.send_if_modified(|cur| match cur {
-                    Desired::Run(p) if **p != *pod => {
-                        *cur = Desired::Run(Box::new(pod.clone()));
+                    Desired::Run(p) if !Arc::ptr_eq(p, pod) && **p != **pod => {
+                        *cur = Desired::Run(pod.clone());
                         true
                     }
                     _ => false,

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -15,8 +16,18 @@ use tokio::sync::watch;
 
 use crate::manifest;
 
-/// The desired pods, keyed by uid.
-pub type DesiredPods = BTreeMap<String, Pod>;
+/// The desired pods, keyed by uid. Shared, not copied: the API source publishes the whole set
+/// on every watch event (each status write of ours comes back as one), so a pod that did not
+/// change stays the same allocation, and [`same_pods`] tells that without comparing fields.
+pub type DesiredPods = BTreeMap<String, Arc<Pod>>;
+
+/// Whether two sets hold the same pods: the same uids, each the same allocation or equal.
+pub fn same_pods(a: &DesiredPods, b: &DesiredPods) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, pa), (kb, pb))| ka == kb && (Arc::ptr_eq(pa, pb) || pa == pb))
+}
 
 #[derive(Default)]
 struct FileState {
@@ -110,7 +121,7 @@ impl FolderSource {
                 }
                 names.insert(key, path.clone());
                 if let Some(uid) = pod.metadata.uid.clone() {
-                    out.insert(uid, pod.clone());
+                    out.insert(uid, Arc::new(pod.clone()));
                 }
             }
         }
@@ -223,6 +234,27 @@ mod tests {
     use super::*;
 
     const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+
+    #[test]
+    fn same_pods_by_allocation_or_content() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some("a".into());
+        let a = Arc::new(pod.clone());
+        let one: DesiredPods = [("u1".to_string(), a.clone())].into();
+        assert!(same_pods(&one, &[("u1".to_string(), a.clone())].into()));
+        // Another allocation with equal content is the same too.
+        assert!(same_pods(
+            &one,
+            &[("u1".to_string(), Arc::new(pod.clone()))].into()
+        ));
+        pod.metadata.name = Some("b".into());
+        assert!(!same_pods(
+            &one,
+            &[("u1".to_string(), Arc::new(pod))].into()
+        ));
+        assert!(!same_pods(&one, &[("u2".to_string(), a.clone())].into()));
+        assert!(!same_pods(&one, &DesiredPods::new()));
+    }
 
     #[test]
     fn scan_adds_changes_and_removes() {

@@ -29,10 +29,10 @@ pub const LABEL_STOP_SIGNAL: &str = "bosun.stop-signal";
 /// What the manager wants of a pod.
 #[derive(Clone, Debug)]
 pub enum Desired {
-    Run(Box<Pod>),
+    Run(Arc<Pod>),
     /// Terminate gracefully (grace override in seconds, e.g. from a deletion), then clean up.
     Terminate {
-        pod: Box<Pod>,
+        pod: Arc<Pod>,
         grace: Option<i64>,
     },
 }
@@ -145,13 +145,13 @@ impl Worker {
             let desired = self.rx.borrow_and_update().clone();
             match desired {
                 Desired::Run(pod) => {
-                    self.pod = *pod;
+                    self.pod = Arc::unwrap_or_clone(pod);
                     let t0 = std::time::Instant::now();
                     self.sync().await;
                     crate::server::metrics::observe_pod_worker(operation, t0.elapsed());
                 }
                 Desired::Terminate { pod, grace } => {
-                    self.pod = *pod;
+                    self.pod = Arc::unwrap_or_clone(pod);
                     self.terminate(grace).await;
                     return;
                 }
