@@ -363,15 +363,13 @@ impl Keeper {
         // The CPU limit applies from the container's own start (below, before `start()`), not
         // to libcontainer's set-up of it (mounts, namespaces, capabilities), which runs in the
         // container's cgroup: throttled to a 100m limit, that set-up alone took ~100 ms.
+        // The request keeps no quota from here on (nothing later reads it).
         let cpu_limit = CpuQuota::of(&req.spec.resources);
-        let (quota, period) = (req.spec.resources.cpu_quota, req.spec.resources.cpu_period);
         if cpu_limit.is_some() {
             req.spec.resources.cpu_quota = None;
             req.spec.resources.cpu_period = None;
         }
-        let spec = crate::spec::build(&req, who.uid, who.gid, who.additional_gids);
-        (req.spec.resources.cpu_quota, req.spec.resources.cpu_period) = (quota, period);
-        let spec = spec?;
+        let spec = crate::spec::build(&req, who.uid, who.gid, who.additional_gids)?;
         let config = bundle.join("config.json");
         serde_json::to_vec_pretty(&spec)
             .map_err(std::io::Error::other)
