@@ -300,6 +300,15 @@ def deployment(name, image, replicas, node):
     }
 
 
+def lone_pod(name, image, node):
+    """One pod with the Deployment's pod template, bound to `node` by nodeName (no scheduler)."""
+    tmpl = deployment(name, image, 1, node)["spec"]["template"]
+    spec = dict(tmpl["spec"], nodeName=node)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": {"app": f"{NAME}-one"}},
+            "spec": spec}
+
+
 def wait(cond, timeout, what, step=0.2):
     end = time.time() + timeout
     while time.time() < end:
@@ -308,6 +317,39 @@ def wait(cond, timeout, what, step=0.2):
         time.sleep(step)
     log(f"timed out after {timeout:.0f} s waiting for {what}")
     return False
+
+
+def node_has_no_pod(args, api, selector):
+    """No pod with `selector` in the API, and none on the node (bosun: its run folder; the
+    peer: no process left in the pods' cgroups)."""
+    left = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
+    pods_dir = os.path.join(args.run_dir, "pods") if args.run_dir else None
+    if pods_dir:
+        on_node = os.listdir(pods_dir) if os.path.isdir(pods_dir) else []
+    else:
+        on_node = cgroup_pids(args.cgroup_root)
+    return not left.get("items") and not on_node
+
+
+def lone_starts(args, api, n):
+    """n pods created one at a time on the idle node (each deleted, and gone from the node,
+    before the next): from its first watch event to Running, per pod, in seconds."""
+    selector = f"app={NAME}-one"
+    out = []
+    for i in range(n):
+        lst = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
+        w = Watcher(api, selector, lst["metadata"]["resourceVersion"])
+        w.start()
+        time.sleep(0.5)
+        name = f"{NAME}-one-{i}"
+        api.call("POST", f"/api/v1/namespaces/{NS}/pods", lone_pod(name, args.image, args.node))
+        running = lambda: any(p["running"] for p in w.snapshot().values())  # noqa: E731
+        if wait(running, 60, f"pod {name} Running"):
+            out += [p["running"] - p["seen"] for p in w.snapshot().values() if p["running"]]
+        w.stop = True
+        api.call("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
+        wait(lambda: node_has_no_pod(args, api, selector), args.timeout, f"pod {name} gone", step=0.5)
+    return out
 
 
 def run(args, api, tmp):
@@ -320,6 +362,9 @@ def run(args, api, tmp):
     res["idle_cpu"] = agents_cpu(args.agent_pid, args.cpu_window)
     res["idle_helpers"] = len(helpers(args.helpers_match, args.agent_pid))
     anon0 = sum(smaps_kib(p)[0] for p in args.agent_pid)
+
+    res["lone"] = lone_starts(args, api, 3 if args.replicas >= 10 else 1)
+    log(f"lone pods: {', '.join(f'{v * 1000:.0f} ms' for v in res['lone'])}")
 
     selector = f"app={NAME}"
     lst = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
@@ -372,16 +417,8 @@ def run(args, api, tmp):
     t1 = time.time()
     api.call("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}",
              {"spec": {"replicas": 0}}, ctype="application/merge-patch+json")
-    pods_dir = os.path.join(args.run_dir, "pods") if args.run_dir else None
-
-    def gone():
-        left = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector={urllib.parse.quote(selector)}")
-        if pods_dir:  # bosun: its run folder lists the pods it has
-            on_node = os.listdir(pods_dir) if os.path.isdir(pods_dir) else []
-        else:  # the peer: no pod process (pause, containers) left in the pods' cgroups
-            on_node = cgroup_pids(args.cgroup_root)
-        return not left.get("items") and not on_node
-    res["removed"] = wait(gone, args.timeout, "the node to have no pod left", step=0.5)
+    res["removed"] = wait(lambda: node_has_no_pod(args, api, selector), args.timeout,
+                          "the node to have no pod left", step=0.5)
     res["remove_time"] = time.time() - t1
     res["load_end"] = os.getloadavg()[0]
     w.stop = True
@@ -404,6 +441,8 @@ def rows(r):
     per_pod = lambda v: v / n if n and v is not None else None  # noqa: E731
     return [
         (f"pods Running (all containers started) / Ready, of {n}", None, f"{r['running']} / {r['ready']}", ""),
+        ("one pod alone on the idle node: first watch event to Running, median (ms)",
+         ms(pct(r["lone"], 50)) if r.get("lone") else None, None if r.get("lone") else "n/a", "well under 1 s"),
         ("pod-startup SLI p50: creationTimestamp to Running seen by a watch (ms)", ms(pct(r["sli"], 50)), None, "well under 1 s"),
         ("pod-startup SLI p99 (ms)", ms(pct(r["sli"], 99)), None, ""),
         ("  same end, from the pod's first watch event (ms precision), p50 (ms)", ms(pct(r["from_seen"], 50)), None, ""),

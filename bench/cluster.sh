@@ -65,7 +65,7 @@ cleanup() {
     if [[ -n $bosun_pid ]] && kill -0 "$bosun_pid" 2>/dev/null; then
         if [[ -s $D/admin.kubeconfig ]]; then
             "$KUBECTL" delete deployment bosun-bench --ignore-not-found --wait=false >/dev/null 2>&1
-            "$KUBECTL" delete pods -l app=bosun-bench --grace-period=1 --wait=false >/dev/null 2>&1
+            "$KUBECTL" delete pods -l "app in (bosun-bench,bosun-bench-one)" --grace-period=1 --wait=false >/dev/null 2>&1
             for _ in $(seq 1 240); do
                 [[ -z $(ls -A "$W/run/pods" 2>/dev/null) ]] && break
                 sleep 0.5

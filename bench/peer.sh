@@ -105,7 +105,7 @@ cleanup() {
     trap - EXIT INT TERM
     if alive kubelet && [[ -s $D/admin.kubeconfig ]]; then
         "$KUBECTL" delete deployment bosun-bench --ignore-not-found --wait=false >/dev/null 2>&1
-        "$KUBECTL" delete pods -l app=bosun-bench --grace-period=1 --wait=false >/dev/null 2>&1
+        "$KUBECTL" delete pods -l "app in (bosun-bench,bosun-bench-one)" --grace-period=1 --wait=false >/dev/null 2>&1
         for _ in $(seq 1 240); do [[ -z $(cg_pids) ]] && break; sleep 0.5; done
         [[ -z $(cg_pids) ]] || leaks+=("pod processes still running after 120 s: $(cg_pids | wc -l)")
     fi
