@@ -576,7 +576,10 @@ impl CgroupLayout {
         if dir.join("cpu.max").exists() {
             write_quota(&dir, true, quota)?;
         } else if quota.is_some() {
-            put("cpu.max", String::new(), true)?;
+            return Err(other(
+                &dir,
+                "cpu.max is missing: its controller is not available here",
+            ));
         }
         match res.memory_limit.filter(|m| *m > 0) {
             Some(m) => put("memory.max", m.to_string(), true)?,

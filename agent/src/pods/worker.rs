@@ -45,7 +45,7 @@ pub struct WorkerHandle {
 
 pub fn spawn(ctx: Arc<Ctx>, desired: Desired) -> WorkerHandle {
     let pod = match &desired {
-        Desired::Run(p) | Desired::Terminate { pod: p, .. } => p.as_ref().clone(),
+        Desired::Run(p) | Desired::Terminate { pod: p, .. } => p.clone(),
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let (tx, rx) = watch::channel(desired);
@@ -89,7 +89,7 @@ pub fn pod_key(pod: &Pod) -> String {
 struct Worker {
     ctx: Arc<Ctx>,
     uid: String,
-    pod: Pod,
+    pod: Arc<Pod>,
     rx: watch::Receiver<Desired>,
     wake: Arc<Notify>,
     sandbox: Option<Sandbox>,
@@ -145,13 +145,13 @@ impl Worker {
             let desired = self.rx.borrow_and_update().clone();
             match desired {
                 Desired::Run(pod) => {
-                    self.pod = Arc::unwrap_or_clone(pod);
+                    self.pod = pod;
                     let t0 = std::time::Instant::now();
                     self.sync().await;
                     crate::server::metrics::observe_pod_worker(operation, t0.elapsed());
                 }
                 Desired::Terminate { pod, grace } => {
-                    self.pod = Arc::unwrap_or_clone(pod);
+                    self.pod = pod;
                     self.terminate(grace).await;
                     return;
                 }
@@ -420,7 +420,7 @@ impl Worker {
 
     /// The pod with status.podIP(s)/hostIP(s) filled in (for downward-API env).
     fn pod_with_ips(&self) -> Pod {
-        let mut pod = self.pod.clone();
+        let mut pod = Pod::clone(&self.pod);
         let st = pod.status.get_or_insert_with(Default::default);
         crate::network::set_ips(st, &self.pod_ips, self.host_ip.as_deref());
         pod
@@ -642,7 +642,7 @@ impl Worker {
             let _ =
                 status::write_atomic(&self.state_dir(), "start-time", secs.to_string().as_bytes());
         }
-        if let Ok(bytes) = serde_json::to_vec(&self.pod) {
+        if let Ok(bytes) = serde_json::to_vec(&*self.pod) {
             let _ = status::write_atomic(&self.state_dir(), "pod.json", &bytes);
         }
         let ready = self.ensure_sandbox().await && self.ensure_volumes().await;
@@ -1178,7 +1178,7 @@ impl Worker {
     /// Probe tasks follow the running containers (main containers and sidecars).
     fn sync_probes(&mut self, records: &BTreeMap<String, Vec<(Record, ContainerStatus)>>) {
         let spec = self.spec();
-        let pod = Arc::new(self.pod.clone());
+        let pod = self.pod.clone();
         let grace = spec.termination_grace_period_seconds.unwrap_or(30);
         let pod_ip = self.pod_ips.first().cloned().unwrap_or_default();
         let mut running = Vec::new();
@@ -1327,7 +1327,7 @@ impl Worker {
                 mirror: !super::from_api(&self.pod),
             });
         }
-        let mut pod = self.pod.clone();
+        let mut pod = Pod::clone(&self.pod);
         pod.status = Some(st.clone());
         if let Ok(bytes) = serde_json::to_vec_pretty(&pod) {
             if let Err(e) = status::write_atomic(&self.state_dir(), "status.json", &bytes) {
