@@ -265,6 +265,18 @@ pub fn write_pod_files(
     })
 }
 
+/// Replaces a pod file's content keeping its inode: a container built with the file
+/// bind-mounted sees the new content (a rename would leave it the old file). Only for a file
+/// no running process reads yet.
+pub fn rewrite_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all(content)
+}
+
 /// The node's primary address: the source address of the default route (a UDP socket is
 /// connected, which sends nothing), else None.
 pub fn host_ip() -> Option<String> {
@@ -316,6 +328,19 @@ pub fn set_ips(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_in_place_keeps_the_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("etc-hosts");
+        std::fs::write(&path, "a long first version\n").expect("write");
+        let ino = std::fs::metadata(&path).expect("stat").ino();
+        rewrite_in_place(&path, b"short\n").expect("rewrite");
+        assert_eq!(std::fs::read(&path).expect("read"), b"short\n");
+        assert_eq!(std::fs::metadata(&path).expect("stat").ino(), ino);
+        assert!(rewrite_in_place(&dir.path().join("missing"), b"x").is_err());
+    }
 
     fn pod(yaml: &str) -> Pod {
         let mut p: Pod = serde_yaml::from_str(yaml).unwrap();

@@ -1302,6 +1302,17 @@ pub struct ContainerContext<'a> {
     pub objects: Option<&'a ApiObjects>,
 }
 
+/// Whether the container's environment names the pod's own address (`status.podIP(s)`), which
+/// is known only once the pod network is set up.
+pub fn env_needs_pod_ip(c: &Container) -> bool {
+    c.env.iter().flatten().any(|e| {
+        e.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .is_some_and(|f| matches!(f.field_path.as_str(), "status.podIP" | "status.podIPs"))
+    })
+}
+
 /// The runtime spec of one container run.
 pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, TranslateError> {
     let pod = ctx.pod;
@@ -2236,6 +2247,22 @@ mod tests {
         p.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn env_naming_the_pod_ip() {
+        let c: Container = serde_yaml::from_str(
+            "name: app\nimage: x\nenv:\n- {name: A, value: b}\n- {name: H, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}",
+        )
+        .expect("yaml");
+        assert!(!env_needs_pod_ip(&c));
+        for path in ["status.podIP", "status.podIPs"] {
+            let c: Container = serde_yaml::from_str(&format!(
+                "name: app\nimage: x\nenv:\n- {{name: P, valueFrom: {{fieldRef: {{fieldPath: {path}}}}}}}"
+            ))
+            .expect("yaml");
+            assert!(env_needs_pod_ip(&c), "{path}");
+        }
     }
 
     #[test]

@@ -492,9 +492,17 @@ pub async fn teardown(sandbox_dir: &Path) -> Result<(), CniError> {
             state.result.as_ref(),
             &state.spec.port_mappings,
         );
-        if let Err(e) = run_plugin(&state.bin_dirs, "DEL", &state.spec, &conf).await {
-            tracing::warn!(error = %e, "cni del");
-            first.get_or_insert(e);
+        match run_plugin(&state.bin_dirs, "DEL", &state.spec, &conf).await {
+            Ok(_) => {}
+            // A plugin that is not installed cannot undo anything (nor, as in an ADD that
+            // failed on it, have done anything): retrying would hold the pod forever.
+            Err(e @ CniError::PluginNotFound { .. }) => {
+                tracing::warn!(error = %e, "cni del skipped: nothing can undo that plugin's part");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cni del");
+                first.get_or_insert(e);
+            }
         }
     }
     match first {

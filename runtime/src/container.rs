@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, watch};
 
 pub use exec::{ExecError, ExecOutput, ExecSession, TerminalResizer};
 pub use remove::RemoveError;
-pub use start::StartError;
+pub use start::{Created, StartError};
 pub use stop::StopError;
 
 use crate::{ContainerStatus, RuntimeEvent, RuntimePaths};

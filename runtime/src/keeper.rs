@@ -18,7 +18,11 @@
 //! - `console.sock`  with `tty`: where libcontainer sends the terminal's master (during start)
 //!
 //! The agent passes a pipe as fd 3; the keeper writes one line to it and closes it:
-//! `started <pid>` or `error <message>`.
+//! `started <pid>` or `error <message>`. A request with `hold` makes it stop between
+//! libcontainer's `build()` and `start()`: it writes `created <pid>` first and waits for one
+//! byte on fd 4 (the go-ahead) before it starts the container; the pipe closing without that
+//! byte (the agent gave up, or died) ends the container before it ever ran, reported as an error.
+//! The agent sets the pod network up meanwhile.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -37,6 +41,10 @@ pub const STARTED_FILE: &str = "started.json";
 pub const EXIT_FILE: &str = "exit.json";
 /// The fd on which the keeper reports `started <pid>` or `error <msg>`.
 pub const STATUS_FD: i32 = 3;
+/// The fd on which a holding keeper waits for the go-ahead (see [`KeeperRequest::hold`]).
+pub const GO_FD: i32 = 4;
+/// The go-ahead byte.
+pub const GO: u8 = b'g';
 
 /// What the agent asks a keeper to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +61,10 @@ pub struct KeeperRequest {
     pub log_max_files: u32,
     /// cgroup path of the container (`<sandbox.cgroup_parent>/<id>`).
     pub cgroup_path: String,
+    /// Stop after the container is built (namespaces joined, mounts done, cgroup set) and
+    /// report `created <pid>`; start it only on the go-ahead on [`GO_FD`].
+    #[serde(default)]
+    pub hold: bool,
 }
 
 /// Written by the keeper once the container's process runs.

@@ -459,6 +459,7 @@ mod tests {
             log_max_size: 1 << 20,
             log_max_files: 5,
             cgroup_path: "/kubepods/pod1/pod1-app-0".into(),
+            hold: false,
         }
     }
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,8 @@ fn main() {
         ("memory_limit_oom_kill", memory_limit_oom_kill),
         ("cpu_limit_from_the_start", cpu_limit_from_the_start),
         ("start_failure_records_error", start_failure_records_error),
+        ("hold_until_go_ahead", hold_until_go_ahead),
+        ("hold_ends_without_go_ahead", hold_ends_without_go_ahead),
         ("sigterm_is_delivered", sigterm_is_delivered),
         ("signals_default_and_nofile", signals_default_and_nofile),
         ("log_rotation_while_running", log_rotation_while_running),
@@ -190,6 +192,7 @@ impl Env {
             log_max_size: 10 << 20,
             log_max_files: 5,
             cgroup_path: self.cgroup_path(name),
+            hold: false,
         }
     }
 
@@ -312,11 +315,26 @@ struct Spawned {
     child: std::process::Child,
     status_line: String,
     dir: PathBuf,
+    /// The rest of the status pipe (a holding keeper writes a second line).
+    status: BufReader<File>,
+    /// The go-ahead pipe of a holding keeper.
+    go: Option<std::os::fd::OwnedFd>,
 }
 
 /// Writes the request and spawns the keeper with a status pipe on fd 3; returns once the
 /// keeper reported on it.
 fn spawn_keeper(env: &Env, name: &str, req: &KeeperRequest) -> Result<Spawned, String> {
+    spawn(env, name, req, false)
+}
+
+/// Like [`spawn_keeper`], with `hold` set and a go-ahead pipe on fd 4.
+fn spawn_holding(env: &Env, name: &str, req: &KeeperRequest) -> Result<Spawned, String> {
+    let mut req = req.clone();
+    req.hold = true;
+    spawn(env, name, &req, true)
+}
+
+fn spawn(env: &Env, name: &str, req: &KeeperRequest, hold: bool) -> Result<Spawned, String> {
     let dir = env.container_dir(name);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     std::fs::write(
@@ -327,6 +345,12 @@ fn spawn_keeper(env: &Env, name: &str, req: &KeeperRequest) -> Result<Spawned, S
     let log = File::create(dir.join("keeper.log")).map_err(|e| e.to_string())?;
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let w_raw = w.as_raw_fd();
+    let go = if hold {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let go_raw = go.as_ref().map(|(r, _)| r.as_raw_fd());
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     cmd.arg("__keeper")
@@ -334,23 +358,25 @@ fn spawn_keeper(env: &Env, name: &str, req: &KeeperRequest) -> Result<Spawned, S
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe, on fds that
-    // are open in the child (w_raw is inherited until exec; 3 is the target).
+    // SAFETY: the closure only calls fcntl, dup2 and close, which are async-signal-safe, on
+    // fds that are open in the child (inherited until exec; 3 and 4 are the targets). Each goes
+    // through a copy above 9 so that placing one cannot close the other.
     unsafe {
         cmd.pre_exec(move || {
-            if w_raw == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+            for (fd, target) in [(Some(w_raw), 3), (go_raw, 4)] {
+                let Some(fd) = fd else { continue };
+                let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high < 0 || libc::dup2(high, target) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(w_raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+                libc::close(high);
             }
             Ok(())
         });
     }
     let child = cmd.spawn().map_err(|e| format!("spawn keeper: {e}"))?;
     drop(w);
+    let go = go.map(|(_, w)| w);
     let mut status_line = String::new();
     // Bounded: a keeper that hangs must not hang the test run.
     let ready = nix::poll::poll(
@@ -364,13 +390,16 @@ fn spawn_keeper(env: &Env, name: &str, req: &KeeperRequest) -> Result<Spawned, S
     if ready == 0 {
         return Err("keeper did not report within 30 s".into());
     }
-    BufReader::new(File::from(r))
+    let mut status = BufReader::new(File::from(r));
+    status
         .read_line(&mut status_line)
         .map_err(|e| e.to_string())?;
     Ok(Spawned {
         child,
         status_line: status_line.trim_end().to_string(),
         dir,
+        status,
+        go,
     })
 }
 
@@ -400,6 +429,26 @@ impl Spawned {
         let text =
             std::fs::read(self.dir.join(EXIT_FILE)).map_err(|e| format!("exit.json: {e}"))?;
         serde_json::from_slice(&text).map_err(|e| e.to_string())
+    }
+
+    /// The keeper's next status line (a holding keeper's second), bounded.
+    fn next_line(&mut self) -> Result<String, String> {
+        let ready = nix::poll::poll(
+            &mut [nix::poll::PollFd::new(
+                self.status.get_ref().as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )],
+            nix::poll::PollTimeout::from(30_000u16),
+        )
+        .map_err(|e| e.to_string())?;
+        if ready == 0 && self.status.buffer().is_empty() {
+            return Err("keeper did not report within 30 s".into());
+        }
+        let mut line = String::new();
+        self.status
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim_end().to_string())
     }
 
     fn started(&self) -> Result<Started, String> {
@@ -546,6 +595,89 @@ fn cpu_limit_from_the_start(env: &Env) -> TestResult {
         out == ["5000", "nr_throttled 0"],
         "quota and throttling seen by the container: {out:?}"
     );
+    Ok(())
+}
+
+/// A holding keeper builds the container (its init exists, in the container's cgroup) but runs
+/// nothing of the container's until the go-ahead byte arrives.
+fn hold_until_go_ahead(env: &Env) -> TestResult {
+    let name = "hold_until_go_ahead";
+    let req = env.request(name, &["sh", "-c", "echo ran"]);
+    let mut k = spawn_holding(env, name, &req)?;
+    let pid: i32 = k
+        .status_line
+        .strip_prefix("created ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("first line {:?}", k.status_line))?;
+    // Give a container that ran anyway the time to say so.
+    std::thread::sleep(Duration::from_millis(300));
+    check!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the built init {pid} is gone"
+    );
+    check!(
+        !k.dir.join(STARTED_FILE).exists(),
+        "started.json before the go-ahead"
+    );
+    let logged = std::fs::read_to_string(&req.log_path).unwrap_or_default();
+    check!(logged.is_empty(), "output before the go-ahead: {logged:?}");
+    let procs = cgroup_hierarchies()
+        .into_iter()
+        .map(|h| {
+            h.join(env.cgroup_path(name).trim_start_matches('/'))
+                .join("cgroup.procs")
+        })
+        .find(|p| p.exists())
+        .ok_or("no cgroup for the built container")?;
+    let members = std::fs::read_to_string(&procs).map_err(|e| e.to_string())?;
+    check!(
+        members.lines().any(|l| l.trim() == pid.to_string()),
+        "init {pid} not in {}: {members:?}",
+        procs.display()
+    );
+
+    let go = File::from(k.go.take().ok_or("no go pipe")?);
+    (&go).write_all(b"g").map_err(|e| e.to_string())?;
+    drop(go);
+    let line = k.next_line()?;
+    check!(line == format!("started {pid}"), "second line {line:?}");
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(exit.code == 0, "code {} ({exit:?})", exit.code);
+    let out: Vec<String> = records(&req.log_path)?.into_iter().map(|r| r.2).collect();
+    check!(out == ["ran"], "output {out:?}");
+    Ok(())
+}
+
+/// Without the go-ahead (the pipe closes: the agent gave up or died) the built container
+/// never runs: the keeper reports an error, records it and cleans up (`assert_clean`).
+fn hold_ends_without_go_ahead(env: &Env) -> TestResult {
+    let name = "hold_ends_without_go_ahead";
+    let req = env.request(name, &["sh", "-c", "echo ran"]);
+    let mut k = spawn_holding(env, name, &req)?;
+    check!(k.status_line.starts_with("created "), "{}", k.status_line);
+    let pid: i32 = k.status_line["created ".len()..]
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    drop(k.go.take());
+    let line = k.next_line()?;
+    check!(
+        line.starts_with("error ") && line.contains("go-ahead"),
+        "second line {line:?}"
+    );
+    let exit = k.wait(Duration::from_secs(30))?;
+    check!(
+        exit.start_error
+            .as_ref()
+            .is_some_and(|e| e.contains("go-ahead")),
+        "{exit:?}"
+    );
+    check!(exit.started_at.is_none(), "{exit:?}");
+    check!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the built init {pid} outlived its keeper"
+    );
+    let logged = std::fs::read_to_string(&req.log_path).unwrap_or_default();
+    check!(!logged.contains("ran"), "the container ran: {logged:?}");
     Ok(())
 }
 

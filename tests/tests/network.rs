@@ -65,7 +65,7 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
         "client.yaml",
         &pod(
             "client",
-            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'for i in 1 2 3 4 5 6 7 8 9 10; do printf \"GET /index.html HTTP/1.0\\r\\n\\r\\n\" | nc -w 2 {ip} 8080 | grep hello && exit 0; sleep 0.5; done; exit 1']\n"),
+            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'cat /etc/hosts; for i in 1 2 3 4 5 6 7 8 9 10; do printf \"GET /index.html HTTP/1.0\\r\\n\\r\\n\" | nc -w 2 {ip} 8080 | grep hello && exit 0; sleep 0.5; done; exit 1']\n"),
         ),
     )?;
     let c = node.wait_pod("client", T, "client done", |p| {
@@ -81,6 +81,12 @@ fn pods_reach_each_other_hostport_files_and_del() -> Result<()> {
     ensure!(
         !client_ip.is_empty() && client_ip != ip,
         "client ip {client_ip}"
+    );
+    // The client (no pod IP in its env) was built while its network was set up: its /etc/hosts
+    // got the address written in place before it ran.
+    ensure!(
+        logs.contains(&format!("\n{client_ip}\t")),
+        "client's /etc/hosts lacks its address {client_ip}: {logs:?}"
     );
 
     // hostPort through portmap: from the host, on the bridge address and on 127.0.0.1.
@@ -211,4 +217,72 @@ fn del_runs_for_pods_removed_while_the_agent_was_down() -> Result<()> {
     let leaks = node.teardown();
     ensure!(leaks.is_empty(), "leaks: {leaks:?}");
     Ok(())
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces, a bridge and veths through CNI"]
+fn a_failed_pod_network_holds_the_container_back_until_it_works() -> Result<()> {
+    // The container is built while CNI ADD runs; when the ADD fails it must never run, and
+    // must leave no attempt behind: once the network works, attempt 0 runs.
+    bosun_tests::become_subreaper();
+    let mut node = Node::new("netfail")?;
+    let conflist = node.path("cni").join("10-test.conflist");
+    let mut broken = node.net.conflist();
+    broken["plugins"][0]["type"] = "bosun-no-such-plugin".into();
+    std::fs::write(&conflist, serde_json::to_vec_pretty(&broken)?)?;
+    node.start()?;
+    node.apply(
+        "p.yaml",
+        &pod(
+            "p",
+            "  containers:\n  - name: c\n    image: localhost/busybox:test\n    command: [sh, -c, 'echo ran; exec sleep 3600']\n",
+        ),
+    )?;
+    let p = node.wait_pod("p", T, "waiting for its network", |p| {
+        bosun_tests::container(p, "c")["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bosun-no-such-plugin"))
+    })?;
+    ensure!(
+        bosun_tests::container(&p, "c")["state"]["waiting"]["reason"] == "ContainerCreating",
+        "{}",
+        p["status"]
+    );
+    let log = std::fs::read_to_string(node.path("bosun.log"))?;
+    ensure!(
+        log.contains("FailedCreatePodSandBox"),
+        "no FailedCreatePodSandBox event:\n{}",
+        node.log_tail(30)
+    );
+    let uid = p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let containers: Vec<String> = std::fs::read_dir(node.path("run").join("containers"))?
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&uid))
+        .collect();
+    ensure!(
+        containers.is_empty(),
+        "unstarted containers left: {containers:?}"
+    );
+    ensure!(
+        node.logs("p", "c", false).unwrap_or_default().is_empty(),
+        "the container ran"
+    );
+
+    std::fs::write(&conflist, serde_json::to_vec_pretty(&node.net.conflist())?)?;
+    let p = node.wait_pod("p", T, "running with an IP", |p| {
+        is_running(p, "c") && !pod_ip(p).is_empty()
+    })?;
+    ensure!(
+        bosun_tests::container(&p, "c")["restartCount"] == 0,
+        "{}",
+        p["status"]
+    );
+    ensure!(node.logs("p", "c", false)?.contains("ran"), "no output");
+    node.delete("p.yaml")?;
+    node.wait_gone("p", T)?;
+    bosun_tests::check_clean(node)
 }

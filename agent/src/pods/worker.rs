@@ -71,6 +71,7 @@ pub fn spawn(ctx: Arc<Ctx>, desired: Desired) -> WorkerHandle {
         pod_ips: Vec::new(),
         host_ip: None,
         pod_files: None,
+        network_pending: None,
         probes: super::probing::Probes::default(),
         released: false,
     };
@@ -112,8 +113,12 @@ struct Worker {
     /// The pod's addresses (CNI result, or the host's with hostNetwork), IPv4 first.
     pod_ips: Vec<String>,
     host_ip: Option<String>,
-    /// /etc/hosts, /etc/resolv.conf, /etc/hostname of the pod, once the network is set up.
+    /// /etc/hosts, /etc/resolv.conf, /etc/hostname of the pod, once the network is set up (or
+    /// being set up: `network_pending`).
     pod_files: Option<crate::network::PodFiles>,
+    /// The pod's CNI ADD running while its first container is built (see `ensure_network`);
+    /// never outlives a sync ([`Worker::finish_network`]).
+    network_pending: Option<tokio::task::JoinHandle<Result<Vec<String>, String>>>,
     /// Probe tasks and their results.
     probes: super::probing::Probes,
     /// The pod ended and its resources were released.
@@ -337,6 +342,12 @@ impl Worker {
 
     /// CNI ADD (once; the result is kept in the sandbox folder), then the hosts/resolv.conf/hostname
     /// files. hostNetwork pods skip CNI and get the host's address.
+    ///
+    /// On a pod's first set-up the ADD runs in the background while the first container is
+    /// built (`start_in`): the plugins (~20 ms) and libcontainer's set-up (~40 ms) need nothing
+    /// of each other, and the container's process runs only once the network is there. The
+    /// hosts file is written without the pod's address meanwhile and rewritten in place (the
+    /// container's bind mount holds its inode) when the ADD is done.
     async fn ensure_network(&mut self) -> bool {
         if self.pod_files.is_some() {
             return true;
@@ -350,20 +361,15 @@ impl Worker {
         } else if let Some(st) = bosun_runtime::cni::status(&sb.dir) {
             self.pod_ips = st.ips;
         } else {
-            match self.cni_add(&sb).await {
-                Ok(ips) => self.pod_ips = ips,
-                Err(msg) => {
-                    self.event("Warning", "FailedCreatePodSandBox", &msg);
-                    self.pod_error = Some(("FailedCreatePodSandBox".into(), msg));
-                    return false;
-                }
-            }
+            let add = match self.cni_add(&sb).await {
+                Ok(add) => add,
+                Err(msg) => return self.network_failed(msg),
+            };
+            let span = tracing::Span::current();
+            self.network_pending = Some(tokio::spawn(add.instrument(span)));
+            self.pod_ips.clear();
         }
-        let dns = crate::network::DnsSettings {
-            cluster_dns: self.ctx.cfg.cluster_dns.clone(),
-            cluster_domain: self.ctx.cfg.cluster_domain.clone(),
-            host_resolv: std::fs::read_to_string(&self.ctx.cfg.resolv_conf).unwrap_or_default(),
-        };
+        let dns = self.dns_settings();
         let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
         match crate::network::write_pod_files(
             &self.pod_dir(),
@@ -377,15 +383,70 @@ impl Worker {
                 true
             }
             Err(e) => {
+                // A background ADD finishes first: its result stays for the next try.
+                if let Some(h) = self.network_pending.take() {
+                    let _ = h.await;
+                }
                 let msg = format!("writing the pod's hosts and resolv.conf: {e}");
-                self.event("Warning", "FailedCreatePodSandBox", &msg);
-                self.pod_error = Some(("FailedCreatePodSandBox".into(), msg));
-                false
+                self.network_failed(msg)
             }
         }
     }
 
-    async fn cni_add(&mut self, sb: &Sandbox) -> Result<Vec<String>, String> {
+    fn dns_settings(&self) -> crate::network::DnsSettings {
+        crate::network::DnsSettings {
+            cluster_dns: self.ctx.cfg.cluster_dns.clone(),
+            cluster_domain: self.ctx.cfg.cluster_domain.clone(),
+            host_resolv: std::fs::read_to_string(&self.ctx.cfg.resolv_conf).unwrap_or_default(),
+        }
+    }
+
+    /// The pod network could not be set up: FailedCreatePodSandBox, and no container starts
+    /// until a later sync sets it up.
+    fn network_failed(&mut self, msg: String) -> bool {
+        self.event("Warning", "FailedCreatePodSandBox", &msg);
+        self.pod_error = Some(("FailedCreatePodSandBox".into(), msg));
+        self.pod_files = None;
+        false
+    }
+
+    /// Waits for a background CNI ADD (`ensure_network`) and puts the pod's address into its
+    /// hosts file. False when the network failed (reported; the next sync tries again).
+    async fn finish_network(&mut self) -> bool {
+        let Some(handle) = self.network_pending.take() else {
+            return self.pod_files.is_some();
+        };
+        let ips = match handle.await {
+            Ok(Ok(ips)) => ips,
+            Ok(Err(msg)) => return self.network_failed(msg),
+            Err(e) => return self.network_failed(format!("pod network set-up: {e}")),
+        };
+        self.pod_ips = ips;
+        if self.pod_error.as_ref().map(|e| e.0.as_str()) == Some("FailedCreatePodSandBox") {
+            self.pod_error = None;
+        }
+        let Some(files) = &self.pod_files else {
+            return false;
+        };
+        let text =
+            crate::network::hosts_file(&self.pod, &self.pod_ips, &self.ctx.cfg.cluster_domain, "");
+        if let Err(e) = crate::network::rewrite_in_place(&files.hosts, text.as_bytes()) {
+            let msg = format!("writing the pod's hosts file: {e}");
+            return self.network_failed(msg);
+        }
+        true
+    }
+
+    /// The pod's CNI ADD, to run now or in the background: undoes an ADD that a crash
+    /// interrupted, then sets the network up; the pod's addresses, or the message of the
+    /// FailedCreatePodSandBox event.
+    async fn cni_add(
+        &self,
+        sb: &Sandbox,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<String>, String>> + Send + 'static,
+        String,
+    > {
         let netns = sb.netns.clone().ok_or("sandbox has no network namespace")?;
         if bosun_runtime::cni::has_state(&sb.dir) {
             // An ADD interrupted by a crash: undo what it did before trying again.
@@ -412,10 +473,13 @@ impl Worker {
             conf_dir: cfg.cni_conf_dir.clone(),
             bin_dirs: cfg.cni_bin_dirs.clone(),
         };
-        let st = bosun_runtime::cni::setup(&cni, &sb.dir, &spec)
-            .await
-            .map_err(|e| format!("failed to set up the pod network: {e}"))?;
-        Ok(st.ips)
+        let dir = sb.dir.clone();
+        Ok(async move {
+            bosun_runtime::cni::setup(&cni, &dir, &spec)
+                .await
+                .map(|st| st.ips)
+                .map_err(|e| format!("failed to set up the pod network: {e}"))
+        })
     }
 
     /// The pod with status.podIP(s)/hostIP(s) filled in (for downward-API env).
@@ -733,6 +797,12 @@ impl Worker {
         } else {
             finished = init_failed && policy == "Never";
         }
+        // No container started to wait for a background CNI ADD: wait for it here.
+        if !self.finish_network().await {
+            self.next_wakeup = Some(SystemTime::now() + Duration::from_secs(5));
+            self.write_status(false, false, false);
+            return;
+        }
         self.start_ephemeral(&records).await;
         if finished {
             // Every main container is done for good: stop sidecars, newest first.
@@ -836,6 +906,10 @@ impl Worker {
     /// [`Worker::start`] with the sandbox given (an ephemeral container's may join its
     /// target's pid namespace).
     async fn start_in(&mut self, c: &Container, attempt: u32, sandbox: Sandbox) {
+        if self.pod_files.is_none() {
+            // The pod network failed in this sync (reported): nothing starts without it.
+            return;
+        }
         let image_ref = c.image.clone().unwrap_or_default();
         // Image: pull policy, shared pulls and back-off (crate::images).
         let key = format!("{}/image", c.name);
@@ -948,6 +1022,14 @@ impl Worker {
                 return;
             }
         };
+        // The process environment is fixed when the container is built: one that names the
+        // pod's address waits for the network first.
+        if self.network_pending.is_some()
+            && translate::env_needs_pod_ip(c)
+            && !self.finish_network().await
+        {
+            return;
+        }
         let pod_with_ips = self.pod_with_ips();
         let ctx = translate::ContainerContext {
             pod: &pod_with_ips,
@@ -994,11 +1076,32 @@ impl Worker {
             &format!("Created container: {}", c.name),
         );
         let t0 = std::time::Instant::now();
-        let started = self
-            .ctx
-            .runtime
-            .start_container(&sandbox, &spec, &image.layers)
-            .await;
+        let started = if self.network_pending.is_some() {
+            // Built while the pod network is set up; runs once it is.
+            let created = self
+                .ctx
+                .runtime
+                .create_container(&sandbox, &spec, &image.layers)
+                .await;
+            let network = self.finish_network().await;
+            match created {
+                Ok(created) if network => created.start().await,
+                Ok(created) => {
+                    // No network: this attempt never ran and leaves no record.
+                    created.abort().await;
+                    if let Err(e) = self.ctx.runtime.remove_container(&id).await {
+                        tracing::warn!(error = %e, container = %id, "cannot remove the unstarted container");
+                    }
+                    return;
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            self.ctx
+                .runtime
+                .start_container(&sandbox, &spec, &image.layers)
+                .await
+        };
         crate::server::metrics::observe_runtime_operation("start_container", t0.elapsed());
         match started {
             Ok(_) => {

@@ -27,7 +27,18 @@ impl Inner {
                 }
                 tracing::debug!(container = %id, pid = keeper.pid, "keeper exited");
             }
-            let info = match inner.container_dir(&id).and_then(|d| disk::read_exit(&d)) {
+            let dir = inner.container_dir(&id).filter(|d| d.exists());
+            let Some(dir) = dir else {
+                // Removed once its keeper was gone (a container that never ran, see
+                // `Created::abort`): nothing to record or report.
+                inner
+                    .monitored
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                return;
+            };
+            let info = match disk::read_exit(&dir) {
                 Some(info) => info,
                 None => inner.finalize_lost(&id, stop::KEEPER_DIED, true).await,
             };

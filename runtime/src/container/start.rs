@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::proc::{self, ProcHandle};
-use super::{disk, valid_id, HostRuntime};
+use super::{disk, valid_id, HostRuntime, Inner};
 use crate::cgroups::{CgroupLayout, CpuQuota};
-use crate::keeper::{KeeperRequest, REQUEST_FILE, STATUS_FD};
+use crate::keeper::{KeeperRequest, GO_FD, REQUEST_FILE, STATUS_FD};
 use crate::{ContainerSpec, ContainerState, ContainerStatus, RuntimePaths, Sandbox};
 
 /// How long the keeper may take to report `started` or `error`.
@@ -90,8 +90,8 @@ pub(crate) struct QuotaLifts {
 }
 
 /// A pod's quota lifted; put back when the last lift of the pod is dropped.
-pub(crate) struct Lift<'a> {
-    lifts: &'a QuotaLifts,
+pub(crate) struct Lift {
+    inner: Arc<Inner>,
     pod: String,
 }
 
@@ -101,11 +101,12 @@ impl QuotaLifts {
     }
 
     /// Lifts the CPU quota of the pod cgroup `pod` (cgroupsPath form) until the guard drops.
-    pub(crate) fn lift(&self, pod: &str) -> Lift<'_> {
-        let mut pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+    pub(crate) fn lift(inner: &Arc<Inner>, pod: &str) -> Lift {
+        let lifts = &inner.lifts;
+        let mut pods = lifts.pods.lock().unwrap_or_else(|e| e.into_inner());
         let entry = pods.entry(pod.to_string()).or_insert((0, None));
         if entry.0 == 0 {
-            if let Some(layout) = self.layout() {
+            if let Some(layout) = lifts.layout() {
                 match layout.cpu_quota(pod) {
                     Ok(Some(q)) => match layout.set_cpu_quota(pod, None) {
                         Ok(()) => entry.1 = Some(q),
@@ -118,15 +119,16 @@ impl QuotaLifts {
         }
         entry.0 += 1;
         Lift {
-            lifts: self,
+            inner: Arc::clone(inner),
             pod: pod.to_string(),
         }
     }
 }
 
-impl Drop for Lift<'_> {
+impl Drop for Lift {
     fn drop(&mut self) {
-        let mut pods = self.lifts.pods.lock().unwrap_or_else(|e| e.into_inner());
+        let lifts = &self.inner.lifts;
+        let mut pods = lifts.pods.lock().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = pods.get_mut(&self.pod) else {
             return;
         };
@@ -134,7 +136,7 @@ impl Drop for Lift<'_> {
         if entry.0 > 0 {
             return;
         }
-        if let (Some(q), Some(layout)) = (entry.1, self.lifts.layout()) {
+        if let (Some(q), Some(layout)) = (entry.1, lifts.layout()) {
             if let Err(e) = layout.set_cpu_quota(&self.pod, Some(q)) {
                 tracing::warn!(error = %e, pod = %self.pod, "cannot put the pod's CPU quota back");
             }
@@ -207,7 +209,111 @@ impl HostRuntime {
         spec: &ContainerSpec,
         layers: &[PathBuf],
     ) -> Result<ContainerStatus, StartError> {
-        let inner = &self.inner;
+        let mut starting = Starting::begin(&self.inner, sandbox, spec, false)?;
+        let result = starting.spawn(sandbox, spec, layers).await;
+        starting.finish(result).await
+    }
+
+    /// Builds a container and stops before its process runs: namespaces joined, mounts and
+    /// cgroup set up, the keeper waiting for [`Created::start`] (or [`Created::abort`]). Lets
+    /// the caller do what the process needs before it runs (the pod network) while the
+    /// container is set up. Dropping the [`Created`] aborts it.
+    #[tracing::instrument(skip_all, fields(container = %spec.id, pod = %spec.pod_uid))]
+    pub async fn create_container(
+        &self,
+        sandbox: &Sandbox,
+        spec: &ContainerSpec,
+        layers: &[PathBuf],
+    ) -> Result<Created, StartError> {
+        let mut starting = Starting::begin(&self.inner, sandbox, spec, true)?;
+        match starting.spawn(sandbox, spec, layers).await {
+            Ok(line) if line.starts_with("created") => Ok(Created(Some(starting))),
+            result => match starting.finish(result).await {
+                // A keeper that skipped the hold has started the container: it will not wait.
+                Ok(_) => Err(StartError::NoStatus {
+                    id: spec.id.clone(),
+                }),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+/// A container built by [`HostRuntime::create_container`] whose keeper waits for the go-ahead.
+pub struct Created(Option<Starting>);
+
+impl Created {
+    /// Lets the container's process run; returns its status like [`HostRuntime::start_container`].
+    pub async fn start(mut self) -> Result<ContainerStatus, StartError> {
+        let Some(mut starting) = self.0.take() else {
+            return Err(StartError::NoStatus { id: String::new() });
+        };
+        let sent = starting.go_ahead();
+        let result = match sent {
+            Ok(()) => starting.next_line().await,
+            Err(source) => Err(StartError::Status {
+                id: starting.id.clone(),
+                source,
+            }),
+        };
+        starting.finish(result).await
+    }
+
+    /// Ends the built container without running it and waits (at most a few seconds) for its
+    /// keeper to clean up; `remove_container` can remove it afterwards.
+    pub async fn abort(mut self) {
+        if let Some(mut starting) = self.0.take() {
+            starting.go = None;
+            let result = starting.next_line().await;
+            let _ = starting.finish(result).await;
+        }
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        self.0.as_ref().map(|s| s.id.as_str()).unwrap_or("")
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        // Closing the go-ahead pipe makes the keeper end the container; its monitor records it
+        // (monitors are tasks: outside the runtime, the next agent adopts the keeper instead).
+        if let Some(mut starting) = self.0.take() {
+            starting.go = None;
+            if tokio::runtime::Handle::try_current().is_err() {
+                return;
+            }
+            let keeper = starting.keeper();
+            starting.inner.monitor(starting.id.clone(), keeper);
+        }
+    }
+}
+
+/// One container start in progress: in the `starting` set and with its pod's CPU quota lifted
+/// until dropped.
+struct Starting {
+    inner: Arc<Inner>,
+    id: String,
+    dir: PathBuf,
+    log: PathBuf,
+    hold: bool,
+    labels: std::collections::BTreeMap<String, String>,
+    image: String,
+    image_id: String,
+    child: Option<ProcHandle>,
+    status: Option<LineReader>,
+    go: Option<OwnedFd>,
+    _lift: Lift,
+}
+
+impl Starting {
+    fn begin(
+        inner: &Arc<Inner>,
+        sandbox: &Sandbox,
+        spec: &ContainerSpec,
+        hold: bool,
+    ) -> Result<Starting, StartError> {
         let id = spec.id.as_str();
         if !valid_id(id) {
             return Err(StartError::InvalidId { id: id.to_string() });
@@ -226,143 +332,219 @@ impl HostRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_string());
-        let result = {
-            let _lift = inner.lifts.lift(&sandbox.cgroup_parent);
-            self.start_in(&dir, sandbox, spec, layers).await
-        };
-        inner
-            .starting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "start failed");
-        }
-        result
+        Ok(Starting {
+            inner: Arc::clone(inner),
+            id: id.to_string(),
+            dir,
+            log: log_path(&inner.paths, spec),
+            hold,
+            labels: spec.labels.clone(),
+            image: spec.image.clone(),
+            image_id: spec.image_id.clone(),
+            child: None,
+            status: None,
+            go: None,
+            _lift: QuotaLifts::lift(inner, &sandbox.cgroup_parent),
+        })
     }
 
-    async fn start_in(
-        &self,
-        dir: &Path,
+    /// Writes the request, prepares the logs, spawns the keeper; returns its first line.
+    async fn spawn(
+        &mut self,
         sandbox: &Sandbox,
         spec: &ContainerSpec,
         layers: &[PathBuf],
-    ) -> Result<ContainerStatus, StartError> {
+    ) -> Result<String, StartError> {
         let inner = &self.inner;
-        let id = spec.id.as_str();
-        let log = log_path(&inner.paths, spec);
         let request = KeeperRequest {
             spec: spec.clone(),
             sandbox: sandbox.clone(),
             layers: layers.to_vec(),
-            log_path: log.clone(),
+            log_path: self.log.clone(),
             log_max_size: inner.opts.log_max_size,
             log_max_files: inner.opts.log_max_files,
-            cgroup_path: format!("{}/{}", sandbox.cgroup_parent.trim_end_matches('/'), id),
+            cgroup_path: format!(
+                "{}/{}",
+                sandbox.cgroup_parent.trim_end_matches('/'),
+                self.id
+            ),
+            hold: self.hold,
         };
-        let req_path = dir.join(REQUEST_FILE);
+        let req_path = self.dir.join(REQUEST_FILE);
         disk::write_json_atomic(&req_path, &request).map_err(|source| {
             StartError::WriteRequest {
                 path: req_path.clone(),
                 source,
             }
         })?;
-        prepare_logs(&inner.paths, spec, &log)?;
+        prepare_logs(&inner.paths, spec, &self.log)?;
 
-        let (child_pid, status_rx) =
-            spawn_keeper(&inner.paths.keeper_binary, dir).map_err(|source| StartError::Spawn {
-                id: id.to_string(),
-                binary: inner.paths.keeper_binary.clone(),
-                source,
+        let spawned =
+            spawn_keeper(&inner.paths.keeper_binary, &self.dir, self.hold).map_err(|source| {
+                StartError::Spawn {
+                    id: self.id.clone(),
+                    binary: inner.paths.keeper_binary.clone(),
+                    source,
+                }
             })?;
         // The keeper's own pid (it writes keeper.pid first); our child if it does not fork.
-        let child = proc::pidfd_open(child_pid)
+        self.child = proc::pidfd_open(spawned.pid)
             .ok()
-            .and_then(|fd| ProcHandle::new(child_pid, fd).ok());
-        let line = match tokio::time::timeout(STATUS_TIMEOUT, read_status_line(status_rx)).await {
-            Ok(Ok(line)) => line,
-            Ok(Err(source)) => {
-                self.watch_keeper(id, proc::open_keeper(dir).or(child));
-                return Err(StartError::Status {
-                    id: id.to_string(),
+            .and_then(|fd| ProcHandle::new(spawned.pid, fd).ok());
+        self.go = spawned.go;
+        self.status =
+            Some(
+                LineReader::new(spawned.status).map_err(|source| StartError::Status {
+                    id: self.id.clone(),
                     source,
-                });
-            }
+                })?,
+            );
+        self.next_line().await
+    }
+
+    /// The keeper's next status line, within [`STATUS_TIMEOUT`].
+    async fn next_line(&mut self) -> Result<String, StartError> {
+        let id = self.id.clone();
+        let Some(reader) = self.status.as_mut() else {
+            return Err(StartError::NoStatus { id });
+        };
+        match tokio::time::timeout(STATUS_TIMEOUT, reader.next_line()).await {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(source)) => Err(StartError::Status { id, source }),
             Err(_) => {
                 tracing::warn!("keeper silent for {STATUS_TIMEOUT:?}, killing it");
-                let keeper = proc::open_keeper(dir).or(child);
-                if let Some(k) = &keeper {
+                if let Some(k) = self.keeper() {
                     let _ = k.signal(libc::SIGKILL);
+                    self.child = Some(k);
                 }
-                self.watch_keeper(id, keeper);
-                return Err(StartError::Timeout {
-                    id: id.to_string(),
+                Err(StartError::Timeout {
+                    id,
                     timeout: STATUS_TIMEOUT,
-                });
+                })
+            }
+        }
+    }
+
+    /// Sends the go-ahead to a holding keeper.
+    fn go_ahead(&mut self) -> io::Result<()> {
+        let fd = self
+            .go
+            .take()
+            .ok_or_else(|| io::Error::other("no go-ahead pipe"))?;
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, &[crate::keeper::GO])
+    }
+
+    /// The keeper, by its pid file, else the child we spawned.
+    fn keeper(&mut self) -> Option<ProcHandle> {
+        proc::open_keeper(&self.dir).or_else(|| self.child.take())
+    }
+
+    /// Turns the keeper's last line into the container's status (or its error), hands the
+    /// keeper to a monitor and ends the start.
+    async fn finish(
+        mut self,
+        line: Result<String, StartError>,
+    ) -> Result<ContainerStatus, StartError> {
+        let result = self.conclude(line).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "start failed");
+        }
+        result
+    }
+
+    async fn conclude(
+        &mut self,
+        line: Result<String, StartError>,
+    ) -> Result<ContainerStatus, StartError> {
+        let inner = Arc::clone(&self.inner);
+        let id = self.id.clone();
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                let keeper = self.keeper();
+                inner.monitor(id, keeper);
+                return Err(e);
             }
         };
         let line = line.trim_end();
         if let Some(message) = line.strip_prefix("error") {
             let message = message.trim().to_string();
             // The keeper records the failure and exits; make sure the record exists.
-            let keeper = proc::open_keeper(dir).or(child);
+            let keeper = self.keeper();
             if let Some(k) = &keeper {
                 k.wait_timeout(ERROR_EXIT_WAIT).await;
             }
-            if disk::read_exit(dir).is_none() && !keeper.as_ref().is_some_and(|k| k.alive()) {
-                inner.finalize_lost(id, &message, false).await;
+            if disk::read_exit(&self.dir).is_none() && !keeper.as_ref().is_some_and(|k| k.alive()) {
+                inner.finalize_lost(&id, &message, false).await;
             }
-            self.watch_keeper(id, keeper);
-            return Err(StartError::Keeper {
-                id: id.to_string(),
-                message,
-            });
+            inner.monitor(id.clone(), keeper);
+            return Err(StartError::Keeper { id, message });
         }
         let pid = line
             .strip_prefix("started")
             .and_then(|p| p.trim().parse::<i32>().ok());
+        let keeper = self.keeper();
+        inner.monitor(id.clone(), keeper);
         let Some(pid) = pid else {
-            self.watch_keeper(id, proc::open_keeper(dir).or(child));
-            return Err(StartError::NoStatus { id: id.to_string() });
+            return Err(StartError::NoStatus { id });
         };
         tracing::info!(pid, "container started");
-        self.watch_keeper(id, proc::open_keeper(dir).or(child));
-        let mut status = disk::status(dir, id, false).unwrap_or_else(|| ContainerStatus {
-            id: id.to_string(),
-            labels: spec.labels.clone(),
+        let mut status = disk::status(&self.dir, &id, false).unwrap_or_else(|| ContainerStatus {
+            id: id.clone(),
+            labels: self.labels.clone(),
             state: ContainerState::Created,
-            image: spec.image.clone(),
-            image_id: spec.image_id.clone(),
-            log_path: log.clone(),
+            image: self.image.clone(),
+            image_id: self.image_id.clone(),
+            log_path: self.log.clone(),
         });
         if matches!(
             status.state,
             ContainerState::Created | ContainerState::Unknown { .. }
-        ) && disk::read_exit(dir).is_none()
+        ) && disk::read_exit(&self.dir).is_none()
         {
-            let started_at = disk::read_started(dir)
+            let started_at = disk::read_started(&self.dir)
                 .map(|s| s.started_at)
                 .unwrap_or_else(SystemTime::now);
             status.state = ContainerState::Running { pid, started_at };
         }
         Ok(status)
     }
+}
 
-    /// Starts the monitor of a freshly spawned keeper (`None`: it is already gone).
-    fn watch_keeper(&self, id: &str, keeper: Option<ProcHandle>) {
-        self.inner.monitor(id.to_string(), keeper);
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.inner
+            .starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
-/// Spawns `<binary> __keeper <dir>` in its own session with the status pipe on fd 3 and its
-/// output in `<dir>/keeper.log`. Returns its pid and the read end of the status pipe.
-fn spawn_keeper(binary: &Path, dir: &Path) -> io::Result<(i32, OwnedFd)> {
+/// A spawned keeper: its pid, the read end of its status pipe and, for a holding keeper, the
+/// write end of its go-ahead pipe.
+struct Spawned {
+    pid: i32,
+    status: OwnedFd,
+    go: Option<OwnedFd>,
+}
+
+/// Spawns `<binary> __keeper <dir>` in its own session with the status pipe on fd 3 (and with
+/// `hold`, the go-ahead pipe on fd 4) and its output in `<dir>/keeper.log`.
+fn spawn_keeper(binary: &Path, dir: &Path, hold: bool) -> io::Result<Spawned> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(disk::KEEPER_LOG))?;
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let go = if hold {
+        Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+    } else {
+        None
+    };
     let wr_raw = wr.as_raw_fd();
+    let go_raw = go.as_ref().map(|(r, _)| r.as_raw_fd());
     let mut cmd = Command::new(binary);
     cmd.arg("__keeper")
         .arg(dir)
@@ -370,44 +552,70 @@ fn spawn_keeper(binary: &Path, dir: &Path) -> io::Result<(i32, OwnedFd)> {
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe libc calls (setsid, dup2, fcntl) on a descriptor that stays open in the
-    // parent until spawn returns; it allocates nothing.
+    // async-signal-safe libc calls (setsid, fcntl, dup2, close) on descriptors that stay open
+    // in the parent until spawn returns; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if wr_raw == STATUS_FD {
-                // Already in place: only clear close-on-exec.
-                if libc::fcntl(wr_raw, libc::F_SETFD, 0) < 0 {
+            // Each end goes through a copy above 9 first, so that placing one on 3 or 4
+            // cannot close the other; dup2 clears close-on-exec on the target.
+            for (fd, target) in [(Some(wr_raw), STATUS_FD), (go_raw, GO_FD)] {
+                let Some(fd) = fd else { continue };
+                let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::dup2(wr_raw, STATUS_FD) < 0 {
-                return Err(io::Error::last_os_error());
+                if libc::dup2(high, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(high);
             }
             Ok(())
         });
     }
     let (child, _exit) = crate::reaper::spawn(&mut cmd)?;
     drop(wr);
-    Ok((child.id() as i32, rd))
+    Ok(Spawned {
+        pid: child.id() as i32,
+        status: rd,
+        go: go.map(|(_, w)| w),
+    })
 }
 
-/// Reads the keeper's one status line (or what it wrote before closing the pipe).
-async fn read_status_line(fd: OwnedFd) -> io::Result<String> {
-    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = rx.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.contains(&b'\n') || buf.len() > 64 * 1024 {
-            break;
+/// Reads the keeper's status lines (it writes one, or two when it holds).
+struct LineReader {
+    rx: tokio::net::unix::pipe::Receiver,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    fn new(fd: OwnedFd) -> io::Result<LineReader> {
+        Ok(LineReader {
+            rx: tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next line; at the end of the pipe, what is left (empty when nothing is).
+    async fn next_line(&mut self) -> io::Result<String> {
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some(n) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=n).collect();
+                return Ok(String::from_utf8_lossy(&line[..n]).into_owned());
+            }
+            if self.buf.len() > 64 * 1024 {
+                let line = std::mem::take(&mut self.buf);
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            let n = self.rx.read(&mut chunk).await?;
+            if n == 0 {
+                let line = std::mem::take(&mut self.buf);
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
-    let text = String::from_utf8_lossy(&buf);
-    Ok(text.lines().next().unwrap_or("").to_string())
 }

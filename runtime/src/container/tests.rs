@@ -42,6 +42,29 @@ mv "$dir/exit.json.tmp" "$dir/exit.json"
     )
 }
 
+/// [`fake_keeper`] that honours `hold`: says `created 0` and waits for the go-ahead on fd 4;
+/// without it, records a start error as the keeper does.
+fn holding_keeper(container: &str) -> String {
+    fake_keeper(container).replacen(
+        "echo $$ > \"$dir/keeper.pid\"\n",
+        r#"echo $$ > "$dir/keeper.pid"
+if grep -q '"hold":true' "$dir/request.json"; then
+  echo "created 0" >&3
+  go=$(head -c1 <&4)
+  exec 4<&-
+  if [ "$go" != g ]; then
+    printf '{"code":128,"signal":null,"oom_killed":false,"started_at":null,"finished_at":{"secs_since_epoch":%s,"nanos_since_epoch":0},"start_error":"no go-ahead"}' \
+      "$(date +%s)" > "$dir/exit.json.tmp"
+    mv "$dir/exit.json.tmp" "$dir/exit.json"
+    echo "error no go-ahead" >&3
+    exit 0
+  fi
+fi
+"#,
+        1,
+    )
+}
+
 struct Env {
     tmp: tempfile::TempDir,
     paths: RuntimePaths,
@@ -497,4 +520,86 @@ async fn pod_cpu_quota_is_lifted_while_a_container_starts() {
     rt.stop_container("c1", libc::SIGKILL, Duration::from_secs(5))
         .await
         .expect("stop");
+}
+
+#[tokio::test]
+async fn created_container_runs_only_after_start() {
+    let env = Env::new(&holding_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let sb = sandbox(env.tmp.path());
+    let created = rt
+        .create_container(&sb, &spec("c1"), &[])
+        .await
+        .expect("create");
+    assert_eq!(created.id(), "c1");
+    assert!(disk::read_request(&env.dir("c1")).expect("request").hold);
+    // Held: nothing runs yet, and the runtime still counts it as starting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!env.dir("c1").join("started.json").exists());
+    assert!(rt.inner.is_starting("c1"));
+    let status = created.start().await.expect("start");
+    let ContainerState::Running { pid, .. } = status.state else {
+        panic!("not running: {status:?}");
+    };
+    assert!(!dead(pid));
+    assert!(!rt.inner.is_starting("c1"));
+    rt.stop_container("c1", libc::SIGKILL, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert!(dead(pid));
+}
+
+#[tokio::test]
+async fn aborted_container_never_runs_and_can_be_removed() {
+    let env = Env::new(&holding_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let sb = sandbox(env.tmp.path());
+    let created = rt
+        .create_container(&sb, &spec("c1"), &[])
+        .await
+        .expect("create");
+    created.abort().await;
+    assert!(!env.dir("c1").join("started.json").exists());
+    let state = rt.status("c1").expect("status").state;
+    let ContainerState::Exited(info) = state else {
+        panic!("not exited: {state:?}");
+    };
+    assert_eq!(info.start_error.as_deref(), Some("no go-ahead"));
+    rt.remove_container("c1").await.expect("remove");
+    assert!(!env.dir("c1").exists());
+
+    // Dropped without start or abort: the keeper is told all the same.
+    let mut events = rt.subscribe();
+    let created = rt
+        .create_container(&sb, &spec("c2"), &[])
+        .await
+        .expect("create");
+    drop(created);
+    // (c1's monitor may report its exit first.)
+    let (id, info) = loop {
+        let (id, info) = next_exit(&mut events).await;
+        if id != "c1" {
+            break (id, info);
+        }
+    };
+    assert_eq!(id, "c2");
+    assert_eq!(info.start_error.as_deref(), Some("no go-ahead"));
+    assert!(!env.dir("c2").join("started.json").exists());
+}
+
+#[tokio::test]
+async fn a_keeper_that_does_not_hold_is_an_error_for_create() {
+    // An older keeper ignores `hold` and starts the container at once.
+    let env = Env::new(&fake_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let err = rt
+        .create_container(&sandbox(env.tmp.path()), &spec("c1"), &[])
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, StartError::NoStatus { .. }), "{err}");
+    assert!(!rt.inner.is_starting("c1"));
+    let _ = rt
+        .stop_container("c1", libc::SIGKILL, Duration::from_secs(5))
+        .await;
 }

@@ -17,7 +17,9 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::{attach, user};
-use super::{KeeperRequest, Started, EXIT_FILE, PID_FILE, REQUEST_FILE, STARTED_FILE, STATUS_FD};
+use super::{
+    KeeperRequest, Started, EXIT_FILE, GO, GO_FD, PID_FILE, REQUEST_FILE, STARTED_FILE, STATUS_FD,
+};
 use crate::cgroups::{CgroupLayout, CpuQuota};
 use crate::logs::{LogWriter, Stream};
 use crate::sys::{self, WaitResult};
@@ -85,6 +87,8 @@ pub enum KeeperError {
     },
     #[error("container {id}: no pid after start")]
     NoPid { id: String },
+    #[error("container {id}: not started: the agent gave no go-ahead ({why})")]
+    NoGoAhead { id: String, why: String },
     #[error("container {id}: pidfd of {pid}: {source}")]
     Pidfd {
         id: String,
@@ -125,7 +129,13 @@ impl StatusPipe {
 
     /// Writes one line and closes the pipe. A reader that went away is not an error.
     fn report(&mut self, line: &str) {
-        if let Some(mut f) = self.0.take() {
+        self.say(line);
+        self.0 = None;
+    }
+
+    /// Writes one line and keeps the pipe open for the next.
+    fn say(&mut self, line: &str) {
+        if let Some(f) = self.0.as_mut() {
             let one_line: String = line
                 .chars()
                 .map(|c| if c == '\n' { ' ' } else { c })
@@ -133,6 +143,38 @@ impl StatusPipe {
             if let Err(e) = f.write_all(format!("{one_line}\n").as_bytes()) {
                 eprintln!("keeper: report status: {e}");
             }
+        }
+    }
+}
+
+/// The go-ahead pipe on fd 4 of a holding keeper (absent when the spawner gave none).
+struct GoPipe(Option<File>);
+
+impl GoPipe {
+    /// Takes fd 4; like [`StatusPipe::take`], before this process opens any file.
+    fn take() -> GoPipe {
+        match sys::set_cloexec_raw(GO_FD) {
+            // SAFETY: fd 4 is open (fcntl succeeded) and was handed to us by the spawner;
+            // nothing in this process owns it, since no file has been opened yet.
+            Ok(true) => GoPipe(Some(unsafe { File::from_raw_fd(GO_FD) })),
+            _ => GoPipe(None),
+        }
+    }
+
+    /// Blocks until the spawner sends the go-ahead byte; an error says why it never came.
+    fn wait(&mut self) -> Result<(), String> {
+        let Some(mut f) = self.0.take() else {
+            return Err("no go-ahead pipe".into());
+        };
+        let mut b = [0u8; 1];
+        loop {
+            return match f.read(&mut b) {
+                Ok(1) if b[0] == GO => Ok(()),
+                Ok(0) => Err("the agent closed the pipe".into()),
+                Ok(_) => Err(format!("unexpected byte {:#04x}", b[0])),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => Err(e.to_string()),
+            };
         }
     }
 }
@@ -229,6 +271,7 @@ struct Keeper {
 
 pub(super) fn main(dir: PathBuf) -> i32 {
     let mut status = StatusPipe::take();
+    let mut go = GoPipe::take();
     sys::ensure_std_fds();
     // libcontainer chdirs into its state folder: every path must be absolute.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
@@ -263,7 +306,7 @@ pub(super) fn main(dir: PathBuf) -> i32 {
         pid: None,
         mounted: false,
     };
-    match k.start() {
+    match k.start(&mut status, &mut go) {
         Ok(running) => {
             status.report(&format!("started {}", running.pid));
             drop(status);
@@ -314,7 +357,7 @@ impl Keeper {
         self.dir.join("state")
     }
 
-    fn start(&mut self) -> Result<Running, KeeperError> {
+    fn start(&mut self, status: &mut StatusPipe, go: &mut GoPipe) -> Result<Running, KeeperError> {
         let req_path = self.dir.join(REQUEST_FILE);
         let text = std::fs::read(&req_path).map_err(|source| KeeperError::ReadRequest {
             path: req_path.clone(),
@@ -469,6 +512,15 @@ impl Keeper {
             }
             None => None,
         };
+        if req.hold {
+            // Built: the agent finishes the pod's network meanwhile and then lets it run.
+            status.say(&format!("created {}", self.pid.unwrap_or(0)));
+            go.wait().map_err(|why| KeeperError::NoGoAhead {
+                id: id.clone(),
+                why,
+            })?;
+        }
+        drop(go.0.take());
         container.start().map_err(|source| KeeperError::Start {
             id: id.clone(),
             source,
