@@ -711,6 +711,8 @@ impl Worker {
         }
         let ready = self.ensure_sandbox().await && self.ensure_volumes().await;
         if !ready {
+            // A background CNI ADD never outlives the sync that began it.
+            self.finish_network().await;
             self.next_wakeup = Some(SystemTime::now() + Duration::from_secs(5));
             self.write_status(false, false, false);
             return;
@@ -1520,6 +1522,10 @@ impl Worker {
         }
         let paths = self.ctx.runtime.paths().clone();
         let sb_dir = bosun_runtime::sandbox::dir(&paths, &self.uid);
+        if let Some(add) = self.network_pending.take() {
+            // DEL only after the ADD is over.
+            let _ = add.await;
+        }
         if let Err(e) = bosun_runtime::cni::teardown(&sb_dir).await {
             tracing::warn!(error = %e, "cannot tear down the pod network");
         }
