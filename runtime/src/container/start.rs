@@ -259,8 +259,9 @@ impl Created {
         starting.finish(result).await
     }
 
-    /// Ends the built container without running it and waits (at most a few seconds) for its
-    /// keeper to clean up; `remove_container` can remove it afterwards.
+    /// Ends the built container without running it and waits for its keeper to clean up
+    /// (bounded like a start: 60 s for a silent keeper, then 5 s for its exit);
+    /// `remove_container` can remove it afterwards.
     pub async fn abort(mut self) {
         if let Some(mut starting) = self.0.take() {
             starting.go = None;
