@@ -27,28 +27,24 @@ impl Inner {
                 }
                 tracing::debug!(container = %id, pid = keeper.pid, "keeper exited");
             }
-            let dir = inner.container_dir(&id).filter(|d| d.exists());
-            let Some(dir) = dir else {
-                // Removed once its keeper was gone (a container that never ran, see
-                // `Created::abort`): nothing to record or report.
-                inner
-                    .monitored
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                return;
-            };
-            let info = match disk::read_exit(&dir) {
-                Some(info) => info,
-                None => inner.finalize_lost(&id, stop::KEEPER_DIED, true).await,
+            // A folder removed once its keeper was gone (a container that never ran, see
+            // `Created::abort`) has nothing to record or report.
+            let info = match inner.container_dir(&id).filter(|d| d.exists()) {
+                Some(dir) => Some(match disk::read_exit(&dir) {
+                    Some(info) => info,
+                    None => inner.finalize_lost(&id, stop::KEEPER_DIED, true).await,
+                }),
+                None => None,
             };
             inner
                 .monitored
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
-            tracing::info!(container = %id, code = info.code, "container exited");
-            let _ = inner.events.send(RuntimeEvent::Exited { id, info });
+            if let Some(info) = info {
+                tracing::info!(container = %id, code = info.code, "container exited");
+                let _ = inner.events.send(RuntimeEvent::Exited { id, info });
+            }
         });
     }
 }

@@ -522,8 +522,8 @@ async fn pod_cpu_quota_is_lifted_while_a_container_starts() {
         .expect("stop");
 }
 
-#[tokio::test]
-async fn created_container_runs_only_after_start() {
+/// A runtime with [`holding_keeper`] and container `c1` created (held) in its sandbox.
+async fn holding() -> (Env, HostRuntime, Sandbox, Created) {
     let env = Env::new(&holding_keeper(SLEEPER));
     let rt = env.runtime().await;
     let sb = sandbox(env.tmp.path());
@@ -531,6 +531,12 @@ async fn created_container_runs_only_after_start() {
         .create_container(&sb, &spec("c1"), &[])
         .await
         .expect("create");
+    (env, rt, sb, created)
+}
+
+#[tokio::test]
+async fn created_container_runs_only_after_start() {
+    let (env, rt, _sb, created) = holding().await;
     assert_eq!(created.id(), "c1");
     assert!(disk::read_request(&env.dir("c1")).expect("request").hold);
     // Held: nothing runs yet, and the runtime still counts it as starting.
@@ -551,13 +557,7 @@ async fn created_container_runs_only_after_start() {
 
 #[tokio::test]
 async fn aborted_container_never_runs_and_can_be_removed() {
-    let env = Env::new(&holding_keeper(SLEEPER));
-    let rt = env.runtime().await;
-    let sb = sandbox(env.tmp.path());
-    let created = rt
-        .create_container(&sb, &spec("c1"), &[])
-        .await
-        .expect("create");
+    let (env, rt, sb, created) = holding().await;
     created.abort().await;
     assert!(!env.dir("c1").join("started.json").exists());
     let state = rt.status("c1").expect("status").state;

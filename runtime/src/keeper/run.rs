@@ -112,19 +112,24 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Takes a descriptor the spawner handed over (closed on exec from here on), if it is open.
+/// Must run before this process opens any file, so that `fd` is not some file of ours when the
+/// spawner gave none.
+fn inherited(fd: i32) -> Option<File> {
+    match sys::set_cloexec_raw(fd) {
+        // SAFETY: `fd` is open (fcntl succeeded); it was handed to us by the spawner and
+        // nothing else in this process owns it, since no file has been opened yet.
+        Ok(true) => Some(unsafe { File::from_raw_fd(fd) }),
+        _ => None,
+    }
+}
+
 /// The status pipe on fd 3 (absent when the spawner did not give one).
 struct StatusPipe(Option<File>);
 
 impl StatusPipe {
-    /// Takes fd 3. Must run before this process opens any file, so that fd 3 is not some
-    /// file of ours when the spawner gave none.
     fn take() -> StatusPipe {
-        match sys::set_cloexec_raw(STATUS_FD) {
-            // SAFETY: fd 3 is open (fcntl succeeded); it was handed to us by the spawner and
-            // nothing else in this process owns it, since no file has been opened yet.
-            Ok(true) => StatusPipe(Some(unsafe { File::from_raw_fd(STATUS_FD) })),
-            _ => StatusPipe(None),
-        }
+        StatusPipe(inherited(STATUS_FD))
     }
 
     /// Writes one line and closes the pipe. A reader that went away is not an error.
@@ -151,14 +156,8 @@ impl StatusPipe {
 struct GoPipe(Option<File>);
 
 impl GoPipe {
-    /// Takes fd 4; like [`StatusPipe::take`], before this process opens any file.
     fn take() -> GoPipe {
-        match sys::set_cloexec_raw(GO_FD) {
-            // SAFETY: fd 4 is open (fcntl succeeded) and was handed to us by the spawner;
-            // nothing in this process owns it, since no file has been opened yet.
-            Ok(true) => GoPipe(Some(unsafe { File::from_raw_fd(GO_FD) })),
-            _ => GoPipe(None),
-        }
+        GoPipe(inherited(GO_FD))
     }
 
     /// Blocks until the spawner sends the go-ahead byte; an error says why it never came.
