@@ -40,6 +40,17 @@ pub struct HostFacts {
     /// its score above its own (the Guaranteed pods' -997 would fail the create), so we clamp to
     /// our own value, as we clamp rlimits.
     pub min_oom_score_adj: i32,
+    /// The cgroup v1 hierarchies mounted in `/sys/fs/cgroup` (`cpu`, `memory`, `systemd` ...),
+    /// by folder name; empty on pure cgroup v2.
+    ///
+    /// On pure v2 a container gets a cgroup namespace of its own (as with containerd). On v1
+    /// (legacy or hybrid) it shares the host's, as containerd and Docker do there: libcontainer
+    /// then bind-mounts the container's own cgroup folders at `/sys/fs/cgroup/<x>` instead of
+    /// mounting every hierarchy anew, which makes one superblock per hierarchy and container
+    /// (the kernel looks through all of them on every such mount: each start got slower the more
+    /// containers ran). libcontainer mounts those read-write whatever the spec says, so an
+    /// unprivileged container gets them as read-only paths (runc mounts them read-only).
+    pub cgroup_v1_hierarchies: &'static [String],
 }
 
 impl HostFacts {
@@ -57,8 +68,32 @@ impl HostFacts {
             } else {
                 crate::sys::own_oom_score_adj().unwrap_or(0)
             },
+            cgroup_v1_hierarchies: cgroup_v1_hierarchies(),
         })
     }
+}
+
+/// The folders of `/sys/fs/cgroup` that are cgroup v1 mounts (see
+/// [`HostFacts::cgroup_v1_hierarchies`]), read once per process.
+fn cgroup_v1_hierarchies() -> &'static [String] {
+    static DIRS: OnceLock<Vec<String>> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        if crate::sys::fs_magic(root).ok() != Some(libc::CGROUP2_SUPER_MAGIC) {
+            let mut dirs: Vec<String> = std::fs::read_dir(root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter(|e| crate::sys::fs_magic(&e.path()).ok() == Some(libc::CGROUP_SUPER_MAGIC))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            dirs.sort();
+            dirs
+        } else {
+            Vec::new()
+        }
+    })
 }
 
 /// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
@@ -243,7 +278,10 @@ pub fn build_with(
                            "source": m.source, "options": opts}));
     }
 
-    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    let mut namespaces = vec![json!({"type": "mount"})];
+    if host.cgroup_v1_hierarchies.is_empty() {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     if !sb.host_pid {
         match &sb.pidns {
             Some(p) => namespaces.push(json!({"type": "pid", "path": p})),
@@ -344,9 +382,21 @@ pub fn build_with(
         "resources": resources,
         "devices": devices,
     });
+    let mut readonly: Vec<String> = Vec::new();
     if sec.mask_paths {
         linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
+        readonly.extend(READONLY_PATHS.iter().map(|p| p.to_string()));
+    }
+    if !sec.privileged && !host.cgroup_v1_hierarchies.is_empty() {
+        readonly.push("/sys/fs/cgroup".into());
+        readonly.extend(
+            host.cgroup_v1_hierarchies
+                .iter()
+                .map(|h| format!("/sys/fs/cgroup/{h}")),
+        );
+    }
+    if !readonly.is_empty() {
+        linux["readonlyPaths"] = json!(readonly);
     }
 
     let mut annotations = serde_json::Map::new();
@@ -384,12 +434,13 @@ mod tests {
     use crate::{ContainerSpec, Mount, Resources, Sandbox, Security, User};
     use libcontainer::oci_spec::runtime::{Capability, LinuxNamespaceType};
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     const HOST: HostFacts = HostFacts {
         nofile_hard: 20_000,
         cap_last_cap: 40,
         min_oom_score_adj: -1000,
+        cgroup_v1_hierarchies: &[],
     };
 
     #[test]
@@ -684,6 +735,44 @@ mod tests {
         r.sandbox.pidns = Some("/run/x/pid".into());
         let n = ns(&build_with(&r, 0, 0, vec![], HOST).expect("build"));
         assert_eq!(n[2], (T::Pid, Some("/run/x/pid".into())));
+        // cgroup v1: the host's cgroup namespace, as containerd; /sys/fs/cgroup is still mounted.
+        let v1 = HostFacts {
+            cgroup_v1_hierarchies: Vec::leak(vec!["cpu".into(), "systemd".into()]),
+            ..HOST
+        };
+        let s = build_with(&req(), 0, 0, vec![], v1).expect("build");
+        let n = ns(&s);
+        assert_eq!(n[..2], [(T::Mount, None), (T::Pid, None)]);
+        assert!(!n.iter().any(|(t, _)| *t == T::Cgroup));
+        assert!(s
+            .mounts()
+            .iter()
+            .flatten()
+            .any(|m| m.destination() == Path::new("/sys/fs/cgroup")
+                && m.typ().as_deref() == Some("cgroup")));
+        // ... and its hierarchies read-only unless privileged (libcontainer mounts them rw).
+        let ro = |s: &Spec| {
+            s.linux()
+                .as_ref()
+                .and_then(|l| l.readonly_paths().clone())
+                .unwrap_or_default()
+        };
+        let paths = ro(&s);
+        for p in [
+            "/proc/sys",
+            "/sys/fs/cgroup",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/systemd",
+        ] {
+            assert!(paths.iter().any(|x| x == p), "{p} in {paths:?}");
+        }
+        assert!(!ro(&build_with(&req(), 0, 0, vec![], HOST).expect("build"))
+            .iter()
+            .any(|x| x.starts_with("/sys/fs/cgroup")));
+        let mut privileged = req();
+        privileged.spec.security.privileged = true;
+        privileged.spec.security.mask_paths = false;
+        assert!(ro(&build_with(&privileged, 0, 0, vec![], v1).expect("build")).is_empty());
     }
 
     #[test]

@@ -234,6 +234,13 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     }
 }
 
+/// The filesystem type (`f_type` of statfs) of the filesystem holding `path`.
+pub fn fs_magic(path: &Path) -> io::Result<libc::c_long> {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as libc::c_long)
+        .map_err(io::Error::from)
+}
+
 /// Whether `path` is a mount point (listed in /proc/self/mountinfo).
 pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;

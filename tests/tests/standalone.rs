@@ -67,7 +67,9 @@ fn limits_visible_inside_and_oom_killed() -> Result<()> {
     let node = setup("limits")?;
     let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
                   cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max; \
-                  cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu.weight";
+                  cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu.weight; \
+                  if { echo 7 > /sys/fs/cgroup/pids/pids.max || echo 7 > /sys/fs/cgroup/pids.max; } 2>/dev/null; \
+                  then echo cgroups-writable; else echo cgroups-read-only; fi";
     node.apply(
         "l.yaml",
         &pod(
@@ -90,7 +92,7 @@ fn limits_visible_inside_and_oom_killed() -> Result<()> {
     );
     let out = node.logs("limits", "main", false)?;
     let lines: Vec<&str> = out.lines().collect();
-    ensure!(lines.len() == 3, "output {out:?}");
+    ensure!(lines.len() == 4, "output {out:?}");
     ensure!(
         lines[0] == (64u64 << 20).to_string(),
         "memory limit {out:?}"
@@ -101,6 +103,8 @@ fn limits_visible_inside_and_oom_killed() -> Result<()> {
     );
     // 250m -> 256 shares (v1) or weight 1 + (254*9999)/262142 = 10 (v2).
     ensure!(lines[2] == "256" || lines[2] == "10", "cpu shares {out:?}");
+    // An unprivileged container cannot raise its own limits (runc mounts them read-only too).
+    ensure!(lines[3] == "cgroups-read-only", "cgroup files {out:?}");
     let p = node.wait_pod("oom", T, "terminated", |p| terminated(p, "hog").is_some())?;
     let t = terminated(&p, "hog").expect("terminated");
     ensure!(t["reason"] == "OOMKilled", "reason {t}");
