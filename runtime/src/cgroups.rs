@@ -115,6 +115,22 @@ fn read_quota(dir: &Path, v2: bool) -> Result<Option<CpuQuota>, CgroupError> {
     }))
 }
 
+/// Where a cgroup's CPU quota is written: its folder in the hierarchy that has the cpu controller.
+/// The agent finds it for a keeper (see [`crate::KeeperRequest::cpu_cgroup`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CpuCgroup {
+    pub dir: PathBuf,
+    /// cgroup v2 (`cpu.max`) rather than v1 (`cpu.cfs_quota_us`, `cpu.cfs_period_us`).
+    pub v2: bool,
+}
+
+impl CpuCgroup {
+    /// Sets (or lifts, `None`) the quota.
+    pub fn set_quota(&self, want: Option<CpuQuota>) -> Result<(), CgroupError> {
+        write_quota(&self.dir, self.v2, want)
+    }
+}
+
 /// Sets (or lifts, `None`) the CPU quota in the cgroup folder `dir`; writes nothing when it is
 /// already so. On v1 the quota is lifted first so that a new period never conflicts with the old
 /// quota (a cgroup is never left more limited than asked, at worst briefly less).
@@ -397,6 +413,15 @@ impl CgroupLayout {
             out.push(cur.clone());
         }
         out
+    }
+
+    /// Where the CPU quota of the cgroup at `path` (cgroupsPath form) is written; `None` when no
+    /// hierarchy has the cpu controller.
+    pub fn cpu_cgroup(&self, path: &str) -> Option<CpuCgroup> {
+        self.cpu_dir(path).map(|dir| CpuCgroup {
+            dir,
+            v2: self.is_v2(),
+        })
     }
 
     /// The folder of the cgroup at `path` (cgroupsPath form) in the hierarchy that has the cpu

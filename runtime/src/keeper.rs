@@ -65,6 +65,11 @@ pub struct KeeperRequest {
     /// report `created <pid>`; start it only on the go-ahead on [`GO_FD`].
     #[serde(default)]
     pub hold: bool,
+    /// Where the container's CPU quota goes, found by the agent, which knows the cgroup layout
+    /// (finding it reads mountinfo, a few lines for every pod on the node). `None`: the keeper
+    /// finds it itself.
+    #[serde(default)]
+    pub cpu_cgroup: Option<crate::cgroups::CpuCgroup>,
 }
 
 /// Written by the keeper once the container's process runs.

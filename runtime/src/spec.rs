@@ -511,6 +511,7 @@ mod tests {
             log_max_files: 5,
             cgroup_path: "/kubepods/pod1/pod1-app-0".into(),
             hold: false,
+            cpu_cgroup: None,
         }
     }
 

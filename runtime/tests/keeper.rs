@@ -193,6 +193,7 @@ impl Env {
             log_max_files: 5,
             cgroup_path: self.cgroup_path(name),
             hold: false,
+            cpu_cgroup: None,
         }
     }
 

@@ -357,6 +357,14 @@ impl Starting {
         layers: &[PathBuf],
     ) -> Result<String, StartError> {
         let inner = &self.inner;
+        let cgroup_path = format!(
+            "{}/{}",
+            sandbox.cgroup_parent.trim_end_matches('/'),
+            self.id
+        );
+        let cpu_cgroup = CpuQuota::of(&spec.resources)
+            .and_then(|_| CgroupLayout::host("/").ok())
+            .and_then(|l| l.cpu_cgroup(&cgroup_path));
         let request = KeeperRequest {
             spec: spec.clone(),
             sandbox: sandbox.clone(),
@@ -364,12 +372,9 @@ impl Starting {
             log_path: self.log.clone(),
             log_max_size: inner.opts.log_max_size,
             log_max_files: inner.opts.log_max_files,
-            cgroup_path: format!(
-                "{}/{}",
-                sandbox.cgroup_parent.trim_end_matches('/'),
-                self.id
-            ),
+            cgroup_path,
             hold: self.hold,
+            cpu_cgroup,
         };
         let req_path = self.dir.join(REQUEST_FILE);
         disk::write_json_atomic(&req_path, &request).map_err(|source| {

@@ -492,12 +492,15 @@ impl Keeper {
         self.pid = container.pid().map(|p| p.as_raw());
         let container = self.container.insert(container);
         if let Some(limit) = cpu_limit {
-            CgroupLayout::detect("/")
-                .and_then(|l| l.set_cpu_quota(&req.cgroup_path, Some(limit)))
-                .map_err(|source| KeeperError::CpuLimit {
-                    id: id.clone(),
-                    source,
-                })?;
+            match &req.cpu_cgroup {
+                Some(c) => c.set_quota(Some(limit)),
+                None => CgroupLayout::detect("/")
+                    .and_then(|l| l.set_cpu_quota(&req.cgroup_path, Some(limit))),
+            }
+            .map_err(|source| KeeperError::CpuLimit {
+                id: id.clone(),
+                source,
+            })?;
         }
         // The terminal's master arrived during build(), before the process runs.
         let master = match console {

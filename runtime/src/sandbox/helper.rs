@@ -130,7 +130,7 @@ pub(super) fn ensure_shared_root(dir: &Path) -> Result<(), String> {
     // Released when dropped at the end of this function.
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("flock {}: {e}", lock_path.display()))?;
-    if sys::mount_points().iter().any(|m| m == dir) {
+    if crate::sys::is_mount_root(dir).map_err(ctx(format!("statx {}", dir.display())))? {
         return Ok(());
     }
     sys::bind(dir, dir, true).map_err(ctx(format!("bind {} onto itself", dir.display())))?;
