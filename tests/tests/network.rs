@@ -271,6 +271,11 @@ fn a_failed_pod_network_holds_the_container_back_until_it_works() -> Result<()> 
         node.logs("p", "c", false).unwrap_or_default().is_empty(),
         "the container ran"
     );
+    ensure!(
+        !log.contains("Created container: c"),
+        "a Created event for a container that never ran:\n{}",
+        node.log_tail(30)
+    );
 
     std::fs::write(&conflist, serde_json::to_vec_pretty(&node.net.conflist())?)?;
     let p = node.wait_pod("p", T, "running with an IP", |p| {
@@ -282,6 +287,10 @@ fn a_failed_pod_network_holds_the_container_back_until_it_works() -> Result<()> 
         p["status"]
     );
     ensure!(node.logs("p", "c", false)?.contains("ran"), "no output");
+    ensure!(
+        std::fs::read_to_string(node.path("bosun.log"))?.contains("Created container: c"),
+        "no Created event once it ran"
+    );
     node.delete("p.yaml")?;
     node.wait_gone("p", T)?;
     bosun_tests::check_clean(node)

@@ -199,6 +199,17 @@ impl Worker {
         super::emit(&self.ctx, &self.pod, None, kind, reason, message);
     }
 
+    /// The container's Created event: once its attempt is going to run (or its start failed),
+    /// never for an attempt abandoned before it ran.
+    fn created_event(&self, container: &str) {
+        self.cevent(
+            container,
+            "Normal",
+            "Created",
+            &format!("Created container: {container}"),
+        );
+    }
+
     /// An event about one container of the pod.
     fn cevent(&self, container: &str, kind: &str, reason: &str, message: &str) {
         super::emit(&self.ctx, &self.pod, Some(container), kind, reason, message);
@@ -1071,12 +1082,6 @@ impl Worker {
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         self.ctx.image_manager.used(&image.id);
         self.waiting.remove(&c.name);
-        self.cevent(
-            &c.name,
-            "Normal",
-            "Created",
-            &format!("Created container: {}", c.name),
-        );
         let t0 = std::time::Instant::now();
         let started = if self.network_pending.is_some() {
             // Built while the pod network is set up; runs once it is.
@@ -1087,18 +1092,26 @@ impl Worker {
                 .await;
             let network = self.finish_network().await;
             match created {
-                Ok(created) if network => created.start().await,
-                Ok(created) => {
-                    // No network: this attempt never ran and leaves no record.
+                Ok(created) if !network => {
+                    // No network: this attempt never ran and leaves no record, nor an event
+                    // (the kubelet creates no container before the pod's sandbox is up).
                     created.abort().await;
                     if let Err(e) = self.ctx.runtime.remove_container(&id).await {
                         tracing::warn!(error = %e, container = %id, "cannot remove the unstarted container");
                     }
                     return;
                 }
-                Err(e) => Err(e),
+                Ok(created) => {
+                    self.created_event(&c.name);
+                    created.start().await
+                }
+                Err(e) => {
+                    self.created_event(&c.name);
+                    Err(e)
+                }
             }
         } else {
+            self.created_event(&c.name);
             self.ctx
                 .runtime
                 .start_container(&sandbox, &spec, &image.layers)
