@@ -451,8 +451,8 @@ impl CgroupLayout {
 
     /// Sets the CPU quota of the cgroup at `path` (cgroupsPath form), or lifts it (`None`).
     pub fn set_cpu_quota(&self, path: &str, want: Option<CpuQuota>) -> Result<(), CgroupError> {
-        match self.cpu_dir(path) {
-            Some(dir) => write_quota(&dir, self.is_v2(), want),
+        match self.cpu_cgroup(path) {
+            Some(c) => c.set_quota(want),
             None if want.is_none() => Ok(()),
             None => Err(CgroupError::Other {
                 path: path.to_string(),

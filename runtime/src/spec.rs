@@ -78,9 +78,8 @@ impl HostFacts {
 fn cgroup_v1_hierarchies() -> &'static [String] {
     static DIRS: OnceLock<Vec<String>> = OnceLock::new();
     DIRS.get_or_init(|| {
-        let root = std::path::Path::new("/sys/fs/cgroup");
-        if crate::sys::fs_magic(root).ok() != Some(libc::CGROUP2_SUPER_MAGIC) {
-            let mut dirs: Vec<String> = std::fs::read_dir(root)
+        if !cgroups_rs::fs::hierarchies::is_cgroup2_unified_mode() {
+            let mut dirs: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
                 .into_iter()
                 .flatten()
                 .flatten()

@@ -199,17 +199,6 @@ impl Worker {
         super::emit(&self.ctx, &self.pod, None, kind, reason, message);
     }
 
-    /// The container's Created event: once its attempt is going to run (or its start failed),
-    /// never for an attempt abandoned before it ran.
-    fn created_event(&self, container: &str) {
-        self.cevent(
-            container,
-            "Normal",
-            "Created",
-            &format!("Created container: {container}"),
-        );
-    }
-
     /// An event about one container of the pod.
     fn cevent(&self, container: &str, kind: &str, reason: &str, message: &str) {
         super::emit(&self.ctx, &self.pod, Some(container), kind, reason, message);
@@ -1083,8 +1072,8 @@ impl Worker {
         self.ctx.image_manager.used(&image.id);
         self.waiting.remove(&c.name);
         let t0 = std::time::Instant::now();
-        let started = if self.network_pending.is_some() {
-            // Built while the pod network is set up; runs once it is.
+        // Built while the pod network is set up, it runs once the network is there.
+        let held = if self.network_pending.is_some() {
             let created = self
                 .ctx
                 .runtime
@@ -1101,21 +1090,26 @@ impl Worker {
                     }
                     return;
                 }
-                Ok(created) => {
-                    self.created_event(&c.name);
-                    created.start().await
-                }
-                Err(e) => {
-                    self.created_event(&c.name);
-                    Err(e)
-                }
+                created => Some(created),
             }
         } else {
-            self.created_event(&c.name);
-            self.ctx
-                .runtime
-                .start_container(&sandbox, &spec, &image.layers)
-                .await
+            None
+        };
+        self.cevent(
+            &c.name,
+            "Normal",
+            "Created",
+            &format!("Created container: {}", c.name),
+        );
+        let started = match held {
+            Some(Ok(created)) => created.start().await,
+            Some(Err(e)) => Err(e),
+            None => {
+                self.ctx
+                    .runtime
+                    .start_container(&sandbox, &spec, &image.layers)
+                    .await
+            }
         };
         crate::server::metrics::observe_runtime_operation("start_container", t0.elapsed());
         match started {
