@@ -79,10 +79,16 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), ApplyError> {
     match &u.status {
         Some(status) => {
             let uid = if u.mirror {
-                match api.get_opt(&u.name).await? {
-                    Some(p) if super::mirror::is_mirror(&p) => p.metadata.uid.unwrap_or_default(),
-                    // No mirror pod yet: retried until the mirror manager made it.
-                    _ => return Err(ApplyError::NoMirror),
+                match api.get_opt(&u.name).await {
+                    Ok(Some(p)) if super::mirror::is_mirror(&p) => {
+                        p.metadata.uid.unwrap_or_default()
+                    }
+                    // No mirror pod yet (the Node authorizer answers 403, not 404, for a pod
+                    // that is not bound to this node, so one that does not exist): retried until
+                    // the mirror manager made it again.
+                    Ok(_) => return Err(ApplyError::NoMirror),
+                    Err(kube::Error::Api(e)) if e.code == 403 => return Err(ApplyError::NoMirror),
+                    Err(e) => return Err(e.into()),
                 }
             } else {
                 u.uid.clone()

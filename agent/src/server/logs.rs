@@ -369,13 +369,44 @@ impl Tail {
     }
 }
 
-/// Streams the log into `tx` (one chunk per batch). Returns when done or the receiver is gone.
+/// How long the end of a log response waits after its last chunk was taken, so that the chunk
+/// goes out (flushed) before the end of the chunked body: the kubelet flushes every write, and
+/// the apiserver's WebSocket log stream (`binary.k8s.io`) drops data that arrives together with
+/// the end of the response, so a short log came back empty.
+const FLUSH_BEFORE_END: Duration = Duration::from_millis(20);
+
+/// Streams the log into `tx` (one chunk per batch). Returns when done or the receiver is gone,
+/// once the last chunk has been handed to the connection and flushed on its own.
 pub async fn stream(
     ctx: Arc<Ctx>,
     path: PathBuf,
     id: String,
     o: LogOptions,
     tx: mpsc::Sender<Bytes>,
+) {
+    stream_records(ctx, path, id, o, &tx).await;
+    flush_before_end(&tx).await;
+}
+
+/// Waits until the response body took every chunk (its stream then finds the channel empty and
+/// the connection flushes what it has) and a moment more, before the end of the body.
+pub async fn flush_before_end(tx: &mpsc::Sender<Bytes>) {
+    let drained = async {
+        while !tx.is_closed() && tx.capacity() < tx.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drained).await.is_ok() && !tx.is_closed() {
+        tokio::time::sleep(FLUSH_BEFORE_END).await;
+    }
+}
+
+async fn stream_records(
+    ctx: Arc<Ctx>,
+    path: PathBuf,
+    id: String,
+    o: LogOptions,
+    tx: &mpsc::Sender<Bytes>,
 ) {
     // Rotated files first, then the current file through a handle that survives its rotation.
     let mut first = Vec::new();
