@@ -121,15 +121,16 @@ awk '/^Types:/{print "Types: deb-src"; next} {print}' /etc/apt/sources.list.d/de
   >"$apt/parts/debian-src.sources" 2>/dev/null || true
 [ -s "$apt/parts/debian-src.sources" ] || { echo "$0: no /etc/apt/sources.list.d/debian.sources" >&2; exit 1; }
 A=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/parts"
-   -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
+   -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o APT::Sandbox::User=root)
 apt-get "${A[@]}" update -qq
-(cd "$work/bbsrc" && apt-get "${A[@]}" source -qq --download-only busybox 2>/dev/null &&
-  dpkg-source -x ./busybox_*.dsc bb >/dev/null)
+# apt checked the files against the signed Release; dpkg-source has no keyring to check the .dsc.
+(cd "$work/bbsrc" && apt-get "${A[@]}" source -qq --download-only busybox &&
+  dpkg-source -x ./busybox_*.dsc bb >/dev/null 2>&1)
 bb=$work/bbsrc/bb
 cp "$bb/debian/config/pkg/static" "$bb/.config"
 sed -i 's/^# CONFIG_FEATURE_DI_ENV_HACK is not set/CONFIG_FEATURE_DI_ENV_HACK=y/' "$bb/.config"
-(cd "$bb" && yes "" | make oldconfig >/dev/null 2>&1 && make -j"$(nproc)" busybox >"$work/bb.log" 2>&1) ||
-  { tail -20 "$work/bb.log" >&2; exit 1; }
+(cd "$bb" && { yes "" | make oldconfig >"$work/bb.log" 2>&1 || true; } &&
+  make -j"$(nproc)" busybox >>"$work/bb.log" 2>&1) || { tail -20 "$work/bb.log" >&2; exit 1; }
 [ "$(env 'data-1=ok' "$bb/busybox" sh -c env | grep -c '^data-1=ok$')" = 1 ] ||
   { echo "$0: the built busybox drops data-1 from the environment" >&2; exit 1; }
 
@@ -208,7 +209,7 @@ oci "$work/pause" pause:3.10.2 '{"User":"65535:65535","Entrypoint":["/pause"]}'
 
 # --- nginx ----------------------------------------------------------------------------------------
 echo "nginx: Debian's package, unpacked (not installed)"
-(cd "$work" && apt-get download -qq nginx 2>/dev/null && dpkg-deb -x nginx_*.deb nginx-deb)
+(cd "$work" && apt-get download -qq -o APT::Sandbox::User=root nginx && dpkg-deb -x nginx_*.deb nginx-deb)
 r=$work/nginx
 base "$r"
 with_libs "$r" "$work/nginx-deb/usr/sbin/nginx"

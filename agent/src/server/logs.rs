@@ -690,6 +690,27 @@ mod tests {
         assert_eq!(attempt_log(&old.join("missing"), false), None);
     }
 
+    #[tokio::test]
+    async fn the_end_waits_until_the_last_chunk_was_taken() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        tx.send(Bytes::from_static(b"short log\n")).await.expect("send");
+        let took = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = took.clone();
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let b = rx.recv().await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            // The end of the body (all senders gone) comes only after that.
+            (b, rx.recv().await)
+        });
+        flush_before_end(&tx).await;
+        assert!(took.load(std::sync::atomic::Ordering::SeqCst));
+        drop(tx);
+        let (first, end) = reader.await.expect("reader");
+        assert_eq!(first.as_deref(), Some(&b"short log\n"[..]));
+        assert_eq!(end, None);
+    }
+
     #[test]
     fn query_decoding() {
         let p = q("command=sh&command=-c&command=echo%20hi+there&stdin=1");
