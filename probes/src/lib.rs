@@ -331,9 +331,10 @@ fn url_of(h: &HttpGet) -> String {
 pub fn resolve_location(current: &HttpGet, loc: &str) -> Option<HttpGet> {
     let loc = loc.trim();
     let mut next = current.clone();
-    let rest = if let Some((scheme, rest)) = loc.split_once("://").filter(|(s, _)| {
-        s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https")
-    }) {
+    let rest = if let Some((scheme, rest)) = loc
+        .split_once("://")
+        .filter(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+    {
         next.scheme = scheme.to_ascii_uppercase();
         Some(rest)
     } else {
@@ -399,7 +400,12 @@ pub async fn http_get_warn(h: &HttpGet) -> (Outcome, Option<String>) {
     loop {
         let resp = match fetch(&current).await {
             Ok(r) => r,
-            Err(e) => return (Outcome::Failure(format!("get {}: {e}", url_of(&current))), None),
+            Err(e) => {
+                return (
+                    Outcome::Failure(format!("get {}: {e}", url_of(&current))),
+                    None,
+                )
+            }
         };
         match http_step(&h.host, &current, &resp, redirects) {
             Step::Done(o, warning) => return (o, warning),
@@ -436,11 +442,17 @@ pub fn parse_response(raw: &[u8]) -> Option<Response> {
     let header = |name: &str| {
         head.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let mut body = if chunked { dechunk(body) } else { body.to_vec() };
+    let mut body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
     if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.truncate(n);
     }
@@ -654,12 +666,18 @@ mod tests {
         assert_eq!(r("c?y=2"), t("HTTP", "10.0.0.5", 8080, "/a/c?y=2"));
         assert_eq!(r("?y=2"), t("HTTP", "10.0.0.5", 8080, "/a/b?y=2"));
         assert_eq!(r("http://0.0.0.0/"), t("HTTP", "0.0.0.0", 80, "/"));
-        assert_eq!(r("https://10.0.0.5:8443/s#frag"), t("HTTPS", "10.0.0.5", 8443, "/s"));
+        assert_eq!(
+            r("https://10.0.0.5:8443/s#frag"),
+            t("HTTPS", "10.0.0.5", 8443, "/s")
+        );
         assert_eq!(r("//other:81"), t("HTTP", "other", 81, "/"));
         assert_eq!(r("http://[fd00::1]:90/v6"), t("HTTP", "fd00::1", 90, "/v6"));
         assert_eq!(r("http://:80/"), None);
         // The probe's own headers go along.
-        assert_eq!(resolve_location(&cur, "/h").map(|h| h.headers), Some(cur.headers.clone()));
+        assert_eq!(
+            resolve_location(&cur, "/h").map(|h| h.headers),
+            Some(cur.headers.clone())
+        );
     }
 
     #[test]

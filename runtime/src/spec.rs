@@ -666,13 +666,15 @@ mod tests {
 
         // Adding one the host cannot grant: containerd's and runc's error, before any start.
         let reduced = HostFacts {
-            own_caps: u64::MAX & !(1 << 24),
+            own_caps: !(1 << 24),
             ..HOST
         };
         let mut r = req();
         r.spec.security.capabilities = vec!["SYS_RESOURCE".into(), "CAP_CHOWN".into()];
         let e = build_with(&r, 0, 0, vec![], reduced).expect_err("refused");
-        assert!(matches!(&e, SpecError::CapsNotPermitted { caps, .. } if caps == &["CAP_SYS_RESOURCE"]));
+        assert!(
+            matches!(&e, SpecError::CapsNotPermitted { caps, .. } if caps == &["CAP_SYS_RESOURCE"])
+        );
         assert!(e
             .to_string()
             .contains("unable to apply caps: operation not permitted"));
@@ -718,10 +720,9 @@ mod tests {
             .and_then(|p| p.capabilities().clone())
             .expect("caps");
         assert_eq!(c3.bounding().as_ref().map(|b| b.len()), Some(40));
-        assert!(c3
-            .bounding()
-            .as_ref()
-            .is_some_and(|b| !b.contains(&Capability::SysResource) && b.contains(&Capability::SysAdmin)));
+        assert!(c3.bounding().as_ref().is_some_and(
+            |b| !b.contains(&Capability::SysResource) && b.contains(&Capability::SysAdmin)
+        ));
         let linux = s.linux().as_ref().expect("linux");
         let devs = linux
             .resources()

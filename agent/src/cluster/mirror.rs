@@ -255,10 +255,7 @@ mod tests {
             Some(crate::pods::status::time(std::time::SystemTime::UNIX_EPOCH));
         mirrors.insert("kube-system/a".into(), deleting);
         let p = plan(&statics, &mirrors);
-        assert!(p.contains(&Action::Delete(
-            "kube-system/a".into(),
-            "uid-a-true".into()
-        )));
+        assert!(p.contains(&Action::Delete("kube-system/a".into(), "uid-a-true".into())));
         assert!(p.contains(&Action::Create("kube-system/a".into())));
         // Its static pod is gone too: deleted, not recreated.
         let only_b: DesiredPods = [("b".to_string(), pod("b", "h2", false).into())].into();

@@ -345,7 +345,9 @@ pub async fn lease_loop(client: Client, name: String) {
                             let uid = node.and_then(|n| n.metadata.uid);
                             set_node_owner(&mut lease, &name, uid.as_deref());
                         }
-                        Err(e) => tracing::debug!(error = %e, "cannot read the node to own its lease"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot read the node to own its lease")
+                        }
                     }
                 }
                 if exists {

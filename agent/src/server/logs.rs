@@ -396,7 +396,11 @@ pub async fn flush_before_end(tx: &mpsc::Sender<Bytes>) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), drained).await.is_ok() && !tx.is_closed() {
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_ok()
+        && !tx.is_closed()
+    {
         tokio::time::sleep(FLUSH_BEFORE_END).await;
     }
 }
@@ -693,7 +697,9 @@ mod tests {
     #[tokio::test]
     async fn the_end_waits_until_the_last_chunk_was_taken() {
         let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-        tx.send(Bytes::from_static(b"short log\n")).await.expect("send");
+        tx.send(Bytes::from_static(b"short log\n"))
+            .await
+            .expect("send");
         let took = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = took.clone();
         let reader = tokio::spawn(async move {

@@ -207,11 +207,17 @@ mod tests {
             decode(V1_BASE64, &Message::text("0Zm9vCg==")),
             Some(b"\x00foo\n".to_vec())
         );
-        assert_eq!(encode(V1_BASE64, frame(STDOUT, b"\n")), Message::text("1Cg=="));
+        assert_eq!(
+            encode(V1_BASE64, frame(STDOUT, b"\n")),
+            Message::text("1Cg==")
+        );
         assert_eq!(encode(V4_BASE64, frame(STDOUT, b"")), Message::text("1"));
         assert_eq!(decode(V1_BASE64, &Message::text("0%%%")), None);
         // A resize arrives as base64 JSON on channel '4'.
-        let resize = decode(V4_BASE64, &Message::text("4eyJXaWR0aCI6ODAsIkhlaWdodCI6MjR9"));
+        let resize = decode(
+            V4_BASE64,
+            &Message::text("4eyJXaWR0aCI6ODAsIkhlaWdodCI6MjR9"),
+        );
         assert_eq!(
             resize.as_deref().map(|m| parse(V4_BASE64, m)),
             Some(Incoming::Resize {
@@ -220,7 +226,10 @@ mod tests {
             })
         );
         // The binary protocols pass frames through (text ones too, as wsstream reads both).
-        assert_eq!(encode(V1, frame(STDERR, b"x")), Message::binary(vec![2, b'x']));
+        assert_eq!(
+            encode(V1, frame(STDERR, b"x")),
+            Message::binary(vec![2, b'x'])
+        );
         assert_eq!(decode(NONE, &Message::text("\u{0}a")), Some(vec![0, b'a']));
         assert_eq!(decode(V4, &Message::Ping(Default::default())), None);
     }

@@ -209,9 +209,10 @@ fn prepare_logs(paths: &RuntimePaths, spec: &ContainerSpec, log: &Path) -> Resul
     let link = log_symlink(paths, spec);
     // Atomic replace: a new link beside it (a short name: the link's may be 255 bytes), renamed
     // over the old one.
-    let tmp = paths
-        .container_logs_dir
-        .join(format!(".{}.tmp", spec.id.chars().take(64).collect::<String>()));
+    let tmp = paths.container_logs_dir.join(format!(
+        ".{}.tmp",
+        spec.id.chars().take(64).collect::<String>()
+    ));
     let _ = std::fs::remove_file(&tmp);
     let made = std::os::unix::fs::symlink(log, &tmp).and_then(|()| std::fs::rename(&tmp, &link));
     if let Err(source) = made {
