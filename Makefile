@@ -1,4 +1,4 @@
-# The two commands of the README. Everything else is in hack/.
+# The commands of the README. Everything else is in hack/ and tests/.
 .PHONY: up down test conformance
 
 up:    ## build bosun and the test image, run bosun on examples/, show pods and logs
