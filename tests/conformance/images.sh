@@ -9,12 +9,17 @@
 #                      group of the docker library image, Cmd sh
 #   agnhost:2.66.1     test/images/agnhost built from the module (also tagged 2.55 for AgnhostPrev)
 #                      on the busybox tree, with bash and curl (and their libraries) from the host,
-#                      porter's certificate, the image's user and group; Entrypoint /agnhost
+#                      Debian's netcat-openbsd as /usr/bin/nc (alpine's agnhost has it: its UDP
+#                      `nc -w 1 -u` waits for the answer, busybox's does not), porter's
+#                      certificate, the image's user and group; Entrypoint /agnhost
 #   pause:3.10.2       build/pause/linux/pause.c, static, user 65535
 #   nginx:1.15-4       Debian's nginx (apt-get download, not installed) with its libraries on the
 #   nginx:1.27-0         busybox tree, serving the default page on port 80 in the foreground
 #   nonewprivs:1.4     test/images/nonewprivs (nnp) setuid root on the busybox tree
 #   nonroot:1.5        the busybox tree with user 1234
+#   glibc-dns-testing:2.0.0  the busybox tree with glibc's `hostname` (Debian's, with its
+#                      libraries) and an nsswitch.conf, so `hostname -f` resolves through
+#                      /etc/hosts as on upstream's debian:bookworm-slim (no dig, no coredns)
 #
 # Each layout is rebuilt when this script changes (the stamp holds its hash). `images.sh push`
 # copies them to the local registry $CONF_REGISTRY under the upstream paths (needs it running).
@@ -28,7 +33,7 @@ want=$(cat "$0" "$here/env.sh" | sha256sum | cut -d' ' -f1)
 # name:tag, the registry path of the upstream image (the registry list's prefix) and the layout.
 IMAGES="e2e-test-images/busybox:1.37.0-1 e2e-test-images/agnhost:2.66.1 e2e-test-images/agnhost:2.55
 pause:3.10.2 e2e-test-images/nginx:1.15-4 e2e-test-images/nginx:1.27-0
-e2e-test-images/nonewprivs:1.4 e2e-test-images/nonroot:1.5"
+e2e-test-images/nonewprivs:1.4 e2e-test-images/nonroot:1.5 e2e-test-images/glibc-dns-testing:2.0.0"
 layout() { local n=${1%:*}; echo "$CONF_IMAGES/${n//\//_}"; }
 
 push() {
@@ -194,6 +199,10 @@ mkdir -p "$r/uploads"
 cp "$K8S_SRC/test/images/agnhost/porter/localhost.crt" "$K8S_SRC/test/images/agnhost/porter/localhost.key" "$r/"
 chmod 0644 "$r/localhost.crt" "$r/localhost.key"
 with_libs "$r" "$(command -v bash)" "$(command -v curl)"
+(cd "$work" && apt-get download -qq -o APT::Sandbox::User=root netcat-openbsd &&
+  dpkg-deb -x netcat-openbsd_*.deb nc-deb)
+with_libs "$r" "$work/nc-deb/bin/nc.openbsd"
+rm -rf "$r$work"; install -D -m 0755 "$work/nc-deb/bin/nc.openbsd" "$r/usr/bin/nc"
 echo 'user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh' >>"$r/etc/passwd"
 printf '%s\n' 'user-defined-in-image:x:1000:' 'group-defined-in-image:x:50000:user-defined-in-image' >>"$r/etc/group"
 mkdir -p "$r/home/user-defined-in-image"
@@ -265,6 +274,14 @@ gobuild k8s.io/kubernetes/test/images/nonewprivs "$r/usr/local/bin/nnp"
 chmod 4755 "$r/usr/local/bin/nnp"
 oci "$r" e2e-test-images/nonewprivs:1.4 "{\"Env\":[\"$PATH_ENV\"],\"Cmd\":[\"nnp\"]}"
 oci "$work/busybox" e2e-test-images/nonroot:1.5 "{\"Env\":[\"$PATH_ENV\"],\"Cmd\":[\"sh\"],\"User\":\"1234\"}"
+
+# --- glibc-dns-testing ----------------------------------------------------------------------------
+r=$work/glibc
+base "$r"
+rm -f "$r/bin/hostname"
+with_libs "$r" /bin/hostname
+printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$r/etc/nsswitch.conf"
+oci "$r" e2e-test-images/glibc-dns-testing:2.0.0 "{\"Env\":[\"$PATH_ENV\"],\"Cmd\":[\"sh\"]}"
 
 echo "$want" >"$stamp"
 echo "built $(wc -w <<<"$IMAGES") images in $(( $(date +%s) - start ))s"
