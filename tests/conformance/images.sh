@@ -5,8 +5,10 @@
 #
 #   busybox:1.37.0-1   Debian's busybox 1.35 built from its source package (apt-get source) with
 #                      Debian's FEATURE_DI_ENV_HACK, so `sh -c env` keeps names like `data-1` as
-#                      upstream's busybox 1.37 does; every applet a symlink in /bin, the passwd and
-#                      group of the docker library image, Cmd sh
+#                      upstream's busybox 1.37 does, and without Debian's FEATURE_SH_STANDALONE
+#                      and FEATURE_PREFER_APPLETS (off in busybox's defconfig: programs come from
+#                      PATH); every applet a symlink in /bin, the passwd and group of the docker
+#                      library image, Cmd sh
 #   agnhost:2.66.1     test/images/agnhost built from the module (also tagged 2.55 for AgnhostPrev)
 #                      on the busybox tree, with bash and curl (and their libraries) from the host,
 #                      Debian's netcat-openbsd as /usr/bin/nc (alpine's agnhost has it: its UDP
@@ -133,7 +135,11 @@ apt-get "${A[@]}" update -qq
   dpkg-source -x ./busybox_*.dsc bb >/dev/null 2>&1)
 bb=$work/bbsrc/bb
 cp "$bb/debian/config/pkg/static" "$bb/.config"
-sed -i 's/^# CONFIG_FEATURE_DI_ENV_HACK is not set/CONFIG_FEATURE_DI_ENV_HACK=y/' "$bb/.config"
+# Debian's rescue-shell settings off, as in busybox's defconfig (the docker library image's):
+# ash runs programs from PATH (agnhost's /usr/bin/nc), not its own applets first.
+sed -i -e 's/^# CONFIG_FEATURE_DI_ENV_HACK is not set/CONFIG_FEATURE_DI_ENV_HACK=y/' \
+  -e 's/^CONFIG_FEATURE_SH_STANDALONE=y/# CONFIG_FEATURE_SH_STANDALONE is not set/' \
+  -e 's/^CONFIG_FEATURE_PREFER_APPLETS=y/# CONFIG_FEATURE_PREFER_APPLETS is not set/' "$bb/.config"
 (cd "$bb" && { yes "" | make oldconfig >"$work/bb.log" 2>&1 || true; } &&
   make -j"$(nproc)" busybox >>"$work/bb.log" 2>&1) || { tail -20 "$work/bb.log" >&2; exit 1; }
 [ "$(env 'data-1=ok' "$bb/busybox" sh -c env | grep -c '^data-1=ok$')" = 1 ] ||
