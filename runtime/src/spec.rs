@@ -27,6 +27,10 @@ pub enum SpecError {
     },
     #[error("container {id}: {reason}")]
     Bad { id: String, reason: String },
+    /// The message a kubelet with containerd and runc shows for a capability the host's
+    /// bounding set lacks (the capset of runc's init fails with EPERM).
+    #[error("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: unable to apply caps: operation not permitted: unknown (container {id}: {caps:?} not in this node's capability bounding set)")]
+    CapsNotPermitted { id: String, caps: Vec<String> },
 }
 
 /// Facts about the host the spec depends on.
@@ -36,6 +40,10 @@ pub struct HostFacts {
     pub nofile_hard: u64,
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability this kernel knows.
     pub cap_last_cap: u32,
+    /// Our own effective capabilities (`CapEff` of /proc/self/status, bit n = capability n):
+    /// what a privileged container gets (containerd's `WithAllCurrentCapabilities`) and all a
+    /// container can be given (a host whose bounding set lacks one cannot grant it).
+    pub own_caps: u64,
     /// The lowest oom_score_adj we may give: without CAP_SYS_RESOURCE a process can only raise
     /// its score above its own (the Guaranteed pods' -997 would fail the create), so we clamp to
     /// our own value, as we clamp rlimits.
@@ -63,6 +71,7 @@ impl HostFacts {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
+            own_caps: own_effective_caps().unwrap_or(u64::MAX),
             min_oom_score_adj: if has_cap_sys_resource() {
                 -1000
             } else {
@@ -95,15 +104,80 @@ fn cgroup_v1_hierarchies() -> &'static [String] {
     })
 }
 
-/// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
-fn has_cap_sys_resource() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// This process's effective capabilities, as a bitmap.
+fn own_effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map(|caps| caps & (1 << 24) != 0)
-        .unwrap_or(false)
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
+fn has_cap_sys_resource() -> bool {
+    own_effective_caps().is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// The capabilities of a container: a privileged one gets every capability we have (up to the
+/// kernel's last), as containerd gives it the runtime's own current ones; otherwise the
+/// requested list, each of which we must have ourselves. `Err` names the unknown capability, or
+/// lists those this host cannot grant.
+pub fn container_caps(
+    privileged: bool,
+    requested: &[String],
+    host: &HostFacts,
+) -> Result<Vec<String>, CapsError> {
+    let have = |i: usize| i <= host.cap_last_cap as usize && host.own_caps & (1u64 << i) != 0;
+    if privileged {
+        return Ok(ALL_CAPS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| have(*i))
+            .map(|(_, c)| c.to_string())
+            .collect());
+    }
+    let mut v: Vec<String> = Vec::new();
+    let mut missing = Vec::new();
+    for c in requested {
+        let n = normalize_cap(c);
+        let Some(i) = ALL_CAPS.iter().position(|k| *k == n) else {
+            return Err(CapsError::Unknown(c.clone()));
+        };
+        if !have(i) && !missing.contains(&n) {
+            missing.push(n.clone());
+        }
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    if missing.is_empty() {
+        Ok(v)
+    } else {
+        Err(CapsError::NotPermitted(missing))
+    }
+}
+
+/// containerd's default environment (`defaultUnixEnv` of its default spec).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The process environment: `env` in order, after containerd's default PATH when neither the
+/// image nor the pod sets one (containerd's default spec starts with it, and image and pod
+/// variables replace or append to it).
+pub fn process_env(env: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::with_capacity(env.len() + 1);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        out.push(DEFAULT_PATH.to_string());
+    }
+    out.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    out
+}
+
+/// Why a container's capabilities cannot be set.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CapsError {
+    Unknown(String),
+    /// Capabilities outside this host's (our) set: runc's capset fails with EPERM.
+    NotPermitted(Vec<String>),
 }
 
 /// Every capability, by number (index = capability number).
@@ -203,27 +277,18 @@ pub fn build_with(
     if spec.args.is_empty() {
         return Err(bad("no command to run".into()));
     }
-    let caps: Vec<String> = if sec.privileged {
-        ALL_CAPS
-            .iter()
-            .take(host.cap_last_cap as usize + 1)
-            .map(|s| s.to_string())
-            .collect()
-    } else {
-        let mut v: Vec<String> = Vec::new();
-        for c in &sec.capabilities {
-            let n = normalize_cap(c);
-            if !ALL_CAPS.contains(&n.as_str()) {
-                return Err(bad(format!("unknown capability {c}")));
-            }
-            if !v.contains(&n) {
-                v.push(n);
-            }
+    let caps = match container_caps(sec.privileged, &sec.capabilities, &host) {
+        Ok(caps) => caps,
+        Err(CapsError::Unknown(c)) => return Err(bad(format!("unknown capability {c}"))),
+        Err(CapsError::NotPermitted(caps)) => {
+            return Err(SpecError::CapsNotPermitted {
+                id: spec.id.clone(),
+                caps,
+            })
         }
-        v
     };
     let nofile = WANTED_NOFILE.min(host.nofile_hard);
-    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env = process_env(&spec.env);
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
 
     let process = json!({
@@ -438,6 +503,7 @@ mod tests {
     const HOST: HostFacts = HostFacts {
         nofile_hard: 20_000,
         cap_last_cap: 40,
+        own_caps: u64::MAX,
         min_oom_score_adj: -1000,
         cgroup_v1_hierarchies: &[],
     };
@@ -554,6 +620,30 @@ mod tests {
     }
 
     #[test]
+    fn an_image_without_path_gets_containerds_default() {
+        let env = |kv: &[(&str, &str)]| {
+            process_env(
+                &kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            env(&[("A", "1")]),
+            vec![DEFAULT_PATH.to_string(), "A=1".to_string()]
+        );
+        assert_eq!(env(&[("PATH", "/x"), ("B", "2")]), vec!["PATH=/x", "B=2"]);
+        let mut r = req();
+        r.spec.env = vec![("HOME".into(), "/root".into())];
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let process_env = s.process().as_ref().and_then(|p| p.env().clone());
+        assert_eq!(
+            process_env,
+            Some(vec![DEFAULT_PATH.to_string(), "HOME=/root".to_string()])
+        );
+    }
+
+    #[test]
     fn capabilities_are_the_final_list() {
         let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
         let c = s
@@ -573,6 +663,25 @@ mod tests {
         let mut r = req();
         r.spec.security.capabilities = vec!["CAP_NOPE".into()];
         assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+
+        // Adding one the host cannot grant: containerd's and runc's error, before any start.
+        let reduced = HostFacts {
+            own_caps: !(1 << 24),
+            ..HOST
+        };
+        let mut r = req();
+        r.spec.security.capabilities = vec!["SYS_RESOURCE".into(), "CAP_CHOWN".into()];
+        let e = build_with(&r, 0, 0, vec![], reduced).expect_err("refused");
+        assert!(
+            matches!(&e, SpecError::CapsNotPermitted { caps, .. } if caps == &["CAP_SYS_RESOURCE"])
+        );
+        assert!(e
+            .to_string()
+            .contains("unable to apply caps: operation not permitted"));
+        assert_eq!(
+            container_caps(false, &["chown".into()], &reduced),
+            Ok(vec!["CAP_CHOWN".to_string()])
+        );
     }
 
     #[test]
@@ -598,6 +707,22 @@ mod tests {
             .and_then(|p| p.capabilities().clone())
             .expect("caps");
         assert_eq!(c2.bounding().as_ref().map(|b| b.len()), Some(38));
+        // A host whose bounding set lacks CAP_SYS_RESOURCE (24): privileged containers get what
+        // we have, as with containerd, instead of failing their capset.
+        let reduced = HostFacts {
+            own_caps: ((1u64 << 41) - 1) & !(1 << 24),
+            ..HOST
+        };
+        let s3 = build_with(&r, 0, 0, vec![], reduced).expect("build");
+        let c3 = s3
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("caps");
+        assert_eq!(c3.bounding().as_ref().map(|b| b.len()), Some(40));
+        assert!(c3.bounding().as_ref().is_some_and(
+            |b| !b.contains(&Capability::SysResource) && b.contains(&Capability::SysAdmin)
+        ));
         let linux = s.linux().as_ref().expect("linux");
         let devs = linux
             .resources()

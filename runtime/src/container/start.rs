@@ -157,16 +157,36 @@ pub(crate) fn log_path(paths: &RuntimePaths, spec: &ContainerSpec) -> PathBuf {
         .join(format!("{}.log", spec.attempt))
 }
 
-/// `<container_logs_dir>/<pod>_<ns>_<container>-<id>.log`
+/// The longest file name ext4 (and most file systems) take.
+const MAX_FILE_NAME: usize = 255;
+
+/// `<container_logs_dir>/<pod>_<ns>_<container>-<id>.log`, the name cut to 255 bytes (before
+/// `.log`) as the kubelet's `logSymlink` does for long pod and container names.
 pub(crate) fn log_symlink(paths: &RuntimePaths, spec: &ContainerSpec) -> PathBuf {
-    paths.container_logs_dir.join(format!(
-        "{}_{}_{}-{}.log",
-        spec.pod_name, spec.pod_namespace, spec.name, spec.id
+    paths.container_logs_dir.join(log_symlink_name(
+        &spec.pod_name,
+        &spec.pod_namespace,
+        &spec.name,
+        &spec.id,
     ))
 }
 
+pub(crate) fn log_symlink_name(pod: &str, ns: &str, container: &str, id: &str) -> String {
+    let mut name = format!("{pod}_{ns}_{container}-{id}");
+    let max = MAX_FILE_NAME - ".log".len();
+    if name.len() > max {
+        let mut cut = max;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    name + ".log"
+}
+
 /// Creates the log folders (mode 0755) and points the symlink at the log file (replacing one
-/// that exists).
+/// that exists). A symlink that cannot be made is logged and the container starts anyway (the
+/// kubelet only logs "Failed to create legacy symbolic link").
 fn prepare_logs(paths: &RuntimePaths, spec: &ContainerSpec, log: &Path) -> Result<(), StartError> {
     let container_dir = log.parent().unwrap_or(&paths.pod_logs_dir);
     std::fs::create_dir_all(container_dir).map_err(|source| StartError::LogDir {
@@ -187,15 +207,19 @@ fn prepare_logs(paths: &RuntimePaths, spec: &ContainerSpec, log: &Path) -> Resul
         source,
     })?;
     let link = log_symlink(paths, spec);
-    let link_err = |source| StartError::LogSymlink {
-        path: link.clone(),
-        source,
-    };
-    // Atomic replace: a new link beside it, renamed over the old one.
-    let tmp = link.with_extension("log.tmp");
+    // Atomic replace: a new link beside it (a short name: the link's may be 255 bytes), renamed
+    // over the old one.
+    let tmp = paths.container_logs_dir.join(format!(
+        ".{}.tmp",
+        spec.id.chars().take(64).collect::<String>()
+    ));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(log, &tmp).map_err(link_err)?;
-    std::fs::rename(&tmp, &link).map_err(link_err)?;
+    let made = std::os::unix::fs::symlink(log, &tmp).and_then(|()| std::fs::rename(&tmp, &link));
+    if let Err(source) = made {
+        let _ = std::fs::remove_file(&tmp);
+        let e = StartError::LogSymlink { path: link, source };
+        tracing::warn!(container = %spec.id, "{e}");
+    }
     Ok(())
 }
 
@@ -623,5 +647,27 @@ impl LineReader {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_symlink_names_fit_a_file_name() {
+        assert_eq!(
+            log_symlink_name("web", "ns", "app", "c1"),
+            "web_ns_app-c1.log"
+        );
+        // The kubelet's logSymlink: cut to 251 bytes, then `.log`.
+        let (pod, ctr, id) = ("p".repeat(200), "c".repeat(63), "f".repeat(64));
+        let name = log_symlink_name(&pod, "e2e-tests-1", &ctr, &id);
+        assert_eq!(name.len(), 255);
+        assert!(name.starts_with(&format!("{pod}_e2e-tests-1_ccc")));
+        assert!(name.ends_with("c.log"), "{name}");
+        // Never inside a UTF-8 sequence.
+        let name = log_symlink_name(&"é".repeat(200), "ns", "c", "id");
+        assert!(name.len() <= 255 && name.ends_with(".log"));
     }
 }
