@@ -203,25 +203,7 @@ pub fn build_with(
     if spec.args.is_empty() {
         return Err(bad("no command to run".into()));
     }
-    let caps: Vec<String> = if sec.privileged {
-        ALL_CAPS
-            .iter()
-            .take(host.cap_last_cap as usize + 1)
-            .map(|s| s.to_string())
-            .collect()
-    } else {
-        let mut v: Vec<String> = Vec::new();
-        for c in &sec.capabilities {
-            let n = normalize_cap(c);
-            if !ALL_CAPS.contains(&n.as_str()) {
-                return Err(bad(format!("unknown capability {c}")));
-            }
-            if !v.contains(&n) {
-                v.push(n);
-            }
-        }
-        v
-    };
+    let caps = capabilities(sec, host).map_err(|c| bad(format!("unknown capability {c}")))?;
     let nofile = WANTED_NOFILE.min(host.nofile_hard);
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
@@ -239,6 +221,10 @@ pub fn build_with(
         // Always set: otherwise the container inherits the keeper's (the agent's) score.
         "oomScoreAdj": spec.oom_score_adj.max(host.min_oom_score_adj),
     });
+    let mut process = process;
+    if let Some(label) = &req.apparmor_label {
+        process["apparmorProfile"] = json!(label);
+    }
 
     let sys_opt = if sec.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
@@ -277,7 +263,12 @@ pub fn build_with(
                            "source": m.source, "options": opts}));
     }
 
-    let mut namespaces = vec![json!({"type": "mount"})];
+    // The pod's user namespace first: libcontainer joins it before the others, which it owns.
+    let mut namespaces = Vec::new();
+    if let Some(p) = &sb.userns {
+        namespaces.push(json!({"type": "user", "path": p}));
+    }
+    namespaces.push(json!({"type": "mount"}));
     if host.cgroup_v1_hierarchies.is_empty() {
         namespaces.push(json!({"type": "cgroup"}));
     }
@@ -397,6 +388,13 @@ pub fn build_with(
     if !readonly.is_empty() {
         linux["readonlyPaths"] = json!(readonly);
     }
+    if let Some(f) = &req.seccomp {
+        linux["seccomp"] =
+            serde_json::to_value(&f.filter).map_err(|source| SpecError::Invalid {
+                id: spec.id.clone(),
+                source,
+            })?;
+    }
 
     let mut annotations = serde_json::Map::new();
     for (k, v) in &spec.labels {
@@ -415,6 +413,31 @@ pub fn build_with(
         id: spec.id.clone(),
         source,
     })
+}
+
+/// The container's final capability set (bounding = effective = permitted): every capability
+/// this kernel knows for a privileged container, else the asked ones normalised
+/// (`net_admin` -> `CAP_NET_ADMIN`) without duplicates. The error is the unknown name.
+/// Seccomp profiles are resolved against this set.
+pub fn capabilities(sec: &crate::Security, host: HostFacts) -> Result<Vec<String>, String> {
+    if sec.privileged {
+        return Ok(ALL_CAPS
+            .iter()
+            .take(host.cap_last_cap as usize + 1)
+            .map(|s| s.to_string())
+            .collect());
+    }
+    let mut v: Vec<String> = Vec::new();
+    for c in &sec.capabilities {
+        let n = normalize_cap(c);
+        if !ALL_CAPS.contains(&n.as_str()) {
+            return Err(c.clone());
+        }
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    Ok(v)
 }
 
 /// `net_admin` / `NET_ADMIN` / `CAP_NET_ADMIN` -> `CAP_NET_ADMIN`.
@@ -503,6 +526,8 @@ mod tests {
                 shm: "/run/bosun/sandboxes/pod1/shm".into(),
                 cgroup_parent: "/kubepods/pod1".into(),
                 host_pid: false,
+                userns: None,
+                id_range: None,
             },
             layers: vec![],
             log_path: "/var/log/pods/x/app/0.log".into(),
@@ -511,6 +536,9 @@ mod tests {
             cgroup_path: "/kubepods/pod1/pod1-app-0".into(),
             hold: false,
             cpu_cgroup: None,
+            security: Default::default(),
+            seccomp: None,
+            apparmor_label: None,
         }
     }
 

@@ -115,6 +115,8 @@ fn sandbox(dir: &Path) -> Sandbox {
         shm: "/dev/shm".into(),
         cgroup_parent: "/kubepods/poduid1".into(),
         host_pid: false,
+        userns: None,
+        id_range: None,
     }
 }
 

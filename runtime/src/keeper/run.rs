@@ -85,6 +85,17 @@ pub enum KeeperError {
         id: String,
         source: crate::cgroups::CgroupError,
     },
+    #[error("container {id}: {source}")]
+    Idmap {
+        id: String,
+        source: crate::idmap::IdmapError,
+    },
+    #[error("container {id}: seccomp program {path}: {reason}")]
+    Seccomp {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("container {id}: no pid after start")]
     NoPid { id: String },
     #[error("container {id}: not started: the agent gave no go-ahead ({why})")]
@@ -266,6 +277,8 @@ struct Keeper {
     /// The container's init pid once built (reaped on cleanup).
     pid: Option<i32>,
     mounted: bool,
+    /// Idmapped views of the mount sources (`idmap/<n>`), unmounted on cleanup.
+    idmapped: Vec<PathBuf>,
 }
 
 pub(super) fn main(dir: PathBuf) -> i32 {
@@ -304,6 +317,7 @@ pub(super) fn main(dir: PathBuf) -> i32 {
         container: None,
         pid: None,
         mounted: false,
+        idmapped: Vec::new(),
     };
     match k.start(&mut status, &mut go) {
         Ok(running) => {
@@ -396,6 +410,24 @@ impl Keeper {
             }
         })?;
         self.mounted = true;
+        if let Some(ns) = req.sandbox.userns.clone() {
+            // In the pod's user namespace: the image's files (owned by host root) appear owned
+            // by the container's root, and so do the volumes' (as the kubelet asks).
+            let idmap = |source| KeeperError::Idmap {
+                id: id.clone(),
+                source,
+            };
+            crate::idmap::remount(&rootfs, &ns).map_err(idmap)?;
+            if req.security.idmap_mounts {
+                let base = self.dir.join("idmap");
+                for (i, m) in req.spec.mounts.iter_mut().enumerate() {
+                    let target = base.join(i.to_string());
+                    crate::idmap::bind(&m.source, &target, &ns).map_err(idmap)?;
+                    self.idmapped.push(target.clone());
+                    m.source = target;
+                }
+            }
+        }
 
         let who = user::resolve_in_root(
             &rootfs,
@@ -412,6 +444,25 @@ impl Keeper {
             req.spec.resources.cpu_period = None;
         }
         let spec = crate::spec::build(&req, who.uid, who.gid, who.additional_gids)?;
+        if let Some(f) = &req.seccomp {
+            // The filter compiled once (seccomp::Filters): libcontainer loads the program
+            // instead of compiling the filter again; exec helpers find it beside config.json.
+            let fail = |reason: String| KeeperError::Seccomp {
+                id: id.clone(),
+                path: f.program.clone(),
+                reason,
+            };
+            let program = std::fs::read(&f.program).map_err(|e| fail(e.to_string()))?;
+            let filter = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+            if let Some(filter) = filter {
+                libcontainer::seccomp::set_precompiled(filter, &program)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            let copy = bundle.join(crate::exec::SECCOMP_PROGRAM);
+            std::fs::hard_link(&f.program, &copy)
+                .or_else(|_| std::fs::write(&copy, &program))
+                .map_err(|e| fail(format!("{}: {e}", copy.display())))?;
+        }
         let config = bundle.join("config.json");
         serde_json::to_vec_pretty(&spec)
             .map_err(std::io::Error::other)
@@ -720,6 +771,11 @@ impl Keeper {
     }
 
     fn unmount(&mut self) {
+        for m in std::mem::take(&mut self.idmapped) {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("keeper: unmount {}: {e}", m.display());
+            }
+        }
         if self.mounted {
             let rootfs = self.rootfs();
             match sys::unmount(&rootfs) {
