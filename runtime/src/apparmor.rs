@@ -28,7 +28,8 @@ pub enum AppArmorProfile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppArmorError {
-    #[error("apparmor profile {name:?} is not loaded")]
+    /// containerd's wording for a Localhost profile the kernel does not have.
+    #[error("apparmor profile not found {name}")]
     NotLoaded { name: String },
     #[error("apparmor is not enabled on the host: cannot apply profile {name:?}")]
     Disabled { name: String },

@@ -1,5 +1,6 @@
 //! Idmapped mounts (mount_setattr(2) `MOUNT_ATTR_IDMAP`) for pods with a user namespace: the
-//! container's rootfs and its bind mounts, seen through the pod's ID mapping, so that files
+//! image layers under the container's overlay rootfs (an overlay mount cannot be idmapped
+//! itself, its layers can) and its bind mounts, seen through the pod's ID mapping, so that files
 //! owned by host ID `n` appear owned by container ID `n` (and the container's writes land as
 //! host ID `n`). Needs a kernel and filesystem that support it: ext4/xfs/btrfs since 5.12,
 //! overlayfs since 5.19, tmpfs since 6.3; elsewhere [`IdmapError::Unsupported`].
@@ -148,17 +149,6 @@ pub fn bind(source: &Path, target: &Path, userns: &Path) -> Result<(), IdmapErro
         source,
     })?;
     attach(&tree, target)
-}
-
-/// Replaces the mount at `path` (an overlay rootfs) by an idmapped view of it.
-pub fn remount(path: &Path, userns: &Path) -> Result<(), IdmapError> {
-    let tree = idmapped_tree(path, userns)?;
-    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| IdmapError::Io {
-        path: path.to_path_buf(),
-        what: "detach the plain mount",
-        source: e.into(),
-    })?;
-    attach(&tree, path)
 }
 
 /// The filesystem type of `path` from statfs, for messages.

@@ -923,6 +923,62 @@ mod tests {
     }
 
     #[test]
+    fn seccomp_apparmor_and_the_pods_user_namespace() {
+        let mut r = req();
+        let filter = crate::seccomp::Profile::runtime_default()
+            .resolve(
+                &r.spec.security.capabilities,
+                crate::seccomp::Target::host(),
+            )
+            .expect("resolve");
+        r.seccomp = Some(crate::seccomp::CompiledFilter {
+            filter: filter.clone(),
+            program: "/run/bosun/seccomp/x.bpf".into(),
+        });
+        r.apparmor_label = Some("bosun-default".into());
+        r.sandbox.userns = Some("/run/bosun/sandboxes/pod1/user".into());
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let linux = s.linux().as_ref().expect("linux");
+        assert_eq!(linux.seccomp().as_ref(), Some(&filter));
+        assert_eq!(
+            s.process()
+                .as_ref()
+                .and_then(|p| p.apparmor_profile().clone()),
+            Some("bosun-default".to_string())
+        );
+        let n = ns(&s);
+        assert_eq!(
+            n[0],
+            (
+                LinuxNamespaceType::User,
+                Some("/run/bosun/sandboxes/pod1/user".into())
+            ),
+            "the user namespace is joined first"
+        );
+        // config.json round trip: what libcontainer loads equals what the program was compiled
+        // from (the precompiled program is only used on equality).
+        let text = serde_json::to_vec(&s).expect("json");
+        let back: Spec = serde_json::from_slice(&text).expect("parse");
+        assert_eq!(
+            back.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            Some(filter)
+        );
+        // Without them: no filter, no label, no user namespace.
+        let plain = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        assert!(plain
+            .linux()
+            .as_ref()
+            .is_some_and(|l| l.seccomp().is_none()));
+        assert!(plain
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.apparmor_profile().is_none()));
+        assert!(!ns(&plain)
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User));
+    }
+
+    #[test]
     fn serializes_to_json_runc_understands() {
         let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
         let v = serde_json::to_value(&s).expect("json");

@@ -402,7 +402,40 @@ impl Keeper {
                 source,
             })?;
         }
-        let lower: Vec<&Path> = req.layers.iter().rev().map(PathBuf::as_path).collect();
+        let idmap = |source| KeeperError::Idmap {
+            id: id.clone(),
+            source,
+        };
+        // In the pod's user namespace the image's files (owned by host root) must appear owned
+        // by the container's root. An overlay mount cannot be idmapped itself, but its lower
+        // layers can: each layer is seen through an idmapped view (detached again once the
+        // overlay holds it), and the upper layer belongs to the container's root on the host,
+        // so its writes land there as that ID.
+        let userns = req.sandbox.userns.clone();
+        let mut lowers: Vec<PathBuf> = req.layers.iter().rev().cloned().collect();
+        let mut views = Vec::new();
+        if let (Some(ns), Some(range)) = (&userns, &req.sandbox.id_range) {
+            let base = self.dir.join("idmap");
+            for (i, layer) in lowers.iter_mut().enumerate() {
+                let view = base.join(format!("layer-{i}"));
+                crate::idmap::bind(layer, &view, ns).map_err(idmap)?;
+                views.push(view.clone());
+                self.idmapped.push(view.clone());
+                *layer = view;
+            }
+            for d in [&upper, &rootfs] {
+                nix::unistd::chown(
+                    d.as_path(),
+                    Some(range.first.into()),
+                    Some(range.first.into()),
+                )
+                .map_err(|e| KeeperError::Prepare {
+                    path: d.to_path_buf(),
+                    source: e.into(),
+                })?;
+            }
+        }
+        let lower: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
         sys::mount_overlay(&lower, &upper, &work, &rootfs).map_err(|source| {
             KeeperError::MountRootfs {
                 path: rootfs.clone(),
@@ -410,19 +443,19 @@ impl Keeper {
             }
         })?;
         self.mounted = true;
-        if let Some(ns) = req.sandbox.userns.clone() {
-            // In the pod's user namespace: the image's files (owned by host root) appear owned
-            // by the container's root, and so do the volumes' (as the kubelet asks).
-            let idmap = |source| KeeperError::Idmap {
-                id: id.clone(),
-                source,
-            };
-            crate::idmap::remount(&rootfs, &ns).map_err(idmap)?;
+        for v in views {
+            // The overlay holds the views; nothing else needs them mounted.
+            if nix::mount::umount2(&v, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                self.idmapped.retain(|m| *m != v);
+            }
+        }
+        if let Some(ns) = &userns {
             if req.security.idmap_mounts {
+                // The volumes too (what the kubelet asks for every mount of such a pod).
                 let base = self.dir.join("idmap");
                 for (i, m) in req.spec.mounts.iter_mut().enumerate() {
                     let target = base.join(i.to_string());
-                    crate::idmap::bind(&m.source, &target, &ns).map_err(idmap)?;
+                    crate::idmap::bind(&m.source, &target, ns).map_err(idmap)?;
                     self.idmapped.push(target.clone());
                     m.source = target;
                 }
