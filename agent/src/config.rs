@@ -672,6 +672,41 @@ mod tests {
     }
 
     #[test]
+    fn security_keys() {
+        let (cfg, _) = Config::load(&Flags::default()).expect("load");
+        assert!(!cfg.seccomp_default);
+        assert!(cfg.allowed_unsafe_sysctls.is_empty());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Config::load(&Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            })
+        };
+        let (cfg, warnings) = load(
+            "kind: KubeletConfiguration\nseccompDefault: true\n\
+             allowedUnsafeSysctls: [net.core.somaxconn, 'kernel.msg*']\n",
+        )
+        .expect("load");
+        assert!(cfg.seccomp_default);
+        assert_eq!(
+            cfg.allowed_unsafe_sysctls,
+            ["net.core.somaxconn", "kernel.msg*"]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // A sysctl that is not namespaced stops the node, as it stops the kubelet.
+        let err = load("kind: KubeletConfiguration\nallowedUnsafeSysctls: [vm.swappiness]\n")
+            .expect_err("not namespaced")
+            .to_string();
+        assert!(
+            err.contains("allowedUnsafeSysctls") && err.contains("vm.swappiness"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn server_keys_and_defaults() {
         let (cfg, _) = Config::load(&Flags::default()).expect("load");
         let d = &cfg.server;
