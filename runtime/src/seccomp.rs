@@ -857,6 +857,94 @@ mod tests {
         assert_eq!(l.filter.default_action(), LinuxSeccompAction::ScmpActAllow);
     }
 
+    /// Forks; the child runs `f` and exits with its result. The child of the multi-threaded
+    /// test harness only makes system calls and uses glibc's fork-safe allocator.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only runs `f` and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let code = f();
+                // SAFETY: _exit ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).expect("waitpid") {
+                    nix::sys::wait::WaitStatus::Exited(_, c) => c,
+                    other => panic!("child: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// errno of unshare(CLONE_NEWUSER) (0 when it worked).
+    fn unshare_user() -> i32 {
+        // SAFETY: unshare with a flag; it only changes this (child) process.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        }
+    }
+
+    /// The program compiled here is what libcontainer loads (through `set_precompiled`) and the
+    /// kernel enforces: `Seccomp: 2`, a call the profile denies fails with EPERM, an allowed one
+    /// works. No privilege needed: with no_new_privs any process may load a filter.
+    #[test]
+    fn the_compiled_program_is_loaded_and_enforced() {
+        let filter = Profile::runtime_default()
+            .resolve(&caps(&["CAP_CHOWN"]), Target::host())
+            .expect("resolve");
+        let program = compile(&filter, "RuntimeDefault").expect("compile");
+        libcontainer::seccomp::set_precompiled(filter.clone(), &program).expect("register");
+        let load_and_unshare = |f: &LinuxSeccomp| {
+            let f = f.clone();
+            in_child(move || {
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                if libcontainer::seccomp::initialize_seccomp(&f).is_err() {
+                    return 100;
+                }
+                let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+                if !status
+                    .lines()
+                    .any(|l| l.split_whitespace().eq(["Seccomp:", "2"]))
+                {
+                    return 101;
+                }
+                unshare_user()
+            })
+        };
+        assert_eq!(
+            load_and_unshare(&filter),
+            libc::EPERM,
+            "unshare(CLONE_NEWUSER) under RuntimeDefault"
+        );
+        // The registered program is what is loaded: registered under the default filter, a
+        // program that says EACCES for unshare makes the default filter say EACCES.
+        let other = Profile::parse(
+            br#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["unshare"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+            "t",
+        )
+        .expect("parse")
+        .resolve(&[], Target::host())
+        .expect("resolve");
+        let other_program = compile(&other, "t").expect("compile");
+        libcontainer::seccomp::set_precompiled(filter.clone(), &other_program).expect("register");
+        assert_eq!(
+            load_and_unshare(&filter),
+            libc::EACCES,
+            "the registered program"
+        );
+        // A filter other than the registered one: libcontainer compiles it itself.
+        libcontainer::seccomp::set_precompiled(filter.clone(), &program).expect("register");
+        let code = load_and_unshare(&other);
+        assert_eq!(
+            code,
+            libc::EACCES,
+            "the uncompiled filter, compiled by libcontainer"
+        );
+    }
+
     #[test]
     fn kernel_versions() {
         assert_eq!(parse_kernel("6.18.44-fc-v1272"), Some((6, 18)));
