@@ -115,7 +115,12 @@ pub fn label(profile: &AppArmorProfile, enabled: bool) -> Result<Option<String>,
 /// `apparmor_parser -Kr` when it is missing; a missing Localhost profile is an error naming it.
 /// Returns the label (see [`label`]). Runs `apparmor_parser`, so call it where blocking is fine.
 pub fn prepare(host: &Host, profile: &AppArmorProfile) -> Result<Option<String>, AppArmorError> {
-    let label = label(profile, host.is_enabled())?;
+    let enabled = if host.root == Path::new("/") {
+        is_enabled()
+    } else {
+        host.is_enabled()
+    };
+    let label = label(profile, enabled)?;
     let Some(name) = &label else {
         return Ok(None);
     };

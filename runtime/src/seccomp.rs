@@ -562,6 +562,15 @@ impl Filters {
         Ok(Some(compiled))
     }
 
+    /// The compiled filter of a built-in profile if it is compiled already (no file to read);
+    /// `None` for Localhost profiles, which [`Filters::get`] reads every time.
+    pub fn cached(&self, profile: &SeccompProfile, caps: &[String]) -> Option<Arc<CompiledFilter>> {
+        match profile {
+            SeccompProfile::RuntimeDefault => self.lookup("runtime/default", caps),
+            _ => None,
+        }
+    }
+
     fn lookup(&self, key: &str, caps: &[String]) -> Option<Arc<CompiledFilter>> {
         self.done
             .lock()

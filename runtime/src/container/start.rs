@@ -309,6 +309,20 @@ async fn confine(
             name,
         },
     )?;
+    // The usual cases need no file: unconfined, or a filter compiled already.
+    if security.apparmor == crate::apparmor::AppArmorProfile::Unconfined {
+        let cached = match &security.seccomp {
+            crate::seccomp::SeccompProfile::Unconfined => Some(None),
+            p => inner.filters.cached(p, &caps).map(Some),
+        };
+        if let Some(seccomp) = cached {
+            return Ok(Confined {
+                security: security.clone(),
+                seccomp: seccomp.map(|c| (*c).clone()),
+                apparmor_label: None,
+            });
+        }
+    }
     let filters = Arc::clone(&inner.filters);
     let sec = security.clone();
     let joined = tokio::task::spawn_blocking(move || {

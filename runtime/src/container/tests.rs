@@ -429,10 +429,19 @@ async fn security_profiles_resolved_before_the_keeper_runs() {
     assert!(std::fs::metadata(&compiled.program).expect("program").len() > 0);
     assert_eq!(req.security, default);
     assert_eq!(req.apparmor_label, None, "AppArmor unconfined");
-    rt.stop_container("c2", libc::SIGKILL, Duration::from_secs(5))
+    // The next container with the same profile and capabilities: the same program, no file
+    // read, no compile.
+    rt.start_container_with(&sb, &spec("c3"), &[], &default)
         .await
-        .expect("stop");
-    rt.remove_container("c2").await.expect("remove");
+        .expect("start");
+    let again = disk::read_request(&env.dir("c3")).expect("request");
+    assert_eq!(again.seccomp.map(|c| c.program), Some(compiled.program));
+    for id in ["c2", "c3"] {
+        rt.stop_container(id, libc::SIGKILL, Duration::from_secs(5))
+            .await
+            .expect("stop");
+        rt.remove_container(id).await.expect("remove");
+    }
 }
 
 #[tokio::test]
