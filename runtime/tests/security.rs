@@ -148,10 +148,16 @@ async fn run_all(filter: Option<String>) -> i32 {
         }
     }
     env.cleanup().await;
+    // The sandboxes' shared root mount (kept between sandboxes, as on a node), then the
+    // cgroup tree under our root, deepest first.
+    let _ = nix::mount::umount2(
+        &env.paths.run_dir.join("sandboxes"),
+        nix::mount::MntFlags::MNT_DETACH,
+    );
     let root = env.paths.cgroup_root.clone();
     drop(env);
     for h in cgroup_hierarchies() {
-        let _ = std::fs::remove_dir(h.join(root.trim_start_matches('/')));
+        remove_tree(&h.join(root.trim_start_matches('/')));
     }
     println!("{passed} passed, {failed} failed");
     i32::from(failed > 0)
@@ -276,11 +282,12 @@ impl Env {
     /// Nothing of ours mounted, no container left.
     fn assert_clean(&self) -> TestResult {
         let base = self.tmp.path().to_string_lossy().into_owned();
+        let shared_root = self.paths.run_dir.join("sandboxes");
         let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
         let left: Vec<&str> = info
             .lines()
             .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&base))
+            .filter(|m| m.starts_with(&base) && Path::new(m) != shared_root)
             .collect();
         ensure!(left.is_empty(), "mounts left behind: {left:?}");
         ensure!(
@@ -306,6 +313,18 @@ impl Env {
             .await
             .map_err(|e| format!("remove sandbox: {e}"))
     }
+}
+
+/// rmdir of a cgroup folder and everything below it, deepest first.
+fn remove_tree(p: &Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
 }
 
 fn cgroup_hierarchies() -> Vec<PathBuf> {

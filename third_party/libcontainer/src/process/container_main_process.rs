@@ -211,8 +211,15 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
             &mut init_sender,
         )?;
 
+        // bosun's patch: the listener's state is built only for a filter with a notify action
+        // (upstream built it for every filter and required the container's state, which an
+        // exec'd (tenant) process does not have: an exec into a filtered container failed).
         #[cfg(feature = "libseccomp")]
-        if let Some(seccomp) = linux.seccomp() {
+        if let Some(seccomp) = linux
+            .seccomp()
+            .as_ref()
+            .filter(|s| crate::seccomp::is_notify(s))
+        {
             let container = container_args
                 .container
                 .as_ref()
