@@ -81,6 +81,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         bosun_runtime::container::RuntimeOptions {
             log_max_size: cfg.container_log_max_size,
             log_max_files: cfg.container_log_max_files,
+            ..Default::default()
         },
     )
     .await

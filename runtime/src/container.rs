@@ -37,6 +37,8 @@ pub struct RuntimeOptions {
     pub log_max_size: u64,
     /// Keep at most this many log files per container (containerLogMaxFiles).
     pub log_max_files: u32,
+    /// The CDI spec folders, later ones taking precedence (`/etc/cdi`, `/var/run/cdi`).
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -44,6 +46,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             log_max_size: 10 * 1024 * 1024,
             log_max_files: 5,
+            cdi_spec_dirs: crate::cdi::default_dirs(),
         }
     }
 }

@@ -227,6 +227,7 @@ impl Env {
             termination_message_path: None,
             labels: BTreeMap::new(),
             devices: vec![],
+            cdi_devices: vec![],
         }
     }
 
