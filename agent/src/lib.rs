@@ -16,3 +16,4 @@ pub mod projection;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;
+pub mod validation;
