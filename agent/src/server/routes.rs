@@ -245,6 +245,7 @@ fn configz(server: &Server) -> serde_json::Value {
         "tlsCertFile": s.tls_cert_file,
         "tlsPrivateKeyFile": s.tls_private_key_file,
         "serverTLSBootstrap": s.server_tls_bootstrap,
+        "streamingConnectionIdleTimeout": format!("{}s", s.streaming_connection_idle_timeout.as_secs()),
         "authentication": {
             "x509": {"clientCAFile": s.client_ca_file},
             "webhook": {"enabled": s.webhook_authn,
