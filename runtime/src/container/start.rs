@@ -467,6 +467,15 @@ impl Starting {
         let id = self.id.clone();
         let line = match line {
             Ok(line) => line,
+            Err(e) if self.status.is_none() && self.child.is_none() => {
+                // No keeper was ever spawned (the request, the log folder or the spawn itself
+                // failed): this attempt never existed. Its folder goes, so that nothing records
+                // it as a container whose keeper died; the caller gets the error itself.
+                if let Err(rm) = std::fs::remove_dir_all(&self.dir) {
+                    tracing::warn!(error = %rm, dir = %self.dir.display(), "remove the folder of a container that never started");
+                }
+                return Err(e);
+            }
             Err(e) => {
                 let keeper = self.keeper();
                 inner.monitor(id, keeper);
