@@ -505,3 +505,32 @@ fn invalid_static_pod_makes_nothing() -> Result<()> {
     node.wait_gone("ok", T)?;
     check_clean(node)
 }
+
+/// A payload the kernel refuses to exec (an environment value over the 128 KiB a string may
+/// have: E2BIG) is a start error as the kubelet reports it: `StartError`, exit code 128 and the
+/// reason, not a silent exit 255.
+#[test]
+#[ignore = "needs root: runs a container"]
+fn exec_failure_is_a_start_error() -> Result<()> {
+    let node = setup("e2big")?;
+    let big = "x".repeat(1 << 20);
+    node.apply(
+        "big.yaml",
+        &pod(
+            "big",
+            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo ran']\n    env: [{{name: BIG, value: {big}}}]\n"),
+        ),
+    )?;
+    let p = node.wait_pod("big", T, "terminated", |p| terminated(p, "c").is_some())?;
+    let t = terminated(&p, "c").expect("terminated");
+    ensure!(t["reason"] == "StartError", "reason: {t}");
+    ensure!(t["exitCode"] == 128, "exit code: {t}");
+    ensure!(
+        t["message"] == "exec: \"sh\": argument list too long",
+        "message: {}",
+        t["message"]
+    );
+    node.delete("big.yaml")?;
+    node.wait_gone("big", T)?;
+    check_clean(node)
+}
