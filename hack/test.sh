@@ -10,6 +10,8 @@ echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== build";  cargo build --workspace --all-targets
 echo "== unit tests"
 cargo test --workspace
+echo "== fuzz (libFuzzer, 20 s per target: static pod manifests, API requests, SPDY frames)"
+bash hack/fuzz.sh 20
 if [ "$(id -u)" != 0 ]; then
   echo "== privileged tier skipped: needs root" >&2
   exit 0

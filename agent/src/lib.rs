@@ -8,6 +8,8 @@ pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 pub mod manifest;
 pub mod network;
