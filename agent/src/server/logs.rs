@@ -493,13 +493,14 @@ pub fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
+                // Two hex digits, nothing else (from_str_radix would take "+f").
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
                         i += 2;
                     }
-                    Err(_) => out.push(b'%'),
+                    _ => out.push(b'%'),
                 }
             }
             c => out.push(c),
@@ -710,5 +711,9 @@ mod tests {
         assert_eq!(value(&p, "stdin"), Some("1"));
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%2Fx"), "/x");
+        // Only two hex digits make an escape.
+        assert_eq!(percent_decode("%zz%-1%4"), "%zz%-1%4");
+        assert_eq!(percent_decode("%+f"), "% f");
+        assert_eq!(percent_decode("a%41"), "aA");
     }
 }
