@@ -31,38 +31,38 @@ pub enum StartError {
     InvalidId { id: String },
     #[error("container {id} already exists")]
     Exists { id: String },
-    #[error("create container folder {path}")]
+    #[error("create container folder {path}: {source}")]
     CreateDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("write {path}")]
+    #[error("write {path}: {source}")]
     WriteRequest {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("create log folder {path}")]
+    #[error("create log folder {path}: {source}")]
     LogDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("create log symlink {path}")]
+    #[error("create log symlink {path}: {source}")]
     LogSymlink {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("spawn keeper {binary} for container {id}")]
+    #[error("spawn keeper {binary} for container {id}: {source}")]
     Spawn {
         id: String,
         binary: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("read keeper status of container {id}")]
+    #[error("read keeper status of container {id}: {source}")]
     Status {
         id: String,
         #[source]

@@ -416,7 +416,12 @@ async fn a_log_folder_too_long_is_a_typed_error_and_no_container() {
     s.pod_namespace = "n".repeat(63);
     let r = rt.start_container(&sandbox(env.tmp.path()), &s, &[]).await;
     match r {
-        Err(StartError::LogDir { path, source }) => {
+        Err(e @ StartError::LogDir { .. }) => {
+            // The message carries the reason (the agent shows it as it is).
+            assert!(e.to_string().contains("File name too long"), "{e}");
+            let StartError::LogDir { path, source } = e else {
+                unreachable!()
+            };
             assert_eq!(source.raw_os_error(), Some(libc::ENAMETOOLONG), "{source}");
             assert!(
                 path.starts_with(&env.paths.pod_logs_dir),
