@@ -502,6 +502,54 @@ mod tests {
         assert!(!is_websocket(&h));
     }
 
+    /// A uid in the path must be the pod's: a pod recreated under the same name is not entered
+    /// by a request meant for the old one.
+    #[test]
+    fn a_pod_uid_in_the_path_must_be_the_pods() {
+        let attempt = |uid: &str, n: u32, running: bool| bosun_runtime::ContainerStatus {
+            id: format!("{uid}_c_{n}"),
+            labels: [(LABEL_POD_UID.to_string(), uid.to_string())].into(),
+            state: if running {
+                ContainerState::Running {
+                    pid: 1,
+                    started_at: SystemTime::UNIX_EPOCH,
+                }
+            } else {
+                ContainerState::Created
+            },
+            image: String::new(),
+            image_id: String::new(),
+            log_path: Default::default(),
+        };
+        let target = |uid: Option<&str>| StreamTarget {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            uid: uid.map(Into::into),
+            container: "c".into(),
+        };
+        let attempts = vec![attempt("old", 0, false), attempt("new", 0, true)];
+        let pick = |uid| running_attempt(attempts.clone(), &target(uid));
+        assert_eq!(pick(None).map(|c| c.id), Ok("new_c_0".to_string()));
+        assert_eq!(pick(Some("new")).map(|c| c.id), Ok("new_c_0".to_string()));
+        assert_eq!(
+            pick(Some("other")),
+            Err(NoContainer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "pod p_ns not found".into()
+            ))
+        );
+        // The old pod's uid names a pod whose container does not run.
+        assert_eq!(
+            pick(Some("old")).map_err(|e| e.0),
+            Err(StatusCode::NOT_FOUND)
+        );
+        // No such container at all: not running, whatever the uid.
+        assert_eq!(
+            running_attempt(Vec::new(), &target(Some("x"))).map_err(|e| e.0),
+            Err(StatusCode::NOT_FOUND)
+        );
+    }
+
     #[test]
     fn healthz_paths() {
         let f = Duration::from_secs(60);
