@@ -21,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,26 +83,58 @@ enum Phase {
 
 /// What a connection's I/O and its request handler share.
 pub struct ConnState {
-    phase: Mutex<Phase>,
+    phase: Mutex<PhaseAndReader>,
     /// The permit of an unauthenticated connection, dropped once it has authenticated.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+struct PhaseAndReader {
+    phase: Phase,
+    /// The task waiting in a read: woken when the phase changes, so that the read takes the new
+    /// phase's deadline (a read that began while a request was served has none).
+    reader: Option<Waker>,
 }
 
 impl ConnState {
     pub fn new(permit: Option<OwnedSemaphorePermit>) -> Arc<ConnState> {
         Arc::new(ConnState {
-            phase: Mutex::new(Phase::Head(Instant::now())),
+            phase: Mutex::new(PhaseAndReader {
+                phase: Phase::Head(Instant::now()),
+                reader: None,
+            }),
             permit: Mutex::new(permit),
         })
     }
 
     fn set(&self, f: impl FnOnce(Phase) -> Phase) {
-        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
-        *p = f(*p);
+        let reader = {
+            let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+            let next = f(p.phase);
+            let changed = std::mem::discriminant(&next) != std::mem::discriminant(&p.phase);
+            p.phase = next;
+            if changed {
+                p.reader.take()
+            } else {
+                None
+            }
+        };
+        if let Some(w) = reader {
+            w.wake();
+        }
     }
 
     fn get(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner())
+        self.phase.lock().unwrap_or_else(|e| e.into_inner()).phase
+    }
+
+    /// The phase, with `waker` to wake when it changes.
+    fn watch(&self, waker: &Waker) -> Phase {
+        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        match &p.reader {
+            Some(w) if w.will_wake(waker) => {}
+            _ => p.reader = Some(waker.clone()),
+        }
+        p.phase
     }
 
     /// The connection's user is known: it stops counting as unauthenticated.
@@ -172,7 +204,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let Some(at) = deadline(this.state.get(), &this.limits) else {
+                let Some(at) = deadline(this.state.watch(cx.waker()), &this.limits) else {
                     return Poll::Pending;
                 };
                 if at <= Instant::now() {
@@ -465,6 +497,32 @@ mod tests {
                 return String::from_utf8_lossy(&got).into_owned();
             }
         }
+    }
+
+    /// A read that began while a request was served (no deadline) takes the idle deadline when
+    /// the response is done: the phase change wakes it. (Without that wake-up an idle
+    /// keep-alive connection whose read was already waiting stayed open for good.)
+    #[tokio::test]
+    async fn a_read_waiting_since_a_request_takes_the_idle_deadline() {
+        let (_client, server) = tokio::io::duplex(64);
+        let state = ConnState::new(None);
+        state.set(|_| Phase::Busy);
+        let mut io = TimedIo::new(server, state.clone(), limits());
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let t0 = Instant::now();
+            let r = io.read(&mut buf).await;
+            (r.map_err(|e| e.kind()), t0.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!reader.is_finished(), "a read while busy has no deadline");
+        state.set(|_| Phase::Idle(Instant::now()));
+        let (r, took) = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the waiting read ended")
+            .expect("join");
+        assert_eq!(r, Err(io::ErrorKind::TimedOut));
+        assert!(took >= Duration::from_millis(1700), "{took:?}");
     }
 
     #[tokio::test]
