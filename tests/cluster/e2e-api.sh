@@ -344,6 +344,7 @@ upgrade() { # credentials ("token:T" or "admin"), kind (ws, spdy, tunnel), path 
 q='?command=touch&command=/tmp/pwned&output=1'
 for attempt in "ws /exec/default/api-a/c$q 403" "ws //exec/default/api-a/c$q 307" \
     "ws /%65xec/default/api-a/c$q 403" "ws /exec%2Fdefault%2Fapi-a%2Fc$q 403" \
+    "ws /%2Fexec/default/api-a/c$q 404" "tunnel /%2F/portForward/default/api-d 404" \
     "ws /pods/../exec/default/api-a/c$q 307" "ws /./exec/default/api-a/c$q 307" \
     "spdy /exec/default/api-a/c$q 403" "ws //attach/default/api-a/c?output=1 307" \
     "ws /attach/default/api-a/c?output=1 403" "tunnel //portForward/default/api-d 307" \

@@ -201,7 +201,12 @@ fn param(s: &str) -> Option<String> {
 pub fn endpoint(method: &str, path: &str) -> Endpoint {
     let read = matches!(method, "GET" | "HEAD");
     let stream = matches!(method, "GET" | "POST");
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Exactly one leading slash: `//portForward/...` (which only an escape such as `/%2F/`
+    // can make of a clean path) is not `/portForward/...`, and authorization did not see it so.
+    let Some(rest) = path.strip_prefix('/') else {
+        return Endpoint::NotFound;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
     let (endpoint, allowed, allow) = match parts.as_slice() {
         ["healthz"] | ["healthz", ..] => (Endpoint::Healthz, read, "GET, HEAD"),
         ["pods"] | ["pods", ""] => (Endpoint::Pods, read, "GET, HEAD"),
@@ -367,6 +372,16 @@ mod tests {
         let r = serve("GET", "/pods/%2e%2e/exec/ns/p/c");
         assert_eq!(r.endpoint, Endpoint::NotFound);
         assert_eq!(r.attributes, vec![a("get", "pods"), a("get", "proxy")]);
+        // An escaped slash in front makes `//portForward/...`: authorized as what it is (not a
+        // streaming path, so `get`), it is routed nowhere (found by the request fuzz target).
+        for raw in [
+            "/%2F/portForward/l/b",
+            "/%2Fexec/ns/p/c",
+            "/%2f%2fattach/ns/p/c",
+        ] {
+            let r = serve("GET", raw);
+            assert_eq!(r.endpoint, Endpoint::NotFound, "{raw}");
+        }
         // A stats path is authorized as stats only when it is routed as stats.
         let r = serve("GET", "/stats%2Fsummary");
         assert_eq!(r.endpoint, Endpoint::StatsSummary);
