@@ -17,7 +17,10 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(manifest request spdy)
 out=$CARGO_TARGET_DIR/fuzz
 corpus=$BOSUN_CACHE/fuzz-corpus
-(cd fuzz && RUSTC_WRAPPER="$PWD/rustc-wrapper.sh" CARGO_TARGET_DIR="$out" cargo build --locked --bins -q)
+# The fuzz workspace resolves exactly what the main one does: its lock is the main lock, to
+# which cargo adds libfuzzer-sys and arbitrary (never committed, so it cannot go stale).
+cp Cargo.lock fuzz/Cargo.lock
+(cd fuzz && RUSTC_WRAPPER="$PWD/rustc-wrapper.sh" CARGO_TARGET_DIR="$out" cargo build --bins -q)
 for t in "${targets[@]}"; do
     mkdir -p "$corpus/$t" "$out/artifacts/$t"
     if ! "$out/debug/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
