@@ -17,6 +17,12 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(manifest request spdy)
 out=$CARGO_TARGET_DIR/fuzz
 corpus=$BOSUN_CACHE/fuzz-corpus
+# The fuzz workspace patches what the main one patches (third_party/).
+patches() { sed -n '/^\[patch.crates-io\]/,/^\[/p' "$1" | grep -v '^\[' | sed 's|"\.\./|"|'; }
+if [ "$(patches Cargo.toml)" != "$(patches fuzz/Cargo.toml)" ]; then
+    echo "fuzz: fuzz/Cargo.toml's [patch.crates-io] differs from Cargo.toml's; copy it (paths with ../)" >&2
+    exit 1
+fi
 # The fuzz workspace resolves exactly what the main one does: its lock is the main lock, to
 # which cargo adds libfuzzer-sys and arbitrary (never committed, so it cannot go stale).
 cp Cargo.lock fuzz/Cargo.lock

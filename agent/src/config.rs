@@ -63,6 +63,12 @@ pub struct Config {
     pub image_minimum_gc_age: std::time::Duration,
     /// The kubelet HTTP API (port, TLS, authentication, authorization).
     pub server: ServerConfig,
+    /// seccompDefault (false): containers that name no seccomp profile get `RuntimeDefault`
+    /// instead of `Unconfined`.
+    pub seccomp_default: bool,
+    /// allowedUnsafeSysctls: sysctls (and `prefix*` patterns) pods may set beyond the safe set;
+    /// each must be namespaced (checked here, as the kubelet refuses to start otherwise).
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// The kubelet HTTP API's settings, with the kubelet's defaults (KubeletConfiguration v1beta1).
@@ -308,6 +314,8 @@ pub struct KubeletConfigFile {
     #[serde(rename = "serverTLSBootstrap")]
     pub server_tls_bootstrap: Option<bool>,
     pub streaming_connection_idle_timeout: Option<String>,
+    pub seccomp_default: Option<bool>,
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -371,6 +379,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "authorization",
     "serverTLSBootstrap",
     "streamingConnectionIdleTimeout",
+    "seccompDefault",
+    "allowedUnsafeSysctls",
 ];
 
 impl Config {
@@ -532,7 +542,16 @@ impl Config {
             image_gc_low_threshold_percent: file.image_gc_low_threshold_percent.unwrap_or(80),
             image_minimum_gc_age: duration("imageMinimumGCAge", &file.image_minimum_gc_age, 120)?,
             server: ServerConfig::from_file(&file)?,
+            seccomp_default: file.seccomp_default.unwrap_or(false),
+            allowed_unsafe_sysctls: file.allowed_unsafe_sysctls.clone().unwrap_or_default(),
         };
+        // The kubelet refuses to start with a pattern that is invalid or not namespaced.
+        crate::security::sysctl::Allowlist::new(&cfg.allowed_unsafe_sysctls, (0, 0)).map_err(
+            |message| ConfigError::Invalid {
+                field: "allowedUnsafeSysctls".into(),
+                message,
+            },
+        )?;
         for ip in &cfg.cluster_dns {
             if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err(ConfigError::Invalid {
@@ -683,6 +702,41 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("evictionHard"));
         assert_eq!(cfg.max_pods, 50);
+    }
+
+    #[test]
+    fn security_keys() {
+        let (cfg, _) = Config::load(&Flags::default()).expect("load");
+        assert!(!cfg.seccomp_default);
+        assert!(cfg.allowed_unsafe_sysctls.is_empty());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Config::load(&Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            })
+        };
+        let (cfg, warnings) = load(
+            "kind: KubeletConfiguration\nseccompDefault: true\n\
+             allowedUnsafeSysctls: [net.core.somaxconn, 'kernel.msg*']\n",
+        )
+        .expect("load");
+        assert!(cfg.seccomp_default);
+        assert_eq!(
+            cfg.allowed_unsafe_sysctls,
+            ["net.core.somaxconn", "kernel.msg*"]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // A sysctl that is not namespaced stops the node, as it stops the kubelet.
+        let err = load("kind: KubeletConfiguration\nallowedUnsafeSysctls: [vm.swappiness]\n")
+            .expect_err("not namespaced")
+            .to_string();
+        assert!(
+            err.contains("allowedUnsafeSysctls") && err.contains("vm.swappiness"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod network;
 pub mod pods;
 pub mod projection;
+pub mod security;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;

@@ -38,6 +38,7 @@ use crate::{ContainerSpec, Sandbox};
 pub mod attach;
 mod payload;
 mod run;
+pub(crate) use run::write_atomic;
 pub mod user;
 
 pub const REQUEST_FILE: &str = "request.json";
@@ -75,6 +76,15 @@ pub struct KeeperRequest {
     /// finds it itself.
     #[serde(default)]
     pub cpu_cgroup: Option<crate::cgroups::CpuCgroup>,
+    /// The container's security profiles as asked.
+    #[serde(default)]
+    pub security: crate::ContainerSecurity,
+    /// Its seccomp filter, resolved and compiled by the agent (`seccomp::Filters`).
+    #[serde(default)]
+    pub seccomp: Option<crate::seccomp::CompiledFilter>,
+    /// Its AppArmor exec label, resolved by the agent (the profile is loaded).
+    #[serde(default)]
+    pub apparmor_label: Option<String>,
 }
 
 /// Written by the keeper once the container's process runs.

@@ -402,13 +402,48 @@ impl Tail {
     }
 }
 
-/// Streams the log into `tx` (one chunk per batch). Returns when done or the receiver is gone.
+/// How long the end of a log response waits after its last chunk was taken, so that the chunk
+/// goes out (flushed) before the end of the chunked body: the kubelet flushes every write, and
+/// the apiserver's WebSocket log stream (`binary.k8s.io`) drops data that arrives together with
+/// the end of the response, so a short log came back empty.
+const FLUSH_BEFORE_END: Duration = Duration::from_millis(20);
+
+/// Streams the log into `tx` (one chunk per batch). Returns when done or the receiver is gone,
+/// once the last chunk has been handed to the connection and flushed on its own.
 pub async fn stream(
     ctx: Arc<Ctx>,
     path: PathBuf,
     id: String,
     o: LogOptions,
     tx: mpsc::Sender<Bytes>,
+) {
+    stream_records(ctx, path, id, o, &tx).await;
+    flush_before_end(&tx).await;
+}
+
+/// Waits until the response body took every chunk (its stream then finds the channel empty and
+/// the connection flushes what it has) and a moment more, before the end of the body.
+pub async fn flush_before_end(tx: &mpsc::Sender<Bytes>) {
+    let drained = async {
+        while !tx.is_closed() && tx.capacity() < tx.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_ok()
+        && !tx.is_closed()
+    {
+        tokio::time::sleep(FLUSH_BEFORE_END).await;
+    }
+}
+
+async fn stream_records(
+    ctx: Arc<Ctx>,
+    path: PathBuf,
+    id: String,
+    o: LogOptions,
+    tx: &mpsc::Sender<Bytes>,
 ) {
     // Rotated files first, then the current file through a handle that survives its rotation.
     let mut first = Vec::new();
@@ -702,6 +737,29 @@ mod tests {
         assert_eq!(attempt_log(&new.join("c"), true), Some(new.join("c/1.log")));
         assert_eq!(attempt_log(&old.join("c"), true), None);
         assert_eq!(attempt_log(&old.join("missing"), false), None);
+    }
+
+    #[tokio::test]
+    async fn the_end_waits_until_the_last_chunk_was_taken() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        tx.send(Bytes::from_static(b"short log\n"))
+            .await
+            .expect("send");
+        let took = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = took.clone();
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let b = rx.recv().await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            // The end of the body (all senders gone) comes only after that.
+            (b, rx.recv().await)
+        });
+        flush_before_end(&tx).await;
+        assert!(took.load(std::sync::atomic::Ordering::SeqCst));
+        drop(tx);
+        let (first, end) = reader.await.expect("reader");
+        assert_eq!(first.as_deref(), Some(&b"short log\n"[..]));
+        assert_eq!(end, None);
     }
 
     #[test]

@@ -439,7 +439,7 @@ fn streaming(
     let Some(protocol) = ws::negotiate(offered) else {
         return text(
             StatusCode::BAD_REQUEST,
-            "no supported subprotocol (v5.channel.k8s.io, v4.channel.k8s.io)",
+            format!("no supported subprotocol ({})", ws::SUPPORTED.join(", ")),
         );
     };
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -478,10 +478,12 @@ fn streaming(
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(protocol),
-    );
+    if protocol != ws::NONE {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
     r
 }
 

@@ -115,6 +115,8 @@ fn sandbox(dir: &Path) -> Sandbox {
         shm: "/dev/shm".into(),
         cgroup_parent: "/kubepods/poduid1".into(),
         host_pid: false,
+        userns: None,
+        id_range: None,
     }
 }
 
@@ -378,6 +380,68 @@ async fn keeper_dead_while_agent_was_away() {
     );
     assert!(wait_dead(pid).await, "leftover container killed");
     assert!(env.dir("c5").join("exit.json").exists());
+}
+
+#[tokio::test]
+async fn security_profiles_resolved_before_the_keeper_runs() {
+    let env = Env::new(&fake_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let sb = sandbox(env.tmp.path());
+    // A missing Localhost profile: a typed error naming the file, and nothing created.
+    let file = env.tmp.path().join("seccomp/missing.json");
+    let local = crate::ContainerSecurity {
+        seccomp: crate::seccomp::SeccompProfile::Localhost(file.clone()),
+        ..Default::default()
+    };
+    let err = rt
+        .start_container_with(&sb, &spec("c1"), &[], &local)
+        .await
+        .expect_err("no profile");
+    assert!(
+        matches!(
+            &err,
+            StartError::Seccomp {
+                source: crate::seccomp::SeccompError::Missing { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+    assert!(!env.dir("c1").exists(), "no container folder");
+    assert!(rt.list().is_empty());
+    // RuntimeDefault: the keeper gets the resolved filter and its compiled program.
+    let default = crate::ContainerSecurity {
+        seccomp: crate::seccomp::SeccompProfile::RuntimeDefault,
+        ..Default::default()
+    };
+    rt.start_container_with(&sb, &spec("c2"), &[], &default)
+        .await
+        .expect("start");
+    let req = disk::read_request(&env.dir("c2")).expect("request");
+    let compiled = req.seccomp.expect("filter in the request");
+    assert!(compiled
+        .program
+        .starts_with(env.paths.run_dir.join("seccomp")));
+    assert!(std::fs::metadata(&compiled.program).expect("program").len() > 0);
+    assert_eq!(req.security, default);
+    assert_eq!(req.apparmor_label, None, "AppArmor unconfined");
+    // The next container with the same profile and capabilities: the same program, no file
+    // read, no compile.
+    rt.start_container_with(&sb, &spec("c3"), &[], &default)
+        .await
+        .expect("start");
+    let again = disk::read_request(&env.dir("c3")).expect("request");
+    assert_eq!(again.seccomp.map(|c| c.program), Some(compiled.program));
+    for id in ["c2", "c3"] {
+        rt.stop_container(id, libc::SIGKILL, Duration::from_secs(5))
+            .await
+            .expect("stop");
+        rt.remove_container(id).await.expect("remove");
+    }
 }
 
 #[tokio::test]

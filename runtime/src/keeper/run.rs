@@ -85,6 +85,17 @@ pub enum KeeperError {
         id: String,
         source: crate::cgroups::CgroupError,
     },
+    #[error("container {id}: {source}")]
+    Idmap {
+        id: String,
+        source: crate::idmap::IdmapError,
+    },
+    #[error("container {id}: seccomp program {path}: {reason}")]
+    Seccomp {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("container {id}: no pid after start")]
     NoPid { id: String },
     #[error("container {id}: not started: the agent gave no go-ahead ({why})")]
@@ -268,6 +279,8 @@ struct Keeper {
     /// The container's init pid once built (reaped on cleanup).
     pid: Option<i32>,
     mounted: bool,
+    /// Idmapped views of the mount sources (`idmap/<n>`), unmounted on cleanup.
+    idmapped: Vec<PathBuf>,
 }
 
 pub(super) fn main(dir: PathBuf) -> i32 {
@@ -306,6 +319,7 @@ pub(super) fn main(dir: PathBuf) -> i32 {
         container: None,
         pid: None,
         mounted: false,
+        idmapped: Vec::new(),
     };
     match k.start(&mut status, &mut go) {
         Ok(running) => {
@@ -390,7 +404,40 @@ impl Keeper {
                 source,
             })?;
         }
-        let lower: Vec<&Path> = req.layers.iter().rev().map(PathBuf::as_path).collect();
+        let idmap = |source| KeeperError::Idmap {
+            id: id.clone(),
+            source,
+        };
+        // In the pod's user namespace the image's files (owned by host root) must appear owned
+        // by the container's root. An overlay mount cannot be idmapped itself, but its lower
+        // layers can: each layer is seen through an idmapped view (detached again once the
+        // overlay holds it), and the upper layer belongs to the container's root on the host,
+        // so its writes land there as that ID.
+        let userns = req.sandbox.userns.clone();
+        let mut lowers: Vec<PathBuf> = req.layers.iter().rev().cloned().collect();
+        let mut views = Vec::new();
+        if let (Some(ns), Some(range)) = (&userns, &req.sandbox.id_range) {
+            let base = self.dir.join("idmap");
+            for (i, layer) in lowers.iter_mut().enumerate() {
+                let view = base.join(format!("layer-{i}"));
+                crate::idmap::bind(layer, &view, ns).map_err(idmap)?;
+                views.push(view.clone());
+                self.idmapped.push(view.clone());
+                *layer = view;
+            }
+            for d in [&upper, &rootfs] {
+                nix::unistd::chown(
+                    d.as_path(),
+                    Some(range.first.into()),
+                    Some(range.first.into()),
+                )
+                .map_err(|e| KeeperError::Prepare {
+                    path: d.to_path_buf(),
+                    source: e.into(),
+                })?;
+            }
+        }
+        let lower: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
         sys::mount_overlay(&lower, &upper, &work, &rootfs).map_err(|source| {
             KeeperError::MountRootfs {
                 path: rootfs.clone(),
@@ -398,6 +445,24 @@ impl Keeper {
             }
         })?;
         self.mounted = true;
+        for v in views {
+            // The overlay holds the views; nothing else needs them mounted.
+            if nix::mount::umount2(&v, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                self.idmapped.retain(|m| *m != v);
+            }
+        }
+        if let Some(ns) = &userns {
+            if req.security.idmap_mounts {
+                // The volumes too (what the kubelet asks for every mount of such a pod).
+                let base = self.dir.join("idmap");
+                for (i, m) in req.spec.mounts.iter_mut().enumerate() {
+                    let target = base.join(i.to_string());
+                    crate::idmap::bind(&m.source, &target, ns).map_err(idmap)?;
+                    self.idmapped.push(target.clone());
+                    m.source = target;
+                }
+            }
+        }
 
         let who = user::resolve_in_root(
             &rootfs,
@@ -414,6 +479,25 @@ impl Keeper {
             req.spec.resources.cpu_period = None;
         }
         let spec = crate::spec::build(&req, who.uid, who.gid, who.additional_gids)?;
+        if let Some(f) = &req.seccomp {
+            // The filter compiled once (seccomp::Filters): libcontainer loads the program
+            // instead of compiling the filter again; exec helpers find it beside config.json.
+            let fail = |reason: String| KeeperError::Seccomp {
+                id: id.clone(),
+                path: f.program.clone(),
+                reason,
+            };
+            let program = std::fs::read(&f.program).map_err(|e| fail(e.to_string()))?;
+            let filter = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+            if let Some(filter) = filter {
+                libcontainer::seccomp::set_precompiled(filter, &program)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            let copy = bundle.join(crate::exec::SECCOMP_PROGRAM);
+            std::fs::hard_link(&f.program, &copy)
+                .or_else(|_| std::fs::write(&copy, &program))
+                .map_err(|e| fail(format!("{}: {e}", copy.display())))?;
+        }
         let config = bundle.join("config.json");
         serde_json::to_vec_pretty(&spec)
             .map_err(std::io::Error::other)
@@ -740,6 +824,11 @@ impl Keeper {
     }
 
     fn unmount(&mut self) {
+        for m in std::mem::take(&mut self.idmapped) {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("keeper: unmount {}: {e}", m.display());
+            }
+        }
         if self.mounted {
             let rootfs = self.rootfs();
             match sys::unmount(&rootfs) {
