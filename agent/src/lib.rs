@@ -8,6 +8,8 @@ pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 pub mod manifest;
 pub mod network;
@@ -17,3 +19,4 @@ pub mod security;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;
+pub mod validation;

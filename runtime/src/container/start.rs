@@ -33,38 +33,38 @@ pub enum StartError {
     InvalidId { id: String },
     #[error("container {id} already exists")]
     Exists { id: String },
-    #[error("create container folder {path}")]
+    #[error("create container folder {path}: {source}")]
     CreateDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("write {path}")]
+    #[error("write {path}: {source}")]
     WriteRequest {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("create log folder {path}")]
+    #[error("create log folder {path}: {source}")]
     LogDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("create log symlink {path}")]
+    #[error("create log symlink {path}: {source}")]
     LogSymlink {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("spawn keeper {binary} for container {id}")]
+    #[error("spawn keeper {binary} for container {id}: {source}")]
     Spawn {
         id: String,
         binary: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("read keeper status of container {id}")]
+    #[error("read keeper status of container {id}: {source}")]
     Status {
         id: String,
         #[source]
@@ -645,6 +645,15 @@ impl Starting {
         let id = self.id.clone();
         let line = match line {
             Ok(line) => line,
+            Err(e) if self.status.is_none() && self.child.is_none() => {
+                // No keeper was ever spawned (the request, the log folder or the spawn itself
+                // failed): this attempt never existed. Its folder goes, so that nothing records
+                // it as a container whose keeper died; the caller gets the error itself.
+                if let Err(rm) = std::fs::remove_dir_all(&self.dir) {
+                    tracing::warn!(error = %rm, dir = %self.dir.display(), "remove the folder of a container that never started");
+                }
+                return Err(e);
+            }
             Err(e) => {
                 let keeper = self.keeper();
                 inner.monitor(id, keeper);

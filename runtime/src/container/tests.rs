@@ -468,6 +468,48 @@ async fn keeper_error_is_a_start_error() {
     rt.remove_container("c6").await.expect("remove");
 }
 
+/// A start that fails before any keeper runs (here: the pod's log folder name is longer than a
+/// file name may be) returns that error, typed, and leaves nothing behind: no container, no
+/// record of a keeper that died, no exit event.
+#[tokio::test]
+async fn a_log_folder_too_long_is_a_typed_error_and_no_container() {
+    let env = Env::new(&fake_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let mut events = rt.subscribe();
+    let mut s = spec("c-long");
+    s.pod_name = "p".repeat(253);
+    s.pod_namespace = "n".repeat(63);
+    let r = rt.start_container(&sandbox(env.tmp.path()), &s, &[]).await;
+    match r {
+        Err(e @ StartError::LogDir { .. }) => {
+            // The message carries the reason (the agent shows it as it is).
+            assert!(e.to_string().contains("File name too long"), "{e}");
+            let StartError::LogDir { path, source } = e else {
+                unreachable!()
+            };
+            assert_eq!(source.raw_os_error(), Some(libc::ENAMETOOLONG), "{source}");
+            assert!(
+                path.starts_with(&env.paths.pod_logs_dir),
+                "{}",
+                path.display()
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(rt.status("c-long").is_none(), "a container was recorded");
+    assert!(!env.dir("c-long").exists(), "its folder is left");
+    let ev = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+    assert!(ev.is_err(), "an event was sent: {ev:?}");
+    // The id is free again: a start with a name that fits works.
+    rt.start_container(&sandbox(env.tmp.path()), &spec("c-long"), &[])
+        .await
+        .expect("start");
+    rt.stop_container("c-long", libc::SIGKILL, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    rt.remove_container("c-long").await.expect("remove");
+}
+
 #[tokio::test]
 async fn keeper_without_status_line() {
     let env = Env::new("#!/bin/sh\necho $$ > \"$2/keeper.pid\"\nexit 3\n");

@@ -16,7 +16,7 @@ use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 
-use super::{attach, user};
+use super::{attach, payload, user};
 use super::{
     KeeperRequest, Started, EXIT_FILE, GO, GO_FD, PID_FILE, REQUEST_FILE, STARTED_FILE, STATUS_FD,
 };
@@ -210,6 +210,8 @@ struct Running {
     pid: i32,
     started_at: SystemTime,
     stdin: Stdin,
+    /// The read end of the init's exec failure report.
+    report: OwnedFd,
 }
 
 /// The container's stdin and the socket it is handed out on (see [`attach`]).
@@ -540,6 +542,10 @@ impl Keeper {
         };
         let console_path = self.dir.join(attach::CONSOLE_SOCKET);
         let own_oom = sys::own_oom_score_adj().ok();
+        // Where the init tells why the payload could not be exec'd (see `payload`).
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| KeeperError::Pipes(e.into()))?;
+        let executor = payload::ReportingExecutor::new(&report_w);
 
         let built = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&state)
@@ -551,11 +557,14 @@ impl Keeper {
                 .validate_id()
             })
             .and_then(|b| {
-                b.as_init(&bundle)
+                b.with_executor(executor)
+                    .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
                     .build()
             });
+        // Only the init (a clone) writes the report from here on.
+        drop(report_w);
         // The clone is done: from here on the keeper must not die of a closed status pipe.
         if let Err(e) = sys::ignore_signal(libc::SIGPIPE) {
             eprintln!("keeper: ignore SIGPIPE: {e}");
@@ -668,6 +677,7 @@ impl Keeper {
             pid,
             started_at,
             stdin,
+            report: report_r,
         })
     }
 
@@ -681,6 +691,7 @@ impl Keeper {
             pid,
             started_at,
             mut stdin,
+            report,
         } = run;
         let mut buf = vec![0u8; 64 * 1024];
         let mut log_failed = false;
@@ -733,6 +744,15 @@ impl Keeper {
             WaitResult::Signaled(s) => (128 + s, Some(s)),
             WaitResult::Running => (255, None),
         };
+        // The payload never ran: the init could not exec it.
+        let start_error = payload::read_report(report);
+        let (code, signal) = match &start_error {
+            Some(msg) => {
+                eprintln!("keeper: {msg}");
+                (payload::START_ERROR_CODE, None)
+            }
+            None => (code, signal),
+        };
         // Read before the delete removes the cgroup. A shell that relays its child's SIGKILL
         // exits with 137 as well: both count.
         let ooms = crate::cgroups::oom_kill_count(&req.cgroup_path).unwrap_or(0);
@@ -759,9 +779,9 @@ impl Keeper {
             code,
             signal,
             oom_killed,
-            started_at: Some(started_at),
+            started_at: start_error.is_none().then_some(started_at),
             finished_at,
-            start_error: None,
+            start_error,
         }
     }
 
