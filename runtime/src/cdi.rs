@@ -267,7 +267,10 @@ fn validate_vendor_or_class(what: &str, s: &str) -> Result<(), String> {
         .iter()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')))
     {
-        return Err(format!("invalid character {:?} in {what} {s:?}", *c as char));
+        return Err(format!(
+            "invalid character {:?} in {what} {s:?}",
+            *c as char
+        ));
     }
     if !last.is_ascii_alphanumeric() {
         return Err(format!("{what} {s:?} should end with a letter or digit"));
@@ -286,17 +289,24 @@ fn validate_device_name(s: &str) -> Result<(), String> {
         return Err("empty device name".into());
     };
     if !first.is_ascii_alphanumeric() {
-        return Err(format!("device name {s:?} should start with a letter or digit"));
+        return Err(format!(
+            "device name {s:?} should start with a letter or digit"
+        ));
     }
     if b.len() > 1 {
         if let Some(c) = inner(b)
             .iter()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':')))
         {
-            return Err(format!("invalid character {:?} in device name {s:?}", *c as char));
+            return Err(format!(
+                "invalid character {:?} in device name {s:?}",
+                *c as char
+            ));
         }
         if !last.is_ascii_alphanumeric() {
-            return Err(format!("device name {s:?} should end with a letter or digit"));
+            return Err(format!(
+                "device name {s:?} should end with a letter or digit"
+            ));
         }
     }
     Ok(())
@@ -327,8 +337,10 @@ impl Spec {
 
     /// The lowest version whose fields this spec uses.
     pub fn minimum_version(&self) -> (u32, u32, u32) {
-        let edits =
-            || std::iter::once(&self.container_edits).chain(self.devices.iter().map(|d| &d.container_edits));
+        let edits = || {
+            std::iter::once(&self.container_edits)
+                .chain(self.devices.iter().map(|d| &d.container_edits))
+        };
         let rdt = || edits().filter_map(|e| e.intel_rdt.as_ref());
         if edits().any(|e| !e.net_devices.is_empty())
             || rdt().any(|r| !r.schemata.is_empty() || r.enable_monitoring)
@@ -458,8 +470,7 @@ impl ContainerEdits {
         }
         if let Some(r) = &self.intel_rdt {
             if let Some(c) = &r.clos_id {
-                if c != "/"
-                    && (c.len() >= 4096 || c == "." || c == ".." || c.contains(['/', '\n']))
+                if c != "/" && (c.len() >= 4096 || c == "." || c == ".." || c.contains(['/', '\n']))
                 {
                     return Err("invalid ClosID".into());
                 }
@@ -883,9 +894,7 @@ fn object_at<'a>(v: &'a mut Value, path: &[&str]) -> &'a mut serde_json::Map<Str
 
 fn array_at<'a>(doc: &'a mut Value, path: &[&str]) -> &'a mut Vec<Value> {
     let (last, parents) = path.split_last().unwrap_or((&"", &[]));
-    let v = object_at(doc, parents)
-        .entry(*last)
-        .or_insert(Value::Null);
+    let v = object_at(doc, parents).entry(*last).or_insert(Value::Null);
     if !v.is_array() {
         *v = Value::Array(Vec::new());
     }

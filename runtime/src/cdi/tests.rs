@@ -44,12 +44,18 @@ fn real_specs_parse_and_validate() {
     assert_eq!(nv.kind, "nvidia.com/gpu");
     assert_eq!(nv.devices.len(), 3);
     assert_eq!(nv.container_edits.hooks[0].hook_name, "createContainer");
-    assert_eq!(nv.container_edits.mounts[0].options, ["ro", "nosuid", "nodev", "bind"]);
+    assert_eq!(
+        nv.container_edits.mounts[0].options,
+        ["ro", "nosuid", "nodev", "bind"]
+    );
     // A device named "0" and a hostPath need 0.5.0.
     assert_eq!(nv.minimum_version(), (0, 5, 0));
     let v = Spec::parse(VENDOR.as_bytes()).expect("parse");
     assert_eq!(v.minimum_version(), (1, 1, 0));
-    assert_eq!(v.devices[0].container_edits.device_nodes[0].file_mode, Some(0o660));
+    assert_eq!(
+        v.devices[0].container_edits.device_nodes[0].file_mode,
+        Some(0o660)
+    );
 }
 
 #[test]
@@ -88,9 +94,16 @@ fn versions_are_checked_against_the_fields_used() {
     );
     // enableCMT is a field of 0.7.0 to 1.0.0.
     let cmt = |v: &str| {
-        format!(r#"{{"cdiVersion":"{v}","kind":"a.com/b","devices":[{{"name":"x","containerEdits":{{"intelRdt":{{"enableCMT":true}}}}}}]}}"#)
+        format!(
+            r#"{{"cdiVersion":"{v}","kind":"a.com/b","devices":[{{"name":"x","containerEdits":{{"intelRdt":{{"enableCMT":true}}}}}}]}}"#
+        )
     };
-    assert_eq!(Spec::parse(cmt("1.0.0").as_bytes()).expect("parse").validate(), Ok(()));
+    assert_eq!(
+        Spec::parse(cmt("1.0.0").as_bytes())
+            .expect("parse")
+            .validate(),
+        Ok(())
+    );
     assert!(Spec::parse(cmt("1.1.0").as_bytes())
         .expect("parse")
         .validate()
@@ -105,10 +118,7 @@ fn invalid_specs_say_why() {
         );
         Spec::parse(s.as_bytes()).expect("parse").validate()
     };
-    assert_eq!(
-        bad("{}"),
-        Err("device \"x\": empty container edits".into())
-    );
+    assert_eq!(bad("{}"), Err("device \"x\": empty container edits".into()));
     assert_eq!(
         bad(r#"{"env":["=1"]}"#),
         Err("device \"x\": invalid container edits: invalid environment variable \"=1\"".into())
@@ -135,7 +145,9 @@ fn invalid_specs_say_why() {
     );
     let no_devices = r#"{"cdiVersion":"0.3.0","kind":"a.com/b","devices":[]}"#;
     assert_eq!(
-        Spec::parse(no_devices.as_bytes()).expect("parse").validate(),
+        Spec::parse(no_devices.as_bytes())
+            .expect("parse")
+            .validate(),
         Err("invalid spec, no devices".into())
     );
     let twice = r#"{"cdiVersion":"0.3.0","kind":"a.com/b","devices":[{"name":"x","containerEdits":{"env":["A=1"]}},{"name":"x","containerEdits":{"env":["A=1"]}}]}"#;
@@ -182,15 +194,28 @@ fn later_folders_win_and_same_folder_conflicts_drop_both() {
     let etc = DRA.replace("admin_a=b", "FROM=etc");
     let run = DRA.replace("admin_a=b", "FROM=run");
     let dev = "test-driver.cdi.k8s.io/test=claim-6e1f4e5c-1b6b-4d5e-9a57-6f0c2a3b9d11-my-request";
-    let reg = registry(&[("/etc/cdi/a.json", 0, &etc), ("/var/run/cdi/b.json", 1, &run)]);
-    let edits = reg.resolve_with(&names(&[dev]), fake_stat).expect("resolve");
+    let reg = registry(&[
+        ("/etc/cdi/a.json", 0, &etc),
+        ("/var/run/cdi/b.json", 1, &run),
+    ]);
+    let edits = reg
+        .resolve_with(&names(&[dev]), fake_stat)
+        .expect("resolve");
     assert!(edits.env.contains(&"FROM=run".to_string()), "{edits:?}");
     // The order of the folders decides, not the order the files were read in.
-    let reg = registry(&[("/var/run/cdi/b.json", 1, &run), ("/etc/cdi/a.json", 0, &etc)]);
-    let edits = reg.resolve_with(&names(&[dev]), fake_stat).expect("resolve");
+    let reg = registry(&[
+        ("/var/run/cdi/b.json", 1, &run),
+        ("/etc/cdi/a.json", 0, &etc),
+    ]);
+    let edits = reg
+        .resolve_with(&names(&[dev]), fake_stat)
+        .expect("resolve");
     assert!(edits.env.contains(&"FROM=run".to_string()), "{edits:?}");
 
-    let reg = registry(&[("/var/run/cdi/a.json", 1, &etc), ("/var/run/cdi/b.json", 1, &run)]);
+    let reg = registry(&[
+        ("/var/run/cdi/a.json", 1, &etc),
+        ("/var/run/cdi/b.json", 1, &run),
+    ]);
     assert!(reg.device_names().is_empty());
     assert!(matches!(
         reg.errors(),
@@ -218,7 +243,10 @@ fn a_broken_file_leaves_the_others_usable() {
         ]
     );
     let errs: Vec<String> = reg.errors().iter().map(|e| e.to_string()).collect();
-    assert!(errs[0].starts_with("parse CDI spec /etc/cdi/broken.yaml"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("parse CDI spec /etc/cdi/broken.yaml"),
+        "{errs:?}"
+    );
     assert_eq!(
         errs[1],
         "invalid CDI spec /etc/cdi/old.json: invalid version \"0.0.1\""
@@ -292,7 +320,9 @@ fn device_nodes_are_completed_from_the_host() {
     );
     let err = complete_node(&mut node("/dev/missing", None, 0), "a.com/b=c", fake_stat)
         .expect_err("missing");
-    assert!(matches!(err, InjectError::DeviceNode { host_path, .. } if host_path == "/dev/missing"));
+    assert!(
+        matches!(err, InjectError::DeviceNode { host_path, .. } if host_path == "/dev/missing")
+    );
     // The real host: /dev/null is the character device 1:3.
     let mut n = node("/dev/null", None, 0);
     complete_node(&mut n, "a.com/b=c", host_node).expect("complete");
@@ -357,7 +387,10 @@ fn edits_are_made_in_the_oci_document() {
         json!([{"path": "/opt/accel/bin/reset", "args": ["reset", "--all"],
                 "env": ["ACCEL_LOG=1"], "timeout": 5}])
     );
-    assert_eq!(doc["linux"]["netDevices"], json!({"accel-nic0": {"name": "eth1"}}));
+    assert_eq!(
+        doc["linux"]["netDevices"],
+        json!({"accel-nic0": {"name": "eth1"}})
+    );
     assert_eq!(
         doc["linux"]["intelRdt"],
         json!({"closID": "accel", "schemata": ["L3:0=ff"], "enableMonitoring": true})
