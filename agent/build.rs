@@ -3,7 +3,22 @@
 //! relocated `.data.rel.ro` (~350 KiB of vtables and tables from libcontainer and serde) into
 //! private memory in every one of them. Without `-pie` the linker resolves those addresses once,
 //! at build time, and the pages stay shared with the page cache. The agent itself stays PIE.
-fn main() {
+//!
+//! Also generates the device plugin API (`deviceplugin/v1beta1`: the `Registration` server the
+//! agent serves, the `DevicePlugin` client it calls) from the vendored .proto in `proto/`,
+//! parsed by protox (pure Rust, no system `protoc`).
+
+use std::path::Path;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-link-arg-bin=bosun-keeper=-no-pie");
+    let file = "proto/deviceplugin/v1beta1/api.proto";
+    println!("cargo:rerun-if-changed={file}");
+    let fds = protox::compile([file], [Path::new("proto/deviceplugin/v1beta1")])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
 }
