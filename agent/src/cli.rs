@@ -103,6 +103,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         status_tx: None,
         objects: None,
         events_tx: None,
+        devices: None,
     })
 }
 

@@ -71,6 +71,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )));
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.events_tx = Some(events_tx);
+    let devices = crate::devices::DeviceManager::start(&ctx.cfg.root_dir.join("device-plugins"))
+        .await
+        .context("starting the device plugin manager")?;
+    ctx.devices = Some(devices.clone());
     tokio::spawn(events::run(client.clone(), node_name.clone(), events_rx));
     let ctx = Arc::new(ctx);
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
@@ -97,6 +101,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let root = ctx.cfg.root_dir.clone();
             move || csi::volumes_in_use(&root)
         },
+        move || devices.capacity(),
     ));
     tokio::spawn(status::run(client.clone(), status_rx));
     if let Some(at) = rotate_at {

@@ -369,6 +369,21 @@ impl DeviceManager {
         }
     }
 
+    /// Frees the devices of one pod (it is gone from the node).
+    pub fn release_pod(&self, pod_uid: &str) {
+        let freed = {
+            let mut st = lock(&self.inner.state);
+            let before = st.allocations.len();
+            st.allocations.retain(|a| a.pod_uid != pod_uid);
+            before != st.allocations.len()
+        };
+        if freed {
+            if let Err(e) = self.write_checkpoint() {
+                tracing::warn!(pod = %pod_uid, error = %e, "cannot write the device checkpoint");
+            }
+        }
+    }
+
     fn write_checkpoint(&self) -> Result<(), AllocateError> {
         let cp = lock(&self.inner.state).checkpoint();
         let path = self.inner.dir.join(CHECKPOINT_FILE);

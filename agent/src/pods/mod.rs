@@ -121,6 +121,9 @@ pub struct Ctx {
     pub objects: Option<Arc<dyn ObjectSource>>,
     /// Cluster mode: where Events go.
     pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
+    /// Cluster mode: the device plugin manager (devices allocated at admission, given to
+    /// containers at start, freed with the pod).
+    pub devices: Option<crate::devices::DeviceManager>,
 }
 
 /// Where the configMaps, secrets and service account tokens a pod refers to come from

@@ -709,6 +709,11 @@ impl Worker {
         if let Ok(bytes) = serde_json::to_vec(&*self.pod) {
             let _ = status::write_atomic(&self.state_dir(), "pod.json", &bytes);
         }
+        if !self.admit_devices().await {
+            self.next_wakeup = Some(SystemTime::now() + Duration::from_secs(10));
+            self.write_status(false, false, false);
+            return;
+        }
         let ready = self.ensure_sandbox().await && self.ensure_volumes().await;
         if !ready {
             // A background CNI ADD never outlives the sync that began it.
@@ -1066,6 +1071,13 @@ impl Worker {
                 self.wake_at(SystemTime::now() + Duration::from_secs(10));
                 return;
             }
+        }
+        if let Err(msg) = self.container_devices(c, &mut spec).await {
+            self.cevent(&c.name, "Warning", "Failed", &format!("Error: {msg}"));
+            self.waiting
+                .insert(c.name.clone(), ("CreateContainerConfigError".into(), msg));
+            self.wake_at(SystemTime::now() + Duration::from_secs(10));
+            return;
         }
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
@@ -1519,7 +1531,55 @@ impl Worker {
 
     /// Releases what a pod that ended holds (containers, network, sandbox, volumes) and keeps
     /// its logs, which users still read (`kubectl logs` of a finished Job).
+    /// Devices of the device plugins for the pod's containers (the kubelet's admission): on
+    /// failure the UnexpectedAdmissionError Event and reason, and nothing starts.
+    async fn admit_devices(&mut self) -> bool {
+        let Some(dm) = self.ctx.devices.clone() else {
+            return true;
+        };
+        let reason = crate::devices::UNEXPECTED_ADMISSION_ERROR;
+        match dm.allocate_pod(&self.pod).await {
+            Ok(()) => {
+                if self.pod_error.as_ref().is_some_and(|e| e.0 == reason) {
+                    self.pod_error = None;
+                }
+                true
+            }
+            Err(e) => {
+                let msg = e.admission_message();
+                if self.pod_error.as_ref().map(|e| &e.1) != Some(&msg) {
+                    self.event("Warning", reason, &msg);
+                }
+                self.pod_error = Some((reason.into(), msg));
+                false
+            }
+        }
+    }
+
+    /// What the device plugins gave the container (env, mounts, nodes, annotations, CDI
+    /// devices), and their PreStartContainer.
+    async fn container_devices(
+        &self,
+        c: &Container,
+        spec: &mut bosun_runtime::ContainerSpec,
+    ) -> Result<(), String> {
+        let Some(dm) = &self.ctx.devices else {
+            return Ok(());
+        };
+        let devices = dm.container_devices(&self.uid, &c.name);
+        if devices.is_empty() {
+            return Ok(());
+        }
+        crate::devices::apply(spec, &devices)?;
+        dm.pre_start(&self.uid, &c.name)
+            .await
+            .map_err(|e| format!("PreStartContainer: {e}"))
+    }
+
     async fn release(&mut self) {
+        if let Some(dm) = &self.ctx.devices {
+            dm.release_pod(&self.uid);
+        }
         for attempts in self.records().values() {
             for (rec, _) in attempts {
                 if let Err(e) = self.ctx.runtime.remove_container(&rec.id).await {
