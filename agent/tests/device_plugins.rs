@@ -147,7 +147,7 @@ async fn sample_device_plugin_end_to_end() {
         d1.mounts,
         [("/tmp/Dev-1".to_string(), "/tmp/Dev-1".to_string(), false)]
     );
-    let reg = bosun_runtime::cdi::Registry::load(&[cdi.clone()]);
+    let reg = bosun_runtime::cdi::Registry::load(std::slice::from_ref(&cdi));
     assert!(reg.errors().is_empty(), "{:?}", reg.errors());
     let edits = reg.resolve(&d1.cdi_devices).expect("resolve");
     assert_eq!(edits.env, ["CDI_DEVICE=CDI-Dev-1"]);
