@@ -81,6 +81,13 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
         bosun_runtime::container::RuntimeOptions {
             log_max_size: cfg.container_log_max_size,
             log_max_files: cfg.container_log_max_files,
+            network: bosun_runtime::container::NetworkOptions {
+                cni: bosun_runtime::cni::CniConfig {
+                    conf_dir: cfg.cni_conf_dir.clone(),
+                    bin_dirs: cfg.cni_bin_dirs.clone(),
+                },
+                pod_cidr: cfg.pod_cidr.clone(),
+            },
         },
     )
     .await
@@ -91,7 +98,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
     );
     Ok(Ctx {
         cfg,
-        runtime,
+        runtime: std::sync::Arc::new(runtime),
         images,
         image_manager,
         node_memory: node_memory(),
@@ -373,7 +380,7 @@ pub fn images_gc(
             .with_context(|| format!("{s:?} is not a duration like 2m"))?,
         None => cfg.image_minimum_gc_age,
     };
-    let in_use = crate::images::images_in_use_on_disk(&cfg.run_dir);
+    let in_use = bosun_runtime::container::images_in_use(&runtime_paths(cfg)?);
     let report = store.gc(&in_use, high, low, min_age)?;
     for img in &report.removed {
         println!(

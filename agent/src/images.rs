@@ -3,7 +3,6 @@
 //! image garbage collection (`imageGCHighThresholdPercent` and friends).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -249,30 +248,16 @@ fn pull_message(e: &PullError) -> String {
     e.to_string()
 }
 
-/// Image ids of every container recorded under `<run_dir>/containers` (for the CLI, which has
-/// no runtime): what GC must keep.
-pub fn images_in_use_on_disk(run_dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Ok(bytes) = std::fs::read(e.path().join("request.json")) else {
-            continue;
-        };
-        if let Ok(req) = serde_json::from_slice::<bosun_runtime::keeper::KeeperRequest>(&bytes) {
-            out.insert(req.spec.image_id);
-        }
-    }
-    out
-}
-
 /// Runs GC every `period` (the kubelet's is 5 minutes) with the runtime's containers in use.
-pub async fn gc_loop(ctx: Arc<crate::pods::Ctx>, period: Duration) {
+pub async fn gc_loop(
+    runtime: Arc<dyn bosun_runtime::PodRuntime>,
+    manager: Arc<ImageManager>,
+    period: Duration,
+) {
     loop {
         tokio::time::sleep(period).await;
-        let in_use: BTreeSet<String> = ctx.runtime.list().into_iter().map(|c| c.image_id).collect();
-        let mgr = ctx.image_manager.clone();
+        let in_use = runtime.images_in_use();
+        let mgr = manager.clone();
         match tokio::task::spawn_blocking(move || mgr.collect(&in_use)).await {
             Ok(Ok(report)) if !report.removed.is_empty() => tracing::info!(
                 removed = report.removed.len(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_runtime::image::ImageStore;
-use bosun_runtime::{HostRuntime, RuntimeEvent};
+use bosun_runtime::{PodRuntime, RuntimeEvent};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
 
@@ -104,7 +104,8 @@ pub fn from_api(pod: &Pod) -> bool {
 /// What every pod worker shares.
 pub struct Ctx {
     pub cfg: Config,
-    pub runtime: HostRuntime,
+    /// The container runtime (the host's; a fake in unit tests).
+    pub runtime: Arc<dyn PodRuntime>,
     pub images: ImageStore,
     /// Pulls with policies, shared pulls and GC (the images issue).
     pub image_manager: Arc<crate::images::ImageManager>,
@@ -230,7 +231,7 @@ fn known_uids(ctx: &Ctx) -> HashSet<String> {
             uids.insert(uid.clone());
         }
     }
-    uids.extend(bosun_runtime::sandbox::list(ctx.runtime.paths()));
+    uids.extend(ctx.runtime.list_sandboxes());
     uids
 }
 
@@ -256,10 +257,11 @@ pub async fn serve(
     desired: watch::Receiver<Option<DesiredPods>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let paths = ctx.runtime.paths().clone();
+    let runtime = ctx.runtime.clone();
     // Image GC every 5 minutes, as the kubelet.
     tokio::spawn(crate::images::gc_loop(
-        ctx.clone(),
+        ctx.runtime.clone(),
+        ctx.image_manager.clone(),
         Duration::from_secs(300),
     ));
     let manager = tokio::spawn(run(ctx, desired));
@@ -269,13 +271,8 @@ pub async fn serve(
         _ = term.recv() => {}
         r = manager => { r.context("pod manager")?; }
     }
-    if bosun_runtime::sandbox::list(&paths).is_empty() {
-        let _ = bosun_runtime::sandbox::release_root(&paths);
-        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::host(&paths.cgroup_root) {
-            if let Err(e) = layout.remove_all() {
-                tracing::debug!(error = %e, "kubepods cgroups left in place");
-            }
-        }
+    if let Err(e) = runtime.release_node() {
+        tracing::debug!(error = %e, "node-wide runtime state left in place");
     }
     tracing::info!("bosun stopping; pods keep running");
     Ok(())

@@ -358,13 +358,10 @@ impl Worker {
         self.host_ip = crate::network::host_ip();
         if self.host_network() || sb.netns.is_none() {
             self.pod_ips = self.host_ip.clone().into_iter().collect();
-        } else if let Some(st) = bosun_runtime::cni::status(&sb.dir) {
-            self.pod_ips = st.ips;
+        } else if let Some(ips) = self.ctx.runtime.network_ips(&sb) {
+            self.pod_ips = ips;
         } else {
-            let add = match self.cni_add(&sb).await {
-                Ok(add) => add,
-                Err(msg) => return self.network_failed(msg),
-            };
+            let add = self.cni_add(&sb);
             let span = tracing::Span::current();
             self.network_pending = Some(tokio::spawn(add.instrument(span)));
             self.pod_ips.clear();
@@ -437,27 +434,13 @@ impl Worker {
         true
     }
 
-    /// The pod's CNI ADD, to run now or in the background: undoes an ADD that a crash
-    /// interrupted, then sets the network up; the pod's addresses, or the message of the
-    /// FailedCreatePodSandBox event.
-    async fn cni_add(
+    /// The pod's CNI ADD, to run in the background: the pod's addresses, or the message of
+    /// the FailedCreatePodSandBox event.
+    fn cni_add(
         &self,
         sb: &Sandbox,
-    ) -> Result<
-        impl std::future::Future<Output = Result<Vec<String>, String>> + Send + 'static,
-        String,
-    > {
-        let netns = sb.netns.clone().ok_or("sandbox has no network namespace")?;
-        if bosun_runtime::cni::has_state(&sb.dir) {
-            // An ADD interrupted by a crash: undo what it did before trying again.
-            bosun_runtime::cni::teardown(&sb.dir)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let cfg = &self.ctx.cfg;
-        bosun_runtime::cni::ensure_default_conflist(&cfg.cni_conf_dir, &cfg.pod_cidr)
-            .map_err(|e| e.to_string())?;
-        let spec = bosun_runtime::cni::PodNetworkSpec {
+    ) -> impl std::future::Future<Output = Result<Vec<String>, String>> + Send + 'static {
+        let net = bosun_runtime::PodNetwork {
             namespace: self
                 .pod
                 .metadata
@@ -466,20 +449,10 @@ impl Worker {
                 .unwrap_or_else(|| "default".into()),
             name: self.pod.metadata.name.clone().unwrap_or_default(),
             uid: self.uid.clone(),
-            netns,
             port_mappings: crate::network::port_mappings(&self.pod),
         };
-        let cni = bosun_runtime::cni::CniConfig {
-            conf_dir: cfg.cni_conf_dir.clone(),
-            bin_dirs: cfg.cni_bin_dirs.clone(),
-        };
-        let dir = sb.dir.clone();
-        Ok(async move {
-            bosun_runtime::cni::setup(&cni, &dir, &spec)
-                .await
-                .map(|st| st.ips)
-                .map_err(|e| format!("failed to set up the pod network: {e}"))
-        })
+        let add = self.ctx.runtime.setup_network(sb, &net);
+        async move { add.await.map_err(|e| e.to_string()) }
     }
 
     /// The pod with status.podIP(s)/hostIP(s) filled in (for downward-API env).
@@ -494,14 +467,13 @@ impl Worker {
         if self.sandbox.is_some() {
             return true;
         }
-        let paths = self.ctx.runtime.paths().clone();
-        if let Some(sb) = bosun_runtime::sandbox::load(&paths, &self.uid) {
+        if let Some(sb) = self.ctx.runtime.sandbox(&self.uid) {
             self.sandbox = Some(sb);
             return true;
         }
         let mut spec = translate::sandbox_spec(&self.pod);
         spec.hostname = crate::network::uts_hostname(&self.pod, &self.ctx.cfg.cluster_domain);
-        match bosun_runtime::sandbox::create(&paths, &spec).await {
+        match self.ctx.runtime.create_sandbox(&spec).await {
             Ok(sb) => {
                 self.sandbox = Some(sb);
                 self.pod_error = None;
@@ -1527,17 +1499,12 @@ impl Worker {
                 }
             }
         }
-        let paths = self.ctx.runtime.paths().clone();
-        let sb_dir = bosun_runtime::sandbox::dir(&paths, &self.uid);
         if let Some(add) = self.network_pending.take() {
             // DEL only after the ADD is over.
             let _ = add.await;
         }
-        if let Err(e) = bosun_runtime::cni::teardown(&sb_dir).await {
-            tracing::warn!(error = %e, "cannot tear down the pod network");
-        }
-        if let Err(e) = bosun_runtime::sandbox::remove(&paths, &self.uid).await {
-            tracing::warn!(error = %e, "cannot remove sandbox");
+        if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
+            tracing::warn!(error = %e, "cannot remove the sandbox");
         }
         if let Some(src) = &self.ctx.objects {
             if let Err(e) = src.release(&self.uid).await {
