@@ -1,6 +1,6 @@
 //! Flags + the KubeletConfiguration file -> one validated [`Config`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -405,21 +405,17 @@ impl Config {
             .clone()
             .unwrap_or_else(|| "/var/lib/kubelet".into());
         let node_labels = match &flags.node_labels {
-            Some(l) => {
-                crate::cluster::node::parse_labels(l).map_err(|message| ConfigError::Invalid {
-                    field: "--node-labels".into(),
-                    message,
-                })?
-            }
+            Some(l) => parse_labels(l).map_err(|message| ConfigError::Invalid {
+                field: "--node-labels".into(),
+                message,
+            })?,
             None => Default::default(),
         };
         let register_with_taints = match &flags.register_with_taints {
-            Some(t) => {
-                crate::cluster::node::parse_taints(t).map_err(|message| ConfigError::Invalid {
-                    field: "--register-with-taints".into(),
-                    message,
-                })?
-            }
+            Some(t) => parse_taints(t).map_err(|message| ConfigError::Invalid {
+                field: "--register-with-taints".into(),
+                message,
+            })?,
             None => Vec::new(),
         };
         let cfg = Config {
@@ -602,6 +598,42 @@ pub fn is_below(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
 }
 
+/// `--node-labels k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `--register-with-taints key=value:Effect,key:Effect`.
+pub fn parse_taints(s: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kv, effect) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            return Err(format!("taint {part:?}: unknown effect {effect}"));
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (kv.to_string(), None),
+        };
+        out.push(k8s_openapi::api::core::v1::Taint {
+            key,
+            value,
+            effect: effect.to_string(),
+            time_added: None,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,5 +745,17 @@ mod tests {
         std::fs::write(&path, "kind: Pod\n").expect("write");
         let err = Config::load(&flags).expect_err("must fail");
         assert!(err.to_string().contains("KubeletConfiguration"), "{err}");
+    }
+
+    #[test]
+    fn labels_and_taints_parse() {
+        let l = parse_labels("a=b, c=d").expect("labels");
+        assert_eq!(l.get("c").map(String::as_str), Some("d"));
+        assert!(parse_labels("nope").is_err());
+        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].value.as_deref(), Some("gpu"));
+        assert_eq!(t[1].key, "spot");
+        assert!(parse_taints("x:Sometimes").is_err());
     }
 }

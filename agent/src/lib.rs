@@ -4,15 +4,19 @@
 //! folder now, the apiserver later), runs one worker per pod that drives the host runtime toward
 //! the newest spec, and writes pod status.
 
+pub mod assembly;
 pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod fieldpath;
 pub mod images;
 pub mod manifest;
+pub mod metrics;
 pub mod network;
 pub mod pods;
 pub mod projection;
+pub mod quantity;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;

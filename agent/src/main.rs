@@ -6,13 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use bosun::config::{Config, Flags};
-use bosun::{cli, pods};
+use bosun::{assembly, cli};
 
 #[derive(Parser)]
 #[command(
@@ -272,12 +271,12 @@ fn main() -> ExitCode {
                     for w in warnings {
                         tracing::warn!("{w}");
                     }
-                    block_on(bosun::cluster::run(cfg))
+                    block_on(assembly::cluster_node(cfg))
                 })
         }
         Some(Command::Standalone { manifests, common }) => common
             .load(Some(manifests))
-            .and_then(|cfg| block_on(standalone(cfg))),
+            .and_then(|cfg| block_on(assembly::standalone(cfg))),
         Some(Command::Pods { json, common }) => {
             common.load(None).and_then(|cfg| cli::pods(&cfg, json))
         }
@@ -358,18 +357,4 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .build()
         .context("tokio runtime")?
         .block_on(f)
-}
-
-async fn standalone(cfg: Config) -> anyhow::Result<()> {
-    let ctx = Arc::new(cli::context(cfg).await?);
-    let manifests = ctx
-        .cfg
-        .manifests
-        .clone()
-        .context("no manifest folder (--manifests or staticPodPath)")?;
-    tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
-    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
-    pods::serve(ctx, rx).await
 }

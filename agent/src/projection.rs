@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
 };
 
-use crate::translate::{self, NodeAllocatable};
+use crate::fieldpath::{self, NodeAllocatable};
 
 /// The kubelet's default file mode of API data volumes.
 pub const DEFAULT_MODE: i32 = 0o644;
@@ -372,7 +372,7 @@ fn downward_payload(
 ) -> Result<(), String> {
     for item in items.into_iter().flatten() {
         let value = if let Some(f) = &item.field_ref {
-            translate::field_ref_value(pod, f)?
+            fieldpath::field_ref_value(pod, f)?
         } else if let Some(r) = &item.resource_field_ref {
             let name = r.container_name.as_deref().unwrap_or("");
             let c: Container = pod
@@ -386,7 +386,7 @@ fn downward_payload(
                 .find(|c| c.name == name)
                 .cloned()
                 .ok_or_else(|| format!("container {name:?} not found in pod"))?;
-            translate::resource_field_value(pod, &c, r, node)?
+            fieldpath::resource_field_value(pod, &c, r, node)?
         } else {
             String::new()
         };

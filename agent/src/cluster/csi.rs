@@ -42,7 +42,7 @@ pub struct Csi {
 }
 
 /// Volume figures and when they were taken.
-type StatsCache = (std::time::Instant, Vec<crate::server::stats::VolumeSample>);
+type StatsCache = (std::time::Instant, Vec<crate::metrics::VolumeSample>);
 
 /// How long volume figures are reused.
 const STATS_TTL: Duration = Duration::from_secs(10);
@@ -215,7 +215,7 @@ impl Csi {
     /// NodeGetVolumeStats of every volume mounted for a pod, from drivers with the
     /// GET_VOLUME_STATS capability (5 s each at most; failures leave the volume out), reused
     /// for [`STATS_TTL`].
-    pub async fn volume_samples(&self) -> Vec<crate::server::stats::VolumeSample> {
+    pub async fn volume_samples(&self) -> Vec<crate::metrics::VolumeSample> {
         // One measurement at a time; concurrent scrapes wait for it and share it.
         let mut cache = self.stats.lock().await;
         if let Some((at, v)) = cache.as_ref().filter(|(at, _)| at.elapsed() < STATS_TTL) {
@@ -227,7 +227,7 @@ impl Csi {
         out
     }
 
-    async fn measure_volumes(&self) -> Vec<crate::server::stats::VolumeSample> {
+    async fn measure_volumes(&self) -> Vec<crate::metrics::VolumeSample> {
         let list: Vec<Mounted> = self
             .mounted
             .lock()
@@ -243,7 +243,7 @@ impl Csi {
                 m.staging.as_deref(),
             );
             match tokio::time::timeout(Duration::from_secs(5), call).await {
-                Ok(Ok(s)) => out.push(crate::server::stats::VolumeSample {
+                Ok(Ok(s)) => out.push(crate::metrics::VolumeSample {
                     pod_uid: m.pod_uid.clone(),
                     name: m.volume.clone(),
                     pvc: m.claim.clone().map(|c| (m.namespace.clone(), c)),

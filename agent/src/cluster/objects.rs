@@ -17,9 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use kube::api::PostParams;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
@@ -72,8 +70,6 @@ impl Token {
 /// The apiserver-backed [`ObjectSource`].
 pub struct ClusterObjects {
     client: Client,
-    /// CSI drivers and mounts (None: no CSI, e.g. in tests).
-    csi: Option<super::csi::Csi>,
     /// Every Service of the cluster (the Node authorizer lets nodes watch them), for the
     /// service link variables.
     services: reflector::Store<Service>,
@@ -83,7 +79,7 @@ pub struct ClusterObjects {
 
 impl ClusterObjects {
     /// Also starts the Service reflector (it runs as long as the runtime).
-    pub fn new(client: Client, csi: Option<super::csi::Csi>) -> Self {
+    pub fn new(client: Client) -> Self {
         let (services, writer) = reflector::store();
         let api: Api<Service> = Api::all(client.clone());
         let stream =
@@ -100,7 +96,6 @@ impl ClusterObjects {
         });
         Self {
             client,
-            csi,
             services,
             objects: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -178,7 +173,7 @@ impl ClusterObjects {
     /// The service account tokens a CSIDriver asks for (`tokenRequests`), bound to the pod, as
     /// the kubelet hands them to the driver: JSON `{audience: {token, expirationTimestamp}}`.
     /// `None` when the driver asks for none (or has no CSIDriver object).
-    async fn csi_tokens(
+    pub(crate) async fn csi_tokens(
         &self,
         pod: &Pod,
         driver: &str,
@@ -289,140 +284,6 @@ impl ClusterObjects {
 }
 
 impl ObjectSource for ClusterObjects {
-    fn claim<'a>(
-        &'a self,
-        pod: &'a Pod,
-        claim: &'a str,
-        ephemeral: bool,
-    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
-        Box::pin(async move {
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-            let pvc = pvcs
-                .get_opt(claim)
-                .await
-                .map_err(|e| format!("cannot get persistentvolumeclaim {ns}/{claim}: {e}"))?;
-            if ephemeral {
-                // Not created yet by the ephemeral volume controller: wait (retried).
-                let pvc = pvc.as_ref().ok_or_else(|| {
-                    format!("persistentvolumeclaim {claim:?} not found (the ephemeral volume controller has not created it yet)")
-                })?;
-                crate::claims::check_ephemeral_owner(
-                    ns,
-                    pod.metadata.name.as_deref().unwrap_or_default(),
-                    pod.metadata.uid.as_deref().unwrap_or_default(),
-                    pvc,
-                )?;
-            }
-            let pv_name = crate::claims::bound_volume(claim, pvc.as_ref())?;
-            let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-            let pv = pvs
-                .get(&pv_name)
-                .await
-                .map_err(|e| format!("cannot get persistentvolume {pv_name}: {e}"))?;
-            let node = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
-            let nodes: Api<Node> = Api::all(self.client.clone());
-            let labels = nodes
-                .get(&node)
-                .await
-                .map_err(|e| format!("cannot get node {node}: {e}"))?
-                .metadata
-                .labels
-                .unwrap_or_default();
-            if pv.spec.as_ref().is_some_and(|s| s.csi.is_some()) {
-                let csi = self
-                    .csi
-                    .as_ref()
-                    .ok_or("CSI volumes are not enabled on this node")?;
-                let volumes = || pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
-                let read_only = volumes()
-                    .filter_map(|v| v.persistent_volume_claim.as_ref())
-                    .any(|c| c.claim_name == claim && c.read_only == Some(true));
-                // The pod's volume that names this claim (for stats and expansion).
-                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-                let volume = volumes()
-                    .find(|v| {
-                        v.persistent_volume_claim
-                            .as_ref()
-                            .is_some_and(|c| c.claim_name == claim)
-                            || (v.ephemeral.is_some()
-                                && crate::translate::ephemeral_claim_name(pod_name, &v.name)
-                                    == claim)
-                    })
-                    .map(|v| v.name.clone())
-                    .unwrap_or_default();
-                let driver = pv
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.csi.as_ref())
-                    .map(|c| c.driver.clone())
-                    .unwrap_or_default();
-                let tokens = self.csi_tokens(pod, &driver).await?;
-                let path = csi
-                    .mount(pod, &pv, read_only, &volume, claim, tokens)
-                    .await?;
-                let block = pv
-                    .spec
-                    .as_ref()
-                    .is_some_and(|s| s.volume_mode.as_deref() == Some("Block"));
-                return Ok(crate::translate::VolumeKind::HostPath {
-                    path: path.to_string_lossy().into_owned(),
-                    // A block volume is the device file NodePublishVolume made.
-                    type_: if block { "BlockDevice" } else { "Directory" }.into(),
-                });
-            }
-            crate::claims::volume_kind(&pv, &node, &labels)
-        })
-    }
-
-    fn csi_inline<'a>(
-        &'a self,
-        pod: &'a Pod,
-        volume: &'a str,
-    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
-        Box::pin(async move {
-            let csi = self
-                .csi
-                .as_ref()
-                .ok_or("CSI volumes are not enabled on this node")?;
-            let source = pod
-                .spec
-                .iter()
-                .flat_map(|s| s.volumes.iter().flatten())
-                .find(|v| v.name == volume)
-                .and_then(|v| v.csi.as_ref())
-                .ok_or_else(|| format!("volume {volume:?} is not a CSI inline volume"))?;
-            let tokens = self.csi_tokens(pod, &source.driver).await?;
-            let path = csi.mount_inline(pod, volume, source, tokens).await?;
-            Ok(crate::translate::VolumeKind::HostPath {
-                path: path.to_string_lossy().into_owned(),
-                type_: "Directory".into(),
-            })
-        })
-    }
-
-    fn volume_samples(&self) -> BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
-        Box::pin(async move {
-            match &self.csi {
-                Some(csi) => csi.volume_samples().await,
-                None => Vec::new(),
-            }
-        })
-    }
-
-    fn release<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            match &self.csi {
-                Some(csi) => csi.unmount_pod(pod_uid).await,
-                None => Ok(()),
-            }
-        })
-    }
-
     fn fetch<'a>(
         &'a self,
         pod: &'a Pod,

@@ -117,12 +117,17 @@ pub struct Ctx {
     pub status_tx: Option<tokio::sync::mpsc::UnboundedSender<StatusUpdate>>,
     /// Cluster mode: configMaps, secrets and tokens for volumes and env.
     pub objects: Option<Arc<dyn ObjectSource>>,
+    /// Cluster mode: claims and CSI volumes.
+    pub volumes: Option<Arc<dyn PersistentVolumes>>,
+    /// Cluster mode: the figures of the CSI volumes, for the HTTP API.
+    pub volume_stats: Option<Arc<dyn crate::metrics::volume::VolumeStats>>,
     /// Cluster mode: where Events go.
     pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
 }
 
-/// Where the configMaps, secrets and service account tokens a pod refers to come from
-/// (the apiserver in cluster mode: [`crate::cluster::objects`]; fakes in tests).
+/// Where the configMaps, secrets and service account tokens (and the Services, for the service
+/// link variables) that a pod's volumes and environment refer to come from: the apiserver in
+/// cluster mode ([`crate::cluster::objects`]), none in standalone mode.
 pub trait ObjectSource: Send + Sync {
     /// Everything in `refs`, for `pod`: missing objects as `None`, an error when the API
     /// cannot answer (and nothing was read before).
@@ -131,7 +136,12 @@ pub trait ObjectSource: Send + Sync {
         pod: &'a Pod,
         refs: &'a crate::projection::References,
     ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, String>>;
+}
 
+/// The volumes of a pod that come from outside the node: claims bound to PersistentVolumes and
+/// CSI inline volumes (the apiserver and the CSI drivers in cluster mode:
+/// [`crate::cluster::volumes`]; none in standalone mode).
+pub trait PersistentVolumes: Send + Sync {
     /// What to mount for claim `claim` of `pod`: its bound PersistentVolume's source. With
     /// `ephemeral` (a generic ephemeral volume's claim) the claim must be controlled by the pod.
     fn claim<'a>(
@@ -149,16 +159,8 @@ pub trait ObjectSource: Send + Sync {
         volume: &'a str,
     ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
 
-    /// The figures of the volumes mounted for pods that a driver measures (CSI
-    /// NodeGetVolumeStats), for `/stats/summary` and `/metrics`.
-    fn volume_samples(
-        &self,
-    ) -> futures_util::future::BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
-        Box::pin(async { Vec::new() })
-    }
-
-    /// Undoes what [`ObjectSource::claim`] did outside the pod folder (CSI unpublish and
-    /// unstage), before the pod folder is torn down.
+    /// Undoes what [`PersistentVolumes::claim`] and [`PersistentVolumes::csi_inline`] did
+    /// outside the pod folder (CSI unpublish and unstage), before the pod folder is torn down.
     fn release<'a>(
         &'a self,
         pod_uid: &'a str,
@@ -327,7 +329,7 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     }
     let mut terminated: HashSet<String> = HashSet::new();
     loop {
-        crate::server::health::sync_loop_tick();
+        crate::metrics::health::sync_loop_tick();
         reconcile(&ctx, &mut workers, &mut terminated, &current);
         tokio::select! {
             r = desired.changed() => {

@@ -249,7 +249,7 @@ async fn probe_container(
         );
         move |ok: bool| {
             let result = if ok { "successful" } else { "failed" };
-            crate::server::metrics::count_probe(kind, result, &container, &pod, &ns, &uid);
+            crate::metrics::count_probe(kind, result, &container, &pod, &ns, &uid);
         }
     };
     let translate = |p: &Probe, kind: &str| match spec(p, &c, &t.pod_ip, exec.clone()) {

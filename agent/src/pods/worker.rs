@@ -153,7 +153,7 @@ impl Worker {
                     self.pod = pod;
                     let t0 = std::time::Instant::now();
                     self.sync().await;
-                    crate::server::metrics::observe_pod_worker(operation, t0.elapsed());
+                    crate::metrics::observe_pod_worker(operation, t0.elapsed());
                 }
                 Desired::Terminate { pod, grace } => {
                     self.pod = pod;
@@ -579,7 +579,7 @@ impl Worker {
                 let resolved;
                 let set_up_err =
                     |e: String| format!("MountVolume.SetUp failed for volume {name:?} : {e}");
-                let kind = match (kind, &self.ctx.objects) {
+                let kind = match (kind, &self.ctx.volumes) {
                     (translate::VolumeKind::Claim { claim }, Some(src)) => {
                         resolved = src
                             .claim(&self.pod, claim, false)
@@ -809,7 +809,7 @@ impl Worker {
                 .creation_timestamp
                 .as_ref()
                 .map(|t| SystemTime::from(t.0));
-            crate::server::metrics::pod_running(&self.uid, created);
+            crate::metrics::pod_running(&self.uid, created);
         }
         self.gc(&records).await;
         self.sync_probes(&records);
@@ -945,11 +945,8 @@ impl Worker {
         {
             Ok(i) => {
                 if pulls {
-                    crate::server::metrics::pod_image_pulled(&self.uid, pull_start.elapsed());
-                    crate::server::metrics::observe_runtime_operation(
-                        "pull_image",
-                        pull_start.elapsed(),
-                    );
+                    crate::metrics::pod_image_pulled(&self.uid, pull_start.elapsed());
+                    crate::metrics::observe_runtime_operation("pull_image", pull_start.elapsed());
                 }
                 let msg = if pulls {
                     format!(
@@ -1083,10 +1080,10 @@ impl Worker {
                     .await
             }
         };
-        crate::server::metrics::observe_runtime_operation("start_container", t0.elapsed());
+        crate::metrics::observe_runtime_operation("start_container", t0.elapsed());
         match started {
             Ok(_) => {
-                crate::server::metrics::pod_container_started(&self.uid);
+                crate::metrics::pod_container_started(&self.uid);
                 self.cevent(
                     &c.name,
                     "Normal",
@@ -1506,7 +1503,7 @@ impl Worker {
         if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
             tracing::warn!(error = %e, "cannot remove the sandbox");
         }
-        if let Some(src) = &self.ctx.objects {
+        if let Some(src) = &self.ctx.volumes {
             if let Err(e) = src.release(&self.uid).await {
                 tracing::warn!(error = %e, "cannot unmount the pod's CSI volumes");
             }
@@ -1522,7 +1519,7 @@ impl Worker {
     }
 
     async fn cleanup(&mut self) {
-        crate::server::metrics::forget_pod(&self.uid);
+        crate::metrics::forget_pod(&self.uid);
         self.release().await;
         let ns = self
             .pod
@@ -1619,7 +1616,7 @@ async fn kill_container(
     tracing::info!(container = %st.id, signal, grace_s = grace.as_secs_f32(), "stopping container");
     let t0 = std::time::Instant::now();
     let stopped = ctx.runtime.stop_container(&st.id, signal, grace).await;
-    crate::server::metrics::observe_runtime_operation("stop_container", t0.elapsed());
+    crate::metrics::observe_runtime_operation("stop_container", t0.elapsed());
     if let Err(e) = stopped {
         tracing::warn!(container = %st.id, error = %e, "cannot stop container");
     }

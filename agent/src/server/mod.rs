@@ -13,7 +13,6 @@ pub mod csr;
 pub mod exec;
 pub mod health;
 pub mod logs;
-pub mod metrics;
 pub mod portforward;
 pub mod routes;
 pub mod spdy;

@@ -125,8 +125,8 @@ pub async fn handle(
     }
     tracing::debug!(user = %user.name, %method, %path, "request");
     // Volume figures come from the drivers (NodeGetVolumeStats): asked only where they are shown.
-    let volumes = match (path.as_str(), &server.ctx.objects) {
-        ("/stats/summary" | "/metrics", Some(objects)) => objects.volume_samples().await,
+    let volumes = match (path.as_str(), &server.ctx.volume_stats) {
+        ("/stats/summary" | "/metrics", Some(stats)) => stats.volume_samples().await,
         _ => Vec::new(),
     };
     route(server, req, &path, websocket, &volumes)
@@ -137,7 +137,7 @@ fn route(
     req: Request<Incoming>,
     path: &str,
     websocket: bool,
-    volumes: &[stats::VolumeSample],
+    volumes: &[crate::metrics::VolumeSample],
 ) -> Response<Body> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
@@ -153,7 +153,7 @@ fn route(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             stats::agent_metrics(&server.ctx.runtime.list())
-                + &super::metrics::render()
+                + &crate::metrics::render()
                 + &stats::volume_metrics(volumes),
         ),
         ["metrics", "resource"] => {
