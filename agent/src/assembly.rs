@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bosun_runtime::image::ImageStore;
 use bosun_runtime::{HostRuntime, RuntimePaths};
 use tokio::sync::watch;
 
 use crate::cluster;
 use crate::config::Config;
+use crate::images::ImageManager;
 use crate::pods::source::DesiredPods;
 use crate::pods::{self, Ctx};
 
@@ -57,8 +57,9 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Builds the agent's shared context: runtime (adopting what runs), image store, folders.
-pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
+/// Builds the agent's shared context: runtime (adopting what runs), images (with their GC
+/// loop), folders. The image manager is also returned for what reads the store itself.
+pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
     // Orphans re-parented to us (a keeper's helpers) are reaped by the reaper.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
     unsafe {
@@ -98,25 +99,32 @@ pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
     )
     .await
     .context("starting the runtime")?;
-    let images = ImageStore::open(&cfg.data_dir).context("opening the image store")?;
-    let image_manager = std::sync::Arc::new(
-        crate::images::ImageManager::new(&cfg).context("setting up image pulls")?,
-    );
-    Ok(Ctx {
+    let images =
+        Arc::new(crate::images::ImageManager::new(&cfg).context("setting up image pulls")?);
+    let runtime: Arc<dyn bosun_runtime::PodRuntime> = Arc::new(runtime);
+    // Image GC every 5 minutes, as the kubelet.
+    tokio::spawn(crate::images::gc_loop(
+        runtime.clone(),
+        images.clone(),
+        Duration::from_secs(300),
+    ));
+    let ctx = Ctx {
         cfg,
-        runtime: std::sync::Arc::new(runtime),
-        images,
-        image_manager,
-        node_memory: node_memory(),
-        node_cpu_millis: std::thread::available_parallelism()
-            .map(|n| n.get() as u64 * 1000)
-            .unwrap_or(1000),
+        runtime,
+        images: images.clone(),
+        node: crate::fieldpath::NodeAllocatable {
+            memory_bytes: node_memory(),
+            cpu_millis: std::thread::available_parallelism()
+                .map(|n| n.get() as u64 * 1000)
+                .unwrap_or(1000),
+        },
         status_tx: None,
         objects: None,
         volumes: None,
         volume_stats: None,
         events_tx: None,
-    })
+    };
+    Ok((ctx, images))
 }
 
 pub fn node_memory() -> u64 {
@@ -133,7 +141,8 @@ pub fn node_memory() -> u64 {
 
 /// Runs the pods of the manifest folder until SIGTERM/SIGINT (pods keep running after).
 pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
-    let ctx = Arc::new(context(cfg).await?);
+    let (ctx, _) = context(cfg).await?;
+    let ctx = Arc::new(ctx);
     let manifests = ctx
         .cfg
         .manifests
@@ -193,7 +202,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         delay = (delay * 2).min(Duration::from_secs(30));
     }
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut ctx = context(cfg).await?;
+    let (mut ctx, images) = context(cfg).await?;
     ctx.status_tx = Some(status_tx);
     let csi = cluster::csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
     let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));
@@ -216,13 +225,12 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
     tokio::spawn(cluster::node::lease_loop(client.clone(), node_name.clone()));
-    let images_ctx = ctx.clone();
     tokio::spawn(cluster::node::status_loop(
         client.clone(),
         facts,
         move || {
-            images_ctx
-                .images
+            images
+                .store()
                 .list()
                 .unwrap_or_default()
                 .into_iter()

@@ -38,6 +38,45 @@ impl PullPolicy {
     }
 }
 
+/// What a pod worker needs of images: whether one is present, making one available by its
+/// pull policy, and recording its use. The [`ImageManager`] on a node; a fake in the worker's
+/// unit tests.
+pub trait ImageService: Send + Sync {
+    /// Whether `image` is in the store.
+    fn present(&self, image: &str) -> bool;
+
+    /// Makes `image` available according to `policy` (with a pod's pull credentials, tried
+    /// before the node's) and returns it.
+    fn ensure<'a>(
+        &'a self,
+        image: &'a str,
+        policy: PullPolicy,
+        creds: &'a Credentials,
+    ) -> futures_util::future::BoxFuture<'a, Result<Image, EnsureError>>;
+
+    /// Records that a container starts from image `id` (for image GC).
+    fn used(&self, id: &str);
+}
+
+impl ImageService for ImageManager {
+    fn present(&self, image: &str) -> bool {
+        matches!(self.store.resolve(image), Ok(Some(_)))
+    }
+
+    fn ensure<'a>(
+        &'a self,
+        image: &'a str,
+        policy: PullPolicy,
+        creds: &'a Credentials,
+    ) -> futures_util::future::BoxFuture<'a, Result<Image, EnsureError>> {
+        Box::pin(self.ensure_with(image, policy, creds))
+    }
+
+    fn used(&self, id: &str) {
+        ImageManager::used(self, id);
+    }
+}
+
 /// Why an image could not be made available; the waiting reason follows from the variant.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum EnsureError {
@@ -55,10 +94,11 @@ pub enum EnsureError {
 impl EnsureError {
     /// The container's waiting reason for this failure.
     pub fn reason(&self) -> &'static str {
+        use crate::reasons::waiting;
         match self {
-            EnsureError::NeverPull { .. } => "ErrImageNeverPull",
-            EnsureError::InvalidName { .. } => "InvalidImageName",
-            EnsureError::Pull { .. } => "ErrImagePull",
+            EnsureError::NeverPull { .. } => waiting::ERR_IMAGE_NEVER_PULL,
+            EnsureError::InvalidName { .. } => waiting::INVALID_IMAGE_NAME,
+            EnsureError::Pull { .. } => waiting::ERR_IMAGE_PULL,
         }
     }
 }

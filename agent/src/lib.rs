@@ -17,6 +17,7 @@ pub mod network;
 pub mod pods;
 pub mod projection;
 pub mod quantity;
+pub mod reasons;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;

@@ -1,4 +1,5 @@
-//! Pods: the source of desired pods, the manager that keeps one worker per pod, and status.
+//! Pods: the source of desired pods, the manager that keeps one worker per pod, the workers
+//! ([`worker`]: plan, then act, against a [`PodRuntime`]), probes, back-off and status.
 
 pub mod backoff;
 pub mod probing;
@@ -11,15 +12,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_runtime::image::ImageStore;
 use bosun_runtime::{PodRuntime, RuntimeEvent};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::translate::VolumeKind;
+use crate::fieldpath::NodeAllocatable;
+use crate::images::ImageService;
+use crate::reasons::EventType;
+use crate::translate::{VolumeKind, LABEL_POD_UID};
 use source::DesiredPods;
-use worker::{Desired, WorkerHandle, LABEL_POD_UID};
+use worker::{Intent, WorkerHandle};
+
+pub use worker::plan::{api_terminal, pod_key};
 
 /// A pod status for the apiserver (cluster mode), or `status: None` once the pod is terminated
 /// and cleaned up: then the pod object is deleted (grace 0, uid precondition).
@@ -63,8 +68,15 @@ pub fn container_field_path(pod: &Pod, container: &str) -> String {
 }
 
 /// Logs an event about `pod` and, in cluster mode, sends it to the apiserver.
-pub fn emit(ctx: &Ctx, pod: &Pod, container: Option<&str>, type_: &str, reason: &str, msg: &str) {
-    if type_ == "Warning" {
+pub fn emit(
+    ctx: &Ctx,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: EventType,
+    reason: &str,
+    msg: &str,
+) {
+    if type_ == EventType::Warning {
         tracing::warn!(reason, container, "{msg}");
     } else {
         tracing::info!(reason, container, "{msg}");
@@ -79,17 +91,11 @@ pub fn emit(ctx: &Ctx, pod: &Pod, container: Option<&str>, type_: &str, reason: 
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             field_path: container.map(|c| container_field_path(pod, c)),
-            type_: type_.to_string(),
+            type_: type_.as_str().to_string(),
             reason: reason.to_string(),
             message: msg.to_string(),
         });
     }
-}
-
-/// Has the API recorded that this pod ended (phase Succeeded or Failed, not being deleted)?
-pub fn api_terminal(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    matches!(phase, Some("Succeeded") | Some("Failed")) && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Is this pod from the apiserver (not a static pod from a file)?
@@ -106,13 +112,11 @@ pub struct Ctx {
     pub cfg: Config,
     /// The container runtime (the host's; a fake in unit tests).
     pub runtime: Arc<dyn PodRuntime>,
-    pub images: ImageStore,
-    /// Pulls with policies, shared pulls and GC (the images issue).
-    pub image_manager: Arc<crate::images::ImageManager>,
-    /// The node's memory in bytes (oom_score_adj of burstable containers, resourceFieldRef).
-    pub node_memory: u64,
-    /// The node's CPUs in millicores (resourceFieldRef of an unset cpu limit).
-    pub node_cpu_millis: u64,
+    /// Images by pull policy (the image manager; a fake in unit tests).
+    pub images: Arc<dyn ImageService>,
+    /// The node's memory (oom_score_adj of burstable containers, resourceFieldRef) and CPUs
+    /// (resourceFieldRef of an unset cpu limit).
+    pub node: NodeAllocatable,
     /// Cluster mode: where pod statuses and final deletions go.
     pub status_tx: Option<tokio::sync::mpsc::UnboundedSender<StatusUpdate>>,
     /// Cluster mode: configMaps, secrets and tokens for volumes and env.
@@ -167,43 +171,6 @@ pub trait PersistentVolumes: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
 }
 
-/// Maps the translated volume description to the volumes crate's source.
-pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, String> {
-    Ok(match kind {
-        VolumeKind::EmptyDir { memory, size_limit } => bosun_volumes::VolumeSource::EmptyDir {
-            medium: if *memory {
-                bosun_volumes::Medium::Memory
-            } else {
-                bosun_volumes::Medium::Disk
-            },
-            size_limit: *size_limit,
-        },
-        VolumeKind::HostPath { path, type_ } => bosun_volumes::VolumeSource::HostPath {
-            path: path.into(),
-            kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
-        },
-        VolumeKind::Local { path, block } => bosun_volumes::VolumeSource::HostPath {
-            path: path.into(),
-            kind: if *block {
-                bosun_volumes::HostPathType::BlockDevice
-            } else {
-                bosun_volumes::HostPathType::Directory
-            },
-        },
-        VolumeKind::ApiData(plugin) => bosun_volumes::VolumeSource::ApiData { plugin: *plugin },
-        VolumeKind::Claim { claim } | VolumeKind::EphemeralClaim { claim } => {
-            return Err(format!(
-                "persistentvolumeclaim {claim:?} must be resolved to its volume first"
-            ))
-        }
-        VolumeKind::CsiInline { driver } => {
-            return Err(format!(
-                "CSI inline volume of driver {driver} must be published first"
-            ))
-        }
-    })
-}
-
 /// Removes the `/var/log/containers` symlinks that point into `pod_log_dir`.
 pub fn remove_log_links(container_logs_dir: &Path, pod_log_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(container_logs_dir) else {
@@ -239,7 +206,7 @@ fn known_uids(ctx: &Ctx) -> HashSet<String> {
 
 /// The last spec this node ran for `uid` (for terminating pods it no longer has a source for).
 fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
-    let path = status::pod_state_dir(&ctx.cfg.run_dir, uid).join("pod.json");
+    let path = status::pod_state_dir(&ctx.cfg.run_dir, uid).join(status::POD_FILE);
     std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -251,21 +218,15 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
         })
 }
 
-/// The agent's main loop in both modes: image GC, the pod manager, until SIGTERM/SIGINT. Pods
-/// keep running after (a restarted bosun adopts them); with no pod left, nothing is left behind:
-/// the sandboxes root mount and the empty kubepods cgroups are removed.
+/// The agent's main loop in both modes: the pod manager, until SIGTERM/SIGINT. Pods keep
+/// running after (a restarted bosun adopts them); with no pod left, nothing is left behind: the
+/// runtime removes the sandboxes root mount and the empty kubepods cgroups.
 pub async fn serve(
     ctx: Arc<Ctx>,
     desired: watch::Receiver<Option<DesiredPods>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let runtime = ctx.runtime.clone();
-    // Image GC every 5 minutes, as the kubelet.
-    tokio::spawn(crate::images::gc_loop(
-        ctx.runtime.clone(),
-        ctx.image_manager.clone(),
-        Duration::from_secs(300),
-    ));
     let manager = tokio::spawn(run(ctx, desired));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -314,17 +275,9 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     for uid in known_uids(&ctx) {
         if !current.contains_key(&uid) {
             let pod = stored_pod(&ctx, &uid);
-            tracing::info!(uid = %uid, pod = %worker::pod_key(&pod), "terminating pod that is no longer wanted");
-            workers.insert(
-                uid,
-                worker::spawn(
-                    ctx.clone(),
-                    Desired::Terminate {
-                        pod: Arc::new(pod),
-                        grace: None,
-                    },
-                ),
-            );
+            tracing::info!(uid = %uid, pod = %pod_key(&pod), "terminating pod that is no longer wanted");
+            let terminate = Intent::Terminate { grace: None };
+            workers.insert(uid, worker::spawn(ctx.clone(), Arc::new(pod), terminate));
         }
     }
     let mut terminated: HashSet<String> = HashSet::new();
@@ -369,7 +322,7 @@ fn reconcile(
 ) {
     workers.retain(|uid, w| {
         let finished = w.done.is_finished();
-        if finished && matches!(*w.tx.borrow(), Desired::Terminate { .. }) {
+        if finished && matches!(w.tx.borrow().1, Intent::Terminate { .. }) {
             terminated.insert(uid.clone());
         }
         !finished
@@ -383,22 +336,23 @@ fn reconcile(
             if terminated.contains(uid) && !workers.contains_key(uid) {
                 continue;
             }
-            let grace = pod.metadata.deletion_grace_period_seconds;
-            let terminate = Desired::Terminate {
-                pod: pod.clone(),
-                grace,
+            let terminate = Intent::Terminate {
+                grace: pod.metadata.deletion_grace_period_seconds,
             };
             match workers.get(uid) {
                 None => {
-                    workers.insert(uid.clone(), worker::spawn(ctx.clone(), terminate));
+                    workers.insert(
+                        uid.clone(),
+                        worker::spawn(ctx.clone(), pod.clone(), terminate),
+                    );
                 }
                 Some(w) => {
-                    w.tx.send_if_modified(|cur| match cur {
-                        Desired::Run(_) => {
-                            *cur = terminate;
+                    w.tx.send_if_modified(|cur| match cur.1 {
+                        Intent::Run => {
+                            *cur = (pod.clone(), terminate);
                             true
                         }
-                        Desired::Terminate { .. } => false,
+                        Intent::Terminate { .. } => false,
                     });
                 }
             }
@@ -408,13 +362,13 @@ fn reconcile(
             None => {
                 workers.insert(
                     uid.clone(),
-                    worker::spawn(ctx.clone(), Desired::Run(pod.clone())),
+                    worker::spawn(ctx.clone(), pod.clone(), Intent::Run),
                 );
             }
             Some(w) => {
                 w.tx.send_if_modified(|cur| match cur {
-                    Desired::Run(p) if !Arc::ptr_eq(p, pod) && **p != **pod => {
-                        *cur = Desired::Run(pod.clone());
+                    (p, Intent::Run) if !Arc::ptr_eq(p, pod) && **p != **pod => {
+                        *cur = (pod.clone(), Intent::Run);
                         true
                     }
                     _ => false,
@@ -426,15 +380,12 @@ fn reconcile(
         if desired.contains_key(uid) {
             continue;
         }
-        w.tx.send_if_modified(|cur| match cur {
-            Desired::Run(p) => {
-                *cur = Desired::Terminate {
-                    pod: p.clone(),
-                    grace: None,
-                };
+        w.tx.send_if_modified(|cur| match cur.1 {
+            Intent::Run => {
+                cur.1 = Intent::Terminate { grace: None };
                 true
             }
-            Desired::Terminate { .. } => false,
+            Intent::Terminate { .. } => false,
         });
     }
 }

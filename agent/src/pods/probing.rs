@@ -1,8 +1,8 @@
 //! Probes of a pod's running containers: one tokio task per running container (no thread, no
 //! process except for exec checks). The startup probe runs first and holds liveness and
-//! readiness back; liveness (and startup) failures kill the container with reason `Unhealthy`
-//! and the restart policy applies; readiness results are read by the worker for `ready` and the
-//! pod's conditions.
+//! readiness back. A liveness (or startup) failure is an `Unhealthy` event and a result the
+//! worker reads: its plan stops the container and the restart policy applies. Readiness results
+//! are read by the worker for `ready` and the pod's conditions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,26 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::Notify;
 
 use super::Ctx;
+use crate::reasons::{event, EventType};
+
+/// The three probes of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    /// As events and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        }
+    }
+}
 
 /// What the probes of one container found so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +42,8 @@ pub struct ProbeState {
     pub started: bool,
     /// Readiness (true without a readiness probe once started).
     pub ready: bool,
+    /// The probe that failed for good (startup or liveness): the container is to be stopped.
+    pub failed: Option<ProbeKind>,
 }
 
 struct Entry {
@@ -50,9 +72,6 @@ pub struct Target {
     pub id: String,
     pub container: Container,
     pub pod_ip: String,
-    /// Grace period for a kill (pod's terminationGracePeriodSeconds).
-    pub pod_grace: i64,
-    pub stop_signal: i32,
 }
 
 impl Probes {
@@ -74,6 +93,7 @@ impl Probes {
             let initial = ProbeState {
                 started: c.startup_probe.is_none(),
                 ready: c.startup_probe.is_none() && c.readiness_probe.is_none(),
+                failed: None,
             };
             if c.startup_probe.is_none()
                 && c.liveness_probe.is_none()
@@ -88,15 +108,29 @@ impl Probes {
         }
     }
 
-    /// The probe state of a running container (`None`: not probed, use the defaults).
+    /// The probe state of a running container (not probed: the defaults).
     pub fn state(&self, id: &str, c: &Container) -> ProbeState {
         match self.entries.get(id) {
             Some(e) => *e.state.lock().unwrap_or_else(|p| p.into_inner()),
             None => ProbeState {
                 started: c.startup_probe.is_none(),
                 ready: c.startup_probe.is_none() && c.readiness_probe.is_none(),
+                failed: None,
             },
         }
+    }
+
+    /// The probe state of every probed container, by container id.
+    pub fn states(&self) -> HashMap<String, ProbeState> {
+        self.entries
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    *e.state.lock().unwrap_or_else(|p| p.into_inner()),
+                )
+            })
+            .collect()
     }
 }
 
@@ -182,39 +216,15 @@ fn exec_fn(ctx: &Arc<Ctx>, id: &str) -> ExecFn {
     })
 }
 
-async fn kill_unhealthy(ctx: &Ctx, t: &Target, p: &Probe, kind: &str, msg: &str) {
-    let name = Some(t.container.name.as_str());
+fn unhealthy(ctx: &Ctx, t: &Target, kind: ProbeKind, msg: &str) {
     super::emit(
         ctx,
         &t.pod,
-        name,
-        "Warning",
-        "Unhealthy",
-        &format!("{kind} probe failed: {msg}"),
+        Some(&t.container.name),
+        EventType::Warning,
+        event::CONTAINER_UNHEALTHY,
+        &format!("{} probe failed: {msg}", kind.as_str()),
     );
-    let grace = p
-        .termination_grace_period_seconds
-        .unwrap_or(t.pod_grace)
-        .max(1) as u64;
-    super::emit(
-        ctx,
-        &t.pod,
-        name,
-        "Normal",
-        "Killing",
-        &format!(
-            "Container {} failed {} probe, will be restarted",
-            t.container.name,
-            kind.to_lowercase()
-        ),
-    );
-    if let Err(e) = ctx
-        .runtime
-        .stop_container(&t.id, t.stop_signal, Duration::from_secs(grace))
-        .await
-    {
-        tracing::warn!(container = %t.id, error = %e, "cannot kill unhealthy container");
-    }
 }
 
 async fn probe_container(
@@ -270,7 +280,8 @@ async fn probe_container(
             })
             .await;
             if let Some(msg) = failed {
-                kill_unhealthy(&ctx, &t, p, "Startup", &msg).await;
+                unhealthy(&ctx, &t, ProbeKind::Startup, &msg);
+                set(&|s| s.failed = Some(ProbeKind::Startup));
                 return;
             }
         }
@@ -292,7 +303,8 @@ async fn probe_container(
                 })
                 .await;
                 if let Some(msg) = failed {
-                    kill_unhealthy(&ctx, &t, p, "Liveness", &msg).await;
+                    unhealthy(&ctx, &t, ProbeKind::Liveness, &msg);
+                    set(&|s| s.failed = Some(ProbeKind::Liveness));
                 }
             }
         }
@@ -302,14 +314,7 @@ async fn probe_container(
             if let Some(s) = translate(p, "Readiness") {
                 bosun_probes::run_observed(s, false, count("Readiness"), |ok, msg| {
                     if !ok {
-                        super::emit(
-                            &ctx,
-                            &t.pod,
-                            Some(&t.container.name),
-                            "Warning",
-                            "Unhealthy",
-                            &format!("Readiness probe failed: {msg}"),
-                        );
+                        unhealthy(&ctx, &t, ProbeKind::Readiness, msg);
                     }
                     set(&|st| st.ready = ok);
                     true

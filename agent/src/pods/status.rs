@@ -11,6 +11,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::reasons::{condition, terminated as term, waiting as wait};
+use crate::translate::RestartPolicy;
+
 /// The prefix of containerID in status, like `containerd://`.
 pub const ID_SCHEME: &str = "bosun://";
 
@@ -24,6 +27,16 @@ pub struct Record {
     pub image_id: String,
     /// Termination message read after exit.
     pub message: Option<String>,
+    /// The signal that stops it first (the image's STOPSIGNAL or SIGTERM).
+    pub stop_signal: i32,
+}
+
+/// Why a container is not running, as its status says (`state.waiting`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// One of [`crate::reasons::waiting`].
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// Everything the worker knows of one container of the pod.
@@ -36,8 +49,8 @@ pub struct ContainerView {
     /// The attempt before it (for lastState).
     pub previous: Option<Record>,
     pub restart_count: u32,
-    /// Why the container is not running (`CrashLoopBackOff`, `ErrImagePull`, ...) and a message.
-    pub waiting: Option<(String, String)>,
+    /// Why the container is not running (`CrashLoopBackOff`, `ErrImagePull`, ...).
+    pub waiting: Option<Waiting>,
     pub ready: bool,
     /// Running and past its startup probe (if any).
     pub started: bool,
@@ -54,13 +67,13 @@ pub fn time(t: SystemTime) -> Time {
 /// Kubernetes' reason for a terminated container.
 pub fn exit_reason(info: &ExitInfo) -> &'static str {
     if info.start_error.is_some() {
-        "StartError"
+        term::START_ERROR
     } else if info.oom_killed {
-        "OOMKilled"
+        term::OOM_KILLED
     } else if info.code == 0 {
-        "Completed"
+        term::COMPLETED
     } else {
-        "Error"
+        term::ERROR
     }
 }
 
@@ -77,7 +90,7 @@ fn terminated(rec: &Record) -> ContainerStateTerminated {
         },
         ContainerState::Unknown { reason } => ContainerStateTerminated {
             exit_code: 137,
-            reason: Some("ContainerStatusUnknown".into()),
+            reason: Some(term::CONTAINER_STATUS_UNKNOWN.into()),
             message: Some(reason.clone()),
             container_id: Some(format!("{ID_SCHEME}{}", rec.id)),
             ..Default::default()
@@ -112,11 +125,11 @@ pub fn container_status(v: &ContainerView) -> KStatus {
     };
     match &v.current {
         None => {
-            let (reason, message) = v
-                .waiting
-                .clone()
-                .unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
-            s.state = Some(waiting(&reason, &message));
+            let w = v.waiting.clone().unwrap_or(Waiting {
+                reason: wait::CONTAINER_CREATING,
+                message: String::new(),
+            });
+            s.state = Some(waiting(w.reason, &w.message));
         }
         Some(rec) => {
             s.container_id = Some(format!("{ID_SCHEME}{}", rec.id));
@@ -138,12 +151,12 @@ pub fn container_status(v: &ContainerView) -> KStatus {
                     }
                 }
                 ContainerState::Created => {
-                    s.state = Some(waiting("ContainerCreating", ""));
+                    s.state = Some(waiting(wait::CONTAINER_CREATING, ""));
                 }
                 state if is_terminal(state) => match &v.waiting {
                     // Exited and about to be restarted: waiting, with the exit as lastState.
-                    Some((reason, message)) => {
-                        s.state = Some(waiting(reason, message));
+                    Some(w) => {
+                        s.state = Some(waiting(w.reason, &w.message));
                         s.last_state = Some(KState {
                             terminated: Some(terminated(rec)),
                             ..Default::default()
@@ -176,12 +189,8 @@ pub fn phase(
     init_failed: bool,
     containers: &[KStatus],
 ) -> &'static str {
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always");
-    if init_failed && policy == "Never" {
+    let policy = RestartPolicy::of_pod(pod);
+    if init_failed && policy == RestartPolicy::Never {
         return "Failed";
     }
     if init_pending {
@@ -193,7 +202,7 @@ pub fn phase(
         if st.running.is_some() {
             running += 1;
         } else if let Some(t) = &st.terminated {
-            if t.reason.as_deref() == Some("ContainerStatusUnknown") {
+            if t.reason.as_deref() == Some(term::CONTAINER_STATUS_UNKNOWN) {
                 unknown += 1;
             } else {
                 stopped += 1;
@@ -222,13 +231,13 @@ pub fn phase(
         return "Running";
     }
     if running == 0 && stopped > 0 && unknown == 0 {
-        if policy == "Always" {
+        if policy == RestartPolicy::Always {
             return "Running";
         }
         if stopped == succeeded {
             return "Succeeded";
         }
-        if policy == "Never" {
+        if policy == RestartPolicy::Never {
             return "Failed";
         }
         return "Running";
@@ -335,12 +344,12 @@ pub fn pod_status(
     cond(
         "Initialized",
         init_done,
-        (!init_done).then_some("ContainersNotInitialized"),
+        (!init_done).then_some(condition::CONTAINERS_NOT_INITIALIZED),
         None,
     );
     let containers_ready = all_ready && !terminal;
     let (ready_reason, ready_message) = if terminal {
-        ("PodCompleted", None)
+        (condition::POD_COMPLETED, None)
     } else {
         let unready: Vec<&str> = statuses
             .iter()
@@ -348,7 +357,7 @@ pub fn pod_status(
             .map(|s| s.name.as_str())
             .collect();
         (
-            "ContainersNotReady",
+            condition::CONTAINERS_NOT_READY,
             Some(format!(
                 "containers with unready status: [{}]",
                 unready.join(" ")
@@ -360,7 +369,7 @@ pub fn pod_status(
         (Some(msg), true) => cond(
             "Ready",
             false,
-            Some("ReadinessGatesNotReady"),
+            Some(condition::READINESS_GATES_NOT_READY),
             Some(msg.clone()),
         ),
         _ => cond(
@@ -398,6 +407,14 @@ pub fn pod_status(
     }
 }
 
+/// The pod's desired spec in its state folder (what an agent restart terminates it with when
+/// its source is gone).
+pub const POD_FILE: &str = "pod.json";
+/// The pod with its last status, in its state folder (what `bosun pods` reads).
+pub const STATUS_FILE: &str = "status.json";
+/// When this node first synced the pod (seconds since the epoch): `status.startTime`.
+pub const START_TIME_FILE: &str = "start-time";
+
 /// Where the agent keeps each pod's desired spec and last status: `<run_dir>/pods/<uid>/`.
 pub fn pod_state_dir(run_dir: &Path, uid: &str) -> PathBuf {
     run_dir.join("pods").join(uid)
@@ -418,7 +435,7 @@ pub fn read_all(run_dir: &Path) -> Vec<Pod> {
         return pods;
     };
     for e in entries.flatten() {
-        if let Ok(text) = std::fs::read(e.path().join("status.json")) {
+        if let Ok(text) = std::fs::read(e.path().join(STATUS_FILE)) {
             if let Ok(pod) = serde_json::from_slice::<Pod>(&text) {
                 pods.push(pod);
             }
@@ -446,7 +463,11 @@ mod tests {
         })
     }
 
-    fn view(name: &str, state: Option<ContainerState>, waiting: Option<&str>) -> ContainerView {
+    fn view(
+        name: &str,
+        state: Option<ContainerState>,
+        waiting: Option<&'static str>,
+    ) -> ContainerView {
         ContainerView {
             name: name.into(),
             image: "busybox".into(),
@@ -457,8 +478,12 @@ mod tests {
                 image: "busybox".into(),
                 image_id: "sha256:x".into(),
                 message: None,
+                stop_signal: 15,
             }),
-            waiting: waiting.map(|w| (w.to_string(), String::new())),
+            waiting: waiting.map(|reason| Waiting {
+                reason,
+                message: String::new(),
+            }),
             ..Default::default()
         }
     }

@@ -101,6 +101,52 @@ fn containers(pod: &Pod) -> &[Container] {
     spec_of(pod).map(|s| s.containers.as_slice()).unwrap_or(&[])
 }
 
-fn is_sidecar(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
+/// Whether an init container is a sidecar (`restartPolicy: Always`): it keeps running beside
+/// the regular containers.
+pub fn is_sidecar(c: &Container) -> bool {
+    RestartPolicy::parse(c.restart_policy.as_deref()) == Some(RestartPolicy::Always)
+}
+
+/// A restart policy: the pod's `spec.restartPolicy`, or a sidecar's `restartPolicy: Always`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// The policy a field names, `None` when unset or unknown.
+    pub fn parse(s: Option<&str>) -> Option<RestartPolicy> {
+        match s? {
+            "Always" => Some(RestartPolicy::Always),
+            "OnFailure" => Some(RestartPolicy::OnFailure),
+            "Never" => Some(RestartPolicy::Never),
+            _ => None,
+        }
+    }
+
+    /// The pod's policy (Always when unset, as the apiserver defaults it).
+    pub fn of_pod(pod: &Pod) -> RestartPolicy {
+        Self::parse(spec_of(pod).and_then(|s| s.restart_policy.as_deref()))
+            .unwrap_or(RestartPolicy::Always)
+    }
+
+    /// The policy of the pod's (non-sidecar) init containers: retried on failure unless the pod
+    /// never restarts.
+    pub fn for_init(self) -> RestartPolicy {
+        match self {
+            RestartPolicy::Never => RestartPolicy::Never,
+            _ => RestartPolicy::OnFailure,
+        }
+    }
+
+    /// Whether a container that exited with `code` is started again.
+    pub fn restarts(self, code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
 }
