@@ -22,8 +22,39 @@ use kube::api::PostParams;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 
-use crate::pods::ObjectSource;
+use crate::pods::{ObjectSource, SourceError};
 use crate::projection::{ApiObjects, References, TokenKey};
+
+/// Reading what a pod refers to from the API failed (and nothing was read before).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("services have not yet been read at least once, cannot construct envvars")]
+    ServicesNotRead,
+    #[error("cannot get {kind} {namespace}/{name}: {source}")]
+    Object {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot get CSIDriver {driver}: {source}")]
+    Driver {
+        driver: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot get a token for service account {namespace}/{service_account}: {source}")]
+    Token {
+        namespace: String,
+        service_account: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A TokenRequest answered without this part.
+    #[error("TokenRequest returned no {0}")]
+    TokenAnswer(&'static str),
+}
 
 /// How long a configMap or secret read from the API is used before it is read again.
 pub const OBJECT_TTL: Duration = Duration::from_secs(5);
@@ -116,7 +147,7 @@ impl ClusterObjects {
         }
     }
 
-    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, FetchError> {
         let key = ObjectKey {
             kind: "configmap",
             namespace: ns.into(),
@@ -136,12 +167,17 @@ impl ClusterObjects {
                     tracing::debug!(error = %e, configmap = name, "using the last value read");
                     Ok(v)
                 }
-                _ => Err(format!("cannot get configmap {ns}/{name}: {e}")),
+                _ => Err(FetchError::Object {
+                    kind: "configmap",
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    source: e,
+                }),
             },
         }
     }
 
-    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, FetchError> {
         let key = ObjectKey {
             kind: "secret",
             namespace: ns.into(),
@@ -161,12 +197,17 @@ impl ClusterObjects {
                     tracing::debug!(error = %e, secret = name, "using the last value read");
                     Ok(v)
                 }
-                _ => Err(format!("cannot get secret {ns}/{name}: {e}")),
+                _ => Err(FetchError::Object {
+                    kind: "secret",
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    source: e,
+                }),
             },
         }
     }
 
-    async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, String> {
+    async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, FetchError> {
         self.token_entry(pod, key).await.map(|t| t.value)
     }
 
@@ -177,12 +218,15 @@ impl ClusterObjects {
         &self,
         pod: &Pod,
         driver: &str,
-    ) -> Result<Option<super::csi::ServiceAccountTokens>, String> {
+    ) -> Result<Option<super::csi::ServiceAccountTokens>, FetchError> {
         let api: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(self.client.clone());
         let Some(d) = api
             .get_opt(driver)
             .await
-            .map_err(|e| format!("cannot get CSIDriver {driver}: {e}"))?
+            .map_err(|source| FetchError::Driver {
+                driver: driver.to_string(),
+                source,
+            })?
         else {
             return Ok(None);
         };
@@ -205,7 +249,7 @@ impl ClusterObjects {
         }))
     }
 
-    async fn token_entry(&self, pod: &Pod, key: &TokenKey) -> Result<Token, String> {
+    async fn token_entry(&self, pod: &Pod, key: &TokenKey) -> Result<Token, FetchError> {
         let ns = pod
             .metadata
             .namespace
@@ -248,15 +292,12 @@ impl ClusterObjects {
         let result = api
             .create_token_request(&sa, &PostParams::default(), &req)
             .await;
-        let mut map = self
-            .tokens
-            .lock()
-            .map_err(|_| "token cache poisoned".to_string())?;
+        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, t| t.expires > now);
         match result {
             Ok(tr) => {
-                let status = tr.status.ok_or("TokenRequest returned no status")?;
-                let token = status.token.ok_or("TokenRequest returned no token")?;
+                let status = tr.status.ok_or(FetchError::TokenAnswer("status"))?;
+                let token = status.token.ok_or(FetchError::TokenAnswer("token"))?;
                 let expires: SystemTime = status
                     .expiration_timestamp
                     .map(|t| t.0.into())
@@ -275,9 +316,11 @@ impl ClusterObjects {
                     tracing::warn!(error = %e, "cannot refresh a service account token");
                     Ok(t.clone())
                 }
-                None => Err(format!(
-                    "cannot get a token for service account {ns}/{sa}: {e}"
-                )),
+                None => Err(FetchError::Token {
+                    namespace: ns,
+                    service_account: sa,
+                    source: e,
+                }),
             },
         }
     }
@@ -288,7 +331,7 @@ impl ObjectSource for ClusterObjects {
         &'a self,
         pod: &'a Pod,
         refs: &'a References,
-    ) -> BoxFuture<'a, Result<ApiObjects, String>> {
+    ) -> BoxFuture<'a, Result<ApiObjects, SourceError>> {
         Box::pin(async move {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let mut out = ApiObjects::default();
@@ -297,10 +340,7 @@ impl ObjectSource for ClusterObjects {
                 .await
                 .is_err()
             {
-                return Err(
-                    "services have not yet been read at least once, cannot construct envvars"
-                        .into(),
-                );
+                return Err(FetchError::ServicesNotRead.into());
             }
             // The reflector's objects as they are: no copy of every Service per pod sync.
             let services = self.services.state();

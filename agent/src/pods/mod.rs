@@ -129,6 +129,10 @@ pub struct Ctx {
     pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
 }
 
+/// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
+/// message here (it becomes a FailedMount event's).
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where the configMaps, secrets and service account tokens (and the Services, for the service
 /// link variables) that a pod's volumes and environment refer to come from: the apiserver in
 /// cluster mode ([`crate::cluster::objects`]), none in standalone mode.
@@ -139,7 +143,7 @@ pub trait ObjectSource: Send + Sync {
         &'a self,
         pod: &'a Pod,
         refs: &'a crate::projection::References,
-    ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, SourceError>>;
 }
 
 /// The volumes of a pod that come from outside the node: claims bound to PersistentVolumes and
@@ -153,7 +157,7 @@ pub trait PersistentVolumes: Send + Sync {
         pod: &'a Pod,
         claim: &'a str,
         ephemeral: bool,
-    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, SourceError>>;
 
     /// Publishes the CSI ephemeral inline volume `volume` of `pod` (a `csi:` volume source) and
     /// says what to mount.
@@ -161,14 +165,14 @@ pub trait PersistentVolumes: Send + Sync {
         &'a self,
         pod: &'a Pod,
         volume: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, SourceError>>;
 
     /// Undoes what [`PersistentVolumes::claim`] and [`PersistentVolumes::csi_inline`] did
     /// outside the pod folder (CSI unpublish and unstage), before the pod folder is torn down.
     fn release<'a>(
         &'a self,
         pod_uid: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<(), SourceError>>;
 }
 
 /// Removes the `/var/log/containers` symlinks that point into `pod_log_dir`.

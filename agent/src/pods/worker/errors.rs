@@ -58,8 +58,12 @@ pub enum VolumeError {
     #[error("{0}")]
     Kinds(#[source] TranslateError),
     /// A claim or CSI inline volume could not be resolved to what to mount.
-    #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
-    Resolve { volume: String, message: String },
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
+    Resolve {
+        volume: String,
+        #[source]
+        source: crate::pods::SourceError,
+    },
     /// A volume that cannot be set up on this node as it is (a hostPath type, an unresolved
     /// claim).
     #[error("{message}")]
@@ -73,8 +77,8 @@ pub enum VolumeError {
     #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
     FsGroup { volume: String, message: String },
     /// The API objects (configMaps, secrets, tokens) could not be read.
-    #[error("{message}")]
-    Fetch { message: String },
+    #[error("{0}")]
+    Fetch(#[source] crate::pods::SourceError),
     /// An API data volume's files could not be made from the objects.
     #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
     Payload { volume: String, message: String },

@@ -171,9 +171,9 @@ impl Worker {
             let mut paths = HashMap::new();
             for (name, kind) in &sources {
                 let resolved;
-                let resolve_err = |message: String| VolumeError::Resolve {
+                let resolve_err = |source| VolumeError::Resolve {
                     volume: name.clone(),
-                    message,
+                    source,
                 };
                 let kind = match (kind, &self.ctx.volumes) {
                     (VolumeKind::Claim { claim }, Some(src)) => {
@@ -219,7 +219,7 @@ impl Worker {
             Some(src) => src
                 .fetch(&self.pod, &refs)
                 .await
-                .map_err(|message| VolumeError::Fetch { message })?,
+                .map_err(VolumeError::Fetch)?,
             None => crate::projection::ApiObjects::default(),
         };
         self.vols.objects_at = Some(SystemTime::now());
