@@ -5,6 +5,7 @@
 //! the newest spec, and writes pod status.
 
 pub mod assembly;
+pub mod certs;
 pub mod claims;
 pub mod cli;
 pub mod cluster;

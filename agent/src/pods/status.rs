@@ -420,12 +420,11 @@ pub fn pod_state_dir(run_dir: &Path, uid: &str) -> PathBuf {
     run_dir.join("pods").join(uid)
 }
 
-/// Writes `<dir>/<name>` atomically.
+/// Writes `<dir>/<name>` atomically (the folder made first).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
+    // The run folder describes this boot only: no fsync.
+    bosun_fsutil::write_atomic(&dir.join(name), bytes, bosun_fsutil::Durability::Volatile)
 }
 
 /// Reads every pod status file (for `bosun pods`).

@@ -178,17 +178,10 @@ impl GoPipe {
     }
 }
 
-/// Writes `path` through a temporary file and a rename, so readers never see it partial. No
-/// fsync: everything in a container's folder describes this boot only (the run folder is a
-/// tmpfs on a node), and a rename is atomic for readers without one.
+/// Writes `path` atomically for readers. No fsync: everything in a container's folder
+/// describes this boot only (the run folder is a tmpfs on a node).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    bosun_fsutil::write_atomic(path, bytes, bosun_fsutil::Durability::Volatile)
 }
 
 struct Running {

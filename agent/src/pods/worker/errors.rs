@@ -74,8 +74,15 @@ pub enum VolumeError {
         #[source]
         source: bosun_volumes::SetupError,
     },
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
+    FsGroup {
+        volume: String,
+        #[source]
+        source: bosun_volumes::ownership::OwnershipError,
+    },
+    /// The walk that gives the fsGroup ended without an answer (it panicked).
     #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
-    FsGroup { volume: String, message: String },
+    FsGroupTask { volume: String, message: String },
     /// The API objects (configMaps, secrets, tokens) could not be read.
     #[error("{0}")]
     Fetch(#[source] crate::pods::SourceError),

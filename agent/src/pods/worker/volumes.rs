@@ -117,7 +117,7 @@ impl Worker {
         name: &str,
         kind: &VolumeKind,
         path: &std::path::Path,
-    ) -> Result<(), String> {
+    ) -> Result<(), VolumeError> {
         let psc = self
             .pod
             .spec
@@ -146,9 +146,15 @@ impl Worker {
             bosun_volumes::ownership::set_volume_ownership(&path, gid, policy, false)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| VolumeError::FsGroupTask {
+            volume: name.to_string(),
+            message: e.to_string(),
+        })?
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|source| VolumeError::FsGroup {
+            volume: name.to_string(),
+            source,
+        })
     }
 
     /// Whether the pod mounts the claim of volume `name` read-only (`persistentVolumeClaim.readOnly`).
@@ -203,12 +209,7 @@ impl Worker {
                         source,
                     }
                 })?;
-                self.apply_fs_group(name, kind, &path)
-                    .await
-                    .map_err(|message| VolumeError::FsGroup {
-                        volume: name.clone(),
-                        message,
-                    })?;
+                self.apply_fs_group(name, kind, &path).await?;
                 paths.insert(name.clone(), path);
             }
             self.vols.paths = Some(paths);
