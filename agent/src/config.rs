@@ -308,38 +308,6 @@ pub struct Flags {
     pub image_credentials: Option<PathBuf>,
 }
 
-/// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
-pub const KNOWN_KEYS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "staticPodPath",
-    "cgroupRoot",
-    "containerLogMaxSize",
-    "containerLogMaxFiles",
-    "fileCheckFrequency",
-    "syncFrequency",
-    "podLogsDir",
-    "maxPods",
-    "clusterDNS",
-    "clusterDomain",
-    "resolvConf",
-    "podCIDR",
-    "serializeImagePulls",
-    "maxParallelImagePulls",
-    "imageGCHighThresholdPercent",
-    "imageGCLowThresholdPercent",
-    "imageMinimumGCAge",
-    "port",
-    "address",
-    "healthzPort",
-    "healthzBindAddress",
-    "tlsCertFile",
-    "tlsPrivateKeyFile",
-    "authentication",
-    "authorization",
-    "serverTLSBootstrap",
-];
-
 impl Config {
     /// Flags win over the file, the file over defaults.
     pub fn load(flags: &Flags) -> Result<(Config, Vec<String>), ConfigError> {

@@ -1,8 +1,9 @@
 //! The `bosun` binary.
 //!
 //! `main` decides the process's role before any thread or async runtime exists: the keeper, exec
-//! and sandbox helpers must stay single-threaded because libcontainer clones without exec
-//! (NOTES.md). Only then is the tokio runtime built.
+//! and sandbox helpers must stay single-threaded because libcontainer clones without exec (the
+//! child of a multi-threaded process may inherit a lock another thread held). Only then is the
+//! tokio runtime built and the agent put together (`bosun::assembly`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

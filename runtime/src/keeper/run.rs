@@ -1,6 +1,6 @@
 //! The keeper's life: set up, start, copy the logs, wait, record the exit, clean up.
 //!
-//! Order that must hold at the end (NOTES.md): the container is dead (reaped), then deleted
+//! Order that must hold at the end: the container is dead (reaped), then deleted
 //! (its cgroup removed), then the rootfs is unmounted, then leftovers are removed, and only then
 //! is `exit.json` written, so that an agent seeing `exit.json` knows nothing is left behind.
 
