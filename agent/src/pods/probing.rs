@@ -120,6 +120,16 @@ impl Probes {
         }
     }
 
+    /// Records `state` for container `id` as if its probes had found it (the worker's tests).
+    #[cfg(test)]
+    pub fn set_for_test(&mut self, id: &str, state: ProbeState) {
+        let entry = Entry {
+            task: tokio::spawn(async {}),
+            state: Arc::new(Mutex::new(state)),
+        };
+        self.entries.insert(id.to_string(), entry);
+    }
+
     /// The probe state of every probed container, by container id.
     pub fn states(&self) -> HashMap<String, ProbeState> {
         self.entries

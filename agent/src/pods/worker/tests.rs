@@ -500,6 +500,55 @@ async fn a_pod_the_api_ended_is_released_and_keeps_its_logs() {
     assert!(h.rt.state("u1_a_0").is_none());
 }
 
+#[tokio::test]
+async fn a_failed_liveness_probe_stops_the_container_and_its_policy_restarts_it() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 9\n  containers:\n  - name: a\n    image: busybox:1\n    livenessProbe: {exec: {command: ['false']}}\n");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    // The prober found the container unhealthy (and sent its Unhealthy event).
+    let failed = crate::pods::probing::ProbeState {
+        started: true,
+        ready: false,
+        failed: Some(crate::pods::probing::ProbeKind::Liveness),
+    };
+    w.probes.set_for_test("u1_a_0", failed);
+    w.sync(Intent::Run).await;
+    let kills: Vec<_> = w.stopping.drain().map(|(_, task)| task).collect();
+    for task in kills {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        h.rt.take_calls(),
+        [Call::Stop {
+            id: "u1_a_0".into(),
+            signal: 15,
+            grace: Duration::from_secs(9)
+        }]
+    );
+    assert_eq!(
+        h.events(),
+        [(
+            "Killing".to_string(),
+            Some("a".to_string()),
+            "Container a failed liveness probe, will be restarted".to_string()
+        )]
+    );
+    // Stopped: restarted as its policy says (Always, the first restart at once).
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_1"]);
+    let c = &status(&w).container_statuses.unwrap()[0];
+    assert_eq!(c.restart_count, 1);
+    let last = c
+        .last_state
+        .as_ref()
+        .and_then(|l| l.terminated.as_ref())
+        .unwrap();
+    assert_eq!(last.exit_code, 143);
+}
+
 #[test]
 fn next_wakes_take_the_earliest() {
     let t0 = SystemTime::UNIX_EPOCH;
