@@ -51,11 +51,32 @@ fn subscript<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
         .strip_suffix("']")
 }
 
+/// A field path that cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldPathError {
+    #[error("unsupported fieldRef apiVersion {0:?}")]
+    ApiVersion(String),
+    #[error("unsupported fieldRef fieldPath {0:?}")]
+    FieldPath(String),
+    #[error("container {0:?} not found in pod")]
+    NoContainer(String),
+    #[error("divisor {value:?}: {source}")]
+    Divisor {
+        value: String,
+        #[source]
+        source: crate::quantity::QuantityError,
+    },
+    #[error("limits.ephemeral-storage is unset and the node's allocatable ephemeral storage is not known")]
+    EphemeralStorage,
+    #[error("unsupported resourceFieldRef resource {0:?}")]
+    Resource(String),
+}
+
 /// The value of a downward API `fieldRef`, like the kubelet's `podFieldSelectorRuntimeValue`.
-pub fn field_ref_value(pod: &Pod, sel: &ObjectFieldSelector) -> Result<String, String> {
+pub fn field_ref_value(pod: &Pod, sel: &ObjectFieldSelector) -> Result<String, FieldPathError> {
     if let Some(v) = sel.api_version.as_deref().filter(|v| !v.is_empty()) {
         if v != "v1" {
-            return Err(format!("unsupported fieldRef apiVersion {v:?}"));
+            return Err(FieldPathError::ApiVersion(v.to_string()));
         }
     }
     let meta = &pod.metadata;
@@ -122,7 +143,7 @@ pub fn field_ref_value(pod: &Pod, sel: &ObjectFieldSelector) -> Result<String, S
                     .cloned()
                     .unwrap_or_default()
             } else {
-                return Err(format!("unsupported fieldRef fieldPath {other:?}"));
+                return Err(FieldPathError::FieldPath(other.to_string()));
             }
         }
     };
@@ -136,17 +157,20 @@ pub fn resource_field_value(
     container: &Container,
     sel: &ResourceFieldSelector,
     node: NodeAllocatable,
-) -> Result<String, String> {
+) -> Result<String, FieldPathError> {
     let target = match sel.container_name.as_deref().filter(|n| !n.is_empty()) {
         None => container,
         Some(name) => containers(pod)
             .iter()
             .chain(init_containers(pod))
             .find(|c| c.name == name)
-            .ok_or_else(|| format!("container {name:?} not found in pod"))?,
+            .ok_or_else(|| FieldPathError::NoContainer(name.to_string()))?,
     };
     let divisor = match &sel.divisor {
-        Some(q) => parse_quantity(&q.0).map_err(|e| format!("divisor {:?}: {e}", q.0))?,
+        Some(q) => parse_quantity(&q.0).map_err(|source| FieldPathError::Divisor {
+            value: q.0.clone(),
+            source,
+        })?,
         None => ParsedQuantity::from_milli(1000),
     };
     let divisor = if divisor.is_zero() {
@@ -180,7 +204,7 @@ pub fn resource_field_value(
         "requests.memory" => bytes(r.memory_request.unwrap_or(0)),
         "limits.ephemeral-storage" => match raw(true, "ephemeral-storage") {
             Some(v) if v > 0 => bytes(v),
-            _ => return Err("limits.ephemeral-storage is unset and the node's allocatable ephemeral storage is not known".into()),
+            _ => return Err(FieldPathError::EphemeralStorage),
         },
         "requests.ephemeral-storage" => bytes(
             raw(false, "ephemeral-storage")
@@ -188,14 +212,18 @@ pub fn resource_field_value(
                 .unwrap_or(0),
         ),
         other => {
-            if let Some(name) = other.strip_prefix("limits.").filter(|n| n.starts_with("hugepages-")) {
+            if let Some(name) = other
+                .strip_prefix("limits.")
+                .filter(|n| n.starts_with("hugepages-"))
+            {
                 bytes(raw(true, name).unwrap_or(0))
-            } else if let Some(name) =
-                other.strip_prefix("requests.").filter(|n| n.starts_with("hugepages-"))
+            } else if let Some(name) = other
+                .strip_prefix("requests.")
+                .filter(|n| n.starts_with("hugepages-"))
             {
                 bytes(raw(false, name).or_else(|| raw(true, name)).unwrap_or(0))
             } else {
-                return Err(format!("unsupported resourceFieldRef resource {other:?}"));
+                return Err(FieldPathError::Resource(other.to_string()));
             }
         }
     })

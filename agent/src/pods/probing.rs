@@ -144,8 +144,19 @@ impl Probes {
     }
 }
 
+/// A probe (or an httpGet hook) that cannot be run as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeSpecError {
+    #[error("invalid port {0}")]
+    Port(i32),
+    #[error("port {0:?} is not a named port of the container")]
+    PortName(String),
+    #[error("probe has no handler")]
+    NoHandler,
+}
+
 /// Translates a Kubernetes probe. `exec` runs commands in the container.
-pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec, String> {
+pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec, ProbeSpecError> {
     let secs =
         |v: Option<i32>, d: u64| Duration::from_secs(v.map(|v| v.max(0) as u64).unwrap_or(d));
     let timing = Timing {
@@ -155,16 +166,16 @@ pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec
         success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
         failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
     };
-    let port = |v: &IntOrString| -> Result<u16, String> {
+    let port = |v: &IntOrString| -> Result<u16, ProbeSpecError> {
         match v {
-            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| ProbeSpecError::Port(*n)),
             IntOrString::String(name) => c
                 .ports
                 .iter()
                 .flatten()
                 .find(|p| p.name.as_deref() == Some(name.as_str()))
                 .and_then(|p| u16::try_from(p.container_port).ok())
-                .ok_or_else(|| format!("port {name:?} is not a named port of the container")),
+                .ok_or_else(|| ProbeSpecError::PortName(name.clone())),
         }
     };
     let check = if let Some(e) = &p.exec {
@@ -201,11 +212,11 @@ pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec
     } else if let Some(g) = &p.grpc {
         Check::Grpc {
             host: pod_ip.to_string(),
-            port: u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?,
+            port: u16::try_from(g.port).map_err(|_| ProbeSpecError::Port(g.port))?,
             service: g.service.clone().unwrap_or_default(),
         }
     } else {
-        return Err("probe has no handler".into());
+        return Err(ProbeSpecError::NoHandler);
     };
     Ok(Spec { check, timing })
 }

@@ -83,9 +83,9 @@ pub fn container_env(
         container: cname.clone(),
         what,
     };
-    let config_err = |reason: String| TranslateError::EnvSource {
+    let config_err = |source| TranslateError::EnvSource {
         container: cname.clone(),
-        reason,
+        source,
     };
     let mut order: Vec<String> = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
@@ -110,10 +110,10 @@ pub fn container_env(
         }
     }
     for var in container.env.iter().flatten() {
-        let env_err = |reason: String| TranslateError::Env {
+        let env_err = |source| TranslateError::Env {
             container: cname.clone(),
             name: var.name.clone(),
-            reason,
+            source,
         };
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) if !v.is_empty() => expand(v, mapping_for(&vars)),

@@ -51,11 +51,12 @@ pub enum TranslateError {
     },
     #[error("volume {volume}: {reason}")]
     Volume { volume: String, reason: String },
-    #[error("container {container}: env {name}: {reason}")]
+    #[error("container {container}: env {name}: {source}")]
     Env {
         container: String,
         name: String,
-        reason: String,
+        #[source]
+        source: crate::fieldpath::FieldPathError,
     },
     #[error("container {container}: {field}: invalid quantity {value:?}: {source}")]
     Quantity {
@@ -81,8 +82,12 @@ pub enum TranslateError {
         reason: String,
     },
     /// A configMap or secret the environment needs is missing (CreateContainerConfigError).
-    #[error("{reason}")]
-    EnvSource { container: String, reason: String },
+    #[error("{source}")]
+    EnvSource {
+        container: String,
+        #[source]
+        source: crate::projection::ProjectionError,
+    },
     #[error("pod has no spec")]
     NoSpec,
 }

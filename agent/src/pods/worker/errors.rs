@@ -87,8 +87,12 @@ pub enum VolumeError {
     #[error("{0}")]
     Fetch(#[source] crate::pods::SourceError),
     /// An API data volume's files could not be made from the objects.
-    #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
-    Payload { volume: String, message: String },
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
+    Payload {
+        volume: String,
+        #[source]
+        source: crate::projection::ProjectionError,
+    },
     #[error("MountVolume.SetUp failed for volume {volume:?} : {source}")]
     Write {
         volume: String,
@@ -204,7 +208,7 @@ pub enum HookError {
         output: String,
     },
     #[error("{0}")]
-    HttpSpec(String),
+    HttpSpec(#[source] crate::pods::probing::ProbeSpecError),
     #[error("httpGet hook")]
     NotHttp,
     #[error("httpGet hook failed: {0}")]

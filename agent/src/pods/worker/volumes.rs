@@ -239,12 +239,13 @@ impl Worker {
             let Some(path) = paths.get(&v.name) else {
                 continue;
             };
-            let payload = crate::projection::payload(&pod, v, &objects, self.ctx.node).map_err(
-                |message| VolumeError::Payload {
-                    volume: v.name.clone(),
-                    message,
-                },
-            )?;
+            let payload =
+                crate::projection::payload(&pod, v, &objects, self.ctx.node).map_err(|source| {
+                    VolumeError::Payload {
+                        volume: v.name.clone(),
+                        source,
+                    }
+                })?;
             match bosun_volumes::atomic::write(path, &payload, fs_group) {
                 Ok(true) if !first => tracing::info!(volume = %v.name, "volume files updated"),
                 Ok(_) => {}
