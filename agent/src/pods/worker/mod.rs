@@ -321,29 +321,25 @@ impl Worker {
         (self.attempts(), self.probes.states())
     }
 
+    /// One sync: observe, plan, act. When to be woken next.
     async fn sync(&mut self, intent: Intent) -> Next {
         let (attempts, probes) = self.observe();
-        let waiting = std::mem::take(&mut self.waiting);
-        let actions = {
-            let observed = Observed {
-                attempts,
-                probes,
-                stopping: self.stopping.keys().cloned().collect(),
-                waiting: Some(&waiting),
-                volumes_set_up: self.vols.paths.is_some(),
-                objects_at: self.vols.objects_at,
-                released: self.released,
-            };
-            let desired = Desired {
-                pod: &self.pod,
-                intent,
-                sync_frequency: self.ctx.cfg.sync_frequency,
-            };
-            let actions = plan::plan(&desired, &observed, &self.backoff, SystemTime::now());
-            (actions, observed.attempts)
+        let observed = Observed {
+            attempts,
+            probes,
+            stopping: self.stopping.keys().cloned().collect(),
+            waiting: Some(&self.waiting),
+            volumes_set_up: self.vols.paths.is_some(),
+            objects_at: self.vols.objects_at,
+            released: self.released,
         };
-        self.waiting = waiting;
-        let (actions, attempts) = actions;
+        let desired = Desired {
+            pod: &self.pod,
+            intent,
+            sync_frequency: self.ctx.cfg.sync_frequency,
+        };
+        let actions = plan::plan(&desired, &observed, &self.backoff, SystemTime::now());
+        let attempts = observed.attempts;
         self.act(actions, attempts).await
     }
 
