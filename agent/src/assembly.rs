@@ -150,7 +150,8 @@ pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
         .context("no manifest folder (--manifests or staticPodPath)")?;
     tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
     let (tx, rx) = watch::channel(None);
-    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
+    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone())
+        .with_errors_in(&ctx.cfg.run_dir);
     tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
     pods::serve(ctx, rx).await
 }
@@ -268,7 +269,8 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     let file_rx = match ctx.cfg.manifests.clone() {
         Some(dir) => {
             let (ftx, frx) = watch::channel(None);
-            let src = pods::source::FolderSource::new(dir, node_name.clone());
+            let src = pods::source::FolderSource::new(dir, node_name.clone())
+                .with_errors_in(&ctx.cfg.run_dir);
             tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, ftx));
             Some(frx)
         }

@@ -12,6 +12,8 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod fieldpath;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 pub mod manifest;
 pub mod metrics;
@@ -20,6 +22,8 @@ pub mod pods;
 pub mod projection;
 pub mod quantity;
 pub mod reasons;
+pub mod security;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;
+pub mod validation;

@@ -48,6 +48,8 @@ pub mod event {
 
     // Probe events.
     pub const CONTAINER_UNHEALTHY: &str = "Unhealthy";
+    /// A probe that succeeded with a warning (a redirect to another host).
+    pub const PROBE_WARNING: &str = "ProbeWarning";
 
     // Lifecycle hooks.
     pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
@@ -63,6 +65,7 @@ pub mod waiting {
     pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
     pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
     pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
+    pub const IMAGE_INSPECT_ERROR: &str = "ImageInspectError";
     pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
 }
 

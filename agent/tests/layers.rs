@@ -7,8 +7,9 @@
 //! ```text
 //! main ─> assembly ─> cluster ─┐        server ─┐
 //!                              └─> pods <──────┘ (server reads pods' state, never the reverse)
-//! pods ─> rules (translate, projection, claims, network, manifest, images) ─> runtime | volumes | probes
-//! everyone ─> metrics, config, reasons, quantity (leaves)
+//! pods ─> rules (translate/, projection, claims, network, manifest, validation, security/,
+//!          images) ─> runtime | volumes | probes
+//! everyone ─> metrics, config, reasons, quantity (leaves; config checks sysctls with security/)
 //! ```
 
 use std::collections::BTreeSet;
@@ -18,23 +19,28 @@ use std::path::{Path, PathBuf};
 /// only (and itself). Equal ranks may not use each other, so no circle can form.
 const RANKS: &[(&str, u32)] = &[
     ("metrics", 0),
-    ("config", 0),
     ("reasons", 0),
     ("certs", 0),
     ("quantity", 0),
     ("tls_roots", 0),
+    // A rule on nothing but the runtime's types; config checks allowedUnsafeSysctls with it.
+    ("security", 0),
+    ("config", 1),
     ("fieldpath", 1),
     ("projection", 2),
     ("translate", 3),
     ("claims", 4),
     ("network", 4),
-    ("manifest", 4),
-    ("images", 5),
-    ("pods", 6),
-    ("cluster", 7),
-    ("server", 7),
-    ("assembly", 8),
-    ("cli", 9),
+    ("validation", 4),
+    ("manifest", 5),
+    ("images", 6),
+    ("pods", 7),
+    ("cluster", 8),
+    ("server", 8),
+    ("assembly", 9),
+    // The fuzz targets' invariants: they drive rules, pods' sources and the server's parsers.
+    ("fuzzing", 9),
+    ("cli", 10),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -51,6 +51,8 @@ pub struct EventRecord {
     pub type_: String,
     pub reason: String,
     pub message: String,
+    /// When it happened (the Event's timestamps), not when it is written.
+    pub at: std::time::SystemTime,
 }
 
 /// The Event's `involvedObject.fieldPath` of a container of `pod`.
@@ -94,6 +96,7 @@ pub fn emit(
             type_: type_.as_str().to_string(),
             reason: reason.to_string(),
             message: msg.to_string(),
+            at: std::time::SystemTime::now(),
         });
     }
 }

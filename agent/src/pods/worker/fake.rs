@@ -251,6 +251,8 @@ impl PodRuntime for FakeRuntime {
                     shm: dir.join("shm"),
                     cgroup_parent: format!("/kubepods/pod{}", spec.pod_uid),
                     host_pid: spec.host_pid,
+                    userns: None,
+                    id_range: None,
                     dir,
                 };
                 s.sandboxes.insert(spec.pod_uid.clone(), sb.clone());

@@ -187,6 +187,8 @@ async fn a_restarted_agent_adopts_what_runs() {
         shm: "/fake/sandboxes/u1/shm".into(),
         cgroup_parent: "/kubepods/podu1".into(),
         host_pid: false,
+        userns: None,
+        id_range: None,
     };
     for name in ["a", "b"] {
         let id = crate::translate::container_id("u1", name, 0);
