@@ -67,6 +67,7 @@ pub mod waiting {
     pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
     pub const IMAGE_INSPECT_ERROR: &str = "ImageInspectError";
     pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
 }
 
 /// Why a container terminated (`state.terminated.reason`).
@@ -83,5 +84,6 @@ pub mod condition {
     pub const CONTAINERS_NOT_INITIALIZED: &str = "ContainersNotInitialized";
     pub const CONTAINERS_NOT_READY: &str = "ContainersNotReady";
     pub const POD_COMPLETED: &str = "PodCompleted";
+    pub const POD_FAILED: &str = "PodFailed";
     pub const READINESS_GATES_NOT_READY: &str = "ReadinessGatesNotReady";
 }

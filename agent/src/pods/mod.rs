@@ -1,6 +1,7 @@
 //! Pods: the source of desired pods, the manager that keeps one worker per pod, the workers
 //! ([`worker`]: plan, then act, against a [`PodRuntime`]), probes, back-off and status.
 
+pub mod admission;
 pub mod backoff;
 pub mod probing;
 pub mod source;
@@ -26,8 +27,8 @@ use worker::{Intent, WorkerHandle};
 
 pub use worker::plan::{api_terminal, pod_key};
 
-/// A pod status for the apiserver (cluster mode), or `status: None` once the pod is terminated
-/// and cleaned up: then the pod object is deleted (grace 0, uid precondition).
+/// A pod status for the apiserver (cluster mode); with `delete` (the pod is terminated and
+/// cleaned up), its last status and then the deletion of the pod object.
 #[derive(Clone, Debug)]
 pub struct StatusUpdate {
     pub uid: String,
@@ -37,6 +38,8 @@ pub struct StatusUpdate {
     /// A static pod: the status goes to its mirror pod (whatever the mirror's uid), and the
     /// mirror pod is deleted by the mirror manager, not here.
     pub mirror: bool,
+    /// The pod object is deleted (grace 0, uid precondition) after `status`, if any, is written.
+    pub delete: bool,
 }
 
 /// One Kubernetes Event about a pod (or one of its containers, by `field_path`).

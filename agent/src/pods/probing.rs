@@ -5,6 +5,7 @@
 //! are read by the worker for `ready` and the pod's conditions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct ProbeState {
 struct Entry {
     task: tokio::task::JoinHandle<()>,
     state: Arc<Mutex<ProbeState>>,
+    /// The pod is being stopped: liveness and startup probes end, readiness goes on.
+    terminating: Arc<AtomicBool>,
 }
 
 /// The probe tasks of one pod, by container id.
@@ -103,8 +106,31 @@ impl Probes {
             }
             let id = t.id.clone();
             let state = Arc::new(Mutex::new(initial));
-            let task = tokio::spawn(probe_container(ctx.clone(), wake.clone(), t, state.clone()));
-            self.entries.insert(id, Entry { task, state });
+            let terminating = Arc::new(AtomicBool::new(false));
+            let task = tokio::spawn(probe_container(
+                ctx.clone(),
+                wake.clone(),
+                t,
+                state.clone(),
+                terminating.clone(),
+            ));
+            self.entries.insert(
+                id,
+                Entry {
+                    task,
+                    state,
+                    terminating,
+                },
+            );
+        }
+    }
+
+    /// The pod is being stopped: liveness and startup probes end (a failure now is no reason
+    /// to restart anything, and raises no Event); readiness probes go on, so that the status
+    /// says when a stopping container is no longer ready, as the kubelet's prober does.
+    pub fn terminating(&self) {
+        for e in self.entries.values() {
+            e.terminating.store(true, Ordering::Relaxed);
         }
     }
 
@@ -126,6 +152,7 @@ impl Probes {
         let entry = Entry {
             task: tokio::spawn(async {}),
             state: Arc::new(Mutex::new(state)),
+            terminating: Arc::new(AtomicBool::new(false)),
         };
         self.entries.insert(id.to_string(), entry);
     }
@@ -253,7 +280,9 @@ async fn probe_container(
     wake: Arc<Notify>,
     t: Target,
     state: Arc<Mutex<ProbeState>>,
+    terminating: Arc<AtomicBool>,
 ) {
+    let stopping = || terminating.load(Ordering::Relaxed);
     let c = t.container.clone();
     let exec = exec_fn(&ctx, &t.id);
     let set = |f: &dyn Fn(&mut ProbeState)| {
@@ -306,12 +335,15 @@ async fn probe_container(
         if let Some(s) = translate(p, "Startup") {
             let mut failed = None;
             bosun_probes::run_observed(s, false, count("Startup"), |ok, msg| {
-                if !ok {
+                if !ok && !stopping() {
                     failed = Some(msg.to_string());
                 }
                 false
             })
             .await;
+            if stopping() {
+                return;
+            }
             if let Some(msg) = failed {
                 unhealthy(&ctx, &t, ProbeKind::Startup, &msg);
                 set(&|s| s.failed = Some(ProbeKind::Startup));
@@ -328,6 +360,9 @@ async fn probe_container(
             if let Some(s) = translate(p, "Liveness") {
                 let mut failed = None;
                 bosun_probes::run_observed(s, true, count("Liveness"), |ok, msg| {
+                    if stopping() {
+                        return false;
+                    }
                     if !ok {
                         failed = Some(msg.to_string());
                         return false;
@@ -338,6 +373,10 @@ async fn probe_container(
                 if let Some(msg) = failed {
                     unhealthy(&ctx, &t, ProbeKind::Liveness, &msg);
                     set(&|s| s.failed = Some(ProbeKind::Liveness));
+                }
+                if stopping() {
+                    // Readiness goes on while the pod stops.
+                    std::future::pending::<()>().await
                 }
             }
         }

@@ -152,6 +152,15 @@ pub enum StartContainerError {
         #[source]
         source: StartError,
     },
+    /// The runtime refused the container before making it (its log folder, its request, the
+    /// keeper's spawn): no attempt exists to restart, the start is tried again later.
+    #[error("{source}")]
+    NotCreated {
+        pod: String,
+        container: String,
+        #[source]
+        source: StartError,
+    },
     /// The container started, its postStart hook failed: it is killed.
     #[error("PostStartHook failed: {source}")]
     PostStartHook {

@@ -55,6 +55,8 @@ struct State {
     calls: Vec<Call>,
     /// Container name -> the exit code it exits with as soon as it starts.
     exits_on_start: HashMap<String, i32>,
+    /// Container name -> why its starts fail before anything is made.
+    start_errors: HashMap<String, String>,
     sandbox_error: Option<String>,
     network_error: Option<String>,
     next_pid: i32,
@@ -88,6 +90,15 @@ impl FakeRuntime {
     /// Container `name` exits with `code` as soon as it starts.
     pub fn exit_on_start(&self, name: &str, code: i32) {
         self.with(|s| s.exits_on_start.insert(name.to_string(), code));
+    }
+
+    /// Starts of container `name` fail before anything is made, as a log folder whose name is
+    /// too long does (`None`: they work again).
+    pub fn fail_starts(&self, name: &str, message: Option<&str>) {
+        self.with(|s| match message {
+            Some(m) => s.start_errors.insert(name.to_string(), m.to_string()),
+            None => s.start_errors.remove(name),
+        });
     }
 
     /// Sandboxes fail to be created with `message` (`None`: they work again).
@@ -336,6 +347,16 @@ impl PodRuntime for FakeRuntime {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Start(spec.id.clone()));
+                if let Some(m) = spec
+                    .labels
+                    .get(crate::translate::LABEL_CONTAINER_NAME)
+                    .and_then(|n| s.start_errors.get(n))
+                {
+                    return Err(StartError::LogDir {
+                        path: PathBuf::from("/var/log/pods").join(&spec.id),
+                        source: std::io::Error::other(m.clone()),
+                    });
+                }
                 if s.containers.contains_key(&spec.id) {
                     return Err(StartError::Exists {
                         id: spec.id.clone(),

@@ -128,6 +128,11 @@ pub(crate) struct Worker {
     stopping: HashMap<String, tokio::task::JoinHandle<()>>,
     /// The pod ended and its resources were released.
     released: bool,
+    /// How the node ended the pod, once it decided to (the status says it).
+    ended: Option<status::Ended>,
+    /// What the last plan said of the init containers (done, failed), for the statuses
+    /// written while the pod is being stopped.
+    init: (bool, bool),
 }
 
 impl Worker {
@@ -149,6 +154,8 @@ impl Worker {
             probes: Probes::default(),
             stopping: HashMap::new(),
             released: false,
+            ended: None,
+            init: (true, false),
         };
         if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
             if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
@@ -333,10 +340,14 @@ impl Worker {
             objects_at: self.vols.objects_at,
             released: self.released,
         };
+        let admission =
+            crate::pods::admission::admit(&self.pod, crate::cluster::node::go_arch()).err();
         let desired = Desired {
             pod: &self.pod,
             intent,
             sync_frequency: self.ctx.cfg.sync_frequency,
+            start_time: self.start_time,
+            admission: admission.as_ref(),
         };
         let actions = plan::plan(&desired, &observed, &self.backoff, SystemTime::now());
         let attempts = observed.attempts;
@@ -349,8 +360,8 @@ impl Worker {
         if let Some(kill) = actions.kill_pod {
             return self.kill_pod(kill, &attempts).await;
         }
-        if plan::api_terminal(&self.pod) {
-            // Ended and already released: nothing more to do.
+        if plan::api_terminal(&self.pod) || self.released {
+            // Ended (by the API or by this node) and already released: nothing more to do.
             return Next::Resync;
         }
         self.write_state_files();

@@ -3,12 +3,16 @@
 //! `computePodActions` and its `podActions`. The worker's steps carry the answer out; nothing
 //! here does I/O, so every decision is a table test (`tests` below) that runs in microseconds.
 //!
+//! Decided first, before anything starts:
+//! - admission: a pod the node refuses ([`Desired::admission`], from [`crate::pods::admission`]
+//!   and the security rules) is a [`KillPod`] ending in [`PodEnd::Rejected`];
+//! - activeDeadlineSeconds: a pod active longer than its deadline is killed with its grace
+//!   period and ends [`PodEnd::Failed`] (`DeadlineExceeded`); before that the plan asks to be
+//!   woken at the deadline.
+//!
 //! Where what comes next lands:
-//! - admission (a pod rejected with phase Failed and a reason: sysctls, AppArmor, OS, resources)
-//!   is a [`KillPod`] with a new [`PodEnd`] decided first, before anything starts;
-//! - killing a whole pod for a reason (activeDeadlineSeconds, eviction, node shutdown) is an
-//!   [`Intent`] that [`plan`] turns into a [`KillPod`] whose [`PodEnd`] says the terminal phase
-//!   and reason;
+//! - killing a whole pod for another reason (eviction, node shutdown) is an [`Intent`] that
+//!   [`plan`] turns into a [`KillPod`] whose [`PodEnd`] says the terminal phase and reason;
 //! - in-place resize is a list of containers to update beside [`PodActions::containers_to_start`]
 //!   (the kubelet's `ContainersToUpdate`), decided from the spec and what the runtime reports.
 
@@ -22,7 +26,14 @@ use super::super::backoff::Backoff;
 use super::super::probing::{ProbeKind, ProbeState};
 use super::super::status::{Record, Waiting};
 use crate::reasons::{event, waiting, EventType};
+use crate::security::Refusal;
 use crate::translate::{self, RestartPolicy};
+
+/// The reason of a pod killed at its activeDeadlineSeconds (its phase, and a Normal Event).
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// Its message.
+pub const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
 
 /// Every attempt of every container of a pod, by container name, oldest first.
 pub type Attempts = BTreeMap<String, Vec<Record>>;
@@ -43,6 +54,11 @@ pub struct Desired<'a> {
     pub intent: Intent,
     /// How often the files of API data volumes are rewritten (syncFrequency).
     pub sync_frequency: Duration,
+    /// When the node first synced the pod (`status.startTime`): activeDeadlineSeconds counts
+    /// from it.
+    pub start_time: SystemTime,
+    /// Why the node's admission refuses the pod (`None`: admitted).
+    pub admission: Option<&'a Refusal>,
 }
 
 /// What the worker sees of the pod now.
@@ -110,13 +126,22 @@ pub struct Running {
 }
 
 /// How a pod ends, once its containers are stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodEnd {
     /// Deleted or no longer wanted: everything is removed (containers, sandbox, volumes, logs,
     /// state), and a deletion is confirmed to the API.
     Removed,
     /// The API says the pod ended: what it holds is released, its logs stay for users.
     Released,
+    /// The node failed the pod (activeDeadlineSeconds): once its containers are stopped, its
+    /// status says phase Failed with this reason and message, then what it holds is released.
+    Failed {
+        reason: &'static str,
+        message: &'static str,
+    },
+    /// The node's admission refused the pod: nothing starts, its status says phase Failed with
+    /// the refusal's reason and message.
+    Rejected(Refusal),
 }
 
 /// Stopping the whole pod.
@@ -181,14 +206,16 @@ impl PodActions {
     }
 }
 
-/// The back-off key of a container's restarts.
-pub fn restart_key(name: &str) -> String {
-    format!("{name}/run")
+/// The back-off key of a container's restarts: its name and image, as the kubelet's key holds
+/// the hash of both, so that a new image starts at once with a back-off of its own.
+pub fn restart_key(c: &Container) -> String {
+    format!("{}/run/{}", c.name, c.image.as_deref().unwrap_or_default())
 }
 
-/// The back-off key of a container's image pulls.
-pub fn image_key(name: &str) -> String {
-    format!("{name}/image")
+/// The back-off key of a container's image pulls: its name and image (the kubelet's key is the
+/// pod and the image), so that an updated image is pulled at once.
+pub fn image_key(name: &str, image: &str) -> String {
+    format!("{name}/image/{image}")
 }
 
 /// `namespace/name` of a pod, as messages and logs name it.
@@ -262,6 +289,31 @@ pub fn plan(
         }
         Intent::Run => {}
     }
+    if let Some(refusal) = desired.admission {
+        if !observed.released {
+            a.kill_pod = Some(KillPod {
+                end: PodEnd::Rejected(refusal.clone()),
+                ..release(&observed.attempts)
+            });
+        }
+        return a;
+    }
+    match deadline(pod, desired.start_time) {
+        Some(at) if now >= at => {
+            if !observed.released {
+                a.kill_pod = Some(KillPod {
+                    end: PodEnd::Failed {
+                        reason: DEADLINE_EXCEEDED,
+                        message: DEADLINE_EXCEEDED_MESSAGE,
+                    },
+                    ..terminate(pod, &observed.attempts, None)
+                });
+            }
+            return a;
+        }
+        Some(at) => a.requeue(at),
+        None => {}
+    }
     a.volumes = if !observed.volumes_set_up {
         VolumeStep::SetUp
     } else if observed
@@ -283,6 +335,12 @@ pub fn plan(
     p.init_and_regular_containers();
     p.ephemeral_containers();
     p.a
+}
+
+/// When the pod's activeDeadlineSeconds ends, counted from its start on this node.
+pub fn deadline(pod: &Pod, start_time: SystemTime) -> Option<SystemTime> {
+    let secs = pod.spec.as_ref()?.active_deadline_seconds?;
+    Some(start_time + Duration::from_secs(secs.max(0) as u64))
 }
 
 /// Everything but the sidecars at once, then the sidecars newest first, within the grace
@@ -375,7 +433,7 @@ impl Planner<'_> {
                 succeeded: code == 0,
             };
         }
-        let key = restart_key(&c.name);
+        let key = restart_key(c);
         if let Some(until) = self.backoff.in_backoff_until(&key, finished_at, self.now) {
             let message = format!(
                 "back-off {}s restarting failed container={} pod={}",

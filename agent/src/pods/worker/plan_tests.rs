@@ -91,7 +91,18 @@ fn run(pod: &Pod) -> Desired<'_> {
         pod,
         intent: Intent::Run,
         sync_frequency: Duration::from_secs(60),
+        start_time: t(0),
+        admission: None,
     }
+}
+
+/// The restart back-off key of container `name` with image busybox.
+fn rkey(name: &str) -> String {
+    restart_key(&k8s_openapi::api::core::v1::Container {
+        name: name.into(),
+        image: Some("busybox".into()),
+        ..Default::default()
+    })
 }
 
 fn names(starts: &[StartContainer]) -> Vec<(String, u32)> {
@@ -141,7 +152,7 @@ fn restart_policies_decide_what_restarts() {
         assert_eq!(
             a.restarts,
             if restarts {
-                vec![(restart_key("a"), t(10))]
+                vec![(rkey("a"), t(10))]
             } else {
                 vec![]
             },
@@ -173,7 +184,7 @@ fn crash_loops_back_off_with_one_event() {
     let p = simple("Always", &["a"]);
     let mut backoff = Backoff::default();
     // The first restart was at t(10); it crashed again at t(12).
-    backoff.next(&restart_key("a"), t(10), t(10));
+    backoff.next(&rkey("a"), t(10), t(10));
     let o = observed(attempts(&[("a", vec![exited(1, t(5)), exited(1, t(12))])]));
     let a = plan_at(&p, &o, &backoff, t(13));
     assert!(a.containers_to_start.is_empty());
@@ -215,9 +226,9 @@ fn crash_loops_back_off_with_one_event() {
     // The back-off over: the next attempt, and the delay doubles.
     let a3 = plan_at(&p, &o2, &backoff, t(22));
     assert_eq!(names(&a3.containers_to_start), [("a".into(), 2)]);
-    assert_eq!(a3.restarts, vec![(restart_key("a"), t(12))]);
-    backoff.next(&restart_key("a"), t(12), t(22));
-    assert_eq!(backoff.delay(&restart_key("a")), Duration::from_secs(20));
+    assert_eq!(a3.restarts, vec![(rkey("a"), t(12))]);
+    backoff.next(&rkey("a"), t(12), t(22));
+    assert_eq!(backoff.delay(&rkey("a")), Duration::from_secs(20));
 }
 
 #[test]
@@ -396,7 +407,7 @@ fn deletion_stops_everything_within_the_grace_period() {
         let d = Desired {
             pod: &p,
             intent: Intent::Terminate { grace },
-            sync_frequency: Duration::from_secs(60),
+            ..run(&p)
         };
         let a = plan(&d, &o, &Backoff::default(), t(2));
         assert_eq!(
@@ -539,4 +550,103 @@ fn old_attempts_are_collected_keeping_two() {
             ("a".to_string(), "u1_a_1".to_string())
         ]
     );
+}
+
+#[test]
+fn a_new_image_restarts_at_once_with_a_back_off_of_its_own() {
+    let p = simple("Always", &["a"]);
+    let mut backoff = Backoff::default();
+    backoff.next(&rkey("a"), t(10), t(10));
+    backoff.next(&rkey("a"), t(20), t(20));
+    let o = observed(attempts(&[("a", vec![exited(1, t(10)), exited(1, t(30))])]));
+    // The same image backs off (20 s from its exit at 30 s).
+    let a = plan_at(&p, &o, &backoff, t(31));
+    assert!(a.containers_to_start.is_empty());
+    assert_eq!(a.requeue_at, Some(t(50)));
+    // The image was updated: restarted at once, its restart recorded under the new key.
+    let mut p2 = p.clone();
+    p2.spec.as_mut().unwrap().containers[0].image = Some("nginx".into());
+    let a = plan_at(&p2, &o, &backoff, t(31));
+    assert_eq!(names(&a.containers_to_start), [("a".into(), 2)]);
+    assert_eq!(a.restarts, vec![("a/run/nginx".to_string(), t(30))]);
+}
+
+#[test]
+fn a_refused_pod_starts_nothing_and_ends_once() {
+    let p = simple("Always", &["a"]);
+    let refusal = crate::security::Refusal {
+        reason: "PodOSNotSupported",
+        message: "Failed to admit pod as the OS field doesn't match node OS".into(),
+    };
+    let d = Desired {
+        admission: Some(&refusal),
+        ..run(&p)
+    };
+    let a = plan(&d, &observed(Attempts::new()), &Backoff::default(), t(1));
+    assert!(a.containers_to_start.is_empty() && a.init_containers_to_start.is_empty());
+    assert_eq!(a.volumes, VolumeStep::Keep, "no volume is set up");
+    assert_eq!(
+        a.kill_pod,
+        Some(KillPod {
+            grace: None,
+            containers: vec![],
+            sidecars: vec![],
+            end: PodEnd::Rejected(refusal.clone()),
+        })
+    );
+    let done = Observed {
+        released: true,
+        ..observed(Attempts::new())
+    };
+    assert_eq!(
+        plan(&d, &done, &Backoff::default(), t(2)),
+        PodActions::default()
+    );
+}
+
+#[test]
+fn the_active_deadline_kills_the_pod_with_its_grace_and_fails_it() {
+    let p = pod("spec:\n  activeDeadlineSeconds: 5\n  terminationGracePeriodSeconds: 3\n  containers:\n  - {name: a, image: busybox}\n");
+    let o = observed(attempts(&[("a", vec![running()])]));
+    // Before the deadline: runs, and is woken at the deadline.
+    let a = plan_at(&p, &o, &Backoff::default(), t(2));
+    assert_eq!(a.kill_pod, None);
+    assert_eq!(a.requeue_at, Some(t(5)));
+    // At the deadline: killed within its grace period, Failed with DeadlineExceeded.
+    let a = plan_at(&p, &o, &Backoff::default(), t(5));
+    assert_eq!(
+        a.kill_pod,
+        Some(KillPod {
+            grace: Some(Duration::from_secs(3)),
+            containers: vec![Running {
+                name: "a".into(),
+                id: "u1_a_0".into()
+            }],
+            sidecars: vec![],
+            end: PodEnd::Failed {
+                reason: "DeadlineExceeded",
+                message: "Pod was active on the node longer than the specified deadline",
+            },
+        })
+    );
+    assert!(a.containers_to_start.is_empty());
+    // Once released, nothing more.
+    let done = Observed {
+        released: true,
+        ..observed(attempts(&[("a", vec![exited(143, t(6))])]))
+    };
+    assert_eq!(
+        plan_at(&p, &done, &Backoff::default(), t(7)),
+        PodActions::default()
+    );
+    // A deadline set by an update counts from the pod's start, too.
+    let mut later = simple("Always", &["a"]);
+    assert_eq!(
+        plan_at(&later, &o, &Backoff::default(), t(100)).kill_pod,
+        None
+    );
+    later.spec.as_mut().unwrap().active_deadline_seconds = Some(5);
+    assert!(plan_at(&later, &o, &Backoff::default(), t(100))
+        .kill_pod
+        .is_some());
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use bosun_runtime::ContainerState;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 
 use super::errors::{PodSetupError, StartContainerError};
 use super::plan::{self, Attempts};
@@ -17,7 +17,8 @@ use crate::reasons::{event, waiting, EventType};
 /// How long after a failed pull the container shows ImagePullBackOff (its pull waits for the
 /// back-off).
 const PULL_RETRY: Duration = Duration::from_secs(2);
-/// How long a container whose config is wrong waits before the next try.
+/// How long a container whose config is wrong, or that the runtime could not create, waits
+/// before the next try (the kubelet's pause after a failed pod sync).
 const CONFIG_RETRY: Duration = Duration::from_secs(10);
 
 /// What the status and Events say of a failed start.
@@ -40,6 +41,7 @@ impl StartContainerError {
             | StartContainerError::Devices { pod, container, .. }
             | StartContainerError::NoNetwork { pod, container }
             | StartContainerError::Runtime { pod, container, .. }
+            | StartContainerError::NotCreated { pod, container, .. }
             | StartContainerError::PostStartHook { pod, container, .. } => (pod, container),
         }
     }
@@ -106,6 +108,20 @@ impl StartContainerError {
                     format!("Error: {message}"),
                 )),
                 next: Next::Resync,
+            },
+            // As the kubelet's CreateContainerError: reported, and the start tried again after
+            // the pause of a failed pod sync.
+            StartContainerError::NotCreated { .. } => Report {
+                waiting: Some(Waiting {
+                    reason: waiting::CREATE_CONTAINER_ERROR,
+                    message: message.clone(),
+                }),
+                event: Some((
+                    EventType::Warning,
+                    event::FAILED_CONTAINER,
+                    format!("Error: {message}"),
+                )),
+                next: Next::after(CONFIG_RETRY),
             },
             StartContainerError::PostStartHook { .. } => Report {
                 waiting: None,
@@ -186,6 +202,7 @@ impl Worker {
             let _ = std::fs::remove_file(file);
         }
         self.sync_probes(&attempts);
+        self.init = (init_done, init_failed);
         self.write_status(true, init_done, init_failed);
     }
 
@@ -240,7 +257,7 @@ impl Worker {
                     // creating, with the failure's message.
                     if let Some(e) = &self.pod_error {
                         w = Some(Waiting {
-                            reason: waiting::CONTAINER_CREATING,
+                            reason: status::default_waiting(&self.pod),
                             message: e.to_string(),
                         });
                     }
@@ -266,31 +283,21 @@ impl Worker {
         let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
         let attempts = self.attempts();
         let init_views = self.views(&inits, &attempts);
-        let mut views = self.views(&spec.containers, &attempts);
-        if !init_done {
-            for v in views
-                .iter_mut()
-                .filter(|v| v.current.is_none() && v.waiting.is_none())
-            {
-                v.waiting = Some(Waiting {
-                    reason: waiting::POD_INITIALIZING,
-                    message: String::new(),
-                });
-            }
-        }
+        let views = self.views(&spec.containers, &attempts);
         let qos = crate::translate::qos_class(&self.pod);
-        let mut st = status::pod_status(
-            &self.pod,
-            self.last_status.as_ref(),
+        let mut st = status::pod_status(&status::StatusInput {
+            pod: &self.pod,
+            previous: self.last_status.as_ref(),
             sandbox_ready,
-            &init_views,
+            init: &init_views,
             init_done,
             init_failed,
-            &views,
-            self.start_time,
-            SystemTime::now(),
-            qos.as_str(),
-        );
+            containers: &views,
+            start_time: self.start_time,
+            now: SystemTime::now(),
+            qos: qos.as_str(),
+            ended: self.ended.as_ref(),
+        });
         let ephemeral: Vec<Container> = plan::ephemeral_containers(&self.pod)
             .into_iter()
             .map(|(c, _)| c)
@@ -311,6 +318,11 @@ impl Worker {
             );
         }
         crate::network::set_ips(&mut st, &self.net.ips, self.net.host_ip.as_deref());
+        self.publish_status(st);
+    }
+
+    /// Sends `st` (cluster mode) and writes it to the state folder, when it changed.
+    pub(super) fn publish_status(&mut self, st: PodStatus) {
         if self.last_status.as_ref() == Some(&st) {
             return;
         }
@@ -327,6 +339,7 @@ impl Worker {
                 name: self.pod.metadata.name.clone().unwrap_or_default(),
                 status: Some(st.clone()),
                 mirror: !crate::pods::from_api(&self.pod),
+                delete: false,
             });
         }
         let mut pod = Pod::clone(&self.pod);

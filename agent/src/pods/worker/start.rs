@@ -21,6 +21,18 @@ use crate::images::PullPolicy;
 use crate::reasons::{event, waiting, EventType};
 use crate::translate;
 
+/// The message of a container whose pulls back off, as the kubelet's image manager words it:
+/// "Back-off pulling image", with the last pull's reason and error while there is one.
+pub fn pull_back_off_message(image: &str, previous: Option<&super::Waiting>) -> String {
+    let back_off = format!("Back-off pulling image {image:?}");
+    match previous {
+        // Still backing off: the message already says why.
+        Some(w) if w.reason == waiting::IMAGE_PULL_BACK_OFF => w.message.clone(),
+        Some(w) if !w.message.is_empty() => format!("{back_off}: {}: {}", w.reason, w.message),
+        _ => back_off,
+    }
+}
+
 /// How long the postStart hook may take.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -130,6 +142,13 @@ impl Worker {
         };
         crate::metrics::observe_runtime_operation("start_container", t0.elapsed());
         if let Err(source) = started {
+            if self.ctx.runtime.status(&id).is_none() {
+                return Err(StartContainerError::NotCreated {
+                    pod,
+                    container,
+                    source,
+                });
+            }
             return Err(StartContainerError::Runtime {
                 pod,
                 container,
@@ -160,16 +179,13 @@ impl Worker {
     /// The image step: the pull back-off, the pull policy, shared pulls, pull secrets.
     async fn pull_image(&mut self, c: &Container) -> Result<Image, StartContainerError> {
         let image_ref = c.image.clone().unwrap_or_default();
-        let key = image_key(&c.name);
+        let key = image_key(&c.name, &image_ref);
         let now = SystemTime::now();
         let previous = self.waiting.get(&c.name);
-        if let Some(until) = self.backoff.in_backoff_until(&key, now, now) {
+        // Measured from the last failed pull, as the kubelet's IsInBackOffSinceUpdate.
+        if let Some(until) = self.backoff.in_backoff_since_update(&key, now) {
             if previous.map(|w| w.reason) != Some(waiting::ERR_IMAGE_NEVER_PULL) {
-                let back_off = format!("Back-off pulling image {image_ref:?}");
-                let message = match previous.map(|w| w.message.as_str()) {
-                    Some(p) if !p.starts_with("Back-off") => format!("{back_off}: {p}"),
-                    _ => back_off,
-                };
+                let message = pull_back_off_message(&image_ref, previous);
                 return Err(StartContainerError::PullBackOff {
                     pod: self.key(),
                     container: c.name.clone(),
@@ -415,5 +431,35 @@ pub(super) fn target_pid_namespace(
             Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
         }
         _ => Err(format!("the target container {target:?} is not running")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pods::status::Waiting;
+
+    #[test]
+    fn a_pull_back_off_keeps_the_last_error() {
+        let w = |reason, message: &str| Waiting {
+            reason,
+            message: message.into(),
+        };
+        let failed = w(
+            waiting::ERR_IMAGE_PULL,
+            "failed to pull image \"x:1\": no route",
+        );
+        let first = pull_back_off_message("x:1", Some(&failed));
+        assert_eq!(
+            first,
+            "Back-off pulling image \"x:1\": ErrImagePull: failed to pull image \"x:1\": no route"
+        );
+        // The next syncs of the same back-off say the same.
+        let backing_off = w(waiting::IMAGE_PULL_BACK_OFF, &first);
+        assert_eq!(pull_back_off_message("x:1", Some(&backing_off)), first);
+        assert_eq!(
+            pull_back_off_message("x:1", None),
+            "Back-off pulling image \"x:1\""
+        );
     }
 }

@@ -10,13 +10,48 @@ use k8s_openapi::api::core::v1::Container;
 
 use super::plan::{Attempts, KillContainer, KillPod, PodEnd};
 use super::{Next, Worker};
+use crate::pods::status::{self, Ended};
 use crate::pods::Ctx;
 use crate::reasons::{event, EventType};
 
 impl Worker {
-    /// Step 1: the pod ends. Its containers are stopped as the plan says, then what it holds is
-    /// released (its logs kept) or everything is removed.
+    /// Step 1: the pod ends. A pod the node refused starts nothing and says why; otherwise its
+    /// containers are stopped as the plan says (readiness probes go on meanwhile and the status
+    /// follows them; liveness and startup probes stop), the status says how the pod ended, then
+    /// what it holds is released (its logs kept) or everything is removed.
     pub(super) async fn kill_pod(&mut self, kill: KillPod, attempts: &Attempts) -> Next {
+        let first = self.ended.is_none();
+        match &kill.end {
+            PodEnd::Rejected(refusal) => {
+                if first {
+                    self.event(EventType::Warning, refusal.reason, &refusal.message);
+                }
+                self.ended = Some(Ended::Failed {
+                    reason: refusal.reason.to_string(),
+                    message: refusal.message.clone(),
+                });
+                let qos = crate::translate::qos_class(&self.pod);
+                let st = status::rejected_status(
+                    &self.pod,
+                    refusal.reason,
+                    &refusal.message,
+                    qos.as_str(),
+                );
+                self.publish_status(st);
+            }
+            PodEnd::Failed { reason, message } => {
+                if first {
+                    self.event(EventType::Normal, reason, message);
+                }
+                self.ended = Some(Ended::Failed {
+                    reason: reason.to_string(),
+                    message: message.to_string(),
+                });
+            }
+            PodEnd::Removed => self.ended = Some(Ended::Stopped),
+            PodEnd::Released => {}
+        }
+        self.probes.terminating();
         match kill.grace {
             None => {
                 // Kills whatever still runs in a pod that ended (nothing should).
@@ -49,19 +84,40 @@ impl Worker {
                         deadline,
                     ));
                 }
-                while set.join_next().await.is_some() {}
+                // Readiness results that change meanwhile are published.
+                loop {
+                    tokio::select! {
+                        joined = set.join_next() => if joined.is_none() { break },
+                        _ = self.wake.notified() => self.write_status(true, self.init.0, self.init.1),
+                    }
+                }
                 for name in &kill.sidecars {
                     self.stop_running(name, Some(deadline)).await;
                 }
             }
         }
         match kill.end {
+            PodEnd::Rejected(_) => {
+                if !attempts.is_empty() {
+                    self.release().await;
+                }
+                self.released = true;
+                Next::Resync
+            }
             PodEnd::Released => {
                 self.release().await;
                 self.released = true;
                 Next::Resync
             }
+            PodEnd::Failed { .. } => {
+                // The containers' terminated states and the phase, then the release.
+                self.write_status(true, self.init.0, self.init.1);
+                self.release().await;
+                self.released = true;
+                Next::Resync
+            }
             PodEnd::Removed => {
+                self.write_status(true, self.init.0, self.init.1);
                 self.cleanup().await;
                 Next::Done
             }
@@ -190,12 +246,15 @@ impl Worker {
             crate::pods::from_api(&self.pod),
             deleted,
         ) {
+            // With the last status (the containers' terminated states, the final phase), which
+            // is written before the pod object is deleted.
             let _ = tx.send(crate::pods::StatusUpdate {
                 uid: self.uid.clone(),
                 namespace: ns,
                 name,
-                status: None,
+                status: self.last_status.clone(),
                 mirror: false,
+                delete: true,
             });
         }
     }

@@ -16,7 +16,7 @@ use super::fake::{Call, FakeImages, FakeRuntime};
 use super::{Intent, Next, Worker};
 use crate::config::{Config, Flags};
 use crate::images::EnsureError;
-use crate::pods::{Ctx, EventRecord};
+use crate::pods::{Ctx, EventRecord, StatusUpdate};
 
 struct Harness {
     _tmp: tempfile::TempDir,
@@ -24,6 +24,7 @@ struct Harness {
     images: Arc<FakeImages>,
     ctx: Arc<Ctx>,
     events: UnboundedReceiver<EventRecord>,
+    statuses: UnboundedReceiver<StatusUpdate>,
 }
 
 impl Harness {
@@ -42,6 +43,7 @@ impl Harness {
         let rt = FakeRuntime::new();
         let images = Arc::new(FakeImages::default());
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (status_tx, statuses) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
             cfg,
             runtime: rt.clone(),
@@ -50,7 +52,7 @@ impl Harness {
                 memory_bytes: 8 << 30,
                 cpu_millis: 4000,
             },
-            status_tx: None,
+            status_tx: Some(status_tx),
             objects: None,
             volumes: None,
             volume_stats: None,
@@ -62,7 +64,17 @@ impl Harness {
             images,
             ctx,
             events,
+            statuses,
         }
+    }
+
+    /// The status updates sent since the last call.
+    fn statuses(&mut self) -> Vec<StatusUpdate> {
+        let mut out = Vec::new();
+        while let Ok(u) = self.statuses.try_recv() {
+            out.push(u);
+        }
+        out
     }
 
     fn worker(&self, pod: &Pod) -> Worker {
@@ -388,7 +400,7 @@ async fn a_failed_pull_backs_off() {
     assert_eq!(wa.reason.as_deref(), Some("ImagePullBackOff"));
     assert_eq!(
         wa.message.as_deref(),
-        Some(format!("Back-off pulling image \"nope:1\": {message}").as_str())
+        Some(format!("Back-off pulling image \"nope:1\": ErrImagePull: {message}").as_str())
     );
     assert_eq!(
         h.events(),
@@ -559,4 +571,203 @@ fn next_wakes_take_the_earliest() {
     assert_eq!(Next::Resync.min(Next::At(t1)), Next::At(t1));
     assert_eq!(Next::Resync.min(Next::Resync), Next::Resync);
     assert_eq!(Next::Done.min(Next::At(t0)), Next::Done);
+}
+
+fn condition(st: &PodStatus, ty: &str) -> String {
+    st.conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == ty)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_pod_for_another_os_is_refused_and_nothing_of_it_is_made() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  os: {name: windows}\n  containers:\n  - {name: a, image: busybox:1}\n");
+    let mut w = h.worker(&p);
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("PodOSNotSupported"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was rejected: Failed to admit pod as the OS field doesn't match node OS")
+    );
+    assert_eq!(
+        h.events(),
+        [(
+            "PodOSNotSupported".to_string(),
+            None,
+            "Failed to admit pod as the OS field doesn't match node OS".to_string()
+        )]
+    );
+    // Once: no sandbox, no container, no second event.
+    w.sync(Intent::Run).await;
+    assert!(h.events().is_empty());
+    assert_eq!(h.rt.take_calls(), []);
+    assert!(!h.rt.has_sandbox("u1"));
+    let sent = h.statuses();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}
+
+#[tokio::test]
+async fn an_updated_active_deadline_kills_the_pod_and_fails_it() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 4\n  containers:\n  - {name: a, image: busybox:1}\n");
+    let mut w = h.worker(&p);
+    w.start_time = SystemTime::now() - Duration::from_secs(60);
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+    h.rt.take_calls();
+    h.events();
+    // The deadline is set by an update, and has passed already.
+    let mut p2 = p.clone();
+    p2.spec.as_mut().unwrap().active_deadline_seconds = Some(5);
+    w.pod = Arc::new(p2);
+    w.sync(Intent::Run).await;
+    let calls = h.rt.take_calls();
+    // Stopped within the pod's grace period.
+    assert!(
+        calls.iter().any(|c| matches!(c, Call::Stop { id, signal: 15, grace }
+            if id == "u1_a_0" && *grace > Duration::from_secs(3) && *grace <= Duration::from_secs(4))),
+        "{calls:?}"
+    );
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    let c = &st.container_statuses.clone().unwrap()[0];
+    let t = c.state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(t.exit_code, 143);
+    assert_eq!(condition(&st, "Ready"), "False");
+    let ev = h.events();
+    assert_eq!(ev[0].0, "DeadlineExceeded");
+    assert_eq!(
+        ev[0].2,
+        "Pod was active on the node longer than the specified deadline"
+    );
+    // Released once (its logs kept); nothing restarts.
+    assert!(!h.rt.has_sandbox("u1"));
+    w.sync(Intent::Run).await;
+    assert!(starts(&h.rt.take_calls()).is_empty());
+    assert!(h.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_pod_posts_its_terminal_status_before_its_deletion() {
+    let mut h = Harness::new();
+    let mut p = pod("spec:\n  hostNetwork: true\n  containers:\n  - name: a\n    image: busybox:1\n    readinessProbe: {exec: {command: [cat, /tmp/ready]}}\n");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    let ready = crate::pods::probing::ProbeState {
+        started: true,
+        ready: true,
+        failed: None,
+    };
+    w.probes.set_for_test("u1_a_0", ready);
+    w.sync(Intent::Run).await;
+    assert_eq!(condition(&status(&w), "Ready"), "True");
+    h.statuses();
+    // Deleted; its readiness probe fails once the stop signal is sent.
+    p.metadata.deletion_timestamp = Some(crate::pods::status::time(SystemTime::now()));
+    w.pod = Arc::new(p);
+    let unready = crate::pods::probing::ProbeState {
+        ready: false,
+        ..ready
+    };
+    w.probes.set_for_test("u1_a_0", unready);
+    w.wake.notify_one();
+    assert_eq!(
+        w.sync(Intent::Terminate { grace: Some(30) }).await,
+        Next::Done
+    );
+    let sent = h.statuses();
+    // While stopping: not ready, still running.
+    let stopping = sent[0].status.as_ref().unwrap();
+    assert_eq!(condition(stopping, "Ready"), "False");
+    assert_eq!(condition(stopping, "ContainersReady"), "False");
+    assert!(!sent[0].delete);
+    // Last: the deletion, with the terminated state and the final phase.
+    let last = sent.last().unwrap();
+    assert!(last.delete, "{sent:?}");
+    let st = last
+        .status
+        .as_ref()
+        .expect("the last status goes with the deletion");
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    let t = st.container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(t.exit_code, 143);
+}
+
+#[tokio::test]
+async fn a_start_the_runtime_refuses_is_reported_and_tried_again() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  containers:\n  - {name: a, image: busybox:1}\n");
+    h.rt.fail_starts("a", Some("file name too long"));
+    let mut w = h.worker(&p);
+    let t0 = SystemTime::now();
+    let next = w.sync(Intent::Run).await;
+    assert!(within(next, t0, 9, 11), "{next:?}");
+    let wa = waiting(&status(&w), "a").unwrap();
+    assert_eq!(wa.reason.as_deref(), Some("CreateContainerError"));
+    let message = wa.message.unwrap();
+    assert!(message.contains("file name too long"), "{message}");
+    assert_eq!(status(&w).phase.as_deref(), Some("Pending"));
+    let ev = h.events();
+    assert_eq!(
+        ev.last().unwrap(),
+        &(
+            "Failed".to_string(),
+            Some("a".to_string()),
+            format!("Error: {message}")
+        )
+    );
+    // The next try works.
+    h.rt.fail_starts("a", None);
+    h.rt.take_calls();
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    assert!(waiting(&status(&w), "a").is_none());
+}
+
+#[tokio::test]
+async fn a_failed_pull_is_tried_again_when_its_back_off_since_the_last_failure_ends() {
+    let h = Harness::new();
+    let p = pod(
+        "spec:\n  hostNetwork: true\n  containers:\n  - {name: a, image: reg.example:5000/app:1}\n",
+    );
+    let unreachable = EnsureError::Pull {
+        image: "reg.example:5000/app:1".into(),
+        message: "connection refused".into(),
+    };
+    h.images.fail("reg.example:5000/app:1", Some(unreachable));
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    let t0 = SystemTime::now();
+    let next = w.sync(Intent::Run).await;
+    let wa = waiting(&status(&w), "a").unwrap();
+    assert_eq!(wa.reason.as_deref(), Some("ImagePullBackOff"));
+    // Woken when the 10 s from the failure end.
+    assert!(within(next, t0, 7, 10), "{next:?}");
+    // 11 s after the last failure the registry answers: pulled and started.
+    let key = super::plan::image_key("a", "reg.example:5000/app:1");
+    let earlier = SystemTime::now() - Duration::from_secs(11);
+    w.backoff = crate::pods::backoff::Backoff::default();
+    w.backoff.next(&key, earlier, earlier);
+    h.images.fail("reg.example:5000/app:1", None);
+    h.rt.take_calls();
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    assert!(waiting(&status(&w), "a").is_none());
 }

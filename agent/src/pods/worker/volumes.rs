@@ -70,6 +70,24 @@ pub fn volume_source(
     })
 }
 
+/// The size of a `medium: Memory` emptyDir's tmpfs, as the kubelet's
+/// `calculateEmptyDirMemorySize`: the node's allocatable memory, or the pod's memory limit when
+/// it has one below that, or the volume's `sizeLimit` when it is below both. (A tmpfs mounted
+/// without a size would take half the node's RAM.)
+pub fn memory_medium_size(
+    node_allocatable: u64,
+    pod_limit: Option<u64>,
+    size_limit: Option<u64>,
+) -> u64 {
+    let mut size = node_allocatable;
+    for limit in [pod_limit, size_limit].into_iter().flatten() {
+        if limit > 0 && limit <= size {
+            size = limit;
+        }
+    }
+    size
+}
+
 impl Worker {
     /// Carries out the plan's volume step. False when the volumes could not be set up the first
     /// time (FailedMount; the pod stays Pending). A refresh that fails keeps the files the
@@ -202,7 +220,21 @@ impl Worker {
                     }
                     _ => kind,
                 };
-                let source = volume_source(name, kind)?;
+                let mut source = volume_source(name, kind)?;
+                if let bosun_volumes::VolumeSource::EmptyDir {
+                    medium: bosun_volumes::Medium::Memory,
+                    size_limit,
+                } = &mut source
+                {
+                    let pod_limit = crate::translate::pod_resources(&self.pod)
+                        .memory_limit
+                        .and_then(|b| u64::try_from(b).ok());
+                    *size_limit = Some(memory_medium_size(
+                        self.ctx.node.memory_bytes,
+                        pod_limit,
+                        *size_limit,
+                    ));
+                }
                 let path = bosun_volumes::setup(&pod_dir, name, &source).map_err(|source| {
                     VolumeError::SetUp {
                         volume: name.clone(),
@@ -259,5 +291,33 @@ impl Worker {
         }
         self.vols.api_objects = Some(objects);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_volume_is_sized_as_the_kubelet_sizes_it() {
+        const GI: u64 = 1 << 30;
+        // (node allocatable, pod memory limit, sizeLimit, size)
+        let cases = [
+            (8 * GI, None, None, 8 * GI),
+            (8 * GI, Some(GI), None, GI),
+            (8 * GI, Some(GI), Some(GI / 2), GI / 2),
+            (8 * GI, Some(GI), Some(2 * GI), GI),
+            (8 * GI, None, Some(2 * GI), 2 * GI),
+            (8 * GI, Some(16 * GI), None, 8 * GI),
+            (8 * GI, None, Some(16 * GI), 8 * GI),
+            (8 * GI, Some(0), Some(0), 8 * GI),
+        ];
+        for (node, pod, limit, want) in cases {
+            assert_eq!(
+                memory_medium_size(node, pod, limit),
+                want,
+                "{node} {pod:?} {limit:?}"
+            );
+        }
     }
 }
