@@ -101,6 +101,9 @@ pub struct StartContainer {
 /// Why a running container is stopped while its pod runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KillReason {
+    /// Its image was updated (the kubelet's container hash changed): restarted whatever its
+    /// restart policy.
+    Changed,
     LivenessProbe,
     StartupProbe,
 }
@@ -258,6 +261,11 @@ fn latest<'a>(attempts: &'a Attempts, name: &str) -> Option<&'a Record> {
     attempts.get(name).and_then(|v| v.last())
 }
 
+/// The container's image is not the one its attempt `rec` was started with.
+fn changed(c: &Container, rec: &Record) -> bool {
+    rec.image != c.image.as_deref().unwrap_or_default()
+}
+
 fn is_live(state: &ContainerState) -> bool {
     matches!(
         state,
@@ -331,6 +339,7 @@ pub fn plan(
         now,
         a,
     };
+    p.changed_kills();
     p.probe_kills();
     p.init_and_regular_containers();
     p.ephemeral_containers();
@@ -522,7 +531,14 @@ impl Planner<'_> {
         let finished = if init_done {
             let mut finished = true;
             for c in spec.iter().flat_map(|s| s.containers.iter()) {
-                match self.step(c, policy) {
+                let changed =
+                    latest(&self.observed.attempts, &c.name).is_some_and(|r| changed(c, r));
+                let own = if changed {
+                    RestartPolicy::Always
+                } else {
+                    policy
+                };
+                match self.step(c, own) {
                     Step::Start(n) => {
                         finished = false;
                         self.a.containers_to_start.push(Self::start(&c.name, n));
@@ -552,6 +568,39 @@ impl Planner<'_> {
         }
     }
 
+    /// A running regular container or sidecar whose image was updated is stopped with the pod's
+    /// grace period and started again with the new image, as the kubelet does when the
+    /// container's hash (its name and image) changed.
+    fn changed_kills(&mut self) {
+        let pod = self.pod;
+        let spec = pod.spec.as_ref();
+        let pod_grace = spec
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0);
+        let watched = spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .chain(sidecars(pod));
+        for c in watched {
+            let Some(rec) = latest(&self.observed.attempts, &c.name) else {
+                continue;
+            };
+            if !is_live(&rec.state) || self.observed.stopping.contains(&rec.id) || !changed(c, rec)
+            {
+                continue;
+            }
+            self.a.containers_to_kill.push(KillContainer {
+                id: rec.id.clone(),
+                name: c.name.clone(),
+                signal: rec.stop_signal,
+                grace: Duration::from_secs(pod_grace as u64),
+                reason: KillReason::Changed,
+                message: format!("Container {} definition changed, will be restarted", c.name),
+            });
+        }
+    }
+
     /// A running container whose liveness or startup probe failed is stopped, with the
     /// probe's grace period (or the pod's); its restart policy then applies.
     fn probe_kills(&mut self) {
@@ -571,6 +620,9 @@ impl Planner<'_> {
             if !matches!(rec.state, ContainerState::Running { .. })
                 || self.observed.stopping.contains(&rec.id)
             {
+                continue;
+            }
+            if self.a.containers_to_kill.iter().any(|k| k.id == rec.id) {
                 continue;
             }
             let Some(kind) = self.observed.probes.get(&rec.id).and_then(|p| p.failed) else {

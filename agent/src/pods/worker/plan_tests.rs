@@ -233,7 +233,7 @@ fn crash_loops_back_off_with_one_event() {
 
 #[test]
 fn init_containers_run_one_at_a_time_in_order() {
-    let p = pod("spec:\n  initContainers:\n  - {name: i1, image: x}\n  - {name: i2, image: x}\n  containers:\n  - {name: c, image: x}\n");
+    let p = pod("spec:\n  initContainers:\n  - {name: i1, image: busybox}\n  - {name: i2, image: busybox}\n  containers:\n  - {name: c, image: busybox}\n");
     // (attempts, init starts, regular starts, init done)
     type Case = (
         Vec<(&'static str, Vec<ContainerState>)>,
@@ -275,7 +275,7 @@ fn init_containers_run_one_at_a_time_in_order() {
 
 #[test]
 fn a_failed_init_container_fails_a_pod_that_never_restarts() {
-    let p = pod("spec:\n  restartPolicy: Never\n  initContainers:\n  - {name: side, image: x, restartPolicy: Always}\n  - {name: i1, image: x}\n  containers:\n  - {name: c, image: x}\n");
+    let p = pod("spec:\n  restartPolicy: Never\n  initContainers:\n  - {name: side, image: busybox, restartPolicy: Always}\n  - {name: i1, image: busybox}\n  containers:\n  - {name: c, image: busybox}\n");
     let o = observed(attempts(&[
         ("side", vec![running()]),
         ("i1", vec![exited(1, t(1))]),
@@ -289,7 +289,7 @@ fn a_failed_init_container_fails_a_pod_that_never_restarts() {
 
 #[test]
 fn sidecars_start_before_the_next_init_container_and_stop_last() {
-    let p = pod("spec:\n  restartPolicy: Never\n  initContainers:\n  - {name: s1, image: x, restartPolicy: Always}\n  - {name: s2, image: x, restartPolicy: Always}\n  - {name: i, image: x}\n  containers:\n  - {name: c, image: x}\n");
+    let p = pod("spec:\n  restartPolicy: Never\n  initContainers:\n  - {name: s1, image: busybox, restartPolicy: Always}\n  - {name: s2, image: busybox, restartPolicy: Always}\n  - {name: i, image: busybox}\n  containers:\n  - {name: c, image: busybox}\n");
     // Nothing yet: both sidecars, and the init container behind them, start in this sync.
     let a = plan_at(&p, &observed(Attempts::new()), &Backoff::default(), t(1));
     assert_eq!(
@@ -333,7 +333,7 @@ fn sidecars_start_before_the_next_init_container_and_stop_last() {
 
 #[test]
 fn failed_probes_stop_running_containers() {
-    let p = pod("spec:\n  terminationGracePeriodSeconds: 7\n  containers:\n  - name: a\n    image: x\n    livenessProbe: {exec: {command: [false]}, terminationGracePeriodSeconds: 3}\n  - name: b\n    image: x\n    startupProbe: {exec: {command: [false]}}\n  - {name: c, image: x}\n");
+    let p = pod("spec:\n  terminationGracePeriodSeconds: 7\n  containers:\n  - name: a\n    image: busybox\n    livenessProbe: {exec: {command: [false]}, terminationGracePeriodSeconds: 3}\n  - name: b\n    image: busybox\n    startupProbe: {exec: {command: [false]}}\n  - {name: c, image: busybox}\n");
     let a_id = "u1_a_0".to_string();
     let b_id = "u1_b_0".to_string();
     let failed = |kind| ProbeState {
@@ -395,7 +395,7 @@ fn a_probe_killed_container_restarts_by_its_policy() {
 
 #[test]
 fn deletion_stops_everything_within_the_grace_period() {
-    let p = pod("spec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n  - {name: s1, image: x, restartPolicy: Always}\n  - {name: s2, image: x, restartPolicy: Always}\n  containers:\n  - {name: a, image: x}\n  - {name: b, image: x}\n");
+    let p = pod("spec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n  - {name: s1, image: busybox, restartPolicy: Always}\n  - {name: s2, image: busybox, restartPolicy: Always}\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox}\n");
     let o = observed(attempts(&[
         ("s1", vec![running()]),
         ("s2", vec![running()]),
@@ -465,7 +465,7 @@ fn a_pod_the_api_ended_is_released_once() {
 #[test]
 fn adopted_containers_are_kept_as_they_run() {
     // An agent restart: the runtime reports what ran before, the worker has no memory.
-    let p = pod("spec:\n  initContainers:\n  - {name: i, image: x}\n  containers:\n  - {name: a, image: x}\n  - {name: b, image: x}\n");
+    let p = pod("spec:\n  initContainers:\n  - {name: i, image: busybox}\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox}\n");
     let o = Observed {
         volumes_set_up: false,
         objects_at: None,
@@ -516,7 +516,7 @@ fn volumes_are_set_up_once_and_refreshed_each_sync_period() {
 
 #[test]
 fn ephemeral_containers_start_once() {
-    let p = pod("spec:\n  initContainers:\n  - {name: i, image: x}\n  containers:\n  - {name: a, image: x}\n  ephemeralContainers:\n  - {name: dbg, image: busybox, targetContainerName: a}\n");
+    let p = pod("spec:\n  initContainers:\n  - {name: i, image: busybox}\n  containers:\n  - {name: a, image: busybox}\n  ephemeralContainers:\n  - {name: dbg, image: busybox, targetContainerName: a}\n");
     // Even before the init containers are done.
     let a = plan_at(
         &p,
@@ -649,4 +649,34 @@ fn the_active_deadline_kills_the_pod_with_its_grace_and_fails_it() {
     assert!(plan_at(&later, &o, &Backoff::default(), t(100))
         .kill_pod
         .is_some());
+}
+
+#[test]
+fn an_updated_image_restarts_a_running_container_whatever_its_policy() {
+    let mut p = pod("spec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 7\n  containers:\n  - {name: a, image: busybox}\n  - {name: b, image: busybox}\n");
+    let o = observed(attempts(&[("a", vec![running()]), ("b", vec![running()])]));
+    assert!(plan_at(&p, &o, &Backoff::default(), t(1))
+        .containers_to_kill
+        .is_empty());
+    p.spec.as_mut().unwrap().containers[0].image = Some("nginx".into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(1));
+    assert_eq!(
+        a.containers_to_kill,
+        [KillContainer {
+            id: "u1_a_0".into(),
+            name: "a".into(),
+            signal: 15,
+            grace: Duration::from_secs(7),
+            reason: KillReason::Changed,
+            message: "Container a definition changed, will be restarted".into(),
+        }]
+    );
+    // Stopped (exit 143 under restartPolicy Never): started again with the new image at once.
+    let o = observed(attempts(&[
+        ("a", vec![exited(143, t(2))]),
+        ("b", vec![running()]),
+    ]));
+    let a = plan_at(&p, &o, &Backoff::default(), t(3));
+    assert_eq!(names(&a.containers_to_start), [("a".into(), 1)]);
+    assert!(a.containers_to_kill.is_empty());
 }
