@@ -48,18 +48,6 @@ pub struct NodeFacts {
     pub declared_features: Vec<String>,
 }
 
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
-}
-
 fn read_trim(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
@@ -106,7 +94,7 @@ impl NodeFacts {
         root_dir: &std::path::Path,
         max_pods: u32,
     ) -> NodeFacts {
-        let arch = go_arch().to_string();
+        let arch = crate::pods::admission::go_arch().to_string();
         let mut labels = BTreeMap::new();
         labels.insert("kubernetes.io/hostname".into(), name.to_string());
         labels.insert("kubernetes.io/os".into(), "linux".into());

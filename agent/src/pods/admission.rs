@@ -20,6 +20,19 @@ pub const NODE_AFFINITY: &str = "NodeAffinity";
 /// The node's OS, as Go's `runtime.GOOS` names it.
 pub const NODE_OS: &str = "linux";
 
+/// The node's architecture, as Go's `runtime.GOARCH` names it (the `kubernetes.io/arch` label).
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
 /// The node's labels that say its OS and architecture, and the value each must have.
 fn platform_labels(arch: &str) -> [(&'static str, String); 4] {
     [

@@ -341,7 +341,7 @@ impl Worker {
             released: self.released,
         };
         let admission =
-            crate::pods::admission::admit(&self.pod, crate::cluster::node::go_arch()).err();
+            crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch()).err();
         let desired = Desired {
             pod: &self.pod,
             intent,
