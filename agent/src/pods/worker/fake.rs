@@ -55,6 +55,8 @@ struct State {
     calls: Vec<Call>,
     /// Container name -> the exit code it exits with as soon as it starts.
     exits_on_start: HashMap<String, i32>,
+    /// Command (argv[0]) -> the exit code of its execs (default 0).
+    exec_codes: HashMap<String, i32>,
     /// Container name -> why its starts fail before anything is made.
     start_errors: HashMap<String, String>,
     sandbox_error: Option<String>,
@@ -90,6 +92,11 @@ impl FakeRuntime {
     /// Container `name` exits with `code` as soon as it starts.
     pub fn exit_on_start(&self, name: &str, code: i32) {
         self.with(|s| s.exits_on_start.insert(name.to_string(), code));
+    }
+
+    /// Execs of `command` (argv[0]) exit with `code`.
+    pub fn exec_exits(&self, command: &str, code: i32) {
+        self.with(|s| s.exec_codes.insert(command.to_string(), code));
     }
 
     /// Starts of container `name` fail before anything is made, as a log folder whose name is
@@ -442,9 +449,14 @@ impl PodRuntime for FakeRuntime {
         _timeout: Duration,
     ) -> BoxFuture<'a, Result<ExecOutput, ExecError>> {
         Box::pin(async move {
-            self.with(|s| s.calls.push(Call::Exec(id.to_string(), argv.to_vec())));
+            let code = self.with(|s| {
+                s.calls.push(Call::Exec(id.to_string(), argv.to_vec()));
+                argv.first()
+                    .and_then(|c| s.exec_codes.get(c).copied())
+                    .unwrap_or(0)
+            });
             Ok(ExecOutput {
-                code: 0,
+                code,
                 stdout: Vec::new(),
                 stderr: Vec::new(),
             })

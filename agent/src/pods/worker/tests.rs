@@ -771,3 +771,46 @@ async fn a_failed_pull_is_tried_again_when_its_back_off_since_the_last_failure_e
     assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
     assert!(waiting(&status(&w), "a").is_none());
 }
+
+#[tokio::test]
+async fn a_stopping_pod_keeps_its_readiness_probes_and_drops_its_liveness_probes() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  containers:\n  - name: a\n    image: busybox:1\n    livenessProbe: {exec: {command: [live]}, periodSeconds: 1, failureThreshold: 1}\n    readinessProbe: {exec: {command: [ready]}, periodSeconds: 1, failureThreshold: 1}\n");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    // Probe tasks follow the running container; both probes pass.
+    let c = p.spec.as_ref().unwrap().containers[0].clone();
+    let mut waits = 0;
+    while !w.probes.state("u1_a_0", &c).ready {
+        waits += 1;
+        assert!(waits < 100, "the readiness probe never passed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.events();
+    // The pod is being stopped; its stop signal handler removes both files.
+    w.probes.terminating();
+    h.rt.exec_exits("live", 1);
+    h.rt.exec_exits("ready", 1);
+    let mut waits = 0;
+    while w.probes.state("u1_a_0", &c).ready {
+        waits += 1;
+        assert!(waits < 100, "no readiness result while the pod stops");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A liveness probe would have run and failed by now: it no longer does anything.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.probes.state("u1_a_0", &c).failed, None);
+    let ev = h.events();
+    let unhealthy: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.0 == "Unhealthy")
+        .map(|e| e.2.as_str())
+        .collect();
+    assert!(!unhealthy.is_empty(), "{ev:?}");
+    assert!(
+        unhealthy
+            .iter()
+            .all(|m| m.starts_with("Readiness probe failed")),
+        "{unhealthy:?}"
+    );
+}
