@@ -114,16 +114,24 @@ pub struct ServerConfig {
     pub max_unauthenticated_connections: usize,
 }
 
-impl ServerConfig {
-    /// The connection limits of the API's listener.
-    pub fn limits(&self) -> crate::server::conn::Limits {
-        crate::server::conn::Limits {
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            stream_idle_timeout: self.streaming_connection_idle_timeout,
-            max_unauthenticated: self.max_unauthenticated_connections,
+/// The kube-apiserver's `ReadHeaderTimeout`.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+/// The kubelet server's `IdleTimeout`.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The default cap on unauthenticated connections: a quarter of the file descriptors the agent
+/// may open, between 16 and 1024.
+pub fn default_max_unauthenticated() -> usize {
+    // SAFETY: getrlimit writes into the struct we pass and has no other effect.
+    let soft = unsafe {
+        let mut r = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur
+        } else {
+            1024
         }
-    }
+    };
+    usize::try_from(soft / 4).unwrap_or(1024).clamp(16, 1024)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,9 +241,9 @@ impl ServerConfig {
                 f.streaming_connection_idle_timeout.as_ref(),
                 4 * 3600,
             )?,
-            header_timeout: crate::server::conn::HEADER_TIMEOUT,
-            idle_timeout: crate::server::conn::IDLE_TIMEOUT,
-            max_unauthenticated_connections: crate::server::conn::default_max_unauthenticated(),
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_unauthenticated_connections: default_max_unauthenticated(),
         };
         for (field, addr) in [
             ("address", &cfg.address),

@@ -177,7 +177,8 @@ pub struct Security {
 }
 
 /// The security profiles of one container, beside its [`ContainerSpec`] (given to
-/// `HostRuntime::start_container_with` / `create_container_with`, kept in the keeper's
+/// [`PodRuntime::start_container`] / [`PodRuntime::create_container`], which are
+/// `HostRuntime::start_container_with` / `create_container_with`; kept in the keeper's
 /// `request.json`; requests without them are unconfined).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSecurity {
@@ -211,7 +212,7 @@ impl Default for ContainerSecurity {
 }
 
 /// The pod-level security of a sandbox, beside its [`SandboxSpec`] (given to
-/// `sandbox::create_with`).
+/// [`PodRuntime::create_sandbox`], which is `sandbox::create_with`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSecurity {
     /// Namespaced sysctls (`net.*` in the pod's network namespace, `kernel.shm*`, `kernel.msg*`,
@@ -351,12 +352,14 @@ pub trait PodRuntime: Send + Sync {
     /// The sandbox of pod `pod_uid` as recorded, if there is one (after an agent restart too).
     fn sandbox(&self, pod_uid: &str) -> Option<Sandbox>;
 
-    /// Creates the pod's sandbox (namespaces, /dev/shm, pod cgroup), or returns the intact one
-    /// that exists with its cgroup limits updated; a broken one is rebuilt (its network given
-    /// back first).
+    /// Creates the pod's sandbox (namespaces, /dev/shm, pod cgroup) with the pod's sysctls and
+    /// user namespace (`PodSecurity::default()`: none), or returns the intact one that exists
+    /// with its cgroup limits updated; a broken one (or one of another user namespace range) is
+    /// rebuilt (its network given back first).
     fn create_sandbox<'a>(
         &'a self,
         spec: &'a SandboxSpec,
+        security: &'a PodSecurity,
     ) -> BoxFuture<'a, Result<Sandbox, sandbox::SandboxError>>;
 
     /// The addresses of the sandbox's network, when a network set-up completed (IPv4 first).
@@ -381,21 +384,26 @@ pub trait PodRuntime: Send + Sync {
     /// Pod uids that have a sandbox folder (complete or partial).
     fn list_sandboxes(&self) -> Vec<String>;
 
-    /// Builds a container and holds it before its process runs (see
-    /// [`container::Created`]): the caller lets it run or aborts it.
+    /// Builds a container with its security profiles (`ContainerSecurity::default()`:
+    /// unconfined) and holds it before its process runs (see [`container::Created`]): the
+    /// caller lets it run or aborts it. A profile that cannot be resolved is an error before
+    /// anything is created.
     fn create_container<'a>(
         &'a self,
         sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, container::StartError>>;
 
-    /// Creates and starts a container; its status once its process runs.
+    /// Creates and starts a container with its security profiles (as
+    /// [`PodRuntime::create_container`]); its status once its process runs.
     fn start_container<'a>(
         &'a self,
         sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<ContainerStatus, container::StartError>>;
 
     /// Sends `signal`, waits up to `grace`, then kills everything of the container; its exit.

@@ -18,8 +18,9 @@ use bosun_runtime::image::registry::Credentials;
 use bosun_runtime::image::{Image, ImageConfig};
 use bosun_runtime::sandbox::SandboxError;
 use bosun_runtime::{
-    ContainerSpec, ContainerState, ContainerStatus, ExitInfo, HeldContainer, NetworkError,
-    PodNetwork, PodRuntime, RemoveSandboxError, RuntimeEvent, Sandbox, SandboxSpec,
+    ContainerSecurity, ContainerSpec, ContainerState, ContainerStatus, ExitInfo, HeldContainer,
+    NetworkError, PodNetwork, PodRuntime, PodSecurity, RemoveSandboxError, RuntimeEvent, Sandbox,
+    SandboxSpec,
 };
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
@@ -53,6 +54,9 @@ struct State {
     sandboxes: BTreeMap<String, Sandbox>,
     networks: BTreeMap<String, Vec<String>>,
     calls: Vec<Call>,
+    /// The security each sandbox (pod uid) and container (id) was last created with.
+    pod_security: BTreeMap<String, PodSecurity>,
+    container_security: BTreeMap<String, ContainerSecurity>,
     /// Container name -> the exit code it exits with as soon as it starts.
     exits_on_start: HashMap<String, i32>,
     /// Command (argv[0]) -> the exit code of its execs (default 0).
@@ -87,6 +91,16 @@ impl FakeRuntime {
     /// The calls so far, and forgets them.
     pub fn take_calls(&self) -> Vec<Call> {
         self.with(|s| std::mem::take(&mut s.calls))
+    }
+
+    /// The security the sandbox of `pod_uid` was created with.
+    pub fn pod_security(&self, pod_uid: &str) -> Option<PodSecurity> {
+        self.with(|s| s.pod_security.get(pod_uid).cloned())
+    }
+
+    /// The security container `id` was created or started with.
+    pub fn container_security(&self, id: &str) -> Option<ContainerSecurity> {
+        self.with(|s| s.container_security.get(id).cloned())
     }
 
     /// Container `name` exits with `code` as soon as it starts.
@@ -248,10 +262,13 @@ impl PodRuntime for FakeRuntime {
     fn create_sandbox<'a>(
         &'a self,
         spec: &'a SandboxSpec,
+        security: &'a PodSecurity,
     ) -> BoxFuture<'a, Result<Sandbox, SandboxError>> {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::CreateSandbox(spec.pod_uid.clone()));
+                s.pod_security
+                    .insert(spec.pod_uid.clone(), security.clone());
                 if let Some(message) = &s.sandbox_error {
                     return Err(SandboxError::Helper {
                         pod_uid: spec.pod_uid.clone(),
@@ -269,8 +286,8 @@ impl PodRuntime for FakeRuntime {
                     shm: dir.join("shm"),
                     cgroup_parent: format!("/kubepods/pod{}", spec.pod_uid),
                     host_pid: spec.host_pid,
-                    userns: None,
-                    id_range: None,
+                    userns: security.user_namespace.map(|_| dir.join("user")),
+                    id_range: security.user_namespace,
                     dir,
                 };
                 s.sandboxes.insert(spec.pod_uid.clone(), sb.clone());
@@ -331,10 +348,13 @@ impl PodRuntime for FakeRuntime {
         _sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         _layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, StartError>> {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Create(spec.id.clone()));
+                s.container_security
+                    .insert(spec.id.clone(), security.clone());
                 s.containers
                     .insert(spec.id.clone(), status(spec, ContainerState::Created));
             });
@@ -350,10 +370,13 @@ impl PodRuntime for FakeRuntime {
         _sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         _layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<ContainerStatus, StartError>> {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Start(spec.id.clone()));
+                s.container_security
+                    .insert(spec.id.clone(), security.clone());
                 if let Some(m) = spec
                     .labels
                     .get(crate::translate::LABEL_CONTAINER_NAME)

@@ -49,7 +49,10 @@ impl Worker {
         }
         let mut spec = crate::translate::sandbox_spec(&self.pod);
         spec.hostname = crate::network::uts_hostname(&self.pod, &self.ctx.cfg.cluster_domain);
-        match self.ctx.runtime.create_sandbox(&spec).await {
+        // The pod's sysctls and user namespace: none for now (the rules of `crate::security`
+        // are not called yet).
+        let security = bosun_runtime::PodSecurity::default();
+        match self.ctx.runtime.create_sandbox(&spec, &security).await {
             Ok(sb) => {
                 self.net.sandbox = Some(sb);
                 self.pod_error = None;

@@ -4,14 +4,16 @@
 //! pod's first start), then the postStart hook. Each step returns a typed error; what the status
 //! and the Events say of it is decided in [`super::report`].
 //!
-//! Per-container security profiles (seccomp, AppArmor, user namespaces) belong to the config
-//! step ([`Worker::container_config`]), next to the security context they come from.
+//! Per-container security profiles (seccomp, AppArmor, idmapped mounts) belong to the config
+//! step ([`Worker::container_config`]), next to the security context they come from: it returns
+//! the [`ContainerSecurity`] that create/start hand to the runtime (unconfined for now: the
+//! rules of `crate::security` are not called yet).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bosun_runtime::image::Image;
-use bosun_runtime::{ContainerSpec, Mount, Propagation, Sandbox};
+use bosun_runtime::{ContainerSecurity, ContainerSpec, Mount, Propagation, Sandbox};
 use k8s_openapi::api::core::v1::Container;
 
 use super::errors::{DevicesError, MountsError, StartContainerError};
@@ -97,7 +99,7 @@ impl Worker {
         }
         let image = self.pull_image(c).await?;
         let id = translate::container_id(&self.uid, &c.name, attempt);
-        let spec = self.container_config(c, attempt, &id, &image).await?;
+        let (spec, security) = self.container_config(c, attempt, &id, &image).await?;
         self.ctx.images.used(&image.id);
         self.waiting.remove(&c.name);
         let t0 = std::time::Instant::now();
@@ -106,7 +108,7 @@ impl Worker {
             let created = self
                 .ctx
                 .runtime
-                .create_container(&sandbox, &spec, &image.layers)
+                .create_container(&sandbox, &spec, &image.layers, &security)
                 .await;
             let network = self.finish_network().await;
             match created {
@@ -136,7 +138,7 @@ impl Worker {
             None => {
                 self.ctx
                     .runtime
-                    .start_container(&sandbox, &spec, &image.layers)
+                    .start_container(&sandbox, &spec, &image.layers, &security)
                     .await
             }
         };
@@ -253,14 +255,14 @@ impl Worker {
     }
 
     /// The config step: mounts (subPaths bind-pinned), the runtime's spec of this attempt,
-    /// devices, labels.
+    /// devices, labels, and the container's security profiles.
     async fn container_config(
         &mut self,
         c: &Container,
         attempt: u32,
         id: &str,
         image: &Image,
-    ) -> Result<ContainerSpec, StartContainerError> {
+    ) -> Result<(ContainerSpec, ContainerSecurity), StartContainerError> {
         let (pod, container) = (self.key(), c.name.clone());
         let (mounts, message_file) =
             self.mounts(c, id)
@@ -311,7 +313,8 @@ impl Worker {
             })?;
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
-        Ok(spec)
+        // Unconfined, as before the security rules: seccomp Unconfined, no AppArmor profile.
+        Ok((spec, ContainerSecurity::default()))
     }
 
     /// The container's `volumeDevices`: each names a block volume of the pod, whose device file
