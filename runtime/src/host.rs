@@ -16,8 +16,8 @@ use crate::container::{
 };
 use crate::sandbox::{self, SandboxError};
 use crate::{
-    ContainerSpec, ContainerStatus, ExitInfo, HeldContainer, HostRuntime, PodNetwork, PodRuntime,
-    RuntimeEvent, Sandbox, SandboxSpec,
+    ContainerSecurity, ContainerSpec, ContainerStatus, ExitInfo, HeldContainer, HostRuntime,
+    PodNetwork, PodRuntime, PodSecurity, RuntimeEvent, Sandbox, SandboxSpec,
 };
 
 /// Setting up a pod's network failed. The messages are those of the pod's
@@ -88,8 +88,9 @@ impl PodRuntime for HostRuntime {
     fn create_sandbox<'a>(
         &'a self,
         spec: &'a SandboxSpec,
+        security: &'a PodSecurity,
     ) -> BoxFuture<'a, Result<Sandbox, SandboxError>> {
-        Box::pin(sandbox::create(self.paths(), spec))
+        Box::pin(sandbox::create_with(self.paths(), spec, security))
     }
 
     fn network_ips(&self, sandbox: &Sandbox) -> Option<Vec<String>> {
@@ -170,9 +171,11 @@ impl PodRuntime for HostRuntime {
         sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, StartError>> {
         Box::pin(async move {
-            let created = HostRuntime::create_container(self, sandbox, spec, layers).await?;
+            let created =
+                HostRuntime::create_container_with(self, sandbox, spec, layers, security).await?;
             Ok(Box::new(created) as Box<dyn HeldContainer>)
         })
     }
@@ -182,8 +185,11 @@ impl PodRuntime for HostRuntime {
         sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<ContainerStatus, StartError>> {
-        Box::pin(HostRuntime::start_container(self, sandbox, spec, layers))
+        Box::pin(HostRuntime::start_container_with(
+            self, sandbox, spec, layers, security,
+        ))
     }
 
     fn stop_container<'a>(

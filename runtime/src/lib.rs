@@ -194,6 +194,11 @@ pub struct ContainerSecurity {
     /// always idmapped in a user namespace.
     #[serde(default = "yes")]
     pub idmap_mounts: bool,
+    /// With `idmap_mounts`: the destinations of mounts bound as they are all the same (their
+    /// files keep their real owners; what the container writes there is owned by the mapped
+    /// host IDs): the agent names its hostPath volumes here.
+    #[serde(default)]
+    pub plain_mounts: Vec<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -206,6 +211,7 @@ impl Default for ContainerSecurity {
             seccomp: Default::default(),
             apparmor: Default::default(),
             idmap_mounts: true,
+            plain_mounts: Vec::new(),
         }
     }
 }
@@ -351,12 +357,13 @@ pub trait PodRuntime: Send + Sync {
     /// The sandbox of pod `pod_uid` as recorded, if there is one (after an agent restart too).
     fn sandbox(&self, pod_uid: &str) -> Option<Sandbox>;
 
-    /// Creates the pod's sandbox (namespaces, /dev/shm, pod cgroup), or returns the intact one
-    /// that exists with its cgroup limits updated; a broken one is rebuilt (its network given
-    /// back first).
+    /// Creates the pod's sandbox (namespaces, /dev/shm, pod cgroup) with its pod-level security
+    /// (sysctls, user namespace: see [`PodSecurity`]), or returns the intact one that exists
+    /// with its cgroup limits updated; a broken one is rebuilt (its network given back first).
     fn create_sandbox<'a>(
         &'a self,
         spec: &'a SandboxSpec,
+        security: &'a PodSecurity,
     ) -> BoxFuture<'a, Result<Sandbox, sandbox::SandboxError>>;
 
     /// The addresses of the sandbox's network, when a network set-up completed (IPv4 first).
@@ -381,21 +388,25 @@ pub trait PodRuntime: Send + Sync {
     /// Pod uids that have a sandbox folder (complete or partial).
     fn list_sandboxes(&self) -> Vec<String>;
 
-    /// Builds a container and holds it before its process runs (see
+    /// Builds a container under its security profiles (seccomp, AppArmor, idmapped mounts: see
+    /// [`ContainerSecurity`]) and holds it before its process runs (see
     /// [`container::Created`]): the caller lets it run or aborts it.
     fn create_container<'a>(
         &'a self,
         sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, container::StartError>>;
 
-    /// Creates and starts a container; its status once its process runs.
+    /// Creates and starts a container under its security profiles; its status once its process
+    /// runs.
     fn start_container<'a>(
         &'a self,
         sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<ContainerStatus, container::StartError>>;
 
     /// Sends `signal`, waits up to `grace`, then kills everything of the container; its exit.

@@ -407,6 +407,28 @@ pub fn pod_status(
     }
 }
 
+/// The status of a pod admission refused (the kubelet's `rejectPod`): phase `Failed`, the
+/// reason, `Pod was rejected: <message>`, the QoS class and the start time (kept from the
+/// previous status, as the kubelet's status manager keeps it); no conditions, no containers.
+pub fn rejected(
+    previous: Option<&PodStatus>,
+    reason: &str,
+    message: &str,
+    start_time: SystemTime,
+    qos: &str,
+) -> PodStatus {
+    PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some(reason.to_string()),
+        message: Some(format!("Pod was rejected: {message}")),
+        qos_class: Some(qos.to_string()),
+        start_time: previous
+            .and_then(|p| p.start_time.clone())
+            .or_else(|| Some(time(start_time))),
+        ..Default::default()
+    }
+}
+
 /// The pod's desired spec in its state folder (what an agent restart terminates it with when
 /// its source is gone).
 pub const POD_FILE: &str = "pod.json";
@@ -493,6 +515,40 @@ mod tests {
             "spec": {"restartPolicy": policy, "containers": [{"name": "a"}]}
         }))
         .expect("pod")
+    }
+
+    #[test]
+    fn a_rejected_pod_fails_with_the_reason_and_nothing_else() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let st = rejected(
+            None,
+            "SysctlForbidden",
+            "forbidden sysctl: x",
+            at,
+            "BestEffort",
+        );
+        assert_eq!(
+            serde_json::to_value(&st).expect("json"),
+            serde_json::json!({
+                "phase": "Failed",
+                "reason": "SysctlForbidden",
+                "message": "Pod was rejected: forbidden sysctl: x",
+                "qosClass": "BestEffort",
+                "startTime": "1970-01-12T13:46:40Z",
+            })
+        );
+        // The start time of an earlier status stays.
+        let later = at + Duration::from_secs(60);
+        assert_eq!(
+            rejected(
+                Some(&st),
+                "SysctlForbidden",
+                "forbidden sysctl: x",
+                later,
+                "BestEffort"
+            ),
+            st
+        );
     }
 
     #[test]

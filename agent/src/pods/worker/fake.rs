@@ -18,8 +18,9 @@ use bosun_runtime::image::registry::Credentials;
 use bosun_runtime::image::{Image, ImageConfig};
 use bosun_runtime::sandbox::SandboxError;
 use bosun_runtime::{
-    ContainerSpec, ContainerState, ContainerStatus, ExitInfo, HeldContainer, NetworkError,
-    PodNetwork, PodRuntime, RemoveSandboxError, RuntimeEvent, Sandbox, SandboxSpec,
+    ContainerSecurity, ContainerSpec, ContainerState, ContainerStatus, ExitInfo, HeldContainer,
+    NetworkError, PodNetwork, PodRuntime, PodSecurity, RemoveSandboxError, RuntimeEvent, Sandbox,
+    SandboxSpec,
 };
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
@@ -58,6 +59,12 @@ struct State {
     sandbox_error: Option<String>,
     network_error: Option<String>,
     next_pid: i32,
+    /// The pod-level security each sandbox was created with, by pod uid.
+    pod_security: BTreeMap<String, PodSecurity>,
+    /// The security profiles each container was created with, by id.
+    container_security: BTreeMap<String, ContainerSecurity>,
+    /// Container name -> the error its creation fails with (a profile the runtime refuses).
+    start_errors: HashMap<String, String>,
 }
 
 pub struct FakeRuntime {
@@ -93,6 +100,25 @@ impl FakeRuntime {
     /// Sandboxes fail to be created with `message` (`None`: they work again).
     pub fn fail_sandboxes(&self, message: Option<&str>) {
         self.with(|s| s.sandbox_error = message.map(str::to_string));
+    }
+
+    /// The pod-level security the sandbox of `pod_uid` was created with.
+    pub fn pod_security(&self, pod_uid: &str) -> Option<PodSecurity> {
+        self.with(|s| s.pod_security.get(pod_uid).cloned())
+    }
+
+    /// The security profiles container `id` was created with.
+    pub fn container_security(&self, id: &str) -> Option<ContainerSecurity> {
+        self.with(|s| s.container_security.get(id).cloned())
+    }
+
+    /// Creating container `name` fails with a seccomp error naming `message` as the profile
+    /// file (`None`: it works again), as the runtime refuses a missing Localhost profile.
+    pub fn fail_start(&self, name: &str, message: Option<&str>) {
+        self.with(|s| match message {
+            Some(m) => s.start_errors.insert(name.to_string(), m.to_string()),
+            None => s.start_errors.remove(name),
+        });
     }
 
     /// Pod networks fail to be set up with `message` (`None`: they work again).
@@ -148,6 +174,24 @@ impl FakeRuntime {
     /// Whether pod `uid` has a sandbox.
     pub fn has_sandbox(&self, uid: &str) -> bool {
         self.with(|s| s.sandboxes.contains_key(uid))
+    }
+}
+
+/// Records the container's profiles; a scripted error refuses it before anything is made, as
+/// the runtime refuses a missing seccomp profile.
+fn refuse(
+    s: &mut State,
+    spec: &ContainerSpec,
+    security: &ContainerSecurity,
+) -> Result<(), StartError> {
+    s.container_security
+        .insert(spec.id.clone(), security.clone());
+    match s.start_errors.get(&spec.name) {
+        Some(path) => Err(StartError::Seccomp {
+            id: spec.id.clone(),
+            source: bosun_runtime::seccomp::SeccompError::Missing { path: path.into() },
+        }),
+        None => Ok(()),
     }
 }
 
@@ -230,10 +274,13 @@ impl PodRuntime for FakeRuntime {
     fn create_sandbox<'a>(
         &'a self,
         spec: &'a SandboxSpec,
+        security: &'a PodSecurity,
     ) -> BoxFuture<'a, Result<Sandbox, SandboxError>> {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::CreateSandbox(spec.pod_uid.clone()));
+                s.pod_security
+                    .insert(spec.pod_uid.clone(), security.clone());
                 if let Some(message) = &s.sandbox_error {
                     return Err(SandboxError::Helper {
                         pod_uid: spec.pod_uid.clone(),
@@ -251,8 +298,8 @@ impl PodRuntime for FakeRuntime {
                     shm: dir.join("shm"),
                     cgroup_parent: format!("/kubepods/pod{}", spec.pod_uid),
                     host_pid: spec.host_pid,
-                    userns: None,
-                    id_range: None,
+                    userns: security.user_namespace.map(|_| dir.join("user")),
+                    id_range: security.user_namespace,
                     dir,
                 };
                 s.sandboxes.insert(spec.pod_uid.clone(), sb.clone());
@@ -313,13 +360,16 @@ impl PodRuntime for FakeRuntime {
         _sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         _layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, StartError>> {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Create(spec.id.clone()));
+                refuse(s, spec, security)?;
                 s.containers
                     .insert(spec.id.clone(), status(spec, ContainerState::Created));
-            });
+                Ok(())
+            })?;
             Ok(Box::new(FakeHeld {
                 state: self.state.clone(),
                 spec: spec.clone(),
@@ -332,10 +382,12 @@ impl PodRuntime for FakeRuntime {
         _sandbox: &'a Sandbox,
         spec: &'a ContainerSpec,
         _layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<ContainerStatus, StartError>> {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Start(spec.id.clone()));
+                refuse(s, spec, security)?;
                 if s.containers.contains_key(&spec.id) {
                     return Err(StartError::Exists {
                         id: spec.id.clone(),

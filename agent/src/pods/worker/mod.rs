@@ -128,6 +128,10 @@ pub(crate) struct Worker {
     stopping: HashMap<String, tokio::task::JoinHandle<()>>,
     /// The pod ended and its resources were released.
     released: bool,
+    /// Admission let the pod in (once per pod, as the kubelet's admit handlers).
+    admitted: bool,
+    /// Admission refused the pod: its terminal status says why.
+    rejected: Option<crate::security::Refusal>,
 }
 
 impl Worker {
@@ -149,6 +153,8 @@ impl Worker {
             probes: Probes::default(),
             stopping: HashMap::new(),
             released: false,
+            admitted: false,
+            rejected: None,
         };
         if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
             if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
@@ -324,6 +330,11 @@ impl Worker {
     /// One sync: observe, plan, act. When to be woken next.
     async fn sync(&mut self, intent: Intent) -> Next {
         let (attempts, probes) = self.observe();
+        // A pod the node holds anything of was admitted before a restart.
+        self.admitted = self.admitted
+            || !attempts.is_empty()
+            || self.net.sandbox.is_some()
+            || self.ctx.runtime.sandbox(&self.uid).is_some();
         let observed = Observed {
             attempts,
             probes,
@@ -332,11 +343,14 @@ impl Worker {
             volumes_set_up: self.vols.paths.is_some(),
             objects_at: self.vols.objects_at,
             released: self.released,
+            admitted: self.admitted,
+            rejected: self.rejected.is_some(),
         };
         let desired = Desired {
             pod: &self.pod,
             intent,
             sync_frequency: self.ctx.cfg.sync_frequency,
+            security: &self.ctx.security,
         };
         let actions = plan::plan(&desired, &observed, &self.backoff, SystemTime::now());
         let attempts = observed.attempts;
@@ -349,10 +363,12 @@ impl Worker {
         if let Some(kill) = actions.kill_pod {
             return self.kill_pod(kill, &attempts).await;
         }
-        if plan::api_terminal(&self.pod) {
-            // Ended and already released: nothing more to do.
+        if plan::api_terminal(&self.pod) || self.rejected.is_some() {
+            // Ended (or rejected) and already released: nothing more to do.
             return Next::Resync;
         }
+        // Past admission: the pod is the node's now.
+        self.admitted = true;
         self.write_state_files();
         // 2. Sandbox, network, volumes.
         let ready = self.ensure_sandbox().await && self.ensure_volumes(actions.volumes).await;

@@ -3,9 +3,12 @@
 //! `computePodActions` and its `podActions`. The worker's steps carry the answer out; nothing
 //! here does I/O, so every decision is a table test (`tests` below) that runs in microseconds.
 //!
+//! Admission (the kubelet's admit handlers that read the pod's security fields: sysctls, then
+//! AppArmor) is decided first, before anything of a new pod is made: a refused pod is a
+//! [`KillPod`] whose [`PodEnd::Rejected`] carries the reason and message.
+//!
 //! Where what comes next lands:
-//! - admission (a pod rejected with phase Failed and a reason: sysctls, AppArmor, OS, resources)
-//!   is a [`KillPod`] with a new [`PodEnd`] decided first, before anything starts;
+//! - more admission (OS, resources) joins [`crate::security::admit`]'s answer;
 //! - killing a whole pod for a reason (activeDeadlineSeconds, eviction, node shutdown) is an
 //!   [`Intent`] that [`plan`] turns into a [`KillPod`] whose [`PodEnd`] says the terminal phase
 //!   and reason;
@@ -22,6 +25,7 @@ use super::super::backoff::Backoff;
 use super::super::probing::{ProbeKind, ProbeState};
 use super::super::status::{Record, Waiting};
 use crate::reasons::{event, waiting, EventType};
+use crate::security::{self, NodeSecurity, Refusal};
 use crate::translate::{self, RestartPolicy};
 
 /// Every attempt of every container of a pod, by container name, oldest first.
@@ -43,6 +47,8 @@ pub struct Desired<'a> {
     pub intent: Intent,
     /// How often the files of API data volumes are rewritten (syncFrequency).
     pub sync_frequency: Duration,
+    /// The node's security settings its admission reads.
+    pub security: &'a NodeSecurity,
 }
 
 /// What the worker sees of the pod now.
@@ -61,6 +67,11 @@ pub struct Observed<'a> {
     pub objects_at: Option<SystemTime>,
     /// The pod ended and what it held was released.
     pub released: bool,
+    /// The pod was admitted already: by this worker, or before an agent restart (the node has
+    /// its sandbox or containers). The kubelet admits a pod once, when it is added.
+    pub admitted: bool,
+    /// The pod was rejected by admission (its terminal status is written): nothing more.
+    pub rejected: bool,
 }
 
 /// What to do with the pod's volumes before containers start.
@@ -110,13 +121,16 @@ pub struct Running {
 }
 
 /// How a pod ends, once its containers are stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodEnd {
     /// Deleted or no longer wanted: everything is removed (containers, sandbox, volumes, logs,
     /// state), and a deletion is confirmed to the API.
     Removed,
     /// The API says the pod ended: what it holds is released, its logs stay for users.
     Released,
+    /// Admission refused the pod (nothing of it was made): it fails with this reason and
+    /// message (the kubelet's `rejectPod`), and an Event says why.
+    Rejected(Refusal),
 }
 
 /// Stopping the whole pod.
@@ -259,6 +273,18 @@ pub fn plan(
                 a.kill_pod = Some(release(&observed.attempts));
             }
             return a;
+        }
+        Intent::Run if observed.rejected => return a,
+        Intent::Run if !observed.admitted => {
+            if let Err(refusal) = security::admit(pod, desired.security) {
+                a.kill_pod = Some(KillPod {
+                    grace: None,
+                    containers: Vec::new(),
+                    sidecars: Vec::new(),
+                    end: PodEnd::Rejected(refusal),
+                });
+                return a;
+            }
         }
         Intent::Run => {}
     }

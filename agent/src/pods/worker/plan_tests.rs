@@ -12,6 +12,7 @@ use super::*;
 use crate::pods::backoff::Backoff;
 use crate::pods::probing::{ProbeKind, ProbeState};
 use crate::pods::status::{Record, Waiting};
+use crate::security::NodeSecurity;
 
 fn t(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
@@ -86,11 +87,21 @@ fn observed(a: Attempts) -> Observed<'static> {
     }
 }
 
+/// The node's security settings: the safe sysctls, no AppArmor.
+fn node() -> &'static NodeSecurity {
+    static NODE: std::sync::OnceLock<NodeSecurity> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| NodeSecurity {
+        sysctls: crate::security::sysctl::Allowlist::new(&[], (6, 1)).unwrap(),
+        ..Default::default()
+    })
+}
+
 fn run(pod: &Pod) -> Desired<'_> {
     Desired {
         pod,
         intent: Intent::Run,
         sync_frequency: Duration::from_secs(60),
+        security: node(),
     }
 }
 
@@ -394,9 +405,8 @@ fn deletion_stops_everything_within_the_grace_period() {
     // (grace override, grace used)
     for (grace, want) in [(Some(5), 5), (None, 30), (Some(0), 0)] {
         let d = Desired {
-            pod: &p,
             intent: Intent::Terminate { grace },
-            sync_frequency: Duration::from_secs(60),
+            ..run(&p)
         };
         let a = plan(&d, &o, &Backoff::default(), t(2));
         assert_eq!(
@@ -539,4 +549,74 @@ fn old_attempts_are_collected_keeping_two() {
             ("a".to_string(), "u1_a_1".to_string())
         ]
     );
+}
+
+#[test]
+fn admission_refuses_a_new_pod_before_anything_is_made() {
+    let unsafe_sysctl = pod("spec:\n  securityContext:\n    sysctls: [{name: net.core.somaxconn, value: '1024'}]\n  containers: [{name: a, image: busybox}]\n");
+    let apparmor = pod("spec:\n  containers:\n  - name: a\n    image: busybox\n    securityContext: {appArmorProfile: {type: RuntimeDefault}}\n");
+    let safe = pod("spec:\n  securityContext:\n    sysctls: [{name: net.ipv4.ip_local_port_range, value: '1024 2048'}]\n  containers: [{name: a, image: busybox}]\n");
+    let rejected = |reason: &'static str, message: &str| {
+        Some(KillPod {
+            grace: None,
+            containers: vec![],
+            sidecars: vec![],
+            end: PodEnd::Rejected(Refusal {
+                reason,
+                message: message.into(),
+            }),
+        })
+    };
+    // (pod, admitted before, rejected before, kill_pod, containers started)
+    let cases = [
+        (
+            &unsafe_sysctl,
+            false,
+            false,
+            rejected(
+                "SysctlForbidden",
+                "forbidden sysctl: \"net.core.somaxconn\" not allowlisted",
+            ),
+            0,
+        ),
+        (
+            &apparmor,
+            false,
+            false,
+            rejected(
+                "AppArmor",
+                "Cannot enforce AppArmor: AppArmor is not enabled on the host",
+            ),
+            0,
+        ),
+        (&safe, false, false, None, 1),
+        // Admitted before (a restarted agent finds its sandbox or containers): not judged again.
+        (&unsafe_sysctl, true, false, None, 1),
+        // Rejected already: nothing more, not even a second rejection.
+        (&unsafe_sysctl, false, true, None, 0),
+    ];
+    for (i, (p, admitted, was_rejected, kill, started)) in cases.into_iter().enumerate() {
+        let o = Observed {
+            admitted,
+            rejected: was_rejected,
+            ..observed(Attempts::new())
+        };
+        let a = plan_at(p, &o, &Backoff::default(), t(1));
+        assert_eq!(a.kill_pod, kill, "case {i}");
+        assert_eq!(a.containers_to_start.len(), started, "case {i}");
+        if a.kill_pod.is_some() {
+            assert_eq!(
+                a.volumes,
+                VolumeStep::Keep,
+                "case {i}: no volume for a rejected pod"
+            );
+        }
+    }
+    // Being deleted wins over admission: a terminating pod is stopped, not rejected.
+    let d = Desired {
+        intent: Intent::Terminate { grace: Some(0) },
+        ..run(&unsafe_sysctl)
+    };
+    let a = plan(&d, &observed(Attempts::new()), &Backoff::default(), t(1));
+    assert_eq!(a.kill_pod.map(|k| k.end), Some(PodEnd::Removed));
 }

@@ -6,7 +6,9 @@
 use std::time::{Duration, SystemTime};
 
 use bosun_runtime::ContainerState;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+
+use bosun_runtime::container::StartError;
 
 use super::errors::{PodSetupError, StartContainerError};
 use super::plan::{self, Attempts};
@@ -38,6 +40,7 @@ impl StartContainerError {
             | StartContainerError::Mounts { pod, container, .. }
             | StartContainerError::Config { pod, container, .. }
             | StartContainerError::Devices { pod, container, .. }
+            | StartContainerError::Security { pod, container, .. }
             | StartContainerError::NoNetwork { pod, container }
             | StartContainerError::Runtime { pod, container, .. }
             | StartContainerError::PostStartHook { pod, container, .. } => (pod, container),
@@ -90,9 +93,31 @@ impl StartContainerError {
                 }
             }
             StartContainerError::Mounts { .. } => config_error(message.clone()),
-            StartContainerError::Config { .. } | StartContainerError::Devices { .. } => {
-                config_error(format!("Error: {message}"))
-            }
+            StartContainerError::Config { .. }
+            | StartContainerError::Devices { .. }
+            | StartContainerError::Security { .. } => config_error(format!("Error: {message}")),
+            // What the runtime refuses before it makes anything (a profile it cannot apply, a
+            // mount it cannot idmap): the kubelet's CreateContainerError, tried again later
+            // (a fixed profile file lets the next try start it).
+            StartContainerError::Runtime {
+                source:
+                    StartError::Seccomp { .. }
+                    | StartError::AppArmor { .. }
+                    | StartError::Idmap { .. }
+                    | StartError::Capability { .. },
+                ..
+            } => Report {
+                waiting: Some(Waiting {
+                    reason: waiting::CREATE_CONTAINER_ERROR,
+                    message: message.clone(),
+                }),
+                event: Some((
+                    EventType::Warning,
+                    event::FAILED_CONTAINER,
+                    format!("Error: {message}"),
+                )),
+                next: Next::after(CONFIG_RETRY),
+            },
             StartContainerError::NoNetwork { .. } => Report {
                 waiting: None,
                 event: None,
@@ -133,7 +158,8 @@ impl PodSetupError {
             | PodSetupError::NetworkTask { pod, .. }
             | PodSetupError::PodFiles { pod, .. }
             | PodSetupError::HostsFile { pod, .. }
-            | PodSetupError::Volumes { pod, .. } => pod,
+            | PodSetupError::Volumes { pod, .. }
+            | PodSetupError::UserNamespace { pod, .. } => pod,
         }
     }
 }
@@ -262,6 +288,17 @@ impl Worker {
     /// Builds the pod's status and, when it changed, sends it (cluster mode) and writes it to
     /// the state folder.
     pub(super) fn write_status(&mut self, sandbox_ready: bool, init_done: bool, init_failed: bool) {
+        if let Some(r) = &self.rejected {
+            let qos = crate::translate::qos_class(&self.pod);
+            let st = status::rejected(
+                self.last_status.as_ref(),
+                r.reason,
+                &r.message,
+                self.start_time,
+                qos.as_str(),
+            );
+            return self.send_status(st);
+        }
         let spec = self.spec();
         let inits: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
         let attempts = self.attempts();
@@ -311,6 +348,11 @@ impl Worker {
             );
         }
         crate::network::set_ips(&mut st, &self.net.ips, self.net.host_ip.as_deref());
+        self.send_status(st);
+    }
+
+    /// Sends the status (cluster mode) and writes it to the state folder, when it changed.
+    fn send_status(&mut self, st: PodStatus) {
         if self.last_status.as_ref() == Some(&st) {
             return;
         }

@@ -4,14 +4,16 @@
 //! pod's first start), then the postStart hook. Each step returns a typed error; what the status
 //! and the Events say of it is decided in [`super::report`].
 //!
-//! Per-container security profiles (seccomp, AppArmor, user namespaces) belong to the config
-//! step ([`Worker::container_config`]), next to the security context they come from.
+//! The config step also decides the container's security profiles ([`Worker::container_config`]:
+//! seccomp, AppArmor, which mounts of a `hostUsers: false` pod are idmapped), which the runtime
+//! applies when it creates the container; an exec into it (kubectl exec, exec probes, hooks)
+//! runs under the same filter, label and user namespace.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bosun_runtime::image::Image;
-use bosun_runtime::{ContainerSpec, Mount, Propagation, Sandbox};
+use bosun_runtime::{ContainerSecurity, ContainerSpec, Mount, Propagation, Sandbox};
 use k8s_openapi::api::core::v1::Container;
 
 use super::errors::{DevicesError, MountsError, StartContainerError};
@@ -85,7 +87,7 @@ impl Worker {
         }
         let image = self.pull_image(c).await?;
         let id = translate::container_id(&self.uid, &c.name, attempt);
-        let spec = self.container_config(c, attempt, &id, &image).await?;
+        let (spec, security) = self.container_config(c, attempt, &id, &image).await?;
         self.ctx.images.used(&image.id);
         self.waiting.remove(&c.name);
         let t0 = std::time::Instant::now();
@@ -94,7 +96,7 @@ impl Worker {
             let created = self
                 .ctx
                 .runtime
-                .create_container(&sandbox, &spec, &image.layers)
+                .create_container(&sandbox, &spec, &image.layers, &security)
                 .await;
             let network = self.finish_network().await;
             match created {
@@ -124,7 +126,7 @@ impl Worker {
             None => {
                 self.ctx
                     .runtime
-                    .start_container(&sandbox, &spec, &image.layers)
+                    .start_container(&sandbox, &spec, &image.layers, &security)
                     .await
             }
         };
@@ -237,14 +239,15 @@ impl Worker {
     }
 
     /// The config step: mounts (subPaths bind-pinned), the runtime's spec of this attempt,
-    /// devices, labels.
+    /// devices, labels, and the container's security profiles (seccomp, AppArmor; in a pod with
+    /// its own user namespace, the mounts bound without an idmapped view).
     async fn container_config(
         &mut self,
         c: &Container,
         attempt: u32,
         id: &str,
         image: &Image,
-    ) -> Result<ContainerSpec, StartContainerError> {
+    ) -> Result<(ContainerSpec, ContainerSecurity), StartContainerError> {
         let (pod, container) = (self.key(), c.name.clone());
         let (mounts, message_file) =
             self.mounts(c, id)
@@ -253,6 +256,19 @@ impl Worker {
                     container: container.clone(),
                     source,
                 })?;
+        let mut security = crate::security::container_security(&self.pod, c, &self.ctx.security)
+            .map_err(|message| StartContainerError::Security {
+                pod: pod.clone(),
+                container: container.clone(),
+                message,
+            })?;
+        // The runtime checks that the others can be idmapped before it makes anything.
+        security.plain_mounts = mounts
+            .iter()
+            .filter(|(_, volume)| !crate::security::userns::idmapped(&self.pod, volume.as_deref()))
+            .map(|(m, _)| m.destination.clone())
+            .collect();
+        let mounts = mounts.into_iter().map(|(m, _)| m).collect();
         // The process environment is fixed when the container is built: one that names the
         // pod's address waits for the network first.
         if self.net.pending.is_some()
@@ -295,7 +311,7 @@ impl Worker {
             })?;
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
-        Ok(spec)
+        Ok((spec, security))
     }
 
     /// The container's `volumeDevices`: each names a block volume of the pod, whose device file
@@ -318,8 +334,14 @@ impl Worker {
         Ok(out)
     }
 
-    /// The container's volume mounts (with safe subPaths) and its termination message file.
-    fn mounts(&self, c: &Container, id: &str) -> Result<(Vec<Mount>, PathBuf), MountsError> {
+    /// The container's mounts (with safe subPaths) with the volume each comes from (`None`: the
+    /// pod's hosts, hostname and resolv.conf files), and its termination message file.
+    #[allow(clippy::type_complexity)]
+    fn mounts(
+        &self,
+        c: &Container,
+        id: &str,
+    ) -> Result<(Vec<(Mount, Option<String>)>, PathBuf), MountsError> {
         let vols = self.vols.paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();
         let mut out = Vec::new();
@@ -353,12 +375,15 @@ impl Worker {
                 }
                 None => vol.clone(),
             };
-            out.push(Mount {
-                destination: r.destination,
-                source,
-                readonly: r.readonly,
-                propagation: r.propagation,
-            });
+            out.push((
+                Mount {
+                    destination: r.destination,
+                    source,
+                    readonly: r.readonly,
+                    propagation: r.propagation,
+                },
+                Some(r.volume),
+            ));
         }
         if let Some(files) = &self.net.files {
             for (dest, source) in [
@@ -368,16 +393,19 @@ impl Worker {
             ] {
                 if out
                     .iter()
-                    .any(|m| m.destination == std::path::Path::new(dest))
+                    .any(|(m, _)| m.destination == std::path::Path::new(dest))
                 {
                     continue;
                 }
-                out.push(Mount {
-                    destination: dest.into(),
-                    source: source.clone(),
-                    readonly: false,
-                    propagation: Propagation::Private,
-                });
+                out.push((
+                    Mount {
+                        destination: dest.into(),
+                        source: source.clone(),
+                        readonly: false,
+                        propagation: Propagation::Private,
+                    },
+                    None,
+                ));
             }
         }
         let dir = pod_dir.join("containers").join(&c.name);

@@ -65,6 +65,17 @@ impl Worker {
                 self.cleanup().await;
                 Next::Done
             }
+            PodEnd::Rejected(refusal) => {
+                // The kubelet's rejectPod: a Warning Event with the reason and message, then
+                // the terminal status. Nothing of the pod was made; its pod folder goes.
+                self.event(EventType::Warning, refusal.reason, &refusal.message);
+                self.rejected = Some(refusal);
+                self.release().await;
+                self.released = true;
+                self.write_state_files();
+                self.write_status(false, false, false);
+                Next::Resync
+            }
         }
     }
 
@@ -139,8 +150,17 @@ impl Worker {
             // The network is given back only after its set-up is over.
             let _ = setup.await;
         }
-        if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
-            tracing::warn!(error = %e, "cannot remove the sandbox");
+        match self.ctx.runtime.remove_sandbox(&self.uid).await {
+            // The pod's ID range is free once its sandbox (its user namespace) is gone; kept
+            // while anything of it may remain.
+            Ok(()) => {
+                if let Some(a) = &self.ctx.userns {
+                    if let Err(e) = a.release(&self.uid) {
+                        tracing::warn!(error = %e, "cannot free the pod's user namespace range");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove the sandbox"),
         }
         if let Some(src) = &self.ctx.volumes {
             if let Err(e) = src.release(&self.uid).await {
