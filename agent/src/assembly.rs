@@ -109,7 +109,9 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         Duration::from_secs(300),
     ));
     let security = crate::security::NodeSecurity::new(
-        &cfg,
+        &cfg.allowed_unsafe_sysctls,
+        cfg.seccomp_default,
+        &cfg.root_dir,
         bosun_runtime::seccomp::Target::host().kernel,
         bosun_runtime::apparmor::is_enabled(),
     )

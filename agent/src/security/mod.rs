@@ -75,19 +75,22 @@ pub fn pod_security(pod: &Pod, range: Option<IdRange>) -> PodSecurity {
 }
 
 impl NodeSecurity {
-    /// The node's settings from its configuration, for a host running `kernel` (major, minor)
-    /// with AppArmor `apparmor_enabled` or not. The error is the kubelet's for a bad
-    /// `allowedUnsafeSysctls` entry (the configuration is checked at load already).
+    /// The node's settings: its KubeletConfiguration's `allowedUnsafeSysctls` and
+    /// `seccompDefault`, its root folder, the running kernel (major, minor: which safe sysctls
+    /// it namespaces) and whether AppArmor is enabled. The error is the kubelet's for a bad
+    /// `allowedUnsafeSysctls` entry (the configuration is checked when it is loaded already).
     pub fn new(
-        cfg: &crate::config::Config,
+        allowed_unsafe_sysctls: &[String],
+        seccomp_default: bool,
+        root_dir: &std::path::Path,
         kernel: (u32, u32),
         apparmor_enabled: bool,
     ) -> Result<NodeSecurity, String> {
         Ok(NodeSecurity {
-            sysctls: sysctl::Allowlist::new(&cfg.allowed_unsafe_sysctls, kernel)?,
+            sysctls: sysctl::Allowlist::new(allowed_unsafe_sysctls, kernel)?,
             apparmor_enabled,
-            seccomp_default: cfg.seccomp_default,
-            seccomp_root: cfg.root_dir.join("seccomp"),
+            seccomp_default,
+            seccomp_root: root_dir.join("seccomp"),
         })
     }
 }
@@ -201,11 +204,11 @@ mod tests {
             want(SeccompProfile::Unconfined, AppArmorProfile::RuntimeDefault)
         );
         assert_eq!(sec(&c("bad")), Err(seccomp::LOCALHOST_UNSET.to_string()));
-        // An ephemeral container, turned into a container as the worker runs it, keeps its own.
-        let (dbg, _) = crate::translate::ephemeral_container(
-            &spec.ephemeral_containers.as_ref().expect("ephemeral")[0],
-        )
-        .expect("converts");
+        // An ephemeral container, turned into a container as the worker runs it (its fields
+        // are a container's), keeps its own.
+        let e = &spec.ephemeral_containers.as_ref().expect("ephemeral")[0];
+        let dbg: Container =
+            serde_json::from_value(serde_json::to_value(e).expect("json")).expect("converts");
         assert_eq!(
             sec(&dbg),
             want(
