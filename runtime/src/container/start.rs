@@ -370,8 +370,14 @@ async fn confine(
             name,
         },
     )?;
-    // The usual cases need no file: unconfined, or a filter compiled already.
-    if security.apparmor == crate::apparmor::AppArmorProfile::Unconfined {
+    // The usual cases need no file: no AppArmor label (Unconfined, or RuntimeDefault on a host
+    // without AppArmor, which every pod that names nothing asks for) and no filter or one
+    // compiled already.
+    let no_label = matches!(
+        crate::apparmor::label(&security.apparmor, crate::apparmor::is_enabled()),
+        Ok(None)
+    );
+    if no_label {
         let cached = match &security.seccomp {
             crate::seccomp::SeccompProfile::Unconfined => Some(None),
             p => inner.filters.cached(p, &caps).map(Some),
