@@ -56,6 +56,8 @@ A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "
    --cni-conf-dir "$W/cni" --pod-cidr 10.249.0.0/24)
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
 mkdir -p "$W/cni" "$W/root/seccomp/profiles" "$W/hostdir"
+# A host folder the userns pod may write to (its root is not root on the host).
+chmod 1777 "$W/hostdir"
 cat >"$W/cni/10-e2e-sec.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "bosun-e2e-sec", "plugins": [
   {"type": "bridge", "bridge": "bosune2esec", "isGateway": true, "ipMasq": false,
@@ -162,7 +164,7 @@ confined_pod=$("$KUBECTL" -n restricted get pods -l app=confined -o jsonpath='{.
 exec_mode() { [ "$("$KUBECTL" -n restricted exec "$confined_pod" -- grep Seccomp: /proc/self/status | cut -f2)" = 2 ]; }
 check "kubectl exec into the confined container is confined" wait_for 20 exec_mode
 exec_unshare() { "$KUBECTL" -n restricted exec "$confined_pod" -- unshare -U true 2>&1 | grep -q "Operation not permitted"; }
-check "kubectl exec: unshare -U denied" exec_unshare
+check "kubectl exec: unshare -U denied" wait_for 20 exec_unshare
 "$KUBECTL" -n restricted debug "$confined_pod" --image=busybox --image-pull-policy=Never \
     --profile=restricted -c dbg -- sh -c "$PROBE" >/dev/null 2>&1
 check "ephemeral container (kubectl debug --profile=restricted): Seccomp: 2" \
