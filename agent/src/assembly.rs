@@ -108,7 +108,24 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         images.clone(),
         Duration::from_secs(300),
     ));
+    let security = crate::security::NodeSecurity::new(
+        &cfg.allowed_unsafe_sysctls,
+        cfg.seccomp_default,
+        &cfg.root_dir,
+        bosun_runtime::seccomp::Target::host().kernel,
+        bosun_runtime::apparmor::is_enabled(),
+    )
+    .map_err(|message| anyhow::anyhow!("allowedUnsafeSysctls: {message}"))?;
+    let userns = match user_namespaces(&cfg) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no user namespaces for pods with hostUsers: false");
+            None
+        }
+    };
     let ctx = Ctx {
+        security,
+        userns,
         cfg,
         runtime,
         images: images.clone(),
@@ -125,6 +142,31 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         events_tx: None,
     };
     Ok((ctx, images))
+}
+
+/// The user that owns the node's ID pool in `/etc/subuid` and `/etc/subgid`, as for the
+/// kubelet.
+const USERNS_POOL_USER: &str = "kubelet";
+
+/// The allocator of pods' ID ranges: the `kubelet` user's subordinate IDs (else the kubelet's
+/// default pool), persisted in `<data-dir>/userns.json`.
+fn user_namespaces(
+    cfg: &Config,
+) -> Result<bosun_runtime::userns::Allocator, bosun_runtime::userns::UsernsError> {
+    use bosun_runtime::userns::{Allocator, IdPool, DEFAULT_IDS_PER_POD};
+    let uid = nix::unistd::User::from_name(USERNS_POOL_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let pool = IdPool::from_subid_files(
+        Path::new("/etc/subuid"),
+        Path::new("/etc/subgid"),
+        USERNS_POOL_USER,
+        uid,
+        DEFAULT_IDS_PER_POD,
+        cfg.max_pods,
+    )?;
+    Allocator::open(cfg.data_dir.join("userns.json"), pool)
 }
 
 pub fn node_memory() -> u64 {

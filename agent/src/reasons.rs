@@ -67,6 +67,8 @@ pub mod waiting {
     pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
     pub const IMAGE_INSPECT_ERROR: &str = "ImageInspectError";
     pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+    /// The runtime refused to create the container (a seccomp or AppArmor profile it cannot
+    /// apply, a volume it cannot idmap).
     pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
 }
 

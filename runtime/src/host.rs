@@ -174,9 +174,8 @@ impl PodRuntime for HostRuntime {
         security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, StartError>> {
         Box::pin(async move {
-            let created = self
-                .create_container_with(sandbox, spec, layers, security)
-                .await?;
+            let created =
+                HostRuntime::create_container_with(self, sandbox, spec, layers, security).await?;
             Ok(Box::new(created) as Box<dyn HeldContainer>)
         })
     }
@@ -188,7 +187,9 @@ impl PodRuntime for HostRuntime {
         layers: &'a [PathBuf],
         security: &'a ContainerSecurity,
     ) -> BoxFuture<'a, Result<ContainerStatus, StartError>> {
-        Box::pin(self.start_container_with(sandbox, spec, layers, security))
+        Box::pin(HostRuntime::start_container_with(
+            self, sandbox, spec, layers, security,
+        ))
     }
 
     fn stop_container<'a>(

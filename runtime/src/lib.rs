@@ -195,6 +195,11 @@ pub struct ContainerSecurity {
     /// always idmapped in a user namespace.
     #[serde(default = "yes")]
     pub idmap_mounts: bool,
+    /// With `idmap_mounts`: the destinations of mounts bound as they are all the same (their
+    /// files keep their real owners; what the container writes there is owned by the mapped
+    /// host IDs): the agent names its hostPath volumes here.
+    #[serde(default)]
+    pub plain_mounts: Vec<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -207,6 +212,7 @@ impl Default for ContainerSecurity {
             seccomp: Default::default(),
             apparmor: Default::default(),
             idmap_mounts: true,
+            plain_mounts: Vec::new(),
         }
     }
 }
@@ -384,10 +390,9 @@ pub trait PodRuntime: Send + Sync {
     /// Pod uids that have a sandbox folder (complete or partial).
     fn list_sandboxes(&self) -> Vec<String>;
 
-    /// Builds a container with its security profiles (`ContainerSecurity::default()`:
-    /// unconfined) and holds it before its process runs (see [`container::Created`]): the
-    /// caller lets it run or aborts it. A profile that cannot be resolved is an error before
-    /// anything is created.
+    /// Builds a container under its security profiles (seccomp, AppArmor, idmapped mounts: see
+    /// [`ContainerSecurity`]) and holds it before its process runs (see
+    /// [`container::Created`]): the caller lets it run or aborts it.
     fn create_container<'a>(
         &'a self,
         sandbox: &'a Sandbox,

@@ -36,7 +36,6 @@
 
 pub mod atomic;
 pub mod csi;
-pub mod idmap;
 pub mod layout;
 pub mod mounts;
 pub mod ownership;

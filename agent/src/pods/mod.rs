@@ -133,6 +133,11 @@ pub struct Ctx {
     pub volume_stats: Option<Arc<dyn crate::metrics::volume::VolumeStats>>,
     /// Cluster mode: where Events go.
     pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
+    /// The node's security settings (admission, seccomp, AppArmor).
+    pub security: crate::security::NodeSecurity,
+    /// The ID ranges of pods with `hostUsers: false` (persisted); `None` when the node cannot
+    /// give any (a bad pool or allocation file, logged at start-up): such pods fail to start.
+    pub userns: Option<Arc<bosun_runtime::userns::Allocator>>,
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
@@ -282,7 +287,19 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
         }
     };
     tokio::spawn(release_startup_memory());
-    for uid in known_uids(&ctx) {
+    let known = known_uids(&ctx);
+    // ID ranges of pods the node has nothing of and no source wants are free again (the
+    // kubelet's CleanupOrphanedPodUsernsAllocations).
+    if let Some(a) = &ctx.userns {
+        match a.retain(|uid| known.contains(uid) || current.contains_key(uid)) {
+            Ok(freed) if !freed.is_empty() => {
+                tracing::info!(pods = ?freed, "freed the user namespace ranges of pods gone")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot free orphaned user namespace ranges"),
+        }
+    }
+    for uid in known {
         if !current.contains_key(&uid) {
             let pod = stored_pod(&ctx, &uid);
             tracing::info!(uid = %uid, pod = %pod_key(&pod), "terminating pod that is no longer wanted");

@@ -602,21 +602,34 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
     }
 }
 
-/// The status of a pod the node's admission refused, as the kubelet's rejectPod writes it:
-/// phase Failed, the reason, "Pod was rejected: " and the message; nothing of it ran.
-pub fn rejected_status(pod: &Pod, reason: &str, message: &str, qos: &str) -> PodStatus {
+/// The status of a pod the node's admission refused, as the kubelet's `rejectPod` writes it:
+/// phase `Failed`, the reason, `Pod was rejected: <message>`, the QoS class and the start time
+/// (kept from the previous status, as the kubelet's status manager keeps it); the conditions
+/// others own stay, nothing of the kubelet's, no containers: nothing of it ran.
+pub fn rejected_status(
+    pod: &Pod,
+    previous: Option<&PodStatus>,
+    reason: &str,
+    message: &str,
+    start_time: SystemTime,
+    qos: &str,
+) -> PodStatus {
     PodStatus {
         phase: Some("Failed".into()),
         reason: Some(reason.to_string()),
         message: Some(format!("Pod was rejected: {message}")),
         qos_class: Some(qos.to_string()),
+        start_time: previous
+            .and_then(|p| p.start_time.clone())
+            .or_else(|| Some(time(start_time))),
         conditions: Some(
             api_conditions(pod)
                 .iter()
                 .filter(|c| !is_kubelet_condition(&c.type_))
                 .cloned()
-                .collect(),
-        ),
+                .collect::<Vec<_>>(),
+        )
+        .filter(|c| !c.is_empty()),
         ..Default::default()
     }
 }
@@ -707,6 +720,42 @@ mod tests {
             "spec": {"restartPolicy": policy, "containers": [{"name": "a"}]}
         }))
         .expect("pod")
+    }
+
+    #[test]
+    fn a_rejected_pod_fails_with_the_reason_and_nothing_else() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let st = rejected_status(
+            &Pod::default(),
+            None,
+            "SysctlForbidden",
+            "forbidden sysctl: x",
+            at,
+            "BestEffort",
+        );
+        assert_eq!(
+            serde_json::to_value(&st).expect("json"),
+            serde_json::json!({
+                "phase": "Failed",
+                "reason": "SysctlForbidden",
+                "message": "Pod was rejected: forbidden sysctl: x",
+                "qosClass": "BestEffort",
+                "startTime": "1970-01-12T13:46:40Z",
+            })
+        );
+        // The start time of an earlier status stays.
+        let later = at + Duration::from_secs(60);
+        assert_eq!(
+            rejected_status(
+                &Pod::default(),
+                Some(&st),
+                "SysctlForbidden",
+                "forbidden sysctl: x",
+                later,
+                "BestEffort"
+            ),
+            st
+        );
     }
 
     #[test]
@@ -1138,8 +1187,10 @@ mod tests {
         // Rejected by admission: nothing ran.
         let st = rejected_status(
             &pod,
+            None,
             "PodOSNotSupported",
             "Failed to admit pod as the OS field doesn't match node OS",
+            SystemTime::UNIX_EPOCH,
             "BestEffort",
         );
         assert_eq!(st.phase.as_deref(), Some("Failed"));

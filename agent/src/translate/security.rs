@@ -205,7 +205,9 @@ pub fn container_security(pod: &Pod, container: &Container) -> Result<Security, 
     } else {
         capabilities(name, &add, &drop)?
     };
-    let unmasked = sc.proc_mount.as_deref() == Some("Unmasked");
+    // procMount: Unmasked counts only in a pod with its own user namespace (the API refuses it
+    // otherwise; a static pod is not validated by the API).
+    let unmasked = crate::security::userns::proc_unmasked(pod, container);
     let psc = spec_of(pod).and_then(|s| s.security_context.as_ref());
     let mut groups = Vec::new();
     if let Some(fs_group) = psc.and_then(|p| p.fs_group) {
@@ -223,7 +225,7 @@ pub fn container_security(pod: &Pod, container: &Container) -> Result<Security, 
         capabilities: caps,
         no_new_privileges: no_new_privileges && !privileged,
         readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-        mask_paths: !privileged && !unmasked,
+        mask_paths: !unmasked,
         supplemental_groups: groups,
     })
 }
@@ -334,8 +336,15 @@ mod tests {
             "name: app\nimage: x\nsecurityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, procMount: Unmasked, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}",
         );
         let s = f.spec().unwrap().security;
-        assert!(s.no_new_privileges && s.readonly_rootfs && !s.mask_paths && !s.privileged);
+        // Unmasked without hostUsers: false: the paths stay masked.
+        assert!(s.no_new_privileges && s.readonly_rootfs && s.mask_paths && !s.privileged);
         assert_eq!(s.capabilities, v(&["CAP_NET_BIND_SERVICE"]));
+        let mut f = f;
+        f.pod.spec.as_mut().unwrap().host_users = Some(false);
+        assert!(
+            !f.spec().unwrap().security.mask_paths,
+            "Unmasked with hostUsers: false"
+        );
 
         let f = Fixture::new(
             "name: app\nimage: x\nsecurityContext: {allowPrivilegeEscalation: false, privileged: true}",

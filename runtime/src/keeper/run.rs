@@ -446,9 +446,13 @@ impl Keeper {
         }
         if let Some(ns) = &userns {
             if req.security.idmap_mounts {
-                // The volumes too (what the kubelet asks for every mount of such a pod).
+                // The volumes too (what the kubelet asks for every mount of such a pod), but
+                // those the agent wants bound as they are (hostPath).
                 let base = self.dir.join("idmap");
                 for (i, m) in req.spec.mounts.iter_mut().enumerate() {
+                    if req.security.plain_mounts.contains(&m.destination) {
+                        continue;
+                    }
                     let target = base.join(i.to_string());
                     crate::idmap::bind(&m.source, &target, ns).map_err(idmap)?;
                     self.idmapped.push(target.clone());

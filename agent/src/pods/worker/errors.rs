@@ -49,6 +49,16 @@ pub enum PodSetupError {
         #[source]
         source: VolumeError,
     },
+    /// A `hostUsers: false` pod got no ID range: the node has no allocator (`source: None`,
+    /// the kubelet's message for a runtime without user namespaces) or it has no free range.
+    #[error("{}", match source {
+        Some(e) => format!("create user namespace: {e}"),
+        None => "can't set `spec.hostUsers: false`, runtime does not support user namespaces".to_string(),
+    })]
+    UserNamespace {
+        pod: String,
+        source: Option<bosun_runtime::userns::UsernsError>,
+    },
 }
 
 /// Setting up (or refreshing) one of the pod's volumes failed.
@@ -141,6 +151,14 @@ pub enum StartContainerError {
         container: String,
         #[source]
         source: DevicesError,
+    },
+    /// The container's security context names a profile the kubelet cannot make a config of
+    /// (a `Localhost` seccomp profile without a name): the kubelet's message.
+    #[error("{message}")]
+    Security {
+        pod: String,
+        container: String,
+        message: String,
     },
     /// The pod network failed during this sync (reported on its own): nothing starts without.
     #[error("the pod network is not set up")]

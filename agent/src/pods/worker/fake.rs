@@ -66,6 +66,9 @@ struct State {
     sandbox_error: Option<String>,
     network_error: Option<String>,
     next_pid: i32,
+    /// Container name -> the profile file its creation fails on (a profile the runtime
+    /// refuses).
+    seccomp_errors: HashMap<String, String>,
 }
 
 pub struct FakeRuntime {
@@ -127,6 +130,15 @@ impl FakeRuntime {
         self.with(|s| s.sandbox_error = message.map(str::to_string));
     }
 
+    /// Creating container `name` fails with a seccomp error naming `path` as the profile file
+    /// (`None`: it works again), as the runtime refuses a missing Localhost profile.
+    pub fn fail_start(&self, name: &str, path: Option<&str>) {
+        self.with(|s| match path {
+            Some(p) => s.seccomp_errors.insert(name.to_string(), p.to_string()),
+            None => s.seccomp_errors.remove(name),
+        });
+    }
+
     /// Pod networks fail to be set up with `message` (`None`: they work again).
     pub fn fail_networks(&self, message: Option<&str>) {
         self.with(|s| s.network_error = message.map(str::to_string));
@@ -180,6 +192,24 @@ impl FakeRuntime {
     /// Whether pod `uid` has a sandbox.
     pub fn has_sandbox(&self, uid: &str) -> bool {
         self.with(|s| s.sandboxes.contains_key(uid))
+    }
+}
+
+/// Records the container's profiles; a scripted error refuses it before anything is made, as
+/// the runtime refuses a missing seccomp profile.
+fn refuse(
+    s: &mut State,
+    spec: &ContainerSpec,
+    security: &ContainerSecurity,
+) -> Result<(), StartError> {
+    s.container_security
+        .insert(spec.id.clone(), security.clone());
+    match s.seccomp_errors.get(&spec.name) {
+        Some(path) => Err(StartError::Seccomp {
+            id: spec.id.clone(),
+            source: bosun_runtime::seccomp::SeccompError::Missing { path: path.into() },
+        }),
+        None => Ok(()),
     }
 }
 
@@ -353,11 +383,11 @@ impl PodRuntime for FakeRuntime {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Create(spec.id.clone()));
-                s.container_security
-                    .insert(spec.id.clone(), security.clone());
+                refuse(s, spec, security)?;
                 s.containers
                     .insert(spec.id.clone(), status(spec, ContainerState::Created));
-            });
+                Ok(())
+            })?;
             Ok(Box::new(FakeHeld {
                 state: self.state.clone(),
                 spec: spec.clone(),
@@ -375,8 +405,7 @@ impl PodRuntime for FakeRuntime {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Start(spec.id.clone()));
-                s.container_security
-                    .insert(spec.id.clone(), security.clone());
+                refuse(s, spec, security)?;
                 if let Some(m) = spec
                     .labels
                     .get(crate::translate::LABEL_CONTAINER_NAME)

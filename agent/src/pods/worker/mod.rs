@@ -133,6 +133,11 @@ pub(crate) struct Worker {
     /// What the last plan said of the init containers (done, failed), for the statuses
     /// written while the pod is being stopped.
     init: (bool, bool),
+    /// Admission let the pod in: the kubelet admits a pod once, when it is added (by this
+    /// worker, or before an agent restart: the node has its sandbox or containers).
+    admitted: bool,
+    /// Admission refused the pod: the refusal stands (the node does not judge it again).
+    rejected: Option<crate::security::Refusal>,
 }
 
 impl Worker {
@@ -156,6 +161,8 @@ impl Worker {
             released: false,
             ended: None,
             init: (true, false),
+            admitted: false,
+            rejected: None,
         };
         if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
             if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
@@ -331,6 +338,11 @@ impl Worker {
     /// One sync: observe, plan, act. When to be woken next.
     async fn sync(&mut self, intent: Intent) -> Next {
         let (attempts, probes) = self.observe();
+        // A pod the node holds anything of was admitted before a restart.
+        self.admitted = self.admitted
+            || !attempts.is_empty()
+            || self.net.sandbox.is_some()
+            || self.ctx.runtime.sandbox(&self.uid).is_some();
         let observed = Observed {
             attempts,
             probes,
@@ -340,8 +352,15 @@ impl Worker {
             objects_at: self.vols.objects_at,
             released: self.released,
         };
-        let admission =
-            crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch()).err();
+        if !self.admitted && self.rejected.is_none() {
+            // The kubelet's admit handlers, in its order: the OS and architecture predicates,
+            // then the sysctl allowlist, then AppArmor.
+            self.rejected =
+                crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch())
+                    .and_then(|()| crate::security::admit(&self.pod, &self.ctx.security))
+                    .err();
+        }
+        let admission = self.rejected.clone();
         let desired = Desired {
             pod: &self.pod,
             intent,
@@ -364,6 +383,8 @@ impl Worker {
             // Ended (by the API or by this node) and already released: nothing more to do.
             return Next::Resync;
         }
+        // Past admission: the pod is the node's now.
+        self.admitted = true;
         self.write_state_files();
         // 2. Sandbox, network, volumes.
         let ready = self.ensure_sandbox().await && self.ensure_volumes(actions.volumes).await;

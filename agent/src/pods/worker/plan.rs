@@ -4,8 +4,9 @@
 //! here does I/O, so every decision is a table test (`tests` below) that runs in microseconds.
 //!
 //! Decided first, before anything starts:
-//! - admission: a pod the node refuses ([`Desired::admission`], from [`crate::pods::admission`]
-//!   and the security rules) is a [`KillPod`] ending in [`PodEnd::Rejected`];
+//! - admission: a pod the node refuses ([`Desired::admission`]: the worker asks
+//!   [`crate::pods::admission`] (OS, architecture) then [`crate::security::admit`] (sysctls,
+//!   then AppArmor), once per pod) is a [`KillPod`] ending in [`PodEnd::Rejected`];
 //! - activeDeadlineSeconds: a pod active longer than its deadline is killed with its grace
 //!   period and ends [`PodEnd::Failed`] (`DeadlineExceeded`); before that the plan asks to be
 //!   woken at the deadline.

@@ -405,7 +405,6 @@ fn deletion_stops_everything_within_the_grace_period() {
     // (grace override, grace used)
     for (grace, want) in [(Some(5), 5), (None, 30), (Some(0), 0)] {
         let d = Desired {
-            pod: &p,
             intent: Intent::Terminate { grace },
             ..run(&p)
         };
@@ -602,6 +601,13 @@ fn a_refused_pod_starts_nothing_and_ends_once() {
         plan(&d, &done, &Backoff::default(), t(2)),
         PodActions::default()
     );
+    // Being deleted wins over admission: a terminating pod is stopped, not rejected.
+    let d = Desired {
+        intent: Intent::Terminate { grace: Some(0) },
+        ..d
+    };
+    let a = plan(&d, &observed(Attempts::new()), &Backoff::default(), t(1));
+    assert_eq!(a.kill_pod.map(|k| k.end), Some(PodEnd::Removed));
 }
 
 #[test]

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use bosun_runtime::ContainerState;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 
+use bosun_runtime::container::StartError;
+
 use super::errors::{PodSetupError, StartContainerError};
 use super::plan::{self, Attempts};
 use super::{Next, Waiting, Worker};
@@ -39,6 +41,7 @@ impl StartContainerError {
             | StartContainerError::Mounts { pod, container, .. }
             | StartContainerError::Config { pod, container, .. }
             | StartContainerError::Devices { pod, container, .. }
+            | StartContainerError::Security { pod, container, .. }
             | StartContainerError::NoNetwork { pod, container }
             | StartContainerError::Runtime { pod, container, .. }
             | StartContainerError::NotCreated { pod, container, .. }
@@ -92,9 +95,31 @@ impl StartContainerError {
                 }
             }
             StartContainerError::Mounts { .. } => config_error(message.clone()),
-            StartContainerError::Config { .. } | StartContainerError::Devices { .. } => {
-                config_error(format!("Error: {message}"))
-            }
+            StartContainerError::Config { .. }
+            | StartContainerError::Devices { .. }
+            | StartContainerError::Security { .. } => config_error(format!("Error: {message}")),
+            // What the runtime refuses before it makes anything (a profile it cannot apply, a
+            // mount it cannot idmap): the kubelet's CreateContainerError, tried again later
+            // (a fixed profile file lets the next try start it).
+            StartContainerError::Runtime {
+                source:
+                    StartError::Seccomp { .. }
+                    | StartError::AppArmor { .. }
+                    | StartError::Idmap { .. }
+                    | StartError::Capability { .. },
+                ..
+            } => Report {
+                waiting: Some(Waiting {
+                    reason: waiting::CREATE_CONTAINER_ERROR,
+                    message: message.clone(),
+                }),
+                event: Some((
+                    EventType::Warning,
+                    event::FAILED_CONTAINER,
+                    format!("Error: {message}"),
+                )),
+                next: Next::after(CONFIG_RETRY),
+            },
             StartContainerError::NoNetwork { .. } => Report {
                 waiting: None,
                 event: None,
@@ -149,7 +174,8 @@ impl PodSetupError {
             | PodSetupError::NetworkTask { pod, .. }
             | PodSetupError::PodFiles { pod, .. }
             | PodSetupError::HostsFile { pod, .. }
-            | PodSetupError::Volumes { pod, .. } => pod,
+            | PodSetupError::Volumes { pod, .. }
+            | PodSetupError::UserNamespace { pod, .. } => pod,
         }
     }
 }

@@ -49,9 +49,26 @@ impl Worker {
         }
         let mut spec = crate::translate::sandbox_spec(&self.pod);
         spec.hostname = crate::network::uts_hostname(&self.pod, &self.ctx.cfg.cluster_domain);
-        // The pod's sysctls and user namespace: none for now (the rules of `crate::security`
-        // are not called yet).
-        let security = bosun_runtime::PodSecurity::default();
+        // hostUsers: false: the pod's ID range, allocated (and persisted) before its sandbox is
+        // made, kept until the sandbox is gone.
+        let range = if crate::security::userns::wanted(&self.pod) {
+            let allocated = match &self.ctx.userns {
+                Some(a) => a.allocate(&self.uid).map_err(Some),
+                None => Err(None),
+            };
+            match allocated {
+                Ok(r) => Some(r),
+                Err(source) => {
+                    return self.setup_failed(PodSetupError::UserNamespace {
+                        pod: self.key(),
+                        source,
+                    })
+                }
+            }
+        } else {
+            None
+        };
+        let security = crate::security::pod_security(&self.pod, range);
         match self.ctx.runtime.create_sandbox(&spec, &security).await {
             Ok(sb) => {
                 self.net.sandbox = Some(sb);

@@ -4,10 +4,10 @@
 //! pod's first start), then the postStart hook. Each step returns a typed error; what the status
 //! and the Events say of it is decided in [`super::report`].
 //!
-//! Per-container security profiles (seccomp, AppArmor, idmapped mounts) belong to the config
-//! step ([`Worker::container_config`]), next to the security context they come from: it returns
-//! the [`ContainerSecurity`] that create/start hand to the runtime (unconfined for now: the
-//! rules of `crate::security` are not called yet).
+//! The config step also decides the container's security profiles ([`Worker::container_config`]:
+//! seccomp, AppArmor, which mounts of a `hostUsers: false` pod are idmapped), which the runtime
+//! applies when it creates the container; an exec into it (kubectl exec, exec probes, hooks)
+//! runs under the same filter, label and user namespace.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -255,7 +255,8 @@ impl Worker {
     }
 
     /// The config step: mounts (subPaths bind-pinned), the runtime's spec of this attempt,
-    /// devices, labels, and the container's security profiles.
+    /// devices, labels, and the container's security profiles (seccomp, AppArmor; in a pod with
+    /// its own user namespace, the mounts bound without an idmapped view).
     async fn container_config(
         &mut self,
         c: &Container,
@@ -271,6 +272,19 @@ impl Worker {
                     container: container.clone(),
                     source,
                 })?;
+        let mut security = crate::security::container_security(&self.pod, c, &self.ctx.security)
+            .map_err(|message| StartContainerError::Security {
+                pod: pod.clone(),
+                container: container.clone(),
+                message,
+            })?;
+        // The runtime checks that the others can be idmapped before it makes anything.
+        security.plain_mounts = mounts
+            .iter()
+            .filter(|(_, volume)| !crate::security::userns::idmapped(&self.pod, volume.as_deref()))
+            .map(|(m, _)| m.destination.clone())
+            .collect();
+        let mounts = mounts.into_iter().map(|(m, _)| m).collect();
         // The process environment is fixed when the container is built: one that names the
         // pod's address waits for the network first.
         if self.net.pending.is_some()
@@ -313,8 +327,7 @@ impl Worker {
             })?;
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
-        // Unconfined, as before the security rules: seccomp Unconfined, no AppArmor profile.
-        Ok((spec, ContainerSecurity::default()))
+        Ok((spec, security))
     }
 
     /// The container's `volumeDevices`: each names a block volume of the pod, whose device file
@@ -337,8 +350,14 @@ impl Worker {
         Ok(out)
     }
 
-    /// The container's volume mounts (with safe subPaths) and its termination message file.
-    fn mounts(&self, c: &Container, id: &str) -> Result<(Vec<Mount>, PathBuf), MountsError> {
+    /// The container's mounts (with safe subPaths) with the volume each comes from (`None`: the
+    /// pod's hosts, hostname and resolv.conf files), and its termination message file.
+    #[allow(clippy::type_complexity)]
+    fn mounts(
+        &self,
+        c: &Container,
+        id: &str,
+    ) -> Result<(Vec<(Mount, Option<String>)>, PathBuf), MountsError> {
         let vols = self.vols.paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();
         let mut out = Vec::new();
@@ -372,12 +391,15 @@ impl Worker {
                 }
                 None => vol.clone(),
             };
-            out.push(Mount {
-                destination: r.destination,
-                source,
-                readonly: r.readonly,
-                propagation: r.propagation,
-            });
+            out.push((
+                Mount {
+                    destination: r.destination,
+                    source,
+                    readonly: r.readonly,
+                    propagation: r.propagation,
+                },
+                Some(r.volume),
+            ));
         }
         if let Some(files) = &self.net.files {
             for (dest, source) in [
@@ -387,16 +409,19 @@ impl Worker {
             ] {
                 if out
                     .iter()
-                    .any(|m| m.destination == std::path::Path::new(dest))
+                    .any(|(m, _)| m.destination == std::path::Path::new(dest))
                 {
                     continue;
                 }
-                out.push(Mount {
-                    destination: dest.into(),
-                    source: source.clone(),
-                    readonly: false,
-                    propagation: Propagation::Private,
-                });
+                out.push((
+                    Mount {
+                        destination: dest.into(),
+                        source: source.clone(),
+                        readonly: false,
+                        propagation: Propagation::Private,
+                    },
+                    None,
+                ));
             }
         }
         let dir = pod_dir.join("containers").join(&c.name);

@@ -33,8 +33,10 @@ impl Worker {
                 let qos = crate::translate::qos_class(&self.pod);
                 let st = status::rejected_status(
                     &self.pod,
+                    self.last_status.as_ref(),
                     refusal.reason,
                     &refusal.message,
+                    self.start_time,
                     qos.as_str(),
                 );
                 self.publish_status(st);
@@ -195,8 +197,17 @@ impl Worker {
             // The network is given back only after its set-up is over.
             let _ = setup.await;
         }
-        if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
-            tracing::warn!(error = %e, "cannot remove the sandbox");
+        match self.ctx.runtime.remove_sandbox(&self.uid).await {
+            // The pod's ID range is free once its sandbox (its user namespace) is gone; kept
+            // while anything of it may remain.
+            Ok(()) => {
+                if let Some(a) = &self.ctx.userns {
+                    if let Err(e) = a.release(&self.uid) {
+                        tracing::warn!(error = %e, "cannot free the pod's user namespace range");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot remove the sandbox"),
         }
         if let Some(src) = &self.ctx.volumes {
             if let Err(e) = src.release(&self.uid).await {

@@ -57,6 +57,17 @@ impl Harness {
             volumes: None,
             volume_stats: None,
             events_tx: Some(events_tx),
+            security: crate::security::NodeSecurity {
+                sysctls: crate::security::sysctl::Allowlist::new(&[], (6, 1)).unwrap(),
+                ..Default::default()
+            },
+            userns: Some(Arc::new(
+                bosun_runtime::userns::Allocator::open(
+                    tmp.path().join("userns.json"),
+                    bosun_runtime::userns::IdPool::default_for(65536),
+                )
+                .unwrap(),
+            )),
         });
         Harness {
             _tmp: tmp,
@@ -822,4 +833,120 @@ async fn a_stopping_pod_keeps_its_readiness_probes_and_drops_its_liveness_probes
             .all(|m| m.starts_with("Readiness probe failed")),
         "{unhealthy:?}"
     );
+}
+
+#[tokio::test]
+async fn admission_rejects_a_pod_before_anything_of_it_is_made() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  securityContext:\n    sysctls: [{name: net.core.somaxconn, value: '1024'}]\n  containers:\n  - {name: a, image: busybox:1}\n");
+    let mut w = h.worker(&p);
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    // No sandbox, no container: only the sandbox removal of the release, which is idempotent.
+    let calls = h.rt.take_calls();
+    assert!(
+        calls.iter().all(|c| matches!(c, Call::RemoveSandbox(_))),
+        "{calls:?}"
+    );
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("SysctlForbidden"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted")
+    );
+    assert!(st.container_statuses.is_none() && st.conditions.is_none());
+    let events = h.events();
+    assert_eq!(
+        events,
+        [(
+            "SysctlForbidden".to_string(),
+            None,
+            "forbidden sysctl: \"net.core.somaxconn\" not allowlisted".to_string()
+        )]
+    );
+    assert!(h.state_dir("u1").join("status.json").exists());
+    // Rejected once: later syncs do nothing, send nothing.
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert!(h.rt.take_calls().is_empty());
+    assert!(h.events().is_empty());
+    // Deleted: removed like any pod.
+    assert_eq!(w.sync(Intent::Terminate { grace: None }).await, Next::Done);
+    assert!(!h.state_dir("u1").exists());
+}
+
+#[tokio::test]
+async fn sysctls_user_namespace_and_profiles_reach_the_runtime() {
+    let h = Harness::new();
+    let p = pod("spec:\n  hostUsers: false\n  securityContext:\n    seccompProfile: {type: RuntimeDefault}\n    sysctls: [{name: net/ipv4/ip_local_port_range, value: '1024 2048'}]\n  volumes:\n  - {name: host, hostPath: {path: /tmp}}\n  - {name: data, emptyDir: {}}\n  containers:\n  - name: a\n    image: busybox:1\n    volumeMounts: [{name: host, mountPath: /h}, {name: data, mountPath: /d}]\n  - name: b\n    image: busybox:1\n    securityContext: {seccompProfile: {type: Unconfined}}\n");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    let range = h.ctx.userns.as_ref().unwrap().get("u1").expect("a range");
+    assert_eq!(
+        h.rt.pod_security("u1"),
+        Some(bosun_runtime::PodSecurity {
+            sysctls: vec![("net.ipv4.ip_local_port_range".into(), "1024 2048".into())],
+            user_namespace: Some(range),
+        })
+    );
+    let a = h.rt.container_security("u1_a_0").expect("a");
+    assert_eq!(
+        a.seccomp,
+        bosun_runtime::seccomp::SeccompProfile::RuntimeDefault
+    );
+    // The hostPath is bound as it is; everything else idmapped.
+    assert_eq!(a.plain_mounts, [std::path::PathBuf::from("/h")]);
+    assert!(a.idmap_mounts);
+    let b = h.rt.container_security("u1_b_0").expect("b");
+    assert_eq!(
+        b.seccomp,
+        bosun_runtime::seccomp::SeccompProfile::Unconfined
+    );
+    // The range is the pod's until its sandbox is gone.
+    assert_eq!(
+        w.sync(Intent::Terminate { grace: Some(0) }).await,
+        Next::Done
+    );
+    assert!(h.ctx.userns.as_ref().unwrap().get("u1").is_none());
+}
+
+#[tokio::test]
+async fn a_profile_the_runtime_refuses_is_a_create_container_error_until_fixed() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  containers:\n  - name: a\n    image: busybox:1\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: p.json}}\n");
+    let file = h.ctx.cfg.root_dir.join("seccomp/p.json");
+    h.rt.fail_start("a", Some(&file.display().to_string()));
+    let mut w = h.worker(&p);
+    let t0 = SystemTime::now();
+    let next = w.sync(Intent::Run).await;
+    assert!(within(next, t0, 9, 11), "{next:?}");
+    let w_state = waiting(&status(&w), "a").expect("waiting");
+    assert_eq!(w_state.reason.as_deref(), Some("CreateContainerError"));
+    let message = w_state.message.unwrap_or_default();
+    assert!(message.contains(&file.display().to_string()), "{message}");
+    let events = h.events();
+    let failed = events
+        .iter()
+        .find(|e| e.0 == "Failed")
+        .expect("a Failed event");
+    assert_eq!(failed.1.as_deref(), Some("a"));
+    assert!(failed.2.starts_with("Error: ") && failed.2.contains(&file.display().to_string()));
+    // The Localhost field without a name: the kubelet's CreateContainerConfigError.
+    let unnamed = pod("spec:\n  containers:\n  - name: c\n    image: busybox:1\n    securityContext: {seccompProfile: {type: Localhost}}\n");
+    let mut w2 = h.worker(&unnamed);
+    w2.sync(Intent::Run).await;
+    let w_state = waiting(&status(&w2), "c").expect("waiting");
+    assert_eq!(
+        w_state.reason.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert_eq!(
+        w_state.message.as_deref(),
+        Some(crate::security::seccomp::LOCALHOST_UNSET)
+    );
+    // Fixed: the next try starts it.
+    h.rt.fail_start("a", None);
+    h.rt.take_calls();
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    assert!(waiting(&status(&w), "a").is_none());
 }
