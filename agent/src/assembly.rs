@@ -108,6 +108,11 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         images.clone(),
         Duration::from_secs(300),
     ));
+    // The node's resources: an invalid reservation or eviction setting stops the agent, as it
+    // stops the kubelet.
+    let resources =
+        crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let ctx = Ctx {
         cfg,
         runtime,
@@ -123,6 +128,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         volumes: None,
         volume_stats: None,
         events_tx: None,
+        resources: Arc::new(resources),
     };
     Ok((ctx, images))
 }
@@ -195,6 +201,11 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         cfg.max_pods,
     );
     facts.port = i32::from(cfg.server.port);
+    // The allocatable registered with the Node (the agent's context computes the same).
+    let resources =
+        crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    facts.allocatable = crate::admission::to_quantities(&resources.allocatable);
     facts.declared_features = vec![crate::server::WEBSOCKET_FEATURE.to_string()];
     let mut delay = Duration::from_secs(1);
     while let Err(e) = cluster::node::register(&client, &facts).await {
@@ -245,6 +256,10 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         {
             let root = ctx.cfg.root_dir.clone();
             move || cluster::csi::volumes_in_use(&root)
+        },
+        {
+            let resources = ctx.resources.clone();
+            move || resources.conditions()
         },
     ));
     tokio::spawn(cluster::status::run(client.clone(), status_rx));

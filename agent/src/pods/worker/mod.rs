@@ -128,6 +128,8 @@ pub(crate) struct Worker {
     stopping: HashMap<String, tokio::task::JoinHandle<()>>,
     /// The pod ended and its resources were released.
     released: bool,
+    /// The node ended the pod (admission, eviction): its status says so.
+    failure: Option<Arc<plan::PodFailure>>,
 }
 
 impl Worker {
@@ -149,6 +151,7 @@ impl Worker {
             probes: Probes::default(),
             stopping: HashMap::new(),
             released: false,
+            failure: None,
         };
         if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
             if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
@@ -165,8 +168,9 @@ impl Worker {
             let (pod, intent) = rx.borrow_and_update().clone();
             self.pod = pod;
             let t0 = std::time::Instant::now();
+            let run = intent == Intent::Run;
             let next = self.sync(intent).await;
-            if intent == Intent::Run {
+            if run {
                 crate::metrics::observe_pod_worker(operation, t0.elapsed());
             }
             let resync = self.ctx.cfg.sync_frequency;
@@ -349,7 +353,7 @@ impl Worker {
         if let Some(kill) = actions.kill_pod {
             return self.kill_pod(kill, &attempts).await;
         }
-        if plan::api_terminal(&self.pod) {
+        if self.released || plan::api_terminal(&self.pod) {
             // Ended and already released: nothing more to do.
             return Next::Resync;
         }

@@ -311,6 +311,9 @@ impl Worker {
             );
         }
         crate::network::set_ips(&mut st, &self.net.ips, self.net.host_ip.as_deref());
+        if let Some(f) = &self.failure {
+            f.apply(&mut st, self.last_status.as_ref(), SystemTime::now());
+        }
         if self.last_status.as_ref() == Some(&st) {
             return;
         }

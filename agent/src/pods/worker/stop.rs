@@ -17,6 +17,17 @@ impl Worker {
     /// Step 1: the pod ends. Its containers are stopped as the plan says, then what it holds is
     /// released (its logs kept) or everything is removed.
     pub(super) async fn kill_pod(&mut self, kill: KillPod, attempts: &Attempts) -> Next {
+        if let PodEnd::Failed(f) = &kill.end {
+            self.event(EventType::Warning, &f.reason, &f.event_message);
+            self.failure = Some(f.clone());
+            if kill.containers.is_empty() && f.rejected {
+                // Refused before anything ran: nothing to stop.
+                self.write_state_files();
+                self.write_status(false, false, false);
+                self.released = true;
+                return Next::Resync;
+            }
+        }
         match kill.grace {
             None => {
                 // Kills whatever still runs in a pod that ended (nothing should).
@@ -56,6 +67,15 @@ impl Worker {
             }
         }
         match kill.end {
+            PodEnd::Failed(_) => {
+                // The Failed status (containers terminated) is written before what the pod
+                // holds is released.
+                self.write_state_files();
+                self.write_status(false, true, false);
+                self.release().await;
+                self.released = true;
+                Next::Resync
+            }
             PodEnd::Released => {
                 self.release().await;
                 self.released = true;

@@ -55,6 +55,7 @@ impl Harness {
             volumes: None,
             volume_stats: None,
             events_tx: Some(events_tx),
+            resources: Arc::new(crate::pods::eviction::NodeResources::unlimited()),
         });
         Harness {
             _tmp: tmp,
