@@ -206,6 +206,9 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
             .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     facts.allocatable = crate::admission::to_quantities(&resources.allocatable);
+    // One measure of the capacity for both (the root dir may not exist yet).
+    let storage = resources.capacity.get(crate::admission::EPHEMERAL_STORAGE);
+    facts.ephemeral_storage_bytes = storage.copied().unwrap_or(0).max(0) as u64;
     facts.declared_features = vec![crate::server::WEBSOCKET_FEATURE.to_string()];
     let mut delay = Duration::from_secs(1);
     while let Err(e) = cluster::node::register(&client, &facts).await {

@@ -865,12 +865,15 @@ impl CgroupLayout {
         })
     }
 
-    /// The usage of `kubepods` and of every pod cgroup.
-    pub fn pods_usage(&self) -> PodsUsage {
+    /// The usage of `kubepods` and, with `each_pod`, of every pod and container cgroup.
+    pub fn pods_usage(&self, each_pod: bool) -> PodsUsage {
         let mut out = PodsUsage {
             kubepods: self.usage(&self.kubepods_path()),
             ..PodsUsage::default()
         };
+        if !each_pod {
+            return out;
+        }
         for (qos, uid) in self.list_pods() {
             let pod = self.pod_path(qos, &uid);
             if let Some(u) = self.usage(&pod) {
@@ -954,6 +957,40 @@ mod tests {
         // Out of range values are clamped like the kernel does for v1.
         assert_eq!(cpu_shares_to_weight(0), 1);
         assert_eq!(cpu_shares_to_weight(1_000_000), 10_000);
+    }
+
+    #[test]
+    fn pods_usage_reads_memory_and_pids_of_a_fake_v2_tree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = CgroupLayout::v2_at(tmp.path(), "/r");
+        let put = |rel: &str, current: u64, inactive: u64, pids: u64| {
+            let d = tmp.path().join(rel);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("memory.current"), format!("{current}\n")).expect("write");
+            std::fs::write(
+                d.join("memory.stat"),
+                format!("anon 1\ninactive_file {inactive}\nactive_file 3\n"),
+            )
+            .expect("write");
+            std::fs::write(d.join("pids.current"), format!("{pids}\n")).expect("write");
+        };
+        put("r/kubepods", 1000, 100, 7);
+        put("r/kubepods/burstable/poda", 600, 50, 4);
+        put("r/kubepods/burstable/poda/a_c_0", 500, 40, 3);
+        let u = l.pods_usage(true);
+        assert_eq!(
+            u.kubepods,
+            Some(CgroupUsage {
+                memory_usage: 1000,
+                memory_working_set: 900,
+                processes: 7
+            })
+        );
+        assert_eq!(u.pods["a"].memory_working_set, 550);
+        assert_eq!(u.containers["a_c_0"].processes, 3);
+        let only = l.pods_usage(false);
+        assert!(only.pods.is_empty() && only.kubepods.is_some());
+        assert_eq!(l.usage("/r/missing"), None);
     }
 
     #[test]

@@ -251,9 +251,9 @@ impl PodRuntime for HostRuntime {
             .map(|_| ())
     }
 
-    fn pods_usage(&self) -> crate::cgroups::PodsUsage {
+    fn pods_usage(&self, each_pod: bool) -> crate::cgroups::PodsUsage {
         CgroupLayout::host(&self.paths().cgroup_root)
-            .map(|layout| layout.pods_usage())
+            .map(|layout| layout.pods_usage(each_pod))
             .unwrap_or_default()
     }
 

@@ -458,8 +458,10 @@ pub trait PodRuntime: Send + Sync {
         Ok(())
     }
 
-    /// Memory and processes of `kubepods` and of each pod (by uid), for the eviction manager.
-    fn pods_usage(&self) -> cgroups::PodsUsage {
+    /// Memory and processes of `kubepods` and, with `each_pod`, of each pod (by uid) and
+    /// container (by id), for the eviction manager.
+    fn pods_usage(&self, each_pod: bool) -> cgroups::PodsUsage {
+        let _ = each_pod;
         cgroups::PodsUsage::default()
     }
 
