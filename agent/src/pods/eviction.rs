@@ -620,7 +620,24 @@ pub async fn run(
         .unwrap_or_default();
         let mut obs = disk.observations.clone();
         obs.extend(memory);
+        // Every running pod has figures: disk ones from the last measuring (none for a pod
+        // newer than that), memory ones from now.
         let mut stats = disk.pods.clone();
+        let listed = ctx.runtime.list();
+        for pod in &pods {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            stats.entry(uid.clone()).or_insert_with(|| PodStats {
+                uid: uid.clone(),
+                containers: newest_attempts(&uid, &listed)
+                    .into_keys()
+                    .map(|name| ContainerStats {
+                        name,
+                        ..ContainerStats::default()
+                    })
+                    .collect(),
+                ..PodStats::default()
+            });
+        }
         for (uid, s) in stats.iter_mut() {
             if let Some(u) = usage.pods.get(uid) {
                 s.memory_working_set = u.memory_working_set as i64;
