@@ -136,7 +136,8 @@ check "an OutOfcpu Warning event" wait_for 20 rejected_event
 "$KUBECTL" delete pod too-big --wait=false >/dev/null 2>&1
 
 # ---------- memory pressure ----------
-# Each pod holds its share in a shell variable: Guaranteed 60Mi of 150Mi, Burstable 60Mi of its
+# Each pod holds its share in a memory emptyDir (tmpfs pages are charged to the writer's cgroup,
+# and stay there whatever the process does): Guaranteed 60Mi of 150Mi, Burstable 60Mi of its
 # 100Mi request, BestEffort 230Mi (the pods' 350Mi cross 600Mi - 300Mi).
 hog() { # name MiB resources
     cat <<YAML | "$KUBECTL" apply -f - >/dev/null
@@ -149,8 +150,11 @@ spec:
   - name: c
     image: busybox
     imagePullPolicy: Never
-    command: [sh, -c, 'x=\$(head -c $(($2 * 1024 * 1024)) /dev/zero | tr "\\\\0" a); echo held; sleep 3600']
+    command: [sh, -c, 'dd if=/dev/zero of=/mem/fill bs=1M count=$2 2>/dev/null; echo held; sleep 3600']
     resources: $3
+    volumeMounts: [{name: mem, mountPath: /mem}]
+  volumes:
+  - {name: mem, emptyDir: {medium: Memory}}
 YAML
 }
 running() { [ "$(jp pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
@@ -159,7 +163,7 @@ hog guaranteed 60 '{requests: {memory: 150Mi, cpu: 10m}, limits: {memory: 150Mi,
 hog burstable 60 '{requests: {memory: 100Mi}}'
 both_holding() { holding guaranteed && holding burstable; }
 check "Guaranteed and Burstable pods hold their memory" wait_for 60 both_holding
-rm -f "$W/order"
+: >"$W/order"
 watch_order() {
     local end=$((SECONDS + 150)) p
     while [ "$SECONDS" -lt "$end" ]; do
