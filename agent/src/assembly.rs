@@ -123,6 +123,11 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
             None
         }
     };
+    // The node's resources: an invalid reservation or eviction setting stops the agent, as it
+    // stops the kubelet.
+    let resources =
+        crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
     let ctx = Ctx {
         security,
         userns,
@@ -140,6 +145,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         volumes: None,
         volume_stats: None,
         events_tx: None,
+        resources: Arc::new(resources),
     };
     Ok((ctx, images))
 }
@@ -237,6 +243,14 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         cfg.max_pods,
     );
     facts.port = i32::from(cfg.server.port);
+    // The allocatable registered with the Node (the agent's context computes the same).
+    let resources =
+        crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    facts.allocatable = crate::admission::to_quantities(&resources.allocatable);
+    // One measure of the capacity for both (the root dir may not exist yet).
+    let storage = resources.capacity.get(crate::admission::EPHEMERAL_STORAGE);
+    facts.ephemeral_storage_bytes = storage.copied().unwrap_or(0).max(0) as u64;
     facts.declared_features = vec![crate::server::WEBSOCKET_FEATURE.to_string()];
     let mut delay = Duration::from_secs(1);
     while let Err(e) = cluster::node::register(&client, &facts).await {
@@ -287,6 +301,10 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         {
             let root = ctx.cfg.root_dir.clone();
             move || cluster::csi::volumes_in_use(&root)
+        },
+        {
+            let resources = ctx.resources.clone();
+            move || resources.conditions()
         },
     ));
     tokio::spawn(cluster::status::run(client.clone(), status_rx));

@@ -39,6 +39,10 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
             restarts,
             pod.metadata.uid.as_deref().unwrap_or(""),
         )?;
+        // Why the node ended the pod (admission, eviction).
+        if let Some(reason) = &st.reason {
+            writeln!(out, "  {reason}: {}", st.message.as_deref().unwrap_or(""))?;
+        }
         let inits = st.init_container_statuses.clone().unwrap_or_default();
         for (kind, c) in inits
             .iter()

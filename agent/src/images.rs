@@ -56,9 +56,23 @@ pub trait ImageService: Send + Sync {
 
     /// Records that a container starts from image `id` (for image GC).
     fn used(&self, id: &str);
+
+    /// Removes every image no container in `in_use` uses and not used within the minimum GC
+    /// age (the eviction manager's reclaim, the kubelet's `DeleteUnusedImages`); the bytes freed.
+    fn delete_unused(&self, in_use: &BTreeSet<String>) -> Result<u64, GcError> {
+        let _ = in_use;
+        Ok(0)
+    }
 }
 
 impl ImageService for ImageManager {
+    fn delete_unused(&self, in_use: &BTreeSet<String>) -> Result<u64, GcError> {
+        // A high threshold of 0: whatever the usage, every unused image old enough goes.
+        self.store
+            .gc(in_use, 0, 0, self.gc.min_age)
+            .map(|r| r.freed)
+    }
+
     fn present(&self, image: &str) -> bool {
         matches!(self.store.resolve(image), Ok(Some(_)))
     }

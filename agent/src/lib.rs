@@ -5,12 +5,14 @@
 //! newest spec, and writes pod status. ARCHITECTURE.md draws its layers; `tests/layers.rs`
 //! keeps them.
 
+pub mod admission;
 pub mod assembly;
 pub mod certs;
 pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod eviction;
 pub mod fieldpath;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -181,6 +181,34 @@ pub fn container_res(c: &Container) -> ContainerRes {
     }
 }
 
+/// `NewQuantity(v, BinarySI).String()`: `100Mi`, `1536`, `12Ki`; under 1024 as a decimal.
+pub fn binary_si(v: i64) -> String {
+    if v.abs() < 1024 {
+        return decimal_si(v);
+    }
+    const SUFFIXES: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let (mut n, mut i) = (v, 0);
+    while n % 1024 == 0 && i < 6 {
+        n /= 1024;
+        i += 1;
+    }
+    format!("{n}{}", SUFFIXES[i])
+}
+
+/// `NewQuantity(v, DecimalSI).String()`: `1500`, `2k`, `3M`.
+pub fn decimal_si(v: i64) -> String {
+    const SUFFIXES: [&str; 7] = ["", "k", "M", "G", "T", "P", "E"];
+    if v == 0 {
+        return "0".into();
+    }
+    let (mut n, mut i) = (v, 0);
+    while n % 1000 == 0 && i < 6 {
+        n /= 1000;
+        i += 1;
+    }
+    format!("{n}{}", SUFFIXES[i])
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

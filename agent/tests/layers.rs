@@ -30,9 +30,13 @@ const RANKS: &[(&str, u32)] = &[
     ("projection", 2),
     ("translate", 3),
     ("claims", 4),
+    // The node's resource contract: allocatable, admission (resource fit, affinity, taints).
+    ("admission", 4),
     ("network", 4),
     ("validation", 4),
     ("manifest", 5),
+    // Node-pressure eviction: thresholds, ranking, messages (uses admission's requests).
+    ("eviction", 5),
     ("images", 6),
     ("pods", 7),
     ("cluster", 8),

@@ -71,6 +71,12 @@ impl Default for NetworkOptions {
     }
 }
 
+/// The writable layer (overlay upper folder) of container `id`, when the container exists.
+pub fn writable_layer(paths: &RuntimePaths, id: &str) -> Option<PathBuf> {
+    let dir = paths.run_dir.join("containers").join(id).join("upper");
+    (valid_id(id) && dir.is_dir()).then_some(dir)
+}
+
 /// Image ids of every container recorded under `<run_dir>/containers` (what image GC must
 /// keep), read from the containers' requests; needs no running [`HostRuntime`] (the CLI's
 /// `bosun images gc` uses it too).

@@ -248,6 +248,25 @@ impl PodRuntime for HostRuntime {
         container::images_in_use(self.paths())
     }
 
+    fn enforce_pods_limits(
+        &self,
+        limits: &crate::Resources,
+    ) -> Result<(), crate::cgroups::CgroupError> {
+        CgroupLayout::host(&self.paths().cgroup_root)?
+            .ensure_kubepods(limits)
+            .map(|_| ())
+    }
+
+    fn pods_usage(&self, each_pod: bool) -> crate::cgroups::PodsUsage {
+        CgroupLayout::host(&self.paths().cgroup_root)
+            .map(|layout| layout.pods_usage(each_pod))
+            .unwrap_or_default()
+    }
+
+    fn writable_layer(&self, id: &str) -> Option<PathBuf> {
+        container::writable_layer(self.paths(), id)
+    }
+
     fn release_node(&self) -> Result<bool, RemoveSandboxError> {
         if !sandbox::list(self.paths()).is_empty() {
             return Ok(false);

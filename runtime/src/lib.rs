@@ -463,6 +463,27 @@ pub trait PodRuntime: Send + Sync {
     /// Node-wide clean-up when the agent stops: with no sandbox left, the sandboxes mount point
     /// and the empty `kubepods` cgroups are removed. `Ok(false)` when pods remain.
     fn release_node(&self) -> Result<bool, RemoveSandboxError>;
+
+    /// Limits the `kubepods` cgroup (all pods together) to `limits`: the node's allocatable
+    /// with `enforceNodeAllocatable: [pods]`. A runtime without cgroups does nothing.
+    fn enforce_pods_limits(&self, limits: &Resources) -> Result<(), cgroups::CgroupError> {
+        let _ = limits;
+        Ok(())
+    }
+
+    /// Memory and processes of `kubepods` and, with `each_pod`, of each pod (by uid) and
+    /// container (by id), for the eviction manager.
+    fn pods_usage(&self, each_pod: bool) -> cgroups::PodsUsage {
+        let _ = each_pod;
+        cgroups::PodsUsage::default()
+    }
+
+    /// The folder of a container's writable layer (for its ephemeral storage use), if the
+    /// runtime keeps one on the host.
+    fn writable_layer(&self, id: &str) -> Option<PathBuf> {
+        let _ = id;
+        None
+    }
 }
 
 /// A container built and held before its process runs ([`PodRuntime::create_container`]).

@@ -58,8 +58,11 @@ cat >"$W/cni/10-e2e.conflist" <<JSON
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$W/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods and collect its images on a host whose disk is merely quite full.
+printf 'kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n' >"$W/config.yaml"
 "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
-    --cert-dir "$W/pki" "${A[@]}" >"$W/bosun.log" 2>&1 &
+    --cert-dir "$W/pki" --config "$W/config.yaml" "${A[@]}" >"$W/bosun.log" 2>&1 &
 bosun_pid=$!
 
 node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }

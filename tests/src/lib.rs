@@ -230,8 +230,17 @@ impl Node {
             .create(true)
             .append(true)
             .open(self.path("bosun.log"))?;
+        // Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 %
+        // free) would collect the tests' images on a host whose disk is merely quite full.
+        let config = self.path("config.yaml");
+        std::fs::write(
+            &config,
+            "kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n",
+        )?;
         let child = Command::new(bosun_bin())
             .arg("standalone")
+            .arg("--config")
+            .arg(&config)
             .arg("--manifests")
             .arg(self.path("manifests"))
             .args(self.common_args())

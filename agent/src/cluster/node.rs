@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::api::{Api, GetParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 
+use crate::eviction::NodeCondition as Pressure;
 use crate::pods::status::time;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -46,6 +47,9 @@ pub struct NodeFacts {
     /// What the node's HTTP API serves that apiservers may rely on
     /// (`status.declaredFeatures`).
     pub declared_features: Vec<String>,
+    /// `status.allocatable` (capacity minus the reservations: `pods::eviction::NodeResources`);
+    /// empty: the capacity.
+    pub allocatable: BTreeMap<String, Quantity>,
 }
 
 fn read_trim(path: &str) -> String {
@@ -137,6 +141,7 @@ impl NodeFacts {
             arch,
             port: 10250,
             declared_features: Vec::new(),
+            allocatable: BTreeMap::new(),
         }
     }
 
@@ -173,17 +178,19 @@ impl NodeFacts {
                 taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
                 ..Default::default()
             }),
-            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new())),
+            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[])),
         }
     }
 
-    /// Node status: capacity, conditions (keeping transition times), node info, images.
+    /// Node status: capacity, allocatable, conditions (keeping transition times; `pressure`: the
+    /// eviction manager's), node info, images.
     pub fn status(
         &self,
         now: SystemTime,
         previous: Option<&NodeStatus>,
         images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
         volumes_in_use: Vec<String>,
+        pressure: &[Pressure],
     ) -> NodeStatus {
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             let old = previous
@@ -202,6 +209,16 @@ impl NodeFacts {
                 last_transition_time: transition,
             }
         };
+        let pressure_cond = |c: Pressure| {
+            let on = pressure.contains(&c);
+            let (reason, message) = c.reason_and_message(on);
+            cond(
+                c.as_str(),
+                if on { "True" } else { "False" },
+                reason,
+                message,
+            )
+        };
         NodeStatus {
             addresses: Some(
                 self.addresses
@@ -213,26 +230,15 @@ impl NodeFacts {
                     .collect(),
             ),
             capacity: Some(self.resources()),
-            allocatable: Some(self.resources()),
+            allocatable: Some(if self.allocatable.is_empty() {
+                self.resources()
+            } else {
+                self.allocatable.clone()
+            }),
             conditions: Some(vec![
-                cond(
-                    "MemoryPressure",
-                    "False",
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                ),
-                cond(
-                    "DiskPressure",
-                    "False",
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                ),
-                cond(
-                    "PIDPressure",
-                    "False",
-                    "KubeletHasSufficientPID",
-                    "kubelet has sufficient PID available",
-                ),
+                pressure_cond(Pressure::MemoryPressure),
+                pressure_cond(Pressure::DiskPressure),
+                pressure_cond(Pressure::PidPressure),
                 cond(
                     "Ready",
                     "True",
@@ -366,12 +372,19 @@ pub async fn status_loop(
     facts: NodeFacts,
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
+    pressure: impl Fn() -> Vec<Pressure>,
 ) {
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
     loop {
-        let status = facts.status(SystemTime::now(), last.as_ref(), images(), volumes_in_use());
+        let status = facts.status(
+            SystemTime::now(),
+            last.as_ref(),
+            images(),
+            volumes_in_use(),
+            &pressure(),
+        );
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
         // brings them back.
@@ -497,10 +510,11 @@ mod tests {
             arch: "amd64".into(),
             port: 10250,
             declared_features: vec![],
+            allocatable: BTreeMap::from([("cpu".to_string(), Quantity("1500m".into()))]),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let s0 = facts.status(t0, None, vec![], vec![]);
-        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![]);
+        let s0 = facts.status(t0, None, vec![], vec![], &[]);
+        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![], &[]);
         assert!(same_ignoring_heartbeats(&s0, &s1));
         let ready = |s: &NodeStatus| {
             s.conditions
@@ -518,6 +532,37 @@ mod tests {
             ready(&s1).last_heartbeat_time,
             ready(&s0).last_heartbeat_time
         );
+        assert_eq!(
+            s0.allocatable.clone().expect("allocatable")["cpu"].0,
+            "1500m"
+        );
+        // The eviction manager's conditions, with the kubelet's reasons.
+        let s2 = facts.status(
+            t0 + Duration::from_secs(20),
+            Some(&s1),
+            vec![],
+            vec![],
+            &[Pressure::DiskPressure],
+        );
+        let cond = |s: &NodeStatus, ty: &str| {
+            s.conditions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == ty)
+                .expect("condition")
+        };
+        let disk = cond(&s2, "DiskPressure");
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+        assert_ne!(
+            disk.last_transition_time,
+            cond(&s1, "DiskPressure").last_transition_time
+        );
+        assert_eq!(cond(&s2, "MemoryPressure").status, "False");
+        assert!(!same_ignoring_heartbeats(&s1, &s2));
         let cap = s0.capacity.expect("capacity");
         assert_eq!(cap["pods"].0, "110");
         assert_eq!(cap["memory"].0, format!("{}Ki", 4u64 << 20));

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod backoff;
+pub mod eviction;
 pub mod probing;
 pub mod source;
 pub mod status;
@@ -138,6 +139,8 @@ pub struct Ctx {
     /// The ID ranges of pods with `hostUsers: false` (persisted); `None` when the node cannot
     /// give any (a bad pool or allocation file, logged at start-up): such pods fail to start.
     pub userns: Option<Arc<bosun_runtime::userns::Allocator>>,
+    /// The node's capacity, allocatable, admission view, eviction settings and pressure.
+    pub resources: Arc<eviction::NodeResources>,
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
@@ -277,6 +280,10 @@ async fn release_startup_memory() {
 pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>>) {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut events = ctx.runtime.subscribe();
+    // The eviction manager sees the pods that run and tells which to evict.
+    let (active_tx, active_rx) = watch::channel(Vec::new());
+    let (evict_tx, mut evict_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(eviction::run(ctx.clone(), active_rx, evict_tx));
     // Wait for the source's first full answer before deciding what is an orphan.
     let mut current = loop {
         if let Some(d) = desired.borrow_and_update().clone() {
@@ -311,7 +318,19 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     loop {
         crate::metrics::health::sync_loop_tick();
         reconcile(&ctx, &mut workers, &mut terminated, &current);
+        active_tx.send_replace(active_pods(&workers));
         tokio::select! {
+            Some(ev) = evict_rx.recv() => {
+                if let Some(w) = workers.get(&ev.uid) {
+                    w.tx.send_if_modified(|cur| match cur.1 {
+                        Intent::Run => {
+                            cur.1 = Intent::Fail(ev.failure.clone());
+                            true
+                        }
+                        _ => false,
+                    });
+                }
+            }
             r = desired.changed() => {
                 if r.is_err() {
                     return;
@@ -341,6 +360,17 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     }
 }
 
+/// The pods that run (admitted, not ending, not ended in the API).
+fn active_pods(workers: &HashMap<String, WorkerHandle>) -> Vec<Arc<Pod>> {
+    workers
+        .values()
+        .filter_map(|w| {
+            let cur = w.tx.borrow();
+            (cur.1 == Intent::Run && !api_terminal(&cur.0)).then(|| cur.0.clone())
+        })
+        .collect()
+}
+
 fn reconcile(
     ctx: &Arc<Ctx>,
     workers: &mut HashMap<String, WorkerHandle>,
@@ -356,6 +386,7 @@ fn reconcile(
     });
     // Forget terminated pods once their source no longer lists them.
     terminated.retain(|uid| desired.contains_key(uid));
+    let mut fresh: Vec<Arc<Pod>> = Vec::new();
     for (uid, pod) in desired {
         // Deleted in the API: terminate with the deletion's grace period (once: until the API's
         // delete event arrives, a pod already cleaned up is not terminated again).
@@ -375,8 +406,8 @@ fn reconcile(
                 }
                 Some(w) => {
                     w.tx.send_if_modified(|cur| match cur.1 {
-                        Intent::Run => {
-                            *cur = (pod.clone(), terminate);
+                        Intent::Run | Intent::Fail(_) => {
+                            *cur = (pod.clone(), terminate.clone());
                             true
                         }
                         Intent::Terminate { .. } => false,
@@ -386,12 +417,8 @@ fn reconcile(
             continue;
         }
         match workers.get(uid) {
-            None => {
-                workers.insert(
-                    uid.clone(),
-                    worker::spawn(ctx.clone(), pod.clone(), Intent::Run),
-                );
-            }
+            // New pods are admitted below, oldest first.
+            None => fresh.push(pod.clone()),
             Some(w) => {
                 w.tx.send_if_modified(|cur| match cur {
                     (p, Intent::Run) if !Arc::ptr_eq(p, pod) && **p != **pod => {
@@ -403,12 +430,40 @@ fn reconcile(
             }
         }
     }
+    // The kubelet's admission, in the order the pods were created, each against the pods
+    // admitted before it; a pod the API says ended is not admitted again.
+    fresh.sort_by(|a, b| {
+        let key = |p: &Pod| {
+            (
+                p.metadata.creation_timestamp.clone(),
+                p.metadata.uid.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    for pod in fresh {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let intent = if api_terminal(&pod) {
+            Intent::Run
+        } else {
+            let running = active_pods(workers);
+            let others: Vec<&Pod> = running.iter().map(|p| p.as_ref()).collect();
+            match eviction::admit(&ctx.resources, &pod, &others) {
+                Ok(()) => Intent::Run,
+                Err(failure) => {
+                    tracing::warn!(pod = %pod_key(&pod), reason = %failure.reason, "pod rejected: {}", failure.event_message);
+                    Intent::Fail(Arc::new(failure))
+                }
+            }
+        };
+        workers.insert(uid, worker::spawn(ctx.clone(), pod, intent));
+    }
     for (uid, w) in workers.iter() {
         if desired.contains_key(uid) {
             continue;
         }
         w.tx.send_if_modified(|cur| match cur.1 {
-            Intent::Run => {
+            Intent::Run | Intent::Fail(_) => {
                 cur.1 = Intent::Terminate { grace: None };
                 true
             }

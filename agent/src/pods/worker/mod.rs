@@ -138,6 +138,8 @@ pub(crate) struct Worker {
     admitted: bool,
     /// Admission refused the pod: the refusal stands (the node does not judge it again).
     rejected: Option<crate::security::Refusal>,
+    /// The node ended the pod (admission, eviction): its status says so.
+    failure: Option<Arc<plan::PodFailure>>,
 }
 
 impl Worker {
@@ -163,6 +165,7 @@ impl Worker {
             init: (true, false),
             admitted: false,
             rejected: None,
+            failure: None,
         };
         if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
             if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
@@ -179,8 +182,9 @@ impl Worker {
             let (pod, intent) = rx.borrow_and_update().clone();
             self.pod = pod;
             let t0 = std::time::Instant::now();
+            let run = intent == Intent::Run;
             let next = self.sync(intent).await;
-            if intent == Intent::Run {
+            if run {
                 crate::metrics::observe_pod_worker(operation, t0.elapsed());
             }
             let resync = self.ctx.cfg.sync_frequency;

@@ -6,7 +6,8 @@
 //! Decided first, before anything starts:
 //! - admission: a pod the node refuses ([`Desired::admission`]: the worker asks
 //!   [`crate::pods::admission`] (OS, architecture) then [`crate::security::admit`] (sysctls,
-//!   then AppArmor), once per pod) is a [`KillPod`] ending in [`PodEnd::Rejected`];
+//!   then AppArmor), once per pod) is a [`KillPod`] ending in [`PodEnd::Failed`]
+//!   ([`PodFailure::rejected`]); the manager's resource admission comes as [`Intent::Fail`];
 //! - activeDeadlineSeconds: a pod active longer than its deadline is killed with its grace
 //!   period and ends [`PodEnd::Failed`] (`DeadlineExceeded`); before that the plan asks to be
 //!   woken at the deadline.
@@ -18,10 +19,11 @@
 //!   (the kubelet's `ContainersToUpdate`), decided from the spec and what the runtime reports.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bosun_runtime::ContainerState;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus, Probe};
 
 use super::super::backoff::Backoff;
 use super::super::probing::{ProbeKind, ProbeState};
@@ -40,13 +42,108 @@ pub const DEADLINE_EXCEEDED_MESSAGE: &str =
 pub type Attempts = BTreeMap<String, Vec<Record>>;
 
 /// What the pod manager wants of a pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Intent {
     /// Run it (until the API says it ended).
     Run,
     /// Terminate it gracefully (a grace override in seconds, e.g. a deletion's), then remove
     /// everything it has.
     Terminate { grace: Option<i64> },
+    /// End it in phase Failed for a reason of the node's (admission refused it, the eviction
+    /// manager evicts it): stopped, its status written, what it holds released.
+    Fail(Arc<PodFailure>),
+}
+
+/// Why the node ends a pod on its own: the pod's phase becomes Failed with this reason and
+/// message (the kubelet's `rejectPod` and the eviction manager's `evictPod`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailure {
+    /// The status reason and the Warning Event's (`OutOfcpu`, `NodeAffinity`, `Evicted`).
+    pub reason: String,
+    /// The status message.
+    pub message: String,
+    /// The Event's message.
+    pub event_message: String,
+    /// The Event's type: Warning, Normal for activeDeadlineSeconds (as the kubelet's).
+    pub event_type: EventType,
+    /// Refused at admission: it never ran, its status has no containers.
+    pub rejected: bool,
+    /// The `DisruptionTarget` condition (reason `TerminationByKubelet`) goes with the status.
+    pub disruption: bool,
+    /// A grace period override in seconds (an eviction's).
+    pub grace: Option<i64>,
+}
+
+/// The reason of the DisruptionTarget condition of a pod the kubelet ends.
+pub const TERMINATION_BY_KUBELET: &str = "TerminationByKubelet";
+
+impl PodFailure {
+    /// A pod admission refused: "Pod was rejected: <message>".
+    pub fn rejected(reason: &str, message: &str) -> PodFailure {
+        PodFailure {
+            reason: reason.to_string(),
+            message: format!("Pod was rejected: {message}"),
+            event_message: message.to_string(),
+            event_type: EventType::Warning,
+            rejected: true,
+            disruption: false,
+            grace: None,
+        }
+    }
+
+    /// A pod the eviction manager evicts (reason `Evicted`).
+    pub fn evicted(message: &str, grace: Option<i64>, disruption: bool) -> PodFailure {
+        PodFailure {
+            reason: crate::eviction::REASON.to_string(),
+            message: message.to_string(),
+            event_message: message.to_string(),
+            event_type: EventType::Warning,
+            rejected: false,
+            disruption,
+            grace,
+        }
+    }
+
+    /// A pod active on the node longer than its activeDeadlineSeconds: stopped with its own
+    /// grace period, a Normal Event (the kubelet's active deadline handler).
+    pub fn deadline() -> PodFailure {
+        PodFailure {
+            reason: DEADLINE_EXCEEDED.to_string(),
+            message: DEADLINE_EXCEEDED_MESSAGE.to_string(),
+            event_message: DEADLINE_EXCEEDED_MESSAGE.to_string(),
+            event_type: EventType::Normal,
+            rejected: false,
+            disruption: false,
+            grace: None,
+        }
+    }
+
+    /// The status of a pod that ran and ended so: phase Failed, the reason and message, the
+    /// DisruptionTarget condition (its transition time kept from `previous`). A rejected pod's
+    /// is `status::rejected_status` instead.
+    pub fn apply(&self, st: &mut PodStatus, previous: Option<&PodStatus>, now: SystemTime) {
+        st.phase = Some("Failed".into());
+        st.reason = Some(self.reason.clone());
+        st.message = Some(self.message.clone());
+        if !self.disruption {
+            return;
+        }
+        let at = previous
+            .and_then(|p| p.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "DisruptionTarget"))
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| super::super::status::time(now));
+        let conditions = st.conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|c| c.type_ != "DisruptionTarget");
+        conditions.push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some(TERMINATION_BY_KUBELET.into()),
+            message: Some(self.message.clone()),
+            last_transition_time: Some(at),
+            ..PodCondition::default()
+        });
+    }
 }
 
 /// What is wanted of the pod.
@@ -137,15 +234,9 @@ pub enum PodEnd {
     Removed,
     /// The API says the pod ended: what it holds is released, its logs stay for users.
     Released,
-    /// The node failed the pod (activeDeadlineSeconds): once its containers are stopped, its
-    /// status says phase Failed with this reason and message, then what it holds is released.
-    Failed {
-        reason: &'static str,
-        message: &'static str,
-    },
-    /// The node's admission refused the pod: nothing starts, its status says phase Failed with
-    /// the refusal's reason and message.
-    Rejected(Refusal),
+    /// The node ends it (admission, eviction): its Failed status is written, then what it holds
+    /// is released as for [`PodEnd::Released`].
+    Failed(Arc<PodFailure>),
 }
 
 /// Stopping the whole pod.
@@ -283,9 +374,18 @@ pub fn plan(
 ) -> PodActions {
     let pod = desired.pod;
     let mut a = PodActions::default();
-    match desired.intent {
+    match &desired.intent {
         Intent::Terminate { grace } => {
-            a.kill_pod = Some(terminate(pod, &observed.attempts, grace));
+            a.kill_pod = Some(terminate(pod, &observed.attempts, *grace));
+            return a;
+        }
+        // Ended by the node: stopped with the failure's grace period, once.
+        Intent::Fail(failure) => {
+            if !observed.released {
+                let mut kill = terminate(pod, &observed.attempts, failure.grace);
+                kill.end = PodEnd::Failed(failure.clone());
+                a.kill_pod = Some(kill);
+            }
             return a;
         }
         // A pod the API says has ended never runs again (also one that ended before this node
@@ -301,7 +401,10 @@ pub fn plan(
     if let Some(refusal) = desired.admission {
         if !observed.released {
             a.kill_pod = Some(KillPod {
-                end: PodEnd::Rejected(refusal.clone()),
+                end: PodEnd::Failed(Arc::new(PodFailure::rejected(
+                    refusal.reason,
+                    &refusal.message,
+                ))),
                 ..release(&observed.attempts)
             });
         }
@@ -311,10 +414,7 @@ pub fn plan(
         Some(at) if now >= at => {
             if !observed.released {
                 a.kill_pod = Some(KillPod {
-                    end: PodEnd::Failed {
-                        reason: DEADLINE_EXCEEDED,
-                        message: DEADLINE_EXCEEDED_MESSAGE,
-                    },
+                    end: PodEnd::Failed(Arc::new(PodFailure::deadline())),
                     ..terminate(pod, &observed.attempts, None)
                 });
             }

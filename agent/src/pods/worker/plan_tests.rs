@@ -590,7 +590,10 @@ fn a_refused_pod_starts_nothing_and_ends_once() {
             grace: None,
             containers: vec![],
             sidecars: vec![],
-            end: PodEnd::Rejected(refusal.clone()),
+            end: PodEnd::Failed(Arc::new(PodFailure::rejected(
+                refusal.reason,
+                &refusal.message
+            ))),
         })
     );
     let done = Observed {
@@ -629,10 +632,7 @@ fn the_active_deadline_kills_the_pod_with_its_grace_and_fails_it() {
                 id: "u1_a_0".into()
             }],
             sidecars: vec![],
-            end: PodEnd::Failed {
-                reason: "DeadlineExceeded",
-                message: "Pod was active on the node longer than the specified deadline",
-            },
+            end: PodEnd::Failed(Arc::new(PodFailure::deadline())),
         })
     );
     assert!(a.containers_to_start.is_empty());
@@ -685,4 +685,108 @@ fn an_updated_image_restarts_a_running_container_whatever_its_policy() {
     let a = plan_at(&p, &o, &Backoff::default(), t(3));
     assert_eq!(names(&a.containers_to_start), [("a".into(), 1)]);
     assert!(a.containers_to_kill.is_empty());
+}
+
+#[test]
+fn a_pod_the_node_fails_is_stopped_with_the_failures_grace_then_released_once() {
+    let p =
+        pod("spec:\n  terminationGracePeriodSeconds: 30\n  containers:\n  - {name: a, image: x}\n");
+    let o = observed(attempts(&[("a", vec![running()])]));
+    let evicted = Arc::new(PodFailure::evicted(
+        "The node was low on resource: memory. ",
+        Some(1),
+        true,
+    ));
+    let d = Desired {
+        intent: Intent::Fail(evicted.clone()),
+        ..run(&p)
+    };
+    let a = plan(&d, &o, &Backoff::default(), t(2));
+    assert_eq!(
+        a.kill_pod,
+        Some(KillPod {
+            grace: Some(Duration::from_secs(1)),
+            containers: vec![Running {
+                name: "a".into(),
+                id: "u1_a_0".into()
+            }],
+            sidecars: vec![],
+            end: PodEnd::Failed(evicted.clone()),
+        })
+    );
+    assert!(a.containers_to_start.is_empty());
+    // Once released nothing more happens (no start either).
+    let released = Observed {
+        released: true,
+        ..observed(attempts(&[("a", vec![exited(137, t(3))])]))
+    };
+    assert_eq!(
+        plan(&d, &released, &Backoff::default(), t(4)),
+        PodActions::default()
+    );
+    // A rejection keeps the pod's own grace period (nothing runs anyway).
+    let rejected = Arc::new(PodFailure::rejected(
+        "OutOfcpu",
+        "Node didn't have enough resource: cpu",
+    ));
+    let d = Desired {
+        intent: Intent::Fail(rejected),
+        ..run(&p)
+    };
+    let a = plan(&d, &observed(Attempts::new()), &Backoff::default(), t(1));
+    let kill = a.kill_pod.expect("kill");
+    assert!(kill.containers.is_empty());
+    assert_eq!(kill.grace, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn a_failure_writes_the_kubelets_status() {
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    let running = PodStatus {
+        phase: Some("Running".into()),
+        qos_class: Some("BestEffort".into()),
+        conditions: Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            ..Default::default()
+        }]),
+        container_statuses: Some(vec![Default::default()]),
+        ..Default::default()
+    };
+    let f = PodFailure::evicted("The node was low on resource: memory. ", Some(1), true);
+    let mut st = running.clone();
+    f.apply(&mut st, None, t(10));
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("Evicted"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("The node was low on resource: memory. ")
+    );
+    assert!(
+        st.container_statuses.is_some(),
+        "an evicted pod keeps its containers' states"
+    );
+    let dt = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .cloned()
+        .expect("DisruptionTarget");
+    assert_eq!(
+        (dt.status.as_str(), dt.reason.as_deref()),
+        ("True", Some("TerminationByKubelet"))
+    );
+    // Written again later: the condition keeps its transition time, so nothing changes.
+    let mut again = running.clone();
+    f.apply(&mut again, Some(&st), t(20));
+    assert_eq!(again, st);
+    // A local storage eviction has no DisruptionTarget condition.
+    let mut st = running;
+    PodFailure::evicted("Usage of EmptyDir volume ", Some(1), false).apply(&mut st, None, t(1));
+    assert!(!st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "DisruptionTarget"));
 }

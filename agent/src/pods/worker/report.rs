@@ -344,6 +344,21 @@ impl Worker {
             );
         }
         crate::network::set_ips(&mut st, &self.net.ips, self.net.host_ip.as_deref());
+        match self.failure.clone() {
+            // The kubelet's rejectPod: nothing of the pod ran.
+            Some(f) if f.rejected => {
+                st = status::rejected_status(
+                    &self.pod,
+                    self.last_status.as_ref(),
+                    &f.reason,
+                    &f.event_message,
+                    self.start_time,
+                    qos.as_str(),
+                )
+            }
+            Some(f) => f.apply(&mut st, self.last_status.as_ref(), SystemTime::now()),
+            None => {}
+        }
         self.publish_status(st);
     }
 

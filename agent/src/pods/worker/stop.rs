@@ -22,33 +22,28 @@ impl Worker {
     pub(super) async fn kill_pod(&mut self, kill: KillPod, attempts: &Attempts) -> Next {
         let first = self.ended.is_none();
         match &kill.end {
-            PodEnd::Rejected(refusal) => {
+            PodEnd::Failed(f) => {
                 if first {
-                    self.event(EventType::Warning, refusal.reason, &refusal.message);
+                    self.event(f.event_type, &f.reason, &f.event_message);
                 }
                 self.ended = Some(Ended::Failed {
-                    reason: refusal.reason.to_string(),
-                    message: refusal.message.clone(),
+                    reason: f.reason.clone(),
+                    message: f.message.clone(),
                 });
-                let qos = crate::translate::qos_class(&self.pod);
-                let st = status::rejected_status(
-                    &self.pod,
-                    self.last_status.as_ref(),
-                    refusal.reason,
-                    &refusal.message,
-                    self.start_time,
-                    qos.as_str(),
-                );
-                self.publish_status(st);
-            }
-            PodEnd::Failed { reason, message } => {
-                if first {
-                    self.event(EventType::Normal, reason, message);
+                self.failure = Some(f.clone());
+                if f.rejected {
+                    // The kubelet's rejectPod: its status at once; nothing of the pod was made,
+                    // nothing to stop.
+                    self.write_state_files();
+                    self.write_status(false, false, false);
+                    if kill.containers.is_empty() {
+                        if !attempts.is_empty() {
+                            self.release().await;
+                        }
+                        self.released = true;
+                        return Next::Resync;
+                    }
                 }
-                self.ended = Some(Ended::Failed {
-                    reason: reason.to_string(),
-                    message: message.to_string(),
-                });
             }
             PodEnd::Removed => self.ended = Some(Ended::Stopped),
             PodEnd::Released => {}
@@ -99,7 +94,7 @@ impl Worker {
             }
         }
         match kill.end {
-            PodEnd::Rejected(_) => {
+            PodEnd::Failed(f) if f.rejected => {
                 if !attempts.is_empty() {
                     self.release().await;
                 }
@@ -111,7 +106,7 @@ impl Worker {
                 self.released = true;
                 Next::Resync
             }
-            PodEnd::Failed { .. } => {
+            PodEnd::Failed(_) => {
                 // The containers' terminated states and the phase, then the release.
                 self.write_status(true, self.init.0, self.init.1);
                 self.release().await;

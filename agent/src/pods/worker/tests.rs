@@ -68,6 +68,7 @@ impl Harness {
                 )
                 .unwrap(),
             )),
+            resources: Arc::new(crate::pods::eviction::NodeResources::unlimited()),
         });
         Harness {
             _tmp: tmp,
@@ -949,4 +950,103 @@ async fn a_profile_the_runtime_refuses_is_a_create_container_error_until_fixed()
     w.sync(Intent::Run).await;
     assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
     assert!(waiting(&status(&w), "a").is_none());
+}
+
+#[tokio::test]
+async fn an_evicted_pod_is_stopped_with_the_eviction_grace_and_ends_failed_keeping_its_logs() {
+    let mut h = Harness::new();
+    let p = two_containers();
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0", "u1_b_0"]);
+    h.events();
+    let failure = Arc::new(crate::pods::worker::plan::PodFailure::evicted(
+        "The node was low on resource: memory. ",
+        Some(1),
+        true,
+    ));
+    let next = w.sync(Intent::Fail(failure.clone())).await;
+    assert_eq!(
+        next,
+        Next::Resync,
+        "the worker stays (the API keeps the pod)"
+    );
+    let calls = h.rt.take_calls();
+    let stops: Vec<Duration> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Stop { grace, .. } => Some(*grace),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops.len(), 2, "{calls:?}");
+    assert!(
+        stops.iter().all(|g| *g <= Duration::from_secs(2)),
+        "{stops:?}"
+    );
+    assert!(calls.contains(&Call::RemoveSandbox("u1".into())));
+    let st = status(&w);
+    assert_eq!(
+        (
+            st.phase.as_deref(),
+            st.reason.as_deref(),
+            st.message.as_deref()
+        ),
+        (
+            Some("Failed"),
+            Some("Evicted"),
+            Some("The node was low on resource: memory. ")
+        )
+    );
+    assert!(st
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "DisruptionTarget" && c.status == "True"));
+    // The containers' last states are in the status; the status file says the same.
+    assert_eq!(st.container_statuses.as_ref().map(Vec::len), Some(2));
+    let file = std::fs::read(h.state_dir("u1").join(crate::pods::status::STATUS_FILE)).unwrap();
+    assert!(String::from_utf8_lossy(&file).contains("\"reason\": \"Evicted\""));
+    let ev = h.events();
+    assert_eq!(ev.first().unwrap().0, "Evicted");
+    // Nothing starts again.
+    assert_eq!(w.sync(Intent::Fail(failure)).await, Next::Resync);
+    assert!(starts(&h.rt.take_calls()).is_empty());
+}
+
+#[tokio::test]
+async fn a_rejected_pod_never_starts_and_ends_failed() {
+    let mut h = Harness::new();
+    let p = two_containers();
+    let mut w = h.worker(&p);
+    let failure = Arc::new(crate::pods::worker::plan::PodFailure::rejected(
+        "OutOfcpu",
+        "Node didn't have enough resource: cpu, requested: 8000, used: 0, capacity: 4000",
+    ));
+    w.sync(Intent::Fail(failure.clone())).await;
+    w.sync(Intent::Fail(failure)).await;
+    let calls = h.rt.take_calls();
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::CreateSandbox(_))),
+        "{calls:?}"
+    );
+    assert!(starts(&calls).is_empty());
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("OutOfcpu"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was rejected: Node didn't have enough resource: cpu, requested: 8000, used: 0, capacity: 4000")
+    );
+    assert!(st.container_statuses.is_none());
+    let ev = h.events();
+    assert_eq!(
+        ev,
+        [(
+            "OutOfcpu".to_string(),
+            None,
+            "Node didn't have enough resource: cpu, requested: 8000, used: 0, capacity: 4000"
+                .to_string()
+        )]
+    );
 }
