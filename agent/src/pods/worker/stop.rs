@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Container;
 
 use super::plan::{Attempts, KillContainer, KillPod, PodEnd};
 use super::{Next, Worker};
-use crate::pods::status::{self, Ended};
+use crate::pods::status::Ended;
 use crate::pods::Ctx;
 use crate::reasons::{event, EventType};
 
