@@ -1,6 +1,6 @@
 //! Flags + the KubeletConfiguration file -> one validated [`Config`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -114,16 +114,24 @@ pub struct ServerConfig {
     pub max_unauthenticated_connections: usize,
 }
 
-impl ServerConfig {
-    /// The connection limits of the API's listener.
-    pub fn limits(&self) -> crate::server::conn::Limits {
-        crate::server::conn::Limits {
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            stream_idle_timeout: self.streaming_connection_idle_timeout,
-            max_unauthenticated: self.max_unauthenticated_connections,
+/// The kube-apiserver's `ReadHeaderTimeout`.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+/// The kubelet server's `IdleTimeout`.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The default cap on unauthenticated connections: a quarter of the file descriptors the agent
+/// may open, between 16 and 1024.
+pub fn default_max_unauthenticated() -> usize {
+    // SAFETY: getrlimit writes into the struct we pass and has no other effect.
+    let soft = unsafe {
+        let mut r = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur
+        } else {
+            1024
         }
-    }
+    };
+    usize::try_from(soft / 4).unwrap_or(1024).clamp(16, 1024)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,9 +241,9 @@ impl ServerConfig {
                 f.streaming_connection_idle_timeout.as_ref(),
                 4 * 3600,
             )?,
-            header_timeout: crate::server::conn::HEADER_TIMEOUT,
-            idle_timeout: crate::server::conn::IDLE_TIMEOUT,
-            max_unauthenticated_connections: crate::server::conn::default_max_unauthenticated(),
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_unauthenticated_connections: default_max_unauthenticated(),
         };
         for (field, addr) in [
             ("address", &cfg.address),
@@ -348,41 +356,6 @@ pub struct Flags {
     pub image_credentials: Option<PathBuf>,
 }
 
-/// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
-pub const KNOWN_KEYS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "staticPodPath",
-    "cgroupRoot",
-    "containerLogMaxSize",
-    "containerLogMaxFiles",
-    "fileCheckFrequency",
-    "syncFrequency",
-    "podLogsDir",
-    "maxPods",
-    "clusterDNS",
-    "clusterDomain",
-    "resolvConf",
-    "podCIDR",
-    "serializeImagePulls",
-    "maxParallelImagePulls",
-    "imageGCHighThresholdPercent",
-    "imageGCLowThresholdPercent",
-    "imageMinimumGCAge",
-    "port",
-    "address",
-    "healthzPort",
-    "healthzBindAddress",
-    "tlsCertFile",
-    "tlsPrivateKeyFile",
-    "authentication",
-    "authorization",
-    "serverTLSBootstrap",
-    "streamingConnectionIdleTimeout",
-    "seccompDefault",
-    "allowedUnsafeSysctls",
-];
-
 impl Config {
     /// Flags win over the file, the file over defaults.
     pub fn load(flags: &Flags) -> Result<(Config, Vec<String>), ConfigError> {
@@ -448,21 +421,17 @@ impl Config {
             .clone()
             .unwrap_or_else(|| "/var/lib/kubelet".into());
         let node_labels = match &flags.node_labels {
-            Some(l) => {
-                crate::cluster::node::parse_labels(l).map_err(|message| ConfigError::Invalid {
-                    field: "--node-labels".into(),
-                    message,
-                })?
-            }
+            Some(l) => parse_labels(l).map_err(|message| ConfigError::Invalid {
+                field: "--node-labels".into(),
+                message,
+            })?,
             None => Default::default(),
         };
         let register_with_taints = match &flags.register_with_taints {
-            Some(t) => {
-                crate::cluster::node::parse_taints(t).map_err(|message| ConfigError::Invalid {
-                    field: "--register-with-taints".into(),
-                    message,
-                })?
-            }
+            Some(t) => parse_taints(t).map_err(|message| ConfigError::Invalid {
+                field: "--register-with-taints".into(),
+                message,
+            })?,
             None => Vec::new(),
         };
         let cfg = Config {
@@ -654,6 +623,42 @@ pub fn is_below(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
 }
 
+/// `--node-labels k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `--register-with-taints key=value:Effect,key:Effect`.
+pub fn parse_taints(s: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kv, effect) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            return Err(format!("taint {part:?}: unknown effect {effect}"));
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (kv.to_string(), None),
+        };
+        out.push(k8s_openapi::api::core::v1::Taint {
+            key,
+            value,
+            effect: effect.to_string(),
+            time_added: None,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,5 +819,17 @@ mod tests {
         std::fs::write(&path, "kind: Pod\n").expect("write");
         let err = Config::load(&flags).expect_err("must fail");
         assert!(err.to_string().contains("KubeletConfiguration"), "{err}");
+    }
+
+    #[test]
+    fn labels_and_taints_parse() {
+        let l = parse_labels("a=b, c=d").expect("labels");
+        assert_eq!(l.get("c").map(String::as_str), Some("d"));
+        assert!(parse_labels("nope").is_err());
+        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].value.as_deref(), Some("gpu"));
+        assert_eq!(t[1].key, "spot");
+        assert!(parse_taints("x:Sometimes").is_err());
     }
 }

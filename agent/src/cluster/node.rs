@@ -43,18 +43,9 @@ pub struct NodeFacts {
     pub os_image: String,
     pub arch: String,
     pub port: i32,
-}
-
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
+    /// What the node's HTTP API serves that apiservers may rely on
+    /// (`status.declaredFeatures`).
+    pub declared_features: Vec<String>,
 }
 
 fn read_trim(path: &str) -> String {
@@ -95,6 +86,7 @@ pub fn default_node_ip() -> Option<String> {
 
 impl NodeFacts {
     pub fn gather(
+        memory_bytes: u64,
         name: &str,
         node_ip: Option<String>,
         extra_labels: &BTreeMap<String, String>,
@@ -102,7 +94,7 @@ impl NodeFacts {
         root_dir: &std::path::Path,
         max_pods: u32,
     ) -> NodeFacts {
-        let arch = go_arch().to_string();
+        let arch = crate::pods::admission::go_arch().to_string();
         let mut labels = BTreeMap::new();
         labels.insert("kubernetes.io/hostname".into(), name.to_string());
         labels.insert("kubernetes.io/os".into(), "linux".into());
@@ -128,7 +120,7 @@ impl NodeFacts {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as u64)
                 .unwrap_or(1),
-            memory_bytes: crate::cli::node_memory(),
+            memory_bytes,
             ephemeral_storage_bytes: storage,
             max_pods,
             system_uuid: if uuid.is_empty() {
@@ -144,6 +136,7 @@ impl NodeFacts {
             os_image: os_image(),
             arch,
             port: 10250,
+            declared_features: Vec::new(),
         }
     }
 
@@ -266,8 +259,7 @@ impl NodeFacts {
             images: (!images.is_empty()).then_some(images),
             // Mounted attachable volumes: the attach/detach controller never detaches these.
             volumes_in_use: Some(volumes_in_use),
-            // What bosun's API serves: WebSockets for exec straight from the apiserver.
-            declared_features: Some(vec![crate::server::WEBSOCKET_FEATURE.to_string()]),
+            declared_features: Some(self.declared_features.clone()),
             ..Default::default()
         }
     }
@@ -440,42 +432,6 @@ fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
     strip(a) == strip(b)
 }
 
-/// `--node-labels k=v,k2=v2`.
-pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
-/// `--register-with-taints key=value:Effect,key:Effect`.
-pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (kv, effect) = part
-            .rsplit_once(':')
-            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
-        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-            return Err(format!("taint {part:?}: unknown effect {effect}"));
-        }
-        let (key, value) = match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (kv.to_string(), None),
-        };
-        out.push(Taint {
-            key,
-            value,
-            effect: effect.to_string(),
-            time_added: None,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -523,18 +479,6 @@ mod tests {
     }
 
     #[test]
-    fn labels_and_taints_parse() {
-        let l = parse_labels("a=b, c=d").expect("labels");
-        assert_eq!(l.get("c").map(String::as_str), Some("d"));
-        assert!(parse_labels("nope").is_err());
-        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[0].value.as_deref(), Some("gpu"));
-        assert_eq!(t[1].key, "spot");
-        assert!(parse_taints("x:Sometimes").is_err());
-    }
-
-    #[test]
     fn status_keeps_transition_times_and_reports_everything() {
         let facts = NodeFacts {
             name: "n1".into(),
@@ -552,6 +496,7 @@ mod tests {
             os_image: "Debian".into(),
             arch: "amd64".into(),
             port: 10250,
+            declared_features: vec![],
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
         let s0 = facts.status(t0, None, vec![], vec![]);

@@ -1,7 +1,8 @@
 //! The kubelet's security rules, as pure functions of the pod (and the node's settings): which
 //! seccomp filter and AppArmor profile each container gets, which sysctls a pod may set and
 //! where, and what a pod with its own user namespace may ask. The runtime applies what they
-//! decide (`bosun_runtime::seccomp`, `apparmor`, `sandbox::create_with`, `userns`).
+//! decide (`bosun_runtime::seccomp`, `apparmor`, `userns`), given as the `ContainerSecurity`
+//! and `PodSecurity` of `bosun_runtime::PodRuntime`'s create and start calls.
 
 pub mod apparmor;
 pub mod seccomp;
