@@ -75,6 +75,15 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // The pods' state (their specs, literal env values included) is for the agent alone: the
+    // run folder above it is searchable (0711) for pods in user namespaces of their own.
+    let pods_state = cfg.run_dir.join("pods");
+    std::fs::create_dir_all(&pods_state)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pods_state, std::fs::Permissions::from_mode(0o700))
+        })
+        .with_context(|| format!("creating {}", pods_state.display()))?;
     let paths = runtime_paths(&cfg)?;
     if paths.keeper_binary.file_name() != Some(std::ffi::OsStr::new(KEEPER_BINARY)) {
         tracing::warn!(

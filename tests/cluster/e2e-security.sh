@@ -18,6 +18,8 @@ source "$here/env.sh"
 source "$here/lib.sh"
 D=${1:-/tmp/bosun-e2e-sec-cluster}
 W=$(mktemp -d /tmp/bosun-e2e-sec-XXXXXX)
+# Searchable by others (0711, as /var/lib/bosun and /run/bosun are): the userns pod walks it.
+chmod 0711 "$W"
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
 KUBECTL="$K8S_BIN/kubectl"
 NODE=e2e-sec
