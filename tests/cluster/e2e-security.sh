@@ -165,7 +165,12 @@ check "restricted pod: mkdir allowed by the default profile" wait_for 10 printed
 confined_pod=$("$KUBECTL" -n restricted get pods -l app=confined -o jsonpath='{.items[0].metadata.name}')
 exec_mode() { [ "$("$KUBECTL" -n restricted exec "$confined_pod" -- grep Seccomp: /proc/self/status | cut -f2)" = 2 ]; }
 check "kubectl exec into the confined container is confined" wait_for 20 exec_mode
-exec_unshare() { "$KUBECTL" -n restricted exec "$confined_pod" -- unshare -U true 2>&1 | grep -q "Operation not permitted"; }
+# (The output is taken first: kubectl exits 1 with the command, which pipefail would report.)
+exec_unshare() {
+    local out
+    out=$("$KUBECTL" -n restricted exec "$confined_pod" -- unshare -U true 2>&1)
+    grep -q "Operation not permitted" <<<"$out"
+}
 check "kubectl exec: unshare -U denied" wait_for 20 exec_unshare
 "$KUBECTL" -n restricted debug "$confined_pod" --image=busybox --image-pull-policy=Never \
     --profile=restricted -c dbg -- sh -c "$PROBE" >/dev/null 2>&1
