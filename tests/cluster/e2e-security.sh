@@ -270,7 +270,8 @@ spec:
       touch /data/f /host/f; echo data=\$(stat -c %u /data/f); echo cm=\$(stat -L -c %u /cm/key);
       echo host=\$(stat -c %u /host/f); exec sleep 3602']
 YAML
-userns_running() { [ "$("$KUBECTL" get pod userns -o jsonpath='{.status.phase}')" = Running ]; }
+# Its container running (a pod whose container fails to start and is restarted is Running too).
+userns_running() { [ -n "$("$KUBECTL" get pod userns -o jsonpath='{.status.containerStatuses[0].state.running.startedAt}')" ]; }
 check "hostUsers: false pod runs" wait_for 60 userns_running
 uid=$("$KUBECTL" get pod userns -o jsonpath='{.metadata.uid}')
 base=$(jq -r --arg u "$uid" '.pods[$u] // empty' "$W/data/userns.json" 2>/dev/null)
