@@ -505,6 +505,15 @@ impl CgroupLayout {
             }
         }
         let _ = qos;
+        Self::write_v1(controllers, pod, res)
+    }
+
+    /// Writes `res` to the existing cgroup at `path` (cgroupsPath form) in each v1 hierarchy.
+    fn write_v1(
+        controllers: &[(&'static str, PathBuf)],
+        pod: &str,
+        res: &Resources,
+    ) -> Result<(), CgroupError> {
         let find = |c: &str| {
             controllers
                 .iter()
@@ -579,14 +588,18 @@ impl CgroupLayout {
             enable_controllers(mount, &dir, &self.root)?;
         }
         let _ = qos;
-        let dir = mount.join(pod.trim_start_matches('/'));
+        Self::write_v2(&mount.join(pod.trim_start_matches('/')), res)
+    }
+
+    /// Writes `res` to the existing v2 cgroup folder `dir`.
+    fn write_v2(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
         // Writes `value` to `file`; a missing file is an error only when a real limit is asked.
         let put = |file: &str, value: String, limited: bool| -> Result<(), CgroupError> {
             let path = dir.join(file);
             if !path.exists() {
                 if limited {
                     return Err(other(
-                        &dir,
+                        dir,
                         format!("{file} is missing: its controller is not available here"),
                     ));
                 }
@@ -599,10 +612,10 @@ impl CgroupLayout {
         }
         let quota = CpuQuota::of(res);
         if dir.join("cpu.max").exists() {
-            write_quota(&dir, true, quota)?;
+            write_quota(dir, true, quota)?;
         } else if quota.is_some() {
             return Err(other(
-                &dir,
+                dir,
                 "cpu.max is missing: its controller is not available here",
             ));
         }
@@ -615,6 +628,22 @@ impl CgroupLayout {
             None => put("pids.max", "max".into(), false)?,
         }
         Ok(())
+    }
+
+    /// Writes new limits to the existing cgroup at `path` (cgroupsPath form: a pod's or a
+    /// container's), for an in-place resize; creates nothing. `None` fields lift a limit, but
+    /// `cpu_shares: None` leaves the weight as it is.
+    pub fn set_limits(&self, path: &str, res: &Resources) -> Result<(), CgroupError> {
+        match &self.kind {
+            Kind::V1 { controllers, .. } => Self::write_v1(controllers, path, res),
+            Kind::V2 { mount } => {
+                let dir = mount.join(path.trim_start_matches('/'));
+                if !dir.is_dir() {
+                    return Err(other(&dir, "no such cgroup"));
+                }
+                Self::write_v2(&dir, res)
+            }
+        }
     }
 
     /// Removes the pod cgroup (and any leftover child cgroups inside it, deepest first) from every

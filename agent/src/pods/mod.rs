@@ -5,6 +5,7 @@ pub mod admission;
 pub mod backoff;
 pub mod eviction;
 pub mod probing;
+pub mod resize;
 pub mod source;
 pub mod status;
 pub mod worker;
@@ -141,6 +142,8 @@ pub struct Ctx {
     pub userns: Option<Arc<bosun_runtime::userns::Allocator>>,
     /// The node's capacity, allocatable, admission view, eviction settings and pressure.
     pub resources: Arc<eviction::NodeResources>,
+    /// Every running pod as allocated (in-place resize admits against these).
+    pub allocated: resize::Allocated,
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
