@@ -365,15 +365,6 @@ impl Worker {
             || !attempts.is_empty()
             || self.net.sandbox.is_some()
             || self.ctx.runtime.sandbox(&self.uid).is_some();
-        let observed = Observed {
-            attempts,
-            probes,
-            stopping: self.stopping.keys().cloned().collect(),
-            waiting: Some(&self.waiting),
-            volumes_set_up: self.vols.paths.is_some(),
-            objects_at: self.vols.objects_at,
-            released: self.released,
-        };
         if !self.admitted && self.rejected.is_none() {
             // The kubelet's admit handlers, in its order: the OS and architecture predicates,
             // then the sysctl allowlist, then AppArmor.
@@ -389,6 +380,15 @@ impl Worker {
         {
             self.allocate();
         }
+        let observed = Observed {
+            attempts,
+            probes,
+            stopping: self.stopping.keys().cloned().collect(),
+            waiting: Some(&self.waiting),
+            volumes_set_up: self.vols.paths.is_some(),
+            objects_at: self.vols.objects_at,
+            released: self.released,
+        };
         let admission = self.rejected.clone();
         let desired = Desired {
             pod: &self.pod,
@@ -427,6 +427,18 @@ impl Worker {
             return Next::after(POD_SETUP_RETRY);
         }
         // 3. Containers whose probes failed.
+        // A container restarted for a resize: the pod cgroup takes the allocation now (the
+        // kubelet's UpdatePodResources), before the container starts again.
+        let resize_kills = actions
+            .containers_to_kill
+            .iter()
+            .any(|k| k.reason == plan::KillReason::Resize);
+        if resize_kills && actions.containers_to_update.is_empty() {
+            let res = crate::translate::pod_resources(&self.pod);
+            if let Err(e) = self.ctx.runtime.update_pod_resources(&self.uid, &res) {
+                tracing::warn!(error = %e, "pod cgroup not resized");
+            }
+        }
         for kill in actions.containers_to_kill {
             self.kill_in_background(kill);
         }

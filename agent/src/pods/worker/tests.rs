@@ -288,7 +288,11 @@ fn container_spec(id: &str, name: &str, labels: BTreeMap<String, String>) -> Con
         stdin: false,
         stdin_once: false,
         mounts: vec![],
-        resources: Default::default(),
+        // What a container without resources runs with.
+        resources: bosun_runtime::Resources {
+            cpu_shares: Some(2),
+            ..Default::default()
+        },
         oom_score_adj: 0,
         security: Default::default(),
         stop_signal: 15,
@@ -1254,11 +1258,14 @@ async fn a_resize_policy_of_restart_container_restarts_it_with_the_new_resources
     }
     assert_eq!(
         h.rt.take_calls(),
-        [Call::Stop {
-            id: "u1_a_0".into(),
-            signal: 15,
-            grace: Duration::from_secs(3)
-        }]
+        [
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&more)),
+            Call::Stop {
+                id: "u1_a_0".into(),
+                signal: 15,
+                grace: Duration::from_secs(3)
+            }
+        ]
     );
     let ev = h.events();
     assert_eq!(reasons(&ev), ["ResizeStarted", "Killing"]);
