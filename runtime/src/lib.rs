@@ -492,8 +492,11 @@ pub trait PodRuntime: Send + Sync {
     ) -> Result<(), cgroups::CgroupError>;
 
     /// In-place resize: writes `res` to the cgroup of the pod `pod_uid` (its sandbox's).
-    fn update_pod_resources(&self, pod_uid: &str, res: &Resources)
-        -> Result<(), cgroups::CgroupError>;
+    fn update_pod_resources(
+        &self,
+        pod_uid: &str,
+        res: &Resources,
+    ) -> Result<(), cgroups::CgroupError>;
 
     /// The folder of a container's writable layer (for its ephemeral storage use), if the
     /// runtime keeps one on the host.

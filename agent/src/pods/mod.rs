@@ -449,7 +449,14 @@ fn reconcile(
         let intent = if api_terminal(&pod) {
             Intent::Run
         } else {
-            let running = active_pods(workers);
+            // The others as allocated (a pending resize holds nothing yet).
+            let running: Vec<Arc<Pod>> = active_pods(workers)
+                .into_iter()
+                .map(|p| {
+                    let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                    ctx.allocated.get(uid).unwrap_or(p)
+                })
+                .collect();
             let others: Vec<&Pod> = running.iter().map(|p| p.as_ref()).collect();
             match eviction::admit(&ctx.resources, &pod, &others) {
                 Ok(()) => Intent::Run,

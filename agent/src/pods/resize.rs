@@ -57,7 +57,9 @@ pub fn allocation_of(pod: &Pod) -> Allocation {
 /// Does the allocation say what the spec asks? (Semantic: `1` and `1000m` are one quantity.)
 fn same(a: &ResourceRequirements, b: &ResourceRequirements) -> bool {
     let norm = |r: &ResourceRequirements| {
-        let list = |l: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+        let list = |l: &Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
             l.iter()
                 .flatten()
                 .map(|(k, q)| {
@@ -75,10 +77,12 @@ fn same(a: &ResourceRequirements, b: &ResourceRequirements) -> bool {
 
 /// Whether the spec asks for other resources than `allocated`.
 pub fn changed(pod: &Pod, allocated: &Allocation) -> bool {
-    resizable(pod).into_iter().any(|c| match allocated.get(&c.name) {
-        Some(a) => !same(a, &c.resources.clone().unwrap_or_default()),
-        None => false,
-    })
+    resizable(pod)
+        .into_iter()
+        .any(|c| match allocated.get(&c.name) {
+            Some(a) => !same(a, &c.resources.clone().unwrap_or_default()),
+            None => false,
+        })
 }
 
 /// The pod as allocated: each resizable container's resources are its allocation's (the
@@ -104,13 +108,21 @@ pub fn with_allocation(pod: &Pod, allocated: &Allocation) -> Pod {
 pub struct Allocated(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pod>>>);
 
 impl Allocated {
-    fn with<R>(&self, f: impl FnOnce(&mut std::collections::HashMap<String, std::sync::Arc<Pod>>) -> R) -> R {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<String, std::sync::Arc<Pod>>) -> R,
+    ) -> R {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The pod `uid` runs as `pod` now.
     pub fn set(&self, uid: &str, pod: std::sync::Arc<Pod>) {
         self.with(|m| m.insert(uid.to_string(), pod));
+    }
+
+    /// The pod `uid` as allocated, once its worker allocated it.
+    pub fn get(&self, uid: &str) -> Option<std::sync::Arc<Pod>> {
+        self.with(|m| m.get(uid).cloned())
     }
 
     /// The pod `uid` holds nothing any more.
@@ -227,7 +239,12 @@ pub fn conditions(
             Some(e) => (Some(condition::RESIZE_ERROR.to_string()), Some(e.clone())),
             None => (None, None),
         };
-        push(condition::POD_RESIZE_IN_PROGRESS, reason, message, p.generation);
+        push(
+            condition::POD_RESIZE_IN_PROGRESS,
+            reason,
+            message,
+            p.generation,
+        );
     }
     out
 }
@@ -353,7 +370,10 @@ pub fn reported(actual: &Resources, allocated: &ResourceRequirements) -> Resourc
             Some(q) if want.cpu_shares == Some(shares) => Some(q),
             // The minimum shares of a container without a CPU request: none reported.
             None if want.cpu_shares == Some(shares) => None,
-            _ => Some(milli(crate::quantity::ceil_div(i128::from(shares) * 1000, 1024))),
+            _ => Some(milli(crate::quantity::ceil_div(
+                i128::from(shares) * 1000,
+                1024,
+            ))),
         };
         if let Some(q) = q {
             requests.insert("cpu".to_string(), q);

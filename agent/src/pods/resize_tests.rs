@@ -191,7 +191,8 @@ fn memory_check_table() {
 
 #[test]
 fn reported_resources_are_the_allocated_where_the_cgroup_says_so() {
-    let alloc = requirements("{requests: {cpu: 250m, memory: 32Mi}, limits: {cpu: 500m, memory: 64Mi}}");
+    let alloc =
+        requirements("{requests: {cpu: 250m, memory: 32Mi}, limits: {cpu: 500m, memory: 64Mi}}");
     let c = Container {
         resources: Some(alloc.clone()),
         ..Default::default()

@@ -555,7 +555,8 @@ impl PodRuntime for FakeRuntime {
         res: &bosun_runtime::Resources,
     ) -> Result<(), bosun_runtime::cgroups::CgroupError> {
         self.with(|s| {
-            s.calls.push(Call::UpdateContainer(id.to_string(), res.clone()));
+            s.calls
+                .push(Call::UpdateContainer(id.to_string(), res.clone()));
             match s.containers.get_mut(id) {
                 Some(c) => {
                     c.resources = res.clone();

@@ -461,7 +461,11 @@ impl Worker {
                 ..Pod::clone(&self.pod)
             };
             let msg = resize::event_message("Pod resize completed", &pod, "");
-            self.event(EventType::Normal, crate::reasons::event::RESIZE_COMPLETED, &msg);
+            self.event(
+                EventType::Normal,
+                crate::reasons::event::RESIZE_COMPLETED,
+                &msg,
+            );
         }
         if !actions.containers_to_update.is_empty() {
             match self.resize_containers(&actions.containers_to_update) {
@@ -473,7 +477,11 @@ impl Worker {
                     if p.error.as_deref() != Some(e.as_str()) {
                         p.error = Some(e.clone());
                         let msg = resize::event_message("Pod resize error", &self.pod, &e);
-                        self.event(EventType::Warning, crate::reasons::event::RESIZE_ERROR, &msg);
+                        self.event(
+                            EventType::Warning,
+                            crate::reasons::event::RESIZE_ERROR,
+                            &msg,
+                        );
                     }
                     next = Next::after(POD_SETUP_RETRY);
                 }
@@ -564,7 +572,11 @@ impl Worker {
                 });
                 tracing::info!(generation, "pod resize admitted");
                 let msg = resize::event_message("Pod resize started", &self.pod, "");
-                self.event(EventType::Normal, crate::reasons::event::RESIZE_STARTED, &msg);
+                self.event(
+                    EventType::Normal,
+                    crate::reasons::event::RESIZE_STARTED,
+                    &msg,
+                );
             }
             resize::Decision::Pending(p) => {
                 let new = self

@@ -782,16 +782,20 @@ impl Planner<'_> {
                 (Some(new), Some(old)) => new < old,
                 _ => false,
             };
-            let grows = cpu_grows || want.memory_limit.is_none_or(|new| {
-                rec.resources.memory_limit.is_some_and(|old| new > old)
-            });
-            updates.push((grows, UpdateContainer {
-                id: rec.id.clone(),
-                name: c.name.clone(),
-                resources: want,
-                cpu_grows,
-                memory_shrinks,
-            }));
+            let grows = cpu_grows
+                || want
+                    .memory_limit
+                    .is_none_or(|new| rec.resources.memory_limit.is_some_and(|old| new > old));
+            updates.push((
+                grows,
+                UpdateContainer {
+                    id: rec.id.clone(),
+                    name: c.name.clone(),
+                    resources: want,
+                    cpu_grows,
+                    memory_shrinks,
+                },
+            ));
         }
         // Decreases first, then increases (stable within each).
         updates.sort_by_key(|(grows, _)| *grows);
@@ -871,9 +875,10 @@ pub fn resize_of(c: &Container, actual: &Resources) -> Option<bool> {
         || want.cpu_period != actual.cpu_period;
     let memory = want.memory_limit != actual.memory_limit;
     let restarts = |resource: &str| {
-        c.resize_policy.iter().flatten().any(|p| {
-            p.resource_name == resource && p.restart_policy == "RestartContainer"
-        })
+        c.resize_policy
+            .iter()
+            .flatten()
+            .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
     };
     Some((cpu && restarts("cpu")) || (memory && restarts("memory")))
 }

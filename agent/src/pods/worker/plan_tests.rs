@@ -820,18 +820,95 @@ fn resize_table() {
     // (case, runs with, allocated, resizePolicy, updated in place (cpu grows, memory shrinks),
     // restarted)
     let cases = [
-        ("unchanged", "{limits: {cpu: 1, memory: 64Mi}}", "{limits: {cpu: 1, memory: 64Mi}}", NOT, None, false),
-        ("cpu up", "{limits: {cpu: 1}}", "{limits: {cpu: 2}}", NOT, Some((true, false)), false),
-        ("cpu limit lifted", "{requests: {cpu: 1}, limits: {cpu: 1}}", "{requests: {cpu: 1}}", NOT, Some((true, false)), false),
-        ("cpu request down", "{requests: {cpu: 1}}", "{requests: {cpu: 500m}}", NOT, Some((false, false)), false),
-        ("memory down", "{limits: {memory: 64Mi}}", "{limits: {memory: 32Mi}}", NOT, Some((false, true)), false),
-        ("memory limit set", "{requests: {memory: 64Mi}}", "{requests: {memory: 64Mi}, limits: {memory: 128Mi}}", NOT, Some((false, true)), false),
-        ("memory up", "{limits: {memory: 64Mi}}", "{limits: {memory: 128Mi}}", NOT, Some((false, false)), false),
-        ("cpu restarts on cpu", "{limits: {cpu: 1}}", "{limits: {cpu: 2}}", CPU_RESTARTS, None, true),
-        ("memory policy, cpu change", "{limits: {cpu: 1, memory: 64Mi}}", "{limits: {cpu: 2, memory: 64Mi}}", MEM_RESTARTS, Some((true, false)), false),
-        ("memory restarts on memory", "{limits: {cpu: 1, memory: 64Mi}}", "{limits: {cpu: 1, memory: 32Mi}}", MEM_RESTARTS, None, true),
+        (
+            "unchanged",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            NOT,
+            None,
+            false,
+        ),
+        (
+            "cpu up",
+            "{limits: {cpu: 1}}",
+            "{limits: {cpu: 2}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu limit lifted",
+            "{requests: {cpu: 1}, limits: {cpu: 1}}",
+            "{requests: {cpu: 1}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu request down",
+            "{requests: {cpu: 1}}",
+            "{requests: {cpu: 500m}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "memory down",
+            "{limits: {memory: 64Mi}}",
+            "{limits: {memory: 32Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "memory limit set",
+            "{requests: {memory: 64Mi}}",
+            "{requests: {memory: 64Mi}, limits: {memory: 128Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "memory up",
+            "{limits: {memory: 64Mi}}",
+            "{limits: {memory: 128Mi}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "cpu restarts on cpu",
+            "{limits: {cpu: 1}}",
+            "{limits: {cpu: 2}}",
+            CPU_RESTARTS,
+            None,
+            true,
+        ),
+        (
+            "memory policy, cpu change",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 2, memory: 64Mi}}",
+            MEM_RESTARTS,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "memory restarts on memory",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 1, memory: 32Mi}}",
+            MEM_RESTARTS,
+            None,
+            true,
+        ),
         // A memory request is no cgroup setting: nothing to do.
-        ("memory request only", "{requests: {memory: 64Mi}}", "{requests: {memory: 32Mi}}", MEM_RESTARTS, None, false),
+        (
+            "memory request only",
+            "{requests: {memory: 64Mi}}",
+            "{requests: {memory: 32Mi}}",
+            MEM_RESTARTS,
+            None,
+            false,
+        ),
     ];
     for (case, runs, allocated, policy, update, restart) in cases {
         let p = sized("Never", allocated, policy);
@@ -840,7 +917,14 @@ fn resize_table() {
         let got: Vec<_> = a
             .containers_to_update
             .iter()
-            .map(|u| (u.id.as_str(), u.resources.clone(), u.cpu_grows, u.memory_shrinks))
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.resources.clone(),
+                    u.cpu_grows,
+                    u.memory_shrinks,
+                )
+            })
             .collect();
         let expected: Vec<_> = update
             .map(|(grows, shrinks)| ("u1_app_0", want.clone(), grows, shrinks))
@@ -892,6 +976,10 @@ fn resizes_apply_decreases_first_and_skip_containers_being_stopped() {
     let mut o = observed(at);
     o.stopping.insert("u1_c_0".to_string());
     let a = plan_at(&p, &o, &Backoff::default(), t(1));
-    let order: Vec<&str> = a.containers_to_update.iter().map(|u| u.name.as_str()).collect();
+    let order: Vec<&str> = a
+        .containers_to_update
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
     assert_eq!(order, ["b", "a"]);
 }

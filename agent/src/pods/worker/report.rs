@@ -297,7 +297,11 @@ impl Worker {
                     current,
                     previous,
                     waiting: w,
-                    allocated: self.allocated.as_ref().and_then(|a| a.get(&c.name)).cloned(),
+                    allocated: self
+                        .allocated
+                        .as_ref()
+                        .and_then(|a| a.get(&c.name))
+                        .cloned(),
                 }
             })
             .collect()

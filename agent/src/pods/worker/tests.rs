@@ -1082,32 +1082,45 @@ fn resources_of(p: &Pod) -> bosun_runtime::Resources {
 
 /// The status of condition `ty`: (reason, message), `None` when absent.
 fn resize_condition(st: &PodStatus, ty: &str) -> Option<(Option<String>, Option<String>)> {
-    let c = st
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == ty)?;
+    let c = st.conditions.iter().flatten().find(|c| c.type_ == ty)?;
     assert_eq!(c.status, "True");
     Some((c.reason.clone(), c.message.clone()))
 }
 
-fn quantity(list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str) -> Option<String> {
+fn quantity(
+    list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    k: &str,
+) -> Option<String> {
     list.as_ref()?.get(k).map(|q| q.0.clone())
 }
 
 #[tokio::test]
 async fn a_resize_updates_the_pod_and_container_cgroups_in_place() {
     let mut h = Harness::new();
-    let small = sized(1, "{requests: {cpu: 100m}, limits: {cpu: 200m, memory: 64Mi}}", "[]");
+    let small = sized(
+        1,
+        "{requests: {cpu: 100m}, limits: {cpu: 200m, memory: 64Mi}}",
+        "[]",
+    );
     let mut w = h.worker(&small);
     w.sync(Intent::Run).await;
     h.rt.take_calls();
     h.events();
     let c = &status(&w).container_statuses.unwrap()[0];
-    assert_eq!(quantity(&c.allocated_resources, "cpu").as_deref(), Some("100m"));
-    assert_eq!(c.resources.as_ref().map(|r| quantity(&r.limits, "memory")), Some(Some("64Mi".into())));
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    assert_eq!(
+        c.resources.as_ref().map(|r| quantity(&r.limits, "memory")),
+        Some(Some("64Mi".into()))
+    );
     // The resize subresource: more CPU, more memory.
-    let big = sized(2, "{requests: {cpu: 300m}, limits: {cpu: 400m, memory: 128Mi}}", "[]");
+    let big = sized(
+        2,
+        "{requests: {cpu: 300m}, limits: {cpu: 400m, memory: 128Mi}}",
+        "[]",
+    );
     w.pod = Arc::new(big.clone());
     let next = w.sync(Intent::Run).await;
     let calls = h.rt.take_calls();
@@ -1122,11 +1135,23 @@ async fn a_resize_updates_the_pod_and_container_cgroups_in_place() {
     );
     let ev = h.events();
     assert_eq!(reasons(&ev), ["ResizeStarted"]);
-    assert!(ev[0].2.starts_with("Pod resize started: {\"containers\":[{\"name\":\"a\""), "{}", ev[0].2);
+    assert!(
+        ev[0]
+            .2
+            .starts_with("Pod resize started: {\"containers\":[{\"name\":\"a\""),
+        "{}",
+        ev[0].2
+    );
     let st = status(&w);
-    assert_eq!(resize_condition(&st, "PodResizeInProgress"), Some((None, None)));
+    assert_eq!(
+        resize_condition(&st, "PodResizeInProgress"),
+        Some((None, None))
+    );
     let c = &st.container_statuses.clone().unwrap()[0];
-    assert_eq!(quantity(&c.allocated_resources, "cpu").as_deref(), Some("300m"));
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("300m")
+    );
     // Looked at again at once: done.
     assert!(matches!(next, Next::At(t) if t <= SystemTime::now()));
     w.pod = Arc::new(big.clone());
@@ -1169,7 +1194,10 @@ async fn a_memory_limit_below_the_usage_is_not_applied_and_stays_in_progress() {
         message.as_deref().unwrap().starts_with("cannot decrease memory limits: [attempting to set pod memory limit (33554432) below current usage (41943040), attempting to set container \"a\" memory limit (33554432)"),
         "{message:?}"
     );
-    assert!(within(next, SystemTime::now(), 4, 6), "tried again: {next:?}");
+    assert!(
+        within(next, SystemTime::now(), 4, 6),
+        "tried again: {next:?}"
+    );
     // Still too much: no new event, no write.
     w.pod = Arc::new(down.clone());
     w.sync(Intent::Run).await;
@@ -1216,11 +1244,17 @@ async fn a_resize_that_does_not_fit_is_deferred_until_room_is_made() {
     let (reason, message) = resize_condition(&st, "PodResizePending").unwrap();
     assert_eq!(reason.as_deref(), Some("Deferred"));
     assert!(
-        message.as_deref().unwrap().starts_with("Node didn't have enough resource: cpu"),
+        message
+            .as_deref()
+            .unwrap()
+            .starts_with("Node didn't have enough resource: cpu"),
         "{message:?}"
     );
     let c = &st.container_statuses.clone().unwrap()[0];
-    assert_eq!(quantity(&c.allocated_resources, "cpu").as_deref(), Some("100m"));
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
     // Pending across an agent restart: the pod runs as allocated, nothing is written.
     let mut w2 = h.worker(&more);
     w2.sync(Intent::Run).await;
