@@ -160,7 +160,8 @@ spec:
     resources: {requests: {cpu: 50m, memory: 16Mi}, limits: {cpu: 100m, memory: 32Mi}}
     resizePolicy: [{resourceName: memory, restartPolicy: RestartContainer}]
 YAML
-check "a pod to resize runs" wait_for 60 running resized
+resized_running() { [ "$(jp pod resized -o jsonpath='{.status.phase}')" = Running ]; }
+check "a pod to resize runs" wait_for 60 resized_running
 cg() { "$KUBECTL" exec resized -c "$1" -- sh -c "$CGREAD" 2>/dev/null; }
 resize() { "$KUBECTL" patch pod resized --subresource resize --type strategic -p "$1" >/dev/null; }
 resized_to() { # container, limits.cpu, limits.memory
