@@ -200,7 +200,13 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, Appl
 pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
     let mut status = status.clone();
     if let Some(cs) = status.conditions.as_mut() {
-        cs.retain(|c| crate::pods::status::is_kubelet_condition(&c.type_));
+        // DisruptionTarget is the kubelet's too when it ended the pod (an eviction).
+        cs.retain(|c| {
+            crate::pods::status::is_kubelet_condition(&c.type_)
+                || (c.type_ == "DisruptionTarget"
+                    && c.reason.as_deref()
+                        == Some(crate::pods::worker::plan::TERMINATION_BY_KUBELET))
+        });
     }
     let mut value = serde_json::json!({
         "metadata": { "uid": uid },
@@ -266,6 +272,27 @@ mod tests {
             .filter_map(|c| c["type"].as_str())
             .collect();
         assert_eq!(deleted, ["PodResizePending", "PodResizeInProgress"]);
+        // The DisruptionTarget of a pod the node evicted is sent; another writer's is not.
+        let mine = PodCondition {
+            reason: Some("TerminationByKubelet".into()),
+            ..cond("DisruptionTarget")
+        };
+        let other = PodStatus {
+            conditions: Some(vec![mine]),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch("u1", &other)["status"]["conditions"][0]["type"],
+            "DisruptionTarget"
+        );
+        let other = PodStatus {
+            conditions: Some(vec![cond("DisruptionTarget")]),
+            ..Default::default()
+        };
+        assert_ne!(
+            status_patch("u1", &other)["status"]["conditions"][0]["type"],
+            "DisruptionTarget"
+        );
         let mut st = st;
         st.conditions
             .get_or_insert_with(Vec::new)
