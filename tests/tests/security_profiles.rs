@@ -364,14 +364,10 @@ fn user_namespace_pods() -> Result<()> {
         .join("volumes/kubernetes.io~empty-dir/data/f");
     ensure!(std::fs::metadata(&empty_dir)?.uid() == 0, "emptyDir file");
     // procMount: Unmasked with hostUsers: false: /proc/kcore is not masked.
-    ensure!(
-        wait_kv(&node, "u", "c", "unmasked")? == "1",
-        "masked by default"
-    );
-    ensure!(
-        wait_kv(&node, "u", "unmasked", "mounts")? == "0",
-        "Unmasked"
-    );
+    let masked = wait_kv(&node, "u", "c", "unmasked")?;
+    ensure!(masked == "1", "masked by default: {masked} /proc/kcore mounts");
+    let unmasked = wait_kv(&node, "u", "unmasked", "mounts")?;
+    ensure!(unmasked == "0", "Unmasked: {unmasked} /proc/kcore mounts");
 
     // kill -9: the range stays, the container keeps running, a second pod gets another range.
     node.kill9();
