@@ -155,6 +155,7 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
         volume_stats: None,
         events_tx: None,
         resources: Arc::new(resources),
+        allocated: Default::default(),
     };
     Ok((ctx, images))
 }

@@ -10,6 +10,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 
 use crate::pods::StatusUpdate;
+use crate::reasons::condition;
 
 /// Applies status updates and final deletions. Never returns while the sender lives. A write
 /// that fails stays queued (unless a newer one for the pod replaces it) and is retried with
@@ -207,10 +208,22 @@ pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
                         == Some(crate::pods::worker::plan::TERMINATION_BY_KUBELET))
         });
     }
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "metadata": { "uid": uid },
         "status": status,
-    })
+    });
+    // A resize condition that ended is deleted (merging by type alone would keep it).
+    if let Some(list) = value["status"]["conditions"].as_array_mut() {
+        for ty in [
+            condition::POD_RESIZE_PENDING,
+            condition::POD_RESIZE_IN_PROGRESS,
+        ] {
+            if !list.iter().any(|c| c["type"] == ty) {
+                list.push(serde_json::json!({ "type": ty, "$patch": "delete" }));
+            }
+        }
+    }
+    value
 }
 
 #[cfg(test)]
@@ -241,7 +254,24 @@ mod tests {
             .flatten()
             .filter_map(|c| c["type"].as_str())
             .collect();
-        assert_eq!(types, ["Ready", "PodScheduled"]);
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "PodScheduled",
+                "PodResizePending",
+                "PodResizeInProgress"
+            ]
+        );
+        // The resize conditions absent from the status are deleted from the API's.
+        let deleted: Vec<&str> = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["$patch"] == "delete")
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(deleted, ["PodResizePending", "PodResizeInProgress"]);
         // The DisruptionTarget of a pod the node evicted is sent; another writer's is not.
         let mine = PodCondition {
             reason: Some("TerminationByKubelet".into()),
@@ -263,5 +293,17 @@ mod tests {
             status_patch("u1", &other)["status"]["conditions"][0]["type"],
             "DisruptionTarget"
         );
+        let mut st = st;
+        st.conditions
+            .get_or_insert_with(Vec::new)
+            .push(cond("PodResizeInProgress"));
+        let p = status_patch("u1", &st);
+        let deleted = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["$patch"] == "delete")
+            .count();
+        assert_eq!(deleted, 1, "only the pending one");
     }
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod backoff;
 pub mod eviction;
 pub mod probing;
+pub mod resize;
 pub mod source;
 pub mod status;
 pub mod worker;
@@ -141,6 +142,8 @@ pub struct Ctx {
     pub userns: Option<Arc<bosun_runtime::userns::Allocator>>,
     /// The node's capacity, allocatable, admission view, eviction settings and pressure.
     pub resources: Arc<eviction::NodeResources>,
+    /// Every running pod as allocated (in-place resize admits against these).
+    pub allocated: resize::Allocated,
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
@@ -446,7 +449,14 @@ fn reconcile(
         let intent = if api_terminal(&pod) {
             Intent::Run
         } else {
-            let running = active_pods(workers);
+            // The others as allocated (a pending resize holds nothing yet).
+            let running: Vec<Arc<Pod>> = active_pods(workers)
+                .into_iter()
+                .map(|p| {
+                    let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                    ctx.allocated.get(uid).unwrap_or(p)
+                })
+                .collect();
             let others: Vec<&Pod> = running.iter().map(|p| p.as_ref()).collect();
             match eviction::admit(&ctx.resources, &pod, &others) {
                 Ok(()) => Intent::Run,

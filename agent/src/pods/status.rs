@@ -8,6 +8,7 @@ use bosun_runtime::{ContainerState, ExitInfo};
 use k8s_openapi::api::core::v1::{
     ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus as KStatus, Pod, PodCondition, PodStatus,
+    ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -29,6 +30,8 @@ pub struct Record {
     pub message: Option<String>,
     /// The signal that stops it first (the image's STOPSIGNAL or SIGTERM).
     pub stop_signal: i32,
+    /// The limits its cgroup has, as the runtime reports them.
+    pub resources: bosun_runtime::Resources,
 }
 
 /// Why a container is not running, as its status says (`state.waiting`).
@@ -54,6 +57,9 @@ pub struct ContainerView {
     pub ready: bool,
     /// Running and past its startup probe (if any).
     pub started: bool,
+    /// A resizable container's allocated resources (`allocatedResources`, and with what its
+    /// cgroup has, `resources`).
+    pub allocated: Option<ResourceRequirements>,
 }
 
 pub fn time(t: SystemTime) -> Time {
@@ -138,6 +144,16 @@ fn container_status_in(v: &ContainerView, default_reason: &'static str) -> KStat
         started: Some(false),
         ..Default::default()
     };
+    if let Some(a) = &v.allocated {
+        s.allocated_resources = a.requests.clone();
+        if let Some(rec) = v
+            .current
+            .as_ref()
+            .filter(|r| matches!(r.state, ContainerState::Running { .. }))
+        {
+            s.resources = Some(crate::pods::resize::reported(&rec.resources, a));
+        }
+    }
     let waiting = |reason: &str, message: &str| KState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
@@ -300,12 +316,14 @@ pub fn phase(
 }
 
 /// The pod conditions the kubelet owns; every other type belongs to other writers and is kept.
-pub const KUBELET_CONDITIONS: [&str; 5] = [
+pub const KUBELET_CONDITIONS: [&str; 7] = [
     "PodScheduled",
     "Ready",
     "Initialized",
     "ContainersReady",
     "PodReadyToStartContainers",
+    condition::POD_RESIZE_PENDING,
+    condition::POD_RESIZE_IN_PROGRESS,
 ];
 
 /// Whether bosun (as the kubelet) owns a pod condition of this type.
@@ -377,6 +395,9 @@ pub struct StatusInput<'a> {
     pub qos: &'a str,
     /// The node ended the pod.
     pub ended: Option<&'a Ended>,
+    /// The resize conditions (`PodResizePending`, `PodResizeInProgress`), as
+    /// [`crate::pods::resize::conditions`] makes them.
+    pub resize: Vec<PodCondition>,
 }
 
 /// One pod condition the kubelet owns, before its transition time is known.
@@ -579,6 +600,9 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
             }
         })
         .collect();
+    if !terminal {
+        conditions.extend(input.resize.iter().cloned());
+    }
     // Conditions set by others (readiness gates, DisruptionTarget, ...) are kept as the API
     // has them, as the kubelet's mergePodStatus does.
     conditions.extend(
@@ -705,6 +729,7 @@ mod tests {
                 image_id: "sha256:x".into(),
                 message: None,
                 stop_signal: 15,
+                resources: Default::default(),
             }),
             waiting: waiting.map(|reason| Waiting {
                 reason,
@@ -914,6 +939,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             qos: "BestEffort",
             ended: None,
+            resize: Vec::new(),
         })
     }
 
@@ -1008,6 +1034,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             qos: "BestEffort",
             ended,
+            resize: Vec::new(),
         }
     }
 

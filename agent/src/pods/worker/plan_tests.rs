@@ -60,6 +60,11 @@ fn rec(name: &str, attempt: u32, state: ContainerState) -> Record {
         image_id: "sha256:x".into(),
         message: None,
         stop_signal: 15,
+        // What a container without resources runs with.
+        resources: bosun_runtime::Resources {
+            cpu_shares: Some(2),
+            ..Default::default()
+        },
     }
 }
 
@@ -789,4 +794,192 @@ fn a_failure_writes_the_kubelets_status() {
         .iter()
         .flatten()
         .any(|c| c.type_ == "DisruptionTarget"));
+}
+
+/// A pod whose container `app` asks `resources`, with `policy` as its resizePolicy.
+fn sized(restart: &str, resources: &str, policy: &str) -> Pod {
+    pod(&format!(
+        "spec:\n  restartPolicy: {restart}\n  containers:\n  - name: app\n    image: busybox\n    resources: {resources}\n    resizePolicy: {policy}\n"
+    ))
+}
+
+/// A running attempt of `app` whose cgroup has what `resources` asks.
+fn running_with(resources: &str) -> Attempts {
+    let old = sized("Always", resources, "[]");
+    let c = &old.spec.as_ref().unwrap().containers[0];
+    let mut r = rec("app", 0, running());
+    r.resources = translate::container_resources(c);
+    [("app".to_string(), vec![r])].into()
+}
+
+#[test]
+fn resize_table() {
+    const NOT: &str = "[]";
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    const MEM_RESTARTS: &str = "[{resourceName: memory, restartPolicy: RestartContainer}]";
+    // (case, runs with, allocated, resizePolicy, updated in place (cpu grows, memory shrinks),
+    // restarted)
+    let cases = [
+        (
+            "unchanged",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            NOT,
+            None,
+            false,
+        ),
+        (
+            "cpu up",
+            "{limits: {cpu: 1}}",
+            "{limits: {cpu: 2}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu limit lifted",
+            "{requests: {cpu: 1}, limits: {cpu: 1}}",
+            "{requests: {cpu: 1}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu request down",
+            "{requests: {cpu: 1}}",
+            "{requests: {cpu: 500m}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "memory down",
+            "{limits: {memory: 64Mi}}",
+            "{limits: {memory: 32Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "memory limit set",
+            "{requests: {memory: 64Mi}}",
+            "{requests: {memory: 64Mi}, limits: {memory: 128Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "memory up",
+            "{limits: {memory: 64Mi}}",
+            "{limits: {memory: 128Mi}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "cpu restarts on cpu",
+            "{limits: {cpu: 1}}",
+            "{limits: {cpu: 2}}",
+            CPU_RESTARTS,
+            None,
+            true,
+        ),
+        (
+            "memory policy, cpu change",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 2, memory: 64Mi}}",
+            MEM_RESTARTS,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "memory restarts on memory",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 1, memory: 32Mi}}",
+            MEM_RESTARTS,
+            None,
+            true,
+        ),
+        // A memory request is no cgroup setting: nothing to do.
+        (
+            "memory request only",
+            "{requests: {memory: 64Mi}}",
+            "{requests: {memory: 32Mi}}",
+            MEM_RESTARTS,
+            None,
+            false,
+        ),
+    ];
+    for (case, runs, allocated, policy, update, restart) in cases {
+        let p = sized("Never", allocated, policy);
+        let a = plan_at(&p, &observed(running_with(runs)), &Backoff::default(), t(1));
+        let want = translate::container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let got: Vec<_> = a
+            .containers_to_update
+            .iter()
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.resources.clone(),
+                    u.cpu_grows,
+                    u.memory_shrinks,
+                )
+            })
+            .collect();
+        let expected: Vec<_> = update
+            .map(|(grows, shrinks)| ("u1_app_0", want.clone(), grows, shrinks))
+            .into_iter()
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        let kills: Vec<_> = a
+            .containers_to_kill
+            .iter()
+            .map(|k| (k.reason, k.message.as_str()))
+            .collect();
+        let expected: Vec<(KillReason, &str)> = if restart {
+            vec![(KillReason::Resize, "Container app resize requires restart")]
+        } else {
+            vec![]
+        };
+        assert_eq!(kills, expected, "{case}");
+        assert_eq!(a.resizing, update.is_some() || restart, "{case}");
+        assert!(a.containers_to_start.is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn a_container_stopped_for_a_resize_starts_again_whatever_the_pod_policy() {
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    let p = sized("Never", "{limits: {cpu: 2}}", CPU_RESTARTS);
+    let old = sized("Never", "{limits: {cpu: 1}}", CPU_RESTARTS);
+    let mut r = rec("app", 0, exited(137, t(5)));
+    r.resources = translate::container_resources(&old.spec.as_ref().unwrap().containers[0]);
+    let o = observed([("app".to_string(), vec![r.clone()])].into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert_eq!(names(&a.containers_to_start), [("app".into(), 1)]);
+    // Exited with its own resources: the pod's policy holds (Never).
+    r.resources = translate::container_resources(&p.spec.as_ref().unwrap().containers[0]);
+    let o = observed([("app".to_string(), vec![r])].into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert!(a.containers_to_start.is_empty());
+}
+
+#[test]
+fn resizes_apply_decreases_first_and_skip_containers_being_stopped() {
+    let p = pod("spec:\n  containers:\n  - {name: a, image: busybox, resources: {limits: {memory: 128Mi}}}\n  - {name: b, image: busybox, resources: {limits: {memory: 32Mi}}}\n  - {name: c, image: busybox, resources: {limits: {memory: 32Mi}}}\n");
+    let mut at = Attempts::new();
+    for name in ["a", "b", "c"] {
+        let mut r = rec(name, 0, running());
+        r.resources.memory_limit = Some(64 << 20);
+        at.insert(name.to_string(), vec![r]);
+    }
+    let mut o = observed(at);
+    o.stopping.insert("u1_c_0".to_string());
+    let a = plan_at(&p, &o, &Backoff::default(), t(1));
+    let order: Vec<&str> = a
+        .containers_to_update
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(order, ["b", "a"]);
 }

@@ -69,6 +69,7 @@ impl Harness {
                 .unwrap(),
             )),
             resources: Arc::new(crate::pods::eviction::NodeResources::unlimited()),
+            allocated: Default::default(),
         });
         Harness {
             _tmp: tmp,
@@ -287,7 +288,11 @@ fn container_spec(id: &str, name: &str, labels: BTreeMap<String, String>) -> Con
         stdin: false,
         stdin_once: false,
         mounts: vec![],
-        resources: Default::default(),
+        // What a container without resources runs with.
+        resources: bosun_runtime::Resources {
+            cpu_shares: Some(2),
+            ..Default::default()
+        },
         oom_score_adj: 0,
         security: Default::default(),
         stop_signal: 15,
@@ -1059,4 +1064,259 @@ async fn a_rejected_pod_never_starts_and_ends_failed() {
                 .to_string()
         )]
     );
+}
+
+/// A pod (generation `generation`) whose container `a` asks `resources`, with `policy` as its
+/// resizePolicy.
+fn sized(generation: i64, resources: &str, policy: &str) -> Pod {
+    let mut p = pod(&format!(
+        "spec:\n  hostNetwork: true\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: a\n    image: busybox:1\n    resources: {resources}\n    resizePolicy: {policy}\n"
+    ));
+    p.metadata.generation = Some(generation);
+    p
+}
+
+fn resources_of(p: &Pod) -> bosun_runtime::Resources {
+    crate::translate::container_resources(&p.spec.as_ref().unwrap().containers[0])
+}
+
+/// The status of condition `ty`: (reason, message), `None` when absent.
+fn resize_condition(st: &PodStatus, ty: &str) -> Option<(Option<String>, Option<String>)> {
+    let c = st.conditions.iter().flatten().find(|c| c.type_ == ty)?;
+    assert_eq!(c.status, "True");
+    Some((c.reason.clone(), c.message.clone()))
+}
+
+fn quantity(
+    list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    k: &str,
+) -> Option<String> {
+    list.as_ref()?.get(k).map(|q| q.0.clone())
+}
+
+#[tokio::test]
+async fn a_resize_updates_the_pod_and_container_cgroups_in_place() {
+    let mut h = Harness::new();
+    let small = sized(
+        1,
+        "{requests: {cpu: 100m}, limits: {cpu: 200m, memory: 64Mi}}",
+        "[]",
+    );
+    let mut w = h.worker(&small);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    let c = &status(&w).container_statuses.unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    assert_eq!(
+        c.resources.as_ref().map(|r| quantity(&r.limits, "memory")),
+        Some(Some("64Mi".into()))
+    );
+    // The resize subresource: more CPU, more memory.
+    let big = sized(
+        2,
+        "{requests: {cpu: 300m}, limits: {cpu: 400m, memory: 128Mi}}",
+        "[]",
+    );
+    w.pod = Arc::new(big.clone());
+    let next = w.sync(Intent::Run).await;
+    let calls = h.rt.take_calls();
+    let pod_res = crate::translate::pod_resources(&big);
+    // The CPU limit grows: the pod cgroup first, then the container's; nothing restarted.
+    assert_eq!(
+        calls,
+        [
+            Call::UpdatePod("u1".into(), pod_res),
+            Call::UpdateContainer("u1_a_0".into(), resources_of(&big)),
+        ]
+    );
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeStarted"]);
+    assert!(
+        ev[0]
+            .2
+            .starts_with("Pod resize started: {\"containers\":[{\"name\":\"a\""),
+        "{}",
+        ev[0].2
+    );
+    let st = status(&w);
+    assert_eq!(
+        resize_condition(&st, "PodResizeInProgress"),
+        Some((None, None))
+    );
+    let c = &st.container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("300m")
+    );
+    // Looked at again at once: done.
+    assert!(matches!(next, Next::At(t) if t <= SystemTime::now()));
+    w.pod = Arc::new(big.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert_eq!(reasons(&h.events()), ["ResizeCompleted"]);
+    let st = status(&w);
+    assert_eq!(resize_condition(&st, "PodResizeInProgress"), None);
+    let c = &st.container_statuses.clone().unwrap()[0];
+    let r = c.resources.clone().unwrap();
+    assert_eq!(quantity(&r.limits, "cpu").as_deref(), Some("400m"));
+    assert_eq!(quantity(&r.limits, "memory").as_deref(), Some("128Mi"));
+    assert_eq!(quantity(&r.requests, "cpu").as_deref(), Some("300m"));
+    assert_eq!(c.restart_count, 0);
+    // Kept for an agent restart: a new worker finds the allocation and has nothing to do.
+    let mut w2 = h.worker(&big);
+    w2.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(h.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_memory_limit_below_the_usage_is_not_applied_and_stays_in_progress() {
+    let mut h = Harness::new();
+    let p = sized(1, "{limits: {cpu: 200m, memory: 64Mi}}", "[]");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    h.rt.use_memory("a", 40 << 20);
+    let down = sized(2, "{limits: {cpu: 200m, memory: 32Mi}}", "[]");
+    w.pod = Arc::new(down.clone());
+    let next = w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty(), "nothing written");
+    assert_eq!(reasons(&h.events()), ["ResizeStarted", "ResizeError"]);
+    let st = status(&w);
+    let (reason, message) = resize_condition(&st, "PodResizeInProgress").unwrap();
+    assert_eq!(reason.as_deref(), Some("Error"));
+    assert!(
+        message.as_deref().unwrap().starts_with("cannot decrease memory limits: [attempting to set pod memory limit (33554432) below current usage (41943040), attempting to set container \"a\" memory limit (33554432)"),
+        "{message:?}"
+    );
+    assert!(
+        within(next, SystemTime::now(), 4, 6),
+        "tried again: {next:?}"
+    );
+    // Still too much: no new event, no write.
+    w.pod = Arc::new(down.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(h.events().is_empty());
+    // The usage went down: applied (containers first when nothing grows), then done.
+    h.rt.use_memory("a", 8 << 20);
+    w.pod = Arc::new(down.clone());
+    w.sync(Intent::Run).await;
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdateContainer("u1_a_0".into(), resources_of(&down)),
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&down)),
+        ]
+    );
+    w.pod = Arc::new(down);
+    w.sync(Intent::Run).await;
+    assert_eq!(reasons(&h.events()), ["ResizeCompleted"]);
+    assert_eq!(resize_condition(&status(&w), "PodResizeInProgress"), None);
+}
+
+#[tokio::test]
+async fn a_resize_that_does_not_fit_is_deferred_until_room_is_made() {
+    let mut h = Harness::new();
+    // Another pod holds nearly all the node's CPU.
+    let mut hog = pod("spec:\n  containers:\n  - {name: h, image: busybox:1, resources: {requests: {cpu: '1099511627'}}}\n");
+    hog.metadata.uid = Some("u2".into());
+    hog.metadata.name = Some("hog".into());
+    h.ctx.allocated.set("u2", Arc::new(hog));
+    let p = sized(1, "{requests: {cpu: 100m}}", "[]");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    let more = sized(2, "{requests: {cpu: 2}}", "[]");
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeDeferred"]);
+    assert!(ev[0].2.starts_with("Pod resize Deferred: "), "{}", ev[0].2);
+    let st = status(&w);
+    let (reason, message) = resize_condition(&st, "PodResizePending").unwrap();
+    assert_eq!(reason.as_deref(), Some("Deferred"));
+    assert!(
+        message
+            .as_deref()
+            .unwrap()
+            .starts_with("Node didn't have enough resource: cpu"),
+        "{message:?}"
+    );
+    let c = &st.container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    // Pending across an agent restart: the pod runs as allocated, nothing is written.
+    let mut w2 = h.worker(&more);
+    w2.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(resize_condition(&status(&w2), "PodResizePending").is_some());
+    h.events();
+    // Room is made: allocated and applied.
+    h.ctx.allocated.remove("u2");
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    assert_eq!(reasons(&h.events()), ["ResizeStarted"]);
+    let calls = h.rt.take_calls();
+    assert!(
+        calls.contains(&Call::UpdateContainer("u1_a_0".into(), resources_of(&more))),
+        "{calls:?}"
+    );
+    assert_eq!(resize_condition(&status(&w), "PodResizePending"), None);
+}
+
+#[tokio::test]
+async fn a_resize_policy_of_restart_container_restarts_it_with_the_new_resources() {
+    let mut h = Harness::new();
+    let policy = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    let p = sized(1, "{limits: {cpu: 200m}}", policy);
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    let more = sized(2, "{limits: {cpu: 500m}}", policy);
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    let kills: Vec<_> = w.stopping.drain().map(|(_, task)| task).collect();
+    for task in kills {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&more)),
+            Call::Stop {
+                id: "u1_a_0".into(),
+                signal: 15,
+                grace: Duration::from_secs(3)
+            }
+        ]
+    );
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeStarted", "Killing"]);
+    assert_eq!(ev[1].2, "Container a resize requires restart");
+    // Stopped: started again although the pod's policy is Never, with the new resources.
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_1"]);
+    let st = status(&w);
+    let c = &st.container_statuses.clone().unwrap()[0];
+    assert_eq!(c.restart_count, 1);
+    assert_eq!(
+        quantity(&c.resources.clone().unwrap().limits, "cpu").as_deref(),
+        Some("500m")
+    );
+    w.pod = Arc::new(more);
+    w.sync(Intent::Run).await;
+    assert!(reasons(&h.events()).contains(&"ResizeCompleted"));
+    assert_eq!(resize_condition(&status(&w), "PodResizeInProgress"), None);
 }
