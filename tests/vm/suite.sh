@@ -341,7 +341,10 @@ graceful_poweroff() {
     echo "VMTEST-DONE rc=$1 uptime=$(cut -d' ' -f1 /proc/uptime) (graceful poweroff follows)"
     sync
     echo "VMTEST-SHUTDOWN poweroff at uptime=$(cut -d' ' -f1 /proc/uptime)"
-    systemctl poweroff
+    if ! systemctl poweroff; then
+        echo "VMTEST-SHUTDOWN systemctl poweroff failed"
+        return 1
+    fi
     for ((i = 0; i < 240; i++)); do
         st=$(shutdown_statuses)
         # Every pod ended (Failed) as bosun reports it.
@@ -355,7 +358,9 @@ graceful_poweroff() {
     echo "VMTEST-SHUTDOWN statuses seen at uptime=$(cut -d' ' -f1 /proc/uptime)"
     [ "$got_term" = 1 ] && exit 0
     trap 'exit 0' TERM
-    while true; do sleep 1; done
+    # Until systemd stops this unit (at most 3 minutes: vmtest-entry then forces the poweroff).
+    for ((i = 0; i < 180; i++)); do sleep 1; done
+    echo "VMTEST-SHUTDOWN no stop of the unit within 3 minutes of the statuses"
 }
 
 say "suite on $(uname -r), $(nproc) cpus, systemd $(systemctl --version | head -1 | cut -d' ' -f2)"
