@@ -1131,3 +1131,41 @@ async fn a_rejected_pod_never_starts_and_ends_failed() {
         )]
     );
 }
+
+#[tokio::test]
+async fn a_pod_that_comes_while_the_node_shuts_down_is_rejected() {
+    let h = Harness::new();
+    h.ctx.node_shutdown.set(true);
+    let p = Arc::new(two_containers());
+    let desired = crate::pods::source::DesiredPods::from([("u1".to_string(), p)]);
+    let mut workers = std::collections::HashMap::new();
+    let mut terminated = std::collections::HashSet::new();
+    crate::pods::reconcile(&h.ctx, &mut workers, &mut terminated, &desired);
+    let intent = workers.get("u1").map(|w| w.tx.borrow().1.clone());
+    let Some(Intent::Fail(f)) = intent else {
+        panic!("not refused: {intent:?}");
+    };
+    assert_eq!(
+        (f.reason.as_str(), f.message.as_str(), f.rejected),
+        (
+            "NodeShutdown",
+            "Pod was rejected: Pod was rejected as the node is shutting down.",
+            true
+        )
+    );
+    // Once the shutdown is cancelled, a new pod is admitted again.
+    h.ctx.node_shutdown.set(false);
+    let mut q = two_containers();
+    q.metadata.uid = Some("u2".into());
+    q.metadata.name = Some("web2".into());
+    let q = Arc::new(q);
+    let desired = crate::pods::source::DesiredPods::from([("u2".to_string(), q)]);
+    crate::pods::reconcile(&h.ctx, &mut workers, &mut terminated, &desired);
+    assert_eq!(
+        workers.get("u2").map(|w| w.tx.borrow().1.clone()),
+        Some(Intent::Run)
+    );
+    for w in workers.values() {
+        w.done.abort();
+    }
+}
