@@ -211,12 +211,20 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, Appl
 
 /// A strategic merge patch of the status, guarded by the uid (a recreated pod of the same name
 /// is never given the old one's status). Conditions merge by type, and only the kubelet's own
-/// are sent: those set by other writers (readiness gates, DisruptionTarget) stay as the API
-/// has them, even when they changed since the worker last saw the pod.
+/// are sent: those set by other writers (readiness gates, a controller's DisruptionTarget) stay
+/// as the API has them, even when they changed since the worker last saw the pod; the node's own
+/// DisruptionTarget (eviction, node shutdown) goes with the terminal phase, as the kubelet's
+/// status manager sends it.
 pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
     let mut status = status.clone();
+    // DisruptionTarget is shared with other writers: the kubelet's status manager sends its own
+    // (eviction, node shutdown) with the terminal phase.
+    let terminal = matches!(status.phase.as_deref(), Some("Failed" | "Succeeded"));
     if let Some(cs) = status.conditions.as_mut() {
-        cs.retain(|c| crate::pods::status::is_kubelet_condition(&c.type_));
+        cs.retain(|c| {
+            crate::pods::status::is_kubelet_condition(&c.type_)
+                || (terminal && c.type_ == "DisruptionTarget")
+        });
     }
     serde_json::json!({
         "metadata": { "uid": uid },
@@ -253,5 +261,22 @@ mod tests {
             .filter_map(|c| c["type"].as_str())
             .collect();
         assert_eq!(types, ["Ready", "PodScheduled"]);
+        // A DisruptionTarget of the node's goes with the terminal phase only.
+        let mut st = PodStatus {
+            conditions: Some(vec![cond("Ready"), cond("DisruptionTarget")]),
+            phase: Some("Running".into()),
+            ..Default::default()
+        };
+        let types = |st: &PodStatus| -> Vec<String> {
+            status_patch("u1", st)["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["type"].as_str().map(String::from))
+                .collect()
+        };
+        assert_eq!(types(&st), ["Ready"]);
+        st.phase = Some("Failed".into());
+        assert_eq!(types(&st), ["Ready", "DisruptionTarget"]);
     }
 }
