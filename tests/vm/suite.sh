@@ -289,7 +289,7 @@ test_apparmor() {
 SHUTDOWN_MARKS=/var/lib/vmtest-shutdown
 test_node_shutdown() {
     rm -rf "$SHUTDOWN_MARKS"; mkdir -p "$SHUTDOWN_MARKS"
-    printf 'shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n' >> /etc/bosun/config.yaml
+    printf '\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n' >> /etc/bosun/config.yaml
     systemctl restart bosun
     wait_for "bosun active" bash -c '[ "$(systemctl is-active bosun)" = active ]'
     apply shutdown "apiVersion: v1
