@@ -288,7 +288,9 @@ test_apparmor() {
 # on the guest's disk, which run.sh reads in the disk image once the guest is off.
 SHUTDOWN_MARKS=/var/lib/vmtest-shutdown
 test_node_shutdown() {
-    rm -rf "$SHUTDOWN_MARKS"; mkdir -p "$SHUTDOWN_MARKS"
+    # Emptied, not made again: the host's pod vm-shutdown (running since cluster_join) has the
+    # folder mounted.
+    mkdir -p "$SHUTDOWN_MARKS"; rm -f "$SHUTDOWN_MARKS"/*
     printf '\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n' >> /etc/bosun/config.yaml
     systemctl restart bosun
     wait_for "bosun active" bash -c '[ "$(systemctl is-active bosun)" = active ]'
