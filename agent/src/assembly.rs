@@ -150,6 +150,8 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
                 .unwrap_or(1000),
         },
         status_tx: None,
+        node_shutdown: Default::default(),
+        status_flush: None,
         objects: None,
         volumes: None,
         volume_stats: None,
@@ -271,6 +273,8 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (mut ctx, images) = context(cfg).await?;
     ctx.status_tx = Some(status_tx);
+    let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.status_flush = Some(flush_tx);
     let csi = cluster::csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
     let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));
     let volumes = Arc::new(cluster::volumes::ClusterVolumes::new(
@@ -316,8 +320,9 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
             let resources = ctx.resources.clone();
             move || resources.conditions()
         },
+        ctx.node_shutdown.clone(),
     ));
-    tokio::spawn(cluster::status::run(client.clone(), status_rx));
+    tokio::spawn(cluster::status::run(client.clone(), status_rx, flush_rx));
     if let Some(at) = rotate_at {
         tokio::spawn(cluster::rotate(
             client.clone(),

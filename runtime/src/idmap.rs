@@ -195,11 +195,11 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn a_private_folder_on_the_way_is_named() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    fn a_private_folder_on_the_way_is_named() -> std::io::Result<()> {
+        let t = tempfile::tempdir()?;
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))?;
         let deep = t.path().join("data/images/layer/fs");
-        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(&deep)?;
         let data = t.path().join("data");
         let cases: [(u32, Option<&Path>); 4] = [
             (0o755, None),
@@ -208,7 +208,7 @@ mod tests {
             (0o750, Some(&data)),
         ];
         for (mode, want) in cases {
-            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode))?;
             match (check_searchable(&deep), want) {
                 (Ok(()), None) => {}
                 (Err(IdmapError::Unsearchable { path, mode: m }), Some(w)) => {
@@ -218,5 +218,6 @@ mod tests {
                 (got, _) => panic!("mode {mode:o}: {got:?}"),
             }
         }
+        Ok(())
     }
 }

@@ -178,12 +178,13 @@ impl NodeFacts {
                 taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
                 ..Default::default()
             }),
-            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[])),
+            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[], None)),
         }
     }
 
     /// Node status: capacity, allocatable, conditions (keeping transition times; `pressure`: the
-    /// eviction manager's), node info, images.
+    /// eviction manager's; `ready_error`: why the node is not ready, e.g. it is shutting down), node
+    /// info, images.
     pub fn status(
         &self,
         now: SystemTime,
@@ -191,6 +192,7 @@ impl NodeFacts {
         images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
         volumes_in_use: Vec<String>,
         pressure: &[Pressure],
+        ready_error: Option<&str>,
     ) -> NodeStatus {
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             let old = previous
@@ -239,12 +241,16 @@ impl NodeFacts {
                 pressure_cond(Pressure::MemoryPressure),
                 pressure_cond(Pressure::DiskPressure),
                 pressure_cond(Pressure::PidPressure),
-                cond(
-                    "Ready",
-                    "True",
-                    "KubeletReady",
-                    "kubelet is posting ready status",
-                ),
+                match ready_error {
+                    // The kubelet's ReadyCondition: its errors (here the shutdown manager's).
+                    Some(e) => cond("Ready", "False", "KubeletNotReady", e),
+                    None => cond(
+                        "Ready",
+                        "True",
+                        "KubeletReady",
+                        "kubelet is posting ready status",
+                    ),
+                },
             ]),
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint { port: self.port }),
@@ -373,6 +379,7 @@ pub async fn status_loop(
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
     pressure: impl Fn() -> Vec<Pressure>,
+    shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
 ) {
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
@@ -384,6 +391,7 @@ pub async fn status_loop(
             images(),
             volumes_in_use(),
             &pressure(),
+            shutdown.ready_error(),
         );
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
@@ -415,7 +423,11 @@ pub async fn status_loop(
                 Err(e) => tracing::warn!(error = %e, "cannot update node status"),
             }
         }
-        tokio::time::sleep(STATUS_INTERVAL).await;
+        // A shutdown starting or cancelled is posted at once.
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = shutdown.changed.notified() => {}
+        }
     }
 }
 
@@ -513,8 +525,15 @@ mod tests {
             allocatable: BTreeMap::from([("cpu".to_string(), Quantity("1500m".into()))]),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let s0 = facts.status(t0, None, vec![], vec![], &[]);
-        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![], &[]);
+        let s0 = facts.status(t0, None, vec![], vec![], &[], None);
+        let s1 = facts.status(
+            t0 + Duration::from_secs(10),
+            Some(&s0),
+            vec![],
+            vec![],
+            &[],
+            None,
+        );
         assert!(same_ignoring_heartbeats(&s0, &s1));
         let ready = |s: &NodeStatus| {
             s.conditions
@@ -543,6 +562,7 @@ mod tests {
             vec![],
             vec![],
             &[Pressure::DiskPressure],
+            None,
         );
         let cond = |s: &NodeStatus, ty: &str| {
             s.conditions
@@ -563,6 +583,41 @@ mod tests {
         );
         assert_eq!(cond(&s2, "MemoryPressure").status, "False");
         assert!(!same_ignoring_heartbeats(&s1, &s2));
+        // The node shutting down: Ready goes False with the kubelet's reason and message, its
+        // transition time now; back to True when the shutdown is cancelled.
+        let t3 = t0 + Duration::from_secs(30);
+        let s3 = facts.status(
+            t3,
+            Some(&s2),
+            vec![],
+            vec![],
+            &[],
+            Some(crate::shutdown::NOT_READY_MESSAGE),
+        );
+        let ready3 = cond(&s3, "Ready");
+        assert_eq!(
+            (
+                ready3.status.as_str(),
+                ready3.reason.as_deref(),
+                ready3.message.as_deref()
+            ),
+            (
+                "False",
+                Some("KubeletNotReady"),
+                Some("node is shutting down")
+            )
+        );
+        assert_eq!(ready3.last_transition_time, Some(time(t3)));
+        assert!(!same_conditions(&s2, &s3));
+        let s4 = facts.status(
+            t3 + Duration::from_secs(5),
+            Some(&s3),
+            vec![],
+            vec![],
+            &[],
+            None,
+        );
+        assert_eq!(cond(&s4, "Ready").status, "True");
         let cap = s0.capacity.expect("capacity");
         assert_eq!(cap["pods"].0, "110");
         assert_eq!(cap["memory"].0, format!("{}Ki", 4u64 << 20));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Client;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::pods::StatusUpdate;
 use crate::reasons::condition;
@@ -17,8 +17,17 @@ use crate::reasons::condition;
 /// backoff, so statuses catch up after an apiserver outage. The last status written to each
 /// mirror pod is kept and written again when the mirror pod was replaced (a user deleted it and
 /// the mirror manager made a new one), as the kubelet's status manager syncs it.
-pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) {
+///
+/// A flush request (`flush`) is answered once every update sent before it was written (or
+/// tried once and kept for a retry): the node shutdown manager waits for it before it lets the
+/// node go down.
+pub async fn run(
+    client: Client,
+    mut rx: mpsc::UnboundedReceiver<StatusUpdate>,
+    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
     let mut pending: HashMap<String, StatusUpdate> = HashMap::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     // Static pod uid -> (uid of the mirror pod written to, the update, checks that found no
     // mirror pod in a row).
     let mut mirrors: HashMap<String, (String, StatusUpdate, u32)> = HashMap::new();
@@ -29,6 +38,10 @@ pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) 
         // Some(update), Some(None) when the channel closed, None for a timer.
         let next = tokio::select! {
             u = rx.recv() => Some(u),
+            Some(f) = flush.recv() => {
+                flushes.push(f);
+                None
+            }
             _ = tokio::time::sleep(backoff), if !pending.is_empty() => None,
             _ = resync.tick(), if !mirrors.is_empty() => {
                 for (uid, (written, u, misses)) in mirrors.iter_mut() {
@@ -82,6 +95,10 @@ pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) 
                     failed = true;
                 }
             }
+        }
+        // Every update sent before a flush request was tried: answer it.
+        for f in flushes.drain(..) {
+            let _ = f.send(());
         }
         // Newer updates that came in meanwhile replace the failed ones.
         while let Ok(u) = rx.try_recv() {
@@ -195,8 +212,10 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, Appl
 
 /// A strategic merge patch of the status, guarded by the uid (a recreated pod of the same name
 /// is never given the old one's status). Conditions merge by type, and only the kubelet's own
-/// are sent: those set by other writers (readiness gates, DisruptionTarget) stay as the API
-/// has them, even when they changed since the worker last saw the pod.
+/// are sent: those set by other writers (readiness gates, a controller's DisruptionTarget) stay
+/// as the API has them, even when they changed since the worker last saw the pod; the node's own
+/// DisruptionTarget (reason TerminationByKubelet: eviction, node shutdown) is sent, as the
+/// kubelet's status manager sends it.
 pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
     let mut status = status.clone();
     if let Some(cs) = status.conditions.as_mut() {

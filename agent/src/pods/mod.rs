@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod eviction;
 pub mod probing;
 pub mod resize;
+pub mod shutdown;
 pub mod source;
 pub mod status;
 pub mod worker;
@@ -144,6 +145,10 @@ pub struct Ctx {
     pub resources: Arc<eviction::NodeResources>,
     /// Every running pod as allocated (in-place resize admits against these).
     pub allocated: resize::Allocated,
+    /// The node is shutting down (graceful node shutdown): node status and admission read it.
+    pub node_shutdown: Arc<shutdown::NodeShutdown>,
+    /// Cluster mode: answered once the status writer has written every status sent before.
+    pub status_flush: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
@@ -286,7 +291,13 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     // The eviction manager sees the pods that run and tells which to evict.
     let (active_tx, active_rx) = watch::channel(Vec::new());
     let (evict_tx, mut evict_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(eviction::run(ctx.clone(), active_rx, evict_tx));
+    tokio::spawn(eviction::run(
+        ctx.clone(),
+        active_rx.clone(),
+        evict_tx.clone(),
+    ));
+    // The node shutdown manager ends pods the same way.
+    tokio::spawn(shutdown::run(ctx.clone(), active_rx, evict_tx));
     // Wait for the source's first full answer before deciding what is an orphan.
     let mut current = loop {
         if let Some(d) = desired.borrow_and_update().clone() {
@@ -458,7 +469,16 @@ fn reconcile(
                 })
                 .collect();
             let others: Vec<&Pod> = running.iter().map(|p| p.as_ref()).collect();
-            match eviction::admit(&ctx.resources, &pod, &others) {
+            let admitted = if ctx.node_shutdown.active() {
+                // The shutdown manager's admit handler.
+                Err(worker::plan::PodFailure::rejected(
+                    crate::shutdown::NOT_ADMITTED_REASON,
+                    crate::shutdown::NOT_ADMITTED_MESSAGE,
+                ))
+            } else {
+                eviction::admit(&ctx.resources, &pod, &others)
+            };
+            match admitted {
                 Ok(()) => Intent::Run,
                 Err(failure) => {
                     tracing::warn!(pod = %pod_key(&pod), reason = %failure.reason, "pod rejected: {}", failure.event_message);

@@ -66,7 +66,7 @@ pub struct PodFailure {
     pub reason: String,
     /// The status message.
     pub message: String,
-    /// The Event's message.
+    /// The Event's message (empty: no Event about the pod, as for a node shutdown).
     pub event_message: String,
     /// The Event's type: Warning, Normal for activeDeadlineSeconds (as the kubelet's).
     pub event_type: EventType,
@@ -119,6 +119,21 @@ impl PodFailure {
             rejected: false,
             disruption: false,
             grace: None,
+        }
+    }
+
+    /// A pod ended because the node shuts down (the kubelet's nodeshutdown manager): stopped
+    /// with `grace` seconds (its group's, or its own when shorter), reason `Terminated`, the
+    /// DisruptionTarget condition, no Event about the pod.
+    pub fn shutdown(grace: i64) -> PodFailure {
+        PodFailure {
+            reason: crate::shutdown::REASON.to_string(),
+            message: crate::shutdown::MESSAGE.to_string(),
+            event_message: String::new(),
+            event_type: EventType::Normal,
+            rejected: false,
+            disruption: true,
+            grace: Some(grace),
         }
     }
 

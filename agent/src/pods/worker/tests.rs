@@ -70,6 +70,8 @@ impl Harness {
             )),
             resources: Arc::new(crate::pods::eviction::NodeResources::unlimited()),
             allocated: Default::default(),
+            node_shutdown: Default::default(),
+            status_flush: None,
         });
         Harness {
             _tmp: tmp,
@@ -1030,6 +1032,75 @@ async fn an_evicted_pod_is_stopped_with_the_eviction_grace_and_ends_failed_keepi
 }
 
 #[tokio::test]
+async fn a_pod_ended_by_node_shutdown_runs_its_prestop_and_ends_terminated() {
+    let mut h = Harness::new();
+    let p = pod(
+        "spec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - name: a\n    image: busybox:1\n    lifecycle:\n      preStop:\n        exec: {command: [sh, -c, echo bye > /mnt/marker]}\n",
+    );
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    h.events();
+    let failure = Arc::new(crate::pods::worker::plan::PodFailure::shutdown(20));
+    assert_eq!(w.sync(Intent::Fail(failure)).await, Next::Resync);
+    let calls = h.rt.take_calls();
+    // The preStop hook ran before the stop signal, within the group's 20 s (not the pod's 60).
+    let exec = calls
+        .iter()
+        .position(|c| matches!(c, Call::Exec(id, argv) if id == "u1_a_0" && argv.last().is_some_and(|a| a.contains("marker"))));
+    let stop = calls.iter().position(|c| matches!(c, Call::Stop { .. }));
+    assert!(
+        matches!((exec, stop), (Some(e), Some(s)) if e < s),
+        "{calls:?}"
+    );
+    let grace = calls.iter().find_map(|c| match c {
+        Call::Stop { grace, .. } => Some(*grace),
+        _ => None,
+    });
+    assert!(
+        grace.is_some_and(|g| g <= Duration::from_secs(20)),
+        "{grace:?}"
+    );
+    assert!(calls.contains(&Call::RemoveSandbox("u1".into())));
+    let st = status(&w);
+    assert_eq!(
+        (
+            st.phase.as_deref(),
+            st.reason.as_deref(),
+            st.message.as_deref()
+        ),
+        (
+            Some("Failed"),
+            Some("Terminated"),
+            Some("Pod was terminated in response to imminent node shutdown.")
+        )
+    );
+    let disruption = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .cloned()
+        .expect("DisruptionTarget");
+    assert_eq!(
+        (
+            disruption.status.as_str(),
+            disruption.reason.as_deref(),
+            disruption.message.as_deref()
+        ),
+        (
+            "True",
+            Some("TerminationByKubelet"),
+            Some("Pod was terminated in response to imminent node shutdown.")
+        )
+    );
+    let file = std::fs::read(h.state_dir("u1").join(crate::pods::status::STATUS_FILE)).unwrap();
+    assert!(String::from_utf8_lossy(&file).contains("\"reason\": \"Terminated\""));
+    // No Event about the pod with the reason (the kubelet raises none).
+    assert!(!reasons(&h.events()).contains(&"Terminated"));
+}
+
+#[tokio::test]
 async fn a_rejected_pod_never_starts_and_ends_failed() {
     let mut h = Harness::new();
     let p = two_containers();
@@ -1319,4 +1390,42 @@ async fn a_resize_policy_of_restart_container_restarts_it_with_the_new_resources
     w.sync(Intent::Run).await;
     assert!(reasons(&h.events()).contains(&"ResizeCompleted"));
     assert_eq!(resize_condition(&status(&w), "PodResizeInProgress"), None);
+}
+
+#[tokio::test]
+async fn a_pod_that_comes_while_the_node_shuts_down_is_rejected() {
+    let h = Harness::new();
+    h.ctx.node_shutdown.set(true);
+    let p = Arc::new(two_containers());
+    let desired = crate::pods::source::DesiredPods::from([("u1".to_string(), p)]);
+    let mut workers = std::collections::HashMap::new();
+    let mut terminated = std::collections::HashSet::new();
+    crate::pods::reconcile(&h.ctx, &mut workers, &mut terminated, &desired);
+    let intent = workers.get("u1").map(|w| w.tx.borrow().1.clone());
+    let Some(Intent::Fail(f)) = intent else {
+        panic!("not refused: {intent:?}");
+    };
+    assert_eq!(
+        (f.reason.as_str(), f.message.as_str(), f.rejected),
+        (
+            "NodeShutdown",
+            "Pod was rejected: Pod was rejected as the node is shutting down.",
+            true
+        )
+    );
+    // Once the shutdown is cancelled, a new pod is admitted again.
+    h.ctx.node_shutdown.set(false);
+    let mut q = two_containers();
+    q.metadata.uid = Some("u2".into());
+    q.metadata.name = Some("web2".into());
+    let q = Arc::new(q);
+    let desired = crate::pods::source::DesiredPods::from([("u2".to_string(), q)]);
+    crate::pods::reconcile(&h.ctx, &mut workers, &mut terminated, &desired);
+    assert_eq!(
+        workers.get("u2").map(|w| w.tx.borrow().1.clone()),
+        Some(Intent::Run)
+    );
+    for w in workers.values() {
+        w.done.abort();
+    }
 }
