@@ -139,7 +139,8 @@ impl Csi {
         }
         let attach = driver_obj.spec.attach_required.unwrap_or(true);
         if attach {
-            let id = csi::node::attachment_name(&name, &source.driver, &self.node);
+            // Named after the volume handle, as the attach/detach controller names it.
+            let id = csi::node::attachment_name(&source.volume_handle, &source.driver, &self.node);
             let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
             // The Node authorizer lets a node read only the VolumeAttachments that name it: one
             // the attacher has not created yet is Forbidden, not NotFound.
