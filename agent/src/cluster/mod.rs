@@ -64,12 +64,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut ctx = crate::cli::context(cfg).await?;
     ctx.status_tx = Some(status_tx);
-    let csi = csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let csi = csi::Csi::start(
+        client.clone(),
+        node_name.clone(),
+        ctx.cfg.root_dir.clone(),
+        Some(events_tx.clone()),
+    );
     ctx.objects = Some(Arc::new(objects::ClusterObjects::new(
         client.clone(),
         Some(csi),
     )));
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.events_tx = Some(events_tx);
     tokio::spawn(events::run(client.clone(), node_name.clone(), events_rx));
     let ctx = Arc::new(ctx);

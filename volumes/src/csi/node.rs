@@ -38,6 +38,17 @@ impl From<tonic::Status> for RpcFailure {
     }
 }
 
+impl RpcFailure {
+    /// Whether the driver says the call cannot succeed as asked: InvalidArgument, OutOfRange or
+    /// NotFound (the kubelet's `isInfeasibleError` for NodeExpandVolume).
+    pub fn infeasible(&self) -> bool {
+        matches!(
+            self.code,
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::NotFound
+        )
+    }
+}
+
 impl fmt::Display for RpcFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -909,6 +920,11 @@ mod tests {
             f.to_string(),
             "rpc error: code = NotFound desc = volume vol-1 not found"
         );
+        assert!(f.infeasible());
+        assert!(RpcFailure::from(tonic::Status::out_of_range("too big")).infeasible());
+        assert!(RpcFailure::from(tonic::Status::invalid_argument("no")).infeasible());
+        assert!(!RpcFailure::from(tonic::Status::unavailable("down")).infeasible());
+        assert!(!RpcFailure::from(tonic::Status::internal("oops")).infeasible());
     }
 
     #[tokio::test]
