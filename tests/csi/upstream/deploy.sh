@@ -27,12 +27,12 @@ for d in "$cache"/*/oci; do
 done
 
 args=""
-for f in "$@"; do args+="- \"$f\"\n            "; done
+for f in "$@"; do args+="- \"$f\"\n            "; done  # one list item per flag
 mkdir -p "$root/plugins_registry" "$root/plugins" "$root/pods"
 for f in "$cache"/*/rbac.yaml; do "$KUBECTL" apply -f "$f" >/dev/null; done
 sed -e "s|@REGISTRY@|$registry|g" -e "s|@ROOT@|$root|g" -e "s|@DATA@|$data|g" \
     -e "s|@APISERVER_HOST@|${apiserver%:*}|g" -e "s|@APISERVER_PORT@|${apiserver##*:}|g" \
-    -e "s|@DRIVER_ARGS@|$args|" "$here/hostpath.yaml" | "$KUBECTL" apply -f - >/dev/null
+    -e "s|^ *@DRIVER_ARGS@\$|            $args|" "$here/hostpath.yaml" | "$KUBECTL" apply -f - >/dev/null
 
 registered() {
     "$KUBECTL" get csinode "$node" -o jsonpath='{.spec.drivers[*].name}' 2>/dev/null |
