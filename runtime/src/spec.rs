@@ -36,6 +36,11 @@ pub struct HostFacts {
     pub nofile_hard: u64,
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability this kernel knows.
     pub cap_last_cap: u32,
+    /// Our own effective capabilities (`CapEff` of `/proc/self/status`, bit n = capability n).
+    /// A privileged container gets these, as containerd gives it its own
+    /// (`WithAllCurrentCapabilities`): a capability we lack cannot be given (the create fails
+    /// with EPERM), as on a host whose agent runs without CAP_SYS_RESOURCE.
+    pub own_caps: u64,
     /// The lowest oom_score_adj we may give: without CAP_SYS_RESOURCE a process can only raise
     /// its score above its own (the Guaranteed pods' -997 would fail the create), so we clamp to
     /// our own value, as we clamp rlimits.
@@ -63,7 +68,8 @@ impl HostFacts {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
-            min_oom_score_adj: if has_cap_sys_resource() {
+            own_caps: own_effective_caps(),
+            min_oom_score_adj: if own_effective_caps() & (1 << 24) != 0 {
                 -1000
             } else {
                 crate::sys::own_oom_score_adj().unwrap_or(0)
@@ -96,14 +102,14 @@ fn cgroup_v1_hierarchies() -> &'static [String] {
 }
 
 /// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
-fn has_cap_sys_resource() -> bool {
+/// Our effective capability set (`CapEff`); none when it cannot be read.
+fn own_effective_caps() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map(|caps| caps & (1 << 24) != 0)
-        .unwrap_or(false)
+        .unwrap_or(0)
 }
 
 /// Every capability, by number (index = capability number).
@@ -206,8 +212,10 @@ pub fn build_with(
     let caps: Vec<String> = if sec.privileged {
         ALL_CAPS
             .iter()
+            .enumerate()
             .take(host.cap_last_cap as usize + 1)
-            .map(|s| s.to_string())
+            .filter(|(n, _)| host.own_caps & (1 << n) != 0)
+            .map(|(_, s)| s.to_string())
             .collect()
     } else {
         let mut v: Vec<String> = Vec::new();
@@ -438,6 +446,7 @@ mod tests {
     const HOST: HostFacts = HostFacts {
         nofile_hard: 20_000,
         cap_last_cap: 40,
+        own_caps: (1 << 41) - 1,
         min_oom_score_adj: -1000,
         cgroup_v1_hierarchies: &[],
     };
@@ -598,6 +607,23 @@ mod tests {
             .and_then(|p| p.capabilities().clone())
             .expect("caps");
         assert_eq!(c2.bounding().as_ref().map(|b| b.len()), Some(38));
+        // An agent without CAP_SYS_RESOURCE (as on this test machine): the privileged container
+        // gets every capability but that one (asking for it fails the create with EPERM).
+        let without = HostFacts {
+            own_caps: ((1 << 41) - 1) & !(1 << 24),
+            ..HOST
+        };
+        let s3 = build_with(&r, 0, 0, vec![], without).expect("build");
+        let c3 = s3
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("caps");
+        let b3 = c3.bounding().clone().expect("bounding");
+        assert_eq!(b3.len(), 40);
+        assert!(!b3.contains(&Capability::SysResource));
+        assert!(b3.contains(&Capability::SysAdmin));
+        assert_eq!(c3.effective().clone().expect("effective"), b3);
         let linux = s.linux().as_ref().expect("linux");
         let devs = linux
             .resources()
