@@ -1,5 +1,5 @@
-# The two commands of the README. Everything else is in hack/.
-.PHONY: up down test
+# The commands of the README. Everything else is in hack/ and tests/.
+.PHONY: up down test conformance
 
 up:    ## build bosun and the test image, run bosun on examples/, show pods and logs
 	bash hack/up.sh
@@ -9,3 +9,6 @@ down:  ## remove the example pods and stop bosun (nothing left running)
 
 test:  ## the whole test suite (what .ci/run runs)
 	bash hack/test.sh
+
+conformance:  ## the upstream [NodeConformance] e2e specs against a `make up` cluster (~30 min)
+	bash tests/conformance/run.sh

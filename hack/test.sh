@@ -1,27 +1,58 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, then the privileged tier (real containers,
-# mounts and cgroups; needs root), one test at a time.
+# mounts and cgroups; needs root), one test at a time. Each stage prints how long it took, and the
+# run ends with a table of the stages' times (a cold run builds the control plane, the Rust
+# workspace and the VM guest: see README.md for what each costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+times=()
+t0=$SECONDS
+stage_start=$SECONDS
+stage_name=""
+stage() { # name: ends the running stage (printing its time) and starts the next
+    if [ -n "$stage_name" ]; then
+        local s=$((SECONDS - stage_start))
+        times+=("$(printf '%-34s %4dm%02ds' "$stage_name" $((s / 60)) $((s % 60)))")
+        echo "== $stage_name: $((s / 60))m$((s % 60))s"
+    fi
+    stage_name=$1
+    stage_start=$SECONDS
+    [ -n "$stage_name" ] && echo "== $stage_name"
+    return 0
+}
+summary() {
+    local rc=$?
+    stage ""
+    local s=$((SECONDS - t0))
+    echo "== stage times"
+    printf '%s\n' "${times[@]}"
+    printf '%-34s %4dm%02ds%s\n' total $((s / 60)) $((s % 60)) "$([ $rc = 0 ] || echo "  (failed, exit $rc)")"
+}
+trap summary EXIT
+stage "setup (Debian packages)"
 bash hack/setup.sh
 source hack/env.sh
-echo "== fmt";    cargo fmt --all -- --check
-echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
-echo "== build";  cargo build --workspace --all-targets
-echo "== unit tests"
+stage "fmt";    cargo fmt --all -- --check
+stage "clippy"; cargo clippy --workspace --all-targets -- -D warnings
+stage "build";  cargo build --workspace --all-targets
+stage "unit tests"
 cargo test --workspace
+echo "== fuzz (libFuzzer, 20 s per target: static pod manifests, API requests, SPDY frames)"
+bash hack/fuzz.sh 20
 if [ "$(id -u)" != 0 ]; then
   echo "== privileged tier skipped: needs root" >&2
   exit 0
 fi
-echo "== privileged tests"
+stage "privileged tests"
 cargo test --workspace -- --ignored --test-threads=1
-echo "== cluster end to end (real control plane from tests/cluster, cached build)"
-bash tests/cluster/e2e-node.sh
-bash tests/cluster/e2e-api.sh
-bash tests/cluster/e2e-csi.sh
-echo "== benchmark harness (quick run, no figures checked)"
+# The cluster end to end tests start the real control plane of tests/cluster (built from the Go
+# modules and cached by version: the first, cold, run builds it inside e2e-node).
+stage "e2e-node (cluster)"; bash tests/cluster/e2e-node.sh
+stage "e2e-api (cluster)";  bash tests/cluster/e2e-api.sh
+stage "e2e-csi (cluster)";  bash tests/cluster/e2e-csi.sh
+stage "bench harness (quick, no figures checked)"
 bash bench/check.sh
-echo "== VM tier, short subset (the .deb of the debug build on a pure cgroup v2 systemd guest;"
-echo "   tests/vm/run.sh runs the whole tier with the release build and the cluster part)"
+# The VM tier's short subset: the .deb of the debug build on a pure cgroup v2 systemd guest;
+# tests/vm/run.sh runs the whole tier with the release build and the cluster part.
+stage "VM tier (CI subset, cgroup v2)"
 VM_SUBSET=ci bash tests/vm/run.sh

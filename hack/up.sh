@@ -16,8 +16,11 @@ source tests/cluster/env.sh
 # The debug build is the one the tests use (shared, quick to rebuild); packaging/build.sh makes
 # the release binary.
 cargo build -p bosun
-BOSUN="$CARGO_TARGET_DIR/debug/bosun"
-install -m 0755 "$BOSUN" /usr/local/bin/bosun
+# The agent and, next to it, the small keeper it runs for every container (without it the agent
+# falls back to running its own, much bigger, binary as each container's keeper).
+for b in bosun bosun-keeper; do
+  install -m 0755 "$CARGO_TARGET_DIR/debug/$b" "/usr/local/bin/$b"
+done
 
 CP=/var/lib/bosun/cluster          # the control plane's folder (certificates, logs, kubeconfigs)
 NODE=$(hostname | tr '[:upper:]' '[:lower:]')

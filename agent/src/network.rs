@@ -22,14 +22,20 @@ const MAX_NAMESERVERS: usize = 3;
 const MAX_SEARCHES: usize = 32;
 
 /// The pod's hostname and, with a subdomain, its FQDN `<host>.<subdomain>.<ns>.svc.<domain>`.
+/// A `hostnameOverride` is the whole name: no domain (the kubelet's
+/// `GeneratePodHostNameAndDomain` returns it with an empty domain).
 pub fn hostname_and_fqdn(pod: &Pod, cluster_domain: &str) -> (String, Option<String>) {
     let host = translate::pod_hostname(pod);
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let overridden = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.hostname_override.is_some());
     let sub = pod
         .spec
         .as_ref()
         .and_then(|s| s.subdomain.as_deref())
-        .filter(|s| !s.is_empty());
+        .filter(|s| !s.is_empty() && !overridden);
     let fqdn = sub.map(|sub| {
         let d = cluster_domain.trim_end_matches('.');
         if d.is_empty() {
@@ -436,6 +442,13 @@ mod tests {
         );
         let p = pod("metadata: {name: web}\nspec: {setHostnameAsFQDN: true, containers: []}");
         assert_eq!(uts_hostname(&p, "cluster.local"), "web");
+        // hostnameOverride: no domain, even with a subdomain (`hostname -f` is the override).
+        let p = pod("metadata: {name: web}\nspec: {hostnameOverride: my.host, subdomain: s, setHostnameAsFQDN: true, containers: []}");
+        assert_eq!(
+            hostname_and_fqdn(&p, "cluster.local"),
+            ("my.host".to_string(), None)
+        );
+        assert_eq!(uts_hostname(&p, "cluster.local"), "my.host");
     }
 
     #[test]

@@ -154,21 +154,27 @@ impl std::fmt::Debug for Check {
 
 /// Runs one check bounded by `timeout` (a check that exceeds it is a failure).
 pub async fn check(c: &Check, timeout: Duration) -> Outcome {
+    check_warn(c, timeout).await.0
+}
+
+/// [`check`], with the warning of an httpGet success (see [`http_step`]).
+pub async fn check_warn(c: &Check, timeout: Duration) -> (Outcome, Option<String>) {
     let fut = async {
-        match c {
+        let o = match c {
             Check::Exec { command, exec } => match exec(command.clone(), timeout).await {
                 Ok(0) => Outcome::Success,
                 Ok(code) => Outcome::Failure(format!("command {command:?} exited with {code}")),
                 Err(e) => Outcome::Failure(e),
             },
-            Check::Http(h) => http_get(h).await,
+            Check::Http(h) => return http_get_warn(h).await,
             Check::Tcp { host, port } => tcp(host, *port).await,
             Check::Grpc {
                 host,
                 port,
                 service,
             } => grpc(host, *port, service, timeout).await,
-        }
+        };
+        (o, None)
     };
     // Exec and grpc get a little slack: they enforce the timeout themselves and report it
     // with their own messages.
@@ -178,7 +184,10 @@ pub async fn check(c: &Check, timeout: Duration) -> Outcome {
     };
     match tokio::time::timeout(bound, fut).await {
         Ok(o) => o,
-        Err(_) => Outcome::Failure(format!("{c:?} timed out after {timeout:?}")),
+        Err(_) => (
+            Outcome::Failure(format!("{c:?} timed out after {timeout:?}")),
+            None,
+        ),
     }
 }
 
@@ -234,61 +243,283 @@ pub fn parse_status(head: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// httpGet: success for a status in 200..400 (redirects are not followed). `HTTPS` connects
-/// with TLS without verifying the server's certificate (the kubelet's InsecureSkipVerify), with
-/// SNI from the host when it is a name.
-pub async fn http_get(h: &HttpGet) -> Outcome {
-    let https = h.scheme.eq_ignore_ascii_case("https");
-    let target = addr(&h.host, h.port);
-    let url = format!(
-        "{}://{target}{}",
-        if https { "https" } else { "http" },
-        h.path
-    );
-    let fail = |e: &dyn std::fmt::Display| Outcome::Failure(format!("get {url}: {e}"));
-    let s = match TcpStream::connect(&target).await {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let head = if https {
-        match tls::connect(&h.host, s).await {
-            Ok(s) => exchange(s, h).await,
-            Err(e) => return fail(&e),
+/// The most of a response body an httpGet probe reads (the kubelet's `maxRespBodyLength`).
+const MAX_BODY: usize = 10 << 10;
+/// Redirects followed before the probe fails (Go's http.Client and the kubelet's checker).
+const MAX_REDIRECTS: usize = 10;
+
+/// What an httpGet probe read of one response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub location: Option<String>,
+    /// The body, decoded (chunked), at most [`MAX_BODY`] bytes.
+    pub body: Vec<u8>,
+}
+
+/// What to do with one response of an httpGet probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The probe's result and, for a success, a warning (the kubelet's `probe.Warning`).
+    Done(Outcome, Option<String>),
+    /// Send the request again to this target.
+    Follow(HttpGet),
+}
+
+/// The kubelet's prober (pkg/probe/http, `DoHTTPProbe` with `RedirectChecker(false)` in Go's
+/// http.Client): a redirect (301, 302, 303, 307, 308 with a Location) to the same host name is
+/// followed, at most 10 times; one to another host is not, and its 3xx response is a success with
+/// the warning "Probe terminated redirects, Response body: ..."; 200..300 succeeds; anything
+/// else fails with its status code. `first_host` is the host of the probe's first request and
+/// `redirects` how many were followed so far.
+pub fn http_step(first_host: &str, current: &HttpGet, resp: &Response, redirects: usize) -> Step {
+    let code = resp.status;
+    let redirect = matches!(code, 301 | 302 | 303 | 307 | 308);
+    if let (true, Some(loc)) = (redirect, resp.location.as_deref()) {
+        match resolve_location(current, loc) {
+            Some(next) if !next.host.eq_ignore_ascii_case(first_host) => {}
+            Some(_) if redirects >= MAX_REDIRECTS => {
+                return Step::Done(
+                    Outcome::Failure(format!(
+                        "get {}: stopped after {MAX_REDIRECTS} redirects",
+                        url_of(current)
+                    )),
+                    None,
+                )
+            }
+            Some(next) => return Step::Follow(next),
+            None => {
+                return Step::Done(
+                    Outcome::Failure(format!(
+                        "get {}: failed to parse Location header {loc:?}",
+                        url_of(current)
+                    )),
+                    None,
+                )
+            }
         }
-    } else {
-        exchange(s, h).await
-    };
-    match head {
-        Err(e) => fail(&e),
-        Ok(head) => match parse_status(&head) {
-            Some(code) if (200..400).contains(&code) => Outcome::Success,
-            Some(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-            None => fail(&"bad response"),
-        },
+    }
+    match code {
+        200..=299 => Step::Done(Outcome::Success, None),
+        300..=399 => Step::Done(
+            Outcome::Success,
+            Some(format!(
+                "Probe terminated redirects, Response body: {}",
+                String::from_utf8_lossy(&resp.body)
+            )),
+        ),
+        _ => Step::Done(
+            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+            None,
+        ),
     }
 }
 
-/// Sends the probe's request and reads the first line of the response.
+fn url_of(h: &HttpGet) -> String {
+    let https = h.scheme.eq_ignore_ascii_case("https");
+    format!(
+        "{}://{}{}",
+        if https { "https" } else { "http" },
+        addr(&h.host, h.port),
+        h.path
+    )
+}
+
+/// The target a Location header points to, relative to the request it answered: an absolute
+/// URL (`http://host:port/path`), a scheme-relative one (`//host/path`), an absolute path or a
+/// path relative to the current one. The probe's headers go along.
+pub fn resolve_location(current: &HttpGet, loc: &str) -> Option<HttpGet> {
+    let loc = loc.trim();
+    let mut next = current.clone();
+    let rest = if let Some((scheme, rest)) = loc
+        .split_once("://")
+        .filter(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+    {
+        next.scheme = scheme.to_ascii_uppercase();
+        Some(rest)
+    } else {
+        loc.strip_prefix("//")
+    };
+    if let Some(rest) = rest {
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let default_port = if next.scheme == "HTTPS" { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            match after.strip_prefix(':') {
+                Some(p) if !p.is_empty() => (h, p.parse().ok()?),
+                _ => (h, default_port),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) if !p.is_empty() => (h, p.parse().ok()?),
+                Some((h, _)) => (h, default_port),
+                None => (authority, default_port),
+            }
+        };
+        if host.is_empty() {
+            return None;
+        }
+        next.host = host.to_string();
+        next.port = port;
+        next.path = path.to_string();
+    } else if loc.starts_with('/') {
+        next.path = loc.to_string();
+    } else {
+        let base = current.path.split(['?', '#']).next().unwrap_or("/");
+        let dir = &base[..base.rfind('/').map(|i| i + 1).unwrap_or(0)];
+        next.path = if loc.starts_with('?') {
+            format!("{base}{loc}")
+        } else if dir.is_empty() {
+            format!("/{loc}")
+        } else {
+            format!("{dir}{loc}")
+        };
+    }
+    next.path = next.path.split('#').next().unwrap_or("/").to_string();
+    if next.path.is_empty() {
+        next.path = "/".into();
+    }
+    Some(next)
+}
+
+/// httpGet: see [`http_step`] for what succeeds and which redirects are followed. `HTTPS`
+/// connects with TLS without verifying the server's certificate (the kubelet's
+/// InsecureSkipVerify), with SNI from the host when it is a name.
+pub async fn http_get(h: &HttpGet) -> Outcome {
+    http_get_warn(h).await.0
+}
+
+/// [`http_get`], with the warning of a success that stopped at a redirect to another host.
+pub async fn http_get_warn(h: &HttpGet) -> (Outcome, Option<String>) {
+    let mut current = h.clone();
+    let mut redirects = 0;
+    loop {
+        let resp = match fetch(&current).await {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Outcome::Failure(format!("get {}: {e}", url_of(&current))),
+                    None,
+                )
+            }
+        };
+        match http_step(&h.host, &current, &resp, redirects) {
+            Step::Done(o, warning) => return (o, warning),
+            Step::Follow(next) => {
+                current = next;
+                redirects += 1;
+            }
+        }
+    }
+}
+
+async fn fetch(h: &HttpGet) -> std::io::Result<Response> {
+    let s = TcpStream::connect(addr(&h.host, h.port)).await?;
+    let raw = if h.scheme.eq_ignore_ascii_case("https") {
+        let s = tls::connect(&h.host, s)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        exchange(s, h).await?
+    } else {
+        exchange(s, h).await?
+    };
+    parse_response(&raw).ok_or_else(|| std::io::Error::other("bad response"))
+}
+
+/// Parses an HTTP/1.x response read up to the connection's end (or our limit).
+pub fn parse_response(raw: &[u8]) -> Option<Response> {
+    let status = parse_status(raw)?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match end {
+        Some(i) => (&raw[..i], &raw[i + 4..]),
+        None => (raw, &raw[raw.len()..]),
+    };
+    let head = String::from_utf8_lossy(head);
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let mut body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.truncate(n);
+    }
+    body.truncate(MAX_BODY);
+    Some(Response {
+        status,
+        location: header("location"),
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&b[..i])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next().unwrap_or("").trim(), 16).ok());
+        let Some(size) = size.filter(|n| *n > 0) else {
+            break;
+        };
+        b = &b[i + 2..];
+        let take = size.min(b.len());
+        out.extend_from_slice(&b[..take]);
+        b = &b[take..];
+        b = b.strip_prefix(b"\r\n").unwrap_or(b);
+    }
+    out
+}
+
+/// Sends the probe's request and reads the response (the request says `Connection: close`), up
+/// to its head and [`MAX_BODY`] bytes of body.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     h: &HttpGet,
 ) -> std::io::Result<Vec<u8>> {
     s.write_all(http_request(h).as_bytes()).await?;
     s.flush().await?;
-    let mut buf = vec![0u8; 1024];
-    let mut n = 0;
-    while n < buf.len() {
-        match s.read(&mut buf[n..]).await? {
-            0 => break,
-            k => {
-                n += k;
-                if buf[..n].contains(&b'\n') {
-                    break;
-                }
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let k = match s.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(k) => k,
+            // A server that closes without TLS close_notify: keep what came.
+            Err(e) if !buf.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        };
+        buf.extend_from_slice(&chunk[..k]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            // Complete (a server that keeps the connection open) or enough of the body.
+            let body = buf.len() - i - 4;
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            let complete = match length {
+                Some(n) => body >= n,
+                None => head.contains("transfer-encoding: chunked") && buf.ends_with(b"0\r\n\r\n"),
+            };
+            if complete || body >= MAX_BODY + 64 {
+                break;
             }
+        } else if buf.len() > 64 << 10 {
+            break;
         }
     }
-    buf.truncate(n);
     Ok(buf)
 }
 
@@ -304,14 +535,15 @@ pub struct Spec {
 /// again each time the failure threshold is reached while failing); return `false` from it to
 /// stop the loop.
 pub async fn run(spec: Spec, initial: bool, on_change: impl FnMut(bool, &str) -> bool) {
-    run_observed(spec, initial, |_| {}, on_change).await
+    run_observed(spec, initial, |_, _| {}, on_change).await
 }
 
-/// [`run`], with `on_result(ok)` called after every single check (probe counters).
+/// [`run`], with `on_result(ok, warning)` called after every single check (probe counters, and
+/// the kubelet's `ProbeWarning` event for a success with a warning).
 pub async fn run_observed(
     spec: Spec,
     initial: bool,
-    mut on_result: impl FnMut(bool),
+    mut on_result: impl FnMut(bool, Option<&str>),
     mut on_change: impl FnMut(bool, &str) -> bool,
 ) {
     tokio::time::sleep(spec.timing.initial_delay).await;
@@ -320,7 +552,7 @@ pub async fn run_observed(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let outcome = check(&spec.check, spec.timing.timeout).await;
+        let (outcome, warning) = check_warn(&spec.check, spec.timing.timeout).await;
         let (ok, msg) = match &outcome {
             Outcome::Success => (true, String::new()),
             Outcome::Failure(m) => (false, m.clone()),
@@ -328,7 +560,7 @@ pub async fn run_observed(
         if !ok {
             tracing::debug!(check = ?spec.check, "probe failed: {msg}");
         }
-        on_result(ok);
+        on_result(ok, warning.as_deref());
         if let Some(r) = tracker.record(ok) {
             if !on_change(r, &msg) {
                 return;
@@ -413,6 +645,165 @@ mod tests {
         assert_eq!(http_get(&h).await, Outcome::Success);
         assert!(matches!(http_get(&h).await, Outcome::Failure(_)));
         assert_eq!(tcp("127.0.0.1", port).await, Outcome::Success);
+    }
+
+    fn get(host: &str, port: u16, path: &str) -> HttpGet {
+        HttpGet {
+            scheme: "HTTP".into(),
+            host: host.into(),
+            port,
+            path: path.into(),
+            headers: vec![("X-Probe".into(), "1".into())],
+        }
+    }
+
+    #[test]
+    fn locations_resolve_like_urls() {
+        let cur = get("10.0.0.5", 8080, "/a/b?x=1");
+        let r = |loc: &str| resolve_location(&cur, loc).map(|h| (h.scheme, h.host, h.port, h.path));
+        let t = |s: &str, h: &str, p: u16, path: &str| Some((s.into(), h.into(), p, path.into()));
+        assert_eq!(r("/healthz"), t("HTTP", "10.0.0.5", 8080, "/healthz"));
+        assert_eq!(r("c?y=2"), t("HTTP", "10.0.0.5", 8080, "/a/c?y=2"));
+        assert_eq!(r("?y=2"), t("HTTP", "10.0.0.5", 8080, "/a/b?y=2"));
+        assert_eq!(r("http://0.0.0.0/"), t("HTTP", "0.0.0.0", 80, "/"));
+        assert_eq!(
+            r("https://10.0.0.5:8443/s#frag"),
+            t("HTTPS", "10.0.0.5", 8443, "/s")
+        );
+        assert_eq!(r("//other:81"), t("HTTP", "other", 81, "/"));
+        assert_eq!(r("http://[fd00::1]:90/v6"), t("HTTP", "fd00::1", 90, "/v6"));
+        assert_eq!(r("http://:80/"), None);
+        // The probe's own headers go along.
+        assert_eq!(
+            resolve_location(&cur, "/h").map(|h| h.headers),
+            Some(cur.headers.clone())
+        );
+    }
+
+    #[test]
+    fn redirects_are_followed_on_the_same_host_only() {
+        let cur = get("10.0.0.5", 8080, "/redirect");
+        let resp = |status: u16, loc: Option<&str>| Response {
+            status,
+            location: loc.map(String::from),
+            body: b"<a href=\"http://0.0.0.0/\">Found</a>.\n\n".to_vec(),
+        };
+        assert_eq!(
+            http_step("10.0.0.5", &cur, &resp(302, Some("/healthz")), 0),
+            Step::Follow(get("10.0.0.5", 8080, "/healthz"))
+        );
+        // Another port of the same host is the same host (Go compares URL.Hostname()).
+        assert!(matches!(
+            http_step("10.0.0.5", &cur, &resp(307, Some("http://10.0.0.5:9/x")), 3),
+            Step::Follow(_)
+        ));
+        assert_eq!(
+            http_step("10.0.0.5", &cur, &resp(302, Some("http://0.0.0.0/")), 0),
+            Step::Done(
+                Outcome::Success,
+                Some("Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>.\n\n".into())
+            )
+        );
+        assert!(matches!(
+            http_step("10.0.0.5", &cur, &resp(301, Some("/again")), MAX_REDIRECTS),
+            Step::Done(Outcome::Failure(m), None) if m.ends_with("stopped after 10 redirects")
+        ));
+        // Not a redirect to follow: 304, or a 302 without Location, is a success with a warning.
+        assert!(matches!(
+            http_step("10.0.0.5", &cur, &resp(304, Some("/x")), 0),
+            Step::Done(Outcome::Success, Some(_))
+        ));
+        assert!(matches!(
+            http_step("10.0.0.5", &cur, &resp(302, None), 0),
+            Step::Done(Outcome::Success, Some(_))
+        ));
+        assert_eq!(
+            http_step("10.0.0.5", &cur, &resp(204, None), 0),
+            Step::Done(Outcome::Success, None)
+        );
+        assert_eq!(
+            http_step("10.0.0.5", &cur, &resp(503, None), 0),
+            Step::Done(
+                Outcome::Failure("HTTP probe failed with statuscode: 503".into()),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn responses_parse_with_their_bodies() {
+        let r = parse_response(
+            b"HTTP/1.1 302 Found\r\nLocation: /x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n2;e=1\r\nef\r\n0\r\n\r\n",
+        );
+        assert_eq!(
+            r,
+            Some(Response {
+                status: 302,
+                location: Some("/x".into()),
+                body: b"abcdef".to_vec()
+            })
+        );
+        let r = parse_response(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA");
+        assert_eq!(r.map(|r| r.body), Some(b"ok".to_vec()));
+        assert_eq!(parse_response(b"garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn http_probes_follow_local_redirects_against_a_server() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut b = [0u8; 1024];
+                let n = s.read(&mut b).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&b[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (status, extra, body) = match path.as_str() {
+                    "/to-failing" => ("302 Found", "Location: /healthz\r\n", ""),
+                    "/to-ok" => ("301 Moved", "Location: ok\r\n", ""),
+                    "/healthz" => ("500 Internal Server Error", "", "no"),
+                    "/ok" => ("200 OK", "", "fine"),
+                    "/away" => (
+                        "302 Found",
+                        "Location: http://0.0.0.0/\r\n",
+                        "<a href=\"http://0.0.0.0/\">Found</a>.\n\n",
+                    ),
+                    _ => ("302 Found", "Location: /loop\r\n", ""),
+                };
+                let msg = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                // Keeps the connection open: the probe stops at the end of the response.
+                let _ = s.write_all(msg.as_bytes()).await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    drop(s);
+                });
+            }
+        });
+        let h = |p: &str| get("127.0.0.1", port, p);
+        let failing = http_get_warn(&h("/to-failing")).await;
+        assert_eq!(
+            failing,
+            (
+                Outcome::Failure("HTTP probe failed with statuscode: 500".into()),
+                None
+            )
+        );
+        assert_eq!(http_get_warn(&h("/to-ok")).await, (Outcome::Success, None));
+        assert_eq!(
+            http_get_warn(&h("/away")).await,
+            (
+                Outcome::Success,
+                Some("Probe terminated redirects, Response body: <a href=\"http://0.0.0.0/\">Found</a>.\n\n".into())
+            )
+        );
+        assert!(matches!(
+            http_get_warn(&h("/loop")).await,
+            (Outcome::Failure(m), None) if m.ends_with("stopped after 10 redirects")
+        ));
     }
 
     /// A TLS server with a fresh self-signed certificate for `localhost`; answers 200 and

@@ -392,6 +392,7 @@ pub fn format_for_user(lines: &[LogLine], tail: Option<usize>, timestamps: bool)
     struct Joined<'a> {
         time: &'a str,
         msg: Vec<u8>,
+        complete: bool,
     }
     let mut done: Vec<Joined> = Vec::new();
     let mut open: [Option<Joined>; 2] = [None, None];
@@ -400,15 +401,18 @@ pub fn format_for_user(lines: &[LogLine], tail: Option<usize>, timestamps: bool)
         let j = slot.get_or_insert_with(|| Joined {
             time: &l.time,
             msg: Vec::new(),
+            complete: false,
         });
         j.msg.extend_from_slice(&l.msg);
         if !l.partial {
-            if let Some(j) = slot.take() {
+            if let Some(mut j) = slot.take() {
+                j.complete = true;
                 done.push(j);
             }
         }
     }
-    // Output that never got its newline (the container ended mid-line) is still shown.
+    // Output that never got its newline (the container ended mid-line) is still shown, as it
+    // was written: without a newline (the kubelet's ReadLogs writes a partial record as is).
     let mut rest: Vec<Joined> = open.into_iter().flatten().collect();
     rest.sort_by(|a, b| a.time.cmp(b.time));
     done.extend(rest);
@@ -423,7 +427,9 @@ pub fn format_for_user(lines: &[LogLine], tail: Option<usize>, timestamps: bool)
             out.push(b' ');
         }
         out.extend_from_slice(&j.msg);
-        out.push(b'\n');
+        if j.complete {
+            out.push(b'\n');
+        }
     }
     out
 }
@@ -499,6 +505,17 @@ mod tests {
         assert_eq!(lines[3], "2023-11-14T22:13:20.000000001Z stdout F ");
         assert!(lines[4].ends_with(" stdout P end"), "{}", lines[4]);
         assert_eq!(lines.len(), 5);
+        // Read back as written: the unfinished "end" gets no newline (`echo -n DONE; false`
+        // gives the termination message "DONE", the kubelet's FallbackToLogsOnError).
+        let recs = read_lines(&p).expect("read");
+        assert_eq!(
+            String::from_utf8_lossy(&format_for_user(&recs, None, false)),
+            "hello\nerr\nworld\n\nend"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&format_for_user(&recs, Some(1), false)),
+            "end"
+        );
     }
 
     #[test]

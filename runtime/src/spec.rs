@@ -27,6 +27,10 @@ pub enum SpecError {
     },
     #[error("container {id}: {reason}")]
     Bad { id: String, reason: String },
+    /// The message a kubelet with containerd and runc shows for a capability the host's
+    /// bounding set lacks (the capset of runc's init fails with EPERM).
+    #[error("failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: unable to apply caps: operation not permitted: unknown (container {id}: {caps:?} not in this node's capability bounding set)")]
+    CapsNotPermitted { id: String, caps: Vec<String> },
 }
 
 /// Facts about the host the spec depends on.
@@ -36,10 +40,9 @@ pub struct HostFacts {
     pub nofile_hard: u64,
     /// `/proc/sys/kernel/cap_last_cap`: the highest capability this kernel knows.
     pub cap_last_cap: u32,
-    /// Our own effective capabilities (`CapEff` of `/proc/self/status`, bit n = capability n).
-    /// A privileged container gets these, as containerd gives it its own
-    /// (`WithAllCurrentCapabilities`): a capability we lack cannot be given (the create fails
-    /// with EPERM), as on a host whose agent runs without CAP_SYS_RESOURCE.
+    /// Our own effective capabilities (`CapEff` of /proc/self/status, bit n = capability n):
+    /// what a privileged container gets (containerd's `WithAllCurrentCapabilities`) and all a
+    /// container can be given (a host whose bounding set lacks one cannot grant it).
     pub own_caps: u64,
     /// The lowest oom_score_adj we may give: without CAP_SYS_RESOURCE a process can only raise
     /// its score above its own (the Guaranteed pods' -997 would fail the create), so we clamp to
@@ -68,8 +71,8 @@ impl HostFacts {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(40),
-            own_caps: own_effective_caps(),
-            min_oom_score_adj: if own_effective_caps() & (1 << 24) != 0 {
+            own_caps: own_effective_caps().unwrap_or(u64::MAX),
+            min_oom_score_adj: if has_cap_sys_resource() {
                 -1000
             } else {
                 crate::sys::own_oom_score_adj().unwrap_or(0)
@@ -101,15 +104,80 @@ fn cgroup_v1_hierarchies() -> &'static [String] {
     })
 }
 
-/// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
-/// Our effective capability set (`CapEff`); none when it cannot be read.
-fn own_effective_caps() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// This process's effective capabilities, as a bitmap.
+fn own_effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24) in its effective set.
+fn has_cap_sys_resource() -> bool {
+    own_effective_caps().is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// The capabilities of a container: a privileged one gets every capability we have (up to the
+/// kernel's last), as containerd gives it the runtime's own current ones; otherwise the
+/// requested list, each of which we must have ourselves. `Err` names the unknown capability, or
+/// lists those this host cannot grant.
+pub fn container_caps(
+    privileged: bool,
+    requested: &[String],
+    host: &HostFacts,
+) -> Result<Vec<String>, CapsError> {
+    let have = |i: usize| i <= host.cap_last_cap as usize && host.own_caps & (1u64 << i) != 0;
+    if privileged {
+        return Ok(ALL_CAPS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| have(*i))
+            .map(|(_, c)| c.to_string())
+            .collect());
+    }
+    let mut v: Vec<String> = Vec::new();
+    let mut missing = Vec::new();
+    for c in requested {
+        let n = normalize_cap(c);
+        let Some(i) = ALL_CAPS.iter().position(|k| *k == n) else {
+            return Err(CapsError::Unknown(c.clone()));
+        };
+        if !have(i) && !missing.contains(&n) {
+            missing.push(n.clone());
+        }
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    if missing.is_empty() {
+        Ok(v)
+    } else {
+        Err(CapsError::NotPermitted(missing))
+    }
+}
+
+/// containerd's default environment (`defaultUnixEnv` of its default spec).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The process environment: `env` in order, after containerd's default PATH when neither the
+/// image nor the pod sets one (containerd's default spec starts with it, and image and pod
+/// variables replace or append to it).
+pub fn process_env(env: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::with_capacity(env.len() + 1);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        out.push(DEFAULT_PATH.to_string());
+    }
+    out.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    out
+}
+
+/// Why a container's capabilities cannot be set.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CapsError {
+    Unknown(String),
+    /// Capabilities outside this host's (our) set: runc's capset fails with EPERM.
+    NotPermitted(Vec<String>),
 }
 
 /// Every capability, by number (index = capability number).
@@ -209,29 +277,18 @@ pub fn build_with(
     if spec.args.is_empty() {
         return Err(bad("no command to run".into()));
     }
-    let caps: Vec<String> = if sec.privileged {
-        ALL_CAPS
-            .iter()
-            .enumerate()
-            .take(host.cap_last_cap as usize + 1)
-            .filter(|(n, _)| host.own_caps & (1 << n) != 0)
-            .map(|(_, s)| s.to_string())
-            .collect()
-    } else {
-        let mut v: Vec<String> = Vec::new();
-        for c in &sec.capabilities {
-            let n = normalize_cap(c);
-            if !ALL_CAPS.contains(&n.as_str()) {
-                return Err(bad(format!("unknown capability {c}")));
-            }
-            if !v.contains(&n) {
-                v.push(n);
-            }
+    let caps = match container_caps(sec.privileged, &sec.capabilities, &host) {
+        Ok(caps) => caps,
+        Err(CapsError::Unknown(c)) => return Err(bad(format!("unknown capability {c}"))),
+        Err(CapsError::NotPermitted(caps)) => {
+            return Err(SpecError::CapsNotPermitted {
+                id: spec.id.clone(),
+                caps,
+            })
         }
-        v
     };
     let nofile = WANTED_NOFILE.min(host.nofile_hard);
-    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let env = process_env(&spec.env);
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
 
     let process = json!({
@@ -247,6 +304,10 @@ pub fn build_with(
         // Always set: otherwise the container inherits the keeper's (the agent's) score.
         "oomScoreAdj": spec.oom_score_adj.max(host.min_oom_score_adj),
     });
+    let mut process = process;
+    if let Some(label) = &req.apparmor_label {
+        process["apparmorProfile"] = json!(label);
+    }
 
     let sys_opt = if sec.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
@@ -285,7 +346,12 @@ pub fn build_with(
                            "source": m.source, "options": opts}));
     }
 
-    let mut namespaces = vec![json!({"type": "mount"})];
+    // The pod's user namespace first: libcontainer joins it before the others, which it owns.
+    let mut namespaces = Vec::new();
+    if let Some(p) = &sb.userns {
+        namespaces.push(json!({"type": "user", "path": p}));
+    }
+    namespaces.push(json!({"type": "mount"}));
     if host.cgroup_v1_hierarchies.is_empty() {
         namespaces.push(json!({"type": "cgroup"}));
     }
@@ -405,6 +471,13 @@ pub fn build_with(
     if !readonly.is_empty() {
         linux["readonlyPaths"] = json!(readonly);
     }
+    if let Some(f) = &req.seccomp {
+        linux["seccomp"] =
+            serde_json::to_value(&f.filter).map_err(|source| SpecError::Invalid {
+                id: spec.id.clone(),
+                source,
+            })?;
+    }
 
     let mut annotations = serde_json::Map::new();
     for (k, v) in &spec.labels {
@@ -423,6 +496,26 @@ pub fn build_with(
         id: spec.id.clone(),
         source,
     })
+}
+
+/// The container's final capability set (bounding = effective = permitted), which seccomp
+/// profiles are resolved against: [`container_caps`], except that capabilities this host cannot
+/// grant are kept (the spec build refuses them with [`SpecError::CapsNotPermitted`]). The error
+/// is the unknown name.
+pub fn capabilities(sec: &crate::Security, host: HostFacts) -> Result<Vec<String>, String> {
+    match container_caps(sec.privileged, &sec.capabilities, &host) {
+        Ok(caps) => Ok(caps),
+        Err(CapsError::Unknown(name)) => Err(name),
+        Err(CapsError::NotPermitted(_)) => {
+            let mut v: Vec<String> = Vec::new();
+            for n in sec.capabilities.iter().map(|c| normalize_cap(c)) {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            Ok(v)
+        }
+    }
 }
 
 /// `net_admin` / `NET_ADMIN` / `CAP_NET_ADMIN` -> `CAP_NET_ADMIN`.
@@ -446,7 +539,7 @@ mod tests {
     const HOST: HostFacts = HostFacts {
         nofile_hard: 20_000,
         cap_last_cap: 40,
-        own_caps: (1 << 41) - 1,
+        own_caps: u64::MAX,
         min_oom_score_adj: -1000,
         cgroup_v1_hierarchies: &[],
     };
@@ -512,6 +605,8 @@ mod tests {
                 shm: "/run/bosun/sandboxes/pod1/shm".into(),
                 cgroup_parent: "/kubepods/pod1".into(),
                 host_pid: false,
+                userns: None,
+                id_range: None,
             },
             layers: vec![],
             log_path: "/var/log/pods/x/app/0.log".into(),
@@ -520,6 +615,9 @@ mod tests {
             cgroup_path: "/kubepods/pod1/pod1-app-0".into(),
             hold: false,
             cpu_cgroup: None,
+            security: Default::default(),
+            seccomp: None,
+            apparmor_label: None,
         }
     }
 
@@ -563,6 +661,30 @@ mod tests {
     }
 
     #[test]
+    fn an_image_without_path_gets_containerds_default() {
+        let env = |kv: &[(&str, &str)]| {
+            process_env(
+                &kv.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            env(&[("A", "1")]),
+            vec![DEFAULT_PATH.to_string(), "A=1".to_string()]
+        );
+        assert_eq!(env(&[("PATH", "/x"), ("B", "2")]), vec!["PATH=/x", "B=2"]);
+        let mut r = req();
+        r.spec.env = vec![("HOME".into(), "/root".into())];
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let process_env = s.process().as_ref().and_then(|p| p.env().clone());
+        assert_eq!(
+            process_env,
+            Some(vec![DEFAULT_PATH.to_string(), "HOME=/root".to_string()])
+        );
+    }
+
+    #[test]
     fn capabilities_are_the_final_list() {
         let s = build_with(&req(), 0, 0, vec![], HOST).expect("build");
         let c = s
@@ -582,6 +704,25 @@ mod tests {
         let mut r = req();
         r.spec.security.capabilities = vec!["CAP_NOPE".into()];
         assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+
+        // Adding one the host cannot grant: containerd's and runc's error, before any start.
+        let reduced = HostFacts {
+            own_caps: !(1 << 24),
+            ..HOST
+        };
+        let mut r = req();
+        r.spec.security.capabilities = vec!["SYS_RESOURCE".into(), "CAP_CHOWN".into()];
+        let e = build_with(&r, 0, 0, vec![], reduced).expect_err("refused");
+        assert!(
+            matches!(&e, SpecError::CapsNotPermitted { caps, .. } if caps == &["CAP_SYS_RESOURCE"])
+        );
+        assert!(e
+            .to_string()
+            .contains("unable to apply caps: operation not permitted"));
+        assert_eq!(
+            container_caps(false, &["chown".into()], &reduced),
+            Ok(vec!["CAP_CHOWN".to_string()])
+        );
     }
 
     #[test]
@@ -607,23 +748,22 @@ mod tests {
             .and_then(|p| p.capabilities().clone())
             .expect("caps");
         assert_eq!(c2.bounding().as_ref().map(|b| b.len()), Some(38));
-        // An agent without CAP_SYS_RESOURCE (as on this test machine): the privileged container
-        // gets every capability but that one (asking for it fails the create with EPERM).
-        let without = HostFacts {
-            own_caps: ((1 << 41) - 1) & !(1 << 24),
+        // A host whose bounding set lacks CAP_SYS_RESOURCE (24): privileged containers get what
+        // we have, as with containerd, instead of failing their capset.
+        let reduced = HostFacts {
+            own_caps: ((1u64 << 41) - 1) & !(1 << 24),
             ..HOST
         };
-        let s3 = build_with(&r, 0, 0, vec![], without).expect("build");
+        let s3 = build_with(&r, 0, 0, vec![], reduced).expect("build");
         let c3 = s3
             .process()
             .as_ref()
             .and_then(|p| p.capabilities().clone())
             .expect("caps");
-        let b3 = c3.bounding().clone().expect("bounding");
-        assert_eq!(b3.len(), 40);
-        assert!(!b3.contains(&Capability::SysResource));
-        assert!(b3.contains(&Capability::SysAdmin));
-        assert_eq!(c3.effective().clone().expect("effective"), b3);
+        assert_eq!(c3.bounding().as_ref().map(|b| b.len()), Some(40));
+        assert!(c3.bounding().as_ref().is_some_and(
+            |b| !b.contains(&Capability::SysResource) && b.contains(&Capability::SysAdmin)
+        ));
         let linux = s.linux().as_ref().expect("linux");
         let devs = linux
             .resources()
@@ -918,6 +1058,62 @@ mod tests {
         assert_eq!(p.cwd(), &PathBuf::from("/work"));
         r.spec.args.clear();
         assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+    }
+
+    #[test]
+    fn seccomp_apparmor_and_the_pods_user_namespace() {
+        let mut r = req();
+        let filter = crate::seccomp::Profile::runtime_default()
+            .resolve(
+                &r.spec.security.capabilities,
+                crate::seccomp::Target::host(),
+            )
+            .expect("resolve");
+        r.seccomp = Some(crate::seccomp::CompiledFilter {
+            filter: filter.clone(),
+            program: "/run/bosun/seccomp/x.bpf".into(),
+        });
+        r.apparmor_label = Some("bosun-default".into());
+        r.sandbox.userns = Some("/run/bosun/sandboxes/pod1/user".into());
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let linux = s.linux().as_ref().expect("linux");
+        assert_eq!(linux.seccomp().as_ref(), Some(&filter));
+        assert_eq!(
+            s.process()
+                .as_ref()
+                .and_then(|p| p.apparmor_profile().clone()),
+            Some("bosun-default".to_string())
+        );
+        let n = ns(&s);
+        assert_eq!(
+            n[0],
+            (
+                LinuxNamespaceType::User,
+                Some("/run/bosun/sandboxes/pod1/user".into())
+            ),
+            "the user namespace is joined first"
+        );
+        // config.json round trip: what libcontainer loads equals what the program was compiled
+        // from (the precompiled program is only used on equality).
+        let text = serde_json::to_vec(&s).expect("json");
+        let back: Spec = serde_json::from_slice(&text).expect("parse");
+        assert_eq!(
+            back.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            Some(filter)
+        );
+        // Without them: no filter, no label, no user namespace.
+        let plain = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        assert!(plain
+            .linux()
+            .as_ref()
+            .is_some_and(|l| l.seccomp().is_none()));
+        assert!(plain
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.apparmor_profile().is_none()));
+        assert!(!ns(&plain)
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User));
     }
 
     #[test]

@@ -94,6 +94,13 @@ lease_renewed() {
     [ -n "$a" ] && [ "$a" != "$b" ]
 }
 check "lease renewed within 11 s" lease_renewed
+lease_owned() {
+    local owner uid
+    owner=$("$KUBECTL" -n kube-node-lease get lease "$NODE" -o jsonpath='{.metadata.ownerReferences[0].apiVersion}/{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].uid}') || return 1
+    uid=$("$KUBECTL" get node "$NODE" -o jsonpath='{.metadata.uid}') || return 1
+    [ "$owner" = "v1/Node/$NODE/$uid" ]
+}
+check "lease owned by its Node (the kubelet's ownerReference)" wait_for 30 lease_owned
 info=$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion} {.status.capacity.pods} {.metadata.labels.kubernetes\.io/os}')
 check "node info, capacity and labels ($info)" bash -c "[[ '$info' == bosun://*' 110 linux' ]]"
 
@@ -135,6 +142,13 @@ mirror_running() {
     [[ "$m" == ?*" Node Running" ]]
 }
 check "static pod: mirror pod owned by the Node shows Running" wait_for 60 mirror_running
+# A user deletes the mirror pod: the node finishes the deletion and makes a new one (the
+# kubelet's syncPod), whose status is written again.
+mirror_uid() { "$KUBECTL" -n kube-system get pod "static-web-$NODE" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
+old_mirror=$(mirror_uid)
+"$KUBECTL" -n kube-system delete pod "static-web-$NODE" --wait=false >/dev/null 2>&1
+mirror_recreated() { local u; u=$(mirror_uid) && [ -n "$u" ] && [ "$u" != "$old_mirror" ] && mirror_running; }
+check "mirror pod deleted by a user: recreated, Running again" wait_for 60 mirror_recreated
 
 # The log of a container, as the container wrote it (CRI lines without their prefix).
 clog() { # pod container

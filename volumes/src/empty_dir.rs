@@ -72,6 +72,23 @@ pub(crate) fn setup_at(
         Err(e) => return Err(create_err(&path, e)),
     }
 
+    // The umask trims the mode given to mkdir; the kubelet chmods afterwards (its setupDir: the
+    // permission bits only, so an fsGroup's setgid stays), so do we, before a tmpfs is mounted
+    // on the folder (whose root then has tmpfs's own 1777, as with the kubelet).
+    let mode = fs::symlink_metadata(&path)
+        .map_err(|e| create_err(&path, e))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != EMPTY_DIR_MODE {
+        fs::set_permissions(&path, Permissions::from_mode(EMPTY_DIR_MODE)).map_err(|source| {
+            SetupError::Chmod {
+                volume: volume(),
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
     if medium == Medium::Memory {
         // What is mounted at the folder: asked of the folder itself (every pod sync comes here
         // for its token and API data volumes), mountinfo only on kernels before 5.8.
@@ -122,30 +139,19 @@ pub(crate) fn setup_at(
         }
     }
 
-    // The umask trims the mode given to mkdir; the kubelet chmods afterwards, so do we.
-    let mode = fs::symlink_metadata(&path)
-        .map_err(|e| create_err(&path, e))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode != EMPTY_DIR_MODE {
-        fs::set_permissions(&path, Permissions::from_mode(EMPTY_DIR_MODE)).map_err(|source| {
-            SetupError::Chmod {
-                volume: volume(),
-                path: path.clone(),
-                source,
-            }
-        })?;
-    }
     Ok(path)
 }
 
-/// The mount data of a Memory emptyDir's tmpfs.
+/// The mount data of a Memory emptyDir's tmpfs: only the size, as the kubelet's
+/// `generateTmpfsMountOptions`, so the root has tmpfs's own mode, 1777 (the sticky bit shows in
+/// the volume and in the subPath folders made in it, which take the root's mode).
 pub(crate) fn tmpfs_options(size_limit: Option<u64>) -> String {
     match size_limit {
-        Some(size) if size > 0 => format!("mode=0777,size={size}"),
-        // No size: the tmpfs default (half of RAM), as the kubelet does without a limit.
-        _ => "mode=0777".to_string(),
+        Some(size) if size > 0 => format!("size={size}"),
+        // No size: the tmpfs default (half of the RAM). The kubelet always gives one (the
+        // volume's sizeLimit, else the pod's memory limit, else the node's allocatable memory):
+        // callers compute it.
+        _ => String::new(),
     }
 }
 
@@ -201,9 +207,9 @@ mod tests {
 
     #[test]
     fn tmpfs_options_follow_the_size_limit() {
-        assert_eq!(tmpfs_options(None), "mode=0777");
-        assert_eq!(tmpfs_options(Some(0)), "mode=0777");
-        assert_eq!(tmpfs_options(Some(1 << 20)), "mode=0777,size=1048576");
+        assert_eq!(tmpfs_options(None), "");
+        assert_eq!(tmpfs_options(Some(0)), "");
+        assert_eq!(tmpfs_options(Some(1 << 20)), "size=1048576");
     }
 
     #[test]
@@ -220,9 +226,10 @@ mod tests {
         let st = nix::sys::statfs::statfs(&p).expect("statfs");
         assert_eq!(st.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
         assert_eq!(st.blocks() * st.block_size() as u64, 8 << 20);
+        // tmpfs's own root mode, as with the kubelet (no `mode=` option): 1777.
         assert_eq!(
             fs::metadata(&p).expect("stat").permissions().mode() & 0o7777,
-            0o777
+            0o1777
         );
         fs::write(p.join("f"), b"x").expect("write into tmpfs");
         // Idempotent: no second tmpfs stacked.

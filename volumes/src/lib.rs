@@ -36,6 +36,7 @@
 
 pub mod atomic;
 pub mod csi;
+pub mod idmap;
 pub mod layout;
 pub mod mounts;
 pub mod ownership;
@@ -236,8 +237,8 @@ pub enum SetupError {
 /// Sets a volume up (idempotent) and returns the host path to bind into containers.
 ///
 /// - emptyDir: creates `<pod_dir>/volumes/kubernetes.io~empty-dir/<name>` with mode 0777 like
-///   the kubelet; with [`Medium::Memory`] mounts a tmpfs there (`size=` the size limit, mode
-///   0777) unless one is already mounted.
+///   the kubelet; with [`Medium::Memory`] mounts a tmpfs there (`size=` the size limit; its
+///   root 1777, tmpfs's default, as with the kubelet) unless one is already mounted.
 /// - hostPath: `DirectoryOrCreate` creates the folder (0755, with parents), `FileOrCreate` an
 ///   empty file (0644, parents 0755); the other types check the kind (a missing path fails).
 ///   `Unset` checks nothing, but a missing path is created as a folder (0755), as containerd

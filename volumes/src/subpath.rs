@@ -6,7 +6,8 @@
 //! refuses any step that would leave the volume (a `..` above the root, an absolute symlink, a
 //! relative symlink climbing out) with `EXDEV`, while symlinks that stay inside the volume are
 //! followed, as the kubelet allows. Missing folders are created one by one with `mkdirat` on
-//! the already-resolved parent fd (0755, like the kubelet). Finally `/proc/self/fd/<fd>` is
+//! the already-resolved parent fd, with the mode of the volume root (the kubelet's SafeMakeDir
+//! with `GetMode(volumePath)`: 0777 in an emptyDir). Finally `/proc/self/fd/<fd>` is
 //! bind-mounted onto `<pod_dir>/volume-subpaths/<volume>/<container>/<index>`: the mount takes
 //! the inode the fd holds, so swapping a path component for a symlink after the check changes
 //! nothing (no TOCTOU, the class of CVE-2017-1002101 and CVE-2021-25741).
@@ -29,8 +30,6 @@ use tracing::{debug, info};
 use crate::layout::{self, InvalidName};
 use crate::sys::{self, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS};
 
-/// Mode of subPath folders created inside a volume.
-const SUBPATH_DIR_MODE: u32 = 0o755;
 /// Modes of the bind targets under `volume-subpaths/` (the kubelet's).
 const TARGET_DIR_MODE: u32 = 0o750;
 const TARGET_FILE_MODE: u32 = 0o640;
@@ -131,7 +130,8 @@ pub fn check_sub_path<'a>(volume: &str, sub_path: &'a str) -> Result<Vec<&'a str
 ///
 /// Refused: an absolute subPath, a `..` component, and any symlink that leads outside
 /// `volume_path`; symlinks that stay inside are followed. A missing subPath is created as
-/// folders (0755) inside the volume. Idempotent: an existing bind at the target is reused.
+/// folders (with the volume root's mode) inside the volume. Idempotent: an existing bind at the
+/// target is reused.
 #[tracing::instrument(level = "debug", skip(pod_dir, volume_path), fields(pod_dir = %pod_dir.display()))]
 pub fn prepare_subpath(
     pod_dir: &Path,
@@ -254,6 +254,11 @@ pub(crate) fn resolve_in_volume(
     // resolved again from the root, so symlinks inside the volume keep working and none can
     // lead out of it.
     let mut cur = beneath(&[]).map_err(resolve_err)?;
+    // New folders get the mode of the volume's root (0777 in an emptyDir), as the kubelet's
+    // makeMounts asks SafeMakeDir for (`hu.GetMode(volumePath)`).
+    let mode = nix::sys::stat::fstat(cur.as_raw_fd())
+        .map(|st| st.st_mode & 0o7777)
+        .map_err(|e| resolve_err(e.into()))?;
     for i in 0..components.len() {
         match beneath(&components[..=i]) {
             Ok(fd) => {
@@ -264,7 +269,7 @@ pub(crate) fn resolve_in_volume(
             Err(e) => return Err(resolve_err(e)),
         }
         let name = components[i];
-        cur = make_dir_in(cur.as_fd(), name).map_err(|source| SubPathError::Create {
+        cur = make_dir_in(cur.as_fd(), name, mode).map_err(|source| SubPathError::Create {
             volume: volume.to_string(),
             sub_path: sub_path.to_string(),
             component: components[..=i].join("/"),
@@ -276,10 +281,10 @@ pub(crate) fn resolve_in_volume(
     Ok(cur)
 }
 
-/// `mkdirat(parent, name, 0755)` then opens the new folder without following anything and sets
+/// `mkdirat(parent, name, mode)` then opens the new folder without following anything and sets
 /// its mode (the umask trimmed it). A dangling symlink in the way fails with `ELOOP`/`EEXIST`.
-fn make_dir_in(parent: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
-    let mode = Mode::from_bits_truncate(SUBPATH_DIR_MODE);
+fn make_dir_in(parent: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<OwnedFd> {
+    let mode = Mode::from_bits_truncate(mode);
     let created = match mkdirat(Some(parent.as_raw_fd()), name, mode) {
         Ok(()) => true,
         Err(Errno::EEXIST) => false,
@@ -469,9 +474,17 @@ mod tests {
     }
 
     #[test]
-    fn missing_folders_are_created_0755_inside_the_volume() {
+    fn missing_folders_are_created_with_the_volume_roots_mode() {
         let td = tempfile::tempdir().expect("tempdir");
         let vol = fs::canonicalize(td.path()).expect("canon");
+        // An emptyDir's root is 0777: so are the folders made for a subPath (the kubelet's).
+        fs::set_permissions(&vol, fs::Permissions::from_mode(0o777)).expect("chmod");
+        resolve(&vol, "a/b").expect("created");
+        for p in [vol.join("a"), vol.join("a/b")] {
+            let m = fs::symlink_metadata(&p).expect("stat");
+            assert_eq!(m.permissions().mode() & 0o7777, 0o777, "{}", p.display());
+        }
+        fs::set_permissions(&vol, fs::Permissions::from_mode(0o755)).expect("chmod");
         fs::create_dir(vol.join("real")).expect("mkdir");
         symlink("real", vol.join("link")).expect("symlink");
         let fd = resolve(&vol, "link/new/deeper").expect("created");

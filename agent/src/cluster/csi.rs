@@ -633,6 +633,7 @@ fn volume_event(
         type_: type_.to_string(),
         reason: reason.to_string(),
         message: message.to_string(),
+        at: std::time::SystemTime::now(),
     });
 }
 

@@ -2,8 +2,11 @@
 //! the kubelet's event recorder does: an event seen again within ten minutes (same object, field
 //! path, type, reason and message) increments the `count` of the first one instead of creating
 //! another.
-//! Writing never blocks a pod: events queue here, a failed write is retried a few times and
-//! then dropped, and a long outage drops the oldest beyond [`MAX_QUEUE`].
+//! Writing never blocks a pod: events queue here and carry the time they happened (the
+//! recorder's timestamps, not the write's). As client-go's recorder does, an event the apiserver
+//! rejects (any API status: forbidden in a terminating namespace, invalid...) is dropped at once
+//! and never holds up the ones behind it; only a failure to reach the apiserver is retried a few
+//! times, and a long outage drops the oldest beyond [`MAX_QUEUE`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -42,8 +45,19 @@ fn key(r: &EventRecord) -> Key {
     )
 }
 
-/// The Event the kubelet would create for `r`.
-pub fn new_event(r: &EventRecord, node: &str, now: SystemTime) -> Event {
+/// Is a failed write worth retrying? Only when the apiserver was not reached (client-go's
+/// `recordEvent`: a `StatusError` is final, "will not retry"; a connection error holds the
+/// queue while it retries).
+pub fn should_retry(e: &kube::Error) -> bool {
+    matches!(
+        e,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
+    )
+}
+
+/// The Event the kubelet would create for `r`, stamped with the time it happened.
+pub fn new_event(r: &EventRecord, node: &str) -> Event {
+    let now = r.at;
     let nanos = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
@@ -95,21 +109,21 @@ pub async fn run(client: Client, node: String, mut rx: UnboundedReceiver<EventRe
         seen.retain(|_, s| s.at.elapsed() < CORRELATION_WINDOW);
         let api: Api<Event> = Api::namespaced(client.clone(), &r.namespace);
         let k = key(&r);
-        let now = SystemTime::now();
         let mut done = false;
-        for attempt in 0..ATTEMPTS {
+        let mut attempt = 0;
+        while attempt < ATTEMPTS {
             let result = match seen.get(&k) {
                 Some(s) => {
                     let patch = serde_json::json!({
                         "count": s.count + 1,
-                        "lastTimestamp": time(now),
+                        "lastTimestamp": time(r.at),
                     });
                     api.patch(&s.name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                         .map(|_| (s.name.clone(), s.count + 1))
                 }
                 None => {
-                    let ev = new_event(&r, &node, now);
+                    let ev = new_event(&r, &node);
                     api.create(&PostParams::default(), &ev)
                         .await
                         .map(|e| (e.metadata.name.unwrap_or_default(), 1))
@@ -129,17 +143,21 @@ pub async fn run(client: Client, node: String, mut rx: UnboundedReceiver<EventRe
                     break;
                 }
                 // The folded-into event is gone (expired): start a new one.
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    seen.remove(&k);
+                Err(kube::Error::Api(e)) if e.code == 404 && seen.remove(&k).is_some() => {}
+                Err(e) if should_retry(&e) => {
+                    tracing::debug!(error = %e, attempt, "cannot reach the apiserver to write an event");
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                    attempt += 1;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, attempt, "cannot write an event");
-                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                    tracing::debug!(error = %e, reason = %r.reason, pod = %r.name, "event rejected by the apiserver (will not retry)");
+                    done = true;
+                    break;
                 }
             }
         }
         if !done {
-            tracing::warn!(reason = %r.reason, pod = %r.name, "event dropped: the apiserver did not take it");
+            tracing::warn!(reason = %r.reason, pod = %r.name, "event dropped: the apiserver could not be reached");
         }
     }
 }
@@ -159,9 +177,10 @@ mod tests {
             type_: "Normal".into(),
             reason: "Started".into(),
             message: "Started container app".into(),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         };
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let e = new_event(&r, "node1", t);
+        // Stamped when it happened, whenever it is written.
+        let e = new_event(&r, "node1");
         assert_eq!(e.metadata.name.as_deref(), Some("web.18fae27693b40000"));
         assert_eq!(
             e.involved_object.field_path.as_deref(),
@@ -182,12 +201,37 @@ mod tests {
             field_path: None,
             ..r
         };
-        let e = new_event(&claim, "node1", t);
+        let e = new_event(&claim, "node1");
         assert_eq!(
             e.involved_object.kind.as_deref(),
             Some("PersistentVolumeClaim")
         );
         assert_eq!(e.involved_object.api_version.as_deref(), Some("v1"));
         assert_eq!(e.involved_object.name.as_deref(), Some("data-web-0"));
+    }
+
+    #[test]
+    fn only_unreachable_apiservers_are_retried() {
+        let status = |code: u16, reason: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                reason: reason.into(),
+                message: "rejected".into(),
+                ..Default::default()
+            }))
+        };
+        // Rejections: forbidden (terminating namespace), invalid, conflict, server errors.
+        for e in [
+            status(403, "Forbidden"),
+            status(422, "Invalid"),
+            status(409, "AlreadyExists"),
+            status(500, "InternalError"),
+        ] {
+            assert!(!should_retry(&e), "{e}");
+        }
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(should_retry(&kube::Error::Service(Box::new(refused))));
+        let read = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof");
+        assert!(should_retry(&kube::Error::ReadEvents(read)));
     }
 }

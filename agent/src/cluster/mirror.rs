@@ -2,8 +2,10 @@
 //!
 //! For every static pod there must be a pod of the same namespace and name, bound to this node,
 //! annotated `kubernetes.io/config.mirror: <config hash>` and owned by the Node (NodeRestriction
-//! requires both). A mirror pod whose hash differs (the manifest changed), that is being deleted,
-//! or whose static pod is gone is deleted; a missing one is created. Pod statuses of static pods
+//! requires both). A mirror pod whose hash differs (the manifest changed), that is being deleted
+//! (a user deleted it: the apiserver waits for the node to finish the deletion), or whose static
+//! pod is gone is deleted at once (grace 0); a missing or so deleted one is created again, as the
+//! kubelet's syncPod does. Pod statuses of static pods
 //! are written to their mirror pods ([`crate::cluster::status`]).
 
 use std::collections::BTreeMap;
@@ -99,15 +101,22 @@ pub fn plan(statics: &DesiredPods, mirrors: &MirrorPods) -> Vec<Action> {
         let keep = wanted
             .get(k)
             .is_some_and(|s| config_hash(s) == hash && m.metadata.deletion_timestamp.is_none());
-        if !keep && m.metadata.deletion_timestamp.is_none() {
+        if !keep {
             out.push(Action::Delete(
                 k.clone(),
                 m.metadata.uid.clone().unwrap_or_default(),
             ));
         }
     }
+    let deleted: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Delete(k, _) => Some(k.clone()),
+            Action::Create(_) => None,
+        })
+        .collect();
     for k in wanted.keys() {
-        if !mirrors.contains_key(k) {
+        if !mirrors.contains_key(k) || deleted.contains(k) {
             out.push(Action::Create(k.clone()));
         }
     }
@@ -234,17 +243,24 @@ mod tests {
             [
                 Action::Delete("kube-system/b".into(), "uid-b-true".into()),
                 Action::Delete("kube-system/gone".into(), "uid-gone-true".into()),
+                Action::Create("kube-system/b".into()),
                 Action::Create("kube-system/c".into()),
             ]
         );
-        // A mirror pod being deleted (by a user) is recreated once it is gone.
+        // A mirror pod a user deleted (the apiserver waits for the node to finish the graceful
+        // deletion) is deleted at once and created again, as the kubelet does; it used to wait
+        // forever for the deletion to finish.
         let mut deleting = pod("a", "h1", true);
         deleting.metadata.deletion_timestamp =
             Some(crate::pods::status::time(std::time::SystemTime::UNIX_EPOCH));
         mirrors.insert("kube-system/a".into(), deleting);
-        assert!(!plan(&statics, &mirrors)
-            .iter()
-            .any(|a| matches!(a, Action::Delete(k, _) if k == "kube-system/a")));
+        let p = plan(&statics, &mirrors);
+        assert!(p.contains(&Action::Delete("kube-system/a".into(), "uid-a-true".into())));
+        assert!(p.contains(&Action::Create("kube-system/a".into())));
+        // Its static pod is gone too: deleted, not recreated.
+        let only_b: DesiredPods = [("b".to_string(), pod("b", "h2", false).into())].into();
+        let p = plan(&only_b, &mirrors);
+        assert!(!p.contains(&Action::Create("kube-system/a".into())));
         mirrors.remove("kube-system/a");
         assert!(plan(&statics, &mirrors).contains(&Action::Create("kube-system/a".into())));
     }

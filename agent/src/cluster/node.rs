@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
     NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::api::{Api, GetParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 
@@ -309,36 +309,70 @@ pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Er
     }
 }
 
-/// Renews the node's Lease every 10 s, creating it when missing. Never returns.
+/// Makes the Node the Lease's owner (so the garbage collector removes the Lease with the Node)
+/// when the Lease has no owner yet and the Node's uid is known: the kubelet's
+/// `setNodeOwnerFunc` (pkg/kubelet/util/nodelease.go), run at every renewal until it succeeds.
+pub fn set_node_owner(lease: &mut Lease, node: &str, node_uid: Option<&str>) {
+    let owners = lease.metadata.owner_references.get_or_insert_with(Vec::new);
+    if let (true, Some(uid)) = (owners.is_empty(), node_uid) {
+        owners.push(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: node.to_string(),
+            uid: uid.to_string(),
+            ..Default::default()
+        });
+    }
+    if owners.is_empty() {
+        lease.metadata.owner_references = None;
+    }
+}
+
+/// Renews the node's Lease every 10 s, creating it when missing, owned by the Node. Never
+/// returns.
 pub async fn lease_loop(client: Client, name: String) {
-    let api: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let nodes: Api<Node> = Api::all(client);
     loop {
         let now = MicroTime(time(SystemTime::now()).0);
         let result = match api.get_opt(&name).await {
-            Ok(Some(mut lease)) => {
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                spec.holder_identity = Some(name.clone());
-                spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
-                spec.renew_time = Some(now);
-                api.replace(&name, &PostParams::default(), &lease)
-                    .await
-                    .map(|_| ())
-            }
-            Ok(None) => {
-                let lease = Lease {
+            Ok(found) => {
+                let exists = found.is_some();
+                let mut lease = found.unwrap_or_else(|| Lease {
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
                         namespace: Some(LEASE_NAMESPACE.into()),
                         ..Default::default()
                     },
-                    spec: Some(LeaseSpec {
-                        holder_identity: Some(name.clone()),
-                        lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
-                        renew_time: Some(now),
-                        ..Default::default()
-                    }),
-                };
-                api.create(&PostParams::default(), &lease).await.map(|_| ())
+                    spec: None,
+                });
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                spec.holder_identity = Some(name.clone());
+                spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
+                spec.renew_time = Some(now);
+                if lease
+                    .metadata
+                    .owner_references
+                    .as_ref()
+                    .is_none_or(|o| o.is_empty())
+                {
+                    match nodes.get_opt(&name).await {
+                        Ok(node) => {
+                            let uid = node.and_then(|n| n.metadata.uid);
+                            set_node_owner(&mut lease, &name, uid.as_deref());
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot read the node to own its lease")
+                        }
+                    }
+                }
+                if exists {
+                    api.replace(&name, &PostParams::default(), &lease)
+                        .await
+                        .map(|_| ())
+                } else {
+                    api.create(&PostParams::default(), &lease).await.map(|_| ())
+                }
             }
             Err(e) => Err(e),
         };
@@ -460,6 +494,30 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_lease_is_owned_by_its_node_once_the_uid_is_known() {
+        let mut lease = Lease::default();
+        // The Node is not readable yet: no owner, try again at the next renewal.
+        set_node_owner(&mut lease, "n1", None);
+        assert_eq!(lease.metadata.owner_references, None);
+        set_node_owner(&mut lease, "n1", Some("uid-1"));
+        let owners = lease.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(
+            (
+                owners[0].api_version.as_str(),
+                owners[0].kind.as_str(),
+                owners[0].name.as_str(),
+                owners[0].uid.as_str()
+            ),
+            ("v1", "Node", "n1", "uid-1")
+        );
+        // An owner already there is kept (a re-registered Node does not add a second one).
+        set_node_owner(&mut lease, "n1", Some("uid-2"));
+        assert_eq!(lease.metadata.owner_references.map(|o| o.len()), Some(1));
+    }
+
     use super::*;
 
     #[test]

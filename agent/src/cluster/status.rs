@@ -13,18 +13,44 @@ use crate::pods::StatusUpdate;
 
 /// Applies status updates and final deletions. Never returns while the sender lives. A write
 /// that fails stays queued (unless a newer one for the pod replaces it) and is retried with
-/// backoff, so statuses catch up after an apiserver outage.
+/// backoff, so statuses catch up after an apiserver outage. The last status written to each
+/// mirror pod is kept and written again when the mirror pod was replaced (a user deleted it and
+/// the mirror manager made a new one), as the kubelet's status manager syncs it.
 pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) {
     let mut pending: HashMap<String, StatusUpdate> = HashMap::new();
+    // Static pod uid -> (uid of the mirror pod written to, the update, checks that found no
+    // mirror pod in a row).
+    let mut mirrors: HashMap<String, (String, StatusUpdate, u32)> = HashMap::new();
     let mut backoff = RETRY_MIN;
+    let mut resync = tokio::time::interval(MIRROR_RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Some(update), Some(None) when the channel closed, None when the retry timer fired.
-        let next = if pending.is_empty() {
-            Some(rx.recv().await)
-        } else {
-            tokio::select! {
-                u = rx.recv() => Some(u),
-                _ = tokio::time::sleep(backoff) => None,
+        // Some(update), Some(None) when the channel closed, None for a timer.
+        let next = tokio::select! {
+            u = rx.recv() => Some(u),
+            _ = tokio::time::sleep(backoff), if !pending.is_empty() => None,
+            _ = resync.tick(), if !mirrors.is_empty() => {
+                for (uid, (written, u, misses)) in mirrors.iter_mut() {
+                    if pending.contains_key(uid) {
+                        continue;
+                    }
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
+                    match api.get_opt(&u.name).await {
+                        Ok(Some(p)) if super::mirror::is_mirror(&p) => {
+                            *misses = 0;
+                            if p.metadata.uid.as_deref() != Some(written.as_str()) {
+                                pending.insert(uid.clone(), u.clone());
+                            }
+                        }
+                        // Not there (the Node authorizer answers 403 for a missing pod): being
+                        // made again, or its static pod is gone.
+                        Ok(_) => *misses += 1,
+                        Err(kube::Error::Api(e)) if e.code == 403 => *misses += 1,
+                        Err(_) => {}
+                    }
+                }
+                mirrors.retain(|_, (_, _, misses)| *misses < MIRROR_GONE_AFTER);
+                None
             }
         };
         let closed = matches!(next, Some(None));
@@ -40,10 +66,20 @@ pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) 
         }
         let mut failed = false;
         for (uid, u) in std::mem::take(&mut pending) {
-            if let Err(e) = apply(&client, &u).await {
-                tracing::warn!(pod = %format!("{}/{}", u.namespace, u.name), error = %e, retry_in = ?backoff, "cannot write pod status; will retry");
-                pending.insert(uid, u);
-                failed = true;
+            match apply(&client, &u).await {
+                Ok(Some(mirror_uid)) => {
+                    mirrors.insert(uid, (mirror_uid, u, 0));
+                }
+                Ok(None) => {
+                    if u.status.is_none() {
+                        mirrors.remove(&uid);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{}/{}", u.namespace, u.name), error = %e, retry_in = ?backoff, "cannot write pod status; will retry");
+                    pending.insert(uid, u);
+                    failed = true;
+                }
             }
         }
         // Newer updates that came in meanwhile replace the failed ones.
@@ -62,6 +98,11 @@ pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) 
     }
 }
 
+/// How often the mirror pods written to are checked for a replacement (the kubelet's status
+/// manager syncs every 10 s).
+const MIRROR_RESYNC: Duration = Duration::from_secs(10);
+/// Checks without a mirror pod after which its static pod is taken as removed.
+const MIRROR_GONE_AFTER: u32 = 6;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -74,31 +115,39 @@ enum ApplyError {
     NoMirror,
 }
 
-async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), ApplyError> {
+/// Writes one update; `Some(uid)` of the mirror pod when it went to a mirror pod.
+async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, ApplyError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
     match &u.status {
         Some(status) => {
             let uid = if u.mirror {
-                match api.get_opt(&u.name).await? {
-                    Some(p) if super::mirror::is_mirror(&p) => p.metadata.uid.unwrap_or_default(),
-                    // No mirror pod yet: retried until the mirror manager made it.
-                    _ => return Err(ApplyError::NoMirror),
+                match api.get_opt(&u.name).await {
+                    Ok(Some(p)) if super::mirror::is_mirror(&p) => {
+                        p.metadata.uid.unwrap_or_default()
+                    }
+                    // No mirror pod yet (the Node authorizer answers 403, not 404, for a pod
+                    // that is not bound to this node, so one that does not exist): retried until
+                    // the mirror manager made it again.
+                    Ok(_) => return Err(ApplyError::NoMirror),
+                    Err(kube::Error::Api(e)) if e.code == 403 => return Err(ApplyError::NoMirror),
+                    Err(e) => return Err(e.into()),
                 }
             } else {
                 u.uid.clone()
             };
             let patch = status_patch(&uid, status);
+            let written = u.mirror.then(|| uid.clone());
             match api
                 .patch_status(&u.name, &PatchParams::default(), &Patch::Strategic(&patch))
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(written),
                 // Gone, or another pod of that name: nothing to report to.
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
                 Err(e) => Err(e.into()),
             }
         }
-        None if u.mirror => Ok(()),
+        None if u.mirror => Ok(None),
         None => {
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
@@ -111,9 +160,9 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<(), ApplyError> {
             match api.delete(&u.name, &dp).await {
                 Ok(_) => {
                     tracing::info!(pod = %format!("{}/{}", u.namespace, u.name), "pod deleted from the API");
-                    Ok(())
+                    Ok(None)
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
                 Err(e) => Err(e.into()),
             }
         }

@@ -49,6 +49,8 @@ pub struct EventRecord {
     pub type_: String,
     pub reason: String,
     pub message: String,
+    /// When it happened (the Event's timestamps), not when it is written.
+    pub at: std::time::SystemTime,
 }
 
 /// The Event's `involvedObject.fieldPath` of a container of `pod`.
@@ -86,6 +88,7 @@ pub fn emit(ctx: &Ctx, pod: &Pod, container: Option<&str>, type_: &str, reason: 
             type_: type_.to_string(),
             reason: reason.to_string(),
             message: msg.to_string(),
+            at: std::time::SystemTime::now(),
         });
     }
 }

@@ -247,9 +247,21 @@ async fn probe_container(
             pod_ns.clone(),
             pod_uid.clone(),
         );
-        move |ok: bool| {
+        let (ctx, pod_obj) = (ctx.clone(), t.pod.clone());
+        move |ok: bool, warning: Option<&str>| {
             let result = if ok { "successful" } else { "failed" };
             crate::server::metrics::count_probe(kind, result, &container, &pod, &ns, &uid);
+            // The kubelet's prober: a success with a warning (a redirect to another host).
+            if let Some(w) = warning {
+                super::emit(
+                    &ctx,
+                    &pod_obj,
+                    Some(&container),
+                    "Warning",
+                    "ProbeWarning",
+                    &format!("{kind} probe warning: {w}"),
+                );
+            }
         }
     };
     let translate = |p: &Probe, kind: &str| match spec(p, &c, &t.pod_ip, exec.clone()) {

@@ -147,11 +147,23 @@ pub async fn serve(
     kind: Kind,
 ) {
     let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-    let (mut sink, mut incoming) = socket.split();
+    let (mut sink, incoming) = socket.split();
+    // The session speaks binary channel frames; the base64 protocols are converted here.
+    let mut incoming = incoming.filter_map(move |m| {
+        std::future::ready(match m {
+            Ok(Message::Close(c)) => Some(Ok(Message::Close(c))),
+            Ok(m) => ws::decode(protocol, &m).map(|f| Ok(Message::binary(f))),
+            Err(e) => Some(Err(e)),
+        })
+    });
     let (tx, mut rx) = mpsc::channel::<Message>(64);
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             let closing = matches!(m, Message::Close(_));
+            let m = match m {
+                Message::Binary(frame) => ws::encode(protocol, frame.to_vec()),
+                m => m,
+            };
             if sink.send(m).await.is_err() || closing {
                 break;
             }
@@ -169,12 +181,11 @@ pub async fn serve(
     let _ = tx.send(Message::binary(ws::frame(first, b""))).await;
 
     let status = session(&ctx, protocol, &id, &req, kind, &tx, &mut incoming).await;
-    let _ = tx
-        .send(Message::binary(ws::frame(
-            ws::ERROR,
-            status.to_string().as_bytes(),
-        )))
-        .await;
+    if let Some(payload) = ws::status_payload(protocol, &status) {
+        let _ = tx
+            .send(Message::binary(ws::frame(ws::ERROR, &payload)))
+            .await;
+    }
     let _ = tx
         .send(Message::Close(Some(CloseFrame {
             code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
@@ -194,7 +205,7 @@ pub async fn serve(
     .await;
 }
 
-/// The session proper in channel-protocol terms (`protocol` is one of [`ws::V5`], [`ws::V4`]):
+/// The session proper in channel-protocol terms (`protocol` is one of [`ws::SUPPORTED`]):
 /// `incoming` carries the client's messages, `tx` takes ours. Returns the status for the error
 /// channel. The SPDY transport (`spdy_exec`) drives it through the same messages.
 pub async fn session<S>(
