@@ -174,7 +174,7 @@ calls() { driver_log | sed -n 's/^.*gRPCCall: //p' | jq -s -e "$1" >/dev/null; }
 method() { echo "map(select(.Method == \"/csi.v1.Node/$1\"))"; }
 
 # 1. Registration and the CSINode object.
-reg_logged() { k logs csi-hostpathplugin-0 -c node-driver-registrar 2>/dev/null | grep -q 'Received NotifyRegistrationStatus call.*PluginRegistered:true'; }
+reg_logged() { k logs csi-hostpathplugin-0 -c node-driver-registrar 2>/dev/null | grep -q 'Received NotifyRegistrationStatus call.*status="plugin_registered:true"'; }
 check "the registrar was told registration succeeded (through $ROOT/plugins_registry)" wait_for 30 reg_logged
 csinode() { k get csinode "$NODE" -o jsonpath="{range .spec.drivers[?(@.name==\"$DRV\")]}{.nodeID} {.topologyKeys[*]} {.allocatable.count}{end}" 2>/dev/null; }
 check "CSINode $NODE: $DRV with node id, topology key and allocatable count from NodeGetInfo ($(csinode))" \
@@ -652,7 +652,7 @@ check "pod kill-1 runs after the restart" wait_for 120 running kill-1
 kill_uid=$(k get pod kill-1 -o jsonpath='{.metadata.uid}')
 kill_target="$ROOT/pods/$kill_uid/volumes/kubernetes.io~csi/$PVK/mount"
 check "its volume is published once ($(count_mounts "$kill_target") mount)" [ "$(count_mounts "$kill_target")" = 1 ]
-staged_in_driver() { jq -c --arg h "$HK" '.volumes[] | select(.VolID == $h) | [(.Staged | length), (.Published | length)]' "$DATA/state.json" 2>/dev/null; }
+staged_in_driver() { jq -c --arg h "$HK" '.Volumes[] | select(.VolID == $h) | [(.Staged | length), (.Published | length)]' "$DATA/state.json" 2>/dev/null; }
 check "the driver has it staged once and published once ($(staged_in_driver))" [ "$(staged_in_driver)" = "[1,1]" ]
 check "the second NodeStageVolume found it staged (idempotent), no NodeUnstageVolume" \
     calls "($(method NodeStageVolume) | map(select(.Request.volume_id == \"$HK\" and .Error == \"\")) | length >= 2) and
@@ -731,7 +731,7 @@ check "workload pods gone" wait_for 120 no_pods
 k delete pvc --all --wait=false >/dev/null 2>&1
 no_vols() { [ -z "$(k get pv -o name 2>/dev/null | grep -v pv-e2e-local-block)" ] && [ -z "$(k get volumeattachment -o name 2>/dev/null)" ]; }
 check "every volume detached and deleted by the provisioner ($(wait_for 120 no_vols; k get pv,volumeattachment -o name 2>/dev/null | grep -vc local-block) left)" no_vols
-left_in_driver() { jq '.volumes | length' "$DATA/state.json" 2>/dev/null; }
+left_in_driver() { jq '.Volumes | length' "$DATA/state.json" 2>/dev/null; }
 check "the driver has no volume left ($(left_in_driver)), no loop device on its files" \
     bash -c "[ '$(left_in_driver)' = 0 ] && [ -z \"\$(losetup -a | grep -F '$DATA')\" ]"
 k delete statefulset csi-hostpathplugin --wait=false >/dev/null 2>&1

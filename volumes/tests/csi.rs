@@ -178,7 +178,7 @@ fn last_request(log: &Path, method: &str) -> serde_json::Value {
 fn driver_volume(state: &Path, id: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(state.join("state.json")).expect("state.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("state json");
-    v["volumes"]
+    v["Volumes"]
         .as_array()
         .into_iter()
         .flatten()
@@ -293,7 +293,11 @@ async fn csi_node_side_against_the_reference_driver() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(told.contains("PluginRegistered:true"), "{told}");
+    // The registrar logs the status it was sent (`status="plugin_registered:true"`).
+    assert!(
+        told.contains(r#"status="plugin_registered:true""#),
+        "{told}"
+    );
 
     // A volume from the Controller service: a folder of the driver's state.
     let created = create_volume(&d, "pvc-0001", false).await;
@@ -593,8 +597,12 @@ async fn a_failed_registration_is_reported_to_the_plugin() {
     }
     assert_eq!(status.and_then(|s| s.code()), Some(1));
     let log = std::fs::read_to_string(&reg_log).expect("log");
+    // The status carries our error (`status="error:\"cannot connect to .../wrong.sock: ...\""`),
+    // with no plugin_registered:true.
     assert!(
-        log.contains("PluginRegistered:false") && log.contains("wrong.sock"),
+        log.contains(r#"status="error:\"cannot connect to "#)
+            && log.contains("wrong.sock")
+            && !log.contains("plugin_registered:true"),
         "{log}"
     );
 }
