@@ -534,3 +534,61 @@ fn exec_failure_is_a_start_error() -> Result<()> {
     node.wait_gone("big", T)?;
     check_clean(node)
 }
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "needs root: a privileged container and a file in the host's /dev"]
+fn privileged_container_gets_the_hosts_dev() -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    // What CSI drivers ask (csi-driver-host-path's deployment): the host's /dev as a hostPath
+    // at /dev in a privileged container. The runtime leaves that /dev as it is, as runc does: it
+    // makes no device nodes, /dev/fd links or ptmx in it (the create used to fail on the host's
+    // existing /dev/fd, and a new /dev/ptmx link there would break the host's terminals).
+    let marker = std::path::PathBuf::from(format!("/dev/bosun-test-{}", std::process::id()));
+    std::fs::write(&marker, "from-the-host")?;
+    let _marker = RemoveOnDrop(marker.clone());
+    let node = setup("hostdev")?;
+    let m = marker.display();
+    node.apply(
+        "d.yaml",
+        &pod(
+            "hostdev",
+            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    securityContext: {{privileged: true}}\n    command: [sh, -c, 'cat {m}; echo; test -c /dev/ptmx && echo ptmx-ok; echo written > {m}']\n    volumeMounts: [{{name: dev, mountPath: /dev}}]\n  volumes:\n  - {{name: dev, hostPath: {{path: /dev, type: Directory}}}}\n"),
+        ),
+    )?;
+    let p = node.wait_pod("hostdev", T, "Succeeded", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })?;
+    let out = node.logs("hostdev", "c", false)?;
+    ensure!(
+        phase(&p) == "Succeeded" && out == "from-the-host\nptmx-ok\n",
+        "{out:?} ({})",
+        p["status"]
+    );
+    ensure!(
+        std::fs::read_to_string(&marker)? == "written\n",
+        "the container wrote to the host's /dev"
+    );
+    // The host's /dev is as it was.
+    ensure!(
+        std::fs::symlink_metadata("/dev/ptmx")?
+            .file_type()
+            .is_char_device(),
+        "/dev/ptmx is no longer the host's character device"
+    );
+    ensure!(
+        std::fs::read_link("/dev/fd")? == std::path::Path::new("/proc/self/fd"),
+        "/dev/fd changed"
+    );
+    node.delete("d.yaml")?;
+    node.wait_gone("hostdev", T)?;
+    check_clean(node)
+}
