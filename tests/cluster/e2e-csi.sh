@@ -134,10 +134,12 @@ A=(--root-dir "$ROOT" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W
    --cni-conf-dir "$W/cni" --pod-cidr "$POD_SUBNET")
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
 mkdir -p "$W/cni"
+# A default route through the bridge: the sidecars reach the apiserver at the host's address.
 cat >"$W/cni/10-e2e-csi.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "bosun-e2e-csi", "plugins": [
   {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]], "dataDir": "$W/ipam"}}]}
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]], "dataDir": "$W/ipam",
+            "routes": [{"dst": "0.0.0.0/0"}]}}]}
 JSON
 start_bosun() {
     "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
