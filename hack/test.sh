@@ -37,7 +37,7 @@ stage "clippy"; cargo clippy --workspace --all-targets -- -D warnings
 stage "build";  cargo build --workspace --all-targets
 stage "unit tests"
 cargo test --workspace
-echo "== fuzz (libFuzzer, 20 s per target: static pod manifests, API requests, SPDY frames)"
+stage "fuzz (libFuzzer, 20 s per target)"
 bash hack/fuzz.sh 20
 if [ "$(id -u)" != 0 ]; then
   echo "== privileged tier skipped: needs root" >&2
@@ -50,6 +50,9 @@ cargo test --workspace -- --ignored --test-threads=1
 stage "e2e-node (cluster)"; bash tests/cluster/e2e-node.sh
 stage "e2e-api (cluster)";  bash tests/cluster/e2e-api.sh
 stage "e2e-csi (cluster)";  bash tests/cluster/e2e-csi.sh
+stage "e2e-security (cluster)"; bash tests/cluster/e2e-security.sh
+stage "e2e-pressure (cluster: allocatable, admission, eviction on a loop filesystem)"
+bash tests/cluster/e2e-pressure.sh
 stage "bench harness (quick, no figures checked)"
 bash bench/check.sh
 # The VM tier's short subset: the .deb of the debug build on a pure cgroup v2 systemd guest;

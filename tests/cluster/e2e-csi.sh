@@ -34,6 +34,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$here/env.sh"
+source "$here/lib.sh"
 D=${1:-/tmp/bosun-e2e-csi-cluster}
 W=$(mktemp -d /tmp/bosun-e2e-csi-XXXXXX)
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
@@ -53,16 +54,6 @@ NODE_IP=$BOSUN_CP_IP
 DRV=hostpath.csi.k8s.io
 DATA="$W/hostpath-data"   # the driver's state folder (its volumes are folders and files here)
 ROOT="$W/root"
-passed=0; failed=0
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
-}
-wait_for() { # seconds, command...
-    local end=$((SECONDS + $1)); shift
-    while [ "$SECONDS" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
-    "$@" >/dev/null 2>&1
-}
 k() { "$KUBECTL" "$@"; }
 cleanup() {
     [ -n "${strace_pid:-}" ] && kill -TERM "$strace_pid" 2>/dev/null
@@ -71,24 +62,14 @@ cleanup() {
         cp -r "$W"/*.log "$W/logs" "$D/logs" "$KEEP_LOGS/" 2>/dev/null
     fi
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
-    # Containers still running (a failed run) are killed through their cgroups, keepers by path.
-    for c in /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG; do
-        [ -d "$c" ] && find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-    done
-    pkill -KILL -f "$W/run/containers" 2>/dev/null
     [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null
     sleep 0.5
     # Loop devices the driver attached for block volumes (a failed run).
     for img in "$DATA"/* "$W/local-block.img"; do
         [ -f "$img" ] && losetup -j "$img" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
     done
-    for _ in 1 2 3; do
-        grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    done
-    for c in /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    ip link del "$BRIDGE" 2>/dev/null
+    # Whatever bosun left (it should be nothing): containers, keepers, mounts, cgroups, bridge.
+    reap_node "$W" "$CG" "$BRIDGE"
     bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
     rm -rf "$W"
 }
@@ -106,11 +87,9 @@ source "$D/state/env"
 bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
 
 # Free ports for the API, healthz and the registry (a kubelet or another e2e may hold some).
-used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ] || [ "$p" = "${3:-}" ]; do p=$((p+1)); done; echo "$p"; }
-PORT=$(free_port 21250)
-HPORT=$(free_port 21248 "$PORT")
-REG_PORT=$(free_port 25000 "$PORT" "$HPORT")
+free_port PORT 21250
+free_port HPORT 21248
+free_port REG_PORT 25000
 REGISTRY=127.0.0.1:$REG_PORT
 mkdir -p "$W/registry"
 cat >"$W/registry/config.yml" <<YAML
@@ -124,6 +103,9 @@ registry_pid=$!
 cat >"$W/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods and collect its images on a host whose disk is merely quite full.
+evictionHard: {memory.available: 100Mi}
 port: $PORT
 healthzPort: $HPORT
 authentication:
@@ -749,5 +731,4 @@ check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z 
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
 no_containers() { [ -z "$(find /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG -name cgroup.procs -exec cat {} + 2>/dev/null)" ]; }
 check "no container process left in the cgroup root" no_containers
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary
