@@ -268,6 +268,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         ctx.cfg.root_dir.clone(),
         Some(events_tx.clone()),
     );
+    let volumes_in_use = csi.volumes_in_use_fn();
     let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));
     let volumes = Arc::new(cluster::volumes::ClusterVolumes::new(
         client.clone(),
@@ -303,10 +304,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
                 })
                 .collect()
         },
-        {
-            let root = ctx.cfg.root_dir.clone();
-            move || cluster::csi::volumes_in_use(&root)
-        },
+        volumes_in_use,
         {
             let resources = ctx.resources.clone();
             move || resources.conditions()

@@ -51,7 +51,15 @@ pub struct Csi {
     /// The last volume figures and when they were taken: scrapes within [`STATS_TTL`] reuse
     /// them instead of asking every driver again (the kubelet caches them too).
     stats: Arc<tokio::sync::Mutex<Option<stats::StatsCache>>>,
+    /// The CSI volumes pods are setting up, by unique name, with those pods' uids: reported in
+    /// the Node's `volumesInUse` before they are staged (the kubelet's desired state of world),
+    /// until the pods go.
+    reporting: Reporting,
 }
+
+/// CSI volumes being set up, by unique name (`kubernetes.io/csi/<driver>^<handle>`), with the
+/// uids of the pods that want them.
+type Reporting = Arc<Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>>;
 
 /// Where the CSI side sends its Events (expansion results, on the pod and its claim).
 pub type Events = Option<tokio::sync::mpsc::UnboundedSender<crate::pods::EventRecord>>;
@@ -103,6 +111,20 @@ impl Csi {
             retrying: Arc::default(),
             mounted,
             stats: Arc::default(),
+            reporting: Arc::default(),
+        }
+    }
+
+    /// What the Node reports in `volumesInUse`: the CSI volumes staged or published on disk and
+    /// those pods are setting up.
+    pub fn volumes_in_use_fn(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let (root, reporting) = (self.root.clone(), self.reporting.clone());
+        move || {
+            let pending: Vec<String> = reporting
+                .lock()
+                .map(|r| r.keys().cloned().collect())
+                .unwrap_or_default();
+            unmount::in_use(unmount::volumes_in_use(&root), pending)
         }
     }
 
