@@ -261,6 +261,13 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (mut ctx, images) = context(cfg).await?;
     ctx.status_tx = Some(status_tx);
+    // The root dir is a shared mount before any pod's volume is mounted below it, as the
+    // kubelet makes it at start (MakeRShared): made later, for the first Bidirectional
+    // container (a CSI driver), its bind would cover the volumes already mounted there (the
+    // driver pod's own), which then could not be unmounted through their paths.
+    if let Err(e) = bosun_volumes::ensure_shared_mount(&ctx.cfg.root_dir) {
+        tracing::warn!(root_dir = %ctx.cfg.root_dir.display(), error = %e, "cannot make the root dir a shared mount");
+    }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let csi = cluster::csi::Csi::start(
         client.clone(),

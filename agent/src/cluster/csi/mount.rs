@@ -81,7 +81,7 @@ impl Csi {
             // under the mount (a pod deleted before the next status update).
             let nodes: Api<Node> = Api::all(self.client.clone());
             let node = nodes
-                .get_status(&self.node)
+                .get(&self.node)
                 .await
                 .map_err(|source| MountError::Node {
                     node: self.node.clone(),
