@@ -275,7 +275,21 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     ctx.status_tx = Some(status_tx);
     let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.status_flush = Some(flush_tx);
-    let csi = cluster::csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
+    // The root dir is a shared mount before any pod's volume is mounted below it, as the
+    // kubelet makes it at start (MakeRShared): made later, for the first Bidirectional
+    // container (a CSI driver), its bind would cover the volumes already mounted there (the
+    // driver pod's own), which then could not be unmounted through their paths.
+    if let Err(e) = bosun_volumes::ensure_shared_mount(&ctx.cfg.root_dir) {
+        tracing::warn!(root_dir = %ctx.cfg.root_dir.display(), error = %e, "cannot make the root dir a shared mount");
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let csi = cluster::csi::Csi::start(
+        client.clone(),
+        node_name.clone(),
+        ctx.cfg.root_dir.clone(),
+        Some(events_tx.clone()),
+    );
+    let volumes_in_use = csi.volumes_in_use_fn();
     let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));
     let volumes = Arc::new(cluster::volumes::ClusterVolumes::new(
         client.clone(),
@@ -285,7 +299,6 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     ctx.objects = Some(objects);
     ctx.volumes = Some(volumes.clone());
     ctx.volume_stats = Some(volumes);
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.events_tx = Some(events_tx);
     tokio::spawn(cluster::events::run(
         client.clone(),
@@ -312,10 +325,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
                 })
                 .collect()
         },
-        {
-            let root = ctx.cfg.root_dir.clone();
-            move || cluster::csi::volumes_in_use(&root)
-        },
+        volumes_in_use,
         {
             let resources = ctx.resources.clone();
             move || resources.conditions()

@@ -169,7 +169,7 @@ impl NodeFacts {
                 name: Some(self.name.clone()),
                 labels: Some(self.labels.clone()),
                 annotations: Some(BTreeMap::from([(
-                    "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                    CONTROLLER_MANAGED_ATTACH_DETACH.to_string(),
                     "true".to_string(),
                 )])),
                 ..Default::default()
@@ -180,6 +180,17 @@ impl NodeFacts {
             }),
             status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[], None)),
         }
+    }
+
+    /// The patch that brings a Node registered before (by this agent or another) up to date:
+    /// the labels, and attach/detach left to the controller (the kubelet's
+    /// `reconcileCMADAnnotationWithExistingNode`: a node without the annotation gets no
+    /// VolumeAttachments from the attach/detach controller).
+    pub fn existing_node_patch(&self) -> serde_json::Value {
+        serde_json::json!({"metadata": {
+            "labels": self.labels,
+            "annotations": {CONTROLLER_MANAGED_ATTACH_DETACH: "true"},
+        }})
     }
 
     /// Node status: capacity, allocatable, conditions (keeping transition times; `pressure`: the
@@ -277,8 +288,13 @@ impl NodeFacts {
     }
 }
 
-/// Creates the Node, or brings an existing one's labels up to date (the kubelet's
-/// registerWithAPIServer).
+/// The Node annotation that makes the attach/detach controller attach and detach this node's
+/// volumes (the kubelet's `enableControllerAttachDetach`, on by default and always on here).
+pub const CONTROLLER_MANAGED_ATTACH_DETACH: &str =
+    "volumes.kubernetes.io/controller-managed-attach-detach";
+
+/// Creates the Node, or brings an existing one's labels and attach/detach annotation up to date
+/// (the kubelet's registerWithAPIServer).
 pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     match api.create(&PostParams::default(), &facts.node()).await {
@@ -287,10 +303,10 @@ pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Er
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let patch = serde_json::json!({"metadata": {"labels": facts.labels}});
+            let patch = facts.existing_node_patch();
             api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            tracing::info!(node = %facts.name, "node already registered; labels updated");
+            tracing::info!(node = %facts.name, "node already registered; labels and annotations updated");
             Ok(())
         }
         Err(e) => Err(e),
@@ -624,5 +640,44 @@ mod tests {
         let info = s0.node_info.expect("info");
         assert!(info.container_runtime_version.starts_with("bosun://"));
         assert!(info.kubelet_version.starts_with("v1.36"));
+    }
+
+    #[test]
+    fn attach_and_detach_are_left_to_the_controller() {
+        let facts = NodeFacts {
+            name: "n1".into(),
+            addresses: vec![],
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            taints: vec![],
+            cpus: 1,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+            max_pods: 10,
+            machine_id: "m".into(),
+            system_uuid: "u".into(),
+            boot_id: "b".into(),
+            kernel: "6.1".into(),
+            os_image: "Debian".into(),
+            arch: "amd64".into(),
+            port: 10250,
+            declared_features: vec![],
+            allocatable: BTreeMap::new(),
+        };
+        let annotation = |n: &Node| {
+            n.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("volumes.kubernetes.io/controller-managed-attach-detach"))
+                .cloned()
+        };
+        assert_eq!(annotation(&facts.node()).as_deref(), Some("true"));
+        // A Node that exists already (registered by a kubelet with
+        // enableControllerAttachDetach: false, say) gets the annotation and the labels.
+        let p = facts.existing_node_patch();
+        assert_eq!(
+            p["metadata"]["annotations"]["volumes.kubernetes.io/controller-managed-attach-detach"],
+            "true"
+        );
+        assert_eq!(p["metadata"]["labels"]["zone"], "a");
     }
 }

@@ -45,9 +45,12 @@ pub struct StatusUpdate {
     pub delete: bool,
 }
 
-/// One Kubernetes Event about a pod (or one of its containers, by `field_path`).
+/// One Kubernetes Event about a pod (or one of its containers, by `field_path`), or about
+/// another object of the pod's namespace the kubelet reports on (a claim it expanded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRecord {
+    /// The involved object's kind: `Pod`, or `PersistentVolumeClaim`.
+    pub kind: &'static str,
     pub namespace: String,
     pub name: String,
     pub uid: String,
@@ -91,6 +94,7 @@ pub fn emit(
     }
     if let Some(tx) = &ctx.events_tx {
         let _ = tx.send(EventRecord {
+            kind: "Pod",
             namespace: pod
                 .metadata
                 .namespace
