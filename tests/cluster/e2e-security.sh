@@ -47,6 +47,9 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 port: $PORT
 healthzPort: $HPORT
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods on a host whose disk is merely quite full.
+evictionHard: {memory.available: 100Mi}
 authentication:
   x509: {clientCAFile: $D/pki/ca.crt}
 allowedUnsafeSysctls: $1
