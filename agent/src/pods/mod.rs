@@ -250,13 +250,15 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
 
 /// The agent's main loop in both modes: the pod manager, until SIGTERM/SIGINT. Pods keep
 /// running after (a restarted bosun adopts them); with no pod left, nothing is left behind: the
-/// runtime removes the sandboxes root mount and the empty kubepods cgroups.
+/// runtime removes the sandboxes root mount and the empty kubepods cgroups, and the root dir's
+/// bind onto itself (made for shared propagation) is removed.
 pub async fn serve(
     ctx: Arc<Ctx>,
     desired: watch::Receiver<Option<DesiredPods>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let runtime = ctx.runtime.clone();
+    let root_dir = ctx.cfg.root_dir.clone();
     let manager = tokio::spawn(run(ctx, desired));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -264,8 +266,15 @@ pub async fn serve(
         _ = term.recv() => {}
         r = manager => { r.context("pod manager")?; }
     }
-    if let Err(e) = runtime.release_node() {
-        tracing::debug!(error = %e, "node-wide runtime state left in place");
+    match runtime.release_node() {
+        // No pod left: the root dir's shared bind (if the agent made one) goes too.
+        Ok(true) => {
+            if let Err(e) = bosun_volumes::release_shared_mount(&root_dir) {
+                tracing::debug!(error = %e, "the root dir's shared bind left in place");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "node-wide runtime state left in place"),
     }
     tracing::info!("bosun stopping; pods keep running");
     Ok(())
