@@ -721,10 +721,7 @@ impl Planner<'_> {
     fn changed_kills(&mut self) {
         let pod = self.pod;
         let spec = pod.spec.as_ref();
-        let pod_grace = spec
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0);
+        let pod_grace = grace_period(pod, None);
         let watched = spec
             .iter()
             .flat_map(|s| s.containers.iter())
@@ -741,7 +738,7 @@ impl Planner<'_> {
                 id: rec.id.clone(),
                 name: c.name.clone(),
                 signal: rec.stop_signal,
-                grace: Duration::from_secs(pod_grace as u64),
+                grace: pod_grace,
                 reason: KillReason::Changed,
                 message: format!("Container {} definition changed, will be restarted", c.name),
             });
@@ -753,10 +750,7 @@ impl Planner<'_> {
     fn resize(&mut self) {
         let pod = self.pod;
         let spec = pod.spec.as_ref();
-        let pod_grace = spec
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0);
+        let pod_grace = grace_period(pod, None);
         let resizable = sidecars(pod)
             .into_iter()
             .chain(spec.iter().flat_map(|s| s.containers.iter()));
@@ -780,7 +774,7 @@ impl Planner<'_> {
                     id: rec.id.clone(),
                     name: c.name.clone(),
                     signal: rec.stop_signal,
-                    grace: Duration::from_secs(pod_grace as u64),
+                    grace: pod_grace,
                     reason: KillReason::Resize,
                     message: format!("Container {} resize requires restart", c.name),
                 });
