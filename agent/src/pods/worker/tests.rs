@@ -1571,4 +1571,13 @@ async fn a_resize_updates_a_running_non_sidecar_init_container_in_place() {
         quantity(&c.allocated_resources, "cpu").as_deref(),
         Some("100m")
     );
+    // Completed: it reports its allocation (the kubelet's status of a container not running).
+    let init = &small
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(c.resources, init.resources);
 }
