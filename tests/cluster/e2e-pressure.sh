@@ -11,7 +11,8 @@
 # its sizeLimit and a container over its limits.ephemeral-storage evicted within 30 s;
 # DiskPressure from a filled root dir, unused images collected first, then a pod evicted; an
 # in-place resize up and down without a restart (the cgroup read inside the container), a
-# RestartContainer resize restarting its container, a resize beyond allocatable refused. Starts
+# RestartContainer resize restarting its container, a resize beyond allocatable refused, a
+# running non-sidecar init container resized in place (status and cgroup). Starts
 # and stops its own control plane, unmounts and detaches everything, leaves nothing running.
 # Prints `N passed, M failed`. Needs root.
 set -uo pipefail
@@ -187,6 +188,42 @@ check "the restarted container's cgroup has 40Mi ($(cg r))" wait_for 10 cg_is r 
 resize '{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"100","memory":"32Mi"},"limits":{"cpu":"100","memory":"48Mi"}}}]}}' 2>"$W/resize.err"
 check "a resize beyond the node's allocatable is refused by the apiserver" grep -q "allocatable" "$W/resize.err"
 "$KUBECTL" delete pod resized --wait=false >/dev/null 2>&1
+# A running non-sidecar init container resized in place (upstream's "should support resizing a
+# non-sidecar init container"): its status and its cgroup take the new values, no restart.
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: init-resized}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: i
+    image: busybox
+    imagePullPolicy: Never
+    command: [tail, -f, /dev/null]
+    resources: {requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+    resources: {requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}
+YAML
+init_to() { # limits.cpu, limits.memory, allocatedResources.cpu
+    local out
+    out=$(jp pod init-resized -o jsonpath='{.status.initContainerStatuses[0].resources.limits.cpu} {.status.initContainerStatuses[0].resources.limits.memory} {.status.initContainerStatuses[0].allocatedResources.cpu} {.status.conditions[?(@.type=="PodResizeInProgress")].status}')
+    [ "$out" = "$1 $2 $3 " ]
+}
+init_cg() { "$KUBECTL" exec init-resized -c i -- sh -c "$CGREAD" 2>/dev/null; }
+init_cg_is() { [ "$(init_cg)" = "$1" ]; }
+init_restarts() { jp pod init-resized -o jsonpath='{.status.initContainerStatuses[0].restartCount}'; }
+check "a running init container reports its resources" wait_for 60 init_to 200m 64Mi 200m
+check "the init container's cgroup has cpu 200m and 64Mi ($(init_cg))" wait_for 10 init_cg_is "20000 100000 $((64 * 1024 * 1024))"
+"$KUBECTL" patch pod init-resized --subresource resize --type strategic -p '{"spec":{"initContainers":[{"name":"i","resources":{"requests":{"cpu":"300m","memory":"128Mi"},"limits":{"cpu":"300m","memory":"128Mi"}}}]}}' >/dev/null
+check "init container resized up: the status reports the new values" wait_for 30 init_to 300m 128Mi 300m
+check "init container resized up in place: its cgroup has cpu 300m and 128Mi ($(init_cg))" wait_for 10 init_cg_is "30000 100000 $((128 * 1024 * 1024))"
+check "init container resized without a restart" [ "$(init_restarts)" = 0 ]
+"$KUBECTL" delete pod init-resized --wait=false >/dev/null 2>&1
 
 # ---------- memory pressure ----------
 # Each pod holds its share in a memory emptyDir (tmpfs pages are charged to the writer's cgroup,

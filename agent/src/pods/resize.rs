@@ -2,18 +2,21 @@
 //! (`pkg/kubelet/allocation`) and the resize parts of its status manager and runtime manager.
 //!
 //! - A pod's *allocation* is the resources (requests and limits) of its resizable containers
-//!   (regular containers and sidecars) as the node admitted them. It starts as the spec's, is
-//!   kept in the pod's state folder ([`ALLOCATED_FILE`], the kubelet's `allocated_pods_state`
-//!   checkpoint) so that it survives an agent restart, and changes only when a resize is
-//!   admitted ([`decide`]): the pod's new requests must fit beside the other pods' allocations,
-//!   else the resize waits (`PodResizePending`, reason `Deferred`: the kubelet 1.36 defers every
-//!   resource shortage; a resize beyond the node's allocatable is refused by the apiserver
-//!   itself). The worker runs the pod *as allocated* ([`with_allocation`]): containers start
-//!   and are resized to the allocation, never to a pending spec.
+//!   (regular containers, sidecars and, as with the kubelet's Beta gate
+//!   `InPlacePodVerticalScalingInitContainers`, the other init containers) as the node admitted
+//!   them. It starts as the spec's, is kept in the pod's state folder ([`ALLOCATED_FILE`], the
+//!   kubelet's `allocated_pods_state` checkpoint) so that it survives an agent restart, and
+//!   changes only when a resize is admitted ([`decide`]): the pod's new requests must fit
+//!   beside the other pods' allocations, else the resize waits (`PodResizePending`, reason
+//!   `Deferred`: the kubelet 1.36 defers every resource shortage; a resize beyond the node's
+//!   allocatable is refused by the apiserver itself). The worker runs the pod *as allocated*
+//!   ([`with_allocation`]): containers start and are resized to the allocation, never to a
+//!   pending spec.
 //! - What the containers run with is what the runtime reports (`ContainerStatus::resources`,
 //!   kept by the runtime across restarts: the kubelet's actuated state). The worker's plan
-//!   compares it with the allocation (`containers_to_update`, or a restart where the
-//!   container's `resizePolicy` says `RestartContainer`).
+//!   compares it with the allocation for each running container (a non-sidecar init container
+//!   while it runs, before the pod is initialized): `containers_to_update`, or a restart where
+//!   the container's `resizePolicy` says `RestartContainer`.
 //! - A memory limit below the current usage is not applied ([`memory_check`]): the resize stays
 //!   in progress with the error, and is tried again.
 
@@ -32,7 +35,9 @@ pub const ALLOCATED_FILE: &str = "allocated.json";
 /// The allocated resources of a pod's resizable containers, by container name.
 pub type Allocation = BTreeMap<String, ResourceRequirements>;
 
-/// The containers whose resources can change in place: regular containers and sidecars.
+/// The containers whose resources can change in place, init containers first (the kubelet's
+/// `IsResizableContainer` with `InPlacePodVerticalScalingInitContainers`, Beta and on by
+/// default in 1.36): every init container (sidecar or not) and every regular container.
 pub fn resizable(pod: &Pod) -> Vec<&Container> {
     pod.spec
         .iter()
@@ -40,7 +45,6 @@ pub fn resizable(pod: &Pod) -> Vec<&Container> {
             s.init_containers
                 .iter()
                 .flatten()
-                .filter(|c| crate::translate::is_sidecar(c))
                 .chain(s.containers.iter())
         })
         .collect()

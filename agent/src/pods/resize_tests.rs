@@ -34,13 +34,89 @@ fn allocation_is_the_resizable_containers_resources() {
     let a = allocation_of(&p);
     assert_eq!(
         a.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["app", "log"],
-        "regular containers and sidecars, not the init container"
+        ["app", "log", "setup"],
+        "regular containers, sidecars and the other init containers \
+         (the kubelet's InPlacePodVerticalScalingInitContainers)"
     );
     assert_eq!(
         a["app"],
         requirements("{requests: {cpu: 100m}, limits: {memory: 64Mi}}")
     );
+    assert_eq!(a["setup"], requirements("{requests: {cpu: 5}}"));
+    assert_eq!(a["log"], ResourceRequirements::default());
+    assert_eq!(
+        resizable(&p)
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["log", "setup", "app"],
+        "init containers first, in spec order"
+    );
+}
+
+/// `app(resources, generation)` with the init container `setup` asking `init` instead.
+fn with_init(resources: &str, init: &str, generation: i64) -> Pod {
+    let mut p = app(resources, generation);
+    p.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[1].resources =
+        Some(requirements(init));
+    p
+}
+
+#[test]
+fn decide_table_of_a_non_sidecar_init_container() {
+    let app_res = "{requests: {cpu: 100m}}";
+    let allocated = allocation_of(&with_init(
+        app_res,
+        "{requests: {cpu: 500m, memory: 64Mi}, limits: {cpu: 500m, memory: 64Mi}}",
+        1,
+    ));
+    // (case, the init container asks, fits, decision)
+    let cases = [
+        (
+            "unchanged",
+            "{requests: {cpu: 500m, memory: 64Mi}, limits: {cpu: 500m, memory: 64Mi}}",
+            Err("never asked"),
+            Decision::Unchanged,
+        ),
+        (
+            "the same quantities written otherwise",
+            "{requests: {cpu: 0.5, memory: 67108864}, limits: {cpu: 500m, memory: 64Mi}}",
+            Err("never asked"),
+            Decision::Unchanged,
+        ),
+        (
+            "more CPU and memory that fit",
+            "{requests: {cpu: 1, memory: 128Mi}, limits: {cpu: 1, memory: 128Mi}}",
+            Ok(()),
+            Decision::Allocate,
+        ),
+        (
+            "more CPU than is free",
+            "{requests: {cpu: 64, memory: 64Mi}, limits: {cpu: 64, memory: 64Mi}}",
+            Err("Node didn't have enough resource: cpu"),
+            Decision::Pending(Pending {
+                reason: "Deferred",
+                message: "Node didn't have enough resource: cpu".into(),
+                generation: 2,
+            }),
+        ),
+    ];
+    for (case, init, fits, want) in cases {
+        let p = with_init(app_res, init, 2);
+        let got = decide(&p, &allocated, |asked| {
+            // Admission sees the pod as the spec asks, the init container's new resources too.
+            let setup = &asked
+                .spec
+                .as_ref()
+                .unwrap()
+                .init_containers
+                .as_ref()
+                .unwrap()[1];
+            assert_eq!(setup.resources, Some(requirements(init)), "{case}");
+            fits.map_err(str::to_string)
+        });
+        assert_eq!(got, want, "{case}");
+    }
 }
 
 #[test]
@@ -102,11 +178,22 @@ fn the_pod_runs_as_allocated() {
     let run = with_allocation(&asked, &allocated);
     let c = &run.spec.as_ref().unwrap().containers[0];
     assert_eq!(c.resources, Some(requirements("{requests: {cpu: 100m}}")));
-    // The init container keeps its own (not resizable).
-    let init = &run.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[1];
-    assert_eq!(init.resources, Some(requirements("{requests: {cpu: 5}}")));
     assert!(changed(&asked, &allocated));
     assert!(!changed(&run, &allocated));
+    // A non-sidecar init container runs as allocated too.
+    let asked = with_init("{requests: {cpu: 100m}}", "{requests: {cpu: 7}}", 2);
+    assert!(changed(&asked, &allocated));
+    let run = with_allocation(&asked, &allocated);
+    let init = &run.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[1];
+    assert_eq!(init.resources, Some(requirements("{requests: {cpu: 5}}")));
+    assert!(!changed(&run, &allocated));
+    // A container the allocation does not know (kept by an older agent) keeps its own.
+    let mut old = allocated.clone();
+    old.remove("setup");
+    assert!(!changed(&asked, &old));
+    let run = with_allocation(&asked, &old);
+    let init = &run.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[1];
+    assert_eq!(init.resources, Some(requirements("{requests: {cpu: 7}}")));
 }
 
 fn usage(pod: u64, containers: &[(&str, u64)]) -> PodsUsage {

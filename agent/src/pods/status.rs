@@ -146,13 +146,16 @@ fn container_status_in(v: &ContainerView, default_reason: &'static str) -> KStat
     };
     if let Some(a) = &v.allocated {
         s.allocated_resources = a.requests.clone();
-        if let Some(rec) = v
-            .current
-            .as_ref()
-            .filter(|r| matches!(r.state, ContainerState::Running { .. }))
-        {
-            s.resources = Some(crate::pods::resize::reported(&rec.resources, a));
-        }
+        // The kubelet's `convertContainerStatusResources`: a running container reports what
+        // its cgroup has; one that exists and does not run (a completed init container), its
+        // allocation.
+        s.resources = match v.current.as_ref() {
+            Some(rec) if matches!(rec.state, ContainerState::Running { .. }) => {
+                Some(crate::pods::resize::reported(&rec.resources, a))
+            }
+            Some(_) => Some(a.clone()),
+            None => None,
+        };
     }
     let waiting = |reason: &str, message: &str| KState {
         waiting: Some(ContainerStateWaiting {
@@ -781,6 +784,50 @@ mod tests {
             ),
             st
         );
+    }
+
+    #[test]
+    fn resources_are_reported_by_a_container_that_exists() {
+        let allocated: ResourceRequirements = serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "200m", "memory": "64Mi"},
+            "limits": {"cpu": "200m", "memory": "64Mi"}
+        }))
+        .expect("resources");
+        let with = |state: Option<ContainerState>| {
+            let mut v = view("i", state, None);
+            v.allocated = Some(allocated.clone());
+            if let Some(r) = v.current.as_mut() {
+                // Its cgroup has more CPU than allocated (a resize not done yet).
+                r.resources = bosun_runtime::Resources {
+                    cpu_shares: Some(307),
+                    cpu_quota: Some(30_000),
+                    cpu_period: Some(100_000),
+                    memory_limit: Some(64 << 20),
+                    pids_limit: None,
+                };
+            }
+            container_status(&v)
+        };
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        use std::collections::BTreeMap;
+        let q = |l: &Option<BTreeMap<String, Quantity>>, k: &str| {
+            l.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+        };
+        // Running: what its cgroup has.
+        let s = with(Some(ContainerState::Running {
+            pid: 1,
+            started_at: SystemTime::UNIX_EPOCH,
+        }));
+        let r = s.resources.expect("running: resources");
+        assert_eq!(q(&r.limits, "cpu").as_deref(), Some("300m"));
+        assert_eq!(q(&s.allocated_resources, "cpu").as_deref(), Some("200m"));
+        // Completed (an init container): its allocation.
+        let s = with(Some(exited(0, false)));
+        assert_eq!(s.resources, Some(allocated.clone()));
+        assert_eq!(q(&s.allocated_resources, "memory").as_deref(), Some("64Mi"));
+        // Not created yet: nothing reported.
+        let s = with(None);
+        assert_eq!(s.resources, None);
     }
 
     #[test]

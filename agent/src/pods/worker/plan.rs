@@ -17,10 +17,12 @@
 //!   [`plan`] turns into a [`KillPod`] whose [`PodEnd`] says the terminal phase and reason;
 //!
 //! In-place resize (the kubelet's `computePodResizeAction`): the pod comes as allocated
-//! ([`crate::pods::resize`]); a running regular container or sidecar whose resources as the
-//! runtime reports them are not its allocation's is in [`PodActions::containers_to_update`]
-//! (decreases first), or stopped and started again when its `resizePolicy` says
-//! `RestartContainer` for a resource that changed (whatever the pod's restart policy).
+//! ([`crate::pods::resize`]); a running regular container, sidecar or (before the pod is
+//! initialized) non-sidecar init container whose resources as the runtime reports them are not
+//! its allocation's is in [`PodActions::containers_to_update`] (decreases first), or stopped
+//! and started again when its `resizePolicy` says `RestartContainer` for a resource that
+//! changed (whatever the pod's restart policy; the apiserver refuses to resize a non-sidecar
+//! init container with that policy, the kubelet restarts one all the same).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -398,6 +400,24 @@ fn changed(c: &Container, rec: &Record) -> bool {
     rec.image != c.image.as_deref().unwrap_or_default()
 }
 
+/// Has the pod been initialized: has one of its regular containers been created or started
+/// (the kubelet's `podHasInitialized`)? Its non-sidecar init containers are then done with.
+fn initialized(pod: &Pod, attempts: &Attempts) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .any(|c| latest(attempts, &c.name).is_some_and(|r| is_live(&r.state)))
+}
+
+/// Ended otherwise than by completing (a non-zero exit, or a state the runtime lost).
+fn stopped_unsuccessfully(state: &ContainerState) -> bool {
+    match state {
+        ContainerState::Exited(info) => info.code != 0,
+        ContainerState::Unknown { .. } => true,
+        ContainerState::Created | ContainerState::Running { .. } => false,
+    }
+}
+
 fn is_live(state: &ContainerState) -> bool {
     matches!(
         state,
@@ -632,7 +652,16 @@ impl Planner<'_> {
         let mut init_failed = false;
         for c in spec.iter().flat_map(|s| s.init_containers.iter().flatten()) {
             let sidecar = translate::is_sidecar(c);
-            let own = if sidecar {
+            // Stopped for a resize before the pod was initialized, and not started again yet
+            // (the kubelet kills it and starts it again in one sync): still resizing, and it
+            // starts again whatever the pod's restart policy.
+            let resized = !sidecar
+                && !initialized(pod, &self.observed.attempts)
+                && latest(&self.observed.attempts, &c.name).is_some_and(|r| {
+                    stopped_unsuccessfully(&r.state) && resize_of(c, &r.resources) == Some(true)
+                });
+            self.a.resizing |= resized;
+            let own = if sidecar || resized {
                 RestartPolicy::Always
             } else {
                 policy.for_init()
@@ -745,14 +774,20 @@ impl Planner<'_> {
         }
     }
 
-    /// In-place resize: each running regular container and sidecar whose resources are not its
-    /// allocation's is updated, or stopped (then started again) when its policy says so.
+    /// In-place resize: each running container whose resources are not its allocation's is
+    /// updated, or stopped (then started again) when its policy says so. A non-sidecar init
+    /// container is looked at while the pod is not initialized (the kubelet's
+    /// `computeInitContainerActions` with `InPlacePodVerticalScalingInitContainers`: a running
+    /// one goes through `computePodResizeAction`, its restart being an init container to start).
     fn resize(&mut self) {
         let pod = self.pod;
         let spec = pod.spec.as_ref();
         let pod_grace = grace_period(pod, None);
-        let resizable = sidecars(pod)
-            .into_iter()
+        let initialized = initialized(pod, &self.observed.attempts);
+        let resizable = spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .filter(|c| translate::is_sidecar(c) || !initialized)
             .chain(spec.iter().flat_map(|s| s.containers.iter()));
         let mut updates = Vec::new();
         for c in resizable {

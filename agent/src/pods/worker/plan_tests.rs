@@ -983,3 +983,177 @@ fn resizes_apply_decreases_first_and_skip_containers_being_stopped() {
         .collect();
     assert_eq!(order, ["b", "a"]);
 }
+
+/// A pod whose non-sidecar init container `setup` asks `resources` under `policy`, before its
+/// regular container `app`.
+fn init_sized(restart: &str, resources: &str, policy: &str) -> Pod {
+    pod(&format!(
+        "spec:\n  restartPolicy: {restart}\n  initContainers:\n  - name: setup\n    image: busybox\n    resources: {resources}\n    resizePolicy: {policy}\n  containers:\n  - {{name: app, image: busybox}}\n"
+    ))
+}
+
+/// An attempt of `setup` in `state` whose cgroup has what `resources` asks.
+fn setup_with(resources: &str, state: ContainerState) -> Record {
+    let old = init_sized("Always", resources, "[]");
+    let c = &old.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    let mut r = rec("setup", 0, state);
+    r.resources = translate::container_resources(c);
+    r
+}
+
+#[test]
+fn a_running_non_sidecar_init_container_is_resized_in_place() {
+    const NOT: &str = "[]";
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    const MEM_RESTARTS: &str = "[{resourceName: memory, restartPolicy: RestartContainer}]";
+    const ORIGINAL: &str =
+        "{requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}";
+    // (case, allocated, resizePolicy, updated in place (cpu grows, memory shrinks), restarted)
+    let cases = [
+        ("unchanged", ORIGINAL, NOT, None, false),
+        (
+            "cpu and memory up (the upstream e2e spec)",
+            "{requests: {cpu: 300m, memory: 128Mi}, limits: {cpu: 300m, memory: 128Mi}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu down",
+            "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "memory down",
+            "{requests: {cpu: 200m, memory: 32Mi}, limits: {cpu: 200m, memory: 32Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "a memory policy, a cpu change",
+            "{requests: {cpu: 300m, memory: 64Mi}, limits: {cpu: 300m, memory: 64Mi}}",
+            MEM_RESTARTS,
+            Some((true, false)),
+            false,
+        ),
+        // The apiserver refuses this resize; the kubelet restarts the container all the same.
+        (
+            "cpu restarts on cpu",
+            "{requests: {cpu: 300m, memory: 64Mi}, limits: {cpu: 300m, memory: 64Mi}}",
+            CPU_RESTARTS,
+            None,
+            true,
+        ),
+    ];
+    for (case, allocated, policy, update, restart) in cases {
+        let p = init_sized("Never", allocated, policy);
+        let o = observed([("setup".to_string(), vec![setup_with(ORIGINAL, running())])].into());
+        let a = plan_at(&p, &o, &Backoff::default(), t(1));
+        let want = translate::container_resources(
+            &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
+        );
+        let got: Vec<_> = a
+            .containers_to_update
+            .iter()
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.name.as_str(),
+                    u.resources.clone(),
+                    u.cpu_grows,
+                    u.memory_shrinks,
+                )
+            })
+            .collect();
+        let expected: Vec<_> = update
+            .map(|(grows, shrinks)| ("u1_setup_0", "setup", want.clone(), grows, shrinks))
+            .into_iter()
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        let kills: Vec<_> = a
+            .containers_to_kill
+            .iter()
+            .map(|k| (k.id.as_str(), k.reason, k.message.as_str()))
+            .collect();
+        let expected: Vec<(&str, KillReason, &str)> = if restart {
+            vec![(
+                "u1_setup_0",
+                KillReason::Resize,
+                "Container setup resize requires restart",
+            )]
+        } else {
+            vec![]
+        };
+        assert_eq!(kills, expected, "{case}");
+        assert_eq!(a.resizing, update.is_some() || restart, "{case}");
+        // Still initializing: nothing else starts meanwhile.
+        assert!(!a.init_done && !a.init_failed, "{case}");
+        assert!(a.init_containers_to_start.is_empty(), "{case}");
+        assert!(a.containers_to_start.is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn a_non_sidecar_init_container_stopped_for_a_resize_starts_again_whatever_the_pod_policy() {
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    const OLD: &str = "{limits: {cpu: 1}}";
+    let p = init_sized("Never", "{limits: {cpu: 2}}", CPU_RESTARTS);
+    let o = observed(
+        [(
+            "setup".to_string(),
+            vec![setup_with(OLD, exited(143, t(5)))],
+        )]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert_eq!(names(&a.init_containers_to_start), [("setup".into(), 1)]);
+    assert!(a.resizing && !a.init_failed && !a.init_done);
+    assert!(a.containers_to_start.is_empty());
+    // Failed with its own resources: the pod's policy holds (Never), the pod fails.
+    let o = observed(
+        [(
+            "setup".to_string(),
+            vec![setup_with("{limits: {cpu: 2}}", exited(143, t(5)))],
+        )]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert!(a.init_containers_to_start.is_empty());
+    assert!(a.init_failed && !a.resizing);
+    // Completed before the resize: done with, neither restarted nor resized.
+    let o = observed([("setup".to_string(), vec![setup_with(OLD, exited(0, t(5)))])].into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert!(a.init_containers_to_start.is_empty());
+    assert_eq!(names(&a.containers_to_start), [("app".into(), 0)]);
+    assert!(a.init_done && !a.resizing);
+}
+
+#[test]
+fn a_non_sidecar_init_container_is_not_resized_once_the_pod_is_initialized() {
+    const OLD: &str = "{limits: {cpu: 1}}";
+    let p = init_sized("Always", "{limits: {cpu: 2}}", "[]");
+    // Completed: not running, nothing to update.
+    let o = observed(
+        [
+            ("setup".to_string(), vec![setup_with(OLD, exited(0, t(1)))]),
+            ("app".to_string(), vec![rec("app", 0, running())]),
+        ]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(2));
+    assert!(a.containers_to_update.is_empty() && !a.resizing);
+    // Still running beside a started regular container (adopted so): the kubelet leaves it.
+    let o = observed(
+        [
+            ("setup".to_string(), vec![setup_with(OLD, running())]),
+            ("app".to_string(), vec![rec("app", 0, running())]),
+        ]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(2));
+    assert!(a.containers_to_update.is_empty() && !a.resizing);
+    assert!(a.containers_to_kill.is_empty());
+}

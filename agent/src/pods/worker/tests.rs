@@ -1429,3 +1429,155 @@ async fn a_pod_that_comes_while_the_node_shuts_down_is_rejected() {
         w.done.abort();
     }
 }
+
+/// A pod (generation `generation`, restart policy Never) whose non-sidecar init container
+/// `init` asks `init` before its container `a` (the upstream e2e spec's pod: requests are
+/// limits).
+fn init_sized(generation: i64, init: &str) -> Pod {
+    let mut p = pod(&format!(
+        "spec:\n  hostNetwork: true\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 3\n  initContainers:\n  - name: init\n    image: busybox:1\n    resources: {init}\n  containers:\n  - name: a\n    image: busybox:1\n    resources: {{requests: {{cpu: 100m, memory: 64Mi}}, limits: {{cpu: 100m, memory: 64Mi}}}}\n"
+    ));
+    p.metadata.generation = Some(generation);
+    p
+}
+
+fn init_resources_of(p: &Pod) -> bosun_runtime::Resources {
+    crate::translate::container_resources(
+        &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
+    )
+}
+
+#[tokio::test]
+async fn a_resize_updates_a_running_non_sidecar_init_container_in_place() {
+    let mut h = Harness::new();
+    let small = init_sized(
+        1,
+        "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}",
+    );
+    let mut w = h.worker(&small);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_init_0"]);
+    h.events();
+    // Running: its status says what it was allocated and what its cgroup has.
+    let st = status(&w);
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    assert_eq!(
+        quantity(&c.allocated_resources, "memory").as_deref(),
+        Some("64Mi")
+    );
+    let r = c.resources.clone().expect("the init container's resources");
+    assert_eq!(quantity(&r.requests, "cpu").as_deref(), Some("100m"));
+    assert_eq!(quantity(&r.limits, "cpu").as_deref(), Some("100m"));
+    assert_eq!(quantity(&r.requests, "memory").as_deref(), Some("64Mi"));
+    assert_eq!(quantity(&r.limits, "memory").as_deref(), Some("64Mi"));
+    // The resize subresource: more CPU and memory for the init container.
+    let big = init_sized(
+        2,
+        "{requests: {cpu: 200m, memory: 128Mi}, limits: {cpu: 200m, memory: 128Mi}}",
+    );
+    w.pod = Arc::new(big.clone());
+    let next = w.sync(Intent::Run).await;
+    // The CPU limit grows: the pod cgroup first (now the init container's, the larger), then
+    // the init container's; nothing restarted, nothing else started.
+    let pod_res = crate::translate::pod_resources(&big);
+    assert_eq!(pod_res.memory_limit, Some(128 << 20));
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdatePod("u1".into(), pod_res),
+            Call::UpdateContainer("u1_init_0".into(), init_resources_of(&big)),
+        ]
+    );
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeStarted"]);
+    assert!(
+        ev[0]
+            .2
+            .starts_with("Pod resize started: {\"initContainers\":[{\"name\":\"init\""),
+        "{}",
+        ev[0].2
+    );
+    let st = status(&w);
+    assert_eq!(
+        resize_condition(&st, "PodResizeInProgress"),
+        Some((None, None))
+    );
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("200m")
+    );
+    assert!(matches!(next, Next::At(t) if t <= SystemTime::now()));
+    // Looked at again: done, with the new values in the status and no restart.
+    w.pod = Arc::new(big.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert_eq!(reasons(&h.events()), ["ResizeCompleted"]);
+    let st = status(&w);
+    assert_eq!(resize_condition(&st, "PodResizeInProgress"), None);
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(c.restart_count, 0);
+    assert!(c.state.as_ref().unwrap().running.is_some());
+    assert_eq!(
+        quantity(&c.allocated_resources, "memory").as_deref(),
+        Some("128Mi")
+    );
+    let r = c.resources.clone().unwrap();
+    assert_eq!(quantity(&r.requests, "cpu").as_deref(), Some("200m"));
+    assert_eq!(quantity(&r.limits, "cpu").as_deref(), Some("200m"));
+    assert_eq!(quantity(&r.requests, "memory").as_deref(), Some("128Mi"));
+    assert_eq!(quantity(&r.limits, "memory").as_deref(), Some("128Mi"));
+    // The regular container waits for the init container; it has its own allocation.
+    let a = &st.container_statuses.clone().unwrap()[0];
+    assert!(a.state.as_ref().unwrap().waiting.is_some());
+    assert_eq!(
+        quantity(&a.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    // Back to the original values (the spec's revert): the memory limit above the usage, the
+    // container first as nothing grows.
+    h.rt.use_memory("init", 8 << 20);
+    w.pod = Arc::new(init_sized(
+        3,
+        "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}",
+    ));
+    w.sync(Intent::Run).await;
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdateContainer("u1_init_0".into(), init_resources_of(&small)),
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&small)),
+        ]
+    );
+    // Kept for an agent restart: a new worker finds the init container's allocation.
+    let mut w2 = h.worker(&w.pod.as_ref().clone());
+    w2.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    // It completes: the regular container starts; the init container's status keeps its
+    // allocation.
+    h.rt.exit("u1_init_0", 0, SystemTime::now());
+    let p = w.pod.as_ref().clone();
+    w.pod = Arc::new(p);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    let st = status(&w);
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert!(c.state.as_ref().unwrap().terminated.is_some());
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    // Completed: it reports its allocation (the kubelet's status of a container not running).
+    let init = &small
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(c.resources, init.resources);
+}
