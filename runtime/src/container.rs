@@ -30,7 +30,7 @@ pub use stop::StopError;
 
 use crate::{ContainerStatus, RuntimeEvent, RuntimePaths};
 
-/// Tunables of the runtime that the keeper applies per container.
+/// Tunables of the runtime: what the keeper applies per container, and the pod network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Rotate a container's log when it passes this size (containerLogMaxSize).
@@ -39,6 +39,8 @@ pub struct RuntimeOptions {
     pub log_max_files: u32,
     /// The CDI spec folders, later ones taking precedence (`/etc/cdi`, `/var/run/cdi`).
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Where pod networks come from (see [`crate::PodRuntime::setup_network`]).
+    pub network: NetworkOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -47,8 +49,49 @@ impl Default for RuntimeOptions {
             log_max_size: 10 * 1024 * 1024,
             log_max_files: 5,
             cdi_spec_dirs: crate::cdi::default_dirs(),
+            network: NetworkOptions::default(),
         }
     }
+}
+
+/// The node's pod network: the CNI config and plugins, and the subnet of the default network
+/// bosun writes when the config folder has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkOptions {
+    pub cni: crate::cni::CniConfig,
+    pub pod_cidr: String,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        NetworkOptions {
+            cni: crate::cni::CniConfig {
+                conf_dir: "/etc/cni/net.d".into(),
+                bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            },
+            pod_cidr: "10.244.0.0/24".into(),
+        }
+    }
+}
+
+/// The writable layer (overlay upper folder) of container `id`, when the container exists.
+pub fn writable_layer(paths: &RuntimePaths, id: &str) -> Option<PathBuf> {
+    let dir = paths.run_dir.join("containers").join(id).join("upper");
+    (valid_id(id) && dir.is_dir()).then_some(dir)
+}
+
+/// Image ids of every container recorded under `<run_dir>/containers` (what image GC must
+/// keep), read from the containers' requests; needs no running [`HostRuntime`] (the CLI's
+/// `bosun images gc` uses it too).
+pub fn images_in_use(paths: &RuntimePaths) -> std::collections::BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(paths.run_dir.join("containers")) else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| disk::read_request(&e.path()))
+        .map(|req| req.spec.image_id)
+        .collect()
 }
 
 /// Creating the runtime failed.
@@ -207,6 +250,26 @@ impl HostRuntime {
     /// The state of one container, `None` if it does not exist.
     pub fn status(&self, id: &str) -> Option<ContainerStatus> {
         self.inner.status(id)
+    }
+
+    /// In-place resize: writes `res` to the container's cgroup, then keeps it in the
+    /// container's request (what [`ContainerStatus::resources`] reports from then on).
+    pub fn update_resources(
+        &self,
+        id: &str,
+        res: &crate::Resources,
+    ) -> Result<(), crate::cgroups::CgroupError> {
+        use crate::cgroups::CgroupError;
+        let missing = || CgroupError::Other {
+            path: id.to_string(),
+            reason: "no such container".into(),
+        };
+        let dir = self.inner.container_dir(id).ok_or_else(missing)?;
+        let mut req = disk::read_request(&dir).ok_or_else(missing)?;
+        crate::cgroups::CgroupLayout::host("/")?.set_limits(&req.cgroup_path, res)?;
+        req.spec.resources = res.clone();
+        let path = dir.join(crate::keeper::REQUEST_FILE);
+        disk::write_json_atomic(&path, &req).map_err(|source| CgroupError::Io { path, source })
     }
 
     /// Exit events of containers (hints: reconcile against [`HostRuntime::list`]).

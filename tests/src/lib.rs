@@ -76,6 +76,10 @@ pub struct Node {
     pub cgroup_root: String,
     /// This node's own CNI network (conf dir under `dir`, own bridge, subnet and IPAM store).
     pub net: TestNetwork,
+    /// Extra arguments of `bosun standalone`.
+    pub extra_args: Vec<String>,
+    /// Lines added to the node's KubeletConfiguration file (`--config`).
+    pub config: String,
     child: Option<Child>,
 }
 
@@ -147,6 +151,8 @@ impl Node {
             cgroup_root: format!("/bosun-e2e-{name}-{}", std::process::id()),
             net,
             dir,
+            extra_args: Vec::new(),
+            config: String::new(),
             child: None,
         };
         for d in [
@@ -227,11 +233,24 @@ impl Node {
             .create(true)
             .append(true)
             .open(self.path("bosun.log"))?;
+        // Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 %
+        // free) would collect the tests' images on a host whose disk is merely quite full.
+        let config = self.path("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard: {{memory.available: 100Mi}}\n{}",
+                self.config
+            ),
+        )?;
         let child = Command::new(bosun_bin())
             .arg("standalone")
+            .arg("--config")
+            .arg(&config)
             .arg("--manifests")
             .arg(self.path("manifests"))
             .args(self.common_args())
+            .args(&self.extra_args)
             .env("RUST_LOG", "info,bosun=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -548,6 +567,15 @@ pub fn pod(name: &str, spec: &str) -> String {
 pub fn setup(name: &str) -> Result<Node> {
     become_subreaper();
     let mut node = Node::new(name)?;
+    node.start()?;
+    Ok(node)
+}
+
+/// [`setup`] with a KubeletConfiguration file: `yaml` holds its keys (without `kind`).
+pub fn setup_with_config(name: &str, yaml: &str) -> Result<Node> {
+    become_subreaper();
+    let mut node = Node::new(name)?;
+    node.config = yaml.to_string();
     node.start()?;
     Ok(node)
 }

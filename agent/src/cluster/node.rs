@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::api::{Api, GetParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 
+use crate::eviction::NodeCondition as Pressure;
 use crate::pods::status::time;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -43,18 +44,12 @@ pub struct NodeFacts {
     pub os_image: String,
     pub arch: String,
     pub port: i32,
-}
-
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
+    /// What the node's HTTP API serves that apiservers may rely on
+    /// (`status.declaredFeatures`).
+    pub declared_features: Vec<String>,
+    /// `status.allocatable` (capacity minus the reservations: `pods::eviction::NodeResources`);
+    /// empty: the capacity.
+    pub allocatable: BTreeMap<String, Quantity>,
 }
 
 fn read_trim(path: &str) -> String {
@@ -95,6 +90,7 @@ pub fn default_node_ip() -> Option<String> {
 
 impl NodeFacts {
     pub fn gather(
+        memory_bytes: u64,
         name: &str,
         node_ip: Option<String>,
         extra_labels: &BTreeMap<String, String>,
@@ -102,7 +98,7 @@ impl NodeFacts {
         root_dir: &std::path::Path,
         max_pods: u32,
     ) -> NodeFacts {
-        let arch = go_arch().to_string();
+        let arch = crate::pods::admission::go_arch().to_string();
         let mut labels = BTreeMap::new();
         labels.insert("kubernetes.io/hostname".into(), name.to_string());
         labels.insert("kubernetes.io/os".into(), "linux".into());
@@ -128,7 +124,7 @@ impl NodeFacts {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as u64)
                 .unwrap_or(1),
-            memory_bytes: crate::cli::node_memory(),
+            memory_bytes,
             ephemeral_storage_bytes: storage,
             max_pods,
             system_uuid: if uuid.is_empty() {
@@ -144,6 +140,8 @@ impl NodeFacts {
             os_image: os_image(),
             arch,
             port: 10250,
+            declared_features: Vec::new(),
+            allocatable: BTreeMap::new(),
         }
     }
 
@@ -171,7 +169,7 @@ impl NodeFacts {
                 name: Some(self.name.clone()),
                 labels: Some(self.labels.clone()),
                 annotations: Some(BTreeMap::from([(
-                    "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                    CONTROLLER_MANAGED_ATTACH_DETACH.to_string(),
                     "true".to_string(),
                 )])),
                 ..Default::default()
@@ -180,17 +178,32 @@ impl NodeFacts {
                 taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
                 ..Default::default()
             }),
-            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new())),
+            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[], None)),
         }
     }
 
-    /// Node status: capacity, conditions (keeping transition times), node info, images.
+    /// The patch that brings a Node registered before (by this agent or another) up to date:
+    /// the labels, and attach/detach left to the controller (the kubelet's
+    /// `reconcileCMADAnnotationWithExistingNode`: a node without the annotation gets no
+    /// VolumeAttachments from the attach/detach controller).
+    pub fn existing_node_patch(&self) -> serde_json::Value {
+        serde_json::json!({"metadata": {
+            "labels": self.labels,
+            "annotations": {CONTROLLER_MANAGED_ATTACH_DETACH: "true"},
+        }})
+    }
+
+    /// Node status: capacity, allocatable, conditions (keeping transition times; `pressure`: the
+    /// eviction manager's; `ready_error`: why the node is not ready, e.g. it is shutting down), node
+    /// info, images.
     pub fn status(
         &self,
         now: SystemTime,
         previous: Option<&NodeStatus>,
         images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
         volumes_in_use: Vec<String>,
+        pressure: &[Pressure],
+        ready_error: Option<&str>,
     ) -> NodeStatus {
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             let old = previous
@@ -209,6 +222,16 @@ impl NodeFacts {
                 last_transition_time: transition,
             }
         };
+        let pressure_cond = |c: Pressure| {
+            let on = pressure.contains(&c);
+            let (reason, message) = c.reason_and_message(on);
+            cond(
+                c.as_str(),
+                if on { "True" } else { "False" },
+                reason,
+                message,
+            )
+        };
         NodeStatus {
             addresses: Some(
                 self.addresses
@@ -220,32 +243,25 @@ impl NodeFacts {
                     .collect(),
             ),
             capacity: Some(self.resources()),
-            allocatable: Some(self.resources()),
+            allocatable: Some(if self.allocatable.is_empty() {
+                self.resources()
+            } else {
+                self.allocatable.clone()
+            }),
             conditions: Some(vec![
-                cond(
-                    "MemoryPressure",
-                    "False",
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                ),
-                cond(
-                    "DiskPressure",
-                    "False",
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                ),
-                cond(
-                    "PIDPressure",
-                    "False",
-                    "KubeletHasSufficientPID",
-                    "kubelet has sufficient PID available",
-                ),
-                cond(
-                    "Ready",
-                    "True",
-                    "KubeletReady",
-                    "kubelet is posting ready status",
-                ),
+                pressure_cond(Pressure::MemoryPressure),
+                pressure_cond(Pressure::DiskPressure),
+                pressure_cond(Pressure::PidPressure),
+                match ready_error {
+                    // The kubelet's ReadyCondition: its errors (here the shutdown manager's).
+                    Some(e) => cond("Ready", "False", "KubeletNotReady", e),
+                    None => cond(
+                        "Ready",
+                        "True",
+                        "KubeletReady",
+                        "kubelet is posting ready status",
+                    ),
+                },
             ]),
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint { port: self.port }),
@@ -266,15 +282,19 @@ impl NodeFacts {
             images: (!images.is_empty()).then_some(images),
             // Mounted attachable volumes: the attach/detach controller never detaches these.
             volumes_in_use: Some(volumes_in_use),
-            // What bosun's API serves: WebSockets for exec straight from the apiserver.
-            declared_features: Some(vec![crate::server::WEBSOCKET_FEATURE.to_string()]),
+            declared_features: Some(self.declared_features.clone()),
             ..Default::default()
         }
     }
 }
 
-/// Creates the Node, or brings an existing one's labels up to date (the kubelet's
-/// registerWithAPIServer).
+/// The Node annotation that makes the attach/detach controller attach and detach this node's
+/// volumes (the kubelet's `enableControllerAttachDetach`, on by default and always on here).
+pub const CONTROLLER_MANAGED_ATTACH_DETACH: &str =
+    "volumes.kubernetes.io/controller-managed-attach-detach";
+
+/// Creates the Node, or brings an existing one's labels and attach/detach annotation up to date
+/// (the kubelet's registerWithAPIServer).
 pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     match api.create(&PostParams::default(), &facts.node()).await {
@@ -283,10 +303,10 @@ pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Er
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let patch = serde_json::json!({"metadata": {"labels": facts.labels}});
+            let patch = facts.existing_node_patch();
             api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            tracing::info!(node = %facts.name, "node already registered; labels updated");
+            tracing::info!(node = %facts.name, "node already registered; labels and annotations updated");
             Ok(())
         }
         Err(e) => Err(e),
@@ -374,13 +394,22 @@ pub async fn status_loop(
     facts: NodeFacts,
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
+    pressure: impl Fn() -> Vec<Pressure>,
+    shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
     extended: impl Fn() -> BTreeMap<String, (u64, u64)>,
 ) {
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
     loop {
-        let mut status = facts.status(SystemTime::now(), last.as_ref(), images(), volumes_in_use());
+        let mut status = facts.status(
+            SystemTime::now(),
+            last.as_ref(),
+            images(),
+            volumes_in_use(),
+            &pressure(),
+            shutdown.ready_error(),
+        );
         add_extended_resources(&mut status, &extended());
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
@@ -412,7 +441,11 @@ pub async fn status_loop(
                 Err(e) => tracing::warn!(error = %e, "cannot update node status"),
             }
         }
-        tokio::time::sleep(STATUS_INTERVAL).await;
+        // A shutdown starting or cancelled is posted at once.
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = shutdown.changed.notified() => {}
+        }
     }
 }
 
@@ -455,42 +488,6 @@ fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
         s
     };
     strip(a) == strip(b)
-}
-
-/// `--node-labels k=v,k2=v2`.
-pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
-/// `--register-with-taints key=value:Effect,key:Effect`.
-pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (kv, effect) = part
-            .rsplit_once(':')
-            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
-        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-            return Err(format!("taint {part:?}: unknown effect {effect}"));
-        }
-        let (key, value) = match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (kv.to_string(), None),
-        };
-        out.push(Taint {
-            key,
-            value,
-            effect: effect.to_string(),
-            time_added: None,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -561,18 +558,6 @@ mod tests {
     }
 
     #[test]
-    fn labels_and_taints_parse() {
-        let l = parse_labels("a=b, c=d").expect("labels");
-        assert_eq!(l.get("c").map(String::as_str), Some("d"));
-        assert!(parse_labels("nope").is_err());
-        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[0].value.as_deref(), Some("gpu"));
-        assert_eq!(t[1].key, "spot");
-        assert!(parse_taints("x:Sometimes").is_err());
-    }
-
-    #[test]
     fn status_keeps_transition_times_and_reports_everything() {
         let facts = NodeFacts {
             name: "n1".into(),
@@ -590,10 +575,19 @@ mod tests {
             os_image: "Debian".into(),
             arch: "amd64".into(),
             port: 10250,
+            declared_features: vec![],
+            allocatable: BTreeMap::from([("cpu".to_string(), Quantity("1500m".into()))]),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let s0 = facts.status(t0, None, vec![], vec![]);
-        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![]);
+        let s0 = facts.status(t0, None, vec![], vec![], &[], None);
+        let s1 = facts.status(
+            t0 + Duration::from_secs(10),
+            Some(&s0),
+            vec![],
+            vec![],
+            &[],
+            None,
+        );
         assert!(same_ignoring_heartbeats(&s0, &s1));
         let ready = |s: &NodeStatus| {
             s.conditions
@@ -611,11 +605,117 @@ mod tests {
             ready(&s1).last_heartbeat_time,
             ready(&s0).last_heartbeat_time
         );
+        assert_eq!(
+            s0.allocatable.clone().expect("allocatable")["cpu"].0,
+            "1500m"
+        );
+        // The eviction manager's conditions, with the kubelet's reasons.
+        let s2 = facts.status(
+            t0 + Duration::from_secs(20),
+            Some(&s1),
+            vec![],
+            vec![],
+            &[Pressure::DiskPressure],
+            None,
+        );
+        let cond = |s: &NodeStatus, ty: &str| {
+            s.conditions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == ty)
+                .expect("condition")
+        };
+        let disk = cond(&s2, "DiskPressure");
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+        assert_ne!(
+            disk.last_transition_time,
+            cond(&s1, "DiskPressure").last_transition_time
+        );
+        assert_eq!(cond(&s2, "MemoryPressure").status, "False");
+        assert!(!same_ignoring_heartbeats(&s1, &s2));
+        // The node shutting down: Ready goes False with the kubelet's reason and message, its
+        // transition time now; back to True when the shutdown is cancelled.
+        let t3 = t0 + Duration::from_secs(30);
+        let s3 = facts.status(
+            t3,
+            Some(&s2),
+            vec![],
+            vec![],
+            &[],
+            Some(crate::shutdown::NOT_READY_MESSAGE),
+        );
+        let ready3 = cond(&s3, "Ready");
+        assert_eq!(
+            (
+                ready3.status.as_str(),
+                ready3.reason.as_deref(),
+                ready3.message.as_deref()
+            ),
+            (
+                "False",
+                Some("KubeletNotReady"),
+                Some("node is shutting down")
+            )
+        );
+        assert_eq!(ready3.last_transition_time, Some(time(t3)));
+        assert!(!same_conditions(&s2, &s3));
+        let s4 = facts.status(
+            t3 + Duration::from_secs(5),
+            Some(&s3),
+            vec![],
+            vec![],
+            &[],
+            None,
+        );
+        assert_eq!(cond(&s4, "Ready").status, "True");
         let cap = s0.capacity.expect("capacity");
         assert_eq!(cap["pods"].0, "110");
         assert_eq!(cap["memory"].0, format!("{}Ki", 4u64 << 20));
         let info = s0.node_info.expect("info");
         assert!(info.container_runtime_version.starts_with("bosun://"));
         assert!(info.kubelet_version.starts_with("v1.36"));
+    }
+
+    #[test]
+    fn attach_and_detach_are_left_to_the_controller() {
+        let facts = NodeFacts {
+            name: "n1".into(),
+            addresses: vec![],
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            taints: vec![],
+            cpus: 1,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+            max_pods: 10,
+            machine_id: "m".into(),
+            system_uuid: "u".into(),
+            boot_id: "b".into(),
+            kernel: "6.1".into(),
+            os_image: "Debian".into(),
+            arch: "amd64".into(),
+            port: 10250,
+            declared_features: vec![],
+            allocatable: BTreeMap::new(),
+        };
+        let annotation = |n: &Node| {
+            n.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("volumes.kubernetes.io/controller-managed-attach-detach"))
+                .cloned()
+        };
+        assert_eq!(annotation(&facts.node()).as_deref(), Some("true"));
+        // A Node that exists already (registered by a kubelet with
+        // enableControllerAttachDetach: false, say) gets the annotation and the labels.
+        let p = facts.existing_node_patch();
+        assert_eq!(
+            p["metadata"]["annotations"]["volumes.kubernetes.io/controller-managed-attach-detach"],
+            "true"
+        );
+        assert_eq!(p["metadata"]["labels"]["zone"], "a");
     }
 }

@@ -15,6 +15,74 @@ pub mod api {
 
 pub use manager::{AllocateError, ContainerDevices, DeviceManager, UNEXPECTED_ADMISSION_ERROR};
 
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+
+/// What the pod workers and the pod manager need of devices: the [`DeviceManager`] on a
+/// cluster node, a fake in the worker's unit tests.
+pub trait DeviceService: Send + Sync {
+    /// Gives every container of `pod` the devices its limits ask for (the kubelet's Allocate at
+    /// admission); containers that hold theirs keep them.
+    fn allocate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<(), AllocateError>>;
+
+    /// What the plugins' answers give `container` of the pod `pod_uid`.
+    fn container_devices(&self, pod_uid: &str, container: &str) -> ContainerDevices;
+
+    /// The plugins' `PreStartContainer` for the container's devices (those that asked for it).
+    fn pre_start<'a>(
+        &'a self,
+        pod_uid: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<(), AllocateError>>;
+
+    /// Frees the devices of a pod that ended or is gone.
+    fn release(&self, pod_uid: &str);
+
+    /// Resource -> healthy devices, what admission counts as the node's allocatable of each
+    /// device plugin resource.
+    fn allocatable(&self) -> BTreeMap<String, i64>;
+}
+
+impl DeviceService for DeviceManager {
+    fn allocate<'a>(&'a self, pod: &'a Pod) -> BoxFuture<'a, Result<(), AllocateError>> {
+        Box::pin(self.allocate_pod(pod))
+    }
+
+    fn container_devices(&self, pod_uid: &str, container: &str) -> ContainerDevices {
+        DeviceManager::container_devices(self, pod_uid, container)
+    }
+
+    fn pre_start<'a>(
+        &'a self,
+        pod_uid: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<(), AllocateError>> {
+        Box::pin(DeviceManager::pre_start(self, pod_uid, container))
+    }
+
+    fn release(&self, pod_uid: &str) {
+        self.release_pod(pod_uid);
+    }
+
+    fn allocatable(&self) -> BTreeMap<String, i64> {
+        self.capacity()
+            .into_iter()
+            .map(|(r, (_, healthy))| (r, i64::try_from(healthy).unwrap_or(i64::MAX)))
+            .collect()
+    }
+}
+
+/// The admission refusal of a pod whose devices could not be allocated: the kubelet's
+/// `UnexpectedAdmissionError`, "Allocate failed due to <error>, which is unexpected".
+pub fn refusal(e: &AllocateError) -> crate::security::Refusal {
+    crate::security::Refusal {
+        reason: UNEXPECTED_ADMISSION_ERROR,
+        message: e.admission_message(),
+    }
+}
+
 /// Adds a container's devices to its runtime spec: env (replacing a variable of the same
 /// name), bind mounts, device nodes (type and numbers read from the host node; an unreadable
 /// one is an error naming it), annotations and CDI device names.

@@ -336,38 +336,7 @@ pub enum CheckpointError {
     Entry(String),
 }
 
-/// Whether `name` is an extended resource a plugin may register: `domain/name`, a qualified
-/// name, not in the `kubernetes.io` domains, and not `requests.`-prefixed (the kubelet's
-/// IsExtendedResourceName).
-pub fn is_extended_resource_name(name: &str) -> bool {
-    let Some((domain, rest)) = name.split_once('/') else {
-        return false;
-    };
-    if domain == "kubernetes.io"
-        || domain.ends_with(".kubernetes.io")
-        || name.starts_with("requests.")
-    {
-        return false;
-    }
-    let dns_ok = !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    let b = rest.as_bytes();
-    let name_ok = !b.is_empty()
-        && b.len() <= 63
-        && b.first().is_some_and(u8::is_ascii_alphanumeric)
-        && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    dns_ok && name_ok
-}
+pub use crate::admission::is_extended_resource_name;
 
 #[cfg(test)]
 mod tests {
