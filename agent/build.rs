@@ -5,17 +5,23 @@
 //! at build time, and the pages stay shared with the page cache. The agent itself stays PIE.
 //!
 //! Also generates the device plugin API (`deviceplugin/v1beta1`: the `Registration` server the
-//! agent serves, the `DevicePlugin` client it calls) from the vendored .proto in `proto/`,
-//! parsed by protox (pure Rust, no system `protoc`).
+//! agent serves, the `DevicePlugin` client it calls) and the pod resources API
+//! (`podresources/v1`: the `PodResourcesLister` server) from the vendored .proto files in
+//! `proto/`, parsed by protox (pure Rust, no system `protoc`).
 
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-link-arg-bin=bosun-keeper=-no-pie");
-    let file = "proto/deviceplugin/v1beta1/api.proto";
-    println!("cargo:rerun-if-changed={file}");
-    let fds = protox::compile([file], [Path::new("proto/deviceplugin/v1beta1")])?;
+    let files = [
+        "deviceplugin/v1beta1/api.proto",
+        "podresources/v1/api.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed=proto/{f}");
+    }
+    let fds = protox::compile(files, [Path::new("proto")])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

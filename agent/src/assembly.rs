@@ -201,10 +201,20 @@ pub fn node_memory() -> u64 {
         .unwrap_or(1 << 30)
 }
 
+/// The pod resources API on `<root-dir>/pod-resources/kubelet.sock` (a node without it still
+/// runs its pods, as a kubelet whose socket cannot be made).
+fn serve_pod_resources(ctx: &Arc<Ctx>) {
+    let source = Arc::new(crate::podresources::NodeSource { ctx: ctx.clone() });
+    if let Err(e) = crate::podresources::serve(&ctx.cfg.root_dir, source) {
+        tracing::warn!(error = %e, "no pod resources API");
+    }
+}
+
 /// Runs the pods of the manifest folder until SIGTERM/SIGINT (pods keep running after).
 pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
     let (ctx, _) = context(cfg).await?;
     let ctx = Arc::new(ctx);
+    serve_pod_resources(&ctx);
     let manifests = ctx
         .cfg
         .manifests
@@ -312,6 +322,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         events_rx,
     ));
     let ctx = Arc::new(ctx);
+    serve_pod_resources(&ctx);
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
     tokio::spawn(cluster::node::lease_loop(client.clone(), node_name.clone()));

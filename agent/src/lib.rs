@@ -21,6 +21,7 @@ pub mod images;
 pub mod manifest;
 pub mod metrics;
 pub mod network;
+pub mod podresources;
 pub mod pods;
 pub mod projection;
 pub mod quantity;

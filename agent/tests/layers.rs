@@ -44,6 +44,8 @@ const RANKS: &[(&str, u32)] = &[
     ("pods", 7),
     ("cluster", 8),
     ("server", 8),
+    // The pod resources API: reads the pods the node runs and their devices.
+    ("podresources", 8),
     ("assembly", 9),
     // The fuzz targets' invariants: they drive rules, pods' sources and the server's parsers.
     ("fuzzing", 9),

@@ -330,6 +330,25 @@ impl DeviceManager {
         out
     }
 
+    /// The devices `container` of the pod `pod_uid` holds: (resource, device ids).
+    pub fn held(&self, pod_uid: &str, container: &str) -> Vec<(String, Vec<String>)> {
+        lock(&self.inner.state)
+            .container(pod_uid, container)
+            .into_iter()
+            .map(|a| (a.resource.clone(), a.device_ids.clone()))
+            .collect()
+    }
+
+    /// Every device the plugins list (healthy or not), by resource.
+    pub fn devices(&self) -> BTreeMap<String, Vec<String>> {
+        lock(&self.inner.state)
+            .resources
+            .iter()
+            .filter(|(_, r)| !r.devices.is_empty())
+            .map(|(name, r)| (name.clone(), r.devices.keys().cloned().collect()))
+            .collect()
+    }
+
     /// Calls `PreStartContainer` of the plugins that asked for it with the container's devices.
     pub async fn pre_start(&self, pod_uid: &str, container: &str) -> Result<(), AllocateError> {
         let held: Vec<(String, Vec<String>)> = lock(&self.inner.state)

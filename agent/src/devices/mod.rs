@@ -43,6 +43,14 @@ pub trait DeviceService: Send + Sync {
     /// Resource -> healthy devices, what admission counts as the node's allocatable of each
     /// device plugin resource.
     fn allocatable(&self) -> BTreeMap<String, i64>;
+
+    /// The devices `container` of the pod `pod_uid` holds: (resource, device ids), in the
+    /// order they were allocated (the pod resources API).
+    fn held(&self, pod_uid: &str, container: &str) -> Vec<(String, Vec<String>)>;
+
+    /// Every device the plugins list, healthy or not, by resource (the pod resources API's
+    /// allocatable devices).
+    fn devices(&self) -> BTreeMap<String, Vec<String>>;
 }
 
 impl DeviceService for DeviceManager {
@@ -64,6 +72,14 @@ impl DeviceService for DeviceManager {
 
     fn release(&self, pod_uid: &str) {
         self.release_pod(pod_uid);
+    }
+
+    fn held(&self, pod_uid: &str, container: &str) -> Vec<(String, Vec<String>)> {
+        DeviceManager::held(self, pod_uid, container)
+    }
+
+    fn devices(&self) -> BTreeMap<String, Vec<String>> {
+        DeviceManager::devices(self)
     }
 
     fn allocatable(&self) -> BTreeMap<String, i64> {

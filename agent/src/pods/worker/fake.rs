@@ -763,6 +763,19 @@ impl crate::devices::DeviceService for FakeDevices {
         st.released.push(pod_uid.to_string());
     }
 
+    fn held(&self, pod_uid: &str, container: &str) -> Vec<(String, Vec<String>)> {
+        let st = self.state.lock().unwrap();
+        st.held
+            .get(&(pod_uid.to_string(), container.to_string()))
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+
+    fn devices(&self) -> BTreeMap<String, Vec<String>> {
+        self.state.lock().unwrap().devices.clone()
+    }
+
     fn allocatable(&self) -> BTreeMap<String, i64> {
         let st = self.state.lock().unwrap();
         st.devices
