@@ -378,6 +378,8 @@ impl Worker {
                 if let Some(devices) = self.ctx.devices.clone() {
                     if let Err(e) = devices.allocate(&self.pod).await {
                         tracing::warn!(error = %e, "pod's devices not allocated");
+                        // What its other containers got is free again: the pod never runs.
+                        devices.release(&self.uid);
                         self.rejected = Some(crate::devices::refusal(&e));
                     }
                 }

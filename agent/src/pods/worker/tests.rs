@@ -1653,6 +1653,7 @@ async fn a_pod_whose_devices_cannot_be_allocated_is_rejected_unexpectedly() {
     assert!(!h.rt.has_sandbox("u1"));
     assert!(starts(&h.rt.take_calls()).is_empty());
     assert_eq!(reasons(&h.events()), ["UnexpectedAdmissionError"]);
+    assert_eq!(devices.state.lock().unwrap().released, ["u1"]);
     // The refusal stands: the plugin is not asked again.
     devices.state.lock().unwrap().fail = None;
     w.sync(Intent::Run).await;
