@@ -28,8 +28,21 @@ fn plugin_binary() -> PathBuf {
         .status()
         .expect("run tests/devices/build.sh");
     assert!(status.success(), "tests/devices/build.sh failed");
+    // The pinned version, as the build script reads it.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(". \"$1\" && echo \"$K8S_VERSION\"")
+        .arg("bash")
+        .arg(root.join("tests/cluster/env.sh"))
+        .output()
+        .expect("read tests/cluster/env.sh");
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(version.starts_with('v'), "K8S_VERSION: {version:?}");
     let home = std::env::var("HOME").expect("HOME");
-    PathBuf::from(home).join(".cache/bosun/devices/v1.36.5/bin/sample-device-plugin")
+    PathBuf::from(home)
+        .join(".cache/bosun/devices")
+        .join(version)
+        .join("bin/sample-device-plugin")
 }
 
 /// The plugin in a mount namespace where /var/lib/kubelet/device-plugins is `dir` and
@@ -122,8 +135,10 @@ async fn sample_device_plugin_end_to_end() {
         eprintln!("skipped: needs root");
         return;
     }
-    // Not yet part of `make test`: its first run timed out waiting for a (re-)registration
-    // and it has not been run since; run it by hand with BOSUN_DEVICE_PLUGIN_TEST=1.
+    // Not yet part of `make test`: its first run failed at the plugin's Register (h2 reset the
+    // Go client's stream: PROTOCOL_ERROR; third_party/h2 is patched since) and the patched
+    // agent has not been run against the plugin yet; run it by hand with
+    // BOSUN_DEVICE_PLUGIN_TEST=1.
     if std::env::var_os("BOSUN_DEVICE_PLUGIN_TEST").is_none() {
         eprintln!("skipped: set BOSUN_DEVICE_PLUGIN_TEST=1 (not yet in make test)");
         return;
