@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,11 @@ def run_bosun(args):
         def helpers():
             return [h for h in b.processes()[0] if h != agent]
 
+        perf = None
+        if args.perf:  # the whole machine, every process: the report is filtered by command name
+            perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", str(args.perf_freq),
+                                     "-o", args.perf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
         started = time.perf_counter()
         for k in range(1, args.pods + 1):
             name = f"d{k}"
@@ -88,6 +94,9 @@ def run_bosun(args):
                 log(f"bosun: {k} pods running, last start {row['start_ms']:.1f} ms, "
                     f"agent RSS {row['agent_rss_kib'] / 1024:.1f} MiB")
         summary["fill_s"] = round(time.perf_counter() - started, 1)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         summary["started"] = len(rows)
         summary["running_at_end"] = count_bosun_running(b)
         rss, acpu, scpu, user = settle_and_measure(agent, helpers, args.cpu_window)
@@ -324,6 +333,8 @@ def main():
     r.add_argument("--pod-timeout", type=float, default=120)
     r.add_argument("--remove-timeout", type=float, default=900)
     r.add_argument("--cpu-window", type=float, default=10.0)
+    r.add_argument("--perf", help="bosun: perf record -a -g of the fill into this file (item 3)")
+    r.add_argument("--perf-freq", type=int, default=999)
     p = sub.add_parser("plot")
     p.add_argument("--png", required=True)
     p.add_argument("prefixes", nargs="+")
