@@ -101,7 +101,8 @@ def run_bosun(args):
         summary["running_at_end"] = count_bosun_running(b)
         rss, acpu, scpu, user = settle_and_measure(agent, helpers, args.cpu_window)
         summary.update(rss_kib=rss, agent_cpu_pct=acpu, stack_cpu_pct=scpu, stack_user_kib=user,
-                       helpers=len(helpers()))
+                       helpers=len(helpers()), agent_fds=len(os.listdir(f"/proc/{agent}/fd")),
+                       agent_threads=len(os.listdir(f"/proc/{agent}/task")))
         log(f"bosun with {len(rows)} idle pods: agent RSS {rss / 1024:.1f} MiB, agent CPU {acpu:.2f} %, "
             f"stack CPU {scpu:.2f} %")
         t0 = time.perf_counter()
@@ -309,6 +310,8 @@ def cmd_report(args):
          f(p.get("stack_user_kib"), 1 / 1024), "", ""),
         ("  per pod (KiB)", f(b["stack_user_kib"] / b["started"]) if b.get("started") else "n/a",
          f(p["stack_user_kib"] / p["started"]) if p.get("started") else "n/a", "", ""),
+        ("agent's open files / threads with all pods", f"{b.get('agent_fds')} / {b.get('agent_threads')}",
+         "no daemon", "", ""),
         ("removing them all (s)", f(b.get("remove_s")), f(p.get("remove_s")), "", ""),
         ("load average (1 min) at start / end", b.get("load"), p.get("load"), "", "(2 cores, shared)"),
     ]
