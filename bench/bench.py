@@ -888,7 +888,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: must run as root")
     if args.quick:
-        p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3,
+        p = {"fill": 12, "seq": 12, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3,
              "seccomp": 3}
     else:
         p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0,

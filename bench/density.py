@@ -90,6 +90,12 @@ def run_bosun(args):
                 anon, pte, _ = footprint_user([agent] + helpers())
                 row["stack_user_kib"] = anon + pte
             rows.append(row)
+            if perf and k == args.perf_pods:
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
+                perf = None
+                summary["perf_pods"] = k
+                summary["perf_s"] = round(time.perf_counter() - started, 2)
             if k % 50 == 0:
                 log(f"bosun: {k} pods running, last start {row['start_ms']:.1f} ms, "
                     f"agent RSS {row['agent_rss_kib'] / 1024:.1f} MiB")
@@ -100,11 +106,17 @@ def run_bosun(args):
         summary["started"] = len(rows)
         summary["running_at_end"] = count_bosun_running(b)
         rss, acpu, scpu, user = settle_and_measure(agent, helpers, args.cpu_window)
+        keepers = helpers()
+        if keepers:  # one keeper's memory, for the per-pod figure
+            summary["keeper_smaps_rollup"] = bench.read(f"/proc/{keepers[0]}/smaps_rollup")
         summary.update(rss_kib=rss, agent_cpu_pct=acpu, stack_cpu_pct=scpu, stack_user_kib=user,
                        helpers=len(helpers()), agent_fds=len(os.listdir(f"/proc/{agent}/fd")),
                        agent_threads=len(os.listdir(f"/proc/{agent}/task")))
         log(f"bosun with {len(rows)} idle pods: agent RSS {rss / 1024:.1f} MiB, agent CPU {acpu:.2f} %, "
             f"stack CPU {scpu:.2f} %")
+        if args.perf_idle:  # where the idle agent's CPU goes
+            subprocess.run(["perf", "record", "-g", "-F", str(args.perf_freq), "-p", str(agent),
+                            "-o", args.perf_idle, "--", "sleep", "20"], capture_output=True)
         t0 = time.perf_counter()
         b.remove_all(timeout=args.remove_timeout)
         summary["remove_s"] = round(time.perf_counter() - t0, 1)
@@ -338,6 +350,8 @@ def main():
     r.add_argument("--cpu-window", type=float, default=10.0)
     r.add_argument("--perf", help="bosun: perf record -a -g of the fill into this file (item 3)")
     r.add_argument("--perf-freq", type=int, default=999)
+    r.add_argument("--perf-pods", type=int, default=0, help="stop --perf after this many pods (0: all)")
+    r.add_argument("--perf-idle", help="bosun: perf record -g of the agent for 20 s with all pods idle")
     p = sub.add_parser("plot")
     p.add_argument("--png", required=True)
     p.add_argument("prefixes", nargs="+")
