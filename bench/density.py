@@ -286,12 +286,16 @@ unset multiplot
 
 
 def cmd_report(args):
-    s = {}
+    s, ms = {}, {}
     for prefix in args.prefixes:
         if os.path.exists(prefix + ".json"):
-            summary, _ = load(prefix)
+            summary, rows = load(prefix)
             s[summary["stack"]] = summary
+            ms[summary["stack"]] = [float(r["start_ms"]) for r in rows]
     b, p = s.get("bosun", {}), s.get("podman", {})
+    # Both at the same count: the last pod the peer started.
+    m = min(len(ms.get("bosun", [])), len(ms.get("podman", [])))
+    same = {k: statistics.median(v[m - 5:m]) for k, v in ms.items()} if m >= 5 else {}
 
     def f(v, scale=1.0, digits=1):
         if v is None or v == "":
@@ -308,6 +312,8 @@ def cmd_report(args):
         ("  where it stopped", b.get("stopped", "did not"), p.get("stopped", "did not"), "", ""),
         ("start of pod #10, median of #6-#10 (ms)", f(b.get("start_10_ms")), f(p.get("start_10_ms")),
          ratio(b.get("start_10_ms"), p.get("start_10_ms")), ""),
+        (f"start of pod #{m}, median of #{m - 4}-#{m} (ms)", f(same.get("bosun")), f(same.get("podman")),
+         ratio(same.get("bosun"), same.get("podman")), ""),
         ("start of the last pod, median of the last 5 (ms)", f(b.get("start_last_ms")),
          f(p.get("start_last_ms")), "", ""),
         ("  last / #10", f(b.get("last_over_10"), digits=2), f(p.get("last_over_10"), digits=2), "", "<= 2"),
