@@ -5,6 +5,13 @@
 # workspace and the VM guest: see README.md for what each costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Other privileged runs on this machine (`make conformance`, a second `make test`, a developer's
+# `flock /tmp/bosun-priv.lock cargo test -- --ignored`) use the same fixed addresses, ports and
+# paths: one at a time. flock -o keeps the lock in flock itself, not in the daemons tests start.
+if [ -z "${BOSUN_PRIV_LOCKED:-}" ]; then
+    flock -n /tmp/bosun-priv.lock true || echo "waiting for /tmp/bosun-priv.lock (another privileged run)"
+    exec env BOSUN_PRIV_LOCKED=1 flock -o /tmp/bosun-priv.lock bash "$0" "$@"
+fi
 times=()
 t0=$SECONDS
 stage_start=$SECONDS
@@ -74,7 +81,7 @@ stage "e2e-security (cluster)"; bash tests/cluster/e2e-security.sh
 stage "e2e-pressure (cluster: allocatable, admission, in-place resize, eviction on a loop filesystem)"
 bash tests/cluster/e2e-pressure.sh
 fuzz
-stage "bench harness (quick, no figures checked)"
+stage "bench (quick run + regression gate: ratios to podman vs bench/baseline.json)"
 bash bench/check.sh
 # The VM tier's short subset: the .deb of the debug build on a pure cgroup v2 systemd guest;
 # tests/vm/run.sh runs the whole tier with the release build and the cluster part.
