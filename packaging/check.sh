@@ -95,8 +95,8 @@ fi
 noreplace=$(rpm -qp --nosignature --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpmf" | awk 'NF == 2 && $1 ~ /c/ && $1 ~ /n/ {print $2}' | sort)
 [[ $noreplace == "$(cat "$t/rpm.conf")" ]] || bad "rpm config files are not all noreplace: $noreplace"
 
-# Dependencies: the C library and the CNI plugins (called for every pod not on the host network)
-# in both.
+# Dependencies: the C library, libseccomp (seccomp filters) and the CNI plugins (called for
+# every pod not on the host network) in both.
 depends=$(dpkg-deb -f "$deb" Depends)
 requires=$(rpm -qpR --nosignature "$rpmf" | tr '\n' ' ')
 echo "deb Depends: $depends"
@@ -105,6 +105,8 @@ echo "rpm Requires: $requires"
 [[ $requires == *libc.so.6* || $requires == *glibc* ]] || bad "rpm does not require the C library"
 [[ $depends == *containernetworking-plugins* ]] || bad "deb does not depend on containernetworking-plugins"
 [[ $requires == *containernetworking-plugins* ]] || bad "rpm does not require containernetworking-plugins"
+[[ $depends == *libseccomp2* ]] || bad "deb does not depend on libseccomp2"
+[[ $requires == *libseccomp* ]] || bad "rpm does not require libseccomp"
 
 # Maintainer scripts: enable/start on install, stop on removal, in both formats.
 for s in postinst prerm postrm; do [[ -x $t/control/$s ]] || bad "deb has no $s"; done

@@ -9,6 +9,7 @@ use bosun_runtime::image::ImageStore;
 use bosun_runtime::{HostRuntime, RuntimePaths};
 
 use crate::config::Config;
+use crate::pods::source::ManifestFailure;
 use crate::pods::{status, Ctx};
 
 pub fn runtime_paths(cfg: &Config) -> anyhow::Result<RuntimePaths> {
@@ -151,6 +152,21 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
             .chain(cs.iter().map(|c| ("", c)))
         {
             writeln!(out, "  {:<4} {:<22} {}", kind, c.name, describe_state(c))?;
+        }
+    }
+    let failures: Vec<ManifestFailure> =
+        std::fs::read(cfg.run_dir.join(crate::pods::source::ERRORS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    if !failures.is_empty() {
+        writeln!(out, "\nINVALID MANIFESTS (refused: no pod is made of them)")?;
+        for f in &failures {
+            let kept = match f.kept_pods {
+                0 => String::new(),
+                n => format!(" ({n} pods of its last good version keep running)"),
+            };
+            writeln!(out, "{}{kept}\n  {}", f.file.display(), f.error)?;
         }
     }
     Ok(())

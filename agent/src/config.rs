@@ -67,6 +67,12 @@ pub struct Config {
     /// The unix sockets the CRI API is served on: `<run-dir>/bosun.sock`, and the path of
     /// containerRuntimeEndpoint (`--container-runtime-endpoint`) when it names another.
     pub cri_sockets: Vec<PathBuf>,
+    /// seccompDefault (false): containers that name no seccomp profile get `RuntimeDefault`
+    /// instead of `Unconfined`.
+    pub seccomp_default: bool,
+    /// allowedUnsafeSysctls: sysctls (and `prefix*` patterns) pods may set beyond the safe set;
+    /// each must be namespaced (checked here, as the kubelet refuses to start otherwise).
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// The kubelet HTTP API's settings, with the kubelet's defaults (KubeletConfiguration v1beta1).
@@ -99,6 +105,29 @@ pub struct ServerConfig {
     /// serverTLSBootstrap (false): the serving certificate from a `kubernetes.io/kubelet-serving`
     /// CSR instead of a self-signed one.
     pub server_tls_bootstrap: bool,
+    /// streamingConnectionIdleTimeout (4h): an exec/attach/port-forward session without a byte
+    /// either way for this long is closed (zero: never).
+    pub streaming_connection_idle_timeout: std::time::Duration,
+    /// How long a request head may take (the kube-apiserver's 32 s; not a file key).
+    pub header_timeout: std::time::Duration,
+    /// How long a kept-alive connection may wait for its next request (the kubelet's 90 s; not
+    /// a file key).
+    pub idle_timeout: std::time::Duration,
+    /// Connections not yet authenticated, at most (a quarter of the agent's file descriptor
+    /// limit, 16 to 1024; not a file key).
+    pub max_unauthenticated_connections: usize,
+}
+
+impl ServerConfig {
+    /// The connection limits of the API's listener.
+    pub fn limits(&self) -> crate::server::conn::Limits {
+        crate::server::conn::Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            stream_idle_timeout: self.streaming_connection_idle_timeout,
+            max_unauthenticated: self.max_unauthenticated_connections,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +236,14 @@ impl ServerConfig {
                 30,
             )?,
             server_tls_bootstrap: f.server_tls_bootstrap.unwrap_or(false),
+            streaming_connection_idle_timeout: duration(
+                "streamingConnectionIdleTimeout",
+                f.streaming_connection_idle_timeout.as_ref(),
+                4 * 3600,
+            )?,
+            header_timeout: crate::server::conn::HEADER_TIMEOUT,
+            idle_timeout: crate::server::conn::IDLE_TIMEOUT,
+            max_unauthenticated_connections: crate::server::conn::default_max_unauthenticated(),
         };
         for (field, addr) in [
             ("address", &cfg.address),
@@ -285,6 +322,9 @@ pub struct KubeletConfigFile {
     #[serde(rename = "serverTLSBootstrap")]
     pub server_tls_bootstrap: Option<bool>,
     pub container_runtime_endpoint: Option<String>,
+    pub streaming_connection_idle_timeout: Option<String>,
+    pub seccomp_default: Option<bool>,
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -350,6 +390,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "authentication",
     "authorization",
     "serverTLSBootstrap",
+    "streamingConnectionIdleTimeout",
+    "seccompDefault",
+    "allowedUnsafeSysctls",
 ];
 
 impl Config {
@@ -409,7 +452,7 @@ impl Config {
             }
             None => Vec::new(),
         };
-        let cfg = Config {
+        let mut cfg = Config {
             kubeconfig: flags.kubeconfig.clone(),
             bootstrap_kubeconfig: flags.bootstrap_kubeconfig.clone(),
             cert_dir: flags
@@ -487,9 +530,17 @@ impl Config {
             image_minimum_gc_age: duration("imageMinimumGCAge", &file.image_minimum_gc_age, 120)?,
             server: ServerConfig::from_file(&file)?,
             cri_sockets: Vec::new(),
+            seccomp_default: file.seccomp_default.unwrap_or(false),
+            allowed_unsafe_sysctls: file.allowed_unsafe_sysctls.clone().unwrap_or_default(),
         };
-        let mut cfg = cfg;
         cfg.cri_sockets = cri_sockets(&cfg.run_dir, file.container_runtime_endpoint.as_deref())?;
+        // The kubelet refuses to start with a pattern that is invalid or not namespaced.
+        crate::security::sysctl::Allowlist::new(&cfg.allowed_unsafe_sysctls, (0, 0)).map_err(
+            |message| ConfigError::Invalid {
+                field: "allowedUnsafeSysctls".into(),
+                message,
+            },
+        )?;
         for ip in &cfg.cluster_dns {
             if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err(ConfigError::Invalid {
@@ -718,6 +769,41 @@ mod tests {
     }
 
     #[test]
+    fn security_keys() {
+        let (cfg, _) = Config::load(&Flags::default()).expect("load");
+        assert!(!cfg.seccomp_default);
+        assert!(cfg.allowed_unsafe_sysctls.is_empty());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Config::load(&Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            })
+        };
+        let (cfg, warnings) = load(
+            "kind: KubeletConfiguration\nseccompDefault: true\n\
+             allowedUnsafeSysctls: [net.core.somaxconn, 'kernel.msg*']\n",
+        )
+        .expect("load");
+        assert!(cfg.seccomp_default);
+        assert_eq!(
+            cfg.allowed_unsafe_sysctls,
+            ["net.core.somaxconn", "kernel.msg*"]
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // A sysctl that is not namespaced stops the node, as it stops the kubelet.
+        let err = load("kind: KubeletConfiguration\nallowedUnsafeSysctls: [vm.swappiness]\n")
+            .expect_err("not namespaced")
+            .to_string();
+        assert!(
+            err.contains("allowedUnsafeSysctls") && err.contains("vm.swappiness"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn server_keys_and_defaults() {
         let (cfg, _) = Config::load(&Flags::default()).expect("load");
         let d = &cfg.server;
@@ -730,6 +816,15 @@ mod tests {
         assert_eq!(d.authn_cache_ttl, Duration::from_secs(120));
         assert_eq!(d.authz_cache_authorized_ttl, Duration::from_secs(300));
         assert_eq!(d.authz_cache_unauthorized_ttl, Duration::from_secs(30));
+        assert_eq!(
+            d.streaming_connection_idle_timeout,
+            Duration::from_secs(4 * 3600)
+        );
+        assert_eq!(
+            (d.header_timeout, d.idle_timeout),
+            (Duration::from_secs(32), Duration::from_secs(90))
+        );
+        assert!((16..=1024).contains(&d.max_unauthenticated_connections));
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.yaml");
         std::fs::write(
@@ -737,7 +832,8 @@ mod tests {
             "kind: KubeletConfiguration\nport: 20250\nhealthzPort: 20248\n\
              authentication:\n  x509: {clientCAFile: /ca.crt}\n  anonymous: {enabled: true}\n\
              \x20 webhook: {enabled: false, cacheTTL: 10s}\n\
-             authorization:\n  mode: AlwaysAllow\n  webhook: {cacheAuthorizedTTL: 1m}\n",
+             authorization:\n  mode: AlwaysAllow\n  webhook: {cacheAuthorizedTTL: 1m}\n\
+             streamingConnectionIdleTimeout: 5m\n",
         )
         .expect("write");
         let flags = Flags {
@@ -752,6 +848,10 @@ mod tests {
         assert!(s.anonymous_auth && !s.webhook_authn && !s.authz_webhook);
         assert_eq!(s.authn_cache_ttl, Duration::from_secs(10));
         assert_eq!(s.authz_cache_authorized_ttl, Duration::from_secs(60));
+        assert_eq!(
+            s.streaming_connection_idle_timeout,
+            Duration::from_secs(300)
+        );
         std::fs::write(
             &path,
             "kind: KubeletConfiguration\nauthorization: {mode: RBAC}\n",

@@ -48,6 +48,9 @@ pub enum EnsureError {
     /// `InvalidImageName`.
     #[error("failed to apply default image tag {image:?}: {message}")]
     InvalidName { image: String, message: String },
+    /// `ImageInspectError`: the local image store could not be read.
+    #[error("failed to inspect image {image:?}: {message}")]
+    Inspect { image: String, message: String },
     /// `ErrImagePull`: the message carries the registry's.
     #[error("failed to pull image {image:?}: {message}")]
     Pull { image: String, message: String },
@@ -59,9 +62,26 @@ impl EnsureError {
         match self {
             EnsureError::NeverPull { .. } => "ErrImageNeverPull",
             EnsureError::InvalidName { .. } => "InvalidImageName",
+            EnsureError::Inspect { .. } => "ImageInspectError",
             EnsureError::Pull { .. } => "ErrImagePull",
         }
     }
+
+    /// Whether the failure starts or extends the image pull back-off. Only a pull that was
+    /// tried does, as in the kubelet: an invalid name or a Never policy fails the same way at
+    /// every sync, keeps its own reason, and is never `ImagePullBackOff`.
+    pub fn backs_off(&self) -> bool {
+        matches!(self, EnsureError::Pull { .. })
+    }
+}
+
+/// Checks an image reference as the kubelet does before anything else (`applyDefaultImageTag`):
+/// its normalized form, or `InvalidImageName`.
+pub fn check_reference(image: &str) -> Result<String, EnsureError> {
+    normalize_reference(image).map_err(|e| EnsureError::InvalidName {
+        image: image.to_string(),
+        message: e.to_string(),
+    })
 }
 
 type Shared = Arc<OnceCell<Result<Image, EnsureError>>>;
@@ -168,10 +188,11 @@ impl ImageManager {
         policy: PullPolicy,
         creds: &Credentials,
     ) -> Result<Image, EnsureError> {
+        check_reference(image)?;
         let present = match self.store.resolve(image) {
             Ok(found) => found,
             Err(e) => {
-                return Err(EnsureError::InvalidName {
+                return Err(EnsureError::Inspect {
                     image: image.to_string(),
                     message: e.to_string(),
                 })
@@ -195,10 +216,7 @@ impl ImageManager {
     /// same credentials share one pull (a pod without the secret never gets another's image
     /// through a shared pull).
     pub async fn pull_with(&self, image: &str, creds: &Credentials) -> Result<Image, EnsureError> {
-        let key = normalize_reference(image).map_err(|e| EnsureError::InvalidName {
-            image: image.to_string(),
-            message: e.to_string(),
-        })?;
+        let key = check_reference(image)?;
         let key = if creds.is_empty() {
             key
         } else {
@@ -290,6 +308,39 @@ pub async fn gc_loop(ctx: Arc<crate::pods::Ctx>, period: Duration) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A malformed reference is InvalidImageName, never a pull (so never ImagePullBackOff).
+    #[test]
+    fn malformed_references_are_invalid_names_that_do_not_back_off() {
+        for bad in [
+            "Busybox",
+            "busybox:bad tag",
+            "busybox@sha256:zz",
+            "",
+            "a//b",
+            "busybox:",
+        ] {
+            let e = check_reference(bad).expect_err(bad);
+            assert_eq!(e.reason(), "InvalidImageName", "{bad}");
+            assert!(!e.backs_off(), "{bad}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("failed to apply default image tag {bad:?}: ")),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            check_reference("busybox").ok().as_deref(),
+            Some("docker.io/library/busybox:latest")
+        );
+        let pull = EnsureError::Pull {
+            image: "x".into(),
+            message: "no route".into(),
+        };
+        assert!(pull.backs_off() && pull.reason() == "ErrImagePull");
+        let never = EnsureError::NeverPull { image: "x".into() };
+        assert!(!never.backs_off());
+    }
 
     #[test]
     fn last_use_is_written_once_a_minute_per_image() {

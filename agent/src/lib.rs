@@ -8,11 +8,15 @@ pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod images;
 pub mod manifest;
 pub mod network;
 pub mod pods;
 pub mod projection;
+pub mod security;
 pub mod server;
 pub mod tls_roots;
 pub mod translate;
+pub mod validation;

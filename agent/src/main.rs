@@ -393,7 +393,8 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
         .context("no manifest folder (--manifests or staticPodPath)")?;
     tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
     let (tx, rx) = tokio::sync::watch::channel(None);
-    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone());
+    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone())
+        .with_errors_in(&ctx.cfg.run_dir);
     tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
     pods::serve(ctx, rx).await
 }

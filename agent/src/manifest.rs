@@ -1,19 +1,16 @@
 //! Static pod manifests: the files of the kubelet's `staticPodPath`.
 //!
 //! [`parse_file`] reads one file (YAML with one or more documents, or JSON) into Pods with
-//! errors that name the file, the document and the field; [`validate`] checks what the
-//! apiserver would reject and what bosun relies on; [`default_static_pod`] gives a pod the
-//! identity and defaults the kubelet gives a static pod.
+//! errors that name the file, the document and the field; [`default_static_pod`] gives a pod the
+//! identity and defaults the kubelet gives a static pod; [`validate`] then refuses what the
+//! apiserver would refuse and static pods that refer to API objects, as the kubelet does.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Toleration};
 use sha2::{Digest, Sha256};
-
-use crate::translate::{parse_quantity, volume_type_names};
 
 pub const ANNOTATION_CONFIG_SOURCE: &str = "kubernetes.io/config.source";
 pub const ANNOTATION_CONFIG_HASH: &str = "kubernetes.io/config.hash";
@@ -21,27 +18,8 @@ pub const ANNOTATION_CONFIG_SEEN: &str = "kubernetes.io/config.seen";
 /// The annotation the kubelet puts on mirror pods (the apiserver copy of a static pod).
 pub const ANNOTATION_CONFIG_MIRROR: &str = "kubernetes.io/config.mirror";
 
-/// One invalid field, as the apiserver would name it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    /// Path like `spec.containers[0].image`.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-fn join_errors(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
+use crate::validation::join_errors;
+pub use crate::validation::{is_dns_label, is_dns_subdomain, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -73,6 +51,9 @@ pub enum ManifestError {
         pod: String,
         errors: Vec<FieldError>,
     },
+    /// A static pod that refers to API objects (the kubelet's `PreventStaticPodAPIReferences`).
+    #[error("pod {pod:?} is invalid: static pods may not reference {resource}")]
+    ApiReference { pod: String, resource: &'static str },
 }
 
 /// `.json` files are read as JSON (exact error positions); everything else as YAML, which also
@@ -168,395 +149,23 @@ pub fn parse_file(path: &Path, content: &str) -> Result<Vec<Pod>, ManifestError>
 // Validation
 // ---------------------------------------------------------------------------------------------
 
-/// RFC 1123 label: at most 63 of `[a-z0-9-]`, starting and ending alphanumeric.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: at most 253 characters, dot-separated labels.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
-struct Errors(Vec<FieldError>);
-
-impl Errors {
-    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
+/// Validates a static pod as the kubelet does once it has defaulted it: the apiserver's pod
+/// validation ([`crate::validation`]), then no references to API objects.
+pub fn validate(pod: &Pod) -> Result<(), ManifestError> {
+    let name = || pod.metadata.name.clone().unwrap_or_default();
+    let errors = crate::validation::validate_pod(pod);
+    if !errors.is_empty() {
+        return Err(ManifestError::Invalid {
+            pod: name(),
+            errors,
         });
     }
-    fn check_enum(&mut self, field: String, value: Option<&str>, allowed: &[&str]) {
-        if let Some(v) = value {
-            if !allowed.contains(&v) {
-                let list = allowed
-                    .iter()
-                    .map(|a| format!("\"{a}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                self.add(
-                    field,
-                    format!("Unsupported value: \"{v}\": supported values: {list}"),
-                );
-            }
-        }
-    }
-}
-
-const DNS_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-
-fn validate_sub_path(errs: &mut Errors, field: String, p: &str) {
-    if p.starts_with('/') {
-        errs.add(field, "must be a relative path");
-    } else if p.split('/').any(|c| c == "..") {
-        errs.add(field, "must not contain '..'");
-    }
-}
-
-fn validate_container(
-    errs: &mut Errors,
-    base: &str,
-    c: &Container,
-    volumes: &HashSet<&str>,
-    init: bool,
-) {
-    if c.name.is_empty() {
-        errs.add(format!("{base}.name"), "Required value");
-    } else if !is_dns_label(&c.name) {
-        errs.add(
-            format!("{base}.name"),
-            format!("Invalid value: {:?}: {DNS_LABEL_MSG}", c.name),
-        );
-    }
-    if c.image.as_deref().unwrap_or("").trim().is_empty() {
-        errs.add(format!("{base}.image"), "Required value");
-    }
-    errs.check_enum(
-        format!("{base}.imagePullPolicy"),
-        c.image_pull_policy.as_deref(),
-        &["Always", "IfNotPresent", "Never"],
-    );
-    errs.check_enum(
-        format!("{base}.terminationMessagePolicy"),
-        c.termination_message_policy.as_deref(),
-        &["File", "FallbackToLogsOnError"],
-    );
-    if init {
-        errs.check_enum(
-            format!("{base}.restartPolicy"),
-            c.restart_policy.as_deref(),
-            &["Always"],
-        );
-    } else if c.restart_policy.is_some() {
-        errs.add(
-            format!("{base}.restartPolicy"),
-            "Forbidden: may not be set for non-init containers",
-        );
-    }
-    for (i, p) in c.ports.iter().flatten().enumerate() {
-        let f = format!("{base}.ports[{i}]");
-        if !(1..=65535).contains(&p.container_port) {
-            errs.add(
-                format!("{f}.containerPort"),
-                format!(
-                    "Invalid value: {}: must be between 1 and 65535, inclusive",
-                    p.container_port
-                ),
-            );
-        }
-        errs.check_enum(
-            format!("{f}.protocol"),
-            p.protocol.as_deref(),
-            &["TCP", "UDP", "SCTP"],
-        );
-    }
-    for (i, e) in c.env.iter().flatten().enumerate() {
-        if e.name.is_empty() {
-            errs.add(format!("{base}.env[{i}].name"), "Required value");
-        }
-        if e.value.as_deref().is_some_and(|v| !v.is_empty()) && e.value_from.is_some() {
-            errs.add(
-                format!("{base}.env[{i}].valueFrom"),
-                "Invalid value: may not be specified when `value` is not empty",
-            );
-        }
-    }
-    if let Some(res) = &c.resources {
-        for (kind, list) in [("limits", &res.limits), ("requests", &res.requests)] {
-            for (name, q) in list.iter().flatten() {
-                match parse_quantity(&q.0) {
-                    Err(e) => errs.add(
-                        format!("{base}.resources.{kind}[{name}]"),
-                        format!("Invalid value: {:?}: {e}", q.0),
-                    ),
-                    Ok(v) if v.milli_value() < 0 => errs.add(
-                        format!("{base}.resources.{kind}[{name}]"),
-                        format!(
-                            "Invalid value: {:?}: must be greater than or equal to 0",
-                            q.0
-                        ),
-                    ),
-                    Ok(_) => {}
-                }
-            }
-        }
-        for name in ["cpu", "memory"] {
-            let get = |l: &Option<BTreeMap<String, _>>| {
-                l.as_ref()
-                    .and_then(
-                        |l: &BTreeMap<
-                            String,
-                            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-                        >| l.get(name),
-                    )
-                    .and_then(|q| parse_quantity(&q.0).ok())
-            };
-            if let (Some(req), Some(lim)) = (get(&res.requests), get(&res.limits)) {
-                if req > lim {
-                    errs.add(
-                        format!("{base}.resources.requests"),
-                        format!("Invalid value: must be less than or equal to {name} limit"),
-                    );
-                }
-            }
-        }
-    }
-    let mut mount_paths = HashSet::new();
-    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
-        let f = format!("{base}.volumeMounts[{i}]");
-        if m.name.is_empty() {
-            errs.add(format!("{f}.name"), "Required value");
-        } else if !volumes.contains(m.name.as_str()) {
-            errs.add(format!("{f}.name"), format!("Not found: {:?}", m.name));
-        }
-        if m.mount_path.is_empty() {
-            errs.add(format!("{f}.mountPath"), "Required value");
-        } else if !mount_paths.insert(m.mount_path.as_str()) {
-            errs.add(format!("{f}.mountPath"), "Invalid value: must be unique");
-        }
-        errs.check_enum(
-            format!("{f}.mountPropagation"),
-            m.mount_propagation.as_deref(),
-            &["None", "HostToContainer", "Bidirectional"],
-        );
-        let sub_path = m.sub_path.as_deref().filter(|s| !s.is_empty());
-        let sub_path_expr = m.sub_path_expr.as_deref().filter(|s| !s.is_empty());
-        if sub_path.is_some() && sub_path_expr.is_some() {
-            errs.add(
-                format!("{f}.subPathExpr"),
-                "Invalid value: subPathExpr and subPath are mutually exclusive",
-            );
-        }
-        if let Some(p) = sub_path {
-            validate_sub_path(errs, format!("{f}.subPath"), p);
-        }
-        if let Some(p) = sub_path_expr {
-            validate_sub_path(errs, format!("{f}.subPathExpr"), p);
-        }
-    }
-    if let Some(sc) = &c.security_context {
-        let f = format!("{base}.securityContext");
-        if sc.allow_privilege_escalation == Some(false) && sc.privileged == Some(true) {
-            errs.add(
-                f.clone(),
-                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
-            );
-        }
-        for (name, v) in [
-            ("runAsUser", sc.run_as_user),
-            ("runAsGroup", sc.run_as_group),
-        ] {
-            if let Some(v) = v.filter(|v| !(0..=i64::from(i32::MAX)).contains(v)) {
-                errs.add(
-                    format!("{f}.{name}"),
-                    format!("Invalid value: {v}: must be between 0 and 2147483647, inclusive"),
-                );
-            }
-        }
-        errs.check_enum(
-            format!("{f}.procMount"),
-            sc.proc_mount.as_deref(),
-            &["Default", "Unmasked"],
-        );
-    }
-}
-
-fn validate_spec(errs: &mut Errors, spec: &PodSpec) {
-    let mut volumes = HashSet::new();
-    for (i, v) in spec.volumes.iter().flatten().enumerate() {
-        let f = format!("spec.volumes[{i}]");
-        if v.name.is_empty() {
-            errs.add(format!("{f}.name"), "Required value");
-        } else if !is_dns_label(&v.name) {
-            errs.add(
-                format!("{f}.name"),
-                format!("Invalid value: {:?}: {DNS_LABEL_MSG}", v.name),
-            );
-        } else if !volumes.insert(v.name.as_str()) {
-            errs.add(
-                format!("{f}.name"),
-                format!("Duplicate value: {:?}", v.name),
-            );
-        }
-        match volume_type_names(v).len() {
-            0 => errs.add(f.clone(), "Required value: must specify a volume type"),
-            1 => {}
-            _ => errs.add(
-                f.clone(),
-                "Forbidden: may not specify more than 1 volume type",
-            ),
-        }
-        if let Some(h) = &v.host_path {
-            if h.path.is_empty() {
-                errs.add(format!("{f}.hostPath.path"), "Required value");
-            }
-            errs.check_enum(
-                format!("{f}.hostPath.type"),
-                h.type_.as_deref(),
-                &[
-                    "",
-                    "DirectoryOrCreate",
-                    "Directory",
-                    "FileOrCreate",
-                    "File",
-                    "Socket",
-                    "CharDevice",
-                    "BlockDevice",
-                ],
-            );
-        }
-        if let Some(e) = &v.empty_dir {
-            if let Some(q) = &e.size_limit {
-                if let Err(err) = parse_quantity(&q.0) {
-                    errs.add(
-                        format!("{f}.emptyDir.sizeLimit"),
-                        format!("Invalid value: {:?}: {err}", q.0),
-                    );
-                }
-            }
-        }
-    }
-    if spec.containers.is_empty() {
-        errs.add("spec.containers", "Required value");
-    }
-    let mut names = HashSet::new();
-    let all = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, c)| (format!("spec.initContainers[{i}]"), c, true))
-        .chain(
-            spec.containers
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (format!("spec.containers[{i}]"), c, false)),
-        );
-    for (base, c, init) in all {
-        validate_container(errs, &base, c, &volumes, init);
-        if !c.name.is_empty() && !names.insert(c.name.as_str()) {
-            errs.add(
-                format!("{base}.name"),
-                format!("Duplicate value: {:?}", c.name),
-            );
-        }
-    }
-    errs.check_enum(
-        "spec.restartPolicy".into(),
-        spec.restart_policy.as_deref(),
-        &["Always", "OnFailure", "Never"],
-    );
-    errs.check_enum(
-        "spec.dnsPolicy".into(),
-        spec.dns_policy.as_deref(),
-        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
-    );
-    if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        if !is_dns_label(h) {
-            errs.add(
-                "spec.hostname",
-                format!("Invalid value: {h:?}: {DNS_LABEL_MSG}"),
-            );
-        }
-    }
-    if let Some(s) = spec.subdomain.as_deref().filter(|h| !h.is_empty()) {
-        if !is_dns_label(s) {
-            errs.add(
-                "spec.subdomain",
-                format!("Invalid value: {s:?}: {DNS_LABEL_MSG}"),
-            );
-        }
-    }
-    if let Some(g) = spec.termination_grace_period_seconds {
-        if g < 0 {
-            errs.add(
-                "spec.terminationGracePeriodSeconds",
-                format!("Invalid value: {g}: must be greater than or equal to 0"),
-            );
-        }
-    }
-    if let Some(psc) = &spec.security_context {
-        for (name, v) in [
-            ("runAsUser", psc.run_as_user),
-            ("runAsGroup", psc.run_as_group),
-            ("fsGroup", psc.fs_group),
-        ] {
-            if let Some(v) = v.filter(|v| !(0..=i64::from(i32::MAX)).contains(v)) {
-                errs.add(
-                    format!("spec.securityContext.{name}"),
-                    format!("Invalid value: {v}: must be between 0 and 2147483647, inclusive"),
-                );
-            }
-        }
-    }
-}
-
-/// Validation the kubelet/apiserver would do for what bosun relies on. Unsupported (but valid)
-/// volume types pass here and fail at translate time.
-pub fn validate(pod: &Pod) -> Result<(), ManifestError> {
-    let mut errs = Errors(Vec::new());
-    match pod.metadata.name.as_deref() {
-        None | Some("") => errs.add("metadata.name", "Required value: name is required"),
-        Some(n) if !is_dns_subdomain(n) => errs.add(
-            "metadata.name",
-            format!("Invalid value: {n:?}: {DNS_SUBDOMAIN_MSG}"),
-        ),
-        Some(_) => {}
-    }
-    if let Some(ns) = pod.metadata.namespace.as_deref().filter(|n| !n.is_empty()) {
-        if !is_dns_label(ns) {
-            errs.add(
-                "metadata.namespace",
-                format!("Invalid value: {ns:?}: {DNS_LABEL_MSG}"),
-            );
-        }
-    }
-    match &pod.spec {
-        None => errs.add("spec", "Required value"),
-        Some(spec) => validate_spec(&mut errs, spec),
-    }
-    if errs.0.is_empty() {
-        Ok(())
-    } else {
-        Err(ManifestError::Invalid {
-            pod: pod.metadata.name.clone().unwrap_or_default(),
-            errors: errs.0,
-        })
+    match crate::validation::api_object_reference(pod) {
+        Some(resource) => Err(ManifestError::ApiReference {
+            pod: name(),
+            resource,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -893,12 +502,24 @@ mod tests {
             )),
             ["spec.containers[0].resources.requests[memory]", "spec.containers[0].resources.requests"]
         );
-        // Unsupported but valid volume types pass validation.
-        assert!(invalid_fields(&pod_yaml(
+        // A static pod may not refer to API objects (configMaps, secrets, claims...).
+        let err = validate(&one(&pod_yaml(
             "{name: p}",
-            "  volumes:\n  - {name: cm, configMap: {name: c}}\n  containers:\n  - {name: a, image: x, volumeMounts: [{name: cm, mountPath: /c}]}\n"
-        ))
-        .is_empty());
+            "  volumes:\n  - {name: cm, configMap: {name: c}}\n  containers:\n  - {name: a, image: x, volumeMounts: [{name: cm, mountPath: /c}]}\n",
+        )))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod \"p\" is invalid: static pods may not reference configmaps"
+        );
+        // The path of a hostPath volume may not climb out with `..`.
+        assert_eq!(
+            invalid_fields(&pod_yaml(
+                "{name: p}",
+                "  volumes:\n  - {name: etc, hostPath: {path: ../../etc}}\n  containers:\n  - {name: a, image: x}\n"
+            )),
+            ["spec.volumes[0].hostPath.path"]
+        );
         let err = validate(&one(&pod_yaml(
             "{name: p}",
             "  containers:\n  - {name: a}\n",
@@ -969,8 +590,11 @@ mod tests {
             "1"
         );
         assert_eq!(spec.tolerations.as_ref().unwrap().len(), 1);
-        validate(&p).unwrap();
         assert!(is_dns_label(&uid));
+        // The node's name as bosun has it (lowercased by the configuration) makes a valid pod.
+        let mut p = one(WEB);
+        default_static_pod(&mut p, Path::new("/m/web.yaml"), "node1");
+        validate(&p).unwrap();
     }
 
     #[test]

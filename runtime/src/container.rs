@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     shutdown: watch::Receiver<()>,
     /// Pod CPU quotas lifted while containers of the pod are set up (see `start`).
     lifts: start::QuotaLifts,
+    /// seccomp profiles parsed and compiled once for every container (`<run_dir>/seccomp`).
+    filters: Arc<crate::seccomp::Filters>,
 }
 
 /// Capacity of the event channel; a lagging subscriber gets `Lagged` and must re-list.
@@ -103,6 +105,7 @@ impl HostRuntime {
                 source,
             })?;
         }
+        let paths_seccomp = paths.run_dir.join("seccomp");
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (shutdown_tx, shutdown) = watch::channel(());
         let inner = Arc::new(Inner {
@@ -114,6 +117,7 @@ impl HostRuntime {
             finalize: tokio::sync::Mutex::new(()),
             shutdown,
             lifts: start::QuotaLifts::default(),
+            filters: Arc::new(crate::seccomp::Filters::new(paths_seccomp)),
         });
         let entries = std::fs::read_dir(&containers).map_err(|source| InitError::Scan {
             path: containers.clone(),

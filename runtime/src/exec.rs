@@ -26,6 +26,9 @@ pub const EXEC_SUBCOMMAND: &str = "__exec";
 pub const STATUS_FD: i32 = 3;
 /// Exit code of the helper when it could not run the command at all.
 pub const HELPER_FAILED: i32 = 126;
+/// The container's compiled seccomp program, beside `config.json` in its bundle (written by
+/// its keeper): an exec'd process runs under the container's filter without compiling it.
+pub const SECCOMP_PROGRAM: &str = "seccomp.bpf";
 
 /// Parsed arguments of `__exec`.
 #[derive(Debug, PartialEq, Eq)]
@@ -204,6 +207,17 @@ fn run(args: &Args, container_dir: &Path) -> Result<i32, String> {
     let spec = Spec::load(&config).map_err(|e| format!("read {}: {e}", config.display()))?;
     let process = spec.process().as_ref();
     let user = process.map(|p| p.user());
+    // The container's seccomp filter applies to the exec'd process too (libcontainer's tenant
+    // path takes it from config.json, bosun's patch); its program was compiled once.
+    if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        let path = container.bundle().join(SECCOMP_PROGRAM);
+        if let Ok(program) = std::fs::read(&path) {
+            libcontainer::seccomp::set_precompiled(filter, &program)
+                .map_err(|e| format!("seccomp program {}: {e}", path.display()))?;
+        }
+    }
+    // And its AppArmor label (the tenant path takes it only from here).
+    let apparmor = process.and_then(|p| p.apparmor_profile().clone());
     let cwd = args
         .cwd
         .clone()
@@ -236,6 +250,7 @@ fn run(args: &Args, container_dir: &Path) -> Result<i32, String> {
         .with_stderr(stderr)
         .as_tenant()
         .with_container_args(args.argv.clone())
+        .with_apparmor(apparmor)
         .with_cwd(cwd)
         .with_user(user.map(|u| u.uid()))
         .with_group(user.map(|u| u.gid()))

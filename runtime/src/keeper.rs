@@ -23,6 +23,10 @@
 //! byte on fd 4 (the go-ahead) before it starts the container; the pipe closing without that
 //! byte (the agent gave up, or died) ends the container before it ever ran, reported as an error.
 //! The agent sets the pod network up meanwhile.
+//!
+//! The container's init execs the payload only after `start()`; when that exec fails (argument
+//! list too long, a missing interpreter) it says why on a pipe of the keeper's ([`payload`]),
+//! and the exit is recorded as a start error (code 128) with that message.
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -32,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use crate::{ContainerSpec, Sandbox};
 
 pub mod attach;
+mod payload;
 mod run;
+pub(crate) use run::write_atomic;
 pub mod user;
 
 pub const REQUEST_FILE: &str = "request.json";
@@ -70,6 +76,15 @@ pub struct KeeperRequest {
     /// finds it itself.
     #[serde(default)]
     pub cpu_cgroup: Option<crate::cgroups::CpuCgroup>,
+    /// The container's security profiles as asked.
+    #[serde(default)]
+    pub security: crate::ContainerSecurity,
+    /// Its seccomp filter, resolved and compiled by the agent (`seccomp::Filters`).
+    #[serde(default)]
+    pub seccomp: Option<crate::seccomp::CompiledFilter>,
+    /// Its AppArmor exec label, resolved by the agent (the profile is loaded).
+    #[serde(default)]
+    pub apparmor_label: Option<String>,
 }
 
 /// Written by the keeper once the container's process runs.

@@ -9,17 +9,21 @@
 //! builds and starts the container, stays its parent, writes its CRI log and records its exit in
 //! `exit.json` before cleaning up. Keepers outlive the agent, so a restarted agent adopts them.
 
+pub mod apparmor;
 pub mod cgroups;
 pub mod cni;
 pub mod container;
 pub mod exec;
+pub mod idmap;
 pub mod image;
 pub mod keeper;
 pub mod logs;
 pub mod reaper;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
+pub mod userns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,6 +121,11 @@ pub struct Sandbox {
     pub utsns: Option<PathBuf>,
     /// Pinned pid namespace when the pod shares one (held by a tiny pod init process).
     pub pidns: Option<PathBuf>,
+    /// Pinned user namespace, when the pod has its own, and its ID range.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
+    #[serde(default)]
+    pub id_range: Option<userns::IdRange>,
     /// The pod's /dev/shm (a tmpfs mounted at `<dir>/shm`, or the host's /dev/shm with hostIPC).
     pub shm: PathBuf,
     /// cgroup path of the pod relative to the hierarchy root, e.g. `/kubepods/burstable/pod<uid>`.
@@ -160,6 +169,57 @@ pub struct Security {
     /// Apply the default masked and read-only /proc paths (off for privileged or procMount Unmasked).
     pub mask_paths: bool,
     pub supplemental_groups: Vec<u32>,
+}
+
+/// The security profiles of one container, beside its [`ContainerSpec`] (given to
+/// `HostRuntime::start_container_with` / `create_container_with`, kept in the keeper's
+/// `request.json`; requests without them are unconfined).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSecurity {
+    /// The seccomp filter (see [`seccomp`]). A privileged container gets what it is given.
+    #[serde(default)]
+    pub seccomp: seccomp::SeccompProfile,
+    /// The AppArmor profile of the container's processes (see [`apparmor`]).
+    #[serde(default)]
+    pub apparmor: apparmor::AppArmorProfile,
+    /// In a pod with a user namespace: bind an idmapped view of every mount source (host IDs
+    /// 0.. appear as container IDs 0.. and the container's writes land as host IDs 0..), as
+    /// the kubelet asks of its runtime for every mount of such a pod. Off: the container sees
+    /// the sources' real owners, and its files are owned by the mapped host IDs. The rootfs is
+    /// always idmapped in a user namespace.
+    #[serde(default = "yes")]
+    pub idmap_mounts: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ContainerSecurity {
+    fn default() -> Self {
+        ContainerSecurity {
+            seccomp: Default::default(),
+            apparmor: Default::default(),
+            idmap_mounts: true,
+        }
+    }
+}
+
+/// The pod-level security of a sandbox, beside its [`SandboxSpec`] (given to
+/// `sandbox::create_with`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSecurity {
+    /// Namespaced sysctls (`net.*` in the pod's network namespace, `kernel.shm*`, `kernel.msg*`,
+    /// `kernel.sem`, `fs.mqueue.*` in its IPC namespace), names with `.` or `/` separators,
+    /// written by the sandbox helper before any container starts. One whose namespace the pod
+    /// shares with the host is refused: the host's values are never touched.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
+    /// A user namespace of the pod's own, mapping container IDs 0.. to this host range (uids
+    /// and gids); the pod's net, ipc, uts (and pid) namespaces are created inside it, and every
+    /// container joins it.
+    #[serde(default)]
+    pub user_namespace: Option<userns::IdRange>,
 }
 
 /// Everything needed to run one container, already resolved by the agent.

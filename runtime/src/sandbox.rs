@@ -3,8 +3,8 @@
 //! pid namespace held by a tiny init, and the pod cgroup.
 //!
 //! Layout of `<run_dir>/sandboxes/<pod_uid>/`:
-//! - `net`, `ipc`, `uts`, `pid`: namespace files (bind mounts of nsfs), each only when the pod
-//!   has its own namespace of that kind;
+//! - `user`, `net`, `ipc`, `uts`, `pid`: namespace files (bind mounts of nsfs), each only when
+//!   the pod has its own namespace of that kind (with `user`, the others belong to it);
 //! - `shm/`: the pod's /dev/shm tmpfs (absent with hostIPC: the host's /dev/shm is used);
 //! - `init.pid`: the pid of the pod's pid-namespace init (with `pid`);
 //! - `sandbox.json`: the [`Sandbox`], written last: a folder without it is a partial sandbox.
@@ -31,7 +31,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::cgroups::CgroupLayout;
-use crate::{QosClass, RuntimePaths, Sandbox, SandboxSpec};
+use crate::{PodSecurity, QosClass, RuntimePaths, Sandbox, SandboxSpec};
 
 /// Default size of a pod's /dev/shm.
 pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
@@ -51,6 +51,111 @@ pub enum SandboxError {
         pod_uid: String,
         source: crate::cgroups::CgroupError,
     },
+    #[error("sandbox {pod_uid}: {source}")]
+    Sysctl {
+        pod_uid: String,
+        source: SysctlError,
+    },
+}
+
+/// A sysctl the sandbox cannot set.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SysctlError {
+    #[error("sysctl {name:?}: invalid name")]
+    InvalidName { name: String },
+    #[error("sysctl {name:?} is not known to be namespaced")]
+    NotNamespaced { name: String },
+    #[error("sysctl {name:?} is in the {ns} namespace, which the pod shares with the host")]
+    HostNamespace { name: String, ns: &'static str },
+}
+
+/// The namespace a sysctl belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysctlNamespace {
+    Net,
+    Ipc,
+}
+
+/// `net/ipv4/conf/eno2.100/rp_filter` or `net.ipv4.conf.eno2/100.rp_filter` -> the dotted form
+/// (the kubelet's `NormalizeName`: a name whose first separator is `/` swaps `.` and `/`).
+pub fn sysctl_normalize(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'/' => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_string(),
+    }
+}
+
+/// The file of a sysctl below `/proc/sys`: `net.ipv4.conf.eno2/100.rp_filter` ->
+/// `net/ipv4/conf/eno2.100/rp_filter`.
+pub fn sysctl_path(name: &str) -> PathBuf {
+    sysctl_normalize(name)
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect::<String>()
+        .into()
+}
+
+/// Which of the pod's namespaces holds the sysctl (`net.*`: network; `kernel.shm*`,
+/// `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`: IPC), checked against what the pod has of its
+/// own: a sysctl is only ever written in a namespace created for the pod.
+pub fn sysctl_namespace(
+    name: &str,
+    own_net: bool,
+    own_ipc: bool,
+) -> Result<SysctlNamespace, SysctlError> {
+    let n = sysctl_normalize(name);
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    // Segments of the file path: no empty, `.` or `..` segment may reach out of /proc/sys.
+    let path = sysctl_path(name);
+    let path_ok = path
+        .to_str()
+        .is_some_and(|p| p.split('/').all(segment_ok) && !p.contains(".."));
+    if !path_ok {
+        return Err(SysctlError::InvalidName {
+            name: name.to_string(),
+        });
+    }
+    let ns = if n.starts_with("net.") {
+        SysctlNamespace::Net
+    } else if n == "kernel.sem"
+        || n.starts_with("kernel.shm")
+        || n.starts_with("kernel.msg")
+        || n.starts_with("fs.mqueue.")
+    {
+        SysctlNamespace::Ipc
+    } else {
+        return Err(SysctlError::NotNamespaced {
+            name: name.to_string(),
+        });
+    };
+    match ns {
+        SysctlNamespace::Net if !own_net => Err(SysctlError::HostNamespace {
+            name: name.to_string(),
+            ns: "network",
+        }),
+        SysctlNamespace::Ipc if !own_ipc => Err(SysctlError::HostNamespace {
+            name: name.to_string(),
+            ns: "IPC",
+        }),
+        _ => Ok(ns),
+    }
 }
 
 /// `<run_dir>/sandboxes/<pod_uid>`
@@ -94,24 +199,48 @@ fn check_uid(pod_uid: &str) -> Result<(), SandboxError> {
 /// cgroup limits updated); a partial or broken one (a pin missing, the pod init gone) is torn
 /// down and created again.
 pub async fn create(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+    create_with(paths, spec, &PodSecurity::default()).await
+}
+
+/// [`create`] with the pod's sysctls and user namespace. Every sysctl is checked before
+/// anything is created ([`sysctl_namespace`]); they are written in the new namespaces before
+/// the sandbox is returned. An existing sandbox is kept only if it has the same user namespace
+/// range.
+pub async fn create_with(
+    paths: &RuntimePaths,
+    spec: &SandboxSpec,
+    security: &PodSecurity,
+) -> Result<Sandbox, SandboxError> {
     let span = tracing::info_span!(
         "sandbox_create",
         pod = %format!("{}/{}", spec.namespace, spec.name),
         uid = %spec.pod_uid
     );
-    create_inner(paths, spec).instrument(span).await
+    create_inner(paths, spec, security).instrument(span).await
 }
 
-async fn create_inner(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+async fn create_inner(
+    paths: &RuntimePaths,
+    spec: &SandboxSpec,
+    security: &PodSecurity,
+) -> Result<Sandbox, SandboxError> {
     let uid = spec.pod_uid.as_str();
     check_uid(uid)?;
+    for (name, _) in &security.sysctls {
+        sysctl_namespace(name, !spec.host_network, !spec.host_ipc).map_err(|source| {
+            SandboxError::Sysctl {
+                pod_uid: uid.into(),
+                source,
+            }
+        })?;
+    }
     let layout = CgroupLayout::host(&paths.cgroup_root).map_err(|source| SandboxError::Cgroup {
         pod_uid: uid.into(),
         source,
     })?;
 
     if let Some(existing) = load(paths, uid) {
-        if is_intact(&existing) {
+        if is_intact(&existing) && existing.id_range == security.user_namespace {
             layout
                 .ensure_pod(spec.qos, uid, &spec.resources)
                 .map_err(|source| SandboxError::Cgroup {
@@ -149,6 +278,8 @@ async fn create_inner(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbo
         uts: (!spec.host_network).then(|| spec.hostname.clone()),
         pid: own_pid,
         shm_size: (!spec.host_ipc).then(|| spec.shm_size.unwrap_or(DEFAULT_SHM_SIZE)),
+        userns: security.user_namespace,
+        sysctls: security.sysctls.clone(),
     };
     let result = run_helper(paths, uid, &args).await.and_then(|()| {
         layout
@@ -176,6 +307,8 @@ async fn create_inner(paths: &RuntimePaths, spec: &SandboxSpec) -> Result<Sandbo
         ipcns: args.ipc.then(|| d.join("ipc")),
         utsns: args.uts.is_some().then(|| d.join("uts")),
         pidns: own_pid.then(|| d.join("pid")),
+        userns: args.userns.is_some().then(|| d.join("user")),
+        id_range: args.userns,
         shm: if spec.host_ipc {
             PathBuf::from("/dev/shm")
         } else {
@@ -242,7 +375,7 @@ async fn run_helper(
 
 /// Every pin is still a namespace file, the shm is still a tmpfs, the pod init still lives.
 fn is_intact(s: &Sandbox) -> bool {
-    let pins_ok = [&s.netns, &s.ipcns, &s.utsns, &s.pidns]
+    let pins_ok = [&s.userns, &s.netns, &s.ipcns, &s.utsns, &s.pidns]
         .into_iter()
         .flatten()
         .all(|p| sys::is_nsfs(p));
@@ -487,6 +620,8 @@ mod tests {
             shm: d.join("shm"),
             cgroup_parent: "/kubepods/burstable/podu1".into(),
             host_pid: false,
+            userns: None,
+            id_range: None,
         };
         write_record(
             &d,
@@ -499,5 +634,82 @@ mod tests {
         assert_eq!(load(&paths, "u1"), Some(s));
         assert_eq!(load(&paths, "u0"), None);
         assert_eq!(list(&paths), vec!["u0".to_string(), "u1".to_string()]);
+    }
+}
+
+#[cfg(test)]
+mod sysctl_tests {
+    use super::*;
+
+    #[test]
+    fn both_separators_name_the_same_file() {
+        for (name, path) in [
+            (
+                "net.ipv4.ip_local_port_range",
+                "net/ipv4/ip_local_port_range",
+            ),
+            (
+                "net/ipv4/ip_local_port_range",
+                "net/ipv4/ip_local_port_range",
+            ),
+            (
+                "net/ipv4/conf/eno2.100/rp_filter",
+                "net/ipv4/conf/eno2.100/rp_filter",
+            ),
+            (
+                "net.ipv4.conf.eno2/100.rp_filter",
+                "net/ipv4/conf/eno2.100/rp_filter",
+            ),
+            ("kernel.shm_rmid_forced", "kernel/shm_rmid_forced"),
+        ] {
+            assert_eq!(sysctl_path(name), PathBuf::from(path), "{name}");
+        }
+        assert_eq!(
+            sysctl_normalize("net/ipv4/conf/eno2.100/rp_filter"),
+            "net.ipv4.conf.eno2/100.rp_filter"
+        );
+    }
+
+    #[test]
+    fn only_in_the_pods_own_namespaces() {
+        use SysctlNamespace as N;
+        let ns = |n: &str, net: bool, ipc: bool| sysctl_namespace(n, net, ipc);
+        assert_eq!(ns("net.ipv4.tcp_syncookies", true, false), Ok(N::Net));
+        assert_eq!(ns("net/core/somaxconn", true, false), Ok(N::Net));
+        for ipc in [
+            "kernel.shmmax",
+            "kernel.shm_rmid_forced",
+            "kernel.msgmax",
+            "kernel.sem",
+            "fs.mqueue.msg_max",
+        ] {
+            assert_eq!(ns(ipc, false, true), Ok(N::Ipc), "{ipc}");
+            assert!(matches!(
+                ns(ipc, true, false),
+                Err(SysctlError::HostNamespace { .. })
+            ));
+        }
+        assert!(matches!(
+            ns("net.core.somaxconn", false, true),
+            Err(SysctlError::HostNamespace { ns: "network", .. })
+        ));
+        for bad in ["kernel.hostname", "vm.swappiness", "fs.file-max"] {
+            assert!(
+                matches!(ns(bad, true, true), Err(SysctlError::NotNamespaced { .. })),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "net/../../../etc/passwd",
+            "net..x",
+            "net.ipv4.",
+            "net.a b",
+            "",
+        ] {
+            assert!(
+                matches!(ns(bad, true, true), Err(SysctlError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

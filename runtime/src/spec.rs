@@ -304,6 +304,10 @@ pub fn build_with(
         // Always set: otherwise the container inherits the keeper's (the agent's) score.
         "oomScoreAdj": spec.oom_score_adj.max(host.min_oom_score_adj),
     });
+    let mut process = process;
+    if let Some(label) = &req.apparmor_label {
+        process["apparmorProfile"] = json!(label);
+    }
 
     let sys_opt = if sec.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
@@ -342,7 +346,12 @@ pub fn build_with(
                            "source": m.source, "options": opts}));
     }
 
-    let mut namespaces = vec![json!({"type": "mount"})];
+    // The pod's user namespace first: libcontainer joins it before the others, which it owns.
+    let mut namespaces = Vec::new();
+    if let Some(p) = &sb.userns {
+        namespaces.push(json!({"type": "user", "path": p}));
+    }
+    namespaces.push(json!({"type": "mount"}));
     if host.cgroup_v1_hierarchies.is_empty() {
         namespaces.push(json!({"type": "cgroup"}));
     }
@@ -462,6 +471,13 @@ pub fn build_with(
     if !readonly.is_empty() {
         linux["readonlyPaths"] = json!(readonly);
     }
+    if let Some(f) = &req.seccomp {
+        linux["seccomp"] =
+            serde_json::to_value(&f.filter).map_err(|source| SpecError::Invalid {
+                id: spec.id.clone(),
+                source,
+            })?;
+    }
 
     let mut annotations = serde_json::Map::new();
     for (k, v) in &spec.labels {
@@ -480,6 +496,26 @@ pub fn build_with(
         id: spec.id.clone(),
         source,
     })
+}
+
+/// The container's final capability set (bounding = effective = permitted), which seccomp
+/// profiles are resolved against: [`container_caps`], except that capabilities this host cannot
+/// grant are kept (the spec build refuses them with [`SpecError::CapsNotPermitted`]). The error
+/// is the unknown name.
+pub fn capabilities(sec: &crate::Security, host: HostFacts) -> Result<Vec<String>, String> {
+    match container_caps(sec.privileged, &sec.capabilities, &host) {
+        Ok(caps) => Ok(caps),
+        Err(CapsError::Unknown(name)) => Err(name),
+        Err(CapsError::NotPermitted(_)) => {
+            let mut v: Vec<String> = Vec::new();
+            for n in sec.capabilities.iter().map(|c| normalize_cap(c)) {
+                if !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            Ok(v)
+        }
+    }
 }
 
 /// `net_admin` / `NET_ADMIN` / `CAP_NET_ADMIN` -> `CAP_NET_ADMIN`.
@@ -569,6 +605,8 @@ mod tests {
                 shm: "/run/bosun/sandboxes/pod1/shm".into(),
                 cgroup_parent: "/kubepods/pod1".into(),
                 host_pid: false,
+                userns: None,
+                id_range: None,
             },
             layers: vec![],
             log_path: "/var/log/pods/x/app/0.log".into(),
@@ -577,6 +615,9 @@ mod tests {
             cgroup_path: "/kubepods/pod1/pod1-app-0".into(),
             hold: false,
             cpu_cgroup: None,
+            security: Default::default(),
+            seccomp: None,
+            apparmor_label: None,
         }
     }
 
@@ -1017,6 +1058,62 @@ mod tests {
         assert_eq!(p.cwd(), &PathBuf::from("/work"));
         r.spec.args.clear();
         assert!(build_with(&r, 0, 0, vec![], HOST).is_err());
+    }
+
+    #[test]
+    fn seccomp_apparmor_and_the_pods_user_namespace() {
+        let mut r = req();
+        let filter = crate::seccomp::Profile::runtime_default()
+            .resolve(
+                &r.spec.security.capabilities,
+                crate::seccomp::Target::host(),
+            )
+            .expect("resolve");
+        r.seccomp = Some(crate::seccomp::CompiledFilter {
+            filter: filter.clone(),
+            program: "/run/bosun/seccomp/x.bpf".into(),
+        });
+        r.apparmor_label = Some("bosun-default".into());
+        r.sandbox.userns = Some("/run/bosun/sandboxes/pod1/user".into());
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let linux = s.linux().as_ref().expect("linux");
+        assert_eq!(linux.seccomp().as_ref(), Some(&filter));
+        assert_eq!(
+            s.process()
+                .as_ref()
+                .and_then(|p| p.apparmor_profile().clone()),
+            Some("bosun-default".to_string())
+        );
+        let n = ns(&s);
+        assert_eq!(
+            n[0],
+            (
+                LinuxNamespaceType::User,
+                Some("/run/bosun/sandboxes/pod1/user".into())
+            ),
+            "the user namespace is joined first"
+        );
+        // config.json round trip: what libcontainer loads equals what the program was compiled
+        // from (the precompiled program is only used on equality).
+        let text = serde_json::to_vec(&s).expect("json");
+        let back: Spec = serde_json::from_slice(&text).expect("parse");
+        assert_eq!(
+            back.linux().as_ref().and_then(|l| l.seccomp().clone()),
+            Some(filter)
+        );
+        // Without them: no filter, no label, no user namespace.
+        let plain = build_with(&req(), 0, 0, vec![], HOST).expect("build");
+        assert!(plain
+            .linux()
+            .as_ref()
+            .is_some_and(|l| l.seccomp().is_none()));
+        assert!(plain
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.apparmor_profile().is_none()));
+        assert!(!ns(&plain)
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User));
     }
 
     #[test]

@@ -186,6 +186,8 @@ impl Env {
                 shm,
                 cgroup_parent: format!("{}/pod-{name}", self.cgroup_parent),
                 host_pid: false,
+                userns: None,
+                id_range: None,
             },
             layers: vec![self.layer.clone()],
             log_path: self.base.path().join("logs").join(name).join("0.log"),
@@ -194,6 +196,9 @@ impl Env {
             cgroup_path: self.cgroup_path(name),
             hold: false,
             cpu_cgroup: None,
+            security: Default::default(),
+            seccomp: None,
+            apparmor_label: None,
         }
     }
 

@@ -11,6 +11,10 @@
 # gets 401 and a certificate without RBAC on nodes/proxy 403; exec, logs and port-forward again
 # with the apiserver restarted with ExtendWebSocketsToKubelet off (SPDY/3.1 to bosun, spdy_checks);
 # after a restart with serverTLSBootstrap, the serving certificate comes from an approved CSR.
+# Hardening: a token allowed only `get nodes/proxy` cannot upgrade any variant of a streaming path
+# (unclean, percent-encoded, SPDY); a pod uid in the path must be the pod's; OPTIONS is
+# authenticated; containerLogs validation errors are 422; idle connections, silent clients and
+# idle exec sessions (streamingConnectionIdleTimeout) are closed.
 # Starts and stops its own control plane and leaves nothing running. Prints `N passed, M failed`.
 # Needs root. BOSUN_CP_APISERVER_FLAGS=--feature-gates=ExtendWebSocketsToKubelet=false makes the
 # apiserver talk SPDY/3.1 to bosun (it translates kubectl's WebSockets) instead of passing the
@@ -97,6 +101,16 @@ healthz() { [ "$(curl -s "http://127.0.0.1:$HPORT/healthz")" = ok ]; }
 check "plain healthz on 127.0.0.1:$HPORT says ok" wait_for 30 healthz
 node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
 check "node registers and turns Ready" wait_for 60 node_ready
+# Connection limits, checked at the end: a client that completes TLS and sends nothing is
+# closed after the 32 s request head timeout, a kept-alive connection after 90 s idle
+# (`openssl s_client -quiet` holds the connection open until the server closes it).
+hold_open() { # name, request to send first (or empty)
+    local t0=$SECONDS
+    printf '%b' "$2" | timeout 200 openssl s_client -quiet -connect "$NODE_IP:$PORT" >"$W/$1.out" 2>/dev/null
+    echo $((SECONDS - t0)) >"$W/$1.secs"
+}
+hold_open silent "" &
+hold_open keepalive 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' &
 endpoint=$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.daemonEndpoints.kubeletEndpoint.Port} {.status.declaredFeatures}')
 check "node reports port $PORT and ExtendWebSocketsToKubelet ($endpoint)" \
     bash -c "[[ '$endpoint' == '$PORT '*ExtendWebSocketsToKubelet* ]]"
@@ -244,6 +258,8 @@ wait_for 20 grep -q "Forwarding from 127.0.0.1:$LPORT2" "$W/pf2.out"
 curl -s --max-time 5 "http://127.0.0.1:$LPORT2/" >/dev/null 2>&1
 refused() { grep -q "error forwarding port 9 to pod default/api-d.*failed to connect to localhost:9" "$W/pf2.out"; }
 check "kubectl port-forward to a closed port reports the error" wait_for 10 refused
+check "the port-forward error reads as the kubelet's ($(grep -o 'failed to connect.*' "$W/pf2.out" | head -1 | cut -c1-160))" \
+    bash -c "grep -q 'IPv4: dial tcp4 127.0.0.1:9: connect: connection refused' '$W/pf2.out' && ! grep -Eq 'os error|Some\\(' '$W/pf2.out'"
 kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
 
 restarted() { [ "$("$KUBECTL" get pod api-b -o jsonpath='{.status.containerStatuses[0].restartCount}')" -ge 1 ] && running api-b; }
@@ -287,6 +303,81 @@ code=$(curl -sk -H "Authorization: Bearer $token" -o /dev/null -w '%{http_code}'
 check "service account token without RBAC gets 403 ($code)" [ "$code" = 403 ]
 code=$(curl -sk -H "Authorization: Bearer not-a-token" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
 check "invalid token gets 401 ($code)" [ "$code" = 401 ]
+
+# --- One path for authorization and routing. A token allowed only `get nodes/proxy` reads
+# /pods, but no variant of a streaming path lets it upgrade (WebSocket or SPDY): they need
+# `create`, and unclean paths are redirected before anything else. Each attempt would create a
+# marker file in the container if it ran.
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: proxy-getter, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: e2e-proxy-get}
+rules: [{apiGroups: [""], resources: [nodes/proxy], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: e2e-proxy-get}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: e2e-proxy-get}
+subjects: [{kind: ServiceAccount, name: proxy-getter, namespace: default}]
+YAML
+gtoken=$("$KUBECTL" create token proxy-getter --duration=10m 2>/dev/null)
+get_pods() { [ "$(curl -sk -H "Authorization: Bearer $gtoken" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")" = 200 ]; }
+check "a token with get nodes/proxy reads /pods" wait_for 30 get_pods
+upgrade() { # credentials ("token:T" or "admin"), kind (ws, spdy, tunnel), path -> status code
+    local auth=() proto
+    case $1 in
+        token:*) auth=(-H "Authorization: Bearer ${1#token:}") ;;
+        admin) auth=(--cert "$D/pki/admin.crt" --key "$D/pki/admin.key") ;;
+    esac
+    case $2 in
+        ws) proto=(-H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' -H 'Sec-WebSocket-Protocol: v4.channel.k8s.io') ;;
+        tunnel) proto=(-H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' -H 'Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io') ;;
+        spdy) proto=(-H 'Upgrade: SPDY/3.1' -H 'X-Stream-Protocol-Version: v4.channel.k8s.io') ;;
+    esac
+    curl -sk --path-as-is --http1.1 --max-time 4 -o "$W/upgrade.out" -w '%{http_code}' "${auth[@]}" \
+        -H 'Connection: Upgrade' "${proto[@]}" "https://$NODE_IP:$PORT$3"
+}
+q='?command=touch&command=/tmp/pwned&output=1'
+for attempt in "ws /exec/default/api-a/c$q 403" "ws //exec/default/api-a/c$q 307" \
+    "ws /%65xec/default/api-a/c$q 403" "ws /exec%2Fdefault%2Fapi-a%2Fc$q 403" \
+    "ws /%2Fexec/default/api-a/c$q 404" "tunnel /%2F/portForward/default/api-d 404" \
+    "ws /pods/../exec/default/api-a/c$q 307" "ws /./exec/default/api-a/c$q 307" \
+    "spdy /exec/default/api-a/c$q 403" "ws //attach/default/api-a/c?output=1 307" \
+    "ws /attach/default/api-a/c?output=1 403" "tunnel //portForward/default/api-d 307" \
+    "tunnel /portForward/default/api-d 403" "spdy /portForward/default/api-d 403"; do
+    read -r kind path want <<<"$attempt"
+    code=$(upgrade "token:$gtoken" "$kind" "$path")
+    check "get-only token, $kind $path: $code (want $want)" [ "$code" = "$want" ]
+done
+out=$("$KUBECTL" exec api-a -- ls /tmp/pwned 2>&1)
+check "none of those ran a command ($out)" bash -c "! '$KUBECTL' exec api-a -- test -e /tmp/pwned"
+code=$(upgrade admin ws "/exec/default/api-a/c?command=touch&command=/tmp/admin-ran&output=1")
+check "the same WebSocket exec with the admin certificate is upgraded ($code)" [ "$code" = 101 ]
+check "and runs its command" wait_for 10 "$KUBECTL" exec api-a -- test -e /tmp/admin-ran
+# A pod uid in the path that is not the pod's is refused (exec and attach as the kubelet's
+# attach, port-forward with its 404); the pod's own uid is taken.
+uid_a=$("$KUBECTL" get pod api-a -o jsonpath='{.metadata.uid}')
+code=$(upgrade admin ws "/exec/default/api-a/00000000-0000-0000-0000-000000000000/c?command=touch&command=/tmp/wrong-uid&output=1")
+check "exec with another pod's uid: $code ($(head -c 100 "$W/upgrade.out"))" \
+    bash -c "[ '$code' = 500 ] && grep -q 'pod api-a_default not found' '$W/upgrade.out'"
+check "and ran nothing" bash -c "! '$KUBECTL' exec api-a -- test -e /tmp/wrong-uid"
+code=$(upgrade admin ws "/exec/default/api-a/$uid_a/c?command=true&output=1")
+check "exec with the pod's uid ($code)" [ "$code" = 101 ]
+code=$(upgrade admin tunnel "/portForward/default/api-d/00000000-0000-0000-0000-000000000000")
+check "port-forward with another pod's uid: $code ($(head -c 100 "$W/upgrade.out"))" \
+    bash -c "[ '$code' = 404 ] && grep -q 'pod not found' '$W/upgrade.out'"
+# Methods the kubelet has no verb for are authenticated first; validation errors are 422.
+code=$(curl -sk -X OPTIONS -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "OPTIONS without credentials gets 401 ($code)" [ "$code" = 401 ]
+code=$(curl -sk -X OPTIONS --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o /dev/null -w '%{http_code}' "https://$NODE_IP:$PORT/pods")
+check "OPTIONS with the admin certificate gets 405 ($code)" [ "$code" = 405 ]
+code=$(curl -sk --cert "$D/pki/admin.crt" --key "$D/pki/admin.key" -o /dev/null -w '%{http_code}' \
+    "https://$NODE_IP:$PORT/containerLogs/default/api-a/c?tailLines=-1")
+check "containerLogs?tailLines=-1 gets 422 ($code)" [ "$code" = 422 ]
 
 # --- debug_checks: attach with stdin, ephemeral containers, node debugging (kubectl run -i,
 # kubectl debug). Self-contained: creates and deletes its own pods.
@@ -611,6 +702,7 @@ esac
 # serverTLSBootstrap: bosun restarted (pods are adopted) asks for a serving certificate.
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
 echo "serverTLSBootstrap: true" >>"$W/config.yaml"
+echo "streamingConnectionIdleTimeout: 10s" >>"$W/config.yaml"
 start_bosun
 serving_csr() {
     "$KUBECTL" get csr -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kubelet-serving")]}{.metadata.name} {.spec.username}{"\n"}{end}' |
@@ -622,8 +714,29 @@ verified() { [ "$(curl -s --cacert "$D/pki/ca.crt" -o /dev/null -w '%{http_code}
 check "approved: the API serves a certificate of the cluster CA" wait_for 30 verified
 out=$("$KUBECTL" exec api-a -- cat /etc/hostname 2>&1)
 check "kubectl exec after the restart ($out)" [ "$out" = api-a ]
+# streamingConnectionIdleTimeout (10s here): an exec session with no byte either way is closed,
+# and its command with it.
+t0=$SECONDS
+printf 'GET /exec/default/api-a/c?command=sleep&command=3600&output=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n' |
+    timeout 120 openssl s_client -quiet -cert "$D/pki/admin.crt" -key "$D/pki/admin.key" \
+        -connect "$NODE_IP:$PORT" >"$W/idle-session.out" 2>/dev/null
+took=$((SECONDS - t0))
+check "an idle exec session is closed after streamingConnectionIdleTimeout (${took}s)" \
+    bash -c "grep -q '^HTTP/1.1 101' '$W/idle-session.out' && [ $took -ge 8 ] && [ $took -le 40 ]"
+no_sleeper_3600() { ! "$KUBECTL" exec api-a -- ps | grep -q 'sleep 3600'; }
+check "and its command is gone" wait_for 15 no_sleeper_3600
+result() { [ -s "$W/$1.secs" ]; }
+wait_for 150 result keepalive
+silent=$(cat "$W/silent.secs" 2>/dev/null)
+check "a client that sends nothing after TLS is closed after the header timeout (${silent:-?}s)" \
+    bash -c "[ -n '$silent' ] && [ '$silent' -ge 25 ] && [ '$silent' -le 60 ]"
+idle=$(cat "$W/keepalive.secs" 2>/dev/null)
+check "an idle kept-alive connection is closed after 90 s (${idle:-?}s, $(head -1 "$W/keepalive.out" | tr -d '\r'))" \
+    bash -c "grep -q '^HTTP/1.1 401' '$W/keepalive.out' && [ -n '$idle' ] && [ '$idle' -ge 80 ] && [ '$idle' -le 130 ]"
 
 "$KUBECTL" delete pod api-a api-b api-c api-d --wait=false >/dev/null 2>&1
+"$KUBECTL" delete clusterrolebinding e2e-proxy-get >/dev/null 2>&1
+"$KUBECTL" delete clusterrole e2e-proxy-get >/dev/null 2>&1
 gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }
 check "pods deleted" wait_for 60 gone
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=

@@ -409,3 +409,128 @@ fn bad_input_fails_only_that_pod() -> Result<()> {
     node.wait_gone("nonroot", T)?;
     check_clean(node)
 }
+
+/// An invalid static pod (a hostPath that climbs out with `..`, two containers of one name, a
+/// port out of range) is refused as the kubelet refuses it: no sandbox, no network namespace,
+/// no address, no pod folder; the apiserver's messages are in the log and in `bosun pods`.
+#[test]
+#[ignore = "needs root: runs containers beside the refused pod"]
+fn invalid_static_pod_makes_nothing() -> Result<()> {
+    let node = setup("invalid")?;
+    node.apply(
+        "etc.yaml",
+        &pod(
+            "etc",
+            "  volumes: [{name: etc, hostPath: {path: ../../etc}}]\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n    volumeMounts: [{name: etc, mountPath: /host-etc}]\n",
+        ),
+    )?;
+    node.apply(
+        "names.yaml",
+        &pod(
+            "names",
+            "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n    ports: [{containerPort: 70000}]\n  - {name: c, image: busybox, imagePullPolicy: IfNotPresent}\n",
+        ),
+    )?;
+    node.apply(
+        "ok.yaml",
+        &pod(
+            "ok",
+            "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '1000']\n",
+        ),
+    )?;
+    let ok = node.wait_pod("ok", T, "running", |p| is_running(p, "c"))?;
+    let ok_uid = ok["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // A few more scans of the folder.
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(node.pod("etc").is_none(), "the invalid pod has a status");
+    ensure!(node.pod("names").is_none(), "the invalid pod has a status");
+    let entries = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(node.path(sub))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    ensure!(
+        entries("run/sandboxes") == [ok_uid.clone()],
+        "sandboxes: {:?}",
+        entries("run/sandboxes")
+    );
+    ensure!(
+        entries("run/pods") == [ok_uid.clone()],
+        "pod state: {:?}",
+        entries("run/pods")
+    );
+    ensure!(
+        entries("root/pods") == [ok_uid.clone()],
+        "pod folders: {:?}",
+        entries("root/pods")
+    );
+    let ips = node.net.allocated();
+    ensure!(ips.len() == 1, "one address (the valid pod's): {ips:?}");
+    let netns: Vec<String> = node
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/sandboxes/") && !m.contains(&ok_uid))
+        .collect();
+    ensure!(netns.is_empty(), "namespace pins of no pod: {netns:?}");
+    let messages = [
+        "spec.volumes[0].hostPath.path: Invalid value: \"../../etc\": must not contain '..'",
+        "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        "spec.containers[1].name: Duplicate value: \"c\"",
+    ];
+    let log = std::fs::read_to_string(node.path("bosun.log"))?;
+    for m in messages {
+        ensure!(log.contains(m), "the log says {m:?}");
+    }
+    let out = node.bosun(&["pods"])?;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        shown.contains("INVALID MANIFESTS")
+            && shown.contains("etc.yaml")
+            && shown.contains("names.yaml"),
+        "bosun pods: {shown}"
+    );
+    for m in messages {
+        ensure!(shown.contains(m), "bosun pods shows {m:?}: {shown}");
+    }
+    for f in ["etc.yaml", "names.yaml", "ok.yaml"] {
+        node.delete(f)?;
+    }
+    node.wait_gone("ok", T)?;
+    check_clean(node)
+}
+
+/// A payload the kernel refuses to exec (an environment value over the 128 KiB a string may
+/// have: E2BIG) is a start error as the kubelet reports it: `StartError`, exit code 128 and the
+/// reason, not a silent exit 255.
+#[test]
+#[ignore = "needs root: runs a container"]
+fn exec_failure_is_a_start_error() -> Result<()> {
+    let node = setup("e2big")?;
+    let big = "x".repeat(1 << 20);
+    node.apply(
+        "big.yaml",
+        &pod(
+            "big",
+            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo ran']\n    env: [{{name: BIG, value: {big}}}]\n"),
+        ),
+    )?;
+    let p = node.wait_pod("big", T, "terminated", |p| terminated(p, "c").is_some())?;
+    let t = terminated(&p, "c").expect("terminated");
+    ensure!(t["reason"] == "StartError", "reason: {t}");
+    ensure!(t["exitCode"] == 128, "exit code: {t}");
+    ensure!(
+        t["message"] == "exec: \"sh\": argument list too long",
+        "message: {}",
+        t["message"]
+    );
+    node.delete("big.yaml")?;
+    node.wait_gone("big", T)?;
+    check_clean(node)
+}

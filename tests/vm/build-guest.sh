@@ -9,7 +9,7 @@
 # Any cached guest of the current RECIPE is reused, even if Debian has a newer kernel since.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-RECIPE=r2                      # bump when this script or guest/ changes what is built
+RECIPE=r3                      # bump when this script or guest/ changes what is built
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cache=${BOSUN_CACHE:-$HOME/.cache/bosun}/vm
@@ -101,8 +101,11 @@ chmod 755 "$ir/init"
 # 4. rootfs: debootstrap with systemd, then our files.
 rootfs="$work/rootfs"
 log "debootstrap $SUITE (minbase + systemd)"
+# apparmor: apparmor_parser and the abstractions its profiles include, for the AppArmor test
+# (Debian's kernel enables the LSM by default). busybox-static: the security test binary copies
+# /bin/busybox into its containers' layer.
 debootstrap --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,iproute2,util-linux,kmod,busybox,procps,jq,containernetworking-plugins,iptables \
+    --include=systemd,systemd-sysv,dbus,iproute2,util-linux,kmod,busybox-static,procps,jq,containernetworking-plugins,iptables,apparmor \
     "$SUITE" "$rootfs" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log" >&2; log "debootstrap failed"; exit 1; }
 cp -a "$mods/lib/modules" "$rootfs/lib/"

@@ -61,6 +61,14 @@ cp "$deb" "$payload/bosun.deb"
 # 2. The test image and the suite.
 tests/images/build-busybox.sh "$payload/busybox" >/dev/null
 cp "$here/suite.sh" "$payload/suite.sh"
+# The runtime's privileged security tests (AppArmor needs a host that enforces it: this guest).
+if [[ $subset != ci ]]; then
+    log "security test binary ($(secs))"
+    sec_bin=$(cargo test -p bosun-runtime --test security --no-run --message-format=json 2>/dev/null |
+        jq -r 'select(.reason == "compiler-artifact" and .target.name == "security") | .executable // empty' | tail -1)
+    [[ -x $sec_bin ]] || { log "no security test binary"; exit 1; }
+    cp "$sec_bin" "$payload/security-tests"
+fi
 # The cluster part: a test control plane on the host (its own interface and addresses, no
 # kube-proxy), reached by the guest at 10.0.2.100:6443 through QEMU user networking (restrict=on:
 # the guest reaches nothing else; each connection is relayed by busybox nc to the apiserver).

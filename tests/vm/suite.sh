@@ -266,9 +266,25 @@ test_cluster_join() {
     check "bosun still active" [ "$(systemctl is-active bosun)" = active ]
 }
 
+# AppArmor enforcement, through the runtime's privileged security tests (run.sh's
+# security-tests binary): a Localhost profile denying writes below /denied makes a write there
+# fail in the container and in an exec'd process, /proc/1/attr/current names the profile,
+# RuntimeDefault loads and applies bosun-default, and a profile that is not loaded is refused.
+test_apparmor() {
+    check "AppArmor enabled in the guest" grep -q Y /sys/module/apparmor/parameters/enabled
+    check "apparmor_parser installed" command -v apparmor_parser
+    local out
+    out=$(cd /tmp && BOSUN_REQUIRE_APPARMOR=1 timeout 600 "$P/security-tests" --ignored apparmor 2>&1)
+    echo "$out" | sed 's/^/    security-tests: /'
+    check "the AppArmor test passed" grep -qx '1 passed, 0 failed' <<< "$out"
+    check "bosun-default stays loaded" grep -q '^bosun-default ' /sys/kernel/security/apparmor/profiles
+    check "the test profile was removed" bash -c '! grep -q bosun-test-deny-write /sys/kernel/security/apparmor/profiles'
+}
+
 say "suite on $(uname -r), $(nproc) cpus, systemd $(systemctl --version | head -1 | cut -d' ' -f2)"
 tests=(cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_files oom_killed
        graceful_termination restart_adopts stop_leaves_pods)
+[ -x "$P/security-tests" ] && tests+=(apparmor)
 [ -f "$P/cluster/bootstrap-kubeconfig" ] && tests+=(cluster_join)
 # run.sh's short subset (the CI run) names its tests in the payload.
 [ -s "$P/tests" ] && read -r -a tests <"$P/tests"

@@ -148,7 +148,9 @@ pub(crate) fn setup_at(
 pub(crate) fn tmpfs_options(size_limit: Option<u64>) -> String {
     match size_limit {
         Some(size) if size > 0 => format!("size={size}"),
-        // No size: the tmpfs default (half of RAM), as the kubelet does without a limit.
+        // No size: the tmpfs default (half of the RAM). The kubelet always gives one (the
+        // volume's sizeLimit, else the pod's memory limit, else the node's allocatable memory):
+        // callers compute it.
         _ => String::new(),
     }
 }

@@ -36,6 +36,7 @@
 
 pub mod atomic;
 pub mod csi;
+pub mod idmap;
 pub mod layout;
 pub mod mounts;
 pub mod ownership;

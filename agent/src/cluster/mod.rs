@@ -115,7 +115,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let file_rx = match ctx.cfg.manifests.clone() {
         Some(dir) => {
             let (ftx, frx) = watch::channel(None);
-            let src = pods::source::FolderSource::new(dir, node_name.clone());
+            let src = pods::source::FolderSource::new(dir, node_name.clone())
+                .with_errors_in(&ctx.cfg.run_dir);
             tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, ftx));
             Some(frx)
         }

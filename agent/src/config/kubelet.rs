@@ -373,7 +373,6 @@ const ACCEPTED_KEYS: &[(&str, &[&str], &str)] = &[
     ("runtimeRequestTimeout", &["\"2m0s\"", "\"2m\""], "bosun is its own runtime: there is no runtime request to time out"),
     ("shutdownGracePeriod", &[], "bosun has no graceful node shutdown: pods keep running when it stops"),
     ("shutdownGracePeriodCriticalPods", &[], "bosun has no graceful node shutdown: pods keep running when it stops"),
-    ("streamingConnectionIdleTimeout", &["\"4h0m0s\"", "\"4h\""], "bosun's exec and port-forward streams end with their client"),
     ("volumeStatsAggPeriod", &["\"1m0s\"", "\"1m\""], "bosun measures volumes when /stats/summary is asked"),
     ("logging", &[], "bosun logs text to stderr; the filter is --log / RUST_LOG"),
     ("eventRecordQPS", &["50"], "bosun writes Events as they happen, folded as the kubelet folds them"),
@@ -408,7 +407,6 @@ const ACCEPTED_KEYS: &[(&str, &[&str], &str)] = &[
     ("tlsCipherSuites", &[], "the kubelet API uses rustls's default cipher suites"),
     ("tlsMinVersion", &["\"VersionTLS12\""], "the kubelet API takes TLS 1.2 and 1.3"),
     ("volumePluginDir", &["\"/usr/libexec/kubernetes/kubelet-plugins/volume/exec/\""], "bosun has no FlexVolume plugins"),
-    ("seccompDefault", &["false"], "RuntimeDefault is not applied to Unconfined pods by default on bosun"),
 ];
 
 /// The warning for a KubeletConfiguration key bosun does not read (None: silently accepted).

@@ -61,6 +61,18 @@ impl Backoff {
         (now < until).then_some(until)
     }
 
+    /// If `key` is backing off since its last [`Backoff::next`], the time its back-off ends: the
+    /// kubelet's `IsInBackOffSinceUpdate`, what image pulls use (a failed pull is retried 10 s
+    /// after it failed, then 20 s after the next failure, up to 300 s).
+    pub fn in_backoff_since_update(&self, key: &str, now: SystemTime) -> Option<SystemTime> {
+        let entry = self.entries.get(key)?;
+        if self.expired(now, entry.last_update) {
+            return None;
+        }
+        let until = entry.last_update + entry.delay;
+        (now < until).then_some(until)
+    }
+
     /// Records a restart of `key` for an exit at `event`.
     pub fn next(&mut self, key: &str, event: SystemTime, now: SystemTime) {
         let initial = self.initial();
@@ -124,5 +136,39 @@ mod tests {
         assert_eq!(b.in_backoff_until("c", later, later), None);
         b.next("c", later, later);
         assert_eq!(b.delay("c"), INITIAL);
+    }
+
+    /// Image pulls back off from each failure: 10 s after the first, 20 s after the second,
+    /// doubling to 300 s; measured from the failure, not from when the check runs.
+    #[test]
+    fn pull_backoff_is_measured_from_the_last_failure() {
+        let mut b = Backoff::default();
+        let s = |n: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + n);
+        assert_eq!(b.in_backoff_since_update("img", s(0)), None);
+        // Failure at t=0: retried from t=10.
+        b.next("img", s(0), s(0));
+        for (now, want) in [
+            (0, Some(10)),
+            (1, Some(10)),
+            (9, Some(10)),
+            (10, None),
+            (11, None),
+        ] {
+            assert_eq!(
+                b.in_backoff_since_update("img", s(now)),
+                want.map(s),
+                "t={now}"
+            );
+        }
+        // Failure again at t=10: retried from t=30; at t=30: from t=70; then 150, 310, 610 (300).
+        let mut t = 10;
+        for gap in [20, 40, 80, 160, 300, 300] {
+            b.next("img", s(t), s(t));
+            assert_eq!(b.in_backoff_since_update("img", s(t)), Some(s(t + gap)));
+            assert_eq!(b.in_backoff_since_update("img", s(t + gap)), None);
+            t += gap;
+        }
+        // A check long after the last failure (more than 600 s) finds no back-off.
+        assert_eq!(b.in_backoff_since_update("img", s(t + 601)), None);
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Every regular file ending in `.yaml`, `.yml` or `.json` (hidden files skipped) holds one or
 //! more Pod documents. The folder is watched with inotify and rescanned every
-//! `fileCheckFrequency` anyway (events are hints). A file that stops parsing keeps its last good
-//! pods running and the error is reported once per change: a typo never kills a running pod.
+//! `fileCheckFrequency` anyway (events are hints). Each pod is defaulted and validated as the
+//! kubelet does it (the apiserver's validation, no references to API objects); a file with an
+//! invalid pod makes no pod at all. A file that stops parsing or validating keeps its last good
+//! pods running and the error is reported once per change (a typo never kills a running pod),
+//! and listed in [`ERRORS_FILE`] for `bosun pods`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
@@ -42,6 +45,22 @@ pub struct FolderSource {
     dir: PathBuf,
     node_name: String,
     files: HashMap<PathBuf, FileState>,
+    /// Where the files that fail are listed for `bosun pods` ([`ERRORS_FILE`] in the run folder).
+    errors_file: Option<PathBuf>,
+    /// What the errors file says now.
+    written: Option<Vec<ManifestFailure>>,
+}
+
+/// The file, in bosun's run folder, that lists the manifests that fail to parse or validate.
+pub const ERRORS_FILE: &str = "manifest-errors.json";
+
+/// A manifest file that fails, as `bosun pods` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestFailure {
+    pub file: PathBuf,
+    pub error: String,
+    /// How many pods of the file keep running from its last good version.
+    pub kept_pods: usize,
 }
 
 impl FolderSource {
@@ -50,6 +69,51 @@ impl FolderSource {
             dir,
             node_name,
             files: HashMap::new(),
+            errors_file: None,
+            written: None,
+        }
+    }
+
+    /// Lists the files that fail in `run_dir`/[`ERRORS_FILE`] after every scan that changes them.
+    pub fn with_errors_in(mut self, run_dir: &Path) -> Self {
+        self.errors_file = Some(run_dir.join(ERRORS_FILE));
+        self
+    }
+
+    fn write_errors(&mut self) {
+        let Some(path) = &self.errors_file else {
+            return;
+        };
+        let mut now: Vec<ManifestFailure> = self
+            .files
+            .iter()
+            .filter_map(|(file, s)| {
+                s.error.clone().map(|error| ManifestFailure {
+                    file: file.clone(),
+                    error,
+                    kept_pods: s.pods.len(),
+                })
+            })
+            .collect();
+        now.sort_by(|a, b| a.file.cmp(&b.file));
+        if self.written.as_ref() == Some(&now) {
+            return;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(&now)
+            .map_err(std::io::Error::other)
+            .and_then(|b| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&tmp, b)?;
+                std::fs::rename(&tmp, path)
+            });
+        match result {
+            Ok(()) => self.written = Some(now),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the manifest errors")
+            }
         }
     }
 
@@ -88,7 +152,7 @@ impl FolderSource {
                             state.pods = pods;
                         }
                         Err(e) => {
-                            tracing::error!(file = %path.display(), error = %e, "invalid pod manifest; keeping its last good pods");
+                            tracing::error!(file = %path.display(), error = %e, kept_pods = state.pods.len(), "invalid pod manifest: no pod made of it (its last good pods, if any, keep running)");
                             state.error = Some(e);
                         }
                     }
@@ -101,6 +165,7 @@ impl FolderSource {
             }
         }
         self.files.retain(|p, _| seen.contains(p));
+        self.write_errors();
         self.collect()
     }
 
@@ -145,12 +210,20 @@ fn is_manifest(path: &Path) -> bool {
         && (name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json"))
 }
 
-fn read_file(path: &Path, node_name: &str) -> Result<Vec<Pod>, String> {
+/// The pods of one manifest file, each defaulted then validated as the kubelet does it (so
+/// names are checked with their `-<node>` suffix); any invalid pod fails the whole file, before
+/// anything of it runs.
+pub fn read_file(path: &Path, node_name: &str) -> Result<Vec<Pod>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut pods = manifest::parse_file(path, &text).map_err(|e| e.to_string())?;
+    pods_of(path, &text, node_name)
+}
+
+/// [`read_file`] on the file's text.
+pub fn pods_of(path: &Path, text: &str, node_name: &str) -> Result<Vec<Pod>, String> {
+    let mut pods = manifest::parse_file(path, text).map_err(|e| e.to_string())?;
     for pod in &mut pods {
-        manifest::validate(pod).map_err(|e| format!("{}: {e}", path.display()))?;
         manifest::default_static_pod(pod, path, node_name);
+        manifest::validate(pod).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(pods)
 }
@@ -306,6 +379,57 @@ mod tests {
                 .as_deref(),
             Some("b-node")
         );
+    }
+
+    /// An invalid static pod (here a hostPath that climbs out with `..`) is refused before
+    /// anything of it runs, with the apiserver's message, and listed for `bosun pods`.
+    #[test]
+    fn invalid_pods_are_refused_and_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = tempfile::tempdir().expect("tempdir");
+        let mut src =
+            FolderSource::new(dir.path().into(), "node".into()).with_errors_in(run.path());
+        let bad =
+            POD.replace("NAME", "bad") + "  volumes: [{name: etc, hostPath: {path: ../../etc}}]\n";
+        std::fs::write(dir.path().join("bad.yaml"), &bad).expect("write");
+        std::fs::write(dir.path().join("ok.yaml"), POD.replace("NAME", "ok")).expect("write");
+        let pods = src.scan();
+        let names: Vec<_> = pods
+            .values()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        assert_eq!(names, ["ok-node"]);
+        let listed: Vec<ManifestFailure> = serde_json::from_slice(
+            &std::fs::read(run.path().join(ERRORS_FILE)).expect("errors file"),
+        )
+        .expect("json");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].file, dir.path().join("bad.yaml"));
+        assert_eq!(listed[0].kept_pods, 0);
+        assert!(
+            listed[0].error.ends_with(
+                "pod \"bad-node\" is invalid: spec.volumes[0].hostPath.path: Invalid value: \"../../etc\": must not contain '..'"
+            ),
+            "{}",
+            listed[0].error
+        );
+        // A name that is too long once the node is appended, as the kubelet checks it.
+        let long = "a".repeat(250);
+        std::fs::write(dir.path().join("bad.yaml"), POD.replace("NAME", &long)).expect("write");
+        assert_eq!(src.scan().len(), 1);
+        assert!(
+            src.errors()[0].1.contains("metadata.name: Invalid value"),
+            "{:?}",
+            src.errors()
+        );
+        // Fixed: listed no more.
+        std::fs::write(dir.path().join("bad.yaml"), POD.replace("NAME", "bad")).expect("write");
+        assert_eq!(src.scan().len(), 2);
+        let listed: Vec<ManifestFailure> = serde_json::from_slice(
+            &std::fs::read(run.path().join(ERRORS_FILE)).expect("errors file"),
+        )
+        .expect("json");
+        assert!(listed.is_empty());
     }
 
     /// The first value the manager sees is the folder's real content, never an empty set sent

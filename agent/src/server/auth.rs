@@ -1,7 +1,8 @@
 //! Authentication and authorization of the kubelet API, as the kubelet does them
 //! (pkg/kubelet/server/auth.go): x509 client certificates, bearer tokens through TokenReview,
 //! anonymous requests only when enabled; then a SubjectAccessReview on `nodes/<subresource>`
-//! named after the node, with the verb from the HTTP method.
+//! named after the node, with the verb [`super::request`] decided (the HTTP method's, `create`
+//! for the streaming endpoints).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -14,6 +15,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 use kube::api::{Api, PostParams};
 
+use super::request::is_subpath;
 use crate::config::ServerConfig;
 
 /// How long a rejected token is remembered (at most the configured cacheTTL).
@@ -71,36 +73,11 @@ pub struct Attributes {
     pub subresource: &'static str,
 }
 
-/// The kubelet's verb for an HTTP method; `None` for methods it does not authorize.
-pub fn verb(method: &str) -> Option<&'static str> {
-    Some(match method {
-        "GET" | "HEAD" => "get",
-        "POST" => "create",
-        "PUT" => "update",
-        "PATCH" => "patch",
-        "DELETE" => "delete",
-        _ => return None,
-    })
-}
-
-/// Is `path` the folder `dir` or below it (the kubelet's isSubpath)?
-fn is_subpath(path: &str, dir: &str) -> bool {
-    let dir = dir.trim_end_matches('/');
-    path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
-}
-
-/// The attributes to check for a request, in order: a fine-grained subresource first where the
-/// kubelet has one (`nodes/pods`, `nodes/healthz`, `nodes/configz`), then the classic mapping.
-/// Any one allowed lets the request through. A GET that upgrades to a WebSocket on the streaming
-/// endpoints is a `create`, as its SPDY (POST) twin.
-pub fn attributes(method: &str, path: &str, websocket: bool) -> Option<Vec<Attributes>> {
-    let mut verb = verb(method)?;
-    let streaming = ["/exec", "/attach", "/portForward"]
-        .iter()
-        .any(|p| is_subpath(path, p));
-    if websocket && streaming && verb == "get" {
-        verb = "create";
-    }
+/// The attributes to check for a request with `verb` (decided by [`super::request::verb`]) on
+/// the decoded `path`, in order: a fine-grained subresource first where the kubelet has one
+/// (`nodes/pods`, `nodes/healthz`, `nodes/configz`), then the classic mapping. Any one allowed
+/// lets the request through.
+pub fn attributes(verb: &'static str, path: &str) -> Vec<Attributes> {
     let classic = if is_subpath(path, "/stats/") {
         "stats"
     } else if is_subpath(path, "/metrics") {
@@ -134,7 +111,7 @@ pub fn attributes(method: &str, path: &str, websocket: bool) -> Option<Vec<Attri
         verb,
         subresource: classic,
     });
-    Some(out)
+    out
 }
 
 /// A map whose entries expire, each after its own time to live.
@@ -349,49 +326,37 @@ mod tests {
 
     #[test]
     fn path_and_method_mapping() {
-        let one = |m: &str, p: &str, ws: bool| attributes(m, p, ws).expect("known method");
-        assert_eq!(one("GET", "/stats/summary", false), vec![a("get", "stats")]);
-        assert_eq!(one("GET", "/metrics", false), vec![a("get", "metrics")]);
+        let one = |m: &str, p: &str| attributes(crate::server::request::verb(m, p), p);
+        assert_eq!(one("GET", "/stats/summary"), vec![a("get", "stats")]);
+        assert_eq!(one("GET", "/metrics"), vec![a("get", "metrics")]);
+        assert_eq!(one("GET", "/metrics/cadvisor"), vec![a("get", "metrics")]);
+        assert_eq!(one("GET", "/logs/syslog"), vec![a("get", "log")]);
+        assert_eq!(one("GET", "/spec/"), vec![a("get", "spec")]);
         assert_eq!(
-            one("GET", "/metrics/cadvisor", false),
-            vec![a("get", "metrics")]
-        );
-        assert_eq!(one("GET", "/logs/syslog", false), vec![a("get", "log")]);
-        assert_eq!(one("GET", "/spec/", false), vec![a("get", "spec")]);
-        assert_eq!(
-            one("POST", "/checkpoint/ns/p/c", false),
+            one("POST", "/checkpoint/ns/p/c"),
             vec![a("create", "checkpoint")]
         );
+        assert_eq!(one("GET", "/containerLogs/ns/p/c"), vec![a("get", "proxy")]);
         assert_eq!(
-            one("GET", "/containerLogs/ns/p/c", false),
-            vec![a("get", "proxy")]
-        );
-        assert_eq!(
-            one("GET", "/pods", false),
+            one("GET", "/pods"),
             vec![a("get", "pods"), a("get", "proxy")]
         );
         assert_eq!(
-            one("HEAD", "/healthz", false),
+            one("GET", "/healthz"),
             vec![a("get", "healthz"), a("get", "proxy")]
         );
         // `/statsfoo` is not below `/stats/`, `/metricsx` not below `/metrics`.
-        assert_eq!(one("GET", "/statsfoo", false), vec![a("get", "proxy")]);
-        assert_eq!(one("GET", "/metricsx", false), vec![a("get", "proxy")]);
-        assert_eq!(one("PUT", "/x", false), vec![a("update", "proxy")]);
-        assert_eq!(one("PATCH", "/x", false), vec![a("patch", "proxy")]);
-        assert_eq!(one("DELETE", "/x", false), vec![a("delete", "proxy")]);
-        assert!(attributes("OPTIONS", "/x", false).is_none());
-        // The WebSocket rule: a GET upgrade on a streaming endpoint is a create.
-        assert_eq!(one("GET", "/exec/ns/p/c", true), vec![a("create", "proxy")]);
-        assert_eq!(
-            one("GET", "/portForward/ns/p", true),
-            vec![a("create", "proxy")]
-        );
-        assert_eq!(one("GET", "/exec/ns/p/c", false), vec![a("get", "proxy")]);
-        assert_eq!(
-            one("GET", "/pods", true),
-            vec![a("get", "pods"), a("get", "proxy")]
-        );
+        assert_eq!(one("GET", "/statsfoo"), vec![a("get", "proxy")]);
+        assert_eq!(one("GET", "/metricsx"), vec![a("get", "proxy")]);
+        assert_eq!(one("PUT", "/x"), vec![a("update", "proxy")]);
+        assert_eq!(one("PATCH", "/x"), vec![a("patch", "proxy")]);
+        assert_eq!(one("DELETE", "/x"), vec![a("delete", "proxy")]);
+        // The kubelet has no verb for HEAD and OPTIONS: authorized with none.
+        assert_eq!(one("OPTIONS", "/x"), vec![a("", "proxy")]);
+        // Streaming endpoints are a create, WebSocket (GET) or SPDY (POST or GET) alike.
+        assert_eq!(one("GET", "/exec/ns/p/c"), vec![a("create", "proxy")]);
+        assert_eq!(one("POST", "/attach/ns/p/c"), vec![a("create", "proxy")]);
+        assert_eq!(one("GET", "/portForward/ns/p"), vec![a("create", "proxy")]);
     }
 
     #[test]

@@ -42,48 +42,81 @@ fn truthy(v: &str) -> Result<bool, String> {
     }
 }
 
+/// Why a `/containerLogs` query is refused: a value that does not decode (the kubelet's 400) or
+/// options that decode but are not valid together (`ValidatePodLogOptions`, the kubelet's 422).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LogQueryError {
+    #[error("{0}")]
+    Decode(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LogQueryError {
+    /// The HTTP status the kubelet answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            LogQueryError::Decode(_) => 400,
+            LogQueryError::Invalid(_) => 422,
+        }
+    }
+}
+
 /// Parses the query of `/containerLogs` (already split in pairs) at time `now`.
-pub fn parse_options(query: &[(String, String)], now: SystemTime) -> Result<LogOptions, String> {
+pub fn parse_options(
+    query: &[(String, String)],
+    now: SystemTime,
+) -> Result<LogOptions, LogQueryError> {
+    use LogQueryError::{Decode, Invalid};
     let mut o = LogOptions::default();
     let mut since_seconds = None;
     let mut since_time = None;
     for (k, v) in query {
         match k.as_str() {
-            "follow" => o.follow = truthy(v).map_err(|e| format!("follow: {e}"))?,
-            "previous" => o.previous = truthy(v).map_err(|e| format!("previous: {e}"))?,
-            "timestamps" => o.timestamps = truthy(v).map_err(|e| format!("timestamps: {e}"))?,
+            "follow" => o.follow = truthy(v).map_err(|e| Decode(format!("follow: {e}")))?,
+            "previous" => o.previous = truthy(v).map_err(|e| Decode(format!("previous: {e}")))?,
+            "timestamps" => {
+                o.timestamps = truthy(v).map_err(|e| Decode(format!("timestamps: {e}")))?
+            }
             "tailLines" => {
-                let n: i64 = v.parse().map_err(|_| format!("tailLines: {v:?}"))?;
+                let n: i64 = v.parse().map_err(|_| Decode(format!("tailLines: {v:?}")))?;
                 if n < 0 {
-                    return Err("tailLines must be >= 0".into());
+                    return Err(Invalid("tailLines must be >= 0".into()));
                 }
-                o.tail_lines = Some(n as usize);
+                o.tail_lines = Some(usize::try_from(n).unwrap_or(usize::MAX));
             }
             "limitBytes" => {
-                let n: i64 = v.parse().map_err(|_| format!("limitBytes: {v:?}"))?;
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| Decode(format!("limitBytes: {v:?}")))?;
                 if n < 1 {
-                    return Err("limitBytes must be > 0".into());
+                    return Err(Invalid("limitBytes must be > 0".into()));
                 }
                 o.limit_bytes = Some(n as u64);
             }
             "sinceSeconds" => {
-                let n: i64 = v.parse().map_err(|_| format!("sinceSeconds: {v:?}"))?;
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| Decode(format!("sinceSeconds: {v:?}")))?;
                 if n < 1 {
-                    return Err("sinceSeconds must be > 0".into());
+                    return Err(Invalid("sinceSeconds must be > 0".into()));
                 }
                 since_seconds = Some(n);
             }
             "sinceTime" => {
                 since_time = Some(
-                    parse_rfc3339(v).ok_or_else(|| format!("sinceTime: {v:?} is not RFC3339"))?,
+                    parse_rfc3339(v)
+                        .ok_or_else(|| Decode(format!("sinceTime: {v:?} is not RFC3339")))?,
                 )
             }
             _ => {}
         }
     }
     o.since_nanos = match (since_seconds, since_time) {
-        (Some(_), Some(_)) => return Err("at most one of sinceTime or sinceSeconds".into()),
-        (Some(s), None) => Some(nanos(now) - s as i128 * 1_000_000_000),
+        (Some(_), Some(_)) => {
+            return Err(Invalid("at most one of sinceTime or sinceSeconds".into()))
+        }
+        (Some(s), None) => Some(nanos(now) - i128::from(s) * 1_000_000_000),
         (None, t) => t,
     };
     Ok(o)
@@ -495,13 +528,14 @@ pub fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
+                // Two hex digits, nothing else (from_str_radix would take "+f").
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
                         i += 2;
                     }
-                    Err(_) => out.push(b'%'),
+                    _ => out.push(b'%'),
                 }
             }
             c => out.push(c),
@@ -556,10 +590,21 @@ mod tests {
         let o = parse_options(&q("sinceTime=1970-01-01T00:00:10Z&previous=true"), now).expect("ok");
         assert_eq!(o.since_nanos, Some(10_000_000_000));
         assert!(o.previous);
-        assert!(parse_options(&q("sinceTime=1970-01-01T00:00:10Z&sinceSeconds=1"), now).is_err());
-        assert!(parse_options(&q("tailLines=-1"), now).is_err());
-        assert!(parse_options(&q("limitBytes=0"), now).is_err());
-        assert!(parse_options(&q("follow=maybe"), now).is_err());
+        // Valid values that are not valid together or in range: the kubelet's 422.
+        for bad in [
+            "sinceTime=1970-01-01T00:00:10Z&sinceSeconds=1",
+            "tailLines=-1",
+            "limitBytes=0",
+            "sinceSeconds=0",
+        ] {
+            let e = parse_options(&q(bad), now).expect_err(bad);
+            assert_eq!(e.status(), 422, "{bad}: {e}");
+        }
+        // Values that do not decode: 400.
+        for bad in ["follow=maybe", "tailLines=x", "sinceTime=yesterday"] {
+            let e = parse_options(&q(bad), now).expect_err(bad);
+            assert_eq!(e.status(), 400, "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -724,5 +769,9 @@ mod tests {
         assert_eq!(value(&p, "stdin"), Some("1"));
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%2Fx"), "/x");
+        // Only two hex digits make an escape.
+        assert_eq!(percent_decode("%zz%-1%4"), "%zz%-1%4");
+        assert_eq!(percent_decode("%+f"), "% f");
+        assert_eq!(percent_decode("a%41"), "aA");
     }
 }

@@ -7,14 +7,21 @@
 //! WebSockets here instead of translating them to SPDY) or SPDY/3.1 (what the apiserver sends
 //! when it translates), `/portForward/{ns}/{pod}[/{uid}]` (SPDY `portforward.k8s.io` tunneled in
 //! a WebSocket or not, WebSocket `v4.channel.k8s.io`).
+//!
+//! Every request is decided once ([`request`]: the clean, decoded path, the verb, the
+//! authorization attributes and the endpoint) before authentication, authorization and routing
+//! use it; every connection has the read deadlines of its phase and unauthenticated ones are
+//! capped ([`conn`]).
 
 pub mod auth;
+pub mod conn;
 pub mod csr;
 pub mod exec;
 pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod portforward;
+pub mod request;
 pub mod routes;
 pub mod spdy;
 pub mod spdy_conn;
@@ -23,15 +30,12 @@ pub mod stats;
 pub mod tls;
 pub mod ws;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::pods::Ctx;
@@ -90,7 +94,7 @@ pub async fn start(
                 source,
             })?;
         tracing::info!(addr = %haddr, "healthz listening");
-        tokio::spawn(serve_healthz(hl, ctx.cfg.sync_frequency));
+        tokio::spawn(serve_healthz(hl, ctx.cfg.sync_frequency, cfg.limits()));
     }
     let (cert, key) = if cfg.server_tls_bootstrap && cfg.tls_cert_file.is_none() {
         let f = csr::serving_file(&client, &node_name, &addresses, &ctx.cfg.cert_dir).await?;
@@ -129,7 +133,14 @@ async fn serve_https(
     acceptor: tokio_rustls::TlsAcceptor,
     server: Arc<Server>,
 ) {
+    let limits = server.ctx.cfg.server.limits();
+    let permits = conn::permits(&limits);
     loop {
+        // An unauthenticated connection holds a permit from before it is accepted until one of
+        // its requests authenticates: a flood waits in the backlog.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -156,41 +167,37 @@ async fn serve_https(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| auth::user_from_cert(c));
-            let svc = service_fn(move |req| {
-                let server = server.clone();
-                let cert_user = cert_user.clone();
-                async move { Ok::<_, Infallible>(routes::handle(server, cert_user, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await
-            {
+            let state = conn::ConnState::new(Some(permit));
+            if cert_user.is_some() {
+                state.authenticated();
+            }
+            let st = state.clone();
+            let handler =
+                move |req| routes::handle(server.clone(), cert_user.clone(), st.clone(), req);
+            if let Err(e) = conn::serve(stream, state, limits, handler).await {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     }
 }
 
-async fn serve_healthz(listener: TcpListener, sync_frequency: Duration) {
+async fn serve_healthz(listener: TcpListener, sync_frequency: Duration, limits: conn::Limits) {
+    let permits = conn::permits(&limits);
     loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         tokio::spawn(async move {
-            let svc = service_fn(
-                move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(routes::healthz(
-                        req.uri().path(),
-                        req.uri().query(),
-                        sync_frequency,
-                    ))
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            // Nothing to authenticate here: the permit is held for the connection's life.
+            let state = conn::ConnState::new(Some(permit));
+            let handler = move |req: hyper::Request<hyper::body::Incoming>| async move {
+                routes::healthz(req.uri().path(), req.uri().query(), sync_frequency)
+            };
+            let _ = conn::serve(tcp, state, limits, handler).await;
         });
     }
 }

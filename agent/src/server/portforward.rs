@@ -62,17 +62,20 @@ pub struct Target {
     pub netns: Option<PathBuf>,
 }
 
+/// Why a connection into a pod could not be made. The messages go to the client (on the error
+/// stream), so they read as the kubelet's and containerd's: no Rust debug text.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
-    #[error("open network namespace {path}: {source}")]
+    #[error("open network namespace {}: {}", path.display(), go_text(source))]
     OpenNetns {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("enter network namespace {path}: {source}")]
+    #[error("enter network namespace {}: {}", path.display(), source.desc().to_lowercase())]
     Setns { path: PathBuf, source: nix::Error },
     #[error(
-        "failed to connect to localhost:{port} inside namespace {netns:?}, IPv4: {v4} IPv6 {v6}"
+        "failed to connect to localhost:{port} inside namespace {}, IPv4: dial tcp4 127.0.0.1:{port}: connect: {} IPv6 dial tcp6 [::1]:{port}: connect: {}",
+        namespace_name(netns.as_deref()), go_text(v4), go_text(v6)
     )]
     Connect {
         port: u16,
@@ -80,10 +83,30 @@ pub enum DialError {
         v4: std::io::Error,
         v6: std::io::Error,
     },
-    #[error("dial thread: {0}")]
-    Thread(String),
-    #[error("socket: {0}")]
+    #[error("no thread to connect from: {}", go_text(.0))]
+    Thread(std::io::Error),
+    #[error("the connecting thread ended without an answer")]
+    NoAnswer,
+    #[error("socket: {}", go_text(.0))]
     Socket(std::io::Error),
+}
+
+/// The network namespace as a message names it.
+fn namespace_name(netns: Option<&std::path::Path>) -> String {
+    match netns {
+        Some(p) => format!("{:?}", p.display().to_string()),
+        None => "\"host\"".into(),
+    }
+}
+
+/// An I/O error as Go prints a system call's error: the lowercase `strerror` text, without
+/// Rust's `(os error N)`; a timeout is Go's `i/o timeout`.
+pub fn go_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_lowercase(),
+        None if e.kind() == std::io::ErrorKind::TimedOut => "i/o timeout".into(),
+        None => e.to_string(),
+    }
 }
 
 /// Connects to localhost:`port` in `netns`, on a short-lived thread that enters the namespace
@@ -95,10 +118,8 @@ pub async fn dial(netns: Option<PathBuf>, port: u16) -> Result<TcpStream, DialEr
         .spawn(move || {
             let _ = tx.send(dial_blocking(netns, port));
         })
-        .map_err(|e| DialError::Thread(e.to_string()))?;
-    let s = rx
-        .await
-        .map_err(|_| DialError::Thread("no answer".into()))??;
+        .map_err(DialError::Thread)?;
+    let s = rx.await.map_err(|_| DialError::NoAnswer)??;
     s.set_nonblocking(true).map_err(DialError::Socket)?;
     TcpStream::from_std(s).map_err(DialError::Socket)
 }
@@ -524,7 +545,13 @@ pub fn endpoint(
         _ => Vec::new(),
     };
     let Some(target) = find_target(&ctx, ns, pod, uid) else {
-        return plain(StatusCode::NOT_FOUND, "pod does not exist");
+        // The kubelet's answers: no pod of that name, or one whose uid is not the path's.
+        let msg = if uid.is_some() && find_target(&ctx, ns, pod, None).is_some() {
+            "pod not found"
+        } else {
+            "pod does not exist"
+        };
+        return plain(StatusCode::NOT_FOUND, msg);
     };
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     if websocket && key.is_none() {
@@ -740,7 +767,12 @@ mod tests {
         assert!(got[&1].0.is_empty());
         let err = String::from_utf8_lossy(&got[&5].0).to_string();
         assert!(
-            err.starts_with(&format!("error forwarding port {closed} to pod ns/p, uid u: failed to connect to localhost:{closed}")),
+            err.starts_with(&format!("error forwarding port {closed} to pod ns/p, uid u: failed to connect to localhost:{closed} inside namespace \"host\", IPv4: dial tcp4 127.0.0.1:{closed}: connect: connection refused IPv6 dial tcp6 [::1]:{closed}: connect: ")),
+            "{err}"
+        );
+        // The client reads it: Go's wording, no Rust debug text.
+        assert!(
+            !err.contains("os error") && !err.contains("Some(") && !err.contains("None"),
             "{err}"
         );
         assert!(got[&7].0.is_empty());

@@ -13,7 +13,8 @@ use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::ObjectMeta;
 
-use super::auth::{self, Authn, User};
+use super::auth::{Authn, User};
+use super::request::{self, Endpoint, StreamTarget};
 use super::{exec, health, logs, stats, ws, Body, Server};
 use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
@@ -71,18 +72,21 @@ pub fn is_websocket(h: &HeaderMap) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-/// Authenticates, authorizes and serves one request.
+/// Authenticates, authorizes and serves one request. `conn` hears when the connection's user
+/// is known (it stops counting as unauthenticated).
 pub async fn handle(
     server: Arc<Server>,
     cert_user: Option<User>,
+    conn: Arc<super::conn::ConnState>,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
-    let websocket = is_websocket(req.headers());
-    let Some(attrs) = auth::attributes(&method, &path, websocket) else {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    let target = match request::decide(&method, req.uri().path(), req.uri().query()) {
+        request::Decision::Serve(t) => t,
+        request::Decision::Redirect(location) => return redirect(&location),
+        request::Decision::Bad(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let path = target.path.as_str();
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -99,64 +103,89 @@ pub async fn handle(
             return text(StatusCode::UNAUTHORIZED, "Unauthorized");
         }
     };
-    match server.auth.authorize(&user, &attrs).await {
+    conn.authenticated();
+    let attrs = &target.attributes;
+    let subresources = attrs
+        .iter()
+        .map(|a| a.subresource)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let verb = attrs.first().map(|a| a.verb).unwrap_or_default();
+    match server.auth.authorize(&user, attrs).await {
         Ok(true) => {}
         Ok(false) => {
-            let a = attrs.last().copied().unwrap_or(auth::Attributes {
-                verb: "get",
-                subresource: "proxy",
-            });
-            tracing::info!(user = %user.name, %path, verb = a.verb, subresource = a.subresource, "forbidden");
+            tracing::info!(user = %user.name, %path, verb, subresources, "forbidden");
             return text(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
-                    user.name, a.verb, a.subresource
+                    "Forbidden (user={}, verb={verb}, resource=nodes, subresource(s)=[{subresources}])",
+                    user.name
                 ),
             );
         }
         Err(e) => {
-            tracing::warn!(error = %e, "authorization failed");
+            tracing::warn!(user = %user.name, verb, subresources, error = %e, "authorization error");
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Authorization error (user={}): {e}", user.name),
+                format!(
+                    "Authorization error (user={}, verb={verb}, resource=nodes, subresource={})",
+                    user.name,
+                    attrs.last().map(|a| a.subresource).unwrap_or_default()
+                ),
             );
         }
     }
     tracing::debug!(user = %user.name, %method, %path, "request");
     // Volume figures come from the drivers (NodeGetVolumeStats): asked only where they are shown.
-    let volumes = match (path.as_str(), &server.ctx.objects) {
-        ("/stats/summary" | "/metrics", Some(objects)) => objects.volume_samples().await,
+    let volumes = match (&target.endpoint, &server.ctx.objects) {
+        (Endpoint::StatsSummary | Endpoint::Metrics, Some(objects)) => {
+            objects.volume_samples().await
+        }
         _ => Vec::new(),
     };
-    route(server, req, &path, websocket, &volumes)
+    route(server, req, target, &volumes)
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut r = text(
+        StatusCode::TEMPORARY_REDIRECT,
+        format!("<a href=\"{location}\">Temporary Redirect</a>."),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 fn route(
     server: Arc<Server>,
     req: Request<Incoming>,
-    path: &str,
-    websocket: bool,
+    target: request::Request,
     volumes: &[stats::VolumeSample],
 ) -> Response<Body> {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["healthz", ..] => healthz(path, req.uri().query(), server.ctx.cfg.sync_frequency),
-        ["pods"] | ["pods", ""] => json(&pod_list(&server)),
-        ["runningpods"] | ["runningpods", ""] => json(&running_pods(&server)),
-        ["containerLogs", ns, pod, container] => container_logs(&server, &req, ns, pod, container),
-        ["exec", ns, pod, container] | ["exec", ns, pod, _, container] => {
-            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            exec_endpoint(server, req, websocket, &ns, &pod, &container)
-        }
-        ["metrics"] => full(
+    let websocket = is_websocket(req.headers());
+    match target.endpoint {
+        Endpoint::Healthz => healthz(
+            &target.path,
+            req.uri().query(),
+            server.ctx.cfg.sync_frequency,
+        ),
+        Endpoint::Pods => json(&pod_list(&server)),
+        Endpoint::RunningPods => json(&running_pods(&server)),
+        Endpoint::ContainerLogs {
+            namespace,
+            pod,
+            container,
+        } => container_logs(&server, &req, &namespace, &pod, &container),
+        Endpoint::Exec(t) => exec_endpoint(server, req, websocket, &t),
+        Endpoint::Metrics => full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             stats::agent_metrics(&server.ctx.runtime.list())
                 + &super::metrics::render()
                 + &stats::volume_metrics(volumes),
         ),
-        ["metrics", "resource"] => {
+        Endpoint::MetricsResource => {
             let samples = stats::sample(&server.ctx);
             let body = stats::resource_metrics(stats::node_now(), &samples, SystemTime::now());
             full(
@@ -165,7 +194,7 @@ fn route(
                 body,
             )
         }
-        ["stats", "summary"] => {
+        Endpoint::StatsSummary => {
             let samples = stats::sample(&server.ctx);
             json(&stats::summary(
                 &server.node_name,
@@ -175,18 +204,27 @@ fn route(
                 SystemTime::now(),
             ))
         }
-        ["configz"] => json(&configz(&server)),
-        ["attach", ns, pod, container] | ["attach", ns, pod, _, container] => {
-            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            attach_endpoint(server, req, websocket, &ns, &pod, &container)
+        Endpoint::Configz => json(&configz(&server)),
+        Endpoint::Attach(t) => attach_endpoint(server, req, websocket, &t),
+        Endpoint::PortForward {
+            namespace,
+            pod,
+            uid,
+        } => super::portforward::endpoint(
+            server.ctx.clone(),
+            req,
+            websocket,
+            &namespace,
+            &pod,
+            uid.as_deref(),
+        ),
+        Endpoint::MethodNotAllowed { allow } => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405: Method Not Allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
         }
-        ["portForward", ns, pod] => {
-            super::portforward::endpoint(server.ctx.clone(), req, websocket, ns, pod, None)
-        }
-        ["portForward", ns, pod, uid] => {
-            super::portforward::endpoint(server.ctx.clone(), req, websocket, ns, pod, Some(uid))
-        }
-        _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+        Endpoint::NotFound => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
 }
 
@@ -207,6 +245,7 @@ fn configz(server: &Server) -> serde_json::Value {
         "tlsCertFile": s.tls_cert_file,
         "tlsPrivateKeyFile": s.tls_private_key_file,
         "serverTLSBootstrap": s.server_tls_bootstrap,
+        "streamingConnectionIdleTimeout": format!("{}s", s.streaming_connection_idle_timeout.as_secs()),
         "authentication": {
             "x509": {"clientCAFile": s.client_ca_file},
             "webhook": {"enabled": s.webhook_authn,
@@ -293,7 +332,10 @@ fn container_logs(
     let pairs = logs::query_pairs(req.uri().query());
     let opts = match logs::parse_options(&pairs, SystemTime::now()) {
         Ok(o) => o,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return text(status, e.to_string());
+        }
     };
     let (path, id) = match logs::find_log(&server.ctx, ns, pod, container, opts.previous) {
         Ok(x) => x,
@@ -318,13 +360,11 @@ fn exec_endpoint(
     server: Arc<Server>,
     req: Request<Incoming>,
     websocket: bool,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    target: &StreamTarget,
 ) -> Response<Body> {
     let pairs = logs::query_pairs(req.uri().query());
     match exec::parse_request(&pairs) {
-        Ok(r) => streaming(server, req, websocket, ns, pod, container, r, false),
+        Ok(r) => streaming(server, req, websocket, target, r, false),
         Err(e) => text(StatusCode::BAD_REQUEST, e),
     }
 }
@@ -333,31 +373,62 @@ fn attach_endpoint(
     server: Arc<Server>,
     req: Request<Incoming>,
     websocket: bool,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    target: &StreamTarget,
 ) -> Response<Body> {
     let pairs = logs::query_pairs(req.uri().query());
     match exec::parse_streams(&pairs, Vec::new()) {
-        Ok(r) => streaming(server, req, websocket, ns, pod, container, r, true),
+        Ok(r) => streaming(server, req, websocket, target, r, true),
         Err(e) => text(StatusCode::BAD_REQUEST, e),
     }
 }
 
+/// Why an exec or attach request has no container to enter: the status and text to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NoContainer(pub StatusCode, pub String);
+
+/// The running attempt an exec or attach request enters: the newest running attempt of the
+/// container, of the pod with the path's uid when there is one. A uid that is not the pod's is
+/// refused as the kubelet's attach refuses it (`pod <name>_<namespace> not found`, 500): a pod
+/// recreated under the same name is not entered by a request meant for the old one.
+pub fn running_attempt(
+    attempts: Vec<bosun_runtime::ContainerStatus>,
+    target: &StreamTarget,
+) -> Result<bosun_runtime::ContainerStatus, NoContainer> {
+    let (ns, pod, container) = (&target.namespace, &target.pod, &target.container);
+    let mut of_pod = attempts;
+    if let Some(uid) = target.uid.as_deref() {
+        let known = !of_pod.is_empty();
+        of_pod.retain(|c| c.labels.get(LABEL_POD_UID).map(String::as_str) == Some(uid));
+        if known && of_pod.is_empty() {
+            return Err(NoContainer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("pod {pod}_{ns} not found"),
+            ));
+        }
+    }
+    of_pod
+        .into_iter()
+        .rev()
+        .find(|c| matches!(c.state, ContainerState::Running { .. }))
+        .ok_or_else(|| {
+            NoContainer(
+                StatusCode::NOT_FOUND,
+                format!("container \"{container}\" in pod \"{pod}\" is not running"),
+            )
+        })
+}
+
 /// Upgrades an exec or attach request to a WebSocket session.
-#[allow(clippy::too_many_arguments)]
 fn streaming(
     server: Arc<Server>,
     mut req: Request<Incoming>,
     websocket: bool,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    st: &StreamTarget,
     ereq: exec::ExecRequest,
     attach: bool,
 ) -> Response<Body> {
     if !websocket {
-        return super::spdy_exec::endpoint(server, req, ns, pod, container, ereq, attach);
+        return super::spdy_exec::endpoint(server, req, st, ereq, attach);
     }
     let offered: Vec<&str> = req
         .headers()
@@ -374,15 +445,10 @@ fn streaming(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
-    let running = logs::attempts(&server.ctx, ns, pod, container)
-        .into_iter()
-        .rev()
-        .find(|c| matches!(c.state, ContainerState::Running { .. }));
-    let Some(target) = running else {
-        return text(
-            StatusCode::NOT_FOUND,
-            format!("container \"{container}\" in pod \"{pod}\" is not running"),
-        );
+    let attempts = logs::attempts(&server.ctx, &st.namespace, &st.pod, &st.container);
+    let target = match running_attempt(attempts, st) {
+        Ok(t) => t,
+        Err(NoContainer(status, msg)) => return text(status, msg),
     };
     let kind = if attach {
         exec::Kind::Attach {
@@ -436,6 +502,54 @@ mod tests {
         assert!(is_websocket(&h));
         h.insert(header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
         assert!(!is_websocket(&h));
+    }
+
+    /// A uid in the path must be the pod's: a pod recreated under the same name is not entered
+    /// by a request meant for the old one.
+    #[test]
+    fn a_pod_uid_in_the_path_must_be_the_pods() {
+        let attempt = |uid: &str, n: u32, running: bool| bosun_runtime::ContainerStatus {
+            id: format!("{uid}_c_{n}"),
+            labels: [(LABEL_POD_UID.to_string(), uid.to_string())].into(),
+            state: if running {
+                ContainerState::Running {
+                    pid: 1,
+                    started_at: SystemTime::UNIX_EPOCH,
+                }
+            } else {
+                ContainerState::Created
+            },
+            image: String::new(),
+            image_id: String::new(),
+            log_path: Default::default(),
+        };
+        let target = |uid: Option<&str>| StreamTarget {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            uid: uid.map(Into::into),
+            container: "c".into(),
+        };
+        let attempts = vec![attempt("old", 0, false), attempt("new", 0, true)];
+        let pick = |uid| running_attempt(attempts.clone(), &target(uid));
+        assert_eq!(pick(None).map(|c| c.id), Ok("new_c_0".to_string()));
+        assert_eq!(pick(Some("new")).map(|c| c.id), Ok("new_c_0".to_string()));
+        assert_eq!(
+            pick(Some("other")),
+            Err(NoContainer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "pod p_ns not found".into()
+            ))
+        );
+        // The old pod's uid names a pod whose container does not run.
+        assert_eq!(
+            pick(Some("old")).map_err(|e| e.0),
+            Err(StatusCode::NOT_FOUND)
+        );
+        // No such container at all: not running, whatever the uid.
+        assert_eq!(
+            running_attempt(Vec::new(), &target(Some("x"))).map_err(|e| e.0),
+            Err(StatusCode::NOT_FOUND)
+        );
     }
 
     #[test]

@@ -220,9 +220,7 @@ pub async fn serve(ctx: Arc<Ctx>, io: Io, id: String, req: ExecRequest, kind: Ki
 pub fn endpoint(
     server: Arc<super::Server>,
     mut req: hyper::Request<hyper::body::Incoming>,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    st: &super::request::StreamTarget,
     ereq: ExecRequest,
     attach: bool,
 ) -> hyper::Response<super::Body> {
@@ -267,15 +265,10 @@ pub fn endpoint(
             ),
         );
     };
-    let running = super::logs::attempts(&server.ctx, ns, pod, container)
-        .into_iter()
-        .rev()
-        .find(|c| matches!(c.state, bosun_runtime::ContainerState::Running { .. }));
-    let Some(target) = running else {
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("container \"{container}\" in pod \"{pod}\" is not running"),
-        );
+    let attempts = super::logs::attempts(&server.ctx, &st.namespace, &st.pod, &st.container);
+    let target = match super::routes::running_attempt(attempts, st) {
+        Ok(t) => t,
+        Err(super::routes::NoContainer(status, msg)) => return reply(status, msg),
     };
     let kind = if attach {
         Kind::Attach {

@@ -17,7 +17,9 @@ use super::proc::{self, ProcHandle};
 use super::{disk, valid_id, HostRuntime, Inner};
 use crate::cgroups::{CgroupLayout, CpuQuota};
 use crate::keeper::{KeeperRequest, GO_FD, REQUEST_FILE, STATUS_FD};
-use crate::{ContainerSpec, ContainerState, ContainerStatus, RuntimePaths, Sandbox};
+use crate::{
+    ContainerSecurity, ContainerSpec, ContainerState, ContainerStatus, RuntimePaths, Sandbox,
+};
 
 /// How long the keeper may take to report `started` or `error`.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,38 +33,38 @@ pub enum StartError {
     InvalidId { id: String },
     #[error("container {id} already exists")]
     Exists { id: String },
-    #[error("create container folder {path}")]
+    #[error("create container folder {path}: {source}")]
     CreateDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("write {path}")]
+    #[error("write {path}: {source}")]
     WriteRequest {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("create log folder {path}")]
+    #[error("create log folder {path}: {source}")]
     LogDir {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("create log symlink {path}")]
+    #[error("create log symlink {path}: {source}")]
     LogSymlink {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("spawn keeper {binary} for container {id}")]
+    #[error("spawn keeper {binary} for container {id}: {source}")]
     Spawn {
         id: String,
         binary: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("read keeper status of container {id}")]
+    #[error("read keeper status of container {id}: {source}")]
     Status {
         id: String,
         #[source]
@@ -74,6 +76,22 @@ pub enum StartError {
     NoStatus { id: String },
     #[error("container {id} failed to start: {message}")]
     Keeper { id: String, message: String },
+    /// The container's seccomp profile is missing, unreadable or invalid (nothing was done).
+    #[error("container {id}: {source}")]
+    Seccomp {
+        id: String,
+        #[source]
+        source: crate::seccomp::SeccompError,
+    },
+    /// Its AppArmor profile cannot be applied (nothing was done).
+    #[error("container {id}: {source}")]
+    AppArmor {
+        id: String,
+        #[source]
+        source: crate::apparmor::AppArmorError,
+    },
+    #[error("container {id}: capabilities: unknown capability {name}")]
+    Capability { id: String, name: String },
 }
 
 /// The pod cgroups whose CPU quota is lifted while one of their containers is being set up:
@@ -226,15 +244,30 @@ fn prepare_logs(paths: &RuntimePaths, spec: &ContainerSpec, log: &Path) -> Resul
 impl HostRuntime {
     /// Writes the keeper request, prepares the logs, spawns the keeper and waits (at most 60 s)
     /// for it to report. Returns the running container's status, or the keeper's error.
-    #[tracing::instrument(skip_all, fields(container = %spec.id, pod = %spec.pod_uid))]
     pub async fn start_container(
         &self,
         sandbox: &Sandbox,
         spec: &ContainerSpec,
         layers: &[PathBuf],
     ) -> Result<ContainerStatus, StartError> {
+        self.start_container_with(sandbox, spec, layers, &ContainerSecurity::default())
+            .await
+    }
+
+    /// [`HostRuntime::start_container`] with security profiles. The seccomp filter and the
+    /// AppArmor profile are resolved first (a missing, unreadable or invalid profile is an
+    /// error before anything is created).
+    #[tracing::instrument(skip_all, fields(container = %spec.id, pod = %spec.pod_uid))]
+    pub async fn start_container_with(
+        &self,
+        sandbox: &Sandbox,
+        spec: &ContainerSpec,
+        layers: &[PathBuf],
+        security: &ContainerSecurity,
+    ) -> Result<ContainerStatus, StartError> {
+        let confined = confine(&self.inner, spec, security).await?;
         let mut starting = Starting::begin(&self.inner, sandbox, spec, false)?;
-        let result = starting.spawn(sandbox, spec, layers).await;
+        let result = starting.spawn(sandbox, spec, layers, confined).await;
         starting.finish(result).await
     }
 
@@ -242,15 +275,29 @@ impl HostRuntime {
     /// cgroup set up, the keeper waiting for [`Created::start`] (or [`Created::abort`]). Lets
     /// the caller do what the process needs before it runs (the pod network) while the
     /// container is set up. Dropping the [`Created`] aborts it.
-    #[tracing::instrument(skip_all, fields(container = %spec.id, pod = %spec.pod_uid))]
     pub async fn create_container(
         &self,
         sandbox: &Sandbox,
         spec: &ContainerSpec,
         layers: &[PathBuf],
     ) -> Result<Created, StartError> {
+        self.create_container_with(sandbox, spec, layers, &ContainerSecurity::default())
+            .await
+    }
+
+    /// [`HostRuntime::create_container`] with security profiles (see
+    /// [`HostRuntime::start_container_with`]).
+    #[tracing::instrument(skip_all, fields(container = %spec.id, pod = %spec.pod_uid))]
+    pub async fn create_container_with(
+        &self,
+        sandbox: &Sandbox,
+        spec: &ContainerSpec,
+        layers: &[PathBuf],
+        security: &ContainerSecurity,
+    ) -> Result<Created, StartError> {
+        let confined = confine(&self.inner, spec, security).await?;
         let mut starting = Starting::begin(&self.inner, sandbox, spec, true)?;
-        match starting.spawn(sandbox, spec, layers).await {
+        match starting.spawn(sandbox, spec, layers, confined).await {
             Ok(line) if line.starts_with("created") => Ok(Created(Some(starting))),
             result => match starting.finish(result).await {
                 // A keeper that skipped the hold has started the container: it will not wait.
@@ -261,6 +308,67 @@ impl HostRuntime {
             },
         }
     }
+}
+
+/// What a container's security profiles resolved to, for its keeper.
+struct Confined {
+    security: ContainerSecurity,
+    seccomp: Option<crate::seccomp::CompiledFilter>,
+    apparmor_label: Option<String>,
+}
+
+/// Resolves the container's seccomp filter (parsed and compiled once per profile and
+/// capability set, see `seccomp::Filters`) and AppArmor label (the default profile loaded when
+/// missing). Blocking work (reading a profile, the first compile, apparmor_parser) runs off the
+/// async threads.
+async fn confine(
+    inner: &Arc<Inner>,
+    spec: &ContainerSpec,
+    security: &ContainerSecurity,
+) -> Result<Confined, StartError> {
+    let id = spec.id.clone();
+    let caps = crate::spec::capabilities(&spec.security, crate::spec::HostFacts::read()).map_err(
+        |name| StartError::Capability {
+            id: id.clone(),
+            name,
+        },
+    )?;
+    // The usual cases need no file: unconfined, or a filter compiled already.
+    if security.apparmor == crate::apparmor::AppArmorProfile::Unconfined {
+        let cached = match &security.seccomp {
+            crate::seccomp::SeccompProfile::Unconfined => Some(None),
+            p => inner.filters.cached(p, &caps).map(Some),
+        };
+        if let Some(seccomp) = cached {
+            return Ok(Confined {
+                security: security.clone(),
+                seccomp: seccomp.map(|c| (*c).clone()),
+                apparmor_label: None,
+            });
+        }
+    }
+    let filters = Arc::clone(&inner.filters);
+    let sec = security.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let seccomp = filters.get(&sec.seccomp, &caps);
+        let apparmor = crate::apparmor::prepare(&crate::apparmor::Host::default(), &sec.apparmor);
+        (seccomp, apparmor)
+    })
+    .await;
+    let (seccomp, apparmor) = joined.map_err(|e| StartError::Keeper {
+        id: id.clone(),
+        message: format!("resolve security profiles: {e}"),
+    })?;
+    let seccomp = seccomp.map_err(|source| StartError::Seccomp {
+        id: id.clone(),
+        source,
+    })?;
+    let apparmor_label = apparmor.map_err(|source| StartError::AppArmor { id, source })?;
+    Ok(Confined {
+        security: security.clone(),
+        seccomp: seccomp.map(|c| (*c).clone()),
+        apparmor_label,
+    })
 }
 
 /// A container built by [`HostRuntime::create_container`] whose keeper waits for the go-ahead.
@@ -379,6 +487,7 @@ impl Starting {
         sandbox: &Sandbox,
         spec: &ContainerSpec,
         layers: &[PathBuf],
+        confined: Confined,
     ) -> Result<String, StartError> {
         let inner = &self.inner;
         let cgroup_path = format!(
@@ -399,6 +508,9 @@ impl Starting {
             cgroup_path,
             hold: self.hold,
             cpu_cgroup,
+            security: confined.security,
+            seccomp: confined.seccomp,
+            apparmor_label: confined.apparmor_label,
         };
         let req_path = self.dir.join(REQUEST_FILE);
         disk::write_json_atomic(&req_path, &request).map_err(|source| {
@@ -491,6 +603,15 @@ impl Starting {
         let id = self.id.clone();
         let line = match line {
             Ok(line) => line,
+            Err(e) if self.status.is_none() && self.child.is_none() => {
+                // No keeper was ever spawned (the request, the log folder or the spawn itself
+                // failed): this attempt never existed. Its folder goes, so that nothing records
+                // it as a container whose keeper died; the caller gets the error itself.
+                if let Err(rm) = std::fs::remove_dir_all(&self.dir) {
+                    tracing::warn!(error = %rm, dir = %self.dir.display(), "remove the folder of a container that never started");
+                }
+                return Err(e);
+            }
             Err(e) => {
                 let keeper = self.keeper();
                 inner.monitor(id, keeper);

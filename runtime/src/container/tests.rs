@@ -115,6 +115,8 @@ fn sandbox(dir: &Path) -> Sandbox {
         shm: "/dev/shm".into(),
         cgroup_parent: "/kubepods/poduid1".into(),
         host_pid: false,
+        userns: None,
+        id_range: None,
     }
 }
 
@@ -381,6 +383,68 @@ async fn keeper_dead_while_agent_was_away() {
 }
 
 #[tokio::test]
+async fn security_profiles_resolved_before_the_keeper_runs() {
+    let env = Env::new(&fake_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let sb = sandbox(env.tmp.path());
+    // A missing Localhost profile: a typed error naming the file, and nothing created.
+    let file = env.tmp.path().join("seccomp/missing.json");
+    let local = crate::ContainerSecurity {
+        seccomp: crate::seccomp::SeccompProfile::Localhost(file.clone()),
+        ..Default::default()
+    };
+    let err = rt
+        .start_container_with(&sb, &spec("c1"), &[], &local)
+        .await
+        .expect_err("no profile");
+    assert!(
+        matches!(
+            &err,
+            StartError::Seccomp {
+                source: crate::seccomp::SeccompError::Missing { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+    assert!(!env.dir("c1").exists(), "no container folder");
+    assert!(rt.list().is_empty());
+    // RuntimeDefault: the keeper gets the resolved filter and its compiled program.
+    let default = crate::ContainerSecurity {
+        seccomp: crate::seccomp::SeccompProfile::RuntimeDefault,
+        ..Default::default()
+    };
+    rt.start_container_with(&sb, &spec("c2"), &[], &default)
+        .await
+        .expect("start");
+    let req = disk::read_request(&env.dir("c2")).expect("request");
+    let compiled = req.seccomp.expect("filter in the request");
+    assert!(compiled
+        .program
+        .starts_with(env.paths.run_dir.join("seccomp")));
+    assert!(std::fs::metadata(&compiled.program).expect("program").len() > 0);
+    assert_eq!(req.security, default);
+    assert_eq!(req.apparmor_label, None, "AppArmor unconfined");
+    // The next container with the same profile and capabilities: the same program, no file
+    // read, no compile.
+    rt.start_container_with(&sb, &spec("c3"), &[], &default)
+        .await
+        .expect("start");
+    let again = disk::read_request(&env.dir("c3")).expect("request");
+    assert_eq!(again.seccomp.map(|c| c.program), Some(compiled.program));
+    for id in ["c2", "c3"] {
+        rt.stop_container(id, libc::SIGKILL, Duration::from_secs(5))
+            .await
+            .expect("stop");
+        rt.remove_container(id).await.expect("remove");
+    }
+}
+
+#[tokio::test]
 async fn keeper_error_is_a_start_error() {
     let env = Env::new(
         "#!/bin/sh\necho $$ > \"$2/keeper.pid\"\necho 'error no such image layer' >&3\nexit 1\n",
@@ -401,6 +465,48 @@ async fn keeper_error_is_a_start_error() {
         other => panic!("unexpected {other:?}"),
     }
     rt.remove_container("c6").await.expect("remove");
+}
+
+/// A start that fails before any keeper runs (here: the pod's log folder name is longer than a
+/// file name may be) returns that error, typed, and leaves nothing behind: no container, no
+/// record of a keeper that died, no exit event.
+#[tokio::test]
+async fn a_log_folder_too_long_is_a_typed_error_and_no_container() {
+    let env = Env::new(&fake_keeper(SLEEPER));
+    let rt = env.runtime().await;
+    let mut events = rt.subscribe();
+    let mut s = spec("c-long");
+    s.pod_name = "p".repeat(253);
+    s.pod_namespace = "n".repeat(63);
+    let r = rt.start_container(&sandbox(env.tmp.path()), &s, &[]).await;
+    match r {
+        Err(e @ StartError::LogDir { .. }) => {
+            // The message carries the reason (the agent shows it as it is).
+            assert!(e.to_string().contains("File name too long"), "{e}");
+            let StartError::LogDir { path, source } = e else {
+                unreachable!()
+            };
+            assert_eq!(source.raw_os_error(), Some(libc::ENAMETOOLONG), "{source}");
+            assert!(
+                path.starts_with(&env.paths.pod_logs_dir),
+                "{}",
+                path.display()
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(rt.status("c-long").is_none(), "a container was recorded");
+    assert!(!env.dir("c-long").exists(), "its folder is left");
+    let ev = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+    assert!(ev.is_err(), "an event was sent: {ev:?}");
+    // The id is free again: a start with a name that fits works.
+    rt.start_container(&sandbox(env.tmp.path()), &spec("c-long"), &[])
+        .await
+        .expect("start");
+    rt.stop_container("c-long", libc::SIGKILL, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    rt.remove_container("c-long").await.expect("remove");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 
-use super::{attach, user};
+use super::{attach, payload, user};
 use super::{
     KeeperRequest, Started, EXIT_FILE, GO, GO_FD, PID_FILE, REQUEST_FILE, STARTED_FILE, STATUS_FD,
 };
@@ -84,6 +84,17 @@ pub enum KeeperError {
     CpuLimit {
         id: String,
         source: crate::cgroups::CgroupError,
+    },
+    #[error("container {id}: {source}")]
+    Idmap {
+        id: String,
+        source: crate::idmap::IdmapError,
+    },
+    #[error("container {id}: seccomp program {path}: {reason}")]
+    Seccomp {
+        id: String,
+        path: PathBuf,
+        reason: String,
     },
     #[error("container {id}: no pid after start")]
     NoPid { id: String },
@@ -199,6 +210,8 @@ struct Running {
     pid: i32,
     started_at: SystemTime,
     stdin: Stdin,
+    /// The read end of the init's exec failure report.
+    report: OwnedFd,
 }
 
 /// The container's stdin and the socket it is handed out on (see [`attach`]).
@@ -266,6 +279,8 @@ struct Keeper {
     /// The container's init pid once built (reaped on cleanup).
     pid: Option<i32>,
     mounted: bool,
+    /// Idmapped views of the mount sources (`idmap/<n>`), unmounted on cleanup.
+    idmapped: Vec<PathBuf>,
 }
 
 pub(super) fn main(dir: PathBuf) -> i32 {
@@ -304,6 +319,7 @@ pub(super) fn main(dir: PathBuf) -> i32 {
         container: None,
         pid: None,
         mounted: false,
+        idmapped: Vec::new(),
     };
     match k.start(&mut status, &mut go) {
         Ok(running) => {
@@ -388,7 +404,40 @@ impl Keeper {
                 source,
             })?;
         }
-        let lower: Vec<&Path> = req.layers.iter().rev().map(PathBuf::as_path).collect();
+        let idmap = |source| KeeperError::Idmap {
+            id: id.clone(),
+            source,
+        };
+        // In the pod's user namespace the image's files (owned by host root) must appear owned
+        // by the container's root. An overlay mount cannot be idmapped itself, but its lower
+        // layers can: each layer is seen through an idmapped view (detached again once the
+        // overlay holds it), and the upper layer belongs to the container's root on the host,
+        // so its writes land there as that ID.
+        let userns = req.sandbox.userns.clone();
+        let mut lowers: Vec<PathBuf> = req.layers.iter().rev().cloned().collect();
+        let mut views = Vec::new();
+        if let (Some(ns), Some(range)) = (&userns, &req.sandbox.id_range) {
+            let base = self.dir.join("idmap");
+            for (i, layer) in lowers.iter_mut().enumerate() {
+                let view = base.join(format!("layer-{i}"));
+                crate::idmap::bind(layer, &view, ns).map_err(idmap)?;
+                views.push(view.clone());
+                self.idmapped.push(view.clone());
+                *layer = view;
+            }
+            for d in [&upper, &rootfs] {
+                nix::unistd::chown(
+                    d.as_path(),
+                    Some(range.first.into()),
+                    Some(range.first.into()),
+                )
+                .map_err(|e| KeeperError::Prepare {
+                    path: d.to_path_buf(),
+                    source: e.into(),
+                })?;
+            }
+        }
+        let lower: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
         sys::mount_overlay(&lower, &upper, &work, &rootfs).map_err(|source| {
             KeeperError::MountRootfs {
                 path: rootfs.clone(),
@@ -396,6 +445,24 @@ impl Keeper {
             }
         })?;
         self.mounted = true;
+        for v in views {
+            // The overlay holds the views; nothing else needs them mounted.
+            if nix::mount::umount2(&v, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                self.idmapped.retain(|m| *m != v);
+            }
+        }
+        if let Some(ns) = &userns {
+            if req.security.idmap_mounts {
+                // The volumes too (what the kubelet asks for every mount of such a pod).
+                let base = self.dir.join("idmap");
+                for (i, m) in req.spec.mounts.iter_mut().enumerate() {
+                    let target = base.join(i.to_string());
+                    crate::idmap::bind(&m.source, &target, ns).map_err(idmap)?;
+                    self.idmapped.push(target.clone());
+                    m.source = target;
+                }
+            }
+        }
 
         let who = user::resolve_in_root(
             &rootfs,
@@ -412,6 +479,25 @@ impl Keeper {
             req.spec.resources.cpu_period = None;
         }
         let spec = crate::spec::build(&req, who.uid, who.gid, who.additional_gids)?;
+        if let Some(f) = &req.seccomp {
+            // The filter compiled once (seccomp::Filters): libcontainer loads the program
+            // instead of compiling the filter again; exec helpers find it beside config.json.
+            let fail = |reason: String| KeeperError::Seccomp {
+                id: id.clone(),
+                path: f.program.clone(),
+                reason,
+            };
+            let program = std::fs::read(&f.program).map_err(|e| fail(e.to_string()))?;
+            let filter = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+            if let Some(filter) = filter {
+                libcontainer::seccomp::set_precompiled(filter, &program)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            let copy = bundle.join(crate::exec::SECCOMP_PROGRAM);
+            std::fs::hard_link(&f.program, &copy)
+                .or_else(|_| std::fs::write(&copy, &program))
+                .map_err(|e| fail(format!("{}: {e}", copy.display())))?;
+        }
         let config = bundle.join("config.json");
         serde_json::to_vec_pretty(&spec)
             .map_err(std::io::Error::other)
@@ -456,6 +542,10 @@ impl Keeper {
         };
         let console_path = self.dir.join(attach::CONSOLE_SOCKET);
         let own_oom = sys::own_oom_score_adj().ok();
+        // Where the init tells why the payload could not be exec'd (see `payload`).
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| KeeperError::Pipes(e.into()))?;
+        let executor = payload::ReportingExecutor::new(&report_w);
 
         let built = ContainerBuilder::new(id.clone(), SyscallType::default())
             .with_root_path(&state)
@@ -467,11 +557,14 @@ impl Keeper {
                 .validate_id()
             })
             .and_then(|b| {
-                b.as_init(&bundle)
+                b.with_executor(executor)
+                    .as_init(&bundle)
                     .with_systemd(false)
                     .with_detach(true)
                     .build()
             });
+        // Only the init (a clone) writes the report from here on.
+        drop(report_w);
         // The clone is done: from here on the keeper must not die of a closed status pipe.
         if let Err(e) = sys::ignore_signal(libc::SIGPIPE) {
             eprintln!("keeper: ignore SIGPIPE: {e}");
@@ -584,6 +677,7 @@ impl Keeper {
             pid,
             started_at,
             stdin,
+            report: report_r,
         })
     }
 
@@ -597,6 +691,7 @@ impl Keeper {
             pid,
             started_at,
             mut stdin,
+            report,
         } = run;
         let mut buf = vec![0u8; 64 * 1024];
         let mut log_failed = false;
@@ -649,6 +744,15 @@ impl Keeper {
             WaitResult::Signaled(s) => (128 + s, Some(s)),
             WaitResult::Running => (255, None),
         };
+        // The payload never ran: the init could not exec it.
+        let start_error = payload::read_report(report);
+        let (code, signal) = match &start_error {
+            Some(msg) => {
+                eprintln!("keeper: {msg}");
+                (payload::START_ERROR_CODE, None)
+            }
+            None => (code, signal),
+        };
         // Read before the delete removes the cgroup. A shell that relays its child's SIGKILL
         // exits with 137 as well: both count.
         let ooms = crate::cgroups::oom_kill_count(&req.cgroup_path).unwrap_or(0);
@@ -675,9 +779,9 @@ impl Keeper {
             code,
             signal,
             oom_killed,
-            started_at: Some(started_at),
+            started_at: start_error.is_none().then_some(started_at),
             finished_at,
-            start_error: None,
+            start_error,
         }
     }
 
@@ -720,6 +824,11 @@ impl Keeper {
     }
 
     fn unmount(&mut self) {
+        for m in std::mem::take(&mut self.idmapped) {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("keeper: unmount {}: {e}", m.display());
+            }
+        }
         if self.mounted {
             let rootfs = self.rootfs();
             match sys::unmount(&rootfs) {
