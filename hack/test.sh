@@ -37,7 +37,7 @@ stage "clippy"; cargo clippy --workspace --all-targets -- -D warnings
 stage "build";  cargo build --workspace --all-targets
 stage "unit tests"
 cargo test --workspace
-echo "== fuzz (libFuzzer, 20 s per target: static pod manifests, API requests, SPDY frames)"
+stage "fuzz (libFuzzer, 20 s per target)"
 bash hack/fuzz.sh 20
 if [ "$(id -u)" != 0 ]; then
   echo "== privileged tier skipped: needs root" >&2
