@@ -8,6 +8,7 @@ pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod cri;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod images;

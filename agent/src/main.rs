@@ -396,5 +396,6 @@ async fn standalone(cfg: Config) -> anyhow::Result<()> {
     let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone())
         .with_errors_in(&ctx.cfg.run_dir);
     tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
+    bosun::cri::serve(ctx.clone(), &ctx.cfg.cri_sockets)?;
     pods::serve(ctx, rx).await
 }

@@ -8,27 +8,14 @@
 #   crictl    sigs.k8s.io/cri-tools/cmd/crictl (Go module proxy)
 #   coredns   github.com/coredns/coredns (Go module proxy)
 #   flanneld  github.com/flannel-io/flannel (Go module proxy)
-#   flannel   flannel's CNI plugin, from its released source (the Go module proxy does not serve
-#             it): the tarball in $BOSUN_THIRD_PARTY/flannel-io, whose dependencies the proxy serves
 #
-# Usage: build.sh [kubeadm|crictl|coredns|flannel|flannel-cni]...   (default: all)
+# Usage: build.sh [kubeadm|crictl|coredns|flannel]...   (default: all)
 # Only the Go module proxy is used.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
 . "$here/env.sh"
 command -v go >/dev/null || { echo "$0: go is not installed" >&2; exit 1; }
-
-# Where the released sources that no registry serves are kept: $BOSUN_THIRD_PARTY, else the
-# shared folder beside the repository's checkout, else /work/shared/third_party.
-third_party() {
-  local d
-  for d in "${BOSUN_THIRD_PARTY:-}" "$here/../../../shared/third_party" /work/shared/third_party; do
-    [ -n "$d" ] && [ -d "$d" ] && { (cd "$d" && pwd); return 0; }
-  done
-  echo "$0: no third-party source folder: set BOSUN_THIRD_PARTY to the folder holding flannel-io/cni-plugin-$FLANNEL_CNI_VERSION.tar.gz" >&2
-  return 1
-}
 
 # build NAME DEST CMD...: runs CMD with $out a temporary folder, then moves it to DEST.
 build() {
@@ -79,28 +66,13 @@ b_flannel() {
   cp "$dir/Documentation/kube-flannel.yml" "$out/kube-flannel.yml"
   chmod 0644 "$out/kube-flannel.yml"
 }
-b_flannel_cni() {
-  local tp tarball src
-  tp=$(third_party) || return 1
-  tarball=$tp/flannel-io/cni-plugin-$FLANNEL_CNI_VERSION.tar.gz
-  [ -f "$tarball" ] || { echo "$0: $tarball is missing" >&2; return 1; }
-  src=$(mktemp -d)
-  tar xzf "$tarball" -C "$src"
-  (cd "$src"/cni-plugin-* && CGO_ENABLED=0 go build -trimpath \
-    -ldflags "-X main.Version=$FLANNEL_CNI_VERSION -s -w" -o "$out/flannel" .)
-  local rc=$?
-  rm -rf "$src"
-  return $rc
-}
-
-want=${*:-kubeadm crictl coredns flannel flannel-cni}
+want=${*:-kubeadm crictl coredns flannel}
 for t in $want; do
   case $t in
     kubeadm) build kubeadm "$KUBEADM_BIN" b_kubeadm ;;
     crictl) build crictl "$CRICTL_BIN" b_crictl ;;
     coredns) build coredns "$COREDNS_BIN" b_coredns ;;
     flannel) build flanneld "$FLANNEL_BIN" b_flannel ;;
-    flannel-cni) build "flannel CNI plugin" "$FLANNEL_CNI_BIN" b_flannel_cni ;;
     *) echo "$0: unknown tool $t" >&2; exit 2 ;;
   esac
 done

@@ -75,6 +75,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let ctx = Arc::new(ctx);
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
+    crate::cri::serve(ctx.clone(), &ctx.cfg.cri_sockets)?;
     tokio::spawn(node::lease_loop(client.clone(), node_name.clone()));
     let images_ctx = ctx.clone();
     tokio::spawn(node::status_loop(

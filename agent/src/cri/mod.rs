@@ -1,0 +1,457 @@
+//! The CRI v1 gRPC API (`runtime.v1`, vendored from `k8s.io/cri-api` in `proto/cri/v1`) on unix
+//! sockets, for the node's tools (crictl, kubeadm's preflight and reset): `<run-dir>/bosun.sock`
+//! and the path `containerRuntimeEndpoint` names.
+//!
+//! It is backed by bosun's own state, read as the kubelet HTTP server reads it: pods from the
+//! status files the workers write (`pods::status::read_all`), containers from the runtime's
+//! records, images from the store. It never writes pods' state: pods come from the apiserver
+//! and the manifest folder, so `RunPodSandbox`, `CreateContainer` and `StartContainer` answer
+//! `Unimplemented` saying so. Image pulls and removals go through the image manager and store as
+//! `bosun pull` and `bosun images` do. Only root may connect (sockets 0660 root:root); every
+//! request is bounded by tonic's message size limit (4 MiB) and answered with a gRPC error when
+//! malformed.
+
+pub mod view;
+
+/// The generated messages and services of `runtime.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod api {
+    tonic::include_proto!("runtime.v1");
+}
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tonic::{Request, Response, Status};
+use tower::ServiceExt;
+
+use crate::pods::Ctx;
+use api::image_service_server::{ImageService, ImageServiceServer};
+use api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
+
+/// The CRI API version bosun serves.
+pub const API_VERSION: &str = "v1";
+
+/// Why the CRI socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    #[error("cri socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cri socket {path} exists and is not a socket")]
+    NotASocket { path: PathBuf },
+}
+
+const NOT_HERE: &str = "bosun runs pods from the apiserver and the static pod folder \
+                        (staticPodPath): create a Pod instead";
+
+/// Binds every socket (replacing stale ones, mode 0660) and serves them in the background.
+/// Returns once all are listening.
+pub fn serve(ctx: Arc<Ctx>, sockets: &[PathBuf]) -> Result<(), CriError> {
+    let cri = Cri { ctx };
+    for path in sockets {
+        let listener = bind(path)?;
+        let cri = cri.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            tracing::info!(socket = %path.display(), "CRI API listening");
+            accept_loop(listener, cri).await;
+        });
+    }
+    Ok(())
+}
+
+/// Binds `path` as a unix socket only root may use.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, CriError> {
+    let err = |source| CriError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        Ok(_) => {
+            return Err(CriError::NotASocket {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves HTTP/2 gRPC on every connection of `listener`: `runtime.v1.ImageService` by its path,
+/// everything else to `runtime.v1.RuntimeService` (which answers unknown methods).
+pub async fn accept_loop(listener: tokio::net::UnixListener, cri: Cri) {
+    let runtime = RuntimeServiceServer::new(cri.clone());
+    let image = ImageServiceServer::new(cri);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "CRI socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (runtime, image) = (runtime.clone(), image.clone());
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (runtime, image) = (runtime.clone(), image.clone());
+                    async move {
+                        if req.uri().path().starts_with("/runtime.v1.ImageService/") {
+                            image.oneshot(req).await
+                        } else {
+                            runtime.oneshot(req).await
+                        }
+                    }
+                });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "CRI connection ended");
+            }
+        });
+    }
+}
+
+/// The CRI services over the agent's state.
+#[derive(Clone)]
+pub struct Cri {
+    ctx: Arc<Ctx>,
+}
+
+impl Cri {
+    pub fn new(ctx: Arc<Ctx>) -> Cri {
+        Cri { ctx }
+    }
+
+    fn sandbox_ready(&self, uid: &str) -> bool {
+        self.ctx.cfg.run_dir.join("sandboxes").join(uid).exists()
+    }
+
+    fn pods(&self) -> Vec<k8s_openapi::api::core::v1::Pod> {
+        crate::pods::status::read_all(&self.ctx.cfg.run_dir)
+    }
+
+    /// The pod whose uid is `id` or starts with it (crictl takes unique prefixes).
+    fn pod(&self, id: &str) -> Result<k8s_openapi::api::core::v1::Pod, Status> {
+        let mut found: Vec<_> = self
+            .pods()
+            .into_iter()
+            .filter(|p| p.metadata.uid.as_deref().is_some_and(|u| u.starts_with(id)))
+            .collect();
+        match (id.is_empty(), found.len()) {
+            (false, 1) => Ok(found.remove(0)),
+            (false, n) if n > 1 => Err(Status::invalid_argument(format!(
+                "pod sandbox id {id:?} is ambiguous"
+            ))),
+            _ => Err(Status::not_found(format!("pod sandbox {id:?} not found"))),
+        }
+    }
+
+    fn created(&self, id: &str) -> SystemTime {
+        std::fs::metadata(self.ctx.cfg.run_dir.join("containers").join(id))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    fn record(&self, id: &str) -> Result<bosun_runtime::ContainerStatus, Status> {
+        let mut found: Vec<_> = if id.is_empty() || id.contains('/') {
+            Vec::new()
+        } else {
+            self.ctx.runtime.list_prefix(id)
+        };
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(Status::not_found(format!("container {id:?} not found"))),
+            _ => match found.iter().position(|r| r.id == id) {
+                Some(i) => Ok(found.remove(i)),
+                None => Err(Status::invalid_argument(format!(
+                    "container id {id:?} is ambiguous"
+                ))),
+            },
+        }
+    }
+
+    fn images(&self) -> Result<Vec<bosun_runtime::image::ImageSummary>, Status> {
+        self.ctx
+            .images
+            .list()
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    fn find_image(
+        &self,
+        spec: Option<&api::ImageSpec>,
+    ) -> Result<Option<bosun_runtime::image::ImageSummary>, Status> {
+        let reference = spec.map(|s| s.image.as_str()).unwrap_or_default();
+        if reference.is_empty() {
+            return Err(Status::invalid_argument("no image named"));
+        }
+        let normalized = bosun_runtime::image::normalize_reference(reference).unwrap_or_default();
+        Ok(self
+            .images()?
+            .into_iter()
+            .find(|i| view::image_named(i, reference, &normalized)))
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(&self, _: Request<api::VersionRequest>) -> Rpc<api::VersionResponse> {
+        Ok(Response::new(api::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "bosun".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn status(&self, _: Request<api::StatusRequest>) -> Rpc<api::StatusResponse> {
+        let cond = |ty: &str| api::RuntimeCondition {
+            r#type: ty.into(),
+            status: true,
+            ..Default::default()
+        };
+        Ok(Response::new(api::StatusResponse {
+            status: Some(api::RuntimeStatus {
+                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
+            }),
+            info: Default::default(),
+            runtime_handlers: vec![api::RuntimeHandler {
+                name: String::new(),
+                features: Some(api::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: true,
+                }),
+            }],
+            features: None,
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _: Request<api::RunPodSandboxRequest>,
+    ) -> Rpc<api::RunPodSandboxResponse> {
+        Err(Status::unimplemented(NOT_HERE))
+    }
+
+    async fn create_container(
+        &self,
+        _: Request<api::CreateContainerRequest>,
+    ) -> Rpc<api::CreateContainerResponse> {
+        Err(Status::unimplemented(NOT_HERE))
+    }
+
+    async fn start_container(
+        &self,
+        _: Request<api::StartContainerRequest>,
+    ) -> Rpc<api::StartContainerResponse> {
+        Err(Status::unimplemented(NOT_HERE))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<api::ListPodSandboxRequest>,
+    ) -> Rpc<api::ListPodSandboxResponse> {
+        let filter = req.into_inner().filter;
+        let items = self
+            .pods()
+            .iter()
+            .map(|p| {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                view::sandbox(p, self.sandbox_ready(&uid))
+            })
+            .filter(|s| view::sandbox_matches(filter.as_ref(), s))
+            .collect();
+        Ok(Response::new(api::ListPodSandboxResponse { items }))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<api::PodSandboxStatusRequest>,
+    ) -> Rpc<api::PodSandboxStatusResponse> {
+        let req = req.into_inner();
+        let pod = self.pod(&req.pod_sandbox_id)?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let status = view::sandbox_status(&pod, self.sandbox_ready(&uid));
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            let json = serde_json::json!({"pod": pod}).to_string();
+            info.insert("info".to_string(), json);
+        }
+        let records = self.ctx.runtime.list_prefix(&format!("{uid}_"));
+        Ok(Response::new(api::PodSandboxStatusResponse {
+            status: Some(status),
+            info,
+            containers_statuses: records
+                .iter()
+                .map(|r| view::container_status(r, self.created(&r.id)))
+                .collect(),
+            timestamp: view::nanos(SystemTime::now()),
+        }))
+    }
+
+    async fn list_containers(
+        &self,
+        req: Request<api::ListContainersRequest>,
+    ) -> Rpc<api::ListContainersResponse> {
+        let filter = req.into_inner().filter;
+        let containers = self
+            .ctx
+            .runtime
+            .list()
+            .iter()
+            .map(|r| view::container(r, self.created(&r.id)))
+            .filter(|c| view::container_matches(filter.as_ref(), c))
+            .collect();
+        Ok(Response::new(api::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(
+        &self,
+        req: Request<api::ContainerStatusRequest>,
+    ) -> Rpc<api::ContainerStatusResponse> {
+        let req = req.into_inner();
+        let r = self.record(&req.container_id)?;
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            info.insert(
+                "info".to_string(),
+                serde_json::to_string(&r).unwrap_or_default(),
+            );
+        }
+        Ok(Response::new(api::ContainerStatusResponse {
+            status: Some(view::container_status(&r, self.created(&r.id))),
+            info,
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<api::RuntimeConfigRequest>,
+    ) -> Rpc<api::RuntimeConfigResponse> {
+        // bosun lays out cgroups itself, in the cgroupfs layout.
+        Ok(Response::new(api::RuntimeConfigResponse {
+            linux: Some(api::LinuxRuntimeConfiguration {
+                cgroup_driver: api::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Cri {
+    async fn list_images(
+        &self,
+        req: Request<api::ListImagesRequest>,
+    ) -> Rpc<api::ListImagesResponse> {
+        let filter = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        let normalized = filter
+            .as_deref()
+            .and_then(|f| bosun_runtime::image::normalize_reference(f).ok())
+            .unwrap_or_default();
+        let images = self
+            .images()?
+            .iter()
+            .filter(|i| {
+                filter
+                    .as_deref()
+                    .is_none_or(|f| view::image_named(i, f, &normalized))
+            })
+            .map(view::image)
+            .collect();
+        Ok(Response::new(api::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        req: Request<api::ImageStatusRequest>,
+    ) -> Rpc<api::ImageStatusResponse> {
+        let req = req.into_inner();
+        let image = self.find_image(req.image.as_ref())?;
+        Ok(Response::new(api::ImageStatusResponse {
+            image: image.as_ref().map(view::image),
+            info: Default::default(),
+        }))
+    }
+
+    async fn pull_image(&self, req: Request<api::PullImageRequest>) -> Rpc<api::PullImageResponse> {
+        let req = req.into_inner();
+        let reference = req.image.map(|s| s.image).unwrap_or_default();
+        if reference.is_empty() {
+            return Err(Status::invalid_argument("no image named"));
+        }
+        let image = self
+            .ctx
+            .image_manager
+            .pull(&reference)
+            .await
+            .map_err(|e| Status::unknown(e.to_string()))?;
+        Ok(Response::new(api::PullImageResponse {
+            image_ref: image.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<api::RemoveImageRequest>,
+    ) -> Rpc<api::RemoveImageResponse> {
+        let req = req.into_inner();
+        // As containerd: removing an image that is not there succeeds.
+        let Some(image) = self.find_image(req.image.as_ref())? else {
+            return Ok(Response::new(api::RemoveImageResponse {}));
+        };
+        if self.ctx.image_manager.used(&image.id) {
+            return Err(Status::failed_precondition(format!(
+                "image {} is used by a container",
+                image.id
+            )));
+        }
+        self.ctx
+            .images
+            .remove(&image.id)
+            .map_err(|e| Status::unknown(e.to_string()))?;
+        Ok(Response::new(api::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<api::ImageFsInfoRequest>,
+    ) -> Rpc<api::ImageFsInfoResponse> {
+        let used: u64 = self.images()?.iter().map(|i| i.size).sum();
+        let fs = api::FilesystemUsage {
+            timestamp: view::nanos(SystemTime::now()),
+            fs_id: Some(api::FilesystemIdentifier {
+                mountpoint: self.ctx.images.root().display().to_string(),
+            }),
+            used_bytes: Some(api::UInt64Value { value: used }),
+            inodes_used: None,
+        };
+        Ok(Response::new(api::ImageFsInfoResponse {
+            image_filesystems: vec![fs],
+            container_filesystems: Vec::new(),
+        }))
+    }
+}

@@ -1,0 +1,500 @@
+//! Pure: bosun's own state (the pod status files, the runtime's container records, the image
+//! store's list) as CRI v1 messages, and the CRI list filters. Ids are bosun's: a sandbox is the
+//! pod's uid, a container the runtime's id (`<pod uid>_<name>_<attempt>`), as `bosun pods` shows
+//! them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use bosun_runtime::{ContainerState, ContainerStatus as Record};
+use k8s_openapi::api::core::v1::Pod;
+
+use super::api;
+use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+
+/// Nanoseconds since the epoch (CRI's timestamps); 0 for times before it.
+pub fn nanos(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn rfc3339_nanos(t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> i64 {
+    t.map(|t| i64::try_from(t.0.as_nanosecond()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+/// The labels a pod's sandbox carries: the pod's own and the kubelet's `io.kubernetes.pod.*`.
+fn sandbox_labels(pod: &Pod) -> HashMap<String, String> {
+    let m = &pod.metadata;
+    let mut labels: HashMap<String, String> =
+        m.labels.clone().unwrap_or_default().into_iter().collect();
+    labels.insert(LABEL_POD_NAME.into(), m.name.clone().unwrap_or_default());
+    labels.insert(
+        LABEL_POD_NAMESPACE.into(),
+        m.namespace.clone().unwrap_or_default(),
+    );
+    labels.insert(LABEL_POD_UID.into(), m.uid.clone().unwrap_or_default());
+    labels
+}
+
+fn sandbox_metadata(pod: &Pod) -> api::PodSandboxMetadata {
+    let m = &pod.metadata;
+    api::PodSandboxMetadata {
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone().unwrap_or_default(),
+        namespace: m.namespace.clone().unwrap_or_default(),
+        attempt: 0,
+    }
+}
+
+fn sandbox_state(ready: bool) -> i32 {
+    if ready {
+        api::PodSandboxState::SandboxReady as i32
+    } else {
+        api::PodSandboxState::SandboxNotready as i32
+    }
+}
+
+/// A pod as a sandbox; `ready` says whether its sandbox (pinned namespaces) exists.
+pub fn sandbox(pod: &Pod, ready: bool) -> api::PodSandbox {
+    api::PodSandbox {
+        id: pod.metadata.uid.clone().unwrap_or_default(),
+        metadata: Some(sandbox_metadata(pod)),
+        state: sandbox_state(ready),
+        created_at: rfc3339_nanos(pod.status.as_ref().and_then(|s| s.start_time.as_ref())),
+        labels: sandbox_labels(pod),
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        runtime_handler: String::new(),
+    }
+}
+
+/// A pod's sandbox status: its IPs and the namespaces it shares with the node.
+pub fn sandbox_status(pod: &Pod, ready: bool) -> api::PodSandboxStatus {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let ips: Vec<String> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
+        .unwrap_or_default();
+    let ip = status
+        .and_then(|s| s.pod_ip.clone())
+        .or_else(|| ips.first().cloned())
+        .unwrap_or_default();
+    let mode = |host: Option<bool>| {
+        if host.unwrap_or(false) {
+            api::NamespaceMode::Node as i32
+        } else {
+            api::NamespaceMode::Pod as i32
+        }
+    };
+    let pid = if spec.and_then(|s| s.host_pid).unwrap_or(false) {
+        api::NamespaceMode::Node as i32
+    } else if spec
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false)
+    {
+        api::NamespaceMode::Pod as i32
+    } else {
+        api::NamespaceMode::Container as i32
+    };
+    let s = sandbox(pod, ready);
+    api::PodSandboxStatus {
+        id: s.id,
+        metadata: s.metadata,
+        state: s.state,
+        created_at: s.created_at,
+        network: Some(api::PodSandboxNetworkStatus {
+            additional_ips: ips
+                .iter()
+                .filter(|i| **i != ip)
+                .map(|i| api::PodIp { ip: i.clone() })
+                .collect(),
+            ip,
+        }),
+        linux: Some(api::LinuxPodSandboxStatus {
+            namespaces: Some(api::Namespace {
+                options: Some(api::NamespaceOption {
+                    network: mode(spec.and_then(|s| s.host_network)),
+                    pid,
+                    ipc: mode(spec.and_then(|s| s.host_ipc)),
+                    ..Default::default()
+                }),
+            }),
+        }),
+        labels: s.labels,
+        annotations: s.annotations,
+        runtime_handler: s.runtime_handler,
+    }
+}
+
+fn attempt_of(r: &Record) -> u32 {
+    r.id.rsplit('_')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+fn container_state(state: &ContainerState) -> i32 {
+    (match state {
+        ContainerState::Created => api::ContainerState::ContainerCreated,
+        ContainerState::Running { .. } => api::ContainerState::ContainerRunning,
+        ContainerState::Exited(_) => api::ContainerState::ContainerExited,
+        ContainerState::Unknown { .. } => api::ContainerState::ContainerUnknown,
+    }) as i32
+}
+
+fn started_at(state: &ContainerState) -> i64 {
+    match state {
+        ContainerState::Running { started_at, .. } => nanos(*started_at),
+        ContainerState::Exited(e) => e.started_at.map(nanos).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A runtime record as a CRI container (`created` is when its folder was made).
+pub fn container(r: &Record, created: SystemTime) -> api::Container {
+    api::Container {
+        id: r.id.clone(),
+        pod_sandbox_id: r.labels.get(LABEL_POD_UID).cloned().unwrap_or_default(),
+        metadata: Some(api::ContainerMetadata {
+            name: r
+                .labels
+                .get(LABEL_CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default(),
+            attempt: attempt_of(r),
+        }),
+        image: Some(api::ImageSpec {
+            image: r.image.clone(),
+            user_specified_image: r.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: r.image_id.clone(),
+        image_id: r.image_id.clone(),
+        state: container_state(&r.state),
+        created_at: nanos(created),
+        labels: r.labels.clone().into_iter().collect(),
+        annotations: HashMap::new(),
+    }
+}
+
+/// A runtime record as a CRI container status, with the kubelet's reasons for an exit.
+pub fn container_status(r: &Record, created: SystemTime) -> api::ContainerStatus {
+    let c = container(r, created);
+    let (exit_code, finished_at, reason, message) = match &r.state {
+        ContainerState::Exited(e) => (
+            e.code,
+            nanos(e.finished_at),
+            crate::pods::status::exit_reason(e).to_string(),
+            e.start_error.clone().unwrap_or_default(),
+        ),
+        ContainerState::Unknown { reason } => (0, 0, "Unknown".into(), reason.clone()),
+        _ => (0, 0, String::new(), String::new()),
+    };
+    api::ContainerStatus {
+        id: c.id,
+        metadata: c.metadata,
+        state: c.state,
+        created_at: c.created_at,
+        started_at: started_at(&r.state),
+        finished_at,
+        exit_code,
+        image: c.image,
+        image_ref: c.image_ref,
+        image_id: c.image_id,
+        reason,
+        message,
+        labels: c.labels,
+        annotations: c.annotations,
+        log_path: r.log_path.display().to_string(),
+        ..Default::default()
+    }
+}
+
+/// Whether every `k=v` of a CRI label selector is in `labels`.
+pub fn selected<'a>(
+    selector: &HashMap<String, String>,
+    mut labels: impl FnMut(&str) -> Option<&'a str>,
+) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels(k).is_some_and(|l| l == v))
+}
+
+/// ListPodSandbox's filter on one sandbox.
+pub fn sandbox_matches(f: Option<&api::PodSandboxFilter>, s: &api::PodSandbox) -> bool {
+    let Some(f) = f else { return true };
+    (f.id.is_empty() || s.id == f.id)
+        && f.state.as_ref().is_none_or(|v| v.state == s.state)
+        && selected(&f.label_selector, |k| s.labels.get(k).map(String::as_str))
+}
+
+/// ListContainers' filter on one container.
+pub fn container_matches(f: Option<&api::ContainerFilter>, c: &api::Container) -> bool {
+    let Some(f) = f else { return true };
+    (f.id.is_empty() || c.id == f.id)
+        && (f.pod_sandbox_id.is_empty() || c.pod_sandbox_id == f.pod_sandbox_id)
+        && f.state.as_ref().is_none_or(|v| v.state == c.state)
+        && selected(&f.label_selector, |k| c.labels.get(k).map(String::as_str))
+}
+
+/// An image of the store as a CRI image: tags and `name@digest` from its references.
+pub fn image(i: &bosun_runtime::image::ImageSummary) -> api::Image {
+    let mut tags = Vec::new();
+    let mut digests = Vec::new();
+    for r in &i.references {
+        match r.split_once('@') {
+            Some(_) => digests.push(r.clone()),
+            None => {
+                tags.push(r.clone());
+                if !i.digest.is_empty() {
+                    // name@digest of the tagged reference's repository
+                    let repo = match r.rfind(':') {
+                        Some(colon) if !r[colon..].contains('/') => &r[..colon],
+                        _ => r.as_str(),
+                    };
+                    digests.push(format!("{repo}@{}", i.digest));
+                }
+            }
+        }
+    }
+    digests.sort();
+    digests.dedup();
+    api::Image {
+        id: i.id.clone(),
+        repo_tags: tags,
+        repo_digests: digests,
+        size: i.size,
+        ..Default::default()
+    }
+}
+
+/// Whether `reference` (as a user typed it, normalized, or an id or id prefix of at least 12
+/// hex digits) names image `i`.
+pub fn image_named(
+    i: &bosun_runtime::image::ImageSummary,
+    reference: &str,
+    normalized: &str,
+) -> bool {
+    let hex = i.id.trim_start_matches("sha256:");
+    let asked = reference.trim_start_matches("sha256:");
+    i.id == reference
+        || (asked.len() >= 12 && hex.starts_with(asked))
+        || i.references
+            .iter()
+            .any(|r| r == normalized || r == reference)
+}
+
+/// The containers of one pod, newest attempt last (for `PodSandboxStatus`'s verbose list).
+pub fn by_pod(records: &[Record]) -> BTreeMap<String, Vec<&Record>> {
+    let mut out: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    for r in records {
+        if let Some(uid) = r.labels.get(LABEL_POD_UID) {
+            out.entry(uid.clone()).or_default().push(r);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bosun_runtime::ExitInfo;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn pod(host_network: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-node", "namespace": "kube-system", "uid": "u1",
+                         "labels": {"app": "web"}, "annotations": {"a": "b"}},
+            "spec": {"hostNetwork": host_network, "containers": [{"name": "c"}]},
+            "status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}],
+                       "startTime": "2026-01-02T03:04:05Z"}
+        }))
+        .expect("pod")
+    }
+
+    fn record(id: &str, state: ContainerState) -> Record {
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_POD_UID.to_string(), "u1".to_string());
+        labels.insert(LABEL_CONTAINER_NAME.to_string(), "c".to_string());
+        Record {
+            id: id.into(),
+            labels,
+            state,
+            image: "docker.io/library/busybox:latest".into(),
+            image_id: "sha256:abc".into(),
+            log_path: PathBuf::from("/var/log/pods/x/c/0.log"),
+        }
+    }
+
+    #[test]
+    fn pods_as_sandboxes() {
+        let s = sandbox(&pod(false), true);
+        assert_eq!(s.id, "u1");
+        assert_eq!(s.state, api::PodSandboxState::SandboxReady as i32);
+        let md = s.metadata.clone().expect("metadata");
+        assert_eq!(
+            (md.name.as_str(), md.namespace.as_str(), md.uid.as_str()),
+            ("web-node", "kube-system", "u1")
+        );
+        assert_eq!(s.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(
+            s.labels.get(LABEL_POD_NAMESPACE).map(String::as_str),
+            Some("kube-system")
+        );
+        assert_eq!(s.created_at, 1_767_323_045_000_000_000);
+        assert_eq!(
+            sandbox(&pod(false), false).state,
+            api::PodSandboxState::SandboxNotready as i32
+        );
+        let st = sandbox_status(&pod(true), true);
+        let net = st.network.expect("network");
+        assert_eq!(net.ip, "10.0.0.5");
+        assert_eq!(
+            net.additional_ips,
+            vec![api::PodIp {
+                ip: "fd00::5".into()
+            }]
+        );
+        let ns = st.linux.and_then(|l| l.namespaces).and_then(|n| n.options);
+        let ns = ns.expect("namespaces");
+        assert_eq!(ns.network, api::NamespaceMode::Node as i32);
+        assert_eq!(ns.pid, api::NamespaceMode::Container as i32);
+        assert_eq!(ns.ipc, api::NamespaceMode::Pod as i32);
+    }
+
+    #[test]
+    fn records_as_containers() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let running = record(
+            "u1_c_2",
+            ContainerState::Running {
+                pid: 1,
+                started_at: t0 + Duration::from_secs(1),
+            },
+        );
+        let c = container(&running, t0);
+        assert_eq!(c.pod_sandbox_id, "u1");
+        assert_eq!(
+            c.metadata.as_ref().map(|m| (m.name.as_str(), m.attempt)),
+            Some(("c", 2))
+        );
+        assert_eq!(c.state, api::ContainerState::ContainerRunning as i32);
+        assert_eq!(c.created_at, 100_000_000_000);
+        let st = container_status(&running, t0);
+        assert_eq!(st.started_at, 101_000_000_000);
+        assert_eq!(st.log_path, "/var/log/pods/x/c/0.log");
+        let exited = record(
+            "u1_c_0",
+            ContainerState::Exited(ExitInfo {
+                code: 137,
+                signal: Some(9),
+                oom_killed: true,
+                started_at: Some(t0),
+                finished_at: t0 + Duration::from_secs(5),
+                start_error: None,
+            }),
+        );
+        let st = container_status(&exited, t0);
+        assert_eq!(st.state, api::ContainerState::ContainerExited as i32);
+        assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"));
+        assert_eq!(st.finished_at, 105_000_000_000);
+        let unknown = record(
+            "u1_c_1",
+            ContainerState::Unknown {
+                reason: "keeper gone".into(),
+            },
+        );
+        let st = container_status(&unknown, t0);
+        assert_eq!(st.state, api::ContainerState::ContainerUnknown as i32);
+        assert_eq!(st.message, "keeper gone");
+    }
+
+    #[test]
+    fn filters() {
+        let s = sandbox(&pod(false), true);
+        let f = |id: &str, state: Option<i32>, sel: &[(&str, &str)]| api::PodSandboxFilter {
+            id: id.into(),
+            state: state.map(|state| api::PodSandboxStateValue { state }),
+            label_selector: sel
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let cases = [
+            (f("", None, &[]), true),
+            (f("u1", None, &[]), true),
+            (f("u2", None, &[]), false),
+            (
+                f("", Some(api::PodSandboxState::SandboxReady as i32), &[]),
+                true,
+            ),
+            (
+                f("", Some(api::PodSandboxState::SandboxNotready as i32), &[]),
+                false,
+            ),
+            (f("", None, &[("app", "web")]), true),
+            (f("", None, &[("app", "db")]), false),
+            (f("", None, &[("app", "web"), ("tier", "x")]), false),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(sandbox_matches(Some(&filter), &s), want, "{filter:?}");
+        }
+        let c = container(
+            &record("u1_c_0", ContainerState::Created),
+            SystemTime::UNIX_EPOCH,
+        );
+        let cf = |pod: &str, state: Option<i32>| api::ContainerFilter {
+            pod_sandbox_id: pod.into(),
+            state: state.map(|state| api::ContainerStateValue { state }),
+            ..Default::default()
+        };
+        assert!(container_matches(Some(&cf("u1", None)), &c));
+        assert!(!container_matches(Some(&cf("u2", None)), &c));
+        assert!(container_matches(
+            Some(&cf("", Some(api::ContainerState::ContainerCreated as i32))),
+            &c
+        ));
+        assert!(!container_matches(
+            Some(&cf("", Some(api::ContainerState::ContainerRunning as i32))),
+            &c
+        ));
+    }
+
+    #[test]
+    fn images() {
+        let i = bosun_runtime::image::ImageSummary {
+            id: "sha256:0123456789abcdef".into(),
+            digest: "sha256:feed".into(),
+            references: vec![
+                "127.0.0.1:5000/app:v1".into(),
+                "registry.k8s.io/pause@sha256:feed".into(),
+            ],
+            size: 42,
+            last_used: SystemTime::UNIX_EPOCH,
+        };
+        let c = image(&i);
+        assert_eq!(c.repo_tags, vec!["127.0.0.1:5000/app:v1".to_string()]);
+        assert_eq!(
+            c.repo_digests,
+            vec![
+                "127.0.0.1:5000/app@sha256:feed".to_string(),
+                "registry.k8s.io/pause@sha256:feed".to_string()
+            ]
+        );
+        assert_eq!(c.size, 42);
+        assert!(image_named(&i, "0123456789ab", ""));
+        assert!(!image_named(&i, "0123", ""));
+        assert!(image_named(&i, "sha256:0123456789abcdef", ""));
+        assert!(image_named(&i, "app:v1", "127.0.0.1:5000/app:v1"));
+        assert!(!image_named(&i, "app:v2", "127.0.0.1:5000/app:v2"));
+    }
+}

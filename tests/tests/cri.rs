@@ -1,0 +1,261 @@
+//! The CRI socket, driven by the real crictl (sigs.k8s.io/cri-tools at the version of
+//! tests/kubeadm/env.sh, built once from the Go module proxy by `tests/kubeadm/build.sh crictl`
+//! and cached under ~/.cache/bosun/tools): what crictl shows is what `bosun pods` shows.
+//! Privileged tier: it runs containers.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use bosun_tests::{check_clean, full_name, is_running, pod, repo_root, setup};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+/// The crictl binary: `$CRICTL`, else the cached build (made when missing).
+fn crictl_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CRICTL") {
+        return Ok(p.into());
+    }
+    let script = repo_root().join("tests/kubeadm/build.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". {}/tests/kubeadm/env.sh && {} crictl >&2 && echo \"$CRICTL_BIN/crictl\"",
+            repo_root().display(),
+            script.display()
+        ))
+        .output()?;
+    if !out.status.success() {
+        bail!("building crictl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+struct Crictl {
+    bin: PathBuf,
+    endpoint: String,
+}
+
+impl Crictl {
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--runtime-endpoint")
+            .arg(&self.endpoint)
+            .arg("--image-endpoint")
+            .arg(&self.endpoint)
+            .arg("--timeout")
+            .arg("10s")
+            .args(args)
+            .output()
+            .context("running crictl")?;
+        if !out.status.success() {
+            bail!(
+                "crictl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let text = self.run(args)?;
+        serde_json::from_str(&text).with_context(|| format!("crictl {args:?}: {text}"))
+    }
+
+    fn fails(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--runtime-endpoint")
+            .arg(&self.endpoint)
+            .arg("--image-endpoint")
+            .arg(&self.endpoint)
+            .args(args)
+            .output()?;
+        ensure!(!out.status.success(), "crictl {args:?} succeeded");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+#[ignore = "needs root: runs containers; builds crictl from the Go module proxy once"]
+fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
+    let bin = crictl_bin()?;
+    let node = setup("cri")?;
+    let socket = node.path("run").join("bosun.sock");
+    let crictl = Crictl {
+        bin,
+        endpoint: format!("unix://{}", socket.display()),
+    };
+    node.apply(
+        "p.yaml",
+        &pod(
+            "cri",
+            "  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo hello-from-cri; exec sleep 3600']\n  - name: quits\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'exit 2']\n",
+        ),
+    )?;
+    let p = node.wait_pod("cri", T, "main running, quits restarted", |p| {
+        is_running(p, "main")
+            && p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["name"] == "quits" && c["restartCount"].as_i64() >= Some(1))
+                })
+    })?;
+    let uid = p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // Only root may connect.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket)?.permissions());
+    ensure!(mode & 0o777 == 0o660, "socket mode {mode:o}");
+
+    let version = crictl.run(&["version"])?;
+    ensure!(
+        version.contains("RuntimeName:  bosun") && version.contains("RuntimeApiVersion:  v1"),
+        "{version}"
+    );
+    let info = crictl.json(&["info"])?;
+    let conds = info["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "RuntimeReady" && c["status"] == true),
+        "{info}"
+    );
+
+    // pods: the pod's uid is the sandbox id, ready, with its name and namespace.
+    let pods = crictl.json(&["pods", "-o", "json"])?;
+    let items = pods["items"].as_array().cloned().unwrap_or_default();
+    ensure!(items.len() == 1, "{pods}");
+    let sb = &items[0];
+    ensure!(sb["id"] == uid.as_str(), "{sb}");
+    ensure!(sb["state"] == "SANDBOX_READY", "{sb}");
+    ensure!(sb["metadata"]["name"] == full_name("cri").as_str(), "{sb}");
+    ensure!(sb["metadata"]["namespace"] == "default", "{sb}");
+    let inspectp = crictl.json(&["inspectp", &uid[..12]])?;
+    ensure!(inspectp["status"]["id"] == uid.as_str(), "{inspectp}");
+
+    // ps -a: the runtime's containers, with the restart attempts `bosun pods` counts.
+    let ps = crictl.json(&["ps", "-a", "-o", "json"])?;
+    let cs = ps["containers"].as_array().cloned().unwrap_or_default();
+    let main: Vec<&Value> = cs
+        .iter()
+        .filter(|c| c["metadata"]["name"] == "main")
+        .collect();
+    ensure!(main.len() == 1, "{ps}");
+    ensure!(main[0]["state"] == "CONTAINER_RUNNING", "{ps}");
+    ensure!(main[0]["podSandboxId"] == uid.as_str(), "{ps}");
+    let main_id = main[0]["id"].as_str().unwrap_or_default().to_string();
+    ensure!(main_id == format!("{uid}_main_0"), "{main_id}");
+    let quits: Vec<&Value> = cs
+        .iter()
+        .filter(|c| c["metadata"]["name"] == "quits")
+        .collect();
+    ensure!(
+        !quits.is_empty()
+            && quits
+                .iter()
+                .all(|c| c["state"] == "CONTAINER_EXITED" || c["state"] == "CONTAINER_RUNNING"),
+        "{ps}"
+    );
+    let running = crictl.json(&["ps", "-o", "json"])?;
+    ensure!(
+        running["containers"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|c| c["state"] == "CONTAINER_RUNNING")),
+        "{running}"
+    );
+
+    // inspect and logs of the running container. Its id starts with the pod's uid, so the
+    // 13-character prefix `crictl ps` prints names every container of the pod: ambiguous.
+    let err = crictl.fails(&["inspect", &main_id[..13]])?;
+    ensure!(err.contains("ambiguous"), "{err}");
+    let inspect = crictl.json(&["inspect", &main_id])?;
+    ensure!(inspect["status"]["id"] == main_id.as_str(), "{inspect}");
+    ensure!(
+        inspect["status"]["state"] == "CONTAINER_RUNNING",
+        "{inspect}"
+    );
+    let logs = crictl.run(&["logs", &main_id])?;
+    ensure!(logs.contains("hello-from-cri"), "{logs:?}");
+    // An exited attempt has its exit code and the kubelet's reason.
+    let quit_id = quits
+        .iter()
+        .find(|c| c["state"] == "CONTAINER_EXITED")
+        .and_then(|c| c["id"].as_str())
+        .context("an exited attempt of quits")?
+        .to_string();
+    let q = crictl.json(&["inspect", &quit_id])?;
+    ensure!(
+        q["status"]["exitCode"] == 2 && q["status"]["reason"] == "Error",
+        "{q}"
+    );
+
+    // images: busybox as imported.
+    let images = crictl.json(&["images", "-o", "json"])?;
+    let tags: Vec<String> = images["images"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["repoTags"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_str().map(String::from))
+        .collect();
+    ensure!(
+        tags.iter().any(|t| t == "docker.io/library/busybox:latest"),
+        "{images}"
+    );
+    let status = crictl.json(&["inspecti", "busybox"])?;
+    ensure!(
+        status["status"]["id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{status}"
+    );
+    ensure!(
+        crictl.run(&["imagefsinfo"])?.contains("usedBytes"),
+        "imagefsinfo"
+    );
+
+    // Pods come from the manifest folder: crictl cannot make one, and says where they come from.
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("sandbox.json");
+    std::fs::write(
+        &cfg,
+        r#"{"metadata": {"name": "x", "namespace": "default", "uid": "x"}}"#,
+    )?;
+    let err = crictl.fails(&["runp", cfg.to_str().unwrap_or_default()])?;
+    ensure!(err.contains("static pod folder"), "{err}");
+    // Unknown ids are NotFound, not a crash.
+    let err = crictl.fails(&["inspect", "no-such-container"])?;
+    ensure!(err.to_lowercase().contains("not found"), "{err}");
+
+    // A client that sends garbage gets its connection closed; the socket keeps serving.
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let _ = s.write_all(&[0xff; 4096]);
+        let mut buf = [0u8; 256];
+        let _ = std::io::Read::read(&mut s, &mut buf);
+    }
+    ensure!(crictl.run(&["version"])?.contains("bosun"), "after garbage");
+
+    node.delete("p.yaml")?;
+    node.wait_gone("cri", T)?;
+    // The pod is gone from crictl too.
+    let pods = crictl.json(&["pods", "-o", "json"])?;
+    ensure!(
+        pods["items"].as_array().is_none_or(|a| a.is_empty()),
+        "{pods}"
+    );
+    check_clean(node)
+}
