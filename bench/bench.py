@@ -46,9 +46,11 @@ def log(msg):
 BOSUN_BRIDGE = "bosunbench1"
 BOSUN_POD_SUBNET = "10.238.0.0/16"
 HOST_NET_PODS = 20  # pods of the host-network sequence (no pod network: the runtime alone)
+SECCOMP_PODS = 20  # pods of each seccomp profile in the seccomp sequence (host network)
+SECCOMP_KINDS = ("Unconfined", "RuntimeDefault")
 
 
-def manifest(name, image=IMAGE, host_network=False):
+def manifest(name, image=IMAGE, host_network=False, seccomp=None):
     """The one pod every measurement uses: one busybox container sleeping, Burstable QoS, on
     the pod network (or, for the host-network rows, the host's).
 
@@ -59,7 +61,7 @@ kind: Pod
 metadata:
   name: {name}
 spec:
-  hostNetwork: {'true' if host_network else 'false'}
+  hostNetwork: {'true' if host_network else 'false'}{seccomp_context(seccomp)}
   terminationGracePeriodSeconds: 0
   restartPolicy: Always
   containers:
@@ -71,6 +73,18 @@ spec:
       requests: {{cpu: 50m, memory: 16Mi}}
       limits: {{cpu: 100m, memory: 32Mi}}
 """
+
+
+def seccomp_context(seccomp):
+    """The pod-level seccompProfile of the seccomp rows (nothing for the other rows)."""
+    if seccomp is None:
+        return ""
+    return f"\n  securityContext:\n    seccompProfile: {{type: {seccomp}}}"
+
+
+def seccomp_order(i):
+    """The two profiles, alternating which goes first, so that neither always follows the other."""
+    return SECCOMP_KINDS if i % 2 else tuple(reversed(SECCOMP_KINDS))
 
 
 # ---------------------------------------------------------------- /proc helpers
@@ -250,11 +264,11 @@ class Bosun:
     def log_tail(self, n=30):
         return "\n".join(read(self.path("bosun.log")).splitlines()[-n:])
 
-    def stage(self, name, host_network=False):
+    def stage(self, name, host_network=False, seccomp=None):
         """Writes the manifest next to the folder; `release` renames it in."""
         f = self.path(f"staging/{name}.yaml")
         with open(f, "w") as fh:
-            fh.write(manifest(name, host_network=host_network))
+            fh.write(manifest(name, host_network=host_network, seccomp=seccomp))
         return f
 
     def release(self, name):
@@ -436,20 +450,21 @@ class Podman:
     def name(self, n):
         return f"{self.prefix}-{n}"
 
-    def write(self, names, file, host_network=False):
+    def write(self, names, file, host_network=False, seccomp=None):
         with open(file, "w") as f:
-            f.write("---\n".join(manifest(self.name(n), host_network=host_network) for n in names))
+            f.write("---\n".join(manifest(self.name(n), host_network=host_network, seccomp=seccomp)
+                                 for n in names))
 
     def running(self, names):
         run = {n for c in self.ours() if c.get("State") == "running" for n in c.get("Names") or []}
         return all(f"{self.name(n)}-sleep" in run for n in names)
 
-    def play(self, names, timeout=600, host_network=False):
+    def play(self, names, timeout=600, host_network=False, seccomp=None):
         """`podman kube play` of these pods (on podman's default network, or the host's);
         returns (seconds until play returned, seconds until podman showed every container
         running: the same if play's return implied it)."""
         f = os.path.join(self.dir, f"podman-{names[0]}.yaml")
-        self.write(names, f, host_network)
+        self.write(names, f, host_network, seccomp)
         t0 = time.perf_counter()
         r = subprocess.run(
             ["podman", "kube", "play", f], capture_output=True, text=True,
@@ -605,6 +620,20 @@ def run_bosun(args, p):
         res["hostnet"] = lat
         log(f"bosun host network: p50 {pct(lat, 50)*1000:.0f} ms")
         b.remove_all()
+
+        # Seccomp: the same host-network pods, Unconfined and RuntimeDefault taking turns.
+        res["seccomp"] = {k: [] for k in SECCOMP_KINDS}
+        for i in range(1, p["seccomp"] + 1):
+            for kind in seccomp_order(i):
+                name = f"s{kind[0].lower()}{i}"
+                b.stage(name, host_network=True, seccomp=kind)
+                t0 = time.perf_counter()
+                b.release(name)
+                done = b.wait_running([name], 60)
+                res["seccomp"][kind].append(done[name] - t0)
+        log("bosun seccomp: p50 " + ", ".join(
+            f"{k} {pct(v, 50)*1000:.1f} ms" for k, v in res["seccomp"].items()))
+        b.remove_all()
     finally:
         try:
             b.remove_all(timeout=120)
@@ -676,6 +705,15 @@ def run_podman(args, p, workdir):
         res["hostnet"] = lat
         log(f"podman host network: p50 {pct(lat, 50)*1000:.0f} ms")
         pm.remove_all()
+        res["seccomp"] = {k: [] for k in SECCOMP_KINDS}
+        for i in range(1, p["seccomp"] + 1):
+            for kind in seccomp_order(i):
+                _, running = pm.play([f"s{kind[0].lower()}{i}"], host_network=True, seccomp=kind)
+                res["seccomp"][kind].append(running)
+                reap()
+        log("podman seccomp: p50 " + ", ".join(
+            f"{k} {pct(v, 50)*1000:.1f} ms" for k, v in res["seccomp"].items()))
+        pm.remove_all()
     finally:
         res["leaks"] = pm.cleanup()
         for leak in res["leaks"]:
@@ -728,6 +766,13 @@ def report(p, bo, pm, mach, command, quick, busy):
     rows.append((f"sequential start p99, first {len(seq_b)} pods (ms)", ms(pct(seq_b, 99)), ms(pct(seq_p, 99)), ""))
     rows.append((f"sequential start p50, host network, {len(bo['hostnet'])} pods (ms)", ms(pct(bo["hostnet"], 50)), ms(pct(pm["hostnet"], 50)), "< 50 ms"))
     rows.append((f"sequential start p99, host network, {len(bo['hostnet'])} pods (ms)", ms(pct(bo["hostnet"], 99)), ms(pct(pm["hostnet"], 99)), ""))
+    sb, sp = bo["seccomp"], pm["seccomp"]
+    for kind in SECCOMP_KINDS:
+        rows.append((f"sequential start p50, host network, seccomp {kind}, {len(sb[kind])} pods (ms)",
+                     ms(pct(sb[kind], 50)), ms(pct(sp[kind], 50)), ""))
+    u, d = SECCOMP_KINDS
+    rows.append(("  RuntimeDefault / Unconfined, start p50", pct(sb[d], 50) / pct(sb[u], 50),
+                 pct(sp[d], 50) / pct(sp[u], 50), "bosun <= 1.10"))
     rows.append((f"burst of {p['burst']}: time until all running (s)", bo["burst"], pm["burst"], ""))
     rows.append((f"burst of {p['burst']}: pods per second", p["burst"] / bo["burst"], p["burst"] / pm["burst"], ">= 3x peer"))
     for k in p["marks"]:
@@ -771,7 +816,9 @@ Command: `{command}`
 
 Pod network: bosun's pods on a CNI bridge of their own (Debian's bridge, host-local and portmap
 plugins), podman's on its default bridge network (netavark); the host-network rows run the same
-pods with `hostNetwork: true` in both (no pod network: the runtimes alone).
+pods with `hostNetwork: true` in both (no pod network: the runtimes alone); the seccomp rows are
+those host-network pods with a pod-level `seccompProfile`, `Unconfined` and `RuntimeDefault` taking
+turns (bosun: its built-in default profile, compiled once; podman: its own default profile).
 Podman: {pm.get('version', '')}, `podman kube play`, runc, cgroupfs; start time measured until {'`podman kube play` returned (it starts the containers before it returns; `podman ps` confirmed every container running right after each play)' if pm.get('play_implied_running') else 'podman ps showed every container running'}.
 bosun: release build, default log level, start time measured from the rename of the manifest into the
 watched folder until `<run-dir>/pods/<uid>/status.json` shows the container running (polled every 5 ms).
@@ -796,10 +843,11 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: must run as root")
     if args.quick:
-        p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3}
+        p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3,
+             "seccomp": 3}
     else:
         p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0,
-             "hostnet": HOST_NET_PODS}
+             "hostnet": HOST_NET_PODS, "seccomp": SECCOMP_PODS}
     if args.fill:
         p["fill"] = args.fill
         p["foot"] = min(p["foot"], args.fill)

@@ -122,6 +122,9 @@ free_port HPORT 21248
 cat >"$W/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods and collect its images on a host whose disk is merely quite full.
+evictionHard: {memory.available: 100Mi}
 port: $PORT
 healthzPort: $HPORT
 authentication:

@@ -1,5 +1,9 @@
-# Sourced by bench/cluster.sh and bench/peer.sh: the pieces both node benchmarks share. The
+# Sourced by bench/cluster.sh and bench/peer.sh: the pieces both node benchmarks share, on top of
+# the helpers every cluster script shares (tests/cluster/lib.sh: free_port, wait_for, ...). The
 # caller defines log(), $root, $D (control plane folder) and $W (its work folder).
+
+# shellcheck source=../tests/cluster/lib.sh
+. "$root/tests/cluster/lib.sh"
 
 # Starts the test control plane (tests/cluster/up.sh) in $D; exits the script if it fails.
 start_control_plane() {
@@ -11,17 +15,6 @@ start_control_plane() {
         exit 1
     fi
     log "control plane up in $((SECONDS - t_up)) s"
-}
-
-# free_port VAR N: sets VAR to the first TCP port from N that nothing listens on and this script
-# has not handed out yet (a variable, not an echo: a $(...) subshell would forget the hand-out).
-_bench_taken=" "
-free_port() {
-    local p=$2 used
-    used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-    while grep -qx "$p" <<<"$used" || [[ $_bench_taken == *" $p "* ]]; do p=$((p + 1)); done
-    _bench_taken+="$p "
-    printf -v "$1" '%s' "$p"
 }
 
 # exit_with_leaks RC LEAK...: lists what had to be removed by force and exits (1 if RC was 0).

@@ -50,6 +50,9 @@ cargo test --workspace -- --ignored --test-threads=1
 stage "e2e-node (cluster)"; bash tests/cluster/e2e-node.sh
 stage "e2e-api (cluster)";  bash tests/cluster/e2e-api.sh
 stage "e2e-csi (cluster)";  bash tests/cluster/e2e-csi.sh
+stage "e2e-security (cluster)"; bash tests/cluster/e2e-security.sh
+stage "e2e-pressure (cluster: allocatable, admission, eviction on a loop filesystem)"
+bash tests/cluster/e2e-pressure.sh
 stage "bench harness (quick, no figures checked)"
 bash bench/check.sh
 # The VM tier's short subset: the .deb of the debug build on a pure cgroup v2 systemd guest;

@@ -12,16 +12,48 @@ use k8s_openapi::api::core::v1::{
 
 use crate::translate::VolumeKind;
 
+/// Why a claim cannot be mounted (yet), in the kubelet's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("persistentvolumeclaim {claim:?} not found")]
+    NotFound { claim: String },
+    #[error("persistentvolumeclaim {claim:?} is being deleted")]
+    BeingDeleted { claim: String },
+    #[error("persistentvolumeclaim {claim:?} is not bound")]
+    NotBound { claim: String },
+    /// A generic ephemeral volume's claim that the pod does not control.
+    #[error(
+        "PVC {namespace}/{claim} was not created for pod {pod_namespace}/{pod} (pod is not owner)"
+    )]
+    NotOwner {
+        namespace: String,
+        claim: String,
+        pod_namespace: String,
+        pod: String,
+    },
+    #[error("persistentvolume {pv:?} has no spec")]
+    NoSpec { pv: String },
+    #[error(
+        "persistentvolume {pv:?}: volumeMode Block is supported for local and CSI volumes only"
+    )]
+    BlockUnsupported { pv: String },
+    #[error("persistentvolume {pv:?} is local to other nodes: its node affinity does not select node {node:?}")]
+    OtherNode { pv: String, node: String },
+    #[error("persistentvolume {pv:?}: CSI volumes are not mounted by this node yet")]
+    Csi { pv: String },
+    #[error("persistentvolume {pv:?}: unsupported volume source")]
+    Unsupported { pv: String },
+}
+
 /// The PV name a claim is bound to, or why it cannot be used yet.
 pub fn bound_volume(
     claim_name: &str,
     pvc: Option<&PersistentVolumeClaim>,
-) -> Result<String, String> {
-    let pvc = pvc.ok_or_else(|| format!("persistentvolumeclaim {claim_name:?} not found"))?;
+) -> Result<String, ClaimError> {
+    let claim = || claim_name.to_string();
+    let pvc = pvc.ok_or_else(|| ClaimError::NotFound { claim: claim() })?;
     if pvc.metadata.deletion_timestamp.is_some() {
-        return Err(format!(
-            "persistentvolumeclaim {claim_name:?} is being deleted"
-        ));
+        return Err(ClaimError::BeingDeleted { claim: claim() });
     }
     let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
     let volume = pvc
@@ -31,7 +63,7 @@ pub fn bound_volume(
         .filter(|v| !v.is_empty());
     match (phase, volume) {
         (Some("Bound"), Some(v)) => Ok(v),
-        _ => Err(format!("persistentvolumeclaim {claim_name:?} is not bound")),
+        _ => Err(ClaimError::NotBound { claim: claim() }),
     }
 }
 
@@ -43,7 +75,7 @@ pub fn check_ephemeral_owner(
     pod_name: &str,
     pod_uid: &str,
     pvc: &PersistentVolumeClaim,
-) -> Result<(), String> {
+) -> Result<(), ClaimError> {
     let controlled = pvc
         .metadata
         .owner_references
@@ -53,11 +85,16 @@ pub fn check_ephemeral_owner(
     if controlled {
         return Ok(());
     }
-    Err(format!(
-        "PVC {}/{} was not created for pod {pod_namespace}/{pod_name} (pod is not owner)",
-        pvc.metadata.namespace.as_deref().unwrap_or(pod_namespace),
-        pvc.metadata.name.as_deref().unwrap_or_default()
-    ))
+    Err(ClaimError::NotOwner {
+        namespace: pvc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| pod_namespace.to_string()),
+        claim: pvc.metadata.name.clone().unwrap_or_default(),
+        pod_namespace: pod_namespace.to_string(),
+        pod: pod_name.to_string(),
+    })
 }
 
 /// What to mount for a bound PV on node `node` (with its labels).
@@ -65,17 +102,15 @@ pub fn volume_kind(
     pv: &PersistentVolume,
     node: &str,
     node_labels: &BTreeMap<String, String>,
-) -> Result<VolumeKind, String> {
-    let name = pv.metadata.name.as_deref().unwrap_or("");
+) -> Result<VolumeKind, ClaimError> {
+    let pv_name = || pv.metadata.name.clone().unwrap_or_default();
     let spec = pv
         .spec
         .as_ref()
-        .ok_or_else(|| format!("persistentvolume {name:?} has no spec"))?;
+        .ok_or_else(|| ClaimError::NoSpec { pv: pv_name() })?;
     let block = spec.volume_mode.as_deref() == Some("Block");
     if block && spec.local.is_none() {
-        return Err(format!(
-            "persistentvolume {name:?}: volumeMode Block is supported for local and CSI volumes only"
-        ));
+        return Err(ClaimError::BlockUnsupported { pv: pv_name() });
     }
     if let Some(h) = &spec.host_path {
         return Ok(VolumeKind::HostPath {
@@ -90,9 +125,10 @@ pub fn volume_kind(
             .and_then(|a| a.required.as_ref())
             .is_none_or(|sel| selector_matches(sel, node, node_labels));
         if !selects {
-            return Err(format!(
-                "persistentvolume {name:?} is local to other nodes: its node affinity does not select node {node:?}"
-            ));
+            return Err(ClaimError::OtherNode {
+                pv: pv_name(),
+                node: node.to_string(),
+            });
         }
         // A block local PV is a device of this node, given to containers by `volumeDevices`.
         return Ok(VolumeKind::Local {
@@ -101,13 +137,9 @@ pub fn volume_kind(
         });
     }
     if spec.csi.is_some() {
-        return Err(format!(
-            "persistentvolume {name:?}: CSI volumes are not mounted by this node yet"
-        ));
+        return Err(ClaimError::Csi { pv: pv_name() });
     }
-    Err(format!(
-        "persistentvolume {name:?}: unsupported volume source"
-    ))
+    Err(ClaimError::Unsupported { pv: pv_name() })
 }
 
 /// A required node selector: any term matches; in a term every requirement matches.
@@ -192,7 +224,9 @@ spec:
                 block: false
             }
         );
-        let e = volume_kind(&pv(LOCAL), "node2", &labels("node2")).unwrap_err();
+        let e = volume_kind(&pv(LOCAL), "node2", &labels("node2"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not select node \"node2\""), "{e}");
     }
 
@@ -216,6 +250,7 @@ spec:
         let h = pv("metadata: {name: h}\nspec: {volumeMode: Block, hostPath: {path: /dev/sda}}");
         assert!(volume_kind(&h, "n", &BTreeMap::new())
             .unwrap_err()
+            .to_string()
             .contains("Block is supported for local and CSI volumes only"));
     }
 
@@ -232,6 +267,7 @@ spec:
         let nfs = pv("metadata: {name: n}\nspec: {nfs: {server: s, path: /}}");
         assert!(volume_kind(&nfs, "n", &BTreeMap::new())
             .unwrap_err()
+            .to_string()
             .contains("unsupported volume source"));
     }
 
@@ -280,7 +316,9 @@ spec:
             "[]",
         ] {
             assert_eq!(
-                check_ephemeral_owner("ns", "web", "u1", &pvc(refs)).unwrap_err(),
+                check_ephemeral_owner("ns", "web", "u1", &pvc(refs))
+                    .unwrap_err()
+                    .to_string(),
                 "PVC ns/web-data was not created for pod ns/web (pod is not owner)",
                 "{refs}"
             );
@@ -314,11 +352,12 @@ spec:
                     "metadata: {name: c}\nspec: {}\nstatus: {phase: Pending}"
                 ))
             )
-            .unwrap_err(),
+            .unwrap_err()
+            .to_string(),
             "persistentvolumeclaim \"c\" is not bound"
         );
         assert_eq!(
-            bound_volume("c", None).unwrap_err(),
+            bound_volume("c", None).unwrap_err().to_string(),
             "persistentvolumeclaim \"c\" not found"
         );
     }

@@ -1,121 +1,15 @@
 //! The node-local subcommands: `bosun pods`, `bosun logs`, `bosun images`, `bosun image import`,
-//! and the shared agent context.
+//! `bosun pull`: they read bosun's folders and the image store, without a running agent.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bosun_runtime::image::ImageStore;
-use bosun_runtime::{HostRuntime, RuntimePaths};
 
 use crate::config::Config;
 use crate::pods::source::ManifestFailure;
-use crate::pods::{status, Ctx};
-
-pub fn runtime_paths(cfg: &Config) -> anyhow::Result<RuntimePaths> {
-    let exe = std::env::current_exe().context("cannot find my own binary")?;
-    Ok(runtime_paths_for(cfg, &exe))
-}
-
-/// [`runtime_paths`] for the agent binary `exe`: keepers and helpers both run `bosun-keeper`.
-fn runtime_paths_for(cfg: &Config, exe: &Path) -> RuntimePaths {
-    let keeper = keeper_binary(exe);
-    RuntimePaths {
-        run_dir: cfg.run_dir.clone(),
-        data_dir: cfg.data_dir.clone(),
-        pod_logs_dir: cfg.pod_logs_dir.clone(),
-        container_logs_dir: cfg.container_logs_dir.clone(),
-        cgroup_root: cfg.cgroup_root.clone(),
-        helper_binary: keeper.clone(),
-        keeper_binary: keeper,
-    }
-}
-
-/// The keeper and helper binary: `bosun-keeper` next to the agent (both packages install it
-/// there; cargo builds it next to `bosun`). Without one the agent's own binary serves
-/// (`bosun __keeper`, `bosun __sandbox`, ...), at the cost of the agent's relocated data in every
-/// keeper and a slower start of each helper.
-pub fn keeper_binary(exe: &Path) -> PathBuf {
-    let keeper = exe.with_file_name(KEEPER_BINARY);
-    if is_executable(&keeper) {
-        keeper
-    } else {
-        exe.to_path_buf()
-    }
-}
-
-/// The file name of the keeper binary.
-pub const KEEPER_BINARY: &str = "bosun-keeper";
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Builds the agent's shared context: runtime (adopting what runs), image store, folders.
-pub async fn context(cfg: Config) -> anyhow::Result<Ctx> {
-    // Orphans re-parented to us (a keeper's helpers) are reaped by the reaper.
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-    bosun_runtime::reaper::install().context("installing the child reaper")?;
-    for dir in [
-        &cfg.root_dir,
-        &cfg.run_dir,
-        &cfg.data_dir,
-        &cfg.pod_logs_dir,
-        &cfg.container_logs_dir,
-    ] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let paths = runtime_paths(&cfg)?;
-    if paths.keeper_binary.file_name() != Some(std::ffi::OsStr::new(KEEPER_BINARY)) {
-        tracing::warn!(
-            missing = %paths.keeper_binary.with_file_name(KEEPER_BINARY).display(),
-            "no bosun-keeper next to the agent: containers are kept by the agent's own binary, \
-             which costs each one more memory"
-        );
-    }
-    let runtime = HostRuntime::new(
-        paths,
-        bosun_runtime::container::RuntimeOptions {
-            log_max_size: cfg.container_log_max_size,
-            log_max_files: cfg.container_log_max_files,
-        },
-    )
-    .await
-    .context("starting the runtime")?;
-    let images = ImageStore::open(&cfg.data_dir).context("opening the image store")?;
-    let image_manager = std::sync::Arc::new(
-        crate::images::ImageManager::new(&cfg).context("setting up image pulls")?,
-    );
-    Ok(Ctx {
-        cfg,
-        runtime,
-        images,
-        image_manager,
-        node_memory: node_memory(),
-        node_cpu_millis: std::thread::available_parallelism()
-            .map(|n| n.get() as u64 * 1000)
-            .unwrap_or(1000),
-        status_tx: None,
-        objects: None,
-        events_tx: None,
-    })
-}
-
-pub fn node_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(1 << 30)
-}
+use crate::pods::status;
 
 pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let pods = status::read_all(&cfg.run_dir);
@@ -145,6 +39,10 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
             restarts,
             pod.metadata.uid.as_deref().unwrap_or(""),
         )?;
+        // Why the node ended the pod (admission, eviction).
+        if let Some(reason) = &st.reason {
+            writeln!(out, "  {reason}: {}", st.message.as_deref().unwrap_or(""))?;
+        }
         let inits = st.init_container_statuses.clone().unwrap_or_default();
         for (kind, c) in inits
             .iter()
@@ -389,7 +287,7 @@ pub fn images_gc(
             .with_context(|| format!("{s:?} is not a duration like 2m"))?,
         None => cfg.image_minimum_gc_age,
     };
-    let in_use = crate::images::images_in_use_on_disk(&cfg.run_dir);
+    let in_use = bosun_runtime::container::images_in_use(&crate::assembly::runtime_paths(cfg)?);
     let report = store.gc(&in_use, high, low, min_age)?;
     for img in &report.removed {
         println!(
@@ -436,31 +334,4 @@ pub fn import(
         .with_context(|| format!("importing {}", layout.display()))?;
     println!("{} {}", img.reference, img.id);
     Ok(())
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod keeper_binary_tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn the_keeper_next_to_the_agent_when_it_is_executable() {
-        let tmp = tempfile::tempdir().unwrap();
-        let agent = tmp.path().join("bosun");
-        std::fs::write(&agent, "").unwrap();
-        // None next to it: the agent's own binary serves.
-        assert_eq!(keeper_binary(&agent), agent);
-        let keeper = tmp.path().join(KEEPER_BINARY);
-        std::fs::write(&keeper, "").unwrap();
-        std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(keeper_binary(&agent), agent, "not executable");
-        std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(keeper_binary(&agent), keeper);
-        // The short-lived helpers (sandbox, exec) and pod inits run it too.
-        let (cfg, _) = Config::load(&crate::config::Flags::default()).unwrap();
-        let paths = runtime_paths_for(&cfg, &agent);
-        assert_eq!(paths.keeper_binary, keeper);
-        assert_eq!(paths.helper_binary, keeper);
-    }
 }

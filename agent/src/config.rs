@@ -2,6 +2,7 @@
 
 pub mod kubelet;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -73,6 +74,127 @@ pub struct Config {
     /// allowedUnsafeSysctls: sysctls (and `prefix*` patterns) pods may set beyond the safe set;
     /// each must be namespaced (checked here, as the kubelet refuses to start otherwise).
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// Reservations, node allocatable enforcement and eviction (checked further when the agent
+    /// starts: `pods::eviction::NodeResources::new`).
+    pub node_resources: NodeResourceConfig,
+}
+
+/// The kubelet's `evictionHard` when the configuration file sets none (Linux).
+pub const DEFAULT_EVICTION_HARD: [(&str, &str); 5] = [
+    ("memory.available", "100Mi"),
+    ("nodefs.available", "10%"),
+    ("nodefs.inodesFree", "5%"),
+    ("imagefs.available", "15%"),
+    ("imagefs.inodesFree", "5%"),
+];
+
+/// What the node keeps from pods and when it evicts them, as the file gives them (defaults the
+/// kubelet's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeResourceConfig {
+    /// kubeReserved / systemReserved: resource lists (`cpu`, `memory`, `ephemeral-storage`,
+    /// `pid`) taken off capacity for the node's allocatable.
+    pub kube_reserved: BTreeMap<String, String>,
+    pub system_reserved: BTreeMap<String, String>,
+    /// enforceNodeAllocatable (`[pods]`): the allocatable is put on the `kubepods` cgroup.
+    pub enforce_pods: bool,
+    /// evictionHard (the kubelet's defaults when the file has none; with
+    /// mergeDefaultEvictionSettings the defaults fill the signals it does not name).
+    pub eviction_hard: BTreeMap<String, String>,
+    pub eviction_soft: BTreeMap<String, String>,
+    pub eviction_soft_grace_period: BTreeMap<String, std::time::Duration>,
+    pub eviction_minimum_reclaim: BTreeMap<String, String>,
+    /// evictionPressureTransitionPeriod (5m).
+    pub eviction_pressure_transition_period: std::time::Duration,
+    /// evictionMaxPodGracePeriod (0).
+    pub eviction_max_pod_grace_period: i64,
+    /// localStorageCapacityIsolation (true).
+    pub local_storage_capacity_isolation: bool,
+}
+
+impl NodeResourceConfig {
+    fn from_file(f: &KubeletConfigFile) -> Result<NodeResourceConfig, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
+        let defaults = || -> BTreeMap<String, String> {
+            DEFAULT_EVICTION_HARD
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let eviction_hard = match &f.eviction_hard {
+            None => defaults(),
+            Some(h) if f.merge_default_eviction_settings == Some(true) => {
+                let mut all = defaults();
+                all.extend(h.clone());
+                all
+            }
+            Some(h) => h.clone(),
+        };
+        let mut grace = BTreeMap::new();
+        for (k, v) in f.eviction_soft_grace_period.iter().flatten() {
+            let d = parse_duration(v).ok_or_else(|| {
+                invalid(
+                    "evictionSoftGracePeriod",
+                    format!("{k}: {v:?} is not a duration like 30s"),
+                )
+            })?;
+            grace.insert(k.clone(), d);
+        }
+        let transition = match &f.eviction_pressure_transition_period {
+            Some(v) => parse_duration(v).ok_or_else(|| {
+                invalid(
+                    "evictionPressureTransitionPeriod",
+                    format!("{v:?} is not a duration like 5m"),
+                )
+            })?,
+            None => std::time::Duration::ZERO,
+        };
+        let enforce = f
+            .enforce_node_allocatable
+            .clone()
+            .unwrap_or_else(|| vec!["pods".into()]);
+        for e in &enforce {
+            if !["pods", "none"].contains(&e.as_str()) {
+                return Err(invalid(
+                    "enforceNodeAllocatable",
+                    format!("{e:?}: bosun enforces the allocatable on pods only (pods or none)"),
+                ));
+            }
+        }
+        if enforce.iter().any(|e| e == "none") && enforce.len() > 1 {
+            return Err(invalid(
+                "enforceNodeAllocatable",
+                "none cannot be combined with other values".into(),
+            ));
+        }
+        let max_grace = f.eviction_max_pod_grace_period.unwrap_or(0);
+        if max_grace < 0 {
+            return Err(invalid(
+                "evictionMaxPodGracePeriod",
+                format!("{max_grace} must not be negative"),
+            ));
+        }
+        Ok(NodeResourceConfig {
+            kube_reserved: f.kube_reserved.clone().unwrap_or_default(),
+            system_reserved: f.system_reserved.clone().unwrap_or_default(),
+            enforce_pods: enforce.iter().any(|e| e == "pods"),
+            eviction_hard,
+            eviction_soft: f.eviction_soft.clone().unwrap_or_default(),
+            eviction_soft_grace_period: grace,
+            eviction_minimum_reclaim: f.eviction_minimum_reclaim.clone().unwrap_or_default(),
+            // A zero period is the default's 5 minutes, as the kubelet's defaulting has it.
+            eviction_pressure_transition_period: if transition.is_zero() {
+                std::time::Duration::from_secs(300)
+            } else {
+                transition
+            },
+            eviction_max_pod_grace_period: max_grace,
+            local_storage_capacity_isolation: f.local_storage_capacity_isolation.unwrap_or(true),
+        })
+    }
 }
 
 /// The kubelet HTTP API's settings, with the kubelet's defaults (KubeletConfiguration v1beta1).
@@ -118,16 +240,24 @@ pub struct ServerConfig {
     pub max_unauthenticated_connections: usize,
 }
 
-impl ServerConfig {
-    /// The connection limits of the API's listener.
-    pub fn limits(&self) -> crate::server::conn::Limits {
-        crate::server::conn::Limits {
-            header_timeout: self.header_timeout,
-            idle_timeout: self.idle_timeout,
-            stream_idle_timeout: self.streaming_connection_idle_timeout,
-            max_unauthenticated: self.max_unauthenticated_connections,
+/// The kube-apiserver's `ReadHeaderTimeout`.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+/// The kubelet server's `IdleTimeout`.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// The default cap on unauthenticated connections: a quarter of the file descriptors the agent
+/// may open, between 16 and 1024.
+pub fn default_max_unauthenticated() -> usize {
+    // SAFETY: getrlimit writes into the struct we pass and has no other effect.
+    let soft = unsafe {
+        let mut r = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur
+        } else {
+            1024
         }
-    }
+    };
+    usize::try_from(soft / 4).unwrap_or(1024).clamp(16, 1024)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,9 +371,9 @@ impl ServerConfig {
                 f.streaming_connection_idle_timeout.as_ref(),
                 4 * 3600,
             )?,
-            header_timeout: crate::server::conn::HEADER_TIMEOUT,
-            idle_timeout: crate::server::conn::IDLE_TIMEOUT,
-            max_unauthenticated_connections: crate::server::conn::default_max_unauthenticated(),
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_unauthenticated_connections: default_max_unauthenticated(),
         };
         for (field, addr) in [
             ("address", &cfg.address),
@@ -325,6 +455,17 @@ pub struct KubeletConfigFile {
     pub streaming_connection_idle_timeout: Option<String>,
     pub seccomp_default: Option<bool>,
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
+    pub kube_reserved: Option<BTreeMap<String, String>>,
+    pub system_reserved: Option<BTreeMap<String, String>>,
+    pub enforce_node_allocatable: Option<Vec<String>>,
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    pub eviction_soft: Option<BTreeMap<String, String>>,
+    pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
+    pub eviction_minimum_reclaim: Option<BTreeMap<String, String>>,
+    pub eviction_pressure_transition_period: Option<String>,
+    pub eviction_max_pod_grace_period: Option<i64>,
+    pub merge_default_eviction_settings: Option<bool>,
+    pub local_storage_capacity_isolation: Option<bool>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -359,41 +500,6 @@ pub struct Flags {
     /// [`kubelet::split_args`]), merged over the file.
     pub config_overrides: serde_json::Map<String, serde_json::Value>,
 }
-
-/// Keys of KubeletConfiguration that bosun understands (the rest are warned about).
-pub const KNOWN_KEYS: &[&str] = &[
-    "apiVersion",
-    "kind",
-    "staticPodPath",
-    "cgroupRoot",
-    "containerLogMaxSize",
-    "containerLogMaxFiles",
-    "fileCheckFrequency",
-    "syncFrequency",
-    "podLogsDir",
-    "maxPods",
-    "clusterDNS",
-    "clusterDomain",
-    "resolvConf",
-    "podCIDR",
-    "serializeImagePulls",
-    "maxParallelImagePulls",
-    "imageGCHighThresholdPercent",
-    "imageGCLowThresholdPercent",
-    "imageMinimumGCAge",
-    "port",
-    "address",
-    "healthzPort",
-    "healthzBindAddress",
-    "tlsCertFile",
-    "tlsPrivateKeyFile",
-    "authentication",
-    "authorization",
-    "serverTLSBootstrap",
-    "streamingConnectionIdleTimeout",
-    "seccompDefault",
-    "allowedUnsafeSysctls",
-];
 
 impl Config {
     /// Flags win over the file, the file over defaults.
@@ -435,21 +541,17 @@ impl Config {
             .clone()
             .unwrap_or_else(|| "/var/lib/kubelet".into());
         let node_labels = match &flags.node_labels {
-            Some(l) => {
-                crate::cluster::node::parse_labels(l).map_err(|message| ConfigError::Invalid {
-                    field: "--node-labels".into(),
-                    message,
-                })?
-            }
+            Some(l) => parse_labels(l).map_err(|message| ConfigError::Invalid {
+                field: "--node-labels".into(),
+                message,
+            })?,
             None => Default::default(),
         };
         let register_with_taints = match &flags.register_with_taints {
-            Some(t) => {
-                crate::cluster::node::parse_taints(t).map_err(|message| ConfigError::Invalid {
-                    field: "--register-with-taints".into(),
-                    message,
-                })?
-            }
+            Some(t) => parse_taints(t).map_err(|message| ConfigError::Invalid {
+                field: "--register-with-taints".into(),
+                message,
+            })?,
             None => Vec::new(),
         };
         let mut cfg = Config {
@@ -532,6 +634,7 @@ impl Config {
             cri_sockets: Vec::new(),
             seccomp_default: file.seccomp_default.unwrap_or(false),
             allowed_unsafe_sysctls: file.allowed_unsafe_sysctls.clone().unwrap_or_default(),
+            node_resources: NodeResourceConfig::from_file(&file)?,
         };
         cfg.cri_sockets = cri_sockets(&cfg.run_dir, file.container_runtime_endpoint.as_deref())?;
         // The kubelet refuses to start with a pattern that is invalid or not namespaced.
@@ -717,6 +820,42 @@ pub fn is_below(p: &Path, dir: &Path) -> bool {
     p.starts_with(dir)
 }
 
+/// `--node-labels k=v,k2=v2`.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// `--register-with-taints key=value:Effect,key:Effect`.
+pub fn parse_taints(s: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kv, effect) = part
+            .rsplit_once(':')
+            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            return Err(format!("taint {part:?}: unknown effect {effect}"));
+        }
+        let (key, value) = match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (kv.to_string(), None),
+        };
+        out.push(k8s_openapi::api::core::v1::Taint {
+            key,
+            value,
+            effect: effect.to_string(),
+            time_added: None,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,8 +882,7 @@ mod tests {
             &path,
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
              staticPodPath: /etc/kubernetes/manifests\ncontainerLogMaxSize: 1Mi\n\
-             containerLogMaxFiles: 3\nmaxPods: 50\nevictionHard: {memory.available: 1Mi}\n\
-             syncFrequency: 30s\n",
+             containerLogMaxFiles: 3\nmaxPods: 50\ncpuManagerPolicy: static\nsyncFrequency: 30s\n",
         )
         .expect("write");
         let flags = Flags {
@@ -764,7 +902,7 @@ mod tests {
         assert_eq!(cfg.node_name, "node-a");
         assert_eq!(cfg.sync_frequency, Duration::from_secs(30));
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("evictionHard"));
+        assert!(warnings[0].contains("cpuManagerPolicy"));
         assert_eq!(cfg.max_pods, 50);
     }
 
@@ -962,5 +1100,100 @@ mod tests {
         std::fs::write(&path, "kind: Pod\n").expect("write");
         let err = Config::load(&flags).expect_err("must fail");
         assert!(err.to_string().contains("KubeletConfiguration"), "{err}");
+    }
+
+    #[test]
+    fn eviction_and_reservation_keys() {
+        // Without a file (or without evictionHard): the kubelet's defaults.
+        let (cfg, _) = Config::load(&Flags::default()).expect("load");
+        let r = &cfg.node_resources;
+        assert_eq!(r.eviction_hard.len(), 5);
+        assert_eq!(r.eviction_hard["imagefs.available"], "15%");
+        assert!(r.enforce_pods && r.local_storage_capacity_isolation);
+        assert_eq!(
+            r.eviction_pressure_transition_period,
+            Duration::from_secs(300)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            Config::load(&Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            })
+        };
+        let (cfg, warnings) = load(
+            "kind: KubeletConfiguration\nevictionHard: {memory.available: 200Mi}\n\
+             evictionSoft: {nodefs.available: 20%}\nevictionSoftGracePeriod: {nodefs.available: 1m30s}\n\
+             evictionMinimumReclaim: {memory.available: 50Mi}\nevictionPressureTransitionPeriod: 30s\n\
+             evictionMaxPodGracePeriod: 20\nkubeReserved: {cpu: 100m}\nsystemReserved: {memory: 1Gi}\n\
+             enforceNodeAllocatable: [none]\nlocalStorageCapacityIsolation: false\n",
+        )
+        .expect("load");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let r = &cfg.node_resources;
+        // A file's evictionHard replaces the defaults...
+        assert_eq!(r.eviction_hard.len(), 1);
+        assert_eq!(r.eviction_soft["nodefs.available"], "20%");
+        assert_eq!(
+            r.eviction_soft_grace_period["nodefs.available"],
+            Duration::from_secs(90)
+        );
+        assert_eq!(r.eviction_minimum_reclaim["memory.available"], "50Mi");
+        assert_eq!(
+            r.eviction_pressure_transition_period,
+            Duration::from_secs(30)
+        );
+        assert_eq!(r.eviction_max_pod_grace_period, 20);
+        assert_eq!(r.kube_reserved["cpu"], "100m");
+        assert_eq!(r.system_reserved["memory"], "1Gi");
+        assert!(!r.enforce_pods && !r.local_storage_capacity_isolation);
+        // ...unless mergeDefaultEvictionSettings fills in the rest.
+        let (cfg, _) = load(
+            "kind: KubeletConfiguration\nevictionHard: {memory.available: 200Mi}\nmergeDefaultEvictionSettings: true\n",
+        )
+        .expect("load");
+        assert_eq!(cfg.node_resources.eviction_hard.len(), 5);
+        assert_eq!(
+            cfg.node_resources.eviction_hard["memory.available"],
+            "200Mi"
+        );
+        for (bad, field) in [
+            (
+                "enforceNodeAllocatable: [system-reserved]",
+                "enforceNodeAllocatable",
+            ),
+            (
+                "enforceNodeAllocatable: [pods, none]",
+                "enforceNodeAllocatable",
+            ),
+            (
+                "evictionSoftGracePeriod: {memory.available: soon}",
+                "evictionSoftGracePeriod",
+            ),
+            (
+                "evictionPressureTransitionPeriod: later",
+                "evictionPressureTransitionPeriod",
+            ),
+            ("evictionMaxPodGracePeriod: -1", "evictionMaxPodGracePeriod"),
+        ] {
+            let err = load(&format!("kind: KubeletConfiguration\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn labels_and_taints_parse() {
+        let l = parse_labels("a=b, c=d").expect("labels");
+        assert_eq!(l.get("c").map(String::as_str), Some("d"));
+        assert!(parse_labels("nope").is_err());
+        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].value.as_deref(), Some("gpu"));
+        assert_eq!(t[1].key, "spot");
+        assert!(parse_taints("x:Sometimes").is_err());
     }
 }

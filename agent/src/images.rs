@@ -3,7 +3,6 @@
 //! image garbage collection (`imageGCHighThresholdPercent` and friends).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +38,59 @@ impl PullPolicy {
     }
 }
 
+/// What a pod worker needs of images: whether one is present, making one available by its
+/// pull policy, and recording its use. The [`ImageManager`] on a node; a fake in the worker's
+/// unit tests.
+pub trait ImageService: Send + Sync {
+    /// Whether `image` is in the store.
+    fn present(&self, image: &str) -> bool;
+
+    /// Makes `image` available according to `policy` (with a pod's pull credentials, tried
+    /// before the node's) and returns it.
+    fn ensure<'a>(
+        &'a self,
+        image: &'a str,
+        policy: PullPolicy,
+        creds: &'a Credentials,
+    ) -> futures_util::future::BoxFuture<'a, Result<Image, EnsureError>>;
+
+    /// Records that a container starts from image `id` (for image GC).
+    fn used(&self, id: &str);
+
+    /// Removes every image no container in `in_use` uses and not used within the minimum GC
+    /// age (the eviction manager's reclaim, the kubelet's `DeleteUnusedImages`); the bytes freed.
+    fn delete_unused(&self, in_use: &BTreeSet<String>) -> Result<u64, GcError> {
+        let _ = in_use;
+        Ok(0)
+    }
+}
+
+impl ImageService for ImageManager {
+    fn delete_unused(&self, in_use: &BTreeSet<String>) -> Result<u64, GcError> {
+        // A high threshold of 0: whatever the usage, every unused image old enough goes.
+        self.store
+            .gc(in_use, 0, 0, self.gc.min_age)
+            .map(|r| r.freed)
+    }
+
+    fn present(&self, image: &str) -> bool {
+        matches!(self.store.resolve(image), Ok(Some(_)))
+    }
+
+    fn ensure<'a>(
+        &'a self,
+        image: &'a str,
+        policy: PullPolicy,
+        creds: &'a Credentials,
+    ) -> futures_util::future::BoxFuture<'a, Result<Image, EnsureError>> {
+        Box::pin(self.ensure_with(image, policy, creds))
+    }
+
+    fn used(&self, id: &str) {
+        ImageManager::used(self, id);
+    }
+}
+
 /// Why an image could not be made available; the waiting reason follows from the variant.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum EnsureError {
@@ -59,11 +111,12 @@ pub enum EnsureError {
 impl EnsureError {
     /// The container's waiting reason for this failure.
     pub fn reason(&self) -> &'static str {
+        use crate::reasons::waiting;
         match self {
-            EnsureError::NeverPull { .. } => "ErrImageNeverPull",
-            EnsureError::InvalidName { .. } => "InvalidImageName",
-            EnsureError::Inspect { .. } => "ImageInspectError",
-            EnsureError::Pull { .. } => "ErrImagePull",
+            EnsureError::NeverPull { .. } => waiting::ERR_IMAGE_NEVER_PULL,
+            EnsureError::InvalidName { .. } => waiting::INVALID_IMAGE_NAME,
+            EnsureError::Inspect { .. } => waiting::IMAGE_INSPECT_ERROR,
+            EnsureError::Pull { .. } => waiting::ERR_IMAGE_PULL,
         }
     }
 
@@ -267,30 +320,16 @@ fn pull_message(e: &PullError) -> String {
     e.to_string()
 }
 
-/// Image ids of every container recorded under `<run_dir>/containers` (for the CLI, which has
-/// no runtime): what GC must keep.
-pub fn images_in_use_on_disk(run_dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Ok(bytes) = std::fs::read(e.path().join("request.json")) else {
-            continue;
-        };
-        if let Ok(req) = serde_json::from_slice::<bosun_runtime::keeper::KeeperRequest>(&bytes) {
-            out.insert(req.spec.image_id);
-        }
-    }
-    out
-}
-
 /// Runs GC every `period` (the kubelet's is 5 minutes) with the runtime's containers in use.
-pub async fn gc_loop(ctx: Arc<crate::pods::Ctx>, period: Duration) {
+pub async fn gc_loop(
+    runtime: Arc<dyn bosun_runtime::PodRuntime>,
+    manager: Arc<ImageManager>,
+    period: Duration,
+) {
     loop {
         tokio::time::sleep(period).await;
-        let in_use: BTreeSet<String> = ctx.runtime.list().into_iter().map(|c| c.image_id).collect();
-        let mgr = ctx.image_manager.clone();
+        let in_use = runtime.images_in_use();
+        let mgr = manager.clone();
         match tokio::task::spawn_blocking(move || mgr.collect(&in_use)).await {
             Ok(Ok(report)) if !report.removed.is_empty() => tracing::info!(
                 removed = report.removed.len(),

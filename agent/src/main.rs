@@ -1,18 +1,18 @@
 //! The `bosun` binary.
 //!
 //! `main` decides the process's role before any thread or async runtime exists: the keeper, exec
-//! and sandbox helpers must stay single-threaded because libcontainer clones without exec
-//! (NOTES.md). Only then is the tokio runtime built.
+//! and sandbox helpers must stay single-threaded because libcontainer clones without exec (the
+//! child of a multi-threaded process may inherit a lock another thread held). Only then is the
+//! tokio runtime built and the agent put together (`bosun::assembly`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use bosun::config::{Config, Flags};
-use bosun::{cli, pods};
+use bosun::{assembly, cli};
 
 #[derive(Parser)]
 #[command(
@@ -291,12 +291,12 @@ fn main() -> ExitCode {
                     for w in warnings {
                         tracing::warn!("{w}");
                     }
-                    block_on(bosun::cluster::run(cfg))
+                    block_on(assembly::cluster_node(cfg))
                 })
         }
         Some(Command::Standalone { manifests, common }) => common
             .load(Some(manifests))
-            .and_then(|cfg| block_on(standalone(cfg))),
+            .and_then(|cfg| block_on(assembly::standalone(cfg))),
         Some(Command::Pods { json, common }) => {
             common.load(None).and_then(|cfg| cli::pods(&cfg, json))
         }
@@ -382,20 +382,4 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow
         .build()
         .context("tokio runtime")?
         .block_on(f)
-}
-
-async fn standalone(cfg: Config) -> anyhow::Result<()> {
-    let ctx = Arc::new(cli::context(cfg).await?);
-    let manifests = ctx
-        .cfg
-        .manifests
-        .clone()
-        .context("no manifest folder (--manifests or staticPodPath)")?;
-    tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone())
-        .with_errors_in(&ctx.cfg.run_dir);
-    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
-    bosun::cri::serve(ctx.clone(), &ctx.cfg.cri_sockets)?;
-    pods::serve(ctx, rx).await
 }

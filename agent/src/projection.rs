@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
 };
 
-use crate::translate::{self, NodeAllocatable};
+use crate::fieldpath::{self, NodeAllocatable};
 
 /// The kubelet's default file mode of API data volumes.
 pub const DEFAULT_MODE: i32 = 0o644;
@@ -225,15 +225,44 @@ fn mode_of(m: Option<i32>, default: Option<i32>) -> u32 {
     (m.or(default).unwrap_or(DEFAULT_MODE) & 0o7777) as u32
 }
 
+/// Why the files of an API data volume, or an env value from a configMap or secret, cannot be
+/// made (the kubelet's words; a FailedMount or a CreateContainerConfigError).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("{kind} references non-existent {} key: {key}", if *kind == "configmap" { "config" } else { "secret" })]
+    NoKey { kind: &'static str, key: String },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {namespace}/{name} was not fetched")]
+    NotFetched {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{0}")]
+    FieldPath(#[from] fieldpath::FieldPathError),
+    #[error("service account token was not requested")]
+    TokenNotRequested,
+    #[error("{0} projections are not supported")]
+    Unsupported(&'static str),
+    #[error("couldn't find key {key} in {kind} {namespace}/{name}")]
+    NoEnvKey {
+        kind: &'static str,
+        key: String,
+        namespace: String,
+        name: String,
+    },
+}
+
 /// configMap / secret data as bytes, with the kubelet's item rules.
 fn key_payload(
-    kind: &str,
+    kind: &'static str,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: Option<i32>,
     optional: bool,
     out: &mut Payload,
-) -> Result<(), String> {
+) -> Result<(), ProjectionError> {
     match items.filter(|i| !i.is_empty()) {
         None => {
             for (k, v) in data {
@@ -252,15 +281,10 @@ fn key_payload(
                     if optional {
                         continue;
                     }
-                    return Err(format!(
-                        "{kind} references non-existent {} key: {}",
-                        if kind == "configmap" {
-                            "config"
-                        } else {
-                            "secret"
-                        },
-                        item.key
-                    ));
+                    return Err(ProjectionError::NoKey {
+                        kind,
+                        key: item.key.clone(),
+                    });
                 };
                 out.insert(
                     item.path.clone(),
@@ -316,7 +340,7 @@ fn lookup(
     keys: Keys,
     name: &str,
     optional: bool,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, ProjectionError> {
     let (kind, found) = match keys {
         Keys::ConfigMap => (
             "configmap",
@@ -336,8 +360,15 @@ fn lookup(
     match found {
         Some(Some(data)) => Ok(Some(data)),
         Some(None) if optional => Ok(None),
-        Some(None) => Err(format!("{kind} {name:?} not found")),
-        None => Err(format!("{kind} {}/{name} was not fetched", namespace(pod))),
+        Some(None) => Err(ProjectionError::NotFound {
+            kind,
+            name: name.to_string(),
+        }),
+        None => Err(ProjectionError::NotFetched {
+            kind,
+            namespace: namespace(pod).to_string(),
+            name: name.to_string(),
+        }),
     }
 }
 
@@ -350,7 +381,7 @@ fn project_keys(
     default_mode: Option<i32>,
     optional: Option<bool>,
     out: &mut Payload,
-) -> Result<(), String> {
+) -> Result<(), ProjectionError> {
     let optional = optional.unwrap_or(false);
     let kind = match keys {
         Keys::ConfigMap => "configmap",
@@ -369,10 +400,10 @@ fn downward_payload(
     default_mode: Option<i32>,
     node: NodeAllocatable,
     out: &mut Payload,
-) -> Result<(), String> {
+) -> Result<(), ProjectionError> {
     for item in items.into_iter().flatten() {
         let value = if let Some(f) = &item.field_ref {
-            translate::field_ref_value(pod, f)?
+            fieldpath::field_ref_value(pod, f)?
         } else if let Some(r) = &item.resource_field_ref {
             let name = r.container_name.as_deref().unwrap_or("");
             let c: Container = pod
@@ -385,8 +416,8 @@ fn downward_payload(
                 })
                 .find(|c| c.name == name)
                 .cloned()
-                .ok_or_else(|| format!("container {name:?} not found in pod"))?;
-            translate::resource_field_value(pod, &c, r, node)?
+                .ok_or_else(|| fieldpath::FieldPathError::NoContainer(name.to_string()))?;
+            fieldpath::resource_field_value(pod, &c, r, node)?
         } else {
             String::new()
         };
@@ -408,7 +439,7 @@ pub fn payload(
     v: &Volume,
     objects: &ApiObjects,
     node: NodeAllocatable,
-) -> Result<Payload, String> {
+) -> Result<Payload, ProjectionError> {
     let mut out = Payload::new();
     if let Some(cm) = &v.config_map {
         let (items, mode) = (cm.items.as_ref(), cm.default_mode);
@@ -476,7 +507,7 @@ pub fn payload(
                 let token = objects
                     .tokens
                     .get(&key)
-                    .ok_or_else(|| "service account token was not requested".to_string())?;
+                    .ok_or(ProjectionError::TokenNotRequested)?;
                 let mode = if fs_group.is_some() {
                     0o600
                 } else {
@@ -490,9 +521,9 @@ pub fn payload(
                     },
                 );
             } else if src.cluster_trust_bundle.is_some() {
-                return Err("clusterTrustBundle projections are not supported".into());
+                return Err(ProjectionError::Unsupported("clusterTrustBundle"));
             } else if src.pod_certificate.is_some() {
-                return Err("podCertificate projections are not supported".into());
+                return Err(ProjectionError::Unsupported("podCertificate"));
             }
         }
     }
@@ -541,7 +572,7 @@ pub fn env_from(
     pod: &Pod,
     c: &Container,
     objects: &ApiObjects,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, ProjectionError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut put = |k: String, v: String| match out.iter_mut().find(|(n, _)| *n == k) {
         Some(slot) => slot.1 = v,
@@ -573,7 +604,7 @@ pub fn env_key_ref(
     pod: &Pod,
     from: &k8s_openapi::api::core::v1::EnvVarSource,
     objects: &ApiObjects,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ProjectionError> {
     let ns = namespace(pod);
     if let Some(k) = &from.config_map_key_ref {
         let optional = k.optional.unwrap_or(false);
@@ -583,10 +614,12 @@ pub fn env_key_ref(
         match data.get(&k.key) {
             Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
             None if optional => Ok(None),
-            None => Err(format!(
-                "couldn't find key {} in ConfigMap {ns}/{}",
-                k.key, k.name
-            )),
+            None => Err(ProjectionError::NoEnvKey {
+                kind: "ConfigMap",
+                key: k.key.clone(),
+                namespace: ns.to_string(),
+                name: k.name.clone(),
+            }),
         }
     } else if let Some(k) = &from.secret_key_ref {
         let optional = k.optional.unwrap_or(false);
@@ -596,10 +629,12 @@ pub fn env_key_ref(
         match data.get(&k.key) {
             Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
             None if optional => Ok(None),
-            None => Err(format!(
-                "couldn't find key {} in Secret {ns}/{}",
-                k.key, k.name
-            )),
+            None => Err(ProjectionError::NoEnvKey {
+                kind: "Secret",
+                key: k.key.clone(),
+                namespace: ns.to_string(),
+                name: k.name.clone(),
+            }),
         }
     } else {
         Ok(None)
@@ -882,7 +917,9 @@ spec:
         let mut o = objects();
         o.config_maps.insert("settings".into(), None);
         assert_eq!(
-            payload(&p, vol(&p, "conf"), &o, node).unwrap_err(),
+            payload(&p, vol(&p, "conf"), &o, node)
+                .unwrap_err()
+                .to_string(),
             "configmap \"settings\" not found"
         );
         let o = objects();
@@ -893,7 +930,9 @@ spec:
             cm.items.as_mut().unwrap()[0].key = "absent".into();
         }
         assert_eq!(
-            payload(&p, vol(&p, "conf"), &o, node).unwrap_err(),
+            payload(&p, vol(&p, "conf"), &o, node)
+                .unwrap_err()
+                .to_string(),
             "configmap references non-existent config key: absent"
         );
         if let Some(cm) = p.spec.as_mut().unwrap().volumes.as_mut().unwrap()[1]
@@ -927,12 +966,12 @@ spec:
         o2.secrets
             .insert("creds".into(), Some(secret("creds", &[("user", "x")])));
         assert_eq!(
-            val_with(&p, &env[1], &o2).unwrap_err(),
+            val_with(&p, &env[1], &o2).unwrap_err().to_string(),
             "couldn't find key pass in Secret prod/creds"
         );
         o2.secrets.insert("creds".into(), None);
         assert_eq!(
-            env_from(&p, c, &o2).unwrap_err(),
+            env_from(&p, c, &o2).unwrap_err().to_string(),
             "secret \"creds\" not found"
         );
     }
@@ -942,6 +981,6 @@ spec:
         var: &k8s_openapi::api::core::v1::EnvVar,
         o: &ApiObjects,
     ) -> Result<Option<String>, String> {
-        env_key_ref(p, var.value_from.as_ref().unwrap(), o)
+        env_key_ref(p, var.value_from.as_ref().unwrap(), o).map_err(|e| e.to_string())
     }
 }

@@ -766,6 +766,138 @@ fn evacuate(dir: &Path) -> Result<(), CgroupError> {
     Err(other(dir, "processes keep appearing; could not empty it"))
 }
 
+/// Memory and processes of one cgroup, as the kubelet's summary reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// `memory.current` (v2) or `memory.usage_in_bytes` (v1).
+    pub memory_usage: u64,
+    /// The usage minus inactive file pages (the kubelet's working set).
+    pub memory_working_set: u64,
+    /// `pids.current`.
+    pub processes: u64,
+}
+
+/// The usage of the `kubepods` cgroup and of each pod cgroup in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodsUsage {
+    pub kubepods: Option<CgroupUsage>,
+    /// By pod uid.
+    pub pods: std::collections::BTreeMap<String, CgroupUsage>,
+    /// By container id (the container cgroups inside the pod cgroups).
+    pub containers: std::collections::BTreeMap<String, CgroupUsage>,
+}
+
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+impl CgroupLayout {
+    /// Creates `kubepods` (and its parents) and writes its limits: the node's allocatable for
+    /// pods with `enforceNodeAllocatable: [pods]`. Idempotent.
+    pub fn ensure_kubepods(&self, res: &Resources) -> Result<String, CgroupError> {
+        let path = self.kubepods_path();
+        match &self.kind {
+            Kind::V1 { controllers, .. } => {
+                self.ensure_v1(controllers, QosClass::Guaranteed, &path, res)?
+            }
+            Kind::V2 { mount } => self.ensure_v2(mount, QosClass::Guaranteed, &path, res)?,
+        }
+        Ok(path)
+    }
+
+    /// The folder of the cgroup at `path` in the memory hierarchy.
+    fn memory_dir(&self, path: &str) -> Option<PathBuf> {
+        let rel = path.trim_start_matches('/');
+        match &self.kind {
+            Kind::V1 { controllers, .. } => controllers
+                .iter()
+                .find(|(n, _)| *n == "memory")
+                .map(|(_, m)| m.join(rel)),
+            Kind::V2 { mount } => Some(mount.join(rel)),
+        }
+    }
+
+    /// The usage of the cgroup at `path` (cgroupsPath form); `None` when it does not exist.
+    pub fn usage(&self, path: &str) -> Option<CgroupUsage> {
+        let rel = path.trim_start_matches('/');
+        let (memory, pids) = match &self.kind {
+            Kind::V1 { controllers, .. } => {
+                let find = |c: &str| {
+                    controllers
+                        .iter()
+                        .find(|(n, _)| *n == c)
+                        .map(|(_, m)| m.join(rel))
+                };
+                (find("memory")?, find("pids"))
+            }
+            Kind::V2 { mount } => (mount.join(rel), Some(mount.join(rel))),
+        };
+        let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+        let (usage, inactive) = if self.is_v2() {
+            (
+                read(memory.join("memory.current"))?.trim().parse().ok()?,
+                read(memory.join("memory.stat"))
+                    .and_then(|s| stat_value(&s, "inactive_file"))
+                    .unwrap_or(0),
+            )
+        } else {
+            (
+                read(memory.join("memory.usage_in_bytes"))?
+                    .trim()
+                    .parse()
+                    .ok()?,
+                read(memory.join("memory.stat"))
+                    .and_then(|s| stat_value(&s, "total_inactive_file"))
+                    .unwrap_or(0),
+            )
+        };
+        let processes = pids
+            .and_then(|p| read(p.join("pids.current")))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Some(CgroupUsage {
+            memory_usage: usage,
+            memory_working_set: u64::saturating_sub(usage, inactive),
+            processes,
+        })
+    }
+
+    /// The usage of `kubepods` and, with `each_pod`, of every pod and container cgroup.
+    pub fn pods_usage(&self, each_pod: bool) -> PodsUsage {
+        let mut out = PodsUsage {
+            kubepods: self.usage(&self.kubepods_path()),
+            ..PodsUsage::default()
+        };
+        if !each_pod {
+            return out;
+        }
+        for (qos, uid) in self.list_pods() {
+            let pod = self.pod_path(qos, &uid);
+            if let Some(u) = self.usage(&pod) {
+                out.pods.insert(uid, u);
+            }
+            let Some(dir) = self.memory_dir(&pod) else {
+                continue;
+            };
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let Some(id) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if let Some(u) = self.usage(&format!("{pod}/{id}")) {
+                    out.containers.insert(id, u);
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -825,6 +957,40 @@ mod tests {
         // Out of range values are clamped like the kernel does for v1.
         assert_eq!(cpu_shares_to_weight(0), 1);
         assert_eq!(cpu_shares_to_weight(1_000_000), 10_000);
+    }
+
+    #[test]
+    fn pods_usage_reads_memory_and_pids_of_a_fake_v2_tree() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = CgroupLayout::v2_at(tmp.path(), "/r");
+        let put = |rel: &str, current: u64, inactive: u64, pids: u64| {
+            let d = tmp.path().join(rel);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("memory.current"), format!("{current}\n")).expect("write");
+            std::fs::write(
+                d.join("memory.stat"),
+                format!("anon 1\ninactive_file {inactive}\nactive_file 3\n"),
+            )
+            .expect("write");
+            std::fs::write(d.join("pids.current"), format!("{pids}\n")).expect("write");
+        };
+        put("r/kubepods", 1000, 100, 7);
+        put("r/kubepods/burstable/poda", 600, 50, 4);
+        put("r/kubepods/burstable/poda/a_c_0", 500, 40, 3);
+        let u = l.pods_usage(true);
+        assert_eq!(
+            u.kubepods,
+            Some(CgroupUsage {
+                memory_usage: 1000,
+                memory_working_set: 900,
+                processes: 7
+            })
+        );
+        assert_eq!(u.pods["a"].memory_working_set, 550);
+        assert_eq!(u.containers["a_c_0"].processes, 3);
+        let only = l.pods_usage(false);
+        assert!(only.pods.is_empty() && only.kubepods.is_some());
+        assert_eq!(l.usage("/r/missing"), None);
     }
 
     #[test]

@@ -155,9 +155,7 @@ pub fn ensure_default_conflist(conf_dir: &Path, subnet: &str) -> Result<Option<P
     let path = conf_dir.join("10-bosun.conflist");
     let text = serde_json::to_vec_pretty(&default_conflist("bosun", "bosun0", subnet, None, true))
         .unwrap_or_default();
-    let tmp = conf_dir.join(".10-bosun.conflist.tmp");
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    bosun_fsutil::write_atomic(&path, &text, bosun_fsutil::Durability::Volatile).map_err(err)?;
     tracing::info!(path = %path.display(), subnet, "wrote the default cni network config");
     Ok(Some(path))
 }
@@ -258,9 +256,7 @@ fn write_state(sandbox_dir: &Path, state: &State) -> Result<(), CniError> {
         source,
     };
     let bytes = serde_json::to_vec(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let tmp = sandbox_dir.join(".cni.json.tmp");
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)
+    bosun_fsutil::write_atomic(&path, &bytes, bosun_fsutil::Durability::Volatile).map_err(err)
 }
 
 fn network_name(conflist: &Value) -> String {

@@ -30,13 +30,15 @@ pub use stop::StopError;
 
 use crate::{ContainerStatus, RuntimeEvent, RuntimePaths};
 
-/// Tunables of the runtime that the keeper applies per container.
+/// Tunables of the runtime: what the keeper applies per container, and the pod network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Rotate a container's log when it passes this size (containerLogMaxSize).
     pub log_max_size: u64,
     /// Keep at most this many log files per container (containerLogMaxFiles).
     pub log_max_files: u32,
+    /// Where pod networks come from (see [`crate::PodRuntime::setup_network`]).
+    pub network: NetworkOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -44,8 +46,49 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             log_max_size: 10 * 1024 * 1024,
             log_max_files: 5,
+            network: NetworkOptions::default(),
         }
     }
+}
+
+/// The node's pod network: the CNI config and plugins, and the subnet of the default network
+/// bosun writes when the config folder has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkOptions {
+    pub cni: crate::cni::CniConfig,
+    pub pod_cidr: String,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> Self {
+        NetworkOptions {
+            cni: crate::cni::CniConfig {
+                conf_dir: "/etc/cni/net.d".into(),
+                bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            },
+            pod_cidr: "10.244.0.0/24".into(),
+        }
+    }
+}
+
+/// The writable layer (overlay upper folder) of container `id`, when the container exists.
+pub fn writable_layer(paths: &RuntimePaths, id: &str) -> Option<PathBuf> {
+    let dir = paths.run_dir.join("containers").join(id).join("upper");
+    (valid_id(id) && dir.is_dir()).then_some(dir)
+}
+
+/// Image ids of every container recorded under `<run_dir>/containers` (what image GC must
+/// keep), read from the containers' requests; needs no running [`HostRuntime`] (the CLI's
+/// `bosun images gc` uses it too).
+pub fn images_in_use(paths: &RuntimePaths) -> std::collections::BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(paths.run_dir.join("containers")) else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| disk::read_request(&e.path()))
+        .map(|req| req.spec.image_id)
+        .collect()
 }
 
 /// Creating the runtime failed.

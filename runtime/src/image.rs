@@ -24,7 +24,7 @@ mod unpack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -194,24 +194,9 @@ fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Writes `bytes` to `path` atomically: a sibling temporary file, fsync, rename.
+/// Writes `bytes` to `path` atomically, fsynced: the store outlives reboots.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{}", unique_name(&name)));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
+    bosun_fsutil::write_atomic(path, bytes, bosun_fsutil::Durability::Synced).map_err(io_err(path))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
@@ -1081,6 +1066,7 @@ fn decompressor(file: File, digest: &str, path: &Path) -> Result<Box<dyn Read>, 
 mod tests {
     use super::unpack::tests::TarBuilder;
     use super::*;
+    use std::io::Write;
 
     fn sha(bytes: &[u8]) -> String {
         format!("sha256:{}", hex::encode(Sha256::digest(bytes)))

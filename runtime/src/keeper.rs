@@ -1,7 +1,8 @@
 //! The keeper: one small single-threaded process per container (`bosun __keeper <dir>`).
 //!
-//! It is the only place libcontainer's `build()`/`start()` run (they clone without exec, see
-//! NOTES.md). It mounts the overlay rootfs, writes the OCI `config.json`, builds and starts the
+//! It is the only place libcontainer's `build()`/`start()` run: they clone without exec, which
+//! is only sound in a single-threaded process (the child of a multi-threaded one may inherit a
+//! lock another thread held). It mounts the overlay rootfs, writes the OCI `config.json`, builds and starts the
 //! container and stays its parent: it copies stdout/stderr into the CRI log (with rotation),
 //! waits for the exit through a pidfd, records it atomically in `exit.json`, then deletes the
 //! container, unmounts the rootfs and exits. It runs in its own session, so it outlives the agent.

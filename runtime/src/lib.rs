@@ -1,7 +1,8 @@
 //! Containers on this host: images, pod sandboxes, cgroups, the libcontainer keeper and logs.
 //!
 //! This crate knows nothing of Kubernetes. The agent translates a Pod into the plain specs
-//! below ([`SandboxSpec`], [`ContainerSpec`]) and drives a [`HostRuntime`] with them.
+//! below ([`SandboxSpec`], [`ContainerSpec`]) and drives a [`PodRuntime`] with them: the
+//! [`HostRuntime`] on a node, a fake in the agent's unit tests.
 //!
 //! Process model (see ARCHITECTURE.md): libcontainer's `build()`/`start()` clone without exec,
 //! so they never run in the agent's (multi-threaded) process. Each container has a *keeper*:
@@ -14,6 +15,7 @@ pub mod cgroups;
 pub mod cni;
 pub mod container;
 pub mod exec;
+mod host;
 pub mod idmap;
 pub mod image;
 pub mod keeper;
@@ -25,13 +27,16 @@ pub mod spec;
 pub mod sys;
 pub mod userns;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use container::HostRuntime;
+pub use host::{NetworkError, RemoveSandboxError};
 
 /// Where the runtime keeps its state and data.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,7 +177,8 @@ pub struct Security {
 }
 
 /// The security profiles of one container, beside its [`ContainerSpec`] (given to
-/// `HostRuntime::start_container_with` / `create_container_with`, kept in the keeper's
+/// [`PodRuntime::start_container`] / [`PodRuntime::create_container`], which are
+/// `HostRuntime::start_container_with` / `create_container_with`; kept in the keeper's
 /// `request.json`; requests without them are unconfined).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSecurity {
@@ -189,6 +195,11 @@ pub struct ContainerSecurity {
     /// always idmapped in a user namespace.
     #[serde(default = "yes")]
     pub idmap_mounts: bool,
+    /// With `idmap_mounts`: the destinations of mounts bound as they are all the same (their
+    /// files keep their real owners; what the container writes there is owned by the mapped
+    /// host IDs): the agent names its hostPath volumes here.
+    #[serde(default)]
+    pub plain_mounts: Vec<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -201,12 +212,13 @@ impl Default for ContainerSecurity {
             seccomp: Default::default(),
             apparmor: Default::default(),
             idmap_mounts: true,
+            plain_mounts: Vec::new(),
         }
     }
 }
 
 /// The pod-level security of a sandbox, beside its [`SandboxSpec`] (given to
-/// `sandbox::create_with`).
+/// [`PodRuntime::create_sandbox`], which is `sandbox::create_with`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSecurity {
     /// Namespaced sysctls (`net.*` in the pod's network namespace, `kernel.shm*`, `kernel.msg*`,
@@ -334,4 +346,164 @@ pub fn helper_role(args: &[String]) -> Option<i32> {
         Some("__sandbox") => Some(sandbox::helper_main(args[2..].to_vec())),
         _ => None,
     }
+}
+
+/// What an agent needs of a container runtime to run pods, in the runtime's own terms: the pod
+/// sandbox with its network, containers (create, start, stop, remove, list, exec), their exits,
+/// the images they use and the node-wide clean-up. [`HostRuntime`] implements it on this host;
+/// the agent's pod workers see only this trait, so their decisions are tested against a fake.
+///
+/// Futures are boxed so that the runtime can be shared as `Arc<dyn PodRuntime>`.
+pub trait PodRuntime: Send + Sync {
+    /// The sandbox of pod `pod_uid` as recorded, if there is one (after an agent restart too).
+    fn sandbox(&self, pod_uid: &str) -> Option<Sandbox>;
+
+    /// Creates the pod's sandbox (namespaces, /dev/shm, pod cgroup) with the pod's sysctls and
+    /// user namespace (`PodSecurity::default()`: none), or returns the intact one that exists
+    /// with its cgroup limits updated; a broken one (or one of another user namespace range) is
+    /// rebuilt (its network given back first).
+    fn create_sandbox<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        security: &'a PodSecurity,
+    ) -> BoxFuture<'a, Result<Sandbox, sandbox::SandboxError>>;
+
+    /// The addresses of the sandbox's network, when a network set-up completed (IPv4 first).
+    fn network_ips(&self, sandbox: &Sandbox) -> Option<Vec<String>>;
+
+    /// Sets up the sandbox's network (CNI ADD with the node's network config; a set-up a crash
+    /// interrupted is undone first) and returns the pod's addresses, IPv4 first. The future
+    /// owns what it needs, so it may run in the background while a container is built.
+    fn setup_network(
+        &self,
+        sandbox: &Sandbox,
+        pod: &PodNetwork,
+    ) -> BoxFuture<'static, Result<Vec<String>, NetworkError>>;
+
+    /// Gives the pod's network back (CNI DEL) and removes its sandbox (pod init, namespace
+    /// pins, /dev/shm, pod cgroup, folder). Idempotent.
+    fn remove_sandbox<'a>(
+        &'a self,
+        pod_uid: &'a str,
+    ) -> BoxFuture<'a, Result<(), RemoveSandboxError>>;
+
+    /// Pod uids that have a sandbox folder (complete or partial).
+    fn list_sandboxes(&self) -> Vec<String>;
+
+    /// Builds a container under its security profiles (seccomp, AppArmor, idmapped mounts: see
+    /// [`ContainerSecurity`]) and holds it before its process runs (see
+    /// [`container::Created`]): the caller lets it run or aborts it.
+    fn create_container<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        spec: &'a ContainerSpec,
+        layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
+    ) -> BoxFuture<'a, Result<Box<dyn HeldContainer>, container::StartError>>;
+
+    /// Creates and starts a container with its security profiles (as
+    /// [`PodRuntime::create_container`]); its status once its process runs.
+    fn start_container<'a>(
+        &'a self,
+        sandbox: &'a Sandbox,
+        spec: &'a ContainerSpec,
+        layers: &'a [PathBuf],
+        security: &'a ContainerSecurity,
+    ) -> BoxFuture<'a, Result<ContainerStatus, container::StartError>>;
+
+    /// Sends `signal`, waits up to `grace`, then kills everything of the container; its exit.
+    fn stop_container<'a>(
+        &'a self,
+        id: &'a str,
+        signal: i32,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<ExitInfo, container::StopError>>;
+
+    /// Removes an exited container (its folder); an error while it runs.
+    fn remove_container<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), container::RemoveError>>;
+
+    /// Every container with its state, sorted by id.
+    fn list(&self) -> Vec<ContainerStatus>;
+
+    /// The containers whose id starts with `prefix`, sorted by id.
+    fn list_prefix(&self, prefix: &str) -> Vec<ContainerStatus>;
+
+    /// The state of one container, `None` if it does not exist.
+    fn status(&self, id: &str) -> Option<ContainerStatus>;
+
+    /// Exit events of containers (hints: the truth is what [`PodRuntime::list`] says).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent>;
+
+    /// Runs `argv` in a running container for at most `timeout`; its exit code and output.
+    fn exec<'a>(
+        &'a self,
+        id: &'a str,
+        argv: &'a [String],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<container::ExecOutput, container::ExecError>>;
+
+    /// An interactive exec (`kubectl exec`): the session streams the process's input and output.
+    fn exec_streaming(
+        &self,
+        id: &str,
+        argv: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> Result<container::ExecSession, container::ExecError>;
+
+    /// The writing end of a container's stdin (`kubectl attach`), when it has one.
+    fn attach_stdin(&self, id: &str) -> std::io::Result<Option<OwnedFd>>;
+
+    /// Image ids of every container the runtime holds (what image GC must keep).
+    fn images_in_use(&self) -> BTreeSet<String>;
+
+    /// Node-wide clean-up when the agent stops: with no sandbox left, the sandboxes mount point
+    /// and the empty `kubepods` cgroups are removed. `Ok(false)` when pods remain.
+    fn release_node(&self) -> Result<bool, RemoveSandboxError>;
+
+    /// Limits the `kubepods` cgroup (all pods together) to `limits`: the node's allocatable
+    /// with `enforceNodeAllocatable: [pods]`. A runtime without cgroups does nothing.
+    fn enforce_pods_limits(&self, limits: &Resources) -> Result<(), cgroups::CgroupError> {
+        let _ = limits;
+        Ok(())
+    }
+
+    /// Memory and processes of `kubepods` and, with `each_pod`, of each pod (by uid) and
+    /// container (by id), for the eviction manager.
+    fn pods_usage(&self, each_pod: bool) -> cgroups::PodsUsage {
+        let _ = each_pod;
+        cgroups::PodsUsage::default()
+    }
+
+    /// The folder of a container's writable layer (for its ephemeral storage use), if the
+    /// runtime keeps one on the host.
+    fn writable_layer(&self, id: &str) -> Option<PathBuf> {
+        let _ = id;
+        None
+    }
+}
+
+/// A container built and held before its process runs ([`PodRuntime::create_container`]).
+/// Dropping it aborts the container.
+pub trait HeldContainer: Send {
+    /// The container's id.
+    fn id(&self) -> &str;
+    /// Lets the process run; the container's status as [`PodRuntime::start_container`] gives it.
+    fn start(self: Box<Self>)
+        -> BoxFuture<'static, Result<ContainerStatus, container::StartError>>;
+    /// Ends the container without running it; it can be removed afterwards.
+    fn abort(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// The pod a network is set up for, in the runtime's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodNetwork {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `hostPort` mappings for the portmap plugin.
+    pub port_mappings: Vec<cni::PortMapping>,
 }

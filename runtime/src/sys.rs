@@ -5,9 +5,11 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use bosun_fsutil::{is_mount_root, mount_points, unescape_mountinfo};
 
 fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -241,34 +243,6 @@ pub fn fs_magic(path: &Path) -> io::Result<libc::c_long> {
         .map_err(io::Error::from)
 }
 
-/// Whether `path` is the root of a mount, asked of the path itself (`statx`'s
-/// `STATX_ATTR_MOUNT_ROOT`, Linux 5.8): reading mountinfo instead costs a few lines for every pod
-/// on the node. Falls back to mountinfo where the kernel does not say.
-pub fn is_mount_root(path: &Path) -> io::Result<bool> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
-    // SAFETY: statx is the plain C struct the kernel fills; all zeroes is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string that outlives the call and `stx` is a writable statx.
-    let r = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
-            0,
-            &mut stx,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    if stx.stx_attributes_mask & root == 0 {
-        return Ok(mount_points().iter().any(|m| m == path));
-    }
-    Ok(stx.stx_attributes & root != 0)
-}
-
 /// Whether `path` is a mount point (listed in /proc/self/mountinfo).
 pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
@@ -280,15 +254,6 @@ pub fn is_mount_point(path: &Path) -> io::Result<bool> {
     }))
 }
 
-/// Every mount point (decoded, absolute) from `/proc/self/mountinfo`, in mount order.
-pub fn mount_points() -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(std::ffi::OsString::from_vec(unescape_mountinfo(p))))
-        .collect()
-}
-
 /// Mount points at or below `dir`, deepest first (the order to unmount them in).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = mount_points()
@@ -298,26 +263,6 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     found
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-pub fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 /// Opens `path` (absolute or relative) inside `root` with `openat2(RESOLVE_IN_ROOT)`, so that
@@ -535,18 +480,6 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
-
-    #[test]
-    fn mount_roots_by_statx_agree_with_mountinfo() {
-        for p in ["/", "/proc"] {
-            assert!(is_mount_root(Path::new(p)).expect("statx"), "{p}");
-        }
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let sub = tmp.path().join("sub");
-        std::fs::create_dir(&sub).expect("mkdir");
-        assert!(!is_mount_root(&sub).expect("statx"));
-        assert!(is_mount_root(&sub.join("missing")).is_err());
-    }
 
     #[test]
     fn pidfd_of_self_child_becomes_readable_on_exit() {

@@ -23,6 +23,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$here/env.sh"
+source "$here/lib.sh"
 D=${1:-/tmp/bosun-e2e-api-cluster}
 W=$(mktemp -d /tmp/bosun-e2e-api-XXXXXX)
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
@@ -32,27 +33,12 @@ NODE=e2e-api
 export BOSUN_CP_IF=bosun-cp1 BOSUN_CP_IP=10.250.1.1 BOSUN_CP_SERVICE_CIDR=10.97.0.0/16
 export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
 NODE_IP=$BOSUN_CP_IP
-passed=0; failed=0
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
-}
-wait_for() { # seconds, command...
-    local t=$1; shift
-    for _ in $(seq 1 $((t*5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-    return 1
-}
 cleanup() {
     [ -n "${follow_pid:-}" ] && kill "$follow_pid" 2>/dev/null
     [ -n "${ms_pid:-}" ] && kill "$ms_pid" 2>/dev/null
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
-    # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
-    pkill -KILL -f "$W/run/containers" 2>/dev/null
-    grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    for c in /sys/fs/cgroup/*/bosun-e2e-api /sys/fs/cgroup/bosun-e2e-api; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    ip link del bosune2eapi 2>/dev/null
+    # Whatever bosun left (it should be nothing): containers, keepers, mounts, cgroups, bridge.
+    reap_node "$W" bosun-e2e-api bosune2eapi
     bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
     [ -n "${KEEP_LOGS:-}" ] && cp "$W/bosun.log" "$KEEP_LOGS" 2>/dev/null
     rm -rf "$W"
@@ -65,13 +51,14 @@ export KUBECONFIG="$D/admin.kubeconfig"
 bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
 
 # Free ports for the API and healthz (a running kubelet or another e2e may hold 10250/10248).
-used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }
-PORT=$(free_port 20250)
-HPORT=$(free_port 20248 "$PORT")
+free_port PORT 20250
+free_port HPORT 20248
 cat >"$W/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods and collect its images on a host whose disk is merely quite full.
+evictionHard: {memory.available: 100Mi}
 port: $PORT
 healthzPort: $HPORT
 containerLogMaxSize: 2Ki
@@ -241,7 +228,7 @@ kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
 # port-forward: a file of known bytes (~160 KB, many SPDY data frames) through busybox httpd
 # inside the pod's network namespace, over two connections of one kubectl port-forward.
 running api-d || wait_for 30 running api-d
-LPORT=$(free_port 21080)
+free_port LPORT 21080
 "$KUBECTL" port-forward pod/api-d "$LPORT:8080" >"$W/pf.out" 2>&1 &
 follow_pid=$!
 check "kubectl port-forward listens" wait_for 20 grep -q "Forwarding from 127.0.0.1:$LPORT" "$W/pf.out"
@@ -251,7 +238,7 @@ check "kubectl port-forward fetches the file intact" fetched
 check "kubectl port-forward fetches it again (second connection)" fetched
 kill "$follow_pid" 2>/dev/null; wait "$follow_pid" 2>/dev/null; follow_pid=
 # A port nothing listens on: the error comes back on the error stream.
-LPORT2=$(free_port 21180)
+free_port LPORT2 21180
 "$KUBECTL" port-forward pod/api-d "$LPORT2:9" >"$W/pf2.out" 2>&1 &
 follow_pid=$!
 wait_for 20 grep -q "Forwarding from 127.0.0.1:$LPORT2" "$W/pf2.out"
@@ -508,7 +495,7 @@ YAML
     ms_bin=$(bash "$here/metrics-server/build.sh" 2>"$W/ms-build.log" | tail -1)
     check "metrics-server built ($ms_bin)" test -x "$ms_bin"
     used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-    ms_port=$(free_port 20443)
+    free_port ms_port 20443
     cat <<YAML | "$KUBECTL" apply -f - >"$W/ms-apply.log" 2>&1
 apiVersion: v1
 kind: ServiceAccount
@@ -679,7 +666,7 @@ spdy_checks() {
     out=$("$KUBECTL" logs api-a --tail=1 2>&1)
     check "SPDY gate off: kubectl logs ($out)" [ -n "$out" ]
     local lport
-    lport=$(free_port 21280)
+    free_port lport 21280
     "$KUBECTL" port-forward pod/api-d "$lport:8080" >"$W/pf3.out" 2>&1 &
     follow_pid=$!
     wait_for 20 grep -q "Forwarding from 127.0.0.1:$lport" "$W/pf3.out"
@@ -740,5 +727,4 @@ check "an idle kept-alive connection is closed after 90 s (${idle:-?}s, $(head -
 gone() { [ -z "$("$KUBECTL" get pods -o name 2>/dev/null)" ]; }
 check "pods deleted" wait_for 60 gone
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary

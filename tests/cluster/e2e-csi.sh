@@ -48,6 +48,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$here/env.sh"
+source "$here/lib.sh"
 D=${1:-/tmp/bosun-e2e-csi-cluster}
 W=$(mktemp -d /tmp/bosun-e2e-csi-XXXXXX)
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
@@ -65,24 +66,9 @@ export BOSUN_CP_KUBE_PROXY=0 BOSUN_CP_NODE_NAME=$NODE
 NODE_IP=$BOSUN_CP_IP
 DRV1=csi-e2e.bosun.dev          # attachRequired: false, podInfoOnMount: true
 DRV2=csi-e2e-attach.bosun.dev   # attachRequired: true
-passed=0; failed=0
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
-}
-wait_for() { # seconds, command...
-    local end=$((SECONDS + $1)); shift
-    while [ "$SECONDS" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-    "$@" >/dev/null 2>&1
-}
 csi_pids=()
 cleanup() {
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
-    # Containers still running (a failed run) are killed through their cgroups, keepers by path.
-    for c in /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG; do
-        [ -d "$c" ] && find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-    done
-    pkill -KILL -f "$W/run/containers" 2>/dev/null
     # The CSI drivers and registrars (SIGTERM: they remove their sockets).
     for p in "${csi_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${csi_pids[@]}"; do wait "$p" 2>/dev/null; done
@@ -91,13 +77,8 @@ cleanup() {
     for img in "$W"/state*/block/*.img "$W/local-block.img"; do
         [ -e "$img" ] && losetup -j "$img" | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
     done
-    for _ in 1 2 3; do
-        grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    done
-    for c in /sys/fs/cgroup/*/$CG /sys/fs/cgroup/$CG; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    ip link del "$BRIDGE" 2>/dev/null
+    # Whatever bosun left (it should be nothing): containers, keepers, mounts, cgroups, bridge.
+    reap_node "$W" "$CG" "$BRIDGE"
     [ -n "${KEEP_LOGS:-}" ] && mkdir -p "$KEEP_LOGS" && cp "$W"/*.log "$D"/logs/kube-controller-manager.log "$KEEP_LOGS" 2>/dev/null &&
         for i in 1 2; do cp "$W/state$i/requests.jsonl" "$KEEP_LOGS/requests-$i.jsonl" 2>/dev/null; done
     bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
@@ -114,13 +95,14 @@ export KUBECONFIG="$D/admin.kubeconfig"
 bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
 
 # Free ports for the API and healthz (a running kubelet or another e2e may hold 10250/10248).
-used=$(ss -Htln | awk '{print $4}' | sed 's/.*://' | sort -u)
-free_port() { local p=$1; while grep -qx "$p" <<<"$used" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }
-PORT=$(free_port 21250)
-HPORT=$(free_port 21248 "$PORT")
+free_port PORT 21250
+free_port HPORT 21248
 cat >"$W/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods and collect its images on a host whose disk is merely quite full.
+evictionHard: {memory.available: 100Mi}
 port: $PORT
 healthzPort: $HPORT
 authentication:
@@ -704,5 +686,4 @@ check "no staging or pod folder left ($(leftover | tr '\n' ' '))" bash -c "[ -z 
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
 no_containers() { [ -z "$(find /sys/fs/cgroup/*/$CG -name cgroup.procs -exec cat {} + 2>/dev/null)" ]; }
 check "no container process left in the cgroup root" no_containers
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary

@@ -10,36 +10,17 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source "$here/env.sh"
+source "$here/lib.sh"
 D=${1:-/tmp/bosun-e2e-cluster}
 W=$(mktemp -d /tmp/bosun-e2e-node-XXXXXX)
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
 KUBECTL="$K8S_BIN/kubectl"
 NODE=e2e-node
-passed=0; failed=0
-check() { # name, command...
-    local name=$1; shift
-    if "$@"; then passed=$((passed+1)); echo "ok   $name"; else failed=$((failed+1)); echo "FAIL $name"; fi
-}
-wait_for() { # seconds, command...
-    local end=$((SECONDS + $1)); shift
-    while [ "$SECONDS" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-    "$@" >/dev/null 2>&1
-}
 cleanup() {
     [ -n "${bosun_pid:-}" ] && kill -TERM "$bosun_pid" 2>/dev/null && wait "$bosun_pid" 2>/dev/null
     [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null
-    # Whatever bosun left (it should be nothing): keepers, mounts, the private cgroup root.
-    pkill -KILL -f "$W/run/containers" 2>/dev/null
-    grep " $W" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    # Containers still running (a failed run) are killed through their cgroups.
-    for c in /sys/fs/cgroup/*/bosun-e2e-node /sys/fs/cgroup/bosun-e2e-node; do
-        [ -d "$c" ] && find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
-    done
-    sleep 0.5
-    for c in /sys/fs/cgroup/*/bosun-e2e-node /sys/fs/cgroup/bosun-e2e-node; do
-        [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    ip link del bosune2e 2>/dev/null
+    # Whatever bosun left (it should be nothing): containers, keepers, mounts, cgroups, bridge.
+    reap_node "$W" bosun-e2e-node bosune2e
     bash "$here/down.sh" --purge "$D" >/dev/null 2>&1
     # bosun's log of a failed run stays for a look.
     [ "$failed" = 0 ] || cp "$W/bosun.log" /tmp/bosun-e2e-node.failed.log 2>/dev/null
@@ -77,8 +58,11 @@ cat >"$W/cni/10-e2e.conflist" <<JSON
             "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$W/ipam"}},
   {"type": "portmap", "capabilities": {"portMappings": true}}]}
 JSON
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods and collect its images on a host whose disk is merely quite full.
+printf 'kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n' >"$W/config.yaml"
 "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
-    --cert-dir "$W/pki" "${A[@]}" >"$W/bosun.log" 2>&1 &
+    --cert-dir "$W/pki" --config "$W/config.yaml" "${A[@]}" >"$W/bosun.log" 2>&1 &
 bosun_pid=$!
 
 node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
@@ -480,5 +464,4 @@ nothing_left() { [ -z "$(leftovers)" ]; }
 wait_for 30 nothing_left
 check "nothing of the pods left on the node ($(leftovers))" nothing_left
 kill -TERM "$bosun_pid"; wait "$bosun_pid" 2>/dev/null; bosun_pid=
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary

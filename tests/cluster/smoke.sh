@@ -9,28 +9,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/env.sh"
 DIR=${1:-$(mktemp -d /tmp/bosun-cluster-smoke.XXXXXX)}
 IFACE=${BOSUN_CP_IF:-bosun-cp0}
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok   - $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL - $*"; }
-check() { # description cmd...
-  local what=$1; shift
-  if "$@" >/dev/null; then ok "$what"; else bad "$what"; fi
-}
-eventually() { # seconds cmd...: retries once a second
-  local end=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do [ "$SECONDS" -lt "$end" ] || return 1; sleep 1; done
-}
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 finish() {
-  echo "$passed passed, $failed failed"
-  [ "$failed" = 0 ]
+  summary
   exit $?
 }
 
-if ! "$here/up.sh" "$DIR"; then
-  bad "up.sh $DIR"
-  finish
-fi
-ok "up.sh $DIR"
+check "up.sh $DIR" "$here/up.sh" "$DIR"
+[ "$failed" = 0 ] || finish
 # shellcheck disable=SC1091
 . "$DIR/state/env"
 K="$K8S_BIN/kubectl --kubeconfig=$DIR/admin.kubeconfig"
@@ -45,9 +32,9 @@ check "kubernetes Service endpoint is the advertise address" \
 
 # A Deployment: the controller manager makes a ReplicaSet and pods, the scheduler finds no node.
 $K create deployment smoke --image=registry.k8s.io/pause:3.10 --replicas=2 >/dev/null
-check "deployment creates 2 pods" eventually 60 \
+check "deployment creates 2 pods" wait_for 60 \
   bash -c "[ \$($K get pods -l app=smoke -o name | wc -l) = 2 ]"
-check "pods are Pending and Unschedulable (no node yet)" eventually 60 bash -c \
+check "pods are Pending and Unschedulable (no node yet)" wait_for 60 bash -c \
   "[ \"\$($K get pods -l app=smoke -o jsonpath='{range .items[*]}{.status.phase}/{.status.conditions[?(@.type==\"PodScheduled\")].reason} {end}')\" = 'Pending/Unschedulable Pending/Unschedulable ' ]"
 
 # TLS bootstrap: a node client CSR with the bootstrap token is approved and signed.
@@ -67,9 +54,9 @@ spec:
 YAML
 check "bootstrap token can create a CSR" $KB create -f "$work/csr.yaml"
 check "bootstrap token cannot list pods" bash -c "! $KB get pods -A >/dev/null 2>&1"
-check "CSR is approved automatically" eventually 60 bash -c \
+check "CSR is approved automatically" wait_for 60 bash -c \
   "$K get csr smoke-node-client -o jsonpath='{.status.conditions[?(@.type==\"Approved\")].status}' | grep -qx True"
-check "CSR is signed" eventually 60 bash -c \
+check "CSR is signed" wait_for 60 bash -c \
   "$K get csr smoke-node-client -o jsonpath='{.status.certificate}' | grep -q ."
 $K get csr smoke-node-client -o jsonpath='{.status.certificate}' | base64 -d >"$work/node.crt" 2>/dev/null
 check "signed certificate chains to the cluster CA" openssl verify -CAfile "$DIR/pki/ca.crt" "$work/node.crt"
@@ -82,7 +69,7 @@ check "node certificate authenticates as system:node:test" bash -c \
 if [ -f "$DIR/state/kube-proxy" ]; then
   IFS=./ read -r a b c d _ <<<"$SERVICE_CIDR"
   svc_ip=$a.$b.$c.$((d + 1))
-  check "kube-proxy translates the kubernetes Service from the host" eventually 60 bash -c \
+  check "kube-proxy translates the kubernetes Service from the host" wait_for 60 bash -c \
     "[ \"\$(curl -sS --max-time 3 --cacert $DIR/pki/ca.crt --cert $DIR/pki/admin.crt --key $DIR/pki/admin.key https://$svc_ip/readyz)\" = ok ]"
 fi
 

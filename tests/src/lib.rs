@@ -76,6 +76,8 @@ pub struct Node {
     pub cgroup_root: String,
     /// This node's own CNI network (conf dir under `dir`, own bridge, subnet and IPAM store).
     pub net: TestNetwork,
+    /// Extra arguments of `bosun standalone` (a `--config` file).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -147,6 +149,7 @@ impl Node {
             cgroup_root: format!("/bosun-e2e-{name}-{}", std::process::id()),
             net,
             dir,
+            extra_args: Vec::new(),
             child: None,
         };
         for d in [
@@ -227,11 +230,21 @@ impl Node {
             .create(true)
             .append(true)
             .open(self.path("bosun.log"))?;
+        // Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 %
+        // free) would collect the tests' images on a host whose disk is merely quite full.
+        let config = self.path("config.yaml");
+        std::fs::write(
+            &config,
+            "kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n",
+        )?;
         let child = Command::new(bosun_bin())
             .arg("standalone")
+            .arg("--config")
+            .arg(&config)
             .arg("--manifests")
             .arg(self.path("manifests"))
             .args(self.common_args())
+            .args(&self.extra_args)
             .env("RUST_LOG", "info,bosun=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -548,6 +561,20 @@ pub fn pod(name: &str, spec: &str) -> String {
 pub fn setup(name: &str) -> Result<Node> {
     become_subreaper();
     let mut node = Node::new(name)?;
+    node.start()?;
+    Ok(node)
+}
+
+/// [`setup`] with a KubeletConfiguration file: `yaml` holds its keys (without `kind`).
+pub fn setup_with_config(name: &str, yaml: &str) -> Result<Node> {
+    become_subreaper();
+    let mut node = Node::new(name)?;
+    let file = node.path("config.yaml");
+    std::fs::write(
+        &file,
+        format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{yaml}"),
+    )?;
+    node.extra_args = vec!["--config".into(), file.display().to_string()];
     node.start()?;
     Ok(node)
 }

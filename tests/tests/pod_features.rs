@@ -1,4 +1,5 @@
-//! End-to-end checks of what a container really gets (checked from inside, STYLE habit 10):
+//! End-to-end checks of what a container really gets, seen from inside the container (not from
+//! what bosun recorded):
 //! user, capabilities, read-only rootfs, no-new-privileges, hostname, shared and host
 //! namespaces, termination messages, postStart hooks, sidecars. Privileged tier; run with
 //! `--test-threads=1` (teardown reaps orphans with waitpid(-1)).

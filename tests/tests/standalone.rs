@@ -534,3 +534,50 @@ fn exec_failure_is_a_start_error() -> Result<()> {
     node.wait_gone("big", T)?;
     check_clean(node)
 }
+
+#[test]
+#[ignore = "needs root: runs the agent with its cgroups and the pods beside the rejected one"]
+fn a_static_pod_that_does_not_fit_is_rejected_with_the_kubelets_reason() -> Result<()> {
+    let node = setup("admit")?;
+    // The node has a few CPUs: 1000 do not fit. Admission refuses it before anything of it
+    // exists, with the kubelet's reason and message, and `bosun pods` says why.
+    node.apply(
+        "big.yaml",
+        &pod(
+            "big",
+            "  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    resources:\n      requests: {cpu: '1000'}\n",
+        ),
+    )?;
+    node.apply(
+        "small.yaml",
+        &pod(
+            "small",
+            "  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    resources:\n      requests: {cpu: 10m}\n",
+        ),
+    )?;
+    let p = node.wait_pod("big", T, "phase Failed", |p| phase(p) == "Failed")?;
+    ensure!(
+        p["status"]["reason"] == "OutOfcpu",
+        "status: {}",
+        p["status"]
+    );
+    let message = p["status"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        message.starts_with(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: "
+        ),
+        "message: {message}"
+    );
+    node.wait_pod("small", T, "running", |p| is_running(p, "main"))?;
+    let out = node.bosun(&["pods"])?;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        shown.contains("OutOfcpu: Pod was rejected: Node didn't have enough resource: cpu"),
+        "bosun pods: {shown}"
+    );
+    node.delete("big.yaml")?;
+    node.delete("small.yaml")?;
+    node.wait_gone("big", T)?;
+    node.wait_gone("small", T)?;
+    check_clean(node)
+}

@@ -16,6 +16,7 @@ here="$root/tests/vm"
 cd "$root"
 source hack/env.sh
 source tests/cluster/env.sh
+source tests/cluster/lib.sh
 start=$(date +%s)
 log() { echo "vm: $*" >&2; }
 secs() { echo "$(($(date +%s) - start))s"; }
@@ -85,7 +86,7 @@ if [[ $cluster == 1 ]]; then
         jq '.clusters[0].cluster.server = "https://10.0.2.100:6443"' >"$payload/cluster/bootstrap-kubeconfig"
     # The pod for the guest node, created before it exists: the scheduler binds it once the node
     # has registered and is Ready. The default service account appears shortly after startup.
-    for _ in $(seq 1 60); do k get serviceaccount default >/dev/null 2>&1 && break; sleep 1; done
+    wait_for 60 k get serviceaccount default || true
     k apply -f - >/dev/null <<'YAML'
 apiVersion: v1
 kind: Pod

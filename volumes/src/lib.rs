@@ -1,8 +1,8 @@
 //! Makes pod volumes exist on disk, idempotently, and tears them down without leaks.
 //!
 //! This crate knows nothing of Kubernetes types: the agent translates a Pod's volumes into
-//! [`VolumeSource`]s and drives [`setup`], [`prepare_subpath`] and [`teardown_pod`] (or the
-//! [`VolumePlugin`] seam). The on-disk layout is the kubelet's (see [`layout`]) because other
+//! [`VolumeSource`]s and drives [`setup`], [`prepare_subpath`] and [`teardown_pod`]. The
+//! on-disk layout is the kubelet's (see [`layout`]) because other
 //! node tools assume it.
 //!
 //! - emptyDir: a folder (0777) under the pod folder; `Memory` mounts a tmpfs on it.
@@ -36,7 +36,6 @@
 
 pub mod atomic;
 pub mod csi;
-pub mod idmap;
 pub mod layout;
 pub mod mounts;
 pub mod ownership;
@@ -258,8 +257,9 @@ pub fn setup(pod_dir: &Path, name: &str, source: &VolumeSource) -> Result<PathBu
     }
 }
 
-/// The seam the agent drives: idempotent setup and teardown of volumes of one pod folder. Fakes
-/// implement it in the agent's tests.
+/// Idempotent setup and teardown of the volumes of one pod folder, one plugin per volume type
+/// (the kubelet's volume plugin interface), for a caller that holds plugins as values. The agent
+/// does not: it calls [`setup`] and [`teardown_pod`].
 pub trait VolumePlugin: Send + Sync {
     /// The plugin's name, for logs.
     fn name(&self) -> &'static str;

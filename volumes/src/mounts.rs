@@ -144,36 +144,17 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 /// `Err(Unsupported)` when the kernel does not say: read mountinfo then. The path is not
 /// followed if it is a symlink.
 pub fn mount_root_type(path: &Path) -> io::Result<Option<i64>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
-    // SAFETY: statx is the plain C struct the kernel fills; all zeroes is a valid value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string that outlives the call and `stx` is a writable statx.
-    let r = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT,
-            0,
-            &mut stx,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    if stx.stx_attributes_mask & root == 0 {
-        return Err(io::Error::new(
+    match bosun_fsutil::mount_root_attr(path)? {
+        None => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "statx does not report mount roots here",
-        ));
+        )),
+        Some(false) => Ok(None),
+        Some(true) => {
+            let fs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+            Ok(Some(fs.filesystem_type().0 as i64))
+        }
     }
-    if stx.stx_attributes & root == 0 {
-        return Ok(None);
-    }
-    let fs = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
-    Ok(Some(fs.filesystem_type().0 as i64))
 }
 
 /// Whether `path` itself is a mount point (per mountinfo).

@@ -152,7 +152,7 @@ pub fn prepare_subpath(
     // An existing bind is reused without looking at the volume again: it holds the inode that
     // was checked when it was made, whatever the path looks like now.
     if let Some(fd) = open_nofollow(&target).map_err(target_err)? {
-        if is_mount_root(fd.as_fd(), &target).map_err(target_err)? {
+        if bosun_fsutil::is_mount_root_fd(fd.as_fd(), &target).map_err(target_err)? {
             debug!(target = %target.display(), "subPath bind already in place");
             return Ok(target);
         }
@@ -309,14 +309,6 @@ fn open_nofollow(path: &Path) -> io::Result<Option<OwnedFd>> {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-/// Whether the file `fd` holds is the root of a mount (statx, or mountinfo on old kernels).
-fn is_mount_root(fd: BorrowedFd<'_>, path: &Path) -> io::Result<bool> {
-    match sys::fstatx(fd)?.mount_root {
-        Some(b) => Ok(b),
-        None => crate::mounts::is_mount_point(path),
     }
 }
 

@@ -1,5 +1,7 @@
-//! The raw syscalls of this crate, each behind a small safe function. Every `unsafe` block of
-//! the crate lives here; the logic above only sees `OwnedFd`s and `io::Result`s.
+//! The raw syscalls of this crate, each behind a small safe function: the logic above only sees
+//! `OwnedFd`s and `io::Result`s. The one other `unsafe` of the crate registers the plugin
+//! registry's inotify fd with tokio (`csi/registry.rs`); mount roots are asked through
+//! `bosun_fsutil`.
 //!
 //! nix 0.29 returns bare `RawFd`s from `openat`/`openat2` (turning those into `OwnedFd` needs
 //! `unsafe` anyway) and does not wrap `statx`, so these few calls go through libc directly.

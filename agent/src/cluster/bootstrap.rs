@@ -11,12 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
+
+use crate::certs::{self, Signing};
 
 pub const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const CURRENT: &str = "kubelet-client-current.pem";
@@ -96,17 +96,7 @@ pub async fn request_certificate(
     node_name: &str,
 ) -> Result<SystemTime, BootstrapError> {
     let key = rcgen::KeyPair::generate().map_err(|e| BootstrapError::Key(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::default();
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(
-        rcgen::DnType::CommonName,
-        format!("system:node:{node_name}"),
-    );
-    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-    params.distinguished_name = dn;
-    let csr = params
-        .serialize_request(&key)
-        .and_then(|r| r.pem())
+    let csr = certs::node_request(node_name, &[], &key)
         .map_err(|e| BootstrapError::Key(e.to_string()))?;
     let name = format!(
         "node-csr-{}-{}",
@@ -121,19 +111,7 @@ pub async fn request_certificate(
         message,
     };
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let object = CertificateSigningRequest {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: k8s_openapi::ByteString(csr.into_bytes()),
-            signer_name: SIGNER.to_string(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
-            ..Default::default()
-        },
-        status: None,
-    };
+    let object = certs::csr_object(&name, csr, SIGNER, &["digital signature", "client auth"]);
     api.create(&PostParams::default(), &object)
         .await
         .map_err(|e| csr_err(e.to_string()))?;
@@ -141,21 +119,12 @@ pub async fn request_certificate(
     let deadline = SystemTime::now() + Duration::from_secs(300);
     let cert_pem = loop {
         let got = api.get(&name).await.map_err(|e| csr_err(e.to_string()))?;
-        let status = got.status.unwrap_or_default();
-        if let Some(c) = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Denied" || c.type_ == "Failed")
-        {
-            return Err(csr_err(format!(
-                "{}: {}",
-                c.type_,
-                c.message.clone().unwrap_or_default()
-            )));
-        }
-        if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            break cert.0;
+        match certs::signing(&got) {
+            Signing::Refused { condition, message } => {
+                return Err(csr_err(format!("{condition}: {message}")))
+            }
+            Signing::Signed(cert) => break cert,
+            Signing::Pending => {}
         }
         if SystemTime::now() > deadline {
             return Err(csr_err(
@@ -164,7 +133,7 @@ pub async fn request_certificate(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let not_after = not_after(&cert_pem)
+    let not_after = certs::not_after(&cert_pem)
         .ok_or_else(|| csr_err("the signed certificate cannot be parsed".into()))?;
     write_credentials(paths, &cert_pem, key.serialize_pem().as_bytes(), client)?;
     tracing::info!(csr = %name, "client certificate issued");
@@ -177,44 +146,20 @@ pub fn rotation_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
     issued + life.mul_f64(0.8)
 }
 
-fn not_after(pem: &[u8]) -> Option<SystemTime> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let cert = p.parse_x509().ok()?;
-    let ts = cert.validity().not_after.timestamp();
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64))
-}
-
-fn not_before(pem: &[u8]) -> Option<SystemTime> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let cert = p.parse_x509().ok()?;
-    let ts = cert.validity().not_before.timestamp();
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64))
-}
-
 /// The rotation time of the current client certificate in `cert_dir`, if there is one.
 fn current_rotation_time(cert_dir: &Path) -> Option<SystemTime> {
     let pem = std::fs::read(cert_dir.join(CURRENT)).ok()?;
-    Some(rotation_time(not_before(&pem)?, not_after(&pem)?))
+    Some(rotation_time(
+        certs::not_before(&pem)?,
+        certs::not_after(&pem)?,
+    ))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BootstrapError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| BootstrapError::Write {
+    certs::write_private(path, bytes).map_err(|source| BootstrapError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// Writes `kubelet-client-<time>.pem` (cert + key), points `kubelet-client-current.pem` at it
@@ -296,21 +241,5 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let end = t0 + Duration::from_secs(1000);
         assert_eq!(rotation_time(t0, end), t0 + Duration::from_secs(800));
-    }
-
-    #[test]
-    fn reads_validity_of_a_generated_certificate() {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec!["n".into()]).expect("params");
-        params.not_before = rcgen::date_time_ymd(2030, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2030, 1, 11);
-        let cert = params.self_signed(&key).expect("cert");
-        let pem = cert.pem();
-        let nb = not_before(pem.as_bytes()).expect("nb");
-        let na = not_after(pem.as_bytes()).expect("na");
-        assert_eq!(
-            na.duration_since(nb).expect("order"),
-            Duration::from_secs(10 * 86400)
-        );
     }
 }

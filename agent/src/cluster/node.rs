@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use kube::api::{Api, GetParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
 
+use crate::eviction::NodeCondition as Pressure;
 use crate::pods::status::time;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -43,18 +44,12 @@ pub struct NodeFacts {
     pub os_image: String,
     pub arch: String,
     pub port: i32,
-}
-
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
+    /// What the node's HTTP API serves that apiservers may rely on
+    /// (`status.declaredFeatures`).
+    pub declared_features: Vec<String>,
+    /// `status.allocatable` (capacity minus the reservations: `pods::eviction::NodeResources`);
+    /// empty: the capacity.
+    pub allocatable: BTreeMap<String, Quantity>,
 }
 
 fn read_trim(path: &str) -> String {
@@ -95,6 +90,7 @@ pub fn default_node_ip() -> Option<String> {
 
 impl NodeFacts {
     pub fn gather(
+        memory_bytes: u64,
         name: &str,
         node_ip: Option<String>,
         extra_labels: &BTreeMap<String, String>,
@@ -102,7 +98,7 @@ impl NodeFacts {
         root_dir: &std::path::Path,
         max_pods: u32,
     ) -> NodeFacts {
-        let arch = go_arch().to_string();
+        let arch = crate::pods::admission::go_arch().to_string();
         let mut labels = BTreeMap::new();
         labels.insert("kubernetes.io/hostname".into(), name.to_string());
         labels.insert("kubernetes.io/os".into(), "linux".into());
@@ -128,7 +124,7 @@ impl NodeFacts {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as u64)
                 .unwrap_or(1),
-            memory_bytes: crate::cli::node_memory(),
+            memory_bytes,
             ephemeral_storage_bytes: storage,
             max_pods,
             system_uuid: if uuid.is_empty() {
@@ -144,6 +140,8 @@ impl NodeFacts {
             os_image: os_image(),
             arch,
             port: 10250,
+            declared_features: Vec::new(),
+            allocatable: BTreeMap::new(),
         }
     }
 
@@ -180,17 +178,19 @@ impl NodeFacts {
                 taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
                 ..Default::default()
             }),
-            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new())),
+            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[])),
         }
     }
 
-    /// Node status: capacity, conditions (keeping transition times), node info, images.
+    /// Node status: capacity, allocatable, conditions (keeping transition times; `pressure`: the
+    /// eviction manager's), node info, images.
     pub fn status(
         &self,
         now: SystemTime,
         previous: Option<&NodeStatus>,
         images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
         volumes_in_use: Vec<String>,
+        pressure: &[Pressure],
     ) -> NodeStatus {
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             let old = previous
@@ -209,6 +209,16 @@ impl NodeFacts {
                 last_transition_time: transition,
             }
         };
+        let pressure_cond = |c: Pressure| {
+            let on = pressure.contains(&c);
+            let (reason, message) = c.reason_and_message(on);
+            cond(
+                c.as_str(),
+                if on { "True" } else { "False" },
+                reason,
+                message,
+            )
+        };
         NodeStatus {
             addresses: Some(
                 self.addresses
@@ -220,26 +230,15 @@ impl NodeFacts {
                     .collect(),
             ),
             capacity: Some(self.resources()),
-            allocatable: Some(self.resources()),
+            allocatable: Some(if self.allocatable.is_empty() {
+                self.resources()
+            } else {
+                self.allocatable.clone()
+            }),
             conditions: Some(vec![
-                cond(
-                    "MemoryPressure",
-                    "False",
-                    "KubeletHasSufficientMemory",
-                    "kubelet has sufficient memory available",
-                ),
-                cond(
-                    "DiskPressure",
-                    "False",
-                    "KubeletHasNoDiskPressure",
-                    "kubelet has no disk pressure",
-                ),
-                cond(
-                    "PIDPressure",
-                    "False",
-                    "KubeletHasSufficientPID",
-                    "kubelet has sufficient PID available",
-                ),
+                pressure_cond(Pressure::MemoryPressure),
+                pressure_cond(Pressure::DiskPressure),
+                pressure_cond(Pressure::PidPressure),
                 cond(
                     "Ready",
                     "True",
@@ -266,8 +265,7 @@ impl NodeFacts {
             images: (!images.is_empty()).then_some(images),
             // Mounted attachable volumes: the attach/detach controller never detaches these.
             volumes_in_use: Some(volumes_in_use),
-            // What bosun's API serves: WebSockets for exec straight from the apiserver.
-            declared_features: Some(vec![crate::server::WEBSOCKET_FEATURE.to_string()]),
+            declared_features: Some(self.declared_features.clone()),
             ..Default::default()
         }
     }
@@ -374,12 +372,19 @@ pub async fn status_loop(
     facts: NodeFacts,
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
+    pressure: impl Fn() -> Vec<Pressure>,
 ) {
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
     loop {
-        let status = facts.status(SystemTime::now(), last.as_ref(), images(), volumes_in_use());
+        let status = facts.status(
+            SystemTime::now(),
+            last.as_ref(),
+            images(),
+            volumes_in_use(),
+            &pressure(),
+        );
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
         // brings them back.
@@ -440,42 +445,6 @@ fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
     strip(a) == strip(b)
 }
 
-/// `--node-labels k=v,k2=v2`.
-pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| format!("label {part:?} is not key=value"))?;
-        out.insert(k.to_string(), v.to_string());
-    }
-    Ok(out)
-}
-
-/// `--register-with-taints key=value:Effect,key:Effect`.
-pub fn parse_taints(s: &str) -> Result<Vec<Taint>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (kv, effect) = part
-            .rsplit_once(':')
-            .ok_or_else(|| format!("taint {part:?} has no :Effect"))?;
-        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-            return Err(format!("taint {part:?}: unknown effect {effect}"));
-        }
-        let (key, value) = match kv.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (kv.to_string(), None),
-        };
-        out.push(Taint {
-            key,
-            value,
-            effect: effect.to_string(),
-            time_added: None,
-        });
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -523,18 +492,6 @@ mod tests {
     }
 
     #[test]
-    fn labels_and_taints_parse() {
-        let l = parse_labels("a=b, c=d").expect("labels");
-        assert_eq!(l.get("c").map(String::as_str), Some("d"));
-        assert!(parse_labels("nope").is_err());
-        let t = parse_taints("dedicated=gpu:NoSchedule,spot:NoExecute").expect("taints");
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[0].value.as_deref(), Some("gpu"));
-        assert_eq!(t[1].key, "spot");
-        assert!(parse_taints("x:Sometimes").is_err());
-    }
-
-    #[test]
     fn status_keeps_transition_times_and_reports_everything() {
         let facts = NodeFacts {
             name: "n1".into(),
@@ -552,10 +509,12 @@ mod tests {
             os_image: "Debian".into(),
             arch: "amd64".into(),
             port: 10250,
+            declared_features: vec![],
+            allocatable: BTreeMap::from([("cpu".to_string(), Quantity("1500m".into()))]),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let s0 = facts.status(t0, None, vec![], vec![]);
-        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![]);
+        let s0 = facts.status(t0, None, vec![], vec![], &[]);
+        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![], &[]);
         assert!(same_ignoring_heartbeats(&s0, &s1));
         let ready = |s: &NodeStatus| {
             s.conditions
@@ -573,6 +532,37 @@ mod tests {
             ready(&s1).last_heartbeat_time,
             ready(&s0).last_heartbeat_time
         );
+        assert_eq!(
+            s0.allocatable.clone().expect("allocatable")["cpu"].0,
+            "1500m"
+        );
+        // The eviction manager's conditions, with the kubelet's reasons.
+        let s2 = facts.status(
+            t0 + Duration::from_secs(20),
+            Some(&s1),
+            vec![],
+            vec![],
+            &[Pressure::DiskPressure],
+        );
+        let cond = |s: &NodeStatus, ty: &str| {
+            s.conditions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == ty)
+                .expect("condition")
+        };
+        let disk = cond(&s2, "DiskPressure");
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+        assert_ne!(
+            disk.last_transition_time,
+            cond(&s1, "DiskPressure").last_transition_time
+        );
+        assert_eq!(cond(&s2, "MemoryPressure").status, "False");
+        assert!(!same_ignoring_heartbeats(&s1, &s2));
         let cap = s0.capacity.expect("capacity");
         assert_eq!(cap["pods"].0, "110");
         assert_eq!(cap["memory"].0, format!("{}Ki", 4u64 << 20));

@@ -17,15 +17,44 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use kube::api::PostParams;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 
-use crate::pods::ObjectSource;
+use crate::pods::{ObjectSource, SourceError};
 use crate::projection::{ApiObjects, References, TokenKey};
+
+/// Reading what a pod refers to from the API failed (and nothing was read before).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("services have not yet been read at least once, cannot construct envvars")]
+    ServicesNotRead,
+    #[error("cannot get {kind} {namespace}/{name}: {source}")]
+    Object {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot get CSIDriver {driver}: {source}")]
+    Driver {
+        driver: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot get a token for service account {namespace}/{service_account}: {source}")]
+    Token {
+        namespace: String,
+        service_account: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A TokenRequest answered without this part.
+    #[error("TokenRequest returned no {0}")]
+    TokenAnswer(&'static str),
+}
 
 /// How long a configMap or secret read from the API is used before it is read again.
 pub const OBJECT_TTL: Duration = Duration::from_secs(5);
@@ -72,8 +101,6 @@ impl Token {
 /// The apiserver-backed [`ObjectSource`].
 pub struct ClusterObjects {
     client: Client,
-    /// CSI drivers and mounts (None: no CSI, e.g. in tests).
-    csi: Option<super::csi::Csi>,
     /// Every Service of the cluster (the Node authorizer lets nodes watch them), for the
     /// service link variables.
     services: reflector::Store<Service>,
@@ -83,7 +110,7 @@ pub struct ClusterObjects {
 
 impl ClusterObjects {
     /// Also starts the Service reflector (it runs as long as the runtime).
-    pub fn new(client: Client, csi: Option<super::csi::Csi>) -> Self {
+    pub fn new(client: Client) -> Self {
         let (services, writer) = reflector::store();
         let api: Api<Service> = Api::all(client.clone());
         let stream =
@@ -100,7 +127,6 @@ impl ClusterObjects {
         });
         Self {
             client,
-            csi,
             services,
             objects: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
@@ -121,7 +147,7 @@ impl ClusterObjects {
         }
     }
 
-    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, String> {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, FetchError> {
         let key = ObjectKey {
             kind: "configmap",
             namespace: ns.into(),
@@ -141,12 +167,17 @@ impl ClusterObjects {
                     tracing::debug!(error = %e, configmap = name, "using the last value read");
                     Ok(v)
                 }
-                _ => Err(format!("cannot get configmap {ns}/{name}: {e}")),
+                _ => Err(FetchError::Object {
+                    kind: "configmap",
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    source: e,
+                }),
             },
         }
     }
 
-    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, FetchError> {
         let key = ObjectKey {
             kind: "secret",
             namespace: ns.into(),
@@ -166,28 +197,36 @@ impl ClusterObjects {
                     tracing::debug!(error = %e, secret = name, "using the last value read");
                     Ok(v)
                 }
-                _ => Err(format!("cannot get secret {ns}/{name}: {e}")),
+                _ => Err(FetchError::Object {
+                    kind: "secret",
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                    source: e,
+                }),
             },
         }
     }
 
-    async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, String> {
+    async fn token(&self, pod: &Pod, key: &TokenKey) -> Result<String, FetchError> {
         self.token_entry(pod, key).await.map(|t| t.value)
     }
 
     /// The service account tokens a CSIDriver asks for (`tokenRequests`), bound to the pod, as
     /// the kubelet hands them to the driver: JSON `{audience: {token, expirationTimestamp}}`.
     /// `None` when the driver asks for none (or has no CSIDriver object).
-    async fn csi_tokens(
+    pub(crate) async fn csi_tokens(
         &self,
         pod: &Pod,
         driver: &str,
-    ) -> Result<Option<super::csi::ServiceAccountTokens>, String> {
+    ) -> Result<Option<super::csi::ServiceAccountTokens>, FetchError> {
         let api: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(self.client.clone());
         let Some(d) = api
             .get_opt(driver)
             .await
-            .map_err(|e| format!("cannot get CSIDriver {driver}: {e}"))?
+            .map_err(|source| FetchError::Driver {
+                driver: driver.to_string(),
+                source,
+            })?
         else {
             return Ok(None);
         };
@@ -210,7 +249,7 @@ impl ClusterObjects {
         }))
     }
 
-    async fn token_entry(&self, pod: &Pod, key: &TokenKey) -> Result<Token, String> {
+    async fn token_entry(&self, pod: &Pod, key: &TokenKey) -> Result<Token, FetchError> {
         let ns = pod
             .metadata
             .namespace
@@ -253,15 +292,12 @@ impl ClusterObjects {
         let result = api
             .create_token_request(&sa, &PostParams::default(), &req)
             .await;
-        let mut map = self
-            .tokens
-            .lock()
-            .map_err(|_| "token cache poisoned".to_string())?;
+        let mut map = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, t| t.expires > now);
         match result {
             Ok(tr) => {
-                let status = tr.status.ok_or("TokenRequest returned no status")?;
-                let token = status.token.ok_or("TokenRequest returned no token")?;
+                let status = tr.status.ok_or(FetchError::TokenAnswer("status"))?;
+                let token = status.token.ok_or(FetchError::TokenAnswer("token"))?;
                 let expires: SystemTime = status
                     .expiration_timestamp
                     .map(|t| t.0.into())
@@ -280,154 +316,22 @@ impl ClusterObjects {
                     tracing::warn!(error = %e, "cannot refresh a service account token");
                     Ok(t.clone())
                 }
-                None => Err(format!(
-                    "cannot get a token for service account {ns}/{sa}: {e}"
-                )),
+                None => Err(FetchError::Token {
+                    namespace: ns,
+                    service_account: sa,
+                    source: e,
+                }),
             },
         }
     }
 }
 
 impl ObjectSource for ClusterObjects {
-    fn claim<'a>(
-        &'a self,
-        pod: &'a Pod,
-        claim: &'a str,
-        ephemeral: bool,
-    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
-        Box::pin(async move {
-            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-            let pvc = pvcs
-                .get_opt(claim)
-                .await
-                .map_err(|e| format!("cannot get persistentvolumeclaim {ns}/{claim}: {e}"))?;
-            if ephemeral {
-                // Not created yet by the ephemeral volume controller: wait (retried).
-                let pvc = pvc.as_ref().ok_or_else(|| {
-                    format!("persistentvolumeclaim {claim:?} not found (the ephemeral volume controller has not created it yet)")
-                })?;
-                crate::claims::check_ephemeral_owner(
-                    ns,
-                    pod.metadata.name.as_deref().unwrap_or_default(),
-                    pod.metadata.uid.as_deref().unwrap_or_default(),
-                    pvc,
-                )?;
-            }
-            let pv_name = crate::claims::bound_volume(claim, pvc.as_ref())?;
-            let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
-            let pv = pvs
-                .get(&pv_name)
-                .await
-                .map_err(|e| format!("cannot get persistentvolume {pv_name}: {e}"))?;
-            let node = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default();
-            let nodes: Api<Node> = Api::all(self.client.clone());
-            let labels = nodes
-                .get(&node)
-                .await
-                .map_err(|e| format!("cannot get node {node}: {e}"))?
-                .metadata
-                .labels
-                .unwrap_or_default();
-            if pv.spec.as_ref().is_some_and(|s| s.csi.is_some()) {
-                let csi = self
-                    .csi
-                    .as_ref()
-                    .ok_or("CSI volumes are not enabled on this node")?;
-                let volumes = || pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
-                let read_only = volumes()
-                    .filter_map(|v| v.persistent_volume_claim.as_ref())
-                    .any(|c| c.claim_name == claim && c.read_only == Some(true));
-                // The pod's volume that names this claim (for stats and expansion).
-                let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-                let volume = volumes()
-                    .find(|v| {
-                        v.persistent_volume_claim
-                            .as_ref()
-                            .is_some_and(|c| c.claim_name == claim)
-                            || (v.ephemeral.is_some()
-                                && crate::translate::ephemeral_claim_name(pod_name, &v.name)
-                                    == claim)
-                    })
-                    .map(|v| v.name.clone())
-                    .unwrap_or_default();
-                let driver = pv
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.csi.as_ref())
-                    .map(|c| c.driver.clone())
-                    .unwrap_or_default();
-                let tokens = self.csi_tokens(pod, &driver).await?;
-                let path = csi
-                    .mount(pod, &pv, read_only, &volume, claim, tokens)
-                    .await?;
-                let block = pv
-                    .spec
-                    .as_ref()
-                    .is_some_and(|s| s.volume_mode.as_deref() == Some("Block"));
-                return Ok(crate::translate::VolumeKind::HostPath {
-                    path: path.to_string_lossy().into_owned(),
-                    // A block volume is the device file NodePublishVolume made.
-                    type_: if block { "BlockDevice" } else { "Directory" }.into(),
-                });
-            }
-            crate::claims::volume_kind(&pv, &node, &labels)
-        })
-    }
-
-    fn csi_inline<'a>(
-        &'a self,
-        pod: &'a Pod,
-        volume: &'a str,
-    ) -> BoxFuture<'a, Result<crate::translate::VolumeKind, String>> {
-        Box::pin(async move {
-            let csi = self
-                .csi
-                .as_ref()
-                .ok_or("CSI volumes are not enabled on this node")?;
-            let source = pod
-                .spec
-                .iter()
-                .flat_map(|s| s.volumes.iter().flatten())
-                .find(|v| v.name == volume)
-                .and_then(|v| v.csi.as_ref())
-                .ok_or_else(|| format!("volume {volume:?} is not a CSI inline volume"))?;
-            let tokens = self.csi_tokens(pod, &source.driver).await?;
-            let path = csi.mount_inline(pod, volume, source, tokens).await?;
-            Ok(crate::translate::VolumeKind::HostPath {
-                path: path.to_string_lossy().into_owned(),
-                type_: "Directory".into(),
-            })
-        })
-    }
-
-    fn volume_samples(&self) -> BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
-        Box::pin(async move {
-            match &self.csi {
-                Some(csi) => csi.volume_samples().await,
-                None => Vec::new(),
-            }
-        })
-    }
-
-    fn release<'a>(&'a self, pod_uid: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            match &self.csi {
-                Some(csi) => csi.unmount_pod(pod_uid).await,
-                None => Ok(()),
-            }
-        })
-    }
-
     fn fetch<'a>(
         &'a self,
         pod: &'a Pod,
         refs: &'a References,
-    ) -> BoxFuture<'a, Result<ApiObjects, String>> {
+    ) -> BoxFuture<'a, Result<ApiObjects, SourceError>> {
         Box::pin(async move {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let mut out = ApiObjects::default();
@@ -436,10 +340,7 @@ impl ObjectSource for ClusterObjects {
                 .await
                 .is_err()
             {
-                return Err(
-                    "services have not yet been read at least once, cannot construct envvars"
-                        .into(),
-                );
+                return Err(FetchError::ServicesNotRead.into());
             }
             // The reflector's objects as they are: no copy of every Service per pod sync.
             let services = self.services.state();

@@ -118,6 +118,29 @@ enum ApplyError {
 /// Writes one update; `Some(uid)` of the mirror pod when it went to a mirror pod.
 async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, ApplyError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &u.namespace);
+    // A final deletion carries the pod's last status: written first (the containers'
+    // terminated states and the final phase, which a pod kept by a finalizer shows), as the
+    // kubelet's status manager does before it deletes.
+    let deleting;
+    let u = match (&u.status, u.delete && !u.mirror) {
+        (Some(status), true) => {
+            let patch = status_patch(&u.uid, status);
+            match api
+                .patch_status(&u.name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            deleting = StatusUpdate {
+                status: None,
+                ..u.clone()
+            };
+            &deleting
+        }
+        _ => u,
+    };
     match &u.status {
         Some(status) => {
             let uid = if u.mirror {

@@ -29,6 +29,8 @@ enum Kind {
     List,
     /// `k=v,k2=v2` (a map of strings).
     Map,
+    /// `k<v,k2<v2` (a map of strings: the eviction thresholds' flags).
+    LangleMap,
     /// `Gate=true,Other=false` (a map of booleans).
     Gates,
 }
@@ -86,8 +88,28 @@ const CONFIG_FLAGS: &[(&str, &str, Kind)] = &[
         Kind::List,
     ),
     ("event-qps", "eventRecordQPS", Kind::Int),
-    ("eviction-hard", "evictionHard", Kind::Str),
-    ("eviction-soft", "evictionSoft", Kind::Str),
+    ("eviction-hard", "evictionHard", Kind::LangleMap),
+    (
+        "eviction-max-pod-grace-period",
+        "evictionMaxPodGracePeriod",
+        Kind::Int,
+    ),
+    (
+        "eviction-minimum-reclaim",
+        "evictionMinimumReclaim",
+        Kind::Map,
+    ),
+    (
+        "eviction-pressure-transition-period",
+        "evictionPressureTransitionPeriod",
+        Kind::Str,
+    ),
+    ("eviction-soft", "evictionSoft", Kind::LangleMap),
+    (
+        "eviction-soft-grace-period",
+        "evictionSoftGracePeriod",
+        Kind::Map,
+    ),
     ("fail-swap-on", "failSwapOn", Kind::Bool),
     ("feature-gates", "featureGates", Kind::Gates),
     ("file-check-frequency", "fileCheckFrequency", Kind::Str),
@@ -191,7 +213,7 @@ const IGNORED_FLAGS: &[(&str, bool, &str)] = &[
     ("minimum-container-ttl-duration", true, "bosun keeps the newest two attempts of each container"),
     ("maximum-dead-containers", true, "bosun keeps the newest two attempts of each container"),
     ("maximum-dead-containers-per-container", true, "bosun keeps the newest two attempts of each container"),
-    ("experimental-allocatable-ignore-eviction", false, "bosun does not evict pods"),
+    ("experimental-allocatable-ignore-eviction", false, "bosun always takes the hard eviction thresholds off the allocatable"),
     ("keep-terminated-pod-volumes", false, "bosun removes a terminated pod's volumes"),
     ("seccomp-profile-root", true, "localhost seccomp profiles are read from <root-dir>/seccomp"),
 ];
@@ -291,12 +313,13 @@ fn flag_value(raw: &str, kind: Kind) -> Result<Value, String> {
         ),
         Kind::Bool => Value::Bool(parse_bool(raw)?),
         Kind::List => Value::Array(items().map(|s| Value::String(s.into())).collect()),
-        Kind::Map | Kind::Gates => {
+        Kind::Map | Kind::LangleMap | Kind::Gates => {
+            let sep = if kind == Kind::LangleMap { '<' } else { '=' };
             let mut m = Map::new();
             for item in items() {
                 let (k, v) = item
-                    .split_once('=')
-                    .ok_or_else(|| format!("{item:?} is not key=value"))?;
+                    .split_once(sep)
+                    .ok_or_else(|| format!("{item:?} is not key{sep}value"))?;
                 let v = match kind {
                     Kind::Gates => Value::Bool(parse_bool(v)?),
                     _ => Value::String(v.to_string()),
@@ -365,7 +388,6 @@ const ACCEPTED_KEYS: &[(&str, &[&str], &str)] = &[
     ("crashLoopBackOff", &[], "bosun's restart back-off is the kubelet's default (10 s doubling to 5 min)"),
     ("memorySwap", &[], "bosun gives containers no swap (the kubelet's NoSwap)"),
     ("failSwapOn", &["true", "false"], ""),
-    ("evictionPressureTransitionPeriod", &["\"5m0s\"", "\"5m\""], "bosun does not evict pods"),
     ("httpCheckFrequency", &["\"20s\""], "bosun reads static pods from staticPodPath only (no staticPodURL)"),
     ("imageMaximumGCAge", &[], "bosun's image GC removes by disk usage only"),
     ("nodeStatusUpdateFrequency", &["\"10s\""], "bosun checks the node status every 10s"),
@@ -397,11 +419,6 @@ const ACCEPTED_KEYS: &[(&str, &[&str], &str)] = &[
     ("podsPerCore", &[], "maxPods alone bounds the node's pods"),
     ("kubeletCgroups", &[], "bosun's cgroup is its service's"),
     ("systemCgroups", &[], "bosun does not manage system cgroups"),
-    ("kubeReserved", &[], "bosun reports allocatable as capacity (no reservations)"),
-    ("systemReserved", &[], "bosun reports allocatable as capacity (no reservations)"),
-    ("enforceNodeAllocatable", &["[\"pods\"]"], "bosun enforces no node allocatable cgroup"),
-    ("evictionHard", &[], "bosun does not evict pods"),
-    ("evictionSoft", &[], "bosun does not evict pods"),
     ("imageServiceEndpoint", &[], "bosun's image service is on the same socket as its runtime service"),
     ("providerID", &[], "bosun sets no providerID; a cloud controller manager may"),
     ("tlsCipherSuites", &[], "the kubelet API uses rustls's default cipher suites"),
@@ -603,6 +620,31 @@ mod tests {
     }
 
     #[test]
+    fn eviction_flags_are_the_kubelets_maps() {
+        let out = split_args(s(&[
+            "kubelet",
+            "--eviction-hard=memory.available<100Mi,nodefs.available<10%",
+            "--eviction-soft-grace-period",
+            "memory.available=30s",
+            "--eviction-minimum-reclaim=memory.available=0Mi",
+            "--eviction-max-pod-grace-period=60",
+            "--kube-reserved=cpu=100m,memory=100Mi",
+        ]))
+        .expect("split");
+        assert_eq!(
+            Value::Object(out.overrides),
+            json!({
+                "evictionHard": {"memory.available": "100Mi", "nodefs.available": "10%"},
+                "evictionSoftGracePeriod": {"memory.available": "30s"},
+                "evictionMinimumReclaim": {"memory.available": "0Mi"},
+                "evictionMaxPodGracePeriod": 60,
+                "kubeReserved": {"cpu": "100m", "memory": "100Mi"},
+            })
+        );
+        assert!(split_args(s(&["kubelet", "--eviction-hard=memory.available=1Mi"])).is_err());
+    }
+
+    #[test]
     fn accepted_keys_warn_only_off_their_default() {
         let cases = [
             ("cgroupDriver", json!("systemd"), true),
@@ -625,7 +667,7 @@ mod tests {
             ("shutdownGracePeriod", json!("30s"), true),
             ("nodeStatusUpdateFrequency", json!("10s"), false),
             ("failSwapOn", json!(true), false),
-            ("evictionHard", json!({"memory.available": "100Mi"}), true),
+            ("memoryManagerPolicy", json!("Static"), true),
             ("noSuchKey", json!(1), true),
         ];
         for (key, value, warns) in cases {

@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
+use crate::images::ImageManager;
 use crate::pods::Ctx;
 use api::image_service_server::{ImageService, ImageServiceServer};
 use api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
@@ -52,8 +53,12 @@ const NOT_HERE: &str = "bosun runs pods from the apiserver and the static pod fo
 
 /// Binds every socket (replacing stale ones, mode 0660) and serves them in the background.
 /// Returns once all are listening.
-pub fn serve(ctx: Arc<Ctx>, sockets: &[PathBuf]) -> Result<(), CriError> {
-    let cri = Cri { ctx };
+pub fn serve(
+    ctx: Arc<Ctx>,
+    images: Arc<ImageManager>,
+    sockets: &[PathBuf],
+) -> Result<(), CriError> {
+    let cri = Cri { ctx, images };
     for path in sockets {
         let listener = bind(path)?;
         let cri = cri.clone();
@@ -132,11 +137,13 @@ pub async fn accept_loop(listener: tokio::net::UnixListener, cri: Cri) {
 #[derive(Clone)]
 pub struct Cri {
     ctx: Arc<Ctx>,
+    /// The image manager (pulls, what is in use) and its store (listing, removal).
+    images: Arc<ImageManager>,
 }
 
 impl Cri {
-    pub fn new(ctx: Arc<Ctx>) -> Cri {
-        Cri { ctx }
+    pub fn new(ctx: Arc<Ctx>, images: Arc<ImageManager>) -> Cri {
+        Cri { ctx, images }
     }
 
     fn sandbox_ready(&self, uid: &str) -> bool {
@@ -188,8 +195,8 @@ impl Cri {
     }
 
     fn images(&self) -> Result<Vec<bosun_runtime::image::ImageSummary>, Status> {
-        self.ctx
-            .images
+        self.images
+            .store()
             .list()
             .map_err(|e| Status::internal(e.to_string()))
     }
@@ -404,8 +411,7 @@ impl ImageService for Cri {
             return Err(Status::invalid_argument("no image named"));
         }
         let image = self
-            .ctx
-            .image_manager
+            .images
             .pull(&reference)
             .await
             .map_err(|e| Status::unknown(e.to_string()))?;
@@ -423,14 +429,14 @@ impl ImageService for Cri {
         let Some(image) = self.find_image(req.image.as_ref())? else {
             return Ok(Response::new(api::RemoveImageResponse {}));
         };
-        if self.ctx.image_manager.used(&image.id) {
+        if self.images.used(&image.id) {
             return Err(Status::failed_precondition(format!(
                 "image {} is used by a container",
                 image.id
             )));
         }
-        self.ctx
-            .images
+        self.images
+            .store()
             .remove(&image.id)
             .map_err(|e| Status::unknown(e.to_string()))?;
         Ok(Response::new(api::RemoveImageResponse {}))
@@ -444,7 +450,7 @@ impl ImageService for Cri {
         let fs = api::FilesystemUsage {
             timestamp: view::nanos(SystemTime::now()),
             fs_id: Some(api::FilesystemIdentifier {
-                mountpoint: self.ctx.images.root().display().to_string(),
+                mountpoint: self.images.store().root().display().to_string(),
             }),
             used_bytes: Some(api::UInt64Value { value: used }),
             inodes_used: None,

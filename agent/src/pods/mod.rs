@@ -1,6 +1,9 @@
-//! Pods: the source of desired pods, the manager that keeps one worker per pod, and status.
+//! Pods: the source of desired pods, the manager that keeps one worker per pod, the workers
+//! ([`worker`]: plan, then act, against a [`PodRuntime`]), probes, back-off and status.
 
+pub mod admission;
 pub mod backoff;
+pub mod eviction;
 pub mod probing;
 pub mod source;
 pub mod status;
@@ -11,18 +14,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_runtime::image::ImageStore;
-use bosun_runtime::{HostRuntime, RuntimeEvent};
+use bosun_runtime::{PodRuntime, RuntimeEvent};
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::translate::VolumeKind;
+use crate::fieldpath::NodeAllocatable;
+use crate::images::ImageService;
+use crate::reasons::EventType;
+use crate::translate::{VolumeKind, LABEL_POD_UID};
 use source::DesiredPods;
-use worker::{Desired, WorkerHandle, LABEL_POD_UID};
+use worker::{Intent, WorkerHandle};
 
-/// A pod status for the apiserver (cluster mode), or `status: None` once the pod is terminated
-/// and cleaned up: then the pod object is deleted (grace 0, uid precondition).
+pub use worker::plan::{api_terminal, pod_key};
+
+/// A pod status for the apiserver (cluster mode); with `delete` (the pod is terminated and
+/// cleaned up), its last status and then the deletion of the pod object.
 #[derive(Clone, Debug)]
 pub struct StatusUpdate {
     pub uid: String,
@@ -32,6 +39,8 @@ pub struct StatusUpdate {
     /// A static pod: the status goes to its mirror pod (whatever the mirror's uid), and the
     /// mirror pod is deleted by the mirror manager, not here.
     pub mirror: bool,
+    /// The pod object is deleted (grace 0, uid precondition) after `status`, if any, is written.
+    pub delete: bool,
 }
 
 /// One Kubernetes Event about a pod (or one of its containers, by `field_path`).
@@ -65,8 +74,15 @@ pub fn container_field_path(pod: &Pod, container: &str) -> String {
 }
 
 /// Logs an event about `pod` and, in cluster mode, sends it to the apiserver.
-pub fn emit(ctx: &Ctx, pod: &Pod, container: Option<&str>, type_: &str, reason: &str, msg: &str) {
-    if type_ == "Warning" {
+pub fn emit(
+    ctx: &Ctx,
+    pod: &Pod,
+    container: Option<&str>,
+    type_: EventType,
+    reason: &str,
+    msg: &str,
+) {
+    if type_ == EventType::Warning {
         tracing::warn!(reason, container, "{msg}");
     } else {
         tracing::info!(reason, container, "{msg}");
@@ -81,18 +97,12 @@ pub fn emit(ctx: &Ctx, pod: &Pod, container: Option<&str>, type_: &str, reason: 
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             field_path: container.map(|c| container_field_path(pod, c)),
-            type_: type_.to_string(),
+            type_: type_.as_str().to_string(),
             reason: reason.to_string(),
             message: msg.to_string(),
             at: std::time::SystemTime::now(),
         });
     }
-}
-
-/// Has the API recorded that this pod ended (phase Succeeded or Failed, not being deleted)?
-pub fn api_terminal(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    matches!(phase, Some("Succeeded") | Some("Failed")) && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// Is this pod from the apiserver (not a static pod from a file)?
@@ -107,24 +117,39 @@ pub fn from_api(pod: &Pod) -> bool {
 /// What every pod worker shares.
 pub struct Ctx {
     pub cfg: Config,
-    pub runtime: HostRuntime,
-    pub images: ImageStore,
-    /// Pulls with policies, shared pulls and GC (the images issue).
-    pub image_manager: Arc<crate::images::ImageManager>,
-    /// The node's memory in bytes (oom_score_adj of burstable containers, resourceFieldRef).
-    pub node_memory: u64,
-    /// The node's CPUs in millicores (resourceFieldRef of an unset cpu limit).
-    pub node_cpu_millis: u64,
+    /// The container runtime (the host's; a fake in unit tests).
+    pub runtime: Arc<dyn PodRuntime>,
+    /// Images by pull policy (the image manager; a fake in unit tests).
+    pub images: Arc<dyn ImageService>,
+    /// The node's memory (oom_score_adj of burstable containers, resourceFieldRef) and CPUs
+    /// (resourceFieldRef of an unset cpu limit).
+    pub node: NodeAllocatable,
     /// Cluster mode: where pod statuses and final deletions go.
     pub status_tx: Option<tokio::sync::mpsc::UnboundedSender<StatusUpdate>>,
     /// Cluster mode: configMaps, secrets and tokens for volumes and env.
     pub objects: Option<Arc<dyn ObjectSource>>,
+    /// Cluster mode: claims and CSI volumes.
+    pub volumes: Option<Arc<dyn PersistentVolumes>>,
+    /// Cluster mode: the figures of the CSI volumes, for the HTTP API.
+    pub volume_stats: Option<Arc<dyn crate::metrics::volume::VolumeStats>>,
     /// Cluster mode: where Events go.
     pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
+    /// The node's security settings (admission, seccomp, AppArmor).
+    pub security: crate::security::NodeSecurity,
+    /// The ID ranges of pods with `hostUsers: false` (persisted); `None` when the node cannot
+    /// give any (a bad pool or allocation file, logged at start-up): such pods fail to start.
+    pub userns: Option<Arc<bosun_runtime::userns::Allocator>>,
+    /// The node's capacity, allocatable, admission view, eviction settings and pressure.
+    pub resources: Arc<eviction::NodeResources>,
 }
 
-/// Where the configMaps, secrets and service account tokens a pod refers to come from
-/// (the apiserver in cluster mode: [`crate::cluster::objects`]; fakes in tests).
+/// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
+/// message here (it becomes a FailedMount event's).
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where the configMaps, secrets and service account tokens (and the Services, for the service
+/// link variables) that a pod's volumes and environment refer to come from: the apiserver in
+/// cluster mode ([`crate::cluster::objects`]), none in standalone mode.
 pub trait ObjectSource: Send + Sync {
     /// Everything in `refs`, for `pod`: missing objects as `None`, an error when the API
     /// cannot answer (and nothing was read before).
@@ -132,8 +157,13 @@ pub trait ObjectSource: Send + Sync {
         &'a self,
         pod: &'a Pod,
         refs: &'a crate::projection::References,
-    ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<crate::projection::ApiObjects, SourceError>>;
+}
 
+/// The volumes of a pod that come from outside the node: claims bound to PersistentVolumes and
+/// CSI inline volumes (the apiserver and the CSI drivers in cluster mode:
+/// [`crate::cluster::volumes`]; none in standalone mode).
+pub trait PersistentVolumes: Send + Sync {
     /// What to mount for claim `claim` of `pod`: its bound PersistentVolume's source. With
     /// `ephemeral` (a generic ephemeral volume's claim) the claim must be controlled by the pod.
     fn claim<'a>(
@@ -141,7 +171,7 @@ pub trait ObjectSource: Send + Sync {
         pod: &'a Pod,
         claim: &'a str,
         ephemeral: bool,
-    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, SourceError>>;
 
     /// Publishes the CSI ephemeral inline volume `volume` of `pod` (a `csi:` volume source) and
     /// says what to mount.
@@ -149,59 +179,14 @@ pub trait ObjectSource: Send + Sync {
         &'a self,
         pod: &'a Pod,
         volume: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<VolumeKind, SourceError>>;
 
-    /// The figures of the volumes mounted for pods that a driver measures (CSI
-    /// NodeGetVolumeStats), for `/stats/summary` and `/metrics`.
-    fn volume_samples(
-        &self,
-    ) -> futures_util::future::BoxFuture<'_, Vec<crate::server::stats::VolumeSample>> {
-        Box::pin(async { Vec::new() })
-    }
-
-    /// Undoes what [`ObjectSource::claim`] did outside the pod folder (CSI unpublish and
-    /// unstage), before the pod folder is torn down.
+    /// Undoes what [`PersistentVolumes::claim`] and [`PersistentVolumes::csi_inline`] did
+    /// outside the pod folder (CSI unpublish and unstage), before the pod folder is torn down.
     fn release<'a>(
         &'a self,
         pod_uid: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
-}
-
-/// Maps the translated volume description to the volumes crate's source.
-pub fn volume_source(kind: &VolumeKind) -> Result<bosun_volumes::VolumeSource, String> {
-    Ok(match kind {
-        VolumeKind::EmptyDir { memory, size_limit } => bosun_volumes::VolumeSource::EmptyDir {
-            medium: if *memory {
-                bosun_volumes::Medium::Memory
-            } else {
-                bosun_volumes::Medium::Disk
-            },
-            size_limit: *size_limit,
-        },
-        VolumeKind::HostPath { path, type_ } => bosun_volumes::VolumeSource::HostPath {
-            path: path.into(),
-            kind: type_.parse().map_err(|e| format!("hostPath {path}: {e}"))?,
-        },
-        VolumeKind::Local { path, block } => bosun_volumes::VolumeSource::HostPath {
-            path: path.into(),
-            kind: if *block {
-                bosun_volumes::HostPathType::BlockDevice
-            } else {
-                bosun_volumes::HostPathType::Directory
-            },
-        },
-        VolumeKind::ApiData(plugin) => bosun_volumes::VolumeSource::ApiData { plugin: *plugin },
-        VolumeKind::Claim { claim } | VolumeKind::EphemeralClaim { claim } => {
-            return Err(format!(
-                "persistentvolumeclaim {claim:?} must be resolved to its volume first"
-            ))
-        }
-        VolumeKind::CsiInline { driver } => {
-            return Err(format!(
-                "CSI inline volume of driver {driver} must be published first"
-            ))
-        }
-    })
+    ) -> futures_util::future::BoxFuture<'a, Result<(), SourceError>>;
 }
 
 /// Removes the `/var/log/containers` symlinks that point into `pod_log_dir`.
@@ -233,13 +218,13 @@ fn known_uids(ctx: &Ctx) -> HashSet<String> {
             uids.insert(uid.clone());
         }
     }
-    uids.extend(bosun_runtime::sandbox::list(ctx.runtime.paths()));
+    uids.extend(ctx.runtime.list_sandboxes());
     uids
 }
 
 /// The last spec this node ran for `uid` (for terminating pods it no longer has a source for).
 fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
-    let path = status::pod_state_dir(&ctx.cfg.run_dir, uid).join("pod.json");
+    let path = status::pod_state_dir(&ctx.cfg.run_dir, uid).join(status::POD_FILE);
     std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -251,20 +236,15 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
         })
 }
 
-/// The agent's main loop in both modes: image GC, the pod manager, until SIGTERM/SIGINT. Pods
-/// keep running after (a restarted bosun adopts them); with no pod left, nothing is left behind:
-/// the sandboxes root mount and the empty kubepods cgroups are removed.
+/// The agent's main loop in both modes: the pod manager, until SIGTERM/SIGINT. Pods keep
+/// running after (a restarted bosun adopts them); with no pod left, nothing is left behind: the
+/// runtime removes the sandboxes root mount and the empty kubepods cgroups.
 pub async fn serve(
     ctx: Arc<Ctx>,
     desired: watch::Receiver<Option<DesiredPods>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let paths = ctx.runtime.paths().clone();
-    // Image GC every 5 minutes, as the kubelet.
-    tokio::spawn(crate::images::gc_loop(
-        ctx.clone(),
-        Duration::from_secs(300),
-    ));
+    let runtime = ctx.runtime.clone();
     let manager = tokio::spawn(run(ctx, desired));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -272,13 +252,8 @@ pub async fn serve(
         _ = term.recv() => {}
         r = manager => { r.context("pod manager")?; }
     }
-    if bosun_runtime::sandbox::list(&paths).is_empty() {
-        let _ = bosun_runtime::sandbox::release_root(&paths);
-        if let Ok(layout) = bosun_runtime::cgroups::CgroupLayout::host(&paths.cgroup_root) {
-            if let Err(e) = layout.remove_all() {
-                tracing::debug!(error = %e, "kubepods cgroups left in place");
-            }
-        }
+    if let Err(e) = runtime.release_node() {
+        tracing::debug!(error = %e, "node-wide runtime state left in place");
     }
     tracing::info!("bosun stopping; pods keep running");
     Ok(())
@@ -305,6 +280,10 @@ async fn release_startup_memory() {
 pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>>) {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut events = ctx.runtime.subscribe();
+    // The eviction manager sees the pods that run and tells which to evict.
+    let (active_tx, active_rx) = watch::channel(Vec::new());
+    let (evict_tx, mut evict_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(eviction::run(ctx.clone(), active_rx, evict_tx));
     // Wait for the source's first full answer before deciding what is an orphan.
     let mut current = loop {
         if let Some(d) = desired.borrow_and_update().clone() {
@@ -315,27 +294,43 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
         }
     };
     tokio::spawn(release_startup_memory());
-    for uid in known_uids(&ctx) {
+    let known = known_uids(&ctx);
+    // ID ranges of pods the node has nothing of and no source wants are free again (the
+    // kubelet's CleanupOrphanedPodUsernsAllocations).
+    if let Some(a) = &ctx.userns {
+        match a.retain(|uid| known.contains(uid) || current.contains_key(uid)) {
+            Ok(freed) if !freed.is_empty() => {
+                tracing::info!(pods = ?freed, "freed the user namespace ranges of pods gone")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot free orphaned user namespace ranges"),
+        }
+    }
+    for uid in known {
         if !current.contains_key(&uid) {
             let pod = stored_pod(&ctx, &uid);
-            tracing::info!(uid = %uid, pod = %worker::pod_key(&pod), "terminating pod that is no longer wanted");
-            workers.insert(
-                uid,
-                worker::spawn(
-                    ctx.clone(),
-                    Desired::Terminate {
-                        pod: Arc::new(pod),
-                        grace: None,
-                    },
-                ),
-            );
+            tracing::info!(uid = %uid, pod = %pod_key(&pod), "terminating pod that is no longer wanted");
+            let terminate = Intent::Terminate { grace: None };
+            workers.insert(uid, worker::spawn(ctx.clone(), Arc::new(pod), terminate));
         }
     }
     let mut terminated: HashSet<String> = HashSet::new();
     loop {
-        crate::server::health::sync_loop_tick();
+        crate::metrics::health::sync_loop_tick();
         reconcile(&ctx, &mut workers, &mut terminated, &current);
+        active_tx.send_replace(active_pods(&workers));
         tokio::select! {
+            Some(ev) = evict_rx.recv() => {
+                if let Some(w) = workers.get(&ev.uid) {
+                    w.tx.send_if_modified(|cur| match cur.1 {
+                        Intent::Run => {
+                            cur.1 = Intent::Fail(ev.failure.clone());
+                            true
+                        }
+                        _ => false,
+                    });
+                }
+            }
             r = desired.changed() => {
                 if r.is_err() {
                     return;
@@ -365,6 +360,17 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     }
 }
 
+/// The pods that run (admitted, not ending, not ended in the API).
+fn active_pods(workers: &HashMap<String, WorkerHandle>) -> Vec<Arc<Pod>> {
+    workers
+        .values()
+        .filter_map(|w| {
+            let cur = w.tx.borrow();
+            (cur.1 == Intent::Run && !api_terminal(&cur.0)).then(|| cur.0.clone())
+        })
+        .collect()
+}
+
 fn reconcile(
     ctx: &Arc<Ctx>,
     workers: &mut HashMap<String, WorkerHandle>,
@@ -373,13 +379,14 @@ fn reconcile(
 ) {
     workers.retain(|uid, w| {
         let finished = w.done.is_finished();
-        if finished && matches!(*w.tx.borrow(), Desired::Terminate { .. }) {
+        if finished && matches!(w.tx.borrow().1, Intent::Terminate { .. }) {
             terminated.insert(uid.clone());
         }
         !finished
     });
     // Forget terminated pods once their source no longer lists them.
     terminated.retain(|uid| desired.contains_key(uid));
+    let mut fresh: Vec<Arc<Pod>> = Vec::new();
     for (uid, pod) in desired {
         // Deleted in the API: terminate with the deletion's grace period (once: until the API's
         // delete event arrives, a pod already cleaned up is not terminated again).
@@ -387,38 +394,35 @@ fn reconcile(
             if terminated.contains(uid) && !workers.contains_key(uid) {
                 continue;
             }
-            let grace = pod.metadata.deletion_grace_period_seconds;
-            let terminate = Desired::Terminate {
-                pod: pod.clone(),
-                grace,
+            let terminate = Intent::Terminate {
+                grace: pod.metadata.deletion_grace_period_seconds,
             };
             match workers.get(uid) {
                 None => {
-                    workers.insert(uid.clone(), worker::spawn(ctx.clone(), terminate));
+                    workers.insert(
+                        uid.clone(),
+                        worker::spawn(ctx.clone(), pod.clone(), terminate),
+                    );
                 }
                 Some(w) => {
-                    w.tx.send_if_modified(|cur| match cur {
-                        Desired::Run(_) => {
-                            *cur = terminate;
+                    w.tx.send_if_modified(|cur| match cur.1 {
+                        Intent::Run | Intent::Fail(_) => {
+                            *cur = (pod.clone(), terminate.clone());
                             true
                         }
-                        Desired::Terminate { .. } => false,
+                        Intent::Terminate { .. } => false,
                     });
                 }
             }
             continue;
         }
         match workers.get(uid) {
-            None => {
-                workers.insert(
-                    uid.clone(),
-                    worker::spawn(ctx.clone(), Desired::Run(pod.clone())),
-                );
-            }
+            // New pods are admitted below, oldest first.
+            None => fresh.push(pod.clone()),
             Some(w) => {
                 w.tx.send_if_modified(|cur| match cur {
-                    Desired::Run(p) if !Arc::ptr_eq(p, pod) && **p != **pod => {
-                        *cur = Desired::Run(pod.clone());
+                    (p, Intent::Run) if !Arc::ptr_eq(p, pod) && **p != **pod => {
+                        *cur = (pod.clone(), Intent::Run);
                         true
                     }
                     _ => false,
@@ -426,19 +430,44 @@ fn reconcile(
             }
         }
     }
+    // The kubelet's admission, in the order the pods were created, each against the pods
+    // admitted before it; a pod the API says ended is not admitted again.
+    fresh.sort_by(|a, b| {
+        let key = |p: &Pod| {
+            (
+                p.metadata.creation_timestamp.clone(),
+                p.metadata.uid.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    for pod in fresh {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let intent = if api_terminal(&pod) {
+            Intent::Run
+        } else {
+            let running = active_pods(workers);
+            let others: Vec<&Pod> = running.iter().map(|p| p.as_ref()).collect();
+            match eviction::admit(&ctx.resources, &pod, &others) {
+                Ok(()) => Intent::Run,
+                Err(failure) => {
+                    tracing::warn!(pod = %pod_key(&pod), reason = %failure.reason, "pod rejected: {}", failure.event_message);
+                    Intent::Fail(Arc::new(failure))
+                }
+            }
+        };
+        workers.insert(uid, worker::spawn(ctx.clone(), pod, intent));
+    }
     for (uid, w) in workers.iter() {
         if desired.contains_key(uid) {
             continue;
         }
-        w.tx.send_if_modified(|cur| match cur {
-            Desired::Run(p) => {
-                *cur = Desired::Terminate {
-                    pod: p.clone(),
-                    grace: None,
-                };
+        w.tx.send_if_modified(|cur| match cur.1 {
+            Intent::Run | Intent::Fail(_) => {
+                cur.1 = Intent::Terminate { grace: None };
                 true
             }
-            Desired::Terminate { .. } => false,
+            Intent::Terminate { .. } => false,
         });
     }
 }

@@ -1,10 +1,11 @@
 //! Probes of a pod's running containers: one tokio task per running container (no thread, no
 //! process except for exec checks). The startup probe runs first and holds liveness and
-//! readiness back; liveness (and startup) failures kill the container with reason `Unhealthy`
-//! and the restart policy applies; readiness results are read by the worker for `ready` and the
-//! pod's conditions.
+//! readiness back. A liveness (or startup) failure is an `Unhealthy` event and a result the
+//! worker reads: its plan stops the container and the restart policy applies. Readiness results
+//! are read by the worker for `ready` and the pod's conditions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,26 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::sync::Notify;
 
 use super::Ctx;
+use crate::reasons::{event, EventType};
+
+/// The three probes of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    /// As events and metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        }
+    }
+}
 
 /// What the probes of one container found so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,11 +43,15 @@ pub struct ProbeState {
     pub started: bool,
     /// Readiness (true without a readiness probe once started).
     pub ready: bool,
+    /// The probe that failed for good (startup or liveness): the container is to be stopped.
+    pub failed: Option<ProbeKind>,
 }
 
 struct Entry {
     task: tokio::task::JoinHandle<()>,
     state: Arc<Mutex<ProbeState>>,
+    /// The pod is being stopped: liveness and startup probes end, readiness goes on.
+    terminating: Arc<AtomicBool>,
 }
 
 /// The probe tasks of one pod, by container id.
@@ -50,9 +75,6 @@ pub struct Target {
     pub id: String,
     pub container: Container,
     pub pod_ip: String,
-    /// Grace period for a kill (pod's terminationGracePeriodSeconds).
-    pub pod_grace: i64,
-    pub stop_signal: i32,
 }
 
 impl Probes {
@@ -74,6 +96,7 @@ impl Probes {
             let initial = ProbeState {
                 started: c.startup_probe.is_none(),
                 ready: c.startup_probe.is_none() && c.readiness_probe.is_none(),
+                failed: None,
             };
             if c.startup_probe.is_none()
                 && c.liveness_probe.is_none()
@@ -83,25 +106,84 @@ impl Probes {
             }
             let id = t.id.clone();
             let state = Arc::new(Mutex::new(initial));
-            let task = tokio::spawn(probe_container(ctx.clone(), wake.clone(), t, state.clone()));
-            self.entries.insert(id, Entry { task, state });
+            let terminating = Arc::new(AtomicBool::new(false));
+            let task = tokio::spawn(probe_container(
+                ctx.clone(),
+                wake.clone(),
+                t,
+                state.clone(),
+                terminating.clone(),
+            ));
+            self.entries.insert(
+                id,
+                Entry {
+                    task,
+                    state,
+                    terminating,
+                },
+            );
         }
     }
 
-    /// The probe state of a running container (`None`: not probed, use the defaults).
+    /// The pod is being stopped: liveness and startup probes end (a failure now is no reason
+    /// to restart anything, and raises no Event); readiness probes go on, so that the status
+    /// says when a stopping container is no longer ready, as the kubelet's prober does.
+    pub fn terminating(&self) {
+        for e in self.entries.values() {
+            e.terminating.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The probe state of a running container (not probed: the defaults).
     pub fn state(&self, id: &str, c: &Container) -> ProbeState {
         match self.entries.get(id) {
             Some(e) => *e.state.lock().unwrap_or_else(|p| p.into_inner()),
             None => ProbeState {
                 started: c.startup_probe.is_none(),
                 ready: c.startup_probe.is_none() && c.readiness_probe.is_none(),
+                failed: None,
             },
         }
     }
+
+    /// Records `state` for container `id` as if its probes had found it (the worker's tests).
+    #[cfg(test)]
+    pub fn set_for_test(&mut self, id: &str, state: ProbeState) {
+        let entry = Entry {
+            task: tokio::spawn(async {}),
+            state: Arc::new(Mutex::new(state)),
+            terminating: Arc::new(AtomicBool::new(false)),
+        };
+        self.entries.insert(id.to_string(), entry);
+    }
+
+    /// The probe state of every probed container, by container id.
+    pub fn states(&self) -> HashMap<String, ProbeState> {
+        self.entries
+            .iter()
+            .map(|(id, e)| {
+                (
+                    id.clone(),
+                    *e.state.lock().unwrap_or_else(|p| p.into_inner()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A probe (or an httpGet hook) that cannot be run as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeSpecError {
+    #[error("invalid port {0}")]
+    Port(i32),
+    #[error("port {0:?} is not a named port of the container")]
+    PortName(String),
+    #[error("probe has no handler")]
+    NoHandler,
 }
 
 /// Translates a Kubernetes probe. `exec` runs commands in the container.
-pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec, String> {
+pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec, ProbeSpecError> {
     let secs =
         |v: Option<i32>, d: u64| Duration::from_secs(v.map(|v| v.max(0) as u64).unwrap_or(d));
     let timing = Timing {
@@ -111,16 +193,16 @@ pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec
         success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
         failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
     };
-    let port = |v: &IntOrString| -> Result<u16, String> {
+    let port = |v: &IntOrString| -> Result<u16, ProbeSpecError> {
         match v {
-            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("invalid port {n}")),
+            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| ProbeSpecError::Port(*n)),
             IntOrString::String(name) => c
                 .ports
                 .iter()
                 .flatten()
                 .find(|p| p.name.as_deref() == Some(name.as_str()))
                 .and_then(|p| u16::try_from(p.container_port).ok())
-                .ok_or_else(|| format!("port {name:?} is not a named port of the container")),
+                .ok_or_else(|| ProbeSpecError::PortName(name.clone())),
         }
     };
     let check = if let Some(e) = &p.exec {
@@ -157,11 +239,11 @@ pub fn spec(p: &Probe, c: &Container, pod_ip: &str, exec: ExecFn) -> Result<Spec
     } else if let Some(g) = &p.grpc {
         Check::Grpc {
             host: pod_ip.to_string(),
-            port: u16::try_from(g.port).map_err(|_| format!("invalid port {}", g.port))?,
+            port: u16::try_from(g.port).map_err(|_| ProbeSpecError::Port(g.port))?,
             service: g.service.clone().unwrap_or_default(),
         }
     } else {
-        return Err("probe has no handler".into());
+        return Err(ProbeSpecError::NoHandler);
     };
     Ok(Spec { check, timing })
 }
@@ -182,39 +264,15 @@ fn exec_fn(ctx: &Arc<Ctx>, id: &str) -> ExecFn {
     })
 }
 
-async fn kill_unhealthy(ctx: &Ctx, t: &Target, p: &Probe, kind: &str, msg: &str) {
-    let name = Some(t.container.name.as_str());
+fn unhealthy(ctx: &Ctx, t: &Target, kind: ProbeKind, msg: &str) {
     super::emit(
         ctx,
         &t.pod,
-        name,
-        "Warning",
-        "Unhealthy",
-        &format!("{kind} probe failed: {msg}"),
+        Some(&t.container.name),
+        EventType::Warning,
+        event::CONTAINER_UNHEALTHY,
+        &format!("{} probe failed: {msg}", kind.as_str()),
     );
-    let grace = p
-        .termination_grace_period_seconds
-        .unwrap_or(t.pod_grace)
-        .max(1) as u64;
-    super::emit(
-        ctx,
-        &t.pod,
-        name,
-        "Normal",
-        "Killing",
-        &format!(
-            "Container {} failed {} probe, will be restarted",
-            t.container.name,
-            kind.to_lowercase()
-        ),
-    );
-    if let Err(e) = ctx
-        .runtime
-        .stop_container(&t.id, t.stop_signal, Duration::from_secs(grace))
-        .await
-    {
-        tracing::warn!(container = %t.id, error = %e, "cannot kill unhealthy container");
-    }
 }
 
 async fn probe_container(
@@ -222,7 +280,9 @@ async fn probe_container(
     wake: Arc<Notify>,
     t: Target,
     state: Arc<Mutex<ProbeState>>,
+    terminating: Arc<AtomicBool>,
 ) {
+    let stopping = || terminating.load(Ordering::Relaxed);
     let c = t.container.clone();
     let exec = exec_fn(&ctx, &t.id);
     let set = |f: &dyn Fn(&mut ProbeState)| {
@@ -250,15 +310,15 @@ async fn probe_container(
         let (ctx, pod_obj) = (ctx.clone(), t.pod.clone());
         move |ok: bool, warning: Option<&str>| {
             let result = if ok { "successful" } else { "failed" };
-            crate::server::metrics::count_probe(kind, result, &container, &pod, &ns, &uid);
+            crate::metrics::count_probe(kind, result, &container, &pod, &ns, &uid);
             // The kubelet's prober: a success with a warning (a redirect to another host).
             if let Some(w) = warning {
                 super::emit(
                     &ctx,
                     &pod_obj,
                     Some(&container),
-                    "Warning",
-                    "ProbeWarning",
+                    EventType::Warning,
+                    event::PROBE_WARNING,
                     &format!("{kind} probe warning: {w}"),
                 );
             }
@@ -275,14 +335,18 @@ async fn probe_container(
         if let Some(s) = translate(p, "Startup") {
             let mut failed = None;
             bosun_probes::run_observed(s, false, count("Startup"), |ok, msg| {
-                if !ok {
+                if !ok && !stopping() {
                     failed = Some(msg.to_string());
                 }
                 false
             })
             .await;
+            if stopping() {
+                return;
+            }
             if let Some(msg) = failed {
-                kill_unhealthy(&ctx, &t, p, "Startup", &msg).await;
+                unhealthy(&ctx, &t, ProbeKind::Startup, &msg);
+                set(&|s| s.failed = Some(ProbeKind::Startup));
                 return;
             }
         }
@@ -296,6 +360,9 @@ async fn probe_container(
             if let Some(s) = translate(p, "Liveness") {
                 let mut failed = None;
                 bosun_probes::run_observed(s, true, count("Liveness"), |ok, msg| {
+                    if stopping() {
+                        return false;
+                    }
                     if !ok {
                         failed = Some(msg.to_string());
                         return false;
@@ -304,7 +371,12 @@ async fn probe_container(
                 })
                 .await;
                 if let Some(msg) = failed {
-                    kill_unhealthy(&ctx, &t, p, "Liveness", &msg).await;
+                    unhealthy(&ctx, &t, ProbeKind::Liveness, &msg);
+                    set(&|s| s.failed = Some(ProbeKind::Liveness));
+                }
+                if stopping() {
+                    // Readiness goes on while the pod stops.
+                    std::future::pending::<()>().await
                 }
             }
         }
@@ -314,14 +386,7 @@ async fn probe_container(
             if let Some(s) = translate(p, "Readiness") {
                 bosun_probes::run_observed(s, false, count("Readiness"), |ok, msg| {
                     if !ok {
-                        super::emit(
-                            &ctx,
-                            &t.pod,
-                            Some(&t.container.name),
-                            "Warning",
-                            "Unhealthy",
-                            &format!("Readiness probe failed: {msg}"),
-                        );
+                        unhealthy(&ctx, &t, ProbeKind::Readiness, msg);
                     }
                     set(&|st| st.ready = ok);
                     true

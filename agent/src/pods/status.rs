@@ -11,6 +11,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::reasons::{condition, terminated as term, waiting as wait};
+use crate::translate::RestartPolicy;
+
 /// The prefix of containerID in status, like `containerd://`.
 pub const ID_SCHEME: &str = "bosun://";
 
@@ -24,6 +27,16 @@ pub struct Record {
     pub image_id: String,
     /// Termination message read after exit.
     pub message: Option<String>,
+    /// The signal that stops it first (the image's STOPSIGNAL or SIGTERM).
+    pub stop_signal: i32,
+}
+
+/// Why a container is not running, as its status says (`state.waiting`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Waiting {
+    /// One of [`crate::reasons::waiting`].
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// Everything the worker knows of one container of the pod.
@@ -36,8 +49,8 @@ pub struct ContainerView {
     /// The attempt before it (for lastState).
     pub previous: Option<Record>,
     pub restart_count: u32,
-    /// Why the container is not running (`CrashLoopBackOff`, `ErrImagePull`, ...) and a message.
-    pub waiting: Option<(String, String)>,
+    /// Why the container is not running (`CrashLoopBackOff`, `ErrImagePull`, ...).
+    pub waiting: Option<Waiting>,
     pub ready: bool,
     /// Running and past its startup probe (if any).
     pub started: bool,
@@ -54,13 +67,13 @@ pub fn time(t: SystemTime) -> Time {
 /// Kubernetes' reason for a terminated container.
 pub fn exit_reason(info: &ExitInfo) -> &'static str {
     if info.start_error.is_some() {
-        "StartError"
+        term::START_ERROR
     } else if info.oom_killed {
-        "OOMKilled"
+        term::OOM_KILLED
     } else if info.code == 0 {
-        "Completed"
+        term::COMPLETED
     } else {
-        "Error"
+        term::ERROR
     }
 }
 
@@ -77,7 +90,7 @@ fn terminated(rec: &Record) -> ContainerStateTerminated {
         },
         ContainerState::Unknown { reason } => ContainerStateTerminated {
             exit_code: 137,
-            reason: Some("ContainerStatusUnknown".into()),
+            reason: Some(term::CONTAINER_STATUS_UNKNOWN.into()),
             message: Some(reason.clone()),
             container_id: Some(format!("{ID_SCHEME}{}", rec.id)),
             ..Default::default()
@@ -93,8 +106,30 @@ fn is_terminal(state: &ContainerState) -> bool {
     )
 }
 
-/// The Kubernetes ContainerStatus of one container.
+/// The Kubernetes ContainerStatus of one container, waiting as `ContainerCreating` before it
+/// exists.
 pub fn container_status(v: &ContainerView) -> KStatus {
+    container_status_in(v, wait::CONTAINER_CREATING)
+}
+
+/// The waiting reason of a container that does not run yet and has no reason of its own: the
+/// kubelet's default, `PodInitializing` in a pod with init containers.
+pub fn default_waiting(pod: &Pod) -> &'static str {
+    let has_init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|i| !i.is_empty());
+    if has_init {
+        wait::POD_INITIALIZING
+    } else {
+        wait::CONTAINER_CREATING
+    }
+}
+
+/// The ContainerStatus of one container, waiting with `default_reason` while it does not run
+/// and has no reason of its own.
+fn container_status_in(v: &ContainerView, default_reason: &'static str) -> KStatus {
     let mut s = KStatus {
         name: v.name.clone(),
         image: v.image.clone(),
@@ -112,11 +147,11 @@ pub fn container_status(v: &ContainerView) -> KStatus {
     };
     match &v.current {
         None => {
-            let (reason, message) = v
-                .waiting
-                .clone()
-                .unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
-            s.state = Some(waiting(&reason, &message));
+            let w = v.waiting.clone().unwrap_or(Waiting {
+                reason: default_reason,
+                message: String::new(),
+            });
+            s.state = Some(waiting(w.reason, &w.message));
         }
         Some(rec) => {
             s.container_id = Some(format!("{ID_SCHEME}{}", rec.id));
@@ -138,12 +173,12 @@ pub fn container_status(v: &ContainerView) -> KStatus {
                     }
                 }
                 ContainerState::Created => {
-                    s.state = Some(waiting("ContainerCreating", ""));
+                    s.state = Some(waiting(default_reason, ""));
                 }
                 state if is_terminal(state) => match &v.waiting {
                     // Exited and about to be restarted: waiting, with the exit as lastState.
-                    Some((reason, message)) => {
-                        s.state = Some(waiting(reason, message));
+                    Some(w) => {
+                        s.state = Some(waiting(w.reason, &w.message));
                         s.last_state = Some(KState {
                             terminated: Some(terminated(rec)),
                             ..Default::default()
@@ -169,19 +204,37 @@ pub fn container_status(v: &ContainerView) -> KStatus {
     s
 }
 
-/// The pod phase, as the kubelet's getPhase computes it.
+/// The ContainerStatus of an init container: one that completed (exit 0, not a sidecar) is
+/// ready, as the kubelet's prober manager marks it.
+pub fn init_container_status(
+    v: &ContainerView,
+    sidecar: bool,
+    default_reason: &'static str,
+) -> KStatus {
+    let mut s = container_status_in(v, default_reason);
+    if !sidecar {
+        let completed = s
+            .state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0);
+        s.ready = completed;
+    }
+    s
+}
+
+/// The pod phase, as the kubelet's getPhase computes it. `terminal`: the node ended the pod (its
+/// containers were stopped for good, the kubelet's `podIsTerminal`): once every container has
+/// stopped, the phase is Succeeded or Failed whatever the restart policy (not for static pods).
 pub fn phase(
     pod: &Pod,
     init_pending: bool,
     init_failed: bool,
     containers: &[KStatus],
+    terminal: bool,
 ) -> &'static str {
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always");
-    if init_failed && policy == "Never" {
+    let policy = RestartPolicy::of_pod(pod);
+    if init_failed && policy == RestartPolicy::Never {
         return "Failed";
     }
     if init_pending {
@@ -193,7 +246,7 @@ pub fn phase(
         if st.running.is_some() {
             running += 1;
         } else if let Some(t) = &st.terminated {
-            if t.reason.as_deref() == Some("ContainerStatusUnknown") {
+            if t.reason.as_deref() == Some(term::CONTAINER_STATUS_UNKNOWN) {
                 unknown += 1;
             } else {
                 stopped += 1;
@@ -222,13 +275,20 @@ pub fn phase(
         return "Running";
     }
     if running == 0 && stopped > 0 && unknown == 0 {
-        if policy == "Always" {
+        if terminal && crate::pods::from_api(pod) {
+            return if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+        }
+        if policy == RestartPolicy::Always {
             return "Running";
         }
         if stopped == succeeded {
             return "Succeeded";
         }
-        if policy == "Never" {
+        if policy == RestartPolicy::Never {
             return "Failed";
         }
         return "Running";
@@ -288,95 +348,237 @@ pub fn readiness_gates_message(pod: &Pod) -> Option<String> {
     (!unready.is_empty()).then(|| unready.join(", "))
 }
 
-/// Builds the pod status. `previous` keeps transition times of conditions that did not change.
-#[allow(clippy::too_many_arguments)]
-pub fn pod_status(
-    pod: &Pod,
-    previous: Option<&PodStatus>,
-    sandbox_ready: bool,
-    init: &[ContainerView],
-    init_done: bool,
-    init_failed: bool,
-    containers: &[ContainerView],
-    start_time: SystemTime,
-    now: SystemTime,
-    qos: &str,
-) -> PodStatus {
-    let init_statuses: Vec<KStatus> = init.iter().map(container_status).collect();
-    let statuses: Vec<KStatus> = containers.iter().map(container_status).collect();
-    let phase = phase(pod, !init_done, init_failed, &statuses);
-    let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s.ready);
-    let terminal = phase == "Succeeded" || phase == "Failed";
-    let mut conditions = Vec::new();
-    let mut cond = |ty: &str, ok: bool, reason: Option<&str>, message: Option<String>| {
-        let status = if ok { "True" } else { "False" };
-        let old = previous
-            .and_then(|p| p.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == ty));
-        let last_transition_time = match old {
-            Some(o) if o.status == status => o.last_transition_time.clone(),
-            _ => Some(time(now)),
-        };
-        conditions.push(PodCondition {
-            type_: ty.to_string(),
-            status: status.to_string(),
-            reason: reason.filter(|_| !ok).map(str::to_string),
-            message: message.filter(|_| !ok),
-            last_transition_time,
-            ..Default::default()
-        });
-    };
-    cond(
-        "PodReadyToStartContainers",
-        sandbox_ready && !terminal,
-        None,
-        None,
-    );
-    cond(
-        "Initialized",
-        init_done,
-        (!init_done).then_some("ContainersNotInitialized"),
-        None,
-    );
-    let containers_ready = all_ready && !terminal;
-    let (ready_reason, ready_message) = if terminal {
-        ("PodCompleted", None)
-    } else {
-        let unready: Vec<&str> = statuses
-            .iter()
-            .filter(|s| !s.ready)
-            .map(|s| s.name.as_str())
-            .collect();
-        (
-            "ContainersNotReady",
-            Some(format!(
-                "containers with unready status: [{}]",
-                unready.join(" ")
-            )),
-        )
-    };
-    let gates = readiness_gates_message(pod);
-    match (&gates, containers_ready) {
-        (Some(msg), true) => cond(
-            "Ready",
-            false,
-            Some("ReadinessGatesNotReady"),
-            Some(msg.clone()),
-        ),
-        _ => cond(
-            "Ready",
-            containers_ready,
-            Some(ready_reason),
-            ready_message.clone(),
-        ),
+/// How the node ended a pod (the kubelet's `podIsTerminal`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Its containers were stopped for good (a deletion): once they have all stopped the phase
+    /// is Succeeded when every one exited 0, else Failed.
+    Stopped,
+    /// The node failed it (activeDeadlineSeconds): phase Failed with this reason and message.
+    Failed { reason: String, message: String },
+}
+
+/// What the pod status is built from.
+pub struct StatusInput<'a> {
+    pub pod: &'a Pod,
+    /// The status written last (keeps the transition times of conditions that did not change).
+    pub previous: Option<&'a PodStatus>,
+    pub sandbox_ready: bool,
+    /// The init containers, in spec order.
+    pub init: &'a [ContainerView],
+    /// Every init container completed (sidecars running), as the plan decided.
+    pub init_done: bool,
+    /// An init container failed for good.
+    pub init_failed: bool,
+    /// The regular containers, in spec order.
+    pub containers: &'a [ContainerView],
+    pub start_time: SystemTime,
+    pub now: SystemTime,
+    pub qos: &'a str,
+    /// The node ended the pod.
+    pub ended: Option<&'a Ended>,
+}
+
+/// One pod condition the kubelet owns, before its transition time is known.
+#[derive(Clone)]
+struct Cond {
+    ty: &'static str,
+    ok: bool,
+    reason: Option<&'static str>,
+    message: Option<String>,
+}
+
+impl Cond {
+    fn new(ty: &'static str, ok: bool) -> Cond {
+        Cond {
+            ty,
+            ok,
+            reason: None,
+            message: None,
+        }
     }
-    cond(
-        "ContainersReady",
-        containers_ready,
-        Some(ready_reason),
-        ready_message,
+
+    fn because(mut self, reason: &'static str, message: Option<String>) -> Cond {
+        self.reason = Some(reason);
+        self.message = message;
+        self
+    }
+}
+
+/// Names as the kubelet's messages list them (Go's `%s` of a string slice: `[a b]`).
+fn listed(names: &[&str]) -> String {
+    format!("[{}]", names.join(" "))
+}
+
+/// The `Initialized` condition, as the kubelet's GeneratePodInitializedCondition: true once a
+/// regular container has started; else false while a regular init container has not completed
+/// or a sidecar has not started, naming them.
+fn initialized_condition(pod: &Pod, init: &[KStatus], containers: &[KStatus], phase: &str) -> Cond {
+    let ty = "Initialized";
+    if phase == "Succeeded" {
+        return Cond::new(ty, true).because(condition::POD_COMPLETED, None);
+    }
+    let started = |s: &KStatus| {
+        s.state
+            .as_ref()
+            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+    };
+    if containers.iter().any(started) {
+        return Cond::new(ty, true);
+    }
+    let specs = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten());
+    let incomplete: Vec<&str> = specs
+        .filter_map(|c| {
+            let s = init.iter().find(|s| s.name == c.name)?;
+            let done = if crate::translate::is_sidecar(c) {
+                s.started == Some(true)
+            } else {
+                s.ready
+            };
+            (!done).then_some(c.name.as_str())
+        })
+        .collect();
+    if incomplete.is_empty() {
+        return Cond::new(ty, true);
+    }
+    Cond::new(ty, false).because(
+        condition::CONTAINERS_NOT_INITIALIZED,
+        Some(format!(
+            "containers with incomplete status: {}",
+            listed(&incomplete)
+        )),
+    )
+}
+
+/// The `ContainersReady` condition, as the kubelet's GenerateContainersReadyCondition: every
+/// sidecar and regular container ready; false with PodCompleted or PodFailed once the pod ended.
+fn containers_ready_condition(
+    pod: &Pod,
+    init: &[KStatus],
+    containers: &[KStatus],
+    phase: &str,
+) -> Cond {
+    let ty = "ContainersReady";
+    match phase {
+        "Succeeded" => return Cond::new(ty, false).because(condition::POD_COMPLETED, None),
+        "Failed" => return Cond::new(ty, false).because(condition::POD_FAILED, None),
+        _ => {}
+    }
+    let sidecars = crate::pods::worker::plan::sidecars(pod);
+    let unready: Vec<&str> = init
+        .iter()
+        .filter(|s| sidecars.iter().any(|c| c.name == s.name))
+        .chain(containers)
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    if unready.is_empty() {
+        return Cond::new(ty, true);
+    }
+    Cond::new(ty, false).because(
+        condition::CONTAINERS_NOT_READY,
+        Some(format!(
+            "containers with unready status: {}",
+            listed(&unready)
+        )),
+    )
+}
+
+/// Builds the pod status from what the worker sees, as the kubelet's generateAPIPodStatus.
+pub fn pod_status(input: &StatusInput) -> PodStatus {
+    let pod = input.pod;
+    let default_reason = default_waiting(pod);
+    let init_statuses: Vec<KStatus> = input
+        .init
+        .iter()
+        .map(|v| {
+            let sidecar = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.init_containers.iter().flatten())
+                .any(|c| c.name == v.name && crate::translate::is_sidecar(c));
+            init_container_status(v, sidecar, default_reason)
+        })
+        .collect();
+    let statuses: Vec<KStatus> = input
+        .containers
+        .iter()
+        .map(|v| container_status_in(v, default_reason))
+        .collect();
+    let (mut phase, mut reason, mut message) = (
+        phase(
+            pod,
+            !input.init_done,
+            input.init_failed,
+            &statuses,
+            input.ended.is_some(),
+        ),
+        None,
+        None,
     );
-    cond("PodScheduled", true, None, None);
+    if let Some(Ended::Failed {
+        reason: r,
+        message: m,
+    }) = input.ended
+    {
+        phase = "Failed";
+        reason = Some(r.clone());
+        message = Some(m.clone());
+    } else if let Some(prev) = input.previous.filter(|p| p.phase.as_deref() == Some(phase)) {
+        // The same phase keeps its reason and message.
+        reason = prev.reason.clone();
+        message = prev.message.clone();
+    }
+    let terminal = phase == "Succeeded" || phase == "Failed";
+    let containers_ready = containers_ready_condition(pod, &init_statuses, &statuses, phase);
+    let ready = if !containers_ready.ok {
+        Cond {
+            ty: "Ready",
+            ..containers_ready.clone()
+        }
+    } else {
+        match readiness_gates_message(pod) {
+            Some(msg) => {
+                Cond::new("Ready", false).because(condition::READINESS_GATES_NOT_READY, Some(msg))
+            }
+            None => Cond::new("Ready", true),
+        }
+    };
+    let conds = [
+        Cond::new(
+            "PodReadyToStartContainers",
+            input.sandbox_ready && !terminal,
+        ),
+        initialized_condition(pod, &init_statuses, &statuses, phase),
+        ready,
+        containers_ready,
+        Cond::new("PodScheduled", true),
+    ];
+    let mut conditions: Vec<PodCondition> = conds
+        .into_iter()
+        .map(|c| {
+            let status = if c.ok { "True" } else { "False" };
+            let old = input
+                .previous
+                .and_then(|p| p.conditions.as_ref())
+                .and_then(|cs| cs.iter().find(|o| o.type_ == c.ty));
+            let last_transition_time = match old {
+                Some(o) if o.status == status => o.last_transition_time.clone(),
+                _ => Some(time(input.now)),
+            };
+            PodCondition {
+                type_: c.ty.to_string(),
+                status: status.to_string(),
+                reason: c.reason.map(str::to_string),
+                message: c.message,
+                last_transition_time,
+                ..Default::default()
+            }
+        })
+        .collect();
     // Conditions set by others (readiness gates, DisruptionTarget, ...) are kept as the API
     // has them, as the kubelet's mergePodStatus does.
     conditions.extend(
@@ -387,28 +589,69 @@ pub fn pod_status(
     );
     PodStatus {
         phase: Some(phase.to_string()),
+        reason,
+        message,
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-        start_time: Some(time(start_time)),
-        qos_class: Some(qos.to_string()),
-        host_ip: previous.and_then(|p| p.host_ip.clone()),
-        pod_ip: previous.and_then(|p| p.pod_ip.clone()),
+        start_time: Some(time(input.start_time)),
+        qos_class: Some(input.qos.to_string()),
+        host_ip: input.previous.and_then(|p| p.host_ip.clone()),
+        pod_ip: input.previous.and_then(|p| p.pod_ip.clone()),
         ..Default::default()
     }
 }
+
+/// The status of a pod the node's admission refused, as the kubelet's `rejectPod` writes it:
+/// phase `Failed`, the reason, `Pod was rejected: <message>`, the QoS class and the start time
+/// (kept from the previous status, as the kubelet's status manager keeps it); the conditions
+/// others own stay, nothing of the kubelet's, no containers: nothing of it ran.
+pub fn rejected_status(
+    pod: &Pod,
+    previous: Option<&PodStatus>,
+    reason: &str,
+    message: &str,
+    start_time: SystemTime,
+    qos: &str,
+) -> PodStatus {
+    PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some(reason.to_string()),
+        message: Some(format!("Pod was rejected: {message}")),
+        qos_class: Some(qos.to_string()),
+        start_time: previous
+            .and_then(|p| p.start_time.clone())
+            .or_else(|| Some(time(start_time))),
+        conditions: Some(
+            api_conditions(pod)
+                .iter()
+                .filter(|c| !is_kubelet_condition(&c.type_))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+        .filter(|c| !c.is_empty()),
+        ..Default::default()
+    }
+}
+
+/// The pod's desired spec in its state folder (what an agent restart terminates it with when
+/// its source is gone).
+pub const POD_FILE: &str = "pod.json";
+/// The pod with its last status, in its state folder (what `bosun pods` reads).
+pub const STATUS_FILE: &str = "status.json";
+/// When this node first synced the pod (seconds since the epoch): `status.startTime`.
+pub const START_TIME_FILE: &str = "start-time";
 
 /// Where the agent keeps each pod's desired spec and last status: `<run_dir>/pods/<uid>/`.
 pub fn pod_state_dir(run_dir: &Path, uid: &str) -> PathBuf {
     run_dir.join("pods").join(uid)
 }
 
-/// Writes `<dir>/<name>` atomically.
+/// Writes `<dir>/<name>` atomically (the folder made first).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
+    // The run folder describes this boot only: no fsync.
+    bosun_fsutil::write_atomic(&dir.join(name), bytes, bosun_fsutil::Durability::Volatile)
 }
 
 /// Reads every pod status file (for `bosun pods`).
@@ -418,7 +661,7 @@ pub fn read_all(run_dir: &Path) -> Vec<Pod> {
         return pods;
     };
     for e in entries.flatten() {
-        if let Ok(text) = std::fs::read(e.path().join("status.json")) {
+        if let Ok(text) = std::fs::read(e.path().join(STATUS_FILE)) {
             if let Ok(pod) = serde_json::from_slice::<Pod>(&text) {
                 pods.push(pod);
             }
@@ -446,7 +689,11 @@ mod tests {
         })
     }
 
-    fn view(name: &str, state: Option<ContainerState>, waiting: Option<&str>) -> ContainerView {
+    fn view(
+        name: &str,
+        state: Option<ContainerState>,
+        waiting: Option<&'static str>,
+    ) -> ContainerView {
         ContainerView {
             name: name.into(),
             image: "busybox".into(),
@@ -457,8 +704,12 @@ mod tests {
                 image: "busybox".into(),
                 image_id: "sha256:x".into(),
                 message: None,
+                stop_signal: 15,
             }),
-            waiting: waiting.map(|w| (w.to_string(), String::new())),
+            waiting: waiting.map(|reason| Waiting {
+                reason,
+                message: String::new(),
+            }),
             ..Default::default()
         }
     }
@@ -469,6 +720,42 @@ mod tests {
             "spec": {"restartPolicy": policy, "containers": [{"name": "a"}]}
         }))
         .expect("pod")
+    }
+
+    #[test]
+    fn a_rejected_pod_fails_with_the_reason_and_nothing_else() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let st = rejected_status(
+            &Pod::default(),
+            None,
+            "SysctlForbidden",
+            "forbidden sysctl: x",
+            at,
+            "BestEffort",
+        );
+        assert_eq!(
+            serde_json::to_value(&st).expect("json"),
+            serde_json::json!({
+                "phase": "Failed",
+                "reason": "SysctlForbidden",
+                "message": "Pod was rejected: forbidden sysctl: x",
+                "qosClass": "BestEffort",
+                "startTime": "1970-01-12T13:46:40Z",
+            })
+        );
+        // The start time of an earlier status stays.
+        let later = at + Duration::from_secs(60);
+        assert_eq!(
+            rejected_status(
+                &Pod::default(),
+                Some(&st),
+                "SysctlForbidden",
+                "forbidden sysctl: x",
+                later,
+                "BestEffort"
+            ),
+            st
+        );
     }
 
     #[test]
@@ -509,7 +796,8 @@ mod tests {
                 &pod("Always"),
                 false,
                 false,
-                &st(view("a", Some(run), None))
+                &st(view("a", Some(run.clone()), None)),
+                false
             ),
             "Running"
         );
@@ -518,7 +806,8 @@ mod tests {
                 &pod("Never"),
                 false,
                 false,
-                &st(view("a", Some(exited(0, false)), None))
+                &st(view("a", Some(exited(0, false)), None)),
+                false
             ),
             "Succeeded"
         );
@@ -527,7 +816,8 @@ mod tests {
                 &pod("Never"),
                 false,
                 false,
-                &st(view("a", Some(exited(2, false)), None))
+                &st(view("a", Some(exited(2, false)), None)),
+                false
             ),
             "Failed"
         );
@@ -536,16 +826,48 @@ mod tests {
                 &pod("OnFailure"),
                 false,
                 false,
-                &st(view("a", Some(exited(2, false)), Some("CrashLoopBackOff")))
+                &st(view("a", Some(exited(2, false)), Some("CrashLoopBackOff"))),
+                false
             ),
             "Running"
         );
         assert_eq!(
-            phase(&pod("Always"), false, false, &st(view("a", None, None))),
+            phase(
+                &pod("Always"),
+                false,
+                false,
+                &st(view("a", None, None)),
+                false
+            ),
             "Pending"
         );
-        assert_eq!(phase(&pod("Always"), true, false, &[]), "Pending");
-        assert_eq!(phase(&pod("Never"), true, true, &[]), "Failed");
+        assert_eq!(phase(&pod("Always"), true, false, &[], false), "Pending");
+        assert_eq!(phase(&pod("Never"), true, true, &[], false), "Failed");
+        // A pod the node ended (deleted): stopped containers end it whatever the policy.
+        let stopped = |code| st(view("a", Some(exited(code, false)), None));
+        assert_eq!(
+            phase(&pod("Always"), false, false, &stopped(0), false),
+            "Running"
+        );
+        assert_eq!(
+            phase(&pod("Always"), false, false, &stopped(0), true),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase(&pod("Always"), false, false, &stopped(143), true),
+            "Failed"
+        );
+        // Still stopping: not yet.
+        assert_eq!(
+            phase(
+                &pod("Always"),
+                false,
+                false,
+                &st(view("a", Some(run), None)),
+                true
+            ),
+            "Running"
+        );
     }
 
     fn ready_cond(st: &PodStatus, ty: &str) -> PodCondition {
@@ -580,18 +902,19 @@ mod tests {
         );
         v.ready = ready;
         v.started = true;
-        pod_status(
+        pod_status(&StatusInput {
             pod,
-            None,
-            true,
-            &[],
-            true,
-            false,
-            &[v],
-            SystemTime::UNIX_EPOCH,
-            SystemTime::UNIX_EPOCH,
-            "BestEffort",
-        )
+            previous: None,
+            sandbox_ready: true,
+            init: &[],
+            init_done: true,
+            init_failed: false,
+            containers: &[v],
+            start_time: SystemTime::UNIX_EPOCH,
+            now: SystemTime::UNIX_EPOCH,
+            qos: "BestEffort",
+            ended: None,
+        })
     }
 
     #[test]
@@ -652,5 +975,230 @@ mod tests {
         let st = status_of(&self::pod("Always"), true);
         assert_eq!(ready_cond(&st, "Ready").status, "True");
         assert_eq!(st.conditions.as_ref().map(Vec::len), Some(5));
+    }
+
+    fn init_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [{"name": "init1"}, {"name": "init2"}],
+                "containers": [{"name": "run1"}]
+            }
+        }))
+        .expect("pod")
+    }
+
+    fn input<'a>(
+        pod: &'a Pod,
+        init: &'a [ContainerView],
+        init_done: bool,
+        containers: &'a [ContainerView],
+        ended: Option<&'a Ended>,
+    ) -> StatusInput<'a> {
+        StatusInput {
+            pod,
+            previous: None,
+            sandbox_ready: true,
+            init,
+            init_done,
+            init_failed: false,
+            containers,
+            start_time: SystemTime::UNIX_EPOCH,
+            now: SystemTime::UNIX_EPOCH,
+            qos: "BestEffort",
+            ended,
+        }
+    }
+
+    fn reason_of(s: &KStatus) -> Option<&str> {
+        s.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+    }
+
+    #[test]
+    fn init_containers_as_the_kubelet_reports_them() {
+        let pod = init_pod();
+        let run = ContainerState::Running {
+            pid: 1,
+            started_at: SystemTime::UNIX_EPOCH,
+        };
+        // The first init container runs: everything else waits with PodInitializing.
+        let init = [
+            view("init1", Some(run.clone()), None),
+            view("init2", None, None),
+        ];
+        let regular = [view("run1", None, None)];
+        let st = pod_status(&input(&pod, &init, false, &regular, None));
+        let inits = st.init_container_statuses.clone().expect("init statuses");
+        assert!(!inits[0].ready);
+        assert_eq!(reason_of(&inits[1]), Some("PodInitializing"));
+        let cs = st.container_statuses.clone().expect("statuses");
+        assert_eq!(reason_of(&cs[0]), Some("PodInitializing"));
+        let c = ready_cond(&st, "Initialized");
+        assert_eq!(c.status, "False");
+        assert_eq!(c.reason.as_deref(), Some("ContainersNotInitialized"));
+        assert_eq!(
+            c.message.as_deref(),
+            Some("containers with incomplete status: [init1 init2]")
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        // init1 completed: it is ready, and only init2 is incomplete.
+        let init = [
+            view("init1", Some(exited(0, false)), None),
+            view("init2", Some(run.clone()), None),
+        ];
+        let st = pod_status(&input(&pod, &init, false, &regular, None));
+        let inits = st.init_container_statuses.clone().expect("init statuses");
+        assert!(inits[0].ready, "a completed init container is ready");
+        assert!(!inits[1].ready);
+        assert_eq!(
+            ready_cond(&st, "Initialized").message.as_deref(),
+            Some("containers with incomplete status: [init2]")
+        );
+        // A failed init container is not ready and stays incomplete.
+        let init = [
+            view("init1", Some(exited(1, false)), None),
+            view("init2", None, None),
+        ];
+        let st = pod_status(&input(&pod, &init, false, &regular, None));
+        assert!(!st.init_container_statuses.expect("init")[0].ready);
+        // Both done, the regular container runs: Initialized, no message.
+        let init = [
+            view("init1", Some(exited(0, false)), None),
+            view("init2", Some(exited(0, false)), None),
+        ];
+        let regular = [view("run1", Some(run), None)];
+        let st = pod_status(&input(&pod, &init, true, &regular, None));
+        let c = ready_cond(&st, "Initialized");
+        assert_eq!(
+            (c.status.as_str(), c.reason, c.message),
+            ("True", None, None)
+        );
+        // A pod without init containers waits with ContainerCreating.
+        let plain = self::pod("Always");
+        let st = pod_status(&input(&plain, &[], true, &[view("a", None, None)], None));
+        assert_eq!(
+            reason_of(&st.container_statuses.expect("statuses")[0]),
+            Some("ContainerCreating")
+        );
+    }
+
+    #[test]
+    fn sidecars_count_for_readiness_and_start_for_initialization() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "initContainers": [{"name": "side", "restartPolicy": "Always"}],
+                "containers": [{"name": "main"}]
+            }
+        }))
+        .expect("pod");
+        let running = |name: &str, ready: bool, started: bool| {
+            let mut v = view(
+                name,
+                Some(ContainerState::Running {
+                    pid: 1,
+                    started_at: SystemTime::UNIX_EPOCH,
+                }),
+                None,
+            );
+            v.ready = ready;
+            v.started = started;
+            v
+        };
+        // The sidecar runs and has started, its readiness probe has not passed yet.
+        let init = [running("side", false, true)];
+        let regular = [running("main", true, true)];
+        let st = pod_status(&input(&pod, &init, true, &regular, None));
+        assert_eq!(ready_cond(&st, "Initialized").status, "True");
+        for ty in ["ContainersReady", "Ready"] {
+            let c = ready_cond(&st, ty);
+            assert_eq!(c.status, "False", "{ty}");
+            assert_eq!(
+                c.message.as_deref(),
+                Some("containers with unready status: [side]")
+            );
+        }
+        assert!(!st.init_container_statuses.expect("init")[0].ready);
+        // Its probe passed: the pod is ready.
+        let init = [running("side", true, true)];
+        let st = pod_status(&input(&pod, &init, true, &regular, None));
+        assert_eq!(ready_cond(&st, "Ready").status, "True");
+        assert!(st.init_container_statuses.expect("init")[0].ready);
+        // Not started yet (its startup probe): the pod is not initialized.
+        let init = [running("side", false, false)];
+        let st = pod_status(&input(
+            &pod,
+            &init,
+            false,
+            &[view("main", None, None)],
+            None,
+        ));
+        assert_eq!(
+            ready_cond(&st, "Initialized").message.as_deref(),
+            Some("containers with incomplete status: [side]")
+        );
+    }
+
+    #[test]
+    fn ended_pods_say_why() {
+        let pod = self::pod("Always");
+        let regular = [view("a", Some(exited(143, false)), None)];
+        // Deleted and stopped: Failed (a container did not exit 0), conditions say PodFailed.
+        let st = pod_status(&input(&pod, &[], true, &regular, Some(&Ended::Stopped)));
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason, None);
+        for ty in ["Ready", "ContainersReady"] {
+            let c = ready_cond(&st, ty);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_deref()),
+                ("False", Some("PodFailed"))
+            );
+        }
+        let t = st.container_statuses.expect("statuses")[0]
+            .state
+            .clone()
+            .and_then(|s| s.terminated)
+            .expect("terminated");
+        assert_eq!(t.exit_code, 143);
+        let ok = [view("a", Some(exited(0, false)), None)];
+        let st = pod_status(&input(&pod, &[], true, &ok, Some(&Ended::Stopped)));
+        assert_eq!(st.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(
+            ready_cond(&st, "Ready").reason.as_deref(),
+            Some("PodCompleted")
+        );
+        assert_eq!(
+            ready_cond(&st, "Initialized").reason.as_deref(),
+            Some("PodCompleted")
+        );
+        // Failed by the node (activeDeadlineSeconds), whatever the containers did.
+        let deadline = Ended::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "Pod was active on the node longer than the specified deadline".into(),
+        };
+        let st = pod_status(&input(&pod, &[], true, &ok, Some(&deadline)));
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(
+            st.message.as_deref(),
+            Some("Pod was active on the node longer than the specified deadline")
+        );
+        // Rejected by admission: nothing ran.
+        let st = rejected_status(
+            &pod,
+            None,
+            "PodOSNotSupported",
+            "Failed to admit pod as the OS field doesn't match node OS",
+            SystemTime::UNIX_EPOCH,
+            "BestEffort",
+        );
+        assert_eq!(st.phase.as_deref(), Some("Failed"));
+        assert_eq!(st.reason.as_deref(), Some("PodOSNotSupported"));
+        assert_eq!(
+            st.message.as_deref(),
+            Some("Pod was rejected: Failed to admit pod as the OS field doesn't match node OS")
+        );
+        assert!(st.container_statuses.is_none());
     }
 }

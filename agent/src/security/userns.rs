@@ -62,6 +62,22 @@ pub fn validate(pod: &Pod) -> Vec<String> {
     errs
 }
 
+/// Whether a mount of a pod with its own user namespace is seen through an idmapped view (the
+/// pod's files and every volume but `hostPath`; `volume` is `None` for the pod's hosts,
+/// hostname and resolv.conf files). The kubelet asks its runtime to idmap every mount; bosun
+/// binds hostPath volumes as they are, so that what the pod writes into the host's folders is
+/// owned by the pod's mapped IDs there (the first of its range for its root), never by host
+/// root.
+pub fn idmapped(pod: &Pod, volume: Option<&str>) -> bool {
+    let Some(name) = volume else {
+        return true;
+    };
+    !pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.name == name && v.host_path.is_some())
+}
+
 /// `procMount: Unmasked` asked.
 fn unmasked(sc: Option<&SecurityContext>) -> bool {
     sc.and_then(|s| s.proc_mount.as_deref()) == Some("Unmasked")
@@ -128,6 +144,25 @@ mod tests {
         );
         // The same host namespaces without hostUsers: false are fine.
         assert!(validate(&pod(None, |s| s.host_network = Some(true))).is_empty());
+    }
+
+    #[test]
+    fn every_mount_but_host_paths_is_idmapped() {
+        let p: Pod = serde_yaml::from_str(
+            "spec:\n  hostUsers: false\n  containers: [{name: c}]\n  volumes:\n  - {name: data, emptyDir: {}}\n  - {name: host, hostPath: {path: /srv}}\n  - {name: cm, configMap: {name: x}}\n",
+        )
+        .expect("pod");
+        // (volume, idmapped)
+        let cases = [
+            (None, true),
+            (Some("data"), true),
+            (Some("cm"), true),
+            (Some("host"), false),
+            (Some("unknown"), true),
+        ];
+        for (volume, want) in cases {
+            assert_eq!(idmapped(&p, volume), want, "{volume:?}");
+        }
     }
 
     #[test]

@@ -49,24 +49,16 @@ pub struct Limits {
     pub max_unauthenticated: usize,
 }
 
-/// The kube-apiserver's `ReadHeaderTimeout`.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(32);
-/// The kubelet server's `IdleTimeout`.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The default cap on unauthenticated connections: a quarter of the file descriptors the agent
-/// may open, between 16 and 1024.
-pub fn default_max_unauthenticated() -> usize {
-    // SAFETY: getrlimit writes into the struct we pass and has no other effect.
-    let soft = unsafe {
-        let mut r = std::mem::zeroed::<libc::rlimit>();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
-            r.rlim_cur
-        } else {
-            1024
+impl Limits {
+    /// The limits the configuration sets for the API's listeners.
+    pub fn of(cfg: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            header_timeout: cfg.header_timeout,
+            idle_timeout: cfg.idle_timeout,
+            stream_idle_timeout: cfg.streaming_connection_idle_timeout,
+            max_unauthenticated: cfg.max_unauthenticated_connections,
         }
-    };
-    usize::try_from(soft / 4).unwrap_or(1024).clamp(16, 1024)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

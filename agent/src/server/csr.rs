@@ -7,12 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, PostParams};
 
 use super::tls::TlsError;
+use crate::certs::{self, Signing};
 
 pub const SIGNER: &str = "kubernetes.io/kubelet-serving";
 pub const CURRENT: &str = "kubelet-server-current.pem";
@@ -29,7 +28,7 @@ pub async fn serving_file(
 ) -> Result<PathBuf, TlsError> {
     let current = cert_dir.join(CURRENT);
     if let Ok(pem) = std::fs::read(&current) {
-        if not_after(&pem).is_some_and(|t| t > SystemTime::now() + MIN_LEFT) {
+        if certs::not_after(&pem).is_some_and(|t| t > SystemTime::now() + MIN_LEFT) {
             return Ok(current);
         }
     }
@@ -41,23 +40,8 @@ pub async fn serving_file(
         .unwrap_or(0);
     let name = format!("csr-serving-{node_name}-{stamp}");
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let object = CertificateSigningRequest {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: k8s_openapi::ByteString(csr_pem.into_bytes()),
-            signer_name: SIGNER.to_string(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "server auth".into(),
-            ]),
-            ..Default::default()
-        },
-        status: None,
-    };
+    let usages = ["digital signature", "key encipherment", "server auth"];
+    let object = certs::csr_object(&name, csr_pem, SIGNER, &usages);
     let mut delay = Duration::from_secs(1);
     while let Err(e) = api.create(&PostParams::default(), &object).await {
         tracing::warn!(csr = %name, error = %e, "cannot create the serving CSR; retrying");
@@ -68,24 +52,15 @@ pub async fn serving_file(
     let mut waited = Duration::ZERO;
     let cert_pem = loop {
         match api.get(&name).await {
-            Ok(got) => {
-                let status = got.status.unwrap_or_default();
-                if let Some(c) = status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .find(|c| c.type_ == "Denied" || c.type_ == "Failed")
-                {
+            Ok(got) => match certs::signing(&got) {
+                Signing::Refused { condition, message } => {
                     return Err(TlsError::Generate(format!(
-                        "serving CSR {name} {}: {}",
-                        c.type_,
-                        c.message.clone().unwrap_or_default()
-                    )));
+                        "serving CSR {name} {condition}: {message}"
+                    )))
                 }
-                if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-                    break cert.0;
-                }
-            }
+                Signing::Signed(cert) => break cert,
+                Signing::Pending => {}
+            },
             Err(e) => tracing::debug!(csr = %name, error = %e, "reading the serving CSR"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -119,61 +94,18 @@ pub fn request(
     addresses: &[String],
     key: &rcgen::KeyPair,
 ) -> Result<String, TlsError> {
-    let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
-    let mut params = rcgen::CertificateParams::default();
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(
-        rcgen::DnType::CommonName,
-        format!("system:node:{node_name}"),
-    );
-    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-    params.distinguished_name = dn;
     let mut names = vec![node_name.to_string()];
     names.extend(addresses.iter().cloned());
     names.sort();
     names.dedup();
-    for n in names {
-        params
-            .subject_alt_names
-            .push(match n.parse::<std::net::IpAddr>() {
-                Ok(ip) => rcgen::SanType::IpAddress(ip),
-                Err(_) => rcgen::SanType::DnsName(n.try_into().map_err(gen)?),
-            });
-    }
-    params
-        .serialize_request(key)
-        .and_then(|r| r.pem())
-        .map_err(gen)
-}
-
-fn not_after(pem: &[u8]) -> Option<SystemTime> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let cert = p.parse_x509().ok()?;
-    let secs = cert.validity().not_after.timestamp();
-    u64::try_from(secs)
-        .ok()
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+    certs::node_request(node_name, &names, key).map_err(|e| TlsError::Generate(e.to_string()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| TlsError::Write {
+    certs::write_private(path, bytes).map_err(|source| TlsError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)
+    })
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-/// When the pod manager's loop last came round (milliseconds since the epoch, 0: never).
-static SYNC_LOOP_TICK: AtomicU64 = AtomicU64::new(0);
+use crate::metrics::health::{last_sync_loop_tick, millis};
+
 /// When the log watchdog last got stderr (milliseconds since the epoch).
 static LOG_VERIFIED: AtomicU64 = AtomicU64::new(0);
 static LOG_WATCHDOG: Once = Once::new();
@@ -20,17 +20,6 @@ const MIN_SYNC_LOOP_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The check names, in the kubelet's order.
 pub const CHECKS: [&str; 3] = ["ping", "log", "syncloop"];
-
-fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Called by the pod manager each time its loop comes round.
-pub fn sync_loop_tick() {
-    SYNC_LOOP_TICK.store(millis(SystemTime::now()), Ordering::Relaxed);
-}
 
 /// How long the sync loop may stay away: twice the sync frequency, at least 5 minutes.
 pub fn sync_loop_deadline(sync_frequency: Duration) -> Duration {
@@ -80,7 +69,7 @@ fn run_check(name: &str, sync_frequency: Duration) -> Result<(), String> {
         "ping" => Ok(()),
         "log" => check_log(now),
         _ => check_sync_loop(
-            SYNC_LOOP_TICK.load(Ordering::Relaxed),
+            last_sync_loop_tick(),
             now,
             sync_loop_deadline(sync_frequency),
         ),

@@ -19,7 +19,6 @@ pub mod csr;
 pub mod exec;
 pub mod health;
 pub mod logs;
-pub mod metrics;
 pub mod portforward;
 pub mod request;
 pub mod routes;
@@ -94,7 +93,11 @@ pub async fn start(
                 source,
             })?;
         tracing::info!(addr = %haddr, "healthz listening");
-        tokio::spawn(serve_healthz(hl, ctx.cfg.sync_frequency, cfg.limits()));
+        tokio::spawn(serve_healthz(
+            hl,
+            ctx.cfg.sync_frequency,
+            conn::Limits::of(&cfg),
+        ));
     }
     let (cert, key) = if cfg.server_tls_bootstrap && cfg.tls_cert_file.is_none() {
         let f = csr::serving_file(&client, &node_name, &addresses, &ctx.cfg.cert_dir).await?;
@@ -133,7 +136,7 @@ async fn serve_https(
     acceptor: tokio_rustls::TlsAcceptor,
     server: Arc<Server>,
 ) {
-    let limits = server.ctx.cfg.server.limits();
+    let limits = conn::Limits::of(&server.ctx.cfg.server);
     let permits = conn::permits(&limits);
     loop {
         // An unauthenticated connection holds a permit from before it is accepted until one of

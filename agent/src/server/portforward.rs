@@ -444,7 +444,7 @@ pub fn find_target(ctx: &Ctx, ns: &str, name: &str, uid: Option<&str>) -> Option
         .find(|c| matches!(c.state, bosun_runtime::ContainerState::Running { .. }))
         .or_else(|| all.iter().find(of_pod))?;
     let pod_uid = pick.labels.get(LABEL_POD_UID)?.clone();
-    let sandbox = bosun_runtime::sandbox::load(ctx.runtime.paths(), &pod_uid)?;
+    let sandbox = ctx.runtime.sandbox(&pod_uid)?;
     Some(Target {
         namespace: ns.to_string(),
         name: name.to_string(),

@@ -137,10 +137,8 @@ pub async fn handle(
     }
     tracing::debug!(user = %user.name, %method, %path, "request");
     // Volume figures come from the drivers (NodeGetVolumeStats): asked only where they are shown.
-    let volumes = match (&target.endpoint, &server.ctx.objects) {
-        (Endpoint::StatsSummary | Endpoint::Metrics, Some(objects)) => {
-            objects.volume_samples().await
-        }
+    let volumes = match (&target.endpoint, &server.ctx.volume_stats) {
+        (Endpoint::StatsSummary | Endpoint::Metrics, Some(stats)) => stats.volume_samples().await,
         _ => Vec::new(),
     };
     route(server, req, target, &volumes)
@@ -161,7 +159,7 @@ fn route(
     server: Arc<Server>,
     req: Request<Incoming>,
     target: request::Request,
-    volumes: &[stats::VolumeSample],
+    volumes: &[crate::metrics::VolumeSample],
 ) -> Response<Body> {
     let websocket = is_websocket(req.headers());
     match target.endpoint {
@@ -182,7 +180,7 @@ fn route(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             stats::agent_metrics(&server.ctx.runtime.list())
-                + &super::metrics::render()
+                + &crate::metrics::render()
                 + &stats::volume_metrics(volumes),
         ),
         Endpoint::MetricsResource => {

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bosun_runtime::ContainerState;
 
+use crate::metrics::VolumeSample;
 use crate::pods::Ctx;
 use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
@@ -405,23 +406,6 @@ fn cpu_json(u: &Usage, time: &str) -> serde_json::Value {
 
 fn memory_json(u: &Usage, time: &str) -> serde_json::Value {
     serde_json::json!({"time": time, "usageBytes": u.usage, "workingSetBytes": u.working_set})
-}
-
-/// One volume of a pod as its driver measured it (NodeGetVolumeStats), for `/stats/summary`
-/// and the `kubelet_volume_stats_*` metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VolumeSample {
-    pub pod_uid: String,
-    /// The volume's name in the pod spec.
-    pub name: String,
-    /// `(namespace, claim)` for a volume from a PersistentVolumeClaim.
-    pub pvc: Option<(String, String)>,
-    /// `(capacity, available, used)` bytes.
-    pub bytes: Option<(i64, i64, i64)>,
-    /// `(inodes, free, used)`.
-    pub inodes: Option<(i64, i64, i64)>,
-    /// The driver's volume condition, when it reports one.
-    pub abnormal: Option<bool>,
 }
 
 fn volume_json(v: &VolumeSample, time: &str) -> serde_json::Value {

@@ -2,7 +2,7 @@
 //! deriving a [`ContainerStatus`] from it, plus the few files the runtime itself writes.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,19 +28,11 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically for readers (temporary file, rename). No fsync:
-/// a container folder describes this boot only (see `keeper::run::write_atomic`).
+/// Writes `value` as JSON to `path` atomically for readers. No fsync: a container folder
+/// describes this boot only (the run folder is a tmpfs on a node).
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let data = serde_json::to_vec(value).map_err(io::Error::other)?;
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    bosun_fsutil::write_atomic(path, &data, bosun_fsutil::Durability::Volatile)
 }
 
 pub fn read_request(dir: &Path) -> Option<KeeperRequest> {

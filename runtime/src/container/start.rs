@@ -92,6 +92,14 @@ pub enum StartError {
     },
     #[error("container {id}: capabilities: unknown capability {name}")]
     Capability { id: String, name: String },
+    /// In a pod with a user namespace, its image layers or a mount cannot be idmapped (the
+    /// kernel or the filesystem): nothing was done.
+    #[error("container {id}: {source}")]
+    Idmap {
+        id: String,
+        #[source]
+        source: crate::idmap::IdmapError,
+    },
 }
 
 /// The pod cgroups whose CPU quota is lifted while one of their containers is being set up:
@@ -265,6 +273,7 @@ impl HostRuntime {
         layers: &[PathBuf],
         security: &ContainerSecurity,
     ) -> Result<ContainerStatus, StartError> {
+        check_idmap(sandbox, spec, layers, security)?;
         let confined = confine(&self.inner, spec, security).await?;
         let mut starting = Starting::begin(&self.inner, sandbox, spec, false)?;
         let result = starting.spawn(sandbox, spec, layers, confined).await;
@@ -295,6 +304,7 @@ impl HostRuntime {
         layers: &[PathBuf],
         security: &ContainerSecurity,
     ) -> Result<Created, StartError> {
+        check_idmap(sandbox, spec, layers, security)?;
         let confined = confine(&self.inner, spec, security).await?;
         let mut starting = Starting::begin(&self.inner, sandbox, spec, true)?;
         match starting.spawn(sandbox, spec, layers, confined).await {
@@ -308,6 +318,33 @@ impl HostRuntime {
             },
         }
     }
+}
+
+/// In a pod with a user namespace: whether what the keeper will idmap can be (the image's
+/// layers, which share one filesystem, and each mount the security does not leave plain), so
+/// that a kernel or filesystem without idmapped mounts is an error before anything is made. An
+/// idmapped copy of each tree is made and dropped (a few system calls each).
+fn check_idmap(
+    sandbox: &Sandbox,
+    spec: &ContainerSpec,
+    layers: &[PathBuf],
+    security: &ContainerSecurity,
+) -> Result<(), StartError> {
+    let Some(userns) = &sandbox.userns else {
+        return Ok(());
+    };
+    let mounts = spec
+        .mounts
+        .iter()
+        .filter(|m| security.idmap_mounts && !security.plain_mounts.contains(&m.destination))
+        .map(|m| &m.source);
+    for source in layers.first().into_iter().chain(mounts) {
+        crate::idmap::idmapped_tree(source, userns).map_err(|source| StartError::Idmap {
+            id: spec.id.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// What a container's security profiles resolved to, for its keeper.
@@ -333,8 +370,14 @@ async fn confine(
             name,
         },
     )?;
-    // The usual cases need no file: unconfined, or a filter compiled already.
-    if security.apparmor == crate::apparmor::AppArmorProfile::Unconfined {
+    // The usual cases need no file: no AppArmor label (Unconfined, or RuntimeDefault on a host
+    // without AppArmor, which every pod that names nothing asks for) and no filter or one
+    // compiled already.
+    let no_label = matches!(
+        crate::apparmor::label(&security.apparmor, crate::apparmor::is_enabled()),
+        Ok(None)
+    );
+    if no_label {
         let cached = match &security.seccomp {
             crate::seccomp::SeccompProfile::Unconfined => Some(None),
             p => inner.filters.cached(p, &caps).map(Some),

@@ -1,6 +1,6 @@
 //! The keeper's life: set up, start, copy the logs, wait, record the exit, clean up.
 //!
-//! Order that must hold at the end (NOTES.md): the container is dead (reaped), then deleted
+//! Order that must hold at the end: the container is dead (reaped), then deleted
 //! (its cgroup removed), then the rootfs is unmounted, then leftovers are removed, and only then
 //! is `exit.json` written, so that an agent seeing `exit.json` knows nothing is left behind.
 
@@ -189,17 +189,10 @@ impl GoPipe {
     }
 }
 
-/// Writes `path` through a temporary file and a rename, so readers never see it partial. No
-/// fsync: everything in a container's folder describes this boot only (the run folder is a
-/// tmpfs on a node), and a rename is atomic for readers without one.
+/// Writes `path` atomically for readers. No fsync: everything in a container's folder
+/// describes this boot only (the run folder is a tmpfs on a node).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    bosun_fsutil::write_atomic(path, bytes, bosun_fsutil::Durability::Volatile)
 }
 
 struct Running {
@@ -453,9 +446,13 @@ impl Keeper {
         }
         if let Some(ns) = &userns {
             if req.security.idmap_mounts {
-                // The volumes too (what the kubelet asks for every mount of such a pod).
+                // The volumes too (what the kubelet asks for every mount of such a pod), but
+                // those the agent wants bound as they are (hostPath).
                 let base = self.dir.join("idmap");
                 for (i, m) in req.spec.mounts.iter_mut().enumerate() {
+                    if req.security.plain_mounts.contains(&m.destination) {
+                        continue;
+                    }
                     let target = base.join(i.to_string());
                     crate::idmap::bind(&m.source, &target, ns).map_err(idmap)?;
                     self.idmapped.push(target.clone());

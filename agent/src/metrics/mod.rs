@@ -1,7 +1,17 @@
-//! bosun's own figures for `/metrics`, named and bucketed as the kubelet's:
-//! `kubelet_pod_start_sli_duration_seconds`, `kubelet_pod_worker_duration_seconds`,
-//! `kubelet_runtime_operations_duration_seconds` and `prober_probe_total`. The pod workers,
-//! the runtime calls and the probers record into a process-wide registry.
+//! What the agent measures of itself, in one leaf module that the pod workers, the cluster
+//! tasks and the HTTP server all write to or read from (it uses nothing else of the crate):
+//!
+//! - here, the figures of `/metrics`, named and bucketed as the kubelet's:
+//!   `kubelet_pod_start_sli_duration_seconds`, `kubelet_pod_worker_duration_seconds`,
+//!   `kubelet_runtime_operations_duration_seconds` and `prober_probe_total`, recorded by the pod
+//!   workers, the runtime calls and the probers into a process-wide registry;
+//! - [`health`]: when the pod manager's loop last came round (`/healthz/syncloop`);
+//! - [`volume`]: one measured volume of a pod (`/stats/summary`, `kubelet_volume_stats_*`).
+
+pub mod health;
+pub mod volume;
+
+pub use volume::VolumeSample;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

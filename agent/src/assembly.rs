@@ -1,0 +1,383 @@
+//! Assembly: the one place that builds the agent's parts and wires them together, for the
+//! two ways bosun runs (standalone on a manifest folder, or as a cluster's node). `main` calls
+//! it; nothing else in the crate does, so the parts it joins (runtime, images, pod manager,
+//! cluster tasks, HTTP server) never need to know each other.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bosun_runtime::{HostRuntime, RuntimePaths};
+use tokio::sync::watch;
+
+use crate::cluster;
+use crate::config::Config;
+use crate::images::ImageManager;
+use crate::pods::source::DesiredPods;
+use crate::pods::{self, Ctx};
+
+pub fn runtime_paths(cfg: &Config) -> anyhow::Result<RuntimePaths> {
+    let exe = std::env::current_exe().context("cannot find my own binary")?;
+    Ok(runtime_paths_for(cfg, &exe))
+}
+
+/// [`runtime_paths`] for the agent binary `exe`: keepers and helpers both run `bosun-keeper`.
+fn runtime_paths_for(cfg: &Config, exe: &Path) -> RuntimePaths {
+    let keeper = keeper_binary(exe);
+    RuntimePaths {
+        run_dir: cfg.run_dir.clone(),
+        data_dir: cfg.data_dir.clone(),
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        container_logs_dir: cfg.container_logs_dir.clone(),
+        cgroup_root: cfg.cgroup_root.clone(),
+        helper_binary: keeper.clone(),
+        keeper_binary: keeper,
+    }
+}
+
+/// The keeper and helper binary: `bosun-keeper` next to the agent (both packages install it
+/// there; cargo builds it next to `bosun`). Without one the agent's own binary serves
+/// (`bosun __keeper`, `bosun __sandbox`, ...), at the cost of the agent's relocated data in every
+/// keeper and a slower start of each helper.
+pub fn keeper_binary(exe: &Path) -> PathBuf {
+    let keeper = exe.with_file_name(KEEPER_BINARY);
+    if is_executable(&keeper) {
+        keeper
+    } else {
+        exe.to_path_buf()
+    }
+}
+
+/// The file name of the keeper binary.
+pub const KEEPER_BINARY: &str = "bosun-keeper";
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Builds the agent's shared context: runtime (adopting what runs), images (with their GC
+/// loop), folders. The image manager is also returned for what reads the store itself.
+pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
+    // Orphans re-parented to us (a keeper's helpers) are reaped by the reaper.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    bosun_runtime::reaper::install().context("installing the child reaper")?;
+    for dir in [
+        &cfg.root_dir,
+        &cfg.run_dir,
+        &cfg.data_dir,
+        &cfg.pod_logs_dir,
+        &cfg.container_logs_dir,
+    ] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let paths = runtime_paths(&cfg)?;
+    if paths.keeper_binary.file_name() != Some(std::ffi::OsStr::new(KEEPER_BINARY)) {
+        tracing::warn!(
+            missing = %paths.keeper_binary.with_file_name(KEEPER_BINARY).display(),
+            "no bosun-keeper next to the agent: containers are kept by the agent's own binary, \
+             which costs each one more memory"
+        );
+    }
+    let runtime = HostRuntime::new(
+        paths,
+        bosun_runtime::container::RuntimeOptions {
+            log_max_size: cfg.container_log_max_size,
+            log_max_files: cfg.container_log_max_files,
+            network: bosun_runtime::container::NetworkOptions {
+                cni: bosun_runtime::cni::CniConfig {
+                    conf_dir: cfg.cni_conf_dir.clone(),
+                    bin_dirs: cfg.cni_bin_dirs.clone(),
+                },
+                pod_cidr: cfg.pod_cidr.clone(),
+            },
+        },
+    )
+    .await
+    .context("starting the runtime")?;
+    let images =
+        Arc::new(crate::images::ImageManager::new(&cfg).context("setting up image pulls")?);
+    let runtime: Arc<dyn bosun_runtime::PodRuntime> = Arc::new(runtime);
+    // Image GC every 5 minutes, as the kubelet.
+    tokio::spawn(crate::images::gc_loop(
+        runtime.clone(),
+        images.clone(),
+        Duration::from_secs(300),
+    ));
+    let security = crate::security::NodeSecurity::new(
+        &cfg.allowed_unsafe_sysctls,
+        cfg.seccomp_default,
+        &cfg.root_dir,
+        bosun_runtime::seccomp::Target::host().kernel,
+        bosun_runtime::apparmor::is_enabled(),
+    )
+    .map_err(|message| anyhow::anyhow!("allowedUnsafeSysctls: {message}"))?;
+    let userns = match user_namespaces(&cfg) {
+        Ok(a) => Some(Arc::new(a)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no user namespaces for pods with hostUsers: false");
+            None
+        }
+    };
+    // The node's resources: an invalid reservation or eviction setting stops the agent, as it
+    // stops the kubelet.
+    let resources =
+        crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let ctx = Ctx {
+        security,
+        userns,
+        cfg,
+        runtime,
+        images: images.clone(),
+        node: crate::fieldpath::NodeAllocatable {
+            memory_bytes: node_memory(),
+            cpu_millis: std::thread::available_parallelism()
+                .map(|n| n.get() as u64 * 1000)
+                .unwrap_or(1000),
+        },
+        status_tx: None,
+        objects: None,
+        volumes: None,
+        volume_stats: None,
+        events_tx: None,
+        resources: Arc::new(resources),
+    };
+    Ok((ctx, images))
+}
+
+/// The user that owns the node's ID pool in `/etc/subuid` and `/etc/subgid`, as for the
+/// kubelet.
+const USERNS_POOL_USER: &str = "kubelet";
+
+/// The allocator of pods' ID ranges: the `kubelet` user's subordinate IDs (else the kubelet's
+/// default pool), persisted in `<data-dir>/userns.json`.
+fn user_namespaces(
+    cfg: &Config,
+) -> Result<bosun_runtime::userns::Allocator, bosun_runtime::userns::UsernsError> {
+    use bosun_runtime::userns::{Allocator, IdPool, DEFAULT_IDS_PER_POD};
+    let uid = nix::unistd::User::from_name(USERNS_POOL_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    let pool = IdPool::from_subid_files(
+        Path::new("/etc/subuid"),
+        Path::new("/etc/subgid"),
+        USERNS_POOL_USER,
+        uid,
+        DEFAULT_IDS_PER_POD,
+        cfg.max_pods,
+    )?;
+    Allocator::open(cfg.data_dir.join("userns.json"), pool)
+}
+
+pub fn node_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(1 << 30)
+}
+
+/// Runs the pods of the manifest folder until SIGTERM/SIGINT (pods keep running after).
+pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
+    let (ctx, images) = context(cfg).await?;
+    let ctx = Arc::new(ctx);
+    crate::cri::serve(ctx.clone(), images, &ctx.cfg.cri_sockets)?;
+    let manifests = ctx
+        .cfg
+        .manifests
+        .clone()
+        .context("no manifest folder (--manifests or staticPodPath)")?;
+    tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
+    let (tx, rx) = watch::channel(None);
+    let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone())
+        .with_errors_in(&ctx.cfg.run_dir);
+    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
+    pods::serve(ctx, rx).await
+}
+
+/// Runs bosun as a cluster node until SIGTERM/SIGINT (pods keep running after): credentials,
+/// the Node, the pod manager with the apiserver's pods and the static ones, the HTTP API.
+pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
+    // Two TLS stacks are linked (ring for kube, aws-lc-rs through oci-client): pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = cfg.kubeconfig.clone().context(
+        "cluster mode needs --kubeconfig (and --bootstrap-kubeconfig for a TLS bootstrap)",
+    )?;
+    let creds = cluster::bootstrap::Paths {
+        kubeconfig,
+        bootstrap_kubeconfig: cfg.bootstrap_kubeconfig.clone(),
+        cert_dir: cfg.cert_dir.clone(),
+    };
+    let node_name = cfg.node_name.clone();
+    // The apiserver may not be up yet: retry with backoff, never give up.
+    let mut delay = Duration::from_secs(1);
+    let (client, rotate_at) = loop {
+        match cluster::bootstrap::client(&creds, &node_name).await {
+            Ok(c) => break c,
+            Err(e @ cluster::bootstrap::BootstrapError::NoCredentials { .. }) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot get node credentials");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let mut facts = cluster::node::NodeFacts::gather(
+        node_memory(),
+        &node_name,
+        cfg.node_ip.clone(),
+        &cfg.node_labels,
+        cfg.register_with_taints.clone(),
+        &cfg.root_dir,
+        cfg.max_pods,
+    );
+    facts.port = i32::from(cfg.server.port);
+    // The allocatable registered with the Node (the agent's context computes the same).
+    let resources =
+        crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    facts.allocatable = crate::admission::to_quantities(&resources.allocatable);
+    // One measure of the capacity for both (the root dir may not exist yet).
+    let storage = resources.capacity.get(crate::admission::EPHEMERAL_STORAGE);
+    facts.ephemeral_storage_bytes = storage.copied().unwrap_or(0).max(0) as u64;
+    facts.declared_features = vec![crate::server::WEBSOCKET_FEATURE.to_string()];
+    let mut delay = Duration::from_secs(1);
+    while let Err(e) = cluster::node::register(&client, &facts).await {
+        tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (mut ctx, images) = context(cfg).await?;
+    ctx.status_tx = Some(status_tx);
+    let csi = cluster::csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
+    let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));
+    let volumes = Arc::new(cluster::volumes::ClusterVolumes::new(
+        client.clone(),
+        objects.clone(),
+        Some(csi),
+    ));
+    ctx.objects = Some(objects);
+    ctx.volumes = Some(volumes.clone());
+    ctx.volume_stats = Some(volumes);
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.events_tx = Some(events_tx);
+    tokio::spawn(cluster::events::run(
+        client.clone(),
+        node_name.clone(),
+        events_rx,
+    ));
+    let ctx = Arc::new(ctx);
+    let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
+    crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
+    crate::cri::serve(ctx.clone(), images.clone(), &ctx.cfg.cri_sockets)?;
+    tokio::spawn(cluster::node::lease_loop(client.clone(), node_name.clone()));
+    tokio::spawn(cluster::node::status_loop(
+        client.clone(),
+        facts,
+        move || {
+            images
+                .store()
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| !i.references.is_empty())
+                .map(|i| k8s_openapi::api::core::v1::ContainerImage {
+                    names: Some(i.references),
+                    size_bytes: Some(i.size as i64),
+                })
+                .collect()
+        },
+        {
+            let root = ctx.cfg.root_dir.clone();
+            move || cluster::csi::volumes_in_use(&root)
+        },
+        {
+            let resources = ctx.resources.clone();
+            move || resources.conditions()
+        },
+    ));
+    tokio::spawn(cluster::status::run(client.clone(), status_rx));
+    if let Some(at) = rotate_at {
+        tokio::spawn(cluster::rotate(
+            client.clone(),
+            creds,
+            node_name.clone(),
+            at,
+        ));
+    }
+
+    // Desired pods: the apiserver's, plus static pods from the manifest folder when configured.
+    let (api_tx, api_rx) = watch::channel(None);
+    let (mirror_tx, mirror_rx) = watch::channel(None);
+    tokio::spawn(cluster::source::run(
+        client.clone(),
+        node_name.clone(),
+        api_tx,
+        mirror_tx,
+    ));
+    let file_rx = match ctx.cfg.manifests.clone() {
+        Some(dir) => {
+            let (ftx, frx) = watch::channel(None);
+            let src = pods::source::FolderSource::new(dir, node_name.clone())
+                .with_errors_in(&ctx.cfg.run_dir);
+            tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, ftx));
+            Some(frx)
+        }
+        None => None,
+    };
+    let static_rx = file_rx.clone().unwrap_or_else(|| {
+        let (ftx, frx) = watch::channel(Some(DesiredPods::default()));
+        // Kept open for the life of the agent: "no static pods" never changes.
+        std::mem::forget(ftx);
+        frx
+    });
+    tokio::spawn(cluster::mirror::run(
+        client.clone(),
+        node_name.clone(),
+        static_rx,
+        mirror_rx,
+    ));
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(cluster::merge(api_rx, file_rx, tx));
+    pods::serve(ctx, rx).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_keeper_next_to_the_agent_when_it_is_executable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = tmp.path().join("bosun");
+        std::fs::write(&agent, "").unwrap();
+        // None next to it: the agent's own binary serves.
+        assert_eq!(keeper_binary(&agent), agent);
+        let keeper = tmp.path().join(KEEPER_BINARY);
+        std::fs::write(&keeper, "").unwrap();
+        std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(keeper_binary(&agent), agent, "not executable");
+        std::fs::set_permissions(&keeper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(keeper_binary(&agent), keeper);
+        // The short-lived helpers (sandbox, exec) and pod inits run it too.
+        let (cfg, _) = Config::load(&crate::config::Flags::default()).unwrap();
+        let paths = runtime_paths_for(&cfg, &agent);
+        assert_eq!(paths.keeper_binary, keeper);
+        assert_eq!(paths.helper_binary, keeper);
+    }
+}

@@ -1,0 +1,215 @@
+//! Online expansion: the claims of mounted CSI volumes checked every few seconds, and
+//! NodeExpandVolume when the resizer asks for the node's part.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bosun_volumes::csi::{self, Drivers};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+
+use super::{ExpandError, Mounted};
+
+/// How often the claims of mounted CSI volumes are checked for a pending node expansion.
+const EXPAND_PERIOD: Duration = Duration::from_secs(5);
+
+/// What to do about a mounted volume's claim (the kubelet's online expansion precheck).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expansion {
+    /// Nothing: the PV is no larger than the claim's status capacity, or the resizer has not
+    /// asked for the node's part (no `NodeResizePending` / `NodeResizeInProgress`).
+    None,
+    /// NodeExpandVolume to `bytes` (the PV's capacity, as a quantity string too), then record it
+    /// in the claim's status.
+    Expand { bytes: i64, quantity: String },
+}
+
+fn storage_bytes(
+    q: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Option<i64> {
+    let q = q?;
+    crate::translate::parse_quantity(&q.0)
+        .ok()
+        .and_then(|p| i64::try_from(p.value()).ok())
+}
+
+/// The kubelet's decision for a mounted volume: the PV's capacity is larger than the claim's
+/// status capacity and the claim's `allocatedResourceStatuses[storage]` is `NodeResizePending`
+/// (or `NodeResizeInProgress`, a node expansion that did not finish).
+pub fn expansion(pvc: &PersistentVolumeClaim, pv: &PersistentVolume) -> Expansion {
+    let pv_q = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref()?.get("storage"));
+    let status = pvc.status.as_ref();
+    let pvc_bytes = storage_bytes(status.and_then(|s| s.capacity.as_ref()?.get("storage")));
+    let (Some(pv_bytes), Some(pv_q)) = (storage_bytes(pv_q), pv_q) else {
+        return Expansion::None;
+    };
+    if pvc_bytes.is_some_and(|c| c >= pv_bytes) {
+        return Expansion::None;
+    }
+    let resize = status
+        .and_then(|s| s.allocated_resource_statuses.as_ref()?.get("storage"))
+        .map(String::as_str);
+    match resize {
+        Some("NodeResizePending" | "NodeResizeInProgress") => Expansion::Expand {
+            bytes: pv_bytes,
+            quantity: pv_q.0.clone(),
+        },
+        _ => Expansion::None,
+    }
+}
+
+/// The claim status patch that ends a node expansion (the kubelet's `MarkFSResizeFinished`):
+/// the new capacity, the resize status removed, the resize conditions dropped; with the
+/// resourceVersion seen, so a concurrent change wins.
+pub fn resize_finished_patch(pvc: &PersistentVolumeClaim, quantity: &str) -> serde_json::Value {
+    let conditions: Vec<_> = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ != "FileSystemResizePending" && c.type_ != "Resizing")
+        .collect();
+    serde_json::json!({
+        "metadata": {"resourceVersion": pvc.metadata.resource_version},
+        "status": {
+            "capacity": {"storage": quantity},
+            "allocatedResourceStatuses": {"storage": null},
+            "conditions": conditions,
+        }
+    })
+}
+
+/// Checks the claims of the mounted CSI volumes every [`EXPAND_PERIOD`] and expands on the node
+/// what the resizer grew.
+pub(super) async fn expand_loop(
+    client: Client,
+    drivers: Drivers,
+    mounted: Arc<Mutex<BTreeMap<(String, String), Mounted>>>,
+) {
+    loop {
+        tokio::time::sleep(EXPAND_PERIOD).await;
+        let list: Vec<Mounted> = mounted
+            .lock()
+            .map(|m| m.values().filter(|m| m.claim.is_some()).cloned().collect())
+            .unwrap_or_default();
+        for m in list {
+            if let Err(e) = expand_one(&client, &drivers, &m).await {
+                tracing::warn!(pod_uid = %m.pod_uid, volume = %m.volume, error = %e, "MountVolume.NodeExpandVolume failed");
+            }
+        }
+    }
+}
+
+async fn expand_one(client: &Client, drivers: &Drivers, m: &Mounted) -> Result<(), ExpandError> {
+    let Some(claim) = &m.claim else {
+        return Ok(());
+    };
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &m.namespace);
+    let pvc = pvcs.get(claim).await.map_err(ExpandError::Read)?;
+    // Most rounds end here, with one read: the resizer has asked nothing of the node.
+    let asked = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.allocated_resource_statuses.as_ref()?.get("storage"))
+        .is_some_and(|r| r == "NodeResizePending" || r == "NodeResizeInProgress");
+    if !asked {
+        return Ok(());
+    }
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs.get(&m.vol.spec_name).await.map_err(ExpandError::Read)?;
+    let Expansion::Expand { bytes, quantity } = expansion(&pvc, &pv) else {
+        return Ok(());
+    };
+    let status = |p: serde_json::Value| {
+        let pvcs = pvcs.clone();
+        async move {
+            pvcs.patch_status(claim, &PatchParams::default(), &Patch::Merge(&p))
+                .await
+                .map_err(|source| ExpandError::PatchStatus {
+                    claim: claim.clone(),
+                    source,
+                })
+        }
+    };
+    // MarkNodeExpansionInProgress.
+    let pvc = status(serde_json::json!({
+        "metadata": {"resourceVersion": pvc.metadata.resource_version},
+        "status": {"allocatedResourceStatuses": {"storage": "NodeResizeInProgress"}},
+    }))
+    .await?;
+    match csi::expand(drivers, &m.vol, &m.target, m.staging.as_deref(), bytes).await {
+        Ok(_) => {}
+        // A driver without node expansion has nothing to do on the node.
+        Err(csi::ExpandError::NotSupported { .. }) => {}
+        Err(e) => return Err(ExpandError::Expand(e)),
+    }
+    status(resize_finished_patch(&pvc, &quantity)).await?;
+    tracing::info!(pod_uid = %m.pod_uid, volume = %m.volume, claim = %claim, capacity = %quantity, "MountVolume.NodeExpandVolume succeeded");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_when_the_resizer_asks_the_node() {
+        let pv: PersistentVolume =
+            serde_yaml::from_str("metadata: {name: pv}\nspec: {capacity: {storage: 2Mi}}")
+                .expect("pv");
+        let pvc = |status: &str| -> PersistentVolumeClaim {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: c, resourceVersion: '7'}}\nspec: {{}}\nstatus: {status}"
+            ))
+            .expect("pvc")
+        };
+        let grow = Expansion::Expand {
+            bytes: 2 << 20,
+            quantity: "2Mi".into(),
+        };
+        let pending = pvc(
+            "{capacity: {storage: 1Mi}, allocatedResourceStatuses: {storage: NodeResizePending}}",
+        );
+        assert_eq!(expansion(&pending, &pv), grow);
+        assert_eq!(
+            expansion(&pvc("{capacity: {storage: 1Mi}, allocatedResourceStatuses: {storage: NodeResizeInProgress}}"), &pv),
+            grow
+        );
+        // The controller's part is not done, or an old resizer (no status): nothing.
+        assert_eq!(
+            expansion(&pvc("{capacity: {storage: 1Mi}, allocatedResourceStatuses: {storage: ControllerResizeInProgress}}"), &pv),
+            Expansion::None
+        );
+        assert_eq!(
+            expansion(&pvc("{capacity: {storage: 1Mi}}"), &pv),
+            Expansion::None
+        );
+        // Already as large as the PV (1048576 bytes is 1Mi).
+        assert_eq!(
+            expansion(&pvc("{capacity: {storage: '2097152'}, allocatedResourceStatuses: {storage: NodeResizePending}}"), &pv),
+            Expansion::None
+        );
+
+        let with_conditions = pvc("{capacity: {storage: 1Mi}, allocatedResourceStatuses: {storage: NodeResizeInProgress}, conditions: [{type: FileSystemResizePending, status: 'True'}, {type: Resizing, status: 'True'}, {type: ModifyingVolume, status: 'True'}]}");
+        let p = resize_finished_patch(&with_conditions, "2Mi");
+        assert_eq!(p["metadata"]["resourceVersion"], "7");
+        assert_eq!(p["status"]["capacity"]["storage"], "2Mi");
+        assert!(p["status"]["allocatedResourceStatuses"]["storage"].is_null());
+        assert!(p["status"]["allocatedResourceStatuses"]
+            .as_object()
+            .is_some_and(|o| o.contains_key("storage")));
+        let types: Vec<&str> = p["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(types, ["ModifyingVolume"]);
+    }
+}

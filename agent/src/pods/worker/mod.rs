@@ -1,0 +1,475 @@
+//! One worker per pod: each sync looks at what the runtime has, [`plan::plan`]s what to do
+//! (a pure function, the kubelet's `computePodActions`) and carries the plan out in small
+//! steps, in the order of the kubelet's `SyncPod`:
+//!
+//! 1. the pod ends: stop its containers and release or remove what it holds ([`stop`]);
+//! 2. the sandbox and its network ([`sandbox`]), then the volumes ([`volumes`]);
+//! 3. running containers whose probes failed are stopped (in the background);
+//! 4. init containers and sidecars, 5. regular containers, 6. ephemeral containers: each start
+//!    is image, config, create, start, postStart hook ([`start`]);
+//! 7. sidecars stop once every regular container is done;
+//! 8. the report: old attempts removed, probes follow the running containers, status written
+//!    ([`report`]).
+//!
+//! The worker acts on what the runtime reports now (`list`), never on remembered container
+//! state: it is woken by spec changes, container exits and probe results, and a sync returns
+//! when it wants to be woken next. A restarted agent runs the same code over the containers it
+//! finds, which is how pods are adopted. It sees the runtime and images only through
+//! [`bosun_runtime::PodRuntime`] and [`crate::images::ImageService`], so its unit tests run it
+//! against fakes.
+
+pub mod errors;
+mod hooks;
+pub mod plan;
+mod report;
+mod sandbox;
+mod start;
+mod stop;
+mod volumes;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bosun_runtime::ContainerState;
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use tokio::sync::{watch, Notify};
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::probing::Probes;
+use super::status::{self, Record, Waiting};
+use super::Ctx;
+use crate::reasons::EventType;
+use crate::translate::{self, LABEL_CONTAINER_NAME, LABEL_POD_UID, LABEL_RESTART_COUNT};
+use errors::PodSetupError;
+pub use plan::{pod_key, Intent};
+use plan::{Attempts, Desired, Observed, PodActions};
+
+/// The stop signal the container was started with (the image's STOPSIGNAL or SIGTERM).
+pub const LABEL_STOP_SIGNAL: &str = "bosun.stop-signal";
+
+/// How long a pod whose sandbox, network or volumes failed waits before the next try.
+const POD_SETUP_RETRY: Duration = Duration::from_secs(5);
+
+/// What the manager holds of a worker.
+pub struct WorkerHandle {
+    /// The pod and what is wanted of it (the worker syncs on every change).
+    pub tx: watch::Sender<(Arc<Pod>, Intent)>,
+    /// Wakes the worker (a container of the pod exited).
+    pub wake: Arc<Notify>,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// When a sync wants to run again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// At this time at the latest (earlier on a change, an exit or a probe result; never later
+    /// than the sync period).
+    At(SystemTime),
+    /// On a change, an exit, a probe result or the sync period.
+    Resync,
+    /// The pod is gone: the worker ends.
+    Done,
+}
+
+impl Next {
+    /// The earlier of two wishes.
+    fn min(self, other: Next) -> Next {
+        match (self, other) {
+            (Next::Done, _) | (_, Next::Done) => Next::Done,
+            (Next::At(a), Next::At(b)) => Next::At(a.min(b)),
+            (Next::At(a), Next::Resync) | (Next::Resync, Next::At(a)) => Next::At(a),
+            (Next::Resync, Next::Resync) => Next::Resync,
+        }
+    }
+
+    fn after(d: Duration) -> Next {
+        Next::At(SystemTime::now() + d)
+    }
+}
+
+pub fn spawn(ctx: Arc<Ctx>, pod: Arc<Pod>, intent: Intent) -> WorkerHandle {
+    let (tx, rx) = watch::channel((pod.clone(), intent));
+    let wake = Arc::new(Notify::new());
+    let worker = Worker::new(ctx, pod, wake.clone());
+    let span = tracing::info_span!("pod", pod = %pod_key(&worker.pod), uid = %worker.uid);
+    let done = tokio::spawn(worker.run(rx).instrument(span));
+    WorkerHandle { tx, wake, done }
+}
+
+pub(crate) struct Worker {
+    ctx: Arc<Ctx>,
+    uid: String,
+    pod: Arc<Pod>,
+    wake: Arc<Notify>,
+    /// The sandbox and its network.
+    net: sandbox::PodNet,
+    /// The volumes and the API objects they (and the env) are made of.
+    vols: volumes::PodVolumes,
+    backoff: Backoff,
+    /// Why a container is not running, as last reported.
+    waiting: HashMap<String, Waiting>,
+    /// Termination messages read after exit, by container id.
+    messages: HashMap<String, Option<String>>,
+    last_status: Option<PodStatus>,
+    start_time: SystemTime,
+    /// A pod-level problem (sandbox, network, volumes) the status shows.
+    pod_error: Option<PodSetupError>,
+    /// Probe tasks and their results.
+    probes: Probes,
+    /// Containers being stopped in the background (failed probes), by id.
+    stopping: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// The pod ended and its resources were released.
+    released: bool,
+    /// How the node ended the pod, once it decided to (the status says it).
+    ended: Option<status::Ended>,
+    /// What the last plan said of the init containers (done, failed), for the statuses
+    /// written while the pod is being stopped.
+    init: (bool, bool),
+    /// Admission let the pod in: the kubelet admits a pod once, when it is added (by this
+    /// worker, or before an agent restart: the node has its sandbox or containers).
+    admitted: bool,
+    /// Admission refused the pod: the refusal stands (the node does not judge it again).
+    rejected: Option<crate::security::Refusal>,
+    /// The node ended the pod (admission, eviction): its status says so.
+    failure: Option<Arc<plan::PodFailure>>,
+}
+
+impl Worker {
+    pub(crate) fn new(ctx: Arc<Ctx>, pod: Arc<Pod>, wake: Arc<Notify>) -> Worker {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut w = Worker {
+            ctx,
+            uid,
+            pod,
+            wake,
+            net: Default::default(),
+            vols: Default::default(),
+            backoff: Backoff::default(),
+            waiting: HashMap::new(),
+            messages: HashMap::new(),
+            last_status: None,
+            start_time: SystemTime::now(),
+            pod_error: None,
+            probes: Probes::default(),
+            stopping: HashMap::new(),
+            released: false,
+            ended: None,
+            init: (true, false),
+            admitted: false,
+            rejected: None,
+            failure: None,
+        };
+        if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
+            if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
+                w.start_time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            }
+        }
+        w
+    }
+
+    async fn run(mut self, mut rx: watch::Receiver<(Arc<Pod>, Intent)>) {
+        // kubelet_pod_worker_duration_seconds: the first sync creates, a new spec updates.
+        let mut operation = "create";
+        loop {
+            let (pod, intent) = rx.borrow_and_update().clone();
+            self.pod = pod;
+            let t0 = std::time::Instant::now();
+            let run = intent == Intent::Run;
+            let next = self.sync(intent).await;
+            if run {
+                crate::metrics::observe_pod_worker(operation, t0.elapsed());
+            }
+            let resync = self.ctx.cfg.sync_frequency;
+            let wait = match next {
+                Next::Done => return,
+                Next::Resync => resync,
+                Next::At(t) => t
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    .min(resync),
+            };
+            operation = "sync";
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() {
+                        // The manager is gone (agent shutting down): leave pods running.
+                        return;
+                    }
+                    operation = "update";
+                }
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        status::pod_state_dir(&self.ctx.cfg.run_dir, &self.uid)
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.ctx.cfg.root_dir.join("pods").join(&self.uid)
+    }
+
+    fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        self.pod.spec.clone().unwrap_or_default()
+    }
+
+    fn key(&self) -> String {
+        pod_key(&self.pod)
+    }
+
+    fn event(&self, type_: EventType, reason: &str, message: &str) {
+        super::emit(&self.ctx, &self.pod, None, type_, reason, message);
+    }
+
+    /// An event about one container of the pod.
+    fn container_event(&self, container: &str, type_: EventType, reason: &str, message: &str) {
+        super::emit(
+            &self.ctx,
+            &self.pod,
+            Some(container),
+            type_,
+            reason,
+            message,
+        );
+    }
+
+    /// The container `name` of the spec: regular, init or ephemeral.
+    fn container(&self, name: &str) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned()
+            .or_else(|| {
+                plan::ephemeral_containers(&self.pod)
+                    .into_iter()
+                    .map(|(c, _)| c)
+                    .find(|c| c.name == name)
+            })
+    }
+
+    /// Every attempt of every container of this pod, by container name, oldest first.
+    fn attempts(&mut self) -> Attempts {
+        let mut out = Attempts::new();
+        for st in self
+            .ctx
+            .runtime
+            .list_prefix(&translate::container_id_prefix(&self.uid))
+        {
+            if st.labels.get(LABEL_POD_UID) != Some(&self.uid) {
+                continue;
+            }
+            let Some(name) = st.labels.get(LABEL_CONTAINER_NAME).cloned() else {
+                continue;
+            };
+            let attempt = st
+                .labels
+                .get(LABEL_RESTART_COUNT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            let message = match &st.state {
+                ContainerState::Exited(info) => {
+                    if !self.messages.contains_key(&st.id) {
+                        let m = self.termination_message(&name, &st.id, info.code, &st.log_path);
+                        self.messages.insert(st.id.clone(), m);
+                    }
+                    self.messages.get(&st.id).cloned().flatten()
+                }
+                _ => None,
+            };
+            let rec = Record {
+                id: st.id.clone(),
+                attempt,
+                state: st.state.clone(),
+                image: st.image.clone(),
+                image_id: st.image_id.clone(),
+                message,
+                stop_signal: st
+                    .labels
+                    .get(LABEL_STOP_SIGNAL)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(libc::SIGTERM),
+            };
+            out.entry(name).or_default().push(rec);
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|r| r.attempt);
+        }
+        out
+    }
+
+    /// The termination message: the file the container wrote (at most 4096 bytes), or with
+    /// FallbackToLogsOnError the tail of its log when it failed.
+    fn termination_message(
+        &self,
+        name: &str,
+        id: &str,
+        code: i32,
+        log: &std::path::Path,
+    ) -> Option<String> {
+        let file = self.pod_dir().join("containers").join(name).join(id);
+        let mut text = std::fs::read(&file).ok().unwrap_or_default();
+        text.truncate(4096);
+        if text.is_empty() && code != 0 {
+            let c = self.container(name)?;
+            if c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") {
+                let lines = bosun_runtime::logs::read_lines(log).ok()?;
+                let out = bosun_runtime::logs::format_for_user(&lines, Some(80), false);
+                let start = out.len().saturating_sub(2048);
+                text = out[start..].to_vec();
+            }
+        }
+        (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// What the worker sees now: the runtime's containers, probe results, its own memory.
+    fn observe(&mut self) -> (Attempts, HashMap<String, super::probing::ProbeState>) {
+        self.stopping.retain(|_, task| !task.is_finished());
+        (self.attempts(), self.probes.states())
+    }
+
+    /// One sync: observe, plan, act. When to be woken next.
+    async fn sync(&mut self, intent: Intent) -> Next {
+        let (attempts, probes) = self.observe();
+        // A pod the node holds anything of was admitted before a restart.
+        self.admitted = self.admitted
+            || !attempts.is_empty()
+            || self.net.sandbox.is_some()
+            || self.ctx.runtime.sandbox(&self.uid).is_some();
+        let observed = Observed {
+            attempts,
+            probes,
+            stopping: self.stopping.keys().cloned().collect(),
+            waiting: Some(&self.waiting),
+            volumes_set_up: self.vols.paths.is_some(),
+            objects_at: self.vols.objects_at,
+            released: self.released,
+        };
+        if !self.admitted && self.rejected.is_none() {
+            // The kubelet's admit handlers, in its order: the OS and architecture predicates,
+            // then the sysctl allowlist, then AppArmor.
+            self.rejected =
+                crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch())
+                    .and_then(|()| crate::security::admit(&self.pod, &self.ctx.security))
+                    .err();
+        }
+        let admission = self.rejected.clone();
+        let desired = Desired {
+            pod: &self.pod,
+            intent,
+            sync_frequency: self.ctx.cfg.sync_frequency,
+            start_time: self.start_time,
+            admission: admission.as_ref(),
+        };
+        let actions = plan::plan(&desired, &observed, &self.backoff, SystemTime::now());
+        let attempts = observed.attempts;
+        self.act(actions, attempts).await
+    }
+
+    /// Carries out one plan.
+    async fn act(&mut self, actions: PodActions, attempts: Attempts) -> Next {
+        // 1. The pod ends.
+        if let Some(kill) = actions.kill_pod {
+            return self.kill_pod(kill, &attempts).await;
+        }
+        if plan::api_terminal(&self.pod) || self.released {
+            // Ended (by the API or by this node) and already released: nothing more to do.
+            return Next::Resync;
+        }
+        // Past admission: the pod is the node's now.
+        self.admitted = true;
+        self.write_state_files();
+        // 2. Sandbox, network, volumes.
+        let ready = self.ensure_sandbox().await && self.ensure_volumes(actions.volumes).await;
+        if !ready {
+            // A background network set-up never outlives the sync that began it.
+            self.finish_network().await;
+            self.write_status(false, false, false);
+            return Next::after(POD_SETUP_RETRY);
+        }
+        // 3. Containers whose probes failed.
+        for kill in actions.containers_to_kill {
+            self.kill_in_background(kill);
+        }
+        // What the plan decided about waiting containers, their events and back-off.
+        for (name, w) in actions.waiting {
+            match w {
+                Some(w) => self.waiting.insert(name, w),
+                None => self.waiting.remove(&name),
+            };
+        }
+        for e in &actions.events {
+            self.container_event(&e.container, e.type_, e.reason, &e.message);
+        }
+        let now = SystemTime::now();
+        for (key, finished_at) in &actions.restarts {
+            self.backoff.next(key, *finished_at, now);
+        }
+        let mut next = actions.requeue_at.map_or(Next::Resync, Next::At);
+        // 4. Init containers and sidecars, 5. regular containers.
+        for s in actions
+            .init_containers_to_start
+            .iter()
+            .chain(&actions.containers_to_start)
+        {
+            let Some(c) = self.container(&s.name) else {
+                continue;
+            };
+            next = next.min(self.start(&c, s.attempt, None, &attempts).await);
+        }
+        // No container started to wait for a background network set-up: wait for it here.
+        if !self.finish_network().await {
+            self.write_status(false, false, false);
+            return Next::after(POD_SETUP_RETRY);
+        }
+        // 6. Ephemeral containers.
+        for name in &actions.ephemeral_containers_to_start {
+            let Some((c, target)) = plan::ephemeral_containers(&self.pod)
+                .into_iter()
+                .find(|(c, _)| &c.name == name)
+            else {
+                continue;
+            };
+            next = next.min(self.start(&c, 0, Some(target.as_deref()), &attempts).await);
+        }
+        // 7. Sidecars stop once every regular container is done for good.
+        for name in &actions.sidecars_to_stop {
+            self.stop_running(name, None).await;
+        }
+        // 8. Report.
+        self.report(actions.init_done, actions.init_failed).await;
+        next
+    }
+
+    /// The start time and the desired spec, for `bosun pods` and for a restarted agent.
+    fn write_state_files(&self) {
+        let _ = std::fs::create_dir_all(self.state_dir());
+        let start_file = self.state_dir().join(status::START_TIME_FILE);
+        if !start_file.exists() {
+            let secs = self
+                .start_time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let _ = status::write_atomic(
+                &self.state_dir(),
+                status::START_TIME_FILE,
+                secs.to_string().as_bytes(),
+            );
+        }
+        if let Ok(bytes) = serde_json::to_vec(&*self.pod) {
+            let _ = status::write_atomic(&self.state_dir(), status::POD_FILE, &bytes);
+        }
+    }
+}
