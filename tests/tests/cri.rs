@@ -9,10 +9,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use bosun_tests::{check_clean, full_name, is_running, pod, repo_root, setup};
+use bosun_tests::{check_clean, container, full_name, is_running, pod, repo_root, setup};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 const T: Duration = Duration::from_secs(60);
+
+/// The CRI id of the runtime's container `id`.
+fn cri_id(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
 
 /// The crictl binary: `$CRICTL`, else the cached build (made when missing).
 fn crictl_bin() -> Result<PathBuf> {
@@ -66,6 +72,33 @@ impl Crictl {
     fn json(&self, args: &[&str]) -> Result<Value> {
         let text = self.run(args)?;
         serde_json::from_str(&text).with_context(|| format!("crictl {args:?}: {text}"))
+    }
+
+    /// [`Crictl::run`] with `input` on crictl's stdin.
+    fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<String> {
+        let mut child = Command::new(&self.bin)
+            .arg("--runtime-endpoint")
+            .arg(&self.endpoint)
+            .arg("--timeout")
+            .arg("10s")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running crictl")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input)?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "crictl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn fails(&self, args: &[&str]) -> Result<String> {
@@ -156,7 +189,17 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
     ensure!(main[0]["state"] == "CONTAINER_RUNNING", "{ps}");
     ensure!(main[0]["podSandboxId"] == uid.as_str(), "{ps}");
     let main_id = main[0]["id"].as_str().unwrap_or_default().to_string();
-    ensure!(main_id == format!("{uid}_main_0"), "{main_id}");
+    // A container's CRI id is the hex SHA-256 of the runtime's id, 64 digits as containerd's.
+    ensure!(main_id == cri_id(&format!("{uid}_main_0")), "{main_id}");
+    // `bosun pods` shows the 13 characters crictl prints.
+    let listing = node.bosun(&["pods"])?;
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    ensure!(
+        listing
+            .lines()
+            .any(|l| l.contains(" main ") && l.contains(&main_id[..13])),
+        "{listing}"
+    );
     let quits: Vec<&Value> = cs
         .iter()
         .filter(|c| c["metadata"]["name"] == "quits")
@@ -176,18 +219,44 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
         "{running}"
     );
 
-    // inspect and logs of the running container. Its id starts with the pod's uid, so the
-    // 13-character prefix `crictl ps` prints names every container of the pod: ambiguous.
-    let err = crictl.fails(&["inspect", &main_id[..13]])?;
-    ensure!(err.contains("ambiguous"), "{err}");
-    let inspect = crictl.json(&["inspect", &main_id])?;
-    ensure!(inspect["status"]["id"] == main_id.as_str(), "{inspect}");
+    // The pod's containers by its sandbox id's prefix.
+    let of_pod = crictl.json(&["ps", "-a", "--pod", &uid[..13], "-o", "json"])?;
+    let of_pod = of_pod["containers"].as_array().cloned().unwrap_or_default();
     ensure!(
-        inspect["status"]["state"] == "CONTAINER_RUNNING",
-        "{inspect}"
+        of_pod.len() >= 2 && of_pod.iter().all(|c| c["podSandboxId"] == uid.as_str()),
+        "{of_pod:?}"
     );
-    let logs = crictl.run(&["logs", &main_id])?;
+
+    // inspect, logs and exec of the running container by the prefix `crictl ps` prints, as an
+    // operator types it; the runtime's id (the pod status's containerID) names it too.
+    let short = &main_id[..13];
+    for id in [short, main_id.as_str(), &format!("{uid}_main_0")] {
+        let inspect = crictl.json(&["inspect", id])?;
+        ensure!(inspect["status"]["id"] == main_id.as_str(), "{inspect}");
+        ensure!(
+            inspect["status"]["state"] == "CONTAINER_RUNNING",
+            "{inspect}"
+        );
+    }
+    let logs = crictl.run(&["logs", short])?;
     ensure!(logs.contains("hello-from-cri"), "{logs:?}");
+    let out = crictl.run(&["exec", "-s", short, "sh", "-c", "echo sync-$((1+2))"])?;
+    ensure!(out.trim() == "sync-3", "{out:?}");
+    let err = crictl.fails(&["exec", "-s", short, "sh", "-c", "exit 3"])?;
+    ensure!(!err.is_empty(), "a failing command fails crictl");
+    // Streaming exec over the URL Exec answers (SPDY, crictl's default, and WebSocket).
+    let out = crictl.run(&[
+        "exec",
+        short,
+        "sh",
+        "-c",
+        "echo streamed-$((2+3)); echo to-err >&2",
+    ])?;
+    ensure!(out.contains("streamed-5"), "{out:?}");
+    let out = crictl.run(&["exec", "--transport", "websocket", short, "echo", "over-ws"])?;
+    ensure!(out.trim() == "over-ws", "{out:?}");
+    let out = crictl.run_with_input(&["exec", "-i", short, "cat"], b"from-stdin\n")?;
+    ensure!(out.trim() == "from-stdin", "{out:?}");
     // An exited attempt has its exit code and the kubelet's reason.
     let quit_id = quits
         .iter()
@@ -199,6 +268,22 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
     ensure!(
         q["status"]["exitCode"] == 2 && q["status"]["reason"] == "Error",
         "{q}"
+    );
+
+    // stop: as containerd's, the pod's policy then restarts the container (attempt 1), and
+    // crictl's attempt is `bosun pods`' restart count.
+    crictl.run(&["stop", short])?;
+    let p = node.wait_pod("cri", T, "main restarted after crictl stop", |p| {
+        is_running(p, "main") && container(p, "main")["restartCount"].as_i64() >= Some(1)
+    })?;
+    let restarts = container(&p, "main")["restartCount"].as_i64().unwrap_or(-1);
+    let ps = crictl.json(&["ps", "--name", "^main$", "-o", "json"])?;
+    let running: Vec<&Value> = ps["containers"].as_array().into_iter().flatten().collect();
+    ensure!(running.len() == 1, "{ps}");
+    ensure!(
+        running[0]["metadata"]["attempt"].as_i64() == Some(restarts)
+            && running[0]["id"] == cri_id(&format!("{uid}_main_{restarts}")).as_str(),
+        "{ps} restarts={restarts}"
     );
 
     // images: busybox as imported.

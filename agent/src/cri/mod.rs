@@ -4,13 +4,17 @@
 //!
 //! It is backed by bosun's own state, read as the kubelet HTTP server reads it: pods from the
 //! status files the workers write (`pods::status::read_all`), containers from the runtime's
-//! records, images from the store. It never writes pods' state: pods come from the apiserver
-//! and the manifest folder, so `RunPodSandbox`, `CreateContainer` and `StartContainer` answer
-//! `Unimplemented` saying so. Image pulls and removals go through the image manager and store as
+//! records, images from the store. It never makes pods: they come from the apiserver and the
+//! manifest folder, so `RunPodSandbox`, `CreateContainer` and `StartContainer` answer
+//! `Unimplemented` saying so. `StopContainer` and `RemoveContainer` act on the runtime as
+//! containerd's do (the pod's restart policy then decides whether the worker starts it again);
+//! `ExecSync` runs through the runtime's exec, `Exec` and `Attach` answer a URL of the
+//! streaming server ([`stream`]). Ids: see [`view`]. Image pulls and removals go through the image manager and store as
 //! `bosun pull` and `bosun images` do. Only root may connect (sockets 0660 root:root); every
 //! request is bounded by tonic's message size limit (4 MiB) and answered with a gRPC error when
 //! malformed.
 
+pub mod stream;
 pub mod view;
 
 /// The generated messages and services of `runtime.v1`.
@@ -46,6 +50,8 @@ pub enum CriError {
     },
     #[error("cri socket {path} exists and is not a socket")]
     NotASocket { path: PathBuf },
+    #[error("cri streaming server: {0}")]
+    Streaming(std::io::Error),
 }
 
 const NOT_HERE: &str = "bosun runs pods from the apiserver and the static pod folder \
@@ -58,7 +64,12 @@ pub fn serve(
     images: Arc<ImageManager>,
     sockets: &[PathBuf],
 ) -> Result<(), CriError> {
-    let cri = Cri { ctx, images };
+    let streams = stream::Streams::start(ctx.clone()).map_err(CriError::Streaming)?;
+    let cri = Cri {
+        ctx,
+        images,
+        streams,
+    };
     for path in sockets {
         let listener = bind(path)?;
         let cri = cri.clone();
@@ -139,13 +150,11 @@ pub struct Cri {
     ctx: Arc<Ctx>,
     /// The image manager (pulls, what is in use) and its store (listing, removal).
     images: Arc<ImageManager>,
+    /// Where Exec and Attach send their clients.
+    streams: Arc<stream::Streams>,
 }
 
 impl Cri {
-    pub fn new(ctx: Arc<Ctx>, images: Arc<ImageManager>) -> Cri {
-        Cri { ctx, images }
-    }
-
     fn sandbox_ready(&self, uid: &str) -> bool {
         self.ctx.cfg.run_dir.join("sandboxes").join(uid).exists()
     }
@@ -156,17 +165,17 @@ impl Cri {
 
     /// The pod whose uid is `id` or starts with it (crictl takes unique prefixes).
     fn pod(&self, id: &str) -> Result<k8s_openapi::api::core::v1::Pod, Status> {
-        let mut found: Vec<_> = self
+        let candidates = self
             .pods()
             .into_iter()
-            .filter(|p| p.metadata.uid.as_deref().is_some_and(|u| u.starts_with(id)))
+            .map(|p| (p.metadata.uid.clone().unwrap_or_default(), Vec::new(), p))
             .collect();
-        match (id.is_empty(), found.len()) {
-            (false, 1) => Ok(found.remove(0)),
-            (false, n) if n > 1 => Err(Status::invalid_argument(format!(
+        match view::lookup(id, candidates) {
+            view::Lookup::One(p) => Ok(p),
+            view::Lookup::Ambiguous => Err(Status::invalid_argument(format!(
                 "pod sandbox id {id:?} is ambiguous"
             ))),
-            _ => Err(Status::not_found(format!("pod sandbox {id:?} not found"))),
+            view::Lookup::None => Err(Status::not_found(format!("pod sandbox {id:?} not found"))),
         }
     }
 
@@ -176,22 +185,26 @@ impl Cri {
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
+    /// The container `id` names: its CRI id or a unique prefix of it, or its runtime id.
     fn record(&self, id: &str) -> Result<bosun_runtime::ContainerStatus, Status> {
-        let mut found: Vec<_> = if id.is_empty() || id.contains('/') {
-            Vec::new()
-        } else {
-            self.ctx.runtime.list_prefix(id)
-        };
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(Status::not_found(format!("container {id:?} not found"))),
-            _ => match found.iter().position(|r| r.id == id) {
-                Some(i) => Ok(found.remove(i)),
-                None => Err(Status::invalid_argument(format!(
-                    "container id {id:?} is ambiguous"
-                ))),
-            },
+        match view::lookup(id, view::container_candidates(self.ctx.runtime.list())) {
+            view::Lookup::One(r) => Ok(r),
+            view::Lookup::Ambiguous => Err(Status::invalid_argument(format!(
+                "container id {id:?} is ambiguous"
+            ))),
+            view::Lookup::None => Err(Status::not_found(format!("container {id:?} not found"))),
         }
+    }
+
+    /// [`Cri::record`], running (what Exec and Attach need).
+    fn running(&self, id: &str) -> Result<bosun_runtime::ContainerStatus, Status> {
+        let r = self.record(id)?;
+        if !matches!(r.state, bosun_runtime::ContainerState::Running { .. }) {
+            return Err(Status::failed_precondition(format!(
+                "container {id:?} is not running"
+            )));
+        }
+        Ok(r)
     }
 
     fn images(&self) -> Result<Vec<bosun_runtime::image::ImageSummary>, Status> {
@@ -218,6 +231,21 @@ impl Cri {
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
+
+/// The longest an ExecSync without a timeout may run.
+const EXEC_SYNC_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The gRPC status of an exec the runtime could not run (a command that fails is an exit code).
+fn exec_status(e: &bosun_runtime::container::ExecError) -> Status {
+    use bosun_runtime::container::ExecError as E;
+    match e {
+        E::NotFound { .. } => Status::not_found(e.to_string()),
+        E::NotRunning { .. } => Status::failed_precondition(e.to_string()),
+        E::EmptyCommand { .. } => Status::invalid_argument(e.to_string()),
+        E::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+        E::Spawn { .. } | E::Helper { .. } | E::Io { .. } => Status::unknown(e.to_string()),
+    }
+}
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
@@ -348,6 +376,93 @@ impl RuntimeService for Cri {
             status: Some(view::container_status(&r, self.created(&r.id))),
             info,
         }))
+    }
+
+    async fn exec_sync(&self, req: Request<api::ExecSyncRequest>) -> Rpc<api::ExecSyncResponse> {
+        let req = req.into_inner();
+        let r = self.record(&req.container_id)?;
+        // No timeout asked: the kubelet's probes always give one, crictl's default is none.
+        let timeout = match req.timeout {
+            t if t > 0 => std::time::Duration::from_secs(t as u64),
+            _ => EXEC_SYNC_MAX,
+        };
+        match self.ctx.runtime.exec(&r.id, &req.cmd, timeout).await {
+            Ok(out) => Ok(Response::new(api::ExecSyncResponse {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.code,
+            })),
+            Err(e) => Err(exec_status(&e)),
+        }
+    }
+
+    async fn exec(&self, req: Request<api::ExecRequest>) -> Rpc<api::ExecResponse> {
+        let req = req.into_inner();
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("cmd must not be empty"));
+        }
+        let r = self.running(&req.container_id)?;
+        let request = stream::exec_request(req.cmd, req.tty, req.stdin, req.stdout, req.stderr)
+            .map_err(Status::invalid_argument)?;
+        let url = self.streams.url(stream::Pending {
+            container: r.id,
+            request,
+            attach: false,
+        });
+        Ok(Response::new(api::ExecResponse { url }))
+    }
+
+    async fn attach(&self, req: Request<api::AttachRequest>) -> Rpc<api::AttachResponse> {
+        let req = req.into_inner();
+        let r = self.running(&req.container_id)?;
+        let request = stream::exec_request(Vec::new(), req.tty, req.stdin, req.stdout, req.stderr)
+            .map_err(Status::invalid_argument)?;
+        let url = self.streams.url(stream::Pending {
+            container: r.id,
+            request,
+            attach: true,
+        });
+        Ok(Response::new(api::AttachResponse { url }))
+    }
+
+    async fn stop_container(
+        &self,
+        req: Request<api::StopContainerRequest>,
+    ) -> Rpc<api::StopContainerResponse> {
+        let req = req.into_inner();
+        let r = self.record(&req.container_id)?;
+        // As containerd: SIGTERM, SIGKILL after the timeout; the pod's restart policy then
+        // decides whether the worker starts it again.
+        if matches!(r.state, bosun_runtime::ContainerState::Running { .. }) {
+            let grace = std::time::Duration::from_secs(req.timeout.max(0) as u64);
+            self.ctx
+                .runtime
+                .stop_container(&r.id, libc::SIGTERM, grace)
+                .await
+                .map_err(|e| Status::unknown(e.to_string()))?;
+        }
+        Ok(Response::new(api::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        req: Request<api::RemoveContainerRequest>,
+    ) -> Rpc<api::RemoveContainerResponse> {
+        let req = req.into_inner();
+        // As containerd: removing a container that is not there succeeds.
+        let r = match self.record(&req.container_id) {
+            Ok(r) => r,
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                return Ok(Response::new(api::RemoveContainerResponse {}))
+            }
+            Err(e) => return Err(e),
+        };
+        self.ctx
+            .runtime
+            .remove_container(&r.id)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(api::RemoveContainerResponse {}))
     }
 
     async fn runtime_config(

@@ -1,7 +1,9 @@
 //! Pure: bosun's own state (the pod status files, the runtime's container records, the image
-//! store's list) as CRI v1 messages, and the CRI list filters. Ids are bosun's: a sandbox is the
-//! pod's uid, a container the runtime's id (`<pod uid>_<name>_<attempt>`), as `bosun pods` shows
-//! them.
+//! store's list) as CRI v1 messages, the CRI list filters, and which container or sandbox an
+//! id a user typed names. A sandbox's id is its pod's uid; a container's is the hex SHA-256 of
+//! the runtime's id (`<pod uid>_<name>_<attempt>`, [`cri_container_id`]), as `bosun pods` shows
+//! them. Like containerd, a unique prefix of either names it; a container's runtime id (what
+//! the pod status's `containerID` holds after `bosun://`) names it too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
@@ -10,7 +12,54 @@ use bosun_runtime::{ContainerState, ContainerStatus as Record};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::api;
-use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::pods::status::ID_SCHEME;
+use crate::translate::{
+    cri_container_id, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
+
+/// What an id a client sent names among the candidates.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<T> {
+    One(T),
+    None,
+    /// A prefix of more than one.
+    Ambiguous,
+}
+
+/// The candidate `id` names: one whose id or other name (`aliases`) is `id` exactly, else the
+/// only one whose id starts with it (containerd's truncated index). An empty id names none.
+pub fn lookup<T>(id: &str, candidates: Vec<(String, Vec<String>, T)>) -> Lookup<T> {
+    let id = id.trim();
+    if id.is_empty() {
+        return Lookup::None;
+    }
+    let mut prefixed = Vec::new();
+    for (own, aliases, item) in candidates {
+        if own == id || aliases.iter().any(|a| a == id) {
+            return Lookup::One(item);
+        }
+        if own.starts_with(id) {
+            prefixed.push(item);
+        }
+    }
+    match prefixed.len() {
+        0 => Lookup::None,
+        1 => Lookup::One(prefixed.remove(0)),
+        _ => Lookup::Ambiguous,
+    }
+}
+
+/// The container candidates of [`lookup`]: each record by its CRI id, with its runtime id and
+/// `bosun://<runtime id>` as aliases.
+pub fn container_candidates(records: Vec<Record>) -> Vec<(String, Vec<String>, Record)> {
+    records
+        .into_iter()
+        .map(|r| {
+            let aliases = vec![r.id.clone(), format!("{ID_SCHEME}{}", r.id)];
+            (cri_container_id(&r.id), aliases, r)
+        })
+        .collect()
+}
 
 /// Nanoseconds since the epoch (CRI's timestamps); 0 for times before it.
 pub fn nanos(t: SystemTime) -> i64 {
@@ -161,7 +210,7 @@ fn started_at(state: &ContainerState) -> i64 {
 /// A runtime record as a CRI container (`created` is when its folder was made).
 pub fn container(r: &Record, created: SystemTime) -> api::Container {
     api::Container {
-        id: r.id.clone(),
+        id: cri_container_id(&r.id),
         pod_sandbox_id: r.labels.get(LABEL_POD_UID).cloned().unwrap_or_default(),
         metadata: Some(api::ContainerMetadata {
             name: r
@@ -231,7 +280,7 @@ pub fn selected<'a>(
 /// ListPodSandbox's filter on one sandbox.
 pub fn sandbox_matches(f: Option<&api::PodSandboxFilter>, s: &api::PodSandbox) -> bool {
     let Some(f) = f else { return true };
-    (f.id.is_empty() || s.id == f.id)
+    (f.id.is_empty() || s.id.starts_with(&f.id))
         && f.state.as_ref().is_none_or(|v| v.state == s.state)
         && selected(&f.label_selector, |k| s.labels.get(k).map(String::as_str))
 }
@@ -239,8 +288,8 @@ pub fn sandbox_matches(f: Option<&api::PodSandboxFilter>, s: &api::PodSandbox) -
 /// ListContainers' filter on one container.
 pub fn container_matches(f: Option<&api::ContainerFilter>, c: &api::Container) -> bool {
     let Some(f) = f else { return true };
-    (f.id.is_empty() || c.id == f.id)
-        && (f.pod_sandbox_id.is_empty() || c.pod_sandbox_id == f.pod_sandbox_id)
+    (f.id.is_empty() || c.id.starts_with(&f.id))
+        && (f.pod_sandbox_id.is_empty() || c.pod_sandbox_id.starts_with(&f.pod_sandbox_id))
         && f.state.as_ref().is_none_or(|v| v.state == c.state)
         && selected(&f.label_selector, |k| c.labels.get(k).map(String::as_str))
 }
@@ -382,6 +431,8 @@ mod tests {
             },
         );
         let c = container(&running, t0);
+        assert_eq!(c.id, cri_container_id("u1_c_2"));
+        assert_eq!(c.id.len(), 64);
         assert_eq!(c.pod_sandbox_id, "u1");
         assert_eq!(
             c.metadata.as_ref().map(|m| (m.name.as_str(), m.attempt)),
@@ -459,6 +510,13 @@ mod tests {
         };
         assert!(container_matches(Some(&cf("u1", None)), &c));
         assert!(!container_matches(Some(&cf("u2", None)), &c));
+        // crictl passes the prefixes it prints.
+        let by_id = |id: &str| api::ContainerFilter {
+            id: id.into(),
+            ..Default::default()
+        };
+        assert!(container_matches(Some(&by_id(&c.id[..13])), &c));
+        assert!(!container_matches(Some(&by_id("u1_c_0")), &c));
         assert!(container_matches(
             Some(&cf("", Some(api::ContainerState::ContainerCreated as i32))),
             &c
@@ -467,6 +525,58 @@ mod tests {
             Some(&cf("", Some(api::ContainerState::ContainerRunning as i32))),
             &c
         ));
+    }
+
+    #[test]
+    fn ids_by_prefix_and_alias() {
+        // Two attempts of one container: their runtime ids share every character but the
+        // last, their CRI ids differ from the first.
+        let records = vec![
+            record("u1_c_0", ContainerState::Created),
+            record("u1_c_1", ContainerState::Created),
+        ];
+        let ids: Vec<String> = records.iter().map(|r| cri_container_id(&r.id)).collect();
+        assert_ne!(ids[0][..13], ids[1][..13]);
+        let found = |asked: &str| match lookup(asked, container_candidates(records.clone())) {
+            Lookup::One(r) => Some(r.id),
+            Lookup::None => None,
+            Lookup::Ambiguous => Some("ambiguous".into()),
+        };
+        let common = ids[0]
+            .chars()
+            .zip(ids[1].chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let cases = [
+            (ids[0].clone(), Some("u1_c_0")),
+            (ids[1][..13].to_string(), Some("u1_c_1")),
+            (ids[1][..1 + common].to_string(), Some("u1_c_1")),
+            ("u1_c_1".to_string(), Some("u1_c_1")),
+            ("bosun://u1_c_0".to_string(), Some("u1_c_0")),
+            // The runtime id's own prefixes are not ids.
+            ("u1_c".to_string(), None),
+            (String::new(), None),
+            ("  ".to_string(), None),
+            ("zz".to_string(), None),
+        ];
+        for (asked, want) in cases {
+            assert_eq!(found(&asked).as_deref(), want, "{asked:?}");
+        }
+        // Pods: by uid or its prefix.
+        let pods = |uids: &[&str]| -> Vec<(String, Vec<String>, String)> {
+            uids.iter()
+                .map(|u| (u.to_string(), Vec::new(), u.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            lookup("abc", pods(&["abcd-1", "ef-2"])),
+            Lookup::One("abcd-1".to_string())
+        );
+        assert_eq!(lookup("ab", pods(&["abcd-1", "abce-2"])), Lookup::Ambiguous);
+        assert_eq!(
+            lookup("abcd-1", pods(&["abcd-1", "abcd-10"])),
+            Lookup::One("abcd-1".into())
+        );
     }
 
     #[test]
