@@ -7,7 +7,7 @@
 # built with the C++ compiler). The corpus grows across runs under $BOSUN_CACHE/fuzz-corpus;
 # every clean run is added to its runs.log. A failing input is kept under
 # $CARGO_TARGET_DIR/fuzz/artifacts/<target>/ (replay: <binary> <file>).
-# Usage: hack/fuzz.sh [SECONDS_PER_TARGET (20)] [TARGET...]
+# Usage: hack/fuzz.sh [SECONDS_PER_TARGET (20)] [TARGET...], or hack/fuzz.sh build (only build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source hack/env.sh
@@ -27,6 +27,7 @@ fi
 # which cargo adds libfuzzer-sys and arbitrary (never committed, so it cannot go stale).
 cp Cargo.lock fuzz/Cargo.lock
 (cd fuzz && RUSTC_WRAPPER="$PWD/rustc-wrapper.sh" CARGO_TARGET_DIR="$out" cargo build --bins -q)
+[ "$secs" != build ] || exit 0
 for t in "${targets[@]}"; do
     mkdir -p "$corpus/$t" "$out/artifacts/$t"
     if ! "$out/debug/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bosun_runtime::{ContainerSecurity, ContainerSpec, PodSecurity, Sandbox};
+use bosun_runtime::{ContainerSpec, PodSecurity, Sandbox};
 use k8s_openapi::api::core::v1::{ContainerStateWaiting, Pod, PodStatus};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
@@ -179,14 +179,24 @@ async fn a_new_pod_gets_a_sandbox_a_network_and_its_containers() {
         "{calls:?}"
     );
     assert_eq!(starts(&calls), ["u1_a_0", "u1_b_0"]);
-    // The runtime is handed the pod's and each container's security: none yet (unconfined,
-    // no sysctls, no user namespace), as before the security rules are wired.
+    // The runtime is handed the pod's and each container's security: a pod that asks for
+    // nothing gets no sysctls, no user namespace, seccomp Unconfined (no seccompDefault) and
+    // AppArmor RuntimeDefault (the kubelet's default; the runtime skips it on a host without
+    // AppArmor).
     assert_eq!(h.rt.pod_security("u1"), Some(PodSecurity::default()));
     for id in ["u1_a_0", "u1_b_0"] {
+        let sec =
+            h.rt.container_security(id)
+                .expect("created with a security");
         assert_eq!(
-            h.rt.container_security(id),
-            Some(ContainerSecurity::default())
+            sec.seccomp,
+            bosun_runtime::seccomp::SeccompProfile::Unconfined
         );
+        assert_eq!(
+            sec.apparmor,
+            bosun_runtime::apparmor::AppArmorProfile::RuntimeDefault
+        );
+        assert!(sec.plain_mounts.is_empty());
     }
     let st = status(&w);
     assert_eq!(st.phase.as_deref(), Some("Running"));
