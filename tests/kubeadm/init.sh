@@ -80,6 +80,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# kubeadm's preflight runs `kubelet --version` (its version-skew check) from PATH: the
+# bosun-kubelet package's /usr/bin/kubelet, here a wrapper of the same one line.
+mkdir -p "$tmp/bin"
+printf '#!/bin/sh\nexec %s "$@"\n' "$BOSUN" >"$tmp/bin/kubelet"
+chmod 0755 "$tmp/bin/kubelet"
+export PATH="$tmp/bin:$PATH"
+
 ip link add "$IFACE" type dummy
 ip addr add "$IP/32" dev "$IFACE"
 ip link set "$IFACE" up
