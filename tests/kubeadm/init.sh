@@ -87,7 +87,7 @@ printf '#!/bin/sh\nexec %s "$@"\n' "$BOSUN" >"$tmp/bin/kubelet"
 chmod 0755 "$tmp/bin/kubelet"
 export PATH="$tmp/bin:$PATH"
 
-ip link add "$IFACE" type dummy
+ip link add "$IFACE" type bridge
 ip addr add "$IP/32" dev "$IFACE"
 ip link set "$IFACE" up
 
