@@ -6,7 +6,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 dpkg -s containernetworking-plugins >/dev/null 2>&1 || need+=(containernetworking-plugins)
 # libseccomp's headers and library: libcontainer's seccomp support links it.
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
-for pair in jq:jq nsenter:util-linux ip:iproute2 gzip:gzip sha256sum:coreutils skopeo:skopeo umoci:umoci docker-registry:docker-registry htpasswd:apache2-utils podman:podman runc:runc python3:python3 c++:g++; do
+for pair in jq:jq strace:strace nsenter:util-linux ip:iproute2 gzip:gzip sha256sum:coreutils skopeo:skopeo umoci:umoci docker-registry:docker-registry htpasswd:apache2-utils podman:podman runc:runc python3:python3 c++:g++; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -75,6 +75,15 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
     ] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // The pods' state (their specs, literal env values included) is for the agent alone: the
+    // run folder above it is searchable (0711) for pods in user namespaces of their own.
+    let pods_state = cfg.run_dir.join("pods");
+    std::fs::create_dir_all(&pods_state)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pods_state, std::fs::Permissions::from_mode(0o700))
+        })
+        .with_context(|| format!("creating {}", pods_state.display()))?;
     let paths = runtime_paths(&cfg)?;
     if paths.keeper_binary.file_name() != Some(std::ffi::OsStr::new(KEEPER_BINARY)) {
         tracing::warn!(
@@ -141,11 +150,14 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
                 .unwrap_or(1000),
         },
         status_tx: None,
+        node_shutdown: Default::default(),
+        status_flush: None,
         objects: None,
         volumes: None,
         volume_stats: None,
         events_tx: None,
         resources: Arc::new(resources),
+        allocated: Default::default(),
     };
     Ok((ctx, images))
 }
@@ -262,7 +274,23 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (mut ctx, images) = context(cfg).await?;
     ctx.status_tx = Some(status_tx);
-    let csi = cluster::csi::Csi::start(client.clone(), node_name.clone(), ctx.cfg.root_dir.clone());
+    let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.status_flush = Some(flush_tx);
+    // The root dir is a shared mount before any pod's volume is mounted below it, as the
+    // kubelet makes it at start (MakeRShared): made later, for the first Bidirectional
+    // container (a CSI driver), its bind would cover the volumes already mounted there (the
+    // driver pod's own), which then could not be unmounted through their paths.
+    if let Err(e) = bosun_volumes::ensure_shared_mount(&ctx.cfg.root_dir) {
+        tracing::warn!(root_dir = %ctx.cfg.root_dir.display(), error = %e, "cannot make the root dir a shared mount");
+    }
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let csi = cluster::csi::Csi::start(
+        client.clone(),
+        node_name.clone(),
+        ctx.cfg.root_dir.clone(),
+        Some(events_tx.clone()),
+    );
+    let volumes_in_use = csi.volumes_in_use_fn();
     let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));
     let volumes = Arc::new(cluster::volumes::ClusterVolumes::new(
         client.clone(),
@@ -272,7 +300,6 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     ctx.objects = Some(objects);
     ctx.volumes = Some(volumes.clone());
     ctx.volume_stats = Some(volumes);
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.events_tx = Some(events_tx);
     tokio::spawn(cluster::events::run(
         client.clone(),
@@ -300,16 +327,14 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
                 })
                 .collect()
         },
-        {
-            let root = ctx.cfg.root_dir.clone();
-            move || cluster::csi::volumes_in_use(&root)
-        },
+        volumes_in_use,
         {
             let resources = ctx.resources.clone();
             move || resources.conditions()
         },
+        ctx.node_shutdown.clone(),
     ));
-    tokio::spawn(cluster::status::run(client.clone(), status_rx));
+    tokio::spawn(cluster::status::run(client.clone(), status_rx, flush_rx));
     if let Some(at) = rotate_at {
         tokio::spawn(cluster::rotate(
             client.clone(),

@@ -77,6 +77,83 @@ pub struct Config {
     /// Reservations, node allocatable enforcement and eviction (checked further when the agent
     /// starts: `pods::eviction::NodeResources::new`).
     pub node_resources: NodeResourceConfig,
+    /// Graceful node shutdown (shutdownGracePeriod, shutdownGracePeriodCriticalPods,
+    /// shutdownGracePeriodByPodPriority; all empty by default: off).
+    pub shutdown: ShutdownConfig,
+}
+
+/// One entry of shutdownGracePeriodByPodPriority: pods of this priority and above (up to the
+/// next entry's) get this many seconds when the node shuts down.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShutdownGracePeriodByPodPriority {
+    pub priority: i32,
+    pub shutdown_grace_period_seconds: i64,
+}
+
+/// Graceful node shutdown as the file gives it, validated as the kubelet does (both feature
+/// gates, GracefulNodeShutdown and GracefulNodeShutdownBasedOnPodPriority, are on by default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// shutdownGracePeriod (0: off).
+    pub grace_period: std::time::Duration,
+    /// shutdownGracePeriodCriticalPods (0), part of shutdownGracePeriod.
+    pub grace_period_critical_pods: std::time::Duration,
+    /// shutdownGracePeriodByPodPriority (empty).
+    pub by_pod_priority: Vec<ShutdownGracePeriodByPodPriority>,
+}
+
+impl ShutdownConfig {
+    fn from_file(f: &KubeletConfigFile) -> Result<ShutdownConfig, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
+        let duration = |field: &str, v: &Option<String>| match v {
+            Some(s) => parse_duration(s)
+                .ok_or_else(|| invalid(field, format!("{s:?} is not a duration like 30s"))),
+            None => Ok(std::time::Duration::ZERO),
+        };
+        let cfg = ShutdownConfig {
+            grace_period: duration("shutdownGracePeriod", &f.shutdown_grace_period)?,
+            grace_period_critical_pods: duration(
+                "shutdownGracePeriodCriticalPods",
+                &f.shutdown_grace_period_critical_pods,
+            )?,
+            by_pod_priority: f
+                .shutdown_grace_period_by_pod_priority
+                .clone()
+                .unwrap_or_default(),
+        };
+        let (grace, critical) = (cfg.grace_period, cfg.grace_period_critical_pods);
+        let second = std::time::Duration::from_secs(1);
+        if critical > grace {
+            return Err(invalid(
+                "shutdownGracePeriodCriticalPods",
+                format!(
+                    "shutdownGracePeriodCriticalPods {critical:?} must be <= shutdownGracePeriod {grace:?}"
+                ),
+            ));
+        }
+        for (field, d) in [
+            ("shutdownGracePeriod", grace),
+            ("shutdownGracePeriodCriticalPods", critical),
+        ] {
+            if !d.is_zero() && d < second {
+                return Err(invalid(
+                    field,
+                    format!("{field} {d:?} must be either zero or otherwise >= 1 sec"),
+                ));
+            }
+        }
+        if !cfg.by_pod_priority.is_empty() && (!grace.is_zero() || !critical.is_zero()) {
+            return Err(invalid(
+                "shutdownGracePeriodByPodPriority",
+                "Cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the same time".into(),
+            ));
+        }
+        Ok(cfg)
+    }
 }
 
 /// The kubelet's `evictionHard` when the configuration file sets none (Linux).
@@ -466,6 +543,9 @@ pub struct KubeletConfigFile {
     pub eviction_max_pod_grace_period: Option<i64>,
     pub merge_default_eviction_settings: Option<bool>,
     pub local_storage_capacity_isolation: Option<bool>,
+    pub shutdown_grace_period: Option<String>,
+    pub shutdown_grace_period_critical_pods: Option<String>,
+    pub shutdown_grace_period_by_pod_priority: Option<Vec<ShutdownGracePeriodByPodPriority>>,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -635,6 +715,7 @@ impl Config {
             seccomp_default: file.seccomp_default.unwrap_or(false),
             allowed_unsafe_sysctls: file.allowed_unsafe_sysctls.clone().unwrap_or_default(),
             node_resources: NodeResourceConfig::from_file(&file)?,
+            shutdown: ShutdownConfig::from_file(&file)?,
         };
         cfg.cri_sockets = cri_sockets(&cfg.run_dir, file.container_runtime_endpoint.as_deref())?;
         // The kubelet refuses to start with a pattern that is invalid or not namespaced.
@@ -1195,5 +1276,71 @@ mod tests {
         assert_eq!(t[0].value.as_deref(), Some("gpu"));
         assert_eq!(t[1].key, "spot");
         assert!(parse_taints("x:Sometimes").is_err());
+    }
+
+    #[test]
+    fn shutdown_keys_defaults_and_the_kubelets_validation() {
+        let (cfg, _) = Config::load(&Flags::default()).expect("load");
+        assert_eq!(cfg.shutdown, ShutdownConfig::default());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        let load = |text: &str| {
+            std::fs::write(&path, format!("kind: KubeletConfiguration\n{text}")).expect("write");
+            Config::load(&Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            })
+        };
+        let (cfg, warnings) =
+            load("shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n").expect("load");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            (
+                cfg.shutdown.grace_period,
+                cfg.shutdown.grace_period_critical_pods
+            ),
+            (Duration::from_secs(30), Duration::from_secs(10))
+        );
+        let (cfg, _) = load(
+            "shutdownGracePeriodByPodPriority:\n\
+             - {priority: 100000, shutdownGracePeriodSeconds: 10}\n\
+             - {priority: 0, shutdownGracePeriodSeconds: 20}\n",
+        )
+        .expect("load");
+        assert_eq!(
+            cfg.shutdown.by_pod_priority,
+            [
+                ShutdownGracePeriodByPodPriority {
+                    priority: 100000,
+                    shutdown_grace_period_seconds: 10
+                },
+                ShutdownGracePeriodByPodPriority {
+                    priority: 0,
+                    shutdown_grace_period_seconds: 20
+                }
+            ]
+        );
+        for (text, message) in [
+            (
+                "shutdownGracePeriod: 10s\nshutdownGracePeriodCriticalPods: 20s\n",
+                "shutdownGracePeriodCriticalPods 20s must be <= shutdownGracePeriod 10s",
+            ),
+            (
+                "shutdownGracePeriod: 500ms\n",
+                "shutdownGracePeriod 500ms must be either zero or otherwise >= 1 sec",
+            ),
+            (
+                "shutdownGracePeriod: 2s\nshutdownGracePeriodCriticalPods: 100ms\n",
+                "shutdownGracePeriodCriticalPods 100ms must be either zero or otherwise >= 1 sec",
+            ),
+            (
+                "shutdownGracePeriod: 30s\nshutdownGracePeriodByPodPriority: [{priority: 0, shutdownGracePeriodSeconds: 5}]\n",
+                "Cannot specify both shutdownGracePeriodByPodPriority and shutdownGracePeriod at the same time",
+            ),
+            ("shutdownGracePeriod: -5s\n", "is not a duration"),
+        ] {
+            let err = load(text).expect_err(text).to_string();
+            assert!(err.contains(message), "{text}: {err}");
+        }
     }
 }

@@ -27,6 +27,7 @@ pub mod quantity;
 pub mod reasons;
 pub mod security;
 pub mod server;
+pub mod shutdown;
 pub mod tls_roots;
 pub mod translate;
 pub mod validation;

@@ -33,6 +33,13 @@ pub mod event {
     pub const KILLING_CONTAINER: &str = "Killing";
     pub const BACK_OFF_START_CONTAINER: &str = "BackOff";
 
+    // In-place resize (pod events).
+    pub const RESIZE_STARTED: &str = "ResizeStarted";
+    pub const RESIZE_COMPLETED: &str = "ResizeCompleted";
+    pub const RESIZE_DEFERRED: &str = "ResizeDeferred";
+    pub const RESIZE_INFEASIBLE: &str = "ResizeInfeasible";
+    pub const RESIZE_ERROR: &str = "ResizeError";
+
     // Image events.
     pub const PULLING_IMAGE: &str = "Pulling";
     pub const PULLED_IMAGE: &str = "Pulled";
@@ -88,4 +95,10 @@ pub mod condition {
     pub const POD_COMPLETED: &str = "PodCompleted";
     pub const POD_FAILED: &str = "PodFailed";
     pub const READINESS_GATES_NOT_READY: &str = "ReadinessGatesNotReady";
+    // In-place resize: the condition types and their reasons.
+    pub const POD_RESIZE_PENDING: &str = "PodResizePending";
+    pub const POD_RESIZE_IN_PROGRESS: &str = "PodResizeInProgress";
+    pub const RESIZE_DEFERRED: &str = "Deferred";
+    pub const RESIZE_INFEASIBLE: &str = "Infeasible";
+    pub const RESIZE_ERROR: &str = "Error";
 }

@@ -38,6 +38,7 @@ const RANKS: &[(&str, u32)] = &[
     ("manifest", 5),
     // Node-pressure eviction: thresholds, ranking, messages (uses admission's requests).
     ("eviction", 5),
+    ("shutdown", 5),
     ("images", 6),
     ("pods", 7),
     ("cluster", 8),

@@ -6,7 +6,7 @@ if command -v systemd-tmpfiles >/dev/null 2>&1; then
     systemd-tmpfiles --create bosun.conf >/dev/null 2>&1 || :
 else
     install -d -m 0755 /etc/kubernetes/manifests /var/log/pods /var/log/containers
-    install -d -m 0700 /var/lib/bosun
+    install -d -m 0711 /var/lib/bosun
     install -d -m 0750 /var/lib/kubelet
 fi
 if [ -d /run/systemd/system ]; then

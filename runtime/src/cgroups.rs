@@ -505,6 +505,15 @@ impl CgroupLayout {
             }
         }
         let _ = qos;
+        Self::write_v1(controllers, pod, res)
+    }
+
+    /// Writes `res` to the existing cgroup at `path` (cgroupsPath form) in each v1 hierarchy.
+    fn write_v1(
+        controllers: &[(&'static str, PathBuf)],
+        pod: &str,
+        res: &Resources,
+    ) -> Result<(), CgroupError> {
         let find = |c: &str| {
             controllers
                 .iter()
@@ -579,14 +588,18 @@ impl CgroupLayout {
             enable_controllers(mount, &dir, &self.root)?;
         }
         let _ = qos;
-        let dir = mount.join(pod.trim_start_matches('/'));
+        Self::write_v2(&mount.join(pod.trim_start_matches('/')), res)
+    }
+
+    /// Writes `res` to the existing v2 cgroup folder `dir`.
+    fn write_v2(dir: &Path, res: &Resources) -> Result<(), CgroupError> {
         // Writes `value` to `file`; a missing file is an error only when a real limit is asked.
         let put = |file: &str, value: String, limited: bool| -> Result<(), CgroupError> {
             let path = dir.join(file);
             if !path.exists() {
                 if limited {
                     return Err(other(
-                        &dir,
+                        dir,
                         format!("{file} is missing: its controller is not available here"),
                     ));
                 }
@@ -599,10 +612,10 @@ impl CgroupLayout {
         }
         let quota = CpuQuota::of(res);
         if dir.join("cpu.max").exists() {
-            write_quota(&dir, true, quota)?;
+            write_quota(dir, true, quota)?;
         } else if quota.is_some() {
             return Err(other(
-                &dir,
+                dir,
                 "cpu.max is missing: its controller is not available here",
             ));
         }
@@ -615,6 +628,22 @@ impl CgroupLayout {
             None => put("pids.max", "max".into(), false)?,
         }
         Ok(())
+    }
+
+    /// Writes new limits to the existing cgroup at `path` (cgroupsPath form: a pod's or a
+    /// container's), for an in-place resize; creates nothing. `None` fields lift a limit, but
+    /// `cpu_shares: None` leaves the weight as it is.
+    pub fn set_limits(&self, path: &str, res: &Resources) -> Result<(), CgroupError> {
+        match &self.kind {
+            Kind::V1 { controllers, .. } => Self::write_v1(controllers, path, res),
+            Kind::V2 { mount } => {
+                let dir = mount.join(path.trim_start_matches('/'));
+                if !dir.is_dir() {
+                    return Err(other(&dir, "no such cgroup"));
+                }
+                Self::write_v2(&dir, res)
+            }
+        }
     }
 
     /// Removes the pod cgroup (and any leftover child cgroups inside it, deepest first) from every
@@ -994,6 +1023,45 @@ mod tests {
     }
 
     #[test]
+    fn set_limits_writes_an_existing_fake_v2_cgroup() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let l = CgroupLayout::v2_at(tmp.path(), "/r");
+        let dir = tmp.path().join("r/kubepods/burstable/podu1/c1");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for (f, v) in [
+            ("cpu.weight", "100"),
+            ("cpu.max", "max 100000"),
+            ("memory.max", "max"),
+            ("pids.max", "max"),
+        ] {
+            std::fs::write(dir.join(f), v).expect("write");
+        }
+        let res = Resources {
+            cpu_shares: Some(1024),
+            cpu_quota: Some(40_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(96 << 20),
+            pids_limit: None,
+        };
+        l.set_limits("/r/kubepods/burstable/podu1/c1", &res)
+            .expect("set");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("read");
+        assert_eq!(read("cpu.weight"), "39");
+        assert_eq!(read("cpu.max"), "40000 100000");
+        assert_eq!(read("memory.max"), (96u64 << 20).to_string());
+        // Lifted again; shares not given: the weight stays.
+        let lifted = Resources::default();
+        l.set_limits("/r/kubepods/burstable/podu1/c1", &lifted)
+            .expect("lift");
+        assert_eq!(read("cpu.weight"), "39");
+        assert_eq!(read("cpu.max"), "max");
+        assert_eq!(read("memory.max"), "max");
+        // A cgroup that does not exist is not made.
+        assert!(l.set_limits("/r/kubepods/podgone/c", &res).is_err());
+        assert!(!tmp.path().join("r/kubepods/podgone").exists());
+    }
+
+    #[test]
     fn list_pods_reads_a_fake_v2_tree() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let l = CgroupLayout::v2_at(tmp.path(), "/r");
@@ -1118,6 +1186,21 @@ mod tests {
                 "{c}"
             );
         }
+        // An in-place resize writes new limits to the existing cgroup.
+        let resized = Resources {
+            cpu_shares: Some(256),
+            cpu_quota: Some(20_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(48 << 20),
+            pids_limit: Some(100),
+        };
+        layout.set_limits(&pod, &resized).expect("set limits");
+        assert_eq!(read("cpu", "cpu.shares"), "256");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (48u64 << 20).to_string()
+        );
         // Idempotent, and limits follow changes.
         let res2 = Resources {
             memory_limit: Some(32 << 20),

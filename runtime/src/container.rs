@@ -249,6 +249,26 @@ impl HostRuntime {
         self.inner.status(id)
     }
 
+    /// In-place resize: writes `res` to the container's cgroup, then keeps it in the
+    /// container's request (what [`ContainerStatus::resources`] reports from then on).
+    pub fn update_resources(
+        &self,
+        id: &str,
+        res: &crate::Resources,
+    ) -> Result<(), crate::cgroups::CgroupError> {
+        use crate::cgroups::CgroupError;
+        let missing = || CgroupError::Other {
+            path: id.to_string(),
+            reason: "no such container".into(),
+        };
+        let dir = self.inner.container_dir(id).ok_or_else(missing)?;
+        let mut req = disk::read_request(&dir).ok_or_else(missing)?;
+        crate::cgroups::CgroupLayout::host("/")?.set_limits(&req.cgroup_path, res)?;
+        req.spec.resources = res.clone();
+        let path = dir.join(crate::keeper::REQUEST_FILE);
+        disk::write_json_atomic(&path, &req).map_err(|source| CgroupError::Io { path, source })
+    }
+
     /// Exit events of containers (hints: reconcile against [`HostRuntime::list`]).
     pub fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.inner.events.subscribe()

@@ -263,6 +263,28 @@ impl PodRuntime for HostRuntime {
             .unwrap_or_default()
     }
 
+    fn update_container_resources(
+        &self,
+        id: &str,
+        res: &crate::Resources,
+    ) -> Result<(), crate::cgroups::CgroupError> {
+        HostRuntime::update_resources(self, id, res)
+    }
+
+    fn update_pod_resources(
+        &self,
+        pod_uid: &str,
+        res: &crate::Resources,
+    ) -> Result<(), crate::cgroups::CgroupError> {
+        let sandbox = crate::PodRuntime::sandbox(self, pod_uid).ok_or_else(|| {
+            crate::cgroups::CgroupError::Other {
+                path: pod_uid.to_string(),
+                reason: "no sandbox for this pod".into(),
+            }
+        })?;
+        CgroupLayout::host("/")?.set_limits(&sandbox.cgroup_parent, res)
+    }
+
     fn writable_layer(&self, id: &str) -> Option<PathBuf> {
         container::writable_layer(self.paths(), id)
     }

@@ -32,12 +32,37 @@ pub enum IdmapError {
         fs: String,
         source: std::io::Error,
     },
+    #[error("{path} (mode {mode:04o}) cannot be searched by users other than its owner: a pod with hostUsers: false reaches its image layers, root file system and volumes through it as a user of its own (its root is not the host's), so the kernel would refuse its command with EACCES; make it searchable (chmod o+x, e.g. 0711)")]
+    Unsearchable { path: PathBuf, mode: u32 },
     #[error("idmapped mount of {path}: {what}: {source}")]
     Io {
         path: PathBuf,
         what: &'static str,
         source: std::io::Error,
     },
+}
+
+/// Checks that every folder above `path` can be searched by users other than its owner (`o+x`);
+/// `path` itself is seen through the pod's ID mapping, owned by the container's root. A pod in a user namespace of its own walks these paths as an
+/// unprivileged host ID (libcontainer mounts the rootfs and volumes from inside the namespace):
+/// a 0700 folder anywhere above them (a `mktemp -d` root, a state folder made private) makes
+/// its command fail with a bare EACCES. containerd makes its root and state folders 0711 for
+/// the same reason. Folders that cannot be read are left to fail where they are used.
+pub fn check_searchable(path: &Path) -> Result<(), IdmapError> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in path.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() && mode & 0o001 == 0 {
+            return Err(IdmapError::Unsearchable {
+                path: dir.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn cpath(p: &Path) -> std::io::Result<CString> {
@@ -161,5 +186,38 @@ fn fs_name(path: &Path) -> String {
         Ok(0x9123_683e) => "btrfs".into(),
         Ok(m) => format!("{m:#x}"),
         Err(_) => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_folder_on_the_way_is_named() -> std::io::Result<()> {
+        let t = tempfile::tempdir()?;
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o711))?;
+        let deep = t.path().join("data/images/layer/fs");
+        std::fs::create_dir_all(&deep)?;
+        let data = t.path().join("data");
+        let cases: [(u32, Option<&Path>); 4] = [
+            (0o755, None),
+            (0o711, None),
+            (0o700, Some(&data)),
+            (0o750, Some(&data)),
+        ];
+        for (mode, want) in cases {
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode))?;
+            match (check_searchable(&deep), want) {
+                (Ok(()), None) => {}
+                (Err(IdmapError::Unsearchable { path, mode: m }), Some(w)) => {
+                    assert_eq!(path, w, "mode {mode:o}");
+                    assert_eq!(m, mode);
+                }
+                (got, _) => panic!("mode {mode:o}: {got:?}"),
+            }
+        }
+        Ok(())
     }
 }

@@ -297,6 +297,10 @@ pub struct ContainerStatus {
     pub image: String,
     pub image_id: String,
     pub log_path: PathBuf,
+    /// The limits its cgroup was given: at creation, then by each in-place resize
+    /// ([`PodRuntime::update_container_resources`]); what the CRI reports as its resources.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,6 +481,22 @@ pub trait PodRuntime: Send + Sync {
         let _ = each_pod;
         cgroups::PodsUsage::default()
     }
+
+    /// In-place resize: writes `res` to the cgroup of container `id` (created or running) and
+    /// keeps them as its resources ([`ContainerStatus::resources`]). A runtime without cgroups
+    /// only keeps them.
+    fn update_container_resources(
+        &self,
+        id: &str,
+        res: &Resources,
+    ) -> Result<(), cgroups::CgroupError>;
+
+    /// In-place resize: writes `res` to the cgroup of the pod `pod_uid` (its sandbox's).
+    fn update_pod_resources(
+        &self,
+        pod_uid: &str,
+        res: &Resources,
+    ) -> Result<(), cgroups::CgroupError>;
 
     /// The folder of a container's writable layer (for its ephemeral storage use), if the
     /// runtime keeps one on the host.

@@ -455,6 +455,12 @@ pub fn build_with(
         "resources": resources,
         "devices": devices,
     });
+    // A Bidirectional mount stays a peer of the host's mount only when the container's copy of
+    // the host's mounts is shared (the default makes them slaves): the CRI runtimes' rootfs
+    // propagation "rshared" then, which libcontainer spells "shared" (recursive, as runc's).
+    if rootfs_shared(&spec.mounts) {
+        linux["rootfsPropagation"] = json!("shared");
+    }
     let mut readonly: Vec<String> = Vec::new();
     if sec.mask_paths {
         linux["maskedPaths"] = json!(MASKED_PATHS);
@@ -496,6 +502,15 @@ pub fn build_with(
         id: spec.id.clone(),
         source,
     })
+}
+
+/// Whether the container's root mount propagation must be shared: some mount is
+/// Bidirectional (containerd's `WithMounts` sets `rshared` then; HostToContainer keeps the
+/// default, slave).
+fn rootfs_shared(mounts: &[crate::Mount]) -> bool {
+    mounts
+        .iter()
+        .any(|m| m.propagation == Propagation::Bidirectional)
 }
 
 /// The container's final capability set (bounding = effective = permitted), which seccomp
@@ -867,6 +882,14 @@ mod tests {
         assert_eq!(opts(7), ["rbind", "rprivate", "ro"]);
         assert_eq!(opts(8), ["rbind", "rslave"]);
         assert_eq!(opts(9), ["rbind", "rshared"]);
+        // The Bidirectional mount makes the root's propagation shared; without one it is the
+        // default (slave).
+        let linux = s.linux().as_ref().expect("linux");
+        assert_eq!(linux.rootfs_propagation().as_deref(), Some("shared"));
+        r.spec.mounts.pop();
+        let s = build_with(&r, 0, 0, vec![], HOST).expect("build");
+        let linux = s.linux().as_ref().expect("linux");
+        assert_eq!(linux.rootfs_propagation().as_deref(), None);
         assert_eq!(m[7].typ().as_deref(), Some("bind"));
 
         r.spec.mounts[0].destination = "relative".into();

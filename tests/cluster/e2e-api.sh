@@ -176,7 +176,8 @@ check "kubectl exec -i with stdin ($out)" [ "$out" = hi ]
 # A terminal for kubectl (script(1)), so `-it` really asks for a TTY.
 out=$(script -qec "$KUBECTL exec -it api-a -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; exit 4'" \
     /dev/null </dev/null 2>&1 | tr -d '\r')
-check "kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx is-a-tty <<<'$out'"
+# (A "^@" before the line: script's EOF character read by kubectl as a NUL, see spdy_checks.)
+check "kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qxE '(\\^@)*is-a-tty' <<<'$out'"
 script -qec "$KUBECTL exec -it api-a -- sh -c 'exit 4'" /dev/null </dev/null >/dev/null 2>&1
 code=$?
 check "kubectl exec -it exit code ($code)" [ "$code" = 4 ]
@@ -660,8 +661,11 @@ spdy_checks() {
     check "SPDY: kubectl exec exit code ($code)" [ "$code" = 5 ]
     out=$(echo via-spdy | "$KUBECTL" exec -i api-a -- cat 2>&1)
     check "SPDY: kubectl exec -i with stdin ($out)" [ "$out" = via-spdy ]
+    # script(1) writes the EOF character when its stdin (/dev/null) ends; when that comes while
+    # kubectl's terminal is still canonical, the kernel queues it as a NUL that kubectl, raw by
+    # then, reads and sends: the container's terminal echoes it ("^@") before the output.
     out=$(script -qec "$KUBECTL exec -it api-a -- sh -c '[ -t 0 ] && echo is-a-tty'" /dev/null </dev/null 2>&1 | tr -d '\r\0')
-    check "SPDY: kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qx is-a-tty <<<'$out'"
+    check "SPDY: kubectl exec -it gets a terminal ($(tr '\n' ' ' <<<"$out"))" bash -c "grep -qxE '(\\^@)*is-a-tty' <<<'$out'"
     check "SPDY: bosun served those over SPDY/3.1" [ "$(grep -c 'over SPDY/3.1' "$W/bosun.log")" -ge $((before + 4)) ]
     out=$("$KUBECTL" logs api-a --tail=1 2>&1)
     check "SPDY gate off: kubectl logs ($out)" [ -n "$out" ]

@@ -414,7 +414,7 @@ restarts() { "$KUBECTL" get pods -l app=e2e -o jsonpath='{range .items[*]}{.stat
 before=$(restarts)
 kill -KILL "$bosun_pid"; wait "$bosun_pid" 2>/dev/null
 "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
-    --cert-dir "$W/pki" "${A[@]}" >>"$W/bosun.log" 2>&1 &
+    --cert-dir "$W/pki" --config "$W/config.yaml" "${A[@]}" >>"$W/bosun.log" 2>&1 &
 bosun_pid=$!
 sleep 15
 same_containers() { [ "$before" = "$(restarts)" ] && three_running; }

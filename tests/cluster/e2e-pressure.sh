@@ -9,7 +9,10 @@
 # (Failed, Evicted, message, DisruptionTarget), the MemoryPressure condition and its taint, a
 # new pod kept off the node meanwhile and scheduled once the pressure is over; an emptyDir over
 # its sizeLimit and a container over its limits.ephemeral-storage evicted within 30 s;
-# DiskPressure from a filled root dir, unused images collected first, then a pod evicted. Starts
+# DiskPressure from a filled root dir, unused images collected first, then a pod evicted; an
+# in-place resize up and down without a restart (the cgroup read inside the container), a
+# RestartContainer resize restarting its container, a resize beyond allocatable refused, a
+# running non-sidecar init container resized in place (status and cgroup). Starts
 # and stops its own control plane, unmounts and detaches everything, leaves nothing running.
 # Prints `N passed, M failed`. Needs root.
 set -uo pipefail
@@ -134,6 +137,93 @@ check "a nodeName pod requesting 100 CPUs is Failed with OutOfcpu and the kubele
 rejected_event() { "$KUBECTL" get events --field-selector involvedObject.name=too-big,reason=OutOfcpu -o name | grep -q .; }
 check "an OutOfcpu Warning event" wait_for 20 rejected_event
 "$KUBECTL" delete pod too-big --wait=false >/dev/null 2>&1
+
+# ---------- in-place resize ----------
+# The container's own cgroup, read inside it: "<cpu quota> <period> <memory limit>" (v2 files,
+# or the v1 folders bosun binds at /sys/fs/cgroup/<controller>).
+CGREAD='if [ -f /sys/fs/cgroup/cpu.max ]; then echo $(cat /sys/fs/cgroup/cpu.max) $(cat /sys/fs/cgroup/memory.max); else echo $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us) $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); fi'
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: resized}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+    resources: {requests: {cpu: 100m, memory: 32Mi}, limits: {cpu: 200m, memory: 64Mi}}
+  - name: r
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+    resources: {requests: {cpu: 50m, memory: 16Mi}, limits: {cpu: 100m, memory: 32Mi}}
+    resizePolicy: [{resourceName: memory, restartPolicy: RestartContainer}]
+YAML
+resized_running() { [ "$(jp pod resized -o jsonpath='{.status.phase}')" = Running ]; }
+check "a pod to resize runs" wait_for 60 resized_running
+cg() { "$KUBECTL" exec resized -c "$1" -- sh -c "$CGREAD" 2>/dev/null; }
+resize() { "$KUBECTL" patch pod resized --subresource resize --type strategic -p "$1" >/dev/null; }
+resized_to() { # container, limits.cpu, limits.memory
+    local out
+    out=$(jp pod resized -o jsonpath="{.status.containerStatuses[?(@.name==\"$1\")].resources.limits.cpu} {.status.containerStatuses[?(@.name==\"$1\")].resources.limits.memory} {.status.conditions[?(@.type==\"PodResizeInProgress\")].status}")
+    [ "$out" = "$2 $3 " ]
+}
+restarts() { jp pod resized -o jsonpath="{.status.containerStatuses[?(@.name==\"$1\")].restartCount}"; }
+resize '{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"150m","memory":"32Mi"},"limits":{"cpu":"400m","memory":"96Mi"}}}]}}'
+check "resized up: the status reports the new limits, no resize in progress" wait_for 30 resized_to c 400m 96Mi
+cg_is() { [ "$(cg "$1")" = "$2" ]; }
+check "resized up in place: the container's cgroup has cpu 400m and 96Mi ($(cg c))" wait_for 10 cg_is c "40000 100000 $((96 * 1024 * 1024))"
+check "resized up without a restart" [ "$(restarts c)" = 0 ]
+alloc_cpu() { [ "$(jp pod resized -o jsonpath='{.status.containerStatuses[?(@.name=="c")].allocatedResources.cpu}')" = 150m ]; }
+check "allocatedResources says the new request" alloc_cpu
+resize '{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"100m","memory":"32Mi"},"limits":{"cpu":"300m","memory":"48Mi"}}}]}}'
+check "resized down: the status reports the new limits" wait_for 30 resized_to c 300m 48Mi
+check "resized down in place: the container's cgroup has cpu 300m and 48Mi ($(cg c))" wait_for 10 cg_is c "30000 100000 $((48 * 1024 * 1024))"
+check "resized down without a restart" [ "$(restarts c)" = 0 ]
+resize '{"spec":{"containers":[{"name":"r","resources":{"requests":{"cpu":"50m","memory":"16Mi"},"limits":{"cpu":"100m","memory":"40Mi"}}}]}}'
+check "a RestartContainer memory resize restarts the container" wait_for 30 eval '[ "$(restarts r)" = 1 ] && resized_to r 100m 40Mi'
+check "the restarted container's cgroup has 40Mi ($(cg r))" wait_for 10 cg_is r "10000 100000 $((40 * 1024 * 1024))"
+resize '{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"100","memory":"32Mi"},"limits":{"cpu":"100","memory":"48Mi"}}}]}}' 2>"$W/resize.err"
+check "a resize beyond the node's allocatable is refused by the apiserver" grep -q "allocatable" "$W/resize.err"
+"$KUBECTL" delete pod resized --wait=false >/dev/null 2>&1
+# A running non-sidecar init container resized in place (upstream's "should support resizing a
+# non-sidecar init container"): its status and its cgroup take the new values, no restart.
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: init-resized}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: i
+    image: busybox
+    imagePullPolicy: Never
+    command: [tail, -f, /dev/null]
+    resources: {requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+    resources: {requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}
+YAML
+init_to() { # limits.cpu, limits.memory, allocatedResources.cpu
+    local out
+    out=$(jp pod init-resized -o jsonpath='{.status.initContainerStatuses[0].resources.limits.cpu} {.status.initContainerStatuses[0].resources.limits.memory} {.status.initContainerStatuses[0].allocatedResources.cpu} {.status.conditions[?(@.type=="PodResizeInProgress")].status}')
+    [ "$out" = "$1 $2 $3 " ]
+}
+init_cg() { "$KUBECTL" exec init-resized -c i -- sh -c "$CGREAD" 2>/dev/null; }
+init_cg_is() { [ "$(init_cg)" = "$1" ]; }
+init_restarts() { jp pod init-resized -o jsonpath='{.status.initContainerStatuses[0].restartCount}'; }
+check "a running init container reports its resources" wait_for 60 init_to 200m 64Mi 200m
+check "the init container's cgroup has cpu 200m and 64Mi ($(init_cg))" wait_for 10 init_cg_is "20000 100000 $((64 * 1024 * 1024))"
+"$KUBECTL" patch pod init-resized --subresource resize --type strategic -p '{"spec":{"initContainers":[{"name":"i","resources":{"requests":{"cpu":"300m","memory":"128Mi"},"limits":{"cpu":"300m","memory":"128Mi"}}}]}}' >/dev/null
+check "init container resized up: the status reports the new values" wait_for 30 init_to 300m 128Mi 300m
+check "init container resized up in place: its cgroup has cpu 300m and 128Mi ($(init_cg))" wait_for 10 init_cg_is "30000 100000 $((128 * 1024 * 1024))"
+check "init container resized without a restart" [ "$(init_restarts)" = 0 ]
+"$KUBECTL" delete pod init-resized --wait=false >/dev/null 2>&1
 
 # ---------- memory pressure ----------
 # Each pod holds its share in a memory emptyDir (tmpfs pages are charged to the writer's cgroup,

@@ -18,6 +18,8 @@ source "$here/env.sh"
 source "$here/lib.sh"
 D=${1:-/tmp/bosun-e2e-sec-cluster}
 W=$(mktemp -d /tmp/bosun-e2e-sec-XXXXXX)
+# Searchable by others (0711, as /var/lib/bosun and /run/bosun are): the userns pod walks it.
+chmod 0711 "$W"
 BOSUN=${BOSUN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/bosun/target}/debug/bosun}
 KUBECTL="$K8S_BIN/kubectl"
 NODE=e2e-sec
@@ -45,6 +47,9 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 port: $PORT
 healthzPort: $HPORT
+# Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
+# evict this test's pods on a host whose disk is merely quite full.
+evictionHard: {memory.available: 100Mi}
 authentication:
   x509: {clientCAFile: $D/pki/ca.crt}
 allowedUnsafeSysctls: $1
@@ -163,7 +168,12 @@ check "restricted pod: mkdir allowed by the default profile" wait_for 10 printed
 confined_pod=$("$KUBECTL" -n restricted get pods -l app=confined -o jsonpath='{.items[0].metadata.name}')
 exec_mode() { [ "$("$KUBECTL" -n restricted exec "$confined_pod" -- grep Seccomp: /proc/self/status | cut -f2)" = 2 ]; }
 check "kubectl exec into the confined container is confined" wait_for 20 exec_mode
-exec_unshare() { "$KUBECTL" -n restricted exec "$confined_pod" -- unshare -U true 2>&1 | grep -q "Operation not permitted"; }
+# (The output is taken first: kubectl exits 1 with the command, which pipefail would report.)
+exec_unshare() {
+    local out
+    out=$("$KUBECTL" -n restricted exec "$confined_pod" -- unshare -U true 2>&1)
+    grep -q "Operation not permitted" <<<"$out"
+}
 check "kubectl exec: unshare -U denied" wait_for 20 exec_unshare
 "$KUBECTL" -n restricted debug "$confined_pod" --image=busybox --image-pull-policy=Never \
     --profile=restricted -c dbg -- sh -c "$PROBE" >/dev/null 2>&1
@@ -263,7 +273,8 @@ spec:
       touch /data/f /host/f; echo data=\$(stat -c %u /data/f); echo cm=\$(stat -L -c %u /cm/key);
       echo host=\$(stat -c %u /host/f); exec sleep 3602']
 YAML
-userns_running() { [ "$("$KUBECTL" get pod userns -o jsonpath='{.status.phase}')" = Running ]; }
+# Its container running (a pod whose container fails to start and is restarted is Running too).
+userns_running() { [ -n "$("$KUBECTL" get pod userns -o jsonpath='{.status.containerStatuses[0].state.running.startedAt}')" ]; }
 check "hostUsers: false pod runs" wait_for 60 userns_running
 uid=$("$KUBECTL" get pod userns -o jsonpath='{.metadata.uid}')
 base=$(jq -r --arg u "$uid" '.pods[$u] // empty' "$W/data/userns.json" 2>/dev/null)

@@ -16,6 +16,7 @@
 #                                    (e.g. IP:10.0.2.100, the address a VM guest reaches it at)
 #   BOSUN_CP_APISERVER_FLAGS []      extra kube-apiserver flags, space-separated
 #                                    (e.g. --feature-gates=ExtendWebSocketsToKubelet=false)
+#   BOSUN_CP_CONTROLLER_MANAGER_FLAGS []  extra kube-controller-manager flags (e.g. --v=5)
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
@@ -32,6 +33,7 @@ RUN_PROXY=${BOSUN_CP_KUBE_PROXY:-1}
 TIMEOUT=${BOSUN_CP_TIMEOUT:-240}
 EXTRA_SANS=${BOSUN_CP_EXTRA_SANS:+,$BOSUN_CP_EXTRA_SANS}
 read -r -a APISERVER_FLAGS <<<"${BOSUN_CP_APISERVER_FLAGS:-}"
+read -r -a KCM_FLAGS <<<"${BOSUN_CP_CONTROLLER_MANAGER_FLAGS:-}"
 PKI=$DIR/pki
 LOGS=$DIR/logs
 PIDS=$DIR/pids
@@ -260,7 +262,7 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --use-service-account-credentials=true \
   --service-cluster-ip-range="$SERVICE_CIDR" \
-  --leader-elect=false --profiling=false
+  --leader-elect=false --profiling=false ${KCM_FLAGS[@]+"${KCM_FLAGS[@]}"}
 
 start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --kubeconfig="$DIR/scheduler.kubeconfig" \

@@ -205,6 +205,8 @@ mkdir -p "$r/uploads"
 cp "$K8S_SRC/test/images/agnhost/porter/localhost.crt" "$K8S_SRC/test/images/agnhost/porter/localhost.key" "$r/"
 chmod 0644 "$r/localhost.crt" "$r/localhost.key"
 with_libs "$r" "$(command -v bash)" "$(command -v curl)"
+# The specs run /bin/bash (alpine's path); on a merged-/usr host `command -v` finds /usr/bin/bash.
+[ -e "$r/bin/bash" ] || ln -s "$(command -v bash)" "$r/bin/bash"
 (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root netcat-openbsd &&
   dpkg-deb -x netcat-openbsd_*.deb nc-deb)
 with_libs "$r" "$work/nc-deb/bin/nc.openbsd"

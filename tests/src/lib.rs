@@ -76,8 +76,10 @@ pub struct Node {
     pub cgroup_root: String,
     /// This node's own CNI network (conf dir under `dir`, own bridge, subnet and IPAM store).
     pub net: TestNetwork,
-    /// Extra arguments of `bosun standalone` (a `--config` file).
+    /// Extra arguments of `bosun standalone`.
     pub extra_args: Vec<String>,
+    /// Lines added to the node's KubeletConfiguration file (`--config`).
+    pub config: String,
     child: Option<Child>,
 }
 
@@ -150,6 +152,7 @@ impl Node {
             net,
             dir,
             extra_args: Vec::new(),
+            config: String::new(),
             child: None,
         };
         for d in [
@@ -235,7 +238,10 @@ impl Node {
         let config = self.path("config.yaml");
         std::fs::write(
             &config,
-            "kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n",
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nevictionHard: {{memory.available: 100Mi}}\n{}",
+                self.config
+            ),
         )?;
         let child = Command::new(bosun_bin())
             .arg("standalone")
@@ -569,12 +575,7 @@ pub fn setup(name: &str) -> Result<Node> {
 pub fn setup_with_config(name: &str, yaml: &str) -> Result<Node> {
     become_subreaper();
     let mut node = Node::new(name)?;
-    let file = node.path("config.yaml");
-    std::fs::write(
-        &file,
-        format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{yaml}"),
-    )?;
-    node.extra_args = vec!["--config".into(), file.display().to_string()];
+    node.config = yaml.to_string();
     node.start()?;
     Ok(node)
 }

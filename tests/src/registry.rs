@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 /// One running `docker-registry`.
 pub struct Registry {
-    child: Child,
+    child: Option<Child>,
+    config: PathBuf,
     pub dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`
     pub addr: String,
@@ -75,29 +76,50 @@ impl Registry {
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let mut reg = Registry {
+            child: None,
+            config: config_path,
+            dir,
+            addr,
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
+        reg.resume()?;
+        Ok(reg)
+    }
+
+    /// Stops the registry process; its address answers nothing until [`Registry::resume`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the registry process (again) on the same address and storage, and waits until it
+    /// listens.
+    pub fn resume(&mut self) -> Result<()> {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))?;
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(&config_path)
+            .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting docker-registry (apt-get install docker-registry)")?;
-        let reg = Registry {
-            child,
-            dir,
-            addr: addr.clone(),
-            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
+        while std::net::TcpStream::connect(&self.addr).is_err() {
             if Instant::now() > deadline {
-                bail!("registry did not listen on {addr}: {}", reg.log());
+                bail!("registry did not listen on {}: {}", self.addr, self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(reg)
+        Ok(())
     }
 
     /// The registry's log (access log included).
@@ -151,8 +173,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

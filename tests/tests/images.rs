@@ -481,3 +481,50 @@ fn kill9_during_a_pull_then_a_clean_retry() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+#[ignore = "needs root: runs a container from a registry that answers late"]
+fn an_unreachable_registry_is_tried_again_on_the_kubelets_schedule() -> Result<()> {
+    // The registry is down when the pod comes, and back 20 s later. The kubelet's image back-off
+    // (10 s after the last failure, doubling to 300 s) tries again at about 10 s and 30 s: the
+    // pod runs well within 25 s of the registry's return. A back-off counted from the first
+    // failure's entry (as bosun once had) waited 10 minutes.
+    let mut reg = Registry::start(None)?;
+    let img = push(&reg, "bb", "late:v1")?;
+    reg.stop();
+    let mut node = Node::new("img-late")?;
+    node.start()?;
+    node.apply(
+        "late.yaml",
+        &pod("late", &format!("  containers:\n  - name: c\n    image: {img}\n    imagePullPolicy: Always\n    command: [sleep, '1000']\n")),
+    )?;
+    let applied = Instant::now();
+    let p = node.wait_pod("late", T, "a failed pull", |p| {
+        matches!(
+            waiting_reason(p).as_str(),
+            "ErrImagePull" | "ImagePullBackOff"
+        )
+    })?;
+    let message = container(&p, "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    ensure!(
+        message.contains(&reg.addr),
+        "the error names the registry: {message}"
+    );
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(applied.elapsed()));
+    // The log spans both runs of the registry: count only the pulls after its return.
+    let gets_before = reg.manifest_gets("late");
+    reg.resume()?;
+    let back = Instant::now();
+    node.wait_pod("late", Duration::from_secs(25), "running", |p| {
+        bosun_tests::is_running(p, "c")
+    })?;
+    let gets = reg.manifest_gets("late") - gets_before;
+    ensure!(gets >= 1, "pulled after the registry came back: {gets}");
+    eprintln!("running {:?} after the registry came back", back.elapsed());
+    node.delete("late.yaml")?;
+    node.wait_gone("late", T)?;
+    Ok(())
+}

@@ -535,6 +535,139 @@ fn exec_failure_is_a_start_error() -> Result<()> {
     check_clean(node)
 }
 
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "needs root: a privileged container and a file in the host's /dev"]
+fn privileged_container_gets_the_hosts_dev() -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    // What CSI drivers ask (csi-driver-host-path's deployment): the host's /dev as a hostPath
+    // at /dev in a privileged container. The runtime leaves that /dev as it is, as runc does: it
+    // makes no device nodes, /dev/fd links or ptmx in it (the create used to fail on the host's
+    // existing /dev/fd, and a new /dev/ptmx link there would break the host's terminals).
+    let marker = std::path::PathBuf::from(format!("/dev/bosun-test-{}", std::process::id()));
+    std::fs::write(&marker, "from-the-host")?;
+    let _marker = RemoveOnDrop(marker.clone());
+    let node = setup("hostdev")?;
+    let m = marker.display();
+    node.apply(
+        "d.yaml",
+        &pod(
+            "hostdev",
+            &format!("  restartPolicy: Never\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    securityContext: {{privileged: true}}\n    command: [sh, -c, 'cat {m}; echo; test -c /dev/ptmx && echo ptmx-ok; echo written > {m}']\n    volumeMounts: [{{name: dev, mountPath: /dev}}]\n  volumes:\n  - {{name: dev, hostPath: {{path: /dev, type: Directory}}}}\n"),
+        ),
+    )?;
+    let p = node.wait_pod("hostdev", T, "Succeeded", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })?;
+    let out = node.logs("hostdev", "c", false)?;
+    ensure!(
+        phase(&p) == "Succeeded" && out == "from-the-host\nptmx-ok\n",
+        "{out:?} ({})",
+        p["status"]
+    );
+    ensure!(
+        std::fs::read_to_string(&marker)? == "written\n",
+        "the container wrote to the host's /dev"
+    );
+    // The host's /dev is as it was.
+    ensure!(
+        std::fs::symlink_metadata("/dev/ptmx")?
+            .file_type()
+            .is_char_device(),
+        "/dev/ptmx is no longer the host's character device"
+    );
+    ensure!(
+        std::fs::read_link("/dev/fd")? == std::path::Path::new("/proc/self/fd"),
+        "/dev/fd changed"
+    );
+    node.delete("d.yaml")?;
+    node.wait_gone("hostdev", T)?;
+    check_clean(node)
+}
+
+/// Lazily unmounts a path when dropped.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn is_mount_point(p: &std::path::Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*p.to_string_lossy()))
+}
+
+#[test]
+#[ignore = "needs root: a privileged container mounting into a shared host folder"]
+fn bidirectional_mounts_reach_the_host() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    // What CSI drivers ask (csi-driver-host-path's deployment): a host folder of shared mounts
+    // (the kubelet's pods folder) with mountPropagation Bidirectional in a privileged
+    // container: what the driver mounts there must reach the host, where the pods that use the
+    // volume are. A mount in a folder without it (None, the default) stays in the container.
+    let node = setup("bidir")?;
+    let host = node.path("host");
+    for d in ["shared/m", "private/m"] {
+        std::fs::create_dir_all(host.join(d))?;
+    }
+    // The folder is a shared mount, as the kubelet makes its root dir.
+    let none: Option<&str> = None;
+    mount(Some(&host), &host, none, MsFlags::MS_BIND, none)?;
+    let _host_mount = UnmountOnDrop(host.clone());
+    mount(none, &host, none, MsFlags::MS_SHARED, none)?;
+    let _propagated = UnmountOnDrop(host.join("shared/m"));
+    let h = host.display();
+    node.apply(
+        "b.yaml",
+        &pod(
+            "bidir",
+            &format!("  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    securityContext: {{privileged: true}}\n    command: [sh, -c, 'mount -t tmpfs -o size=1m tmpfs /shared/m && echo from-the-container > /shared/m/f && mount -t tmpfs -o size=1m tmpfs /private/m && echo mounted; sleep 3600']\n    volumeMounts:\n    - {{name: shared, mountPath: /shared, mountPropagation: Bidirectional}}\n    - {{name: private, mountPath: /private}}\n  volumes:\n  - {{name: shared, hostPath: {{path: {h}/shared, type: Directory}}}}\n  - {{name: private, hostPath: {{path: {h}/private, type: Directory}}}}\n"),
+        ),
+    )?;
+    node.wait_pod("bidir", T, "running", |p| is_running(p, "c"))?;
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while node.logs("bidir", "c", false)? != "mounted\n" && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = node.logs("bidir", "c", false)?;
+    ensure!(out == "mounted\n", "the container's mounts: {out:?}");
+    ensure!(
+        std::fs::read_to_string(host.join("shared/m/f"))
+            .ok()
+            .as_deref()
+            == Some("from-the-container\n"),
+        "the Bidirectional mount did not reach the host"
+    );
+    ensure!(
+        !is_mount_point(&host.join("private/m")),
+        "a mount without propagation reached the host"
+    );
+    node.delete("b.yaml")?;
+    node.wait_gone("bidir", T)?;
+    drop(_propagated);
+    drop(_host_mount);
+    // The root dir stays a shared mount (bound onto itself for the Bidirectional volume, as
+    // the kubelet keeps its own): the test's to remove.
+    ensure!(
+        is_mount_point(&node.path("root")),
+        "the root dir was made a shared mount"
+    );
+    drop(UnmountOnDrop(node.path("root")));
+    check_clean(node)
+}
+
 #[test]
 #[ignore = "needs root: runs the agent with its cgroups and the pods beside the rejected one"]
 fn a_static_pod_that_does_not_fit_is_rejected_with_the_kubelets_reason() -> Result<()> {

@@ -9,6 +9,7 @@
 #   VM_PROFILE=debug tests/vm/run.sh # package the debug binary the test command built (no release build)
 #   VM_SUBSET=ci tests/vm/run.sh     # the short subset the test command runs: debug package, no
 #                                    # cluster part, the tests in CI_TESTS below
+#   VM_TESTS="cgroup_v2 ... node_shutdown"  # only these guest tests, in this order
 #   VM_TIMEOUT=1200 VM_MEM=2048 VM_CPUS=2 KEEP=1 (keep the work folder with serial.log)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,6 +43,7 @@ if [[ $subset == ci ]]; then profile=debug; cluster=0; fi
 work=$(mktemp -d /tmp/bosun-vm.XXXXXX)
 cp_dir="$work/cluster"
 cleanup() {
+    if mountpoint -q "$work/disk" 2>/dev/null; then umount "$work/disk" || umount -l "$work/disk"; fi
     if [[ $cluster == 1 && -d $cp_dir ]]; then bash tests/cluster/down.sh "$cp_dir" --purge >/dev/null 2>&1; fi
     if [[ -z ${KEEP:-} ]]; then rm -rf "$work"; fi
 }
@@ -59,11 +61,15 @@ else
 fi
 cp "$deb" "$payload/bosun.deb"
 [[ $subset != ci ]] || echo "$CI_TESTS" >"$payload/tests"
+[[ -z ${VM_TESTS:-} ]] || echo "$VM_TESTS" >"$payload/tests"
+# The guest tests this run has (the suite's list, unless one is given).
+wanted=$(cat "$payload/tests" 2>/dev/null || echo all)
+has_test() { [[ $wanted == all || " $wanted " == *" $1 "* ]]; }
 # 2. The test image and the suite.
 tests/images/build-busybox.sh "$payload/busybox" >/dev/null
 cp "$here/suite.sh" "$payload/suite.sh"
 # The runtime's privileged security tests (AppArmor needs a host that enforces it: this guest).
-if [[ $subset != ci ]]; then
+if [[ $subset != ci ]] && has_test apparmor; then
     log "security test binary ($(secs))"
     sec_bin=$(cargo test -p bosun-runtime --test security --no-run --message-format=json 2>/dev/null |
         jq -r 'select(.reason == "compiler-artifact" and .target.name == "security") | .executable // empty' | tail -1)
@@ -103,6 +109,28 @@ spec:
   volumes:
   - {name: marks, hostPath: {path: /var/tmp/vmtest-marks, type: DirectoryOrCreate}}
 YAML
+    # The graceful node shutdown test's pod: its preStop hook writes a mark on the guest's disk.
+    if has_test node_shutdown; then
+        k apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: vm-shutdown, namespace: default}
+spec:
+  nodeSelector: {kubernetes.io/hostname: bosun-vm}
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.2; done']
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, 'echo prestop > /marks/prestop-api; sync']}
+    volumeMounts: [{name: marks, mountPath: /marks}]
+  volumes:
+  - {name: marks, hostPath: {path: /var/lib/vmtest-shutdown, type: DirectoryOrCreate}}
+YAML
+    fi
     nic=(-nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:6443-cmd:/bin/busybox nc 10.250.4.1 $api_port")
 else
     nic=(-nic none)
@@ -121,6 +149,14 @@ else
     accel=(-accel tcg,thread=multi -cpu max)
 fi
 serial="$work/serial.log"
+# The root disk: a throwaway overlay (snapshot=on), or with the node shutdown test a sparse copy
+# the guest writes to, read back below once the guest is off (the cache stays pristine).
+if [[ $subset != ci ]] && has_test node_shutdown; then
+    cp --sparse=always "$guest/rootfs.ext4" "$work/rootfs.ext4"
+    rootfs=(-drive "file=$work/rootfs.ext4,if=virtio,format=raw")
+else
+    rootfs=(-drive "file=$guest/rootfs.ext4,if=virtio,format=raw,snapshot=on")
+fi
 log "booting (${accel[*]}) ($(secs))"
 boot=$(date +%s)
 set +e
@@ -128,7 +164,7 @@ timeout --foreground -k 10 "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -nodefaults 
     "${accel[@]}" -m "${VM_MEM:-2048}" -smp "${VM_CPUS:-2}" \
     -kernel "$guest/vmlinux" -initrd "$guest/initramfs.gz" \
     -append "console=ttyS0 loglevel=4 panic=-1 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 systemd.show_status=auto" \
-    -drive "file=$guest/rootfs.ext4,if=virtio,format=raw,snapshot=on" \
+    "${rootfs[@]}" \
     -drive "file=$work/payload.tar,if=virtio,format=raw,readonly=on" \
     "${nic[@]}" -display none -serial "file:$serial" -no-reboot
 qrc=$?
@@ -143,22 +179,83 @@ if [[ $cluster == 1 ]]; then
     node=$(k get node bosun-vm -o json 2>/dev/null || true)
     pod=$(k get pod vm-pod -o json 2>/dev/null || echo '{}')
     bound=$(jq -r '.spec.nodeName // ""' <<<"$pod")
-    running=$(jq -r '.status.containerStatuses[0].state.running != null' <<<"$pod")
+    # Running, or (the node shutdown test ends every pod) ended after it ran.
+    running=$(jq -r '.status.containerStatuses[0].state | .running != null or .terminated.startedAt != null' <<<"$pod")
     ip=$(jq -r '.status.podIP // ""' <<<"$pod")
     if [[ -n $node && $bound == bosun-vm && $running == true && $ip == 10.244.* ]]; then
         echo "HOST: PASS cluster_pod_in_api (node bosun-vm registered, pod bound to it, Running, podIP $ip)"
     else
-        host_failed=1
+        host_failed=$((host_failed + 1))
         echo "HOST: FAIL cluster_pod_in_api (node: ${node:+registered}${node:-missing}, nodeName '$bound', running $running, podIP '$ip')"
         k get nodes -o wide 2>&1 | sed 's/^/    /'
         k get events -A 2>&1 | tail -15 | sed 's/^/    /'
     fi
 fi
+# Graceful node shutdown, after the guest's `systemctl poweroff`: the preStop marks on the guest's
+# disk (its image mounted read-only), the statuses bosun reported while logind waited, and with
+# the cluster part the pod's status and the Node's Ready condition in the API.
+host_tests=0
+if [[ $subset != ci ]] && has_test node_shutdown && grep -aq '^VMTEST-SHUTDOWN poweroff' "$serial"; then
+    host_tests=$((host_tests + 1))
+    mkdir -p "$work/disk"
+    marks=""
+    if mount -o ro,loop,noload "$work/rootfs.ext4" "$work/disk" 2>/dev/null; then
+        for f in prestop-static term-static prestop-api; do
+            [[ -s $work/disk/var/lib/vmtest-shutdown/$f ]] && marks+="$f "
+        done
+        umount "$work/disk"
+    else
+        # No loop device: read the image with debugfs (read-only, catastrophic mode).
+        for f in prestop-static term-static prestop-api; do
+            debugfs -c -R "cat /var/lib/vmtest-shutdown/$f" "$work/rootfs.ext4" 2>/dev/null | grep -q . && marks+="$f "
+        done
+    fi
+    want_marks="prestop-static term-static "
+    [[ $cluster == 1 ]] && want_marks+="prestop-api "
+    if [[ $marks == "$want_marks" ]]; then
+        echo "HOST: PASS node_shutdown_prestop_marks (on the guest's disk: $marks)"
+    else
+        host_failed=$((host_failed + 1))
+        echo "HOST: FAIL node_shutdown_prestop_marks (found '$marks', want '$want_marks')"
+    fi
+    host_tests=$((host_tests + 1))
+    message="Pod was terminated in response to imminent node shutdown."
+    ended() { # ended JSON: phase Failed, reason Terminated, the message, DisruptionTarget
+        jq -e --arg m "$message" '.phase == "Failed" and .reason == "Terminated" and .message == $m
+            and .disruption.status == "True" and .disruption.reason == "TerminationByKubelet"
+            and .disruption.message == $m' <<<"$1" >/dev/null 2>&1
+    }
+    static=$(grep -a '^VMTEST-SHUTDOWN status .*"name":"shutdown-' "$serial" | tail -1 | sed 's/^VMTEST-SHUTDOWN status //; s/\r$//' || true)
+    if ended "$static"; then
+        echo "HOST: PASS node_shutdown_status (bosun pods in the guest during the shutdown: $static)"
+    else
+        host_failed=$((host_failed + 1))
+        echo "HOST: FAIL node_shutdown_status (bosun pods in the guest: '${static}')"
+        grep -a '^VMTEST-SHUTDOWN' "$serial" | sed 's/^/    /'
+    fi
+    if [[ $cluster == 1 ]]; then
+        host_tests=$((host_tests + 1))
+        api=$(k get pod vm-shutdown -o json 2>/dev/null |
+            jq -c '.status | {phase, reason, message, disruption: ([.conditions[]? | select(.type == "DisruptionTarget")][0])}' || true)
+        ready=$(k get node bosun-vm -o json 2>/dev/null |
+            jq -c '[.status.conditions[] | select(.type == "Ready")][0] | {status, reason, message}' || true)
+        if ended "$api" && jq -e '.status == "False" and .reason == "KubeletNotReady" and .message == "node is shutting down"' <<<"$ready" >/dev/null 2>&1; then
+            echo "HOST: PASS node_shutdown_in_api (pod vm-shutdown: $api; Node Ready: $ready)"
+        else
+            host_failed=$((host_failed + 1))
+            echo "HOST: FAIL node_shutdown_in_api (pod vm-shutdown: '$api'; Node Ready: '$ready')"
+        fi
+    fi
+elif [[ $subset != ci ]] && has_test node_shutdown; then
+    host_tests=$((host_tests + 1)); host_failed=$((host_failed + 1))
+    echo "HOST: FAIL node_shutdown (the guest never started its graceful poweroff)"
+fi
 summary=$(grep -a 'VMTEST: [0-9]* passed, [0-9]* failed' "$serial" | tail -1 | sed 's/^VMTEST: //; s/\r$//')
 summary=${summary:-0 passed, 1 failed}
-if [[ $cluster == 1 ]]; then
+[[ $cluster == 1 ]] && host_tests=$((host_tests + 1))
+if ((host_tests)); then
     p=${summary%% passed*}; f=${summary#*passed, }; f=${f%% failed*}
-    summary="$((p + 1 - host_failed)) passed, $((f + host_failed)) failed"
+    summary="$((p + host_tests - host_failed)) passed, $((f + host_failed)) failed"
 fi
 if ! grep -aq '^VMTEST-DONE rc=0' "$serial" || ((host_failed)); then
     if ! grep -aq '^VMTEST-DONE' "$serial"; then

@@ -281,11 +281,96 @@ test_apparmor() {
     check "the test profile was removed" bash -c '! grep -q bosun-test-deny-write /sys/kernel/security/apparmor/profiles'
 }
 
+# Graceful node shutdown, last (it ends the run with a graceful poweroff, see the end of this
+# file): shutdownGracePeriod 30s (10s of it for critical pods) in the node's config; bosun raises
+# logind's InhibitDelayMaxSec with its drop-in and holds a delay inhibitor lock; a static pod
+# (and, with the cluster part, the host's pod vm-shutdown) has a preStop hook that writes a mark
+# on the guest's disk, which run.sh reads in the disk image once the guest is off.
+SHUTDOWN_MARKS=/var/lib/vmtest-shutdown
+test_node_shutdown() {
+    # Emptied, not made again: the host's pod vm-shutdown (running since cluster_join) has the
+    # folder mounted.
+    mkdir -p "$SHUTDOWN_MARKS"; rm -f "$SHUTDOWN_MARKS"/*
+    printf '\nshutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n' >> /etc/bosun/config.yaml
+    systemctl restart bosun
+    wait_for "bosun active" bash -c '[ "$(systemctl is-active bosun)" = active ]'
+    apply shutdown "apiVersion: v1
+kind: Pod
+metadata: {name: shutdown}
+spec:
+  terminationGracePeriodSeconds: 60
+  volumes:
+  - name: marks
+    hostPath: {path: $SHUTDOWN_MARKS, type: Directory}
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'trap \"echo term > /marks/term-static; exit 0\" TERM; while true; do sleep 0.2; done']
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, 'echo prestop > /marks/prestop-static; sync']}
+    volumeMounts: [{name: marks, mountPath: /marks}]
+"
+    wait_for "shutdown running" running shutdown
+    wait_for "bosun's logind drop-in" grep -qx InhibitDelayMaxSec=30 /etc/systemd/logind.conf.d/99-bosun.conf
+    wait_for "bosun's delay inhibitor lock" bash -c "systemd-inhibit --list --no-pager --no-legend | grep -q '^ *bosun .*shutdown.*delay'"
+    systemd-inhibit --list --no-pager 2>&1 | sed 's/^/    inhibit: /'
+    local delay
+    delay=$(busctl get-property org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager InhibitDelayMaxUSec)
+    check "logind waits up to 30 s for delay locks ($delay)" [ "$delay" = "t 30000000" ]
+    if [ -f "$P/cluster/bootstrap-kubeconfig" ]; then
+        wait_for "the host's pod vm-shutdown running" bash -c \
+            "bosun pods --json | jq -e '.[] | select(.metadata.name == \"vm-shutdown\") | .status.containerStatuses[0].state.running != null'"
+    fi
+    touch /vmtest/shutdown-armed
+}
+
+# shutdown_statuses: the ended pods as bosun reports them (`bosun pods`), one JSON line each.
+shutdown_statuses() {
+    bosun pods --json 2>/dev/null | jq -c --arg s "shutdown-$NODE" '.[] | select(.metadata.name == $s or .metadata.name == "vm-shutdown") |
+        {name: .metadata.name, phase: .status.phase, reason: .status.reason, message: .status.message,
+         disruption: ([.status.conditions[]? | select(.type == "DisruptionTarget")][0])}'
+}
+
+# The graceful poweroff (test_node_shutdown armed it): logind delays the shutdown for bosun's
+# lock; meanwhile the pods' statuses are printed for run.sh. systemd stops this unit once bosun
+# released the lock: TERM is noted, not obeyed, until the statuses were seen (vmtest-entry, which
+# would force the poweroff after the suite, ends on that TERM).
+graceful_poweroff() {
+    local got_term=0 i st
+    trap 'got_term=1' TERM
+    echo "VMTEST-DONE rc=$1 uptime=$(cut -d' ' -f1 /proc/uptime) (graceful poweroff follows)"
+    sync
+    echo "VMTEST-SHUTDOWN poweroff at uptime=$(cut -d' ' -f1 /proc/uptime)"
+    if ! systemctl poweroff; then
+        echo "VMTEST-SHUTDOWN systemctl poweroff failed"
+        return 1
+    fi
+    for ((i = 0; i < 240; i++)); do
+        st=$(shutdown_statuses)
+        # Every pod ended (Failed) as bosun reports it.
+        if [ -n "$st" ] && ! grep -v '"phase":"Failed"' <<< "$st" | grep -q .; then break; fi
+        sleep 0.5
+    done
+    sleep 1
+    st=$(shutdown_statuses)
+    while read -r line; do [ -n "$line" ] && echo "VMTEST-SHUTDOWN status $line"; done <<< "$st"
+    echo "$st" > "$SHUTDOWN_MARKS/statuses.json"; sync
+    echo "VMTEST-SHUTDOWN statuses seen at uptime=$(cut -d' ' -f1 /proc/uptime)"
+    [ "$got_term" = 1 ] && exit 0
+    trap 'exit 0' TERM
+    # Until systemd stops this unit (at most 3 minutes: vmtest-entry then forces the poweroff).
+    for ((i = 0; i < 180; i++)); do sleep 1; done
+    echo "VMTEST-SHUTDOWN no stop of the unit within 3 minutes of the statuses"
+}
+
 say "suite on $(uname -r), $(nproc) cpus, systemd $(systemctl --version | head -1 | cut -d' ' -f2)"
 tests=(cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_files oom_killed
        graceful_termination restart_adopts stop_leaves_pods)
 [ -x "$P/security-tests" ] && tests+=(apparmor)
 [ -f "$P/cluster/bootstrap-kubeconfig" ] && tests+=(cluster_join)
+tests+=(node_shutdown)
 # run.sh's short subset (the CI run) names its tests in the payload.
 [ -s "$P/tests" ] && read -r -a tests <"$P/tests"
 for t in "${tests[@]}"; do
@@ -295,4 +380,6 @@ if [ "$failed" -gt 0 ]; then
     journalctl -u bosun --no-pager -n 60 2>&1 | sed 's/^/    journal: /'
 fi
 say "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+rc=0; [ "$failed" -eq 0 ] || rc=1
+[ -e /vmtest/shutdown-armed ] && graceful_poweroff "$rc"
+exit "$rc"

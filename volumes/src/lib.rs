@@ -52,7 +52,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use layout::InvalidName;
-pub use mounts::{ensure_shared_mount, mounts_below};
+pub use mounts::{ensure_shared_mount, mounts_below, release_shared_mount};
 pub use subpath::{prepare_subpath, SubPathError};
 pub use teardown::{teardown_pod, teardown_volume, TeardownError};
 

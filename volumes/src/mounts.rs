@@ -205,9 +205,91 @@ pub fn ensure_shared_mount(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Is the mount at `dir` the bind of `dir` onto itself that [`ensure_shared_mount`] makes (same
+/// filesystem as the mount it sits on, rooted where `dir` is in it), with no other mount at or
+/// below it? Only then may the agent remove it: a mount an administrator made there (its own
+/// filesystem, or a bind of another folder) is left alone, and so are pods' mounts.
+pub fn is_lone_self_bind(mounts: &[MountInfo], dir: &Path) -> bool {
+    let at: Vec<&MountInfo> = mounts.iter().filter(|m| m.mount_point == dir).collect();
+    let [m] = at.as_slice() else {
+        return false;
+    };
+    if mounts_below_in(mounts, dir).len() != 1 {
+        return false;
+    }
+    let Some(parent) = mounts.iter().find(|p| p.id == m.parent) else {
+        return false;
+    };
+    let Ok(rel) = dir.strip_prefix(&parent.mount_point) else {
+        return false;
+    };
+    m.source == parent.source && m.fs_type == parent.fs_type && m.root == parent.root.join(rel)
+}
+
+/// Undoes [`ensure_shared_mount`]'s bind of `dir` onto itself when nothing is mounted below it
+/// any more (the agent stops with no pod left); `Ok(false)` when there is nothing of ours to
+/// remove.
+pub fn release_shared_mount(dir: &Path) -> io::Result<bool> {
+    let dir = std::fs::canonicalize(dir)?;
+    if !is_lone_self_bind(&read_mountinfo()?, &dir) {
+        return Ok(false);
+    }
+    nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH)?;
+    info!(dir = %dir.display(), "removed the shared bind of the root dir");
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_lone_bind_of_the_folder_onto_itself_is_ours() {
+        let info = |id: u32, parent: u32, root: &str, at: &str, source: &str| MountInfo {
+            id,
+            parent,
+            root: root.into(),
+            mount_point: at.into(),
+            options: "rw".into(),
+            optional: vec![],
+            fs_type: if source == "tmpfs" { "tmpfs" } else { "ext4" }.into(),
+            source: source.into(),
+            super_options: "rw".into(),
+        };
+        let root = info(1, 0, "/", "/", "/dev/vda");
+        let tmp = info(2, 1, "/", "/tmp", "tmpfs");
+        let dir = Path::new("/tmp/w/root");
+        let ours = info(3, 2, "/w/root", "/tmp/w/root", "tmpfs");
+        let pod = info(4, 3, "/", "/tmp/w/root/pods/u1/volumes/x", "tmpfs");
+        let other_fs = info(3, 2, "/", "/tmp/w/root", "/dev/vdb");
+        let other_dir = info(3, 2, "/elsewhere", "/tmp/w/root", "tmpfs");
+        let cases: [(&str, Vec<MountInfo>, bool); 5] = [
+            (
+                "our bind",
+                vec![root.clone(), tmp.clone(), ours.clone()],
+                true,
+            ),
+            (
+                "a pod's mount below",
+                vec![root.clone(), tmp.clone(), ours, pod],
+                false,
+            ),
+            (
+                "a filesystem of its own",
+                vec![root.clone(), tmp.clone(), other_fs],
+                false,
+            ),
+            (
+                "a bind of another folder",
+                vec![root.clone(), tmp.clone(), other_dir],
+                false,
+            ),
+            ("no mount there", vec![root, tmp], false),
+        ];
+        for (name, mounts, want) in cases {
+            assert_eq!(is_lone_self_bind(&mounts, dir), want, "{name}");
+        }
+    }
 
     const SAMPLE: &str = "\
 22 27 0:21 / /proc rw,relatime - proc proc rw

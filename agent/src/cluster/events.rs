@@ -1,6 +1,7 @@
-//! Events about this node's pods, written to the apiserver the way the kubelet's event
-//! recorder does: an event seen again within ten minutes (same object, field path, type,
-//! reason and message) increments the `count` of the first one instead of creating another.
+//! Events about this node's pods (and the claims it expands), written to the apiserver the way
+//! the kubelet's event recorder does: an event seen again within ten minutes (same object, field
+//! path, type, reason and message) increments the `count` of the first one instead of creating
+//! another.
 //! Writing never blocks a pod: events queue here and carry the time they happened (the
 //! recorder's timestamps, not the write's). As client-go's recorder does, an event the apiserver
 //! rejects (any API status: forbidden in a terminating namespace, invalid...) is dropped at once
@@ -69,7 +70,7 @@ pub fn new_event(r: &EventRecord, node: &str) -> Event {
         },
         involved_object: ObjectReference {
             api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
+            kind: Some(r.kind.into()),
             name: Some(r.name.clone()),
             namespace: Some(r.namespace.clone()),
             uid: Some(r.uid.clone()),
@@ -168,6 +169,7 @@ mod tests {
     #[test]
     fn events_look_like_the_kubelets() {
         let r = EventRecord {
+            kind: "Pod",
             namespace: "ns".into(),
             name: "web".into(),
             uid: "u1".into(),
@@ -192,6 +194,20 @@ mod tests {
         assert_eq!(e.count, Some(1));
         let json = serde_json::to_value(&e).unwrap_or_default();
         assert_eq!(json["firstTimestamp"], "2027-01-15T08:00:00Z");
+        assert_eq!(json["involvedObject"]["kind"], "Pod");
+        let claim = EventRecord {
+            kind: "PersistentVolumeClaim",
+            name: "data-web-0".into(),
+            field_path: None,
+            ..r
+        };
+        let e = new_event(&claim, "node1");
+        assert_eq!(
+            e.involved_object.kind.as_deref(),
+            Some("PersistentVolumeClaim")
+        );
+        assert_eq!(e.involved_object.api_version.as_deref(), Some("v1"));
+        assert_eq!(e.involved_object.name.as_deref(), Some("data-web-0"));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl NodeFacts {
                 name: Some(self.name.clone()),
                 labels: Some(self.labels.clone()),
                 annotations: Some(BTreeMap::from([(
-                    "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                    CONTROLLER_MANAGED_ATTACH_DETACH.to_string(),
                     "true".to_string(),
                 )])),
                 ..Default::default()
@@ -178,12 +178,24 @@ impl NodeFacts {
                 taints: (!self.taints.is_empty()).then(|| self.taints.clone()),
                 ..Default::default()
             }),
-            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[])),
+            status: Some(self.status(SystemTime::now(), None, Vec::new(), Vec::new(), &[], None)),
         }
     }
 
+    /// The patch that brings a Node registered before (by this agent or another) up to date:
+    /// the labels, and attach/detach left to the controller (the kubelet's
+    /// `reconcileCMADAnnotationWithExistingNode`: a node without the annotation gets no
+    /// VolumeAttachments from the attach/detach controller).
+    pub fn existing_node_patch(&self) -> serde_json::Value {
+        serde_json::json!({"metadata": {
+            "labels": self.labels,
+            "annotations": {CONTROLLER_MANAGED_ATTACH_DETACH: "true"},
+        }})
+    }
+
     /// Node status: capacity, allocatable, conditions (keeping transition times; `pressure`: the
-    /// eviction manager's), node info, images.
+    /// eviction manager's; `ready_error`: why the node is not ready, e.g. it is shutting down), node
+    /// info, images.
     pub fn status(
         &self,
         now: SystemTime,
@@ -191,6 +203,7 @@ impl NodeFacts {
         images: Vec<k8s_openapi::api::core::v1::ContainerImage>,
         volumes_in_use: Vec<String>,
         pressure: &[Pressure],
+        ready_error: Option<&str>,
     ) -> NodeStatus {
         let cond = |ty: &str, status: &str, reason: &str, message: &str| {
             let old = previous
@@ -239,12 +252,16 @@ impl NodeFacts {
                 pressure_cond(Pressure::MemoryPressure),
                 pressure_cond(Pressure::DiskPressure),
                 pressure_cond(Pressure::PidPressure),
-                cond(
-                    "Ready",
-                    "True",
-                    "KubeletReady",
-                    "kubelet is posting ready status",
-                ),
+                match ready_error {
+                    // The kubelet's ReadyCondition: its errors (here the shutdown manager's).
+                    Some(e) => cond("Ready", "False", "KubeletNotReady", e),
+                    None => cond(
+                        "Ready",
+                        "True",
+                        "KubeletReady",
+                        "kubelet is posting ready status",
+                    ),
+                },
             ]),
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint { port: self.port }),
@@ -271,8 +288,13 @@ impl NodeFacts {
     }
 }
 
-/// Creates the Node, or brings an existing one's labels up to date (the kubelet's
-/// registerWithAPIServer).
+/// The Node annotation that makes the attach/detach controller attach and detach this node's
+/// volumes (the kubelet's `enableControllerAttachDetach`, on by default and always on here).
+pub const CONTROLLER_MANAGED_ATTACH_DETACH: &str =
+    "volumes.kubernetes.io/controller-managed-attach-detach";
+
+/// Creates the Node, or brings an existing one's labels and attach/detach annotation up to date
+/// (the kubelet's registerWithAPIServer).
 pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     match api.create(&PostParams::default(), &facts.node()).await {
@@ -281,10 +303,10 @@ pub async fn register(client: &Client, facts: &NodeFacts) -> Result<(), kube::Er
             Ok(())
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let patch = serde_json::json!({"metadata": {"labels": facts.labels}});
+            let patch = facts.existing_node_patch();
             api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            tracing::info!(node = %facts.name, "node already registered; labels updated");
+            tracing::info!(node = %facts.name, "node already registered; labels and annotations updated");
             Ok(())
         }
         Err(e) => Err(e),
@@ -373,6 +395,7 @@ pub async fn status_loop(
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
     pressure: impl Fn() -> Vec<Pressure>,
+    shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
 ) {
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
@@ -384,6 +407,7 @@ pub async fn status_loop(
             images(),
             volumes_in_use(),
             &pressure(),
+            shutdown.ready_error(),
         );
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
@@ -415,7 +439,11 @@ pub async fn status_loop(
                 Err(e) => tracing::warn!(error = %e, "cannot update node status"),
             }
         }
-        tokio::time::sleep(STATUS_INTERVAL).await;
+        // A shutdown starting or cancelled is posted at once.
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = shutdown.changed.notified() => {}
+        }
     }
 }
 
@@ -513,8 +541,15 @@ mod tests {
             allocatable: BTreeMap::from([("cpu".to_string(), Quantity("1500m".into()))]),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
-        let s0 = facts.status(t0, None, vec![], vec![], &[]);
-        let s1 = facts.status(t0 + Duration::from_secs(10), Some(&s0), vec![], vec![], &[]);
+        let s0 = facts.status(t0, None, vec![], vec![], &[], None);
+        let s1 = facts.status(
+            t0 + Duration::from_secs(10),
+            Some(&s0),
+            vec![],
+            vec![],
+            &[],
+            None,
+        );
         assert!(same_ignoring_heartbeats(&s0, &s1));
         let ready = |s: &NodeStatus| {
             s.conditions
@@ -543,6 +578,7 @@ mod tests {
             vec![],
             vec![],
             &[Pressure::DiskPressure],
+            None,
         );
         let cond = |s: &NodeStatus, ty: &str| {
             s.conditions
@@ -563,11 +599,85 @@ mod tests {
         );
         assert_eq!(cond(&s2, "MemoryPressure").status, "False");
         assert!(!same_ignoring_heartbeats(&s1, &s2));
+        // The node shutting down: Ready goes False with the kubelet's reason and message, its
+        // transition time now; back to True when the shutdown is cancelled.
+        let t3 = t0 + Duration::from_secs(30);
+        let s3 = facts.status(
+            t3,
+            Some(&s2),
+            vec![],
+            vec![],
+            &[],
+            Some(crate::shutdown::NOT_READY_MESSAGE),
+        );
+        let ready3 = cond(&s3, "Ready");
+        assert_eq!(
+            (
+                ready3.status.as_str(),
+                ready3.reason.as_deref(),
+                ready3.message.as_deref()
+            ),
+            (
+                "False",
+                Some("KubeletNotReady"),
+                Some("node is shutting down")
+            )
+        );
+        assert_eq!(ready3.last_transition_time, Some(time(t3)));
+        assert!(!same_conditions(&s2, &s3));
+        let s4 = facts.status(
+            t3 + Duration::from_secs(5),
+            Some(&s3),
+            vec![],
+            vec![],
+            &[],
+            None,
+        );
+        assert_eq!(cond(&s4, "Ready").status, "True");
         let cap = s0.capacity.expect("capacity");
         assert_eq!(cap["pods"].0, "110");
         assert_eq!(cap["memory"].0, format!("{}Ki", 4u64 << 20));
         let info = s0.node_info.expect("info");
         assert!(info.container_runtime_version.starts_with("bosun://"));
         assert!(info.kubelet_version.starts_with("v1.36"));
+    }
+
+    #[test]
+    fn attach_and_detach_are_left_to_the_controller() {
+        let facts = NodeFacts {
+            name: "n1".into(),
+            addresses: vec![],
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            taints: vec![],
+            cpus: 1,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+            max_pods: 10,
+            machine_id: "m".into(),
+            system_uuid: "u".into(),
+            boot_id: "b".into(),
+            kernel: "6.1".into(),
+            os_image: "Debian".into(),
+            arch: "amd64".into(),
+            port: 10250,
+            declared_features: vec![],
+            allocatable: BTreeMap::new(),
+        };
+        let annotation = |n: &Node| {
+            n.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("volumes.kubernetes.io/controller-managed-attach-detach"))
+                .cloned()
+        };
+        assert_eq!(annotation(&facts.node()).as_deref(), Some("true"));
+        // A Node that exists already (registered by a kubelet with
+        // enableControllerAttachDetach: false, say) gets the annotation and the labels.
+        let p = facts.existing_node_patch();
+        assert_eq!(
+            p["metadata"]["annotations"]["volumes.kubernetes.io/controller-managed-attach-detach"],
+            "true"
+        );
+        assert_eq!(p["metadata"]["labels"]["zone"], "a");
     }
 }

@@ -7,17 +7,27 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Client;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::pods::StatusUpdate;
+use crate::reasons::condition;
 
 /// Applies status updates and final deletions. Never returns while the sender lives. A write
 /// that fails stays queued (unless a newer one for the pod replaces it) and is retried with
 /// backoff, so statuses catch up after an apiserver outage. The last status written to each
 /// mirror pod is kept and written again when the mirror pod was replaced (a user deleted it and
 /// the mirror manager made a new one), as the kubelet's status manager syncs it.
-pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) {
+///
+/// A flush request (`flush`) is answered once every update sent before it was written (or
+/// tried once and kept for a retry): the node shutdown manager waits for it before it lets the
+/// node go down.
+pub async fn run(
+    client: Client,
+    mut rx: mpsc::UnboundedReceiver<StatusUpdate>,
+    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) {
     let mut pending: HashMap<String, StatusUpdate> = HashMap::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     // Static pod uid -> (uid of the mirror pod written to, the update, checks that found no
     // mirror pod in a row).
     let mut mirrors: HashMap<String, (String, StatusUpdate, u32)> = HashMap::new();
@@ -28,6 +38,10 @@ pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) 
         // Some(update), Some(None) when the channel closed, None for a timer.
         let next = tokio::select! {
             u = rx.recv() => Some(u),
+            Some(f) = flush.recv() => {
+                flushes.push(f);
+                None
+            }
             _ = tokio::time::sleep(backoff), if !pending.is_empty() => None,
             _ = resync.tick(), if !mirrors.is_empty() => {
                 for (uid, (written, u, misses)) in mirrors.iter_mut() {
@@ -81,6 +95,10 @@ pub async fn run(client: Client, mut rx: mpsc::UnboundedReceiver<StatusUpdate>) 
                     failed = true;
                 }
             }
+        }
+        // Every update sent before a flush request was tried: answer it.
+        for f in flushes.drain(..) {
+            let _ = f.send(());
         }
         // Newer updates that came in meanwhile replace the failed ones.
         while let Ok(u) = rx.try_recv() {
@@ -194,17 +212,37 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, Appl
 
 /// A strategic merge patch of the status, guarded by the uid (a recreated pod of the same name
 /// is never given the old one's status). Conditions merge by type, and only the kubelet's own
-/// are sent: those set by other writers (readiness gates, DisruptionTarget) stay as the API
-/// has them, even when they changed since the worker last saw the pod.
+/// are sent: those set by other writers (readiness gates, a controller's DisruptionTarget) stay
+/// as the API has them, even when they changed since the worker last saw the pod; the node's own
+/// DisruptionTarget (reason TerminationByKubelet: eviction, node shutdown) is sent, as the
+/// kubelet's status manager sends it.
 pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
     let mut status = status.clone();
     if let Some(cs) = status.conditions.as_mut() {
-        cs.retain(|c| crate::pods::status::is_kubelet_condition(&c.type_));
+        // DisruptionTarget is the kubelet's too when it ended the pod (an eviction).
+        cs.retain(|c| {
+            crate::pods::status::is_kubelet_condition(&c.type_)
+                || (c.type_ == "DisruptionTarget"
+                    && c.reason.as_deref()
+                        == Some(crate::pods::worker::plan::TERMINATION_BY_KUBELET))
+        });
     }
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "metadata": { "uid": uid },
         "status": status,
-    })
+    });
+    // A resize condition that ended is deleted (merging by type alone would keep it).
+    if let Some(list) = value["status"]["conditions"].as_array_mut() {
+        for ty in [
+            condition::POD_RESIZE_PENDING,
+            condition::POD_RESIZE_IN_PROGRESS,
+        ] {
+            if !list.iter().any(|c| c["type"] == ty) {
+                list.push(serde_json::json!({ "type": ty, "$patch": "delete" }));
+            }
+        }
+    }
+    value
 }
 
 #[cfg(test)]
@@ -235,6 +273,56 @@ mod tests {
             .flatten()
             .filter_map(|c| c["type"].as_str())
             .collect();
-        assert_eq!(types, ["Ready", "PodScheduled"]);
+        assert_eq!(
+            types,
+            [
+                "Ready",
+                "PodScheduled",
+                "PodResizePending",
+                "PodResizeInProgress"
+            ]
+        );
+        // The resize conditions absent from the status are deleted from the API's.
+        let deleted: Vec<&str> = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["$patch"] == "delete")
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(deleted, ["PodResizePending", "PodResizeInProgress"]);
+        // The DisruptionTarget of a pod the node evicted is sent; another writer's is not.
+        let mine = PodCondition {
+            reason: Some("TerminationByKubelet".into()),
+            ..cond("DisruptionTarget")
+        };
+        let other = PodStatus {
+            conditions: Some(vec![mine]),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch("u1", &other)["status"]["conditions"][0]["type"],
+            "DisruptionTarget"
+        );
+        let other = PodStatus {
+            conditions: Some(vec![cond("DisruptionTarget")]),
+            ..Default::default()
+        };
+        assert_ne!(
+            status_patch("u1", &other)["status"]["conditions"][0]["type"],
+            "DisruptionTarget"
+        );
+        let mut st = st;
+        st.conditions
+            .get_or_insert_with(Vec::new)
+            .push(cond("PodResizeInProgress"));
+        let p = status_patch("u1", &st);
+        let deleted = p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["$patch"] == "delete")
+            .count();
+        assert_eq!(deleted, 1, "only the pending one");
     }
 }

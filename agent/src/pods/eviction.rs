@@ -842,6 +842,7 @@ mod tests {
             image: String::new(),
             image_id: String::new(),
             log_path: Default::default(),
+            resources: Default::default(),
         }
     }
 

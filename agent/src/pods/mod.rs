@@ -5,6 +5,8 @@ pub mod admission;
 pub mod backoff;
 pub mod eviction;
 pub mod probing;
+pub mod resize;
+pub mod shutdown;
 pub mod source;
 pub mod status;
 pub mod worker;
@@ -43,9 +45,12 @@ pub struct StatusUpdate {
     pub delete: bool,
 }
 
-/// One Kubernetes Event about a pod (or one of its containers, by `field_path`).
+/// One Kubernetes Event about a pod (or one of its containers, by `field_path`), or about
+/// another object of the pod's namespace the kubelet reports on (a claim it expanded).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRecord {
+    /// The involved object's kind: `Pod`, or `PersistentVolumeClaim`.
+    pub kind: &'static str,
     pub namespace: String,
     pub name: String,
     pub uid: String,
@@ -89,6 +94,7 @@ pub fn emit(
     }
     if let Some(tx) = &ctx.events_tx {
         let _ = tx.send(EventRecord {
+            kind: "Pod",
             namespace: pod
                 .metadata
                 .namespace
@@ -141,6 +147,12 @@ pub struct Ctx {
     pub userns: Option<Arc<bosun_runtime::userns::Allocator>>,
     /// The node's capacity, allocatable, admission view, eviction settings and pressure.
     pub resources: Arc<eviction::NodeResources>,
+    /// Every running pod as allocated (in-place resize admits against these).
+    pub allocated: resize::Allocated,
+    /// The node is shutting down (graceful node shutdown): node status and admission read it.
+    pub node_shutdown: Arc<shutdown::NodeShutdown>,
+    /// Cluster mode: answered once the status writer has written every status sent before.
+    pub status_flush: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
@@ -238,13 +250,15 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
 
 /// The agent's main loop in both modes: the pod manager, until SIGTERM/SIGINT. Pods keep
 /// running after (a restarted bosun adopts them); with no pod left, nothing is left behind: the
-/// runtime removes the sandboxes root mount and the empty kubepods cgroups.
+/// runtime removes the sandboxes root mount and the empty kubepods cgroups, and the root dir's
+/// bind onto itself (made for shared propagation) is removed.
 pub async fn serve(
     ctx: Arc<Ctx>,
     desired: watch::Receiver<Option<DesiredPods>>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let runtime = ctx.runtime.clone();
+    let root_dir = ctx.cfg.root_dir.clone();
     let manager = tokio::spawn(run(ctx, desired));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -252,8 +266,15 @@ pub async fn serve(
         _ = term.recv() => {}
         r = manager => { r.context("pod manager")?; }
     }
-    if let Err(e) = runtime.release_node() {
-        tracing::debug!(error = %e, "node-wide runtime state left in place");
+    match runtime.release_node() {
+        // No pod left: the root dir's shared bind (if the agent made one) goes too.
+        Ok(true) => {
+            if let Err(e) = bosun_volumes::release_shared_mount(&root_dir) {
+                tracing::debug!(error = %e, "the root dir's shared bind left in place");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "node-wide runtime state left in place"),
     }
     tracing::info!("bosun stopping; pods keep running");
     Ok(())
@@ -283,7 +304,13 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     // The eviction manager sees the pods that run and tells which to evict.
     let (active_tx, active_rx) = watch::channel(Vec::new());
     let (evict_tx, mut evict_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(eviction::run(ctx.clone(), active_rx, evict_tx));
+    tokio::spawn(eviction::run(
+        ctx.clone(),
+        active_rx.clone(),
+        evict_tx.clone(),
+    ));
+    // The node shutdown manager ends pods the same way.
+    tokio::spawn(shutdown::run(ctx.clone(), active_rx, evict_tx));
     // Wait for the source's first full answer before deciding what is an orphan.
     let mut current = loop {
         if let Some(d) = desired.borrow_and_update().clone() {
@@ -446,9 +473,25 @@ fn reconcile(
         let intent = if api_terminal(&pod) {
             Intent::Run
         } else {
-            let running = active_pods(workers);
+            // The others as allocated (a pending resize holds nothing yet).
+            let running: Vec<Arc<Pod>> = active_pods(workers)
+                .into_iter()
+                .map(|p| {
+                    let uid = p.metadata.uid.as_deref().unwrap_or_default();
+                    ctx.allocated.get(uid).unwrap_or(p)
+                })
+                .collect();
             let others: Vec<&Pod> = running.iter().map(|p| p.as_ref()).collect();
-            match eviction::admit(&ctx.resources, &pod, &others) {
+            let admitted = if ctx.node_shutdown.active() {
+                // The shutdown manager's admit handler.
+                Err(worker::plan::PodFailure::rejected(
+                    crate::shutdown::NOT_ADMITTED_REASON,
+                    crate::shutdown::NOT_ADMITTED_MESSAGE,
+                ))
+            } else {
+                eviction::admit(&ctx.resources, &pod, &others)
+            };
+            match admitted {
                 Ok(()) => Intent::Run,
                 Err(failure) => {
                     tracing::warn!(pod = %pod_key(&pod), reason = %failure.reason, "pod rejected: {}", failure.event_message);

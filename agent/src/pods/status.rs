@@ -8,6 +8,7 @@ use bosun_runtime::{ContainerState, ExitInfo};
 use k8s_openapi::api::core::v1::{
     ContainerState as KState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus as KStatus, Pod, PodCondition, PodStatus,
+    ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -29,6 +30,8 @@ pub struct Record {
     pub message: Option<String>,
     /// The signal that stops it first (the image's STOPSIGNAL or SIGTERM).
     pub stop_signal: i32,
+    /// The limits its cgroup has, as the runtime reports them.
+    pub resources: bosun_runtime::Resources,
 }
 
 /// Why a container is not running, as its status says (`state.waiting`).
@@ -54,6 +57,9 @@ pub struct ContainerView {
     pub ready: bool,
     /// Running and past its startup probe (if any).
     pub started: bool,
+    /// A resizable container's allocated resources (`allocatedResources`, and with what its
+    /// cgroup has, `resources`).
+    pub allocated: Option<ResourceRequirements>,
 }
 
 pub fn time(t: SystemTime) -> Time {
@@ -138,6 +144,19 @@ fn container_status_in(v: &ContainerView, default_reason: &'static str) -> KStat
         started: Some(false),
         ..Default::default()
     };
+    if let Some(a) = &v.allocated {
+        s.allocated_resources = a.requests.clone();
+        // The kubelet's `convertContainerStatusResources`: a running container reports what
+        // its cgroup has; one that exists and does not run (a completed init container), its
+        // allocation.
+        s.resources = match v.current.as_ref() {
+            Some(rec) if matches!(rec.state, ContainerState::Running { .. }) => {
+                Some(crate::pods::resize::reported(&rec.resources, a))
+            }
+            Some(_) => Some(a.clone()),
+            None => None,
+        };
+    }
     let waiting = |reason: &str, message: &str| KState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
@@ -300,12 +319,14 @@ pub fn phase(
 }
 
 /// The pod conditions the kubelet owns; every other type belongs to other writers and is kept.
-pub const KUBELET_CONDITIONS: [&str; 5] = [
+pub const KUBELET_CONDITIONS: [&str; 7] = [
     "PodScheduled",
     "Ready",
     "Initialized",
     "ContainersReady",
     "PodReadyToStartContainers",
+    condition::POD_RESIZE_PENDING,
+    condition::POD_RESIZE_IN_PROGRESS,
 ];
 
 /// Whether bosun (as the kubelet) owns a pod condition of this type.
@@ -377,6 +398,9 @@ pub struct StatusInput<'a> {
     pub qos: &'a str,
     /// The node ended the pod.
     pub ended: Option<&'a Ended>,
+    /// The resize conditions (`PodResizePending`, `PodResizeInProgress`), as
+    /// [`crate::pods::resize::conditions`] makes them.
+    pub resize: Vec<PodCondition>,
 }
 
 /// One pod condition the kubelet owns, before its transition time is known.
@@ -579,6 +603,9 @@ pub fn pod_status(input: &StatusInput) -> PodStatus {
             }
         })
         .collect();
+    if !terminal {
+        conditions.extend(input.resize.iter().cloned());
+    }
     // Conditions set by others (readiness gates, DisruptionTarget, ...) are kept as the API
     // has them, as the kubelet's mergePodStatus does.
     conditions.extend(
@@ -705,6 +732,7 @@ mod tests {
                 image_id: "sha256:x".into(),
                 message: None,
                 stop_signal: 15,
+                resources: Default::default(),
             }),
             waiting: waiting.map(|reason| Waiting {
                 reason,
@@ -756,6 +784,50 @@ mod tests {
             ),
             st
         );
+    }
+
+    #[test]
+    fn resources_are_reported_by_a_container_that_exists() {
+        let allocated: ResourceRequirements = serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "200m", "memory": "64Mi"},
+            "limits": {"cpu": "200m", "memory": "64Mi"}
+        }))
+        .expect("resources");
+        let with = |state: Option<ContainerState>| {
+            let mut v = view("i", state, None);
+            v.allocated = Some(allocated.clone());
+            if let Some(r) = v.current.as_mut() {
+                // Its cgroup has more CPU than allocated (a resize not done yet).
+                r.resources = bosun_runtime::Resources {
+                    cpu_shares: Some(307),
+                    cpu_quota: Some(30_000),
+                    cpu_period: Some(100_000),
+                    memory_limit: Some(64 << 20),
+                    pids_limit: None,
+                };
+            }
+            container_status(&v)
+        };
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        use std::collections::BTreeMap;
+        let q = |l: &Option<BTreeMap<String, Quantity>>, k: &str| {
+            l.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+        };
+        // Running: what its cgroup has.
+        let s = with(Some(ContainerState::Running {
+            pid: 1,
+            started_at: SystemTime::UNIX_EPOCH,
+        }));
+        let r = s.resources.expect("running: resources");
+        assert_eq!(q(&r.limits, "cpu").as_deref(), Some("300m"));
+        assert_eq!(q(&s.allocated_resources, "cpu").as_deref(), Some("200m"));
+        // Completed (an init container): its allocation.
+        let s = with(Some(exited(0, false)));
+        assert_eq!(s.resources, Some(allocated.clone()));
+        assert_eq!(q(&s.allocated_resources, "memory").as_deref(), Some("64Mi"));
+        // Not created yet: nothing reported.
+        let s = with(None);
+        assert_eq!(s.resources, None);
     }
 
     #[test]
@@ -914,6 +986,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             qos: "BestEffort",
             ended: None,
+            resize: Vec::new(),
         })
     }
 
@@ -1008,6 +1081,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH,
             qos: "BestEffort",
             ended,
+            resize: Vec::new(),
         }
     }
 

@@ -542,6 +542,7 @@ mod tests {
             image: String::new(),
             image_id: String::new(),
             log_path: Default::default(),
+            resources: Default::default(),
         };
         let target = |uid: Option<&str>| StreamTarget {
             namespace: "ns".into(),

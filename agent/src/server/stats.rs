@@ -619,6 +619,7 @@ mod tests {
             image: String::new(),
             image_id: String::new(),
             log_path: PathBuf::new(),
+            resources: Default::default(),
         };
         let running = || ContainerState::Running {
             pid: 1,

@@ -92,6 +92,7 @@ pub fn status(dir: &Path, id: &str, starting: bool) -> Option<ContainerStatus> {
         image: req.spec.image.clone(),
         image_id: req.spec.image_id.clone(),
         log_path: req.log_path,
+        resources: req.spec.resources,
     })
 }
 

@@ -691,6 +691,7 @@ impl Starting {
             image: self.image.clone(),
             image_id: self.image_id.clone(),
             log_path: self.log.clone(),
+            resources: Default::default(),
         });
         if matches!(
             status.state,

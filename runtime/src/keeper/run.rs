@@ -410,6 +410,9 @@ impl Keeper {
         let mut lowers: Vec<PathBuf> = req.layers.iter().rev().cloned().collect();
         let mut views = Vec::new();
         if let (Some(ns), Some(range)) = (&userns, &req.sandbox.id_range) {
+            for p in lowers.iter().chain([&rootfs]) {
+                crate::idmap::check_searchable(p).map_err(idmap)?;
+            }
             let base = self.dir.join("idmap");
             for (i, layer) in lowers.iter_mut().enumerate() {
                 let view = base.join(format!("layer-{i}"));
@@ -458,6 +461,9 @@ impl Keeper {
                     self.idmapped.push(target.clone());
                     m.source = target;
                 }
+            }
+            for m in req.spec.mounts.iter().filter(|m| m.source.is_absolute()) {
+                crate::idmap::check_searchable(&m.source).map_err(idmap)?;
             }
         }
 

@@ -38,6 +38,17 @@ impl From<tonic::Status> for RpcFailure {
     }
 }
 
+impl RpcFailure {
+    /// Whether the driver says the call cannot succeed as asked: InvalidArgument, OutOfRange or
+    /// NotFound (the kubelet's `isInfeasibleError` for NodeExpandVolume).
+    pub fn infeasible(&self) -> bool {
+        matches!(
+            self.code,
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::NotFound
+        )
+    }
+}
+
 impl fmt::Display for RpcFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -201,12 +212,14 @@ pub fn ephemeral_volume_handle(pod_uid: &str, volume_name: &str) -> String {
     )
 }
 
-/// The VolumeAttachment name the kubelet and the external-attacher use for a PV on a node:
-/// `csi-<sha256 hex of pv name + driver + node name>` (the `attachmentID` of `vol_data.json`).
-pub fn attachment_name(pv_name: &str, driver: &str, node_name: &str) -> String {
+/// The VolumeAttachment name the attach/detach controller gives a CSI volume on a node and the
+/// kubelet looks for: `csi-<sha256 hex of volume handle + driver + node name>` (the kubelet's
+/// `getAttachmentName`; the `attachmentID` of `vol_data.json`). The volume handle, not the PV
+/// name: two PVs of one volume share the attachment.
+pub fn attachment_name(volume_handle: &str, driver: &str, node_name: &str) -> String {
     format!(
         "csi-{}",
-        layout::volume_handle_hash(&format!("{pv_name}{driver}{node_name}"))
+        layout::volume_handle_hash(&format!("{volume_handle}{driver}{node_name}"))
     )
 }
 
@@ -892,10 +905,11 @@ mod tests {
 
     #[test]
     fn attachment_names_are_the_kubelets() {
-        // sha256("pv-1dnode-a") as `printf pv-1dnode-a | sha256sum` gives it.
+        // sha256("vol-1hostpath.csi.k8s.ionode-a") as
+        // `printf vol-1hostpath.csi.k8s.ionode-a | sha256sum` gives it.
         assert_eq!(
-            attachment_name("pv-1", "d", "node-a"),
-            "csi-387a9a47aaac7ffdc371f4804178ce01d16f27587bf37c14069ce1de2385dafe"
+            attachment_name("vol-1", "hostpath.csi.k8s.io", "node-a"),
+            "csi-5a70c5de395ccad5e79daeb27c7c4f2634b675e6e1bb2a397999a016143bc9fb"
         );
     }
 
@@ -906,6 +920,11 @@ mod tests {
             f.to_string(),
             "rpc error: code = NotFound desc = volume vol-1 not found"
         );
+        assert!(f.infeasible());
+        assert!(RpcFailure::from(tonic::Status::out_of_range("too big")).infeasible());
+        assert!(RpcFailure::from(tonic::Status::invalid_argument("no")).infeasible());
+        assert!(!RpcFailure::from(tonic::Status::unavailable("down")).infeasible());
+        assert!(!RpcFailure::from(tonic::Status::internal("oops")).infeasible());
     }
 
     #[tokio::test]

@@ -32,6 +32,16 @@ pub enum MountError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot get Node {node}: {source}")]
+    Node {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The kubelet's VerifyControllerAttachedVolume: the attach/detach controller may detach a
+    /// volume the Node does not list in `volumesInUse`, so nothing is staged before it does.
+    #[error("volume {volume} has not been added to the list of VolumesInUse in the node's volume status")]
+    NotReportedInUse { volume: String },
     #[error("volume {volume} is not attached to node {node} yet (VolumeAttachment {attachment})")]
     NotAttached {
         volume: String,

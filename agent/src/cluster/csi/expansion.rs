@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 
-use super::{ExpandError, Mounted};
+use super::{Events, ExpandError, Mounted};
 
 /// How often the claims of mounted CSI volumes are checked for a pending node expansion.
 const EXPAND_PERIOD: Duration = Duration::from_secs(5);
@@ -85,12 +85,85 @@ pub fn resize_finished_patch(pvc: &PersistentVolumeClaim, quantity: &str) -> ser
     })
 }
 
+/// How a failed NodeExpandVolume ends (the kubelet's `NodeExpander`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpandFailure {
+    /// The driver is not there (not registered): nothing recorded, tried again.
+    Transient,
+    /// The driver failed: the claim gets the `NodeResizeError` condition, tried again.
+    Final,
+    /// The driver says it cannot be done (InvalidArgument, OutOfRange, NotFound): the claim is
+    /// also marked `NodeResizeInfeasible`, and the node tries no more.
+    Infeasible,
+}
+
+/// What a failed NodeExpandVolume means and the kubelet's words for it.
+pub fn expand_failure(e: &csi::ExpandError) -> (ExpandFailure, String) {
+    match e {
+        csi::ExpandError::Rpc { failure, .. } => {
+            if failure.infeasible() {
+                (
+                    ExpandFailure::Infeasible,
+                    format!("Expander.NodeExpand failed to expand the volume {failure}"),
+                )
+            } else {
+                (
+                    ExpandFailure::Final,
+                    format!("Expander.NodeExpand failed to expand the volume : {failure}"),
+                )
+            }
+        }
+        csi::ExpandError::DriverNotRegistered { driver } => (
+            ExpandFailure::Transient,
+            format!("driver name {driver} not found in the list of registered CSI drivers"),
+        ),
+        other => (ExpandFailure::Final, other.to_string()),
+    }
+}
+
+/// The claim status patch after a failed node expansion (the kubelet's
+/// `MarkNodeExpansionFailedCondition` and `MarkNodeExpansionInfeasible`): the `NodeResizeError`
+/// condition (replacing an earlier one, other conditions kept) and, when infeasible, the resize
+/// status `NodeResizeInfeasible`. `None` for a transient failure.
+pub fn resize_failed_patch(
+    pvc: &PersistentVolumeClaim,
+    failure: &ExpandFailure,
+    message: &str,
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<serde_json::Value> {
+    if *failure == ExpandFailure::Transient {
+        return None;
+    }
+    let mut conditions: Vec<serde_json::Value> = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ != "NodeResizeError")
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect();
+    conditions.push(serde_json::json!({
+        "type": "NodeResizeError",
+        "status": "True",
+        "lastTransitionTime": now,
+        "message": format!("failed to expand pvc with {message}"),
+    }));
+    let mut status = serde_json::json!({"conditions": conditions});
+    if *failure == ExpandFailure::Infeasible {
+        status["allocatedResourceStatuses"] =
+            serde_json::json!({"storage": "NodeResizeInfeasible"});
+    }
+    Some(serde_json::json!({ "status": status }))
+}
+
 /// Checks the claims of the mounted CSI volumes every [`EXPAND_PERIOD`] and expands on the node
 /// what the resizer grew.
 pub(super) async fn expand_loop(
     client: Client,
     drivers: Drivers,
     mounted: Arc<Mutex<BTreeMap<(String, String), Mounted>>>,
+    events: Events,
 ) {
     loop {
         tokio::time::sleep(EXPAND_PERIOD).await;
@@ -99,14 +172,50 @@ pub(super) async fn expand_loop(
             .map(|m| m.values().filter(|m| m.claim.is_some()).cloned().collect())
             .unwrap_or_default();
         for m in list {
-            if let Err(e) = expand_one(&client, &drivers, &m).await {
+            if let Err(e) = expand_one(&client, &drivers, &m, &events).await {
                 tracing::warn!(pod_uid = %m.pod_uid, volume = %m.volume, error = %e, "MountVolume.NodeExpandVolume failed");
             }
         }
     }
 }
 
-async fn expand_one(client: &Client, drivers: &Drivers, m: &Mounted) -> Result<(), ExpandError> {
+/// Sends an Event about the pod of `m` or, with `claim_uid`, about its claim.
+fn volume_event(
+    events: &Events,
+    m: &Mounted,
+    claim_uid: Option<&str>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    let Some(tx) = events else { return };
+    let (kind, name, uid) = match claim_uid {
+        Some(uid) => (
+            "PersistentVolumeClaim",
+            m.claim.clone().unwrap_or_default(),
+            uid.to_string(),
+        ),
+        None => ("Pod", m.pod_name.clone(), m.pod_uid.clone()),
+    };
+    let _ = tx.send(crate::pods::EventRecord {
+        kind,
+        namespace: m.namespace.clone(),
+        name,
+        uid,
+        field_path: None,
+        type_: type_.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        at: std::time::SystemTime::now(),
+    });
+}
+
+async fn expand_one(
+    client: &Client,
+    drivers: &Drivers,
+    m: &Mounted,
+    events: &Events,
+) -> Result<(), ExpandError> {
     let Some(claim) = &m.claim else {
         return Ok(());
     };
@@ -147,9 +256,43 @@ async fn expand_one(client: &Client, drivers: &Drivers, m: &Mounted) -> Result<(
         Ok(_) => {}
         // A driver without node expansion has nothing to do on the node.
         Err(csi::ExpandError::NotSupported { .. }) => {}
-        Err(e) => return Err(ExpandError::Expand(e)),
+        Err(e) => {
+            let (failure, message) = expand_failure(&e);
+            let now = crate::pods::status::time(std::time::SystemTime::now());
+            if let Some(p) = resize_failed_patch(&pvc, &failure, &message, now) {
+                // Without the resourceVersion, as the kubelet does: the failure is recorded.
+                status(p).await?;
+            }
+            volume_event(
+                events,
+                m,
+                None,
+                "Warning",
+                "VolumeResizeFailed",
+                &format!(
+                    "NodeExpandVolume.NodeExpandVolume failed for volume {:?} : {message}",
+                    m.vol.spec_name
+                ),
+            );
+            return Err(ExpandError::Expand(e));
+        }
     }
     status(resize_finished_patch(&pvc, &quantity)).await?;
+    let message = format!(
+        "MountVolume.NodeExpandVolume succeeded for volume {:?} {}",
+        m.vol.spec_name, m.vol.node_name
+    );
+    let claim_uid = pvc.metadata.uid.clone().unwrap_or_default();
+    for uid in [None, Some(claim_uid.as_str())] {
+        volume_event(
+            events,
+            m,
+            uid,
+            "Normal",
+            "FileSystemResizeSuccessful",
+            &message,
+        );
+    }
     tracing::info!(pod_uid = %m.pod_uid, volume = %m.volume, claim = %claim, capacity = %quantity, "MountVolume.NodeExpandVolume succeeded");
     Ok(())
 }
@@ -211,5 +354,73 @@ mod tests {
             .filter_map(|c| c["type"].as_str())
             .collect();
         assert_eq!(types, ["ModifyingVolume"]);
+    }
+
+    #[test]
+    fn failed_expansions_like_the_kubelet() {
+        let rpc = |s: tonic::Status| csi::ExpandError::Rpc {
+            driver: "d".into(),
+            volume_handle: "h".into(),
+            failure: s.into(),
+        };
+        let (f, msg) = expand_failure(&rpc(tonic::Status::out_of_range("too big")));
+        assert_eq!(f, ExpandFailure::Infeasible);
+        assert_eq!(
+            msg,
+            "Expander.NodeExpand failed to expand the volume rpc error: code = OutOfRange desc = too big"
+        );
+        let (f, msg) = expand_failure(&rpc(tonic::Status::internal("disk on fire")));
+        assert_eq!(f, ExpandFailure::Final);
+        assert_eq!(
+            msg,
+            "Expander.NodeExpand failed to expand the volume : rpc error: code = Internal desc = disk on fire"
+        );
+        let (f, msg) = expand_failure(&csi::ExpandError::DriverNotRegistered {
+            driver: "d.csi".into(),
+        });
+        assert_eq!(f, ExpandFailure::Transient);
+        assert_eq!(
+            msg,
+            "driver name d.csi not found in the list of registered CSI drivers"
+        );
+
+        let pvc: PersistentVolumeClaim = serde_yaml::from_str(
+            "metadata: {name: c}\nspec: {}\nstatus: {allocatedResourceStatuses: {storage: NodeResizeInProgress}, conditions: [{type: NodeResizeError, status: 'True', message: old}, {type: ModifyingVolume, status: 'True'}]}",
+        )
+        .expect("pvc");
+        let now = crate::pods::status::time(std::time::UNIX_EPOCH);
+        assert_eq!(
+            resize_failed_patch(&pvc, &ExpandFailure::Transient, "m", now.clone()),
+            None
+        );
+        let p = resize_failed_patch(&pvc, &ExpandFailure::Infeasible, "boom", now.clone())
+            .expect("patch");
+        assert_eq!(
+            p["status"]["allocatedResourceStatuses"]["storage"],
+            "NodeResizeInfeasible"
+        );
+        let conds = p["status"]["conditions"].as_array().expect("conditions");
+        let types: Vec<&str> = conds.iter().filter_map(|c| c["type"].as_str()).collect();
+        assert_eq!(types, ["ModifyingVolume", "NodeResizeError"]);
+        assert_eq!(conds[1]["status"], "True");
+        assert_eq!(conds[1]["message"], "failed to expand pvc with boom");
+        assert_eq!(conds[1]["lastTransitionTime"], "1970-01-01T00:00:00Z");
+        assert!(
+            p.get("metadata").is_none(),
+            "no resourceVersion: the failure is recorded"
+        );
+        // A failure that may pass: the condition only, the resize status stays.
+        let p = resize_failed_patch(&pvc, &ExpandFailure::Final, "boom", now).expect("patch");
+        assert!(p["status"].get("allocatedResourceStatuses").is_none());
+        assert_eq!(p["status"]["conditions"][1]["type"], "NodeResizeError");
+        // The node does not try a claim marked infeasible again.
+        let pv: PersistentVolume =
+            serde_yaml::from_str("metadata: {name: pv}\nspec: {capacity: {storage: 2Gi}}")
+                .expect("pv");
+        let marked: PersistentVolumeClaim = serde_yaml::from_str(
+            "metadata: {name: c}\nspec: {}\nstatus: {capacity: {storage: 1Mi}, allocatedResourceStatuses: {storage: NodeResizeInfeasible}}",
+        )
+        .expect("pvc");
+        assert_eq!(expansion(&marked, &pv), Expansion::None);
     }
 }

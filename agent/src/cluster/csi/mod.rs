@@ -29,7 +29,9 @@ use kube::Client;
 
 pub use csinode::csinode;
 pub use errors::{ExpandError, MountError, UnmountError};
-pub use expansion::{expansion, resize_finished_patch, Expansion};
+pub use expansion::{
+    expand_failure, expansion, resize_failed_patch, resize_finished_patch, ExpandFailure, Expansion,
+};
 pub use fsgroup::applies_fs_group;
 pub use mount::{access_mode, inline_volume};
 pub use tokens::{tokens_json, ServiceAccountTokens};
@@ -49,12 +51,24 @@ pub struct Csi {
     /// The last volume figures and when they were taken: scrapes within [`STATS_TTL`] reuse
     /// them instead of asking every driver again (the kubelet caches them too).
     stats: Arc<tokio::sync::Mutex<Option<stats::StatsCache>>>,
+    /// The CSI volumes pods are setting up, by unique name, with those pods' uids: reported in
+    /// the Node's `volumesInUse` before they are staged (the kubelet's desired state of world),
+    /// until the pods go.
+    reporting: Reporting,
 }
+
+/// CSI volumes being set up, by unique name (`kubernetes.io/csi/<driver>^<handle>`), with the
+/// uids of the pods that want them.
+type Reporting = Arc<Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>>;
+
+/// Where the CSI side sends its Events (expansion results, on the pod and its claim).
+pub type Events = Option<tokio::sync::mpsc::UnboundedSender<crate::pods::EventRecord>>;
 
 /// A CSI volume published for a pod.
 #[derive(Clone, Debug)]
 pub struct Mounted {
     pub pod_uid: String,
+    pub pod_name: String,
     pub namespace: String,
     /// The volume's name in the pod spec.
     pub volume: String,
@@ -66,8 +80,9 @@ pub struct Mounted {
 }
 
 impl Csi {
-    /// Starts discovery in `<root>/plugins_registry` and the CSINode sync.
-    pub fn start(client: Client, node: String, root: PathBuf) -> Self {
+    /// Starts discovery in `<root>/plugins_registry`, the CSINode sync and the expansion checks
+    /// (whose Events go to `events`).
+    pub fn start(client: Client, node: String, root: PathBuf, events: Events) -> Self {
         let drivers = Drivers::default();
         let registry = root.join("plugins_registry");
         let _ = std::fs::create_dir_all(&registry);
@@ -86,6 +101,7 @@ impl Csi {
             client.clone(),
             drivers.clone(),
             mounted.clone(),
+            events,
         ));
         Csi {
             client,
@@ -95,6 +111,20 @@ impl Csi {
             retrying: Arc::default(),
             mounted,
             stats: Arc::default(),
+            reporting: Arc::default(),
+        }
+    }
+
+    /// What the Node reports in `volumesInUse`: the CSI volumes staged or published on disk and
+    /// those pods are setting up.
+    pub fn volumes_in_use_fn(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let (root, reporting) = (self.root.clone(), self.reporting.clone());
+        move || {
+            let pending: Vec<String> = reporting
+                .lock()
+                .map(|r| r.keys().cloned().collect())
+                .unwrap_or_default();
+            unmount::in_use(unmount::volumes_in_use(&root), pending)
         }
     }
 

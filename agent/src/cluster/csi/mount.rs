@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bosun_volumes::csi::{self, AccessMode, AccessType, CsiVolume, PodInfo};
 use bosun_volumes::ownership;
-use k8s_openapi::api::core::v1::{CSIVolumeSource, PersistentVolume, Pod, Secret};
+use k8s_openapi::api::core::v1::{CSIVolumeSource, Node, PersistentVolume, Pod, Secret};
 use k8s_openapi::api::storage::v1::{CSIDriver, VolumeAttachment};
 use kube::api::Api;
 
@@ -66,9 +66,32 @@ impl Csi {
                 )
                 .await?;
         }
+        // Reported in use from now on (the kubelet's desired state of world), until the pod
+        // goes.
+        let unique = unique_name(&source.driver, &source.volume_handle);
+        if let Ok(mut r) = self.reporting.lock() {
+            r.entry(unique.clone())
+                .or_default()
+                .insert(pod.metadata.uid.clone().unwrap_or_default());
+        }
         let attach = driver_obj.spec.attach_required.unwrap_or(true);
         if attach {
-            let id = csi::node::attachment_name(&name, &source.driver, &self.node);
+            // The kubelet's VerifyControllerAttachedVolume: the Node must list the volume in
+            // volumesInUse before it is staged, or the attach/detach controller may detach it
+            // under the mount (a pod deleted before the next status update).
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            let node = nodes
+                .get(&self.node)
+                .await
+                .map_err(|source| MountError::Node {
+                    node: self.node.clone(),
+                    source,
+                })?;
+            if !reported_in_use(&node, &unique) {
+                return Err(MountError::NotReportedInUse { volume: name });
+            }
+            // Named after the volume handle, as the attach/detach controller names it.
+            let id = csi::node::attachment_name(&source.volume_handle, &source.driver, &self.node);
             let vas: Api<VolumeAttachment> = Api::all(self.client.clone());
             // The Node authorizer lets a node read only the VolumeAttachments that name it: one
             // the attacher has not created yet is Forbidden, not NotFound.
@@ -205,6 +228,7 @@ impl Csi {
         apply_fs_group(&target, &vol, fs_group).await?;
         self.remember(Mounted {
             pod_uid: info.uid.clone(),
+            pod_name: info.name.clone(),
             namespace: info.namespace.clone(),
             volume: volume.to_string(),
             claim: claim.map(str::to_string),
@@ -214,6 +238,19 @@ impl Csi {
         });
         Ok(target)
     }
+}
+
+/// A CSI volume's name in the Node's `volumesInUse` and `volumesAttached`.
+pub fn unique_name(driver: &str, volume_handle: &str) -> String {
+    format!("kubernetes.io/csi/{driver}^{volume_handle}")
+}
+
+/// Whether the Node's status lists `unique` in `volumesInUse`.
+pub fn reported_in_use(node: &Node, unique: &str) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.volumes_in_use.as_ref())
+        .is_some_and(|v| v.iter().any(|n| n == unique))
 }
 
 /// The pod, for the volume context keys the CSIDriver asks for (`podInfoOnMount`).
@@ -293,6 +330,22 @@ pub fn access_mode(modes: &[String]) -> AccessMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_only_once_the_node_reports_the_volume_in_use() {
+        let name = unique_name("hostpath.csi.k8s.io", "h1");
+        assert_eq!(name, "kubernetes.io/csi/hostpath.csi.k8s.io^h1");
+        let node = |yaml: &str| -> Node { serde_yaml::from_str(yaml).expect("node") };
+        assert!(!reported_in_use(&node("metadata: {name: n}"), &name));
+        assert!(!reported_in_use(
+            &node("metadata: {name: n}\nstatus: {volumesInUse: [kubernetes.io/csi/hostpath.csi.k8s.io^h2]}"),
+            &name
+        ));
+        assert!(reported_in_use(
+            &node("metadata: {name: n}\nstatus: {volumesInUse: [kubernetes.io/csi/hostpath.csi.k8s.io^h2, kubernetes.io/csi/hostpath.csi.k8s.io^h1]}"),
+            &name
+        ));
+    }
 
     #[test]
     fn inline_volumes_need_the_ephemeral_mode() {

@@ -18,6 +18,10 @@ impl Csi {
         if let Ok(mut map) = self.mounted.lock() {
             map.retain(|(uid, _), _| uid != pod_uid);
         }
+        // The pod no longer wants its volumes: what stays in use is what is still on disk.
+        if let Ok(mut r) = self.reporting.lock() {
+            forget_pod(&mut r, pod_uid);
+        }
         let Err(e) = unmount_pod_volumes(&self.root, &self.drivers, pod_uid).await else {
             return Ok(());
         };
@@ -140,9 +144,45 @@ pub fn volumes_in_use(root: &std::path::Path) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// `volumesInUse`: the volumes on disk and those being set up, sorted, once each.
+pub fn in_use(on_disk: Vec<String>, pending: Vec<String>) -> Vec<String> {
+    let all: std::collections::BTreeSet<String> = on_disk.into_iter().chain(pending).collect();
+    all.into_iter().collect()
+}
+
+/// Drops `pod_uid` from the volumes being set up, and the volumes no pod wants any more.
+pub fn forget_pod(
+    reporting: &mut std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    pod_uid: &str,
+) {
+    reporting.retain(|_, pods| {
+        pods.remove(pod_uid);
+        !pods.is_empty()
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volumes_being_set_up_are_in_use_until_their_pods_go() {
+        let mut r = std::collections::BTreeMap::new();
+        for (vol, pod) in [("v1", "p1"), ("v1", "p2"), ("v2", "p2")] {
+            r.entry(vol.to_string())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(pod.to_string());
+        }
+        let pending = |r: &std::collections::BTreeMap<_, _>| r.keys().cloned().collect();
+        assert_eq!(
+            in_use(vec!["v3".into(), "v1".into()], pending(&r)),
+            ["v1", "v2", "v3"]
+        );
+        forget_pod(&mut r, "p2");
+        assert_eq!(in_use(vec![], pending(&r)), ["v1"]);
+        forget_pod(&mut r, "p1");
+        assert!(in_use(vec![], pending(&r)).is_empty());
+    }
 
     #[test]
     fn volumes_in_use_from_disk() {

@@ -46,6 +46,10 @@ pub enum Call {
     },
     Remove(String),
     Exec(String, Vec<String>),
+    /// In-place resize of a container's cgroup.
+    UpdateContainer(String, bosun_runtime::Resources),
+    /// In-place resize of a pod's cgroup.
+    UpdatePod(String, bosun_runtime::Resources),
 }
 
 #[derive(Default)]
@@ -69,6 +73,8 @@ struct State {
     /// Container name -> the profile file its creation fails on (a profile the runtime
     /// refuses).
     seccomp_errors: HashMap<String, String>,
+    /// Container name -> its memory usage in bytes (what `pods_usage` reports).
+    memory_usage: HashMap<String, u64>,
 }
 
 pub struct FakeRuntime {
@@ -109,6 +115,11 @@ impl FakeRuntime {
     /// Container `name` exits with `code` as soon as it starts.
     pub fn exit_on_start(&self, name: &str, code: i32) {
         self.with(|s| s.exits_on_start.insert(name.to_string(), code));
+    }
+
+    /// Container `name` uses `bytes` of memory.
+    pub fn use_memory(&self, name: &str, bytes: u64) {
+        self.with(|s| s.memory_usage.insert(name.to_string(), bytes));
     }
 
     /// Execs of `command` (argv[0]) exit with `code`.
@@ -221,6 +232,7 @@ fn status(spec: &ContainerSpec, state: ContainerState) -> ContainerStatus {
         image: spec.image.clone(),
         image_id: spec.image_id.clone(),
         log_path: PathBuf::from("/nonexistent").join(&spec.id),
+        resources: spec.resources.clone(),
     }
 }
 
@@ -535,6 +547,63 @@ impl PodRuntime for FakeRuntime {
 
     fn release_node(&self) -> Result<bool, RemoveSandboxError> {
         Ok(self.with(|s| s.sandboxes.is_empty()))
+    }
+
+    fn update_container_resources(
+        &self,
+        id: &str,
+        res: &bosun_runtime::Resources,
+    ) -> Result<(), bosun_runtime::cgroups::CgroupError> {
+        self.with(|s| {
+            s.calls
+                .push(Call::UpdateContainer(id.to_string(), res.clone()));
+            match s.containers.get_mut(id) {
+                Some(c) => {
+                    c.resources = res.clone();
+                    Ok(())
+                }
+                None => Err(bosun_runtime::cgroups::CgroupError::Other {
+                    path: id.to_string(),
+                    reason: "no such container".into(),
+                }),
+            }
+        })
+    }
+
+    fn update_pod_resources(
+        &self,
+        pod_uid: &str,
+        res: &bosun_runtime::Resources,
+    ) -> Result<(), bosun_runtime::cgroups::CgroupError> {
+        self.with(|s| {
+            s.calls
+                .push(Call::UpdatePod(pod_uid.to_string(), res.clone()));
+            Ok(())
+        })
+    }
+
+    fn pods_usage(&self, _each_pod: bool) -> bosun_runtime::cgroups::PodsUsage {
+        self.with(|s| {
+            let mut out = bosun_runtime::cgroups::PodsUsage::default();
+            for c in s.containers.values() {
+                let name = c.labels.get(crate::translate::LABEL_CONTAINER_NAME);
+                let Some(bytes) = name.and_then(|n| s.memory_usage.get(n)) else {
+                    continue;
+                };
+                let usage = bosun_runtime::cgroups::CgroupUsage {
+                    memory_usage: *bytes,
+                    memory_working_set: *bytes,
+                    processes: 1,
+                };
+                out.containers.insert(c.id.clone(), usage);
+                if let Some(uid) = c.labels.get(crate::translate::LABEL_POD_UID) {
+                    let pod = out.pods.entry(uid.clone()).or_default();
+                    pod.memory_usage += bytes;
+                    pod.memory_working_set += bytes;
+                }
+            }
+            out
+        })
     }
 }
 

@@ -44,6 +44,7 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::probing::Probes;
+use super::resize;
 use super::status::{self, Record, Waiting};
 use super::Ctx;
 use crate::reasons::EventType;
@@ -140,6 +141,14 @@ pub(crate) struct Worker {
     rejected: Option<crate::security::Refusal>,
     /// The node ended the pod (admission, eviction): its status says so.
     failure: Option<Arc<plan::PodFailure>>,
+    /// The pod as its source has it; `pod` is the same pod as allocated (in-place resize).
+    api_pod: Arc<Pod>,
+    /// The allocated resources of the resizable containers (kept in the state folder).
+    allocated: Option<resize::Allocation>,
+    /// A resize the node cannot admit now (`PodResizePending`).
+    resize_pending: Option<resize::Pending>,
+    /// A resize admitted and not yet done (`PodResizeInProgress`).
+    resize_in_progress: Option<resize::InProgress>,
 }
 
 impl Worker {
@@ -166,7 +175,15 @@ impl Worker {
             admitted: false,
             rejected: None,
             failure: None,
+            api_pod: Arc::new(Pod::default()),
+            allocated: None,
+            resize_pending: None,
+            resize_in_progress: None,
         };
+        w.api_pod = w.pod.clone();
+        w.allocated = std::fs::read(w.state_dir().join(resize::ALLOCATED_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         if let Ok(state) = std::fs::read(w.state_dir().join(status::START_TIME_FILE)) {
             if let Ok(secs) = String::from_utf8_lossy(&state).trim().parse::<u64>() {
                 w.start_time = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
@@ -300,6 +317,7 @@ impl Worker {
                     .get(LABEL_STOP_SIGNAL)
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(libc::SIGTERM),
+                resources: st.resources.clone(),
             };
             out.entry(name).or_default().push(rec);
         }
@@ -347,6 +365,21 @@ impl Worker {
             || !attempts.is_empty()
             || self.net.sandbox.is_some()
             || self.ctx.runtime.sandbox(&self.uid).is_some();
+        if !self.admitted && self.rejected.is_none() {
+            // The kubelet's admit handlers, in its order: the OS and architecture predicates,
+            // then the sysctl allowlist, then AppArmor.
+            self.rejected =
+                crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch())
+                    .and_then(|()| crate::security::admit(&self.pod, &self.ctx.security))
+                    .err();
+        }
+        if intent == Intent::Run
+            && self.rejected.is_none()
+            && !plan::api_terminal(&self.pod)
+            && !self.released
+        {
+            self.allocate();
+        }
         let observed = Observed {
             attempts,
             probes,
@@ -356,14 +389,6 @@ impl Worker {
             objects_at: self.vols.objects_at,
             released: self.released,
         };
-        if !self.admitted && self.rejected.is_none() {
-            // The kubelet's admit handlers, in its order: the OS and architecture predicates,
-            // then the sysctl allowlist, then AppArmor.
-            self.rejected =
-                crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch())
-                    .and_then(|()| crate::security::admit(&self.pod, &self.ctx.security))
-                    .err();
-        }
         let admission = self.rejected.clone();
         let desired = Desired {
             pod: &self.pod,
@@ -381,6 +406,9 @@ impl Worker {
     async fn act(&mut self, actions: PodActions, attempts: Attempts) -> Next {
         // 1. The pod ends.
         if let Some(kill) = actions.kill_pod {
+            self.ctx.allocated.remove(&self.uid);
+            self.resize_pending = None;
+            self.resize_in_progress = None;
             return self.kill_pod(kill, &attempts).await;
         }
         if plan::api_terminal(&self.pod) || self.released {
@@ -399,8 +427,65 @@ impl Worker {
             return Next::after(POD_SETUP_RETRY);
         }
         // 3. Containers whose probes failed.
+        // A container restarted for a resize: the pod cgroup takes the allocation now (the
+        // kubelet's UpdatePodResources), before the container starts again.
+        let resize_kills = actions
+            .containers_to_kill
+            .iter()
+            .any(|k| k.reason == plan::KillReason::Resize);
+        if resize_kills && actions.containers_to_update.is_empty() {
+            let res = crate::translate::pod_resources(&self.pod);
+            if let Err(e) = self.ctx.runtime.update_pod_resources(&self.uid, &res) {
+                tracing::warn!(error = %e, "pod cgroup not resized");
+            }
+        }
         for kill in actions.containers_to_kill {
             self.kill_in_background(kill);
+        }
+        // 3b. In-place resize: the kubelet's check at the start of each sync (allocated as
+        // actual: done), then the updates.
+        let mut next = Next::Resync;
+        if actions.resizing {
+            if self.resize_in_progress.is_none() {
+                self.resize_in_progress = Some(resize::InProgress {
+                    generation: self.api_pod.metadata.generation.unwrap_or(0),
+                    error: None,
+                });
+            }
+        } else if let Some(done) = self.resize_in_progress.take() {
+            let pod = Pod {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    generation: Some(done.generation),
+                    ..Default::default()
+                },
+                ..Pod::clone(&self.pod)
+            };
+            let msg = resize::event_message("Pod resize completed", &pod, "");
+            self.event(
+                EventType::Normal,
+                crate::reasons::event::RESIZE_COMPLETED,
+                &msg,
+            );
+        }
+        if !actions.containers_to_update.is_empty() {
+            match self.resize_containers(&actions.containers_to_update) {
+                // Looked at again at once: the next sync sees it done.
+                Ok(()) => next = Next::At(SystemTime::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "in-place resize not applied");
+                    let p = self.resize_in_progress.get_or_insert_with(Default::default);
+                    if p.error.as_deref() != Some(e.as_str()) {
+                        p.error = Some(e.clone());
+                        let msg = resize::event_message("Pod resize error", &self.pod, &e);
+                        self.event(
+                            EventType::Warning,
+                            crate::reasons::event::RESIZE_ERROR,
+                            &msg,
+                        );
+                    }
+                    next = Next::after(POD_SETUP_RETRY);
+                }
+            }
         }
         // What the plan decided about waiting containers, their events and back-off.
         for (name, w) in actions.waiting {
@@ -416,7 +501,7 @@ impl Worker {
         for (key, finished_at) in &actions.restarts {
             self.backoff.next(key, *finished_at, now);
         }
-        let mut next = actions.requeue_at.map_or(Next::Resync, Next::At);
+        let mut next = next.min(actions.requeue_at.map_or(Next::Resync, Next::At));
         // 4. Init containers and sidecars, 5. regular containers.
         for s in actions
             .init_containers_to_start
@@ -450,6 +535,128 @@ impl Worker {
         // 8. Report.
         self.report(actions.init_done, actions.init_failed).await;
         next
+    }
+
+    /// The kubelet's allocation manager for this pod: the first allocation is the spec's; a
+    /// spec asking other resources is admitted beside the other pods' allocations (then
+    /// allocated, `ResizeStarted`) or waits (`PodResizePending`). The pod then runs as
+    /// allocated.
+    fn allocate(&mut self) {
+        // `pod` is the source's here (the sync's start); it becomes the allocated pod below.
+        self.api_pod = self.pod.clone();
+        let api = self.api_pod.clone();
+        let Some(allocated) = self.allocated.clone() else {
+            self.set_allocation(resize::allocation_of(&api));
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let uid = self.uid.clone();
+        let decision = resize::decide(&api, &allocated, |p| {
+            let others = ctx.allocated.others(&uid);
+            let others: Vec<&Pod> = others.iter().map(|p| p.as_ref()).collect();
+            crate::admission::admit(p, &others, &ctx.resources.node).map_err(|r| r.message)
+        });
+        match decision {
+            resize::Decision::Unchanged => {
+                self.resize_pending = None;
+                self.pod = Arc::new(resize::with_allocation(&api, &allocated));
+                self.ctx.allocated.set(&self.uid, self.pod.clone());
+            }
+            resize::Decision::Allocate => {
+                self.resize_pending = None;
+                self.set_allocation(resize::allocation_of(&api));
+                let generation = api.metadata.generation.unwrap_or(0);
+                self.resize_in_progress = Some(resize::InProgress {
+                    generation,
+                    error: None,
+                });
+                tracing::info!(generation, "pod resize admitted");
+                let msg = resize::event_message("Pod resize started", &self.pod, "");
+                self.event(
+                    EventType::Normal,
+                    crate::reasons::event::RESIZE_STARTED,
+                    &msg,
+                );
+            }
+            resize::Decision::Pending(p) => {
+                let new = self
+                    .resize_pending
+                    .as_ref()
+                    .is_none_or(|o| o.reason != p.reason || o.generation != p.generation);
+                if new {
+                    tracing::info!(reason = p.reason, message = %p.message, "pod resize pending");
+                    let reason = if p.reason == crate::reasons::condition::RESIZE_INFEASIBLE {
+                        crate::reasons::event::RESIZE_INFEASIBLE
+                    } else {
+                        crate::reasons::event::RESIZE_DEFERRED
+                    };
+                    let msg = resize::event_message(
+                        &format!("Pod resize {}", p.reason),
+                        &api,
+                        &p.message,
+                    );
+                    self.event(EventType::Warning, reason, &msg);
+                }
+                self.resize_pending = Some(p);
+                self.pod = Arc::new(resize::with_allocation(&api, &allocated));
+                self.ctx.allocated.set(&self.uid, self.pod.clone());
+            }
+        }
+    }
+
+    /// Keeps `a` as the pod's allocation (in memory, in the state folder, for the other pods'
+    /// resizes) and runs the pod so.
+    fn set_allocation(&mut self, a: resize::Allocation) {
+        if let Ok(bytes) = serde_json::to_vec(&a) {
+            let _ = std::fs::create_dir_all(self.state_dir());
+            if let Err(e) = status::write_atomic(&self.state_dir(), resize::ALLOCATED_FILE, &bytes)
+            {
+                tracing::warn!(error = %e, "cannot keep the pod's allocated resources");
+            }
+        }
+        self.pod = Arc::new(resize::with_allocation(&self.api_pod, &a));
+        self.allocated = Some(a);
+        self.ctx.allocated.set(&self.uid, self.pod.clone());
+    }
+
+    /// The act of a resize (the kubelet's `doPodResizeAction`): memory limits below the usage
+    /// refused first; then the pod cgroup before the containers when a CPU limit grows (a
+    /// cgroup v1 child's quota may not exceed its parent's), after them otherwise.
+    fn resize_containers(&self, updates: &[plan::UpdateContainer]) -> Result<(), String> {
+        let runtime = &self.ctx.runtime;
+        let pod_res = crate::translate::pod_resources(&self.pod);
+        if updates.iter().any(|u| u.memory_shrinks) {
+            let usage = runtime.pods_usage(true);
+            let shrinking: Vec<resize::MemoryUpdate> = updates
+                .iter()
+                .filter(|u| u.memory_shrinks)
+                .map(|u| resize::MemoryUpdate {
+                    id: &u.id,
+                    name: &u.name,
+                    memory_limit: u.resources.memory_limit,
+                })
+                .collect();
+            resize::memory_check(&self.uid, pod_res.memory_limit, &shrinking, &usage)?;
+        }
+        let pod_first = updates.iter().any(|u| u.cpu_grows);
+        let pod = || {
+            runtime
+                .update_pod_resources(&self.uid, &pod_res)
+                .map_err(|e| format!("pod cgroup: {e}"))
+        };
+        if pod_first {
+            pod()?;
+        }
+        for u in updates {
+            runtime
+                .update_container_resources(&u.id, &u.resources)
+                .map_err(|e| format!("container {:?}: {e}", u.name))?;
+            tracing::info!(container = %u.name, resources = ?u.resources, "container resized");
+        }
+        if !pod_first {
+            pod()?;
+        }
+        Ok(())
     }
 
     /// The start time and the desired spec, for `bosun pods` and for a restarted agent.

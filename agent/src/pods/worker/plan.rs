@@ -15,14 +15,20 @@
 //! Where what comes next lands:
 //! - killing a whole pod for another reason (eviction, node shutdown) is an [`Intent`] that
 //!   [`plan`] turns into a [`KillPod`] whose [`PodEnd`] says the terminal phase and reason;
-//! - in-place resize is a list of containers to update beside [`PodActions::containers_to_start`]
-//!   (the kubelet's `ContainersToUpdate`), decided from the spec and what the runtime reports.
+//!
+//! In-place resize (the kubelet's `computePodResizeAction`): the pod comes as allocated
+//! ([`crate::pods::resize`]); a running regular container, sidecar or (before the pod is
+//! initialized) non-sidecar init container whose resources as the runtime reports them are not
+//! its allocation's is in [`PodActions::containers_to_update`] (decreases first), or stopped
+//! and started again when its `resizePolicy` says `RestartContainer` for a resource that
+//! changed (whatever the pod's restart policy; the apiserver refuses to resize a non-sidecar
+//! init container with that policy, the kubelet restarts one all the same).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bosun_runtime::ContainerState;
+use bosun_runtime::{ContainerState, Resources};
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus, Probe};
 
 use super::super::backoff::Backoff;
@@ -62,7 +68,7 @@ pub struct PodFailure {
     pub reason: String,
     /// The status message.
     pub message: String,
-    /// The Event's message.
+    /// The Event's message (empty: no Event about the pod, as for a node shutdown).
     pub event_message: String,
     /// The Event's type: Warning, Normal for activeDeadlineSeconds (as the kubelet's).
     pub event_type: EventType,
@@ -115,6 +121,21 @@ impl PodFailure {
             rejected: false,
             disruption: false,
             grace: None,
+        }
+    }
+
+    /// A pod ended because the node shuts down (the kubelet's nodeshutdown manager): stopped
+    /// with `grace` seconds (its group's, or its own when shorter), reason `Terminated`, the
+    /// DisruptionTarget condition, no Event about the pod.
+    pub fn shutdown(grace: i64) -> PodFailure {
+        PodFailure {
+            reason: crate::shutdown::REASON.to_string(),
+            message: crate::shutdown::MESSAGE.to_string(),
+            event_message: String::new(),
+            event_type: EventType::Normal,
+            rejected: false,
+            disruption: true,
+            grace: Some(grace),
         }
     }
 
@@ -204,6 +225,21 @@ pub enum KillReason {
     Changed,
     LivenessProbe,
     StartupProbe,
+    /// An in-place resize its `resizePolicy` says needs a restart.
+    Resize,
+}
+
+/// A running container whose cgroup takes its allocated resources in place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateContainer {
+    pub id: String,
+    pub name: String,
+    /// Its new limits (the allocation's).
+    pub resources: Resources,
+    /// Its CPU limit grows (or is lifted): the pod cgroup must grow first.
+    pub cpu_grows: bool,
+    /// Its memory limit shrinks (or is set): checked against its usage first.
+    pub memory_shrinks: bool,
 }
 
 /// A running container to stop while its pod runs (in the background: the pod's other
@@ -275,6 +311,12 @@ pub struct PodActions {
     pub events: Vec<ContainerEvent>,
     /// Restarts to record in the back-off: (key, when the container finished).
     pub restarts: Vec<(String, SystemTime)>,
+    /// Step 3b: running containers resized in place, decreases first (the kubelet's
+    /// `ContainersToUpdate`); the pod cgroup follows the allocation around them.
+    pub containers_to_update: Vec<UpdateContainer>,
+    /// A running container does not run with its allocated resources yet (the kubelet's
+    /// `IsPodResizeInProgress`).
+    pub resizing: bool,
     /// Step 4: init containers and sidecars to start, in order.
     pub init_containers_to_start: Vec<StartContainer>,
     /// Step 5: regular containers to start.
@@ -356,6 +398,24 @@ fn latest<'a>(attempts: &'a Attempts, name: &str) -> Option<&'a Record> {
 /// The container's image is not the one its attempt `rec` was started with.
 fn changed(c: &Container, rec: &Record) -> bool {
     rec.image != c.image.as_deref().unwrap_or_default()
+}
+
+/// Has the pod been initialized: has one of its regular containers been created or started
+/// (the kubelet's `podHasInitialized`)? Its non-sidecar init containers are then done with.
+fn initialized(pod: &Pod, attempts: &Attempts) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .any(|c| latest(attempts, &c.name).is_some_and(|r| is_live(&r.state)))
+}
+
+/// Ended otherwise than by completing (a non-zero exit, or a state the runtime lost).
+fn stopped_unsuccessfully(state: &ContainerState) -> bool {
+    match state {
+        ContainerState::Exited(info) => info.code != 0,
+        ContainerState::Unknown { .. } => true,
+        ContainerState::Created | ContainerState::Running { .. } => false,
+    }
 }
 
 fn is_live(state: &ContainerState) -> bool {
@@ -442,6 +502,7 @@ pub fn plan(
     };
     p.changed_kills();
     p.probe_kills();
+    p.resize();
     p.init_and_regular_containers();
     p.ephemeral_containers();
     p.a
@@ -591,7 +652,16 @@ impl Planner<'_> {
         let mut init_failed = false;
         for c in spec.iter().flat_map(|s| s.init_containers.iter().flatten()) {
             let sidecar = translate::is_sidecar(c);
-            let own = if sidecar {
+            // Stopped for a resize before the pod was initialized, and not started again yet
+            // (the kubelet kills it and starts it again in one sync): still resizing, and it
+            // starts again whatever the pod's restart policy.
+            let resized = !sidecar
+                && !initialized(pod, &self.observed.attempts)
+                && latest(&self.observed.attempts, &c.name).is_some_and(|r| {
+                    stopped_unsuccessfully(&r.state) && resize_of(c, &r.resources) == Some(true)
+                });
+            self.a.resizing |= resized;
+            let own = if sidecar || resized {
                 RestartPolicy::Always
             } else {
                 policy.for_init()
@@ -632,8 +702,13 @@ impl Planner<'_> {
         let finished = if init_done {
             let mut finished = true;
             for c in spec.iter().flat_map(|s| s.containers.iter()) {
-                let changed =
-                    latest(&self.observed.attempts, &c.name).is_some_and(|r| changed(c, r));
+                let resized = latest(&self.observed.attempts, &c.name).is_some_and(|r| {
+                    !is_live(&r.state) && resize_of(c, &r.resources) == Some(true)
+                });
+                // Stopped for a resize and not started again yet: still resizing.
+                self.a.resizing |= resized;
+                let changed = resized
+                    || latest(&self.observed.attempts, &c.name).is_some_and(|r| changed(c, r));
                 let own = if changed {
                     RestartPolicy::Always
                 } else {
@@ -675,10 +750,7 @@ impl Planner<'_> {
     fn changed_kills(&mut self) {
         let pod = self.pod;
         let spec = pod.spec.as_ref();
-        let pod_grace = spec
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0);
+        let pod_grace = grace_period(pod, None);
         let watched = spec
             .iter()
             .flat_map(|s| s.containers.iter())
@@ -695,11 +767,83 @@ impl Planner<'_> {
                 id: rec.id.clone(),
                 name: c.name.clone(),
                 signal: rec.stop_signal,
-                grace: Duration::from_secs(pod_grace as u64),
+                grace: pod_grace,
                 reason: KillReason::Changed,
                 message: format!("Container {} definition changed, will be restarted", c.name),
             });
         }
+    }
+
+    /// In-place resize: each running container whose resources are not its allocation's is
+    /// updated, or stopped (then started again) when its policy says so. A non-sidecar init
+    /// container is looked at while the pod is not initialized (the kubelet's
+    /// `computeInitContainerActions` with `InPlacePodVerticalScalingInitContainers`: a running
+    /// one goes through `computePodResizeAction`, its restart being an init container to start).
+    fn resize(&mut self) {
+        let pod = self.pod;
+        let spec = pod.spec.as_ref();
+        let pod_grace = grace_period(pod, None);
+        let initialized = initialized(pod, &self.observed.attempts);
+        let resizable = spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .filter(|c| translate::is_sidecar(c) || !initialized)
+            .chain(spec.iter().flat_map(|s| s.containers.iter()));
+        let mut updates = Vec::new();
+        for c in resizable {
+            let Some(rec) = latest(&self.observed.attempts, &c.name) else {
+                continue;
+            };
+            if !matches!(rec.state, ContainerState::Running { .. })
+                || self.observed.stopping.contains(&rec.id)
+                || self.a.containers_to_kill.iter().any(|k| k.id == rec.id)
+            {
+                continue;
+            }
+            let Some(restart) = resize_of(c, &rec.resources) else {
+                continue;
+            };
+            self.a.resizing = true;
+            if restart {
+                self.a.containers_to_kill.push(KillContainer {
+                    id: rec.id.clone(),
+                    name: c.name.clone(),
+                    signal: rec.stop_signal,
+                    grace: pod_grace,
+                    reason: KillReason::Resize,
+                    message: format!("Container {} resize requires restart", c.name),
+                });
+                continue;
+            }
+            let want = translate::container_resources(c);
+            let cpu_grows = match (cpu_limit(&want), cpu_limit(&rec.resources)) {
+                (None, Some(_)) => true,
+                (Some(new), Some(old)) => new > old,
+                _ => false,
+            };
+            let memory_shrinks = match (want.memory_limit, rec.resources.memory_limit) {
+                (Some(_), None) => true,
+                (Some(new), Some(old)) => new < old,
+                _ => false,
+            };
+            let grows = cpu_grows
+                || want
+                    .memory_limit
+                    .is_none_or(|new| rec.resources.memory_limit.is_some_and(|old| new > old));
+            updates.push((
+                grows,
+                UpdateContainer {
+                    id: rec.id.clone(),
+                    name: c.name.clone(),
+                    resources: want,
+                    cpu_grows,
+                    memory_shrinks,
+                },
+            ));
+        }
+        // Decreases first, then increases (stable within each).
+        updates.sort_by_key(|(grows, _)| *grows);
+        self.a.containers_to_update = updates.into_iter().map(|(_, u)| u).collect();
     }
 
     /// A running container whose liveness or startup probe failed is stopped, with the
@@ -758,6 +902,36 @@ impl Planner<'_> {
                 ),
             });
         }
+    }
+}
+
+/// How container `c` differs from the resources it runs with: `None` when it does not,
+/// `Some(restart)` when it does, `restart` when its `resizePolicy` says `RestartContainer` for
+/// a resource that changed (the kubelet's `determineContainerResize`; `NotRequired` is the
+/// default).
+pub fn resize_of(c: &Container, actual: &Resources) -> Option<bool> {
+    let want = translate::container_resources(c);
+    if want == *actual {
+        return None;
+    }
+    let cpu = want.cpu_shares != actual.cpu_shares
+        || want.cpu_quota != actual.cpu_quota
+        || want.cpu_period != actual.cpu_period;
+    let memory = want.memory_limit != actual.memory_limit;
+    let restarts = |resource: &str| {
+        c.resize_policy
+            .iter()
+            .flatten()
+            .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
+    };
+    Some((cpu && restarts("cpu")) || (memory && restarts("memory")))
+}
+
+/// The CPU quota in thousandths of a CPU per period (`None`: unlimited), to compare limits.
+fn cpu_limit(r: &Resources) -> Option<u128> {
+    match (r.cpu_quota, r.cpu_period) {
+        (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as u128 * 1_000_000 / p as u128),
+        _ => None,
     }
 }
 

@@ -60,6 +60,11 @@ fn rec(name: &str, attempt: u32, state: ContainerState) -> Record {
         image_id: "sha256:x".into(),
         message: None,
         stop_signal: 15,
+        // What a container without resources runs with.
+        resources: bosun_runtime::Resources {
+            cpu_shares: Some(2),
+            ..Default::default()
+        },
     }
 }
 
@@ -789,4 +794,366 @@ fn a_failure_writes_the_kubelets_status() {
         .iter()
         .flatten()
         .any(|c| c.type_ == "DisruptionTarget"));
+}
+
+/// A pod whose container `app` asks `resources`, with `policy` as its resizePolicy.
+fn sized(restart: &str, resources: &str, policy: &str) -> Pod {
+    pod(&format!(
+        "spec:\n  restartPolicy: {restart}\n  containers:\n  - name: app\n    image: busybox\n    resources: {resources}\n    resizePolicy: {policy}\n"
+    ))
+}
+
+/// A running attempt of `app` whose cgroup has what `resources` asks.
+fn running_with(resources: &str) -> Attempts {
+    let old = sized("Always", resources, "[]");
+    let c = &old.spec.as_ref().unwrap().containers[0];
+    let mut r = rec("app", 0, running());
+    r.resources = translate::container_resources(c);
+    [("app".to_string(), vec![r])].into()
+}
+
+#[test]
+fn resize_table() {
+    const NOT: &str = "[]";
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    const MEM_RESTARTS: &str = "[{resourceName: memory, restartPolicy: RestartContainer}]";
+    // (case, runs with, allocated, resizePolicy, updated in place (cpu grows, memory shrinks),
+    // restarted)
+    let cases = [
+        (
+            "unchanged",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            NOT,
+            None,
+            false,
+        ),
+        (
+            "cpu up",
+            "{limits: {cpu: 1}}",
+            "{limits: {cpu: 2}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu limit lifted",
+            "{requests: {cpu: 1}, limits: {cpu: 1}}",
+            "{requests: {cpu: 1}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu request down",
+            "{requests: {cpu: 1}}",
+            "{requests: {cpu: 500m}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "memory down",
+            "{limits: {memory: 64Mi}}",
+            "{limits: {memory: 32Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "memory limit set",
+            "{requests: {memory: 64Mi}}",
+            "{requests: {memory: 64Mi}, limits: {memory: 128Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "memory up",
+            "{limits: {memory: 64Mi}}",
+            "{limits: {memory: 128Mi}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "cpu restarts on cpu",
+            "{limits: {cpu: 1}}",
+            "{limits: {cpu: 2}}",
+            CPU_RESTARTS,
+            None,
+            true,
+        ),
+        (
+            "memory policy, cpu change",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 2, memory: 64Mi}}",
+            MEM_RESTARTS,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "memory restarts on memory",
+            "{limits: {cpu: 1, memory: 64Mi}}",
+            "{limits: {cpu: 1, memory: 32Mi}}",
+            MEM_RESTARTS,
+            None,
+            true,
+        ),
+        // A memory request is no cgroup setting: nothing to do.
+        (
+            "memory request only",
+            "{requests: {memory: 64Mi}}",
+            "{requests: {memory: 32Mi}}",
+            MEM_RESTARTS,
+            None,
+            false,
+        ),
+    ];
+    for (case, runs, allocated, policy, update, restart) in cases {
+        let p = sized("Never", allocated, policy);
+        let a = plan_at(&p, &observed(running_with(runs)), &Backoff::default(), t(1));
+        let want = translate::container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let got: Vec<_> = a
+            .containers_to_update
+            .iter()
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.resources.clone(),
+                    u.cpu_grows,
+                    u.memory_shrinks,
+                )
+            })
+            .collect();
+        let expected: Vec<_> = update
+            .map(|(grows, shrinks)| ("u1_app_0", want.clone(), grows, shrinks))
+            .into_iter()
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        let kills: Vec<_> = a
+            .containers_to_kill
+            .iter()
+            .map(|k| (k.reason, k.message.as_str()))
+            .collect();
+        let expected: Vec<(KillReason, &str)> = if restart {
+            vec![(KillReason::Resize, "Container app resize requires restart")]
+        } else {
+            vec![]
+        };
+        assert_eq!(kills, expected, "{case}");
+        assert_eq!(a.resizing, update.is_some() || restart, "{case}");
+        assert!(a.containers_to_start.is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn a_container_stopped_for_a_resize_starts_again_whatever_the_pod_policy() {
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    let p = sized("Never", "{limits: {cpu: 2}}", CPU_RESTARTS);
+    let old = sized("Never", "{limits: {cpu: 1}}", CPU_RESTARTS);
+    let mut r = rec("app", 0, exited(137, t(5)));
+    r.resources = translate::container_resources(&old.spec.as_ref().unwrap().containers[0]);
+    let o = observed([("app".to_string(), vec![r.clone()])].into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert_eq!(names(&a.containers_to_start), [("app".into(), 1)]);
+    // Exited with its own resources: the pod's policy holds (Never).
+    r.resources = translate::container_resources(&p.spec.as_ref().unwrap().containers[0]);
+    let o = observed([("app".to_string(), vec![r])].into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert!(a.containers_to_start.is_empty());
+}
+
+#[test]
+fn resizes_apply_decreases_first_and_skip_containers_being_stopped() {
+    let p = pod("spec:\n  containers:\n  - {name: a, image: busybox, resources: {limits: {memory: 128Mi}}}\n  - {name: b, image: busybox, resources: {limits: {memory: 32Mi}}}\n  - {name: c, image: busybox, resources: {limits: {memory: 32Mi}}}\n");
+    let mut at = Attempts::new();
+    for name in ["a", "b", "c"] {
+        let mut r = rec(name, 0, running());
+        r.resources.memory_limit = Some(64 << 20);
+        at.insert(name.to_string(), vec![r]);
+    }
+    let mut o = observed(at);
+    o.stopping.insert("u1_c_0".to_string());
+    let a = plan_at(&p, &o, &Backoff::default(), t(1));
+    let order: Vec<&str> = a
+        .containers_to_update
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(order, ["b", "a"]);
+}
+
+/// A pod whose non-sidecar init container `setup` asks `resources` under `policy`, before its
+/// regular container `app`.
+fn init_sized(restart: &str, resources: &str, policy: &str) -> Pod {
+    pod(&format!(
+        "spec:\n  restartPolicy: {restart}\n  initContainers:\n  - name: setup\n    image: busybox\n    resources: {resources}\n    resizePolicy: {policy}\n  containers:\n  - {{name: app, image: busybox}}\n"
+    ))
+}
+
+/// An attempt of `setup` in `state` whose cgroup has what `resources` asks.
+fn setup_with(resources: &str, state: ContainerState) -> Record {
+    let old = init_sized("Always", resources, "[]");
+    let c = &old.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    let mut r = rec("setup", 0, state);
+    r.resources = translate::container_resources(c);
+    r
+}
+
+#[test]
+fn a_running_non_sidecar_init_container_is_resized_in_place() {
+    const NOT: &str = "[]";
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    const MEM_RESTARTS: &str = "[{resourceName: memory, restartPolicy: RestartContainer}]";
+    const ORIGINAL: &str =
+        "{requests: {cpu: 200m, memory: 64Mi}, limits: {cpu: 200m, memory: 64Mi}}";
+    // (case, allocated, resizePolicy, updated in place (cpu grows, memory shrinks), restarted)
+    let cases = [
+        ("unchanged", ORIGINAL, NOT, None, false),
+        (
+            "cpu and memory up (the upstream e2e spec)",
+            "{requests: {cpu: 300m, memory: 128Mi}, limits: {cpu: 300m, memory: 128Mi}}",
+            NOT,
+            Some((true, false)),
+            false,
+        ),
+        (
+            "cpu down",
+            "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}",
+            NOT,
+            Some((false, false)),
+            false,
+        ),
+        (
+            "memory down",
+            "{requests: {cpu: 200m, memory: 32Mi}, limits: {cpu: 200m, memory: 32Mi}}",
+            NOT,
+            Some((false, true)),
+            false,
+        ),
+        (
+            "a memory policy, a cpu change",
+            "{requests: {cpu: 300m, memory: 64Mi}, limits: {cpu: 300m, memory: 64Mi}}",
+            MEM_RESTARTS,
+            Some((true, false)),
+            false,
+        ),
+        // The apiserver refuses this resize; the kubelet restarts the container all the same.
+        (
+            "cpu restarts on cpu",
+            "{requests: {cpu: 300m, memory: 64Mi}, limits: {cpu: 300m, memory: 64Mi}}",
+            CPU_RESTARTS,
+            None,
+            true,
+        ),
+    ];
+    for (case, allocated, policy, update, restart) in cases {
+        let p = init_sized("Never", allocated, policy);
+        let o = observed([("setup".to_string(), vec![setup_with(ORIGINAL, running())])].into());
+        let a = plan_at(&p, &o, &Backoff::default(), t(1));
+        let want = translate::container_resources(
+            &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
+        );
+        let got: Vec<_> = a
+            .containers_to_update
+            .iter()
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.name.as_str(),
+                    u.resources.clone(),
+                    u.cpu_grows,
+                    u.memory_shrinks,
+                )
+            })
+            .collect();
+        let expected: Vec<_> = update
+            .map(|(grows, shrinks)| ("u1_setup_0", "setup", want.clone(), grows, shrinks))
+            .into_iter()
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        let kills: Vec<_> = a
+            .containers_to_kill
+            .iter()
+            .map(|k| (k.id.as_str(), k.reason, k.message.as_str()))
+            .collect();
+        let expected: Vec<(&str, KillReason, &str)> = if restart {
+            vec![(
+                "u1_setup_0",
+                KillReason::Resize,
+                "Container setup resize requires restart",
+            )]
+        } else {
+            vec![]
+        };
+        assert_eq!(kills, expected, "{case}");
+        assert_eq!(a.resizing, update.is_some() || restart, "{case}");
+        // Still initializing: nothing else starts meanwhile.
+        assert!(!a.init_done && !a.init_failed, "{case}");
+        assert!(a.init_containers_to_start.is_empty(), "{case}");
+        assert!(a.containers_to_start.is_empty(), "{case}");
+    }
+}
+
+#[test]
+fn a_non_sidecar_init_container_stopped_for_a_resize_starts_again_whatever_the_pod_policy() {
+    const CPU_RESTARTS: &str = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    const OLD: &str = "{limits: {cpu: 1}}";
+    let p = init_sized("Never", "{limits: {cpu: 2}}", CPU_RESTARTS);
+    let o = observed(
+        [(
+            "setup".to_string(),
+            vec![setup_with(OLD, exited(143, t(5)))],
+        )]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert_eq!(names(&a.init_containers_to_start), [("setup".into(), 1)]);
+    assert!(a.resizing && !a.init_failed && !a.init_done);
+    assert!(a.containers_to_start.is_empty());
+    // Failed with its own resources: the pod's policy holds (Never), the pod fails.
+    let o = observed(
+        [(
+            "setup".to_string(),
+            vec![setup_with("{limits: {cpu: 2}}", exited(143, t(5)))],
+        )]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert!(a.init_containers_to_start.is_empty());
+    assert!(a.init_failed && !a.resizing);
+    // Completed before the resize: done with, neither restarted nor resized.
+    let o = observed([("setup".to_string(), vec![setup_with(OLD, exited(0, t(5)))])].into());
+    let a = plan_at(&p, &o, &Backoff::default(), t(6));
+    assert!(a.init_containers_to_start.is_empty());
+    assert_eq!(names(&a.containers_to_start), [("app".into(), 0)]);
+    assert!(a.init_done && !a.resizing);
+}
+
+#[test]
+fn a_non_sidecar_init_container_is_not_resized_once_the_pod_is_initialized() {
+    const OLD: &str = "{limits: {cpu: 1}}";
+    let p = init_sized("Always", "{limits: {cpu: 2}}", "[]");
+    // Completed: not running, nothing to update.
+    let o = observed(
+        [
+            ("setup".to_string(), vec![setup_with(OLD, exited(0, t(1)))]),
+            ("app".to_string(), vec![rec("app", 0, running())]),
+        ]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(2));
+    assert!(a.containers_to_update.is_empty() && !a.resizing);
+    // Still running beside a started regular container (adopted so): the kubelet leaves it.
+    let o = observed(
+        [
+            ("setup".to_string(), vec![setup_with(OLD, running())]),
+            ("app".to_string(), vec![rec("app", 0, running())]),
+        ]
+        .into(),
+    );
+    let a = plan_at(&p, &o, &Backoff::default(), t(2));
+    assert!(a.containers_to_update.is_empty() && !a.resizing);
+    assert!(a.containers_to_kill.is_empty());
 }

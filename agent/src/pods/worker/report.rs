@@ -297,6 +297,11 @@ impl Worker {
                     current,
                     previous,
                     waiting: w,
+                    allocated: self
+                        .allocated
+                        .as_ref()
+                        .and_then(|a| a.get(&c.name))
+                        .cloned(),
                 }
             })
             .collect()
@@ -323,6 +328,15 @@ impl Worker {
             now: SystemTime::now(),
             qos: qos.as_str(),
             ended: self.ended.as_ref(),
+            resize: crate::pods::resize::conditions(
+                self.resize_pending.as_ref(),
+                self.resize_in_progress.as_ref(),
+                self.last_status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_deref())
+                    .unwrap_or_default(),
+                status::time(SystemTime::now()),
+            ),
         });
         let ephemeral: Vec<Container> = plan::ephemeral_containers(&self.pod)
             .into_iter()

@@ -23,7 +23,7 @@ impl Worker {
         let first = self.ended.is_none();
         match &kill.end {
             PodEnd::Failed(f) => {
-                if first {
+                if first && !f.event_message.is_empty() {
                     self.event(f.event_type, &f.reason, &f.event_message);
                 }
                 self.ended = Some(Ended::Failed {

@@ -69,6 +69,9 @@ impl Harness {
                 .unwrap(),
             )),
             resources: Arc::new(crate::pods::eviction::NodeResources::unlimited()),
+            allocated: Default::default(),
+            node_shutdown: Default::default(),
+            status_flush: None,
         });
         Harness {
             _tmp: tmp,
@@ -287,7 +290,11 @@ fn container_spec(id: &str, name: &str, labels: BTreeMap<String, String>) -> Con
         stdin: false,
         stdin_once: false,
         mounts: vec![],
-        resources: Default::default(),
+        // What a container without resources runs with.
+        resources: bosun_runtime::Resources {
+            cpu_shares: Some(2),
+            ..Default::default()
+        },
         oom_score_adj: 0,
         security: Default::default(),
         stop_signal: 15,
@@ -1025,6 +1032,75 @@ async fn an_evicted_pod_is_stopped_with_the_eviction_grace_and_ends_failed_keepi
 }
 
 #[tokio::test]
+async fn a_pod_ended_by_node_shutdown_runs_its_prestop_and_ends_terminated() {
+    let mut h = Harness::new();
+    let p = pod(
+        "spec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - name: a\n    image: busybox:1\n    lifecycle:\n      preStop:\n        exec: {command: [sh, -c, echo bye > /mnt/marker]}\n",
+    );
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    h.events();
+    let failure = Arc::new(crate::pods::worker::plan::PodFailure::shutdown(20));
+    assert_eq!(w.sync(Intent::Fail(failure)).await, Next::Resync);
+    let calls = h.rt.take_calls();
+    // The preStop hook ran before the stop signal, within the group's 20 s (not the pod's 60).
+    let exec = calls
+        .iter()
+        .position(|c| matches!(c, Call::Exec(id, argv) if id == "u1_a_0" && argv.last().is_some_and(|a| a.contains("marker"))));
+    let stop = calls.iter().position(|c| matches!(c, Call::Stop { .. }));
+    assert!(
+        matches!((exec, stop), (Some(e), Some(s)) if e < s),
+        "{calls:?}"
+    );
+    let grace = calls.iter().find_map(|c| match c {
+        Call::Stop { grace, .. } => Some(*grace),
+        _ => None,
+    });
+    assert!(
+        grace.is_some_and(|g| g <= Duration::from_secs(20)),
+        "{grace:?}"
+    );
+    assert!(calls.contains(&Call::RemoveSandbox("u1".into())));
+    let st = status(&w);
+    assert_eq!(
+        (
+            st.phase.as_deref(),
+            st.reason.as_deref(),
+            st.message.as_deref()
+        ),
+        (
+            Some("Failed"),
+            Some("Terminated"),
+            Some("Pod was terminated in response to imminent node shutdown.")
+        )
+    );
+    let disruption = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .cloned()
+        .expect("DisruptionTarget");
+    assert_eq!(
+        (
+            disruption.status.as_str(),
+            disruption.reason.as_deref(),
+            disruption.message.as_deref()
+        ),
+        (
+            "True",
+            Some("TerminationByKubelet"),
+            Some("Pod was terminated in response to imminent node shutdown.")
+        )
+    );
+    let file = std::fs::read(h.state_dir("u1").join(crate::pods::status::STATUS_FILE)).unwrap();
+    assert!(String::from_utf8_lossy(&file).contains("\"reason\": \"Terminated\""));
+    // No Event about the pod with the reason (the kubelet raises none).
+    assert!(!reasons(&h.events()).contains(&"Terminated"));
+}
+
+#[tokio::test]
 async fn a_rejected_pod_never_starts_and_ends_failed() {
     let mut h = Harness::new();
     let p = two_containers();
@@ -1059,4 +1135,449 @@ async fn a_rejected_pod_never_starts_and_ends_failed() {
                 .to_string()
         )]
     );
+}
+
+/// A pod (generation `generation`) whose container `a` asks `resources`, with `policy` as its
+/// resizePolicy.
+fn sized(generation: i64, resources: &str, policy: &str) -> Pod {
+    let mut p = pod(&format!(
+        "spec:\n  hostNetwork: true\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: a\n    image: busybox:1\n    resources: {resources}\n    resizePolicy: {policy}\n"
+    ));
+    p.metadata.generation = Some(generation);
+    p
+}
+
+fn resources_of(p: &Pod) -> bosun_runtime::Resources {
+    crate::translate::container_resources(&p.spec.as_ref().unwrap().containers[0])
+}
+
+/// The status of condition `ty`: (reason, message), `None` when absent.
+fn resize_condition(st: &PodStatus, ty: &str) -> Option<(Option<String>, Option<String>)> {
+    let c = st.conditions.iter().flatten().find(|c| c.type_ == ty)?;
+    assert_eq!(c.status, "True");
+    Some((c.reason.clone(), c.message.clone()))
+}
+
+fn quantity(
+    list: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    k: &str,
+) -> Option<String> {
+    list.as_ref()?.get(k).map(|q| q.0.clone())
+}
+
+#[tokio::test]
+async fn a_resize_updates_the_pod_and_container_cgroups_in_place() {
+    let mut h = Harness::new();
+    let small = sized(
+        1,
+        "{requests: {cpu: 100m}, limits: {cpu: 200m, memory: 64Mi}}",
+        "[]",
+    );
+    let mut w = h.worker(&small);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    let c = &status(&w).container_statuses.unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    assert_eq!(
+        c.resources.as_ref().map(|r| quantity(&r.limits, "memory")),
+        Some(Some("64Mi".into()))
+    );
+    // The resize subresource: more CPU, more memory.
+    let big = sized(
+        2,
+        "{requests: {cpu: 300m}, limits: {cpu: 400m, memory: 128Mi}}",
+        "[]",
+    );
+    w.pod = Arc::new(big.clone());
+    let next = w.sync(Intent::Run).await;
+    let calls = h.rt.take_calls();
+    let pod_res = crate::translate::pod_resources(&big);
+    // The CPU limit grows: the pod cgroup first, then the container's; nothing restarted.
+    assert_eq!(
+        calls,
+        [
+            Call::UpdatePod("u1".into(), pod_res),
+            Call::UpdateContainer("u1_a_0".into(), resources_of(&big)),
+        ]
+    );
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeStarted"]);
+    assert!(
+        ev[0]
+            .2
+            .starts_with("Pod resize started: {\"containers\":[{\"name\":\"a\""),
+        "{}",
+        ev[0].2
+    );
+    let st = status(&w);
+    assert_eq!(
+        resize_condition(&st, "PodResizeInProgress"),
+        Some((None, None))
+    );
+    let c = &st.container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("300m")
+    );
+    // Looked at again at once: done.
+    assert!(matches!(next, Next::At(t) if t <= SystemTime::now()));
+    w.pod = Arc::new(big.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert_eq!(reasons(&h.events()), ["ResizeCompleted"]);
+    let st = status(&w);
+    assert_eq!(resize_condition(&st, "PodResizeInProgress"), None);
+    let c = &st.container_statuses.clone().unwrap()[0];
+    let r = c.resources.clone().unwrap();
+    assert_eq!(quantity(&r.limits, "cpu").as_deref(), Some("400m"));
+    assert_eq!(quantity(&r.limits, "memory").as_deref(), Some("128Mi"));
+    assert_eq!(quantity(&r.requests, "cpu").as_deref(), Some("300m"));
+    assert_eq!(c.restart_count, 0);
+    // Kept for an agent restart: a new worker finds the allocation and has nothing to do.
+    let mut w2 = h.worker(&big);
+    w2.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(h.events().is_empty());
+}
+
+#[tokio::test]
+async fn a_memory_limit_below_the_usage_is_not_applied_and_stays_in_progress() {
+    let mut h = Harness::new();
+    let p = sized(1, "{limits: {cpu: 200m, memory: 64Mi}}", "[]");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    h.rt.use_memory("a", 40 << 20);
+    let down = sized(2, "{limits: {cpu: 200m, memory: 32Mi}}", "[]");
+    w.pod = Arc::new(down.clone());
+    let next = w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty(), "nothing written");
+    assert_eq!(reasons(&h.events()), ["ResizeStarted", "ResizeError"]);
+    let st = status(&w);
+    let (reason, message) = resize_condition(&st, "PodResizeInProgress").unwrap();
+    assert_eq!(reason.as_deref(), Some("Error"));
+    assert!(
+        message.as_deref().unwrap().starts_with("cannot decrease memory limits: [attempting to set pod memory limit (33554432) below current usage (41943040), attempting to set container \"a\" memory limit (33554432)"),
+        "{message:?}"
+    );
+    assert!(
+        within(next, SystemTime::now(), 4, 6),
+        "tried again: {next:?}"
+    );
+    // Still too much: no new event, no write.
+    w.pod = Arc::new(down.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(h.events().is_empty());
+    // The usage went down: applied (containers first when nothing grows), then done.
+    h.rt.use_memory("a", 8 << 20);
+    w.pod = Arc::new(down.clone());
+    w.sync(Intent::Run).await;
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdateContainer("u1_a_0".into(), resources_of(&down)),
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&down)),
+        ]
+    );
+    w.pod = Arc::new(down);
+    w.sync(Intent::Run).await;
+    assert_eq!(reasons(&h.events()), ["ResizeCompleted"]);
+    assert_eq!(resize_condition(&status(&w), "PodResizeInProgress"), None);
+}
+
+#[tokio::test]
+async fn a_resize_that_does_not_fit_is_deferred_until_room_is_made() {
+    let mut h = Harness::new();
+    // Another pod holds nearly all the node's CPU.
+    let mut hog = pod("spec:\n  containers:\n  - {name: h, image: busybox:1, resources: {requests: {cpu: '1099511627'}}}\n");
+    hog.metadata.uid = Some("u2".into());
+    hog.metadata.name = Some("hog".into());
+    h.ctx.allocated.set("u2", Arc::new(hog));
+    let p = sized(1, "{requests: {cpu: 100m}}", "[]");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    let more = sized(2, "{requests: {cpu: 2}}", "[]");
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeDeferred"]);
+    assert!(ev[0].2.starts_with("Pod resize Deferred: "), "{}", ev[0].2);
+    let st = status(&w);
+    let (reason, message) = resize_condition(&st, "PodResizePending").unwrap();
+    assert_eq!(reason.as_deref(), Some("Deferred"));
+    assert!(
+        message
+            .as_deref()
+            .unwrap()
+            .starts_with("Node didn't have enough resource: cpu"),
+        "{message:?}"
+    );
+    let c = &st.container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    // Pending across an agent restart: the pod runs as allocated, nothing is written.
+    let mut w2 = h.worker(&more);
+    w2.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(resize_condition(&status(&w2), "PodResizePending").is_some());
+    h.events();
+    // Room is made: allocated and applied.
+    h.ctx.allocated.remove("u2");
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    assert_eq!(reasons(&h.events()), ["ResizeStarted"]);
+    let calls = h.rt.take_calls();
+    assert!(
+        calls.contains(&Call::UpdateContainer("u1_a_0".into(), resources_of(&more))),
+        "{calls:?}"
+    );
+    assert_eq!(resize_condition(&status(&w), "PodResizePending"), None);
+}
+
+#[tokio::test]
+async fn a_resize_policy_of_restart_container_restarts_it_with_the_new_resources() {
+    let mut h = Harness::new();
+    let policy = "[{resourceName: cpu, restartPolicy: RestartContainer}]";
+    let p = sized(1, "{limits: {cpu: 200m}}", policy);
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    h.rt.take_calls();
+    h.events();
+    let more = sized(2, "{limits: {cpu: 500m}}", policy);
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    let kills: Vec<_> = w.stopping.drain().map(|(_, task)| task).collect();
+    for task in kills {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&more)),
+            Call::Stop {
+                id: "u1_a_0".into(),
+                signal: 15,
+                grace: Duration::from_secs(3)
+            }
+        ]
+    );
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeStarted", "Killing"]);
+    assert_eq!(ev[1].2, "Container a resize requires restart");
+    // Stopped: started again although the pod's policy is Never, with the new resources.
+    w.pod = Arc::new(more.clone());
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_1"]);
+    let st = status(&w);
+    let c = &st.container_statuses.clone().unwrap()[0];
+    assert_eq!(c.restart_count, 1);
+    assert_eq!(
+        quantity(&c.resources.clone().unwrap().limits, "cpu").as_deref(),
+        Some("500m")
+    );
+    w.pod = Arc::new(more);
+    w.sync(Intent::Run).await;
+    assert!(reasons(&h.events()).contains(&"ResizeCompleted"));
+    assert_eq!(resize_condition(&status(&w), "PodResizeInProgress"), None);
+}
+
+#[tokio::test]
+async fn a_pod_that_comes_while_the_node_shuts_down_is_rejected() {
+    let h = Harness::new();
+    h.ctx.node_shutdown.set(true);
+    let p = Arc::new(two_containers());
+    let desired = crate::pods::source::DesiredPods::from([("u1".to_string(), p)]);
+    let mut workers = std::collections::HashMap::new();
+    let mut terminated = std::collections::HashSet::new();
+    crate::pods::reconcile(&h.ctx, &mut workers, &mut terminated, &desired);
+    let intent = workers.get("u1").map(|w| w.tx.borrow().1.clone());
+    let Some(Intent::Fail(f)) = intent else {
+        panic!("not refused: {intent:?}");
+    };
+    assert_eq!(
+        (f.reason.as_str(), f.message.as_str(), f.rejected),
+        (
+            "NodeShutdown",
+            "Pod was rejected: Pod was rejected as the node is shutting down.",
+            true
+        )
+    );
+    // Once the shutdown is cancelled, a new pod is admitted again.
+    h.ctx.node_shutdown.set(false);
+    let mut q = two_containers();
+    q.metadata.uid = Some("u2".into());
+    q.metadata.name = Some("web2".into());
+    let q = Arc::new(q);
+    let desired = crate::pods::source::DesiredPods::from([("u2".to_string(), q)]);
+    crate::pods::reconcile(&h.ctx, &mut workers, &mut terminated, &desired);
+    assert_eq!(
+        workers.get("u2").map(|w| w.tx.borrow().1.clone()),
+        Some(Intent::Run)
+    );
+    for w in workers.values() {
+        w.done.abort();
+    }
+}
+
+/// A pod (generation `generation`, restart policy Never) whose non-sidecar init container
+/// `init` asks `init` before its container `a` (the upstream e2e spec's pod: requests are
+/// limits).
+fn init_sized(generation: i64, init: &str) -> Pod {
+    let mut p = pod(&format!(
+        "spec:\n  hostNetwork: true\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 3\n  initContainers:\n  - name: init\n    image: busybox:1\n    resources: {init}\n  containers:\n  - name: a\n    image: busybox:1\n    resources: {{requests: {{cpu: 100m, memory: 64Mi}}, limits: {{cpu: 100m, memory: 64Mi}}}}\n"
+    ));
+    p.metadata.generation = Some(generation);
+    p
+}
+
+fn init_resources_of(p: &Pod) -> bosun_runtime::Resources {
+    crate::translate::container_resources(
+        &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
+    )
+}
+
+#[tokio::test]
+async fn a_resize_updates_a_running_non_sidecar_init_container_in_place() {
+    let mut h = Harness::new();
+    let small = init_sized(
+        1,
+        "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}",
+    );
+    let mut w = h.worker(&small);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_init_0"]);
+    h.events();
+    // Running: its status says what it was allocated and what its cgroup has.
+    let st = status(&w);
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    assert_eq!(
+        quantity(&c.allocated_resources, "memory").as_deref(),
+        Some("64Mi")
+    );
+    let r = c.resources.clone().expect("the init container's resources");
+    assert_eq!(quantity(&r.requests, "cpu").as_deref(), Some("100m"));
+    assert_eq!(quantity(&r.limits, "cpu").as_deref(), Some("100m"));
+    assert_eq!(quantity(&r.requests, "memory").as_deref(), Some("64Mi"));
+    assert_eq!(quantity(&r.limits, "memory").as_deref(), Some("64Mi"));
+    // The resize subresource: more CPU and memory for the init container.
+    let big = init_sized(
+        2,
+        "{requests: {cpu: 200m, memory: 128Mi}, limits: {cpu: 200m, memory: 128Mi}}",
+    );
+    w.pod = Arc::new(big.clone());
+    let next = w.sync(Intent::Run).await;
+    // The CPU limit grows: the pod cgroup first (now the init container's, the larger), then
+    // the init container's; nothing restarted, nothing else started.
+    let pod_res = crate::translate::pod_resources(&big);
+    assert_eq!(pod_res.memory_limit, Some(128 << 20));
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdatePod("u1".into(), pod_res),
+            Call::UpdateContainer("u1_init_0".into(), init_resources_of(&big)),
+        ]
+    );
+    let ev = h.events();
+    assert_eq!(reasons(&ev), ["ResizeStarted"]);
+    assert!(
+        ev[0]
+            .2
+            .starts_with("Pod resize started: {\"initContainers\":[{\"name\":\"init\""),
+        "{}",
+        ev[0].2
+    );
+    let st = status(&w);
+    assert_eq!(
+        resize_condition(&st, "PodResizeInProgress"),
+        Some((None, None))
+    );
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("200m")
+    );
+    assert!(matches!(next, Next::At(t) if t <= SystemTime::now()));
+    // Looked at again: done, with the new values in the status and no restart.
+    w.pod = Arc::new(big.clone());
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert_eq!(reasons(&h.events()), ["ResizeCompleted"]);
+    let st = status(&w);
+    assert_eq!(resize_condition(&st, "PodResizeInProgress"), None);
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert_eq!(c.restart_count, 0);
+    assert!(c.state.as_ref().unwrap().running.is_some());
+    assert_eq!(
+        quantity(&c.allocated_resources, "memory").as_deref(),
+        Some("128Mi")
+    );
+    let r = c.resources.clone().unwrap();
+    assert_eq!(quantity(&r.requests, "cpu").as_deref(), Some("200m"));
+    assert_eq!(quantity(&r.limits, "cpu").as_deref(), Some("200m"));
+    assert_eq!(quantity(&r.requests, "memory").as_deref(), Some("128Mi"));
+    assert_eq!(quantity(&r.limits, "memory").as_deref(), Some("128Mi"));
+    // The regular container waits for the init container; it has its own allocation.
+    let a = &st.container_statuses.clone().unwrap()[0];
+    assert!(a.state.as_ref().unwrap().waiting.is_some());
+    assert_eq!(
+        quantity(&a.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    // Back to the original values (the spec's revert): the memory limit above the usage, the
+    // container first as nothing grows.
+    h.rt.use_memory("init", 8 << 20);
+    w.pod = Arc::new(init_sized(
+        3,
+        "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 100m, memory: 64Mi}}",
+    ));
+    w.sync(Intent::Run).await;
+    assert_eq!(
+        h.rt.take_calls(),
+        [
+            Call::UpdateContainer("u1_init_0".into(), init_resources_of(&small)),
+            Call::UpdatePod("u1".into(), crate::translate::pod_resources(&small)),
+        ]
+    );
+    // Kept for an agent restart: a new worker finds the init container's allocation.
+    let mut w2 = h.worker(&w.pod.as_ref().clone());
+    w2.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    // It completes: the regular container starts; the init container's status keeps its
+    // allocation.
+    h.rt.exit("u1_init_0", 0, SystemTime::now());
+    let p = w.pod.as_ref().clone();
+    w.pod = Arc::new(p);
+    w.sync(Intent::Run).await;
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_a_0"]);
+    let st = status(&w);
+    let c = &st.init_container_statuses.clone().unwrap()[0];
+    assert!(c.state.as_ref().unwrap().terminated.is_some());
+    assert_eq!(
+        quantity(&c.allocated_resources, "cpu").as_deref(),
+        Some("100m")
+    );
+    // Completed: it reports its allocation (the kubelet's status of a container not running).
+    let init = &small
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(c.resources, init.resources);
 }

@@ -39,6 +39,29 @@ const MAX_EBUSY_MOUNT_ATTEMPTS: u32 = 3;
 #[cfg(not(test))]
 const MOUNT_RETRY_DELAY_MS: u64 = 100;
 // In tests, there is no need to delay, so set it to 0ms.
+
+/// bosun's patch: the propagation a bind mount's options ask for (the last one named), as
+/// runc's `PropagationFlags`: the type (MS_SHARED, MS_SLAVE, MS_PRIVATE or MS_UNBINDABLE) and
+/// whether it applies to the whole tree (the r- forms).
+fn propagation_of(m: &SpecMount) -> Option<(u64, bool)> {
+    let mut out = None;
+    for o in m.options().iter().flatten() {
+        let (name, recursive) = match o.strip_prefix('r') {
+            Some(rest @ ("shared" | "slave" | "private" | "unbindable")) => (rest, true),
+            _ => (o.as_str(), false),
+        };
+        let flag = match name {
+            "shared" => MsFlags::MS_SHARED,
+            "slave" => MsFlags::MS_SLAVE,
+            "private" => MsFlags::MS_PRIVATE,
+            "unbindable" => MsFlags::MS_UNBINDABLE,
+            _ => continue,
+        };
+        out = Some((flag.bits() as u64, recursive));
+    }
+    out
+}
+
 #[cfg(test)]
 const MOUNT_RETRY_DELAY_MS: u64 = 0;
 
@@ -683,6 +706,30 @@ impl Mount {
                     Path::new(""),
                     linux::AT_EMPTY_PATH | linux::AT_RECURSIVE,
                     rec_attr,
+                    mem::size_of::<linux::MountAttr>(),
+                )?;
+            }
+
+            // bosun's patch: the mount's propagation option (shared, slave, private,
+            // unbindable, or their recursive r- forms), which runc applies after the mount and
+            // this fd-based flow dropped: the clone kept its source's propagation, so a
+            // Bidirectional volume (rshared) never propagated back to the host.
+            if let Some((propagation, recursive)) = propagation_of(m) {
+                let prop_attr = linux::MountAttr {
+                    attr_set: 0,
+                    attr_clr: 0,
+                    propagation,
+                    userns_fd: 0,
+                };
+                let mut at = linux::AT_EMPTY_PATH;
+                if recursive {
+                    at |= linux::AT_RECURSIVE;
+                }
+                self.syscall.mount_setattr(
+                    mount_fd,
+                    Path::new(""),
+                    at,
+                    &prop_attr,
                     mem::size_of::<linux::MountAttr>(),
                 )?;
             }

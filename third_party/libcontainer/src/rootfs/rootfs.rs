@@ -24,6 +24,14 @@ impl Default for RootFS {
     }
 }
 
+/// bosun's patch: whether the spec bind-mounts something at /dev (runc's `needsSetupDev`).
+fn dev_is_bind_mounted(spec: &Spec) -> bool {
+    spec.mounts().iter().flatten().any(|m| {
+        m.typ().as_deref() == Some("bind")
+            && m.destination().components().eq(Path::new("/dev").components())
+    })
+}
+
 impl RootFS {
     pub fn new() -> RootFS {
         RootFS {
@@ -104,6 +112,14 @@ impl RootFS {
 
         self.mount_to_rootfs(linux, spec, rootfs, cgroup_ns)?;
 
+        // bosun's patch: a bind mount at /dev (the host's /dev in a privileged container, as
+        // CSI drivers ask) is left as it is, as runc does (`needsSetupDev`): no device nodes,
+        // /dev symlinks or ptmx are made in it. Upstream made them there, so the create failed
+        // on the host's existing /dev/fd (and would have replaced the host's /dev/ptmx).
+        if dev_is_bind_mounted(spec) {
+            return Ok(());
+        }
+
         let symlinker = Symlink::new();
         symlinker.setup_kcore_symlink(rootfs)?;
         symlinker.setup_default_symlinks(rootfs)?;
@@ -150,3 +166,4 @@ impl RootFS {
         Ok(())
     }
 }
+
