@@ -101,6 +101,58 @@ impl Crictl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `crictl port-forward --transport <transport> <pod> :<port>`, sends `request` to the
+    /// local port it prints and returns the answer; stops crictl.
+    fn port_forward(
+        &self,
+        transport: &str,
+        pod: &str,
+        port: u16,
+        request: &[u8],
+    ) -> Result<String> {
+        use std::io::{BufRead, Read};
+        let mut child = Command::new(&self.bin)
+            .arg("--runtime-endpoint")
+            .arg(&self.endpoint)
+            .args(["port-forward", "--transport", transport, pod])
+            .arg(format!(":{port}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running crictl port-forward")?;
+        let result = (|| -> Result<String> {
+            let stdout = child.stdout.take().context("stdout")?;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            // "Forwarding from 127.0.0.1:<local> -> <port>"
+            let local = loop {
+                let line = lines
+                    .next()
+                    .context("crictl port-forward printed no port")??;
+                if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                    break rest
+                        .split_whitespace()
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .with_context(|| format!("{line:?}"))?;
+                }
+            };
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", local))?;
+            conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+            conn.write_all(request)?;
+            let mut answer = Vec::new();
+            conn.read_to_end(&mut answer)?;
+            Ok(String::from_utf8_lossy(&answer).into_owned())
+        })();
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        result.with_context(|| {
+            format!(
+                "crictl port-forward: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     fn fails(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.bin)
             .arg("--runtime-endpoint")
@@ -112,6 +164,14 @@ impl Crictl {
         ensure!(!out.status.success(), "crictl {args:?} succeeded");
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// A protobuf JSON uint64 (a string) or number as a number; 0 when absent.
+fn uint(v: &Value) -> u64 {
+    let v = &v["value"];
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
 }
 
 #[test]
@@ -128,7 +188,7 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
         "p.yaml",
         &pod(
             "cri",
-            "  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo hello-from-cri; exec sleep 3600']\n  - name: quits\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'exit 2']\n",
+            "  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo hello-from-cri; mkdir -p /www && echo forwarded-bytes > /www/index.html && httpd -p 8080 -h /www; exec sleep 3600']\n  - name: quits\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'exit 2']\n",
         ),
     )?;
     let p = node.wait_pod("cri", T, "main running, quits restarted", |p| {
@@ -257,6 +317,55 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
     ensure!(out.trim() == "over-ws", "{out:?}");
     let out = crictl.run_with_input(&["exec", "-i", short, "cat"], b"from-stdin\n")?;
     ensure!(out.trim() == "from-stdin", "{out:?}");
+    // stats: the CPU and memory of the running container's cgroup, as /stats/summary reports
+    // them; the exited attempts of `quits` have no figures.
+    let stats = crictl.json(&["stats", "-a", "-o", "json"])?;
+    let all = stats["stats"].as_array().cloned().unwrap_or_default();
+    let of = |id: &str| all.iter().find(|s| s["attributes"]["id"] == id).cloned();
+    let main_stats = of(&main_id).with_context(|| format!("no stats of main: {stats}"))?;
+    ensure!(
+        main_stats["attributes"]["metadata"]["name"] == "main"
+            && uint(&main_stats["cpu"]["usageCoreNanoSeconds"]) > 0
+            && uint(&main_stats["memory"]["workingSetBytes"]) > 0,
+        "{main_stats}"
+    );
+    // Every container has stats, exited attempts too (`-a`), without figures.
+    ensure!(
+        all.iter()
+            .any(|s| s["attributes"]["metadata"]["name"] == "quits"
+                && s["cpu"].is_null()
+                && s["memory"].is_null()),
+        "{stats}"
+    );
+    let table = crictl.run(&["stats", "--id", short])?;
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with(short) && l.contains(" main ")),
+        "{table}"
+    );
+    let statsp = crictl.json(&["statsp", "-o", "json"])?;
+    let sp = &statsp["stats"][0];
+    ensure!(
+        sp["attributes"]["id"] == uid.as_str()
+            && uint(&sp["linux"]["memory"]["workingSetBytes"]) > 0
+            && uint(&sp["linux"]["cpu"]["usageCoreNanoSeconds"]) > 0
+            && sp["linux"]["containers"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["attributes"]["id"] == main_id.as_str())),
+        "{statsp}"
+    );
+
+    // port-forward: bytes from httpd in the pod's network namespace (nothing listens on the
+    // node's 8080), over SPDY (crictl's default) and SPDY tunneled in WebSocket.
+    for transport in ["spdy", "websocket"] {
+        let page = crictl.port_forward(transport, &uid[..13], 8080, b"GET / HTTP/1.0\r\n\r\n")?;
+        ensure!(
+            page.starts_with("HTTP/1.") && page.contains("forwarded-bytes"),
+            "{transport}: {page:?}"
+        );
+    }
+
     // An exited attempt has its exit code and the kubelet's reason.
     let quit_id = quits
         .iter()

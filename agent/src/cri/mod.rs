@@ -8,8 +8,10 @@
 //! manifest folder, so `RunPodSandbox`, `CreateContainer` and `StartContainer` answer
 //! `Unimplemented` saying so. `StopContainer` and `RemoveContainer` act on the runtime as
 //! containerd's do (the pod's restart policy then decides whether the worker starts it again);
-//! `ExecSync` runs through the runtime's exec, `Exec` and `Attach` answer a URL of the
-//! streaming server ([`stream`]). Ids: see [`view`]. Image pulls and removals go through the image manager and store as
+//! `ExecSync` runs through the runtime's exec, `Exec`, `Attach` and `PortForward` answer a URL
+//! of the streaming server ([`stream`]). The stats calls report what `/stats/summary` does
+//! (the cgroups' CPU and memory); `ReopenContainerLog` makes the log file again, which the
+//! container's keeper then writes to. Ids: see [`view`]. Image pulls and removals go through the image manager and store as
 //! `bosun pull` and `bosun images` do. Only root may connect (sockets 0660 root:root); every
 //! request is bounded by tonic's message size limit (4 MiB) and answered with a gRPC error when
 //! malformed.
@@ -34,6 +36,7 @@ use tower::ServiceExt;
 
 use crate::images::ImageManager;
 use crate::pods::Ctx;
+use crate::server::stats::ContainerSample;
 use api::image_service_server::{ImageService, ImageServiceServer};
 use api::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 
@@ -194,6 +197,45 @@ impl Cri {
             ))),
             view::Lookup::None => Err(Status::not_found(format!("container {id:?} not found"))),
         }
+    }
+
+    /// The CPU and memory of every running container, by runtime id (what `/stats/summary`
+    /// reports).
+    fn usage(&self) -> std::collections::HashMap<String, ContainerSample> {
+        crate::server::stats::sample(&self.ctx)
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect()
+    }
+
+    /// A pod's stats: its pod cgroup (found through a running container) and its containers.
+    fn sandbox_stats(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        usage: &std::collections::HashMap<String, ContainerSample>,
+        now: SystemTime,
+    ) -> api::PodSandboxStats {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let records = self.ctx.runtime.list_prefix(&format!("{uid}_"));
+        let pod_usage = records
+            .iter()
+            .find_map(|r| usage.get(&r.id).and_then(|s| s.pod_usage));
+        let containers = records
+            .iter()
+            .map(|r| {
+                view::container_stats(
+                    &view::container(r, self.created(&r.id)),
+                    usage.get(&r.id).map(|s| &s.usage),
+                    now,
+                )
+            })
+            .collect();
+        view::sandbox_stats(
+            &view::sandbox(pod, self.sandbox_ready(&uid)),
+            pod_usage.as_ref(),
+            containers,
+            now,
+        )
     }
 
     /// [`Cri::record`], running (what Exec and Attach need).
@@ -404,10 +446,9 @@ impl RuntimeService for Cri {
         let r = self.running(&req.container_id)?;
         let request = stream::exec_request(req.cmd, req.tty, req.stdin, req.stdout, req.stderr)
             .map_err(Status::invalid_argument)?;
-        let url = self.streams.url(stream::Pending {
+        let url = self.streams.url(stream::Pending::Exec {
             container: r.id,
             request,
-            attach: false,
         });
         Ok(Response::new(api::ExecResponse { url }))
     }
@@ -417,12 +458,113 @@ impl RuntimeService for Cri {
         let r = self.running(&req.container_id)?;
         let request = stream::exec_request(Vec::new(), req.tty, req.stdin, req.stdout, req.stderr)
             .map_err(Status::invalid_argument)?;
-        let url = self.streams.url(stream::Pending {
+        let url = self.streams.url(stream::Pending::Attach {
             container: r.id,
             request,
-            attach: true,
         });
         Ok(Response::new(api::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<api::PortForwardRequest>,
+    ) -> Rpc<api::PortForwardResponse> {
+        let req = req.into_inner();
+        let pod = self.pod(&req.pod_sandbox_id)?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if self.ctx.runtime.sandbox(&uid).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {uid:?} is not ready"
+            )));
+        }
+        // As the kubelet's streaming server: the ports come from the client's streams (the
+        // request's list is not used by crictl nor the kubelet).
+        let url = self.streams.url(stream::Pending::PortForward {
+            sandbox: uid,
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+        });
+        Ok(Response::new(api::PortForwardResponse { url }))
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<api::ContainerStatsRequest>,
+    ) -> Rpc<api::ContainerStatsResponse> {
+        let r = self.record(&req.into_inner().container_id)?;
+        let usage = self.usage();
+        Ok(Response::new(api::ContainerStatsResponse {
+            stats: Some(view::container_stats(
+                &view::container(&r, self.created(&r.id)),
+                usage.get(&r.id).map(|s| &s.usage),
+                SystemTime::now(),
+            )),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<api::ListContainerStatsRequest>,
+    ) -> Rpc<api::ListContainerStatsResponse> {
+        let filter = view::stats_filter(req.into_inner().filter.as_ref());
+        let usage = self.usage();
+        let now = SystemTime::now();
+        let stats = self
+            .ctx
+            .runtime
+            .list()
+            .iter()
+            .map(|r| (r, view::container(r, self.created(&r.id))))
+            .filter(|(_, c)| view::container_matches(filter.as_ref(), c))
+            .map(|(r, c)| view::container_stats(&c, usage.get(&r.id).map(|s| &s.usage), now))
+            .collect();
+        Ok(Response::new(api::ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<api::PodSandboxStatsRequest>,
+    ) -> Rpc<api::PodSandboxStatsResponse> {
+        let pod = self.pod(&req.into_inner().pod_sandbox_id)?;
+        let usage = self.usage();
+        Ok(Response::new(api::PodSandboxStatsResponse {
+            stats: Some(self.sandbox_stats(&pod, &usage, SystemTime::now())),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<api::ListPodSandboxStatsRequest>,
+    ) -> Rpc<api::ListPodSandboxStatsResponse> {
+        let filter = view::sandbox_stats_filter(req.into_inner().filter.as_ref());
+        let usage = self.usage();
+        let now = SystemTime::now();
+        let stats = self
+            .pods()
+            .iter()
+            .filter(|p| {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                view::sandbox_matches(filter.as_ref(), &view::sandbox(p, self.sandbox_ready(&uid)))
+            })
+            .map(|p| self.sandbox_stats(p, &usage, now))
+            .collect();
+        Ok(Response::new(api::ListPodSandboxStatsResponse { stats }))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<api::ReopenContainerLogRequest>,
+    ) -> Rpc<api::ReopenContainerLogResponse> {
+        let r = self.running(&req.into_inner().container_id)?;
+        // The container's keeper writes the log and reopens its path on its next write when
+        // the path no longer names its file (bosun_runtime::logs); the file is made here so
+        // that it exists when this returns, as containerd's does.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&r.log_path)
+            .map_err(|e| Status::internal(format!("reopen log {}: {e}", r.log_path.display())))?;
+        Ok(Response::new(api::ReopenContainerLogResponse {}))
     }
 
     async fn stop_container(

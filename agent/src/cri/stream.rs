@@ -1,8 +1,9 @@
-//! The CRI streaming server: `Exec` and `Attach` answer a one-time URL on 127.0.0.1 (as
-//! containerd's streaming server does), where the client (crictl) upgrades to SPDY/3.1 or
-//! WebSocket and gets the same session the kubelet API's `/exec` and `/attach` serve
-//! ([`crate::server::routes::session`]). A URL is good once, for [`TOKEN_TTL`]; it carries no
-//! credentials because only root could ask the CRI socket for it.
+//! The CRI streaming server: `Exec`, `Attach` and `PortForward` answer a one-time URL on
+//! 127.0.0.1 (as containerd's streaming server does), where the client (crictl) upgrades to
+//! SPDY/3.1 or WebSocket and gets the same session the kubelet API's `/exec`, `/attach` and
+//! `/portForward` serve ([`crate::server::routes::session`],
+//! [`crate::server::portforward::upgrade`]). A URL is good once, for [`TOKEN_TTL`]; it carries
+//! no credentials because only root could ask the CRI socket for it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,20 +19,44 @@ use hyper_util::rt::TokioIo;
 
 use crate::pods::Ctx;
 use crate::server::exec::ExecRequest;
+use crate::server::portforward::{self, Target};
 use crate::server::routes::{is_websocket, session, NoContainer};
 use crate::server::Body;
 
-/// How long an Exec or Attach URL may wait for its client (containerd's and the kubelet's
+/// How long an Exec, Attach or PortForward URL may wait for its client (containerd's and the kubelet's
 /// streaming servers: one minute).
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// What a URL was made for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pending {
-    /// The runtime's id of the container.
-    pub container: String,
-    pub request: ExecRequest,
-    pub attach: bool,
+pub enum Pending {
+    /// A command in the container of that runtime id.
+    Exec {
+        container: String,
+        request: ExecRequest,
+    },
+    /// The streams of the container of that runtime id (the request's command is empty).
+    Attach {
+        container: String,
+        request: ExecRequest,
+    },
+    /// Connections into the pod of the sandbox (pod uid) `sandbox`, named `namespace/name`;
+    /// the ports come from the client's streams (or the URL's query, for WebSocket channels).
+    PortForward {
+        sandbox: String,
+        namespace: String,
+        name: String,
+    },
+}
+
+impl Pending {
+    fn kind(&self) -> Kind {
+        match self {
+            Pending::Exec { .. } => Kind::Exec,
+            Pending::Attach { .. } => Kind::Attach,
+            Pending::PortForward { .. } => Kind::PortForward,
+        }
+    }
 }
 
 /// The streaming server: its address and the URLs not used yet.
@@ -84,7 +109,7 @@ impl Streams {
     /// A one-time URL for `p`.
     pub fn url(&self, p: Pending) -> String {
         let token = token();
-        let kind = if p.attach { "attach" } else { "exec" };
+        let kind = p.kind().path();
         let now = Instant::now();
         if let Ok(mut m) = self.pending.lock() {
             m.retain(|_, (_, made)| now.duration_since(*made) < TOKEN_TTL);
@@ -96,7 +121,7 @@ impl Streams {
     /// Takes the request a URL's token stands for (once, within [`TOKEN_TTL`]).
     fn take(&self, kind: Kind, token: &str) -> Option<Pending> {
         let (p, made) = self.pending.lock().ok()?.remove(token)?;
-        (made.elapsed() < TOKEN_TTL && p.attach == (kind == Kind::Attach)).then_some(p)
+        (made.elapsed() < TOKEN_TTL && p.kind() == kind).then_some(p)
     }
 
     fn handle(&self, ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
@@ -107,8 +132,29 @@ impl Streams {
             return reply(StatusCode::NOT_FOUND, "unknown or expired streaming token");
         };
         let websocket = is_websocket(req.headers());
+        let (container, request, attach) = match p {
+            Pending::Exec { container, request } => (container, request, false),
+            Pending::Attach { container, request } => (container, request, true),
+            Pending::PortForward {
+                sandbox,
+                namespace,
+                name,
+            } => {
+                // The sandbox's network namespace as it is now (none: hostNetwork).
+                let target = move || match ctx.runtime.sandbox(&sandbox) {
+                    Some(sb) => Ok(Target {
+                        namespace,
+                        name,
+                        uid: sandbox,
+                        netns: sb.netns,
+                    }),
+                    None => Err(format!("pod sandbox {sandbox:?} not found")),
+                };
+                return portforward::upgrade(req, websocket, target);
+            }
+        };
         let runtime = ctx.runtime.clone();
-        let id = p.container.clone();
+        let id = container.clone();
         let resolve = move || match runtime.status(&id) {
             Some(r) if matches!(r.state, bosun_runtime::ContainerState::Running { .. }) => Ok(r),
             _ => Err(NoContainer(
@@ -116,7 +162,7 @@ impl Streams {
                 format!("container {id:?} is not running"),
             )),
         };
-        session(ctx, req, websocket, resolve, p.request, p.attach)
+        session(ctx, req, websocket, resolve, request, attach)
     }
 }
 
@@ -124,16 +170,26 @@ impl Streams {
 enum Kind {
     Exec,
     Attach,
+    PortForward,
 }
 
-/// `/exec/<token>` or `/attach/<token>`.
+impl Kind {
+    /// The first segment of its URLs (containerd's).
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Exec => "exec",
+            Kind::Attach => "attach",
+            Kind::PortForward => "portforward",
+        }
+    }
+}
+
+/// `/exec/<token>`, `/attach/<token>` or `/portforward/<token>`.
 fn parse_path(path: &str) -> Option<(Kind, &str)> {
     let (kind, token) = path.strip_prefix('/')?.split_once('/')?;
-    let kind = match kind {
-        "exec" => Kind::Exec,
-        "attach" => Kind::Attach,
-        _ => return None,
-    };
+    let kind = [Kind::Exec, Kind::Attach, Kind::PortForward]
+        .into_iter()
+        .find(|k| k.path() == kind)?;
     (!token.is_empty() && token.chars().all(|c| c.is_ascii_hexdigit())).then_some((kind, token))
 }
 
@@ -200,7 +256,8 @@ mod tests {
             ("/exec/", None),
             ("/exec", None),
             ("/exec/../x", None),
-            ("/portforward/00", None),
+            ("/portforward/00", Some((Kind::PortForward, "00"))),
+            ("/portForward/00", None),
             ("exec/00", None),
             ("/exec/00/extra", None),
         ];
@@ -222,6 +279,39 @@ mod tests {
             exec_request(cmd(), false, false, false, false),
             Err("one of stdin, stdout, or stderr must be set".into())
         );
+    }
+
+    #[test]
+    fn urls_are_good_once_for_their_kind() {
+        let streams = Streams {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            pending: Mutex::new(HashMap::new()),
+        };
+        let pf = Pending::PortForward {
+            sandbox: "u1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let url = streams.url(pf.clone());
+        let path = url.strip_prefix("http://127.0.0.1:1").expect("our address");
+        let (kind, token) = parse_path(path).expect("a path of ours");
+        assert_eq!(kind, Kind::PortForward);
+        // Another kind's path with the same token: refused, and the token stays usable.
+        assert_eq!(streams.take(Kind::Exec, token), None);
+        let url = streams.url(pf.clone());
+        let (_, token) =
+            parse_path(url.strip_prefix("http://127.0.0.1:1").unwrap_or_default()).expect("path");
+        assert_eq!(streams.take(Kind::PortForward, token), Some(pf));
+        assert_eq!(streams.take(Kind::PortForward, token), None, "once");
+        let exec = Pending::Exec {
+            container: "u1_c_0".into(),
+            request: exec_request(vec!["sh".into()], false, false, true, false).expect("req"),
+        };
+        let url = streams.url(exec.clone());
+        assert!(url.contains("/exec/"), "{url}");
+        let (_, token) =
+            parse_path(url.strip_prefix("http://127.0.0.1:1").unwrap_or_default()).expect("path");
+        assert_eq!(streams.take(Kind::Exec, token), Some(exec));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::api;
 use crate::pods::status::ID_SCHEME;
+use crate::server::stats::Usage;
 use crate::translate::{
     cri_container_id, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
@@ -294,6 +295,94 @@ pub fn container_matches(f: Option<&api::ContainerFilter>, c: &api::Container) -
         && selected(&f.label_selector, |k| c.labels.get(k).map(String::as_str))
 }
 
+/// ListContainerStats' filter as ListContainers' (the same fields, any state).
+pub fn stats_filter(f: Option<&api::ContainerStatsFilter>) -> Option<api::ContainerFilter> {
+    f.map(|f| api::ContainerFilter {
+        id: f.id.clone(),
+        state: None,
+        pod_sandbox_id: f.pod_sandbox_id.clone(),
+        label_selector: f.label_selector.clone(),
+    })
+}
+
+/// ListPodSandboxStats' filter as ListPodSandbox's (the same fields, any state).
+pub fn sandbox_stats_filter(
+    f: Option<&api::PodSandboxStatsFilter>,
+) -> Option<api::PodSandboxFilter> {
+    f.map(|f| api::PodSandboxFilter {
+        id: f.id.clone(),
+        state: None,
+        label_selector: f.label_selector.clone(),
+    })
+}
+
+fn cpu_usage(u: &Usage, at: i64) -> api::CpuUsage {
+    api::CpuUsage {
+        timestamp: at,
+        usage_core_nano_seconds: Some(api::UInt64Value { value: u.cpu_nanos }),
+        ..Default::default()
+    }
+}
+
+fn memory_usage(u: &Usage, at: i64) -> api::MemoryUsage {
+    api::MemoryUsage {
+        timestamp: at,
+        working_set_bytes: Some(api::UInt64Value {
+            value: u.working_set,
+        }),
+        usage_bytes: Some(api::UInt64Value { value: u.usage }),
+        ..Default::default()
+    }
+}
+
+/// A container's stats: its attributes, and the CPU and memory of its cgroup sampled at `at`
+/// (`usage`, what `/stats/summary` reports; none for a container that is not running, which
+/// crictl then leaves out unless `--all`).
+pub fn container_stats(
+    c: &api::Container,
+    usage: Option<&Usage>,
+    at: SystemTime,
+) -> api::ContainerStats {
+    let at = nanos(at);
+    api::ContainerStats {
+        attributes: Some(api::ContainerAttributes {
+            id: c.id.clone(),
+            metadata: c.metadata.clone(),
+            labels: c.labels.clone(),
+            annotations: c.annotations.clone(),
+        }),
+        cpu: usage.map(|u| cpu_usage(u, at)),
+        memory: usage.map(|u| memory_usage(u, at)),
+        ..Default::default()
+    }
+}
+
+/// A sandbox's stats: its attributes, the pod cgroup's usage (`usage`, none without a running
+/// container to find it by) and its containers' stats.
+pub fn sandbox_stats(
+    s: &api::PodSandbox,
+    usage: Option<&Usage>,
+    containers: Vec<api::ContainerStats>,
+    at: SystemTime,
+) -> api::PodSandboxStats {
+    let at = nanos(at);
+    api::PodSandboxStats {
+        attributes: Some(api::PodSandboxAttributes {
+            id: s.id.clone(),
+            metadata: s.metadata.clone(),
+            labels: s.labels.clone(),
+            annotations: s.annotations.clone(),
+        }),
+        linux: Some(api::LinuxPodSandboxStats {
+            cpu: usage.map(|u| cpu_usage(u, at)),
+            memory: usage.map(|u| memory_usage(u, at)),
+            containers,
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
 /// An image of the store as a CRI image: tags and `name@digest` from its references.
 pub fn image(i: &bosun_runtime::image::ImageSummary) -> api::Image {
     let mut tags = Vec::new();
@@ -381,6 +470,7 @@ mod tests {
             image: "docker.io/library/busybox:latest".into(),
             image_id: "sha256:abc".into(),
             log_path: PathBuf::from("/var/log/pods/x/c/0.log"),
+            resources: Default::default(),
         }
     }
 
@@ -606,5 +696,142 @@ mod tests {
         assert!(image_named(&i, "sha256:0123456789abcdef", ""));
         assert!(image_named(&i, "app:v1", "127.0.0.1:5000/app:v1"));
         assert!(!image_named(&i, "app:v2", "127.0.0.1:5000/app:v2"));
+    }
+
+    #[test]
+    fn stats() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        let running = container(
+            &record(
+                "u1_c_1",
+                ContainerState::Running {
+                    pid: 1,
+                    started_at: at,
+                },
+            ),
+            at,
+        );
+        let u = Usage {
+            cpu_nanos: 5,
+            working_set: 6,
+            usage: 8,
+        };
+        let st = container_stats(&running, Some(&u), at);
+        let attrs = st.attributes.clone().expect("attributes");
+        assert_eq!(attrs.id, running.id);
+        assert_eq!(
+            attrs.metadata.map(|m| (m.name, m.attempt)),
+            Some(("c".into(), 1))
+        );
+        let cpu = st.cpu.expect("cpu");
+        assert_eq!(cpu.timestamp, 7_000_000_000);
+        assert_eq!(cpu.usage_core_nano_seconds.map(|v| v.value), Some(5));
+        let mem = st.memory.expect("memory");
+        assert_eq!(
+            (
+                mem.working_set_bytes.map(|v| v.value),
+                mem.usage_bytes.map(|v| v.value)
+            ),
+            (Some(6), Some(8))
+        );
+        // Not running: attributes, no figures (crictl hides it unless --all).
+        let exited = container_stats(&running, None, at);
+        assert!(exited.cpu.is_none() && exited.memory.is_none() && exited.attributes.is_some());
+
+        let sb = sandbox(&pod(false), true);
+        let ps = sandbox_stats(&sb, Some(&u), vec![st], at);
+        assert_eq!(ps.attributes.as_ref().map(|a| a.id.as_str()), Some("u1"));
+        let linux = ps.linux.expect("linux");
+        assert_eq!(linux.containers.len(), 1);
+        assert_eq!(
+            linux
+                .memory
+                .and_then(|m| m.working_set_bytes)
+                .map(|v| v.value),
+            Some(6)
+        );
+
+        // The stats filters select as the list filters do: by id prefix, pod prefix, labels.
+        let sel = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cases = [
+            (None, true),
+            (Some(api::ContainerStatsFilter::default()), true),
+            (
+                Some(api::ContainerStatsFilter {
+                    id: running.id[..13].into(),
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                Some(api::ContainerStatsFilter {
+                    id: "ffff".into(),
+                    ..Default::default()
+                }),
+                running.id.starts_with("ffff"),
+            ),
+            (
+                Some(api::ContainerStatsFilter {
+                    pod_sandbox_id: "u".into(),
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                Some(api::ContainerStatsFilter {
+                    pod_sandbox_id: "v".into(),
+                    ..Default::default()
+                }),
+                false,
+            ),
+            (
+                Some(api::ContainerStatsFilter {
+                    label_selector: sel(&[(LABEL_CONTAINER_NAME, "c")]),
+                    ..Default::default()
+                }),
+                true,
+            ),
+            (
+                Some(api::ContainerStatsFilter {
+                    label_selector: sel(&[(LABEL_CONTAINER_NAME, "d")]),
+                    ..Default::default()
+                }),
+                false,
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(
+                container_matches(stats_filter(f.as_ref()).as_ref(), &running),
+                want,
+                "{f:?}"
+            );
+        }
+        let sf = |id: &str, pairs: &[(&str, &str)]| api::PodSandboxStatsFilter {
+            id: id.into(),
+            label_selector: sel(pairs),
+        };
+        assert!(sandbox_matches(
+            sandbox_stats_filter(Some(&sf("u", &[("app", "web")]))).as_ref(),
+            &sb
+        ));
+        assert!(!sandbox_matches(
+            sandbox_stats_filter(Some(&sf("", &[("app", "db")]))).as_ref(),
+            &sb
+        ));
+        assert!(!sandbox_matches(
+            sandbox_stats_filter(Some(&sf("x", &[]))).as_ref(),
+            &sb
+        ));
+        // A not-ready sandbox still has stats.
+        let gone = sandbox(&pod(false), false);
+        assert!(sandbox_matches(
+            sandbox_stats_filter(Some(&sf("", &[]))).as_ref(),
+            &gone
+        ));
     }
 }
