@@ -5,6 +5,13 @@
 # workspace and the VM guest: see README.md for what each costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Other privileged runs on this machine (`make conformance`, a second `make test`, a developer's
+# `flock /tmp/bosun-priv.lock cargo test -- --ignored`) use the same fixed addresses, ports and
+# paths: one at a time. flock -o keeps the lock in flock itself, not in the daemons tests start.
+if [ -z "${BOSUN_PRIV_LOCKED:-}" ]; then
+    flock -n /tmp/bosun-priv.lock true || echo "waiting for /tmp/bosun-priv.lock (another privileged run)"
+    exec env BOSUN_PRIV_LOCKED=1 flock -o /tmp/bosun-priv.lock bash "$0" "$@"
+fi
 times=()
 t0=$SECONDS
 stage_start=$SECONDS

@@ -66,6 +66,10 @@ authentication:
   webhook: {enabled: true}
   anonymous: {enabled: false}
 authorization: {mode: Webhook}
+# Only the memory default of evictionHard, as the cluster tests: with the kubelet's disk defaults
+# (nodefs 10 %, imagefs 15 % free) a development machine's shared, fuller disk puts the node under
+# DiskPressure and every pod of this cluster is evicted or refused.
+evictionHard: {memory.available: 100Mi}
 YAML
 nohup bosun --config /etc/bosun/config.yaml --kubeconfig /var/lib/kubelet/kubeconfig \
   --bootstrap-kubeconfig "$CP/bootstrap.kubeconfig" --cert-dir /var/lib/kubelet/pki \

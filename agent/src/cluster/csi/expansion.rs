@@ -15,6 +15,43 @@ use super::{Events, ExpandError, Mounted};
 /// How often the claims of mounted CSI volumes are checked for a pending node expansion.
 const EXPAND_PERIOD: Duration = Duration::from_secs(5);
 
+/// The kubelet's volume operations back off after a failure (`goroutinemap/exponentialbackoff`):
+/// 500 ms after the first, doubling up to 2 min 2 s. A failed node expansion is tried again no
+/// sooner than that (and at the next [`EXPAND_PERIOD`] tick after it).
+const RETRY_INITIAL: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(122);
+
+/// The back-off of failed node expansions, one entry per mounted volume (`<pod uid>/<volume>`).
+pub struct Retries(crate::pods::backoff::Backoff);
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self(crate::pods::backoff::Backoff::new(RETRY_INITIAL, RETRY_MAX))
+    }
+}
+
+impl Retries {
+    /// Whether the volume `key` may be tried at `now`: never failed, or its back-off is over.
+    pub fn due(&self, key: &str, now: std::time::SystemTime) -> bool {
+        self.0.in_backoff_since_update(key, now).is_none()
+    }
+
+    /// Records the outcome of a try at `now`: a failure backs off (500 ms, then doubling), a
+    /// success starts over.
+    pub fn record(&mut self, key: &str, failed: bool, now: std::time::SystemTime) {
+        if failed {
+            self.0.next(key, now, now);
+        } else {
+            self.0.forget(key);
+        }
+    }
+
+    /// The current delay of `key`, for the log (the kubelet's "durationBeforeRetry").
+    pub fn delay(&self, key: &str) -> Duration {
+        self.0.delay(key)
+    }
+}
+
 /// What to do about a mounted volume's claim (the kubelet's online expansion precheck).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expansion {
@@ -165,6 +202,7 @@ pub(super) async fn expand_loop(
     mounted: Arc<Mutex<BTreeMap<(String, String), Mounted>>>,
     events: Events,
 ) {
+    let mut retries = Retries::default();
     loop {
         tokio::time::sleep(EXPAND_PERIOD).await;
         let list: Vec<Mounted> = mounted
@@ -172,8 +210,14 @@ pub(super) async fn expand_loop(
             .map(|m| m.values().filter(|m| m.claim.is_some()).cloned().collect())
             .unwrap_or_default();
         for m in list {
-            if let Err(e) = expand_one(&client, &drivers, &m, &events).await {
-                tracing::warn!(pod_uid = %m.pod_uid, volume = %m.volume, error = %e, "MountVolume.NodeExpandVolume failed");
+            let key = format!("{}/{}", m.pod_uid, m.volume);
+            if !retries.due(&key, std::time::SystemTime::now()) {
+                continue;
+            }
+            let result = expand_one(&client, &drivers, &m, &events).await;
+            retries.record(&key, result.is_err(), std::time::SystemTime::now());
+            if let Err(e) = result {
+                tracing::warn!(pod_uid = %m.pod_uid, volume = %m.volume, error = %e, retry_after = ?retries.delay(&key), "MountVolume.NodeExpandVolume failed, no retries permitted until the back-off ends");
             }
         }
     }
@@ -300,6 +344,33 @@ async fn expand_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A volume whose expansion always fails, checked every 5 s: tried at the first ticks while
+    /// the back-off is shorter than the period, then further apart, never more often than the
+    /// kubelet's 500 ms doubling to 2 min 2 s allows; a success starts it over.
+    #[test]
+    fn failed_expansions_back_off_like_the_kubelets_volume_operations() {
+        let t0 = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut r = Retries::default();
+        let mut tried = Vec::new();
+        for tick in 1..=60u64 {
+            let now = t0 + EXPAND_PERIOD * tick as u32;
+            if r.due("u/v", now) {
+                tried.push(tick * 5);
+                r.record("u/v", true, now);
+            }
+        }
+        assert_eq!(tried, [5, 10, 15, 20, 25, 35, 55, 90, 155, 280]);
+        assert_eq!(r.delay("u/v"), RETRY_MAX);
+        // Another volume is not held back by this one.
+        assert!(r.due("u/w", t0 + Duration::from_secs(281)));
+        // A success forgets the failures: the next failure waits 500 ms again.
+        let now = t0 + Duration::from_secs(500);
+        r.record("u/v", false, now);
+        assert!(r.due("u/v", now));
+        r.record("u/v", true, now);
+        assert_eq!(r.delay("u/v"), RETRY_INITIAL);
+    }
 
     #[test]
     fn expansion_when_the_resizer_asks_the_node() {

@@ -650,13 +650,19 @@ impl Planner<'_> {
         let spec = pod.spec.as_ref();
         let mut init_done = true;
         let mut init_failed = false;
+        let pod_initialized = initialized(pod, &self.observed.attempts);
         for c in spec.iter().flat_map(|s| s.init_containers.iter().flatten()) {
             let sidecar = translate::is_sidecar(c);
+            // A sidecar with a startup probe holds back the containers after it until the probe
+            // succeeds, while the pod initializes (the kubelet's computeInitContainerActions:
+            // "wait for the startup probe to succeed"); once the pod was initialized, a
+            // restarted sidecar holds back nothing.
+            let holds_back = sidecar && c.startup_probe.is_some() && !pod_initialized;
             // Stopped for a resize before the pod was initialized, and not started again yet
             // (the kubelet kills it and starts it again in one sync): still resizing, and it
             // starts again whatever the pod's restart policy.
             let resized = !sidecar
-                && !initialized(pod, &self.observed.attempts)
+                && !pod_initialized
                 && latest(&self.observed.attempts, &c.name).is_some_and(|r| {
                     stopped_unsuccessfully(&r.state) && resize_of(c, &r.resources) == Some(true)
                 });
@@ -666,12 +672,13 @@ impl Planner<'_> {
             } else {
                 policy.for_init()
             };
-            let running = matches!(
-                latest(&self.observed.attempts, &c.name).map(|r| &r.state),
-                Some(ContainerState::Running { .. })
-            );
+            let rec = latest(&self.observed.attempts, &c.name);
+            let running = matches!(rec.map(|r| &r.state), Some(ContainerState::Running { .. }));
+            let started = rec
+                .and_then(|r| self.observed.probes.get(&r.id))
+                .is_some_and(|p| p.started);
             match self.step(c, own) {
-                Step::Keep if sidecar && running => continue,
+                Step::Keep if sidecar && running && !(holds_back && !started) => continue,
                 Step::Keep => {
                     init_done = false;
                     break;
@@ -691,7 +698,7 @@ impl Planner<'_> {
                     self.a
                         .init_containers_to_start
                         .push(Self::start(&c.name, n));
-                    if sidecar {
+                    if sidecar && !holds_back {
                         continue;
                     }
                     init_done = false;

@@ -336,6 +336,52 @@ fn sidecars_start_before_the_next_init_container_and_stop_last() {
     assert_eq!(a.sidecars_to_stop, ["s2", "s1"]);
 }
 
+/// A sidecar with a startup probe holds back the containers after it until its startup probe
+/// succeeds, while the pod initializes (the kubelet's computeInitContainerActions); the upstream
+/// spec "Probing restartable init container should be ready immediately after startupProbe
+/// succeeds" measures from the regular container's start.
+#[test]
+fn a_sidecar_with_a_startup_probe_holds_back_the_rest_until_it_has_started() {
+    let p = pod("spec:\n  initContainers:\n  - {name: s, image: busybox, restartPolicy: Always, startupProbe: {exec: {command: [cat, /tmp/startup]}}}\n  - {name: i, image: busybox}\n  containers:\n  - {name: c, image: busybox}\n");
+    let probed = |started: bool| {
+        HashMap::from([(
+            "u1_s_0".to_string(),
+            ProbeState {
+                started,
+                ready: false,
+                failed: None,
+            },
+        )])
+    };
+    // Nothing yet: the sidecar alone starts.
+    let a = plan_at(&p, &observed(Attempts::new()), &Backoff::default(), t(1));
+    assert_eq!(names(&a.init_containers_to_start), [("s".into(), 0)]);
+    assert!(!a.init_done);
+    // Running, its startup probe not run yet or not succeeded: nothing else starts.
+    for probes in [HashMap::new(), probed(false)] {
+        let mut o = observed(attempts(&[("s", vec![running()])]));
+        o.probes = probes;
+        let a = plan_at(&p, &o, &Backoff::default(), t(2));
+        assert!(a.init_containers_to_start.is_empty() && a.containers_to_start.is_empty());
+        assert!(!a.init_done);
+    }
+    // Started: the init container after it starts.
+    let mut o = observed(attempts(&[("s", vec![running()])]));
+    o.probes = probed(true);
+    let a = plan_at(&p, &o, &Backoff::default(), t(3));
+    assert_eq!(names(&a.init_containers_to_start), [("i".into(), 0)]);
+    // The pod initialized: a restarted sidecar whose probe has not succeeded holds back
+    // nothing (the regular container is kept, the rest of the pod goes on).
+    let o = observed(attempts(&[
+        ("s", vec![exited(1, t(4)), running()]),
+        ("i", vec![exited(0, t(3))]),
+        ("c", vec![running()]),
+    ]));
+    let a = plan_at(&p, &o, &Backoff::default(), t(5));
+    assert!(a.init_done);
+    assert!(a.init_containers_to_start.is_empty() && a.containers_to_start.is_empty());
+}
+
 #[test]
 fn failed_probes_stop_running_containers() {
     let p = pod("spec:\n  terminationGracePeriodSeconds: 7\n  containers:\n  - name: a\n    image: busybox\n    livenessProbe: {exec: {command: [false]}, terminationGracePeriodSeconds: 3}\n  - name: b\n    image: busybox\n    startupProbe: {exec: {command: [false]}}\n  - {name: c, image: busybox}\n");
