@@ -678,7 +678,7 @@ impl Planner<'_> {
                 .and_then(|r| self.observed.probes.get(&r.id))
                 .is_some_and(|p| p.started);
             match self.step(c, own) {
-                Step::Keep if sidecar && running && !(holds_back && !started) => continue,
+                Step::Keep if sidecar && running && (started || !holds_back) => continue,
                 Step::Keep => {
                     init_done = false;
                     break;
