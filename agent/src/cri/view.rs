@@ -264,7 +264,24 @@ pub fn container_status(r: &Record, created: SystemTime) -> api::ContainerStatus
         labels: c.labels,
         annotations: c.annotations,
         log_path: r.log_path.display().to_string(),
+        resources: Some(resources(&r.resources)),
         ..Default::default()
+    }
+}
+
+/// The cgroup settings a container runs with (in-place resizes included), as containerd
+/// reports them; 0 where none is set.
+fn resources(r: &bosun_runtime::Resources) -> api::ContainerResources {
+    let int = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
+    api::ContainerResources {
+        linux: Some(api::LinuxContainerResources {
+            cpu_period: int(r.cpu_period),
+            cpu_quota: r.cpu_quota.unwrap_or(0),
+            cpu_shares: int(r.cpu_shares),
+            memory_limit_in_bytes: r.memory_limit.unwrap_or(0),
+            ..Default::default()
+        }),
+        windows: None,
     }
 }
 
@@ -532,6 +549,36 @@ mod tests {
         assert_eq!(c.created_at, 100_000_000_000);
         let st = container_status(&running, t0);
         assert_eq!(st.started_at, 101_000_000_000);
+        let linux = st.resources.and_then(|r| r.linux).expect("resources");
+        assert_eq!(
+            (
+                linux.cpu_shares,
+                linux.cpu_quota,
+                linux.memory_limit_in_bytes
+            ),
+            (0, 0, 0)
+        );
+        let mut limited = running.clone();
+        limited.resources = bosun_runtime::Resources {
+            cpu_shares: Some(512),
+            cpu_quota: Some(50_000),
+            cpu_period: Some(100_000),
+            memory_limit: Some(64 << 20),
+            pids_limit: None,
+        };
+        let linux = container_status(&limited, t0)
+            .resources
+            .and_then(|r| r.linux)
+            .expect("resources");
+        assert_eq!(
+            (
+                linux.cpu_shares,
+                linux.cpu_quota,
+                linux.cpu_period,
+                linux.memory_limit_in_bytes
+            ),
+            (512, 50_000, 100_000, 64 << 20)
+        );
         assert_eq!(st.log_path, "/var/log/pods/x/c/0.log");
         let exited = record(
             "u1_c_0",
