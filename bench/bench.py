@@ -50,7 +50,13 @@ SECCOMP_PODS = 20  # pods of each seccomp profile in the seccomp sequence (host 
 SECCOMP_KINDS = ("Unconfined", "RuntimeDefault")
 
 
-def manifest(name, image=IMAGE, host_network=False, seccomp=None):
+# The pods' CPU request. bosun admits pods as the kubelet does (the sum of requests within the
+# node's allocatable): 250 pods of 5m fit on 2 cores (of 50m, as before 2026-12-07, only 40 did);
+# the density run (bench/density.py) uses 1m for 1,000 pods.
+CPU_REQUEST = "5m"
+
+
+def manifest(name, image=IMAGE, host_network=False, seccomp=None, cpu_request=CPU_REQUEST):
     """The one pod every measurement uses: one busybox container sleeping, Burstable QoS, on
     the pod network (or, for the host-network rows, the host's).
 
@@ -70,7 +76,7 @@ spec:
     imagePullPolicy: IfNotPresent
     command: [sleep, "1000000"]
     resources:
-      requests: {{cpu: 50m, memory: 16Mi}}
+      requests: {{cpu: {cpu_request}, memory: 16Mi}}
       limits: {{cpu: 100m, memory: 32Mi}}
 """
 
@@ -216,8 +222,12 @@ def machine():
 # ---------------------------------------------------------------- bosun
 
 
+# bosun's maxPods in the bench (the kubelet's default, 110, would refuse the fill's 250 pods).
+MAX_PODS = 1100
+
+
 class Bosun:
-    def __init__(self, binary, layout):
+    def __init__(self, binary, layout, max_pods=MAX_PODS, cpu_request=CPU_REQUEST):
         self.bin = binary
         self.dir = tempfile.mkdtemp(prefix="bosun-bench-")
         self.cgroup_root = f"/bosun-bench-{os.getpid()}"
@@ -229,6 +239,10 @@ class Bosun:
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": BOSUN_POD_SUBNET}]],
                           "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.path("ipam")}},
                 {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+        with open(self.path("config.yaml"), "w") as f:
+            f.write("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+                    f"maxPods: {max_pods}\n")
+        self.cpu_request = cpu_request
         self.proc = None
         self.known = {}  # uid -> pod name
         out = self.cli(["image", "import", layout, IMAGE])
@@ -248,6 +262,7 @@ class Bosun:
             "--cgroup-root", self.cgroup_root,
             "--hostname-override", "bench",
             "--cni-conf-dir", self.path("cni"),
+            "--config", self.path("config.yaml"),
         ]
 
     def cli(self, args):
@@ -268,7 +283,8 @@ class Bosun:
         """Writes the manifest next to the folder; `release` renames it in."""
         f = self.path(f"staging/{name}.yaml")
         with open(f, "w") as fh:
-            fh.write(manifest(name, host_network=host_network, seccomp=seccomp))
+            fh.write(manifest(name, host_network=host_network, seccomp=seccomp,
+                              cpu_request=self.cpu_request))
         return f
 
     def release(self, name):
@@ -421,6 +437,7 @@ class Podman:
     def __init__(self, layout, workdir):
         self.dir = workdir
         self.prefix = f"bench{os.getpid()}"
+        self.cpu_request = CPU_REQUEST
         self.wrote_conf = False
         # Before any podman command: podman itself creates it (netavark's lock).
         self.had_networks = os.path.exists("/etc/containers/networks")
@@ -452,7 +469,8 @@ class Podman:
 
     def write(self, names, file, host_network=False, seccomp=None):
         with open(file, "w") as f:
-            f.write("---\n".join(manifest(self.name(n), host_network=host_network, seccomp=seccomp)
+            f.write("---\n".join(manifest(self.name(n), host_network=host_network, seccomp=seccomp,
+                                          cpu_request=self.cpu_request)
                                  for n in names))
 
     def running(self, names):
@@ -758,6 +776,33 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def per_pod_user(bo, pm):
+    """The per-pod user-space memory each stack adds (KiB): (bosun, podman). bosun: keepers'
+    anonymous + page tables plus the agent's growth since idle; podman: conmons + infra."""
+    fb, fp = bo["foot"], pm["foot"]
+    growth = max(0, fb["agent_anon"] + fb["agent_pte"] - bo["idle_anon"])
+    return ((fb["helper_anon"] + fb["helper_pte"] + growth) / fb["pods"],
+            (fp["helper_anon"] + fp["helper_pte"]) / fp["pods"])
+
+
+def gate_figures(p, bo, pm, quick):
+    """What bench/check.sh compares with bench/baseline.json (bench/gate.py): the two ratios
+    against the peer measured in the same run, and the figures they come from."""
+    seq_b, seq_p = bo["fill"][: p["seq"]], pm["fill"][: p["seq"]]
+    mem_b, mem_p = per_pod_user(bo, pm)
+    return {
+        "mode": "quick" if quick else "full",
+        "start_p50_ratio": pct(seq_b, 50) / pct(seq_p, 50),
+        "per_pod_memory_ratio": mem_b / mem_p,
+        "bosun_start_p50_ms": pct(seq_b, 50) * 1000,
+        "podman_start_p50_ms": pct(seq_p, 50) * 1000,
+        "bosun_per_pod_kib": mem_b,
+        "podman_per_pod_kib": mem_p,
+        "pods": len(seq_b),
+        "load": read("/proc/loadavg").split()[0],
+    }
+
+
 def report(p, bo, pm, mach, command, quick, busy):
     rows = []
     ms = lambda s: s * 1000.0  # noqa: E731
@@ -791,8 +836,7 @@ def report(p, bo, pm, mach, command, quick, busy):
     rows.append((f"agent CPU with {n} pods (% of a core)", fb["agent_cpu"], None, ""))
     rows.append((f"stack CPU with {n} pods: agent + helpers (% of a core)", fb["stack_cpu"], fp["stack_cpu"], ""))
     rows.append((f"helper processes for {n} pods", fb["helpers"], fp["helpers"], ""))
-    per_b = (fb["helper_anon"] + fb["helper_pte"] + max(0, fb["agent_anon"] + fb["agent_pte"] - bo["idle_anon"])) / n
-    per_p = (fp["helper_anon"] + fp["helper_pte"]) / n
+    per_b, per_p = per_pod_user(bo, pm)
     rows.append(("per pod, user space the stack adds: anon + page tables (KiB)", per_b, per_p, "< 1024 KiB"))
     rows.append(("  of which helpers' anonymous (KiB)", fb["helper_anon"] / n, fp["helper_anon"] / n, ""))
     rows.append(("  of which helpers' page tables (KiB)", fb["helper_pte"] / n, fp["helper_pte"] / n, ""))
@@ -834,6 +878,7 @@ def main():
     ap.add_argument("--layout", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--json", help="writes the figures bench/check.sh gates on (bench/gate.py)")
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--busy", action="store_true", help="note that the machine was shared")
     ap.add_argument("--fill", type=int, help="pods in the fill phase (default 250)")
@@ -843,7 +888,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench: must run as root")
     if args.quick:
-        p = {"fill": 6, "seq": 6, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3,
+        p = {"fill": 12, "seq": 12, "foot": 6, "marks": [5], "burst": 5, "cpu_window": 1.0, "hostnet": 3,
              "seccomp": 3}
     else:
         p = {"fill": 250, "seq": 50, "foot": 100, "marks": [10, 100, 250], "burst": 100, "cpu_window": 10.0,
@@ -875,6 +920,9 @@ def main():
     mach.update({k: v for k, v in machine().items() if k == "load"})
     text = report(p, bo, pm, mach, args.command, args.quick, args.busy)
     print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(gate_figures(p, bo, pm, args.quick), f, indent=1)
     log(f"total {time.time() - started:.0f} s")
     if leaks:
         print("LEAKED (cleaned up by force):\n  " + "\n  ".join(leaks), file=sys.stderr)

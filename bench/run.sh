@@ -4,6 +4,7 @@
 #
 #   bench/run.sh           the full run (~10 minutes): 250 pods one after another, a burst of 100
 #   bench/run.sh --quick   a few pods: checks the harness works (CI); writes nothing
+#   bench/run.sh --json F  also writes the figures the regression gate compares (bench/gate.py) to F
 #   bench/run.sh --busy    (with the full run) notes in BENCHMARKS.md that the machine was shared
 #   bench/run.sh --no-cluster   skips the cluster part (bench/cluster.sh: control plane, bosun as a
 #                               node, a 100-replica Deployment; 3 replicas with --quick)
@@ -22,6 +23,7 @@ busy=
 cluster=1
 peer_node=1
 peer=()
+json=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) quick=--quick ;;
@@ -29,7 +31,8 @@ while [[ $# -gt 0 ]]; do
         --no-cluster) cluster= ;;
         --no-peer) peer_node= ;;
         --peer-fill|--fill|--burst) peer+=("$1" "$2"); shift ;;
-        *) echo "usage: $0 [--quick] [--busy] [--no-cluster] [--no-peer] [--peer-fill N] [--fill N] [--burst N]" >&2; exit 2 ;;
+        --json) json=(--json "$(realpath "$2")"); shift ;;
+        *) echo "usage: $0 [--quick] [--busy] [--no-cluster] [--no-peer] [--peer-fill N] [--fill N] [--burst N] [--json FILE]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -56,7 +59,7 @@ bash tests/images/build-busybox.sh "$work/busybox-oci" >/dev/null
 out=()
 [[ -n $quick ]] || out=(--out BENCHMARKS.table.md)
 python3 bench/bench.py --bosun "$bosun_bin" --layout "$work/busybox-oci" $quick $busy "${peer[@]}" \
-    --command "bench/run.sh${quick:+ --quick}${busy:+ --busy}${peer[*]:+ ${peer[*]}}" "${out[@]}"
+    --command "bench/run.sh${quick:+ --quick}${busy:+ --busy}${peer[*]:+ ${peer[*]}}" "${out[@]}" "${json[@]}"
 
 # Issue 3's benchmark: cold pull + unpack of a ~100 MB multi-layer image, bosun next to skopeo +
 # umoci and podman, from one local registry.

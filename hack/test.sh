@@ -81,7 +81,7 @@ stage "e2e-security (cluster)"; bash tests/cluster/e2e-security.sh
 stage "e2e-pressure (cluster: allocatable, admission, in-place resize, eviction on a loop filesystem)"
 bash tests/cluster/e2e-pressure.sh
 fuzz
-stage "bench harness (quick, no figures checked)"
+stage "bench (quick run + regression gate: ratios to podman vs bench/baseline.json)"
 bash bench/check.sh
 # The VM tier's short subset: the .deb of the debug build on a pure cgroup v2 systemd guest;
 # tests/vm/run.sh runs the whole tier with the release build and the cluster part.

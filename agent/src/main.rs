@@ -261,6 +261,8 @@ fn main() -> ExitCode {
         Some(true) => return print_line(&bosun::config::kubelet::version_raw()),
         None => {}
     }
+    // One descriptor per running pod: up to the hard limit before any thread exists.
+    let nofile = bosun_runtime::sys::raise_nofile_soft_limit();
     let cli = Cli::parse_from(&kubelet.args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
@@ -269,6 +271,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    match nofile {
+        Ok(Some((from, to))) => tracing::debug!(from, to, "raised the soft open files limit"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the soft open files limit"),
+    }
     // Still single-threaded: may set SSL_CERT_FILE (see the module).
     bosun::tls_roots::ensure();
     for w in &kubelet.warnings {

@@ -11,6 +11,7 @@
 mod attach;
 mod disk;
 mod exec;
+mod listing;
 mod monitor;
 mod proc;
 mod remove;
@@ -130,6 +131,8 @@ pub(crate) struct Inner {
     lifts: start::QuotaLifts,
     /// seccomp profiles parsed and compiled once for every container (`<run_dir>/seccomp`).
     filters: Arc<crate::seccomp::Filters>,
+    /// The names in the containers folder, read again only when it changed.
+    listing: listing::Listing,
 }
 
 /// Capacity of the event channel; a lagging subscriber gets `Lagged` and must re-list.
@@ -161,6 +164,7 @@ impl HostRuntime {
             shutdown,
             lifts: start::QuotaLifts::default(),
             filters: Arc::new(crate::seccomp::Filters::new(paths_seccomp)),
+            listing: listing::Listing::default(),
         });
         let entries = std::fs::read_dir(&containers).map_err(|source| InitError::Scan {
             path: containers.clone(),
@@ -216,14 +220,8 @@ impl HostRuntime {
 
     /// Every container on disk with its state.
     pub fn list(&self) -> Vec<ContainerStatus> {
-        let Ok(entries) = std::fs::read_dir(self.inner.containers_dir()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<ContainerStatus> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|id| self.status(&id))
-            .collect();
+        let names = self.inner.listing.names(&self.inner.containers_dir());
+        let mut out: Vec<ContainerStatus> = names.iter().filter_map(|id| self.status(id)).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
@@ -231,14 +229,11 @@ impl HostRuntime {
     /// The containers whose id starts with `prefix` (the agent names containers
     /// `<pod uid>_<name>_<attempt>`, so a pod's are found without reading everyone else's).
     pub fn list_prefix(&self, prefix: &str) -> Vec<ContainerStatus> {
-        let Ok(entries) = std::fs::read_dir(self.inner.containers_dir()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<ContainerStatus> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
+        let names = self.inner.listing.names(&self.inner.containers_dir());
+        let mut out: Vec<ContainerStatus> = names
+            .iter()
             .filter(|id| id.starts_with(prefix))
-            .filter_map(|id| self.status(&id))
+            .filter_map(|id| self.status(id))
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out

@@ -476,10 +476,59 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
         .map_err(io::Error::from)
 }
 
+/// The soft RLIMIT_NOFILE the agent raises itself to, if any: its hard limit, capped at the
+/// kernel's `fs.nr_open` (a soft limit above it is refused, and an unlimited hard limit is
+/// common). The agent keeps about one descriptor per running pod (1,011 with 1,000), so a
+/// shell's usual soft 1024 stops it near 1,000 pods; Go programs (the kubelet, containerd)
+/// get the same raise from their runtime. `None`: already there, or nothing to gain.
+pub fn nofile_soft_target(soft: u64, hard: u64, nr_open: u64) -> Option<u64> {
+    let target = hard.min(nr_open);
+    (target > soft).then_some(target)
+}
+
+/// Raises this process' soft RLIMIT_NOFILE as [`nofile_soft_target`] says (no privilege
+/// needed: only up to the hard limit); children inherit it, as they do the 1048576 of
+/// bosun.service. Returns (old soft, new soft) when it changed something.
+pub fn raise_nofile_soft_limit() -> io::Result<Option<(u64, u64)>> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let (soft, hard) = nofile_limit()?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    match nofile_soft_target(soft, hard, nr_open) {
+        Some(target) => {
+            setrlimit(Resource::RLIMIT_NOFILE, target, hard).map_err(io::Error::from)?;
+            Ok(Some((soft, target)))
+        }
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn nofile_soft_target_raises_to_hard_capped_at_nr_open() {
+        let inf = u64::MAX; // RLIM_INFINITY
+        for (soft, hard, nr_open, want) in [
+            (1024, 524_288, 1_048_576, Some(524_288)), // a shell's 1024: up to the hard limit
+            (1024, inf, 1_048_576, Some(1_048_576)),   // unlimited hard: nr_open
+            (1024, 4096, 2048, Some(2048)),            // nr_open below the hard limit
+            (20_000, 20_000, 1_048_576, None),         // already at the hard limit
+            (1_048_576, inf, 1_048_576, None),         // bosun.service: already at nr_open
+            (4096, 1024, 1_048_576, None),             // never lowered
+            (2048, 4096, 1024, None),                  // nr_open below soft: left alone
+        ] {
+            assert_eq!(
+                nofile_soft_target(soft, hard, nr_open),
+                want,
+                "soft {soft} hard {hard} nr_open {nr_open}"
+            );
+        }
+    }
 
     #[test]
     fn pidfd_of_self_child_becomes_readable_on_exit() {
