@@ -264,7 +264,12 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     // One measure of the capacity for both (the root dir may not exist yet).
     let storage = resources.capacity.get(crate::admission::EPHEMERAL_STORAGE);
     facts.ephemeral_storage_bytes = storage.copied().unwrap_or(0).max(0) as u64;
-    facts.declared_features = vec![crate::server::WEBSOCKET_FEATURE.to_string()];
+    // The features the apiserver checks a node for before it accepts a request that needs
+    // them (KEP-5328's node declared features, sorted by name as the kubelet's list).
+    facts.declared_features = vec![
+        crate::server::WEBSOCKET_FEATURE.to_string(),
+        crate::pods::resize::INIT_CONTAINER_RESIZE_FEATURE.to_string(),
+    ];
     let mut delay = Duration::from_secs(1);
     while let Err(e) = cluster::node::register(&client, &facts).await {
         tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
