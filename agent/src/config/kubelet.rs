@@ -487,7 +487,8 @@ pub fn version_raw() -> String {
     .to_string()
 }
 
-fn go_arch() -> &'static str {
+/// The architecture as Go (and the `kubernetes.io/arch` label) names it.
+pub fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
