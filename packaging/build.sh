@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release binary and both packages (.deb with cargo-deb, .rpm with cargo-generate-rpm)
-# into $CARGO_TARGET_DIR/packages/ and prints their paths (one per line, on stdout).
+# into $CARGO_TARGET_DIR/packages/ and prints their paths (one per line, on stdout), then the
+# optional bosun-kubelet .deb and .rpm (bosun in the kubelet's place for kubeadm:
+# /usr/bin/kubelet, kubelet.service and kubeadm's drop-in; the `kubelet` variant of both tools).
 #
 #   packaging/build.sh            # build (installs the two cargo tools into ~/.cargo/bin if missing)
 #   NO_BUILD=1 packaging/build.sh # package the release binary already built
@@ -44,7 +46,7 @@ if [[ ${PROFILE:-release} == debug ]]; then
     ls -t "$dbg"/bosun_*.deb | head -1
     exit 0
 fi
-rm -f "$out"/bosun_*.deb "$out"/bosun-*.rpm
+rm -f "$out"/bosun_*.deb "$out"/bosun-*.rpm "$out"/bosun-kubelet_*.deb "$out"/bosun-kubelet-*.rpm
 
 if [[ -z ${NO_BUILD:-} ]]; then
     echo "build.sh: cargo build --release -p bosun" >&2
@@ -60,8 +62,12 @@ for b in bosun bosun-keeper; do
 done
 SOURCE_DATE_EPOCH=$epoch cargo deb -p bosun --no-build --no-strip --output "$out" >&2
 SOURCE_DATE_EPOCH=$epoch cargo generate-rpm -p agent --output "$out" >&2
+SOURCE_DATE_EPOCH=$epoch cargo deb -p bosun --variant kubelet --no-build --no-strip --output "$out" >&2
+SOURCE_DATE_EPOCH=$epoch cargo generate-rpm -p agent --variant kubelet --output "$out" >&2
 
 deb=$(ls -t "$out"/bosun_*.deb | head -1)
-rpm=$(ls -t "$out"/bosun-*.rpm | head -1)
+rpm=$(ls -t "$out"/bosun-[0-9]*.rpm | head -1)
 echo "$deb"
 echo "$rpm"
+ls -t "$out"/bosun-kubelet_*.deb | head -1
+ls -t "$out"/bosun-kubelet-*.rpm | head -1

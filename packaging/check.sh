@@ -13,7 +13,7 @@ for tool in dpkg-deb rpm; do
     command -v "$tool" >/dev/null || { echo "check.sh: $tool missing (apt-get install rpm)" >&2; exit 1; }
 done
 deb=${1:-$(ls -t "$CARGO_TARGET_DIR"/packages/bosun_*.deb 2>/dev/null | head -1)}
-rpmf=${2:-$(ls -t "$CARGO_TARGET_DIR"/packages/bosun-*.rpm 2>/dev/null | head -1)}
+rpmf=${2:-$(ls -t "$CARGO_TARGET_DIR"/packages/bosun-[0-9]*.rpm 2>/dev/null | head -1)}
 [[ -f $deb && -f $rpmf ]] || { echo "check.sh: no packages (run packaging/build.sh)" >&2; exit 1; }
 echo "check.sh: $deb"
 echo "check.sh: $rpmf"

@@ -212,9 +212,10 @@ fn serve_pod_resources(ctx: &Arc<Ctx>) {
 
 /// Runs the pods of the manifest folder until SIGTERM/SIGINT (pods keep running after).
 pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
-    let (ctx, _) = context(cfg).await?;
+    let (ctx, images) = context(cfg).await?;
     let ctx = Arc::new(ctx);
     serve_pod_resources(&ctx);
+    crate::cri::serve(ctx.clone(), images, &ctx.cfg.cri_sockets)?;
     let manifests = ctx
         .cfg
         .manifests
@@ -275,7 +276,12 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     // One measure of the capacity for both (the root dir may not exist yet).
     let storage = resources.capacity.get(crate::admission::EPHEMERAL_STORAGE);
     facts.ephemeral_storage_bytes = storage.copied().unwrap_or(0).max(0) as u64;
-    facts.declared_features = vec![crate::server::WEBSOCKET_FEATURE.to_string()];
+    // The features the apiserver checks a node for before it accepts a request that needs
+    // them (KEP-5328's node declared features, sorted by name as the kubelet's list).
+    facts.declared_features = vec![
+        crate::server::WEBSOCKET_FEATURE.to_string(),
+        crate::pods::resize::INIT_CONTAINER_RESIZE_FEATURE.to_string(),
+    ];
     let mut delay = Duration::from_secs(1);
     while let Err(e) = cluster::node::register(&client, &facts).await {
         tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
@@ -325,6 +331,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     serve_pod_resources(&ctx);
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
+    crate::cri::serve(ctx.clone(), images.clone(), &ctx.cfg.cri_sockets)?;
     tokio::spawn(cluster::node::lease_loop(client.clone(), node_name.clone()));
     tokio::spawn(cluster::node::status_loop(
         client.clone(),

@@ -49,7 +49,14 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
             .map(|c| ("init", c))
             .chain(cs.iter().map(|c| ("", c)))
         {
-            writeln!(out, "  {:<4} {:<22} {}", kind, c.name, describe_state(c))?;
+            writeln!(
+                out,
+                "  {:<4} {:<22} {:<13} {}",
+                kind,
+                c.name,
+                short_cri_id(c),
+                describe_state(c)
+            )?;
         }
     }
     let failures: Vec<ManifestFailure> =
@@ -68,6 +75,22 @@ pub fn pods(cfg: &Config, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The container's CRI id as crictl prints it (13 characters), `-` before it has one.
+fn short_cri_id(c: &k8s_openapi::api::core::v1::ContainerStatus) -> String {
+    match c
+        .container_id
+        .as_deref()
+        .and_then(|i| i.strip_prefix(status::ID_SCHEME))
+    {
+        Some(id) => {
+            let mut cri = crate::translate::cri_container_id(id);
+            cri.truncate(crate::translate::SHORT_ID_LEN);
+            cri
+        }
+        None => "-".into(),
+    }
 }
 
 fn describe_state(c: &k8s_openapi::api::core::v1::ContainerStatus) -> String {

@@ -1,6 +1,8 @@
 //! Flags + the KubeletConfiguration file -> one validated [`Config`].
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod kubelet;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -66,6 +68,9 @@ pub struct Config {
     pub image_minimum_gc_age: std::time::Duration,
     /// The kubelet HTTP API (port, TLS, authentication, authorization).
     pub server: ServerConfig,
+    /// The unix sockets the CRI API is served on: `<run-dir>/bosun.sock`, and the path of
+    /// containerRuntimeEndpoint (`--container-runtime-endpoint`) when it names another.
+    pub cri_sockets: Vec<PathBuf>,
     /// seccompDefault (false): containers that name no seccomp profile get `RuntimeDefault`
     /// instead of `Unconfined`.
     pub seccomp_default: bool,
@@ -382,6 +387,10 @@ pub struct WebhookAuthzFile {
 impl ServerConfig {
     fn from_file(f: &KubeletConfigFile) -> Result<ServerConfig, ConfigError> {
         let duration = |field: &str, v: Option<&String>, default: u64| match v {
+            // 0s is the zero value, which the kubelet's defaulting replaces (kubeadm writes it).
+            Some(s) if parse_duration(s).is_some_and(|d| d.is_zero()) => {
+                Ok(std::time::Duration::from_secs(default))
+            }
             Some(s) => parse_duration(s).ok_or_else(|| ConfigError::Invalid {
                 field: field.into(),
                 message: format!("{s:?} is not a duration like 2m"),
@@ -522,6 +531,7 @@ pub struct KubeletConfigFile {
     pub authorization: Option<AuthorizationFile>,
     #[serde(rename = "serverTLSBootstrap")]
     pub server_tls_bootstrap: Option<bool>,
+    pub container_runtime_endpoint: Option<String>,
     pub streaming_connection_idle_timeout: Option<String>,
     pub seccomp_default: Option<bool>,
     pub allowed_unsafe_sysctls: Option<Vec<String>>,
@@ -571,42 +581,16 @@ pub struct Flags {
     pub cdi_spec_dir: Option<String>,
     pub registry_config: Option<PathBuf>,
     pub image_credentials: Option<PathBuf>,
+    /// KubeletConfiguration keys set by kubelet flags (`--cluster-dns`, ...: see
+    /// [`kubelet::split_args`]), merged over the file.
+    pub config_overrides: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Config {
     /// Flags win over the file, the file over defaults.
     pub fn load(flags: &Flags) -> Result<(Config, Vec<String>), ConfigError> {
         let mut warnings = Vec::new();
-        let file = match &flags.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let f: KubeletConfigFile =
-                    serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                if let Some(kind) = &f.kind {
-                    if kind != "KubeletConfiguration" {
-                        return Err(ConfigError::Parse {
-                            path: path.clone(),
-                            message: format!("kind is {kind:?}, expected KubeletConfiguration"),
-                        });
-                    }
-                }
-                let unknown: BTreeSet<&String> = f.rest.keys().collect();
-                for key in unknown {
-                    warnings.push(format!(
-                        "config file {}: field {key} is not implemented by bosun and is ignored",
-                        path.display()
-                    ));
-                }
-                f
-            }
-            None => KubeletConfigFile::default(),
-        };
+        let file = read_file(flags, &mut warnings)?;
         let node_name = match &flags.node_name {
             Some(n) => n.clone(),
             None => hostname(),
@@ -627,6 +611,10 @@ impl Config {
             });
         }
         let duration = |field: &str, v: &Option<String>, default: u64| match v {
+            // 0s is the zero value, which the kubelet's defaulting replaces (kubeadm writes it).
+            Some(s) if parse_duration(s).is_some_and(|d| d.is_zero()) => {
+                Ok(std::time::Duration::from_secs(default))
+            }
             Some(s) => parse_duration(s).ok_or_else(|| ConfigError::Invalid {
                 field: field.into(),
                 message: format!("{s:?} is not a duration like 20s"),
@@ -651,7 +639,7 @@ impl Config {
             })?,
             None => Vec::new(),
         };
-        let cfg = Config {
+        let mut cfg = Config {
             kubeconfig: flags.kubeconfig.clone(),
             bootstrap_kubeconfig: flags.bootstrap_kubeconfig.clone(),
             cert_dir: flags
@@ -738,11 +726,13 @@ impl Config {
             image_gc_low_threshold_percent: file.image_gc_low_threshold_percent.unwrap_or(80),
             image_minimum_gc_age: duration("imageMinimumGCAge", &file.image_minimum_gc_age, 120)?,
             server: ServerConfig::from_file(&file)?,
+            cri_sockets: Vec::new(),
             seccomp_default: file.seccomp_default.unwrap_or(false),
             allowed_unsafe_sysctls: file.allowed_unsafe_sysctls.clone().unwrap_or_default(),
             node_resources: NodeResourceConfig::from_file(&file)?,
             shutdown: ShutdownConfig::from_file(&file)?,
         };
+        cfg.cri_sockets = cri_sockets(&cfg.run_dir, file.container_runtime_endpoint.as_deref())?;
         // The kubelet refuses to start with a pattern that is invalid or not namespaced.
         crate::security::sysctl::Allowlist::new(&cfg.allowed_unsafe_sysctls, (0, 0)).map_err(
             |message| ConfigError::Invalid {
@@ -789,6 +779,80 @@ impl Config {
         }
         Ok((cfg, warnings))
     }
+}
+
+/// Reads the `--config` file (none: an empty one), merges the kubelet flags' overrides over it
+/// and warns once for each key bosun does not read.
+fn read_file(flags: &Flags, warnings: &mut Vec<String>) -> Result<KubeletConfigFile, ConfigError> {
+    let (mut map, path) = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let value: serde_json::Value =
+                serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let map = match value {
+                serde_json::Value::Object(m) => m,
+                serde_json::Value::Null => Default::default(),
+                _ => {
+                    return Err(ConfigError::Parse {
+                        path: path.clone(),
+                        message: "not a mapping of KubeletConfiguration fields".into(),
+                    })
+                }
+            };
+            (map, path.clone())
+        }
+        None => (Default::default(), PathBuf::from("(flags)")),
+    };
+    kubelet::merge(&mut map, &flags.config_overrides);
+    let f: KubeletConfigFile =
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    if let Some(kind) = &f.kind {
+        if kind != "KubeletConfiguration" {
+            return Err(ConfigError::Parse {
+                path,
+                message: format!("kind is {kind:?}, expected KubeletConfiguration"),
+            });
+        }
+    }
+    let shown = path.display().to_string();
+    let mut unknown: Vec<(&String, &serde_json::Value)> = f.rest.iter().collect();
+    unknown.sort_by_key(|(k, _)| *k);
+    for (key, value) in unknown {
+        warnings.extend(kubelet::config_key_warning(&shown, key, value));
+    }
+    Ok(f)
+}
+
+/// Where the CRI API listens: `<run_dir>/bosun.sock` always, and the path of
+/// containerRuntimeEndpoint when it is another `unix://` path (kubeadm's `criSocket`).
+fn cri_sockets(run_dir: &Path, endpoint: Option<&str>) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut out = vec![run_dir.join("bosun.sock")];
+    match endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+        None => {}
+        Some(e) => {
+            let path = e
+                .strip_prefix("unix://")
+                .filter(|p| p.starts_with('/'))
+                .ok_or_else(|| ConfigError::Invalid {
+                    field: "containerRuntimeEndpoint".into(),
+                    message: format!("{e:?} is not a unix:///absolute/path endpoint"),
+                })?;
+            let path = PathBuf::from(path);
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn hostname() -> String {
@@ -1028,6 +1092,90 @@ mod tests {
         )
         .expect("write");
         assert!(Config::load(&flags).is_err());
+    }
+
+    #[test]
+    fn kubeadm_config_and_flags() {
+        // The files the real kubeadm (v1.36.5, `kubeadm init phase kubelet-start`) wrote.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubeadm");
+        let env = std::fs::read_to_string(dir.join("kubeadm-flags.env")).expect("env file");
+        let line = env
+            .trim()
+            .trim_start_matches("KUBELET_KUBEADM_ARGS=")
+            .trim_matches('"');
+        let mut args = vec![
+            "kubelet".to_string(),
+            format!("--config={}", dir.join("config.yaml").display()),
+            "--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock".into(),
+        ];
+        args.extend(line.split_whitespace().map(String::from));
+        let split = kubelet::split_args(args).expect("split");
+        assert!(split.warnings.is_empty(), "{:?}", split.warnings);
+        let flags = Flags {
+            config: Some(dir.join("config.yaml")),
+            config_overrides: split.overrides,
+            ..Flags::default()
+        };
+        let (cfg, warnings) = Config::load(&flags).expect("load");
+        // Every field kubeadm sets is read or accepted; only its systemd cgroup driver is
+        // worth a word.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("cgroupDriver"), "{warnings:?}");
+        assert_eq!(
+            cfg.manifests.as_deref(),
+            Some(Path::new("/etc/kubernetes/manifests"))
+        );
+        assert_eq!(cfg.cluster_dns, vec!["10.96.0.10".to_string()]);
+        assert_eq!(cfg.cluster_domain, "cluster.local");
+        // kubeadm's 0s are zero values: the defaults apply.
+        assert_eq!(cfg.sync_frequency, Duration::from_secs(10));
+        assert_eq!(cfg.file_check_frequency, Duration::from_secs(20));
+        assert_eq!(cfg.image_minimum_gc_age, Duration::from_secs(120));
+        let s = &cfg.server;
+        assert_eq!(s.authn_cache_ttl, Duration::from_secs(120));
+        assert_eq!(s.authz_cache_authorized_ttl, Duration::from_secs(300));
+        assert_eq!(s.authz_cache_unauthorized_ttl, Duration::from_secs(30));
+        assert_eq!(
+            s.client_ca_file.as_deref(),
+            Some(Path::new("/etc/kubernetes/pki/ca.crt"))
+        );
+        assert!(s.webhook_authn && s.authz_webhook && !s.anonymous_auth);
+        assert_eq!(
+            (s.healthz_bind_address.as_str(), s.healthz_port),
+            ("127.0.0.1", 10248)
+        );
+        // The flag wins over the file's unix:///run/bosun/bosun.sock; both sockets are served
+        // when they differ, the file's own is bosun's default.
+        assert_eq!(
+            cfg.cri_sockets,
+            vec![
+                PathBuf::from("/run/bosun/bosun.sock"),
+                PathBuf::from("/var/run/containerd/containerd.sock")
+            ]
+        );
+        let (cfg, _) = Config::load(&Flags {
+            config: Some(dir.join("config.yaml")),
+            ..Flags::default()
+        })
+        .expect("load");
+        assert_eq!(
+            cfg.cri_sockets,
+            vec![PathBuf::from("/run/bosun/bosun.sock")]
+        );
+        let bad = Flags {
+            config_overrides: kubelet::split_args(vec![
+                "kubelet".into(),
+                "--container-runtime-endpoint=tcp://1.2.3.4:5".into(),
+            ])
+            .expect("split")
+            .overrides,
+            ..Flags::default()
+        };
+        let err = Config::load(&bad).expect_err("tcp endpoint");
+        assert!(
+            err.to_string().contains("containerRuntimeEndpoint"),
+            "{err}"
+        );
     }
 
     #[test]

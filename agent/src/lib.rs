@@ -12,6 +12,7 @@ pub mod claims;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod cri;
 pub mod devices;
 pub mod eviction;
 pub mod fieldpath;

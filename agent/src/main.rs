@@ -135,6 +135,7 @@ impl Common {
             cdi_spec_dir: self.cdi_spec_dir.clone(),
             registry_config: self.registry_config.clone(),
             image_credentials: self.image_credentials.clone(),
+            config_overrides: Default::default(),
         }
     }
 
@@ -251,9 +252,23 @@ fn main() -> ExitCode {
     if let Some(code) = bosun_runtime::helper_role(&args) {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
+    // The kubelet's flags that bosun takes as config keys or ignores, and `--version` in the
+    // kubelet's format (kubeadm's preflight reads it).
+    let kubelet = match bosun::config::kubelet::split_args(args) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("bosun: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match kubelet.version {
+        Some(false) => return print_line(&bosun::config::kubelet::version_line()),
+        Some(true) => return print_line(&bosun::config::kubelet::version_raw()),
+        None => {}
+    }
     // One descriptor per running pod: up to the hard limit before any thread exists.
     let nofile = bosun_runtime::sys::raise_nofile_soft_limit();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(&kubelet.args);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
@@ -268,6 +283,9 @@ fn main() -> ExitCode {
     }
     // Still single-threaded: may set SSL_CERT_FILE (see the module).
     bosun::tls_roots::ensure();
+    for w in &kubelet.warnings {
+        tracing::warn!("{w}");
+    }
     let result = match cli.command {
         None => {
             let n = cli.node;
@@ -278,6 +296,7 @@ fn main() -> ExitCode {
             flags.node_ip = n.node_ip;
             flags.node_labels = n.node_labels;
             flags.register_with_taints = n.register_with_taints;
+            flags.config_overrides = kubelet.overrides;
             Config::load(&flags)
                 .map_err(anyhow::Error::from)
                 .and_then(|(cfg, warnings)| {
@@ -360,6 +379,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_line(line: &str) -> ExitCode {
+    println!("{line}");
+    ExitCode::SUCCESS
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {

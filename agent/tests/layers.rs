@@ -5,8 +5,9 @@
 //! sideways fails this test.
 //!
 //! ```text
-//! main ─> assembly ─> cluster ─┐        server ─┐
-//!                              └─> pods <──────┘ (server reads pods' state, never the reverse)
+//! main ─> assembly ─> cluster ─┐   cri ─> server ─┐
+//!                              └─> pods <─────────┘ (server and cri read pods' state, never
+//!                                                    the reverse; cri's streams are server's)
 //! pods ─> rules (translate/, projection, claims, network, manifest, validation, security/,
 //!          images) ─> runtime | volumes | probes
 //! everyone ─> metrics, config, reasons, quantity (leaves; config checks sysctls with security/)
@@ -46,10 +47,13 @@ const RANKS: &[(&str, u32)] = &[
     ("server", 8),
     // The pod resources API: reads the pods the node runs and their devices.
     ("podresources", 8),
-    ("assembly", 9),
+    // The CRI socket for the node's tools: reads pods' state as server does, and its streaming
+    // URLs end in server's exec and attach sessions.
+    ("cri", 9),
+    ("assembly", 10),
     // The fuzz targets' invariants: they drive rules, pods' sources and the server's parsers.
     ("fuzzing", 9),
-    ("cli", 10),
+    ("cli", 11),
 ];
 
 fn rank(module: &str) -> Option<u32> {

@@ -5,6 +5,8 @@
 //! [`MAX_LINE`] is cut into partial (`P`) records; output without a final newline at the end of
 //! a stream is written as a partial record too. Rotation renames `<n>.log` to
 //! `<n>.log.<YYYYMMDD-HHMMSS.nnnnnnnnn>` and keeps at most `max_files - 1` rotated files.
+//! When something else moves or removes the file (a log rotator, which then asks for the CRI's
+//! `ReopenContainerLog`), the next write reopens the path, creating the file when missing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -52,6 +54,8 @@ pub enum LogError {
 pub struct LogWriter {
     path: PathBuf,
     file: File,
+    /// (device, inode) of `file`: whether the path still names it.
+    identity: (u64, u64),
     size: u64,
     max_size: u64,
     max_files: u32,
@@ -70,17 +74,15 @@ impl LogWriter {
             })?;
         }
         let file = open_append(path)?;
-        let size = file
-            .metadata()
-            .map_err(|source| LogError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
+        let meta = file.metadata().map_err(|source| LogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(LogWriter {
             path: path.to_path_buf(),
             file,
-            size,
+            identity: identity(&meta),
+            size: meta.len(),
             max_size,
             max_files,
             pending: [Vec::new(), Vec::new()],
@@ -142,6 +144,7 @@ impl LogWriter {
         if out.is_empty() {
             return Ok(());
         }
+        self.follow_path();
         self.file.write_all(out).map_err(|source| LogError::Write {
             path: self.path.clone(),
             source,
@@ -151,6 +154,21 @@ impl LogWriter {
             self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Reopens the path when it no longer names the open file. Best effort: when the path
+    /// cannot be opened (its folder is gone), output keeps going to the open file.
+    fn follow_path(&mut self) {
+        if std::fs::metadata(&self.path).is_ok_and(|m| identity(&m) == self.identity) {
+            return;
+        }
+        let Ok(file) = open_append(&self.path) else {
+            return;
+        };
+        let Ok(meta) = file.metadata() else { return };
+        self.identity = identity(&meta);
+        self.size = meta.len();
+        self.file = file;
     }
 
     fn rotate(&mut self) -> Result<(), LogError> {
@@ -176,6 +194,9 @@ impl LogWriter {
             std::fs::remove_file(&self.path).map_err(err)?;
         }
         self.file = open_append(&self.path)?;
+        if let Ok(meta) = self.file.metadata() {
+            self.identity = identity(&meta);
+        }
         self.size = 0;
         let mut old = rotated_files(&self.path).map_err(err)?;
         let keep = self.max_files.saturating_sub(1) as usize;
@@ -185,6 +206,11 @@ impl LogWriter {
         }
         Ok(())
     }
+}
+
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
 }
 
 fn open_append(path: &Path) -> Result<File, LogError> {
@@ -516,6 +542,34 @@ mod tests {
             String::from_utf8_lossy(&format_for_user(&recs, Some(1), false)),
             "end"
         );
+    }
+
+    #[test]
+    fn follows_a_moved_or_removed_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("0.log");
+        let moved = dir.path().join("0.log.old");
+        let mut w = LogWriter::open(&p, 0, 5).expect("open");
+        let t = at(1_700_000_000, 1);
+        w.write_at(Stream::Stdout, b"one\n", t).expect("w");
+        // A rotator moves the file and makes a new one (ReopenContainerLog): the next line
+        // goes to the new file, none to the moved one.
+        std::fs::rename(&p, &moved).expect("rename");
+        std::fs::write(&p, b"").expect("create");
+        w.write_at(Stream::Stdout, b"two\n", t).expect("w");
+        assert!(
+            read(&moved).ends_with(" stdout F one\n"),
+            "{}",
+            read(&moved)
+        );
+        assert!(read(&p).ends_with(" stdout F two\n"), "{}", read(&p));
+        // Removed: made again.
+        std::fs::remove_file(&p).expect("rm");
+        w.write_at(Stream::Stdout, b"three\n", t).expect("w");
+        assert_eq!(read_lines(&p).expect("read").len(), 1);
+        // Its folder gone: the writer keeps going (to the unlinked file), no error.
+        drop(dir);
+        w.write_at(Stream::Stdout, b"four\n", t).expect("w");
     }
 
     #[test]

@@ -57,7 +57,7 @@ if [[ -n ${BOSUN_DEB:-} ]]; then
     deb=$BOSUN_DEB
 else
     log "building packages ($profile, $(secs))"
-    deb=$(PROFILE=$profile packaging/build.sh | grep '\.deb$')
+    deb=$(PROFILE=$profile packaging/build.sh | grep '/bosun_[^/]*\.deb$')
 fi
 cp "$deb" "$payload/bosun.deb"
 [[ $subset != ci ]] || echo "$CI_TESTS" >"$payload/tests"

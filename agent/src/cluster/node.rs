@@ -24,7 +24,7 @@ pub const RENEW_INTERVAL: Duration = Duration::from_secs(10);
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(300);
 /// The Kubernetes version bosun speaks for (build metadata names bosun).
-pub const KUBELET_VERSION: &str = concat!("v1.36.0+bosun-", env!("CARGO_PKG_VERSION"));
+pub const KUBELET_VERSION: &str = crate::config::kubelet::KUBELET_VERSION;
 
 /// What the node reports about itself; gathered once at start (and capacity on every status).
 #[derive(Clone, Debug, PartialEq)]

@@ -79,16 +79,6 @@ pub fn host_capacity(cfg: &Config) -> ResourceList {
     ])
 }
 
-/// The architecture as Go (and the `kubernetes.io/arch` label) names it.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 fn meminfo_total() -> u64 {
     meminfo_kib(
         &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
@@ -158,7 +148,10 @@ impl NodeResources {
         let mut labels = BTreeMap::from([
             ("kubernetes.io/hostname".to_string(), cfg.node_name.clone()),
             ("kubernetes.io/os".to_string(), "linux".to_string()),
-            ("kubernetes.io/arch".to_string(), go_arch().to_string()),
+            (
+                "kubernetes.io/arch".to_string(),
+                crate::config::kubelet::go_arch().to_string(),
+            ),
         ]);
         labels.extend(cfg.node_labels.clone());
         Ok(NodeResources {

@@ -20,6 +20,12 @@
 //! - A memory limit below the current usage is not applied ([`memory_check`]): the resize stays
 //!   in progress with the error, and is tried again.
 
+/// The node declares this feature (`status.declaredFeatures`) so that the apiserver accepts a
+/// resize of a non-sidecar init container for its pods ("pod update requires features
+/// InPlacePodVerticalScalingInitContainers which are not available on node" otherwise); the
+/// kubelet declares it when its feature gate of that name is on, the default at 1.36.
+pub const INIT_CONTAINER_RESIZE_FEATURE: &str = "InPlacePodVerticalScalingInitContainers";
+
 use std::collections::BTreeMap;
 
 use bosun_runtime::cgroups::PodsUsage;

@@ -527,11 +527,32 @@ pub fn negotiate(h: &hyper::HeaderMap, websocket: bool) -> Result<Upgrade, Strin
 /// background.
 pub fn endpoint(
     ctx: Arc<Ctx>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     websocket: bool,
     ns: &str,
     pod: &str,
     uid: Option<&str>,
+) -> Response<Body> {
+    upgrade(req, websocket, || {
+        find_target(&ctx, ns, pod, uid).ok_or_else(|| {
+            // The kubelet's answers: no pod of that name, or one whose uid is not the path's.
+            if uid.is_some() && find_target(&ctx, ns, pod, None).is_some() {
+                "pod not found".to_string()
+            } else {
+                "pod does not exist".to_string()
+            }
+        })
+    })
+}
+
+/// Answers a port-forward request (SPDY, SPDY tunneled in WebSocket, or WebSocket channels)
+/// to the pod `target` finds (its error: 404 with that message), and serves the session in
+/// the background. The kubelet API's `/portForward` and the CRI streaming server's
+/// `/portforward/<token>` both end here.
+pub fn upgrade(
+    mut req: Request<Incoming>,
+    websocket: bool,
+    target: impl FnOnce() -> Result<Target, String>,
 ) -> Response<Body> {
     let upgrade = match negotiate(req.headers(), websocket) {
         Ok(u) => u,
@@ -544,14 +565,9 @@ pub fn endpoint(
         },
         _ => Vec::new(),
     };
-    let Some(target) = find_target(&ctx, ns, pod, uid) else {
-        // The kubelet's answers: no pod of that name, or one whose uid is not the path's.
-        let msg = if uid.is_some() && find_target(&ctx, ns, pod, None).is_some() {
-            "pod not found"
-        } else {
-            "pod does not exist"
-        };
-        return plain(StatusCode::NOT_FOUND, msg);
+    let target = match target() {
+        Ok(t) => t,
+        Err(msg) => return plain(StatusCode::NOT_FOUND, &msg),
     };
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
     if websocket && key.is_none() {
@@ -592,7 +608,11 @@ pub fn endpoint(
             }
         }
     }
-    tracing::info!(pod = %format!("{ns}/{pod}"), protocol = ?upgrade, "port-forward");
+    tracing::info!(
+        pod = %format!("{}/{}", target.namespace, target.name),
+        protocol = ?upgrade,
+        "port-forward"
+    );
     tokio::spawn(async move {
         let up = match on_upgrade.await {
             Ok(up) => up,

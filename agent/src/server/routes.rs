@@ -16,6 +16,7 @@ use kube::api::ObjectMeta;
 use super::auth::{Authn, User};
 use super::request::{self, Endpoint, StreamTarget};
 use super::{exec, health, logs, stats, ws, Body, Server};
+use crate::pods::Ctx;
 use crate::translate::{LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -416,17 +417,40 @@ pub fn running_attempt(
         })
 }
 
-/// Upgrades an exec or attach request to a WebSocket session.
+/// Upgrades an exec or attach request to a WebSocket or SPDY session with the container's
+/// running attempt.
 fn streaming(
     server: Arc<Server>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     websocket: bool,
     st: &StreamTarget,
     ereq: exec::ExecRequest,
     attach: bool,
 ) -> Response<Body> {
+    let ctx = server.ctx.clone();
+    let st = st.clone();
+    let resolve = move || {
+        running_attempt(
+            logs::attempts(&ctx, &st.namespace, &st.pod, &st.container),
+            &st,
+        )
+    };
+    session(server.ctx.clone(), req, websocket, resolve, ereq, attach)
+}
+
+/// Upgrades an exec or attach request to a session (WebSocket when `websocket`, else SPDY/3.1)
+/// with the container `resolve` finds, once the request's protocol is known to be served. The
+/// kubelet API's `/exec` and `/attach` and the CRI socket's streaming URLs both end here.
+pub fn session(
+    ctx: Arc<Ctx>,
+    mut req: Request<Incoming>,
+    websocket: bool,
+    resolve: impl FnOnce() -> Result<bosun_runtime::ContainerStatus, NoContainer>,
+    ereq: exec::ExecRequest,
+    attach: bool,
+) -> Response<Body> {
     if !websocket {
-        return super::spdy_exec::endpoint(server, req, st, ereq, attach);
+        return super::spdy_exec::endpoint(ctx, req, resolve, ereq, attach);
     }
     let offered: Vec<&str> = req
         .headers()
@@ -443,8 +467,7 @@ fn streaming(
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
-    let attempts = logs::attempts(&server.ctx, &st.namespace, &st.pod, &st.container);
-    let target = match running_attempt(attempts, st) {
+    let target = match resolve() {
         Ok(t) => t,
         Err(NoContainer(status, msg)) => return text(status, msg),
     };
@@ -456,7 +479,6 @@ fn streaming(
         exec::Kind::Exec
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let ctx = server.ctx.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(up) => exec::serve(ctx, up, protocol, target.id, ereq, kind).await,

@@ -218,9 +218,9 @@ pub async fn serve(ctx: Arc<Ctx>, io: Io, id: String, req: ExecRequest, kind: Ki
 
 /// Answers a SPDY upgrade of `/exec` or `/attach` and serves the session in the background.
 pub fn endpoint(
-    server: Arc<super::Server>,
+    ctx: Arc<Ctx>,
     mut req: hyper::Request<hyper::body::Incoming>,
-    st: &super::request::StreamTarget,
+    resolve: impl FnOnce() -> Result<bosun_runtime::ContainerStatus, super::routes::NoContainer>,
     ereq: ExecRequest,
     attach: bool,
 ) -> hyper::Response<super::Body> {
@@ -265,8 +265,7 @@ pub fn endpoint(
             ),
         );
     };
-    let attempts = super::logs::attempts(&server.ctx, &st.namespace, &st.pod, &st.container);
-    let target = match super::routes::running_attempt(attempts, st) {
+    let target = match resolve() {
         Ok(t) => t,
         Err(super::routes::NoContainer(status, msg)) => return reply(status, msg),
     };
@@ -278,7 +277,6 @@ pub fn endpoint(
         Kind::Exec
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let ctx = server.ctx.clone();
     tracing::info!(container = %target.id, attach, "exec/attach over SPDY/3.1");
     tokio::spawn(async move {
         match on_upgrade.await {

@@ -158,6 +158,8 @@ pub fn node_usage(proc_stat: &str, meminfo: &str) -> Usage {
 /// One running container's figures.
 #[derive(Clone, Debug)]
 pub struct ContainerSample {
+    /// The runtime's id of the container.
+    pub id: String,
     pub namespace: String,
     pub pod: String,
     pub pod_uid: String,
@@ -202,6 +204,7 @@ pub fn sample(ctx: &Ctx) -> Vec<ContainerSample> {
             _ => None,
         };
         out.push(ContainerSample {
+            id: c.id.clone(),
             namespace,
             pod,
             pod_uid,
@@ -639,6 +642,7 @@ mod tests {
     #[test]
     fn formats_resource_metrics() {
         let c = ContainerSample {
+            id: "u1_app_0".into(),
             namespace: "default".into(),
             pod: "p".into(),
             pod_uid: "u".into(),

@@ -55,6 +55,17 @@ pub fn container_hash(container: &Container) -> String {
     hex::encode(&Sha256::digest(&bytes)[..8])
 }
 
+/// The id the CRI socket gives a container (`crictl ps`, `bosun pods`): the hex SHA-256 of the
+/// runtime's id (`<pod uid>_<name>_<attempt>`), 64 hex digits as containerd's, so the
+/// 13-character prefix crictl prints names one container (the runtime's ids of one pod share
+/// their first 36 characters). Derived, never stored: the same on every agent start.
+pub fn cri_container_id(runtime_id: &str) -> String {
+    hex::encode(Sha256::digest(runtime_id.as_bytes()))
+}
+
+/// How many characters of an id crictl and `bosun pods` print.
+pub const SHORT_ID_LEN: usize = 13;
+
 pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
 pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
