@@ -138,6 +138,23 @@ pub(crate) struct Inner {
     listing: listing::Listing,
 }
 
+/// Retries the DEL of parked networks ([`crate::cni::park`]) every
+/// [`crate::cni::PARKED_RETRY`] until the runtime is dropped.
+async fn retry_parked_networks(dir: PathBuf, mut shutdown: watch::Receiver<()>) {
+    loop {
+        if dir.exists() {
+            let left = crate::cni::retry_parked(&dir).await;
+            if left > 0 {
+                tracing::debug!(left, "parked pod networks still to give back");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::cni::PARKED_RETRY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Capacity of the event channel; a lagging subscriber gets `Lagged` and must re-list.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -206,6 +223,12 @@ impl HostRuntime {
                 }
             }
         }
+        // Networks whose DEL failed when their pod's sandbox was removed (before a restart
+        // too) are given back as soon as their plugins answer.
+        tokio::spawn(retry_parked_networks(
+            crate::cni::parked_dir(&inner.paths),
+            inner.shutdown.clone(),
+        ));
         tracing::info!(adopted, "runtime ready");
         Ok(HostRuntime {
             inner,
