@@ -35,12 +35,10 @@ async fn prepares_once_gives_cdi_devices_and_unprepares_after_the_last_pod() {
     let s = setup();
     s.claims
         .put(claim("shared", "cs", "drv", &["r"], &["u1", "u2"], None));
-    s.drivers
-        .0
-        .lock()
-        .unwrap()
-        .devices
-        .insert("shared".into(), vec![(vec!["r".into()], vec!["drv/c=0".into()])]);
+    s.drivers.0.lock().unwrap().devices.insert(
+        "shared".into(),
+        vec![(vec!["r".into()], vec!["drv/c=0".into()])],
+    );
     let m = s.manager();
     let p1 = pod("u1", &[("s", Some("shared"))], &[], &[("c", &[("s", "")])]);
     let p2 = pod("u2", &[("s", Some("shared"))], &[], &[("c", &[("s", "r")])]);
@@ -82,7 +80,12 @@ async fn prepares_once_gives_cdi_devices_and_unprepares_after_the_last_pod() {
 async fn preparation_errors_are_the_kubelets_and_change_nothing_before_the_calls() {
     let s = setup();
     let m = s.manager();
-    let p = pod("u1", &[("t", None)], &[("t", "gen")], &[("c", &[("t", "")])]);
+    let p = pod(
+        "u1",
+        &[("t", None)],
+        &[("t", "gen")],
+        &[("c", &[("t", "")])],
+    );
     // The claim is not there.
     let e = m.prepare(&p).await.unwrap_err();
     assert_eq!(
@@ -98,8 +101,14 @@ async fn preparation_errors_are_the_kubelets_and_change_nothing_before_the_calls
         "prepare dynamic resources: pod p (u1) is not allowed to use ResourceClaim gen (cg)"
     );
     // Its driver is not registered.
-    s.claims
-        .put(claim("gen", "cg", "other.example.com", &["r"], &["u1"], Some("u1")));
+    s.claims.put(claim(
+        "gen",
+        "cg",
+        "other.example.com",
+        &["r"],
+        &["u1"],
+        Some("u1"),
+    ));
     let e = m.prepare(&p).await.unwrap_err();
     assert_eq!(
         e.0,
@@ -119,7 +128,10 @@ async fn preparation_errors_are_the_kubelets_and_change_nothing_before_the_calls
     assert_eq!(m.pods().await, ["u1"]);
     // Its unprepare fails too: retried later.
     let e = m.unprepare("u1").await.unwrap_err();
-    assert!(e.0.starts_with("unprepare dynamic resources: NodeUnprepareResources"), "{e}");
+    assert!(
+        e.0.starts_with("unprepare dynamic resources: NodeUnprepareResources"),
+        "{e}"
+    );
     assert!(lock(&m.inner.retry).contains_key("u1"));
     s.drivers.0.lock().unwrap().fail = None;
     m.unprepare("u1").await.unwrap();
@@ -130,8 +142,14 @@ async fn preparation_errors_are_the_kubelets_and_change_nothing_before_the_calls
 #[test]
 fn services_are_chosen_as_the_kubelet_does() {
     let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(choose_service(&v(&["v1.DRAPlugin", "v1beta1.DRAPlugin"])), Ok("v1.DRAPlugin"));
-    assert_eq!(choose_service(&v(&["v1beta1.DRAPlugin", "v1.DRAPlugin"])), Ok("v1.DRAPlugin"));
+    assert_eq!(
+        choose_service(&v(&["v1.DRAPlugin", "v1beta1.DRAPlugin"])),
+        Ok("v1.DRAPlugin")
+    );
+    assert_eq!(
+        choose_service(&v(&["v1beta1.DRAPlugin", "v1.DRAPlugin"])),
+        Ok("v1.DRAPlugin")
+    );
     assert_eq!(
         choose_service(&[]),
         Err("empty list of supported gRPC services (aka supported versions)".to_string())

@@ -262,7 +262,11 @@ impl Cache {
     /// The prepare round's cache step (the kubelet's, under its lock): each claim enters the
     /// cache (a claim of the same name but another uid still there is an error), the pod is
     /// added to it, and the claims not prepared yet are batched by driver.
-    pub fn begin_prepare(&mut self, pod_uid: &str, infos: Vec<ClaimInfo>) -> Result<Batches, String> {
+    pub fn begin_prepare(
+        &mut self,
+        pod_uid: &str,
+        infos: Vec<ClaimInfo>,
+    ) -> Result<Batches, String> {
         let mut batches = Batches::new();
         for info in infos {
             let key = (info.namespace.clone(), info.claim_name.clone());
@@ -275,7 +279,10 @@ impl Cache {
                 continue;
             }
             for driver in entry.driver_state.keys() {
-                batches.entry(driver.clone()).or_default().push(entry.claim());
+                batches
+                    .entry(driver.clone())
+                    .or_default()
+                    .push(entry.claim());
             }
         }
         Ok(batches)
@@ -302,9 +309,14 @@ impl Cache {
                     req.name, result.error
                 ));
             }
-            let Some(info) = self.claims.get_mut(&(req.namespace.clone(), req.name.clone()))
+            let Some(info) = self
+                .claims
+                .get_mut(&(req.namespace.clone(), req.name.clone()))
             else {
-                return Err(format!("internal error: unable to get claim info for ResourceClaim {} in namespace {}", req.name, req.namespace));
+                return Err(format!(
+                    "internal error: unable to get claim info for ResourceClaim {} in namespace {}",
+                    req.name, req.namespace
+                ));
             };
             let state = info.driver_state.entry(driver.to_string()).or_default();
             state.devices = result
@@ -351,7 +363,10 @@ impl Cache {
                 continue;
             }
             for driver in info.driver_state.keys() {
-                batches.entry(driver.clone()).or_default().push(info.claim());
+                batches
+                    .entry(driver.clone())
+                    .or_default()
+                    .push(info.claim());
             }
         }
         batches
@@ -367,7 +382,11 @@ impl Cache {
     /// The CDI device ids `container` of `pod` gets (the kubelet's `GetResources`): for each
     /// claim the container names (`resources.claims`), the devices of the request it names (all
     /// when it names none). A claim not in the cache is the kubelet's internal error.
-    pub fn container_cdi_devices(&self, pod: &Pod, container: &Container) -> Result<Vec<String>, String> {
+    pub fn container_cdi_devices(
+        &self,
+        pod: &Pod,
+        container: &Container,
+    ) -> Result<Vec<String>, String> {
         let wanted: Vec<(&str, &str)> = container
             .resources
             .as_ref()

@@ -9,8 +9,14 @@ fn claim_names_follow_resourceclaim_name() {
         want: Result<Vec<(String, bool)>, &'static str>,
     }
     let mut unsupported = pod("u1", &[("a", Some("c"))], &[], &[]);
-    unsupported.spec.as_mut().unwrap().resource_claims.as_mut().unwrap()[0].resource_claim_name =
-        None;
+    unsupported
+        .spec
+        .as_mut()
+        .unwrap()
+        .resource_claims
+        .as_mut()
+        .unwrap()[0]
+        .resource_claim_name = None;
     let mut none_generated = pod("u1", &[("t", None)], &[("t", "x")], &[]);
     none_generated
         .status
@@ -54,7 +60,9 @@ fn claim_names_follow_resourceclaim_name() {
         Case {
             name: "neither field",
             pod: unsupported,
-            want: Err("pod \"default/p\", spec.resourceClaim \"a\": none of the supported fields are set"),
+            want: Err(
+                "pod \"default/p\", spec.resourceClaim \"a\": none of the supported fields are set",
+            ),
         },
     ];
     for c in cases {
@@ -169,7 +177,10 @@ fn batch_names(b: &Batches) -> Vec<(String, Vec<String>)> {
 fn prepare_batches_what_is_not_prepared_and_shares_claims() {
     let mut cache = Cache::default();
     let b = cache
-        .begin_prepare("u1", vec![info("a", "ca", &["d1"]), info("b", "cb", &["d1", "d2"])])
+        .begin_prepare(
+            "u1",
+            vec![info("a", "ca", &["d1"]), info("b", "cb", &["d1", "d2"])],
+        )
         .unwrap();
     assert_eq!(
         batch_names(&b),
@@ -184,7 +195,9 @@ fn prepare_batches_what_is_not_prepared_and_shares_claims() {
     cache.finish_prepare(&b);
     assert!(cache.prepared_for("default", &["a".into(), "b".into()], "u1"));
     // A second pod sharing "a": nothing to call, the pod is added.
-    let b2 = cache.begin_prepare("u2", vec![info("a", "ca", &["d1"])]).unwrap();
+    let b2 = cache
+        .begin_prepare("u2", vec![info("a", "ca", &["d1"])])
+        .unwrap();
     assert!(b2.is_empty());
     assert_eq!(
         cache.claims[&("default".into(), "a".into())].pod_uids,
@@ -201,22 +214,37 @@ fn prepare_batches_what_is_not_prepared_and_shares_claims() {
 fn unprepare_waits_for_the_last_pod_of_a_claim() {
     let mut cache = Cache::default();
     let b = cache
-        .begin_prepare("u1", vec![info("shared", "cs", &["d"]), info("own", "co", &["d"])])
+        .begin_prepare(
+            "u1",
+            vec![info("shared", "cs", &["d"]), info("own", "co", &["d"])],
+        )
         .unwrap();
     cache.finish_prepare(&b);
-    let b = cache.begin_prepare("u2", vec![info("shared", "cs", &["d"])]).unwrap();
+    let b = cache
+        .begin_prepare("u2", vec![info("shared", "cs", &["d"])])
+        .unwrap();
     cache.finish_prepare(&b);
     // u1 ends: its own claim is unprepared, the shared one only loses u1.
     let b = cache.begin_unprepare("u1");
-    assert_eq!(batch_names(&b), [("d".to_string(), vec!["own".to_string()])]);
+    assert_eq!(
+        batch_names(&b),
+        [("d".to_string(), vec!["own".to_string()])]
+    );
     cache.finish_unprepare(&b);
     assert_eq!(
-        cache.claims.keys().map(|k| k.1.as_str()).collect::<Vec<_>>(),
+        cache
+            .claims
+            .keys()
+            .map(|k| k.1.as_str())
+            .collect::<Vec<_>>(),
         ["shared"]
     );
     // u2 ends: the shared claim goes.
     let b = cache.begin_unprepare("u2");
-    assert_eq!(batch_names(&b), [("d".to_string(), vec!["shared".to_string()])]);
+    assert_eq!(
+        batch_names(&b),
+        [("d".to_string(), vec!["shared".to_string()])]
+    );
     cache.finish_unprepare(&b);
     assert!(cache.claims.is_empty());
     // A pod with nothing: nothing to do.
@@ -400,13 +428,25 @@ fn containers_get_the_cdi_devices_of_the_requests_they_name() {
     let empty = Cache::default();
     assert_eq!(
         empty.container_cdi_devices(&p, &containers[0]),
-        Err("internal error: unable to get claim info for ResourceClaim gen in namespace default".to_string())
+        Err(
+            "internal error: unable to get claim info for ResourceClaim gen in namespace default"
+                .to_string()
+        )
     );
 }
 
 #[test]
 fn retries_back_off() {
-    let cases = [(0, 5), (1, 5), (2, 10), (3, 20), (4, 40), (5, 80), (6, 120), (40, 120)];
+    let cases = [
+        (0, 5),
+        (1, 5),
+        (2, 10),
+        (3, 20),
+        (4, 40),
+        (5, 80),
+        (6, 120),
+        (40, 120),
+    ];
     for (n, secs) in cases {
         assert_eq!(retry_after(n), Duration::from_secs(secs), "{n}");
     }
@@ -426,7 +466,10 @@ fn the_checkpoint_round_trips_in_the_kubelets_field_names() {
     let entry = &json["ClaimInfoStateList"][0];
     assert_eq!(entry["ClaimUID"], "ca");
     assert_eq!(entry["PodUIDs"][0], "u1");
-    assert_eq!(entry["DriverState"]["d"]["Devices"][0]["CDIDeviceIDs"][0], "v/c=1");
+    assert_eq!(
+        entry["DriverState"]["d"]["Devices"][0]["CDIDeviceIDs"][0],
+        "v/c=1"
+    );
     let back: Checkpoint = serde_json::from_value(json).unwrap();
     assert_eq!(Cache::from_list(back.claim_info_state_list), cache);
 }

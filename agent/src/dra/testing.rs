@@ -131,7 +131,14 @@ pub struct FakeDrivers(pub Arc<Mutex<FakeDriverState>>);
 
 impl DriverCalls for FakeDrivers {
     fn check(&self, driver: &str) -> Result<(), String> {
-        if self.0.lock().unwrap().registered.iter().any(|d| d == driver) {
+        if self
+            .0
+            .lock()
+            .unwrap()
+            .registered
+            .iter()
+            .any(|d| d == driver)
+        {
             Ok(())
         } else {
             Err(format!("DRA driver {driver} is not registered"))

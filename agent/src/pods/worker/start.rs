@@ -335,14 +335,13 @@ impl Worker {
         // The CDI devices of the ResourceClaims the container names (the kubelet's
         // GetResources): the runtime resolves them through the CDI specs.
         if let Some(dra) = &self.ctx.dra {
-            let ids = dra
-                .container_cdi_devices(&self.pod, c)
-                .await
-                .map_err(|e| StartContainerError::Devices {
+            let ids = dra.container_cdi_devices(&self.pod, c).await.map_err(|e| {
+                StartContainerError::Devices {
                     pod,
                     container,
                     source: DevicesError::Claims(e),
-                })?;
+                }
+            })?;
             spec.cdi_devices.extend(ids);
         }
         spec.labels

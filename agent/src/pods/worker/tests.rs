@@ -1755,7 +1755,12 @@ async fn a_pod_whose_claims_cannot_be_prepared_waits_with_the_kubelets_event_and
         &["u1"],
         Some("u1"),
     ));
-    let p = crate::dra::testing::pod("u1", &[("t", None)], &[("t", "gen")], &[("a", &[("t", "")])]);
+    let p = crate::dra::testing::pod(
+        "u1",
+        &[("t", None)],
+        &[("t", "gen")],
+        &[("a", &[("t", "")])],
+    );
     let mut w = h.worker(&p);
     let first = w.sync(Intent::Run).await;
     let msg = "Failed to prepare dynamic resources: prepare dynamic resources: DRA driver gpu.example.com is not registered";
@@ -1790,7 +1795,12 @@ async fn a_pod_whose_claims_cannot_be_prepared_waits_with_the_kubelets_event_and
     assert!(after(second) > Duration::from_secs(8), "{second:?}");
     let _ = h.events();
     // The driver registers: the pod starts.
-    drivers.0.lock().unwrap().registered.push("gpu.example.com".into());
+    drivers
+        .0
+        .lock()
+        .unwrap()
+        .registered
+        .push("gpu.example.com".into());
     assert_eq!(w.sync(Intent::Run).await, Next::Resync);
     assert_eq!(status(&w).phase.as_deref(), Some("Running"));
     assert_eq!(dra.pods().await, ["u1"]);
