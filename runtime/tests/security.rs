@@ -937,6 +937,10 @@ devices:
     deviceNodes:
     - path: /dev/accel-unused
       hostPath: /dev/null
+- name: elsewhere
+  containerEdits:
+    deviceNodes:
+    - {{path: /tmp/CDI-accel, type: b, major: 1, minor: 0}}
 "#,
         shared = shared.display()
     );
@@ -953,7 +957,13 @@ devices:
             "echo \"$ACCEL_DRIVER $ACCEL_VISIBLE $ACCEL_RO\" > /tmp/env; sleep 1000",
         ],
     );
-    c.cdi_devices = vec!["bosun.test/accel=rw0".into(), "bosun.test/accel=ro1".into()];
+    // `elsewhere` is declared as Kubernetes' sample device plugin declares its devices: a node
+    // outside /dev, with no host path, its type and numbers given.
+    c.cdi_devices = vec![
+        "bosun.test/accel=rw0".into(),
+        "bosun.test/accel=ro1".into(),
+        "bosun.test/accel=elsewhere".into(),
+    ];
     env.start(&sb, &c, &ContainerSecurity::default()).await?;
     let (code, out) = env
         .exec(
@@ -964,12 +974,15 @@ devices:
                 "%t:%T %a %g %F",
                 "/dev/accel-rw0",
                 "/dev/accel-ro1",
+                "/tmp/CDI-accel",
             ],
         )
         .await?;
     ensure!(
         code == 0
-            && out == "1:3 660 44 character special file\na:c8 666 0 character special file\n",
+            && out
+                == "1:3 660 44 character special file\na:c8 666 0 character special file\n\
+                    1:0 666 0 block special file\n",
         "device nodes: {code} {out:?}"
     );
     let (code, out) = env

@@ -11,8 +11,7 @@
 # third; the plugin stopped: allocatable 0; started again: it registers and allocatable is 2;
 # bosun restarted: the plugin registers again, the pods keep their devices (checkpoint); every
 # pod deleted: the checkpoint holds no device. Leaves nothing running. Prints `N passed, M
-# failed`. Needs root. Not yet in `make test`: its one run (before third_party/h2 was patched)
-# failed at the plugin's registration; run it by hand (BOSUN_BIN=<target>/debug/bosun).
+# failed`. Needs root. A stage of `make test`; by hand: BOSUN_BIN=<target>/debug/bosun.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)

@@ -225,6 +225,12 @@ impl DeviceManager {
         lock(&self.inner.state).capacity()
     }
 
+    /// What admission counts as allocatable for the pod `pod_uid` (see
+    /// [`super::state::State::admission_allocatable`]).
+    pub fn admission_allocatable(&self, pod_uid: &str) -> BTreeMap<String, u64> {
+        lock(&self.inner.state).admission_allocatable(pod_uid)
+    }
+
     /// Changes of [`DeviceManager::capacity`].
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changed.subscribe()

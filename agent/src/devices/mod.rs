@@ -40,9 +40,10 @@ pub trait DeviceService: Send + Sync {
     /// Frees the devices of a pod that ended or is gone.
     fn release(&self, pod_uid: &str);
 
-    /// Resource -> healthy devices, what admission counts as the node's allocatable of each
-    /// device plugin resource.
-    fn allocatable(&self) -> BTreeMap<String, i64>;
+    /// Resource -> what admission counts as the node's allocatable of each device plugin
+    /// resource when it admits the pod `pod_uid`: the healthy devices, or the devices held if
+    /// more and the pod holds some ([`state::State::admission_allocatable`]).
+    fn allocatable(&self, pod_uid: &str) -> BTreeMap<String, i64>;
 
     /// The devices `container` of the pod `pod_uid` holds: (resource, device ids), in the
     /// order they were allocated (the pod resources API).
@@ -82,10 +83,10 @@ impl DeviceService for DeviceManager {
         DeviceManager::devices(self)
     }
 
-    fn allocatable(&self) -> BTreeMap<String, i64> {
-        self.capacity()
+    fn allocatable(&self, pod_uid: &str) -> BTreeMap<String, i64> {
+        self.admission_allocatable(pod_uid)
             .into_iter()
-            .map(|(r, (_, healthy))| (r, i64::try_from(healthy).unwrap_or(i64::MAX)))
+            .map(|(r, n)| (r, i64::try_from(n).unwrap_or(i64::MAX)))
             .collect()
     }
 }

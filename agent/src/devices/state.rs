@@ -126,6 +126,31 @@ impl State {
             .collect()
     }
 
+    /// Resource -> what admission counts as allocatable for the pod `pod_uid`: the healthy
+    /// devices; for a pod that already holds devices (admitted before a restart, its
+    /// allocation in the checkpoint), at least the devices all pods hold, as the kubelet's
+    /// `sanitizeNodeAllocatable`. After a restart a plugin lists no device until it registers
+    /// again, and the pods that run with its devices must not be refused meanwhile.
+    pub fn admission_allocatable(&self, pod_uid: &str) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = self
+            .capacity()
+            .into_iter()
+            .map(|(r, (_, healthy))| (r, healthy))
+            .collect();
+        if !self.allocations.iter().any(|a| a.pod_uid == pod_uid) {
+            return out;
+        }
+        let mut held: BTreeMap<&str, u64> = BTreeMap::new();
+        for a in &self.allocations {
+            *held.entry(a.resource.as_str()).or_default() += a.device_ids.len() as u64;
+        }
+        for (resource, n) in held {
+            let v = out.entry(resource.to_string()).or_default();
+            *v = (*v).max(n);
+        }
+        out
+    }
+
     /// Whether the manager handles `resource`: a plugin registered it or a container holds it.
     pub fn is_device_resource(&self, resource: &str) -> bool {
         self.resources.contains_key(resource)
@@ -387,6 +412,69 @@ mod tests {
         );
         s.update(R, [("Dev-1".to_string(), true)]);
         assert_eq!(s.capacity()[R], (1, 1), "back when the plugin lists again");
+    }
+
+    #[test]
+    fn admission_counts_held_devices_for_pods_that_hold_some() {
+        // (plugin listed (healthy devices), allocations, pod admitted, allocatable it sees)
+        let none: &[(&str, &str, &[&str])] = &[];
+        let two_held: &[(&str, &str, &[&str])] =
+            &[("p1", "c", &["Dev-1"]), ("p2", "c", &["Dev-2"])];
+        let cases: &[(
+            Option<&[(&str, bool)]>,
+            &[(&str, &str, &[&str])],
+            &str,
+            Option<u64>,
+        )] = &[
+            // No plugin, nothing held: the resource is unknown.
+            (None, none, "p1", None),
+            // A plugin with two healthy devices: 2 for everyone.
+            (
+                Some(&[("Dev-1", true), ("Dev-2", true)]),
+                none,
+                "p1",
+                Some(2),
+            ),
+            (
+                Some(&[("Dev-1", true), ("Dev-2", true)]),
+                two_held,
+                "p3",
+                Some(2),
+            ),
+            // After a restart, before the plugin registers again: the pods that hold devices
+            // see what is held; a new pod sees nothing.
+            (None, two_held, "p1", Some(2)),
+            (None, two_held, "p3", None),
+            (Some(&[]), two_held, "p2", Some(2)),
+            (Some(&[]), two_held, "p3", Some(0)),
+            // One device turned unhealthy: its holder still fits, a newcomer sees 1.
+            (
+                Some(&[("Dev-1", false), ("Dev-2", true)]),
+                two_held,
+                "p1",
+                Some(2),
+            ),
+            (
+                Some(&[("Dev-1", false), ("Dev-2", true)]),
+                two_held,
+                "p3",
+                Some(1),
+            ),
+        ];
+        for (i, (listed, held, pod, want)) in cases.iter().enumerate() {
+            let mut s = State::default();
+            if let Some(devs) = listed {
+                s.update(R, devs.iter().map(|(d, h)| (d.to_string(), *h)));
+            }
+            for (p, c, devs) in held.iter() {
+                s.allocated(alloc(p, c, devs));
+            }
+            assert_eq!(
+                s.admission_allocatable(pod).get(R).copied(),
+                *want,
+                "case {i}"
+            );
+        }
     }
 
     #[test]

@@ -161,11 +161,12 @@ pub struct Ctx {
     pub status_flush: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
 }
 
-/// The device plugins' healthy devices by resource (none without a device manager).
-pub(crate) fn device_allocatable(ctx: &Ctx) -> crate::admission::ResourceList {
+/// The device plugins' allocatable devices by resource as admission sees them for the pod
+/// `pod_uid` (none without a device manager).
+pub(crate) fn device_allocatable(ctx: &Ctx, pod_uid: &str) -> crate::admission::ResourceList {
     ctx.devices
         .as_ref()
-        .map(|d| d.allocatable())
+        .map(|d| d.allocatable(pod_uid))
         .unwrap_or_default()
 }
 
@@ -508,7 +509,12 @@ fn reconcile(
                     crate::shutdown::NOT_ADMITTED_MESSAGE,
                 ))
             } else {
-                eviction::admit(&ctx.resources, &device_allocatable(ctx), &pod, &others)
+                eviction::admit(
+                    &ctx.resources,
+                    &device_allocatable(ctx, &uid),
+                    &pod,
+                    &others,
+                )
             };
             match admitted {
                 Ok(()) => Intent::Run,

@@ -776,7 +776,7 @@ impl crate::devices::DeviceService for FakeDevices {
         self.state.lock().unwrap().devices.clone()
     }
 
-    fn allocatable(&self) -> BTreeMap<String, i64> {
+    fn allocatable(&self, _pod_uid: &str) -> BTreeMap<String, i64> {
         let st = self.state.lock().unwrap();
         st.devices
             .iter()

@@ -583,7 +583,7 @@ impl Worker {
             let node = ctx
                 .resources
                 .node
-                .with_devices(&super::device_allocatable(&ctx));
+                .with_devices(&super::device_allocatable(&ctx, &uid));
             crate::admission::admit(p, &others, &node).map_err(|r| r.message)
         });
         match decision {
