@@ -73,7 +73,8 @@ A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "
    --container-logs-dir "$W/clogs" --cgroup-root /bosun-e2e-dra --hostname-override "$NODE"
    --cni-conf-dir "$W/cni" --pod-cidr 10.243.0.0/24 --cdi-spec-dir "$W/cdi")
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
-mkdir -p "$W/cni" "$W/cdi" "$W/root/plugins_registry" "$W/root/plugins"
+# The driver makes only the parent of its socket folder.
+mkdir -p "$W/cni" "$W/cdi" "$W/root/plugins_registry" "$W/root/plugins/$DRIVER_NAME"
 cat >"$W/cni/10-e2e-dra.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "bosun-e2e-dra", "plugins": [
   {"type": "bridge", "bridge": "bosune2edra", "isGateway": true, "ipMasq": false,
