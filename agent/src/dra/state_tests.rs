@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 use crate::dra::testing::{claim, pod};
 
@@ -82,7 +84,9 @@ fn a_claim_is_checked_as_the_kubelet_does() {
     unallocated.status.as_mut().unwrap().allocation = None;
     let mut other_ns = claim("gen", "c1", "drv", &["r"], &["u1"], Some("u1"));
     other_ns.metadata.namespace = Some("other".into());
-    let cases: Vec<(&str, ResourceClaim, bool, Result<Vec<&str>, &str>)> = vec![
+    /// (case, claim, must check the owner, the drivers or the error).
+    type Case<'a> = (&'a str, ResourceClaim, bool, Result<Vec<&'a str>, &'a str>);
+    let cases: Vec<Case> = vec![
         (
             "owned, reserved, allocated",
             claim("gen", "c1", "drv", &["r"], &["u1"], Some("u1")),
@@ -251,9 +255,11 @@ fn unprepare_waits_for_the_last_pod_of_a_claim() {
     assert!(cache.begin_unprepare("u9").is_empty());
 }
 
-fn prep_response(
-    entries: &[(&str, &[(&[&str], &[&str])], &str)],
-) -> api::NodePrepareResourcesResponse {
+/// A device answered: (request names, CDI ids).
+type Dev<'a> = (&'a [&'a str], &'a [&'a str]);
+
+/// An answer: (claim uid, its devices, its error) per claim.
+fn prep_response(entries: &[(&str, &[Dev], &str)]) -> api::NodePrepareResourcesResponse {
     api::NodePrepareResourcesResponse {
         claims: entries
             .iter()

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 //! Fakes of the DRA manager's seams for unit tests: ResourceClaims in memory and drivers that
 //! answer with scripted CDI devices.
 
@@ -111,6 +113,9 @@ pub fn claim(
     }
 }
 
+/// A device a fake driver answers: (request names, CDI ids).
+pub type AnsweredDevice = (Vec<String>, Vec<String>);
+
 /// What the fake drivers saw and how they answer.
 #[derive(Default)]
 pub struct FakeDriverState {
@@ -123,7 +128,7 @@ pub struct FakeDriverState {
     /// Every call fails with this message.
     pub fail: Option<String>,
     /// Per claim name: (request names, CDI ids) of each device answered.
-    pub devices: BTreeMap<String, Vec<(Vec<String>, Vec<String>)>>,
+    pub devices: BTreeMap<String, Vec<AnsweredDevice>>,
 }
 
 #[derive(Default, Clone)]
