@@ -6,7 +6,7 @@
 # host process: its kubelet plugin registers in bosun's <root-dir>/plugins_registry, its socket
 # in <root-dir>/plugins, its CDI spec files in this test's CDI folder (bosun's --cdi-spec-dir);
 # each prepared claim's CDI spec puts the claim's opaque parameters (user_<key>=<value>) and
-# claim_<claim>_<request>=true into the containers' env.
+# claim_<claim>_<request>=true ('-' made '_') into the containers' env.
 # Checked: the driver registers and publishes its ResourceSlice; a pod with a claim from a
 # ResourceClaimTemplate runs, the container naming the claim gets its env, the other one not;
 # two pods sharing one ResourceClaim both get it, prepared once; bosun restarted: the pods keep
@@ -138,7 +138,7 @@ spec:
     config:
     - opaque:
         driver: $DRIVER_NAME
-        parameters: {shared: yes}
+        parameters: {shared: "yes"}
 YAML
 # claimpod NAME CLAIM-SOURCE: a pod whose container `with` names the claim, `without` not.
 claimpod() {
@@ -179,7 +179,9 @@ check "a pod with a claim from a ResourceClaimTemplate runs" wait_for 90 running
 gen=$(claim_of inline)
 check "its claim was generated ($gen)" test -n "$gen"
 check "the container naming the claim has the claim's parameters (user_a=b)" wait_for 10 has_env inline with user_a=b
-check "and the driver's claim_${gen}_my-device=true" has_env inline with "claim_${gen}_my-device=true"
+# The driver's env name: claim_<claim>_<request>, '-' made '_'.
+genvar=${gen//-/_}
+check "and the driver's claim_${genvar}_my_device=true" has_env inline with "claim_${genvar}_my_device=true"
 without_empty() { [ "$(logs inline without)" = done ]; }
 check "the container not naming it has none of them" wait_for 10 without_empty
 uid_gen=$(claim_uid "$gen")
