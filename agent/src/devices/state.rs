@@ -416,16 +416,17 @@ mod tests {
 
     #[test]
     fn admission_counts_held_devices_for_pods_that_hold_some() {
-        // (plugin listed (healthy devices), allocations, pod admitted, allocatable it sees)
-        let none: &[(&str, &str, &[&str])] = &[];
-        let two_held: &[(&str, &str, &[&str])] =
-            &[("p1", "c", &["Dev-1"]), ("p2", "c", &["Dev-2"])];
-        let cases: &[(
-            Option<&[(&str, bool)]>,
-            &[(&str, &str, &[&str])],
-            &str,
+        type Held<'a> = &'a [(&'a str, &'a str, &'a [&'a str])];
+        type Case<'a> = (
+            Option<&'a [(&'a str, bool)]>,
+            Held<'a>,
+            &'a str,
             Option<u64>,
-        )] = &[
+        );
+        // (plugin listed (healthy devices), allocations, pod admitted, allocatable it sees)
+        let none: Held = &[];
+        let two_held: Held = &[("p1", "c", &["Dev-1"]), ("p2", "c", &["Dev-2"])];
+        let cases: &[Case] = &[
             // No plugin, nothing held: the resource is unknown.
             (None, none, "p1", None),
             // A plugin with two healthy devices: 2 for everyone.
