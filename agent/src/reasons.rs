@@ -50,6 +50,7 @@ pub mod event {
     // Kubelet (pod-level) events.
     pub const FAILED_MOUNT_VOLUME: &str = "FailedMount";
     pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+    pub const FAILED_PREPARE_DYNAMIC_RESOURCES: &str = "FailedPrepareDynamicResources";
     /// bosun's own: a pod was terminated and everything it held removed.
     pub const REMOVED_POD: &str = "Removed";
 

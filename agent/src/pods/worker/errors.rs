@@ -43,6 +43,14 @@ pub enum PodSetupError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's ResourceClaims could not be prepared (the kubelet's
+    /// `FailedPrepareDynamicResources`; the message is its Event's).
+    #[error("Failed to prepare dynamic resources: {source}")]
+    DynamicResources {
+        pod: String,
+        #[source]
+        source: crate::dra::DraError,
+    },
     #[error("{source}")]
     Volumes {
         pod: String,
@@ -219,6 +227,9 @@ pub enum DevicesError {
     NoVolume { name: String },
     #[error("{message}")]
     Device { message: String },
+    /// The CDI devices of the container's ResourceClaims could not be told.
+    #[error("{0}")]
+    Claims(#[source] crate::dra::DraError),
     /// A device plugin's PreStartContainer failed.
     #[error("PreStartContainer: {message}")]
     PreStart { message: String },

@@ -162,6 +162,7 @@ impl PodSetupError {
     pub fn reason(&self) -> &'static str {
         match self {
             PodSetupError::Volumes { .. } => event::FAILED_MOUNT_VOLUME,
+            PodSetupError::DynamicResources { .. } => event::FAILED_PREPARE_DYNAMIC_RESOURCES,
             _ => event::FAILED_CREATE_POD_SANDBOX,
         }
     }
@@ -175,6 +176,7 @@ impl PodSetupError {
             | PodSetupError::PodFiles { pod, .. }
             | PodSetupError::HostsFile { pod, .. }
             | PodSetupError::Volumes { pod, .. }
+            | PodSetupError::DynamicResources { pod, .. }
             | PodSetupError::UserNamespace { pod, .. } => pod,
         }
     }

@@ -328,10 +328,22 @@ impl Worker {
         self.plugin_devices(c, &mut spec)
             .await
             .map_err(|source| StartContainerError::Devices {
-                pod,
-                container,
+                pod: pod.clone(),
+                container: container.clone(),
                 source,
             })?;
+        // The CDI devices of the ResourceClaims the container names (the kubelet's
+        // GetResources): the runtime resolves them through the CDI specs.
+        if let Some(dra) = &self.ctx.dra {
+            let ids = dra.container_cdi_devices(&self.pod, c).await.map_err(|e| {
+                StartContainerError::Devices {
+                    pod,
+                    container,
+                    source: DevicesError::Claims(e),
+                }
+            })?;
+            spec.cdi_devices.extend(ids);
+        }
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         Ok((spec, security))

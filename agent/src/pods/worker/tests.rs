@@ -33,6 +33,13 @@ impl Harness {
     }
 
     fn with_devices(devices: Option<Arc<dyn crate::devices::DeviceService>>) -> Harness {
+        Harness::build(devices, None)
+    }
+
+    fn build(
+        devices: Option<Arc<dyn crate::devices::DeviceService>>,
+        dra: Option<Arc<dyn crate::dra::DraService>>,
+    ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let dir = |n: &str| Some(tmp.path().join(n));
         let flags = Flags {
@@ -62,6 +69,7 @@ impl Harness {
             volume_stats: None,
             events_tx: Some(events_tx),
             devices,
+            dra,
             security: crate::security::NodeSecurity {
                 sysctls: crate::security::sysctl::Allowlist::new(&[], (6, 1)).unwrap(),
                 ..Default::default()
@@ -1674,4 +1682,126 @@ async fn a_pod_beyond_the_devices_is_rejected_with_the_kubelets_message() {
         Some("Pod was rejected: Allocate failed due to requested number of devices unavailable for example.com/dev. Requested: 2, Available: 1, which is unexpected")
     );
     let _ = h.events();
+}
+
+/// A DRA manager on fakes (one registered driver `drv`), its checkpoint in `root`.
+fn fake_dra(
+    root: &std::path::Path,
+) -> (
+    Arc<crate::dra::DraManager>,
+    Arc<crate::dra::testing::FakeClaims>,
+    crate::dra::testing::FakeDrivers,
+) {
+    let claims = Arc::new(crate::dra::testing::FakeClaims::default());
+    let drivers = crate::dra::testing::FakeDrivers::default();
+    drivers.0.lock().unwrap().registered.push("drv".into());
+    let m = crate::dra::DraManager::new(root, claims.clone(), Arc::new(drivers.clone()));
+    (Arc::new(m), claims, drivers)
+}
+
+#[tokio::test]
+async fn a_pod_gets_the_cdi_devices_of_its_claims_and_they_are_unprepared_when_it_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dra, claims, drivers) = fake_dra(tmp.path());
+    claims.put(crate::dra::testing::claim(
+        "gen",
+        "cg",
+        "drv",
+        &["gpu"],
+        &["u1"],
+        Some("u1"),
+    ));
+    drivers.0.lock().unwrap().devices.insert(
+        "gen".into(),
+        vec![(vec!["gpu".into()], vec!["drv.example.com/gpu=0".into()])],
+    );
+    let mut h = Harness::build(None, Some(dra.clone()));
+    let p = crate::dra::testing::pod(
+        "u1",
+        &[("t", None)],
+        &[("t", "gen")],
+        &[("a", &[("t", "gpu")]), ("b", &[])],
+    );
+    let mut w = h.worker(&p);
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+    // Prepared once, before the sandbox; the container naming the claim gets its CDI device.
+    assert_eq!(drivers.0.lock().unwrap().prepared.len(), 1);
+    let a = h.rt.container_spec("u1_a_0").expect("a started");
+    assert_eq!(a.cdi_devices, ["drv.example.com/gpu=0"]);
+    let b = h.rt.container_spec("u1_b_0").expect("b started");
+    assert!(b.cdi_devices.is_empty());
+    // Deleted: unprepared once the containers are gone.
+    w.sync(Intent::Terminate { grace: Some(0) }).await;
+    assert_eq!(
+        drivers.0.lock().unwrap().unprepared,
+        [("drv".to_string(), vec!["gen".to_string()])]
+    );
+    assert!(dra.pods().await.is_empty());
+    let _ = h.events();
+}
+
+#[tokio::test]
+async fn a_pod_whose_claims_cannot_be_prepared_waits_with_the_kubelets_event_and_backs_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dra, claims, drivers) = fake_dra(tmp.path());
+    let mut h = Harness::build(None, Some(dra.clone()));
+    // The claim is allocated to a driver that is not registered.
+    claims.put(crate::dra::testing::claim(
+        "gen",
+        "cg",
+        "gpu.example.com",
+        &["gpu"],
+        &["u1"],
+        Some("u1"),
+    ));
+    let p = crate::dra::testing::pod(
+        "u1",
+        &[("t", None)],
+        &[("t", "gen")],
+        &[("a", &[("t", "")])],
+    );
+    let mut w = h.worker(&p);
+    let first = w.sync(Intent::Run).await;
+    let msg = "Failed to prepare dynamic resources: prepare dynamic resources: DRA driver gpu.example.com is not registered";
+    assert_eq!(
+        h.events(),
+        [(
+            "FailedPrepareDynamicResources".to_string(),
+            None,
+            msg.to_string()
+        )]
+    );
+    // No sandbox, no container; the container waits in ContainerCreating with the message.
+    assert!(bosun_runtime::PodRuntime::sandbox(&*h.rt, "u1").is_none());
+    assert!(h.rt.container_spec("u1_a_0").is_none());
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    let waiting = st.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
+    assert_eq!(waiting.message.as_deref(), Some(msg));
+    // Tried again later each time: 5 s, then 10 s.
+    let after = |n: Next| match n {
+        Next::At(t) => t.duration_since(SystemTime::now()).unwrap_or_default(),
+        other => panic!("{other:?}"),
+    };
+    assert!(after(first) <= Duration::from_secs(5));
+    let second = w.sync(Intent::Run).await;
+    assert!(after(second) > Duration::from_secs(8), "{second:?}");
+    let _ = h.events();
+    // The driver registers: the pod starts.
+    drivers
+        .0
+        .lock()
+        .unwrap()
+        .registered
+        .push("gpu.example.com".into());
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+    assert_eq!(dra.pods().await, ["u1"]);
 }
