@@ -444,6 +444,7 @@ fn image_volumes_are_read_only_views_kept_from_gc_and_unmounted() -> Result<()> 
     let script = "cat /vol/data/keep /vol/data/replace /vol/opaque/c; echo; \
                   echo $(ls /vol/data) $(ls /vol/opaque); \
                   test -x /bin-of-bb/busybox && echo bin-ok; \
+                  test -x /bb-root/bin/busybox && echo root-ok; \
                   touch /vol/x 2>/dev/null && echo vol-writable || echo vol-read-only; \
                   touch /bin-of-bb/x 2>/dev/null && echo bb-writable || echo bb-read-only; \
                   grep \" /vol \" /proc/self/mounts | grep -q \" ro,\" && echo mounted-ro; \
@@ -452,7 +453,7 @@ fn image_volumes_are_read_only_views_kept_from_gc_and_unmounted() -> Result<()> 
         "v.yaml",
         &pod(
             "vol",
-            &format!("  volumes:\n  - name: layers\n    image: {{reference: \"{layers}\"}}\n  - name: bb\n    image: {{reference: \"{bb}\", pullPolicy: IfNotPresent}}\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{script}']\n    volumeMounts:\n    - {{name: layers, mountPath: /vol}}\n    - {{name: bb, mountPath: /bin-of-bb, subPath: bin}}\n"),
+            &format!("  volumes:\n  - name: layers\n    image: {{reference: \"{layers}\"}}\n  - name: bb\n    image: {{reference: \"{bb}\", pullPolicy: IfNotPresent}}\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{script}']\n    volumeMounts:\n    - {{name: layers, mountPath: /vol}}\n    - {{name: bb, mountPath: /bin-of-bb, subPath: bin}}\n    - {{name: bb, mountPath: /bb-root}}\n"),
         ),
     )?;
     let p = node.wait_pod("vol", T, "running", |p| bosun_tests::is_running(p, "c"))?;
@@ -463,20 +464,21 @@ fn image_volumes_are_read_only_views_kept_from_gc_and_unmounted() -> Result<()> 
     let mut log = String::new();
     for _ in 0..50 {
         log = node.logs("vol", "c", false)?;
-        if log.lines().count() >= 6 {
+        if log.lines().count() >= 7 {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let lines: Vec<&str> = log.lines().collect();
-    ensure!(lines.len() == 6, "{log:?}");
+    ensure!(lines.len() == 7, "{log:?}");
     // The image's files with the upper layer's whiteouts and opaque folder applied.
     ensure!(lines[0] == "keepnewc", "{log:?}");
     ensure!(lines[1].trim() == "keep replace c", "{log:?}");
     ensure!(lines[2] == "bin-ok", "{log:?}");
-    ensure!(lines[3] == "vol-read-only", "{log:?}");
-    ensure!(lines[4] == "bb-read-only", "{log:?}");
-    ensure!(lines[5] == "mounted-ro", "{log:?}");
+    ensure!(lines[3] == "root-ok", "{log:?}");
+    ensure!(lines[4] == "vol-read-only", "{log:?}");
+    ensure!(lines[5] == "bb-read-only", "{log:?}");
+    ensure!(lines[6] == "mounted-ro", "{log:?}");
     // One view per pod and image, on the host.
     let views = node.path("run").join("image-volumes").join(&uid);
     let mounted: Vec<String> = node
