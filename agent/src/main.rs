@@ -99,6 +99,10 @@ struct Common {
     /// Colon-separated folders of CNI plugins (default /opt/cni/bin:/usr/lib/cni).
     #[arg(long)]
     cni_bin_dir: Option<String>,
+    /// Colon-separated folders of CDI spec files, later ones taking precedence (default
+    /// /etc/cdi:/var/run/cdi).
+    #[arg(long)]
+    cdi_spec_dir: Option<String>,
     /// Registry config (YAML): mirrors, plain-HTTP registries, private CAs.
     #[arg(long, env = "BOSUN_REGISTRY_CONFIG")]
     registry_config: Option<PathBuf>,
@@ -128,6 +132,7 @@ impl Common {
             pod_cidr: self.pod_cidr.clone(),
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
+            cdi_spec_dir: self.cdi_spec_dir.clone(),
             registry_config: self.registry_config.clone(),
             image_credentials: self.image_credentials.clone(),
             config_overrides: Default::default(),
