@@ -419,6 +419,114 @@ async fn a_crashing_container_is_restarted_then_backs_off() {
 }
 
 #[tokio::test]
+async fn image_volumes_are_pulled_by_their_policy_and_mounted_read_only() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  volumes:\n  - {name: tools, image: {reference: \"tools:1\"}}\n  - {name: latest, image: {reference: tools, pullPolicy: IfNotPresent}}\n  - {name: data, emptyDir: {}}\n  containers:\n  - name: a\n    image: app:1\n    volumeMounts:\n    - {name: tools, mountPath: /tools}\n    - {name: latest, mountPath: /latest, readOnly: false}\n    - {name: data, mountPath: /data}\n  - {name: b, image: app:1}\n");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    // The volumes' images first (their policies, defaulted by the reference's tag), then the
+    // container's own; the container without image volumes pulls only its image.
+    use crate::images::PullPolicy::*;
+    assert_eq!(
+        h.images.take_ensured(),
+        [
+            ("tools:1".to_string(), IfNotPresent),
+            ("tools".to_string(), IfNotPresent),
+            ("app:1".to_string(), IfNotPresent),
+            ("app:1".to_string(), IfNotPresent),
+        ]
+    );
+    let image_id = format!("sha256:{}", "a".repeat(64));
+    assert!(h
+        .rt
+        .take_calls()
+        .contains(&Call::MountImageVolume("u1".into(), image_id.clone())));
+    let mounts = h.rt.container_mounts("u1_a_0");
+    let at = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination == std::path::Path::new(dest))
+            .unwrap()
+            .clone()
+    };
+    let view = std::path::PathBuf::from(format!("/fake/image-volumes/u1/{}", "a".repeat(64)));
+    // Read-only whatever the volumeMount says.
+    assert_eq!(
+        (at("/tools").source, at("/tools").readonly),
+        (view.clone(), true)
+    );
+    assert_eq!((at("/latest").source, at("/latest").readonly), (view, true));
+    assert!(!at("/data").readonly);
+    // The image is in use while the pod's view is mounted.
+    assert!(bosun_runtime::PodRuntime::images_in_use(&*h.rt).contains(&image_id));
+    // Never idmapped (in a pod with its own user namespace): an overlay cannot be.
+    let sec = h.rt.container_security("u1_a_0").unwrap();
+    assert!(sec
+        .plain_mounts
+        .contains(&std::path::PathBuf::from("/tools")));
+    let pulled: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter(|(r, _, m)| r == "Pulled" && m.contains("tools"))
+        .collect();
+    // The image puller's events of image volumes name the pod, not a container.
+    assert!(
+        !pulled.is_empty() && pulled.iter().all(|(_, c, _)| c.is_none()),
+        "{pulled:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_image_volume_pull_holds_the_container_back() {
+    let h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  volumes:\n  - {name: tools, image: {reference: \"tools:1\", pullPolicy: Never}}\n  containers:\n  - name: a\n    image: app:1\n    volumeMounts: [{name: tools, mountPath: /tools}]\n  - {name: b, image: app:1}\n");
+    h.images.fail(
+        "tools:1",
+        Some(EnsureError::NeverPull {
+            image: "tools:1".into(),
+        }),
+    );
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    let st = status(&w);
+    let wa = waiting(&st, "a").unwrap();
+    assert_eq!(wa.reason.as_deref(), Some("ErrImageNeverPull"));
+    assert_eq!(
+        wa.message.as_deref(),
+        Some("container image \"tools:1\" is not present with pull policy of Never")
+    );
+    // The other container runs; nothing of `a` was made, its own image not even asked for.
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_b_0"]);
+    let ensured = h.images.take_ensured();
+    assert_eq!(ensured.iter().filter(|(i, _)| i == "app:1").count(), 1);
+    assert!(h.rt.image_volumes("u1").is_empty());
+    // A pull error backs off as the container's own image does.
+    h.images.fail(
+        "tools:1",
+        Some(EnsureError::Pull {
+            image: "tools:1".into(),
+            message: "manifest unknown".into(),
+        }),
+    );
+    w.sync(Intent::Run).await;
+    assert_eq!(
+        waiting(&status(&w), "a").unwrap().reason.as_deref(),
+        Some("ErrImagePull")
+    );
+    w.sync(Intent::Run).await;
+    let wa = waiting(&status(&w), "a").unwrap();
+    assert_eq!(wa.reason.as_deref(), Some("ImagePullBackOff"));
+    assert!(
+        wa.message
+            .as_deref()
+            .unwrap()
+            .starts_with("Back-off pulling image \"tools:1\""),
+        "{wa:?}"
+    );
+    assert!(h.rt.image_volumes("u1").is_empty());
+}
+
+#[tokio::test]
 async fn a_failed_pull_backs_off() {
     let mut h = Harness::new();
     let p = pod("spec:\n  hostNetwork: true\n  containers:\n  - {name: a, image: nope:1}\n");
@@ -1162,7 +1270,7 @@ fn sized(generation: i64, resources: &str, policy: &str) -> Pod {
 }
 
 fn resources_of(p: &Pod) -> bosun_runtime::Resources {
-    crate::translate::container_resources(&p.spec.as_ref().unwrap().containers[0])
+    crate::translate::container_resources(p, &p.spec.as_ref().unwrap().containers[0])
 }
 
 /// The status of condition `ty`: (reason, message), `None` when absent.
@@ -1457,6 +1565,7 @@ fn init_sized(generation: i64, init: &str) -> Pod {
 
 fn init_resources_of(p: &Pod) -> bosun_runtime::Resources {
     crate::translate::container_resources(
+        p,
         &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
     )
 }
