@@ -21,6 +21,7 @@ pub mod images;
 pub mod manifest;
 pub mod metrics;
 pub mod network;
+pub mod podnet;
 pub mod pods;
 pub mod projection;
 pub mod quantity;

@@ -83,6 +83,7 @@ cleanup() {
   rm -rf /etc/kubernetes /var/lib/etcd /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env \
     /var/lib/kubelet/instance-config.yaml /var/lib/kubelet/pki /var/lib/kubelet/pods /var/log/pods/kube-system_*
   ip link del "$IFACE" 2>/dev/null
+  ip link del bosunkadm0 2>/dev/null
   rm -rf "$tmp"
   log "done in $(( $(date +%s) - start ))s"
 }
@@ -102,7 +103,7 @@ ip link set "$IFACE" up
 # The control plane images, named as kubeadm expects them, in a private image store.
 mkdir -p "$tmp/data" "$tmp/images"
 common=(--run-dir "$RUN" --data-dir "$tmp/data" --pod-logs-dir "$tmp/pod-logs"
-  --container-logs-dir "$tmp/container-logs" --cgroup-root "$CG")
+  --container-logs-dir "$tmp/container-logs" --cgroup-root "$CG" --cni-conf-dir "$tmp/cni")
 "$KUBEADM" config images list --kubernetes-version "$K8S_VERSION" >"$tmp/images.txt"
 for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
   ref=$(grep "/$name:" "$tmp/images.txt")
@@ -111,29 +112,42 @@ for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
 done
 
 # What systemd does with packaging/kubelet: the unit's ExecStart as the drop-in rewrites it, with
-# the two EnvironmentFiles, restarted when it exits (kubeadm restarts the unit when its files are
-# written; here the loop starts bosun once config.yaml exists). KUBELET_EXTRA_ARGS
-# (/etc/default/kubelet) carries the test's private folders.
+# the two EnvironmentFiles, started at once (an installed, enabled kubelet.service runs before
+# kubeadm: bosun serves its CRI socket while /var/lib/kubelet/config.yaml is missing) and
+# restarted when it exits or when kubeadm's files change (kubeadm's kubelet-start phase writes
+# them and restarts the unit; this machine has no systemd, so the loop does the restart).
+# KUBELET_EXTRA_ARGS (/etc/default/kubelet) carries the test's private folders.
 dropin=$root/packaging/kubelet/10-kubeadm.conf
 exec_line=$(grep '^ExecStart=.' "$dropin" | sed 's/^ExecStart=//')
 envs=$(sed -n 's/^Environment="\(.*\)"$/\1/p' "$dropin")
 export KUBELET_EXTRA_ARGS="${common[*]}"
+stamp() { stat -c %Y /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/config.yaml 2>/dev/null | tr '\n' ' '; }
 (
   while :; do
-    if [ -f /var/lib/kubelet/config.yaml ]; then
-      # shellcheck disable=SC1091
-      (set -a; eval "$envs"; [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
-       cmd=${exec_line/\/usr\/bin\/kubelet/$BOSUN}
-       eval "exec $cmd") >>"$tmp/bosun.log" 2>&1 &
-      child=$!
-      trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM
-      wait $child
-      trap - TERM
-    fi
+    # shellcheck disable=SC1091
+    (set -a; eval "$envs"; [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
+     cmd=${exec_line/\/usr\/bin\/kubelet/$BOSUN}
+     eval "exec $cmd") >>"$tmp/bosun.log" 2>&1 &
+    child=$!
+    trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM
+    seen=$(stamp)
+    while kill -0 "$child" 2>/dev/null; do
+      sleep 1
+      if [ "$(stamp)" != "$seen" ]; then
+        echo "supervisor: kubeadm's files changed: restarting the kubelet" >>"$tmp/bosun.log"
+        kill "$child" 2>/dev/null; wait "$child" 2>/dev/null
+        break
+      fi
+    done
+    wait "$child" 2>/dev/null
+    trap - TERM
     sleep 1
   done
 ) &
 sup_pid=$!
+# kubeadm's preflight checks the CRI socket first: it is there before kubeadm runs.
+for _ in $(seq 60); do [ -S "$SOCK" ] && break; sleep 1; done
+[ -S "$SOCK" ] || die "bosun serves no CRI socket at $SOCK before kubeadm init"
 
 cat >"$tmp/kubeadm.yaml" <<EOF
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -157,6 +171,12 @@ kubernetesVersion: $K8S_VERSION
 networking:
   serviceSubnet: 10.96.0.0/16
   podSubnet: 10.244.0.0/16
+---
+# kubeadm at the pinned version refuses cgroup v1 hosts (SystemVerification) unless the kubelet
+# is told to run on them.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
 EOF
 log "kubeadm init"
 "$KUBEADM" init --config "$tmp/kubeadm.yaml" --ignore-preflight-errors=ImagePull -v=1 2>&1 | tee "$tmp/init.log" >&2
@@ -164,6 +184,23 @@ log "kubeadm init"
 grep -q 'Your Kubernetes control-plane has initialized successfully' "$tmp/init.log" || die "kubeadm init did not finish"
 
 export KUBECONFIG=/etc/kubernetes/admin.conf
+# No pod network yet: the node is NotReady with the kubelet's message; the control plane's
+# static pods (hostNetwork) run. The admin's network config (what a network add-on's DaemonSet
+# writes) on the pod CIDR the controller-manager gave the node makes it Ready.
+"$KUBECTL" get node kubeadm-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' >"$tmp/ready.txt"
+grep -q 'cni plugin not initialized' "$tmp/ready.txt" || log "note: Ready message: $(cat "$tmp/ready.txt")"
+for _ in $(seq 60); do
+  cidr=$("$KUBECTL" get node kubeadm-node -o jsonpath='{.spec.podCIDR}' 2>/dev/null) && [ -n "$cidr" ] && break
+  sleep 1
+done
+[ -n "${cidr:-}" ] || die "the node got no pod CIDR"
+mkdir -p "$tmp/cni"
+cat >"$tmp/cni/10-bridge.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "kubeadm-test", "plugins": [
+  {"type": "bridge", "bridge": "bosunkadm0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$cidr"}]], "dataDir": "$tmp/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
 # The node and its static pods, as the API sees them.
 "$KUBECTL" wait --for=condition=Ready node/kubeadm-node --timeout=120s >&2 || die "node not Ready"
 for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
