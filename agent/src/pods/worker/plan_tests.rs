@@ -1215,7 +1215,8 @@ fn a_pod_on_the_pod_network_waits_for_it() {
     let dead =
         pod("spec:\n  activeDeadlineSeconds: 5\n  containers:\n  - {name: a, image: busybox}\n");
     // (pod, intent, network error, held?, containers started, killed)
-    let table: Vec<(&Pod, Intent, Option<&str>, bool, usize, bool)> = vec![
+    type Row<'a> = (&'a Pod, Intent, Option<&'a str>, bool, usize, bool);
+    let table: Vec<Row> = vec![
         // Ready network: everything starts.
         (&pod_net, Intent::Run, None, false, 1, false),
         (&host_net, Intent::Run, None, false, 1, false),

@@ -1607,11 +1607,10 @@ async fn a_pod_waits_for_the_pod_network_and_a_host_network_pod_does_not() {
         h.rt.take_calls().is_empty(),
         "no sandbox, no network, nothing"
     );
-    let message = format!(
-        "network is not ready: container runtime network not ready: NetworkReady=false \
-         reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not \
-         initialized"
-    );
+    let message = "network is not ready: container runtime network not ready: \
+                   NetworkReady=false reason:NetworkPluginNotReady message:Network plugin \
+                   returns error: cni plugin not initialized"
+        .to_string();
     let events = h.events();
     assert_eq!(
         events,
