@@ -4,21 +4,40 @@
 //! private memory in every one of them. Without `-pie` the linker resolves those addresses once,
 //! at build time, and the pages stay shared with the page cache. The agent itself stays PIE.
 //!
-//! Also generates the CRI v1 gRPC services (`runtime.v1`, served by `src/cri`) from the vendored
-//! `proto/cri/v1/api.proto`, parsed by protox (pure Rust: no system `protoc`).
+//! Also generates, from the vendored .proto files in `proto/` (parsed by protox, pure Rust: no
+//! system `protoc`):
+//! - the CRI v1 gRPC services (`runtime.v1`, served by `src/cri`; every method bosun does not serve
+//!   answers Unimplemented by default);
+//! - the device plugin API (`deviceplugin/v1beta1`: the `Registration` server the agent serves, the
+//!   `DevicePlugin` client it calls) and the pod resources API (`podresources/v1`: the
+//!   `PodResourcesLister` server).
+
+use std::path::Path;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-link-arg-bin=bosun-keeper=-no-pie");
-    let proto = "proto/cri/v1/api.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], [std::path::Path::new("proto/cri/v1")])?;
-    // Servers for the agent, clients for its tests; every method bosun does not serve answers
-    // Unimplemented by default.
+    let cri = "proto/cri/v1/api.proto";
+    println!("cargo:rerun-if-changed={cri}");
+    let fds = protox::compile([cri], [Path::new("proto/cri/v1")])?;
+    // Servers for the agent, clients for its tests.
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .build_transport(false)
         .generate_default_stubs(true)
+        .compile_fds(fds)?;
+    let files = [
+        "deviceplugin/v1beta1/api.proto",
+        "podresources/v1/api.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed=proto/{f}");
+    }
+    let fds = protox::compile(files, [Path::new("proto")])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
         .compile_fds(fds)?;
     Ok(())
 }

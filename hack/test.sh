@@ -78,6 +78,7 @@ stage "e2e-node (cluster)"; bash tests/cluster/e2e-node.sh
 stage "e2e-api (cluster)";  bash tests/cluster/e2e-api.sh
 stage "e2e-csi (cluster)";  bash tests/cluster/e2e-csi.sh
 stage "e2e-security (cluster)"; bash tests/cluster/e2e-security.sh
+stage "e2e-devices (cluster: the sample device plugin)"; bash tests/cluster/e2e-devices.sh
 stage "e2e-pressure (cluster: allocatable, admission, in-place resize, eviction on a loop filesystem)"
 bash tests/cluster/e2e-pressure.sh
 fuzz

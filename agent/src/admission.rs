@@ -209,7 +209,7 @@ fn aggregate(pod: &Pod, resource: &str, of: impl Fn(&Container) -> Option<i64>) 
     Some(total)
 }
 
-/// A pod's requests of every resource the admission checks.
+/// A pod's requests of every resource the admission checks (extended resources too).
 pub fn pod_requests(pod: &Pod) -> ResourceList {
     let mut out = ResourceList::new();
     let mut names: Vec<String> = vec![CPU.into(), MEMORY.into(), EPHEMERAL_STORAGE.into()];
@@ -224,7 +224,9 @@ pub fn pod_requests(pod: &Pod) -> ResourceList {
             .flat_map(|r| r.requests.iter().chain(r.limits.iter()))
         {
             for k in list.keys() {
-                if k.starts_with("hugepages-") && !names.contains(k) {
+                if (k.starts_with("hugepages-") || is_extended_resource_name(k))
+                    && !names.contains(k)
+                {
                     names.push(k.clone());
                 }
             }
@@ -238,6 +240,40 @@ pub fn pod_requests(pod: &Pod) -> ResourceList {
     out
 }
 
+/// Whether `name` is an extended resource (a device plugin's, or one an administrator put on
+/// the Node): `domain/name`, a qualified
+/// name, not in the `kubernetes.io` domains, and not `requests.`-prefixed (the kubelet's
+/// IsExtendedResourceName).
+pub fn is_extended_resource_name(name: &str) -> bool {
+    let Some((domain, rest)) = name.split_once('/') else {
+        return false;
+    };
+    if domain == "kubernetes.io"
+        || domain.ends_with(".kubernetes.io")
+        || name.starts_with("requests.")
+    {
+        return false;
+    }
+    let dns_ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    let b = rest.as_bytes();
+    let name_ok = !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    dns_ok && name_ok
+}
+
 /// What admission knows of the node: the Node's labels, taints and allocatable.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeInfo {
@@ -245,6 +281,19 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub allocatable: ResourceList,
+}
+
+impl NodeInfo {
+    /// The node with the device plugins' resources (resource -> healthy devices) in its
+    /// allocatable, as the kubelet's `UpdatePluginResources` gives admission the Node's
+    /// extended resources: a plugin's resource replaces what the config had of that name.
+    pub fn with_devices(&self, devices: &ResourceList) -> NodeInfo {
+        let mut node = self.clone();
+        for (resource, count) in devices {
+            node.allocatable.insert(resource.clone(), (*count).max(0));
+        }
+        node
+    }
 }
 
 /// Why a pod was not admitted: the pod's `status.reason` and the message after
@@ -376,6 +425,11 @@ fn insufficient(pod: &Pod, others: &[&Pod], node: &NodeInfo) -> Option<Rejection
     for resource in order {
         let requested = want[resource];
         if requested <= 0 {
+            continue;
+        }
+        // The kubelet's removeMissingExtendedResources: an extended resource the node does
+        // not list is another admission handler's (or nobody's) to judge.
+        if is_extended_resource_name(resource) && !node.allocatable.contains_key(resource) {
             continue;
         }
         let capacity = node.allocatable.get(resource).copied().unwrap_or(0);
@@ -521,6 +575,56 @@ mod tests {
         .unwrap();
         p.metadata.name = Some(name.into());
         p
+    }
+
+    #[test]
+    fn device_plugin_resources_are_admitted_up_to_the_healthy_devices() {
+        let gpu = |n: i64| {
+            serde_json::json!({"containers": [{"name": "c", "image": "i",
+                "resources": {"limits": {"example.com/gpu": n.to_string()},
+                              "requests": {"example.com/gpu": n.to_string()}}}]})
+        };
+        let one = pod("one", gpu(1));
+        let two = pod("two", gpu(2));
+        // (healthy devices, pods already admitted, pod, refusal reason)
+        type Case<'a> = (Option<i64>, Vec<&'a Pod>, &'a Pod, Option<&'a str>);
+        let cases: &[Case] = &[
+            // Not a resource of the node: not judged here (removeMissingExtendedResources).
+            (None, vec![], &one, None),
+            (Some(0), vec![], &one, Some("OutOfexample.com/gpu")),
+            (Some(1), vec![], &one, None),
+            (Some(1), vec![], &two, Some("OutOfexample.com/gpu")),
+            (Some(2), vec![&one], &one, None),
+            (Some(2), vec![&one], &two, Some("OutOfexample.com/gpu")),
+            (Some(-1), vec![], &one, Some("OutOfexample.com/gpu")),
+        ];
+        for (healthy, others, p, want) in cases {
+            let devices: ResourceList = healthy
+                .iter()
+                .map(|n| ("example.com/gpu".to_string(), *n))
+                .collect();
+            let got = admit(p, others, &node().with_devices(&devices))
+                .err()
+                .map(|r| r.reason);
+            assert_eq!(got.as_deref(), *want, "{healthy:?} {:?}", p.metadata.name);
+        }
+        let r = admit(
+            &two,
+            &[],
+            &node().with_devices(&list(&[("example.com/gpu", 1)])),
+        )
+        .unwrap_err();
+        assert_eq!(
+            r.message,
+            "Node didn't have enough resource: example.com/gpu, requested: 2, used: 0, capacity: 1"
+        );
+        // The other resources are the node's own.
+        assert_eq!(
+            node()
+                .with_devices(&list(&[("example.com/gpu", 3)]))
+                .allocatable[CPU],
+            node().allocatable[CPU]
+        );
     }
 
     fn requests(cpu: &str, memory: &str) -> serde_json::Value {

@@ -111,6 +111,7 @@ pub async fn context(cfg: Config, mode: Mode) -> anyhow::Result<(Ctx, Arc<ImageM
         bosun_runtime::container::RuntimeOptions {
             log_max_size: cfg.container_log_max_size,
             log_max_files: cfg.container_log_max_files,
+            cdi_spec_dirs: cfg.cdi_spec_dirs.clone(),
             network: bosun_runtime::container::NetworkOptions {
                 cni: bosun_runtime::cni::CniConfig {
                     conf_dir: cfg.cni_conf_dir.clone(),
@@ -180,6 +181,7 @@ pub async fn context(cfg: Config, mode: Mode) -> anyhow::Result<(Ctx, Arc<ImageM
         volumes: None,
         volume_stats: None,
         events_tx: None,
+        devices: None,
         resources: Arc::new(resources),
         allocated: Default::default(),
     };
@@ -223,10 +225,20 @@ pub fn node_memory() -> u64 {
         .unwrap_or(1 << 30)
 }
 
+/// The pod resources API on `<root-dir>/pod-resources/kubelet.sock` (a node without it still
+/// runs its pods, as a kubelet whose socket cannot be made).
+fn serve_pod_resources(ctx: &Arc<Ctx>) {
+    let source = Arc::new(crate::podresources::NodeSource { ctx: ctx.clone() });
+    if let Err(e) = crate::podresources::serve(&ctx.cfg.root_dir, source) {
+        tracing::warn!(error = %e, "no pod resources API");
+    }
+}
+
 /// Runs the pods of the manifest folder until SIGTERM/SIGINT (pods keep running after).
 pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
     let (ctx, images) = context(cfg, Mode::Standalone).await?;
     let ctx = Arc::new(ctx);
+    serve_pod_resources(&ctx);
     crate::cri::serve(ctx.clone(), images, &ctx.cfg.cri_sockets)?;
     let manifests = ctx
         .cfg
@@ -356,12 +368,17 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     ctx.volumes = Some(volumes.clone());
     ctx.volume_stats = Some(volumes);
     ctx.events_tx = Some(events_tx);
+    let devices = crate::devices::DeviceManager::start(&ctx.cfg.root_dir.join("device-plugins"))
+        .await
+        .context("starting the device plugin manager")?;
+    ctx.devices = Some(Arc::new(devices.clone()));
     tokio::spawn(cluster::events::run(
         client.clone(),
         node_name.clone(),
         events_rx,
     ));
     let ctx = Arc::new(ctx);
+    serve_pod_resources(&ctx);
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
     crate::cri::serve(ctx.clone(), images.clone(), &ctx.cfg.cri_sockets)?;
@@ -388,6 +405,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
             move || resources.conditions()
         },
         ctx.node_shutdown.clone(),
+        move || devices.capacity(),
         ctx.pod_network.clone(),
     ));
     tokio::spawn(cluster::status::run(client.clone(), status_rx, flush_rx));

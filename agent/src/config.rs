@@ -57,6 +57,9 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     /// `--cni-bin-dir`: folders of CNI plugins, in order (`/opt/cni/bin:/usr/lib/cni`).
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// `--cdi-spec-dir`: folders of CDI spec files, a later one taking precedence
+    /// (`/etc/cdi:/var/run/cdi`).
+    pub cdi_spec_dirs: Vec<PathBuf>,
     /// `--registry-config`: mirrors, plain-HTTP registries, private CAs (YAML).
     pub registry_config: PathBuf,
     /// `--image-credentials`: docker-style `auth.json` for registry logins.
@@ -580,6 +583,8 @@ pub struct Flags {
     pub cni_conf_dir: Option<PathBuf>,
     /// Colon-separated folders.
     pub cni_bin_dir: Option<String>,
+    /// Colon-separated folders.
+    pub cdi_spec_dir: Option<String>,
     pub registry_config: Option<PathBuf>,
     pub image_credentials: Option<PathBuf>,
     /// KubeletConfiguration keys set by kubelet flags (`--cluster-dns`, ...: see
@@ -704,6 +709,16 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
                 .collect(),
+            cdi_spec_dirs: flags
+                .cdi_spec_dir
+                .as_deref()
+                .map(|d| {
+                    d.split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_else(bosun_runtime::cdi::default_dirs),
             registry_config: flags
                 .registry_config
                 .clone()

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod cri;
+pub mod devices;
 pub mod eviction;
 pub mod fieldpath;
 #[doc(hidden)]
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod network;
 pub mod podnet;
+pub mod podresources;
 pub mod pods;
 pub mod projection;
 pub mod quantity;

@@ -104,6 +104,10 @@ struct Common {
     /// Colon-separated folders of CNI plugins (default /opt/cni/bin:/usr/lib/cni).
     #[arg(long)]
     cni_bin_dir: Option<String>,
+    /// Colon-separated folders of CDI spec files, later ones taking precedence (default
+    /// /etc/cdi:/var/run/cdi).
+    #[arg(long)]
+    cdi_spec_dir: Option<String>,
     /// Registry config (YAML): mirrors, plain-HTTP registries, private CAs.
     #[arg(long, env = "BOSUN_REGISTRY_CONFIG")]
     registry_config: Option<PathBuf>,
@@ -134,6 +138,7 @@ impl Common {
             default_cni_network: self.default_cni_network,
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
+            cdi_spec_dir: self.cdi_spec_dir.clone(),
             registry_config: self.registry_config.clone(),
             image_credentials: self.image_credentials.clone(),
             config_overrides: Default::default(),

@@ -40,9 +40,13 @@ const RANKS: &[(&str, u32)] = &[
     ("eviction", 5),
     ("shutdown", 5),
     ("images", 6),
+    // Device plugins: the manager (Registration, Allocate) and its pure state.
+    ("devices", 6),
     ("pods", 7),
     ("cluster", 8),
     ("server", 8),
+    // The pod resources API: reads the pods the node runs and their devices.
+    ("podresources", 8),
     // The CRI socket for the node's tools: reads pods' state as server does, and its streaming
     // URLs end in server's exec and attach sessions.
     ("cri", 9),

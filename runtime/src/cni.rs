@@ -470,8 +470,16 @@ pub async fn setup(
 /// there is nothing to do. Continues past plugin errors and reports the first; the state is kept
 /// when something failed so that a later call retries.
 pub async fn teardown(sandbox_dir: &Path) -> Result<(), CniError> {
-    let Some(state) = read_state(sandbox_dir) else {
-        let _ = std::fs::remove_file(sandbox_dir.join(STATE_FILE));
+    teardown_state(&sandbox_dir.join(STATE_FILE)).await
+}
+
+/// [`teardown`] from the state file at `path` (a sandbox's, or one parked by [`park`]).
+async fn teardown_state(path: &Path) -> Result<(), CniError> {
+    let Some(state) = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<State>(&b).ok())
+    else {
+        let _ = std::fs::remove_file(path);
         return Ok(());
     };
     let plugins = state
@@ -504,11 +512,53 @@ pub async fn teardown(sandbox_dir: &Path) -> Result<(), CniError> {
     match first {
         Some(e) => Err(e),
         None => {
-            let _ = std::fs::remove_file(sandbox_dir.join(STATE_FILE));
+            let _ = std::fs::remove_file(path);
             tracing::info!(uid = %state.spec.uid, "pod network torn down");
             Ok(())
         }
     }
+}
+
+/// Where [`park`] keeps the networks still to give back: persistent, as the IPAM stores are
+/// (`<data_dir>/cni-parked`).
+pub fn parked_dir(paths: &crate::RuntimePaths) -> PathBuf {
+    paths.data_dir.join("cni-parked")
+}
+
+/// How often the runtime retries the DEL of parked networks.
+pub const PARKED_RETRY: Duration = Duration::from_secs(10);
+
+/// Keeps what DEL needs of a sandbox whose network could not be given back, outside the sandbox
+/// (which is removed): `<parked_dir>/<pod uid>.json`. [`retry_parked`] gives it back later, so a
+/// failed DEL (a plugin that crashed, a full disk under the IPAM store) never leaks the pod's
+/// address, as containerd keeps a sandbox whose network teardown failed and the kubelet retries.
+pub fn park(sandbox_dir: &Path, parked_dir: &Path, pod_uid: &str) -> std::io::Result<()> {
+    let from = sandbox_dir.join(STATE_FILE);
+    if !from.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(parked_dir)?;
+    std::fs::rename(&from, parked_dir.join(format!("{pod_uid}.json")))
+}
+
+/// DEL for every network parked in `parked_dir`; returns how many are still parked (their DEL
+/// failed again).
+pub async fn retry_parked(parked_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parked_dir) else {
+        return 0;
+    };
+    let mut left = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        if let Err(err) = teardown_state(&path).await {
+            tracing::warn!(state = %path.display(), error = %err, "parked pod network: cni del failed again");
+            left += 1;
+        }
+    }
+    left
 }
 
 #[cfg(test)]
@@ -529,6 +579,73 @@ mod tests {
                 host_ip: String::new(),
             }],
         }
+    }
+
+    /// A pod network whose DEL fails is parked, not lost: its state leaves the sandbox folder
+    /// (removed next) and DEL is retried from it until it succeeds. The "plugin" is a script
+    /// that fails DEL while a file exists (the real plugins' DEL is checked by the privileged
+    /// and cluster tiers).
+    #[tokio::test]
+    async fn a_failed_del_is_parked_and_retried_until_it_succeeds() {
+        use std::os::unix::fs::PermissionsExt;
+        crate::reaper::install().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (bin, conf, sandbox, parked) = (
+            t.join("bin"),
+            t.join("conf"),
+            t.join("sb"),
+            t.join("parked"),
+        );
+        for d in [&bin, &conf, &sandbox] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let (log, fail) = (t.join("log"), t.join("fail"));
+        let script = format!(
+            "#!/bin/sh\necho \"$CNI_COMMAND $CNI_CONTAINERID\" >> {log}\n\
+             if [ \"$CNI_COMMAND\" = DEL ] && [ -e {fail} ]; then\n\
+             echo '{{\"code\": 11, \"msg\": \"ipam store busy\"}}'; exit 1; fi\n\
+             echo '{{\"cniVersion\": \"1.0.0\", \"ips\": [{{\"address\": \"10.9.0.5/24\"}}]}}'\n",
+            log = log.display(),
+            fail = fail.display()
+        );
+        std::fs::write(bin.join("fake"), script).unwrap();
+        std::fs::set_permissions(bin.join("fake"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(
+            conf.join("10-fake.conflist"),
+            r#"{"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "fake"}]}"#,
+        )
+        .unwrap();
+        let cfg = CniConfig {
+            conf_dir: conf,
+            bin_dirs: vec![bin],
+        };
+        let st = setup(&cfg, &sandbox, &spec()).await.unwrap();
+        assert_eq!(st.ips, vec!["10.9.0.5".to_string()]);
+
+        std::fs::write(&fail, "").unwrap();
+        assert!(teardown(&sandbox).await.is_err(), "DEL fails");
+        assert!(has_state(&sandbox), "a failed DEL keeps the state");
+        park(&sandbox, &parked, "u1").unwrap();
+        assert!(!has_state(&sandbox), "parked: out of the sandbox folder");
+        assert!(parked.join("u1.json").exists());
+        assert_eq!(
+            retry_parked(&parked).await,
+            1,
+            "still failing: still parked"
+        );
+        assert!(parked.join("u1.json").exists());
+
+        std::fs::remove_file(&fail).unwrap();
+        assert_eq!(retry_parked(&parked).await, 0);
+        assert!(!parked.join("u1.json").exists(), "given back: forgotten");
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "ADD u1\nDEL u1\nDEL u1\nDEL u1\n"
+        );
+        // Nothing parked, nothing to park: both are no-ops.
+        park(&sandbox, &parked, "u1").unwrap();
+        assert_eq!(retry_parked(&parked).await, 0);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct RuntimeOptions {
     pub log_max_size: u64,
     /// Keep at most this many log files per container (containerLogMaxFiles).
     pub log_max_files: u32,
+    /// The CDI spec folders, later ones taking precedence (`/etc/cdi`, `/var/run/cdi`).
+    pub cdi_spec_dirs: Vec<PathBuf>,
     /// Where pod networks come from (see [`crate::PodRuntime::setup_network`]).
     pub network: NetworkOptions,
 }
@@ -47,6 +49,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             log_max_size: 10 * 1024 * 1024,
             log_max_files: 5,
+            cdi_spec_dirs: crate::cdi::default_dirs(),
             network: NetworkOptions::default(),
         }
     }
@@ -133,6 +136,23 @@ pub(crate) struct Inner {
     listing: listing::Listing,
 }
 
+/// Retries the DEL of parked networks ([`crate::cni::park`]) every
+/// [`crate::cni::PARKED_RETRY`] until the runtime is dropped.
+async fn retry_parked_networks(dir: PathBuf, mut shutdown: watch::Receiver<()>) {
+    loop {
+        if dir.exists() {
+            let left = crate::cni::retry_parked(&dir).await;
+            if left > 0 {
+                tracing::debug!(left, "parked pod networks still to give back");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::cni::PARKED_RETRY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Capacity of the event channel; a lagging subscriber gets `Lagged` and must re-list.
 const EVENT_CAPACITY: usize = 1024;
 
@@ -201,6 +221,12 @@ impl HostRuntime {
                 }
             }
         }
+        // Networks whose DEL failed when their pod's sandbox was removed (before a restart
+        // too) are given back as soon as their plugins answer.
+        tokio::spawn(retry_parked_networks(
+            crate::cni::parked_dir(&inner.paths),
+            inner.shutdown.clone(),
+        ));
         tracing::info!(adopted, "runtime ready");
         Ok(HostRuntime {
             inner,

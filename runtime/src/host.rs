@@ -137,6 +137,13 @@ impl PodRuntime for HostRuntime {
         Box::pin(async move {
             let dir = sandbox::dir(self.paths(), pod_uid);
             let network = cni::teardown(&dir).await;
+            if network.is_err() {
+                // Kept for a later DEL (the runtime retries parked networks), or the pod's
+                // address would be lost with the sandbox folder.
+                if let Err(e) = cni::park(&dir, &cni::parked_dir(self.paths()), pod_uid) {
+                    tracing::warn!(uid = pod_uid, error = %e, "cannot keep the pod network's state for a retry");
+                }
+            }
             let removed = sandbox::remove(self.paths(), pod_uid).await;
             match (network, removed) {
                 (Ok(()), Ok(())) => Ok(()),

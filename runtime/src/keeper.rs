@@ -86,6 +86,9 @@ pub struct KeeperRequest {
     /// Its AppArmor exec label, resolved by the agent (the profile is loaded).
     #[serde(default)]
     pub apparmor_label: Option<String>,
+    /// The edits of its CDI devices (`spec.cdi_devices`), resolved by the agent.
+    #[serde(default)]
+    pub cdi: Option<crate::cdi::ContainerEdits>,
 }
 
 /// Written by the keeper once the container's process runs.

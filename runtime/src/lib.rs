@@ -11,6 +11,7 @@
 //! `exit.json` before cleaning up. Keepers outlive the agent, so a restarted agent adopts them.
 
 pub mod apparmor;
+pub mod cdi;
 pub mod cgroups;
 pub mod cni;
 pub mod container;
@@ -273,6 +274,11 @@ pub struct ContainerSpec {
     /// Host devices given to the container (a pod's `volumeDevices`: raw block volumes).
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// CDI devices by qualified name (`vendor.com/class=name`): the runtime resolves them
+    /// against the CDI spec folders when the container starts and makes their edits (see
+    /// [`cdi`]); an unknown name fails the start.
+    #[serde(default)]
+    pub cdi_devices: Vec<String>,
 }
 
 /// A host device node made in the container, with a devices-cgroup rule allowing it.

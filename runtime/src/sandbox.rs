@@ -258,6 +258,11 @@ async fn create_inner(
         if crate::cni::has_state(&dir(paths, uid)) {
             if let Err(e) = crate::cni::teardown(&dir(paths, uid)).await {
                 tracing::warn!(error = %e, "cannot tear down the broken sandbox's network");
+                // Given back later by the runtime's retries, not lost with the folder.
+                let parked = crate::cni::parked_dir(paths);
+                if let Err(e) = crate::cni::park(&dir(paths, uid), &parked, uid) {
+                    tracing::warn!(error = %e, "cannot keep the pod network's state for a retry");
+                }
             }
         }
         remove(paths, uid).await?;

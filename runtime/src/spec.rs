@@ -490,7 +490,7 @@ pub fn build_with(
         annotations.insert(k.clone(), json!(v));
     }
 
-    let doc = json!({
+    let mut doc = json!({
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": "rootfs", "readonly": sec.readonly_rootfs},
@@ -498,6 +498,9 @@ pub fn build_with(
         "linux": linux,
         "annotations": annotations,
     });
+    if let Some(edits) = &req.cdi {
+        crate::cdi::apply(&mut doc, edits);
+    }
     serde_json::from_value(doc).map_err(|source| SpecError::Invalid {
         id: spec.id.clone(),
         source,
@@ -609,6 +612,7 @@ mod tests {
                 termination_message_path: None,
                 labels: BTreeMap::from([("k".to_string(), "v".to_string())]),
                 devices: Vec::new(),
+                cdi_devices: Vec::new(),
             },
             sandbox: Sandbox {
                 pod_uid: "pod1".into(),
@@ -633,6 +637,7 @@ mod tests {
             security: Default::default(),
             seccomp: None,
             apparmor_label: None,
+            cdi: None,
         }
     }
 

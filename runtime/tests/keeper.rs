@@ -175,6 +175,7 @@ impl Env {
                 termination_message_path: None,
                 labels: BTreeMap::new(),
                 devices: Vec::new(),
+                cdi_devices: Vec::new(),
             },
             sandbox: Sandbox {
                 pod_uid: "pod".into(),
@@ -199,6 +200,7 @@ impl Env {
             security: Default::default(),
             seccomp: None,
             apparmor_label: None,
+            cdi: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //! a user namespace of their own (ID maps, host-side IDs, idmapped rootfs and mounts, the
 //! allocator's file), AppArmor labels (where the host enforces AppArmor: the VM tier runs this
 //! binary in its Debian guest with `BOSUN_REQUIRE_APPARMOR=1`; elsewhere that test is skipped),
-//! and what a start costs with and without a filter (printed, not asserted).
+//! what a start costs with and without a filter (printed, not asserted), and CDI devices
+//! (a spec in the runtime's CDI folder: device node, devices-cgroup rule, env and mount).
 //!
 //! No libtest harness: this binary is its own keeper, sandbox helper and exec helper
 //! (`bosun_runtime::helper_role`, dispatched before any thread exists), and runs the tests one
@@ -93,7 +94,11 @@ async fn run_all(filter: Option<String>) -> i32 {
     };
     let layer = tmp.path().join("layer");
     make_busybox_layer(&layer).expect("busybox layer");
-    let rt = HostRuntime::new(paths.clone(), Default::default())
+    let opts = bosun_runtime::container::RuntimeOptions {
+        cdi_spec_dirs: vec![tmp.path().join("cdi-static"), tmp.path().join("cdi")],
+        ..Default::default()
+    };
+    let rt = HostRuntime::new(paths.clone(), opts)
         .await
         .expect("runtime");
     let env = Env {
@@ -119,6 +124,9 @@ async fn run_all(filter: Option<String>) -> i32 {
         ("user_namespace_pod", |e| Box::pin(user_namespace_pod(e))),
         ("apparmor_profiles_label_container_and_exec", |e| {
             Box::pin(apparmor_profiles_label_container_and_exec(e))
+        }),
+        ("cdi_devices_injected", |e| {
+            Box::pin(cdi_devices_injected(e))
         }),
         ("start_cost_with_and_without_seccomp", |e| {
             Box::pin(start_cost_with_and_without_seccomp(e))
@@ -227,6 +235,7 @@ impl Env {
             termination_message_path: None,
             labels: BTreeMap::new(),
             devices: vec![],
+            cdi_devices: vec![],
         }
     }
 
@@ -883,4 +892,140 @@ async fn start_cost_with_and_without_seccomp(env: &Env) -> TestResult {
     sandbox::remove(&env.paths, &sb.pod_uid)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A CDI spec in the runtime's folder: the devices asked for get their nodes, made from the
+/// host's nodes with the spec's owner and mode (no mode: the runtime's 0666) and usable (the
+/// devices cgroup lets them through; libcontainer, as runc, allows every node it makes, so a
+/// spec's narrower `permissions` only shape the rule, checked in the unit tests), a device not
+/// asked for gets nothing, the spec's and the devices' env are set and the spec's read-only
+/// mount is there; an unknown device fails the start before a keeper exists.
+async fn cdi_devices_injected(env: &Env) -> TestResult {
+    let dir = env.tmp.path().join("cdi");
+    let shared = env.tmp.path().join("cdi-shared");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
+    std::fs::write(shared.join("firmware"), "fw-1.2\n").map_err(|e| e.to_string())?;
+    let spec = format!(
+        r#"cdiVersion: 0.6.0
+kind: bosun.test/accel
+containerEdits:
+  env: [ACCEL_DRIVER=1.2]
+  mounts:
+  - hostPath: {shared}
+    containerPath: /opt/accel
+    options: [ro, nosuid, nodev, bind]
+devices:
+- name: rw0
+  containerEdits:
+    env: [ACCEL_VISIBLE=rw0]
+    deviceNodes:
+    - path: /dev/accel-rw0
+      hostPath: /dev/null
+      fileMode: 432
+      uid: 0
+      gid: 44
+- name: ro1
+  containerEdits:
+    env: [ACCEL_RO=ro1]
+    deviceNodes:
+    - path: /dev/accel-ro1
+      hostPath: /dev/net/tun
+      permissions: r
+- name: unused
+  containerEdits:
+    deviceNodes:
+    - path: /dev/accel-unused
+      hostPath: /dev/null
+- name: elsewhere
+  containerEdits:
+    deviceNodes:
+    - {{path: /tmp/CDI-accel, type: b, major: 1, minor: 0}}
+"#,
+        shared = shared.display()
+    );
+    std::fs::write(dir.join("accel.yaml"), spec).map_err(|e| e.to_string())?;
+    let sb = sandbox::create(&env.paths, &env.sandbox_spec("cdi"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut c = env.spec(
+        &sb,
+        "accel",
+        &[
+            "sh",
+            "-c",
+            "echo \"$ACCEL_DRIVER $ACCEL_VISIBLE $ACCEL_RO\" > /tmp/env; sleep 1000",
+        ],
+    );
+    // `elsewhere` is declared as Kubernetes' sample device plugin declares its devices: a node
+    // outside /dev, with no host path, its type and numbers given.
+    c.cdi_devices = vec![
+        "bosun.test/accel=rw0".into(),
+        "bosun.test/accel=ro1".into(),
+        "bosun.test/accel=elsewhere".into(),
+    ];
+    env.start(&sb, &c, &ContainerSecurity::default()).await?;
+    let (code, out) = env
+        .exec(
+            &c.id,
+            &[
+                "stat",
+                "-c",
+                "%t:%T %a %g %F",
+                "/dev/accel-rw0",
+                "/dev/accel-ro1",
+                "/tmp/CDI-accel",
+            ],
+        )
+        .await?;
+    ensure!(
+        code == 0
+            && out
+                == "1:3 660 44 character special file\na:c8 666 0 character special file\n\
+                    1:0 666 0 block special file\n",
+        "device nodes: {code} {out:?}"
+    );
+    let (code, out) = env
+        .exec(&c.id, &["sh", "-c", "echo x > /dev/accel-rw0"])
+        .await?;
+    ensure!(code == 0, "write to the rw device: {code} {out}");
+    let (code, out) = env.exec(&c.id, &["stat", "/dev/accel-unused"]).await?;
+    ensure!(code != 0, "a device not asked for is there: {out}");
+    let (code, out) = env.exec(&c.id, &["sh", "-c", ": < /dev/accel-ro1"]).await?;
+    ensure!(
+        code == 0,
+        "open of the read-only device for reading: {code} {out}"
+    );
+    let (code, out) = env
+        .exec(&c.id, &["cat", "/tmp/env", "/opt/accel/firmware"])
+        .await?;
+    ensure!(
+        code == 0 && out == "1.2 rw0 ro1\nfw-1.2\n",
+        "env and mount: {code} {out:?}"
+    );
+    let (code, out) = env.exec(&c.id, &["touch", "/opt/accel/x"]).await?;
+    ensure!(
+        code != 0 && out.contains("Read-only"),
+        "the mount is read-only: {code} {out}"
+    );
+
+    // An unknown device: the start fails with the names, and nothing is left.
+    let mut bad = env.spec(&sb, "unknown", &["sleep", "1000"]);
+    bad.cdi_devices = vec![
+        "bosun.test/accel=rw0".into(),
+        "bosun.test/accel=gone".into(),
+    ];
+    let err = env
+        .start(&sb, &bad, &ContainerSecurity::default())
+        .await
+        .expect_err("unknown CDI device started");
+    ensure!(
+        err.contains("unresolvable CDI devices bosun.test/accel=gone"),
+        "error: {err}"
+    );
+    ensure!(
+        !env.paths.run_dir.join("containers").join(&bad.id).exists(),
+        "container folder of the refused start"
+    );
+    env.done(&sb, &[&c.id]).await
 }

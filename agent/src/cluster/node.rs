@@ -396,6 +396,7 @@ pub async fn status_loop(
     volumes_in_use: impl Fn() -> Vec<String>,
     pressure: impl Fn() -> Vec<Pressure>,
     shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
+    extended: impl Fn() -> BTreeMap<String, (u64, u64)>,
     network: std::sync::Arc<crate::podnet::PodNetwork>,
 ) {
     let api: Api<Node> = Api::all(client);
@@ -413,7 +414,7 @@ pub async fn status_loop(
         let network_error = network.error();
         let ready_error =
             crate::podnet::ready_error(&[network_error.as_deref(), shutdown.ready_error()]);
-        let status = facts.status(
+        let mut status = facts.status(
             SystemTime::now(),
             last.as_ref(),
             images(),
@@ -421,6 +422,7 @@ pub async fn status_loop(
             &pressure(),
             ready_error.as_deref(),
         );
+        add_extended_resources(&mut status, &extended());
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
         // brings them back.
@@ -469,6 +471,21 @@ pub fn pod_cidrs(node: &Node) -> Vec<String> {
     }
 }
 
+/// The device plugins' resources in capacity (every device) and allocatable (the healthy
+/// ones); a resource whose plugin is gone stays, as 0, so that the merge patch clears it.
+pub fn add_extended_resources(status: &mut NodeStatus, extended: &BTreeMap<String, (u64, u64)>) {
+    for (name, (capacity, allocatable)) in extended {
+        status
+            .capacity
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.clone(), Quantity(capacity.to_string()));
+        status
+            .allocatable
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.clone(), Quantity(allocatable.to_string()));
+    }
+}
+
 /// The conditions' types, statuses and reasons are the same.
 fn same_conditions(a: &NodeStatus, b: &NodeStatus) -> bool {
     let key = |s: &NodeStatus| {
@@ -497,6 +514,27 @@ fn same_ignoring_heartbeats(a: &NodeStatus, b: &NodeStatus) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn device_plugin_resources_join_capacity_and_allocatable() {
+        let mut st = NodeStatus {
+            capacity: Some(BTreeMap::from([("cpu".to_string(), Quantity("2".into()))])),
+            allocatable: Some(BTreeMap::from([("cpu".to_string(), Quantity("2".into()))])),
+            ..Default::default()
+        };
+        let ext = BTreeMap::from([
+            ("example.com/resource".to_string(), (2, 1)),
+            ("gone.example.com/x".to_string(), (0, 0)),
+        ]);
+        add_extended_resources(&mut st, &ext);
+        let cap = st.capacity.expect("capacity");
+        let alloc = st.allocatable.expect("allocatable");
+        assert_eq!(cap["cpu"], Quantity("2".into()));
+        assert_eq!(cap["example.com/resource"], Quantity("2".into()));
+        assert_eq!(alloc["example.com/resource"], Quantity("1".into()));
+        assert_eq!(cap["gone.example.com/x"], Quantity("0".into()));
+        assert_eq!(alloc["gone.example.com/x"], Quantity("0".into()));
+    }
 
     #[test]
     fn the_lease_is_owned_by_its_node_once_the_uid_is_known() {

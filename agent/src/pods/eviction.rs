@@ -225,10 +225,16 @@ impl NodeResources {
     }
 }
 
-/// The kubelet's admission of a pod (resources, affinity, taints; then the eviction manager's
-/// refusal under pressure): `Err` carries the failure the pod ends with.
-pub fn admit(res: &NodeResources, pod: &Pod, others: &[&Pod]) -> Result<(), PodFailure> {
-    if let Err(r) = admission::admit(pod, others, &res.node) {
+/// The kubelet's admission of a pod (resources, with the device plugins' `devices`, affinity,
+/// taints; then the eviction manager's refusal under pressure): `Err` carries the failure the
+/// pod ends with.
+pub fn admit(
+    res: &NodeResources,
+    devices: &ResourceList,
+    pod: &Pod,
+    others: &[&Pod],
+) -> Result<(), PodFailure> {
+    if let Err(r) = admission::admit(pod, others, &res.node.with_devices(devices)) {
         return Err(PodFailure::rejected(&r.reason, &r.message));
     }
     if let Err(message) = eviction::admit_under_pressure(pod, &res.conditions()) {

@@ -140,6 +140,9 @@ pub struct Ctx {
     pub volume_stats: Option<Arc<dyn crate::metrics::volume::VolumeStats>>,
     /// Cluster mode: where Events go.
     pub events_tx: Option<tokio::sync::mpsc::UnboundedSender<EventRecord>>,
+    /// Cluster mode: the device plugin manager (devices allocated at admission, given to
+    /// containers at start, freed with the pod).
+    pub devices: Option<Arc<dyn crate::devices::DeviceService>>,
     /// The node's security settings (admission, seccomp, AppArmor).
     pub security: crate::security::NodeSecurity,
     /// The ID ranges of pods with `hostUsers: false` (persisted); `None` when the node cannot
@@ -156,6 +159,15 @@ pub struct Ctx {
     pub pod_network: Arc<crate::podnet::PodNetwork>,
     /// Cluster mode: answered once the status writer has written every status sent before.
     pub status_flush: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// The device plugins' allocatable devices by resource as admission sees them for the pod
+/// `pod_uid` (none without a device manager).
+pub(crate) fn device_allocatable(ctx: &Ctx, pod_uid: &str) -> crate::admission::ResourceList {
+    ctx.devices
+        .as_ref()
+        .map(|d| d.allocatable(pod_uid))
+        .unwrap_or_default()
 }
 
 /// An error of a cluster source, typed where it is made ([`crate::cluster`]) and told by its
@@ -492,7 +504,12 @@ fn reconcile(
                     crate::shutdown::NOT_ADMITTED_MESSAGE,
                 ))
             } else {
-                eviction::admit(&ctx.resources, &pod, &others)
+                eviction::admit(
+                    &ctx.resources,
+                    &device_allocatable(ctx, &uid),
+                    &pod,
+                    &others,
+                )
             };
             match admitted {
                 Ok(()) => Intent::Run,

@@ -140,6 +140,11 @@ impl Allocated {
         self.with(|m| m.remove(uid));
     }
 
+    /// Every allocated pod (the pods the node runs).
+    pub fn all(&self) -> Vec<std::sync::Arc<Pod>> {
+        self.with(|m| m.values().cloned().collect())
+    }
+
     /// Every allocated pod but `uid`.
     pub fn others(&self, uid: &str) -> Vec<std::sync::Arc<Pod>> {
         self.with(|m| {

@@ -210,6 +210,7 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         labels,
         // volumeDevices: resolved by the worker from the pod's block volumes.
         devices: Vec::new(),
+        cdi_devices: Vec::new(),
     })
 }
 

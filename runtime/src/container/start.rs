@@ -92,6 +92,13 @@ pub enum StartError {
     },
     #[error("container {id}: capabilities: unknown capability {name}")]
     Capability { id: String, name: String },
+    /// Its CDI devices cannot be resolved or made (nothing was done).
+    #[error("container {id}: CDI device injection failed: {source}")]
+    Cdi {
+        id: String,
+        #[source]
+        source: crate::cdi::InjectError,
+    },
     /// In a pod with a user namespace, its image layers or a mount cannot be idmapped (the
     /// kernel or the filesystem): nothing was done.
     #[error("container {id}: {source}")]
@@ -352,6 +359,7 @@ struct Confined {
     security: ContainerSecurity,
     seccomp: Option<crate::seccomp::CompiledFilter>,
     apparmor_label: Option<String>,
+    cdi: Option<crate::cdi::ContainerEdits>,
 }
 
 /// Resolves the container's seccomp filter (parsed and compiled once per profile and
@@ -364,6 +372,7 @@ async fn confine(
     security: &ContainerSecurity,
 ) -> Result<Confined, StartError> {
     let id = spec.id.clone();
+    let cdi = cdi_edits(inner, spec).await?;
     let caps = crate::spec::capabilities(&spec.security, crate::spec::HostFacts::read()).map_err(
         |name| StartError::Capability {
             id: id.clone(),
@@ -387,6 +396,7 @@ async fn confine(
                 security: security.clone(),
                 seccomp: seccomp.map(|c| (*c).clone()),
                 apparmor_label: None,
+                cdi,
             });
         }
     }
@@ -411,6 +421,37 @@ async fn confine(
         security: security.clone(),
         seccomp: seccomp.map(|c| (*c).clone()),
         apparmor_label,
+        cdi,
+    })
+}
+
+/// The edits of the container's CDI devices, from the spec folders as they are now (read off
+/// the async threads); `None` without CDI devices. Spec files that cannot be used are logged
+/// and skipped.
+async fn cdi_edits(
+    inner: &Arc<Inner>,
+    spec: &ContainerSpec,
+) -> Result<Option<crate::cdi::ContainerEdits>, StartError> {
+    if spec.cdi_devices.is_empty() {
+        return Ok(None);
+    }
+    let dirs = inner.opts.cdi_spec_dirs.clone();
+    let names = spec.cdi_devices.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        let registry = crate::cdi::Registry::load(&dirs);
+        for e in registry.errors() {
+            tracing::warn!(error = %e, "CDI spec skipped");
+        }
+        registry.resolve(&names)
+    })
+    .await
+    .map_err(|e| StartError::Keeper {
+        id: spec.id.clone(),
+        message: format!("resolve CDI devices: {e}"),
+    })?;
+    resolved.map(Some).map_err(|source| StartError::Cdi {
+        id: spec.id.clone(),
+        source,
     })
 }
 
@@ -554,6 +595,7 @@ impl Starting {
             security: confined.security,
             seccomp: confined.seccomp,
             apparmor_label: confined.apparmor_label,
+            cdi: confined.cdi,
         };
         let req_path = self.dir.join(REQUEST_FILE);
         disk::write_json_atomic(&req_path, &request).map_err(|source| {

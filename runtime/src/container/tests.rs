@@ -150,6 +150,7 @@ fn spec(id: &str) -> ContainerSpec {
         termination_message_path: None,
         labels,
         devices: Vec::new(),
+        cdi_devices: Vec::new(),
     }
 }
 

@@ -219,6 +219,9 @@ pub enum DevicesError {
     NoVolume { name: String },
     #[error("{message}")]
     Device { message: String },
+    /// A device plugin's PreStartContainer failed.
+    #[error("PreStartContainer: {message}")]
+    PreStart { message: String },
 }
 
 /// A lifecycle hook (postStart, preStop) failed.

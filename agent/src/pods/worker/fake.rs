@@ -75,6 +75,8 @@ struct State {
     seccomp_errors: HashMap<String, String>,
     /// Container name -> its memory usage in bytes (what `pods_usage` reports).
     memory_usage: HashMap<String, u64>,
+    /// The spec each container (id) was last created or started with.
+    specs: BTreeMap<String, ContainerSpec>,
 }
 
 pub struct FakeRuntime {
@@ -105,6 +107,11 @@ impl FakeRuntime {
     /// The security the sandbox of `pod_uid` was created with.
     pub fn pod_security(&self, pod_uid: &str) -> Option<PodSecurity> {
         self.with(|s| s.pod_security.get(pod_uid).cloned())
+    }
+
+    /// The spec container `id` was last created or started with.
+    pub fn container_spec(&self, id: &str) -> Option<ContainerSpec> {
+        self.with(|s| s.specs.get(id).cloned())
     }
 
     /// The security container `id` was created or started with.
@@ -395,6 +402,7 @@ impl PodRuntime for FakeRuntime {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Create(spec.id.clone()));
+                s.specs.insert(spec.id.clone(), spec.clone());
                 refuse(s, spec, security)?;
                 s.containers
                     .insert(spec.id.clone(), status(spec, ContainerState::Created));
@@ -417,6 +425,7 @@ impl PodRuntime for FakeRuntime {
         Box::pin(async move {
             self.with(|s| {
                 s.calls.push(Call::Start(spec.id.clone()));
+                s.specs.insert(spec.id.clone(), spec.clone());
                 refuse(s, spec, security)?;
                 if let Some(m) = spec
                     .labels
@@ -654,4 +663,124 @@ impl ImageService for FakeImages {
     }
 
     fn used(&self, _id: &str) {}
+}
+
+/// A [`crate::devices::DeviceService`] in memory: one resource with a number of devices, each
+/// container asking for it gets the env `DEVICES=<ids>`; allocations fail when scripted.
+#[derive(Default)]
+pub struct FakeDevices {
+    pub state: Mutex<FakeDevicesState>,
+}
+
+#[derive(Default)]
+pub struct FakeDevicesState {
+    /// resource -> healthy device ids.
+    pub devices: BTreeMap<String, Vec<String>>,
+    /// (pod uid, container) -> (resource, device ids).
+    pub held: BTreeMap<(String, String), (String, Vec<String>)>,
+    /// Every allocation fails with this plugin error.
+    pub fail: Option<String>,
+    pub pre_starts: Vec<(String, String)>,
+    pub released: Vec<String>,
+}
+
+impl crate::devices::DeviceService for FakeDevices {
+    fn allocate<'a>(
+        &'a self,
+        pod: &'a k8s_openapi::api::core::v1::Pod,
+    ) -> BoxFuture<'a, Result<(), crate::devices::AllocateError>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap();
+            if let Some(message) = st.fail.clone() {
+                return Err(crate::devices::AllocateError::Rpc {
+                    code: "Unknown".into(),
+                    message,
+                });
+            }
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                let limits = c.resources.as_ref().and_then(|r| r.limits.clone());
+                for (resource, q) in limits.into_iter().flatten() {
+                    let Some(free) = st.devices.get(&resource).cloned() else {
+                        continue;
+                    };
+                    let key = (uid.clone(), c.name.clone());
+                    if st.held.contains_key(&key) {
+                        continue;
+                    }
+                    let n: usize = q.0.parse().unwrap_or(0);
+                    let taken: Vec<String> =
+                        st.held.values().flat_map(|(_, d)| d.clone()).collect();
+                    let ids: Vec<String> = free
+                        .into_iter()
+                        .filter(|d| !taken.contains(d))
+                        .take(n)
+                        .collect();
+                    if ids.len() < n {
+                        return Err(crate::devices::state::PlanError::Unavailable {
+                            resource: resource.clone(),
+                            requested: n,
+                            available: ids.len(),
+                        }
+                        .into());
+                    }
+                    st.held.insert(key, (resource.clone(), ids));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn container_devices(
+        &self,
+        pod_uid: &str,
+        container: &str,
+    ) -> crate::devices::ContainerDevices {
+        let st = self.state.lock().unwrap();
+        let mut out = crate::devices::ContainerDevices::default();
+        if let Some((_, ids)) = st.held.get(&(pod_uid.to_string(), container.to_string())) {
+            out.env.insert("DEVICES".into(), ids.join(","));
+        }
+        out
+    }
+
+    fn pre_start<'a>(
+        &'a self,
+        pod_uid: &'a str,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<(), crate::devices::AllocateError>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().unwrap();
+            st.pre_starts
+                .push((pod_uid.to_string(), container.to_string()));
+            Ok(())
+        })
+    }
+
+    fn release(&self, pod_uid: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.held.retain(|(uid, _), _| uid != pod_uid);
+        st.released.push(pod_uid.to_string());
+    }
+
+    fn held(&self, pod_uid: &str, container: &str) -> Vec<(String, Vec<String>)> {
+        let st = self.state.lock().unwrap();
+        st.held
+            .get(&(pod_uid.to_string(), container.to_string()))
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+
+    fn devices(&self) -> BTreeMap<String, Vec<String>> {
+        self.state.lock().unwrap().devices.clone()
+    }
+
+    fn allocatable(&self, _pod_uid: &str) -> BTreeMap<String, i64> {
+        let st = self.state.lock().unwrap();
+        st.devices
+            .iter()
+            .map(|(r, d)| (r.clone(), d.len() as i64))
+            .collect()
+    }
 }

@@ -379,6 +379,18 @@ impl Worker {
                 crate::pods::admission::admit(&self.pod, crate::pods::admission::go_arch())
                     .and_then(|()| crate::security::admit(&self.pod, &self.ctx.security))
                     .err();
+            // Then the devices of the device plugins (the kubelet's resource allocation
+            // handler): a failed allocation refuses the pod (UnexpectedAdmissionError).
+            if self.rejected.is_none() && intent == Intent::Run && !plan::api_terminal(&self.pod) {
+                if let Some(devices) = self.ctx.devices.clone() {
+                    if let Err(e) = devices.allocate(&self.pod).await {
+                        tracing::warn!(error = %e, "pod's devices not allocated");
+                        // What its other containers got is free again: the pod never runs.
+                        devices.release(&self.uid);
+                        self.rejected = Some(crate::devices::refusal(&e));
+                    }
+                }
+            }
         }
         if intent == Intent::Run
             && self.rejected.is_none()
@@ -583,7 +595,11 @@ impl Worker {
         let decision = resize::decide(&api, &allocated, |p| {
             let others = ctx.allocated.others(&uid);
             let others: Vec<&Pod> = others.iter().map(|p| p.as_ref()).collect();
-            crate::admission::admit(p, &others, &ctx.resources.node).map_err(|r| r.message)
+            let node = ctx
+                .resources
+                .node
+                .with_devices(&super::device_allocatable(&ctx, &uid));
+            crate::admission::admit(p, &others, &node).map_err(|r| r.message)
         });
         match decision {
             resize::Decision::Unchanged => {

@@ -321,6 +321,13 @@ impl Worker {
         spec.devices = self
             .devices(c)
             .map_err(|source| StartContainerError::Devices {
+                pod: pod.clone(),
+                container: container.clone(),
+                source,
+            })?;
+        self.plugin_devices(c, &mut spec)
+            .await
+            .map_err(|source| StartContainerError::Devices {
                 pod,
                 container,
                 source,
@@ -328,6 +335,30 @@ impl Worker {
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         Ok((spec, security))
+    }
+
+    /// What the device plugins gave the container at admission (env, mounts, device nodes,
+    /// annotations, CDI device names), then the plugins' PreStartContainer: a failure is the
+    /// container's config error, as the kubelet's `GetDeviceRunContainerOptions`.
+    async fn plugin_devices(
+        &self,
+        c: &Container,
+        spec: &mut ContainerSpec,
+    ) -> Result<(), DevicesError> {
+        let Some(devices) = &self.ctx.devices else {
+            return Ok(());
+        };
+        let given = devices.container_devices(&self.uid, &c.name);
+        if given.is_empty() {
+            return Ok(());
+        }
+        crate::devices::apply(spec, &given).map_err(|message| DevicesError::Device { message })?;
+        devices
+            .pre_start(&self.uid, &c.name)
+            .await
+            .map_err(|e| DevicesError::PreStart {
+                message: e.to_string(),
+            })
     }
 
     /// The container's `volumeDevices`: each names a block volume of the pod, whose device file

@@ -181,6 +181,11 @@ impl Worker {
     /// Releases what a pod that ended holds (containers, network, sandbox, volumes) and keeps
     /// its logs, which users still read (`kubectl logs` of a finished Job).
     async fn release(&mut self) {
+        // The pod's devices are free for others once it ended (the kubelet's
+        // UpdateAllocatedDevices drops the pods that are not active).
+        if let Some(devices) = &self.ctx.devices {
+            devices.release(&self.uid);
+        }
         for attempts in self.attempts().values() {
             for rec in attempts {
                 if let Err(e) = self.ctx.runtime.remove_container(&rec.id).await {

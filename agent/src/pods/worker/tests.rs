@@ -29,10 +29,21 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        Harness::with_network(Arc::new(crate::podnet::PodNetwork::ready()))
+        Harness::with(None, Arc::new(crate::podnet::PodNetwork::ready()))
     }
 
     fn with_network(pod_network: Arc<crate::podnet::PodNetwork>) -> Harness {
+        Harness::with(None, pod_network)
+    }
+
+    fn with_devices(devices: Option<Arc<dyn crate::devices::DeviceService>>) -> Harness {
+        Harness::with(devices, Arc::new(crate::podnet::PodNetwork::ready()))
+    }
+
+    fn with(
+        devices: Option<Arc<dyn crate::devices::DeviceService>>,
+        pod_network: Arc<crate::podnet::PodNetwork>,
+    ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let dir = |n: &str| Some(tmp.path().join(n));
         let flags = Flags {
@@ -61,6 +72,7 @@ impl Harness {
             volumes: None,
             volume_stats: None,
             events_tx: Some(events_tx),
+            devices,
             security: crate::security::NodeSecurity {
                 sysctls: crate::security::sysctl::Allowlist::new(&[], (6, 1)).unwrap(),
                 ..Default::default()
@@ -306,6 +318,7 @@ fn container_spec(id: &str, name: &str, labels: BTreeMap<String, String>) -> Con
         termination_message_path: None,
         labels,
         devices: vec![],
+        cdi_devices: vec![],
     }
 }
 
@@ -1651,4 +1664,92 @@ async fn a_pod_waits_for_the_pod_network_and_a_host_network_pod_does_not() {
     );
     assert_eq!(starts(&calls), ["u1_a_0", "u1_b_0"]);
     assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+}
+
+fn device_pod(count: u32) -> Pod {
+    pod(&format!(
+        "spec:\n  containers:\n  - name: a\n    image: busybox:1\n    resources:\n      limits: {{example.com/dev: \"{count}\"}}\n  - {{name: b, image: busybox:1}}\n"
+    ))
+}
+
+fn fake_devices(ids: &[&str]) -> Arc<super::fake::FakeDevices> {
+    let d = Arc::new(super::fake::FakeDevices::default());
+    d.state.lock().unwrap().devices.insert(
+        "example.com/dev".into(),
+        ids.iter().map(|s| s.to_string()).collect(),
+    );
+    d
+}
+
+#[tokio::test]
+async fn a_pod_gets_its_plugin_devices_at_admission_and_gives_them_back_when_it_ends() {
+    let devices = fake_devices(&["d1", "d2"]);
+    let mut h = Harness::with_devices(Some(devices.clone()));
+    let p = device_pod(2);
+    let mut w = h.worker(&p);
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+    // The container that asked gets what the plugin answered, after its PreStartContainer;
+    // the other one nothing.
+    let a = h.rt.container_spec("u1_a_0").expect("a started");
+    assert!(
+        a.env
+            .contains(&("DEVICES".to_string(), "d1,d2".to_string())),
+        "{:?}",
+        a.env
+    );
+    let b = h.rt.container_spec("u1_b_0").expect("b started");
+    assert!(!b.env.iter().any(|(k, _)| k == "DEVICES"));
+    assert_eq!(
+        devices.state.lock().unwrap().pre_starts,
+        [("u1".to_string(), "a".to_string())]
+    );
+    // Deleted: the devices are free again.
+    w.sync(Intent::Terminate { grace: Some(0) }).await;
+    let st = devices.state.lock().unwrap();
+    assert_eq!(st.released, ["u1"]);
+    assert!(st.held.is_empty());
+    drop(st);
+    let _ = h.events();
+}
+
+#[tokio::test]
+async fn a_pod_whose_devices_cannot_be_allocated_is_rejected_unexpectedly() {
+    let devices = fake_devices(&["d1"]);
+    devices.state.lock().unwrap().fail = Some("plugin down".into());
+    let mut h = Harness::with_devices(Some(devices.clone()));
+    let p = device_pod(1);
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    assert_eq!(st.reason.as_deref(), Some("UnexpectedAdmissionError"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was rejected: Allocate failed due to rpc error: code = Unknown desc = plugin down, which is unexpected")
+    );
+    assert!(!h.rt.has_sandbox("u1"));
+    assert!(starts(&h.rt.take_calls()).is_empty());
+    assert_eq!(reasons(&h.events()), ["UnexpectedAdmissionError"]);
+    assert_eq!(devices.state.lock().unwrap().released, ["u1"]);
+    // The refusal stands: the plugin is not asked again.
+    devices.state.lock().unwrap().fail = None;
+    w.sync(Intent::Run).await;
+    assert!(devices.state.lock().unwrap().held.is_empty());
+    assert_eq!(status(&w).phase.as_deref(), Some("Failed"));
+}
+
+#[tokio::test]
+async fn a_pod_beyond_the_devices_is_rejected_with_the_kubelets_message() {
+    let devices = fake_devices(&["d1"]);
+    let mut h = Harness::with_devices(Some(devices.clone()));
+    let mut w = h.worker(&device_pod(2));
+    w.sync(Intent::Run).await;
+    let st = status(&w);
+    assert_eq!(st.reason.as_deref(), Some("UnexpectedAdmissionError"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was rejected: Allocate failed due to requested number of devices unavailable for example.com/dev. Requested: 2, Available: 1, which is unexpected")
+    );
+    let _ = h.events();
 }

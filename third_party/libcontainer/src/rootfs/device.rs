@@ -87,11 +87,13 @@ impl Device {
         devices
             .into_iter()
             .map(|dev| {
-                if !dev.path().starts_with("/dev") {
-                    tracing::error!(
-                        "{:?} is not a valid device path starting with /dev",
-                        dev.path()
-                    );
+                // bosun's patch: a device node may be made anywhere in the rootfs (it must be
+                // absolute, and `scoped_join` keeps it inside), as runc's `createDeviceNode`
+                // does. Upstream refused every path outside /dev: the CDI devices of
+                // Kubernetes' sample device plugin (/tmp/CDI-Dev-N) failed the create with
+                // "failed to prepare rootfs".
+                if !dev.path().is_absolute() {
+                    tracing::error!("{:?} is not an absolute device path", dev.path());
                     return Err(DeviceError::InvalidDevicePath(dev.path().to_path_buf()));
                 }
 
