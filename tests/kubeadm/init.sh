@@ -119,7 +119,8 @@ done
 # KUBELET_EXTRA_ARGS (/etc/default/kubelet) carries the test's private folders.
 dropin=$root/packaging/kubelet/10-kubeadm.conf
 exec_line=$(grep '^ExecStart=.' "$dropin" | sed 's/^ExecStart=//')
-envs=$(sed -n 's/^Environment="\(.*\)"$/\1/p' "$dropin")
+# Environment="NAME=a b" as NAME="a b", for eval.
+envs=$(sed -n 's/^Environment="\([^=]*\)=\(.*\)"$/\1="\2"/p' "$dropin")
 export KUBELET_EXTRA_ARGS="${common[*]}"
 stamp() { stat -c %Y /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/config.yaml 2>/dev/null | tr '\n' ' '; }
 (
