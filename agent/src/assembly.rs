@@ -404,9 +404,11 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
             let resources = ctx.resources.clone();
             move || resources.conditions()
         },
-        ctx.node_shutdown.clone(),
         move || devices.capacity(),
-        ctx.pod_network.clone(),
+        cluster::node::Readiness {
+            network: ctx.pod_network.clone(),
+            shutdown: ctx.node_shutdown.clone(),
+        },
     ));
     tokio::spawn(cluster::status::run(client.clone(), status_rx, flush_rx));
     if let Some(at) = rotate_at {

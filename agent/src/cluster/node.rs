@@ -387,6 +387,13 @@ pub async fn lease_loop(client: Client, name: String) {
     }
 }
 
+/// What the node's Ready condition depends on, each woken on a change: the runtime's pod
+/// network (a CNI config) and the node shutdown.
+pub struct Readiness {
+    pub network: std::sync::Arc<crate::podnet::PodNetwork>,
+    pub shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
+}
+
 /// Computes node status every 10 s; posts it when it changed (ignoring heartbeat times) or every
 /// 5 minutes. Never returns.
 pub async fn status_loop(
@@ -395,10 +402,10 @@ pub async fn status_loop(
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
     pressure: impl Fn() -> Vec<Pressure>,
-    shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
     extended: impl Fn() -> BTreeMap<String, (u64, u64)>,
-    network: std::sync::Arc<crate::podnet::PodNetwork>,
+    readiness: Readiness,
 ) {
+    let Readiness { shutdown, network } = readiness;
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
