@@ -122,11 +122,13 @@ exec_line=$(grep '^ExecStart=.' "$dropin" | sed 's/^ExecStart=//')
 # Environment="NAME=a b" as NAME="a b", for eval.
 envs=$(sed -n 's/^Environment="\([^=]*\)=\(.*\)"$/\1="\2"/p' "$dropin")
 export KUBELET_EXTRA_ARGS="${common[*]}"
-stamp() { stat -c %Y /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/config.yaml 2>/dev/null | tr '\n' ' '; }
+stamp() { { stat -c %Y /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/config.yaml 2>/dev/null || true; } | tr '\n' ' '; }
 (
+  set +e
   while :; do
     # shellcheck disable=SC1091
-    (set -a; eval "$envs"; [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
+    (set -a; eval "$envs"; KUBELET_KUBEADM_ARGS=
+     [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
      cmd=${exec_line/\/usr\/bin\/kubelet/$BOSUN}
      eval "exec $cmd") >>"$tmp/bosun.log" 2>&1 &
     child=$!
@@ -136,11 +138,11 @@ stamp() { stat -c %Y /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/config.
       sleep 1
       if [ "$(stamp)" != "$seen" ]; then
         echo "supervisor: kubeadm's files changed: restarting the kubelet" >>"$tmp/bosun.log"
-        kill "$child" 2>/dev/null; wait "$child" 2>/dev/null
+        kill "$child" 2>/dev/null; wait "$child" 2>/dev/null || true
         break
       fi
     done
-    wait "$child" 2>/dev/null
+    wait "$child" 2>/dev/null || true
     trap - TERM
     sleep 1
   done
