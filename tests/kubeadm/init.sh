@@ -15,13 +15,21 @@
 #   - the kube-proxy and CoreDNS addons (skipped phases): kube-proxy would rewrite this shared
 #     machine's iptables, and neither image is built here yet.
 #
-# Status (2026-12-07, run on a cgroup v1 host): fails in kubeadm's preflight. (1) CRI and
-# ContainerRuntimeVersion: the CRI socket does not exist yet, because bosun (as the kubelet unit
-# here) starts only once kubelet-start wrote config.yaml, after preflight; with containerd the
-# socket is up before kubeadm runs. bosun needs to serve its CRI socket while it waits for a
-# missing --config file (what a freshly installed, enabled kubelet.service does), and this test
-# to start it before kubeadm init. (2) SystemVerification on cgroup v1 hosts: kubeadm at the
-# pinned version wants failCgroupV1: false in the KubeletConfiguration and this check ignored.
+# Bosun runs from the start, as an installed, enabled kubelet.service does: before kubeadm
+# writes /var/lib/kubelet/config.yaml it serves only its CRI socket (kubeadm's preflight checks
+# it); the loop below restarts it when kubeadm's files change (kubeadm's kubelet-start would
+# restart the unit; this machine has no systemd). On a cgroup v1 host the KubeletConfiguration
+# says failCgroupV1: false and SystemVerification is skipped, as kubeadm asks.
+#
+# Status (2026-12-07, run on a cgroup v1 host): preflight passes (CRI socket, container
+# runtime, kubelet version; only ImagePull and, on cgroup v1, SystemVerification ignored), then
+# certs, kubeconfig, etcd, control-plane, kubelet-start (bosun restarted with kubeadm's
+# config.yaml and kubeadm-flags.env). It fails in wait-control-plane: the apiserver never comes
+# up because bosun in cluster mode registers the Node before it starts its pod manager, and
+# retries the registration until the apiserver answers, so the control plane's static pods are
+# never started (a kubelet runs static pods while it registers). Next: register in the
+# background and run the static pods at once, without taking the node's other running pods
+# for orphans before the apiserver's first list (the kubelet's "sources ready").
 #
 # Needs root and the fixed addresses of tests/cluster (interface bosun-cp0, 10.250.0.1, ports 6443,
 # 2379-2381, 10250, 10257, 10259): run it under the privileged lock:
