@@ -10,7 +10,9 @@
 //!   answers Unimplemented by default);
 //! - the device plugin API (`deviceplugin/v1beta1`: the `Registration` server the agent serves, the
 //!   `DevicePlugin` client it calls) and the pod resources API (`podresources/v1`: the
-//!   `PodResourcesLister` server).
+//!   `PodResourcesLister` server);
+//! - the DRA kubelet plugin API (`dra/v1`: the `DRAPlugin` client the agent calls, the server its
+//!   tests run).
 
 use std::path::Path;
 
@@ -30,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "deviceplugin/v1beta1/api.proto",
         "podresources/v1/api.proto",
+        "dra/v1/api.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

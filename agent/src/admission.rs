@@ -159,7 +159,18 @@ fn container_requests(c: &Container, resource: &str) -> Option<i64> {
 /// The pod's request of `resource` (`resourcehelper.PodRequests` with the overhead): the sum of
 /// the regular containers and sidecars, or the most any init container needs with the sidecars
 /// started before it, whichever is more; `None` when no container names the resource.
+///
+/// With pod-level requests (`spec.resources.requests`, PodLevelResources) of `resource`, they
+/// stand for the containers' sum, plus the overhead.
 pub fn pod_request(pod: &Pod, resource: &str) -> Option<i64> {
+    if let Some(v) = crate::quantity::pod_level_request(pod, resource) {
+        let v = units(resource, v);
+        let overhead = amount(
+            pod.spec.as_ref().and_then(|s| s.overhead.as_ref()),
+            resource,
+        );
+        return Some(v.saturating_add(overhead.unwrap_or(0)));
+    }
     aggregate(pod, resource, |c| container_requests(c, resource))
 }
 
@@ -229,6 +240,16 @@ pub fn pod_requests(pod: &Pod) -> ResourceList {
                 {
                     names.push(k.clone());
                 }
+            }
+        }
+    }
+    for list in crate::quantity::pod_level(pod)
+        .iter()
+        .flat_map(|r| r.requests.iter().chain(r.limits.iter()))
+    {
+        for k in list.keys() {
+            if k.starts_with("hugepages-") && !names.contains(k) {
+                names.push(k.clone());
             }
         }
     }
@@ -738,6 +759,34 @@ mod tests {
             serde_json::json!({"containers": [{"name": "c", "image": "i"}]}),
         );
         assert!(pod_requests(&none).is_empty());
+    }
+
+    #[test]
+    fn pod_level_requests_stand_for_the_containers() {
+        let p = pod(
+            "p",
+            serde_json::json!({
+                "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                "containers": [
+                    {"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "1Gi"}}},
+                    {"name": "b", "image": "i"}
+                ],
+                "overhead": {"cpu": "10m"}
+            }),
+        );
+        assert_eq!(pod_request(&p, CPU), Some(2010));
+        assert_eq!(pod_request(&p, MEMORY), Some(1 << 30));
+        // Not a pod-level resource: still the containers'.
+        assert_eq!(pod_request(&p, EPHEMERAL_STORAGE), Some(1 << 30));
+        // Pod-level limits alone (no requests) leave the requests to the containers.
+        let l = pod(
+            "l",
+            serde_json::json!({
+                "resources": {"limits": {"memory": "2Gi"}},
+                "containers": [{"name": "a", "image": "i", "resources": {"requests": {"memory": "64Mi"}}}]
+            }),
+        );
+        assert_eq!(pod_request(&l, MEMORY), Some(64 << 20));
     }
 
     #[test]

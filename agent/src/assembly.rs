@@ -182,6 +182,7 @@ pub async fn context(cfg: Config, mode: Mode) -> anyhow::Result<(Ctx, Arc<ImageM
         volume_stats: None,
         events_tx: None,
         devices: None,
+        dra: None,
         resources: Arc::new(resources),
         allocated: Default::default(),
     };
@@ -351,11 +352,21 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(root_dir = %ctx.cfg.root_dir.display(), error = %e, "cannot make the root dir a shared mount");
     }
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    // DRA drivers' kubelet plugins register in the plugins registry beside the CSI drivers.
+    let dra_plugins = crate::dra::Plugins::default();
+    let dra = crate::dra::DraManager::new(
+        &ctx.cfg.root_dir,
+        Arc::new(crate::dra::ApiClaims(client.clone())),
+        Arc::new(dra_plugins.clone()),
+    );
+    dra.spawn_retries();
+    ctx.dra = Some(Arc::new(dra));
     let csi = cluster::csi::Csi::start(
         client.clone(),
         node_name.clone(),
         ctx.cfg.root_dir.clone(),
         Some(events_tx.clone()),
+        vec![Arc::new(dra_plugins)],
     );
     let volumes_in_use = csi.volumes_in_use_fn();
     let objects = Arc::new(cluster::objects::ClusterObjects::new(client.clone()));

@@ -16,6 +16,24 @@ pub struct NodeAllocatable {
     pub cpu_millis: u64,
 }
 
+impl NodeAllocatable {
+    /// The defaults of unset limits for `pod`: its pod-level cpu and memory limits where it has
+    /// them (not zero), the node's allocatable otherwise.
+    pub fn with_pod_level_limits(self, pod: &Pod) -> NodeAllocatable {
+        if !crate::quantity::pod_level_limits_set(pod) {
+            return self;
+        }
+        let limit = |name| crate::quantity::pod_level_limit(pod, name).filter(|v| *v > 0);
+        NodeAllocatable {
+            cpu_millis: limit("cpu")
+                .map_or(self.cpu_millis, |v| v.clamp(0, u64::MAX as i128) as u64),
+            memory_bytes: limit("memory").map_or(self.memory_bytes, |v| {
+                ceil_div(v, 1000).clamp(0, u64::MAX as i128) as u64
+            }),
+        }
+    }
+}
+
 fn go_quote(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -178,6 +196,9 @@ pub fn resource_field_value(
     } else {
         divisor
     };
+    // A pod with pod-level limits: they, not the node's allocatable, stand for the limits its
+    // containers do not set (the kubelet's `defaultPodLimitsForDownwardAPI`).
+    let node = node.with_pod_level_limits(pod);
     let r = container_res(target);
     let res = target.resources.as_ref();
     let raw = |limits: bool, name: &str| {
@@ -241,4 +262,47 @@ fn init_containers(pod: &Pod) -> &[Container] {
         .as_ref()
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or(&[])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn unset_limits_default_to_pod_level_limits_then_the_node() {
+        let node = NodeAllocatable {
+            memory_bytes: 8 << 30,
+            cpu_millis: 4000,
+        };
+        let p = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  resources: {limits: {cpu: 500m, memory: 256Mi}}\n  containers:\n  - {name: a, image: x}\n  - {name: b, image: x, resources: {limits: {memory: 64Mi}}}\n");
+        let value = |c: usize, res: &str| {
+            let sel = ResourceFieldSelector {
+                resource: res.into(),
+                ..Default::default()
+            };
+            let cs = &p.spec.as_ref().unwrap().containers;
+            resource_field_value(&p, &cs[c], &sel, node).unwrap()
+        };
+        assert_eq!(value(0, "limits.cpu"), "1");
+        assert_eq!(value(0, "limits.memory"), (256u64 << 20).to_string());
+        // Its own limit wins.
+        assert_eq!(value(1, "limits.memory"), (64u64 << 20).to_string());
+        // Only the pod-level limits that exist replace the node's.
+        let cpu_only = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  resources: {limits: {cpu: \"2\"}}\n  containers: [{name: a, image: x}]\n");
+        assert_eq!(
+            node.with_pod_level_limits(&cpu_only),
+            NodeAllocatable {
+                memory_bytes: 8 << 30,
+                cpu_millis: 2000
+            }
+        );
+        // Pod-level requests only: the node's allocatable.
+        let req = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  resources: {requests: {cpu: \"2\"}}\n  containers: [{name: a, image: x}]\n");
+        assert_eq!(node.with_pod_level_limits(&req), node);
+    }
 }

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod cri;
 pub mod devices;
+pub mod dra;
 pub mod eviction;
 pub mod fieldpath;
 #[doc(hidden)]

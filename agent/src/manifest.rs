@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use sha2::{Digest, Sha256};
 
 pub const ANNOTATION_CONFIG_SOURCE: &str = "kubernetes.io/config.source";
@@ -226,6 +227,56 @@ fn default_container(c: &mut Container) {
     }
 }
 
+/// Pod-level requests as the apiserver defaults them (`defaultPodRequests`, PodLevelResources):
+/// when pod-level limits are set, an unset pod-level cpu or memory request takes the
+/// containers' aggregated requests when they have some, and every pod-level resource still
+/// without a request takes its pod-level limit.
+fn default_pod_requests(pod: &mut Pod) {
+    let Some(limits) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.limits.clone())
+        .filter(|l| !l.is_empty())
+    else {
+        return;
+    };
+    // The containers' own requests (no pod level, no overhead).
+    let containers_only = {
+        let mut p = pod.clone();
+        if let Some(s) = p.spec.as_mut() {
+            s.resources = None;
+            s.overhead = None;
+        }
+        p
+    };
+    let Some(res) = pod.spec.as_mut().and_then(|s| s.resources.as_mut()) else {
+        return;
+    };
+    let mut requests = res.requests.clone().unwrap_or_default();
+    for name in ["cpu", "memory"] {
+        if requests.contains_key(name) {
+            continue;
+        }
+        if let Some(v) = crate::admission::pod_request(&containers_only, name) {
+            let text = if name == "cpu" {
+                format!("{v}m")
+            } else {
+                v.to_string()
+            };
+            requests.insert(name.to_string(), Quantity(text));
+        }
+    }
+    for (name, limit) in limits {
+        if crate::quantity::is_pod_level_resource(&name) && !requests.contains_key(&name) {
+            requests.insert(name, limit);
+        }
+    }
+    if !requests.is_empty() {
+        res.requests = Some(requests);
+    }
+}
+
 /// The uid of a static pod: a hash of the pod as written, the node and the source file, so an
 /// unchanged file keeps its uid and a changed one gets a new uid (32 hex characters).
 pub fn static_pod_uid(pod: &Pod, source: &Path, node_name: &str) -> String {
@@ -311,6 +362,19 @@ pub fn default_static_pod(pod: &mut Pod, source: &Path, node_name: &str) {
     for c in spec.init_containers.iter_mut().flatten() {
         default_container(c);
     }
+    // An image volume's pullPolicy as the apiserver defaults it (SetDefaults_Volume).
+    for v in spec.volumes.iter_mut().flatten() {
+        if let Some(i) = v.image.as_mut() {
+            if i.pull_policy.as_deref().unwrap_or("").is_empty() {
+                i.pull_policy =
+                    Some(default_pull_policy(i.reference.as_deref().unwrap_or("")).into());
+            }
+        }
+    }
+    default_pod_requests(pod);
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
     let toleration = Toleration {
         operator: Some("Exists".into()),
         effect: Some("NoExecute".into()),
@@ -337,6 +401,49 @@ mod tests {
         let mut pods = parse(content).expect("parses");
         assert_eq!(pods.len(), 1);
         pods.remove(0)
+    }
+
+    #[test]
+    fn image_volumes_and_pod_level_requests_are_defaulted() {
+        let p = one("apiVersion: v1\nkind: Pod\nmetadata: {name: w}\nspec:\n  resources: {limits: {cpu: \"1\", memory: 1Gi}}\n  volumes:\n  - {name: a, image: {reference: \"tool:1.0\"}}\n  - {name: b, image: {reference: tool}}\n  - {name: c, image: {reference: tool:1.0, pullPolicy: Never}}\n  containers:\n  - {name: app, image: busybox:1.36}\n");
+        let mut p = p;
+        default_static_pod(&mut p, Path::new("pods/w.yaml"), "node");
+        let spec = p.spec.as_ref().unwrap();
+        let policies: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.image.as_ref().unwrap().pull_policy.clone().unwrap())
+            .collect();
+        assert_eq!(policies, ["IfNotPresent", "Always", "Never"]);
+        // No container requests: the pod-level requests take the pod-level limits.
+        let req = spec.resources.as_ref().unwrap().requests.clone().unwrap();
+        assert_eq!(req["cpu"].0, "1");
+        assert_eq!(req["memory"].0, "1Gi");
+        assert_eq!(
+            crate::translate::qos_class(&p),
+            bosun_runtime::QosClass::Guaranteed
+        );
+        // Containers with requests: their aggregate for the resources they name.
+        let mut q = one("apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  resources: {limits: {cpu: \"1\", memory: 1Gi}}\n  containers:\n  - {name: a, image: x:1, resources: {requests: {cpu: 100m}}}\n  - {name: b, image: x:1, resources: {requests: {cpu: 150m}}}\n");
+        default_static_pod(&mut q, Path::new("pods/q.yaml"), "node");
+        let req = q
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .clone()
+            .unwrap();
+        assert_eq!(req["cpu"].0, "250m");
+        assert_eq!(req["memory"].0, "1Gi");
+        // Pod-level requests only: nothing added.
+        let mut r = one("apiVersion: v1\nkind: Pod\nmetadata: {name: r}\nspec:\n  resources: {requests: {cpu: \"1\"}}\n  containers: [{name: a, image: x:1}]\n");
+        default_static_pod(&mut r, Path::new("pods/r.yaml"), "node");
+        let res = r.spec.as_ref().unwrap().resources.as_ref().unwrap();
+        assert_eq!(res.requests.as_ref().unwrap().len(), 1);
     }
 
     #[test]

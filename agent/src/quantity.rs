@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// Why a Kubernetes quantity string did not parse.
@@ -147,6 +147,57 @@ pub fn quantity_in(
 ) -> Option<ParsedQuantity> {
     list.and_then(|l| l.get(name))
         .and_then(|q| parse_quantity(&q.0).ok())
+}
+
+/// Whether `name` can be set at the pod level (`spec.resources`, the PodLevelResources feature,
+/// beta and on by default at 1.36): cpu, memory and hugepages (component-helpers'
+/// `IsSupportedPodLevelResource`).
+pub fn is_pod_level_resource(name: &str) -> bool {
+    name == "cpu" || name == "memory" || name.starts_with("hugepages-")
+}
+
+fn names_pod_level(list: Option<&BTreeMap<String, Quantity>>) -> bool {
+    list.is_some_and(|l| l.keys().any(|k| is_pod_level_resource(k)))
+}
+
+/// The pod's `spec.resources`, as written.
+pub fn pod_level(pod: &Pod) -> Option<&ResourceRequirements> {
+    pod.spec.as_ref().and_then(|s| s.resources.as_ref())
+}
+
+/// `IsPodLevelResourcesSet`: pod-level requests or limits name a supported resource.
+pub fn pod_level_resources_set(pod: &Pod) -> bool {
+    pod_level(pod)
+        .is_some_and(|r| names_pod_level(r.requests.as_ref()) || names_pod_level(r.limits.as_ref()))
+}
+
+/// `IsPodLevelRequestsSet`.
+pub fn pod_level_requests_set(pod: &Pod) -> bool {
+    pod_level(pod).is_some_and(|r| names_pod_level(r.requests.as_ref()))
+}
+
+/// `IsPodLevelLimitsSet`.
+pub fn pod_level_limits_set(pod: &Pod) -> bool {
+    pod_level(pod).is_some_and(|r| names_pod_level(r.limits.as_ref()))
+}
+
+/// The pod-level request of `name` in thousandths, when pod-level requests are set and name it.
+pub fn pod_level_request(pod: &Pod, name: &str) -> Option<i128> {
+    if !pod_level_requests_set(pod) || !is_pod_level_resource(name) {
+        return None;
+    }
+    quantity_in(pod_level(pod).and_then(|r| r.requests.as_ref()), name)
+        .map(ParsedQuantity::milli_value)
+}
+
+/// The pod-level limit of `name` in thousandths, when pod-level resources are set and the
+/// limits name it (`PodLimits` takes it over the containers' sum then).
+pub fn pod_level_limit(pod: &Pod, name: &str) -> Option<i128> {
+    if !pod_level_resources_set(pod) || !is_pod_level_resource(name) {
+        return None;
+    }
+    quantity_in(pod_level(pod).and_then(|r| r.limits.as_ref()), name)
+        .map(ParsedQuantity::milli_value)
 }
 
 /// The cpu and memory numbers of one container, in thousandths, after the apiserver's

@@ -276,6 +276,16 @@ fn validate_volume(errs: &mut Errors, f: &str, v: &Volume) {
         1 => {}
         _ => errs.add(f, "Forbidden: may not specify more than 1 volume type"),
     }
+    if let Some(i) = &v.image {
+        if i.reference.as_deref().unwrap_or("").is_empty() {
+            errs.required(format!("{f}.image.reference"));
+        }
+        errs.check_enum(
+            format!("{f}.image.pullPolicy"),
+            i.pull_policy.as_deref(),
+            &["Always", "IfNotPresent", "Never"],
+        );
+    }
     if let Some(h) = &v.host_path {
         if h.path.is_empty() {
             errs.required(format!("{f}.hostPath.path"));

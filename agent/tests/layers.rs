@@ -42,6 +42,8 @@ const RANKS: &[(&str, u32)] = &[
     ("images", 6),
     // Device plugins: the manager (Registration, Allocate) and its pure state.
     ("devices", 6),
+    // DRA: the plugins (through the plugins registry), prepare/unprepare, its pure state.
+    ("dra", 6),
     ("pods", 7),
     ("cluster", 8),
     ("server", 8),

@@ -80,17 +80,19 @@ pub fn writable_layer(paths: &RuntimePaths, id: &str) -> Option<PathBuf> {
 }
 
 /// Image ids of every container recorded under `<run_dir>/containers` (what image GC must
-/// keep), read from the containers' requests; needs no running [`HostRuntime`] (the CLI's
+/// keep), read from the containers' requests, and of every mounted image volume; needs no running [`HostRuntime`] (the CLI's
 /// `bosun images gc` uses it too).
 pub fn images_in_use(paths: &RuntimePaths) -> std::collections::BTreeSet<String> {
     let Ok(entries) = std::fs::read_dir(paths.run_dir.join("containers")) else {
-        return Default::default();
+        return crate::image_volume::in_use(paths);
     };
-    entries
+    let mut out: std::collections::BTreeSet<String> = entries
         .flatten()
         .filter_map(|e| disk::read_request(&e.path()))
         .map(|req| req.spec.image_id)
-        .collect()
+        .collect();
+    out.extend(crate::image_volume::in_use(paths));
+    out
 }
 
 /// Creating the runtime failed.

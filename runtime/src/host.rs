@@ -58,6 +58,13 @@ pub enum RemoveSandboxError {
     Sandbox(#[from] SandboxError),
     #[error("kubepods cgroups: {0}")]
     Cgroups(#[from] crate::cgroups::CgroupError),
+    /// An image volume of the pod could not be unmounted; tried again by the next removal.
+    #[error("unmount the image volumes of pod {pod_uid}: {source}")]
+    ImageVolumes {
+        pod_uid: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl HeldContainer for Created {
@@ -144,7 +151,21 @@ impl PodRuntime for HostRuntime {
                     tracing::warn!(uid = pod_uid, error = %e, "cannot keep the pod network's state for a retry");
                 }
             }
+            // No container of the pod runs any more: its image volumes go first.
+            let images = crate::image_volume::release(self.paths(), pod_uid);
             let removed = sandbox::remove(self.paths(), pod_uid).await;
+            if let Err(source) = images {
+                if let Err(e) = &network {
+                    tracing::warn!(uid = pod_uid, error = %e, "cannot tear down the pod network");
+                }
+                if let Err(e) = &removed {
+                    tracing::warn!(uid = pod_uid, error = %e, "cannot remove the sandbox");
+                }
+                return Err(RemoveSandboxError::ImageVolumes {
+                    pod_uid: pod_uid.to_string(),
+                    source,
+                });
+            }
             match (network, removed) {
                 (Ok(()), Ok(())) => Ok(()),
                 (Err(source), Ok(())) => Err(RemoveSandboxError::Network {
@@ -163,6 +184,15 @@ impl PodRuntime for HostRuntime {
 
     fn list_sandboxes(&self) -> Vec<String> {
         sandbox::list(self.paths())
+    }
+
+    fn mount_image_volume(
+        &self,
+        pod_uid: &str,
+        image_id: &str,
+        layers: &[PathBuf],
+    ) -> std::io::Result<PathBuf> {
+        crate::image_volume::mount(self.paths(), pod_uid, image_id, layers)
     }
 
     fn create_container<'a>(
@@ -292,6 +322,8 @@ impl PodRuntime for HostRuntime {
         if !sandbox::list(self.paths()).is_empty() {
             return Ok(false);
         }
+        // The folder of the image volumes, empty once every sandbox is gone.
+        let _ = std::fs::remove_dir(self.paths().run_dir.join("image-volumes"));
         // Both are tried; the first failure is returned.
         let root = sandbox::release_root(self.paths()).map_err(RemoveSandboxError::from);
         let cgroups = CgroupLayout::host(&self.paths().cgroup_root)

@@ -19,6 +19,7 @@ pub mod exec;
 mod host;
 pub mod idmap;
 pub mod image;
+pub mod image_volume;
 pub mod keeper;
 pub mod logs;
 pub mod reaper;
@@ -391,7 +392,7 @@ pub trait PodRuntime: Send + Sync {
     ) -> BoxFuture<'static, Result<Vec<String>, NetworkError>>;
 
     /// Gives the pod's network back (CNI DEL) and removes its sandbox (pod init, namespace
-    /// pins, /dev/shm, pod cgroup, folder). Idempotent.
+    /// pins, /dev/shm, pod cgroup, folder) and its image volumes. Idempotent.
     fn remove_sandbox<'a>(
         &'a self,
         pod_uid: &'a str,
@@ -399,6 +400,17 @@ pub trait PodRuntime: Send + Sync {
 
     /// Pod uids that have a sandbox folder (complete or partial).
     fn list_sandboxes(&self) -> Vec<String>;
+
+    /// Mounts the read-only view of an image (its unpacked `layers`, bottom first) for pod
+    /// `pod_uid` (an `image` volume), unless it is there already; its host path, which
+    /// containers bind read-only. Kept (and the image in use) until the pod's sandbox is
+    /// removed. See [`image_volume`].
+    fn mount_image_volume(
+        &self,
+        pod_uid: &str,
+        image_id: &str,
+        layers: &[PathBuf],
+    ) -> std::io::Result<PathBuf>;
 
     /// Builds a container under its security profiles (seccomp, AppArmor, idmapped mounts: see
     /// [`ContainerSecurity`]) and holds it before its process runs (see
@@ -467,7 +479,8 @@ pub trait PodRuntime: Send + Sync {
     /// The writing end of a container's stdin (`kubectl attach`), when it has one.
     fn attach_stdin(&self, id: &str) -> std::io::Result<Option<OwnedFd>>;
 
-    /// Image ids of every container the runtime holds (what image GC must keep).
+    /// Image ids of every container the runtime holds and of every mounted image volume (what
+    /// image GC must keep).
     fn images_in_use(&self) -> BTreeSet<String>;
 
     /// Node-wide clean-up when the agent stops: with no sandbox left, the sandboxes mount point

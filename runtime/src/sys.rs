@@ -150,6 +150,40 @@ pub fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((pty.master, pty.slave))
 }
 
+/// A new pseudo-terminal from the devpts instance under `root` (a container's root, e.g.
+/// `/proc/<pid>/root`): (master, slave), both close-on-exec. A terminal of the container's own
+/// `/dev/pts`, as runc's console is, so `tty` and `ttyname(3)` in the container name it
+/// (`/dev/pts/0`); one from the host's devpts would be "not a tty" there. The slave is opened
+/// with TIOCGPTPEER, without a path lookup in the container.
+pub fn openpty_in(root: &Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(root.join("dev/pts/ptmx"))?
+        .into();
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid for the call; the fd is open.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor we own.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl returned a fresh descriptor nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    Ok((master, slave))
+}
+
 /// Sets the window size of the terminal `fd` (TIOCSWINSZ).
 pub fn set_winsize(fd: BorrowedFd, cols: u16, rows: u16) -> io::Result<()> {
     let ws = libc::winsize {

@@ -4,7 +4,8 @@
 # pod network waits) and turns Ready when the config is written, with a Lease, runs a 3-replica Deployment with pod IPs
 # (with their service account volumes), a static pod with its mirror pod, pods that use
 # configMaps, secrets and their token against the API through the `kubernetes` Service, a
-# configMap update inside a running pod, a Job, a DaemonSet, graceful deletion with preStop,
+# configMap update inside a running pod, imagePullSecrets, an image volume from a private
+# registry and pod-level resources, a Job, a DaemonSet, graceful deletion with preStop,
 # Events, a kill -9 of bosun with every container adopted, and removes everything gracefully. Starts and stops its own control plane and
 # leaves nothing running. Prints `N passed, M failed`. Needs root.
 set -uo pipefail
@@ -314,6 +315,56 @@ backoff() {
 }
 check "no pull secret: ErrImagePull / ImagePullBackOff" wait_for 60 backoff
 "$KUBECTL" delete pod private nosecret --wait=false >/dev/null
+
+# An image volume from the private registry, pulled with the pod's pull secret: the image's
+# files read-only in the container, the view gone with the pod; without the secret the
+# container waits in ErrImagePull / ImagePullBackOff. And pod-level resources (spec.resources):
+# the QoS class the kubelet computes from them.
+cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: imgvol}
+spec:
+  imagePullSecrets: [{name: e2e-pull}]
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  resources: {limits: {cpu: 200m, memory: 64Mi}}
+  volumes:
+  - {name: tools, image: {reference: "127.0.0.1:$REG_PORT/private/busybox:v1", pullPolicy: Always}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, '{ test -x /tools/bin/busybox && echo image-file; touch /tools/x 2>/dev/null || echo read-only; } >/dev/termination-log']
+    volumeMounts: [{name: tools, mountPath: /tools}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: imgvol-nosecret}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: tools, image: {reference: "127.0.0.1:$REG_PORT/private/busybox:v1", pullPolicy: Always}}
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600'], volumeMounts: [{name: tools, mountPath: /tools}]}
+YAML
+# (Read from the termination message: this test's node does not authenticate the apiserver's
+# client certificate, so `kubectl logs` is e2e-api.sh's business.)
+imgvol_read() {
+    [ "$("$KUBECTL" get pod imgvol -o jsonpath='{.status.containerStatuses[0].state.terminated.message}' |
+        tr '\n' ' ')" = "image-file read-only " ]
+}
+check "image volume: the image's file, read-only, pulled with the pull secret" wait_for 90 imgvol_read
+check "pod-level resources: qosClass Guaranteed" \
+    test "$("$KUBECTL" get pod imgvol -o jsonpath='{.status.qosClass}')" = Guaranteed
+imgvol_backoff() {
+    "$KUBECTL" get pod imgvol-nosecret -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}' |
+        grep -qE 'ErrImagePull|ImagePullBackOff'
+}
+check "image volume without the pull secret: ErrImagePull / ImagePullBackOff" wait_for 60 imgvol_backoff
+"$KUBECTL" delete pod imgvol imgvol-nosecret --wait=true --timeout=60s >/dev/null
+imgvol_gone() { ! grep -q "$W/run/image-volumes/" /proc/self/mountinfo; }
+check "image volume: unmounted with the pod" wait_for 30 imgvol_gone
 kill "$registry_pid" 2>/dev/null
 
 # A Job runs to completion; a DaemonSet's pod lands on this node.

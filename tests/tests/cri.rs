@@ -9,7 +9,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use bosun_tests::{check_clean, container, full_name, is_running, pod, repo_root, setup};
+use bosun_tests::registry::Registry;
+use bosun_tests::{
+    busybox_layout, check_clean, container, full_name, is_running, pod, repo_root, setup,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -394,6 +397,8 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
             && running[0]["id"] == cri_id(&format!("{uid}_main_{restarts}")).as_str(),
         "{ps} restarts={restarts}"
     );
+    let now_main = running[0]["id"].as_str().unwrap_or_default().to_string();
+    let now_short = &now_main[..13.min(now_main.len())];
 
     // images: busybox as imported.
     let images = crictl.json(&["images", "-o", "json"])?;
@@ -418,6 +423,80 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
     ensure!(
         crictl.run(&["imagefsinfo"])?.contains("usedBytes"),
         "imagefsinfo"
+    );
+
+    // pull and rmi against a real registry: the image appears in `crictl images`, and is gone
+    // after rmi; an image a container uses is refused.
+    let reg = Registry::start(None)?;
+    reg.push(&busybox_layout()?, "latest", "crictl/bb:v1")?;
+    let reference = reg.reference("crictl/bb:v1");
+    let out = crictl.run(&["pull", &reference])?;
+    ensure!(out.contains("sha256:"), "pull: {out}");
+    let has = |r: &str| -> Result<bool> {
+        let images = crictl.json(&["images", "-o", "json"])?;
+        Ok(images["images"].as_array().into_iter().flatten().any(|i| {
+            i["repoTags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == r))
+        }))
+    };
+    ensure!(has(&reference)?, "pulled image not listed");
+    crictl.run(&["rmi", &reference])?;
+    ensure!(!has(&reference)?, "rmi: still listed");
+
+    // rm of an exited attempt: gone from `ps -a`; the running container is refused without -f.
+    let exited: Vec<String> = crictl.json(&["ps", "-a", "--name", "^quits$", "-o", "json"])?
+        ["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["state"] == "CONTAINER_EXITED")
+        .filter_map(|c| c["id"].as_str().map(String::from))
+        .collect();
+    let old = exited
+        .first()
+        .context("no exited attempt of quits")?
+        .clone();
+    crictl.run(&["rm", &old])?;
+    let err = crictl.fails(&["inspect", &old])?;
+    ensure!(err.to_lowercase().contains("not found"), "{err}");
+
+    // logs -f: what was written, then it keeps following (still running a second later).
+    {
+        let mut follow = Command::new(&crictl.bin)
+            .arg("--runtime-endpoint")
+            .arg(&crictl.endpoint)
+            .args(["logs", "-f", now_short])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let mut line = String::new();
+        let mut reader = std::io::BufReader::new(follow.stdout.take().context("stdout")?);
+        std::io::BufRead::read_line(&mut reader, &mut line)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let still = follow.try_wait()?.is_none();
+        let _ = follow.kill();
+        let _ = follow.wait();
+        ensure!(line.trim() == "hello-from-cri", "logs -f: {line:?}");
+        ensure!(still, "logs -f returned instead of following");
+    }
+
+    // exec -it: a terminal in the container (script(1) gives crictl one).
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{} --runtime-endpoint {} exec -it {now_short} sh -c 'tty; echo tty-ok'",
+            crictl.bin.display(),
+            crictl.endpoint
+        ))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("/dev/pts/") && text.contains("tty-ok"),
+        "exec -it: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // Pods come from the manifest folder: crictl cannot make one, and says where they come from.

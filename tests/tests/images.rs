@@ -425,6 +425,107 @@ fn gc_keeps_images_in_use() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: mounts image volumes (overlay, bind) into containers"]
+fn image_volumes_are_read_only_views_kept_from_gc_and_unmounted() -> Result<()> {
+    let reg = Registry::start(None)?;
+    // `layers`: busybox + a lower and an upper layer with whiteouts (an overlay view);
+    // `bb`: busybox alone (its one layer: a read-only bind).
+    let layers = push(&reg, "layers", "vol-layers:v1")?;
+    let bb = push(&reg, "bb", "vol-bb:v1")?;
+    let unused = push(&reg, "user", "vol-unused:v1")?;
+    let mut node = Node::new("img-vol")?;
+    let out = node.bosun(&["pull", &unused])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.start()?;
+    let script = "cat /vol/data/keep /vol/data/replace /vol/opaque/c; echo; \
+                  echo $(ls /vol/data) $(ls /vol/opaque); \
+                  test -x /bin-of-bb/busybox && echo bin-ok; \
+                  test -x /bb-root/bin/busybox && echo root-ok; \
+                  touch /vol/x 2>/dev/null && echo vol-writable || echo vol-read-only; \
+                  touch /bin-of-bb/x 2>/dev/null && echo bb-writable || echo bb-read-only; \
+                  grep \" /vol \" /proc/self/mounts | grep -q \" ro,\" && echo mounted-ro; \
+                  sleep 3600";
+    node.apply(
+        "v.yaml",
+        &pod(
+            "vol",
+            &format!("  volumes:\n  - name: layers\n    image: {{reference: \"{layers}\"}}\n  - name: bb\n    image: {{reference: \"{bb}\", pullPolicy: IfNotPresent}}\n  containers:\n  - name: c\n    image: localhost/busybox:test\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{script}']\n    volumeMounts:\n    - {{name: layers, mountPath: /vol}}\n    - {{name: bb, mountPath: /bin-of-bb, subPath: bin}}\n    - {{name: bb, mountPath: /bb-root}}\n"),
+        ),
+    )?;
+    let p = node.wait_pod("vol", T, "running", |p| bosun_tests::is_running(p, "c"))?;
+    let uid = p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = node.logs("vol", "c", false)?;
+        if log.lines().count() >= 7 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines: Vec<&str> = log.lines().collect();
+    ensure!(lines.len() == 7, "{log:?}");
+    // The image's files with the upper layer's whiteouts and opaque folder applied.
+    ensure!(lines[0] == "keepnewc", "{log:?}");
+    ensure!(lines[1].trim() == "keep replace c", "{log:?}");
+    ensure!(lines[2] == "bin-ok", "{log:?}");
+    ensure!(lines[3] == "root-ok", "{log:?}");
+    ensure!(lines[4] == "vol-read-only", "{log:?}");
+    ensure!(lines[5] == "bb-read-only", "{log:?}");
+    ensure!(lines[6] == "mounted-ro", "{log:?}");
+    // One view per pod and image, on the host.
+    let views = node.path("run").join("image-volumes").join(&uid);
+    let mounted: Vec<String> = node
+        .mounts()
+        .into_iter()
+        .filter(|m| m.starts_with(&views.display().to_string()))
+        .collect();
+    ensure!(mounted.len() == 2, "views {mounted:?}");
+    // In use while mounted: image GC keeps both images, removes the unused one.
+    let out = node.bosun(&[
+        "images",
+        "gc",
+        "--high",
+        "1",
+        "--low",
+        "0",
+        "--min-age",
+        "0s",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&node.bosun(&["images"])?.stdout).to_string();
+    ensure!(
+        listed.contains("vol-layers:v1") && listed.contains("vol-bb:v1"),
+        "an image volume's image was removed: {listed}"
+    );
+    ensure!(
+        !listed.contains("vol-unused:v1"),
+        "unused image kept: {listed}"
+    );
+    // Gone with the pod.
+    node.delete("v.yaml")?;
+    node.wait_gone("vol", T)?;
+    let left: Vec<String> = node
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("image-volumes"))
+        .collect();
+    ensure!(left.is_empty(), "views left mounted: {left:?}");
+    ensure!(!views.exists(), "{} left", views.display());
+    bosun_tests::check_clean(node)
+}
+
+#[test]
 #[ignore = "needs root: kills a pull with SIGKILL"]
 fn kill9_during_a_pull_then_a_clean_retry() -> Result<()> {
     let reg = Registry::start(None)?;

@@ -117,6 +117,86 @@ fn limits_visible_inside_and_oom_killed() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: cgroup limits"]
+fn pod_level_resources_limit_the_pod_cgroup() -> Result<()> {
+    let node = setup("podres")?;
+    // Pod-level resources (spec.resources) and containers without any: the pod is Guaranteed,
+    // its cgroup has the pod-level limits, a container without limits gets them too (its own
+    // cgroup, and the downward API's defaults).
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max; \
+                  echo $LIMIT_MEM $LIMIT_CPU; sleep 3600";
+    node.apply(
+        "r.yaml",
+        &pod(
+            "podres",
+            &format!("  resources:\n    limits: {{cpu: 500m, memory: 96Mi}}\n  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, '{script}']\n    env:\n    - name: LIMIT_MEM\n      valueFrom: {{resourceFieldRef: {{resource: limits.memory}}}}\n    - name: LIMIT_CPU\n      valueFrom: {{resourceFieldRef: {{resource: limits.cpu, divisor: 1m}}}}\n  - name: side\n    image: busybox\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n"),
+        ),
+    )?;
+    let p = node.wait_pod("podres", T, "running", |p| {
+        is_running(p, "main") && is_running(p, "side")
+    })?;
+    ensure!(
+        p["status"]["qosClass"] == "Guaranteed",
+        "qos {}",
+        p["status"]["qosClass"]
+    );
+    let uid = p["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pod_cgroups: Vec<_> = node
+        .cgroups()
+        .into_iter()
+        .filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy() == format!("pod{uid}"))
+        })
+        .collect();
+    let read = |file: &str| {
+        pod_cgroups
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+            .map(|s| s.trim().to_string())
+    };
+    let memory = read("memory.limit_in_bytes").or_else(|| read("memory.max"));
+    ensure!(
+        memory.as_deref() == Some((96u64 << 20).to_string().as_str()),
+        "pod cgroup memory limit {memory:?} in {pod_cgroups:?}"
+    );
+    let quota = read("cpu.cfs_quota_us").or_else(|| read("cpu.max"));
+    ensure!(
+        quota.as_deref() == Some("50000") || quota.as_deref() == Some("50000 100000"),
+        "pod cgroup cpu quota {quota:?}"
+    );
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = node.logs("podres", "main", false)?;
+        if out.lines().count() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    ensure!(lines.len() == 3, "output {out:?}");
+    ensure!(
+        lines[0] == (96u64 << 20).to_string(),
+        "container memory limit {out:?}"
+    );
+    ensure!(
+        lines[1] == "50000" || lines[1] == "50000 100000",
+        "container cpu quota {out:?}"
+    );
+    ensure!(
+        lines[2] == format!("{} 500", 96u64 << 20),
+        "downward API {out:?}"
+    );
+    node.delete("r.yaml")?;
+    node.wait_gone("podres", T)?;
+    check_clean(node)
+}
+
+#[test]
 #[ignore = "needs root: runs containers that crash and are restarted"]
 fn restart_backoff_intervals() -> Result<()> {
     let node = setup("backoff")?;

@@ -74,6 +74,21 @@ pub fn node_pressure(
     let Some(stats) = stats else {
         return m;
     };
+    // Pod-level resources (PodLevelResources): the pod's usage against its pod-level memory
+    // request comes first, whatever it is.
+    if resource == Resource::Memory && crate::quantity::pod_level_resources_set(pod) {
+        let request = crate::quantity::pod_level(pod)
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("memory"));
+        if let Some(request) = request {
+            m += &format!(
+                "Pod {} was using {}, request is {}, has larger consumption of memory. ",
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                binary(stats.memory_working_set),
+                request.0
+            );
+        }
+    }
     for c in &stats.containers {
         let usage = match resource {
             Resource::Memory => Some(c.memory_working_set),

@@ -380,6 +380,23 @@ fn messages_are_the_kubelets() {
         "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. \
          Container hog was using 150Mi, request is 64Mi, has larger consumption of memory. "
     );
+    // Pod-level resources: the pod's usage against its pod-level memory request first.
+    let plr = pod(
+        "plr",
+        serde_json::json!({
+            "resources": {"requests": {"memory": "128Mi"}},
+            "containers": [container("hog", serde_json::json!({"requests": {"memory": "64Mi"}}))]
+        }),
+    );
+    let mut st = stats("plr", "hog", 150 * MI);
+    st.memory_working_set = 160 * MI;
+    let m = message::node_pressure(Resource::Memory, &plr, Some(&st), &s, &[0], &o);
+    assert_eq!(
+        m,
+        "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. \
+         Pod plr was using 160Mi, request is 128Mi, has larger consumption of memory. \
+         Container hog was using 150Mi, request is 64Mi, has larger consumption of memory. "
+    );
     // A percentage threshold reads as the quantity it resolves to.
     let pct = settings(vec![Threshold {
         signal: Signal::NodeFsAvailable,

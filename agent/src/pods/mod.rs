@@ -143,6 +143,9 @@ pub struct Ctx {
     /// Cluster mode: the device plugin manager (devices allocated at admission, given to
     /// containers at start, freed with the pod).
     pub devices: Option<Arc<dyn crate::devices::DeviceService>>,
+    /// Cluster mode: the DRA manager (claims prepared before the sandbox, CDI devices given to
+    /// the containers that name them, unprepared when the pod ended).
+    pub dra: Option<Arc<dyn crate::dra::DraService>>,
     /// The node's security settings (admission, seccomp, AppArmor).
     pub security: crate::security::NodeSecurity,
     /// The ID ranges of pods with `hostUsers: false` (persisted); `None` when the node cannot
@@ -336,7 +339,12 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
         }
     };
     tokio::spawn(release_startup_memory());
-    let known = known_uids(&ctx);
+    let mut known = known_uids(&ctx);
+    // Pods that hold prepared ResourceClaims: one gone while the agent was down is terminated
+    // below, which unprepares its claims.
+    if let Some(dra) = &ctx.dra {
+        known.extend(dra.pods().await);
+    }
     // ID ranges of pods the node has nothing of and no source wants are free again (the
     // kubelet's CleanupOrphanedPodUsernsAllocations).
     if let Some(a) = &ctx.userns {

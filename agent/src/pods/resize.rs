@@ -370,10 +370,13 @@ pub fn memory_check(
 /// allocation. Where the conversion rounds, the allocated value stands (the kubelet's tolerance).
 pub fn reported(actual: &Resources, allocated: &ResourceRequirements) -> ResourceRequirements {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    let want = crate::translate::container_resources(&Container {
-        resources: Some(allocated.clone()),
-        ..Default::default()
-    });
+    let want = crate::translate::container_resources(
+        &Pod::default(),
+        &Container {
+            resources: Some(allocated.clone()),
+            ..Default::default()
+        },
+    );
     let given = |l: &Option<BTreeMap<String, Quantity>>, k: &str| {
         l.as_ref().and_then(|m| m.get(k)).cloned()
     };

@@ -284,7 +284,7 @@ fn reported_resources_are_the_allocated_where_the_cgroup_says_so() {
         resources: Some(alloc.clone()),
         ..Default::default()
     };
-    let actual = crate::translate::container_resources(&c);
+    let actual = crate::translate::container_resources(&Pod::default(), &c);
     assert_eq!(reported(&actual, &alloc), alloc);
     // The cgroup has other numbers (a resize not applied yet): they are what is reported.
     let old = Resources {
@@ -302,7 +302,7 @@ fn reported_resources_are_the_allocated_where_the_cgroup_says_so() {
     );
     // No resources: nothing reported.
     let none = ResourceRequirements::default();
-    let actual = crate::translate::container_resources(&Container::default());
+    let actual = crate::translate::container_resources(&Pod::default(), &Container::default());
     assert_eq!(reported(&actual, &none), none);
 }
 

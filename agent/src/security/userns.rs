@@ -67,7 +67,9 @@ pub fn validate(pod: &Pod) -> Vec<String> {
 /// hostname and resolv.conf files). The kubelet asks its runtime to idmap every mount; bosun
 /// binds hostPath volumes as they are, so that what the pod writes into the host's folders is
 /// owned by the pod's mapped IDs there (the first of its range for its root), never by host
-/// root.
+/// root. Image volumes are bound as they are too: their view is an overlay, which cannot be
+/// idmapped (the image's files show as the overflow ID; readable where their mode lets others
+/// read).
 pub fn idmapped(pod: &Pod, volume: Option<&str>) -> bool {
     let Some(name) = volume else {
         return true;
@@ -75,7 +77,7 @@ pub fn idmapped(pod: &Pod, volume: Option<&str>) -> bool {
     !pod.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
-        .any(|v| v.name == name && v.host_path.is_some())
+        .any(|v| v.name == name && (v.host_path.is_some() || v.image.is_some()))
 }
 
 /// `procMount: Unmasked` asked.

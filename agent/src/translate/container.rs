@@ -202,7 +202,7 @@ pub fn container_spec(ctx: &ContainerContext) -> Result<ContainerSpec, Translate
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         mounts,
-        resources: container_resources(c),
+        resources: container_resources(pod, c),
         oom_score_adj: oom_score_adj(pod, c, ctx.node_memory_bytes),
         security,
         stop_signal,

@@ -59,6 +59,8 @@ pub fn mount_requests(
                             .as_ref()
                             .is_some_and(|c| c.read_only == Some(true))
                         || v.csi.as_ref().is_some_and(|c| c.read_only == Some(true))
+                        // Image volumes are read-only (the kubelet's image volume plugin).
+                        || v.image.is_some()
                 })
                 .map(|v| v.name.as_str())
                 .collect()
@@ -172,6 +174,61 @@ pub enum VolumeKind {
     /// A CSI ephemeral inline volume (`csi:` in the pod spec), published by the driver when the
     /// pod's volumes are set up.
     CsiInline { driver: String },
+    /// An `image` volume (ImageVolume, GA and locked on at 1.36): an image of the store mounted
+    /// read-only, pulled by its `pullPolicy` when a container that mounts it starts (not set
+    /// up with the other volumes).
+    Image {
+        reference: String,
+        pull_policy: Option<String>,
+    },
+}
+
+/// The image volumes container `c` mounts: (volume name, image reference, pullPolicy), each
+/// once, in the order of its volumeMounts.
+pub fn image_volumes_of(pod: &Pod, c: &Container) -> Vec<(String, String, Option<String>)> {
+    let volumes = spec_of(pod).and_then(|s| s.volumes.as_ref());
+    let mut out: Vec<(String, String, Option<String>)> = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        if out.iter().any(|(n, _, _)| *n == m.name) {
+            continue;
+        }
+        let image = volumes
+            .into_iter()
+            .flatten()
+            .find(|v| v.name == m.name)
+            .and_then(|v| v.image.as_ref());
+        if let Some(i) = image {
+            out.push((
+                m.name.clone(),
+                i.reference.clone().unwrap_or_default(),
+                i.pull_policy.clone().filter(|p| !p.is_empty()),
+            ));
+        }
+    }
+    out
+}
+
+/// Checks a subPath into an image volume mounted at `root`, as containerd's
+/// `ensureImageSubPath`: it must be a folder inside the image (symlinks that lead outside the
+/// image are refused; a file is refused: "only directory subpath is supported").
+pub fn check_image_sub_path(root: &Path, sub_path: &str) -> Result<(), String> {
+    check_sub_path(sub_path)?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", root.display()))?;
+    let target = root
+        .join(sub_path)
+        .canonicalize()
+        .map_err(|e| format!("subPath {sub_path:?}: {e}"))?;
+    if !target.starts_with(&root) {
+        return Err(format!("subPath {sub_path:?} leads outside the image"));
+    }
+    if !target.is_dir() {
+        return Err(format!(
+            "only directory subpath is supported, subpath: {sub_path:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// The device node a container gets for a block volume whose device file is `host` (what
@@ -288,6 +345,14 @@ pub fn volume_sources(
                 v.name.clone(),
                 VolumeKind::CsiInline {
                     driver: c.driver.clone(),
+                },
+            ));
+        } else if let Some(i) = &v.image {
+            out.push((
+                v.name.clone(),
+                VolumeKind::Image {
+                    reference: i.reference.clone().unwrap_or_default(),
+                    pull_policy: i.pull_policy.clone().filter(|p| !p.is_empty()),
                 },
             ));
         } else if let Some(plugin) = crate::projection::api_data_plugin(v)

@@ -8,15 +8,49 @@ use bosun_runtime::{QosClass, Resources};
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::*;
-use crate::quantity::{ceil_div, container_res, quantity_in, ContainerRes, ParsedQuantity};
+use crate::quantity::{
+    ceil_div, container_res, pod_level_limit, pod_level_request, pod_level_resources_set,
+    quantity_in, ContainerRes, ParsedQuantity,
+};
 
 /// The pod's QoS class, computed exactly like `ComputePodQOS` (containers and init containers,
 /// only cpu and memory count, requests defaulted from limits like the apiserver does).
+///
+/// With pod-level resources (`spec.resources`, present even when empty, as the kubelet tests
+/// it), only they count: the containers' resources are not looked at.
 pub fn qos_class(pod: &Pod) -> QosClass {
     let mut requests: BTreeMap<&str, i128> = BTreeMap::new();
     let mut limits: BTreeMap<&str, i128> = BTreeMap::new();
     let mut guaranteed = true;
-    for c in containers(pod).iter().chain(init_containers(pod)) {
+    let pod_level = crate::quantity::pod_level(pod);
+    if let Some(r) = pod_level {
+        let positive = |list: Option<
+            &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| {
+            ["cpu", "memory"]
+                .into_iter()
+                .filter_map(|name| {
+                    quantity_in(list, name)
+                        .map(ParsedQuantity::milli_value)
+                        .filter(|v| *v > 0)
+                        .map(|v| (name, v))
+                })
+                .collect::<Vec<_>>()
+        };
+        requests.extend(positive(r.requests.as_ref()));
+        if r.limits.as_ref().is_some_and(|l| !l.is_empty()) {
+            let found = positive(r.limits.as_ref());
+            if found.len() != 2 {
+                guaranteed = false;
+            }
+            limits.extend(found);
+        }
+    }
+    for c in containers(pod)
+        .iter()
+        .chain(init_containers(pod))
+        .filter(|_| pod_level.is_none())
+    {
         let r = container_res(c);
         for (name, v) in [("cpu", r.cpu_request), ("memory", r.memory_request)] {
             if let Some(v) = v.filter(|v| *v > 0) {
@@ -118,15 +152,26 @@ fn overhead(pod: &Pod, name: &str) -> Option<i128> {
 /// The pod-level cgroup, like the kubelet's `ResourceConfigForPod`.
 pub fn pod_resources(pod: &Pod) -> Resources {
     let all = || containers(pod).iter().chain(init_containers(pod));
-    let cpu_limits_declared = all().all(|c| container_res(c).cpu_limit.is_some_and(|v| v > 0));
-    let memory_limits_declared =
-        all().all(|c| container_res(c).memory_limit.is_some_and(|v| v > 0));
-    let cpu_requests =
-        aggregate(pod, |r| r.cpu_request).unwrap_or(0) + overhead(pod, "cpu").unwrap_or(0);
-    let cpu_limits =
-        aggregate(pod, |r| r.cpu_limit).unwrap_or(0) + overhead(pod, "cpu").unwrap_or(0);
-    let memory_limits =
-        aggregate(pod, |r| r.memory_limit).unwrap_or(0) + overhead(pod, "memory").unwrap_or(0);
+    // Pod-level resources (PodLevelResources): a pod-level request or limit stands for the
+    // containers' sum of that resource, and a pod-level limit declares it.
+    let pod_limit = |name| pod_level_limit(pod, name).filter(|v| *v > 0);
+    let cpu_limits_declared = all().all(|c| container_res(c).cpu_limit.is_some_and(|v| v > 0))
+        || pod_limit("cpu").is_some();
+    let memory_limits_declared = all()
+        .all(|c| container_res(c).memory_limit.is_some_and(|v| v > 0))
+        || pod_limit("memory").is_some();
+    let cpu_requests = pod_level_request(pod, "cpu")
+        .or_else(|| aggregate(pod, |r| r.cpu_request))
+        .unwrap_or(0)
+        + overhead(pod, "cpu").unwrap_or(0);
+    let cpu_limits = pod_level_limit(pod, "cpu")
+        .or_else(|| aggregate(pod, |r| r.cpu_limit))
+        .unwrap_or(0)
+        + overhead(pod, "cpu").unwrap_or(0);
+    let memory_limits = pod_level_limit(pod, "memory")
+        .or_else(|| aggregate(pod, |r| r.memory_limit))
+        .unwrap_or(0)
+        + overhead(pod, "memory").unwrap_or(0);
     let shares = milli_cpu_to_shares(cpu_requests);
     match qos_class(pod) {
         QosClass::Guaranteed => Resources {
@@ -157,17 +202,39 @@ pub fn pod_resources(pod: &Pod) -> Resources {
     }
 }
 
-/// The container cgroup, like the kubelet's `calculateLinuxResources`.
-pub fn container_resources(container: &Container) -> Resources {
+/// The container cgroup, like the kubelet's `calculateLinuxResources`: a container without a
+/// CPU or memory limit of its own gets the pod-level limit when the pod has pod-level resources
+/// (`getCPULimit`/`getMemoryLimit`).
+pub fn container_resources(pod: &Pod, container: &Container) -> Resources {
     let r = container_res(container);
-    let quota = r.cpu_limit.and_then(milli_cpu_to_quota);
+    let pod_level = pod_level_resources_set(pod);
+    let limit = |own: Option<i128>, name: &str| match own.filter(|v| *v > 0) {
+        Some(v) => Some(v),
+        None if pod_level => pod_level_limit(pod, name),
+        None => own,
+    };
+    let quota = limit(r.cpu_limit, "cpu").and_then(milli_cpu_to_quota);
     Resources {
         cpu_shares: Some(milli_cpu_to_shares(r.cpu_request.unwrap_or(0))),
         cpu_quota: quota,
         cpu_period: quota.map(|_| QUOTA_PERIOD),
-        memory_limit: r.memory_limit.filter(|v| *v > 0).map(milli_to_bytes),
+        memory_limit: limit(r.memory_limit, "memory")
+            .filter(|v| *v > 0)
+            .map(milli_to_bytes),
         pids_limit: None,
     }
+}
+
+/// The kubelet's `remainingPodMemReqPerContainer` (0 without a pod-level memory request): the
+/// pod-level memory request minus the containers' aggregated requests, divided by the number
+/// of containers and init containers.
+fn remaining_pod_memory_per_container(pod: &Pod) -> i128 {
+    let Some(pod_request) = pod_level_request(pod, "memory").filter(|v| *v != 0) else {
+        return 0;
+    };
+    let n = (containers(pod).len() + init_containers(pod).len()).max(1) as i128;
+    let containers = aggregate(pod, |r| r.memory_request).unwrap_or(0);
+    (ceil_div(pod_request, 1000) - ceil_div(containers, 1000)) / n
 }
 
 const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
@@ -202,8 +269,11 @@ pub fn oom_score_adj(pod: &Pod, container: &Container, node_memory_bytes: u64) -
         QosClass::Burstable => {}
     }
     let capacity = node_memory_bytes.max(1) as i128;
+    // Pod-level memory requests: what the containers do not request of it is shared equally
+    // among all of them (the kubelet's `remainingPodMemReqPerContainer`).
+    let remaining = remaining_pod_memory_per_container(pod);
     let request_bytes =
-        |c: &Container| ceil_div(container_res(c).memory_request.unwrap_or(0), 1000);
+        |c: &Container| ceil_div(container_res(c).memory_request.unwrap_or(0), 1000) + remaining;
     let score = |bytes: i128| 1000 - (1000 * bytes) / capacity;
     let mut adj = score(request_bytes(container));
     let sidecar = is_sidecar(container)
@@ -260,6 +330,128 @@ mod tests {
         }
     }
 
+    // --- pod-level resources (PodLevelResources) -------------------------------------------------
+
+    #[test]
+    fn qos_with_pod_level_resources() {
+        use QosClass::*;
+        // (pod requests, pod limits), containers, want: only the pod level counts once set.
+        type Case<'a> = ((&'a str, &'a str), &'a [(&'a str, &'a str)], QosClass);
+        let cases: &[Case] = &[
+            (("1,1Gi", "1,1Gi"), &[("", "")], Guaranteed),
+            // Containers' own resources do not matter when the pod level is set.
+            (("1,1Gi", "1,1Gi"), &[("100m,", "")], Guaranteed),
+            (("500m,1Gi", "1,1Gi"), &[("", "")], Burstable),
+            // A memory limit only: not guaranteed.
+            ((",1Gi", ",1Gi"), &[("", "")], Burstable),
+            (("100m,", ""), &[("", "")], Burstable),
+            // Requests without limits.
+            (("1,1Gi", ""), &[("", "1,1Gi")], Burstable),
+            // `resources: {}`: the pod level is present but empty -> BestEffort, whatever the
+            // containers say (the kubelet tests `pod.Spec.Resources != nil`).
+            (("", ""), &[("1,1Gi", "1,1Gi")], BestEffort),
+            // Zero quantities do not count.
+            (("0,0", "0,0"), &[("", "")], BestEffort),
+        ];
+        for (i, (pl, cs, want)) in cases.iter().enumerate() {
+            assert_eq!(qos_class(&pod_level_res(*pl, cs, &[])), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn pod_cgroup_with_pod_level_resources() {
+        let gib = 1024 * 1024 * 1024;
+        // Guaranteed at the pod level, containers without resources.
+        let p = pod_level_res(("1,1Gi", "1,1Gi"), &[("", ""), ("", "")], &[]);
+        assert_eq!(
+            pod_resources(&p),
+            Resources {
+                cpu_shares: Some(1024),
+                cpu_quota: Some(100_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(gib),
+                pids_limit: None,
+            }
+        );
+        // Burstable: a pod-level memory limit declares it even though no container has one;
+        // the CPU has no limit anywhere: shares from the pod-level request only.
+        let p = pod_level_res(("200m,64Mi", ",256Mi"), &[("", ""), ("50m,", "")], &[]);
+        assert_eq!(
+            pod_resources(&p),
+            Resources {
+                cpu_shares: Some(204),
+                memory_limit: Some(256 << 20),
+                ..Resources::default()
+            }
+        );
+        // A pod-level CPU limit, the pod-level memory limit over the containers' sum.
+        let p = pod_level_res(("", "2,512Mi"), &[("100m,", "1,1Gi")], &[]);
+        let r = pod_resources(&p);
+        assert_eq!(
+            (r.cpu_quota, r.memory_limit),
+            (Some(200_000), Some(512 << 20))
+        );
+        // The pod-level request replaces the aggregate only for the resources it names.
+        let p = pod_level_res((",128Mi", ",1Gi"), &[("300m,", "")], &[]);
+        assert_eq!(pod_resources(&p).cpu_shares, Some(307));
+        // Pod overhead on top of the pod-level values.
+        let mut p = pod_level_res(("1,1Gi", "1,1Gi"), &[("", "")], &[]);
+        p.spec.as_mut().unwrap().overhead = Some(
+            [(
+                "memory".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("64Mi".into()),
+            )]
+            .into(),
+        );
+        assert_eq!(pod_resources(&p).memory_limit, Some(gib + (64 << 20)));
+    }
+
+    #[test]
+    fn container_cgroup_with_pod_level_limits() {
+        // A container without limits gets the pod-level ones; its own limits win.
+        let p = pod_level_res(("", "500m,256Mi"), &[("100m,", ""), ("", "2,1Gi")], &[]);
+        let cs = &p.spec.as_ref().unwrap().containers;
+        let first = container_resources(&p, &cs[0]);
+        assert_eq!(
+            first,
+            Resources {
+                cpu_shares: Some(102),
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(256 << 20),
+                pids_limit: None,
+            }
+        );
+        let second = container_resources(&p, &cs[1]);
+        assert_eq!(
+            (second.cpu_quota, second.memory_limit),
+            (Some(200_000), Some(1 << 30))
+        );
+        // Pod-level requests only: no limit comes from them.
+        let p = pod_level_res(("1,1Gi", ""), &[("", "")], &[]);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
+        assert_eq!((r.cpu_quota, r.memory_limit), (None, None));
+    }
+
+    #[test]
+    fn oom_score_with_pod_level_requests() {
+        let gib: u64 = 1024 * 1024 * 1024;
+        // Burstable: pod requests 2Gi, the two containers request 512Mi between them: each
+        // container counts 512Mi + (2Gi - 512Mi) / 2 = ... as the kubelet's formula.
+        let p = pod_level_res((",2Gi", ""), &[(",512Mi", ""), ("", "")], &[]);
+        let cs = &p.spec.as_ref().unwrap().containers;
+        let remaining = (2 * gib - 512 * 1024 * 1024) / 2;
+        let want = |req: u64| (1000 - (1000 * (req + remaining)) / (10 * gib)) as i32;
+        assert_eq!(oom_score_adj(&p, &cs[0], 10 * gib), want(512 * 1024 * 1024));
+        assert_eq!(oom_score_adj(&p, &cs[1], 10 * gib), want(0));
+        // Guaranteed at the pod level: -997 like any guaranteed pod.
+        let g = pod_level_res(("1,1Gi", "1,1Gi"), &[("", "")], &[]);
+        assert_eq!(
+            oom_score_adj(&g, &g.spec.as_ref().unwrap().containers[0], 10 * gib),
+            -997
+        );
+    }
+
     // --- cgroup numbers -------------------------------------------------------------------------
 
     #[test]
@@ -279,7 +471,7 @@ mod tests {
     #[test]
     fn container_resources_numbers() {
         let p = pod_res(&[("100m,64Mi", "500m,128Mi")], &[]);
-        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
         assert_eq!(
             r,
             Resources {
@@ -292,13 +484,13 @@ mod tests {
         );
         // Request defaults to the limit.
         let p = pod_res(&[("", "250m,")], &[]);
-        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
         assert_eq!(r.cpu_shares, Some(256));
         assert_eq!(r.cpu_quota, Some(25_000));
         assert_eq!(r.memory_limit, None);
         // Nothing set.
         let p = pod_res(&[("", "")], &[]);
-        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
         assert_eq!(
             r,
             Resources {
@@ -308,7 +500,7 @@ mod tests {
         );
         // 0m request -> minimum shares.
         let p = pod_res(&[("0m,", "")], &[]);
-        let r = container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let r = container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
         assert_eq!(r.cpu_shares, Some(2));
     }
 

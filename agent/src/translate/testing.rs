@@ -52,6 +52,34 @@ pub(crate) fn pod_res(containers: &[(&str, &str)], init: &[(&str, &str)]) -> Pod
     pod(&y)
 }
 
+/// `pod_res` with pod-level resources (`spec.resources`): `(requests, limits)` as `cpu,memory`.
+pub(crate) fn pod_level_res(
+    pod_level: (&str, &str),
+    containers: &[(&str, &str)],
+    init: &[(&str, &str)],
+) -> Pod {
+    let mut p = pod_res(containers, init);
+    let list = |s: &str| {
+        let mut out = std::collections::BTreeMap::new();
+        let mut parts = s.split(',');
+        for name in ["cpu", "memory"] {
+            if let Some(v) = parts.next().filter(|v| !v.is_empty()) {
+                out.insert(
+                    name.to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.to_string()),
+                );
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    };
+    p.spec.as_mut().unwrap().resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: list(pod_level.0),
+        limits: list(pod_level.1),
+        ..Default::default()
+    });
+    p
+}
+
 pub(crate) fn v(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| s.to_string()).collect()
 }

@@ -3,6 +3,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -246,10 +247,25 @@ impl HostRuntime {
         };
         let cmd = self.exec_command(id, argv, flag)?;
         let terminal = if tty {
-            Some(crate::sys::openpty().map_err(|source| ExecError::Spawn {
-                id: id.to_string(),
-                source,
-            })?)
+            // The container's own devpts (as runc's console), the host's when it has none.
+            let pid = match self.inner.status(id).map(|s| s.state) {
+                Some(ContainerState::Running { pid, .. }) => Some(pid),
+                _ => None,
+            };
+            let own = pid.and_then(|pid| {
+                crate::sys::openpty_in(Path::new(&format!("/proc/{pid}/root")))
+                    .inspect_err(
+                        |e| tracing::debug!(error = %e, "no terminal of the container's devpts"),
+                    )
+                    .ok()
+            });
+            match own {
+                Some(t) => Some(t),
+                None => Some(crate::sys::openpty().map_err(|source| ExecError::Spawn {
+                    id: id.to_string(),
+                    source,
+                })?),
+            }
         } else {
             None
         };
@@ -592,12 +608,16 @@ mod tests {
     async fn streaming_session_with_a_terminal() {
         use std::io::{Read, Write};
         crate::reaper::install().expect("reaper");
-        let pty = crate::sys::openpty().expect("pty");
+        // A terminal of a devpts instance by its root (the host's here, a container's in
+        // exec_streaming): `tty` names it. Without root the host's ptmx may be closed to us.
+        let own = crate::sys::openpty_in(std::path::Path::new("/")).ok();
+        let named = own.is_some();
+        let pty = own.unwrap_or_else(|| crate::sys::openpty().expect("pty"));
         let mut s = spawn_streaming(
             "c1",
             // `stty size` after the read: the size is set before our input is written, but
             // the shell may reach its first commands before `resize` runs.
-            sh("echo pid $$ >&3; exec 3>&-; [ -t 0 ] && echo is-a-tty; read x; stty size; echo got-$x"),
+            sh("echo pid $$ >&3; exec 3>&-; [ -t 0 ] && echo is-a-tty; tty; read x; stty size; echo got-$x"),
             true,
             Some(pty),
         )
@@ -624,6 +644,7 @@ mod tests {
         assert!(out.contains("is-a-tty"), "{out:?}");
         assert!(out.contains("30 100"), "{out:?}");
         assert!(out.contains("got-abc"), "{out:?}");
+        assert!(!named || out.contains("/dev/pts/"), "{out:?}");
     }
 
     #[tokio::test]

@@ -36,8 +36,9 @@ pub use node::{
     RpcFailure, StageError, StatsError, UnpublishError, UnstageError, VolumeStats, VolumeUsage,
 };
 pub use registry::{
-    register, run_discovery, DiscoveryOptions, Driver, DriverChange, Drivers, NodeCapabilities,
-    RegisterError,
+    register, register_with, run_discovery, run_watcher, CsiHandler, DiscoveryOptions, Driver,
+    DriverChange, Drivers, NodeCapabilities, PluginHandler, PluginInfo, RegisterError,
+    Registration,
 };
 pub use voldata::{
     published_volumes, staged_volumes, PublishedVolume, StagedVolume, VolData, VolDataError,

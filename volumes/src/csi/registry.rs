@@ -1,12 +1,20 @@
 //! Plugin discovery, as the kubelet's plugin watcher does it: registration sockets appear in the
-//! plugins registry folder (written there by node-driver-registrar); for each, bosun is the
-//! gRPC client: `GetInfo`, then the driver's own endpoint (`GetPluginInfo`, `NodeGetInfo`,
-//! `NodeGetCapabilities`), then `NotifyRegistrationStatus`. A driver is dropped when its
-//! registration socket goes away.
+//! plugins registry folder (written there by node-driver-registrar, or by a DRA driver's kubelet
+//! plugin); for each, bosun is the gRPC client: `GetInfo`, then the handler of the announced
+//! plugin type validates the plugin, then `NotifyRegistrationStatus` tells the plugin the
+//! outcome. A plugin is deregistered when its registration socket goes away.
+//!
+//! The watcher ([`run_watcher`]) knows nothing of the plugin types: each is a
+//! [`PluginHandler`] (the kubelet's `cache.PluginHandler`). The CSI one is [`CsiHandler`]
+//! (the driver's own endpoint: `GetPluginInfo`, `NodeGetInfo`, `NodeGetCapabilities`); the
+//! agent adds the DRA one (`DRAPlugin`). A socket of a type no handler takes is refused with
+//! the kubelet's message.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +29,7 @@ use super::proto::csi::node_client::NodeClient;
 use super::proto::csi::node_service_capability::{self, rpc};
 use super::proto::csi::{GetPluginInfoRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest};
 use super::proto::registration::registration_client::RegistrationClient;
+pub use super::proto::registration::PluginInfo;
 use super::proto::registration::{InfoRequest, RegistrationStatus};
 
 /// The plugin type a CSI registration socket must announce.
@@ -174,6 +183,12 @@ pub enum RegisterError {
     },
     #[error("plugin at {} is of type {kind:?}, not {CSI_PLUGIN_TYPE}", socket.display())]
     NotCsi { socket: PathBuf, kind: String },
+    /// No handler takes the announced type (the kubelet's message).
+    #[error("no handler registered for plugin type: {kind} at socket {}", socket.display())]
+    NoHandler { socket: PathBuf, kind: String },
+    /// The handler of the plugin's type refused it.
+    #[error("{0}")]
+    Handler(String),
     #[error("CSI driver {name} supports none of bosun's versions (1.x): {versions:?}")]
     UnsupportedVersion { name: String, versions: Vec<String> },
     #[error("CSI driver registered as {registered} calls itself {reported}")]
@@ -215,6 +230,16 @@ fn request<T>(msg: T) -> tonic::Request<T> {
 /// driver to register.
 #[tracing::instrument(level = "info", skip_all, fields(socket = %socket.display()))]
 pub async fn register(socket: &Path) -> Result<Driver, RegisterError> {
+    handshake(socket, |info| async move { validate(socket, &info).await }).await
+}
+
+/// `GetInfo` on the registration socket, `check` on its answer, then
+/// `NotifyRegistrationStatus` with the outcome (a failure to notify only logs).
+async fn handshake<T, F, Fut>(socket: &Path, check: F) -> Result<T, RegisterError>
+where
+    F: FnOnce(PluginInfo) -> Fut,
+    Fut: Future<Output = Result<T, RegisterError>>,
+{
     let chan = conn::dial(socket).await?;
     let mut reg = RegistrationClient::new(chan);
     let info = reg
@@ -222,7 +247,7 @@ pub async fn register(socket: &Path) -> Result<Driver, RegisterError> {
         .await
         .map_err(rpc_err(socket, "GetInfo"))?
         .into_inner();
-    let result = validate(socket, &info).await;
+    let result = check(info).await;
     let status = match &result {
         Ok(_) => RegistrationStatus {
             plugin_registered: true,
@@ -237,6 +262,67 @@ pub async fn register(socket: &Path) -> Result<Driver, RegisterError> {
         warn!(error = %RpcFailure::from(s), "NotifyRegistrationStatus");
     }
     result
+}
+
+/// What [`PluginHandler::register`] returns: the registered plugin's name (for the logs), or
+/// why it was refused (told to the plugin).
+pub type Registration<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+
+/// One plugin type of the registry (the kubelet's `cache.PluginHandler`): validates and
+/// registers the plugins that announce it, and drops them when their socket goes.
+pub trait PluginHandler: Send + Sync {
+    /// The type it takes (`PluginInfo.type`: `CSIPlugin`, `DRAPlugin`).
+    fn plugin_type(&self) -> &str;
+    /// Validates and registers the plugin that the registration socket `socket` announced.
+    fn register<'a>(&'a self, socket: &'a Path, info: &'a PluginInfo) -> Registration<'a>;
+    /// The registration socket `socket` is gone: its plugin with it.
+    fn deregister(&self, socket: &Path);
+}
+
+/// The CSI drivers' handler: [`register`]'s checks, the drivers kept in [`Drivers`].
+pub struct CsiHandler(pub Drivers);
+
+impl PluginHandler for CsiHandler {
+    fn plugin_type(&self) -> &str {
+        CSI_PLUGIN_TYPE
+    }
+    fn register<'a>(&'a self, socket: &'a Path, info: &'a PluginInfo) -> Registration<'a> {
+        Box::pin(async move {
+            let d = validate(socket, info).await.map_err(|e| e.to_string())?;
+            info!(driver = %d.name, node_id = %d.node_id, endpoint = %d.endpoint.display(), "CSI driver registered");
+            let name = d.name.clone();
+            // A driver registered from another socket before is replaced.
+            self.0.insert(d);
+            Ok(name)
+        })
+    }
+    fn deregister(&self, socket: &Path) {
+        for c in self.0.remove_from_socket(socket) {
+            info!(socket = %socket.display(), change = ?c, "CSI driver removed: its registration socket is gone");
+        }
+    }
+}
+
+/// Talks to one registration socket for `handlers`: the one of the announced type validates
+/// and registers the plugin. Returns that type and the plugin's name.
+pub async fn register_with(
+    socket: &Path,
+    handlers: &[Arc<dyn PluginHandler>],
+) -> Result<(String, String), RegisterError> {
+    handshake(socket, |info| async move {
+        let Some(h) = handlers.iter().find(|h| h.plugin_type() == info.r#type) else {
+            return Err(RegisterError::NoHandler {
+                socket: socket.to_path_buf(),
+                kind: info.r#type.clone(),
+            });
+        };
+        let name = h
+            .register(socket, &info)
+            .await
+            .map_err(RegisterError::Handler)?;
+        Ok((info.r#type.clone(), name))
+    })
+    .await
 }
 
 async fn validate(
@@ -350,6 +436,8 @@ impl Default for DiscoveryOptions {
 struct Seen {
     /// (dev, ino) of the socket file: a new file at the same path is a new registration.
     id: (u64, u64),
+    /// The plugin type it registered as (the handler told when it goes).
+    kind: Option<String>,
     /// `None` once registered; when the last failure happened otherwise.
     failed_at: Option<Instant>,
 }
@@ -378,17 +466,26 @@ fn scan(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
     out
 }
 
-/// Runs discovery on `dir` forever: registers drivers whose registration socket appears and
-/// removes those whose socket goes away. inotify wakes it; a rescan every
-/// [`DiscoveryOptions::rescan`] catches anything missed.
+/// Runs CSI discovery on `dir` forever: [`run_watcher`] with the [`CsiHandler`] only.
 pub async fn run_discovery(dir: PathBuf, drivers: Drivers, opts: DiscoveryOptions) {
+    run_watcher(dir, vec![Arc::new(CsiHandler(drivers))], opts).await
+}
+
+/// Runs the plugin watcher on `dir` forever: registers the plugins whose registration socket
+/// appears with the handler of their type, and deregisters those whose socket goes away.
+/// inotify wakes it; a rescan every [`DiscoveryOptions::rescan`] catches anything missed.
+pub async fn run_watcher(
+    dir: PathBuf,
+    handlers: Vec<Arc<dyn PluginHandler>>,
+    opts: DiscoveryOptions,
+) {
     let watch = watch_folder(&dir);
     if watch.is_none() {
         warn!(dir = %dir.display(), "cannot watch the plugins registry with inotify; rescanning only");
     }
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
     loop {
-        reconcile(&dir, &drivers, &mut seen, &opts).await;
+        reconcile(&dir, &handlers, &mut seen, &opts).await;
         match &watch {
             Some(fd) => {
                 tokio::select! {
@@ -409,7 +506,7 @@ pub async fn run_discovery(dir: PathBuf, drivers: Drivers, opts: DiscoveryOption
 /// One pass: compares the sockets on disk with what is registered.
 async fn reconcile(
     dir: &Path,
-    drivers: &Drivers,
+    handlers: &[Arc<dyn PluginHandler>],
     seen: &mut HashMap<PathBuf, Seen>,
     opts: &DiscoveryOptions,
 ) {
@@ -420,9 +517,10 @@ async fn reconcile(
         .map(|(p, _)| p.clone())
         .collect();
     for p in gone {
-        seen.remove(&p);
-        for c in drivers.remove_from_socket(&p) {
-            info!(socket = %p.display(), change = ?c, "CSI driver removed: its registration socket is gone");
+        if let Some(kind) = seen.remove(&p).and_then(|s| s.kind) {
+            for h in handlers.iter().filter(|h| h.plugin_type() == kind) {
+                h.deregister(&p);
+            }
         }
     }
     for (path, id) in now {
@@ -433,32 +531,32 @@ async fn reconcile(
                 Some(_) => {}
             }
         }
-        match register(&path).await {
-            Ok(d) => {
-                info!(driver = %d.name, node_id = %d.node_id, endpoint = %d.endpoint.display(), "CSI driver registered");
-                // A driver registered from another socket before is replaced.
-                drivers.insert(d);
+        match register_with(&path, handlers).await {
+            Ok((kind, name)) => {
+                debug!(socket = %path.display(), kind, name, "plugin registered");
                 seen.insert(
                     path,
                     Seen {
                         id,
+                        kind: Some(kind),
                         failed_at: None,
                     },
                 );
             }
             Err(e) => {
-                warn!(socket = %path.display(), error = %e, "CSI plugin registration failed");
+                warn!(socket = %path.display(), error = %e, "plugin registration failed");
                 seen.insert(
                     path,
                     Seen {
                         id,
+                        kind: None,
                         failed_at: Some(Instant::now()),
                     },
                 );
             }
         }
     }
-    debug!(drivers = drivers.list().len(), "plugins registry scanned");
+    debug!(sockets = seen.len(), "plugins registry scanned");
 }
 
 /// An inotify instance that tokio can poll (nix's `Inotify` only implements `AsFd`).

@@ -80,15 +80,25 @@ pub struct Mounted {
 }
 
 impl Csi {
-    /// Starts discovery in `<root>/plugins_registry`, the CSINode sync and the expansion checks
-    /// (whose Events go to `events`).
-    pub fn start(client: Client, node: String, root: PathBuf, events: Events) -> Self {
+    /// Starts the plugin watcher on `<root>/plugins_registry` (CSI drivers, and the plugin
+    /// types of `handlers`: DRA drivers), the CSINode sync and the expansion checks (whose
+    /// Events go to `events`).
+    pub fn start(
+        client: Client,
+        node: String,
+        root: PathBuf,
+        events: Events,
+        handlers: Vec<Arc<dyn csi::PluginHandler>>,
+    ) -> Self {
         let drivers = Drivers::default();
         let registry = root.join("plugins_registry");
         let _ = std::fs::create_dir_all(&registry);
-        tokio::spawn(csi::run_discovery(
+        let mut all: Vec<Arc<dyn csi::PluginHandler>> =
+            vec![Arc::new(csi::CsiHandler(drivers.clone()))];
+        all.extend(handlers);
+        tokio::spawn(csi::run_watcher(
             registry,
-            drivers.clone(),
+            all,
             csi::DiscoveryOptions::default(),
         ));
         tokio::spawn(csinode::sync_csinode(

@@ -43,6 +43,14 @@ pub enum PodSetupError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's ResourceClaims could not be prepared (the kubelet's
+    /// `FailedPrepareDynamicResources`; the message is its Event's).
+    #[error("Failed to prepare dynamic resources: {source}")]
+    DynamicResources {
+        pod: String,
+        #[source]
+        source: crate::dra::DraError,
+    },
     #[error("{source}")]
     Volumes {
         pod: String,
@@ -160,6 +168,15 @@ pub enum StartContainerError {
         container: String,
         message: String,
     },
+    /// An image volume's view could not be mounted, or its subPath is not a folder of the
+    /// image: containerd's `ErrImageVolumeMountFailed`, the kubelet's CreateContainerError.
+    #[error("failed to mount image volume: {volume:?}: {message}")]
+    ImageVolume {
+        pod: String,
+        container: String,
+        volume: String,
+        message: String,
+    },
     /// The pod network failed during this sync (reported on its own): nothing starts without.
     #[error("the pod network is not set up")]
     NoNetwork { pod: String, container: String },
@@ -204,6 +221,9 @@ pub enum MountsError {
     },
     #[error("{0}")]
     SubPath(#[source] bosun_volumes::SubPathError),
+    /// A subPath of an image volume that is not a folder of the image.
+    #[error("image volume {volume:?}: {message}")]
+    ImageSubPath { volume: String, message: String },
     #[error("{}: {source}", path.display())]
     MessageFile {
         path: PathBuf,
@@ -219,6 +239,9 @@ pub enum DevicesError {
     NoVolume { name: String },
     #[error("{message}")]
     Device { message: String },
+    /// The CDI devices of the container's ResourceClaims could not be told.
+    #[error("{0}")]
+    Claims(#[source] crate::dra::DraError),
     /// A device plugin's PreStartContainer failed.
     #[error("PreStartContainer: {message}")]
     PreStart { message: String },

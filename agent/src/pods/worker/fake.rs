@@ -50,6 +50,8 @@ pub enum Call {
     UpdateContainer(String, bosun_runtime::Resources),
     /// In-place resize of a pod's cgroup.
     UpdatePod(String, bosun_runtime::Resources),
+    /// An image volume view mounted: pod uid, image id.
+    MountImageVolume(String, String),
 }
 
 #[derive(Default)]
@@ -75,6 +77,10 @@ struct State {
     seccomp_errors: HashMap<String, String>,
     /// Container name -> its memory usage in bytes (what `pods_usage` reports).
     memory_usage: HashMap<String, u64>,
+    /// The mounts each container (id) was last created with.
+    container_mounts: BTreeMap<String, Vec<bosun_runtime::Mount>>,
+    /// Pod uid -> the image ids of its mounted image volumes.
+    image_volumes: BTreeMap<String, BTreeSet<String>>,
     /// The spec each container (id) was last created or started with.
     specs: BTreeMap<String, ContainerSpec>,
 }
@@ -117,6 +123,16 @@ impl FakeRuntime {
     /// The security container `id` was created or started with.
     pub fn container_security(&self, id: &str) -> Option<ContainerSecurity> {
         self.with(|s| s.container_security.get(id).cloned())
+    }
+
+    /// The mounts container `id` was created or started with.
+    pub fn container_mounts(&self, id: &str) -> Vec<bosun_runtime::Mount> {
+        self.with(|s| s.container_mounts.get(id).cloned().unwrap_or_default())
+    }
+
+    /// Image ids of the image volumes mounted for pod `pod_uid`.
+    pub fn image_volumes(&self, pod_uid: &str) -> BTreeSet<String> {
+        self.with(|s| s.image_volumes.get(pod_uid).cloned().unwrap_or_default())
     }
 
     /// Container `name` exits with `code` as soon as it starts.
@@ -222,6 +238,8 @@ fn refuse(
 ) -> Result<(), StartError> {
     s.container_security
         .insert(spec.id.clone(), security.clone());
+    s.container_mounts
+        .insert(spec.id.clone(), spec.mounts.clone());
     match s.seccomp_errors.get(&spec.name) {
         Some(path) => Err(StartError::Seccomp {
             id: spec.id.clone(),
@@ -383,6 +401,7 @@ impl PodRuntime for FakeRuntime {
                 s.calls.push(Call::RemoveSandbox(pod_uid.to_string()));
                 s.sandboxes.remove(pod_uid);
                 s.networks.remove(pod_uid);
+                s.image_volumes.remove(pod_uid);
             });
             Ok(())
         })
@@ -551,7 +570,35 @@ impl PodRuntime for FakeRuntime {
     }
 
     fn images_in_use(&self) -> BTreeSet<String> {
-        self.with(|s| s.containers.values().map(|c| c.image_id.clone()).collect())
+        self.with(|s| {
+            s.containers
+                .values()
+                .map(|c| c.image_id.clone())
+                .chain(s.image_volumes.values().flatten().cloned())
+                .collect()
+        })
+    }
+
+    fn mount_image_volume(
+        &self,
+        pod_uid: &str,
+        image_id: &str,
+        _layers: &[PathBuf],
+    ) -> std::io::Result<PathBuf> {
+        self.with(|s| {
+            s.calls.push(Call::MountImageVolume(
+                pod_uid.to_string(),
+                image_id.to_string(),
+            ));
+            s.image_volumes
+                .entry(pod_uid.to_string())
+                .or_default()
+                .insert(image_id.to_string());
+        });
+        Ok(PathBuf::from(format!(
+            "/fake/image-volumes/{pod_uid}/{}",
+            image_id.trim_start_matches("sha256:")
+        )))
     }
 
     fn release_node(&self) -> Result<bool, RemoveSandboxError> {
@@ -620,9 +667,15 @@ impl PodRuntime for FakeRuntime {
 #[derive(Default)]
 pub struct FakeImages {
     failures: Mutex<HashMap<String, EnsureError>>,
+    ensured: Mutex<Vec<(String, PullPolicy)>>,
 }
 
 impl FakeImages {
+    /// The images asked for since the last call, with their pull policies.
+    pub fn take_ensured(&self) -> Vec<(String, PullPolicy)> {
+        std::mem::take(&mut *self.ensured.lock().unwrap())
+    }
+
     /// `image` fails to be made available with `e` (`None`: it works again).
     pub fn fail(&self, image: &str, e: Option<EnsureError>) {
         let mut f = self.failures.lock().unwrap();
@@ -641,10 +694,14 @@ impl ImageService for FakeImages {
     fn ensure<'a>(
         &'a self,
         image: &'a str,
-        _policy: PullPolicy,
+        policy: PullPolicy,
         _creds: &'a Credentials,
     ) -> BoxFuture<'a, Result<Image, EnsureError>> {
         Box::pin(async move {
+            self.ensured
+                .lock()
+                .unwrap()
+                .push((image.to_string(), policy));
             if let Some(e) = self.failures.lock().unwrap().get(image) {
                 return Err(e.clone());
             }

@@ -63,6 +63,17 @@ const POD_SETUP_RETRY: Duration = Duration::from_secs(5);
 /// `backOffOnTransientErrorPeriod`).
 const NETWORK_RETRY: Duration = Duration::from_secs(1);
 
+/// How long a pod whose set-up failed waits before the next try: DRA preparation backs off
+/// ([`crate::dra::state::retry_after`]), the rest is tried again after [`POD_SETUP_RETRY`].
+fn setup_retry(error: Option<&PodSetupError>, dra_failures: u32) -> Duration {
+    match error {
+        Some(PodSetupError::DynamicResources { .. }) => {
+            crate::dra::state::retry_after(dra_failures)
+        }
+        _ => POD_SETUP_RETRY,
+    }
+}
+
 /// What the manager holds of a worker.
 pub struct WorkerHandle {
     /// The pod and what is wanted of it (the worker syncs on every change).
@@ -127,6 +138,8 @@ pub(crate) struct Worker {
     start_time: SystemTime,
     /// A pod-level problem (sandbox, network, volumes) the status shows.
     pod_error: Option<PodSetupError>,
+    /// Failed NodePrepareResources rounds in a row (their back-off).
+    dra_failures: u32,
     /// Probe tasks and their results.
     probes: Probes,
     /// Containers being stopped in the background (failed probes), by id.
@@ -173,6 +186,7 @@ impl Worker {
             last_status: None,
             start_time: SystemTime::now(),
             pod_error: None,
+            dra_failures: 0,
             probes: Probes::default(),
             stopping: HashMap::new(),
             released: false,
@@ -465,7 +479,7 @@ impl Worker {
             // A background network set-up never outlives the sync that began it.
             self.finish_network().await;
             self.write_status(false, false, false);
-            return Next::after(POD_SETUP_RETRY);
+            return Next::after(setup_retry(self.pod_error.as_ref(), self.dra_failures));
         }
         // 3. Containers whose probes failed.
         // A container restarted for a resize: the pod cgroup takes the allocation now (the

@@ -680,7 +680,8 @@ impl Planner<'_> {
             let resized = !sidecar
                 && !pod_initialized
                 && latest(&self.observed.attempts, &c.name).is_some_and(|r| {
-                    stopped_unsuccessfully(&r.state) && resize_of(c, &r.resources) == Some(true)
+                    stopped_unsuccessfully(&r.state)
+                        && resize_of(pod, c, &r.resources) == Some(true)
                 });
             self.a.resizing |= resized;
             let own = if sidecar || resized {
@@ -726,7 +727,7 @@ impl Planner<'_> {
             let mut finished = true;
             for c in spec.iter().flat_map(|s| s.containers.iter()) {
                 let resized = latest(&self.observed.attempts, &c.name).is_some_and(|r| {
-                    !is_live(&r.state) && resize_of(c, &r.resources) == Some(true)
+                    !is_live(&r.state) && resize_of(pod, c, &r.resources) == Some(true)
                 });
                 // Stopped for a resize and not started again yet: still resizing.
                 self.a.resizing |= resized;
@@ -823,7 +824,7 @@ impl Planner<'_> {
             {
                 continue;
             }
-            let Some(restart) = resize_of(c, &rec.resources) else {
+            let Some(restart) = resize_of(pod, c, &rec.resources) else {
                 continue;
             };
             self.a.resizing = true;
@@ -838,7 +839,7 @@ impl Planner<'_> {
                 });
                 continue;
             }
-            let want = translate::container_resources(c);
+            let want = translate::container_resources(pod, c);
             let cpu_grows = match (cpu_limit(&want), cpu_limit(&rec.resources)) {
                 (None, Some(_)) => true,
                 (Some(new), Some(old)) => new > old,
@@ -932,8 +933,8 @@ impl Planner<'_> {
 /// `Some(restart)` when it does, `restart` when its `resizePolicy` says `RestartContainer` for
 /// a resource that changed (the kubelet's `determineContainerResize`; `NotRequired` is the
 /// default).
-pub fn resize_of(c: &Container, actual: &Resources) -> Option<bool> {
-    let want = translate::container_resources(c);
+pub fn resize_of(pod: &Pod, c: &Container, actual: &Resources) -> Option<bool> {
+    let want = translate::container_resources(pod, c);
     if want == *actual {
         return None;
     }

@@ -855,7 +855,7 @@ fn running_with(resources: &str) -> Attempts {
     let old = sized("Always", resources, "[]");
     let c = &old.spec.as_ref().unwrap().containers[0];
     let mut r = rec("app", 0, running());
-    r.resources = translate::container_resources(c);
+    r.resources = translate::container_resources(&old, c);
     [("app".to_string(), vec![r])].into()
 }
 
@@ -960,7 +960,7 @@ fn resize_table() {
     for (case, runs, allocated, policy, update, restart) in cases {
         let p = sized("Never", allocated, policy);
         let a = plan_at(&p, &observed(running_with(runs)), &Backoff::default(), t(1));
-        let want = translate::container_resources(&p.spec.as_ref().unwrap().containers[0]);
+        let want = translate::container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
         let got: Vec<_> = a
             .containers_to_update
             .iter()
@@ -1000,12 +1000,12 @@ fn a_container_stopped_for_a_resize_starts_again_whatever_the_pod_policy() {
     let p = sized("Never", "{limits: {cpu: 2}}", CPU_RESTARTS);
     let old = sized("Never", "{limits: {cpu: 1}}", CPU_RESTARTS);
     let mut r = rec("app", 0, exited(137, t(5)));
-    r.resources = translate::container_resources(&old.spec.as_ref().unwrap().containers[0]);
+    r.resources = translate::container_resources(&old, &old.spec.as_ref().unwrap().containers[0]);
     let o = observed([("app".to_string(), vec![r.clone()])].into());
     let a = plan_at(&p, &o, &Backoff::default(), t(6));
     assert_eq!(names(&a.containers_to_start), [("app".into(), 1)]);
     // Exited with its own resources: the pod's policy holds (Never).
-    r.resources = translate::container_resources(&p.spec.as_ref().unwrap().containers[0]);
+    r.resources = translate::container_resources(&p, &p.spec.as_ref().unwrap().containers[0]);
     let o = observed([("app".to_string(), vec![r])].into());
     let a = plan_at(&p, &o, &Backoff::default(), t(6));
     assert!(a.containers_to_start.is_empty());
@@ -1044,7 +1044,7 @@ fn setup_with(resources: &str, state: ContainerState) -> Record {
     let old = init_sized("Always", resources, "[]");
     let c = &old.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
     let mut r = rec("setup", 0, state);
-    r.resources = translate::container_resources(c);
+    r.resources = translate::container_resources(&old, c);
     r
 }
 
@@ -1100,6 +1100,7 @@ fn a_running_non_sidecar_init_container_is_resized_in_place() {
         let o = observed([("setup".to_string(), vec![setup_with(ORIGINAL, running())])].into());
         let a = plan_at(&p, &o, &Backoff::default(), t(1));
         let want = translate::container_resources(
+            &p,
             &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
         );
         let got: Vec<_> = a

@@ -42,6 +42,7 @@ impl StartContainerError {
             | StartContainerError::Config { pod, container, .. }
             | StartContainerError::Devices { pod, container, .. }
             | StartContainerError::Security { pod, container, .. }
+            | StartContainerError::ImageVolume { pod, container, .. }
             | StartContainerError::NoNetwork { pod, container }
             | StartContainerError::Runtime { pod, container, .. }
             | StartContainerError::NotCreated { pod, container, .. }
@@ -101,7 +102,8 @@ impl StartContainerError {
             // What the runtime refuses before it makes anything (a profile it cannot apply, a
             // mount it cannot idmap): the kubelet's CreateContainerError, tried again later
             // (a fixed profile file lets the next try start it).
-            StartContainerError::Runtime {
+            StartContainerError::ImageVolume { .. }
+            | StartContainerError::Runtime {
                 source:
                     StartError::Seccomp { .. }
                     | StartError::AppArmor { .. }
@@ -162,6 +164,7 @@ impl PodSetupError {
     pub fn reason(&self) -> &'static str {
         match self {
             PodSetupError::Volumes { .. } => event::FAILED_MOUNT_VOLUME,
+            PodSetupError::DynamicResources { .. } => event::FAILED_PREPARE_DYNAMIC_RESOURCES,
             _ => event::FAILED_CREATE_POD_SANDBOX,
         }
     }
@@ -175,6 +178,7 @@ impl PodSetupError {
             | PodSetupError::PodFiles { pod, .. }
             | PodSetupError::HostsFile { pod, .. }
             | PodSetupError::Volumes { pod, .. }
+            | PodSetupError::DynamicResources { pod, .. }
             | PodSetupError::UserNamespace { pod, .. } => pod,
         }
     }

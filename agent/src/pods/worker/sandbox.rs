@@ -47,6 +47,11 @@ impl Worker {
             self.net.sandbox = Some(sb);
             return true;
         }
+        // The pod's ResourceClaims are prepared before its sandbox is made (the kubelet's
+        // PrepareDynamicResources in SyncPod, when it creates the sandbox).
+        if !self.prepare_dynamic_resources().await {
+            return false;
+        }
         let mut spec = crate::translate::sandbox_spec(&self.pod);
         spec.hostname = crate::network::uts_hostname(&self.pod, &self.ctx.cfg.cluster_domain);
         // hostUsers: false: the pod's ID range, allocated (and persisted) before its sandbox is
@@ -162,6 +167,32 @@ impl Worker {
 
     /// The sandbox or its network could not be set up: FailedCreatePodSandBox, and no
     /// container starts until a later sync sets it up.
+    /// NodePrepareResources for the pod's claims (nothing without claims or off a cluster).
+    /// A failure is the pod's set-up error (FailedPrepareDynamicResources), tried again with
+    /// back-off ([`crate::dra::state::retry_after`]).
+    async fn prepare_dynamic_resources(&mut self) -> bool {
+        let Some(dra) = self.ctx.dra.clone() else {
+            return true;
+        };
+        if !crate::dra::state::wants(&self.pod) {
+            return true;
+        }
+        match dra.prepare(&self.pod).await {
+            Ok(()) => {
+                self.dra_failures = 0;
+                true
+            }
+            Err(source) => {
+                self.dra_failures = self.dra_failures.saturating_add(1);
+                tracing::warn!(error = %source, "failed to prepare dynamic resources");
+                self.setup_failed(PodSetupError::DynamicResources {
+                    pod: self.key(),
+                    source,
+                })
+            }
+        }
+    }
+
     fn setup_failed(&mut self, e: PodSetupError) -> bool {
         tracing::debug!(pod = e.pod(), error = %e, "pod sandbox not ready");
         self.event(EventType::Warning, e.reason(), &e.to_string());

@@ -9,6 +9,7 @@
 //! applies when it creates the container; an exec into it (kubectl exec, exec probes, hooks)
 //! runs under the same filter, label and user namespace.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -97,9 +98,13 @@ impl Worker {
             // The pod network failed in this sync (reported): nothing starts without it.
             return Err(StartContainerError::NoNetwork { pod, container });
         }
+        // As the kubelet: the image volumes' pulls fail before the container's own image.
+        let image_volumes = self.image_volumes(c).await?;
         let image = self.pull_image(c).await?;
         let id = translate::container_id(&self.uid, &c.name, attempt);
-        let (spec, security) = self.container_config(c, attempt, &id, &image).await?;
+        let (spec, security) = self
+            .container_config(c, attempt, &id, &image, &image_volumes)
+            .await?;
         self.ctx.images.used(&image.id);
         self.waiting.remove(&c.name);
         let t0 = std::time::Instant::now();
@@ -182,6 +187,50 @@ impl Worker {
     async fn pull_image(&mut self, c: &Container) -> Result<Image, StartContainerError> {
         let image_ref = c.image.clone().unwrap_or_default();
         let key = image_key(&c.name, &image_ref);
+        let policy = PullPolicy::of(c.image_pull_policy.as_deref(), &image_ref);
+        self.ensure_image(c, image_ref, policy, key, true).await
+    }
+
+    /// The image volumes container `c` mounts (the kubelet's `getImageVolumes`, then
+    /// `toKubeContainerImageVolumes`): each volume's image made available by the volume's
+    /// `pullPolicy` with the pod's pull secrets (its pulls back off by volume and image), then
+    /// its read-only view mounted for the pod by the runtime. Volume name -> host path.
+    async fn image_volumes(
+        &mut self,
+        c: &Container,
+    ) -> Result<HashMap<String, PathBuf>, StartContainerError> {
+        let mut out = HashMap::new();
+        for (name, reference, pull_policy) in translate::image_volumes_of(&self.pod, c) {
+            let key = image_key(&format!("volume/{name}"), &reference);
+            let policy = PullPolicy::of(pull_policy.as_deref(), &reference);
+            let image = self.ensure_image(c, reference, policy, key, false).await?;
+            let path = self
+                .ctx
+                .runtime
+                .mount_image_volume(&self.uid, &image.id, &image.layers)
+                .map_err(|e| StartContainerError::ImageVolume {
+                    pod: self.key(),
+                    container: c.name.clone(),
+                    volume: name.clone(),
+                    message: e.to_string(),
+                })?;
+            self.ctx.images.used(&image.id);
+            out.insert(name, path);
+        }
+        Ok(out)
+    }
+
+    /// Makes `image_ref` available for container `c` (its own image, or an image volume's:
+    /// `own` false, whose pull Events name the pod as the kubelet's image puller does for
+    /// image volumes), with the back-off under `key`.
+    async fn ensure_image(
+        &mut self,
+        c: &Container,
+        image_ref: String,
+        policy: PullPolicy,
+        key: String,
+        own: bool,
+    ) -> Result<Image, StartContainerError> {
         let now = SystemTime::now();
         let previous = self.waiting.get(&c.name);
         // Measured from the last failed pull, as the kubelet's IsInBackOffSinceUpdate.
@@ -197,15 +246,21 @@ impl Worker {
                 });
             }
         }
-        let policy = PullPolicy::of(c.image_pull_policy.as_deref(), &image_ref);
         let pulls = match policy {
             PullPolicy::Always => true,
             PullPolicy::IfNotPresent => !self.ctx.images.present(&image_ref),
             PullPolicy::Never => false,
         };
+        let image_event = |w: &Self, kind: EventType, reason: &str, message: &str| {
+            if own {
+                w.container_event(&c.name, kind, reason, message);
+            } else {
+                w.event(kind, reason, message);
+            }
+        };
         if pulls {
-            self.container_event(
-                &c.name,
+            image_event(
+                self,
                 EventType::Normal,
                 event::PULLING_IMAGE,
                 &format!("Pulling image {image_ref:?}"),
@@ -239,7 +294,7 @@ impl Worker {
                 } else {
                     format!("Container image {image_ref:?} already present on machine")
                 };
-                self.container_event(&c.name, EventType::Normal, event::PULLED_IMAGE, &message);
+                image_event(self, EventType::Normal, event::PULLED_IMAGE, &message);
                 Ok(image)
             }
             Err(source) => {
@@ -263,14 +318,25 @@ impl Worker {
         attempt: u32,
         id: &str,
         image: &Image,
+        image_volumes: &HashMap<String, PathBuf>,
     ) -> Result<(ContainerSpec, ContainerSecurity), StartContainerError> {
         let (pod, container) = (self.key(), c.name.clone());
         let (mounts, message_file) =
-            self.mounts(c, id)
-                .map_err(|source| StartContainerError::Mounts {
-                    pod: pod.clone(),
-                    container: container.clone(),
-                    source,
+            self.mounts(c, id, image_volumes)
+                .map_err(|source| match source {
+                    MountsError::ImageSubPath { volume, message } => {
+                        StartContainerError::ImageVolume {
+                            pod: pod.clone(),
+                            container: container.clone(),
+                            volume,
+                            message,
+                        }
+                    }
+                    source => StartContainerError::Mounts {
+                        pod: pod.clone(),
+                        container: container.clone(),
+                        source,
+                    },
                 })?;
         let mut security = crate::security::container_security(&self.pod, c, &self.ctx.security)
             .map_err(|message| StartContainerError::Security {
@@ -328,10 +394,22 @@ impl Worker {
         self.plugin_devices(c, &mut spec)
             .await
             .map_err(|source| StartContainerError::Devices {
-                pod,
-                container,
+                pod: pod.clone(),
+                container: container.clone(),
                 source,
             })?;
+        // The CDI devices of the ResourceClaims the container names (the kubelet's
+        // GetResources): the runtime resolves them through the CDI specs.
+        if let Some(dra) = &self.ctx.dra {
+            let ids = dra.container_cdi_devices(&self.pod, c).await.map_err(|e| {
+                StartContainerError::Devices {
+                    pod,
+                    container,
+                    source: DevicesError::Claims(e),
+                }
+            })?;
+            spec.cdi_devices.extend(ids);
+        }
         spec.labels
             .insert(LABEL_STOP_SIGNAL.into(), spec.stop_signal.to_string());
         Ok((spec, security))
@@ -388,6 +466,7 @@ impl Worker {
         &self,
         c: &Container,
         id: &str,
+        image_volumes: &HashMap<String, PathBuf>,
     ) -> Result<(Vec<(Mount, Option<String>)>, PathBuf), MountsError> {
         let vols = self.vols.paths.clone().unwrap_or_default();
         let pod_dir = self.pod_dir();
@@ -402,9 +481,22 @@ impl Worker {
             .into_iter()
             .enumerate()
         {
-            let vol = vols.get(&r.volume).ok_or_else(|| MountsError::NotSetUp {
-                volume: r.volume.clone(),
-            })?;
+            let image_volume = image_volumes.get(&r.volume);
+            let vol = image_volume
+                .or_else(|| vols.get(&r.volume))
+                .ok_or_else(|| MountsError::NotSetUp {
+                    volume: r.volume.clone(),
+                })?;
+            if let (Some(root), Some(sp)) = (image_volume, r.sub_path.as_deref()) {
+                // As containerd: a subPath of an image volume must be a folder of the image
+                // (never made: the view is read-only).
+                translate::check_image_sub_path(root, sp).map_err(|message| {
+                    MountsError::ImageSubPath {
+                        volume: r.volume.clone(),
+                        message,
+                    }
+                })?;
+            }
             if r.propagation == Propagation::Bidirectional {
                 // Mounts made in the container must reach the host: the kubelet's root folder has
                 // to be a shared mount (the kubelet makes it one at start; bosun only when needed).

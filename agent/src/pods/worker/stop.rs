@@ -193,6 +193,14 @@ impl Worker {
                 }
             }
         }
+        // Its ResourceClaims are unprepared once no container of it runs (the kubelet's
+        // UnprepareDynamicResources in SyncTerminatingPod); a failure is retried by the DRA
+        // manager in the background.
+        if let Some(dra) = &self.ctx.dra {
+            if let Err(e) = dra.unprepare(&self.uid).await {
+                tracing::warn!(error = %e, "dynamic resources not unprepared; retrying");
+            }
+        }
         if let Some(setup) = self.net.pending.take() {
             // The network is given back only after its set-up is over.
             let _ = setup.await;

@@ -29,19 +29,27 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        Harness::with(None, Arc::new(crate::podnet::PodNetwork::ready()))
+        Harness::build(None, None)
     }
 
     fn with_network(pod_network: Arc<crate::podnet::PodNetwork>) -> Harness {
-        Harness::with(None, pod_network)
+        Harness::with(None, None, pod_network)
     }
 
     fn with_devices(devices: Option<Arc<dyn crate::devices::DeviceService>>) -> Harness {
-        Harness::with(devices, Arc::new(crate::podnet::PodNetwork::ready()))
+        Harness::build(devices, None)
+    }
+
+    fn build(
+        devices: Option<Arc<dyn crate::devices::DeviceService>>,
+        dra: Option<Arc<dyn crate::dra::DraService>>,
+    ) -> Harness {
+        Harness::with(devices, dra, Arc::new(crate::podnet::PodNetwork::ready()))
     }
 
     fn with(
         devices: Option<Arc<dyn crate::devices::DeviceService>>,
+        dra: Option<Arc<dyn crate::dra::DraService>>,
         pod_network: Arc<crate::podnet::PodNetwork>,
     ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
@@ -73,6 +81,7 @@ impl Harness {
             volume_stats: None,
             events_tx: Some(events_tx),
             devices,
+            dra,
             security: crate::security::NodeSecurity {
                 sysctls: crate::security::sysctl::Allowlist::new(&[], (6, 1)).unwrap(),
                 ..Default::default()
@@ -420,6 +429,114 @@ async fn a_crashing_container_is_restarted_then_backs_off() {
     // Told once.
     w.sync(Intent::Run).await;
     assert!(h.events().is_empty());
+}
+
+#[tokio::test]
+async fn image_volumes_are_pulled_by_their_policy_and_mounted_read_only() {
+    let mut h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  volumes:\n  - {name: tools, image: {reference: \"tools:1\"}}\n  - {name: latest, image: {reference: tools, pullPolicy: IfNotPresent}}\n  - {name: data, emptyDir: {}}\n  containers:\n  - name: a\n    image: app:1\n    volumeMounts:\n    - {name: tools, mountPath: /tools}\n    - {name: latest, mountPath: /latest, readOnly: false}\n    - {name: data, mountPath: /data}\n  - {name: b, image: app:1}\n");
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    // The volumes' images first (their policies, defaulted by the reference's tag), then the
+    // container's own; the container without image volumes pulls only its image.
+    use crate::images::PullPolicy::*;
+    assert_eq!(
+        h.images.take_ensured(),
+        [
+            ("tools:1".to_string(), IfNotPresent),
+            ("tools".to_string(), IfNotPresent),
+            ("app:1".to_string(), IfNotPresent),
+            ("app:1".to_string(), IfNotPresent),
+        ]
+    );
+    let image_id = format!("sha256:{}", "a".repeat(64));
+    assert!(h
+        .rt
+        .take_calls()
+        .contains(&Call::MountImageVolume("u1".into(), image_id.clone())));
+    let mounts = h.rt.container_mounts("u1_a_0");
+    let at = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination == std::path::Path::new(dest))
+            .unwrap()
+            .clone()
+    };
+    let view = std::path::PathBuf::from(format!("/fake/image-volumes/u1/{}", "a".repeat(64)));
+    // Read-only whatever the volumeMount says.
+    assert_eq!(
+        (at("/tools").source, at("/tools").readonly),
+        (view.clone(), true)
+    );
+    assert_eq!((at("/latest").source, at("/latest").readonly), (view, true));
+    assert!(!at("/data").readonly);
+    // The image is in use while the pod's view is mounted.
+    assert!(bosun_runtime::PodRuntime::images_in_use(&*h.rt).contains(&image_id));
+    // Never idmapped (in a pod with its own user namespace): an overlay cannot be.
+    let sec = h.rt.container_security("u1_a_0").unwrap();
+    assert!(sec
+        .plain_mounts
+        .contains(&std::path::PathBuf::from("/tools")));
+    let pulled: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter(|(r, _, m)| r == "Pulled" && m.contains("tools"))
+        .collect();
+    // The image puller's events of image volumes name the pod, not a container.
+    assert!(
+        !pulled.is_empty() && pulled.iter().all(|(_, c, _)| c.is_none()),
+        "{pulled:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_image_volume_pull_holds_the_container_back() {
+    let h = Harness::new();
+    let p = pod("spec:\n  hostNetwork: true\n  volumes:\n  - {name: tools, image: {reference: \"tools:1\", pullPolicy: Never}}\n  containers:\n  - name: a\n    image: app:1\n    volumeMounts: [{name: tools, mountPath: /tools}]\n  - {name: b, image: app:1}\n");
+    h.images.fail(
+        "tools:1",
+        Some(EnsureError::NeverPull {
+            image: "tools:1".into(),
+        }),
+    );
+    let mut w = h.worker(&p);
+    w.sync(Intent::Run).await;
+    let st = status(&w);
+    let wa = waiting(&st, "a").unwrap();
+    assert_eq!(wa.reason.as_deref(), Some("ErrImageNeverPull"));
+    assert_eq!(
+        wa.message.as_deref(),
+        Some("container image \"tools:1\" is not present with pull policy of Never")
+    );
+    // The other container runs; nothing of `a` was made, its own image not even asked for.
+    assert_eq!(starts(&h.rt.take_calls()), ["u1_b_0"]);
+    let ensured = h.images.take_ensured();
+    assert_eq!(ensured.iter().filter(|(i, _)| i == "app:1").count(), 1);
+    assert!(h.rt.image_volumes("u1").is_empty());
+    // A pull error backs off as the container's own image does.
+    h.images.fail(
+        "tools:1",
+        Some(EnsureError::Pull {
+            image: "tools:1".into(),
+            message: "manifest unknown".into(),
+        }),
+    );
+    w.sync(Intent::Run).await;
+    assert_eq!(
+        waiting(&status(&w), "a").unwrap().reason.as_deref(),
+        Some("ErrImagePull")
+    );
+    w.sync(Intent::Run).await;
+    let wa = waiting(&status(&w), "a").unwrap();
+    assert_eq!(wa.reason.as_deref(), Some("ImagePullBackOff"));
+    assert!(
+        wa.message
+            .as_deref()
+            .unwrap()
+            .starts_with("Back-off pulling image \"tools:1\""),
+        "{wa:?}"
+    );
+    assert!(h.rt.image_volumes("u1").is_empty());
 }
 
 #[tokio::test]
@@ -1166,7 +1283,7 @@ fn sized(generation: i64, resources: &str, policy: &str) -> Pod {
 }
 
 fn resources_of(p: &Pod) -> bosun_runtime::Resources {
-    crate::translate::container_resources(&p.spec.as_ref().unwrap().containers[0])
+    crate::translate::container_resources(p, &p.spec.as_ref().unwrap().containers[0])
 }
 
 /// The status of condition `ty`: (reason, message), `None` when absent.
@@ -1461,6 +1578,7 @@ fn init_sized(generation: i64, init: &str) -> Pod {
 
 fn init_resources_of(p: &Pod) -> bosun_runtime::Resources {
     crate::translate::container_resources(
+        p,
         &p.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0],
     )
 }
@@ -1752,4 +1870,126 @@ async fn a_pod_beyond_the_devices_is_rejected_with_the_kubelets_message() {
         Some("Pod was rejected: Allocate failed due to requested number of devices unavailable for example.com/dev. Requested: 2, Available: 1, which is unexpected")
     );
     let _ = h.events();
+}
+
+/// A DRA manager on fakes (one registered driver `drv`), its checkpoint in `root`.
+fn fake_dra(
+    root: &std::path::Path,
+) -> (
+    Arc<crate::dra::DraManager>,
+    Arc<crate::dra::testing::FakeClaims>,
+    crate::dra::testing::FakeDrivers,
+) {
+    let claims = Arc::new(crate::dra::testing::FakeClaims::default());
+    let drivers = crate::dra::testing::FakeDrivers::default();
+    drivers.0.lock().unwrap().registered.push("drv".into());
+    let m = crate::dra::DraManager::new(root, claims.clone(), Arc::new(drivers.clone()));
+    (Arc::new(m), claims, drivers)
+}
+
+#[tokio::test]
+async fn a_pod_gets_the_cdi_devices_of_its_claims_and_they_are_unprepared_when_it_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dra, claims, drivers) = fake_dra(tmp.path());
+    claims.put(crate::dra::testing::claim(
+        "gen",
+        "cg",
+        "drv",
+        &["gpu"],
+        &["u1"],
+        Some("u1"),
+    ));
+    drivers.0.lock().unwrap().devices.insert(
+        "gen".into(),
+        vec![(vec!["gpu".into()], vec!["drv.example.com/gpu=0".into()])],
+    );
+    let mut h = Harness::build(None, Some(dra.clone()));
+    let p = crate::dra::testing::pod(
+        "u1",
+        &[("t", None)],
+        &[("t", "gen")],
+        &[("a", &[("t", "gpu")]), ("b", &[])],
+    );
+    let mut w = h.worker(&p);
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+    // Prepared once, before the sandbox; the container naming the claim gets its CDI device.
+    assert_eq!(drivers.0.lock().unwrap().prepared.len(), 1);
+    let a = h.rt.container_spec("u1_a_0").expect("a started");
+    assert_eq!(a.cdi_devices, ["drv.example.com/gpu=0"]);
+    let b = h.rt.container_spec("u1_b_0").expect("b started");
+    assert!(b.cdi_devices.is_empty());
+    // Deleted: unprepared once the containers are gone.
+    w.sync(Intent::Terminate { grace: Some(0) }).await;
+    assert_eq!(
+        drivers.0.lock().unwrap().unprepared,
+        [("drv".to_string(), vec!["gen".to_string()])]
+    );
+    assert!(dra.pods().await.is_empty());
+    let _ = h.events();
+}
+
+#[tokio::test]
+async fn a_pod_whose_claims_cannot_be_prepared_waits_with_the_kubelets_event_and_backs_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dra, claims, drivers) = fake_dra(tmp.path());
+    let mut h = Harness::build(None, Some(dra.clone()));
+    // The claim is allocated to a driver that is not registered.
+    claims.put(crate::dra::testing::claim(
+        "gen",
+        "cg",
+        "gpu.example.com",
+        &["gpu"],
+        &["u1"],
+        Some("u1"),
+    ));
+    let p = crate::dra::testing::pod(
+        "u1",
+        &[("t", None)],
+        &[("t", "gen")],
+        &[("a", &[("t", "")])],
+    );
+    let mut w = h.worker(&p);
+    let first = w.sync(Intent::Run).await;
+    let msg = "Failed to prepare dynamic resources: prepare dynamic resources: DRA driver gpu.example.com is not registered";
+    assert_eq!(
+        h.events(),
+        [(
+            "FailedPrepareDynamicResources".to_string(),
+            None,
+            msg.to_string()
+        )]
+    );
+    // No sandbox, no container; the container waits in ContainerCreating with the message.
+    assert!(bosun_runtime::PodRuntime::sandbox(&*h.rt, "u1").is_none());
+    assert!(h.rt.container_spec("u1_a_0").is_none());
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    let waiting = st.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
+    assert_eq!(waiting.message.as_deref(), Some(msg));
+    // Tried again later each time: 5 s, then 10 s.
+    let after = |n: Next| match n {
+        Next::At(t) => t.duration_since(SystemTime::now()).unwrap_or_default(),
+        other => panic!("{other:?}"),
+    };
+    assert!(after(first) <= Duration::from_secs(5));
+    let second = w.sync(Intent::Run).await;
+    assert!(after(second) > Duration::from_secs(8), "{second:?}");
+    let _ = h.events();
+    // The driver registers: the pod starts.
+    drivers
+        .0
+        .lock()
+        .unwrap()
+        .registered
+        .push("gpu.example.com".into());
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
+    assert_eq!(dra.pods().await, ["u1"]);
 }

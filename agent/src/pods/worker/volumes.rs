@@ -67,6 +67,11 @@ pub fn volume_source(
                 "CSI inline volume of driver {driver} must be published first"
             )))
         }
+        VolumeKind::Image { reference, .. } => {
+            return Err(source(format!(
+                "image volume of {reference:?} is mounted when a container starts"
+            )))
+        }
     })
 }
 
@@ -199,6 +204,10 @@ impl Worker {
                     volume: name.clone(),
                     source,
                 };
+                if matches!(kind, VolumeKind::Image { .. }) {
+                    // Pulled and mounted by the start of a container that mounts it.
+                    continue;
+                }
                 let kind = match (kind, &self.ctx.volumes) {
                     (VolumeKind::Claim { claim }, Some(src)) => {
                         resolved = src
