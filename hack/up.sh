@@ -27,7 +27,11 @@ NODE=$(hostname | tr '[:upper:]' '[:lower:]')
 if pgrep -f "^bosun --config /etc/bosun/config.yaml" >/dev/null; then
   echo "bosun is already running (make down first)"; exit 1
 fi
-BOSUN_CP_NODE_NAME=$NODE bash tests/cluster/up.sh "$CP"
+# The controller-manager allocates each node a pod CIDR from the cluster's (as kubeadm's
+# `--pod-network-cidr` makes it do); the node's network config below uses it.
+BOSUN_CP_NODE_NAME=$NODE \
+  BOSUN_CP_CONTROLLER_MANAGER_FLAGS="--allocate-node-cidrs --cluster-cidr=10.244.0.0/16" \
+  bash tests/cluster/up.sh "$CP"
 ln -sf "$K8S_BIN/kubectl" /usr/local/bin/kubectl
 export KUBECONFIG=$CP/admin.kubeconfig
 
@@ -50,8 +54,10 @@ fi
 skopeo copy --quiet --dest-tls-verify=false "oci:$BOSUN_CACHE/images/busybox-oci:latest" \
   docker://127.0.0.1:5000/busybox:1.36
 
-# The pod network: an empty CNI folder of bosun's own (this machine's /etc/cni/net.d may belong
-# to podman), where bosun writes its default network: bridge + host-local IPAM on the pod CIDR.
+# The pod network: a CNI folder of bosun's own (this machine's /etc/cni/net.d may belong to
+# podman), empty until the node has registered: the admin's config goes there below, as for a
+# kubelet (bosun writes none of its own in cluster mode).
+rm -f /etc/bosun/net.d/*.conflist /etc/bosun/net.d/*.conf
 mkdir -p /etc/bosun/net.d /etc/bosun/manifests
 cp examples/*.yaml /etc/bosun/manifests/
 # A new control plane has a new CA: the node identity of an earlier `make up` is useless.
@@ -74,8 +80,23 @@ YAML
 nohup bosun --config /etc/bosun/config.yaml --kubeconfig /var/lib/kubelet/kubeconfig \
   --bootstrap-kubeconfig "$CP/bootstrap.kubeconfig" --cert-dir /var/lib/kubelet/pki \
   --pod-manifest-path /etc/bosun/manifests --cni-conf-dir /etc/bosun/net.d \
-  --pod-cidr 10.244.0.0/24 >/var/log/bosun.log 2>&1 &
+  >/var/log/bosun.log 2>&1 &
 echo "bosun started (pid $!), log in /var/log/bosun.log"
+
+# The node is NotReady ("cni plugin not initialized") until it has a network config: a bridge
+# with host-local IPAM on the pod CIDR the controller-manager gave the Node (what a network
+# add-on's DaemonSet writes in a real cluster).
+pod_cidr() { kubectl get node "$NODE" -o jsonpath='{.spec.podCIDR}' 2>/dev/null; }
+for _ in $(seq 1 120); do [ -n "$(pod_cidr)" ] && break; sleep 1; done
+CIDR=$(pod_cidr)
+[ -n "$CIDR" ] || { echo "the node got no pod CIDR; see /var/log/bosun.log"; exit 1; }
+cat >/etc/bosun/net.d/10-bridge.conflist <<JSON
+{"cniVersion": "1.0.0", "name": "bosun", "plugins": [
+  {"type": "bridge", "bridge": "bosun0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}]}
+JSON
+echo "pod network: bridge bosun0 on $CIDR (/etc/bosun/net.d/10-bridge.conflist)"
 
 ready() { [ "$(kubectl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; }
 for _ in $(seq 1 120); do ready && break; sleep 1; done

@@ -57,9 +57,23 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// How the agent runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// On a manifest folder: bosun writes its default CNI network.
+    Standalone,
+    /// A cluster's node.
+    Cluster,
+    /// A cluster's node before its `--config` file exists: only the CRI API is served.
+    CriOnly,
+}
+
 /// Builds the agent's shared context: runtime (adopting what runs), images (with their GC
-/// loop), folders. The image manager is also returned for what reads the store itself.
-pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
+/// loop), the pod network's state (with its poll loop), folders. The image manager is also
+/// returned for what reads the store itself. In cluster mode the Node's pod CIDR comes from
+/// the apiserver and bosun writes no CNI config unless `--default-cni-network` says so.
+pub async fn context(cfg: Config, mode: Mode) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
+    let cluster = mode != Mode::Standalone;
     // Orphans re-parented to us (a keeper's helpers) are reaped by the reaper.
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches no memory.
     unsafe {
@@ -103,7 +117,6 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
                     conf_dir: cfg.cni_conf_dir.clone(),
                     bin_dirs: cfg.cni_bin_dirs.clone(),
                 },
-                pod_cidr: cfg.pod_cidr.clone(),
             },
         },
     )
@@ -112,12 +125,15 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
     let images =
         Arc::new(crate::images::ImageManager::new(&cfg).context("setting up image pulls")?);
     let runtime: Arc<dyn bosun_runtime::PodRuntime> = Arc::new(runtime);
-    // Image GC every 5 minutes, as the kubelet.
-    tokio::spawn(crate::images::gc_loop(
-        runtime.clone(),
-        images.clone(),
-        Duration::from_secs(300),
-    ));
+    // Image GC every 5 minutes, as the kubelet (not while only the CRI API is served: the
+    // images pulled for pods not made yet are what kubeadm asked for).
+    if mode != Mode::CriOnly {
+        tokio::spawn(crate::images::gc_loop(
+            runtime.clone(),
+            images.clone(),
+            Duration::from_secs(300),
+        ));
+    }
     let security = crate::security::NodeSecurity::new(
         &cfg.allowed_unsafe_sysctls,
         cfg.seccomp_default,
@@ -138,7 +154,15 @@ pub async fn context(cfg: Config) -> anyhow::Result<(Ctx, Arc<ImageManager>)> {
     let resources =
         crate::pods::eviction::NodeResources::new(&cfg, crate::pods::eviction::host_capacity(&cfg))
             .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let pod_network = Arc::new(crate::podnet::PodNetwork::new(crate::podnet::Settings {
+        conf_dir: cfg.cni_conf_dir.clone(),
+        default_network: !cluster || cfg.default_cni_network,
+        configured_cidr: cfg.pod_cidr.clone(),
+        cluster,
+    }));
+    tokio::spawn(pod_network.clone().run());
     let ctx = Ctx {
+        pod_network,
         security,
         userns,
         cfg,
@@ -213,7 +237,7 @@ fn serve_pod_resources(ctx: &Arc<Ctx>) {
 
 /// Runs the pods of the manifest folder until SIGTERM/SIGINT (pods keep running after).
 pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
-    let (ctx, images) = context(cfg).await?;
+    let (ctx, images) = context(cfg, Mode::Standalone).await?;
     let ctx = Arc::new(ctx);
     serve_pod_resources(&ctx);
     crate::cri::serve(ctx.clone(), images, &ctx.cfg.cri_sockets)?;
@@ -228,6 +252,32 @@ pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
         .with_errors_in(&ctx.cfg.run_dir);
     tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
     pods::serve(ctx, rx).await
+}
+
+/// A cluster node whose `--config` file does not exist yet (an enabled kubelet.service before
+/// `kubeadm init` or `join` writes it): serves the CRI API (kubeadm's preflight checks the
+/// socket, its image pulls go through it) with the flags' settings, looks for the file every
+/// second, and once it is there runs bosun again in this process with it.
+pub async fn wait_for_config(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
+    tracing::warn!(
+        config = %path.display(),
+        "the config file does not exist yet: serving the CRI API until it does"
+    );
+    // One TLS stack for image pulls, as in cluster mode.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (ctx, images) = context(cfg, Mode::CriOnly).await?;
+    let ctx = Arc::new(ctx);
+    crate::cri::serve(ctx.clone(), images, &ctx.cfg.cri_sockets)?;
+    while crate::config::missing_config_file(&crate::config::Flags {
+        config: Some(path.clone()),
+        ..Default::default()
+    })
+    .is_some()
+    {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::info!(config = %path.display(), "the config file exists now: starting with it");
+    cluster::restart_in_place()
 }
 
 /// Runs bosun as a cluster node until SIGTERM/SIGINT (pods keep running after): credentials,
@@ -290,7 +340,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         delay = (delay * 2).min(Duration::from_secs(30));
     }
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (mut ctx, images) = context(cfg).await?;
+    let (mut ctx, images) = context(cfg, Mode::Cluster).await?;
     ctx.status_tx = Some(status_tx);
     let (flush_tx, flush_rx) = tokio::sync::mpsc::unbounded_channel();
     ctx.status_flush = Some(flush_tx);
@@ -365,8 +415,11 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
             let resources = ctx.resources.clone();
             move || resources.conditions()
         },
-        ctx.node_shutdown.clone(),
         move || devices.capacity(),
+        cluster::node::Readiness {
+            network: ctx.pod_network.clone(),
+            shutdown: ctx.node_shutdown.clone(),
+        },
     ));
     tokio::spawn(cluster::status::run(client.clone(), status_rx, flush_rx));
     if let Some(at) = rotate_at {

@@ -46,8 +46,13 @@ pub struct Config {
     pub cluster_domain: String,
     /// resolvConf: the host resolv.conf that Default pods get (`/etc/resolv.conf`).
     pub resolv_conf: PathBuf,
-    /// podCIDR / `--pod-cidr`: the subnet of the default CNI network bosun writes when none exists.
+    /// podCIDR / `--pod-cidr`: the subnet of the default CNI network bosun writes when none
+    /// exists (in cluster mode the Node's `spec.podCIDR` wins: `crate::podnet`).
     pub pod_cidr: String,
+    /// `--default-cni-network`: write the default bridge network when the conf folder has none,
+    /// in cluster mode too (standalone mode always does; a cluster node otherwise waits, not
+    /// ready, for the admin's or the network add-on's config).
+    pub default_cni_network: bool,
     /// `--cni-conf-dir`: CNI network configs (`/etc/cni/net.d`).
     pub cni_conf_dir: PathBuf,
     /// `--cni-bin-dir`: folders of CNI plugins, in order (`/opt/cni/bin:/usr/lib/cni`).
@@ -574,6 +579,7 @@ pub struct Flags {
     /// `key=value:Effect,...`
     pub register_with_taints: Option<String>,
     pub pod_cidr: Option<String>,
+    pub default_cni_network: bool,
     pub cni_conf_dir: Option<PathBuf>,
     /// Colon-separated folders.
     pub cni_bin_dir: Option<String>,
@@ -690,6 +696,7 @@ impl Config {
                 .clone()
                 .or(file.pod_cidr.clone())
                 .unwrap_or_else(|| DEFAULT_POD_CIDR.into()),
+            default_cni_network: flags.default_cni_network,
             cni_conf_dir: flags
                 .cni_conf_dir
                 .clone()
@@ -783,6 +790,16 @@ impl Config {
 
 /// Reads the `--config` file (none: an empty one), merges the kubelet flags' overrides over it
 /// and warns once for each key bosun does not read.
+/// The `--config` file when it does not exist (yet): before `kubeadm init` or `join` writes
+/// `/var/lib/kubelet/config.yaml`, an enabled kubelet.service starts without it.
+pub fn missing_config_file(flags: &Flags) -> Option<PathBuf> {
+    let path = flags.config.as_ref()?;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(path.clone()),
+        _ => None,
+    }
+}
+
 fn read_file(flags: &Flags, warnings: &mut Vec<String>) -> Result<KubeletConfigFile, ConfigError> {
     let (mut map, path) = match &flags.config {
         Some(path) => {
@@ -956,6 +973,28 @@ pub fn parse_taints(s: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, S
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_missing_config_file_is_told_apart() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("config.yaml");
+        let flags = Flags {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        assert_eq!(missing_config_file(&flags), Some(path.clone()));
+        assert_eq!(missing_config_file(&Flags::default()), None);
+        std::fs::write(&path, "kind: KubeletConfiguration\n").expect("write");
+        assert_eq!(missing_config_file(&flags), None);
+        // A dangling symlink is not missing: reading it fails as before.
+        let link = tmp.path().join("link.yaml");
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), &link).expect("symlink");
+        let flags = Flags {
+            config: Some(link),
+            ..Default::default()
+        };
+        assert_eq!(missing_config_file(&flags), None);
+    }
 
     #[test]
     fn sizes_and_durations() {

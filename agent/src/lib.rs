@@ -23,6 +23,7 @@ pub mod images;
 pub mod manifest;
 pub mod metrics;
 pub mod network;
+pub mod podnet;
 pub mod podresources;
 pub mod pods;
 pub mod projection;

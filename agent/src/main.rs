@@ -90,9 +90,14 @@ struct Common {
     /// Node name (default: the hostname, lowercased).
     #[arg(long)]
     hostname_override: Option<String>,
-    /// Subnet of the default CNI network bosun writes when the conf folder has none.
+    /// Subnet of the default CNI network bosun writes when the conf folder has none (cluster
+    /// mode: the Node's spec.podCIDR when the controller-manager allocated one).
     #[arg(long)]
     pod_cidr: Option<String>,
+    /// Cluster mode: write bosun's default bridge network when the CNI conf folder has none
+    /// (otherwise the node stays NotReady until a config appears; standalone mode always does).
+    #[arg(long, env = "BOSUN_DEFAULT_CNI_NETWORK")]
+    default_cni_network: bool,
     /// Folder of CNI network configs (default /etc/cni/net.d).
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
@@ -130,6 +135,7 @@ impl Common {
             container_logs_dir: self.container_logs_dir.clone(),
             cgroup_root: self.cgroup_root.clone(),
             pod_cidr: self.pod_cidr.clone(),
+            default_cni_network: self.default_cni_network,
             cni_conf_dir: self.cni_conf_dir.clone(),
             cni_bin_dir: self.cni_bin_dir.clone(),
             cdi_spec_dir: self.cdi_spec_dir.clone(),
@@ -286,85 +292,98 @@ fn main() -> ExitCode {
     for w in &kubelet.warnings {
         tracing::warn!("{w}");
     }
-    let result = match cli.command {
-        None => {
-            let n = cli.node;
-            let mut flags = n.common.flags(n.pod_manifest_path.clone());
-            flags.kubeconfig = n.kubeconfig;
-            flags.bootstrap_kubeconfig = n.bootstrap_kubeconfig;
-            flags.cert_dir = n.cert_dir;
-            flags.node_ip = n.node_ip;
-            flags.node_labels = n.node_labels;
-            flags.register_with_taints = n.register_with_taints;
-            flags.config_overrides = kubelet.overrides;
-            Config::load(&flags)
-                .map_err(anyhow::Error::from)
-                .and_then(|(cfg, warnings)| {
-                    for w in warnings {
-                        tracing::warn!("{w}");
+    let result =
+        match cli.command {
+            None => {
+                let n = cli.node;
+                let mut flags = n.common.flags(n.pod_manifest_path.clone());
+                flags.kubeconfig = n.kubeconfig;
+                flags.bootstrap_kubeconfig = n.bootstrap_kubeconfig;
+                flags.cert_dir = n.cert_dir;
+                flags.node_ip = n.node_ip;
+                flags.node_labels = n.node_labels;
+                flags.register_with_taints = n.register_with_taints;
+                flags.config_overrides = kubelet.overrides;
+                match bosun::config::missing_config_file(&flags) {
+                    // Not written yet (kubeadm does that): the CRI API meanwhile.
+                    Some(path) => {
+                        let waiting = bosun::config::Flags {
+                            config: None,
+                            ..flags.clone()
+                        };
+                        Config::load(&waiting)
+                            .map_err(anyhow::Error::from)
+                            .and_then(|(cfg, _)| block_on(assembly::wait_for_config(cfg, path)))
                     }
-                    block_on(assembly::cluster_node(cfg))
-                })
-        }
-        Some(Command::Standalone { manifests, common }) => common
-            .load(Some(manifests))
-            .and_then(|cfg| block_on(assembly::standalone(cfg))),
-        Some(Command::Pods { json, common }) => {
-            common.load(None).and_then(|cfg| cli::pods(&cfg, json))
-        }
-        Some(Command::Logs {
-            pod,
-            container,
-            namespace,
-            tail,
-            follow,
-            previous,
-            timestamps,
-            common,
-        }) => common.load(None).and_then(|cfg| {
-            cli::logs(
-                &cfg,
-                &cli::LogsArgs {
-                    pod,
-                    container,
-                    namespace,
-                    tail,
-                    follow,
-                    previous,
-                    timestamps,
-                },
-            )
-        }),
-        Some(Command::Images { op: None, common }) => {
-            common.load(None).and_then(|cfg| cli::images(&cfg))
-        }
-        Some(Command::Images {
-            op:
-                Some(ImagesOp::Gc {
-                    high,
-                    low,
-                    min_age,
-                    common,
-                }),
-            ..
-        }) => common
-            .load(None)
-            .and_then(|cfg| cli::images_gc(&cfg, high, low, min_age.as_deref())),
-        Some(Command::Pull { reference, common }) => common
-            .load(None)
-            .and_then(|cfg| block_on(cli::pull(cfg, reference))),
-        Some(Command::Image {
-            op:
-                ImageOp::Import {
-                    layout,
-                    reference,
-                    tag,
-                    common,
-                },
-        }) => common
-            .load(None)
-            .and_then(|cfg| cli::import(&cfg, &layout, &reference, tag.as_deref())),
-    };
+                    None => Config::load(&flags).map_err(anyhow::Error::from).and_then(
+                        |(cfg, warnings)| {
+                            for w in warnings {
+                                tracing::warn!("{w}");
+                            }
+                            block_on(assembly::cluster_node(cfg))
+                        },
+                    ),
+                }
+            }
+            Some(Command::Standalone { manifests, common }) => common
+                .load(Some(manifests))
+                .and_then(|cfg| block_on(assembly::standalone(cfg))),
+            Some(Command::Pods { json, common }) => {
+                common.load(None).and_then(|cfg| cli::pods(&cfg, json))
+            }
+            Some(Command::Logs {
+                pod,
+                container,
+                namespace,
+                tail,
+                follow,
+                previous,
+                timestamps,
+                common,
+            }) => common.load(None).and_then(|cfg| {
+                cli::logs(
+                    &cfg,
+                    &cli::LogsArgs {
+                        pod,
+                        container,
+                        namespace,
+                        tail,
+                        follow,
+                        previous,
+                        timestamps,
+                    },
+                )
+            }),
+            Some(Command::Images { op: None, common }) => {
+                common.load(None).and_then(|cfg| cli::images(&cfg))
+            }
+            Some(Command::Images {
+                op:
+                    Some(ImagesOp::Gc {
+                        high,
+                        low,
+                        min_age,
+                        common,
+                    }),
+                ..
+            }) => common
+                .load(None)
+                .and_then(|cfg| cli::images_gc(&cfg, high, low, min_age.as_deref())),
+            Some(Command::Pull { reference, common }) => common
+                .load(None)
+                .and_then(|cfg| block_on(cli::pull(cfg, reference))),
+            Some(Command::Image {
+                op:
+                    ImageOp::Import {
+                        layout,
+                        reference,
+                        tag,
+                        common,
+                    },
+            }) => common
+                .load(None)
+                .and_then(|cfg| cli::import(&cfg, &layout, &reference, tag.as_deref())),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // `bosun logs | head`: a closed pipe is the reader's choice, not an error.

@@ -50,6 +50,8 @@ pub mod event {
     // Kubelet (pod-level) events.
     pub const FAILED_MOUNT_VOLUME: &str = "FailedMount";
     pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+    /// A pod on the pod network while the node's is not ready (Warning).
+    pub const NETWORK_NOT_READY: &str = "NetworkNotReady";
     pub const FAILED_PREPARE_DYNAMIC_RESOURCES: &str = "FailedPrepareDynamicResources";
     /// bosun's own: a pod was terminated and everything it held removed.
     pub const REMOVED_POD: &str = "Removed";

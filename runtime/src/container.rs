@@ -55,12 +55,11 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// The node's pod network: the CNI config and plugins, and the subnet of the default network
-/// bosun writes when the config folder has none.
+/// The node's pod network: the CNI config and plugins (the agent decides whether a config is
+/// there and writes bosun's default one where it should: `bosun::podnet`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkOptions {
     pub cni: crate::cni::CniConfig,
-    pub pod_cidr: String,
 }
 
 impl Default for NetworkOptions {
@@ -70,7 +69,6 @@ impl Default for NetworkOptions {
                 conf_dir: "/etc/cni/net.d".into(),
                 bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             },
-            pod_cidr: "10.244.0.0/24".into(),
         }
     }
 }

@@ -34,12 +34,6 @@ pub enum NetworkError {
         #[source]
         source: CniError,
     },
-    /// Writing the default network config (when the conf folder has none) failed.
-    #[error("{source}")]
-    DefaultConfig {
-        #[source]
-        source: CniError,
-    },
     /// The plugins' ADD failed (what they did is undone).
     #[error("failed to set up the pod network: {source}")]
     Setup {
@@ -126,8 +120,6 @@ impl PodRuntime for HostRuntime {
                         source,
                     })?;
             }
-            cni::ensure_default_conflist(&net.cni.conf_dir, &net.pod_cidr)
-                .map_err(|source| NetworkError::DefaultConfig { source })?;
             let spec = cni::PodNetworkSpec {
                 namespace: pod.namespace,
                 name: pod.name,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end: bosun joins the real test control plane as its node (TLS bootstrap from a
-# bootstrap token only), turns Ready with a Lease, runs a 3-replica Deployment with pod IPs
+# bootstrap token only), is NotReady without a CNI config (a hostNetwork pod runs, a pod on the
+# pod network waits) and turns Ready when the config is written, with a Lease, runs a 3-replica Deployment with pod IPs
 # (with their service account volumes), a static pod with its mirror pod, pods that use
 # configMaps, secrets and their token against the API through the `kubernetes` Service, a
 # configMap update inside a running pod, imagePullSecrets, an image volume from a private
@@ -29,7 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-bash "$here/up.sh" "$D" >"$W.up.log" 2>&1 || { cat "$W.up.log"; echo "0 passed, 1 failed"; exit 1; }
+# The controller-manager allocates the node its pod CIDR (10.246.0.0/24, the first of the
+# cluster's), as kubeadm's --pod-network-cidr makes it do.
+BOSUN_CP_CONTROLLER_MANAGER_FLAGS="--allocate-node-cidrs --cluster-cidr=10.246.0.0/16" \
+    bash "$here/up.sh" "$D" >"$W.up.log" 2>&1 || { cat "$W.up.log"; echo "0 passed, 1 failed"; exit 1; }
 export KUBECONFIG="$D/admin.kubeconfig"
 bash "$root/tests/images/build-busybox.sh" "$W/busybox-oci" >/dev/null
 mkdir -p "$W/manifests"
@@ -45,20 +49,14 @@ YAML
 A=(--pod-manifest-path "$W/manifests"
    --root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "$W/logs"
    --container-logs-dir "$W/clogs" --cgroup-root /bosun-e2e-node --hostname-override "$NODE"
-   --cni-conf-dir "$W/cni" --pod-cidr 10.246.0.0/24)
+   --cni-conf-dir "$W/cni")
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null
 # busybox plus the control plane's own (static) kubectl: pods that talk to the apiserver.
 EXTRA_BINS="$KUBECTL" bash "$root/tests/images/build-busybox.sh" "$W/kubectl-oci" >/dev/null
 "$BOSUN" image import "$W/kubectl-oci" kubectl --data-dir "$W/data" >/dev/null
-# A network of this test's own (bridge, subnet, IPAM store), so nothing else can collide.
+# The CNI folder stays empty until the node has registered (below): bosun writes no network
+# config of its own in cluster mode.
 mkdir -p "$W/cni"
-cat >"$W/cni/10-e2e.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "bosun-e2e", "plugins": [
-  {"type": "bridge", "bridge": "bosune2e", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.246.0.0/24"}]],
-            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$W/ipam"}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}
-JSON
 # Only the memory default of evictionHard: the kubelet's disk defaults (10 % / 15 % free) would
 # evict this test's pods and collect its images on a host whose disk is merely quite full.
 printf 'kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n' >"$W/config.yaml"
@@ -67,6 +65,59 @@ printf 'kind: KubeletConfiguration\nevictionHard: {memory.available: 100Mi}\n' >
 bosun_pid=$!
 
 node_ready() { [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+
+# No CNI config yet: the node is NotReady with the kubelet's message (containerd's NetworkReady
+# condition), a hostNetwork pod runs, a pod on the pod network waits (NetworkNotReady).
+NET_MSG='container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized'
+node_network_not_ready() {
+    [ "$("$KUBECTL" get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].reason}|{.status.conditions[?(@.type=="Ready")].message}')" = "False|KubeletNotReady|$NET_MSG" ]
+}
+check "no CNI config: node registers NotReady (runtime network not ready)" wait_for 60 node_network_not_ready
+node_cidr() { "$KUBECTL" get node "$NODE" -o jsonpath='{.spec.podCIDR}'; }
+check "the controller-manager's pod CIDR is the node's (logged by bosun)" wait_for 30 bash -c \
+    "[ \"\$('$KUBECTL' get node $NODE -o jsonpath='{.spec.podCIDR}')\" = 10.246.0.0/24 ] && grep -q 'updating the node.s pod CIDR.*new=10.246.0.0/24' '$W/bosun.log'"
+for p in net-host:true net-pod:false; do
+    cat <<YAML | "$KUBECTL" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: ${p%%:*}}
+spec:
+  nodeName: $NODE
+  hostNetwork: ${p##*:}
+  tolerations: [{operator: Exists}]
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
+YAML
+done
+pod_phase() { "$KUBECTL" get pod "$1" -o jsonpath='{.status.phase}'; }
+check "no CNI config: a hostNetwork pod runs" wait_for 60 bash -c "[ \"\$('$KUBECTL' get pod net-host -o jsonpath='{.status.phase}')\" = Running ]"
+net_not_ready_event() {
+    "$KUBECTL" get events --field-selector involvedObject.name=net-pod,reason=NetworkNotReady \
+        -o jsonpath='{.items[*].type}|{.items[*].message}' | grep -qF "Warning|network is not ready: $NET_MSG"
+}
+check "no CNI config: a pod on the pod network waits (Warning NetworkNotReady)" wait_for 30 net_not_ready_event
+check "  ... still Pending, ContainerCreating" bash -c \
+    "[ \"\$('$KUBECTL' get pod net-pod -o jsonpath='{.status.phase} {.status.containerStatuses[0].state.waiting.reason}')\" = 'Pending ContainerCreating' ]"
+check "  ... and has no sandbox" bash -c "! ls '$W/run/sandboxes/' 2>/dev/null | grep -q \"\$('$KUBECTL' get pod net-pod -o jsonpath='{.metadata.uid}')\""
+# The admin writes the node's network config (a bridge of this test's own, host-local IPAM on
+# the node's pod CIDR): bosun picks it up without a restart.
+bosun_before=$bosun_pid
+CIDR=$(node_cidr)
+cat >"$W/cni/10-e2e.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "bosun-e2e", "plugins": [
+  {"type": "bridge", "bridge": "bosune2e", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "${CIDR:-10.246.0.0/24}"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$W/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+check "CNI config written: the node turns Ready" wait_for 60 node_ready
+net_pod_runs() {
+    [[ "$("$KUBECTL" get pod net-pod -o jsonpath='{.status.phase} {.status.podIP}')" == "Running 10.246.0."* ]]
+}
+check "  ... the waiting pod runs with an address of the node's pod CIDR" wait_for 60 net_pod_runs
+check "  ... without a restart of bosun" kill -0 "$bosun_before"
+"$KUBECTL" delete pod net-host net-pod --wait=false >/dev/null 2>&1
 check "node registers and turns Ready" wait_for 60 node_ready
 check "client certificate from the TLS bootstrap (0600)" \
     bash -c "[ \"\$(stat -c %a \"\$(readlink -f '$W/pki/kubelet-client-current.pem')\")\" = 600 ]"

@@ -15,13 +15,21 @@
 #   - the kube-proxy and CoreDNS addons (skipped phases): kube-proxy would rewrite this shared
 #     machine's iptables, and neither image is built here yet.
 #
-# Status (2026-12-07, run on a cgroup v1 host): fails in kubeadm's preflight. (1) CRI and
-# ContainerRuntimeVersion: the CRI socket does not exist yet, because bosun (as the kubelet unit
-# here) starts only once kubelet-start wrote config.yaml, after preflight; with containerd the
-# socket is up before kubeadm runs. bosun needs to serve its CRI socket while it waits for a
-# missing --config file (what a freshly installed, enabled kubelet.service does), and this test
-# to start it before kubeadm init. (2) SystemVerification on cgroup v1 hosts: kubeadm at the
-# pinned version wants failCgroupV1: false in the KubeletConfiguration and this check ignored.
+# Bosun runs from the start, as an installed, enabled kubelet.service does: before kubeadm
+# writes /var/lib/kubelet/config.yaml it serves only its CRI socket (kubeadm's preflight checks
+# it); the loop below restarts it when kubeadm's files change (kubeadm's kubelet-start would
+# restart the unit; this machine has no systemd). On a cgroup v1 host the KubeletConfiguration
+# says failCgroupV1: false and SystemVerification is skipped, as kubeadm asks.
+#
+# Status (2026-12-07, run on a cgroup v1 host): preflight passes (CRI socket, container
+# runtime, kubelet version; only ImagePull and, on cgroup v1, SystemVerification ignored), then
+# certs, kubeconfig, etcd, control-plane, kubelet-start (bosun restarted with kubeadm's
+# config.yaml and kubeadm-flags.env). It fails in wait-control-plane: the apiserver never comes
+# up because bosun in cluster mode registers the Node before it starts its pod manager, and
+# retries the registration until the apiserver answers, so the control plane's static pods are
+# never started (a kubelet runs static pods while it registers). Next: register in the
+# background and run the static pods at once, without taking the node's other running pods
+# for orphans before the apiserver's first list (the kubelet's "sources ready").
 #
 # Needs root and the fixed addresses of tests/cluster (interface bosun-cp0, 10.250.0.1, ports 6443,
 # 2379-2381, 10250, 10257, 10259): run it under the privileged lock:
@@ -83,6 +91,7 @@ cleanup() {
   rm -rf /etc/kubernetes /var/lib/etcd /var/lib/kubelet/config.yaml /var/lib/kubelet/kubeadm-flags.env \
     /var/lib/kubelet/instance-config.yaml /var/lib/kubelet/pki /var/lib/kubelet/pods /var/log/pods/kube-system_*
   ip link del "$IFACE" 2>/dev/null
+  ip link del bosunkadm0 2>/dev/null
   rm -rf "$tmp"
   log "done in $(( $(date +%s) - start ))s"
 }
@@ -102,7 +111,7 @@ ip link set "$IFACE" up
 # The control plane images, named as kubeadm expects them, in a private image store.
 mkdir -p "$tmp/data" "$tmp/images"
 common=(--run-dir "$RUN" --data-dir "$tmp/data" --pod-logs-dir "$tmp/pod-logs"
-  --container-logs-dir "$tmp/container-logs" --cgroup-root "$CG")
+  --container-logs-dir "$tmp/container-logs" --cgroup-root "$CG" --cni-conf-dir "$tmp/cni")
 "$KUBEADM" config images list --kubernetes-version "$K8S_VERSION" >"$tmp/images.txt"
 for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
   ref=$(grep "/$name:" "$tmp/images.txt")
@@ -111,29 +120,45 @@ for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
 done
 
 # What systemd does with packaging/kubelet: the unit's ExecStart as the drop-in rewrites it, with
-# the two EnvironmentFiles, restarted when it exits (kubeadm restarts the unit when its files are
-# written; here the loop starts bosun once config.yaml exists). KUBELET_EXTRA_ARGS
-# (/etc/default/kubelet) carries the test's private folders.
+# the two EnvironmentFiles, started at once (an installed, enabled kubelet.service runs before
+# kubeadm: bosun serves its CRI socket while /var/lib/kubelet/config.yaml is missing) and
+# restarted when it exits or when kubeadm's files change (kubeadm's kubelet-start phase writes
+# them and restarts the unit; this machine has no systemd, so the loop does the restart).
+# KUBELET_EXTRA_ARGS (/etc/default/kubelet) carries the test's private folders.
 dropin=$root/packaging/kubelet/10-kubeadm.conf
 exec_line=$(grep '^ExecStart=.' "$dropin" | sed 's/^ExecStart=//')
-envs=$(sed -n 's/^Environment="\(.*\)"$/\1/p' "$dropin")
+# Environment="NAME=a b" as NAME="a b", for eval.
+envs=$(sed -n 's/^Environment="\([^=]*\)=\(.*\)"$/\1="\2"/p' "$dropin")
 export KUBELET_EXTRA_ARGS="${common[*]}"
+stamp() { { stat -c %Y /var/lib/kubelet/kubeadm-flags.env /var/lib/kubelet/config.yaml 2>/dev/null || true; } | tr '\n' ' '; }
 (
+  set +e
   while :; do
-    if [ -f /var/lib/kubelet/config.yaml ]; then
-      # shellcheck disable=SC1091
-      (set -a; eval "$envs"; [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
-       cmd=${exec_line/\/usr\/bin\/kubelet/$BOSUN}
-       eval "exec $cmd") >>"$tmp/bosun.log" 2>&1 &
-      child=$!
-      trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM
-      wait $child
-      trap - TERM
-    fi
+    # shellcheck disable=SC1091
+    (set -a; eval "$envs"; KUBELET_KUBEADM_ARGS=
+     [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
+     cmd=${exec_line/\/usr\/bin\/kubelet/$BOSUN}
+     eval "exec $cmd") >>"$tmp/bosun.log" 2>&1 &
+    child=$!
+    trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM
+    seen=$(stamp)
+    while kill -0 "$child" 2>/dev/null; do
+      sleep 1
+      if [ "$(stamp)" != "$seen" ]; then
+        echo "supervisor: kubeadm's files changed: restarting the kubelet" >>"$tmp/bosun.log"
+        kill "$child" 2>/dev/null; wait "$child" 2>/dev/null || true
+        break
+      fi
+    done
+    wait "$child" 2>/dev/null || true
+    trap - TERM
     sleep 1
   done
 ) &
 sup_pid=$!
+# kubeadm's preflight checks the CRI socket first: it is there before kubeadm runs.
+for _ in $(seq 60); do [ -S "$SOCK" ] && break; sleep 1; done
+[ -S "$SOCK" ] || die "bosun serves no CRI socket at $SOCK before kubeadm init"
 
 cat >"$tmp/kubeadm.yaml" <<EOF
 apiVersion: kubeadm.k8s.io/v1beta4
@@ -157,13 +182,40 @@ kubernetesVersion: $K8S_VERSION
 networking:
   serviceSubnet: 10.96.0.0/16
   podSubnet: 10.244.0.0/16
+---
+# kubeadm at the pinned version refuses cgroup v1 hosts (SystemVerification) unless the kubelet
+# is told to run on them.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
 EOF
 log "kubeadm init"
-"$KUBEADM" init --config "$tmp/kubeadm.yaml" --ignore-preflight-errors=ImagePull -v=1 2>&1 | tee "$tmp/init.log" >&2
+# On a cgroup v1 host kubeadm also wants its SystemVerification skipped explicitly (with
+# failCgroupV1: false above), as its message says.
+ignore=ImagePull
+[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ] || ignore=$ignore,SystemVerification
+"$KUBEADM" init --config "$tmp/kubeadm.yaml" --ignore-preflight-errors="$ignore" -v=1 2>&1 | tee "$tmp/init.log" >&2
 [ "${PIPESTATUS[0]}" = 0 ] || die "kubeadm init failed"
 grep -q 'Your Kubernetes control-plane has initialized successfully' "$tmp/init.log" || die "kubeadm init did not finish"
 
 export KUBECONFIG=/etc/kubernetes/admin.conf
+# No pod network yet: the node is NotReady with the kubelet's message; the control plane's
+# static pods (hostNetwork) run. The admin's network config (what a network add-on's DaemonSet
+# writes) on the pod CIDR the controller-manager gave the node makes it Ready.
+"$KUBECTL" get node kubeadm-node -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' >"$tmp/ready.txt"
+grep -q 'cni plugin not initialized' "$tmp/ready.txt" || log "note: Ready message: $(cat "$tmp/ready.txt")"
+for _ in $(seq 60); do
+  cidr=$("$KUBECTL" get node kubeadm-node -o jsonpath='{.spec.podCIDR}' 2>/dev/null) && [ -n "$cidr" ] && break
+  sleep 1
+done
+[ -n "${cidr:-}" ] || die "the node got no pod CIDR"
+mkdir -p "$tmp/cni"
+cat >"$tmp/cni/10-bridge.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "kubeadm-test", "plugins": [
+  {"type": "bridge", "bridge": "bosunkadm0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$cidr"}]], "dataDir": "$tmp/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
 # The node and its static pods, as the API sees them.
 "$KUBECTL" wait --for=condition=Ready node/kubeadm-node --timeout=120s >&2 || die "node not Ready"
 for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do

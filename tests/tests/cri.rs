@@ -532,3 +532,100 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
     );
     check_clean(node)
 }
+
+/// An enabled kubelet.service before `kubeadm init` writes its `--config` file: bosun serves
+/// the CRI socket meanwhile (kubeadm's preflight checks it first, its image pulls go through
+/// it), and once the file is there it starts again with it.
+#[test]
+#[ignore = "needs root: serves a node's CRI socket; builds crictl from the Go module proxy once"]
+fn the_cri_socket_is_served_while_the_config_file_is_missing() -> Result<()> {
+    bosun_tests::become_subreaper();
+    let bin = crictl_bin()?;
+    let node = bosun_tests::Node::new("criwait")?;
+    let socket = node.path("run").join("bosun.sock");
+    let crictl = Crictl {
+        bin,
+        endpoint: format!("unix://{}", socket.display()),
+    };
+    let config = node.path("kubelet").join("config.yaml");
+    let log = std::fs::File::create(node.path("bosun.log"))?;
+    let dir = |d: &str| node.path(d).display().to_string();
+    let mut agent = Command::new(bosun_tests::bosun_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(node.path("kubelet").join("kubeconfig"))
+        .args(["--root-dir", &dir("root"), "--run-dir", &dir("run")])
+        .args([
+            "--data-dir",
+            &dir("data"),
+            "--pod-logs-dir",
+            &dir("pods-logs"),
+        ])
+        .args(["--container-logs-dir", &dir("containers-logs")])
+        .args([
+            "--cgroup-root",
+            &node.cgroup_root,
+            "--cni-conf-dir",
+            &dir("cni"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let result = (|| -> Result<()> {
+        let start = std::time::Instant::now();
+        while !socket.exists() {
+            ensure!(start.elapsed() < T, "no CRI socket: {}", node.log_tail(20));
+            ensure!(
+                agent.try_wait()?.is_none(),
+                "bosun exited: {}",
+                node.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let version = crictl.run(&["version"])?;
+        ensure!(
+            version
+                .lines()
+                .any(|l| l.starts_with("RuntimeName:") && l.contains("bosun")),
+            "{version}"
+        );
+        let images = crictl.run(&["images", "-q"])?;
+        ensure!(!images.trim().is_empty(), "the store's images: {images:?}");
+        let info = crictl.json(&["info"])?;
+        ensure!(
+            info["status"]["conditions"][0]["type"] == "RuntimeReady",
+            "{info}"
+        );
+        ensure!(
+            std::fs::read_to_string(node.path("bosun.log"))?
+                .contains("the config file does not exist yet"),
+            "{}",
+            node.log_tail(20)
+        );
+        // kubeadm writes the file: bosun starts again with it (here it then stops: there are
+        // no credentials for the cluster).
+        std::fs::create_dir_all(node.path("kubelet"))?;
+        std::fs::write(
+            &config,
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
+        )?;
+        let start = std::time::Instant::now();
+        while agent.try_wait()?.is_none() {
+            ensure!(start.elapsed() < T, "still waiting: {}", node.log_tail(20));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(node.path("bosun.log"))?;
+        ensure!(
+            log.contains("the config file exists now") && log.contains("no bootstrap kubeconfig"),
+            "{}",
+            node.log_tail(20)
+        );
+        Ok(())
+    })();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    result?;
+    check_clean(node)
+}

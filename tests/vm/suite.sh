@@ -254,6 +254,9 @@ test_cluster_join() {
     sed -i -e 's/^BOSUN_ARGS=/#&/' -e 's/^#\(BOSUN_ARGS="--config\)/\1/' /etc/default/bosun
     check "a cluster BOSUN_ARGS line is active" grep -q '^BOSUN_ARGS="--config .*--bootstrap-kubeconfig' /etc/default/bosun
     rm -f "$MARKS/cluster-pod"
+    # The pod network: bosun writes no CNI config in cluster mode; the default bridge it wrote
+    # into /etc/cni/net.d in standalone mode (the tests before) is this node's config.
+    check "a CNI config is there for the cluster node" bash -c 'ls /etc/cni/net.d/*.conflist'
     systemctl start bosun
     wait_for "bosun active in cluster mode" bash -c '[ "$(systemctl is-active bosun)" = active ]'
     wait_for "the node credential from the TLS bootstrap" test -s /etc/bosun/kubeconfig

@@ -69,6 +69,12 @@ pub async fn rotate(client: kube::Client, creds: bootstrap::Paths, node: String,
         }
     }
     tracing::info!("client certificate rotated; restarting bosun to use it");
+    restart_in_place()
+}
+
+/// Runs bosun again in this process (same binary, same arguments): pods are adopted, nothing is
+/// lost. Exits when the exec fails (the service manager starts it again).
+pub fn restart_in_place() -> ! {
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let args: Vec<std::ffi::CString> = std::env::args()
         .filter_map(|a| std::ffi::CString::new(a).ok())

@@ -387,6 +387,13 @@ pub async fn lease_loop(client: Client, name: String) {
     }
 }
 
+/// What the node's Ready condition depends on, each woken on a change: the runtime's pod
+/// network (a CNI config) and the node shutdown.
+pub struct Readiness {
+    pub network: std::sync::Arc<crate::podnet::PodNetwork>,
+    pub shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
+}
+
 /// Computes node status every 10 s; posts it when it changed (ignoring heartbeat times) or every
 /// 5 minutes. Never returns.
 pub async fn status_loop(
@@ -395,30 +402,38 @@ pub async fn status_loop(
     images: impl Fn() -> Vec<k8s_openapi::api::core::v1::ContainerImage>,
     volumes_in_use: impl Fn() -> Vec<String>,
     pressure: impl Fn() -> Vec<Pressure>,
-    shutdown: std::sync::Arc<crate::pods::shutdown::NodeShutdown>,
     extended: impl Fn() -> BTreeMap<String, (u64, u64)>,
+    readiness: Readiness,
 ) {
+    let Readiness { shutdown, network } = readiness;
     let api: Api<Node> = Api::all(client);
     let mut last: Option<NodeStatus> = None;
     let mut last_post = Instant::now() - STATUS_REPORT_INTERVAL;
+    let mut network_changes = network.subscribe();
     loop {
+        let in_api = api.get_with(&facts.name, &GetParams::any()).await.ok();
+        // The controller-manager's allocation (the kubelet's updatePodCIDR).
+        if let Some(node) = &in_api {
+            network.set_pod_cidrs(pod_cidrs(node));
+        }
+        network_changes.borrow_and_update();
+        // The kubelet's errors in its order: the runtime's network, then the shutdown's.
+        let network_error = network.error();
+        let ready_error =
+            crate::podnet::ready_error(&[network_error.as_deref(), shutdown.ready_error()]);
         let mut status = facts.status(
             SystemTime::now(),
             last.as_ref(),
             images(),
             volumes_in_use(),
             &pressure(),
-            shutdown.ready_error(),
+            ready_error.as_deref(),
         );
         add_extended_resources(&mut status, &extended());
         // Compared with what the API holds too: the node lifecycle controller sets the
         // conditions to Unknown when the Lease lapsed (an apiserver outage), and only a post
         // brings them back.
-        let in_api = api
-            .get_with(&facts.name, &GetParams::any())
-            .await
-            .ok()
-            .and_then(|n| n.status);
+        let in_api = in_api.and_then(|n| n.status);
         let changed = last
             .as_ref()
             .map(|l| !same_ignoring_heartbeats(l, &status))
@@ -441,11 +456,25 @@ pub async fn status_loop(
                 Err(e) => tracing::warn!(error = %e, "cannot update node status"),
             }
         }
-        // A shutdown starting or cancelled is posted at once.
+        // A shutdown starting or cancelled, the network becoming ready or not: posted at once.
         tokio::select! {
             _ = tokio::time::sleep(STATUS_INTERVAL) => {}
             _ = shutdown.changed.notified() => {}
+            _ = network_changes.changed() => {}
         }
+    }
+}
+
+/// The Node's pod CIDRs: `spec.podCIDRs`, else `spec.podCIDR` (an older controller's).
+pub fn pod_cidrs(node: &Node) -> Vec<String> {
+    let spec = node.spec.clone().unwrap_or_default();
+    match spec.pod_cidrs.filter(|c| !c.is_empty()) {
+        Some(cidrs) => cidrs,
+        None => spec
+            .pod_cidr
+            .filter(|c| !c.is_empty())
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -678,6 +707,88 @@ mod tests {
         let info = s0.node_info.expect("info");
         assert!(info.container_runtime_version.starts_with("bosun://"));
         assert!(info.kubelet_version.starts_with("v1.36"));
+    }
+
+    #[test]
+    fn the_pod_cidrs_are_the_controller_managers() {
+        let node = |spec: serde_json::Value| -> Node {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}, "spec": spec}))
+                .expect("node")
+        };
+        assert_eq!(
+            pod_cidrs(&node(serde_json::json!({
+                "podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24", "fd00::/64"]
+            }))),
+            vec!["10.244.1.0/24", "fd00::/64"]
+        );
+        assert_eq!(
+            pod_cidrs(&node(serde_json::json!({"podCIDR": "10.244.2.0/24"}))),
+            vec!["10.244.2.0/24"]
+        );
+        assert!(pod_cidrs(&node(serde_json::json!({}))).is_empty());
+    }
+
+    /// The network's error comes before the shutdown's in the Ready message.
+    #[test]
+    fn ready_is_false_while_the_pod_network_is_not_ready() {
+        let facts = NodeFacts {
+            name: "n1".into(),
+            addresses: vec![],
+            labels: BTreeMap::new(),
+            taints: vec![],
+            cpus: 1,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 1 << 30,
+            max_pods: 10,
+            machine_id: "m".into(),
+            system_uuid: "u".into(),
+            boot_id: "b".into(),
+            kernel: "6.1".into(),
+            os_image: "Debian".into(),
+            arch: "amd64".into(),
+            port: 10250,
+            declared_features: vec![],
+            allocatable: BTreeMap::new(),
+        };
+        let net = crate::podnet::node_message(crate::podnet::NOT_INITIALIZED);
+        let ready = |err: Option<String>| {
+            facts
+                .status(
+                    SystemTime::UNIX_EPOCH,
+                    None,
+                    vec![],
+                    vec![],
+                    &[],
+                    err.as_deref(),
+                )
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| {
+                    (
+                        c.status,
+                        c.reason.unwrap_or_default(),
+                        c.message.unwrap_or_default(),
+                    )
+                })
+        };
+        assert_eq!(
+            ready(crate::podnet::ready_error(&[Some(&net), None])),
+            Some(("False".into(), "KubeletNotReady".into(), net.clone()))
+        );
+        assert_eq!(
+            ready(crate::podnet::ready_error(&[
+                Some(&net),
+                Some(crate::shutdown::NOT_READY_MESSAGE)
+            ]))
+            .map(|r| r.2),
+            Some(format!("[{net}, node is shutting down]"))
+        );
+        assert_eq!(
+            ready(crate::podnet::ready_error(&[None, None])).map(|r| r.0),
+            Some("True".into())
+        );
     }
 
     #[test]

@@ -306,9 +306,19 @@ impl RuntimeService for Cri {
             status: true,
             ..Default::default()
         };
+        // containerd's NetworkReady: false until a CNI config is there.
+        let network = match self.ctx.pod_network.state().not_ready {
+            None => cond("NetworkReady"),
+            Some(cause) => api::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: crate::podnet::NOT_READY_REASON.into(),
+                message: crate::podnet::runtime_message(&cause),
+            },
+        };
         Ok(Response::new(api::StatusResponse {
             status: Some(api::RuntimeStatus {
-                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
+                conditions: vec![cond("RuntimeReady"), network],
             }),
             info: Default::default(),
             runtime_handlers: vec![api::RuntimeHandler {

@@ -157,6 +157,9 @@ pub struct Ctx {
     pub allocated: resize::Allocated,
     /// The node is shutting down (graceful node shutdown): node status and admission read it.
     pub node_shutdown: Arc<shutdown::NodeShutdown>,
+    /// The node's pod network: is a CNI config there (pods on the pod network wait for one),
+    /// the Node's pod CIDR.
+    pub pod_network: Arc<crate::podnet::PodNetwork>,
     /// Cluster mode: answered once the status writer has written every status sent before.
     pub status_flush: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
 }

@@ -106,6 +106,14 @@ fn containers(pod: &Pod) -> &[Container] {
     spec_of(pod).map(|s| s.containers.as_slice()).unwrap_or(&[])
 }
 
+/// The pod uses the host's network namespace (the kubelet's `IsHostNetworkPod`).
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
 /// Whether an init container is a sidecar (`restartPolicy: Always`): it keeps running beside
 /// the regular containers.
 pub fn is_sidecar(c: &Container) -> bool {

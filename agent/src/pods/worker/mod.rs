@@ -3,7 +3,8 @@
 //! steps, in the order of the kubelet's `SyncPod`:
 //!
 //! 1. the pod ends: stop its containers and release or remove what it holds ([`stop`]);
-//! 2. the sandbox and its network ([`sandbox`]), then the volumes ([`volumes`]);
+//! 2. the sandbox and its network ([`sandbox`]), then the volumes ([`volumes`]); a pod not on
+//!    the host network waits here while the node's pod network is not ready;
 //! 3. running containers whose probes failed are stopped (in the background);
 //! 4. init containers and sidecars, 5. regular containers, 6. ephemeral containers: each start
 //!    is image, config, create, start, postStart hook ([`start`]);
@@ -58,6 +59,9 @@ pub const LABEL_STOP_SIGNAL: &str = "bosun.stop-signal";
 
 /// How long a pod whose sandbox, network or volumes failed waits before the next try.
 const POD_SETUP_RETRY: Duration = Duration::from_secs(5);
+/// How soon a pod held for the node's pod network looks again (the kubelet's
+/// `backOffOnTransientErrorPeriod`).
+const NETWORK_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a pod whose set-up failed waits before the next try: DRA preparation backs off
 /// ([`crate::dra::state::retry_after`]), the rest is tried again after [`POD_SETUP_RETRY`].
@@ -162,6 +166,8 @@ pub(crate) struct Worker {
     resize_pending: Option<resize::Pending>,
     /// A resize admitted and not yet done (`PodResizeInProgress`).
     resize_in_progress: Option<resize::InProgress>,
+    /// The pod waits for the node's pod network (the error, told once in an Event).
+    network_held: Option<String>,
 }
 
 impl Worker {
@@ -193,6 +199,7 @@ impl Worker {
             allocated: None,
             resize_pending: None,
             resize_in_progress: None,
+            network_held: None,
         };
         w.api_pod = w.pod.clone();
         w.allocated = std::fs::read(w.state_dir().join(resize::ALLOCATED_FILE))
@@ -416,12 +423,14 @@ impl Worker {
             released: self.released,
         };
         let admission = self.rejected.clone();
+        let network_error = self.ctx.pod_network.error();
         let desired = Desired {
             pod: &self.pod,
             intent,
             sync_frequency: self.ctx.cfg.sync_frequency,
             start_time: self.start_time,
             admission: admission.as_ref(),
+            network_error: network_error.as_deref(),
         };
         let actions = plan::plan(&desired, &observed, &self.backoff, SystemTime::now());
         let attempts = observed.attempts;
@@ -444,6 +453,26 @@ impl Worker {
         // Past admission: the pod is the node's now.
         self.admitted = true;
         self.write_state_files();
+        // Held until the node's pod network is ready (the kubelet retries such a pod soon).
+        if let Some(e) = actions.network_not_ready {
+            if self.network_held.as_deref() != Some(e.as_str()) {
+                tracing::info!(error = %e, "pod waits for the pod network");
+                self.event(
+                    EventType::Warning,
+                    crate::reasons::event::NETWORK_NOT_READY,
+                    &e,
+                );
+            }
+            self.network_held = Some(e);
+            let (init_done, init_failed) = self.init;
+            let sandbox = self.net.sandbox.is_some();
+            self.write_status(sandbox, sandbox && init_done, init_failed);
+            return Next::after(NETWORK_RETRY)
+                .min(actions.requeue_at.map_or(Next::Resync, Next::At));
+        }
+        if self.network_held.take().is_some() {
+            tracing::info!("pod network ready: the pod starts");
+        }
         // 2. Sandbox, network, volumes.
         let ready = self.ensure_sandbox().await && self.ensure_volumes(actions.volumes).await;
         if !ready {

@@ -12,6 +12,9 @@
 //!   period and ends [`PodEnd::Failed`] (`DeadlineExceeded`); before that the plan asks to be
 //!   woken at the deadline.
 //!
+//! - the pod network: while the node's is not ready, a pod not on the host network is held
+//!   ([`PodActions::network_not_ready`]), as the kubelet holds it;
+//!
 //! Where what comes next lands:
 //! - killing a whole pod for another reason (eviction, node shutdown) is an [`Intent`] that
 //!   [`plan`] turns into a [`KillPod`] whose [`PodEnd`] says the terminal phase and reason;
@@ -178,6 +181,9 @@ pub struct Desired<'a> {
     pub start_time: SystemTime,
     /// Why the node's admission refuses the pod (`None`: admitted).
     pub admission: Option<&'a Refusal>,
+    /// The kubelet's network error while the node's pod network is not ready (no CNI config:
+    /// `crate::podnet`); `None`: ready.
+    pub network_error: Option<&'a str>,
 }
 
 /// What the worker sees of the pod now.
@@ -331,6 +337,9 @@ pub struct PodActions {
     pub init_failed: bool,
     /// When to look again at the latest (a back-off ending).
     pub requeue_at: Option<SystemTime>,
+    /// The pod is on the pod network and the network is not ready: nothing is set up or
+    /// started (the kubelet's `NetworkNotReady`: this error, a Warning Event, a retry soon).
+    pub network_not_ready: Option<String>,
 }
 
 impl PodActions {
@@ -482,6 +491,13 @@ pub fn plan(
         }
         Some(at) => a.requeue(at),
         None => {}
+    }
+    // The kubelet's SyncPod: without a ready network only hostNetwork pods go on.
+    if let Some(e) = desired.network_error {
+        if !translate::host_network(pod) {
+            a.network_not_ready = Some(crate::podnet::pod_message(e));
+            return a;
+        }
     }
     a.volumes = if !observed.volumes_set_up {
         VolumeStep::SetUp

@@ -98,6 +98,7 @@ fn run(pod: &Pod) -> Desired<'_> {
         sync_frequency: Duration::from_secs(60),
         start_time: t(0),
         admission: None,
+        network_error: None,
     }
 }
 
@@ -1203,4 +1204,54 @@ fn a_non_sidecar_init_container_is_not_resized_once_the_pod_is_initialized() {
     let a = plan_at(&p, &o, &Backoff::default(), t(2));
     assert!(a.containers_to_update.is_empty() && !a.resizing);
     assert!(a.containers_to_kill.is_empty());
+}
+
+#[test]
+fn a_pod_on_the_pod_network_waits_for_it() {
+    let net = crate::podnet::node_message(crate::podnet::NOT_INITIALIZED);
+    let held = Some(format!("network is not ready: {net}"));
+    let pod_net = simple("Always", &["a"]);
+    let host_net =
+        pod("spec:\n  hostNetwork: true\n  containers:\n  - {name: a, image: busybox}\n");
+    let dead =
+        pod("spec:\n  activeDeadlineSeconds: 5\n  containers:\n  - {name: a, image: busybox}\n");
+    // (pod, intent, network error, held?, containers started, killed)
+    type Row<'a> = (&'a Pod, Intent, Option<&'a str>, bool, usize, bool);
+    let table: Vec<Row> = vec![
+        // Ready network: everything starts.
+        (&pod_net, Intent::Run, None, false, 1, false),
+        (&host_net, Intent::Run, None, false, 1, false),
+        // Not ready: hostNetwork pods run, the others wait with the kubelet's error.
+        (&host_net, Intent::Run, Some(&net), false, 1, false),
+        (&pod_net, Intent::Run, Some(&net), true, 0, false),
+        // Ending a pod never waits for the network (nor does its deadline).
+        (
+            &pod_net,
+            Intent::Terminate { grace: None },
+            Some(&net),
+            false,
+            0,
+            true,
+        ),
+        (&dead, Intent::Run, Some(&net), false, 0, true),
+    ];
+    for (i, (p, intent, network_error, want_held, starts, killed)) in table.into_iter().enumerate()
+    {
+        let d = Desired {
+            intent,
+            network_error,
+            ..run(p)
+        };
+        let a = plan(&d, &observed(Attempts::new()), &Backoff::default(), t(10));
+        assert_eq!(
+            a.network_not_ready,
+            if want_held { held.clone() } else { None },
+            "row {i}"
+        );
+        assert_eq!(a.containers_to_start.len(), starts, "row {i}");
+        assert_eq!(a.kill_pod.is_some(), killed, "row {i}");
+        if want_held {
+            assert_eq!(a.volumes, VolumeStep::Keep, "row {i}: nothing set up");
+        }
+    }
 }

@@ -29,7 +29,11 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        Harness::with_devices(None)
+        Harness::build(None, None)
+    }
+
+    fn with_network(pod_network: Arc<crate::podnet::PodNetwork>) -> Harness {
+        Harness::with(None, None, pod_network)
     }
 
     fn with_devices(devices: Option<Arc<dyn crate::devices::DeviceService>>) -> Harness {
@@ -39,6 +43,14 @@ impl Harness {
     fn build(
         devices: Option<Arc<dyn crate::devices::DeviceService>>,
         dra: Option<Arc<dyn crate::dra::DraService>>,
+    ) -> Harness {
+        Harness::with(devices, dra, Arc::new(crate::podnet::PodNetwork::ready()))
+    }
+
+    fn with(
+        devices: Option<Arc<dyn crate::devices::DeviceService>>,
+        dra: Option<Arc<dyn crate::dra::DraService>>,
+        pod_network: Arc<crate::podnet::PodNetwork>,
     ) -> Harness {
         let tmp = tempfile::tempdir().unwrap();
         let dir = |n: &str| Some(tmp.path().join(n));
@@ -85,6 +97,7 @@ impl Harness {
             allocated: Default::default(),
             node_shutdown: Default::default(),
             status_flush: None,
+            pod_network,
         });
         Harness {
             _tmp: tmp,
@@ -1703,6 +1716,72 @@ async fn a_resize_updates_a_running_non_sidecar_init_container_in_place() {
         .as_ref()
         .unwrap()[0];
     assert_eq!(c.resources, init.resources);
+}
+
+#[tokio::test]
+async fn a_pod_waits_for_the_pod_network_and_a_host_network_pod_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf_dir = tmp.path().join("net.d");
+    let net = Arc::new(crate::podnet::PodNetwork::new(crate::podnet::Settings {
+        conf_dir: conf_dir.clone(),
+        default_network: false,
+        configured_cidr: "10.244.0.0/24".into(),
+        cluster: true,
+    }));
+    let mut h = Harness::with_network(net.clone());
+    let p = two_containers();
+    let mut w = h.worker(&p);
+    let from = SystemTime::now();
+    let next = w.sync(Intent::Run).await;
+    assert!(within(next, from, 0, 2), "looked at again soon: {next:?}");
+    assert!(
+        h.rt.take_calls().is_empty(),
+        "no sandbox, no network, nothing"
+    );
+    let message = "network is not ready: container runtime network not ready: \
+                   NetworkReady=false reason:NetworkPluginNotReady message:Network plugin \
+                   returns error: cni plugin not initialized"
+        .to_string();
+    let events = h.events();
+    assert_eq!(
+        events,
+        [("NetworkNotReady".to_string(), None, message.clone())]
+    );
+    let st = status(&w);
+    assert_eq!(st.phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        waiting(&st, "a").and_then(|w| w.reason).as_deref(),
+        Some("ContainerCreating")
+    );
+    // Still waiting: the Event is not repeated.
+    w.sync(Intent::Run).await;
+    assert!(h.rt.take_calls().is_empty());
+    assert!(h.events().is_empty());
+    // A hostNetwork pod runs meanwhile.
+    let mut host =
+        pod("spec:\n  hostNetwork: true\n  containers:\n  - {name: a, image: busybox:1}\n");
+    host.metadata.name = Some("host".into());
+    host.metadata.uid = Some("u2".into());
+    let mut hw = h.worker(&host);
+    assert_eq!(hw.sync(Intent::Run).await, Next::Resync);
+    assert_eq!(starts(&h.rt.take_calls()), ["u2_a_0"]);
+    h.events();
+    // The admin writes a config: the held pod starts at its next sync.
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(
+        conf_dir.join("10-net.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"bridge"}]}"#,
+    )
+    .unwrap();
+    net.check();
+    assert_eq!(w.sync(Intent::Run).await, Next::Resync);
+    let calls = h.rt.take_calls();
+    assert!(
+        calls.contains(&Call::SetupNetwork("u1".into())),
+        "{calls:?}"
+    );
+    assert_eq!(starts(&calls), ["u1_a_0", "u1_b_0"]);
+    assert_eq!(status(&w).phase.as_deref(), Some("Running"));
 }
 
 fn device_pod(count: u32) -> Pod {
