@@ -34,6 +34,8 @@ const RANKS: &[(&str, u32)] = &[
     // The node's resource contract: allocatable, admission (resource fit, affinity, taints).
     ("admission", 4),
     ("network", 4),
+    // Whether the pod network is ready (a CNI config in the conf folder) and what waits for it.
+    ("podnet", 4),
     ("validation", 4),
     ("manifest", 5),
     // Node-pressure eviction: thresholds, ranking, messages (uses admission's requests).
