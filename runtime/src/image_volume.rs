@@ -81,35 +81,7 @@ pub fn mount(
     let view = view(layers)?;
     std::fs::create_dir_all(&target)?;
     let mounted = match view {
-        View::Overlay(lower) => {
-            let mut data = String::from("lowerdir=");
-            for (i, l) in lower.iter().enumerate() {
-                if i > 0 {
-                    data.push(':');
-                }
-                let s = l
-                    .to_str()
-                    .filter(|s| !s.contains([',', ':']))
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            format!(
-                                "layer path {} cannot be an overlay lower folder",
-                                l.display()
-                            ),
-                        )
-                    })?;
-                data.push_str(s);
-            }
-            nix::mount::mount(
-                Some("overlay"),
-                &target,
-                Some("overlay"),
-                MsFlags::MS_RDONLY,
-                Some(data.as_str()),
-            )
-            .map_err(io::Error::from)
-        }
+        View::Overlay(lower) => sys::mount_overlay_ro(&lower, &target),
         View::Bind(layer) => nix::mount::mount(
             Some(layer),
             &target,

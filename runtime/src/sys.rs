@@ -218,6 +218,16 @@ pub fn make_controlling_tty(fd: BorrowedFd) -> io::Result<()> {
 
 /// Mounts an overlay at `target`. `lower` is given top layer first (overlayfs order).
 pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+    overlay(lower, Some((upper, work)), target)
+}
+
+/// Mounts a read-only overlay of `lower` (top layer first, at least two: overlayfs needs an
+/// upper folder otherwise) at `target`, with no upper folder (an image volume's view).
+pub fn mount_overlay_ro(lower: &[&Path], target: &Path) -> io::Result<()> {
+    overlay(lower, None, target)
+}
+
+fn overlay(lower: &[&Path], upper_work: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
     if lower.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -231,15 +241,21 @@ pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) 
         }
         data.push_str(&overlay_escape(l)?);
     }
-    data.push_str(",upperdir=");
-    data.push_str(&overlay_escape(upper)?);
-    data.push_str(",workdir=");
-    data.push_str(&overlay_escape(work)?);
+    let flags = match upper_work {
+        Some((upper, work)) => {
+            data.push_str(",upperdir=");
+            data.push_str(&overlay_escape(upper)?);
+            data.push_str(",workdir=");
+            data.push_str(&overlay_escape(work)?);
+            nix::mount::MsFlags::empty()
+        }
+        None => nix::mount::MsFlags::MS_RDONLY,
+    };
     nix::mount::mount(
         Some("overlay"),
         target,
         Some("overlay"),
-        nix::mount::MsFlags::empty(),
+        flags,
         Some(data.as_str()),
     )
     .map_err(io::Error::from)
