@@ -728,10 +728,9 @@ mod tests {
         assert!(pod_cidrs(&node(serde_json::json!({}))).is_empty());
     }
 
-    /// The network's error comes before the shutdown's in the Ready message.
-    #[test]
-    fn ready_is_false_while_the_pod_network_is_not_ready() {
-        let facts = NodeFacts {
+    /// A one-CPU, 1 GiB node with no addresses, labels or allocatable.
+    fn small_facts() -> NodeFacts {
+        NodeFacts {
             name: "n1".into(),
             addresses: vec![],
             labels: BTreeMap::new(),
@@ -749,7 +748,13 @@ mod tests {
             port: 10250,
             declared_features: vec![],
             allocatable: BTreeMap::new(),
-        };
+        }
+    }
+
+    /// The network's error comes before the shutdown's in the Ready message.
+    #[test]
+    fn ready_is_false_while_the_pod_network_is_not_ready() {
+        let facts = small_facts();
         let net = crate::podnet::node_message(crate::podnet::NOT_INITIALIZED);
         let ready = |err: Option<String>| {
             facts
@@ -794,23 +799,8 @@ mod tests {
     #[test]
     fn attach_and_detach_are_left_to_the_controller() {
         let facts = NodeFacts {
-            name: "n1".into(),
-            addresses: vec![],
             labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
-            taints: vec![],
-            cpus: 1,
-            memory_bytes: 1 << 30,
-            ephemeral_storage_bytes: 1 << 30,
-            max_pods: 10,
-            machine_id: "m".into(),
-            system_uuid: "u".into(),
-            boot_id: "b".into(),
-            kernel: "6.1".into(),
-            os_image: "Debian".into(),
-            arch: "amd64".into(),
-            port: 10250,
-            declared_features: vec![],
-            allocatable: BTreeMap::new(),
+            ..small_facts()
         };
         let annotation = |n: &Node| {
             n.metadata
