@@ -74,11 +74,7 @@ A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "
    --cni-conf-dir "$W/cni" --pod-cidr 10.248.0.0/24 --cdi-spec-dir "$W/cdi")
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
 mkdir -p "$W/cni" "$W/cdi" "$W/root/device-plugins"
-cat >"$W/cni/10-e2e-dev.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "bosun-e2e-dev", "plugins": [
-  {"type": "bridge", "bridge": "bosune2edev", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.248.0.0/24"}]], "dataDir": "$W/ipam"}}]}
-JSON
+bridge_conflist "$W/cni/10-e2e-dev.conflist" bosun-e2e-dev bosune2edev 10.248.0.0/24 "$W/ipam"
 start_bosun() {
     "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
         --cert-dir "$W/pki" --node-ip "$BOSUN_CP_IP" --config "$W/config.yaml" "${A[@]}" \

@@ -75,11 +75,7 @@ A=(--root-dir "$W/root" --run-dir "$W/run" --data-dir "$W/data" --pod-logs-dir "
 "$BOSUN" image import "$W/busybox-oci" busybox --data-dir "$W/data" >/dev/null 2>&1
 # The driver makes only the parent of its socket folder.
 mkdir -p "$W/cni" "$W/cdi" "$W/root/plugins_registry" "$W/root/plugins/$DRIVER_NAME"
-cat >"$W/cni/10-e2e-dra.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "bosun-e2e-dra", "plugins": [
-  {"type": "bridge", "bridge": "bosune2edra", "isGateway": true, "ipMasq": false,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.243.0.0/24"}]], "dataDir": "$W/ipam"}}]}
-JSON
+bridge_conflist "$W/cni/10-e2e-dra.conflist" bosun-e2e-dra bosune2edra 10.243.0.0/24 "$W/ipam"
 start_bosun() {
     "$BOSUN" --kubeconfig "$W/kubeconfig" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" \
         --cert-dir "$W/pki" --node-ip "$BOSUN_CP_IP" --config "$W/config.yaml" "${A[@]}" \

@@ -37,6 +37,17 @@ free_port() {
     printf -v "$1" '%s' "$p"
 }
 
+# bridge_conflist FILE NAME BRIDGE SUBNET IPAM_DIR: writes a CNI config for a test node: the
+# bridge plugin (gateway, no masquerade) on BRIDGE with host-local addresses from SUBNET, kept in
+# IPAM_DIR, as the cluster admin's config the node waits for.
+bridge_conflist() {
+    cat >"$1" <<JSON
+{"cniVersion": "1.0.0", "name": "$2", "plugins": [
+  {"type": "bridge", "bridge": "$3", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$4"}]], "dataDir": "$5"}}]}
+JSON
+}
+
 # reap_node DIR CGROUP [IFACE...]: removes whatever a bosun node that kept its state under DIR
 # and its pods under the cgroup CGROUP left behind (nothing, when it worked): the processes of
 # its cgroups, its keepers, the mounts below DIR, its cgroups, and the interfaces named.
