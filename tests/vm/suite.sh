@@ -281,6 +281,16 @@ net_up() {
     ip route replace default via "$GATEWAY"
     say "  eth0 $ADDRESS via $GATEWAY"
 }
+# The tap mode's link: eth0 has the address and the host's bridge answers on it.
+test_tap_net() {
+    local ADDRESS GATEWAY
+    net_up
+    # shellcheck disable=SC1091
+    . "$P/net"
+    check "eth0 has $ADDRESS" grep -qw "inet $ADDRESS" <<< "$(ip -4 -o addr show dev eth0)"
+    check "the host bridge $GATEWAY answers ping over the tap link" busybox ping -c 3 -W 5 "$GATEWAY"
+    say "  $(ip -4 -o addr show dev eth0 | awk '{print $2, $4}'); $(ip neigh show "$GATEWAY")"
+}
 
 # kubeadm join of this guest to the host's kubeadm control plane (tests/kubeadm/join-vm.sh: the
 # payload's kubeadm/ has kubeadm, kubectl, crictl, the admin kubeconfig and the join command).
@@ -520,6 +530,7 @@ tests=(cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_f
        graceful_termination restart_adopts stop_leaves_pods)
 [ -x "$P/security-tests" ] && tests+=(apparmor)
 [ -f "$P/cluster/bootstrap-kubeconfig" ] && tests+=(cluster_join)
+[ -f "$P/net" ] && tests+=(tap_net)
 [ -f "$P/kubeadm/join-command" ] && tests+=(kubeadm_join)
 tests+=(node_shutdown)
 # run.sh's short subset (the CI run) names its tests in the payload.
