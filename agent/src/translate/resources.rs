@@ -245,8 +245,8 @@ fn is_node_critical(pod: &Pod) -> bool {
     let Some(spec) = spec_of(pod) else {
         return false;
     };
-    let critical =
-        crate::admission::is_static(pod) || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
+    let critical = crate::admission::is_static(pod)
+        || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
     critical && spec.priority_class_name.as_deref() == Some("system-node-critical")
 }
 
