@@ -367,7 +367,10 @@ mod tests {
             assert_eq!(node_ips(flag), want, "{flag:?}");
         }
         // The flag wins over the default route's address.
-        assert_eq!(host_ip(Some("10.0.0.5,fd00::5")).as_deref(), Some("10.0.0.5"));
+        assert_eq!(
+            host_ip(Some("10.0.0.5,fd00::5")).as_deref(),
+            Some("10.0.0.5")
+        );
     }
 
     #[test]

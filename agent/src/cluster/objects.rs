@@ -338,7 +338,7 @@ impl ObjectSource for ClusterObjects {
             // The kubelet refuses to start an API pod's containers before it has seen the
             // Services once; a static pod starts with the Services known so far (none while the
             // apiserver is down: with `kubeadm init` the static pods are the apiserver).
-            if !crate::admission::is_static(pod)
+            if !crate::translate::is_static_pod(pod)
                 && tokio::time::timeout(Duration::from_secs(10), self.services.wait_until_ready())
                     .await
                     .is_err()

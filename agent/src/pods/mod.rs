@@ -270,10 +270,7 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
 /// running after (a restarted bosun adopts them); with no pod left, nothing is left behind: the
 /// runtime removes the sandboxes root mount and the empty kubepods cgroups, and the root dir's
 /// bind onto itself (made for shared propagation) is removed.
-pub async fn serve(
-    ctx: Arc<Ctx>,
-    desired: watch::Receiver<Option<Desired>>,
-) -> anyhow::Result<()> {
+pub async fn serve(ctx: Arc<Ctx>, desired: watch::Receiver<Option<Desired>>) -> anyhow::Result<()> {
     use anyhow::Context;
     let runtime = ctx.runtime.clone();
     let root_dir = ctx.cfg.root_dir.clone();

@@ -390,7 +390,8 @@ mod tests {
         let (api, file, empty) = (set(&["a1", "a2"]), set(&["f1"]), set(&[]));
         let uids = |d: &Desired| d.pods.keys().cloned().collect::<Vec<_>>();
         // (api, file) -> None, or (uids, all sources answered)
-        let cases: Vec<(Answer, Answer, Option<(Vec<&str>, bool)>)> = vec![
+        type Case<'a> = (Answer<'a>, Answer<'a>, Option<(Vec<&'a str>, bool)>);
+        let cases: Vec<Case> = vec![
             // cluster mode without a manifest folder: nothing until the first list
             (Some(None), None, None),
             (Some(Some(&api)), None, Some((vec!["a1", "a2"], true))),
@@ -399,7 +400,11 @@ mod tests {
             (Some(None), Some(None), None),
             (Some(None), Some(Some(&file)), Some((vec!["f1"], false))),
             (Some(Some(&api)), Some(None), None),
-            (Some(Some(&api)), Some(Some(&file)), Some((vec!["a1", "a2", "f1"], true))),
+            (
+                Some(Some(&api)),
+                Some(Some(&file)),
+                Some((vec!["a1", "a2", "f1"], true)),
+            ),
             // standalone: the folder is the only source
             (None, Some(None), None),
             (None, Some(Some(&file)), Some((vec!["f1"], true))),

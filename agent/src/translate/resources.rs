@@ -241,12 +241,21 @@ const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
 const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
+/// Is `pod` a static pod (from a file, not the apiserver)?
+pub fn is_static_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("kubernetes.io/config.source"))
+        .is_some_and(|s| s != "api")
+}
+
 fn is_node_critical(pod: &Pod) -> bool {
     let Some(spec) = spec_of(pod) else {
         return false;
     };
     let critical =
-        crate::admission::is_static(pod) || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
+        is_static_pod(pod) || spec.priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
     critical && spec.priority_class_name.as_deref() == Some("system-node-critical")
 }
 
