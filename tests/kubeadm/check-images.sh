@@ -41,6 +41,7 @@ bosun_pid=
 cleanup() {
   local rc=$?
   set +e
+  trap - ERR
   log "cleaning up (rc=$rc)"
   if [ -n "$bosun_pid" ] && kill -0 "$bosun_pid" 2>/dev/null; then
     rm -f "$tmp"/manifests/*.yaml
@@ -64,6 +65,8 @@ cleanup() {
   log "done in $(( $(date +%s) - start ))s"
 }
 trap cleanup EXIT
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
+set -o errtrace
 
 mkdir -p "$tmp"/{manifests,root,data,pod-logs,container-logs,cni,host/cni-bin,host/net.d,host/kube-flannel}
 "$here/images.sh" build >"$tmp/images.txt"
@@ -174,12 +177,13 @@ phase() { # POD: its phase from bosun's status.json
   local f
   for f in "$RUN"/pods/*/status.json; do
     [ -f "$f" ] || continue
-    jq -r --arg n "$1-$NODE" 'select(.metadata.name == $n) | .status.phase // empty' "$f" 2>/dev/null
+    # (a file being replaced reads as nothing)
+    jq -r --arg n "$1-$NODE" 'select(.metadata.name == $n) | .status.phase // empty' "$f" 2>/dev/null || true
   done
 }
-logs() { "$BOSUN" logs "$1-$NODE" "$2" "${common[@]}" 2>&1; }
+logs() { "$BOSUN" logs "$1-$NODE" "$2" "${common[@]}" 2>&1 || true; } # NAMESPACE/POD CONTAINER
 failed=0
-check() { # POD CONTAINER PATTERN...: the container's log matches every PATTERN (extended regex)
+check() { # NAMESPACE/POD CONTAINER PATTERN...: the container's log matches every PATTERN (extended regex)
   local pod=$1 c=$2; shift 2
   local out; out=$(logs "$pod" "$c")
   local p
@@ -201,13 +205,13 @@ for pod in kube-proxy coredns kube-flannel; do
   [ "$p" = Succeeded ] || { log "FAIL: pod $pod is ${p:-not there} (want Succeeded)"; failed=$((failed + 1)); }
 done
 
-check kube-proxy version "^Kubernetes $K8S_VERSION\$"
+check kube-system/kube-proxy version "^Kubernetes $K8S_VERSION\$"
 # the images' iptables use the host's backend
 mode=$(iptables -V | grep -oE '\((nf_tables|legacy)\)' | tr -d '()')
-check kube-proxy iptables "^iptables v[0-9.]+ \\($mode\\)" "restore --test ok"
-check coredns coredns "^CoreDNS-${COREDNS_VERSION#v}\$"
-check kube-flannel version "^$FLANNEL_VERSION\$"
-check kube-flannel iptables "^iptables v[0-9.]+ \\($mode\\)" "iptables-save ok"
+check kube-system/kube-proxy iptables "^iptables v[0-9.]+ \\($mode\\)" "restore --test ok"
+check kube-system/coredns coredns "^CoreDNS-${COREDNS_VERSION#v}\$"
+check kube-flannel/kube-flannel version "^$FLANNEL_VERSION\$"
+check kube-flannel/kube-flannel iptables "^iptables v[0-9.]+ \\($mode\\)" "iptables-save ok"
 # install-cni: the ConfigMap's CNI config, as a file in the host's net.d
 if cmp -s "$tmp/host/kube-flannel/cni-conf.json" "$tmp/host/net.d/10-flannel.conflist"; then
   log "ok: kube-flannel/install-cni wrote 10-flannel.conflist"
@@ -217,12 +221,12 @@ fi
 # install-cni-plugin: the plugin in the host's CNI bin folder, runnable there
 if cmp -s "$FLANNEL_CNI_BIN/flannel" "$tmp/host/cni-bin/flannel" && [ -x "$tmp/host/cni-bin/flannel" ] &&
   CNI_COMMAND=VERSION "$tmp/host/cni-bin/flannel" </dev/null | jq -e '.supportedVersions | index("1.0.0")' >/dev/null; then
-  log "ok: kube-flannel/install-cni-plugin copied the flannel CNI plugin ($("$tmp/host/cni-bin/flannel" --version 2>&1 | head -1))"
+  log "ok: kube-flannel/install-cni-plugin copied the flannel CNI plugin ($("$tmp/host/cni-bin/flannel" --version 2>&1 | awk 'NR == 1'))"
 else
   log "FAIL: kube-flannel/install-cni-plugin: $tmp/host/cni-bin/flannel is not the plugin"; failed=$((failed + 1))
 fi
 # nothing was committed by iptables-restore --test
-if iptables-save -t nat | grep -q KUBE-BOSUN-CHECK; then
+if iptables-save -t nat | awk '/KUBE-BOSUN-CHECK/ {f = 1} END {exit !f}'; then
   log "FAIL: iptables-restore --test left KUBE-BOSUN-CHECK in the host's nat table"; failed=$((failed + 1))
   iptables -t nat -X KUBE-BOSUN-CHECK 2>/dev/null || true
 fi

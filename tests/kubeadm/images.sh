@@ -115,7 +115,7 @@ netfilter() {
   fi
   # the extensions libxtables loads (-m comment, -j MASQUERADE, ...), from where it looks for them
   local libxt; libxt=$(ldd "$src" | awk '$1 ~ /^libxtables\.so/ {print $3}')
-  local extdir; extdir=$(strings -n 8 "$libxt" | grep -m1 '^/.*/xtables$')
+  local extdir; extdir=$(strings -n 8 "$libxt" | awk '/^\/.*\/xtables$/ && !n++')
   [ -d "$extdir" ] || die "no xtables extension folder ($extdir) for $libxt"
   mkdir -p "$dir$extdir"
   cp -L "$extdir"/*.so "$dir$extdir/"
