@@ -348,15 +348,6 @@ fn predicate(name: &str, desc: &str) -> Rejection {
     }
 }
 
-/// Is `pod` a static pod (from a file, not the apiserver)?
-pub fn is_static(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("kubernetes.io/config.source"))
-        .is_some_and(|s| s != "api")
-}
-
 /// The kubelet's admission of `pod` on `node` with `others` admitted and not yet ended (the
 /// first failure, in the kubelet's order: OS, resources (pods, cpu, memory, ephemeral storage,
 /// hugepages), node affinity/selector, node name, host ports, NoExecute taints).
@@ -397,7 +388,7 @@ pub fn admit(pod: &Pod, others: &[&Pod], node: &NodeInfo) -> Result<(), Rejectio
     if !host_ports_free(pod, others) {
         return Err(predicate(NODE_PORTS, NODE_PORTS_REASON));
     }
-    if !is_static(pod) {
+    if !crate::translate::is_static_pod(pod) {
         let tolerations = spec.tolerations.unwrap_or_default();
         let untolerated = node
             .taints

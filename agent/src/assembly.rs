@@ -247,10 +247,12 @@ pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
         .clone()
         .context("no manifest folder (--manifests or staticPodPath)")?;
     tracing::info!(manifests = %manifests.display(), node = %ctx.cfg.node_name, "bosun standalone starting");
-    let (tx, rx) = watch::channel(None);
+    let (ftx, frx) = watch::channel(None);
     let src = pods::source::FolderSource::new(manifests, ctx.cfg.node_name.clone())
         .with_errors_in(&ctx.cfg.run_dir);
-    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, tx));
+    tokio::spawn(pods::source::run(src, ctx.cfg.file_check_frequency, ftx));
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(pods::source::merge(None, Some(frx), tx));
     pods::serve(ctx, rx).await
 }
 
@@ -333,12 +335,6 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         crate::server::WEBSOCKET_FEATURE.to_string(),
         crate::pods::resize::INIT_CONTAINER_RESIZE_FEATURE.to_string(),
     ];
-    let mut delay = Duration::from_secs(1);
-    while let Err(e) = cluster::node::register(&client, &facts).await {
-        tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (mut ctx, images) = context(cfg, Mode::Cluster).await?;
     ctx.status_tx = Some(status_tx);
@@ -393,10 +389,12 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
     let addresses = facts.addresses.iter().map(|(_, a)| a.clone()).collect();
     crate::server::spawn(client.clone(), node_name.clone(), ctx.clone(), addresses);
     crate::cri::serve(ctx.clone(), images.clone(), &ctx.cfg.cri_sockets)?;
-    tokio::spawn(cluster::node::lease_loop(client.clone(), node_name.clone()));
-    tokio::spawn(cluster::node::status_loop(
+    // The Node is registered in the background, as the kubelet does: the manifest folder's pods
+    // start meanwhile (with `kubeadm init` they are the apiserver this registration waits for).
+    // The lease and the node status follow the registration.
+    let status = cluster::node::status_loop(
         client.clone(),
-        facts,
+        facts.clone(),
         move || {
             images
                 .store()
@@ -420,7 +418,20 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
             network: ctx.pod_network.clone(),
             shutdown: ctx.node_shutdown.clone(),
         },
-    ));
+    );
+    tokio::spawn({
+        let (client, node_name) = (client.clone(), node_name.clone());
+        async move {
+            let mut delay = Duration::from_secs(1);
+            while let Err(e) = cluster::node::register(&client, &facts).await {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot register the node");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            tokio::spawn(cluster::node::lease_loop(client, node_name));
+            status.await
+        }
+    });
     tokio::spawn(cluster::status::run(client.clone(), status_rx, flush_rx));
     if let Some(at) = rotate_at {
         tokio::spawn(cluster::rotate(
@@ -463,7 +474,7 @@ pub async fn cluster_node(cfg: Config) -> anyhow::Result<()> {
         mirror_rx,
     ));
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(cluster::merge(api_rx, file_rx, tx));
+    tokio::spawn(pods::source::merge(Some(api_rx), file_rx, tx));
     pods::serve(ctx, rx).await
 }
 

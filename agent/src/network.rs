@@ -283,9 +283,28 @@ pub fn rewrite_in_place(path: &Path, content: &[u8]) -> std::io::Result<()> {
     f.write_all(content)
 }
 
-/// The node's primary address: the source address of the default route (a UDP socket is
-/// connected, which sends nothing), else None.
-pub fn host_ip() -> Option<String> {
+/// The addresses `--node-ip` names (one, or two for a dual-stack node: "a,b").
+pub fn node_ips(flag: Option<&str>) -> Vec<String> {
+    flag.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A pod's hostIP, and a hostNetwork pod's IP: the node's address as the kubelet takes it, the
+/// first of `--node-ip` when set, else the default route's source address.
+pub fn host_ip(node_ip_flag: Option<&str>) -> Option<String> {
+    node_ips(node_ip_flag)
+        .into_iter()
+        .next()
+        .or_else(default_route_ip)
+}
+
+/// The source address of the default route (a UDP socket is connected, which sends nothing),
+/// else None.
+fn default_route_ip() -> Option<String> {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     sock.connect("192.0.2.1:9").ok()?;
     let ip = sock.local_addr().ok()?.ip();
@@ -334,6 +353,25 @@ pub fn set_ips(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ips_from_the_flag() {
+        let cases: [(Option<&str>, &[&str]); 5] = [
+            (None, &[]),
+            (Some(""), &[]),
+            (Some("10.0.0.5"), &["10.0.0.5"]),
+            (Some("10.0.0.5,fd00::5"), &["10.0.0.5", "fd00::5"]),
+            (Some(" 10.0.0.5 , "), &["10.0.0.5"]),
+        ];
+        for (flag, want) in cases {
+            assert_eq!(node_ips(flag), want, "{flag:?}");
+        }
+        // The flag wins over the default route's address.
+        assert_eq!(
+            host_ip(Some("10.0.0.5,fd00::5")).as_deref(),
+            Some("10.0.0.5")
+        );
+    }
 
     #[test]
     fn rewrite_in_place_keeps_the_inode() {

@@ -80,7 +80,10 @@ cleanup() {
     done
     kill "$sup_pid"; wait "$sup_pid" 2>/dev/null
   fi
-  if [ "$rc" != 0 ] && [ -f "$tmp/bosun.log" ]; then tail -50 "$tmp/bosun.log" >&2; fi
+  if [ "$rc" != 0 ] && [ -f "$tmp/bosun.log" ]; then
+    tail -50 "$tmp/bosun.log" >&2
+    cp "$tmp/bosun.log" /tmp/bosun-kubeadm-init.log && log "bosun's log: /tmp/bosun-kubeadm-init.log"
+  fi
   # kubeadm reset itself (cleans /etc/kubernetes, /var/lib/etcd, the kubelet's files); its
   # container removal finds no CRI socket once the agent is gone, which it only warns about.
   "$KUBEADM" reset --force --cri-socket "unix://$SOCK" >"$tmp/reset.log" 2>&1 || cat "$tmp/reset.log" >&2
@@ -105,7 +108,8 @@ chmod 0755 "$tmp/bin/kubelet"
 export PATH="$tmp/bin:$PATH"
 
 ip link add "$IFACE" type bridge
-ip addr add "$IP/32" dev "$IFACE"
+# A /24: the second node (the VM tier's guest, on a tap device in this bridge) is 10.250.0.2.
+ip addr add "$IP/24" dev "$IFACE"
 ip link set "$IFACE" up
 
 # The control plane images, named as kubeadm expects them, in a private image store.
@@ -223,6 +227,9 @@ for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
     die "$c is not Ready"
 done
 "$KUBECTL" -n kube-system get pods -o wide >&2
+# hostNetwork pods have the node's address (--node-ip), as the kubelet reports them.
+ips=$("$KUBECTL" -n kube-system get pods -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' | sort -u)
+[ "$ips" = "$IP" ] || die "the static pods' podIPs are $ips, not the node's $IP"
 
 # crictl on the node shows the same pods and containers.
 crictl() { "$CRICTL" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" "$@"; }
@@ -238,3 +245,10 @@ grep -q "containerRuntimeEndpoint: unix://$SOCK" /var/lib/kubelet/config.yaml ||
 # (kubelet-client-current.pem, which kubeadm's kubelet-finalize then points kubelet.conf at);
 # bosun keeps using the embedded one until then.
 log "PASS: kubeadm init with bosun as the kubelet"
+# What runs on this control plane next (the join of a second node): a command run with the
+# cluster up, KUBECONFIG the admin's, and the test's tools and addresses in its environment.
+if [ -n "${KUBEADM_THEN:-}" ]; then
+  export KUBEADM KUBECTL CRICTL IFACE IP SOCK
+  log "then: $KUBEADM_THEN"
+  $KUBEADM_THEN || die "$KUBEADM_THEN failed"
+fi

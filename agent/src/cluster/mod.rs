@@ -14,45 +14,6 @@ pub mod volumes;
 
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
-
-use crate::pods::source::{same_pods, DesiredPods};
-
-/// Publishes the union of the apiserver's pods and the static pods, once the apiserver's first
-/// list is in (so nothing is taken for an orphan before that).
-pub async fn merge(
-    mut api: watch::Receiver<Option<DesiredPods>>,
-    mut file: Option<watch::Receiver<Option<DesiredPods>>>,
-    tx: watch::Sender<Option<DesiredPods>>,
-) {
-    loop {
-        if let Some(a) = api.borrow_and_update().clone() {
-            let mut all = a;
-            if let Some(f) = file.as_mut() {
-                all.extend(f.borrow_and_update().clone().unwrap_or_default());
-            }
-            tx.send_if_modified(|cur| {
-                if !cur.as_ref().is_some_and(|c| same_pods(c, &all)) {
-                    *cur = Some(all);
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-        let file_changed = async {
-            match file.as_mut() {
-                Some(f) => f.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = api.changed() => if r.is_err() { return; },
-            ok = file_changed => if !ok { return; },
-        }
-    }
-}
-
 /// Rotates the client certificate at 80 % of its lifetime, then restarts bosun in place
 /// (restart is the recovery path: pods are adopted, nothing is lost).
 pub async fn rotate(client: kube::Client, creds: bootstrap::Paths, node: String, at: SystemTime) {

@@ -107,9 +107,11 @@ impl NodeFacts {
         labels.insert("beta.kubernetes.io/arch".into(), arch.clone());
         labels.extend(extra_labels.clone());
         let mut addresses = Vec::new();
-        if let Some(ip) = node_ip.or_else(default_node_ip) {
-            addresses.push(("InternalIP".to_string(), ip));
+        let mut ips = crate::network::node_ips(node_ip.as_deref());
+        if ips.is_empty() {
+            ips.extend(default_node_ip());
         }
+        addresses.extend(ips.into_iter().map(|ip| ("InternalIP".to_string(), ip)));
         addresses.push(("Hostname".to_string(), name.to_string()));
         let storage = nix::sys::statvfs::statvfs(root_dir)
             .map(|s| s.blocks() * s.fragment_size())

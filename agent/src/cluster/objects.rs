@@ -335,10 +335,13 @@ impl ObjectSource for ClusterObjects {
         Box::pin(async move {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let mut out = ApiObjects::default();
-            // The kubelet refuses to start containers before it has seen the Services once.
-            if tokio::time::timeout(Duration::from_secs(10), self.services.wait_until_ready())
-                .await
-                .is_err()
+            // The kubelet refuses to start an API pod's containers before it has seen the
+            // Services once; a static pod starts with the Services known so far (none while the
+            // apiserver is down: with `kubeadm init` the static pods are the apiserver).
+            if !crate::translate::is_static_pod(pod)
+                && tokio::time::timeout(Duration::from_secs(10), self.services.wait_until_ready())
+                    .await
+                    .is_err()
             {
                 return Err(FetchError::ServicesNotRead.into());
             }

@@ -25,7 +25,7 @@ use crate::fieldpath::NodeAllocatable;
 use crate::images::ImageService;
 use crate::reasons::EventType;
 use crate::translate::{VolumeKind, LABEL_POD_UID};
-use source::DesiredPods;
+use source::{Desired, DesiredPods};
 use worker::{Intent, WorkerHandle};
 
 pub use worker::plan::{api_terminal, pod_key};
@@ -270,10 +270,7 @@ fn stored_pod(ctx: &Ctx, uid: &str) -> Pod {
 /// running after (a restarted bosun adopts them); with no pod left, nothing is left behind: the
 /// runtime removes the sandboxes root mount and the empty kubepods cgroups, and the root dir's
 /// bind onto itself (made for shared propagation) is removed.
-pub async fn serve(
-    ctx: Arc<Ctx>,
-    desired: watch::Receiver<Option<DesiredPods>>,
-) -> anyhow::Result<()> {
+pub async fn serve(ctx: Arc<Ctx>, desired: watch::Receiver<Option<Desired>>) -> anyhow::Result<()> {
     use anyhow::Context;
     let runtime = ctx.runtime.clone();
     let root_dir = ctx.cfg.root_dir.clone();
@@ -316,7 +313,7 @@ async fn release_startup_memory() {
 }
 
 /// Keeps one worker per desired pod and terminates the rest. Runs until the source closes.
-pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>>) {
+pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<Desired>>) {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut events = ctx.runtime.subscribe();
     // The eviction manager sees the pods that run and tells which to evict.
@@ -329,7 +326,7 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
     ));
     // The node shutdown manager ends pods the same way.
     tokio::spawn(shutdown::run(ctx.clone(), active_rx, evict_tx));
-    // Wait for the source's first full answer before deciding what is an orphan.
+    // Wait for the sources' first answer; what is an orphan is decided once all have answered.
     let mut current = loop {
         if let Some(d) = desired.borrow_and_update().clone() {
             break d;
@@ -339,35 +336,15 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
         }
     };
     tokio::spawn(release_startup_memory());
-    let mut known = known_uids(&ctx);
-    // Pods that hold prepared ResourceClaims: one gone while the agent was down is terminated
-    // below, which unprepares its claims.
-    if let Some(dra) = &ctx.dra {
-        known.extend(dra.pods().await);
-    }
-    // ID ranges of pods the node has nothing of and no source wants are free again (the
-    // kubelet's CleanupOrphanedPodUsernsAllocations).
-    if let Some(a) = &ctx.userns {
-        match a.retain(|uid| known.contains(uid) || current.contains_key(uid)) {
-            Ok(freed) if !freed.is_empty() => {
-                tracing::info!(pods = ?freed, "freed the user namespace ranges of pods gone")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot free orphaned user namespace ranges"),
-        }
-    }
-    for uid in known {
-        if !current.contains_key(&uid) {
-            let pod = stored_pod(&ctx, &uid);
-            tracing::info!(uid = %uid, pod = %pod_key(&pod), "terminating pod that is no longer wanted");
-            let terminate = Intent::Terminate { grace: None };
-            workers.insert(uid, worker::spawn(ctx.clone(), Arc::new(pod), terminate));
-        }
-    }
+    let mut swept = false;
     let mut terminated: HashSet<String> = HashSet::new();
     loop {
+        if !swept && current.all_sources {
+            swept = true;
+            sweep_orphans(&ctx, &mut workers, &current.pods).await;
+        }
         crate::metrics::health::sync_loop_tick();
-        reconcile(&ctx, &mut workers, &mut terminated, &current);
+        reconcile(&ctx, &mut workers, &mut terminated, &current.pods);
         active_tx.send_replace(active_pods(&workers));
         tokio::select! {
             Some(ev) = evict_rx.recv() => {
@@ -407,6 +384,53 @@ pub async fn run(ctx: Arc<Ctx>, mut desired: watch::Receiver<Option<DesiredPods>
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// The pods the node has (state, containers, sandboxes, prepared claims) that no source wants:
+/// decided once every source has answered, never before (the kubelet's "sources ready").
+pub(crate) fn orphans(known: &HashSet<String>, desired: &DesiredPods) -> Vec<String> {
+    let mut out: Vec<String> = known
+        .iter()
+        .filter(|uid| !desired.contains_key(*uid))
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+/// Terminates the [`orphans`] and frees the user namespace ranges of pods the node has nothing of.
+async fn sweep_orphans(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    desired: &DesiredPods,
+) {
+    let mut known = known_uids(ctx);
+    // Pods that hold prepared ResourceClaims: one gone while the agent was down is terminated
+    // below, which unprepares its claims.
+    if let Some(dra) = &ctx.dra {
+        known.extend(dra.pods().await);
+    }
+    // ID ranges of pods the node has nothing of and no source wants are free again (the
+    // kubelet's CleanupOrphanedPodUsernsAllocations).
+    if let Some(a) = &ctx.userns {
+        match a.retain(|uid| known.contains(uid) || desired.contains_key(uid)) {
+            Ok(freed) if !freed.is_empty() => {
+                tracing::info!(pods = ?freed, "freed the user namespace ranges of pods gone")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot free orphaned user namespace ranges"),
+        }
+    }
+    for uid in orphans(&known, desired) {
+        // A static pod already has its worker (started before the apiserver answered).
+        if workers.contains_key(&uid) {
+            continue;
+        }
+        let pod = stored_pod(ctx, &uid);
+        tracing::info!(uid = %uid, pod = %pod_key(&pod), "terminating pod that is no longer wanted");
+        let terminate = Intent::Terminate { grace: None };
+        workers.insert(uid, worker::spawn(ctx.clone(), Arc::new(pod), terminate));
     }
 }
 

@@ -32,6 +32,78 @@ pub fn same_pods(a: &DesiredPods, b: &DesiredPods) -> bool {
             .all(|((ka, pa), (kb, pb))| ka == kb && (Arc::ptr_eq(pa, pb) || pa == pb))
 }
 
+/// What the pod manager runs: every source's pods so far, and whether every source has answered
+/// once. Until then a pod the node has but no source lists is not taken for an orphan (the
+/// kubelet's "sources ready"), so the manifest folder's pods start while the apiserver is still
+/// unreachable, as `kubeadm init`'s control plane needs, and an agent restarted during an
+/// apiserver outage keeps the API's pods running.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Desired {
+    pub pods: DesiredPods,
+    pub all_sources: bool,
+}
+
+/// One source's answer so far: `None` for a source that is not configured, `Some(None)` for one
+/// that has not answered yet.
+pub type Answer<'a> = Option<Option<&'a DesiredPods>>;
+
+/// The union of the API's and the manifest folder's answers, or `None` while there is nothing to
+/// publish: the folder (read at once) has not been read yet, or the apiserver is the only source
+/// and has not answered. The folder's pods go first while the apiserver has not answered.
+pub fn union(api: Answer, file: Answer) -> Option<Desired> {
+    if matches!(file, Some(None)) || (file.is_none() && !matches!(api, Some(Some(_)))) {
+        return None;
+    }
+    let mut pods = DesiredPods::new();
+    for answer in [api, file].into_iter().flatten().flatten() {
+        pods.extend(answer.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    Some(Desired {
+        pods,
+        all_sources: !matches!(api, Some(None)),
+    })
+}
+
+fn answer(x: &Option<Option<DesiredPods>>) -> Answer<'_> {
+    x.as_ref().map(|o| o.as_ref())
+}
+
+/// Whether a source changed (`false` when it closed); never ready for a source not configured.
+async fn changed(r: Option<&mut watch::Receiver<Option<DesiredPods>>>) -> bool {
+    match r {
+        Some(r) => r.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes [`union`] of the sources whenever one of them changes (a source absent is `None`).
+/// Returns when a source closes.
+pub async fn merge(
+    mut api: Option<watch::Receiver<Option<DesiredPods>>>,
+    mut file: Option<watch::Receiver<Option<DesiredPods>>>,
+    tx: watch::Sender<Option<Desired>>,
+) {
+    loop {
+        let a = api.as_mut().map(|r| r.borrow_and_update().clone());
+        let f = file.as_mut().map(|r| r.borrow_and_update().clone());
+        if let Some(next) = union(answer(&a), answer(&f)) {
+            tx.send_if_modified(|cur| {
+                let same = cur.as_ref().is_some_and(|c| {
+                    c.all_sources == next.all_sources && same_pods(&c.pods, &next.pods)
+                });
+                if !same {
+                    *cur = Some(next);
+                }
+                !same
+            });
+        }
+        tokio::select! {
+            ok = changed(api.as_mut()) => if !ok { return; },
+            ok = changed(file.as_mut()) => if !ok { return; },
+        }
+    }
+}
+
 #[derive(Default)]
 struct FileState {
     modified: Option<SystemTime>,
@@ -307,6 +379,44 @@ mod tests {
     use super::*;
 
     const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+
+    #[test]
+    fn union_of_the_sources_and_whether_all_answered() {
+        let set = |uids: &[&str]| -> DesiredPods {
+            uids.iter()
+                .map(|u| (u.to_string(), Arc::new(Pod::default())))
+                .collect()
+        };
+        let (api, file, empty) = (set(&["a1", "a2"]), set(&["f1"]), set(&[]));
+        let uids = |d: &Desired| d.pods.keys().cloned().collect::<Vec<_>>();
+        // (api, file) -> None, or (uids, all sources answered)
+        type Case<'a> = (Answer<'a>, Answer<'a>, Option<(Vec<&'a str>, bool)>);
+        let cases: Vec<Case> = vec![
+            // cluster mode without a manifest folder: nothing until the first list
+            (Some(None), None, None),
+            (Some(Some(&api)), None, Some((vec!["a1", "a2"], true))),
+            (Some(Some(&empty)), None, Some((vec![], true))),
+            // cluster mode with static pods: the folder's pods at once, the API's added later
+            (Some(None), Some(None), None),
+            (Some(None), Some(Some(&file)), Some((vec!["f1"], false))),
+            (Some(Some(&api)), Some(None), None),
+            (
+                Some(Some(&api)),
+                Some(Some(&file)),
+                Some((vec!["a1", "a2", "f1"], true)),
+            ),
+            // standalone: the folder is the only source
+            (None, Some(None), None),
+            (None, Some(Some(&file)), Some((vec!["f1"], true))),
+            (None, Some(Some(&empty)), Some((vec![], true))),
+            (None, None, None),
+        ];
+        for (i, (a, f, want)) in cases.into_iter().enumerate() {
+            let got = union(a, f).map(|d| (uids(&d), d.all_sources));
+            let want = want.map(|(u, all)| (u.into_iter().map(String::from).collect(), all));
+            assert_eq!(got, want, "case {i}");
+        }
+    }
 
     #[test]
     fn same_pods_by_allocation_or_content() {

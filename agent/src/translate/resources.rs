@@ -241,7 +241,8 @@ const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
 const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
-fn is_static_pod(pod: &Pod) -> bool {
+/// Is `pod` a static pod (from a file, not the apiserver)?
+pub fn is_static_pod(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()

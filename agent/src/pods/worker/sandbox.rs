@@ -109,7 +109,7 @@ impl Worker {
         let Some(sb) = self.net.sandbox.clone() else {
             return false;
         };
-        self.net.host_ip = crate::network::host_ip();
+        self.net.host_ip = crate::network::host_ip(self.ctx.cfg.node_ip.as_deref());
         if self.host_network() || sb.netns.is_none() {
             self.net.ips = self.net.host_ip.clone().into_iter().collect();
         } else if let Some(ips) = self.ctx.runtime.network_ips(&sb) {
