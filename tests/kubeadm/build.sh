@@ -12,8 +12,8 @@
 #               the tencentvpc backend, whose SDK the proxy refuses), with upstream's
 #               Documentation/kube-flannel.yml
 #   flannel-cni flannel's CNI plugin (github.com/flannel-io/cni-plugin), from its released source
-#               in ../shared/third_party/flannel-io (checked against SHA256SUMS there); its
-#               dependencies come from the Go module proxy
+#               in $BOSUN_THIRD_PARTY/flannel-io (default <repo>/../shared/third_party; checked
+#               against SHA256SUMS there); its dependencies come from the Go module proxy
 #
 # Usage: build.sh [kubeadm|kube-proxy|crictl|coredns|flannel|flannel-cni]...   (default: all)
 # Only the Go module proxy (and the one source archive above) is used.
@@ -92,7 +92,7 @@ b_flannel() {
 # The plugin as its scripts/build_flannel.sh builds it (static, same tags and version variables),
 # without cgo (the upstream script enables it on amd64 only for its static link).
 b_flannel_cni() {
-  local third=$root/../shared/third_party/flannel-io
+  local third=${BOSUN_THIRD_PARTY:-$root/../shared/third_party}/flannel-io
   local tgz=$third/cni-plugin-$FLANNEL_CNI_VERSION.tar.gz
   (cd "$third" && sha256sum --quiet -c SHA256SUMS) || { echo "$0: $tgz does not match its SHA256SUMS" >&2; return 1; }
   # git archive records the tag's commit in the tar's header (read, gzip gets SIGPIPE)

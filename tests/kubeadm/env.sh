@@ -11,7 +11,7 @@ KUBEADM_BIN=$TOOLS_CACHE/kubeadm-$K8S_VERSION
 CRICTL_BIN=$TOOLS_CACHE/crictl-$CRICTL_VERSION
 COREDNS_BIN=$TOOLS_CACHE/coredns-$COREDNS_VERSION
 FLANNEL_BIN=$TOOLS_CACHE/flannel-$FLANNEL_VERSION
-# flannel's CNI plugin: released source kept in ../shared/third_party (the Go module proxy
+# flannel's CNI plugin: built from its released source archive (build.sh; the Go module proxy
 # refuses its module); kube-flannel.yml names its image by a later tag of the same release line.
 FLANNEL_CNI_VERSION=${FLANNEL_CNI_VERSION:-v1.9.1-flannel1}
 FLANNEL_CNI_BIN=$TOOLS_CACHE/flannel-cni-$FLANNEL_CNI_VERSION
