@@ -10,6 +10,10 @@
 # busybox binary always gives the same digests. Running it again on the same OUTDIR adds or
 # replaces TAG (default `latest`) in index.json. EXTRA_BINS (space-separated host paths of static
 # binaries) are added as /usr/local/bin/<name> (the cluster tests put kubectl in an image).
+# EXTRA_ROOT (a host folder) is copied over the root filesystem last, as it is (its files, modes
+# and symlinks; tests/kubeadm/images.sh puts iptables and its libraries there). IMAGE_ENTRYPOINT
+# and IMAGE_CMD (JSON arrays) set the config's Entrypoint and Cmd; with IMAGE_ENTRYPOINT alone
+# there is no Cmd, as in a Dockerfile with only ENTRYPOINT.
 set -euo pipefail
 
 usage() { echo "usage: $0 OUTDIR [TAG]" >&2; exit 2; }
@@ -71,6 +75,11 @@ while IFS= read -r applet; do
     ln -sfn "$target" "$root/$applet"
 done < <("$busybox" --list-full)
 
+if [[ -n ${EXTRA_ROOT:-} ]]; then
+    [[ -d $EXTRA_ROOT ]] || { echo "$0: EXTRA_ROOT $EXTRA_ROOT is not a folder" >&2; exit 1; }
+    cp -a --no-preserve=ownership "$EXTRA_ROOT/." "$root/"
+fi
+
 cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/bin/sh
 app:x:1000:1000:app:/tmp:/bin/sh
@@ -107,14 +116,18 @@ diff_id=$(sha "$work/layer.tar")
 layer_hex=$(put_blob "$work/layer.tar.gz")
 layer_size=$(size "$work/layer.tar.gz")
 
-jq -cjn --arg arch "$arch" --arg variant "$variant" --arg diff "sha256:$diff_id" '{
+entrypoint=${IMAGE_ENTRYPOINT:-null}
+cmd=${IMAGE_CMD:-}
+[[ -n $cmd ]] || { [[ $entrypoint == null ]] && cmd='["sh"]' || cmd=null; }
+jq -cjn --arg arch "$arch" --arg variant "$variant" --arg diff "sha256:$diff_id" \
+    --argjson entrypoint "$entrypoint" --argjson cmd "$cmd" '{
     created: "1970-01-01T00:00:00Z",
     architecture: $arch,
     os: "linux",
-    config: {
-        Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        Cmd: ["sh"]
-    },
+    config: ({
+        Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    } + (if $entrypoint == null then {} else { Entrypoint: $entrypoint } end)
+      + (if $cmd == null then {} else { Cmd: $cmd } end)),
     rootfs: { type: "layers", diff_ids: [$diff] },
     history: [{ created: "1970-01-01T00:00:00Z", created_by: "tests/images/build-busybox.sh" }]
 } + (if $variant == "" then {} else { variant: $variant } end)' >"$work/config.json"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced; the variables are for the scripts that source it
 # Shared settings of the kubeadm test (sourced, not run): the pinned tools and where they live.
 # shellcheck source=../cluster/env.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../cluster/env.sh"
@@ -10,3 +11,8 @@ KUBEADM_BIN=$TOOLS_CACHE/kubeadm-$K8S_VERSION
 CRICTL_BIN=$TOOLS_CACHE/crictl-$CRICTL_VERSION
 COREDNS_BIN=$TOOLS_CACHE/coredns-$COREDNS_VERSION
 FLANNEL_BIN=$TOOLS_CACHE/flannel-$FLANNEL_VERSION
+# flannel's CNI plugin: built from its released source archive (build.sh; the Go module proxy
+# refuses its module); kube-flannel.yml names its image by a later tag of the same release line.
+FLANNEL_CNI_VERSION=${FLANNEL_CNI_VERSION:-v1.9.1-flannel1}
+FLANNEL_CNI_BIN=$TOOLS_CACHE/flannel-cni-$FLANNEL_CNI_VERSION
+KUBE_PROXY_BIN=$TOOLS_CACHE/kube-proxy-$K8S_VERSION
