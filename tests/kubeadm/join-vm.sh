@@ -68,11 +68,22 @@ install -m 0600 "$KUBECONFIG" "$pl/admin.conf"
 token=$(awk '{for (i = 1; i < NF; i++) if ($i == "--token") print $(i + 1)}' "$pl/join-command")
 grep -q "^kubeadm join $IP:6443 --token " "$pl/join-command" || die "unexpected join command: $(cat "$pl/join-command")"
 log "join command made (token ${token%%.*}.…)"
+# The images the cluster's DaemonSets run on every node (kube-proxy, flannel and its CNI plugin
+# installer; CoreDNS too, should the scheduler put a replica there), built by images.sh under the
+# names their manifests ask for: the guest imports them (no registry there either).
+mkdir -p "$pl/images"
+"$here/images.sh" build 2>"$work/images.err" >"$work/images.txt" || { cat "$work/images.err" >&2; die "images.sh failed"; }
+while read -r ref layout; do
+    name=$(basename "$(dirname "$layout")")
+    cp -a "$layout" "$pl/images/$name"
+    echo "$ref $name" >>"$pl/images/refs"
+done <"$work/images.txt"
+log "images for the guest: $(awk '{print $1}' "$pl/images/refs" | tr '\n' ' ')"
 k delete node "$NODE" --ignore-not-found >/dev/null
 
 # 2. The guest, in the background: tap mode in init.sh's bridge, only the kubeadm_join test.
 log "booting the guest ($VM_IP on $IFACE)"
-VM_BRIDGE=$IFACE VM_IP=$VM_IP/24 VM_TESTS="tap_net kubeadm_join" VM_PAYLOAD=$work/payload \
+VM_BRIDGE=$IFACE VM_IP=$VM_IP/24 VM_TESTS="tap_net kubeadm_join kubeadm_reset_clean" VM_PAYLOAD=$work/payload \
     VM_TIMEOUT=${VM_TIMEOUT:-1200} setsid "$root/tests/vm/run.sh" >"$work/vm.out" 2>&1 &
 vm_pid=$!
 

@@ -302,11 +302,17 @@ node_ready() {
     [ "$(kctl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 pod_running() { [ "$(kctl get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
-# The pod network, the admin's step after the join (what a network add-on's DaemonSet does): for
-# now a bridge with host-local IPAM on the Node's podCIDR, as tests/kubeadm/init.sh writes on the
-# host. Its own function: a network add-on (flannel's VXLAN over the tap link) replaces it.
+# The pod network. With the cluster's network add-on (flannel: tests/kubeadm/init.sh applies
+# upstream's kube-flannel.yml) its DaemonSet pod on this node writes the CNI config (VXLAN over the
+# tap link), and there is nothing to do but wait. Without one, the admin's own: a bridge with
+# host-local IPAM on the Node's podCIDR, as tests/kubeadm/init.sh once wrote on the host.
 pod_network() {
     local cidr="" i
+    if kctl -n kube-flannel get daemonset kube-flannel-ds >/dev/null 2>&1; then
+        say "  pod network: flannel's DaemonSet (it writes /etc/cni/net.d/10-flannel.conflist)"
+        wait_for "flannel's CNI config on this node" test -s /etc/cni/net.d/10-flannel.conflist
+        return
+    fi
     for ((i = 0; i < T; i++)); do
         cidr=$(kctl get node "$NODE" -o jsonpath='{.spec.podCIDR}' 2>/dev/null) && [ -n "$cidr" ] && break
         sleep 1
@@ -321,10 +327,11 @@ pod_network() {
 EOF
     say "  pod network: bridge cni0 on $cidr"
 }
-# What kubeadm reset leaves to the admin (its own message says so): the CNI config and bridge.
+# What kubeadm reset leaves to the admin (its own message says so): the CNI config and links.
 pod_network_down() {
-    rm -f /etc/cni/net.d/10-kubeadm-join.conflist
+    rm -f /etc/cni/net.d/10-kubeadm-join.conflist /etc/cni/net.d/10-flannel.conflist
     ip link del cni0 2>/dev/null || true
+    ip link del flannel.1 2>/dev/null || true
 }
 # api_view / cri_view: this node's pods as "namespace/name running-containers" lines, sorted, as
 # the API (kubectl, this node's pods) and the CRI (crictl on bosun's socket) see them.
@@ -338,6 +345,7 @@ cri_view() {
     jq -rn --argjson p "$pods" --argjson c "$ctrs" '$p.items[] | select(.state == "SANDBOX_READY") | . as $s |
         "\($s.metadata.namespace)/\($s.metadata.name) \([$c.containers[] | select(.podSandboxId == $s.id and .state == "CONTAINER_RUNNING") | .metadata.name] | sort | join(","))"' | sort
 }
+vmjoin_pod_gone() { ! cri pods -o json | jq -r '.items[].metadata.name' | grep -qx vmjoin-pod; }
 views_agree() { local a c; a=$(api_view) && c=$(cri_view) && [ -n "$a" ] && [ "$a" = "$c" ]; }
 test_kubeadm_join() {
     local t0 out rc verdict
@@ -346,6 +354,15 @@ test_kubeadm_join() {
     check "dpkg -i bosun bosun-kubelet" [ "${PIPESTATUS[0]}" -eq 0 ]
     check "kubelet.service enabled ($(systemctl is-enabled kubelet))" [ "$(systemctl is-enabled kubelet)" = enabled ]
     bosun image import "$P/busybox" busybox
+    # The cluster's DaemonSet images (kube-proxy, flannel), under the names their manifests ask for.
+    local ref name
+    while read -r ref name; do
+        bosun image import "$KJ/images/$name" "$ref" >/dev/null
+        say "  image $ref"
+    done < <(cat "$KJ/images/refs" 2>/dev/null)
+    # flannel's install-cni-plugin copies its plugin there (a hostPath without a type: it must
+    # exist); Debian's CNI plugins are in /usr/lib/cni.
+    mkdir -p /opt/cni/bin
     net_up
     check "the apiserver answers over the tap link" \
         timeout 30 bash -c "</dev/tcp/$(cut -d' ' -f3 "$KJ/join-command" | cut -d: -f1)/6443"
@@ -401,13 +418,25 @@ YAML
     # Removing the node as kubeadm's docs say: drain, kubeadm reset (then the admin deletes the
     # Node: the host does).
     kctl drain "$NODE" --force --ignore-daemonsets --delete-emptydir-data --timeout=300s 2>&1 | sed 's/^/    drain: /'
-    wait_for "no pod left in bosun after the drain" bash -c '[ -z "$(ls -A /run/bosun/pods)" ]'
+    # The drain leaves the DaemonSets' pods (kube-proxy, flannel) to kubeadm reset.
+    wait_for "vmjoin-pod gone from crictl after the drain" vmjoin_pod_gone
+    say "  left for kubeadm reset: $(cri_view | tr '\n' ';')"
     t0=$(now)
     out=$(timeout 600 kubeadm reset -f --cri-socket "unix://$CRI_SOCK" 2>&1) && rc=0 || rc=$?
     echo "$out" | sed 's/^/    reset: /' | tail -30
     check "kubeadm reset succeeded (rc $rc, $(elapsed "$t0")s)" [ "$rc" -eq 0 ]
     pod_network_down
-    # What it leaves: nothing of the node's.
+    touch /var/tmp/vmjoin-reset-done
+    # Tell the host the node is reset (it deletes the Node then).
+    kctl create configmap vmjoin-reset --from-literal=done=1 >/dev/null
+}
+# After kubeadm_join's drain and kubeadm reset: nothing of the node's is left.
+test_kubeadm_reset_clean() {
+    check "kubeadm reset ran (kubeadm_join got that far)" test -e /var/tmp/vmjoin-reset-done
+    # Everything left first (the checks below stop at the first failure).
+    pgrep -a bosun | sed 's/^/    left process: /'
+    grep ' /var/lib/kubelet' /proc/mounts | sed 's/^/    left mount: /'
+    find /run/bosun/pods /var/lib/kubelet /etc/kubernetes -mindepth 1 -maxdepth 2 2>/dev/null | sed 's/^/    left file: /'
     check "kubelet.service stopped ($(systemctl is-active kubelet))" [ "$(systemctl is-active kubelet)" != active ]
     check "no bosun process left ($(pgrep -a bosun | tr '\n' ';'))" [ -z "$(pgrep bosun)" ]
     check "no pod state in /run/bosun/pods ($(ls /run/bosun/pods 2>/dev/null | tr '\n' ' '))" \
@@ -422,8 +451,6 @@ YAML
     pod_cgroups=$(find /sys/fs/cgroup -regextype posix-extended -type d \
         -regex '.*pod[0-9a-f]{8}[-_][0-9a-f]{4}[-_].*' 2>/dev/null | head -3 | tr '\n' ' ')
     check "no pod cgroup left ($pod_cgroups)" [ -z "$pod_cgroups" ]
-    # Tell the host the node is reset (it deletes the Node then).
-    kctl create configmap vmjoin-reset --from-literal=done=1 >/dev/null
 }
 
 # AppArmor enforcement, through the runtime's privileged security tests (run.sh's
@@ -531,7 +558,7 @@ tests=(cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_f
 [ -x "$P/security-tests" ] && tests+=(apparmor)
 [ -f "$P/cluster/bootstrap-kubeconfig" ] && tests+=(cluster_join)
 [ -f "$P/net" ] && tests+=(tap_net)
-[ -f "$P/kubeadm/join-command" ] && tests+=(kubeadm_join)
+[ -f "$P/kubeadm/join-command" ] && tests+=(kubeadm_join kubeadm_reset_clean)
 tests+=(node_shutdown)
 # run.sh's short subset (the CI run) names its tests in the payload.
 [ -s "$P/tests" ] && read -r -a tests <"$P/tests"
