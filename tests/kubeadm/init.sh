@@ -319,6 +319,9 @@ export KUBECONFIG=/etc/kubernetes/admin.conf
 msg=$(k get node $NODE -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')
 case $msg in *"cni plugin not initialized"*) ;; *) die "Ready condition before the pod network: $msg" ;; esac
 for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+  # `kubectl wait` fails at once on a pod that does not exist yet: the mirror pods come a few
+  # seconds after kubeadm init (their creation is refused until the system PriorityClasses exist).
+  for _ in $(seq 60); do k -n kube-system get "pod/$c-$NODE" >/dev/null 2>&1 && break; sleep 1; done
   k -n kube-system wait --for=condition=Ready "pod/$c-$NODE" --timeout=120s >&2 || die "$c is not Ready"
 done
 # hostNetwork pods have the node's address (--node-ip), as the kubelet reports them.
