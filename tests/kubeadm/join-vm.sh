@@ -83,7 +83,7 @@ k delete node "$NODE" --ignore-not-found >/dev/null
 
 # 2. The guest, in the background: tap mode in init.sh's bridge, only the kubeadm_join test.
 log "booting the guest ($VM_IP on $IFACE)"
-VM_BRIDGE=$IFACE VM_IP=$VM_IP/24 VM_TESTS="tap_net kubeadm_join kubeadm_reset_clean" VM_PAYLOAD=$work/payload \
+VM_BRIDGE=$IFACE VM_IP=$VM_IP/24 VM_TESTS="tap_net kubeadm_join kubeadm_reset_clean kubeadm_reset_cri_cleanup" VM_PAYLOAD=$work/payload \
     VM_TIMEOUT=${VM_TIMEOUT:-1200} setsid "$root/tests/vm/run.sh" >"$work/vm.out" 2>&1 &
 vm_pid=$!
 
