@@ -28,11 +28,14 @@ stage() { # name: ends the running stage (printing its time) and starts the next
     return 0
 }
 fuzz_build=""
+kubeadm_build=""
 summary() {
     local rc=$?
-    if [ -n "$fuzz_build" ] && kill -0 "$fuzz_build" 2>/dev/null; then
-        kill -- "-$fuzz_build" 2>/dev/null || true
-    fi
+    for job in $fuzz_build $kubeadm_build; do
+        if kill -0 "$job" 2>/dev/null; then
+            kill -- "-$job" 2>/dev/null || true
+        fi
+    done
     stage ""
     local s=$((SECONDS - t0))
     echo "== stage times"
@@ -71,6 +74,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 stage "privileged tests"
+# The kubeadm stage's Go programs and images (kubeadm, kube-proxy, CoreDNS, flannel and its CNI
+# plugin; cached by version, minutes cold) build in the background, niced, from here on, as the
+# fuzz build does; the kubeadm stage waits for them.
+kubeadm_log=$(mktemp /tmp/bosun-kubeadm-build.XXXXXX)
+setsid nice -n 10 bash tests/kubeadm/images.sh build >"$kubeadm_log" 2>&1 &
+kubeadm_build=$!
 cargo test --workspace -- --ignored --test-threads=1
 # The cluster end to end tests start the real control plane of tests/cluster (built from the Go
 # modules and cached by version: the first, cold, run builds it inside e2e-node).
@@ -82,6 +91,14 @@ stage "e2e-devices (cluster: the sample device plugin)"; bash tests/cluster/e2e-
 stage "e2e-dra (cluster: the DRA test driver)"; bash tests/cluster/e2e-dra.sh
 stage "e2e-pressure (cluster: allocatable, admission, in-place resize, eviction on a loop filesystem)"
 bash tests/cluster/e2e-pressure.sh
+stage "kubeadm (init with bosun as the kubelet, kube-proxy, CoreDNS, flannel)"
+if ! wait "$kubeadm_build"; then
+    cat "$kubeadm_log"
+    echo "kubeadm: building the tools and images failed" >&2
+    exit 1
+fi
+rm -f "$kubeadm_log"
+bash tests/kubeadm/init.sh
 fuzz
 stage "bench (quick run + regression gate: ratios to podman vs bench/baseline.json)"
 bash bench/check.sh

@@ -226,6 +226,21 @@ impl Node {
 
     /// Starts `bosun standalone` on the manifest folder.
     pub fn start(&mut self) -> Result<()> {
+        let manifests = self.path("manifests").display().to_string();
+        self.start_with(&["standalone", "--manifests", &manifests])
+    }
+
+    /// Starts bosun in cluster mode with `kubeconfig`, the manifest folder as its
+    /// `staticPodPath`.
+    pub fn start_cluster_mode(&mut self, kubeconfig: &Path) -> Result<()> {
+        let manifests = self.path("manifests").display().to_string();
+        self.config
+            .push_str(&format!("staticPodPath: {manifests}\n"));
+        let kubeconfig = kubeconfig.display().to_string();
+        self.start_with(&["--kubeconfig", &kubeconfig])
+    }
+
+    fn start_with(&mut self, mode: &[&str]) -> Result<()> {
         if self.child.is_some() {
             return Ok(());
         }
@@ -244,11 +259,9 @@ impl Node {
             ),
         )?;
         let child = Command::new(bosun_bin())
-            .arg("standalone")
+            .args(mode)
             .arg("--config")
             .arg(&config)
-            .arg("--manifests")
-            .arg(self.path("manifests"))
             .args(self.common_args())
             .args(&self.extra_args)
             .env("RUST_LOG", "info,bosun=debug")

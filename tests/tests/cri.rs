@@ -533,6 +533,45 @@ fn crictl_shows_what_bosun_pods_shows() -> Result<()> {
     check_clean(node)
 }
 
+/// `kubeadm init`'s order: the manifest folder's pods start while the apiserver does not answer
+/// (they are the apiserver), the Node's registration retrying in the background meanwhile; and
+/// a static pod removed then still ends (only the decision about orphans waits for the API).
+#[test]
+#[ignore = "needs root: runs a static pod in cluster mode"]
+fn static_pods_start_before_the_apiserver_answers() -> Result<()> {
+    bosun_tests::become_subreaper();
+    let mut node = bosun_tests::Node::new("early")?;
+    // Nothing listens on port 1.
+    let kubeconfig = node.path("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n",
+    )?;
+    node.apply(
+        "early.yaml",
+        &pod(
+            "early",
+            "  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n",
+        ),
+    )?;
+    node.start_cluster_mode(&kubeconfig)?;
+    let result = (|| -> Result<()> {
+        node.wait_pod("early", T, "Running", |p| is_running(p, "c"))?;
+        let log = std::fs::read_to_string(node.path("bosun.log"))?;
+        ensure!(
+            log.contains("cannot register the node"),
+            "registration not retried: {}",
+            node.log_tail(20)
+        );
+        node.delete("early.yaml")?;
+        node.wait_gone("early", T)
+    })();
+    // (check_clean stops the agent with SIGTERM, which releases the node's mounts and cgroups.)
+    let clean = check_clean(node);
+    result?;
+    clean
+}
+
 /// An enabled kubelet.service before `kubeadm init` writes its `--config` file: bosun serves
 /// the CRI socket meanwhile (kubeadm's preflight checks it first, its image pulls go through
 /// it), and once the file is there it starts again with it.
