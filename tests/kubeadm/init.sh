@@ -313,6 +313,9 @@ export KUBECONFIG=/etc/kubernetes/admin.conf
 msg=$(k get node $NODE -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')
 case $msg in *"cni plugin not initialized"*) ;; *) die "Ready condition before the pod network: $msg" ;; esac
 for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+  # `kubectl wait` fails at once on a pod that does not exist yet: the mirror pods come a few
+  # seconds after kubeadm init (their creation is refused until the system PriorityClasses exist).
+  for _ in $(seq 60); do k -n kube-system get "pod/$c-$NODE" >/dev/null 2>&1 && break; sleep 1; done
   k -n kube-system wait --for=condition=Ready "pod/$c-$NODE" --timeout=120s >&2 || die "$c is not Ready"
 done
 # hostNetwork pods have the node's address (--node-ip), as the kubelet reports them.
@@ -374,9 +377,10 @@ svc_ip=$(k -n kubeadm-test get service web -o jsonpath='{.spec.clusterIP}')
 out=$(k -n kubeadm-test exec client -- nslookup web.kubeadm-test.svc.cluster.local 2>&1) ||
   die "nslookup web failed: $out"
 grep -q "Address: $svc_ip\$" <<<"$out" || die "web.kubeadm-test resolved to: $out (ClusterIP $svc_ip)"
-out=$(k -n kubeadm-test exec client -- wget -qO- -T 5 "http://$svc_ip/" 2>&1) ||
+# Through nc: this host's static busybox (1.35.0-4+deb12u1) segfaults in wget even for an address.
+out=$(k -n kubeadm-test exec client -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 $svc_ip 80" 2>&1) ||
   die "the ClusterIP Service did not answer: $out"
-[ "$out" = hello-from-web ] || die "the ClusterIP Service answered: $out"
+[ "$(tr -d '\r' <<<"$out" | tail -1)" = hello-from-web ] || die "the ClusterIP Service answered: $out"
 
 # crictl on the node shows the same pods and containers as the API.
 crictl() { "$CRICTL" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" "$@" 2>/dev/null; }

@@ -9,7 +9,7 @@
 # Any cached guest of the current RECIPE is reused, even if Debian has a newer kernel since.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-RECIPE=r3                      # bump when this script or guest/ changes what is built
+RECIPE=r4                      # bump when this script or guest/ changes what is built
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 cache=${BOSUN_CACHE:-$HOME/.cache/bosun}/vm
@@ -55,8 +55,9 @@ fi
 boot_mods=(virtio_pci virtio_blk ext4)
 # Pods: overlay rootfs, veth pairs on a bridge (the CNI bridge plugin), iptables-nft for ipMasq and
 # portmap (all of netfilter: the kernel asks modprobe for what a rule needs), and the NIC of the
-# cluster part (QEMU user networking).
-run_mods=(overlay veth bridge br_netfilter virtio_net)
+# cluster part (QEMU user networking); vxlan for flannel's VXLAN backend between the nodes
+# (tests/kubeadm/join-vm.sh: the kernel loads it through modprobe when flanneld makes flannel.1).
+run_mods=(overlay veth bridge br_netfilter virtio_net vxlan)
 while read -r ko; do
     m=$(basename "$ko"); run_mods+=("${m%.ko*}")
 done < <(cd "$work/k/lib/modules/$kver/kernel" && find net/netfilter net/ipv4/netfilter net/ipv6/netfilter net/bridge -name '*.ko*')

@@ -11,6 +11,12 @@
 #                                    # cluster part, the tests in CI_TESTS below
 #   VM_TESTS="cgroup_v2 ... node_shutdown"  # only these guest tests, in this order
 #   VM_TIMEOUT=1200 VM_MEM=2048 VM_CPUS=2 KEEP=1 (keep the work folder with serial.log)
+#   VM_BRIDGE=bosun-cp0 VM_IP=10.250.0.2/24 tests/vm/run.sh   # tap mode: the guest on a tap
+#       device (VM_TAP, default bosun-vmtap0) in that existing host bridge, with that address and
+#       the bridge's address as its gateway (a real L2 link: no cluster part, the caller's
+#       control plane is on the bridge); VM_PAYLOAD=dir adds that folder's files to the payload
+#   BOSUN_KUBELET_DEB=path.deb      # the bosun-kubelet package for the payload (else the one the
+#                                   # release build made, if any)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/vm"
@@ -40,14 +46,27 @@ subset=${VM_SUBSET:-}
 profile=${VM_PROFILE:-release}
 cluster=${VM_CLUSTER:-1}
 if [[ $subset == ci ]]; then profile=debug; cluster=0; fi
+bridge=${VM_BRIDGE:-}
+tap=${VM_TAP:-bosun-vmtap0}
+if [[ -n $bridge ]]; then
+    [[ -n ${VM_IP:-} ]] || { log "VM_BRIDGE needs VM_IP (the guest's address, e.g. 10.250.0.2/24)"; exit 2; }
+    gateway=$(ip -4 -o addr show dev "$bridge" 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -1)
+    [[ -n $gateway ]] || { log "bridge $bridge missing or without an IPv4 address"; exit 2; }
+    cluster=0
+fi
 work=$(mktemp -d /tmp/bosun-vm.XXXXXX)
 cp_dir="$work/cluster"
+tap_made=
 cleanup() {
+    if [[ -n $tap_made ]]; then ip link del "$tap" 2>/dev/null || true; fi
     if mountpoint -q "$work/disk" 2>/dev/null; then umount "$work/disk" || umount -l "$work/disk"; fi
     if [[ $cluster == 1 && -d $cp_dir ]]; then bash tests/cluster/down.sh "$cp_dir" --purge >/dev/null 2>&1; fi
     if [[ -z ${KEEP:-} ]]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# A signal ends the run through the EXIT trap too (the tap device and the control plane go).
+trap 'exit 130' INT
+trap 'exit 143' TERM
 [[ -z ${KEEP:-} ]] || log "keeping $work"
 payload="$work/payload"
 mkdir -p "$payload"
@@ -57,9 +76,15 @@ if [[ -n ${BOSUN_DEB:-} ]]; then
     deb=$BOSUN_DEB
 else
     log "building packages ($profile, $(secs))"
-    deb=$(PROFILE=$profile packaging/build.sh | grep '/bosun_[^/]*\.deb$')
+    pkgs=$(PROFILE=$profile packaging/build.sh)
+    deb=$(grep '/bosun_[^/]*\.deb$' <<<"$pkgs")
+    kdeb=$(grep '/bosun-kubelet_[^/]*\.deb$' <<<"$pkgs" || true)
 fi
 cp "$deb" "$payload/bosun.deb"
+kdeb=${BOSUN_KUBELET_DEB:-${kdeb:-}}
+[[ -z $kdeb ]] || cp "$kdeb" "$payload/bosun-kubelet.deb"
+# The caller's files (tests/kubeadm/join-vm.sh: kubeadm, kubectl, crictl, the join command).
+[[ -z ${VM_PAYLOAD:-} ]] || cp -a "$VM_PAYLOAD/." "$payload/"
 [[ $subset != ci ]] || echo "$CI_TESTS" >"$payload/tests"
 [[ -z ${VM_TESTS:-} ]] || echo "$VM_TESTS" >"$payload/tests"
 # The guest tests this run has (the suite's list, unless one is given).
@@ -132,6 +157,17 @@ spec:
 YAML
     fi
     nic=(-nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:6443-cmd:/bin/busybox nc 10.250.4.1 $api_port")
+elif [[ -n $bridge ]]; then
+    # Tap mode: a tap device in the caller's bridge (removed at the end whatever happens); the
+    # guest's address and gateway go in the payload (suite.sh's net_up).
+    if ip link show "$tap" >/dev/null 2>&1; then log "$tap exists (another VM run?)"; exit 1; fi
+    ip tuntap add dev "$tap" mode tap
+    tap_made=1
+    ip link set "$tap" master "$bridge"
+    ip link set "$tap" up
+    printf 'ADDRESS=%s\nGATEWAY=%s\n' "$VM_IP" "$gateway" >"$payload/net"
+    log "tap mode: $tap in $bridge, guest $VM_IP via $gateway"
+    nic=(-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "virtio-net-pci,netdev=n0")
 else
     nic=(-nic none)
 fi
@@ -146,7 +182,7 @@ log "guest $guest"
 if grep -qwE 'vmx|svm' /proc/cpuinfo && [[ -w /dev/kvm ]]; then
     accel=(-accel kvm -cpu host)
 else
-    accel=(-accel tcg,thread=multi -cpu max)
+    accel=(-accel "tcg,thread=multi" -cpu max)
 fi
 serial="$work/serial.log"
 # The root disk: a throwaway overlay (snapshot=on), or with the node shutdown test a sparse copy

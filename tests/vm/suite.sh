@@ -269,6 +269,190 @@ test_cluster_join() {
     check "bosun still active" [ "$(systemctl is-active bosun)" = active ]
 }
 
+# The tap mode's network (run.sh with VM_BRIDGE: the payload's net file has the guest's address
+# and the host bridge's address as its gateway): eth0 up with them.
+net_up() {
+    local ADDRESS GATEWAY
+    # shellcheck disable=SC1091
+    . "$P/net"
+    ip link set lo up
+    ip link set eth0 up
+    ip addr replace "$ADDRESS" dev eth0
+    ip route replace default via "$GATEWAY"
+    say "  eth0 $ADDRESS via $GATEWAY"
+}
+# The tap mode's link: eth0 has the address and the host's bridge answers on it.
+test_tap_net() {
+    local ADDRESS GATEWAY
+    net_up
+    # shellcheck disable=SC1091
+    . "$P/net"
+    check "eth0 has $ADDRESS" grep -qw "inet $ADDRESS" <<< "$(ip -4 -o addr show dev eth0)"
+    check "the host bridge $GATEWAY answers ping over the tap link" busybox ping -c 3 -W 5 "$GATEWAY"
+    say "  $(ip -4 -o addr show dev eth0 | awk '{print $2, $4}'); $(ip neigh show "$GATEWAY")"
+}
+
+# kubeadm join of this guest to the host's kubeadm control plane (tests/kubeadm/join-vm.sh: the
+# payload's kubeadm/ has kubeadm, kubectl, crictl, the admin kubeconfig and the join command).
+KJ=$P/kubeadm
+CRI_SOCK=/run/bosun/bosun.sock
+kctl() { "$KJ/kubectl" --kubeconfig "$KJ/admin.conf" "$@"; }
+cri() { "$KJ/crictl" --runtime-endpoint "unix://$CRI_SOCK" --image-endpoint "unix://$CRI_SOCK" "$@"; }
+node_ready() {
+    [ "$(kctl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+pod_running() { [ "$(kctl get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
+# The pod network. With the cluster's network add-on (flannel: tests/kubeadm/init.sh applies
+# upstream's kube-flannel.yml) its DaemonSet pod on this node writes the CNI config (VXLAN over the
+# tap link), and there is nothing to do but wait. Without one, the admin's own: a bridge with
+# host-local IPAM on the Node's podCIDR, as tests/kubeadm/init.sh once wrote on the host.
+pod_network() {
+    local cidr="" i
+    if kctl -n kube-flannel get daemonset kube-flannel-ds >/dev/null 2>&1; then
+        say "  pod network: flannel's DaemonSet (it writes /etc/cni/net.d/10-flannel.conflist)"
+        wait_for "flannel's CNI config on this node" test -s /etc/cni/net.d/10-flannel.conflist
+        return
+    fi
+    for ((i = 0; i < T; i++)); do
+        cidr=$(kctl get node "$NODE" -o jsonpath='{.spec.podCIDR}' 2>/dev/null) && [ -n "$cidr" ] && break
+        sleep 1
+    done
+    check "the node got a pod CIDR" [ -n "$cidr" ]
+    mkdir -p /etc/cni/net.d
+    cat > /etc/cni/net.d/10-kubeadm-join.conflist <<EOF
+{"cniVersion": "1.0.0", "name": "kubeadm-join", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$cidr"}]]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF
+    say "  pod network: bridge cni0 on $cidr"
+}
+# What kubeadm reset leaves to the admin (its own message says so): the CNI config and links.
+pod_network_down() {
+    rm -f /etc/cni/net.d/10-kubeadm-join.conflist /etc/cni/net.d/10-flannel.conflist
+    ip link del cni0 2>/dev/null || true
+    ip link del flannel.1 2>/dev/null || true
+}
+# api_view / cri_view: this node's pods as "namespace/name running-containers" lines, sorted, as
+# the API (kubectl, this node's pods) and the CRI (crictl on bosun's socket) see them.
+api_view() {
+    kctl get pods -A -o json --field-selector "spec.nodeName=$NODE" | jq -r '.items[] |
+        "\(.metadata.namespace)/\(.metadata.name) \([.status.containerStatuses[]? | select(.state.running) | .name] | sort | join(","))"' | sort
+}
+cri_view() {
+    local pods ctrs
+    pods=$(cri pods -o json) && ctrs=$(cri ps -o json) || return 1
+    jq -rn --argjson p "$pods" --argjson c "$ctrs" '$p.items[] | select(.state == "SANDBOX_READY") | . as $s |
+        "\($s.metadata.namespace)/\($s.metadata.name) \([$c.containers[] | select(.podSandboxId == $s.id and .state == "CONTAINER_RUNNING") | .metadata.name] | sort | join(","))"' | sort
+}
+vmjoin_pod_gone() { ! cri pods -o json | jq -r '.items[].metadata.name' | grep -qx vmjoin-pod; }
+views_agree() { local a c; a=$(api_view) && c=$(cri_view) && [ -n "$a" ] && [ "$a" = "$c" ]; }
+test_kubeadm_join() {
+    local t0 out rc verdict
+    for f in kubeadm kubectl crictl; do install -m 0755 "$KJ/$f" "/usr/local/bin/$f"; done
+    dpkg -i "$P/bosun.deb" "$P/bosun-kubelet.deb" 2>&1 | sed 's/^/    dpkg: /'
+    check "dpkg -i bosun bosun-kubelet" [ "${PIPESTATUS[0]}" -eq 0 ]
+    check "kubelet.service enabled ($(systemctl is-enabled kubelet))" [ "$(systemctl is-enabled kubelet)" = enabled ]
+    bosun image import "$P/busybox" busybox
+    # The cluster's DaemonSet images (kube-proxy, flannel), under the names their manifests ask for.
+    local ref name
+    while read -r ref name; do
+        bosun image import "$KJ/images/$name" "$ref" >/dev/null
+        say "  image $ref"
+    done < <(cat "$KJ/images/refs" 2>/dev/null)
+    # flannel's install-cni-plugin copies its plugin there (a hostPath without a type: it must
+    # exist); Debian's CNI plugins are in /usr/lib/cni.
+    mkdir -p /opt/cni/bin
+    net_up
+    check "the apiserver answers over the tap link" \
+        timeout 30 bash -c "</dev/tcp/$(cut -d' ' -f3 "$KJ/join-command" | cut -d: -f1)/6443"
+    # kubeadm's IPv4 preflight wants forwarding on (br_netfilter is loaded at boot).
+    sysctl -qw net.ipv4.ip_forward=1
+    # As kubeadm's install docs say: the kubelet enabled and running before the join (bosun serves
+    # only its CRI socket until kubeadm has written /var/lib/kubelet/config.yaml).
+    systemctl enable --now kubelet
+    wait_for "bosun's CRI socket before the join" test -S "$CRI_SOCK"
+    t0=$(now)
+    # SystemVerification is ignored: this guest has no kernel config file (/proc/config.gz,
+    # /boot/config-*) for kubeadm's kernel check.
+    # shellcheck disable=SC2046
+    out=$(timeout 900 $(cat "$KJ/join-command") --cri-socket "unix://$CRI_SOCK" \
+        --ignore-preflight-errors=SystemVerification -v=1 2>&1) && rc=0 || rc=$?
+    echo "$out" | grep -v '^I[0-9]' | sed 's/^/    kubeadm: /' | tail -40
+    check "kubeadm join succeeded (rc $rc, $(elapsed "$t0")s)" [ "$rc" -eq 0 ]
+    check "kubeadm join says the node joined" grep -q 'This node has joined the cluster' <<< "$out"
+    check "the kubelet's TLS bootstrap wrote kubelet.conf" test -s /etc/kubernetes/kubelet.conf
+    check "kubelet.service active" [ "$(systemctl is-active kubelet)" = active ]
+    say "  joined in $(elapsed "$t0")s; Ready says: $(kctl get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}')"
+    pod_network
+    wait_for "node $NODE Ready" node_ready
+    say "  node Ready $(elapsed "$t0")s after the join started"
+    kctl get node "$NODE" -o wide 2>&1 | sed 's/^/    /'
+    # A pod pinned to this node.
+    kctl apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: vmjoin-pod, namespace: default}
+spec:
+  nodeName: $NODE
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, '3600']
+YAML
+    wait_for "vmjoin-pod Running" pod_running vmjoin-pod
+    kctl get pods -A -o wide --field-selector "spec.nodeName=$NODE" 2>&1 | sed 's/^/    /'
+    # crictl and the API agree on this node's pods and their running containers.
+    wait_for "crictl and kubectl agree" views_agree
+    say "  crictl: $(cri_view | tr '\n' ';')"
+    check "vmjoin-pod's container runs (crictl)" grep -qx 'default/vmjoin-pod c' <<< "$(cri_view)"
+    # The host's checks (join-vm.sh) run now, with this node up: it reads what crictl saw here
+    # from a ConfigMap and answers in another.
+    kctl create configmap vmjoin-guest --from-literal=crictl="$(cri_view)" >/dev/null
+    T=600 wait_for "the host's verdict" kctl get configmap vmjoin-host
+    verdict=$(kctl get configmap vmjoin-host -o jsonpath='{.data.result}')
+    say "  host: $verdict"
+    check "the host's checks passed" grep -q '^PASS' <<< "$verdict"
+    # Removing the node as kubeadm's docs say: drain, kubeadm reset (then the admin deletes the
+    # Node: the host does).
+    kctl drain "$NODE" --force --ignore-daemonsets --delete-emptydir-data --timeout=300s 2>&1 | sed 's/^/    drain: /'
+    # The drain leaves the DaemonSets' pods (kube-proxy, flannel) to kubeadm reset.
+    wait_for "vmjoin-pod gone from crictl after the drain" vmjoin_pod_gone
+    say "  left for kubeadm reset: $(cri_view | tr '\n' ';')"
+    t0=$(now)
+    out=$(timeout 600 kubeadm reset -f --cri-socket "unix://$CRI_SOCK" 2>&1) && rc=0 || rc=$?
+    echo "$out" | sed 's/^/    reset: /' | tail -30
+    check "kubeadm reset succeeded (rc $rc, $(elapsed "$t0")s)" [ "$rc" -eq 0 ]
+    pod_network_down
+    touch /var/tmp/vmjoin-reset-done
+    # Tell the host the node is reset (it deletes the Node then).
+    kctl create configmap vmjoin-reset --from-literal=done=1 >/dev/null
+}
+# After kubeadm_join's drain and kubeadm reset: nothing of the node's is left.
+test_kubeadm_reset_clean() {
+    check "kubeadm reset ran (kubeadm_join got that far)" test -e /var/tmp/vmjoin-reset-done
+    # Everything left first (the checks below stop at the first failure).
+    pgrep -a bosun | sed 's/^/    left process: /'
+    grep ' /var/lib/kubelet' /proc/mounts | sed 's/^/    left mount: /'
+    find /run/bosun/pods /var/lib/kubelet /etc/kubernetes -mindepth 1 -maxdepth 2 2>/dev/null | sed 's/^/    left file: /'
+    check "kubelet.service stopped ($(systemctl is-active kubelet))" [ "$(systemctl is-active kubelet)" != active ]
+    check "no bosun process left ($(pgrep -a bosun | tr '\n' ';'))" [ -z "$(pgrep bosun)" ]
+    check "no pod state in /run/bosun/pods ($(ls /run/bosun/pods 2>/dev/null | tr '\n' ' '))" \
+        [ -z "$(ls -A /run/bosun/pods 2>/dev/null)" ]
+    check "no mount under /var/lib/kubelet ($(grep -c ' /var/lib/kubelet' /proc/mounts))" \
+        bash -c "! grep -q ' /var/lib/kubelet' /proc/mounts"
+    check "/var/lib/kubelet empty ($(find /var/lib/kubelet -mindepth 1 2>/dev/null | head -5 | tr '\n' ' '))" \
+        [ -z "$(find /var/lib/kubelet -mindepth 1 2>/dev/null)" ]
+    check "no file left in /etc/kubernetes ($(find /etc/kubernetes -type f 2>/dev/null | tr '\n' ' '))" \
+        [ -z "$(find /etc/kubernetes -type f 2>/dev/null)" ]
+    local pod_cgroups
+    pod_cgroups=$(find /sys/fs/cgroup -regextype posix-extended -type d \
+        -regex '.*pod[0-9a-f]{8}[-_][0-9a-f]{4}[-_].*' 2>/dev/null | head -3 | tr '\n' ' ')
+    check "no pod cgroup left ($pod_cgroups)" [ -z "$pod_cgroups" ]
+}
+
 # AppArmor enforcement, through the runtime's privileged security tests (run.sh's
 # security-tests binary): a Localhost profile denying writes below /denied makes a write there
 # fail in the container and in an exec'd process, /proc/1/attr/current names the profile,
@@ -373,6 +557,8 @@ tests=(cgroup_v2 install_enabled_but_idle start_standalone limits_in_cgroup_v2_f
        graceful_termination restart_adopts stop_leaves_pods)
 [ -x "$P/security-tests" ] && tests+=(apparmor)
 [ -f "$P/cluster/bootstrap-kubeconfig" ] && tests+=(cluster_join)
+[ -f "$P/net" ] && tests+=(tap_net)
+[ -f "$P/kubeadm/join-command" ] && tests+=(kubeadm_join kubeadm_reset_clean)
 tests+=(node_shutdown)
 # run.sh's short subset (the CI run) names its tests in the payload.
 [ -s "$P/tests" ] && read -r -a tests <"$P/tests"
