@@ -74,16 +74,17 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 stage "privileged tests"
-# The kubeadm stage's Go programs and images (kubeadm, kube-proxy, CoreDNS, flannel and its CNI
-# plugin; cached by version, minutes cold) build in the background, niced, from here on, as the
-# fuzz build does; the kubeadm stage waits for them.
-kubeadm_log=$(mktemp /tmp/bosun-kubeadm-build.XXXXXX)
-setsid nice -n 10 bash tests/kubeadm/images.sh build >"$kubeadm_log" 2>&1 &
-kubeadm_build=$!
 cargo test --workspace -- --ignored --test-threads=1
 # The cluster end to end tests start the real control plane of tests/cluster (built from the Go
 # modules and cached by version: the first, cold, run builds it inside e2e-node).
 stage "e2e-node (cluster)"; bash tests/cluster/e2e-node.sh
+# The kubeadm stage's Go programs and images (kubeadm, kube-proxy, CoreDNS, flannel and its CNI
+# plugin, the control plane's images; cached by version, about 8 CPU-minutes cold) build in the
+# background, niced, from here on (the control plane's binaries, which e2e-node built, go into
+# them), as the fuzz build does; the kubeadm stage waits for them.
+kubeadm_log=$(mktemp /tmp/bosun-kubeadm-build.XXXXXX)
+setsid nice -n 10 bash tests/kubeadm/images.sh build >"$kubeadm_log" 2>&1 &
+kubeadm_build=$!
 stage "e2e-api (cluster)";  bash tests/cluster/e2e-api.sh
 stage "e2e-csi (cluster)";  bash tests/cluster/e2e-csi.sh
 stage "e2e-security (cluster)"; bash tests/cluster/e2e-security.sh

@@ -3,6 +3,8 @@
 # build.sh on the busybox test image (tests/images/build-busybox.sh), each named exactly as its
 # consumer asks for it:
 #
+#   kube-apiserver, kube-controller-manager, kube-scheduler, etcd
+#                       kubeadm's static pods               kubeadm config images list
 #   kube-proxy          kubeadm's kube-proxy DaemonSet      kubeadm config images list
 #   coredns             kubeadm's CoreDNS Deployment        the same, with dns.imageTag: $COREDNS_VERSION
 #   flannel             kube-flannel.yml's flanneld and install-cni containers   its image: lines
@@ -52,6 +54,8 @@ mode=${1:-build}
 [ $# -gt 0 ] && shift
 case $mode in build | refs | import) ;; *) die "usage: $0 [build|refs|import BOSUN_ARGS...]" ;; esac
 
+# (the control plane's binaries too: its images are built here)
+"$root/tests/cluster/build/build.sh" >&2
 "$here/build.sh" kubeadm kube-proxy coredns flannel flannel-cni >&2
 
 # The iptables backend: the host's (decide first, then act).
@@ -81,6 +85,10 @@ one() { # FILE PATTERN: the one line of FILE matching PATTERN
   [ "$(printf '%s\n' "$hits" | grep -c .)" = 1 ] || die "expected one image matching $2 in $1, got: $hits"
   echo "$hits"
 }
+ref_apiserver=$(one "$work/kubeadm-images.txt" '/kube-apiserver:')
+ref_cm=$(one "$work/kubeadm-images.txt" '/kube-controller-manager:')
+ref_scheduler=$(one "$work/kubeadm-images.txt" '/kube-scheduler:')
+ref_etcd=$(one "$work/kubeadm-images.txt" '/etcd:')
 ref_proxy=$(one "$work/kubeadm-images.txt" '/kube-proxy:')
 ref_dns=$(one "$work/kubeadm-images.txt" '/coredns:')
 [ "${ref_proxy##*:}" = "$K8S_VERSION" ] || die "kubeadm wants $ref_proxy, built is $K8S_VERSION"
@@ -136,7 +144,9 @@ image() {
   local dest=$IMAGES_CACHE/$name-$version
   local tree=$work/$name
   mkdir -p "$tree"
-  "$fill" "$tree"
+  # (FILL may carry arguments before the folder: "fill_control_plane etcd")
+  # shellcheck disable=SC2086
+  $fill "$tree"
   [ -d "$tree/usr/sbin" ] && dest=$dest-$IPTABLES_BACKEND
   local stamp
   stamp=$({
@@ -162,6 +172,12 @@ image() {
   echo "$ref $dest/oci"
 }
 
+# The control plane's static pods (kubeadm's manifests run the binary by name, from PATH):
+# the pinned binaries of tests/cluster/build on the busybox base.
+fill_control_plane() {
+  mkdir -p "$2/usr/local/bin"
+  install -m 0755 "$K8S_BIN/$1" "$2/usr/local/bin/$1"
+}
 fill_proxy() {
   netfilter "$1"
   mkdir -p "$1/usr/local/bin"
@@ -178,6 +194,10 @@ fill_cni() { install -m 0755 "$FLANNEL_CNI_BIN/flannel" "$1/flannel"; }
 umask 022
 mkdir -p "$IMAGES_CACHE"
 {
+  image kube-apiserver "$K8S_VERSION" "$ref_apiserver" null "fill_control_plane kube-apiserver"
+  image kube-controller-manager "$K8S_VERSION" "$ref_cm" null "fill_control_plane kube-controller-manager"
+  image kube-scheduler "$K8S_VERSION" "$ref_scheduler" null "fill_control_plane kube-scheduler"
+  image etcd "${ref_etcd##*:}" "$ref_etcd" null "fill_control_plane etcd"
   image kube-proxy "$K8S_VERSION" "$ref_proxy" null fill_proxy
   image coredns "$COREDNS_VERSION" "$ref_dns" '["/coredns"]' fill_dns
   image flannel "$FLANNEL_VERSION" "$ref_flannel" '["/opt/bin/flanneld"]' fill_flannel

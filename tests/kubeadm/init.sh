@@ -208,13 +208,7 @@ t0=$(date +%s)
 mkdir -p "$tmp/data" "$tmp/images"
 common=(--run-dir "$RUN" --data-dir "$tmp/data" --pod-logs-dir "$tmp/pod-logs"
   --container-logs-dir "$tmp/container-logs" --cgroup-root "$CG")
-"$KUBEADM" config images list --kubernetes-version "$K8S_VERSION" >"$tmp/images.txt"
-for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
-  ref=$(grep "/$name:" "$tmp/images.txt")
-  EXTRA_BINS="$K8S_BIN/$name" "$root/tests/images/build-busybox.sh" "$tmp/images/$name" >&2
-  "$BOSUN" image import "$tmp/images/$name" "$ref" "${common[@]}" >&2
-done
-"$here/images.sh" import "${common[@]}" >&2
+BOSUN_BIN=$BOSUN "$here/images.sh" import "${common[@]}" >&2
 # The test's own pods: the busybox test image.
 "$root/tests/images/build-busybox.sh" "$tmp/images/busybox" >&2
 "$BOSUN" image import "$tmp/images/busybox" docker.io/library/busybox:test "${common[@]}" >&2

@@ -183,6 +183,11 @@ async fn apply(client: &Client, u: &StatusUpdate) -> Result<Option<String>, Appl
                 .await
             {
                 Ok(_) => Ok(written),
+                // The mirror pod was replaced or deleted since it was read: the status is for
+                // its static pod, so it goes to the next mirror pod (retried), never dropped.
+                Err(kube::Error::Api(e)) if u.mirror && (e.code == 404 || e.code == 409) => {
+                    Err(ApplyError::NoMirror)
+                }
                 // Gone, or another pod of that name: nothing to report to.
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(None),
                 Err(e) => Err(e.into()),
