@@ -46,8 +46,9 @@ cleanup() {
         kill -TERM -- "-$vm_pid" 2>/dev/null
         for _ in $(seq 30); do kill -0 "$vm_pid" 2>/dev/null || break; sleep 1; done
         kill -KILL -- "-$vm_pid" 2>/dev/null
+        # Killed before its trap ran: its tap device.
+        ip link del "${VM_TAP:-bosun-vmtap0}" 2>/dev/null
     fi
-    ip link del "${VM_TAP:-bosun-vmtap0}" 2>/dev/null
     k delete pod vmjoin-pod --ignore-not-found --grace-period=0 --force >/dev/null 2>&1
     k delete configmap vmjoin-guest vmjoin-host vmjoin-reset --ignore-not-found >/dev/null 2>&1
     k delete node "$NODE" --ignore-not-found >/dev/null 2>&1
