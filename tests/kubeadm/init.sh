@@ -316,7 +316,12 @@ for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
   # `kubectl wait` fails at once on a pod that does not exist yet: the mirror pods come a few
   # seconds after kubeadm init (their creation is refused until the system PriorityClasses exist).
   for _ in $(seq 60); do k -n kube-system get "pod/$c-$NODE" >/dev/null 2>&1 && break; sleep 1; done
-  k -n kube-system wait --for=condition=Ready "pod/$c-$NODE" --timeout=120s >&2 || die "$c is not Ready"
+  if ! k -n kube-system wait --for=condition=Ready "pod/$c-$NODE" --timeout=120s >&2; then
+    # What the API and bosun each say about it.
+    k -n kube-system get "pod/$c-$NODE" -o jsonpath='{.metadata.uid} {.status}{"\n"}' >&2
+    "$BOSUN" pods "${common[@]}" >&2
+    die "$c is not Ready"
+  fi
 done
 # hostNetwork pods have the node's address (--node-ip), as the kubelet reports them.
 ips=$(k -n kube-system get pods -l tier=control-plane -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' | sort -u)
