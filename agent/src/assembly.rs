@@ -259,7 +259,9 @@ pub async fn standalone(cfg: Config) -> anyhow::Result<()> {
 /// A cluster node whose `--config` file does not exist yet (an enabled kubelet.service before
 /// `kubeadm init` or `join` writes it): serves the CRI API (kubeadm's preflight checks the
 /// socket, its image pulls go through it) with the flags' settings, looks for the file every
-/// second, and once it is there runs bosun again in this process with it.
+/// second, and once it is there exits, for the service manager to start bosun again: the unit's
+/// command line then comes from the files kubeadm wrote with it (`kubeadm-flags.env`: the node's
+/// name, its address, ...), which a restart in place with the old arguments would miss.
 pub async fn wait_for_config(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     tracing::warn!(
         config = %path.display(),
@@ -278,8 +280,11 @@ pub async fn wait_for_config(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    tracing::info!(config = %path.display(), "the config file exists now: starting with it");
-    cluster::restart_in_place()
+    tracing::info!(
+        config = %path.display(),
+        "the config file exists now: exiting for the service manager to start bosun with it"
+    );
+    Ok(())
 }
 
 /// Runs bosun as a cluster node until SIGTERM/SIGINT (pods keep running after): credentials,
