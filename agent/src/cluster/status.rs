@@ -52,7 +52,9 @@ pub async fn run(
                     match api.get_opt(&u.name).await {
                         Ok(Some(p)) if super::mirror::is_mirror(&p) => {
                             *misses = 0;
-                            if p.metadata.uid.as_deref() != Some(written.as_str()) {
+                            if p.metadata.uid.as_deref() != Some(written.as_str())
+                                || drifted(p.status.as_ref(), u.status.as_ref())
+                            {
                                 pending.insert(uid.clone(), u.clone());
                             }
                         }
@@ -116,8 +118,32 @@ pub async fn run(
     }
 }
 
-/// How often the mirror pods written to are checked for a replacement (the kubelet's status
-/// manager syncs every 10 s).
+/// Whether the API's copy of a status no longer says what was written: a kubelet condition
+/// with another status (the node lifecycle controller sets every pod's Ready to False while the
+/// Node is not Ready, a pod update at a time), or another phase. The kubelet's status manager
+/// writes its status again then (its reconcile against the API's copy every 10 s).
+pub fn drifted(api: Option<&PodStatus>, written: Option<&PodStatus>) -> bool {
+    let (Some(api), Some(written)) = (api, written) else {
+        return false;
+    };
+    let status_of = |s: &PodStatus, ty: &str| {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == ty)
+            .map(|c| c.status.clone())
+    };
+    api.phase != written.phase
+        || written
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| crate::pods::status::is_kubelet_condition(&c.type_))
+            .any(|c| status_of(api, &c.type_).as_deref() != Some(c.status.as_str()))
+}
+
+/// How often the mirror pods written to are checked for a replacement or a status changed by
+/// someone else (the kubelet's status manager syncs every 10 s).
 const MIRROR_RESYNC: Duration = Duration::from_secs(10);
 /// Checks without a mirror pod after which its static pod is taken as removed.
 const MIRROR_GONE_AFTER: u32 = 6;
@@ -254,6 +280,62 @@ pub fn status_patch(uid: &str, status: &PodStatus) -> serde_json::Value {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::PodCondition;
+
+    #[test]
+    fn drift_is_a_kubelet_condition_or_the_phase_changed_by_someone_else() {
+        let st = |phase: &str, conds: &[(&str, &str)]| PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(
+                conds
+                    .iter()
+                    .map(|(t, s)| PodCondition {
+                        type_: t.to_string(),
+                        status: s.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let written = st("Running", &[("Ready", "True"), ("ContainersReady", "True")]);
+        // (API's copy, drifted?)
+        let cases = [
+            (
+                st("Running", &[("Ready", "True"), ("ContainersReady", "True")]),
+                false,
+            ),
+            // the node lifecycle controller's MarkPodsNotReady
+            (
+                st(
+                    "Running",
+                    &[("Ready", "False"), ("ContainersReady", "True")],
+                ),
+                true,
+            ),
+            (
+                st("Pending", &[("Ready", "True"), ("ContainersReady", "True")]),
+                true,
+            ),
+            (st("Running", &[("ContainersReady", "True")]), true),
+            // a controller's own condition next to the kubelet's is not drift
+            (
+                st(
+                    "Running",
+                    &[
+                        ("Ready", "True"),
+                        ("ContainersReady", "True"),
+                        ("DisruptionTarget", "True"),
+                    ],
+                ),
+                false,
+            ),
+        ];
+        for (i, (api, want)) in cases.iter().enumerate() {
+            assert_eq!(drifted(Some(api), Some(&written)), *want, "case {i}");
+        }
+        assert!(!drifted(None, Some(&written)));
+        assert!(!drifted(Some(&written), None));
+    }
 
     #[test]
     fn patch_leaves_foreign_conditions_alone() {
