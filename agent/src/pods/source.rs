@@ -64,10 +64,6 @@ pub fn union(api: Answer, file: Answer) -> Option<Desired> {
     })
 }
 
-fn answer(x: &Option<Option<DesiredPods>>) -> Answer<'_> {
-    x.as_ref().map(|o| o.as_ref())
-}
-
 /// Whether a source changed (`false` when it closed); never ready for a source not configured.
 async fn changed(r: Option<&mut watch::Receiver<Option<DesiredPods>>>) -> bool {
     match r {
@@ -84,9 +80,17 @@ pub async fn merge(
     tx: watch::Sender<Option<Desired>>,
 ) {
     loop {
-        let a = api.as_mut().map(|r| r.borrow_and_update().clone());
-        let f = file.as_mut().map(|r| r.borrow_and_update().clone());
-        if let Some(next) = union(answer(&a), answer(&f)) {
+        // Read in place (the API source publishes its whole set on every watch event): only the
+        // union is a new map.
+        let next = {
+            let a = api.as_mut().map(|r| r.borrow_and_update());
+            let f = file.as_mut().map(|r| r.borrow_and_update());
+            union(
+                a.as_deref().map(Option::as_ref),
+                f.as_deref().map(Option::as_ref),
+            )
+        };
+        if let Some(next) = next {
             tx.send_if_modified(|cur| {
                 let same = cur.as_ref().is_some_and(|c| {
                     c.all_sources == next.all_sources && same_pods(&c.pods, &next.pods)
