@@ -126,12 +126,12 @@ pub fn drifted(api: Option<&PodStatus>, written: Option<&PodStatus>) -> bool {
     let (Some(api), Some(written)) = (api, written) else {
         return false;
     };
-    let status_of = |s: &PodStatus, ty: &str| {
-        s.conditions
+    let status_of = |ty: &str| {
+        api.conditions
             .iter()
             .flatten()
             .find(|c| c.type_ == ty)
-            .map(|c| c.status.clone())
+            .map(|c| c.status.as_str())
     };
     api.phase != written.phase
         || written
@@ -139,7 +139,7 @@ pub fn drifted(api: Option<&PodStatus>, written: Option<&PodStatus>) -> bool {
             .iter()
             .flatten()
             .filter(|c| crate::pods::status::is_kubelet_condition(&c.type_))
-            .any(|c| status_of(api, &c.type_).as_deref() != Some(c.status.as_str()))
+            .any(|c| status_of(&c.type_) != Some(c.status.as_str()))
 }
 
 /// How often the mirror pods written to are checked for a replacement or a status changed by
