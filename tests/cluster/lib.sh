@@ -1,4 +1,5 @@
-# Sourced by the cluster end-to-end scripts (e2e-node.sh, e2e-api.sh, e2e-csi.sh, smoke.sh),
+# Sourced by the cluster end-to-end scripts (e2e-node.sh, e2e-api.sh, e2e-csi.sh, smoke.sh), the
+# kubeadm test (tests/kubeadm/init.sh, check-images.sh),
 # the VM tier (tests/vm/run.sh) and the benchmarks (bench/lib.sh): the helpers they share.
 
 passed=${passed:-0}

@@ -22,6 +22,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=env.sh
 . "$here/env.sh"
+# shellcheck source=../cluster/lib.sh
+. "$here/../cluster/lib.sh"
 start=$(date +%s)
 log() { echo "check-images: $*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -53,14 +55,7 @@ cleanup() {
     kill "$bosun_pid"; wait "$bosun_pid" 2>/dev/null
   fi
   if [ "$rc" != 0 ] && [ -f "$tmp/bosun.log" ]; then tail -40 "$tmp/bosun.log" >&2; fi
-  local left=0 p
-  for p in $(pgrep -f "$tmp/" 2>/dev/null); do kill -9 "$p" && left=$((left + 1)); done
-  [ "$left" = 0 ] || log "killed $left leftover process(es)"
-  grep -E " ${tmp}[/ ]" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
-  local base
-  for base in /sys/fs/cgroup /sys/fs/cgroup/*; do
-    [ -d "$base$CG" ] && find "$base$CG" -depth -type d -exec rmdir {} \; 2>/dev/null
-  done
+  reap_node "$tmp" "${CG#/}"
   rm -rf "$tmp"
   log "done in $(( $(date +%s) - start ))s"
 }

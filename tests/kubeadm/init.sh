@@ -47,6 +47,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=env.sh
 . "$here/env.sh"
+# shellcheck source=../cluster/lib.sh
+. "$root/tests/cluster/lib.sh"
 start=$(date +%s)
 log() { echo "kubeadm-init: $*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
@@ -109,10 +111,8 @@ cleanup() {
     "$KUBEADM" reset --force --cri-socket "unix://$SOCK" >"$tmp/reset.log" 2>&1 || cat "$tmp/reset.log" >&2
   fi
   # Whatever reset left: keepers of pods the agent did not finish, mounts, cgroups.
-  for p in $(pgrep -f "__keeper $RUN/" 2>/dev/null); do kill -9 "$p"; done
-  grep -E " ($RUN|/var/lib/kubelet)[/ ]" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
-  find "/sys/fs/cgroup$CG" -depth -type d -exec rmdir {} \; 2>/dev/null
-  find /sys/fs/cgroup/*/"${CG#/}" -depth -type d -exec rmdir {} \; 2>/dev/null
+  reap_node "$tmp" "${CG#/}"
+  grep -E " /var/lib/kubelet[/ ]" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
   # kube-proxy's and flannel's rules and links, flannel's files.
   [ -x "$KUBE_PROXY" ] && "$KUBE_PROXY" --cleanup >/dev/null 2>&1
   for ipt in iptables ip6tables; do
