@@ -75,6 +75,8 @@ log "join command made (token ${token%%.*}.…)"
 mkdir -p "$pl/images"
 "$here/images.sh" build 2>"$work/images.err" >"$work/images.txt" || { cat "$work/images.err" >&2; die "images.sh failed"; }
 while read -r ref layout; do
+    # (not the control plane's static pods: they run on the host only)
+    case $ref in */kube-apiserver:* | */kube-controller-manager:* | */kube-scheduler:* | */etcd:*) continue ;; esac
     name=$(basename "$(dirname "$layout")")
     cp -a "$layout" "$pl/images/$name"
     echo "$ref $name" >>"$pl/images/refs"
